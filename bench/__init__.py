@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print tables of figures (never timed unit tests)."""

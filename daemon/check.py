@@ -1,0 +1,44 @@
+"""`sigd check`: validate the config and everything it points to, with clear reasons."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from daemon import config as config_mod
+from daemon.config import Config
+
+# Each check takes the loaded config and returns a list of problems (empty = fine).
+# Other modules add theirs here as the things they own appear (tapes, artifacts, secrets).
+Check = Callable[[Config], list[str]]
+
+
+def _check_store(cfg: Config) -> list[str]:
+    parent = cfg.path(cfg.store.path).parent
+    if parent.exists() and not parent.is_dir():
+        return [f"store.path: {parent} exists and is not a directory"]
+    return []
+
+
+CHECKS: list[Check] = [_check_store]
+
+
+def run_checks(cfg: Config) -> list[str]:
+    """Every problem found by every registered check."""
+    problems: list[str] = []
+    for check in CHECKS:
+        problems.extend(check(cfg))
+    return problems
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Exit 0 when the config and what it points to are sound, 1 with reasons otherwise."""
+    cfg = config_mod.load(args.config)
+    problems = run_checks(cfg)
+    for p in problems:
+        print(f"sigd check: {cfg.source}: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"sigd check: {cfg.source}: ok")
+    return 0

@@ -1,0 +1,163 @@
+"""The words sigd speaks: Bar, Side, Prediction, Signal, Order, Fill, Position.
+
+Standard library only; every other module may import this one.
+Time is always integer milliseconds since the Unix epoch, UTC.
+Classes follow one convention everywhere: 0 = SHORT, 1 = FLAT, 2 = LONG.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Mapping
+
+# Timeframes spelled as ccxt spells them, with their length in milliseconds.
+TIMEFRAME_MS: Mapping[str, int] = {
+    "1s": 1_000,
+    "1m": 60_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
+# The timeframes the daemon streams for the primary symbol, fastest first.
+PRIMARY_TIMEFRAMES: tuple[str, ...] = ("1s", "1m", "1h", "1d")
+REFERENCE_SYMBOL = "BTC/USDT"
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of a timeframe in ms; a clear error for an unknown one."""
+    try:
+        return TIMEFRAME_MS[timeframe]
+    except KeyError:
+        raise ValueError(f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAME_MS)}") from None
+
+
+class Side(IntEnum):
+    """Model class and trade direction: 0 = SHORT, 1 = FLAT, 2 = LONG."""
+
+    SHORT = 0
+    FLAT = 1
+    LONG = 2
+
+
+class BarError(ValueError):
+    """A bar that breaks an invariant (not finite, OHLC order, negative volume, misaligned)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One closed candle. `ts` is the open time in ms UTC."""
+
+    symbol: str
+    timeframe: str
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+    @property
+    def close_ts(self) -> int:
+        """The instant the bar closes (exclusive end), ms UTC."""
+        return self.ts + timeframe_ms(self.timeframe)
+
+    def validate(self) -> None:
+        """Raise BarError naming the broken invariant; return None when the bar is sound."""
+        values = (self.open, self.high, self.low, self.close, self.volume)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise BarError(f"{self.symbol} {self.timeframe} @{self.ts}: non-finite value in {values}")
+        if not (self.low <= min(self.open, self.close) and max(self.open, self.close) <= self.high):
+            raise BarError(
+                f"{self.symbol} {self.timeframe} @{self.ts}: OHLC out of order "
+                f"(o={self.open} h={self.high} l={self.low} c={self.close})"
+            )
+        if self.volume < 0:
+            raise BarError(f"{self.symbol} {self.timeframe} @{self.ts}: negative volume {self.volume}")
+        if self.ts % timeframe_ms(self.timeframe) != 0:
+            raise BarError(f"{self.symbol} {self.timeframe} @{self.ts}: open time not aligned to the timeframe")
+
+    def as_row(self) -> tuple[int, float, float, float, float, float]:
+        """(ts, open, high, low, close, volume), the tape and buffer column order."""
+        return (self.ts, self.open, self.high, self.low, self.close, self.volume)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One model's answer for one bar."""
+
+    model: str  # registry name, e.g. "mtf_transformer"
+    version: str  # artifact version / fingerprint
+    bar_ts: int  # open time of the trigger bar the prediction is made at the close of
+    probs: tuple[float, float, float]  # P(SHORT), P(FLAT), P(LONG)
+    side: Side  # after the artifact's threshold rule
+    confidence: float
+    threshold: float
+    inference_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What a strategy decided at the close of one trigger bar."""
+
+    symbol: str
+    bar_ts: int
+    side: Side
+    confidence: float
+    price: float
+    strategy: str
+    reasons: tuple[str, ...] = ()
+    model_versions: Mapping[str, str] = field(default_factory=dict)
+
+
+class OrderStatus(str, Enum):
+    """Lifecycle of an order; UNKNOWN is an ambiguous outcome awaiting reconciliation."""
+
+    PENDING = "pending"  # stored, not yet sent
+    OPEN = "open"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as sigd records it before and after sending."""
+
+    client_order_id: str
+    symbol: str
+    side: str  # "buy" | "sell"
+    type: str  # "market" | "limit"
+    amount: float
+    price: float | None
+    bar_ts: int
+    status: OrderStatus = OrderStatus.PENDING
+    exchange_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution of an order."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    price: float
+    amount: float
+    fee: float
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Net position in one symbol; amount > 0 long, < 0 short, 0 flat."""
+
+    symbol: str
+    amount: float = 0.0
+    entry_price: float = 0.0
+    realized_pnl: float = 0.0
+    fees: float = 0.0

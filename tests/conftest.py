@@ -1,0 +1,23 @@
+"""Shared fixtures: temporary paths, config files, and tiny builders for real parts."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a config file from TOML text and return its path."""
+
+    def _write(text: str, name: str = "config.toml") -> Path:
+        p = tmp_path / name
+        p.write_text(textwrap.dedent(text))
+        return p
+
+    return _write

@@ -1,0 +1,78 @@
+"""Config: the shipped file loads; unknown keys, wrong types and impossible values name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from daemon import config
+from daemon.cli import main
+from tests.conftest import REPO
+
+
+def test_shipped_config_loads() -> None:
+    cfg = config.load(REPO / "config.toml")
+    assert cfg.exchange.endpoint == "local"
+    assert cfg.exchange.timeframes == ("1s", "1m", "1h", "1d")
+    assert cfg.source.endswith("config.toml")
+
+
+def test_config_is_frozen() -> None:
+    cfg = config.load(REPO / "config.toml")
+    with pytest.raises(Exception):
+        cfg.exchange.symbol = "X/Y"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[exchange]\nsymbl = 'ETH/USDT'\n", "unknown key exchange.symbl"),
+        ("[exchnge]\n", "unknown key exchnge"),
+        ("[exchange]\nwarmup_bars = 'many'\n", "exchange.warmup_bars: expected int"),
+        ("[exchange]\nwarmup_bars = 3\n", "exchange.warmup_bars"),
+        ("[exchange]\nendpoint = 'mainnet'\n", "exchange.endpoint: 'mainnet' is not one of"),
+        ("[exchange]\ntimeframes = ['1m', '7m']\n", "exchange.timeframes: unknown timeframe '7m'"),
+        ("[local_exchange]\nspeed = -1\n", "local_exchange.speed"),
+        ("[local_exchange]\nhost = '0.0.0.0'\n", "local_exchange.host"),
+        ("[exchange]\nstall_factor = true\n", "exchange.stall_factor: expected a number"),
+        ("exchange = 3\n", "exchange: expected a table"),
+    ],
+)
+def test_bad_config_names_key_and_file(write_config, text: str, needle: str) -> None:
+    path = write_config(text)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert needle in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_and_broken_files(tmp_path) -> None:
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[exchange\n")
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.load(bad)
+
+
+def test_cli_exits_2_on_config_error(write_config, capsys) -> None:
+    path = write_config("[exchange]\nwarmup_bars = 'x'\n")
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "exchange.warmup_bars" in err and str(path) in err
+
+
+def test_check_command_ok_on_shipped_config() -> None:
+    out = subprocess.run([sys.executable, "-m", "daemon", "check"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stdout
+
+
+def test_secret_comes_from_environment(monkeypatch) -> None:
+    monkeypatch.delenv("SIGD_TEST_SECRET", raising=False)
+    with pytest.raises(config.ConfigError, match="SIGD_TEST_SECRET is not set"):
+        config.secret("SIGD_TEST_SECRET", "exchange.api_secret_env")
+    monkeypatch.setenv("SIGD_TEST_SECRET", "s3cr3t-value")
+    assert config.secret("SIGD_TEST_SECRET", "x") == "s3cr3t-value"

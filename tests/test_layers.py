@@ -1,0 +1,62 @@
+"""Who imports whom: the architecture's layering rules, checked by parsing imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _files(pkg: str) -> list[Path]:
+    return sorted((REPO / pkg).rglob("*.py"))
+
+
+def test_domain_is_stdlib_only() -> None:
+    for name in _imports(REPO / "daemon" / "domain.py"):
+        assert name.split(".")[0] in {"__future__", "math", "dataclasses", "enum", "typing"}, name
+
+
+def test_models_never_import_daemon_internals_or_strategies() -> None:
+    for f in _files("models"):
+        for name in _imports(f):
+            top = name.split(".")[0]
+            assert top != "strategies", f"{f}: {name}"
+            assert not (top == "daemon" and name != "daemon.domain"), f"{f}: {name}"
+
+
+def test_strategies_are_pure() -> None:
+    allowed = {"__future__", "math", "dataclasses", "enum", "typing", "collections", "numpy",
+               "daemon", "strategies", "statistics", "functools", "itertools", "abc"}
+    for f in _files("strategies"):
+        for name in _imports(f):
+            assert name.split(".")[0] in allowed, f"{f}: {name}"
+            if name.startswith("daemon"):
+                assert name == "daemon.domain", f"{f}: {name}"
+
+
+def test_only_exchange_module_imports_ccxt() -> None:
+    for pkg in ("daemon", "models", "strategies"):
+        for f in _files(pkg):
+            if f.name == "exchange.py" and f.parent.name == "daemon":
+                continue
+            for name in _imports(f):
+                assert name.split(".")[0] != "ccxt", f"{f} imports ccxt"
+
+
+def test_local_exchange_imports_nothing_from_the_project() -> None:
+    for f in _files("daemon/localexchange"):
+        for name in _imports(f):
+            top = name.split(".")[0]
+            assert top not in {"daemon", "models", "strategies"} or name.startswith("daemon.localexchange"), f"{f}: {name}"
