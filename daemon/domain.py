@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Mapping
+from typing import Any, Mapping, Protocol
 
 # Timeframes spelled as ccxt spells them, with their length in milliseconds.
 TIMEFRAME_MS: Mapping[str, int] = {
@@ -161,3 +161,32 @@ class Position:
     entry_price: float = 0.0
     realized_pnl: float = 0.0
     fees: float = 0.0
+
+
+# --- the seams between the parts (structural types; implementations live elsewhere) --------
+
+
+class EventSink(Protocol):
+    """Where the engine puts alert events (daemon/notify.py's Outbox implements it)."""
+
+    def publish(self, type: str, payload: Mapping[str, Any], event_id: str | None = None) -> str:
+        """Durably queue one event for every channel; return its stable event id."""
+        ...
+
+
+class PredictorLike(Protocol):
+    """A loaded model the engine can ask (models/predictor.py's Predictor implements it).
+
+    Window keys: "1s", "1m", "1h", "1d" for the primary symbol and "btc_1m" for the reference
+    symbol; each window is a float64 array [n, 6] of (ts, open, high, low, close, volume), oldest
+    first, ending with the newest closed bar. A missing or short window means degraded input.
+    """
+
+    name: str
+    version: str
+    threshold: float
+    required_windows: Mapping[str, int]
+
+    def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
+        """One prediction at the close of the bar that opened at `bar_ts`."""
+        ...
