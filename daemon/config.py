@@ -106,6 +106,61 @@ class LogConfig:
         pass
 
 
+# --- app: HTTP API, service lifecycle, overnight retraining ----------------------------------
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The loopback HTTP API (health, status, metrics, bearer-token actions)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8787  # 0 = an ephemeral port (the bound URL is stored in kv "api_url")
+    token_env: str = "SIGD_API_TOKEN"  # bearer token for POST /pause, /resume, /flat
+
+    def check(self, key: str) -> None:
+        _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
+        _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the API binds loopback only")
+        _require(bool(self.token_env), f"{key}.token_env", "must name an environment variable")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Lifecycle: watchdog freshness, shutdown deadline, STATUS= cadence."""
+
+    # The watchdog is fed only while the newest closed bar arrived less than this long ago.
+    stale_after_s: float = 90.0
+    shutdown_deadline_s: float = 10.0
+    status_interval_s: float = 15.0
+
+    def check(self, key: str) -> None:
+        _require(self.stale_after_s > 0, f"{key}.stale_after_s", "must be > 0")
+        _require(self.shutdown_deadline_s > 0, f"{key}.shutdown_deadline_s", "must be > 0")
+        _require(self.status_interval_s > 0, f"{key}.status_interval_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """The overnight retraining job (APScheduler cron, UTC)."""
+
+    enabled: bool = True
+    cron: str = "30 2 * * *"  # minute hour day month day-of-week, UTC
+    preset: Literal["tiny", "small", "seed"] = "small"
+    epochs: int = 0  # 0 = the preset's default
+    # The most recent stretch of stored history that neither model trained on; both are
+    # scored on it and the new one is promoted only when it scores better.
+    holdout_hours: float = 24.0
+    min_improvement: float = 0.0  # promote when new score > current score + this
+    timeout_s: float = 3600.0
+    artifacts_dir: str = "state/models"  # promoted artifacts (current and previous) live here
+
+    def check(self, key: str) -> None:
+        _require(len(self.cron.split()) == 5, f"{key}.cron", f"expected 5 crontab fields, got {self.cron!r}")
+        _require(self.epochs >= 0, f"{key}.epochs", "must be >= 0")
+        _require(self.holdout_hours > 0, f"{key}.holdout_hours", "must be > 0")
+        _require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
@@ -114,6 +169,9 @@ class Config:
     local_exchange: LocalExchangeConfig = field(default_factory=LocalExchangeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     source: str = ""  # the file it came from (not a TOML key)
 
     def path(self, value: str) -> Path:
