@@ -43,3 +43,42 @@ def test_no_socket_means_no_op_and_watchdog_pid_is_respected() -> None:
     other = Notifier({"NOTIFY_SOCKET": "/nonexistent/sock", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
     assert other.watchdog_s is None  # the watchdog belongs to another process
     assert not other.watchdog()  # a vanished socket is not a crash
+
+
+async def test_watchdog_is_fed_only_while_bars_are_fresh(tmp_path: Path) -> None:
+    import asyncio
+
+    from daemon.domain import Bar
+    from daemon.watchdog import Freshness, keepalive
+
+    path = str(tmp_path / "wd.sock")
+    now = [100.0]
+    fresh = Freshness(stale_after_s=5.0, clock=lambda: now[0], started=100.0)
+    stop = asyncio.Event()
+    with _receiver(path) as sock:
+        sock.setblocking(False)
+        n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "40000"})  # keep-alive every 20 ms
+        task = asyncio.create_task(keepalive(n, fresh, stop, lambda: "running", status_interval_s=60))
+
+        def drain() -> list[bytes]:
+            got = []
+            while True:
+                try:
+                    got.append(sock.recv(4096))
+                except BlockingIOError:
+                    return got
+
+        fresh.stamp(Bar("ETH/USDT", "1m", 0, 1, 1, 1, 1, 1))
+        await asyncio.sleep(0.15)
+        assert drain().count(b"WATCHDOG=1") >= 3
+        now[0] += 6.0  # the feed goes silent: the newest bar is now 6 s old
+        await asyncio.sleep(0.05)
+        drain()
+        await asyncio.sleep(0.15)
+        starved = drain()
+        assert b"WATCHDOG=1" not in starved
+        fresh.stamp(Bar("ETH/USDT", "1m", 60_000, 1, 1, 1, 1, 1))
+        await asyncio.sleep(0.1)
+        assert b"WATCHDOG=1" in drain()
+        stop.set()
+        await asyncio.wait_for(task, 1)
