@@ -27,9 +27,9 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class Service(Protocol):
-    """What the API shows and controls (daemon/app.py's Daemon implements it)."""
+    """What the API shows and controls: the daemon's Controls (daemon.domain) plus metrics."""
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Mapping[str, Any]:
         """The JSON for /status; its "healthy" key answers /healthz."""
         ...
 
@@ -37,16 +37,16 @@ class Service(Protocol):
         """Update gauges that are read rather than pushed (outbox depth, stream ages)."""
         ...
 
-    async def pause(self, source: str) -> str:
-        """Stop new entries; returns a one-line outcome."""
+    def pause(self) -> None:
+        """Stop new entries (persists across restarts)."""
         ...
 
-    async def resume(self, source: str) -> str:
+    def resume(self) -> None:
         """Allow new entries again."""
         ...
 
-    async def flat(self, source: str) -> str:
-        """Close the position now."""
+    async def flat(self) -> Mapping[str, Any]:
+        """Close the position now; returns what was done."""
         ...
 
 
@@ -105,9 +105,10 @@ class Api:
             if refusal is not None:
                 _log.warning("api_action_refused", action=name, peer=request.remote, why=refusal.reason)
                 return refusal
-            outcome = await getattr(self.service, name)(f"api:{request.remote}")
-            _log.info("api_action", action=name, outcome=outcome)
-            return web.json_response({"ok": True, "action": name, "outcome": outcome})
+            _log.info("api_action", action=name, peer=request.remote)
+            result = getattr(self.service, name)()
+            outcome = await result if name == "flat" else {"paused": name == "pause"}
+            return web.json_response({"ok": True, "action": name, "outcome": outcome}, dumps=_dumps)
 
         return handler
 

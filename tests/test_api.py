@@ -17,7 +17,7 @@ class RecordingService:
 
     def __init__(self) -> None:
         self.paused = False
-        self.actions: list[tuple[str, str]] = []
+        self.actions: list[str] = []
         self.healthy = True
 
     def status(self) -> dict[str, Any]:
@@ -35,19 +35,17 @@ class RecordingService:
     def refresh_metrics(self) -> None:
         REGISTRY.gauge("sigd_test_refreshed", "set by refresh_metrics").set(1)
 
-    async def pause(self, source: str) -> str:
-        self.actions.append(("pause", source))
+    def pause(self) -> None:
+        self.actions.append("pause")
         self.paused = True
-        return "paused"
 
-    async def resume(self, source: str) -> str:
-        self.actions.append(("resume", source))
+    def resume(self) -> None:
+        self.actions.append("resume")
         self.paused = False
-        return "resumed"
 
-    async def flat(self, source: str) -> str:
-        self.actions.append(("flat", source))
-        return "flat"
+    async def flat(self) -> dict[str, Any]:
+        self.actions.append("flat")
+        return {"closed": 0.5}
 
 
 @pytest.fixture
@@ -86,9 +84,11 @@ async def test_actions_need_the_bearer_token(served) -> None:
     ok = {"Authorization": "Bearer s3cret-token-value"}
     for name in ("pause", "flat", "resume"):
         async with http.post(f"{api.url}/{name}", headers=ok) as r:
-            assert r.status == 200 and (await r.json())["action"] == name
-    assert [a for a, _ in service.actions] == ["pause", "flat", "resume"]
-    assert service.actions[0][1].startswith("api:127.0.0.1")
+            body = await r.json()
+            assert r.status == 200 and body["action"] == name
+            if name == "flat":
+                assert body["outcome"] == {"closed": 0.5}
+    assert service.actions == ["pause", "flat", "resume"] and not service.paused
     async with http.get(f"{api.url}/pause") as r:
         assert r.status == 405
 
