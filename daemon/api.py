@@ -1,7 +1,7 @@
 """The loopback HTTP API and `sigd status`.
 
 GET /healthz, /status (JSON), /metrics (Prometheus text) are open on 127.0.0.1; POST /pause,
-/resume and /flat change state and need `Authorization: Bearer <token>` with the token from
+/resume, /flat and /retrain change state and need `Authorization: Bearer <token>` with the token from
 the environment variable named by `[api] token_env`. Without that variable set, the actions
 are refused (deny by default), the read-only endpoints still work.
 """
@@ -49,6 +49,10 @@ class Service(Protocol):
         """Close the position now; returns what was done."""
         ...
 
+    async def retrain(self) -> Mapping[str, Any]:
+        """Start the retrain job now."""
+        ...
+
 
 class Api:
     """The aiohttp server; `await start()` binds, `.url` says where, `await stop()` closes."""
@@ -65,7 +69,7 @@ class Api:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
-        for name in ("pause", "resume", "flat"):
+        for name in ("pause", "resume", "flat", "retrain"):
             app.router.add_post(f"/{name}", self._action(name))
         return app
 
@@ -107,7 +111,7 @@ class Api:
                 return refusal
             _log.info("api_action", action=name, peer=request.remote)
             result = getattr(self.service, name)()
-            outcome = await result if name == "flat" else {"paused": name == "pause"}
+            outcome = await result if name in ("flat", "retrain") else {"paused": name == "pause"}
             return web.json_response({"ok": True, "action": name, "outcome": outcome}, dumps=_dumps)
 
         return handler

@@ -47,6 +47,10 @@ class RecordingService:
         self.actions.append("flat")
         return {"closed": 0.5}
 
+    async def retrain(self) -> dict[str, Any]:
+        self.actions.append("retrain")
+        return {"started": True}
+
 
 @pytest.fixture
 async def served():
@@ -82,13 +86,13 @@ async def test_actions_need_the_bearer_token(served) -> None:
             assert "s3cret" not in await r.text()
     assert service.actions == [] and not service.paused
     ok = {"Authorization": "Bearer s3cret-token-value"}
-    for name in ("pause", "flat", "resume"):
+    for name in ("pause", "flat", "resume", "retrain"):
         async with http.post(f"{api.url}/{name}", headers=ok) as r:
             body = await r.json()
             assert r.status == 200 and body["action"] == name
             if name == "flat":
                 assert body["outcome"] == {"closed": 0.5}
-    assert service.actions == ["pause", "flat", "resume"] and not service.paused
+    assert service.actions == ["pause", "flat", "resume", "retrain"] and not service.paused
     async with http.get(f"{api.url}/pause") as r:
         assert r.status == 405
 
