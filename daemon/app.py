@@ -92,8 +92,8 @@ class Daemon:
         if parts is not None:
             await parts.stop_scheduler()
             await _cancel([t for t in self._tasks if t.get_name().startswith("feed")])
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(parts.engine.idle(), timeout=deadline / 2)
+            # The running decision finishes (its signal and order are committed) before the drain.
+            await _quietly(asyncio.wait_for(parts.engine.close(), timeout=deadline / 2), None)
         drained = True
         if parts is not None:
             left = max(0.5, deadline - (time.monotonic() - started))

@@ -129,6 +129,22 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    """The served models: registry name -> artifact directory (the shipped ones by default)."""
+
+    device: str = "auto"  # "auto" = CUDA when there is one, else CPU; or "cpu", "cuda", "cuda:1"
+    paths: dict[str, str] = field(default_factory=lambda: {
+        "mtf_transformer": "models/artifacts/mtf_transformer",
+        "cnn_lstm_attn": "models/artifacts/cnn_lstm_attn",
+    })
+
+    def check(self, key: str) -> None:
+        _require(bool(self.paths), f"{key}.paths", "name at least one model")
+        _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"{key}.device",
+                 f"expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """Lifecycle: watchdog freshness, shutdown deadline, STATUS= cadence."""
 
@@ -233,6 +249,7 @@ class Config:
     local_exchange: LocalExchangeConfig = field(default_factory=LocalExchangeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)

@@ -16,7 +16,6 @@ from daemon.parts import Parts
 from daemon.watchdog import Freshness
 
 _log = log.get("sigd.controls")
-PAUSED_KEY = "engine.paused"
 _STREAM_AGE = REGISTRY.gauge("sigd_stream_bar_age_seconds", "wall seconds since each stream's newest bar")
 
 
@@ -26,8 +25,6 @@ class DaemonControls:
     def __init__(self, cfg: Config, parts: Parts, freshness: Freshness) -> None:
         self.cfg, self.parts, self.freshness = cfg, parts, freshness
         self.started = time.time()
-        if parts.store.get_kv(PAUSED_KEY) == "1":
-            parts.engine.pause()  # a pause survives restarts
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -91,23 +88,20 @@ class DaemonControls:
     # --- actions --------------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Stop opening new positions; persisted."""
+        """Stop emitting signals and orders; the engine persists it across restarts."""
         self.parts.engine.pause()
-        self.parts.store.set_kv(PAUSED_KEY, "1")
-        _log.warning("paused")
 
     def resume(self) -> None:
-        """Allow new positions again."""
+        """Emit signals and orders again."""
         self.parts.engine.resume()
-        self.parts.store.set_kv(PAUSED_KEY, "0")
-        _log.warning("resumed")
 
     async def flat(self) -> Mapping[str, Any]:
-        """Close the position now through the broker."""
-        before = self._position()
-        result = await self.parts.engine.flat()
-        _log.warning("flat", before=before["amount"], result=result)
-        return {"before": before["amount"], "after": self._position()["amount"], **(result or {})}
+        """Close the position now through the broker (a paper order fills at the next price)."""
+        before = self._position()["amount"]
+        sent = await self.parts.engine.flatten("operator")
+        _log.warning("flat_requested", before=before, order_sent=sent)
+        return {"position_before": before, "order_sent": sent,
+                "note": "fills at the next price" if sent else "already flat (or no bar yet)"}
 
     async def retrain(self) -> Mapping[str, Any]:
         """Run the retrain job now (in the background); its outcome arrives as an alert."""

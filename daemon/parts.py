@@ -95,7 +95,7 @@ class Parts:
         from models.predictor import Predictor
 
         predictor = await asyncio.to_thread(Predictor.load, path, self.cfg.models.device)
-        await self.engine.swap_predictor(predictor)
+        self.engine.swap_predictor(name, predictor)
         self.predictors[name] = predictor
         self.model_dirs[name] = path
         _log.info("model_swapped", model=name, version=predictor.version, path=str(path))
@@ -132,15 +132,53 @@ async def _exchange(cfg: Config, environ: dict[str, str]) -> tuple[Any, Exchange
     return local, client
 
 
+def model_dirs(cfg: Config, store: Store) -> dict[str, Path]:
+    """Artifact directory per served model: the registry's current one, else the configured one."""
+    out = {}
+    for name, path in cfg.models.paths.items():
+        row = store.current_model(name)
+        promoted = Path(row["path"]) if row and row["path"] else None
+        out[name] = promoted if promoted is not None and promoted.is_dir() else cfg.path(path)
+    return out
+
+
+async def load_predictors(cfg: Config, dirs: dict[str, Path]) -> dict[str, PredictorLike]:
+    """Load every artifact off the event loop (torch import and weights take a while)."""
+    from models.predictor import Predictor
+
+    loaded = await asyncio.gather(*(asyncio.to_thread(Predictor.load, d, cfg.models.device) for d in dirs.values()))
+    for name, p in zip(dirs, loaded):
+        _log.info("model_loaded", model=name, version=p.version, threshold=p.threshold, path=str(dirs[name]))
+    return dict(zip(dirs, loaded))
+
+
 async def build_parts(cfg: Config, environ: dict[str, str], on_bar: OnBar) -> Parts:
     """Build every part in dependency order (see the module docstring)."""
+    from daemon.engine import Engine
+
     store = Store(cfg.path(cfg.store.path))
+    dirs = model_dirs(cfg, store)
+    predictors = await load_predictors(cfg, dirs)
     local, client = await _exchange(cfg, environ)
     buffers = Buffers()
-    speed = cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0
+    speed = cfg.local_exchange.speed if local is not None else 1.0
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=speed,
-                clock_ms=(lambda: float(local.now_ms())) if local is not None and speed != 1.0 else None)
-    raise NotImplementedError("predictors, outbox, broker, engine: wired as their branches land")
+                clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
+    outbox, channels, commands = await build_alerts(cfg, store, environ)
+    engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=outbox,
+                                exchange=client if cfg.broker.mode == "testnet" else None)
+    await engine.start()  # restores pause and risk state, reconciles the broker
+    parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
+                  model_dirs=dirs, outbox=outbox, broker=engine.broker, engine=engine, mode=engine.broker.mode,
+                  local_exchange=local, channels=channels, commands=commands)
+    if cfg.retrain.enabled:
+        parts.retrainer = Retrainer(cfg, store, outbox, parts.swap, lambda: dict(parts.model_dirs))
+    return parts
+
+
+async def build_alerts(cfg: Config, store: Store, environ: dict[str, str]) -> tuple[Any, list[Any], Any]:
+    """The outbox with its channels, and the Telegram command poller (None when off)."""
+    raise NotImplementedError("wired when notify lands")
 
 
 async def close_parts(parts: Parts) -> None:
