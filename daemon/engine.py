@@ -28,7 +28,7 @@ from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
-from daemon.orders import AlertsBroker, Broker, OrderIntent, wall_ms
+from daemon.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
 from daemon.store import Store
 from strategies import risk
 from strategies.base import Strategy
@@ -331,6 +331,8 @@ class Engine:
             bar, position = self._last_bar, self.broker.position(self.symbol)
             if bar is None or position.amount == 0:
                 return False
+            if self.store.orders(client_order_id=client_order_id(self.symbol, bar.ts, "manual")):
+                return False  # already asked on this bar: the same order id, never sent twice
             signal = Signal(self.symbol, bar.ts, Side.FLAT, 1.0, bar.close, "manual", (f"flat: {reason}",))
             self.emit(signal, None)
             await self.broker.submit(OrderIntent(self.symbol, 0.0, bar.close, bar.ts, bar.close_ts, "manual"))

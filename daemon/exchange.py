@@ -14,7 +14,7 @@ import asyncio
 import json
 import math
 import random
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import ccxt
 import ccxt.pro as ccxtpro
@@ -136,8 +136,8 @@ def make_client(
     `rest_url` is the `/api/v3` base and `ws_url` the websocket base (keep `/stream` in it);
     both are required for `local` and optional overrides otherwise.
     """
-    if cfg.endpoint == "local" and not (rest_url and ws_url):
-        raise ValueError("exchange.endpoint = 'local' needs rest_url and ws_url of the local exchange")
+    if cfg.endpoint == "local" and not rest_url:
+        raise ValueError("exchange.endpoint = 'local' needs the local exchange's rest_url (and ws_url to stream)")
     logging.register_secret(api_key)
     logging.register_secret(api_secret)
     ex = _Binance({
@@ -253,25 +253,34 @@ class ExchangeClient:
     # --- bars -----------------------------------------------------------------------------
 
     async def fetch_bars(self, symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None) -> list[Bar]:
-        """Closed bars with since_ms <= ts < until_ms, paging as needed, oldest first.
+        """Closed bars with since_ms <= ts < until_ms, oldest first (see iter_bar_pages)."""
+        return [bar async for page in self.iter_bar_pages(symbol, timeframe, since_ms, until_ms) for bar in page]
 
-        Without `until_ms` the history runs to the present and the newest row, the forming
-        bar, is dropped. Values are not validated here (the feed does that).
+    async def iter_bar_pages(self, symbol: str, timeframe: str, since_ms: int,
+                             until_ms: int | None = None) -> AsyncIterator[list[Bar]]:
+        """Pages of closed bars with since_ms <= ts < until_ms, oldest first.
+
+        Without `until_ms` the history runs to the present and its newest row, the forming
+        bar, is never yielded. Values are not validated here (the feed does that).
         """
         step = timeframe_ms(timeframe)
         cursor = -(-since_ms // step) * step
-        out: list[Bar] = []
+        held: list[Bar] = []  # the newest row so far: the forming bar if nothing follows it
         while until_ms is None or cursor < until_ms:
             params = {} if until_ms is None else {"until": until_ms - 1}
             rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, cursor, PAGE_LIMIT, params)
-            fresh = [r for r in rows if r[0] >= cursor and (until_ms is None or r[0] < until_ms)]
-            out.extend(_row_to_bar(symbol, timeframe, r) for r in fresh)
-            if not fresh or len(rows) < PAGE_LIMIT:
+            fresh = [_row_to_bar(symbol, timeframe, r) for r in rows
+                     if r[0] >= cursor and (until_ms is None or r[0] < until_ms)]
+            if not fresh:
                 break
-            cursor = int(fresh[-1][0]) + step
-        if until_ms is None and out:
-            out.pop()
-        return out
+            page, held = held + fresh[:-1], fresh[-1:]
+            if page:
+                yield page
+            if len(rows) < PAGE_LIMIT:
+                break
+            cursor = fresh[-1].ts + step
+        if until_ms is not None and held:
+            yield held
 
     async def forming_bar_ts(self, symbol: str, timeframe: str) -> int:
         """Open time of the bar forming now on the exchange (its clock, e.g. a replay clock)."""

@@ -276,7 +276,12 @@ class Feed:
         return ok
 
     async def _backfill(self, st: StreamState, until_ms: int | None) -> bool:
-        """Emit the closed bars from last_ts + step to until_ms (or the present) from REST."""
+        """Emit the closed bars from last_ts + step to until_ms (or the present) from REST.
+
+        REST is the exchange's own record: a bar it does not have either (a real outage in
+        its history) is logged as a hole and not waited for. False when REST failed or sent
+        an invalid bar (a resync is then requested).
+        """
         since = (st.last_ts + st.step_ms) if st.last_ts is not None else 0
         try:
             bars = await self.client.fetch_bars(st.symbol, st.timeframe, since, until_ms)
@@ -284,16 +289,15 @@ class Feed:
             log.warning("backfill_failed", stream=st.name, since=since, until=until_ms, error=str(err))
             return False
         for bar in bars:
-            if st.last_ts is not None and bar.ts != st.last_ts + st.step_ms:
-                log.warning("backfill_hole", stream=st.name, expected=st.last_ts + st.step_ms, ts=bar.ts)
-                return False
+            if st.last_ts is not None and bar.ts <= st.last_ts:
+                continue
             if not self._sound(st, bar):
                 return False
+            if st.last_ts is not None and bar.ts != st.last_ts + st.step_ms:
+                log.warning("exchange_hole", stream=st.name, expected=st.last_ts + st.step_ms, ts=bar.ts)
             await self._emit(st, bar, None)
             st.backfilled += 1
             BACKFILLED.inc(stream=st.name)
-        if until_ms is not None and st.last_ts is not None and st.last_ts + st.step_ms != until_ms:
-            return False  # REST does not have the whole range yet
         if bars:
             log.info("stream_backfilled", stream=st.name, bars=len(bars), last_ts=st.last_ts)
         return True
