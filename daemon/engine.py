@@ -104,7 +104,8 @@ def risk_params_from_config(cfg: Config) -> RiskParams:
     )
 
 
-def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None) -> Broker:
+def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None,
+                       endpoint: str = "local") -> Broker:
     """The broker of [broker].mode (testnet needs the exchange client)."""
     if bcfg.mode == "alerts":
         return AlertsBroker(store)
@@ -114,6 +115,8 @@ def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exc
         return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage)
     if exchange is None:
         raise ValueError("broker.mode = 'testnet' needs an exchange client")
+    if endpoint == "live":
+        raise ValueError("broker.mode = 'testnet' refuses exchange.endpoint = 'live' (real money)")
     from daemon.broker import TestnetBroker  # imports ccxt through daemon.exchange
 
     return TestnetBroker(store, sink, exchange, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
@@ -162,7 +165,8 @@ class Engine:
         return cls(
             store=store, buffers=buffers, predictors=predictors, sink=sink,
             strategies=strategies_from_config(cfg.strategy, cfg.engine),
-            broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange),
+            broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange,
+                                      endpoint=cfg.exchange.endpoint),
             risk_params=risk_params_from_config(cfg), symbol=cfg.exchange.symbol,
             reference_symbol=cfg.exchange.reference_symbol, timeframes=cfg.exchange.timeframes,
             reference_timeframe=cfg.exchange.reference_timeframe,
