@@ -105,7 +105,7 @@ def risk_params_from_config(cfg: Config) -> RiskParams:
 
 
 def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None,
-                       endpoint: str = "local") -> Broker:
+                       endpoint: str = "local", symbols: Sequence[str] = ()) -> Broker:
     """The broker of [broker].mode (testnet needs the exchange client)."""
     if bcfg.mode == "alerts":
         return AlertsBroker(store)
@@ -119,7 +119,7 @@ def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exc
         raise ValueError("broker.mode = 'testnet' refuses exchange.endpoint = 'live' (real money)")
     from daemon.broker import TestnetBroker  # imports ccxt through daemon.exchange
 
-    return TestnetBroker(store, sink, exchange, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
+    return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
 
 
 class Engine:
@@ -166,7 +166,7 @@ class Engine:
             store=store, buffers=buffers, predictors=predictors, sink=sink,
             strategies=strategies_from_config(cfg.strategy, cfg.engine),
             broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange,
-                                      endpoint=cfg.exchange.endpoint),
+                                      endpoint=cfg.exchange.endpoint, symbols=(cfg.exchange.symbol,)),
             risk_params=risk_params_from_config(cfg), symbol=cfg.exchange.symbol,
             reference_symbol=cfg.exchange.reference_symbol, timeframes=cfg.exchange.timeframes,
             reference_timeframe=cfg.exchange.reference_timeframe,
@@ -189,6 +189,7 @@ class Engine:
         """Let a running decision finish, then stop the inference thread."""
         if self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
+        await self.broker.close()
         self._executor.shutdown(wait=True)
 
     # --- the bar path -----------------------------------------------------------------------

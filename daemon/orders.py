@@ -64,6 +64,10 @@ class Broker(Protocol):
         """A JSON-ready summary for /status."""
         ...
 
+    async def close(self) -> None:
+        """Finish background work before shutdown."""
+        ...
+
 
 def client_order_id(symbol: str, bar_ts: int, strategy: str, leg: int = 0) -> str:
     """Deterministic id (Binance allows [A-Za-z0-9-_]{1,36}): the same decision gives the same id."""
@@ -217,6 +221,9 @@ class AlertsBroker:
         self.store.put_position(position, self.clock_ms())
         self._positions[intent.symbol] = position
         return None
+
+    async def close(self) -> None:
+        """Nothing runs in the background."""
 
     def status(self) -> dict[str, Any]:
         """Mode and virtual positions."""

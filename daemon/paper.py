@@ -71,6 +71,9 @@ class PaperBroker:
             self.ledger.record_fill(order, fill)
             self._pending.remove((order, nb))
 
+    async def close(self) -> None:
+        """Nothing runs in the background (pending orders are in SQLite)."""
+
     def status(self) -> dict[str, Any]:
         """Mode, fee, slippage, pending orders and positions."""
         return {
