@@ -256,8 +256,8 @@ class Engine:
             self.emit(verdict.signal, (self.perf_clock() - received) * 1000.0)
             intent = OrderIntent(self.symbol, verdict.target, verdict.signal.price, bar.ts, bar.close_ts,
                                  verdict.signal.strategy)
-            await self.broker.submit(intent)
-            self.risk_state = risk.after_trade(self.risk_state, bar.ts)
+            if await self.broker.submit(intent) is not None:
+                self.risk_state = risk.after_trade(self.risk_state, bar.ts)
         self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
 
     def _strategy_signals(self, predictions: Sequence[Prediction], position: Position, bar: Bar) -> list[Signal]:

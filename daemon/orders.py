@@ -212,7 +212,7 @@ class AlertsBroker:
         """Nothing is pending in alerts mode."""
 
     async def submit(self, intent: OrderIntent) -> Order | None:
-        """Move the virtual position at the signal price, fee-free; send nothing."""
+        """Move the virtual position at the signal price, fee-free; send nothing, store no order."""
         order = order_for(intent, self.position(intent.symbol), OrderStatus.FILLED)
         if order is None:
             return None
@@ -220,7 +220,7 @@ class AlertsBroker:
         position = apply_fill(self.position(intent.symbol), fill)
         self.store.put_position(position, self.clock_ms())
         self._positions[intent.symbol] = position
-        return None
+        return order
 
     async def close(self) -> None:
         """Nothing runs in the background."""
