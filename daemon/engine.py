@@ -104,7 +104,8 @@ def risk_params_from_config(cfg: Config) -> RiskParams:
     )
 
 
-def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None) -> Broker:
+def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None,
+                       endpoint: str = "local", symbols: Sequence[str] = ()) -> Broker:
     """The broker of [broker].mode (testnet needs the exchange client)."""
     if bcfg.mode == "alerts":
         return AlertsBroker(store)
@@ -114,9 +115,11 @@ def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exc
         return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage)
     if exchange is None:
         raise ValueError("broker.mode = 'testnet' needs an exchange client")
+    if endpoint == "live":
+        raise ValueError("broker.mode = 'testnet' refuses exchange.endpoint = 'live' (real money)")
     from daemon.broker import TestnetBroker  # imports ccxt through daemon.exchange
 
-    return TestnetBroker(store, sink, exchange, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
+    return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
 
 
 class Engine:
@@ -162,7 +165,8 @@ class Engine:
         return cls(
             store=store, buffers=buffers, predictors=predictors, sink=sink,
             strategies=strategies_from_config(cfg.strategy, cfg.engine),
-            broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange),
+            broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange,
+                                      endpoint=cfg.exchange.endpoint, symbols=(cfg.exchange.symbol,)),
             risk_params=risk_params_from_config(cfg), symbol=cfg.exchange.symbol,
             reference_symbol=cfg.exchange.reference_symbol, timeframes=cfg.exchange.timeframes,
             reference_timeframe=cfg.exchange.reference_timeframe,
@@ -185,6 +189,7 @@ class Engine:
         """Let a running decision finish, then stop the inference thread."""
         if self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
+        await self.broker.close()
         self._executor.shutdown(wait=True)
 
     # --- the bar path -----------------------------------------------------------------------
@@ -251,8 +256,8 @@ class Engine:
             self.emit(verdict.signal, (self.perf_clock() - received) * 1000.0)
             intent = OrderIntent(self.symbol, verdict.target, verdict.signal.price, bar.ts, bar.close_ts,
                                  verdict.signal.strategy)
-            await self.broker.submit(intent)
-            self.risk_state = risk.after_trade(self.risk_state, bar.ts)
+            if await self.broker.submit(intent) is not None:
+                self.risk_state = risk.after_trade(self.risk_state, bar.ts)
         self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
 
     def _strategy_signals(self, predictions: Sequence[Prediction], position: Position, bar: Bar) -> list[Signal]:

@@ -64,6 +64,10 @@ class Broker(Protocol):
         """A JSON-ready summary for /status."""
         ...
 
+    async def close(self) -> None:
+        """Finish background work before shutdown."""
+        ...
+
 
 def client_order_id(symbol: str, bar_ts: int, strategy: str, leg: int = 0) -> str:
     """Deterministic id (Binance allows [A-Za-z0-9-_]{1,36}): the same decision gives the same id."""
@@ -208,7 +212,7 @@ class AlertsBroker:
         """Nothing is pending in alerts mode."""
 
     async def submit(self, intent: OrderIntent) -> Order | None:
-        """Move the virtual position at the signal price, fee-free; send nothing."""
+        """Move the virtual position at the signal price, fee-free; send nothing, store no order."""
         order = order_for(intent, self.position(intent.symbol), OrderStatus.FILLED)
         if order is None:
             return None
@@ -216,7 +220,10 @@ class AlertsBroker:
         position = apply_fill(self.position(intent.symbol), fill)
         self.store.put_position(position, self.clock_ms())
         self._positions[intent.symbol] = position
-        return None
+        return order
+
+    async def close(self) -> None:
+        """Nothing runs in the background."""
 
     def status(self) -> dict[str, Any]:
         """Mode and virtual positions."""

@@ -18,7 +18,8 @@ from daemon.paper import PaperBroker
 from daemon.store import Store
 from strategies.confidence import ConfidenceStrategy
 from strategies.risk import RiskParams
-from tests.engine_parts import T0, BarBuffers, FailingPredictor, ListSink, MomentumPredictor, bar, series
+from daemon.bars import Buffers
+from tests.engine_parts import T0, FailingPredictor, ListSink, MomentumPredictor, bar, buffers, series
 
 # Up, up, up, then down: LONG once momentum is clear, FLAT/SHORT when it turns.
 CLOSES = [100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 104.0, 104.0, 103.0, 101.0, 99.0, 97.0, 97.0]
@@ -26,17 +27,17 @@ CLOSES = [100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 104.0, 104.0, 103.0, 
 
 def make_engine(tmp_path: Path, *, predictors: dict | None = None, strategies: list | None = None,
                 wait: bool = True, sink: ListSink | None = None, broker: Any = None,
-                store: Store | None = None) -> tuple[Engine, BarBuffers, ListSink]:
+                store: Store | None = None) -> tuple[Engine, Buffers, ListSink]:
     store = store or Store(tmp_path / "sigd.sqlite")
-    buffers, sink = BarBuffers(), sink or ListSink()
+    ring_buffers, sink = buffers(), sink or ListSink()
     predictors = predictors or {"mtf": MomentumPredictor("mtf", "m1"), "cnn": MomentumPredictor("cnn", "c1")}
-    engine = Engine(store=store, buffers=buffers, predictors=predictors, sink=sink,
+    engine = Engine(store=store, buffers=ring_buffers, predictors=predictors, sink=sink,
                     strategies=strategies or [ConfidenceStrategy(combine="both")], broker=broker,
                     wait_for_decision=wait)
-    return engine, buffers, sink
+    return engine, ring_buffers, sink
 
 
-async def feed(engine: Engine, buffers: BarBuffers, bars: list[Bar]) -> None:
+async def feed(engine: Engine, buffers: Buffers, bars: list[Bar]) -> None:
     """What the feed does: buffer first, then on_bar."""
     for b in bars:
         buffers.append(b)
@@ -236,5 +237,5 @@ async def test_flatten_closes_the_position_once(tmp_path: Path) -> None:
 
 def test_unknown_trigger_timeframe_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown timeframe"):
-        Engine(store=Store(tmp_path / "s.sqlite"), buffers=BarBuffers(), predictors={}, sink=ListSink(),
+        Engine(store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={}, sink=ListSink(),
                trigger_timeframe="7m")
