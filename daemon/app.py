@@ -54,13 +54,11 @@ class Daemon:
         self.notifier.status("starting: building parts")
         self.parts = await build_parts(self.cfg, self.environ, on_bar=self._on_bar)
         self.controls = DaemonControls(self.cfg, self.parts, self.freshness)
-        self.parts.attach_controls(self.controls)
+        await self.parts.notifier.start(self.controls)  # channels up, Telegram commands wired
+        self._spawn("alerts", self.parts.notifier.run())  # undelivered alerts of a previous run go first
         self._spawn("feed", self.parts.feed.run())
         self.notifier.status("starting: warming up the ring buffers")
         await self._wait_warm()
-        self._spawn("outbox", self.parts.outbox.run())
-        for name, coro in self.parts.background():
-            self._spawn(name, coro)
         await self._start_api()
         self.parts.start_scheduler()
         self._spawn("watchdog", keepalive(self.notifier, self.freshness, self.stop,
@@ -97,7 +95,7 @@ class Daemon:
         drained = True
         if parts is not None:
             left = max(0.5, deadline - (time.monotonic() - started))
-            drained = await _quietly(parts.outbox.drain(left), False)
+            drained = await _quietly(parts.notifier.stop(left), False)
         await _cancel(self._tasks)
         if self.api is not None:
             await self.api.stop()

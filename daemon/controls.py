@@ -80,7 +80,7 @@ class DaemonControls:
 
     def refresh_metrics(self) -> None:
         """Gauges that are read, not pushed: outbox depth, per-stream bar age."""
-        self.parts.outbox.refresh_depth()
+        self.parts.notifier.outbox.refresh_depth()
         for name, s in self._streams().items():
             if s.get("age_s") is not None:
                 _STREAM_AGE.set(s["age_s"], stream=name)
@@ -136,7 +136,7 @@ class DaemonControls:
 
     def _outbox(self) -> dict[str, int]:
         totals: dict[str, int] = {}
-        for per_status in self.parts.outbox.depth().values():
+        for per_status in self.parts.notifier.outbox.depth().values():
             for status, n in per_status.items():
                 totals[status] = totals.get(status, 0) + n
         return totals

@@ -1,7 +1,7 @@
 """The parts of the running daemon and how they are built from the config, in order.
 
-`build_parts` is the wiring diagram: store → local exchange (endpoint "local") → ccxt client →
-buffers + feed → predictors → outbox + channels → broker → engine → scheduler + retrainer.
+`build_parts` is the wiring diagram: store → predictors → local exchange (endpoint "local") → ccxt
+client → buffers + feed → notifier (outbox + channels) → engine (+ broker) → retrainer.
 Every other module gets what it needs passed in; nothing here decides or trades.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
 from daemon import log
 from daemon.bars import Buffers
@@ -20,6 +20,7 @@ from daemon.config import Config, secret
 from daemon.domain import Bar, PredictorLike
 from daemon.exchange import ExchangeClient, make_client
 from daemon.feed import Feed
+from daemon.notify import Notifier
 from daemon.retrain import Retrainer
 from daemon.store import Store
 
@@ -38,26 +39,14 @@ class Parts:
     feed: Feed
     predictors: dict[str, PredictorLike]
     model_dirs: dict[str, Path]
-    outbox: Any
+    notifier: Any  # daemon.notify.Notifier: the EventSink over the outbox, and the channels
     broker: Any
     engine: Any
     mode: str
     local_exchange: Any = None
-    channels: list[Any] = field(default_factory=list)
-    commands: Any = None  # Telegram long-poll commands, wired once the controls exist
     scheduler: Any = None
     retrainer: Retrainer | None = None
     _retrain_task: asyncio.Task[Any] | None = None
-
-    def background(self) -> Iterator[tuple[str, Awaitable[Any]]]:
-        """Long-running tasks besides the feed and the outbox sender."""
-        if self.commands is not None:
-            yield "telegram-commands", self.commands.run()
-
-    def attach_controls(self, controls: Any) -> None:
-        """Give the Telegram command handler the daemon's Controls."""
-        if self.commands is not None:
-            self.commands.controls = controls
 
     def last_close(self, symbol: str) -> float | None:
         """The newest buffered 1m close of a symbol (for unrealized PnL)."""
@@ -164,30 +153,21 @@ async def build_parts(cfg: Config, environ: dict[str, str], on_bar: OnBar) -> Pa
     speed = cfg.local_exchange.speed if local is not None else 1.0
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=speed,
                 clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
-    outbox, channels, commands = await build_alerts(cfg, store, environ)
-    engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=outbox,
+    notifier = Notifier(cfg.alerts, store)  # reads the channels' secrets: ConfigError when missing
+    engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None)
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
-                  model_dirs=dirs, outbox=outbox, broker=engine.broker, engine=engine, mode=engine.broker.mode,
-                  local_exchange=local, channels=channels, commands=commands)
+                  model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,
+                  local_exchange=local)
     if cfg.retrain.enabled:
-        parts.retrainer = Retrainer(cfg, store, outbox, parts.swap, lambda: dict(parts.model_dirs))
+        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs))
     return parts
-
-
-async def build_alerts(cfg: Config, store: Store, environ: dict[str, str]) -> tuple[Any, list[Any], Any]:
-    """The outbox with its channels, and the Telegram command poller (None when off)."""
-    raise NotImplementedError("wired when notify lands")
 
 
 async def close_parts(parts: Parts) -> None:
     """Close what build_parts opened, newest first; one failure does not stop the rest."""
-    steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("channels", lambda: asyncio.gather(*(c.close() for c in parts.channels if hasattr(c, "close")),
-                                            return_exceptions=True)),
-        ("exchange_client", parts.client.close),
-    ]
+    steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("exchange_client", parts.client.close)]
     if parts.local_exchange is not None:
         steps.append(("local_exchange", parts.local_exchange.stop))
     for name, step in steps:
