@@ -13,6 +13,8 @@ Inputs (all normalized by the pipeline, float32, oldest bar first, newest bar la
     Every timeframe given in one call has the same T ≤ seq_len. A bar's 5 features depend only
     on that bar and its predecessor (e.g. log(o/c₋₁), log(h/c₋₁), log(l/c₋₁), log(c/c₋₁),
     log1p(v) − log1p(v₋₁)), so `encode_bars` of an old bar never changes and can be cached.
+    Scale each feature to O(1) (e.g. divide by its train-split standard deviation): raw
+    log-ratios of ~1e-3 would vanish beside the encoder's biases.
   present: {tf: [B] bool}, False = that timeframe is missing for that sample (default True).
   padding: {tf: [B, T] bool}, True = no bar at that position (short history, left padding).
   order_book [B, T, 100] aligned with the age positions (age 0 = newest trigger bar);
