@@ -167,6 +167,8 @@ class RetrainConfig:
     cron: str = "30 2 * * *"  # minute hour day month day-of-week, UTC
     preset: Literal["tiny", "small", "seed"] = "small"
     epochs: int = 0  # 0 = the preset's default
+    max_batches: int = 0  # training batches per epoch; 0 = all
+    device: str = "cpu"  # the training subprocess's device ("auto" = the GPU when there is one)
     # The most recent stretch of stored history that neither model trained on; both are
     # scored on it and the new one is promoted only when it scores better.
     holdout_hours: float = 24.0
@@ -177,6 +179,7 @@ class RetrainConfig:
     def check(self, key: str) -> None:
         _require(len(self.cron.split()) == 5, f"{key}.cron", f"expected 5 crontab fields, got {self.cron!r}")
         _require(self.epochs >= 0, f"{key}.epochs", "must be >= 0")
+        _require(self.max_batches >= 0, f"{key}.max_batches", "must be >= 0")
         _require(self.holdout_hours > 0, f"{key}.holdout_hours", "must be > 0")
         _require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
 

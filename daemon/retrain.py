@@ -1,10 +1,10 @@
 """Overnight retraining: APScheduler cron → train on stored history → champion/challenger.
 
 The job never runs in the event loop's thread and never blocks a decision: it exports the
-stored bars to tape files, then runs two subprocesses (niced): `sigd train` — the very code
-path a person runs — on the history *before* a holdout cut, and `daemon.retrain_worker`
-which scores the new and the current model on the holdout, the most recent stored data that
-neither trained on. Only a new model that scores better is promoted: its artifact is copied
+stored bars to tape files, then runs two niced subprocesses (daemon/retrain_worker.py):
+`train` calls `models.train.train_pipeline` — the code path of `sigd train` — on the history
+*before* a holdout cut, and `score` scores the new and the current model on the holdout, the
+most recent stored data that neither trained on. Only a new model that scores better is promoted: its artifact is copied
 in atomically (rename), a `models` registry row marks it current (the old one becomes
 previous, kept on disk for rollback) and the engine swaps predictors between decisions. A
 failed, crashed or timed-out retrain leaves the current model serving and raises an alert.
@@ -140,16 +140,15 @@ class Retrainer:
 
     def _train_argv(self, name: str, stage: Path) -> list[str]:
         r = self.cfg.retrain
-        argv = [self.python, "-m", "daemon", "train", "--model", name, "--preset", r.preset,
-                "--data", str(stage / "train"), "--out", str(stage / "new"), "--device", "cpu"]
-        if self.cfg.source:
-            argv += ["-c", self.cfg.source]
-        return argv + (["--epochs", str(r.epochs)] if r.epochs else [])
+        return [self.python, "-m", "daemon.retrain_worker", "train", "--model", name, "--preset", r.preset,
+                "--epochs", str(r.epochs), "--max-batches", str(r.max_batches), "--device", r.device,
+                "--data", str(stage / "train"), "--symbol", self.cfg.exchange.symbol,
+                "--fee", str(self.cfg.broker.fee), "--out", str(stage / "new")]
 
     def _score_argv(self, name: str, current: Path, stage: Path, cutoff: int) -> list[str]:
-        return [self.python, "-m", "daemon.retrain_worker", "--data", str(stage / "all"), "--from", str(cutoff),
-                "--symbol", self.cfg.exchange.symbol, "--current", str(current), "--new", str(stage / "new"),
-                "--out", str(stage / "scores.json")]
+        return [self.python, "-m", "daemon.retrain_worker", "score", "--data", str(stage / "all"),
+                "--from", str(cutoff), "--symbol", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
+                "--current", str(current), "--new", str(stage / "new"), "--out", str(stage / "scores.json")]
 
     async def _run(self, step: str, argv: list[str], stage: Path) -> None:
         """One niced subprocess with a deadline; RetrainFailed with the tail of its output."""
@@ -205,7 +204,8 @@ def export_tapes(store: Store, cfg: Config, out: Path, *, end_ms: int) -> None:
     """Write stored bars that closed by `end_ms` as tape files `<BASE>_<QUOTE>-<tf>.csv`."""
     out.mkdir(parents=True, exist_ok=True)
     ex = cfg.exchange
-    streams = [(ex.symbol, tf) for tf in ex.timeframes] + [(ex.reference_symbol, ex.reference_timeframe)]
+    # 1s bars are left out: the shipped models train without them (live 1s stays masked).
+    streams = [(ex.symbol, tf) for tf in ex.timeframes if tf != "1s"] + [(ex.reference_symbol, ex.reference_timeframe)]
     for symbol, tf in streams:
         path = out / f"{symbol.replace('/', '_')}-{tf}.csv"
         n = 0
@@ -254,7 +254,7 @@ def _trained_until(artifact: Path) -> int:
             data = json.loads(meta.read_text())
         except (OSError, ValueError):
             continue
-        found = _find_key(data, ("train_end_ms", "trained_until_ms", "data_end_ms"))
+        found = _find_key(data, ("last_close_ts", "train_end_ms"))
         if isinstance(found, (int, float)):
             return int(found)
     return 0

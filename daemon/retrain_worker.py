@@ -1,7 +1,10 @@
-"""Scores two model artifacts on the same unseen bars (run by daemon/retrain.py in a subprocess).
+"""The retrain's two subprocess steps (run by daemon/retrain.py, never in the daemon's process).
 
-`python -m daemon.retrain_worker --data TAPE --from MS --symbol ETH/USDT --current DIR --new DIR
---out scores.json`: for every 1m bar of the tape that opens at or after `--from` (and has a
+`python -m daemon.retrain_worker train ...` calls `models.train.train_pipeline`, the very code
+path of `sigd train` (fit, threshold optimized on validation, atomic artifact).
+
+`python -m daemon.retrain_worker score --data TAPE --from MS --symbol ETH/USDT --current DIR
+--new DIR --out scores.json` scores both artifacts on the same unseen bars: for every 1m bar of the tape that opens at or after `--from` (and has a
 next bar), each predictor gets the windows it would have had live (only bars closed by then),
 the artifact's threshold rule turns its answer into a side, and the score is the annualized
 Sharpe ratio net of fees of holding that side over the next bar — the same trading model the
@@ -114,23 +117,51 @@ def score_pair(data: Path, from_ms: int, symbol: str, current: Path, new: Path, 
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of the scoring subprocess."""
-    p = argparse.ArgumentParser(prog="python -m daemon.retrain_worker")
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--from", dest="from_ms", required=True, type=int)
-    p.add_argument("--symbol", required=True)
-    p.add_argument("--current", required=True, type=Path)
-    p.add_argument("--new", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--fee", type=float, default=0.001)
-    a = p.parse_args(argv)
+def train(a: argparse.Namespace) -> int:
+    """Fit one model on the exported history: the code path of `sigd train`."""
+    from models.train import format_metrics, train_pipeline
+
+    res = train_pipeline(a.model, preset=a.preset, data_dirs=[a.data], symbols=[a.symbol], epochs=a.epochs or None,
+                         out_dir=a.out, seed=a.seed, device=a.device, fee=a.fee, max_batches=a.max_batches,
+                         progress=False, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_metrics(a.model, res.metrics))
+    print(f"artifact {res.artifact_dir} (version {res.version})")
+    return 0
+
+
+def score(a: argparse.Namespace) -> int:
+    """Score the current and the new artifact on the holdout; write the JSON atomically."""
     result = score_pair(a.data, a.from_ms, a.symbol, a.current, a.new, a.fee)
     tmp = a.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.rename(a.out)
     print(json.dumps(result))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the retrain subprocesses."""
+    p = argparse.ArgumentParser(prog="python -m daemon.retrain_worker")
+    sub = p.add_subparsers(dest="step", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--model", required=True)
+    t.add_argument("--preset", default="small")
+    t.add_argument("--epochs", type=int, default=0)
+    t.add_argument("--max-batches", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--out", required=True, type=Path)
+    s = sub.add_parser("score")
+    s.add_argument("--from", dest="from_ms", required=True, type=int)
+    s.add_argument("--current", required=True, type=Path)
+    s.add_argument("--new", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    for q in (t, s):
+        q.add_argument("--data", required=True, type=Path)
+        q.add_argument("--symbol", required=True)
+        q.add_argument("--fee", type=float, default=0.001)
+    a = p.parse_args(argv)
+    return train(a) if a.step == "train" else score(a)
 
 
 if __name__ == "__main__":
