@@ -176,8 +176,7 @@ class Store:
             "ORDER BY created_ms, rowid LIMIT ?",
             [channel, now_ms, limit],
         )
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return self._outbox_dicts(cur)
 
     def next_outbox_due_ms(self, channel: str) -> int | None:
         """When the channel's earliest pending row becomes due (None when nothing is pending)."""
@@ -209,6 +208,10 @@ class Store:
             "SELECT * FROM outbox" + (f" WHERE {where}" if where else "") + " ORDER BY created_ms, rowid",
             [v for v in (channel, status) if v is not None],
         )
+        return self._outbox_dicts(cur)
+
+    @staticmethod
+    def _outbox_dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
