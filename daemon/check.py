@@ -36,7 +36,17 @@ def _check_broker(cfg: Config) -> list[str]:
     return problems
 
 
-CHECKS: list[Check] = [_check_store, _check_broker]
+def _check_alert_secrets(cfg: Config) -> list[str]:
+    # Every enabled channel that signs or authenticates needs its secret in the environment.
+    import os
+
+    needed = [(f"alerts.webhooks[{w.name}].secret_env", w.secret_env) for w in cfg.alerts.webhooks]
+    if cfg.alerts.telegram.enabled:
+        needed.append(("alerts.telegram.token_env", cfg.alerts.telegram.token_env))
+    return [f"{key}: environment variable {env} is not set" for key, env in needed if not os.environ.get(env)]
+
+
+CHECKS: list[Check] = [_check_store, _check_broker, _check_alert_secrets]
 
 
 def run_checks(cfg: Config) -> list[str]:

@@ -70,7 +70,7 @@ INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("signals", ("bar_ts",)),
     ("orders", ("status",)),
     ("fills", ("client_order_id",)),
-    ("outbox", ("status", "next_attempt_ms")),
+    ("outbox", ("channel", "status", "next_attempt_ms")),
     ("models", ("name", "status")),
 ]
 
@@ -288,3 +288,77 @@ class Store:
             [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees,
              updated_ms],
         )
+    # --- outbox (daemon/outbox.py) --------------------------------------------------------
+    # Row status: pending -> sent | skipped | dead. `id` is "<event_id>/<channel>", so adding
+    # the same event twice is a no-op (INSERT OR IGNORE), which makes publish idempotent.
+
+    _OUTBOX_COLUMNS = ("id", "event_id", "channel", "type", "payload", "status", "attempts",
+                       "next_attempt_ms", "last_error", "created_ms", "sent_ms")
+
+    def add_outbox(self, rows: list[dict[str, Any]]) -> int:
+        """Insert outbox rows in one transaction; rows whose id exists are ignored. Returns rows added."""
+        cols = self._OUTBOX_COLUMNS
+        sql = f"INSERT OR IGNORE INTO outbox ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            conn.executemany(sql, [[r.get(c) for c in cols] for r in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return conn.total_changes - before
+
+    def due_outbox(self, channel: str, now_ms: int, limit: int = 50) -> list[dict[str, Any]]:
+        """Pending rows of a channel whose next attempt is due, oldest first."""
+        cur = self.db.execute(
+            "SELECT * FROM outbox WHERE channel=? AND status='pending' AND next_attempt_ms<=? "
+            "ORDER BY created_ms, rowid LIMIT ?",
+            [channel, now_ms, limit],
+        )
+        return self._outbox_dicts(cur)
+
+    def next_outbox_due_ms(self, channel: str) -> int | None:
+        """When the channel's earliest pending row becomes due (None when nothing is pending)."""
+        row = self.db.execute(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE channel=? AND status='pending'", [channel]
+        ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def update_outbox(self, row_id: str, **fields: Any) -> None:
+        """Set columns of one outbox row (status, attempts, next_attempt_ms, last_error, sent_ms)."""
+        unknown = set(fields) - set(self._OUTBOX_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown outbox column(s): {sorted(unknown)}")
+        assignments = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE outbox SET {assignments} WHERE id=?", [*fields.values(), row_id])
+
+    def outbox_depth(self) -> dict[tuple[str, str], int]:
+        """Count of pending and dead rows per (channel, status)."""
+        cur = self.db.execute(
+            "SELECT channel, status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') "
+            "GROUP BY channel, status"
+        )
+        return {(ch, st): n for ch, st, n in cur.fetchall()}
+
+    def outbox_rows(self, channel: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Outbox rows (optionally of one channel / status), oldest first."""
+        where = " AND ".join(w for w, v in (("channel=?", channel), ("status=?", status)) if v is not None)
+        cur = self.db.execute(
+            "SELECT * FROM outbox" + (f" WHERE {where}" if where else "") + " ORDER BY created_ms, rowid",
+            [v for v in (channel, status) if v is not None],
+        )
+        return self._outbox_dicts(cur)
+
+    @staticmethod
+    def _outbox_dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def purge_outbox(self, before_ms: int) -> int:
+        """Delete finished rows (sent, skipped, dead) created before `before_ms`; returns rows deleted."""
+        cur = self.db.execute(
+            "DELETE FROM outbox WHERE status IN ('sent', 'skipped', 'dead') AND created_ms<?", [before_ms]
+        )
+        return cur.rowcount
