@@ -55,6 +55,7 @@ class TestnetBroker:
     """Market orders on an exchange through ExchangeClient, reconciled by client order id."""
 
     mode = "testnet"
+    __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, store: Store, sink: EventSink, client: OrderClient, *, symbols: Sequence[str] = (),
                  unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms) -> None:

@@ -74,10 +74,13 @@ def predict_all(predictors: Sequence[tuple[str, PredictorLike]], windows: Mappin
     return out
 
 
-def signal_payload(signal_id: int, event_id: str, signal: Signal, latency_ms: float | None) -> dict[str, Any]:
-    """The "signal" event: id, symbol, side, confidence, price, bar_ts, model versions, ..."""
+def signal_payload(signal_id: int, signal: Signal, latency_ms: float | None) -> dict[str, Any]:
+    """The "signal" event: symbol, side, confidence, price, bar_ts, model versions, ...
+
+    The event id ("signal-<row id>") travels beside the payload: the outbox adds it as `id`.
+    """
     return {
-        "id": event_id, "signal_id": signal_id, "symbol": signal.symbol, "side": signal.side.name,
+        "signal_id": signal_id, "symbol": signal.symbol, "side": signal.side.name,
         "confidence": signal.confidence, "price": signal.price, "bar_ts": signal.bar_ts,
         "strategy": signal.strategy, "reasons": list(signal.reasons),
         "model_versions": dict(signal.model_versions), "latency_ms": latency_ms,
@@ -290,8 +293,8 @@ class Engine:
 
     def _publish(self, signal_id: int, signal: Signal, latency_ms: float | None) -> None:
         event_id = f"signal-{signal_id}"
-        payload = signal_payload(signal_id, event_id, signal, latency_ms)
-        self._last_signal = payload
+        payload = signal_payload(signal_id, signal, latency_ms)
+        self._last_signal = {"id": event_id, **payload}
         try:
             self.sink.publish("signal", payload, event_id=event_id)
         except Exception as exc:  # stays unpublished in SQLite; republish() sends it later

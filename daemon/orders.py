@@ -171,7 +171,7 @@ class Ledger:
 
     def _publish_fill(self, fill: Fill, position: Position) -> None:
         event_id = f"fill-{fill.client_order_id}"
-        payload = {"id": event_id, **dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
+        payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
         if self._publish("fill", payload, event_id):
             self.store.set_fill_event(fill.client_order_id, event_id)
 
@@ -184,9 +184,10 @@ class Ledger:
 
 
 def order_payload(order: Order) -> dict[str, Any]:
-    """JSON-ready order for events and /status."""
+    """JSON-ready order for events and /status (`type` is the outbox's word: `order_type` here)."""
     row = dataclasses.asdict(order)
     row["status"] = order.status.value
+    row["order_type"] = row.pop("type")
     return row
 
 

@@ -145,7 +145,10 @@ class Outbox:
         if clash:
             raise ValueError(f"event payload may not use reserved key(s) {sorted(clash)}")
         eid = event_id or uuid.uuid4().hex
-        body = json.dumps(jsonable(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        try:
+            body = json.dumps(jsonable(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{type} event payload is not JSON data: {exc}") from None
         now = _now_ms()
         rows = [
             {"id": f"{eid}/{name}", "event_id": eid, "channel": name, "type": type, "payload": body,
@@ -208,6 +211,14 @@ class Outbox:
         return drained
 
     async def _worker(self, name: str) -> None:
+        while True:
+            try:
+                await self._serve(name)
+            except Exception:  # e.g. SQLite busy: the channel's worker must outlive it
+                log.exception("outbox_worker_failed", channel=name)
+                await asyncio.sleep(1.0)
+
+    async def _serve(self, name: str) -> None:
         channel, wake = self.channels[name], self._wake[name]
         while True:
             wake.clear()
@@ -217,8 +228,10 @@ class Outbox:
                 # The channel just failed: leave it alone until the retry time, whatever is
                 # published meanwhile (one probe per backoff step, and the order is kept).
                 self._paused_until[name] = retry_at
-                await asyncio.sleep(max(0, retry_at - _now_ms()) / 1000)
-                self._paused_until.pop(name, None)
+                try:
+                    await asyncio.sleep(max(0, retry_at - _now_ms()) / 1000)
+                finally:
+                    self._paused_until.pop(name, None)
                 continue
             next_due = self.store.next_outbox_due_ms(name)
             timeout_s = 60.0 if next_due is None else max(0.001, (next_due - _now_ms()) / 1000)

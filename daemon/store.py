@@ -318,7 +318,6 @@ class Store:
             [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees,
              updated_ms],
         )
-
     # --- outbox (daemon/outbox.py) --------------------------------------------------------
     # Row status: pending -> sent | skipped | dead. `id` is "<event_id>/<channel>", so adding
     # the same event twice is a no-op (INSERT OR IGNORE), which makes publish idempotent.
@@ -348,8 +347,7 @@ class Store:
             "ORDER BY created_ms, rowid LIMIT ?",
             [channel, now_ms, limit],
         )
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return self._outbox_dicts(cur)
 
     def next_outbox_due_ms(self, channel: str) -> int | None:
         """When the channel's earliest pending row becomes due (None when nothing is pending)."""
@@ -381,6 +379,10 @@ class Store:
             "SELECT * FROM outbox" + (f" WHERE {where}" if where else "") + " ORDER BY created_ms, rowid",
             [v for v in (channel, status) if v is not None],
         )
+        return self._outbox_dicts(cur)
+
+    @staticmethod
+    def _outbox_dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
 

@@ -64,7 +64,7 @@ class _Server:
         raise NotImplementedError
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app())
+        self._runner = web.AppRunner(self.app(), shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
@@ -146,6 +146,10 @@ class FakeBotApi(_Server):
             "from": {"id": user_id, "is_bot": False, "first_name": "t"},
             "chat": {"id": chat_id if chat_id is not None else user_id, "type": "private"}}})
         self._arrived.set()
+
+    @property
+    def last_update_id(self) -> int:
+        return self._next_id
 
     def replies_to(self, chat_id: int) -> list[str]:
         return [m["text"] for m in self.sent if m["chat_id"] == chat_id]

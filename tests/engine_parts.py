@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from daemon.bars import Buffers
 from daemon.domain import Bar, Prediction, Side, timeframe_ms
+from daemon.outbox import RESERVED_KEYS
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 
@@ -45,12 +46,16 @@ class ListSink:
     def publish(self, type: str, payload: Mapping[str, Any], event_id: str | None = None) -> str:
         if self.fail:
             raise RuntimeError("outbox unavailable")
+        clash = RESERVED_KEYS & set(payload)
+        if clash:  # the real outbox refuses these too
+            raise ValueError(f"event payload may not use reserved key(s) {sorted(clash)}")
         eid = event_id or f"ev-{len(self.events)}"
         self.events.append((type, dict(payload), eid))
         return eid
 
     def of(self, type: str) -> list[dict[str, Any]]:
-        return [p for t, p, _ in self.events if t == type]
+        """Payloads of one event type, each with its event id as "id" (as the channels see them)."""
+        return [{"id": eid, **p} for t, p, eid in self.events if t == type]
 
 
 @dataclass

@@ -239,3 +239,26 @@ def test_unknown_trigger_timeframe_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown timeframe"):
         Engine(store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={}, sink=ListSink(),
                trigger_timeframe="7m")
+
+
+async def test_signals_and_fills_reach_the_real_outbox_once(tmp_path: Path) -> None:
+    from daemon.notify import LogChannel
+    from daemon.outbox import Outbox
+
+    store = Store(tmp_path / "sigd.sqlite")
+    outbox = Outbox(store, [LogChannel()])
+    engine, buffers, _ = make_engine(tmp_path, store=store, sink=outbox,
+                                     broker=PaperBroker(store, outbox, fee=0.001, slippage=0.0005))
+    await engine.start()
+    await feed(engine, buffers, series(CLOSES))
+    rows = store.db.execute("SELECT event_id, type, payload FROM outbox ORDER BY created_ms, id").fetchall()
+    signal_ids = [r[0] for r in rows if r[1] == "signal"]
+    assert signal_ids == [f"signal-{i}" for i in range(1, store.count("signals") + 1)] and signal_ids
+    first = json.loads(next(r[2] for r in rows if r[1] == "signal"))
+    assert {"symbol", "side", "confidence", "price", "bar_ts", "model_versions"} <= set(first)
+    assert {r[1] for r in rows} == {"signal", "order", "fill"}
+    again, _, _ = make_engine(tmp_path, store=store, sink=outbox, broker=PaperBroker(store, outbox))
+    await again.start()  # nothing was lost, so nothing is queued twice
+    assert store.count("outbox") == len(rows)
+    await engine.close()
+    await again.close()
