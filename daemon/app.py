@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -81,26 +80,28 @@ class Daemon:
         waiter.cancel()
 
     async def shutdown(self) -> None:
-        """Bounded shutdown: feed off, decision finished, outbox drained, everything closed."""
+        """Bounded shutdown: feed off, decision finished, outbox drained, everything closed.
+
+        Every step has its own time limit, so one part that hangs cannot keep the process
+        alive past systemd's TimeoutStopSec; what it left undone is logged.
+        """
         deadline = self.cfg.service.shutdown_deadline_s
+        started = time.monotonic()
         self.notifier.stopping("shutting down: draining alerts")
         self.stop.set()
-        started = time.monotonic()
-        parts = self.parts
+        parts, drained = self.parts, True
         if parts is not None:
-            await parts.stop_scheduler()
-            await _cancel([t for t in self._tasks if t.get_name().startswith("feed")])
+            await _step("scheduler", parts.stop_scheduler(), 2.0)
+            await _step("feed", _cancel([t for t in self._tasks if t.get_name() == "feed"]), 3.0)
             # The running decision finishes (its signal and order are committed) before the drain.
-            await _quietly(asyncio.wait_for(parts.engine.close(), timeout=deadline / 2), None)
-        drained = True
-        if parts is not None:
+            await _step("decision", parts.engine.close(), deadline / 2)
             left = max(0.5, deadline - (time.monotonic() - started))
-            drained = await _quietly(parts.notifier.stop(left), False)
-        await _cancel(self._tasks)
+            drained = bool(await _step("alerts", parts.notifier.stop(left), left + 1.0, default=False))
+        await _step("tasks", _cancel(self._tasks), 3.0)
         if self.api is not None:
-            await self.api.stop()
+            await _step("api", self.api.stop(), 2.0)
         if parts is not None:
-            await close_parts(parts)
+            await _step("close", close_parts(parts), 12.0)
         _log.info("daemon_stopped", outbox_drained=drained, shutdown_s=round(time.monotonic() - started, 2))
 
     # --- pieces -------------------------------------------------------------------------------
@@ -137,20 +138,29 @@ class Daemon:
         self._tasks[-1].set_name(name)
 
 
-async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+async def _cancel(tasks: list[asyncio.Task[Any]], timeout: float = 2.0) -> None:
+    """Cancel tasks and wait (bounded) for them to end."""
     for t in tasks:
         t.cancel()
-    for t in tasks:
-        with contextlib.suppress(BaseException):
-            await t
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=timeout)
+        if stuck:
+            _log.error("tasks_ignore_cancel", tasks=sorted(t.get_name() for t in stuck))
 
 
-async def _quietly(aw: Awaitable[Any], default: Any) -> Any:
-    try:
-        return await aw
-    except Exception:  # noqa: BLE001 — shutdown goes on whatever one part does
-        _log.exception("shutdown_step_failed")
+async def _step(name: str, aw: Awaitable[Any], timeout: float, default: Any = None) -> Any:
+    """One shutdown step with a time limit; a failure or timeout is logged, never raised."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    if not done:
+        task.cancel()
+        _log.error("shutdown_step_timeout", step=name, timeout_s=timeout)
         return default
+    if task.exception() is not None:
+        _log.error("shutdown_step_failed", step=name, error=repr(task.exception()))
+        return default
+    return task.result()
 
 
 async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
@@ -176,5 +186,25 @@ def run_command(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     log.setup(cfg.log.level, cfg.log.format)
     _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
-    return asyncio.run(serve(cfg))
+    return run_bounded(serve(cfg))
+
+
+def run_bounded(main: Awaitable[int], grace_s: float = 3.0) -> int:
+    """asyncio.run, except that tasks still alive after `main` get `grace_s` to end, not forever."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            _, stuck = loop.run_until_complete(asyncio.wait(left, timeout=grace_s))
+            if stuck:
+                _log.error("tasks_left_running", tasks=sorted(t.get_name() for t in stuck))
+        try:
+            loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), grace_s))
+        except asyncio.TimeoutError:
+            _log.error("executor_threads_left_running")
+        loop.close()
 

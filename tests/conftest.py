@@ -21,3 +21,11 @@ def write_config(tmp_path: Path):
         return p
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory):
+    """Both models as tiny artifacts trained once per session by the real pipeline (app tests)."""
+    from tests.daemon_harness import build_tiny_artifacts
+
+    return build_tiny_artifacts(tmp_path_factory.mktemp("tiny-artifacts"))

@@ -1,11 +1,10 @@
 """Real parts for end-to-end tests of `sigd run`: the daemon as a subprocess with a systemd
-notify socket, a webhook receiver that checks every signature, free loopback ports."""
+notify socket, tiny artifacts trained by the real pipeline, configs, free loopback ports.
+(The webhook receiver and the fake Telegram Bot API are tests/alert_fakes.py's.)"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -13,13 +12,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from tests.conftest import REPO
+
+TAPE = REPO / "daemon" / "localexchange" / "tape"
+# The tiny artifacts train on the tape before this instant, so later bars are unseen by them.
+TRAIN_END = "2025-08-10T00:00:00Z"
 
 
 def free_port() -> int:
@@ -27,48 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@dataclass
-class WebhookReceiver:
-    """A loopback HTTP server that records webhook deliveries; `down` answers 503."""
-
-    secret: str
-    down: bool = False
-    events: list[dict[str, Any]] = field(default_factory=list)
-    bad_signatures: int = 0
-    refused: int = 0
-    url: str = ""
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}/hook"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        if self.down:
-            self.refused += 1
-            return web.Response(status=503)
-        body = await request.read()
-        # Checked independently of daemon/webhook.py: HMAC-SHA256 of the exact body bytes.
-        want = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(request.headers.get("X-Sigd-Signature", ""), want):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        self.events.append(json.loads(body))
-        return web.Response(status=200)
-
-    def of_type(self, type_: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("type") == type_]
 
 
 class DaemonProcess:
@@ -154,3 +112,59 @@ class DaemonProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self.sock.close()
+
+
+def build_tiny_artifacts(out: Path) -> dict[str, Path]:
+    """Both served models, tiny preset, one short epoch, by the real training code.
+
+    For each model two directories: "<name>" as trained (its threshold optimized on
+    validation) and "<name>-trading" with the lowest threshold, so that it trades on every
+    bar it does not call FLAT (a tiny model's optimized threshold rarely trades at all).
+    """
+    import shutil
+
+    from models.train import train_pipeline
+
+    dirs: dict[str, Path] = {}
+    for name in ("mtf_transformer", "cnn_lstm_attn"):
+        res = train_pipeline(name, preset="tiny", data_dirs=[TAPE], symbols=["ETH/USDT"], end=TRAIN_END, epochs=1,
+                             max_batches=3, out_dir=out / name, seed=1, device="cpu", progress=False)
+        dirs[name] = res.artifact_dir
+        trading = out / f"{name}-trading"
+        shutil.copytree(res.artifact_dir, trading)
+        set_threshold(trading, 0.34)
+        dirs[f"{name}-trading"] = trading
+    return dirs
+
+
+def set_threshold(artifact: Path, value: float) -> None:
+    """Rewrite an artifact's threshold (a builder for over-trading models)."""
+    meta = json.loads((artifact / "artifact.json").read_text())
+    meta["threshold"]["value"] = value
+    (artifact / "artifact.json").write_text(json.dumps(meta))
+
+
+def toml_value(v: Any) -> str:
+    """A Python value as TOML (strings, numbers, bools, lists, inline tables)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (str, Path)):
+        return json.dumps(str(v))
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML for {v!r}")
+
+
+def write_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """Write a config file from {"section": {key: value}} (dotted sections allowed)."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
