@@ -39,17 +39,15 @@ def _bars(symbol: str, tf: str, start: int, n: int, step: int, price: float = 10
 @pytest.fixture
 def cfg(write_config, tmp_path):
     def make(**retrain: Any) -> config_mod.Config:
-        extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in retrain.items())
+        values = {"artifacts_dir": str(tmp_path / "models"), "holdout_hours": 2.0, **retrain}
+        extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
         return config_mod.load(write_config(f"""
             [store]
             path = "{tmp_path / 'state.sqlite'}"
             [exchange]
             timeframes = ["1m", "1h"]
             [retrain]
-            artifacts_dir = "{tmp_path / 'models'}"
-            holdout_hours = 2.0
-            {extra}
-        """))
+        """ + extra))
 
     return make
 
@@ -154,3 +152,68 @@ async def test_nothing_unseen_means_no_retrain(cfg, tmp_path: Path) -> None:
 
     [outcome] = await Retrainer(c, store, sink, swap, lambda: {"m": current}).run_once()
     assert outcome.status == "failed" and "nothing unseen" in outcome.reason
+
+
+def _store_from_tape(store: Store, start_ms: int, end_ms: int) -> None:
+    """Stored history as the feed would have left it: real 1m bars of both symbols."""
+    from models.data import load_series
+
+    from tests.daemon_harness import TAPE
+
+    for symbol in ("ETH/USDT", "BTC/USDT"):
+        arr = load_series([TAPE], symbol, "1m", start_ms=start_ms, end_ms=end_ms)
+        store.add_bars(Bar(symbol, "1m", int(r[0]), *map(float, r[1:])) for r in arr)
+
+
+async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: Path,
+                                                                 tiny_artifacts: dict[str, Path]) -> None:
+    import shutil
+    import sys
+
+    from daemon.domain import Side
+    from tests.conftest import REPO
+    from tests.daemon_harness import make_constant
+
+    c = cfg(preset="tiny", epochs=1, max_batches=3, holdout_hours=6.0)
+    store = Store(c.path(c.store.path))
+    _store_from_tape(store, 1_754_265_600_000, 1_754_956_800_000)  # 2025-08-04 .. 2025-08-12
+    # The holdout is the newest 6 hours; the side that lost money over them is the wrong one.
+    newest = store.latest_bars("ETH/USDT", "1m", 1)[0]
+    first = next(store.iter_bars("ETH/USDT", "1m", newest.ts - 6 * 3_600_000))
+    wrong = Side.SHORT if newest.close > first.close else Side.LONG
+    # Serving now: a model that always holds the wrong side over the holdout.
+    serving = tmp_path / "serving"
+    shutil.copytree(tiny_artifacts["cnn_lstm_attn"], serving)
+    make_constant(serving, wrong)
+    dirs = {"cnn_lstm_attn": serving}
+    sink, swaps = RecordingSink(), []
+
+    async def swap(name: str, path: Path) -> None:
+        swaps.append((name, path))
+        dirs[name] = path
+
+    def shaped(shape: str) -> str:
+        # The real training run, then the new model is shaped ("flat" never trades).
+        script = tmp_path / f"shaped-{shape}.sh"
+        script.write_text(f"#!/bin/sh\nshift 2\ncd {REPO}\nexport SIGD_TEST_SHAPE={shape}\n"
+                          f"exec {sys.executable} -m tests.shaped_worker \"$@\"\n")
+        script.chmod(0o755)
+        return str(script)
+
+    [o] = await Retrainer(c, store, sink, swap, lambda: dict(dirs), python=shaped("flat")).run_once()
+    assert o.status == "promoted", o
+    assert o.new_score == 0.0 and o.current_score is not None and o.current_score < 0
+    promoted = Path(o.path)
+    assert swaps == [("cnn_lstm_attn", promoted)] and promoted.parent == tmp_path / "models" / "cnn_lstm_attn"
+    assert json.loads((promoted / "artifact.json").read_text())["version"] == o.version
+    row = store.current_model("cnn_lstm_attn")
+    assert row is not None and row["path"] == str(promoted) and json.loads(row["metrics"])["new"]["score"] == 0.0
+    assert serving.exists()  # the previous artifact stays for rollback
+    assert sink.events[-1][0] == "retrain" and sink.events[-1][1]["status"] == "promoted"
+
+    # Next night the training produces a model on the wrong side: scored, recorded, not served.
+    [w] = await Retrainer(c, store, sink, swap, lambda: dict(dirs), python=shaped(wrong.name.lower())).run_once()
+    assert w.status == "rejected" and w.new_score is not None and w.new_score < 0 == w.current_score, w
+    assert swaps == [("cnn_lstm_attn", promoted)] and store.current_model("cnn_lstm_attn")["path"] == str(promoted)
+    assert [r["status"] for r in store.model_rows("cnn_lstm_attn")] == ["rejected", "current"]
+    assert sink.events[-1][1]["status"] == "rejected" and promoted.exists()

@@ -1,0 +1,25 @@
+"""A retrain worker that trains for real, then shapes the new model ($SIGD_TEST_SHAPE):
+"flat" never trades, "short"/"long" always holds that side. Used by tests/test_retrain.py as
+the retrain's "python" (`shaped.sh -m daemon.retrain_worker train ...` runs this module).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from daemon.domain import Side
+from daemon.retrain_worker import main
+from tests.daemon_harness import make_constant, set_threshold
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    rc = main(argv)
+    if rc == 0 and argv[0] == "train":
+        out, shape = Path(argv[argv.index("--out") + 1]), os.environ["SIGD_TEST_SHAPE"]
+        if shape == "flat":
+            set_threshold(out, 1.01)  # no probability reaches it: always FLAT
+        else:
+            make_constant(out, Side[shape.upper()])
+    sys.exit(rc)
