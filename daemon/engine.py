@@ -130,7 +130,7 @@ class Engine:
 
     def __init__(
         self, *, store: Store, buffers: WindowSource, predictors: Mapping[str, PredictorLike], sink: EventSink,
-        strategies: Sequence[Strategy] = (), broker: Broker | None = None, risk_params: RiskParams | None = None,
+        strategies: Sequence[Strategy] | None = None, broker: Broker | None = None, risk_params: RiskParams | None = None,
         symbol: str = "ETH/USDT", reference_symbol: str = REFERENCE_SYMBOL,
         timeframes: Sequence[str] = PRIMARY_TIMEFRAMES, reference_timeframe: str = "1m",
         trigger_timeframe: str = "1m", wait_for_decision: bool = False,
@@ -138,7 +138,7 @@ class Engine:
     ) -> None:
         self.store, self.buffers, self.sink = store, buffers, sink
         self.predictors: dict[str, PredictorLike] = dict(predictors)
-        self.strategies = list(strategies)
+        self.strategies = list(strategies) if strategies is not None else [ConfidenceStrategy()]
         self.broker: Broker = broker if broker is not None else AlertsBroker(store)
         self.risk_params = risk_params or RiskParams(bar_ms=timeframe_ms(trigger_timeframe))
         self.symbol, self.reference_symbol = symbol, reference_symbol
@@ -256,7 +256,7 @@ class Engine:
                 log.info("signal_blocked", strategy=signal.strategy, side=signal.side.name, reason=verdict.blocked)
             if verdict.signal is None or verdict.target is None:
                 continue
-            self.emit(verdict.signal, (self.perf_clock() - received) * 1000.0)
+            self.emit(verdict.signal, received)
             intent = OrderIntent(self.symbol, verdict.target, verdict.signal.price, bar.ts, bar.close_ts,
                                  verdict.signal.strategy)
             if await self.broker.submit(intent) is not None:
@@ -279,16 +279,20 @@ class Engine:
 
     # --- signals ----------------------------------------------------------------------------
 
-    def emit(self, signal: Signal, latency_ms: float | None) -> int:
-        """Commit a signal, then publish it to the sink in the same step; its row id."""
+    def emit(self, signal: Signal, received: float | None) -> int:
+        """Commit a signal, then publish it to the sink in the same step; its row id.
+
+        `received` is the perf_clock reading when the trigger bar arrived (None: not bar-driven).
+        """
+        latency_ms = None if received is None else (self.perf_clock() - received) * 1000.0
         signal_id = self.store.add_signal(signal, latency_ms if latency_ms is not None else -1.0, wall_ms())
-        if latency_ms is not None:
-            BAR_TO_SIGNAL_MS.observe(latency_ms)
-        SIGNALS.inc(side=signal.side.name)
         log.info("signal", symbol=signal.symbol, bar_ts=signal.bar_ts, side=signal.side.name,
                  confidence=round(signal.confidence, 4), price=signal.price, strategy=signal.strategy,
                  latency_ms=None if latency_ms is None else round(latency_ms, 3))
         self._publish(signal_id, signal, latency_ms)
+        SIGNALS.inc(side=signal.side.name)
+        if received is not None:  # committed and queued: what the bar → signal latency means
+            BAR_TO_SIGNAL_MS.observe((self.perf_clock() - received) * 1000.0)
         return signal_id
 
     def _publish(self, signal_id: int, signal: Signal, latency_ms: float | None) -> None:
