@@ -3,7 +3,6 @@ of predictions and signals, publish in the same step, swap, pause/resume, backte
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from daemon.bars import Buffers
 from daemon.domain import Bar, Position, Side, Signal
 from daemon.engine import Engine
 from daemon.metrics import REGISTRY
@@ -18,7 +18,6 @@ from daemon.paper import PaperBroker
 from daemon.store import Store
 from strategies.confidence import ConfidenceStrategy
 from strategies.risk import RiskParams
-from daemon.bars import Buffers
 from tests.engine_parts import T0, FailingPredictor, ListSink, MomentumPredictor, bar, buffers, series
 
 # Up, up, up, then down: LONG once momentum is clear, FLAT/SHORT when it turns.
