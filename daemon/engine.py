@@ -245,7 +245,10 @@ class Engine:
     async def _act(self, bar: Bar, predictions: Sequence[Prediction], received: float) -> None:
         """Strategies → risk gate → signal (stored, published) → broker; all on the loop."""
         position = self.broker.position(self.symbol)
+        was_halted = self.risk_state.halted
         self.risk_state = risk.observe(self.risk_state, position, bar, self.risk_params)
+        if self.risk_state.halted and not was_halted:
+            self._alert_halt(bar, position)
         exit_signal = risk.protective_exit(position, bar, self.risk_params)
         # A protective exit takes the bar: no strategy trades on a position being closed.
         candidates = [exit_signal] if exit_signal else self._strategy_signals(predictions, position, bar)
@@ -262,6 +265,18 @@ class Engine:
             if await self.broker.submit(intent) is not None:
                 self.risk_state = risk.after_trade(self.risk_state, bar.ts)
         self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+
+    def _alert_halt(self, bar: Bar, position: Position) -> None:
+        """Tell the operator: new entries stop until they resume."""
+        eq = risk.equity(position, bar.close, self.risk_params.starting_balance)
+        payload = {"kind": "drawdown_halt", "symbol": self.symbol, "bar_ts": bar.ts, "equity": eq,
+                   "peak_equity": self.risk_state.peak_equity, "max_drawdown": self.risk_params.max_drawdown,
+                   "message": "drawdown limit reached: no new entries until resume"}
+        log.error("drawdown_halt", **payload)
+        try:
+            self.sink.publish("error", payload, event_id=f"drawdown-halt-{self.symbol}-{bar.ts}")
+        except Exception as exc:
+            log.error("halt_publish_failed", error=repr(exc))
 
     def _strategy_signals(self, predictions: Sequence[Prediction], position: Position, bar: Bar) -> list[Signal]:
         """Every strategy's signal; a strategy that raises is logged and counted, the others go on."""
@@ -332,7 +347,11 @@ class Engine:
     def resume(self) -> None:
         """Emit signals again; also lifts a drawdown halt (the operator has looked)."""
         self.paused = False
-        self.risk_state = dataclasses.replace(self.risk_state, halted=False, peak_equity=0.0)
+        # The drawdown is measured afresh from here: the operator has accepted the loss so far.
+        position = self.broker.position(self.symbol)
+        price = self._last_bar.close if self._last_bar else position.entry_price
+        self.risk_state = dataclasses.replace(
+            self.risk_state, halted=False, peak_equity=risk.equity(position, price, self.risk_params.starting_balance))
         self.store.set_kv(KV_PAUSED, "0")
         self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
         log.warning("engine_resumed")
