@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import traceback
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -12,6 +13,8 @@ import pytest
 from daemon import log
 from daemon.notify import Notifier
 from daemon.store import Store
+from daemon.log import MASK
+from daemon.telegram import TelegramApi, TelegramError
 from daemon.telegram_bot import OFFSET_KEY
 from tests.alert_fakes import FakeBotApi, RecordingControls, alerts_config, eventually, signal_payload, telegram
 
@@ -140,3 +143,14 @@ async def test_token_never_in_logs_errors_or_rows(bot: FakeBotApi, tmp_path: Pat
     for name in ("state.sqlite", "state.sqlite-wal", "other.sqlite", "other.sqlite-wal"):
         p = tmp_path / name
         assert not p.exists() or TOKEN.encode() not in p.read_bytes(), name
+
+
+async def test_api_errors_never_carry_the_token() -> None:
+    # aiohttp puts the whole URL (token included) into its invalid-URL error message.
+    api = TelegramApi("relative-not-a-url", TOKEN)
+    with pytest.raises(TelegramError) as info:
+        await api.call("getMe", {})
+    await api.close()
+    text = "".join(traceback.format_exception(info.value))
+    assert "InvalidUrl" in text and MASK in text
+    assert TOKEN not in text and info.value.__cause__ is None and info.value.__suppress_context__
