@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -154,3 +155,19 @@ async def test_api_errors_never_carry_the_token() -> None:
     text = "".join(traceback.format_exception(info.value))
     assert "InvalidUrl" in text and MASK in text
     assert TOKEN not in text and info.value.__cause__ is None and info.value.__suppress_context__
+
+
+async def test_flat_confirmation_expires(bot: FakeBotApi, tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    tg = replace(telegram(bot.base_url, OWNER, (OWNER,)), confirm_s=0.2)
+    notifier = Notifier(alerts_config(telegram=tg), store)
+    controls = RecordingControls()
+    await notifier.start(controls)
+    task = asyncio.create_task(notifier.run())
+    assert "within 0.2 s" in await _ask(bot, OWNER, "/flat", 0)
+    await asyncio.sleep(0.3)
+    assert "expired" in await _ask(bot, OWNER, "/flat confirm", 1)
+    await notifier.stop(1.0)
+    await task
+    store.close()
+    assert controls.flat_calls == 0
