@@ -27,6 +27,7 @@ from daemon.localexchange.tape import TIMEFRAME_MS
 
 log = structlog.get_logger("localexchange.rest")
 _SIGNATURE = re.compile(r"(?:^|&)signature=([^&]*)$")
+LX_KEY: web.AppKey[Any] = web.AppKey("lx", object)  # the LocalExchange serving this app
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -38,7 +39,7 @@ def error_response(e: ApiError, headers: dict[str, str] | None = None) -> web.Re
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply a pending REST fault (429/418/5xx or a hang) to calls under /api/."""
-    lx = request.app["lx"]
+    lx = request.app[LX_KEY]
     fault = lx.faults.take_rest(request.path) if request.path.startswith("/api/") else None
     if fault is None:
         return await handler(request)
@@ -142,7 +143,7 @@ def verify_signature(lx: Any, request: web.Request, body: str) -> dict[str, str]
 
 async def public_handler(request: web.Request) -> web.Response:
     """GET ping, time, exchangeInfo, klines."""
-    lx, name = request.app["lx"], request.match_info["name"]
+    lx, name = request.app[LX_KEY], request.match_info["name"]
     q = dict(request.query)
     try:
         if name == "ping":
@@ -160,7 +161,7 @@ async def public_handler(request: web.Request) -> web.Response:
 
 async def private_handler(request: web.Request) -> web.Response:
     """Signed: account, order, openOrders, allOrders."""
-    lx, name, method = request.app["lx"], request.match_info["name"], request.method
+    lx, name, method = request.app[LX_KEY], request.match_info["name"], request.method
     try:
         body = await request.text() if method in ("POST", "PUT") else ""
         p = verify_signature(lx, request, body)

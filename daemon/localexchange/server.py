@@ -26,8 +26,8 @@ from daemon.localexchange.control import add_control_routes, apply
 from daemon.localexchange.faults import Faults
 from daemon.localexchange.market import Market
 from daemon.localexchange.orders import Account
-from daemon.localexchange.rest import add_routes, fault_middleware
-from daemon.localexchange.streams import Pump, ws_handler
+from daemon.localexchange.rest import LX_KEY, add_routes, fault_middleware
+from daemon.localexchange.streams import PUMP_KEY, Pump, ws_handler
 from daemon.localexchange.tape import TapeError, bundled_tape_dir, load_tape
 
 log = structlog.get_logger("localexchange")
@@ -70,7 +70,7 @@ class LocalExchange:
     async def start(self) -> None:
         """Bind the port and start the replay."""
         app = web.Application(middlewares=[fault_middleware])
-        app["lx"], app["pump"] = self, self.pump
+        app[LX_KEY], app[PUMP_KEY] = self, self.pump
         add_routes(app)
         app.router.add_get("/stream/ws/{n}", ws_handler)
         app.router.add_get("/ws/{n}", ws_handler)

@@ -29,6 +29,7 @@ UPDATE_MS = {"1s": 1_000}  # replay ms between forming updates; Binance: 1000 fo
 DEFAULT_UPDATE_MS = 2_000
 MIN_WALL_GAP_S = 0.1
 IDLE_WAKE_S = 0.25
+PUMP_KEY: web.AppKey["Pump"] = web.AppKey("pump", object)  # type: ignore[arg-type]
 
 
 def fmt(x: float) -> str:
@@ -203,7 +204,7 @@ class Pump:
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """`/stream/ws/{n}`: SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, acked like Binance."""
-    pump: Pump = request.app["pump"]
+    pump: Pump = request.app[PUMP_KEY]
     ws = web.WebSocketResponse(autoping=True)
     await ws.prepare(request)
     pump.sockets.add(ws)

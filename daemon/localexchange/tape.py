@@ -9,6 +9,7 @@ naming the file and the line.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import math
@@ -94,19 +95,30 @@ def read_tape_file(path: Path, timeframe: str) -> np.ndarray:
 
 
 def load_tape(directory: Path) -> dict[str, SymbolTape]:
-    """Load every tape file of a directory, keyed by market id (BTCUSDT); each needs a 1m file."""
+    """Load every tape file of a directory, keyed by market id (BTCUSDT); each needs a 1m file.
+
+    Loads are cached per directory content (name, size, mtime); the arrays are read-only.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise TapeError(f"{directory}: tape directory does not exist")
+    files = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(directory.iterdir())
+                  if _NAME.match(p.name) and _NAME.match(p.name)["tf"] in TIMEFRAME_MS)  # type: ignore[index]
+    return _load(directory.resolve(), files)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(directory: Path, files: tuple[tuple[str, int, int], ...]) -> dict[str, SymbolTape]:
     tapes: dict[str, SymbolTape] = {}
-    for path in sorted(directory.iterdir()):
-        m = _NAME.match(path.name)
-        if not m or m["tf"] not in TIMEFRAME_MS:
-            continue
+    for name, _, _ in files:
+        path = directory / name
+        m = _NAME.match(name)
+        assert m is not None  # filtered by load_tape
         if path.suffix != ".gz" and path.with_name(path.name + ".gz").exists():
             raise TapeError(f"{path}: both {path.name} and {path.name}.gz exist; keep one")
         tape = tapes.setdefault(m["base"] + m["quote"], SymbolTape(m["base"], m["quote"]))
         tape.bars[m["tf"]] = read_tape_file(path, m["tf"])
+        tape.bars[m["tf"]].flags.writeable = False  # shared between servers through the cache
     if not tapes:
         raise TapeError(f"{directory}: no <BASE>_<QUOTE>-<tf>.csv[.gz] files (tf one of {', '.join(TIMEFRAME_MS)})")
     for sym, tape in tapes.items():
