@@ -153,10 +153,14 @@ class Pump:
                 pass
 
     def _sleep_s(self, now: int) -> float:
-        due = [s.next_open + s.step for s in self.streams.values()]
-        due += [s.last_update_ms + UPDATE_MS.get(s.tf, DEFAULT_UPDATE_MS) for s in self.streams.values()]
-        delay = min((self.clock.wall_delay(t) for t in due), default=IDLE_WAKE_S)
-        return min(max(delay, 0.0005), IDLE_WAKE_S)
+        """Wall seconds until the next closing update or forming update is due."""
+        wall = time.monotonic()
+        delays = [IDLE_WAKE_S]
+        for s in self.streams.values():
+            delays.append(self.clock.wall_delay(s.next_open + s.step))
+            forming_due = self.clock.wall_delay(s.last_update_ms + UPDATE_MS.get(s.tf, DEFAULT_UPDATE_MS))
+            delays.append(max(forming_due, s.last_update_wall + MIN_WALL_GAP_S - wall))
+        return max(min(delays), 0.0005)
 
     async def _emit(self, stream: Stream, now: int) -> None:
         while stream.next_open + stream.step <= now:
