@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from daemon.localexchange import LocalExchange
+from daemon.localexchange.seconds import derive_minute
 from tests.conftest import REPO
 from tests.test_localexchange import DAY, HOUR, MINUTE, LocalBinance, tape_rows
 
@@ -125,6 +126,10 @@ async def test_drop_and_stall_faults() -> None:
         assert lx.status()["sockets"] == 1 and lx.now_ms() > START + 10 * MINUTE
         lx.faults.resume()
         await asyncio.wait_for(task, timeout=5)
+        lx.faults.stall(seconds=0.2)  # a stall for a duration ends by itself
+        assert lx.faults.stalled("ethusdt@kline_1m")
+        await asyncio.sleep(0.25)
+        assert not lx.faults.stalled("ethusdt@kline_1m") and lx.faults.stalls == {}
         lx.faults.drop_websockets()
         with pytest.raises(ccxtpro.NetworkError):
             async with asyncio.timeout(5):
@@ -192,3 +197,47 @@ def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: object) -> None:
     bad = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", "--tape", str(tmp_path)],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
     assert bad.returncode == 2 and str(tmp_path) in bad.stderr
+
+
+async def test_truncated_frame_kills_ccxts_receive_loop_but_not_the_server() -> None:
+    # ccxt 4.5.90 raises inside its receive callback on a truncated JSON frame and stops reading
+    # that socket: its watch then hangs like a stall. The feed must treat it as one.
+    async with LocalExchange(speed=0, paused=True) as lx:
+        lx.faults.malformed(count=1, stream="btcusdt@kline_1m", kind="text")
+        ex = LocalBinance(lx)
+        await ex.load_markets()
+        task = asyncio.create_task(ex.watch_ohlcv("BTC/USDT", "1m"))
+        await lx.wait_subscribed(1)
+        lx.resume_clock()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(task, timeout=1.0)
+        await ex.close()
+        fresh = LocalBinance(lx)
+        rows = await asyncio.wait_for(fresh.watch_ohlcv("BTC/USDT", "1m"), timeout=5)
+        assert rows and lx.faults.snapshot()["applied"]["malformed"] == 1
+        await fresh.close()
+
+
+def write_rows(path: object, rows: np.ndarray) -> None:
+    """A tape file from rows [n, 6]."""
+    lines = ["timestamp,open,high,low,close,volume"]
+    lines += [f"{int(r[0])},{r[1]:.2f},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.8f}" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def test_a_real_1s_tape_is_used_instead_of_derived_bars(tmp_path: object) -> None:
+    m1 = tape_rows("ETHUSDT", "1m")[:10]
+    recorded_1s = np.vstack([derive_minute(row, seed=99, symbol="ETHUSDT") for row in m1])  # "recorded" path
+    write_rows(tmp_path / "ETH_USDT-1m.csv", m1)
+    write_rows(tmp_path / "ETH_USDT-1s.csv", recorded_1s)
+    start = int(m1[0, 0]) + 5 * MINUTE
+    async with LocalExchange(tmp_path, start_ms=start, speed=0, paused=True, seed=7) as lx:
+        assert not lx.markets["ETHUSDT"].derived_1s
+        ex = await replay(lx, [["ETH/USDT", "1s"]], count(30, "ETHUSDT", "1s"))
+        got = closes(ex, "ETHUSDT", "1s")
+        want = recorded_1s[np.searchsorted(recorded_1s[:, 0], start):][:len(got)]
+        assert np.allclose(got, want, rtol=0, atol=1e-9)
+        client = LocalBinance(lx)
+        rest = np.array(await client.fetch_ohlcv("ETH/USDT", "1s", since=start - 10_000, limit=10))
+        await client.close()
+        assert np.allclose(rest, recorded_1s[np.isin(recorded_1s[:, 0], rest[:, 0])], rtol=0, atol=1e-9)
