@@ -29,6 +29,7 @@ UPDATE_MS = {"1s": 1_000}  # replay ms between forming updates; Binance: 1000 fo
 DEFAULT_UPDATE_MS = 2_000
 MIN_WALL_GAP_S = 0.1
 IDLE_WAKE_S = 0.25
+CLOSE_TIMEOUT_S = 1.0  # how long a close waits for the client's close frame
 PUMP_KEY: web.AppKey["Pump"] = web.AppKey("pump", object)  # type: ignore[arg-type]
 
 
@@ -128,8 +129,8 @@ class Pump:
     async def drop_all(self) -> int:
         """Close every websocket (code 1001 going away)."""
         sockets = list(self.sockets)
-        for ws in sockets:
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"local exchange: drop_websockets")
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"local exchange: drop_websockets")
+                               for ws in sockets), return_exceptions=True)
         return len(sockets)
 
     # -- the pump -----------------------------------------------------------------------
@@ -138,8 +139,13 @@ class Pump:
         while True:
             self.wake.clear()
             now = self.clock.now_ms()
-            for stream in sorted(self.streams.values(), key=lambda s: (s.step, s.name)):
-                await self._emit(stream, now)
+            try:
+                for stream in sorted(self.streams.values(), key=lambda s: (s.step, s.name)):
+                    await self._emit(stream, now)
+            except Exception:  # one bad step must not end every stream
+                log.exception("pump_step_failed", replay_ms=now)
+                await asyncio.sleep(IDLE_WAKE_S)
+                continue
             if self.clock.ended and not self._ended_logged:
                 self._ended_logged = True
                 log.warning("tape_end", replay_ms=now)
@@ -201,7 +207,8 @@ class Pump:
                 try:
                     await ws.send_str(text)
                     self.frames_sent += 1
-                except (ConnectionError, RuntimeError):
+                except Exception as e:  # a socket closing under us; the others go on
+                    log.info("ws_send_failed", error=repr(e))
                     self.unsubscribe(ws)
                     break
 
@@ -209,7 +216,7 @@ class Pump:
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """`/stream/ws/{n}`: SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, acked like Binance."""
     pump: Pump = request.app[PUMP_KEY]
-    ws = web.WebSocketResponse(autoping=True)
+    ws = web.WebSocketResponse(autoping=True, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     pump.sockets.add(ws)
     log.info("ws_connected", path=request.path)
