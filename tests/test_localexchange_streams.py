@@ -61,7 +61,11 @@ def count(n: int, symbol: str, tf: str) -> callable:
 async def test_max_speed_1s_1m_closes_equal_the_tape() -> None:
     async with LocalExchange(speed=0, paused=True) as lx:
         pairs = [["ETH/USDT", "1s"], ["ETH/USDT", "1m"], ["BTC/USDT", "1m"]]
+        sent: list[tuple[str, int, float]] = []
+        lx.pump.close_listeners.append(lambda name, ts, at: sent.append((name, ts, at)))
         ex = await replay(lx, pairs, count(3, "BTCUSDT", "1m"))
+        btc_sent = [ts for name, ts, _ in sent if name == "btcusdt@kline_1m"]
+        assert btc_sent[:3] == [START, START + MINUTE, START + 2 * MINUTE]  # the close listeners saw them
         eth = lx.markets["ETHUSDT"]
         seconds = closes(ex, "ETHUSDT", "1s")
         assert len(seconds) >= 180 and seconds[0, 0] == START

@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import structlog
@@ -92,6 +93,9 @@ class Pump:
         self.sockets: set[web.WebSocketResponse] = set()
         self.wake = asyncio.Event()
         self.frames_sent = 0
+        # called as f(stream name, bar open ms, time.perf_counter()) right after a closing update
+        # is written to every socket (for bar-close latency benchmarks)
+        self.close_listeners: list[Callable[[str, int, float], None]] = []
         self._ended_logged = False
 
     # -- subscriptions ------------------------------------------------------------------
@@ -193,6 +197,9 @@ class Pump:
             bar = broken_ohlc(bar)
             log.info("fault_bad_ohlc_sent", stream=stream.name, ts=int(bar[0]))
         await self._send(stream, kline_event(stream.market.symbol, stream.tf, bar, True, close_ms), close_ms)
+        sent_at = time.perf_counter()
+        for listener in self.close_listeners:
+            listener(stream.name, int(bar[0]), sent_at)
 
     async def _send(self, stream: Stream, event: dict, event_ms: int) -> None:
         if self.faults.stalled(stream.name):
