@@ -234,7 +234,9 @@ async def test_market_and_limit_orders_fill_and_move_balances(lx: LocalExchange,
     assert o["status"] == "open"
     assert (await ex.fetch_balance())["USDT"]["used"] == pytest.approx(0.02 * limit_px)
     assert [x["clientOrderId"] for x in await ex.fetch_open_orders("BTC/USDT")] == ["lim-1"]
-    lx.clock.advance_to(lx.now_ms() + 30 * MINUTE)
+    async with aiohttp.ClientSession() as http:  # the control endpoint moves the paused clock
+        async with http.post(lx.base_url + "/_control/advance", json={"ms": 30 * MINUTE}) as r:
+            assert (await r.json())["result"] == lx.now_ms()
     by_client = await ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "lim-1"})
     assert by_client["status"] == "closed" and by_client["price"] == limit_px and by_client["id"] == o["id"]
     bal = await ex.fetch_balance()

@@ -155,6 +155,12 @@ class LocalExchange:
         self.clock.set_speed(speed)
         self.pump.wake.set()
 
+    def advance(self, ms: int) -> int:
+        """Step the replay clock forward by `ms` (streams catch up at once); the new instant."""
+        self.clock.advance_to(self.clock.now_ms() + int(ms))
+        self.pump.wake.set()
+        return self.clock.now_ms()
+
     async def wait_subscribed(self, count: int, timeout: float = 10.0) -> list[str]:
         """Wait until at least `count` streams are subscribed; their names."""
         async with asyncio.timeout(timeout):
@@ -194,6 +200,15 @@ def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
     return DEV_API_KEY, DEV_API_SECRET, "built-in dev credentials (loopback only)"
 
 
+def _balances(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in value.values()):
+        raise ValueError(f"--balances must be a JSON object of asset -> amount >= 0, got {text!r}")
+    return {str(k): float(v) for k, v in value.items()}
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
@@ -202,7 +217,7 @@ def serve_command(args: argparse.Namespace) -> int:
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
                            start_ms=parse_start(args.start) if args.start else None, speed=args.speed,
                            seed=args.seed, api_key=key, api_secret=secret,
-                           paused=getattr(args, "paused", False))
+                           paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)))
         for spec in getattr(args, "fault", None) or []:
             fault = json.loads(spec)
             apply(lx, fault.pop("action"), fault)
