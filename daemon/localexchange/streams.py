@@ -39,7 +39,7 @@ def fmt(x: float) -> str:
     return f"{x:.8f}"
 
 
-def kline_event(symbol: str, tf: str, bar: np.ndarray, closed: bool, event_ms: int) -> dict:
+def bar_event(symbol: str, tf: str, bar: np.ndarray, closed: bool, event_ms: int) -> dict:
     """A Binance kline event for one bar (ts, o, h, l, c, v)."""
     t = int(bar[0])
     return {"e": "kline", "E": event_ms, "s": symbol, "k": {
@@ -52,7 +52,7 @@ def malformed_frame(kind: str, symbol: str, tf: str, event_ms: int) -> str:
     """A deliberately broken frame (see `Faults.malformed`)."""
     if kind == "text":
         return '{"e":"kline","E":' + str(event_ms) + ',"s":"' + symbol + '","k":{"t":'
-    event = kline_event(symbol, tf, np.zeros(6), True, event_ms)
+    event = bar_event(symbol, tf, np.zeros(6), True, event_ms)
     if kind == "shape":
         del event["k"]
     else:
@@ -187,7 +187,7 @@ class Pump:
         stream.last_update_ms, stream.last_update_wall = now, wall
         # a bar that is going to be skipped (gap fault) sends no forming updates either
         if bar is not None and not self.faults.pending(self.faults.skip_left, stream.name):
-            await self._send(stream, kline_event(stream.market.symbol, stream.tf, bar, False, now), now)
+            await self._send(stream, bar_event(stream.market.symbol, stream.tf, bar, False, now), now)
 
     async def _closing(self, stream: Stream, bar: np.ndarray, close_ms: int) -> None:
         if self.faults.take(self.faults.skip_left, stream.name):
@@ -196,7 +196,7 @@ class Pump:
         if self.faults.take(self.faults.bad_ohlc_left, stream.name):
             bar = broken_ohlc(bar)
             log.info("fault_bad_ohlc_sent", stream=stream.name, ts=int(bar[0]))
-        await self._send(stream, kline_event(stream.market.symbol, stream.tf, bar, True, close_ms), close_ms)
+        await self._send(stream, bar_event(stream.market.symbol, stream.tf, bar, True, close_ms), close_ms)
         sent_at = time.perf_counter()
         for listener in self.close_listeners:
             listener(stream.name, int(bar[0]), sent_at)
