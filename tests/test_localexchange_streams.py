@@ -191,15 +191,18 @@ async def test_subscribe_errors_and_unsubscribe_ack() -> None:
 
 
 def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: object) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LX_KEY": "k-123456", "LX_SECRET": "s-very-secret"}
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0",
-                             "--paused"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                             "--paused", "--api-key-env", "LX_KEY", "--api-secret-env", "LX_SECRET"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
         line = proc.stdout.readline()
         assert line.startswith("local exchange listening on http://127.0.0.1:"), line
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "api key: env LX_KEY/LX_SECRET" in out
+    assert "s-very-secret" not in out + err
     bad = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", "--tape", str(tmp_path)],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
     assert bad.returncode == 2 and str(tmp_path) in bad.stderr

@@ -210,6 +210,8 @@ def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
     key, secret = os.environ.get(key_env, ""), os.environ.get(secret_env, "")
     if key and secret:
         return key, secret, f"env {key_env}/{secret_env}"
+    if key or secret:
+        raise ValueError(f"set both {key_env} and {secret_env}, or neither (then the dev credentials apply)")
     return DEV_API_KEY, DEV_API_SECRET, "built-in dev credentials (loopback only)"
 
 
@@ -225,8 +227,8 @@ def _balances(text: str | None) -> dict[str, float] | None:
 def serve_command(args: argparse.Namespace) -> int:
     """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    key, secret, source = credentials(args.api_key_env, args.api_secret_env)
     try:
+        key, secret, source = credentials(args.api_key_env, args.api_secret_env)
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
                            start_ms=parse_start(args.start) if args.start else None, speed=args.speed,
                            seed=args.seed, api_key=key, api_secret=secret,
