@@ -196,12 +196,13 @@ def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: object) -> None:
                              "--paused", "--api-key-env", "LX_KEY", "--api-secret-env", "LX_SECRET"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("local exchange listening on http://127.0.0.1:"), line
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("local exchange listening on http://127.0.0.1:"), lines
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0 and "api key: env LX_KEY/LX_SECRET" in out
+    assert proc.returncode == 0 and "api key: env LX_KEY/LX_SECRET" in lines[2]
+    out = "".join(lines) + out
     assert "s-very-secret" not in out + err
     bad = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", "--tape", str(tmp_path)],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
