@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import Callable
 
 import ccxt.pro as ccxtpro
 import numpy as np
@@ -29,7 +31,8 @@ async def watch(ex: LocalBinance, pairs: list[list[str]], stop: asyncio.Event) -
             continue
 
 
-async def replay(lx: LocalExchange, pairs: list[list[str]], until: callable, **config: object) -> LocalBinance:
+async def replay(lx: LocalExchange, pairs: list[list[str]], until: Callable[[LocalBinance], bool],
+                 **config: object) -> LocalBinance:
     """Subscribe `pairs` with the clock paused, let it run until `until(ex)`; the client."""
     ex = LocalBinance(lx, **config)
     await ex.load_markets()
@@ -54,7 +57,8 @@ def closes(ex: LocalBinance, symbol: str, tf: str) -> np.ndarray:
     return np.array([row for s, i, row in ex.closed_frames if (s, i) == (symbol, tf)]).reshape(-1, 6)
 
 
-def count(n: int, symbol: str, tf: str) -> callable:
+def count(n: int, symbol: str, tf: str) -> Callable[[LocalBinance], bool]:
+    """A stop condition: at least `n` closing updates of (symbol, tf) received."""
     return lambda ex: len(closes(ex, symbol, tf)) >= n
 
 
@@ -190,7 +194,7 @@ async def test_subscribe_errors_and_unsubscribe_ack() -> None:
         await ex.close()
 
 
-def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: object) -> None:
+def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "LX_KEY": "k-123456", "LX_SECRET": "s-very-secret"}
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0",
                              "--paused", "--api-key-env", "LX_KEY", "--api-secret-env", "LX_SECRET"],
@@ -228,14 +232,14 @@ async def test_truncated_frame_kills_ccxts_receive_loop_but_not_the_server() -> 
         await fresh.close()
 
 
-def write_rows(path: object, rows: np.ndarray) -> None:
+def write_rows(path: Path, rows: np.ndarray) -> None:
     """A tape file from rows [n, 6]."""
     lines = ["timestamp,open,high,low,close,volume"]
     lines += [f"{int(r[0])},{r[1]:.2f},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.8f}" for r in rows]
     path.write_text("\n".join(lines) + "\n")
 
 
-async def test_a_real_1s_tape_is_used_instead_of_derived_bars(tmp_path: object) -> None:
+async def test_a_real_1s_tape_is_used_instead_of_derived_bars(tmp_path: Path) -> None:
     m1 = tape_rows("ETHUSDT", "1m")[:10]
     recorded_1s = np.vstack([derive_minute(row, seed=99, symbol="ETHUSDT") for row in m1])  # "recorded" path
     write_rows(tmp_path / "ETH_USDT-1m.csv", m1)
