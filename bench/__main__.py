@@ -6,7 +6,9 @@ import importlib
 import sys
 
 # name -> module with a `main(argv) -> int`
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "feed": "bench.feed",  # market data: bar-close latency, ingest throughput, ring cost, RSS
+}
 
 
 def main(argv: list[str]) -> int:
