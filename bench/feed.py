@@ -28,7 +28,7 @@ from daemon.localexchange.server import LocalExchange
 KEY, SECRET = "bench-key", "bench-secret"
 DAY_MS = 86_400_000
 # A replay instant inside the bundled tape with 600 bars of every timeframe before it.
-START_MS = 1_753_228_800_000 - 90_000  # 2025-07-23T00:00:00Z minus 90 s
+START_MS = 1_754_784_000_000 - 90_000  # 2025-08-10T00:00:00Z minus 90 s
 
 
 def _rss_mib() -> float:

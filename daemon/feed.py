@@ -231,7 +231,10 @@ class Feed:
             # Silence counts from the last closing update, not from resync wake-ups.
             wait_s = st.heard + self.stall_timeout_s(st.timeframe) - time.monotonic()
             try:
-                item = await asyncio.wait_for(st.queue.get(), max(wait_s, 0.0))
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                # that lands as the queue yields an item, and the feed would never stop.
+                async with asyncio.timeout(max(wait_s, 0.0)):
+                    item = await st.queue.get()
             except TimeoutError:
                 st.heard = time.monotonic()
                 await self._on_stall(st)
