@@ -9,6 +9,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "service": "bench.service",
     "alerts": "bench.alerts",
+    "feed": "bench.feed",  # market data: bar-close latency, ingest throughput, ring cost, RSS
 }
 
 

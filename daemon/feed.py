@@ -52,6 +52,7 @@ class StreamState:
     stalls: int = 0
     gaps: int = 0
     from_store: int = 0
+    heard: float = 0.0  # monotonic time of the last closing update from the websocket
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
 
@@ -134,6 +135,7 @@ class Feed:
         """Queue a closing update for its stream's task."""
         st = self.streams.get((bar.symbol, bar.timeframe))
         if st is not None:
+            st.heard = time.monotonic()
             st.queue.put_nowait((bar, event_ms))
 
     def bad_frame(self, symbol: str | None, timeframe: str | None, reason: str) -> None:
@@ -222,14 +224,19 @@ class Feed:
 
     async def _stream_loop(self, st: StreamState) -> None:
         """Consume one stream's closing updates; detect stalls, gaps and bad bars."""
+        st.heard = time.monotonic()
         while True:
-            if st.needs_resync:
-                if not await self._resync(st):
-                    await asyncio.sleep(self.client.backoff_s(1))
-                    continue
+            if st.needs_resync and not await self._resync(st):
+                await asyncio.sleep(self.client.backoff_s(1))
+            # Silence counts from the last closing update, not from resync wake-ups.
+            wait_s = st.heard + self.stall_timeout_s(st.timeframe) - time.monotonic()
             try:
-                item = await asyncio.wait_for(st.queue.get(), self.stall_timeout_s(st.timeframe))
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                # that lands as the queue yields an item, and the feed would never stop.
+                async with asyncio.timeout(max(wait_s, 0.0)):
+                    item = await st.queue.get()
             except TimeoutError:
+                st.heard = time.monotonic()
                 await self._on_stall(st)
                 continue
             if item is not RESYNC:
