@@ -203,7 +203,8 @@ def main(argv: list[str]) -> int:
         c = MTFConfig.preset(name)
         counted = f"{counted_flops(c) / 1e9:.3f}G" if name == "small" else "-"  # seed: seconds on a CPU
         params = sum(p.numel() for p in registry.build("mtf_transformer", preset=name).parameters())
-        print(f"{name + f' (T={c.seq_len}, d={c.d_model})':<44} {mtf_flops(c) / 1e9:>9.3f}G {counted:>10} {params / 1e6:>8.2f}M")
+        label = f"{name} (T={c.seq_len}, d={c.d_model})"
+        print(f"{label:<44} {mtf_flops(c) / 1e9:>9.3f}G {counted:>10} {params / 1e6:>8.2f}M")
 
     if args.device == "cuda":
         cuda_rows(preset, latency[0][1])

@@ -92,9 +92,7 @@ class MTFConfig(ModelConfig):
 
     def check(self) -> None:
         """Validate sizes; d_model must split evenly over the heads."""
-        for key in ("seq_len", "d_model", "n_head", "d_ff", "n_cross", "n_layer"):
-            self.require(getattr(self, key) > 0, key, "must be positive")
-        self.require(len(self.encoder_hidden) > 0 and min(self.encoder_hidden) > 0, "encoder_hidden", "needs positive sizes")
+        self.require_positive("seq_len", "encoder_hidden", "d_model", "n_head", "d_ff", "n_cross", "n_layer")
         self.require(self.d_model % self.n_head == 0, "d_model", f"must be divisible by n_head={self.n_head}")
         self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
 
@@ -253,7 +251,8 @@ def canonical_bars(bars: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise ValueError(f"MTFTransformer: give either {LEGACY_KEY!r} (legacy 1m) or '1m', not both")
         out["1m"] = out.pop(LEGACY_KEY)
     if unknown := sorted(set(out) - set(TIMEFRAMES)):
-        raise ValueError(f"MTFTransformer: unknown timeframe key(s) {unknown}; known: {list(TIMEFRAMES)} or {LEGACY_KEY!r}")
+        known = [*TIMEFRAMES, LEGACY_KEY]
+        raise ValueError(f"MTFTransformer: unknown timeframe key(s) {unknown}; known: {known}")
     if not out:
         raise ValueError(f"MTFTransformer: no timeframe given; pass at least one of {list(TIMEFRAMES)}")
     return out
@@ -268,7 +267,9 @@ def _checked(t: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor
 ActionLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def mtf_loss(out: Outputs, targets: Outputs, *, aux_weight: float = 0.0, action_loss: ActionLoss | None = None) -> torch.Tensor:
+def mtf_loss(
+    out: Outputs, targets: Outputs, *, aux_weight: float = 0.0, action_loss: ActionLoss | None = None
+) -> torch.Tensor:
     """Action loss + 0.1 × mean MSE over the next-bar targets present (+ aux_weight × aux heads).
 
     targets (definitions in the module docstring; every term but the action is optional):
@@ -282,7 +283,10 @@ def mtf_loss(out: Outputs, targets: Outputs, *, aux_weight: float = 0.0, action_
     """
     logits, y = out["action_logits"].float(), targets["action"]
     labelled = y >= 0
-    loss = (action_loss or F.cross_entropy)(logits[labelled], y[labelled]) if bool(labelled.any()) else logits.sum() * 0.0
+    if bool(labelled.any()):
+        loss = (action_loss or F.cross_entropy)(logits[labelled], y[labelled])
+    else:
+        loss = logits.sum() * 0.0  # nothing labelled in this batch: zero, but keep the graph
     bars = _present_terms(out["next_bar"], targets.get("next_bar", {}), targets.get("next_bar_mask", {}), F.mse_loss)
     if bars:
         loss = loss + 0.1 * torch.stack(bars).mean()

@@ -28,7 +28,7 @@ def windows(batch: int, steps: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, steps, N_FEATURES, generator=torch.Generator().manual_seed(seed))
 
 
-def mtf_bars(batch: int, steps: int, timeframes: tuple[str, ...] = TIMEFRAMES, seed: int = 1) -> dict[str, torch.Tensor]:
+def mtf_bars(batch: int, steps: int, timeframes: tuple[str, ...] = TIMEFRAMES, seed: int = 1) -> dict:
     """Random normalized bars {tf: [batch, steps, 5]} (unit scale, as the pipeline's scaler leaves them)."""
     g = torch.Generator().manual_seed(seed)
     return {tf: torch.randn(batch, steps, 5, generator=g) for tf in timeframes}
@@ -205,7 +205,8 @@ def test_mtf_loss_is_finite_and_uses_only_the_targets_present() -> None:
     masked = mtf_loss(out, {"action": action, "next_bar": {"1m": target_1m}, "next_bar_mask": only_first})
     assert torch.allclose(masked, base + 0.1 * F.mse_loss(out["next_bar"]["1m"][:1], target_1m[:1]))
     nobody = {"1m": torch.zeros(4, dtype=torch.bool)}
-    assert torch.allclose(mtf_loss(out, {"action": action, "next_bar": {"1m": target_1m}, "next_bar_mask": nobody}), base)
+    unmasked = mtf_loss(out, {"action": action, "next_bar": {"1m": target_1m}, "next_bar_mask": nobody})
+    assert torch.allclose(unmasked, base)
 
 
 def test_mtf_loss_leaves_out_unlabelled_samples_and_takes_a_custom_action_loss() -> None:
@@ -293,6 +294,8 @@ def test_configs_refuse_unknown_keys_wrong_types_and_impossible_values() -> None
         cls.from_dict({"n_head": "4"})
     with pytest.raises(ValueError, match="divisible"):
         cls.preset("tiny", n_head=3)
+    with pytest.raises(ValueError, match="encoder_hidden: needs positive sizes"):
+        cls.preset("tiny", encoder_hidden=())
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         cls.preset("huge")
     with pytest.raises(ValueError, match="task"):
