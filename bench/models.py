@@ -189,26 +189,10 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     preset = args.preset or ("seed" if args.device == "cuda" else "small")
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, preset {preset}")
-
-    print(f"\n{'inference, batch 1':<40} {'p50 ms':>9} {'p99 ms':>9}")
-    latency = latency_rows(preset, args.device, args.iters, args.features)
-    for label, p50, p99 in latency:
-        print(f"{label:<40} {p50:>9.2f} {p99:>9.2f}")
-    extra = predictor_rows(args.device, args.iters)
-    for row in [extra] if isinstance(extra, str) else extra:
-        print(row if isinstance(row, str) else f"{row[0]:<40} {row[1]:>9.2f} {row[2]:>9.2f}")
-
-    print(f"\n{'MTF forward FLOPs, 1 sample, 5 timeframes':<44} {'analytic':>10} {'counted':>10} {'params':>9}")
-    for name in ("small", "seed"):
-        c = MTFConfig.preset(name)
-        counted = f"{counted_flops(c) / 1e9:.3f}G" if name == "small" else "-"  # seed: seconds on a CPU
-        params = sum(p.numel() for p in registry.build("mtf_transformer", preset=name).parameters())
-        label = f"{name} (T={c.seq_len}, d={c.d_model})"
-        print(f"{label:<44} {mtf_flops(c) / 1e9:>9.3f}G {counted:>10} {params / 1e6:>8.2f}M")
-
+    mtf_p50 = print_latency(preset, args.device, args.iters, args.features)
+    print_flops()
     if args.device == "cuda":
-        cuda_rows(preset, latency[0][1])
-
+        print_gpu_efficiency(preset, mtf_p50)
     print(f"\n{'training (forward + backward + step)':<40} {'samples/s':>10}")
     batch = args.batch or (8 if preset == "seed" else 64)
     for label, rate in train_rows(preset, args.device, batch, args.features, steps=20):
@@ -216,7 +200,29 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def cuda_rows(preset: str, mtf_p50_ms: float) -> None:
+def print_latency(preset: str, device: str, iters: int, features: int) -> float:
+    """The latency table (networks, then predictors); returns the hybrid's p50 in ms."""
+    print(f"\n{'inference, batch 1':<40} {'p50 ms':>9} {'p99 ms':>9}")
+    latency = latency_rows(preset, device, iters, features)
+    extra = predictor_rows(device, iters)
+    for row in latency + ([extra] if isinstance(extra, str) else extra):
+        print(row if isinstance(row, str) else f"{row[0]:<40} {row[1]:>9.2f} {row[2]:>9.2f}")
+    return latency[0][1]
+
+
+def print_flops() -> None:
+    """The hybrid's forward FLOPs per sample for `small` and `seed`, and parameter counts."""
+    print(f"\n{'MTF forward FLOPs, 1 sample, 5 timeframes':<44} {'analytic':>10} {'counted':>10} {'params':>9}")
+    for name in ("small", "seed"):
+        c = MTFConfig.preset(name)
+        counted = f"{counted_flops(c) / 1e9:.3f}G" if name == "small" else "-"  # seed: seconds on a CPU
+        with torch.device("meta"):  # shapes only: no memory, no init time
+            params = sum(p.numel() for p in registry.build("mtf_transformer", preset=name).parameters())
+        label = f"{name} (T={c.seq_len}, d={c.d_model})"
+        print(f"{label:<44} {mtf_flops(c) / 1e9:>9.3f}G {counted:>10} {params / 1e6:>8.2f}M")
+
+
+def print_gpu_efficiency(preset: str, mtf_p50_ms: float) -> None:
     """Matmul rates, and the hybrid's batch-1 bf16 time against its FLOPs at the bf16 rate."""
     fp32, bf16 = matmul_tflops("cuda", torch.float32), matmul_tflops("cuda", torch.bfloat16)
     print(f"\nmatmul 8192²: fp32 {fp32:.0f} TFLOP/s, bf16 {bf16:.0f} TFLOP/s")
