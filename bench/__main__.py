@@ -6,7 +6,9 @@ import importlib
 import sys
 
 # name -> module with a `main(argv) -> int`
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "train": "bench.train_throughput",
+}
 
 
 def main(argv: list[str]) -> int:
