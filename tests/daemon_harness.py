@@ -115,14 +115,16 @@ class DaemonProcess:
 
 
 def build_tiny_artifacts(out: Path) -> dict[str, Path]:
-    """Both served models, tiny preset, one short epoch, by the real training code.
-
-    For each model two directories: "<name>" as trained (its threshold optimized on
-    validation) and "<name>-trading" with the lowest threshold, so that it trades on every
-    bar it does not call FLAT (a tiny model's optimized threshold rarely trades at all).
+    """Both served models, tiny preset, one short epoch, by the real training code, plus two
+    shaped copies whose behaviour the end-to-end tests can count on (a tiny model's own
+    answers are near-constant and its optimized threshold rarely trades):
+    "mtf_transformer-flat" never trades (threshold above 1) and "cnn_lstm_attn-long" always
+    says LONG with certainty, so with `combine = "either"` and tight stop/take-profit rules
+    the daemon enters, exits and re-enters all the time.
     """
     import shutil
 
+    from daemon.domain import Side
     from models.train import train_pipeline
 
     dirs: dict[str, Path] = {}
@@ -130,15 +132,15 @@ def build_tiny_artifacts(out: Path) -> dict[str, Path]:
         res = train_pipeline(name, preset="tiny", data_dirs=[TAPE], symbols=["ETH/USDT"], end=TRAIN_END, epochs=1,
                              max_batches=3, out_dir=out / name, seed=1, device="cpu", progress=False)
         dirs[name] = res.artifact_dir
-        trading = out / f"{name}-trading"
-        shutil.copytree(res.artifact_dir, trading)
-        set_threshold(trading, 0.34)
-        dirs[f"{name}-trading"] = trading
+    dirs["mtf_transformer-flat"] = Path(shutil.copytree(dirs["mtf_transformer"], out / "mtf_transformer-flat"))
+    set_threshold(dirs["mtf_transformer-flat"], 1.01)
+    dirs["cnn_lstm_attn-long"] = Path(shutil.copytree(dirs["cnn_lstm_attn"], out / "cnn_lstm_attn-long"))
+    make_constant(dirs["cnn_lstm_attn-long"], Side.LONG)
     return dirs
 
 
 def set_threshold(artifact: Path, value: float) -> None:
-    """Rewrite an artifact's threshold (a builder for over-trading models)."""
+    """Rewrite an artifact's threshold (above 1: it never trades; 0.34: it trades whenever not FLAT)."""
     meta = json.loads((artifact / "artifact.json").read_text())
     meta["threshold"]["value"] = value
     (artifact / "artifact.json").write_text(json.dumps(meta))

@@ -31,18 +31,19 @@ ALLOWED, STRANGER = 4242, 999
 
 def service_config(tmp: Path, artifacts: dict[str, Path], hook_url: str, *, bot_url: str | None = None,
                    start: str = "", stale_after_s: float = 2.0) -> tuple[Path, int, int]:
-    """A config for one daemon: local exchange at 60x, tiny trading models, paper, webhook (+ Telegram)."""
+    """A config for one daemon: local exchange at 60x, shaped tiny models, paper, webhook (+ Telegram)."""
     lx_port, api_port = free_port(), free_port()
     sections: dict[str, dict[str, Any]] = {
         "local_exchange": {"port": lx_port, "speed": 60.0, "start": start},
         "store": {"path": tmp / "state.sqlite"},
         "log": {"format": "json"},
-        "models": {"device": "cpu", "paths": {"mtf_transformer": artifacts["mtf_transformer-trading"],
-                                               "cnn_lstm_attn": artifacts["cnn_lstm_attn-trading"]}},
+        "models": {"device": "cpu", "paths": {"mtf_transformer": artifacts["mtf_transformer-flat"],
+                                               "cnn_lstm_attn": artifacts["cnn_lstm_attn-long"]}},
         "api": {"port": api_port},
         "service": {"stale_after_s": stale_after_s, "shutdown_deadline_s": 5.0, "status_interval_s": 1.0},
         "retrain": {"enabled": False},
-        "strategy": {"combine": "either", "cooldown_bars": 0},
+        # Always LONG, out at +-5 bp: entries and exits every few bars of real ETH prices.
+        "strategy": {"combine": "either", "cooldown_bars": 0, "stop_loss": 0.0005, "take_profit": 0.0005},
         "alerts": {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "delivery_timeout_s": 2.0, "daily_summary_utc": "",
                    "webhooks": [{"name": "e2e", "url": hook_url, "secret_env": "E2E_WEBHOOK_SECRET"}]},
         "alerts.signal_ws": {"port": 0},
