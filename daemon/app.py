@@ -1,8 +1,8 @@
 """`sigd run`: the composition root and the lifecycle, startup → run → shutdown.
 
-Startup builds every part in dependency order (config → logging → store → local exchange →
-ccxt client → buffers + feed → predictors → broker → outbox + channels → engine → API →
-scheduler → watchdog), warms up the feed and tells systemd READY=1. Run waits for the
+Startup builds every part in dependency order (config → logging → store → alerts → predictors
+→ local exchange → ccxt client → buffers + feed → engine + broker → API → scheduler →
+watchdog; see daemon/parts.py), warms up the feed and tells systemd READY=1. Run waits for the
 shutdown event (SIGTERM/SIGINT only set it) or for a part to fail. Shutdown is bounded: it
 stops the feed, lets a running decision finish, drains the outbox within the deadline and
 closes ccxt, the servers and the store.
@@ -21,7 +21,7 @@ from typing import Any, Awaitable
 from daemon import config as config_mod
 from daemon import log
 from daemon.api import Api
-from daemon.config import Config
+from daemon.config import Config, ConfigError
 from daemon.controls import DaemonControls
 from daemon.domain import Bar
 from daemon.parts import Parts, build_parts, close_parts
@@ -107,8 +107,11 @@ class Daemon:
     # --- pieces -------------------------------------------------------------------------------
 
     async def _on_bar(self, bar: Bar) -> None:
-        """The feed's consumer: stamp freshness, then the engine (bar already buffered)."""
+        """The feed's consumer: stamp freshness, log, then the engine (bar already buffered)."""
         self.freshness.stamp(bar)
+        # Every closed bar is logged; 1s bars (one a second per stream) only at debug level.
+        (_log.debug if bar.timeframe == "1s" else _log.info)(
+            "bar_closed", symbol=bar.symbol, timeframe=bar.timeframe, ts=bar.ts, close=bar.close)
         if self.parts is not None and self.parts.engine is not None:
             await self.parts.engine.on_bar(bar)
 
@@ -173,6 +176,8 @@ async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
     try:
         await daemon.startup()
         await daemon.run()
+    except ConfigError:
+        raise  # the CLI prints it and exits 2 (after the shutdown below)
     except Exception as exc:  # noqa: BLE001 — logged, then a non-zero exit for systemd
         _log.exception("daemon_failed", error=str(exc))
         code = 1

@@ -66,7 +66,46 @@ def _check_local_exchange(cfg: Config) -> list[str]:
     return [f"local_exchange.tape: no 1m tape for {s} in {lx.tape_dir}" for s in missing]
 
 
-CHECKS: list[Check] = [_check_store, _check_local_exchange, _check_broker, _check_alert_secrets]
+def _check_models(cfg: Config) -> list[str]:
+    """Every served model's artifact directory holds a readable artifact (JSON + weights)."""
+    import json
+
+    problems = []
+    for name, value in cfg.models.paths.items():
+        where = cfg.path(value)
+        meta = where / "artifact.json"
+        try:
+            doc = json.loads(meta.read_text())
+        except FileNotFoundError:
+            problems.append(f"models.paths.{name}: no artifact at {where} (train one: sigd train --model {name} "
+                            f"--out {where})")
+            continue
+        except (OSError, ValueError) as exc:
+            problems.append(f"models.paths.{name}: {meta} is unreadable: {exc}")
+            continue
+        weights = where / str(doc.get("weights", {}).get("file", "model.safetensors"))
+        if doc.get("format") != "sigd-artifact" or not weights.is_file():
+            problems.append(f"models.paths.{name}: {where} is not a complete sigd artifact")
+        elif doc.get("model", {}).get("name") != name:
+            problems.append(f"models.paths.{name}: {where} holds a {doc.get('model', {}).get('name')!r} model")
+    return problems
+
+
+def _check_retrain(cfg: Config) -> list[str]:
+    """The retrain cron expression is one APScheduler accepts."""
+    if not cfg.retrain.enabled:
+        return []
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(cfg.retrain.cron, timezone="UTC")
+    except ValueError as exc:
+        return [f"retrain.cron: {cfg.retrain.cron!r} is not a valid crontab expression: {exc}"]
+    return []
+
+
+CHECKS: list[Check] = [_check_store, _check_local_exchange, _check_broker, _check_alert_secrets, _check_models,
+                       _check_retrain]
 
 
 def run_checks(cfg: Config) -> list[str]:

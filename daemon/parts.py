@@ -1,7 +1,8 @@
 """The parts of the running daemon and how they are built from the config, in order.
 
-`build_parts` is the wiring diagram: store → predictors → local exchange (endpoint "local") → ccxt
-client → buffers + feed → notifier (outbox + channels) → engine (+ broker) → retrainer.
+`build_parts` is the wiring diagram: store → notifier (outbox + channels; their secrets) →
+predictors → local exchange (endpoint "local") → ccxt client → buffers + feed → engine (+ broker)
+→ retrainer.
 Every other module gets what it needs passed in; nothing here decides or trades.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -90,33 +91,31 @@ class Parts:
         _log.info("model_swapped", model=name, version=predictor.version, path=str(path))
 
 
-def _start_ms(value: str) -> int | None:
-    if not value:
-        return None
-    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc).timestamp() * 1000)
-
-
-async def _exchange(cfg: Config, environ: dict[str, str]) -> tuple[Any, ExchangeClient]:
-    """The local exchange (endpoint "local") and the real ccxt client pointed at it."""
+async def _exchange(cfg: Config, environ: dict[str, str],
+                    opened: list[Callable[[], Awaitable[Any]]]) -> tuple[Any, ExchangeClient]:
+    """The local exchange (endpoint "local") and the real ccxt client pointed at it; each one's
+    close goes into `opened` as soon as it runs."""
     key_env, secret_env = cfg.exchange.api_key_env, cfg.exchange.api_secret_env
     local = None
     rest_url = ws_url = None
     if cfg.exchange.endpoint == "local":
-        from daemon.localexchange.server import LocalExchange, bundled_tape_dir
+        from daemon.localexchange.server import DEV_API_KEY, DEV_API_SECRET, LocalExchange, parse_start
 
-        # The local exchange accepts whatever keys the environment holds, or fixed local ones.
-        api_key = environ.get(key_env) or "sigd-local-key"
-        api_secret = environ.get(secret_env) or "sigd-local-secret"
+        # The in-process exchange accepts the keys the environment holds, else its loopback dev pair.
+        api_key, api_secret = environ.get(key_env, ""), environ.get(secret_env, "")
+        if not (api_key and api_secret):
+            api_key, api_secret = DEV_API_KEY, DEV_API_SECRET
         lx = cfg.local_exchange
-        local = LocalExchange(cfg.path(lx.tape) if lx.tape else bundled_tape_dir(), start_ms=_start_ms(lx.start),
-                              speed=lx.speed, host=lx.host, port=lx.port, seed=lx.seed,
-                              api_key=api_key, api_secret=api_secret)
+        local = LocalExchange(cfg.path(lx.tape) if lx.tape else None,
+                              start_ms=parse_start(lx.start) if lx.start else None, speed=lx.speed, host=lx.host,
+                              port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
         await local.start()
+        opened.append(local.stop)
         rest_url, ws_url = local.rest_url, local.ws_url
-        _log.info("local_exchange_started", rest_url=rest_url, speed=lx.speed)
     else:
         api_key, api_secret = secret(key_env, "exchange.api_key_env"), secret(secret_env, "exchange.api_secret_env")
     client = make_client(cfg.exchange, rest_url=rest_url, ws_url=ws_url, api_key=api_key, api_secret=api_secret)
+    opened.append(client.close)
     await client.start()
     return local, client
 
@@ -142,18 +141,32 @@ async def load_predictors(cfg: Config, dirs: dict[str, Path]) -> dict[str, Predi
 
 
 async def build_parts(cfg: Config, environ: dict[str, str], on_bar: OnBar) -> Parts:
-    """Build every part in dependency order (see the module docstring)."""
+    """Build every part in dependency order (see the module docstring); on failure, close
+    what was already opened and re-raise."""
+    store = Store(cfg.path(cfg.store.path))
+    opened: list[Callable[[], Awaitable[Any]]] = []
+    try:
+        notifier = Notifier(cfg.alerts, store)  # reads the channels' secrets first: ConfigError when missing
+        dirs = model_dirs(cfg, store)
+        predictors = await load_predictors(cfg, dirs)
+        local, client = await _exchange(cfg, environ, opened)
+        return await _assemble(cfg, store, notifier, dirs, predictors, local, client, on_bar)
+    except BaseException:
+        for close in reversed(opened):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), timeout=5)
+        store.close()
+        raise
+
+
+async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[str, Path],
+                    predictors: dict[str, PredictorLike], local: Any, client: ExchangeClient, on_bar: OnBar) -> Parts:
+    """Buffers, feed, engine (+ broker) and retrainer over the parts already open."""
     from daemon.engine import Engine
 
-    store = Store(cfg.path(cfg.store.path))
-    dirs = model_dirs(cfg, store)
-    predictors = await load_predictors(cfg, dirs)
-    local, client = await _exchange(cfg, environ)
     buffers = Buffers()
-    speed = cfg.local_exchange.speed if local is not None else 1.0
-    feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=speed,
+    feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if local else 1.0,
                 clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
-    notifier = Notifier(cfg.alerts, store)  # reads the channels' secrets: ConfigError when missing
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None)
     await engine.start()  # restores pause and risk state, reconciles the broker
