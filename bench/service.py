@@ -7,7 +7,8 @@ decision-finished latency of every trigger bar. Memory: RSS after an accelerated
 1 hour and of 24 hours of market time (all streams, both models on every 1m bar it can).
 
 Run it on an otherwise idle machine; pin it to two cores as the target says:
-`taskset -c 0,1 python -m bench service [--minutes 5] [--hours 24]`.
+`taskset -c 0,1 python -m bench service [--minutes 10] [--speed 1] [--hours 24]`. At 1x a 1m
+bar closes once a minute: the run's length sets the sample count.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -48,7 +48,8 @@ def _config(tmp: Path, speed: float, base: Path) -> config_mod.Config:
         "api": {"enabled": "false"},
         "retrain": {"enabled": "false"},
         "models": {"paths": "{ " + paths + " }", "device": '"cpu"'},
-        "strategy": {"combine": '"either"', "cooldown_bars": 0},
+        # Frequent signals: either model may open, tight exits, no cooldown.
+        "strategy": {"combine": '"either"', "cooldown_bars": 0, "stop_loss": 0.0005, "take_profit": 0.0005},
     }))
     return config_mod.load(cfg_path)
 
@@ -67,18 +68,28 @@ def _override(text: str, sections: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-class SignalClock:
-    """Wraps the outbox: when a signal event is queued, how long after its bar closed (wall)."""
+class CloseClock:
+    """Wraps the engine's sink (signals) or store (predictions): when a row is committed, how
+    long after its bar closed on the exchange's replay clock, in wall ms."""
 
     def __init__(self, inner: Any, lx: Any, speed: float) -> None:
         self.inner, self.lx, self.speed = inner, lx, speed
-        self.latencies_ms: list[float] = []
+        self.signals_ms: list[float] = []
+        self.decisions_ms: list[float] = []
+
+    def _lag(self, bar_ts: int) -> float:
+        return (self.lx.now_ms() - (int(bar_ts) + 60_000)) / self.speed
 
     def publish(self, type: str, payload: Mapping[str, Any], event_id: str | None = None) -> str:
-        out = self.inner.publish(type, payload, event_id)
+        out = self.inner.publish(type, payload, event_id)  # committed and queued when this returns
         if type == "signal" and payload.get("strategy") != "manual":
-            close_ms = int(payload["bar_ts"]) + 60_000
-            self.latencies_ms.append((self.lx.now_ms() - close_ms) / self.speed)
+            self.signals_ms.append(self._lag(payload["bar_ts"]))
+        return out
+
+    def add_predictions(self, symbol: str, predictions: Any, now_ms: int) -> Any:
+        out = self.inner.add_predictions(symbol, predictions, now_ms)
+        if predictions:
+            self.decisions_ms.append(self._lag(predictions[0].bar_ts))
         return out
 
     def __getattr__(self, name: str) -> Any:
@@ -92,27 +103,22 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-async def _latency(base: Path, minutes: float) -> dict[str, Any]:
+async def _latency(base: Path, minutes: float, speed: float) -> CloseClock:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _config(Path(tmp), 1.0, base)
-        daemon = Daemon(cfg, environ={})
+        daemon = Daemon(_config(Path(tmp), speed, base), environ={})
         await daemon.startup()
         parts = daemon.parts
         assert parts is not None and parts.local_exchange is not None
-        clock = SignalClock(parts.engine.sink, parts.local_exchange, 1.0)
-        parts.engine.sink = clock
-        from daemon.engine import DECISION_MS
-        from daemon.feed import LATENCY
-
-        d0 = parts.engine.decisions
+        engine = parts.engine
+        sink = CloseClock(engine.sink, parts.local_exchange, speed)
+        store = CloseClock(engine.store, parts.local_exchange, speed)
+        engine.sink, engine.store = sink, store
         try:
             await asyncio.sleep(minutes * 60)
         finally:
             await daemon.shutdown()
-        ring = LATENCY.counts.get((("stream", f"{cfg.exchange.symbol} 1m"),), [])
-        return {"signals": clock.latencies_ms, "decisions": parts.engine.decisions - d0,
-                "decision_ms_mean": DECISION_MS.sums.get((), 0.0) / max(DECISION_MS.count(), 1),
-                "ring_count": sum(ring)}
+        store.signals_ms = sink.signals_ms
+        return store
 
 
 async def _memory(base: Path, hours: float) -> dict[str, Any]:
@@ -136,28 +142,30 @@ async def _memory(base: Path, hours: float) -> dict[str, Any]:
         return {"marks": marks, "decisions": decisions, "skipped": skipped}
 
 
+def _row(label: str, values: list[float]) -> str:
+    top = max(values) if values else float("nan")
+    return f"{label:<50} {len(values):>6} {_pct(values, .5):>9.2f} {_pct(values, .99):>9.2f} {top:>9.2f}"
+
+
 def main(argv: list[str]) -> int:
     """Print the service benchmark table."""
     p = argparse.ArgumentParser(prog="python -m bench service")
     p.add_argument("--config", type=Path, default=config_mod.DEFAULT_CONFIG)
-    p.add_argument("--minutes", type=float, default=5.0, help="wall minutes at 1x for the latency figures")
+    p.add_argument("--minutes", type=float, default=10.0, help="wall minutes of the latency run")
+    p.add_argument("--speed", type=float, default=1.0, help="replay speed of the latency run (target: 1)")
     p.add_argument("--hours", type=float, default=24.0, help="market hours replayed for the memory figures")
     a = p.parse_args(argv)
     log.setup("warning", "json")
-    lat = asyncio.run(_latency(a.config, a.minutes))
+    lat = asyncio.run(_latency(a.config, a.minutes, a.speed))
     mem = asyncio.run(_memory(a.config, a.hours))
-    sig = lat["signals"]
-    cores = len(os.sched_getaffinity(0))
-    print(f"service benchmark — {cores} CPU core(s) available, models from {a.config}")
-    print(f"{'measure':<52} {'n':>6} {'p50':>9} {'p99':>9} {'max':>9}")
-    print(f"{'bar close -> signal committed + queued (ms, 1x)':<52} {len(sig):>6} {_pct(sig, .5):>9.2f}"
-          f" {_pct(sig, .99):>9.2f} {max(sig) if sig else float('nan'):>9.2f}")
-    print(f"{'trigger bars decided during the latency run':<52} {lat['decisions']:>6}"
-          f"   mean decision {lat['decision_ms_mean']:.2f} ms")
+    print(f"service benchmark: {len(os.sched_getaffinity(0))} CPU core(s), models of {a.config}, "
+          f"latency run {a.minutes:g} min at {a.speed:g}x")
+    print(f"{'wall ms from bar close on the exchange to ...':<50} {'n':>6} {'p50':>9} {'p99':>9} {'max':>9}")
+    print(_row("  predictions of both models committed (1m bars)", lat.decisions_ms))
+    print(_row("  signal committed in SQLite + queued in outbox", lat.signals_ms))
     (rss1, w1), (rss24, w24) = mem["marks"][1.0], mem["marks"][a.hours]
-    print(f"{'RSS after 1 h of market time (MB)':<52} {'':>6} {rss1:>9.1f}   wall {w1:.0f} s")
-    print(f"{f'RSS after {a.hours:g} h of market time (MB)':<52} {'':>6} {rss24:>9.1f}   wall {w24:.0f} s")
-    print(f"{'RSS growth 1 h -> 24 h (MB)':<52} {'':>6} {rss24 - rss1:>9.1f}"
-          f"   decisions {mem['decisions']}, skipped while busy {mem['skipped']}")
-    print(f"median signal latency {statistics.median(sig):.2f} ms" if sig else "no signal in the latency run")
+    print(f"{'RSS after 1 h of market time (MB)':<50} {rss1:>26.1f}   ({w1:.0f} s wall)")
+    print(f"{f'RSS after {a.hours:g} h of market time (MB)':<50} {rss24:>26.1f}   ({w24:.0f} s wall)")
+    print(f"{'RSS growth (MB)':<50} {rss24 - rss1:>26.1f}   decisions {mem['decisions']}, "
+          f"skipped while busy {mem['skipped']}")
     return 0

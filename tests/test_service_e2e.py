@@ -131,6 +131,8 @@ async def _check_api(http: aiohttp.ClientSession, api: str) -> None:
         assert (await r.json())["paused"] is True
     async with http.post(f"{api}/resume", headers={"Authorization": f"Bearer {API_TOKEN}"}) as r:
         assert r.status == 200
+    async with http.post(f"{api}/retrain", headers={"Authorization": f"Bearer {API_TOKEN}"}) as r:
+        assert (await r.json())["outcome"] == {"started": False, "reason": "retraining is disabled"}
 
 
 async def _status(http: aiohttp.ClientSession, api: str) -> dict[str, Any]:
