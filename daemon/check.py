@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -21,7 +22,17 @@ def _check_store(cfg: Config) -> list[str]:
     return []
 
 
-CHECKS: list[Check] = [_check_store]
+def _check_exchange(cfg: Config) -> list[str]:
+    # testnet and live sign requests: their keys must be in the environment before start-up.
+    ex = cfg.exchange
+    if ex.endpoint == "local":
+        return []
+    return [f"exchange.{key}: environment variable {env} is not set (needed for endpoint {ex.endpoint!r})"
+            for key, env in (("api_key_env", ex.api_key_env), ("api_secret_env", ex.api_secret_env))
+            if not os.environ.get(env)]
+
+
+CHECKS: list[Check] = [_check_store, _check_exchange]
 
 
 def run_checks(cfg: Config) -> list[str]:

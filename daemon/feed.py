@@ -54,6 +54,7 @@ class StreamState:
     from_store: int = 0
     heard: float = 0.0  # monotonic time of the last closing update from the websocket
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # (close instant ms, latency ms) of the newest websocket closes: event time -> in the ring
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
 
     @property
@@ -110,7 +111,7 @@ class Feed:
         """Per stream: last bar ts and wall time, degraded flag and the continuity counters."""
         out: dict[str, dict[str, Any]] = {}
         for st in self.streams.values():
-            lat = list(st.latencies_ms)
+            lat = [ms for _, ms in st.latencies_ms]
             out[st.name] = {
                 "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
                 "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
@@ -314,7 +315,7 @@ class Feed:
         self.buffers.append(bar)
         if event_ms:
             latency = self.clock_ms() - event_ms
-            st.latencies_ms.append(latency)
+            st.latencies_ms.append((event_ms, latency))
             LATENCY.observe(latency, stream=st.name)
         self.store.add_bars([bar])
         st.last_ts, st.last_wall = bar.ts, time.time()
