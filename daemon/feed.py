@@ -290,18 +290,20 @@ class Feed:
         its history) is logged as a hole and not waited for. False when REST failed or sent
         an invalid bar (a resync is then requested).
         """
-        since = (st.last_ts + st.step_ms) if st.last_ts is not None else 0
+        if st.last_ts is None:
+            return True  # nothing to be continuous with (warm-up found no history at all)
+        since = st.last_ts + st.step_ms
         try:
             bars = await self.client.fetch_bars(st.symbol, st.timeframe, since, until_ms)
         except ExchangeFailure as err:
             log.warning("backfill_failed", stream=st.name, since=since, until=until_ms, error=str(err))
             return False
         for bar in bars:
-            if st.last_ts is not None and bar.ts <= st.last_ts:
+            if bar.ts <= st.last_ts:
                 continue
             if not self._sound(st, bar):
                 return False
-            if st.last_ts is not None and bar.ts != st.last_ts + st.step_ms:
+            if bar.ts != st.last_ts + st.step_ms:
                 log.warning("exchange_hole", stream=st.name, expected=st.last_ts + st.step_ms, ts=bar.ts)
             await self._emit(st, bar, None)
             st.backfilled += 1
