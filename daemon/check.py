@@ -32,7 +32,27 @@ def _check_exchange(cfg: Config) -> list[str]:
             if not os.environ.get(env)]
 
 
-CHECKS: list[Check] = [_check_store, _check_exchange]
+def _check_local_exchange(cfg: Config) -> list[str]:
+    """With endpoint "local": the tape loads, holds both symbols, and the start lies inside it."""
+    if cfg.exchange.endpoint != "local":
+        return []
+    from daemon.localexchange.server import LocalExchange, parse_start
+    from daemon.localexchange.tape import TapeError
+
+    lc = cfg.local_exchange
+    try:
+        start = parse_start(lc.start) if lc.start else None
+    except ValueError as e:
+        return [f"local_exchange.start: not an ISO 8601 instant ({e})"]
+    try:
+        lx = LocalExchange(cfg.path(lc.tape) if lc.tape else None, start_ms=start, speed=lc.speed, seed=lc.seed)
+    except TapeError as e:
+        return [f"local_exchange.{'start' if 'replay start' in str(e) else 'tape'}: {e}"]
+    missing = [s for s in (cfg.exchange.symbol, cfg.exchange.reference_symbol) if s.replace("/", "") not in lx.markets]
+    return [f"local_exchange.tape: no 1m tape for {s} in {lx.tape_dir}" for s in missing]
+
+
+CHECKS: list[Check] = [_check_store, _check_exchange, _check_local_exchange]
 
 
 def run_checks(cfg: Config) -> list[str]:

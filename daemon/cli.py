@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
     p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
+    p.add_argument("--balances", default=None, metavar="JSON",
+                   help='start balances, e.g. \'{"USDT": 100000, "BTC": 1, "ETH": 10}\' (the default)')
     p.add_argument("--fault", action="append", default=[], metavar="JSON",
                    help='fault at start-up, e.g. \'{"action": "rest_error", "status": 429, "count": 3}\' (repeatable)')
 

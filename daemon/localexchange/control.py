@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon.localexchange.rest import LX_KEY
+
 # action -> (target, method): "faults" = LocalExchange.faults, "lx" = the LocalExchange itself
 ACTIONS: dict[str, tuple[str, str]] = {
     **{name: ("faults", name) for name in (
@@ -15,6 +17,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "pause_clock": ("lx", "pause_clock"),
     "resume_clock": ("lx", "resume_clock"),
     "set_speed": ("lx", "set_speed"),
+    "advance": ("lx", "advance"),
 }
 
 
@@ -28,7 +31,7 @@ def apply(lx: Any, action: str, kwargs: dict[str, Any]) -> Any:
 
 async def control_handler(request: web.Request) -> web.Response:
     """POST /_control/<action> with a JSON object of keyword arguments."""
-    lx, action = request.app["lx"], request.match_info["action"]
+    lx, action = request.app[LX_KEY], request.match_info["action"]
     try:
         text = await request.text()
         kwargs = json.loads(text) if text.strip() else {}
@@ -42,7 +45,7 @@ async def control_handler(request: web.Request) -> web.Response:
 
 async def status_handler(request: web.Request) -> web.Response:
     """GET /_control/status."""
-    return web.json_response(request.app["lx"].status())
+    return web.json_response(request.app[LX_KEY].status())
 
 
 def add_control_routes(app: web.Application) -> None:

@@ -20,13 +20,14 @@ import structlog
 from aiohttp import web
 
 from daemon.localexchange.errors import ApiError, missing
-from daemon.localexchange.history import DEFAULT_LIMIT, MAX_LIMIT, klines
+from daemon.localexchange.history import DEFAULT_LIMIT, MAX_LIMIT, query_bars
 from daemon.localexchange.market import Market
 from daemon.localexchange.streams import fmt
 from daemon.localexchange.tape import TIMEFRAME_MS
 
 log = structlog.get_logger("localexchange.rest")
 _SIGNATURE = re.compile(r"(?:^|&)signature=([^&]*)$")
+LX_KEY: web.AppKey[Any] = web.AppKey("lx", object)  # the LocalExchange serving this app
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -38,7 +39,7 @@ def error_response(e: ApiError, headers: dict[str, str] | None = None) -> web.Re
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply a pending REST fault (429/418/5xx or a hang) to calls under /api/."""
-    lx = request.app["lx"]
+    lx = request.app[LX_KEY]
     fault = lx.faults.take_rest(request.path) if request.path.startswith("/api/") else None
     if fault is None:
         return await handler(request)
@@ -74,7 +75,7 @@ def _market(lx: Any, q: dict[str, str]) -> Market:
     return m
 
 
-def klines_json(lx: Any, q: dict[str, str]) -> list[list[Any]]:
+def bars_response(lx: Any, q: dict[str, str]) -> list[list[Any]]:
     """GET /api/v3/klines."""
     m = _market(lx, q)
     tf = q.get("interval")
@@ -89,7 +90,7 @@ def klines_json(lx: Any, q: dict[str, str]) -> list[list[Any]]:
     if start is not None and end is not None and start > end:
         raise ApiError(-1023, "Start time is greater than end time.")
     step = TIMEFRAME_MS[tf]
-    rows = klines(m, tf, lx.now_ms(), start, end, limit)
+    rows = query_bars(m, tf, lx.now_ms(), start, end, limit)
     return [[int(r[0]), fmt(r[1]), fmt(r[2]), fmt(r[3]), fmt(r[4]), fmt(r[5]), int(r[0]) + step - 1,
              fmt(r[5] * r[4]), 0, "0", "0", "0"] for r in rows]
 
@@ -142,7 +143,7 @@ def verify_signature(lx: Any, request: web.Request, body: str) -> dict[str, str]
 
 async def public_handler(request: web.Request) -> web.Response:
     """GET ping, time, exchangeInfo, klines."""
-    lx, name = request.app["lx"], request.match_info["name"]
+    lx, name = request.app[LX_KEY], request.match_info["name"]
     q = dict(request.query)
     try:
         if name == "ping":
@@ -152,7 +153,7 @@ async def public_handler(request: web.Request) -> web.Response:
         if name == "exchangeInfo":
             return web.json_response(exchange_info(lx))
         if name == "klines":
-            return web.json_response(klines_json(lx, q))
+            return web.json_response(bars_response(lx, q))
         raise ApiError(-1000, f"local exchange: unsupported endpoint GET /api/v3/{name}", 404)
     except ApiError as e:
         return error_response(e)
@@ -160,7 +161,7 @@ async def public_handler(request: web.Request) -> web.Response:
 
 async def private_handler(request: web.Request) -> web.Response:
     """Signed: account, order, openOrders, allOrders."""
-    lx, name, method = request.app["lx"], request.match_info["name"], request.method
+    lx, name, method = request.app[LX_KEY], request.match_info["name"], request.method
     try:
         body = await request.text() if method in ("POST", "PUT") else ""
         p = verify_signature(lx, request, body)
