@@ -156,7 +156,9 @@ def make_client(
             "fetchMarkets": {"types": ["spot"]},  # no futures hosts (research note P3)
             "fetchCurrencies": False,  # no signed sapi calls in load_markets (P2)
             "fetchMargins": False,
-            "adjustForTimeDifference": True,  # sign in server time (a replay clock, too)
+            # Sign with the wall clock (NTP-synced under systemd): a replay clock running
+            # faster than 1x would drift out of recvWindow after the one-time adjustment.
+            "adjustForTimeDifference": False,
         },
     })
     if cfg.endpoint == "testnet":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
@@ -75,8 +76,10 @@ async def test_signing_errors_are_reported_loudly_and_not_retried(key: str, secr
 
 async def test_orders_fill_balances_move_and_a_client_id_is_placed_once() -> None:
     cfg = feed_config()
-    async with local_exchange(DAY, speed=1.0) as lx, exchange_client(lx, cfg) as client:
+    # A replay clock running 60x: signed requests must stay valid however far it runs ahead.
+    async with local_exchange(DAY, speed=60.0) as lx, exchange_client(lx, cfg) as client:
         await client.start()
+        await asyncio.sleep(0.5)
         before = await client.fetch_balance()
         order = await client.create_order("ETH/USDT", "buy", "market", 0.5, None, "sigd-test-1")
         assert order["status"] == "closed" and order["clientOrderId"] == "sigd-test-1"
