@@ -121,3 +121,16 @@ async def test_every_endpoint_is_the_same_client_with_other_urls(endpoint: str) 
         assert client.ex.urls["api"]["ws"]["spot"] == lx.ws_url
         assert len(await client.fetch_bars("BTC/USDT", "1m", DAY - 3 * 60_000, DAY)) == 3
         assert (await client.fetch_balance())["USDT"] > 0
+
+
+async def test_an_ambiguous_order_outcome_is_looked_up_before_resending() -> None:
+    cfg = feed_config()
+    async with local_exchange(DAY, speed=1.0) as lx, exchange_client(lx, cfg) as client:
+        await client.start()
+        before = await client.fetch_balance()
+        lx.faults.rest_error(503, count=1, path="/order")  # the first send fails with a 5xx
+        order = await client.create_order("ETH/USDT", "sell", "market", 0.25, None, "sigd-ambiguous-1")
+        assert order["status"] == "closed"
+        after = await client.fetch_balance()
+        assert after["ETH"] == pytest.approx(before["ETH"] - 0.25)  # filled exactly once
+        assert ERRORS.get(op="create_order", kind="TemporaryError") >= 1
