@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -44,6 +45,16 @@ def _check_alert_secrets(cfg: Config) -> list[str]:
     if cfg.alerts.telegram.enabled:
         needed.append(("alerts.telegram.token_env", cfg.alerts.telegram.token_env))
     return [f"{key}: environment variable {env} is not set" for key, env in needed if not os.environ.get(env)]
+
+
+def _check_exchange(cfg: Config) -> list[str]:
+    # testnet and live sign requests: their keys must be in the environment before start-up.
+    ex = cfg.exchange
+    if ex.endpoint == "local":
+        return []
+    return [f"exchange.{key}: environment variable {env} is not set (needed for endpoint {ex.endpoint!r})"
+            for key, env in (("api_key_env", ex.api_key_env), ("api_secret_env", ex.api_secret_env))
+            if not os.environ.get(env)]
 
 
 def _check_local_exchange(cfg: Config) -> list[str]:
@@ -104,8 +115,8 @@ def _check_retrain(cfg: Config) -> list[str]:
     return []
 
 
-CHECKS: list[Check] = [_check_store, _check_local_exchange, _check_broker, _check_alert_secrets, _check_models,
-                       _check_retrain]
+CHECKS: list[Check] = [_check_store, _check_exchange, _check_local_exchange, _check_broker, _check_alert_secrets,
+                       _check_models, _check_retrain]
 
 
 def run_checks(cfg: Config) -> list[str]:

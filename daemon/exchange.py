@@ -156,7 +156,9 @@ def make_client(
             "fetchMarkets": {"types": ["spot"]},  # no futures hosts (research note P3)
             "fetchCurrencies": False,  # no signed sapi calls in load_markets (P2)
             "fetchMargins": False,
-            "adjustForTimeDifference": True,  # sign in server time (a replay clock, too)
+            # Sign with the wall clock (NTP-synced under systemd): a replay clock running
+            # faster than 1x would drift out of recvWindow after the one-time adjustment.
+            "adjustForTimeDifference": False,
         },
     })
     if cfg.endpoint == "testnet":
@@ -372,3 +374,13 @@ class ExchangeClient:
         """Total balance per asset (free + locked), zero balances left out."""
         bal = await self._call("fetch_balance", self.ex.fetch_balance)
         return {asset: float(v) for asset, v in (bal.get("total") or {}).items() if v}
+
+
+def __getattr__(name: str) -> Any:
+    # The brief names `daemon.exchange.Feed`; it lives in daemon/feed.py (which imports this
+    # module), so it is resolved lazily here instead of by a circular import.
+    if name == "Feed":
+        from daemon.feed import Feed
+
+        return Feed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

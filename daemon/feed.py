@@ -54,6 +54,7 @@ class StreamState:
     from_store: int = 0
     heard: float = 0.0  # monotonic time of the last closing update from the websocket
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # (close instant ms, latency ms) of the newest websocket closes: event time -> in the ring
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
 
     @property
@@ -110,7 +111,7 @@ class Feed:
         """Per stream: last bar ts and wall time, degraded flag and the continuity counters."""
         out: dict[str, dict[str, Any]] = {}
         for st in self.streams.values():
-            lat = list(st.latencies_ms)
+            lat = [ms for _, ms in st.latencies_ms]
             out[st.name] = {
                 "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
                 "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
@@ -289,18 +290,20 @@ class Feed:
         its history) is logged as a hole and not waited for. False when REST failed or sent
         an invalid bar (a resync is then requested).
         """
-        since = (st.last_ts + st.step_ms) if st.last_ts is not None else 0
+        if st.last_ts is None:
+            return True  # nothing to be continuous with (warm-up found no history at all)
+        since = st.last_ts + st.step_ms
         try:
             bars = await self.client.fetch_bars(st.symbol, st.timeframe, since, until_ms)
         except ExchangeFailure as err:
             log.warning("backfill_failed", stream=st.name, since=since, until=until_ms, error=str(err))
             return False
         for bar in bars:
-            if st.last_ts is not None and bar.ts <= st.last_ts:
+            if bar.ts <= st.last_ts:
                 continue
             if not self._sound(st, bar):
                 return False
-            if st.last_ts is not None and bar.ts != st.last_ts + st.step_ms:
+            if bar.ts != st.last_ts + st.step_ms:
                 log.warning("exchange_hole", stream=st.name, expected=st.last_ts + st.step_ms, ts=bar.ts)
             await self._emit(st, bar, None)
             st.backfilled += 1
@@ -314,7 +317,7 @@ class Feed:
         self.buffers.append(bar)
         if event_ms:
             latency = self.clock_ms() - event_ms
-            st.latencies_ms.append(latency)
+            st.latencies_ms.append((event_ms, latency))
             LATENCY.observe(latency, stream=st.name)
         self.store.add_bars([bar])
         st.last_ts, st.last_wall = bar.ts, time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
@@ -75,8 +76,10 @@ async def test_signing_errors_are_reported_loudly_and_not_retried(key: str, secr
 
 async def test_orders_fill_balances_move_and_a_client_id_is_placed_once() -> None:
     cfg = feed_config()
-    async with local_exchange(DAY, speed=1.0) as lx, exchange_client(lx, cfg) as client:
+    # A replay clock running 60x: signed requests must stay valid however far it runs ahead.
+    async with local_exchange(DAY, speed=60.0) as lx, exchange_client(lx, cfg) as client:
         await client.start()
+        await asyncio.sleep(0.5)
         before = await client.fetch_balance()
         order = await client.create_order("ETH/USDT", "buy", "market", 0.5, None, "sigd-test-1")
         assert order["status"] == "closed" and order["clientOrderId"] == "sigd-test-1"
@@ -98,3 +101,36 @@ async def test_orders_fill_balances_move_and_a_client_id_is_placed_once() -> Non
 def test_local_endpoint_needs_the_local_urls() -> None:
     with pytest.raises(ValueError, match="rest_url"):
         make_client(ExchangeConfig(endpoint="local"), api_key="k", api_secret="s")
+
+
+def test_check_names_missing_exchange_keys_for_testnet(write_config, monkeypatch) -> None:
+    from daemon.check import run_checks
+    from daemon.config import load
+
+    monkeypatch.delenv("SIGD_TEST_NO_KEY", raising=False)
+    cfg = load(write_config('[exchange]\nendpoint = "testnet"\napi_key_env = "SIGD_TEST_NO_KEY"\n'))
+    assert any("exchange.api_key_env" in p and "SIGD_TEST_NO_KEY" in p for p in run_checks(cfg))
+
+
+@pytest.mark.parametrize("endpoint", ["local", "testnet", "live"])
+async def test_every_endpoint_is_the_same_client_with_other_urls(endpoint: str) -> None:
+    cfg = feed_config(endpoint=endpoint)
+    async with local_exchange(DAY, speed=1.0) as lx, exchange_client(lx, cfg) as client:
+        await client.start()
+        assert client.ex.urls["api"]["public"] == lx.rest_url
+        assert client.ex.urls["api"]["ws"]["spot"] == lx.ws_url
+        assert len(await client.fetch_bars("BTC/USDT", "1m", DAY - 3 * 60_000, DAY)) == 3
+        assert (await client.fetch_balance())["USDT"] > 0
+
+
+async def test_an_ambiguous_order_outcome_is_looked_up_before_resending() -> None:
+    cfg = feed_config()
+    async with local_exchange(DAY, speed=1.0) as lx, exchange_client(lx, cfg) as client:
+        await client.start()
+        before = await client.fetch_balance()
+        lx.faults.rest_error(503, count=1, path="/order")  # the first send fails with a 5xx
+        order = await client.create_order("ETH/USDT", "sell", "market", 0.25, None, "sigd-ambiguous-1")
+        assert order["status"] == "closed"
+        after = await client.fetch_balance()
+        assert after["ETH"] == pytest.approx(before["ETH"] - 0.25)  # filled exactly once
+        assert ERRORS.get(op="create_order", kind="TemporaryError") >= 1

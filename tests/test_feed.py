@@ -73,7 +73,7 @@ async def test_faults_leave_the_buffers_equal_to_the_tape(tmp_path) -> None:
                 assert_consecutive(rec.bars.get(key, []))
                 assert_ring_is_the_record(feed.buffers.ring(*key))
             s1, m1 = status["ETH/USDT 1s"], status["ETH/USDT 1m"]
-            assert s1["reconnects"] >= 4 and s1["gaps"] >= 1 and s1["dropped_frames"] >= 3
+            assert s1["reconnects"] >= 3 and s1["gaps"] >= 1 and s1["dropped_frames"] >= 3
             assert m1["stalls"] >= 1
             assert REGISTRY.counter("sigd_bad_frames_total", "").get(stream="unknown") >= 1
             assert REGISTRY.counter("sigd_exchange_errors_total", "").get(op="fetch_ohlcv", kind="RateLimited") >= 3
