@@ -63,10 +63,10 @@ def inputs(name: str, model: torch.nn.Module, batch: int, device: str) -> Callab
     return lambda: model(x)
 
 
-def percentiles(fn: Callable[[], object], iters: int, device: str) -> tuple[float, float]:
+def percentiles(fn: Callable[[], object], iters: int, device: str, warmup: int = 5) -> tuple[float, float]:
     """p50 and p99 wall time of fn() in ms, after warm-up; synchronizes a GPU around each call."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(max(5, iters // 10)):
+    for _ in range(max(warmup, iters // 10)):
         fn()
     times = []
     for _ in range(iters):
@@ -128,7 +128,7 @@ def train_rows(preset: str, device: str, batch: int, features: int, steps: int) 
             loss.backward()
             opt.step()
 
-        p50, _ = percentiles(step, steps, device)
+        p50, _ = percentiles(step, steps, device, warmup=2)
         rows.append((f"{name} ({preset}, batch {batch})", batch / (p50 / 1e3)))
     return rows
 
@@ -200,7 +200,7 @@ def main(argv: list[str]) -> int:
         print_gpu_efficiency(preset, mtf_p50)
     print(f"\n{f'training (fwd + bwd + step), {threads[0]} threads':<40} {'samples/s':>10}")
     batch = args.batch or (8 if preset == "seed" else 64)
-    for label, rate in train_rows(preset, args.device, batch, args.features, steps=20):
+    for label, rate in train_rows(preset, args.device, batch, args.features, steps=10):
         print(f"{label:<40} {rate:>10.0f}")
     return 0
 
