@@ -154,7 +154,7 @@ def _labelled(ss: SampleSet, part: int, mode: str) -> np.ndarray:
 
 def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet,
                   history: dict, test_scores: np.ndarray, device: torch.device) -> None:
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "history.json").write_text(json.dumps(_json_history(history), indent=1))
     plots.curves(history, out)
     test = np.flatnonzero((ss.split == TEST) & (ss.symbol_id == 0))
     if hasattr(model, "attention_weights") and getattr(model.config, "use_attention", True):
@@ -211,8 +211,13 @@ def _meta(ss: SampleSet, target: TargetSpec, chosen: thr.ThresholdResult, metric
         "training": training,
         "data": {"fingerprint": run["fingerprint"], "dirs": run["dirs"], "start": run["start"], "end": run["end"],
                  "first_close_ts": int(ss.extra["close_ts"].min()), "last_close_ts": int(ss.extra["close_ts"].max())},
-        "samples": samples, "metrics": metrics, "history": history,
+        "samples": samples, "metrics": metrics, "history": _json_history(history),
     }
+
+
+def _json_history(history: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """NaN (accuracy in regression) becomes null: JSON has no NaN."""
+    return {k: [v if np.isfinite(v) else None for v in vals] for k, vals in history.items()}
 
 
 def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Path | str] = DEFAULT_DATA,
