@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ def build_sampleset(adapter: SequenceAdapter, seq_len: int, dirs: Sequence[Path]
 
 
 def _batches(adapter: SequenceAdapter, ss: SampleSet, idx: np.ndarray, bs: int, device: torch.device,
-             rng: np.random.Generator | None = None, max_batches: int = 0):
+             rng: np.random.Generator | None = None, max_batches: int = 0) -> tuple[Iterator[dict[str, Any]], int]:
     order = rng.permutation(idx) if rng is not None else idx
     if max_batches:
         order = order[: max_batches * bs]
@@ -168,7 +168,8 @@ def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, s
 
 
 def _prepare(name: str, preset: str, mode: str, data_dirs: Sequence[Path | str], symbols: Sequence[str],
-             start: str | None, end: str | None, target: TargetSpec, log: Log):
+             start: str | None, end: str | None, target: TargetSpec,
+             log: Log) -> tuple[SequenceAdapter, SampleSet, Any, str]:
     """Adapter, sample set and model config (the data decides n_features and inputs)."""
     adapter = adapter_for(name, mode)
     base = registry.make_config(name, adapter.config_overrides_base(), preset)
