@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ def _bars(n: int, step_ms: int, seed: int) -> np.ndarray:
     return np.stack([ts, open_, hi, lo, close, rng.gamma(2.0, 50.0, n)], axis=1)
 
 
-def _setup(name: str, preset: str, device: torch.device):
+def _setup(name: str, preset: str, device: torch.device) -> tuple[Any, Any, torch.nn.Module, int]:
     adapter = adapter_for(name)
     base = registry.make_config(name, adapter.config_overrides_base(), preset)
     keys = ("1m", "1h", "1d", "btc_1m") if adapter.kind == "mtf" else ("1m",)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ def build_sampleset(adapter: SequenceAdapter, seq_len: int, dirs: Sequence[Path]
 
 
 def _batches(adapter: SequenceAdapter, ss: SampleSet, idx: np.ndarray, bs: int, device: torch.device,
-             rng: np.random.Generator | None = None, max_batches: int = 0):
+             rng: np.random.Generator | None = None, max_batches: int = 0) -> tuple[Iterator[dict[str, Any]], int]:
     order = rng.permutation(idx) if rng is not None else idx
     if max_batches:
         order = order[: max_batches * bs]
@@ -154,7 +154,7 @@ def _labelled(ss: SampleSet, part: int, mode: str) -> np.ndarray:
 
 def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet,
                   history: dict, test_scores: np.ndarray, device: torch.device) -> None:
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "history.json").write_text(json.dumps(_json_history(history), indent=1))
     plots.curves(history, out)
     test = np.flatnonzero((ss.split == TEST) & (ss.symbol_id == 0))
     if hasattr(model, "attention_weights") and getattr(model.config, "use_attention", True):
@@ -168,7 +168,8 @@ def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, s
 
 
 def _prepare(name: str, preset: str, mode: str, data_dirs: Sequence[Path | str], symbols: Sequence[str],
-             start: str | None, end: str | None, target: TargetSpec, log: Log):
+             start: str | None, end: str | None, target: TargetSpec,
+             log: Log) -> tuple[SequenceAdapter, SampleSet, Any, str]:
     """Adapter, sample set and model config (the data decides n_features and inputs)."""
     adapter = adapter_for(name, mode)
     base = registry.make_config(name, adapter.config_overrides_base(), preset)
@@ -211,8 +212,13 @@ def _meta(ss: SampleSet, target: TargetSpec, chosen: thr.ThresholdResult, metric
         "training": training,
         "data": {"fingerprint": run["fingerprint"], "dirs": run["dirs"], "start": run["start"], "end": run["end"],
                  "first_close_ts": int(ss.extra["close_ts"].min()), "last_close_ts": int(ss.extra["close_ts"].max())},
-        "samples": samples, "metrics": metrics, "history": history,
+        "samples": samples, "metrics": metrics, "history": _json_history(history),
     }
+
+
+def _json_history(history: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """NaN (accuracy in regression) becomes null: JSON has no NaN."""
+    return {k: [v if np.isfinite(v) else None for v in vals] for k, vals in history.items()}
 
 
 def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Path | str] = DEFAULT_DATA,
