@@ -81,12 +81,14 @@ class CloseClock:
         return (self.lx.now_ms() - (int(bar_ts) + 60_000)) / self.speed
 
     def publish(self, type: str, payload: Mapping[str, Any], event_id: str | None = None) -> str:
+        """EventSink.publish, timed for signals."""
         out = self.inner.publish(type, payload, event_id)  # committed and queued when this returns
         if type == "signal" and payload.get("strategy") != "manual":
             self.signals_ms.append(self._lag(payload["bar_ts"]))
         return out
 
     def add_predictions(self, symbol: str, predictions: Any, now_ms: int) -> Any:
+        """Store.add_predictions, timed."""
         out = self.inner.add_predictions(symbol, predictions, now_ms)
         if predictions:
             self.decisions_ms.append(self._lag(predictions[0].bar_ts))
