@@ -113,8 +113,8 @@ class Retrainer:
         stage.mkdir(parents=True, exist_ok=True)
         try:
             cutoff, newest = self._holdout(current)
-            await asyncio.to_thread(export_tapes, self.store, self.cfg, stage / "train", end_ms=cutoff)
-            await asyncio.to_thread(export_tapes, self.store, self.cfg, stage / "all", end_ms=newest + 1)
+            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, stage / "train", end_ms=cutoff)
+            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, stage / "all", end_ms=newest + 1)
             await self._run("train", self._train_argv(name, stage), stage)
             await self._run("score", self._score_argv(name, current, stage, cutoff), stage)
             scores = json.loads((stage / "scores.json").read_text())
@@ -200,8 +200,20 @@ class Retrainer:
             self.sink.publish("retrain", payload)
 
 
-def export_tapes(store: Store, cfg: Config, out: Path, *, end_ms: int) -> None:
-    """Write stored bars that closed by `end_ms` as tape files `<BASE>_<QUOTE>-<tf>.csv`."""
+def export_tapes(db: Path, cfg: Config, out: Path, *, end_ms: int) -> None:
+    """Write stored bars that closed by `end_ms` as tape files `<BASE>_<QUOTE>-<tf>.csv`.
+
+    Runs in a worker thread with its own connection (WAL: a reader beside the daemon's writer),
+    so the event loop's connection is never shared across threads.
+    """
+    store = Store(db)
+    try:
+        _write_tapes(store, cfg, out, end_ms)
+    finally:
+        store.close()
+
+
+def _write_tapes(store: Store, cfg: Config, out: Path, end_ms: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ex = cfg.exchange
     # 1s bars are left out: the shipped models train without them (live 1s stays masked).

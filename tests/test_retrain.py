@@ -60,7 +60,7 @@ def test_export_writes_only_bars_closed_by_the_cut(cfg, tmp_path: Path) -> None:
     store.add_bars(_bars("ETH/USDT", "1h", t0, 5, 3_600_000))
     store.add_bars(_bars("BTC/USDT", "1m", t0, 300, 60_000, price=60_000.0))
     cut = t0 + 2 * 3_600_000 + 30_000  # mid-minute: the forming 1m bar and the 2nd hour bar are out
-    export_tapes(store, c, tmp_path / "tape", end_ms=cut)
+    export_tapes(store.path, c, tmp_path / "tape", end_ms=cut)
     rows = {p.name: list(csv.reader(p.open())) for p in (tmp_path / "tape").iterdir()}
     assert set(rows) == {"ETH_USDT-1m.csv", "ETH_USDT-1h.csv", "BTC_USDT-1m.csv"}
     assert rows["ETH_USDT-1m.csv"][0] == ["timestamp", "open", "high", "low", "close", "volume"]
