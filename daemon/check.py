@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -23,8 +24,6 @@ def _check_store(cfg: Config) -> list[str]:
 
 def _check_broker(cfg: Config) -> list[str]:
     """Testnet orders only on a testnet (or the local exchange), with keys in the environment."""
-    import os
-
     problems = []
     if cfg.broker.mode == "testnet":
         if cfg.exchange.endpoint == "live":
@@ -38,12 +37,21 @@ def _check_broker(cfg: Config) -> list[str]:
 
 def _check_alert_secrets(cfg: Config) -> list[str]:
     # Every enabled channel that signs or authenticates needs its secret in the environment.
-    import os
 
     needed = [(f"alerts.webhooks[{w.name}].secret_env", w.secret_env) for w in cfg.alerts.webhooks]
     if cfg.alerts.telegram.enabled:
         needed.append(("alerts.telegram.token_env", cfg.alerts.telegram.token_env))
     return [f"{key}: environment variable {env} is not set" for key, env in needed if not os.environ.get(env)]
+
+
+def _check_exchange(cfg: Config) -> list[str]:
+    # testnet and live sign requests: their keys must be in the environment before start-up.
+    ex = cfg.exchange
+    if ex.endpoint == "local":
+        return []
+    return [f"exchange.{key}: environment variable {env} is not set (needed for endpoint {ex.endpoint!r})"
+            for key, env in (("api_key_env", ex.api_key_env), ("api_secret_env", ex.api_secret_env))
+            if not os.environ.get(env)]
 
 
 def _check_local_exchange(cfg: Config) -> list[str]:
@@ -66,7 +74,7 @@ def _check_local_exchange(cfg: Config) -> list[str]:
     return [f"local_exchange.tape: no 1m tape for {s} in {lx.tape_dir}" for s in missing]
 
 
-CHECKS: list[Check] = [_check_store, _check_local_exchange, _check_broker, _check_alert_secrets]
+CHECKS: list[Check] = [_check_store, _check_exchange, _check_local_exchange, _check_broker, _check_alert_secrets]
 
 
 def run_checks(cfg: Config) -> list[str]:
