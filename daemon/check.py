@@ -24,8 +24,6 @@ def _check_store(cfg: Config) -> list[str]:
 
 def _check_broker(cfg: Config) -> list[str]:
     """Testnet orders only on a testnet (or the local exchange), with keys in the environment."""
-    import os
-
     problems = []
     if cfg.broker.mode == "testnet":
         if cfg.exchange.endpoint == "live":
@@ -39,7 +37,6 @@ def _check_broker(cfg: Config) -> list[str]:
 
 def _check_alert_secrets(cfg: Config) -> list[str]:
     # Every enabled channel that signs or authenticates needs its secret in the environment.
-    import os
 
     needed = [(f"alerts.webhooks[{w.name}].secret_env", w.secret_env) for w in cfg.alerts.webhooks]
     if cfg.alerts.telegram.enabled:

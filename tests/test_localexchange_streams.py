@@ -225,9 +225,15 @@ async def test_truncated_frame_kills_ccxts_receive_loop_but_not_the_server() -> 
         lx.resume_clock()
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(task, timeout=1.0)
+        # At max speed a replay nobody reads runs on to the end of the tape: hold the clock
+        # until the fresh client has subscribed, so it gets frames whatever the machine's load.
+        lx.pause_clock()
         await ex.close()
         fresh = LocalBinance(lx)
-        rows = await asyncio.wait_for(fresh.watch_ohlcv("BTC/USDT", "1m"), timeout=5)
+        watch = asyncio.create_task(fresh.watch_ohlcv("BTC/USDT", "1m"))
+        await lx.wait_subscribed(1)
+        lx.resume_clock()
+        rows = await asyncio.wait_for(watch, timeout=5)
         assert rows and lx.faults.snapshot()["applied"]["malformed"] == 1
         await fresh.close()
 
