@@ -160,3 +160,14 @@ def test_save_load_round_trip_gives_identical_outputs(trained: dict[str, Path], 
         x = torch.randn(4, spec.seq_len, len(spec.feature_names))
         a, b = model(x), again(x)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_evaluating_an_artifact_reproduces_its_own_test_report(trained: dict[str, Path], market: Path, name: str) -> None:
+    from models.train import evaluate_artifact
+
+    stored = json.loads((trained[name] / "artifact.json").read_text())["metrics"]["test"]
+    again = evaluate_artifact(trained[name], data_dirs=[market], device="cpu")["test"]
+    assert again.keys() == stored.keys()
+    for k, v in stored.items():
+        assert again[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
