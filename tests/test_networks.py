@@ -190,6 +190,10 @@ def test_mtf_padding_positions_do_not_influence_the_outputs() -> None:
     for key in ("action_logits", "pivots", "trend_logits", "confidence"):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert not torch.allclose(a["action_logits"], unpadded["action_logits"], atol=1e-4)  # the test can fail
+    model.train()  # masked attention in training: finite gradients everywhere (no all-masked rows)
+    present = {"1m": torch.tensor([False, True])}
+    mtf_loss(model(noisy, padding=padding, present=present), {"action": torch.tensor([0, 2])}).backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
 
 def test_mtf_loss_is_finite_and_uses_only_the_targets_present() -> None:
