@@ -314,3 +314,11 @@ def test_registry_resolves_every_name_to_its_classes() -> None:
         assert isinstance(model, registry.model_class(name))
         assert isinstance(model, SequenceModel) == (name in registry.SEQUENCE_MODELS)
     assert registry.model_class("mtf_transformer") is MTFTransformer
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_the_benchmarks_flop_formula_matches_torchs_count(preset: str) -> None:
+    from bench.models import counted_flops, mtf_flops  # the figure `python -m bench models` reports for `seed`
+
+    cfg = registry.config_class("mtf_transformer").preset(preset)
+    assert mtf_flops(cfg) == pytest.approx(counted_flops(cfg), rel=0.01)
