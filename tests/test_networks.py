@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -306,6 +309,11 @@ def test_configs_refuse_unknown_keys_wrong_types_and_impossible_values() -> None
         registry.make_config("stacked_lstm", {"task": "ranking"})
     with pytest.raises(ValueError, match="unknown model 'gpt'"):
         registry.build("gpt")
+
+
+def test_the_registry_imports_no_torch_until_a_model_is_resolved() -> None:
+    code = "import sys, models.registry as r; assert 'torch' not in sys.modules; r.config_class('stacked_lstm')"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
 
 
 def test_registry_resolves_every_name_to_its_classes() -> None:
