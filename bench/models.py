@@ -44,12 +44,14 @@ def mtf_flops(c: MTFConfig, steps: int | None = None, timeframes: int = len(TIME
 
 def counted_flops(c: MTFConfig) -> int:
     """torch's own FLOP count of one MTF forward pass (checks `mtf_flops`; run it on small sizes)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     model = registry.model_class("mtf_transformer")(c)
     bars = {tf: torch.randn(1, c.seq_len, 5) for tf in TIMEFRAMES}
-    with FlopCounterMode(display=False) as counter:
-        model(bars)  # grad mode: the plain (countable) path, not the fused inference kernel
+    # the math backend: attention as plain matmuls, which the counter sees (the CPU flash kernel it skips)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(bars)
     return counter.get_total_flops()
 
 
