@@ -75,27 +75,23 @@ def _check_local_exchange(cfg: Config) -> list[str]:
 
 
 def _check_models(cfg: Config) -> list[str]:
-    """Every served model's artifact directory holds a readable artifact (JSON + weights)."""
-    import json
-
+    """Every served model's artifact loads: JSON, weights' hash, the network built from its config."""
     problems = []
     for name, value in cfg.models.paths.items():
         where = cfg.path(value)
-        meta = where / "artifact.json"
-        try:
-            doc = json.loads(meta.read_text())
-        except FileNotFoundError:
+        if not (where / "artifact.json").is_file():
             problems.append(f"models.paths.{name}: no artifact at {where} (train one: sigd train --model {name} "
                             f"--out {where})")
             continue
-        except (OSError, ValueError) as exc:
-            problems.append(f"models.paths.{name}: {meta} is unreadable: {exc}")
+        from models.artifacts import ArtifactError, load_artifact  # torch: only when there is one to load
+
+        try:
+            _, meta, _ = load_artifact(where, "cpu")
+        except (ArtifactError, OSError, ValueError, KeyError) as exc:
+            problems.append(f"models.paths.{name}: {exc}")
             continue
-        weights = where / str(doc.get("weights", {}).get("file", "model.safetensors"))
-        if doc.get("format") != "sigd-artifact" or not weights.is_file():
-            problems.append(f"models.paths.{name}: {where} is not a complete sigd artifact")
-        elif doc.get("model", {}).get("name") != name:
-            problems.append(f"models.paths.{name}: {where} holds a {doc.get('model', {}).get('name')!r} model")
+        if meta["model"]["name"] != name:
+            problems.append(f"models.paths.{name}: {where} holds a {meta['model']['name']!r} model")
     return problems
 
 
