@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,16 +38,34 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _config(tmp: Path, speed: float, base: Path) -> config_mod.Config:
-    """The shipped config with a temporary store, no API/websocket ports, no retrain."""
+def _trading_copies(tmp: Path, shipped: config_mod.Config, threshold: float) -> dict[str, Path]:
+    """Copies of the served artifacts with a low threshold, so that signals happen (a model whose
+    optimized threshold never trades would leave the signal path unmeasured); same compute."""
+    out = {}
+    for name, value in shipped.models.paths.items():
+        src = shipped.path(value)
+        if threshold <= 0:
+            out[name] = src
+            continue
+        dst = Path(shutil.copytree(src, tmp / "artifacts" / name))
+        meta = json.loads((dst / "artifact.json").read_text())
+        meta["threshold"]["value"] = threshold
+        (dst / "artifact.json").write_text(json.dumps(meta))
+        out[name] = dst
+    return out
+
+
+def _config(tmp: Path, speed: float, base: Path, threshold: float) -> config_mod.Config:
+    """The given config with a temporary store, no API/websocket ports, no retrain."""
     text = base.read_text()
-    shipped = config_mod.load(base)
-    paths = ", ".join(f'{n} = "{shipped.path(p)}"' for n, p in shipped.models.paths.items())
+    dirs = _trading_copies(tmp, config_mod.load(base), threshold)
+    paths = ", ".join(f'{n} = "{d}"' for n, d in dirs.items())
     cfg_path = tmp / "bench.toml"
     cfg_path.write_text(_override(text, {
         "local_exchange": {"speed": speed},
         "store": {"path": f'"{tmp / "bench.sqlite"}"'},
         "api": {"enabled": "false"},
+        "alerts.signal_ws": {"enabled": "false"},
         "retrain": {"enabled": "false"},
         "models": {"paths": "{ " + paths + " }", "device": '"cpu"'},
         # Frequent signals: either model may open, tight exits, no cooldown.
@@ -58,10 +78,10 @@ def _override(text: str, sections: Mapping[str, Mapping[str, Any]]) -> str:
     """Replace `key = value` lines inside the named [sections] of a TOML text."""
     out, section = [], ""
     for line in text.splitlines():
-        stripped = line.strip()
+        stripped = line.split("#", 1)[0].strip()
         if stripped.startswith("[") and not stripped.startswith("[["):
             section = stripped.strip("[]")
-        key = stripped.split("=", 1)[0].strip() if "=" in stripped and not stripped.startswith("#") else ""
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
         if section in sections and key in sections[section]:
             line = f"{key} = {sections[section][key]}"
         out.append(line)
@@ -105,9 +125,9 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-async def _latency(base: Path, minutes: float, speed: float) -> CloseClock:
+async def _latency(base: Path, minutes: float, speed: float, threshold: float) -> CloseClock:
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = Daemon(_config(Path(tmp), speed, base), environ={})
+        daemon = Daemon(_config(Path(tmp), speed, base, threshold), environ={})
         await daemon.startup()
         parts = daemon.parts
         assert parts is not None and parts.local_exchange is not None
@@ -123,9 +143,9 @@ async def _latency(base: Path, minutes: float, speed: float) -> CloseClock:
         return store
 
 
-async def _memory(base: Path, hours: float) -> dict[str, Any]:
+async def _memory(base: Path, hours: float, threshold: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _config(Path(tmp), 0.0, base)
+        cfg = _config(Path(tmp), 0.0, base, threshold)
         daemon = Daemon(cfg, environ={})
         await daemon.startup()
         parts = daemon.parts
@@ -134,7 +154,7 @@ async def _memory(base: Path, hours: float) -> dict[str, Any]:
         marks: dict[float, tuple[float, float]] = {}
         t0 = time.monotonic()
         try:
-            for h in (1.0, hours):
+            for h in sorted({1.0, hours / 4, hours / 2, hours}):
                 while parts.local_exchange.now_ms() - start < h * HOUR_MS:
                     await asyncio.sleep(0.5)
                 marks[h] = (_rss_mb(), time.monotonic() - t0)
@@ -153,21 +173,26 @@ def main(argv: list[str]) -> int:
     """Print the service benchmark table."""
     p = argparse.ArgumentParser(prog="python -m bench service")
     p.add_argument("--config", type=Path, default=config_mod.DEFAULT_CONFIG)
-    p.add_argument("--minutes", type=float, default=10.0, help="wall minutes of the latency run")
+    p.add_argument("--minutes", type=float, default=10.0, help="wall minutes of the latency run (0 = none)")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed of the latency run (target: 1)")
-    p.add_argument("--hours", type=float, default=24.0, help="market hours replayed for the memory figures")
+    p.add_argument("--hours", type=float, default=24.0, help="market hours replayed for memory (0 = none)")
+    p.add_argument("--threshold", type=float, default=0.34,
+                   help="threshold of the benchmarked artifact copies (0 = keep the artifacts' own)")
     a = p.parse_args(argv)
     log.setup("warning", "json")
-    lat = asyncio.run(_latency(a.config, a.minutes, a.speed))
-    mem = asyncio.run(_memory(a.config, a.hours))
     print(f"service benchmark: {len(os.sched_getaffinity(0))} CPU core(s), models of {a.config}, "
-          f"latency run {a.minutes:g} min at {a.speed:g}x")
-    print(f"{'wall ms from bar close on the exchange to ...':<50} {'n':>6} {'p50':>9} {'p99':>9} {'max':>9}")
-    print(_row("  predictions of both models committed (1m bars)", lat.decisions_ms))
-    print(_row("  signal committed in SQLite + queued in outbox", lat.signals_ms))
-    (rss1, w1), (rss24, w24) = mem["marks"][1.0], mem["marks"][a.hours]
-    print(f"{'RSS after 1 h of market time (MB)':<50} {rss1:>26.1f}   ({w1:.0f} s wall)")
-    print(f"{f'RSS after {a.hours:g} h of market time (MB)':<50} {rss24:>26.1f}   ({w24:.0f} s wall)")
-    print(f"{'RSS growth (MB)':<50} {rss24 - rss1:>26.1f}   decisions {mem['decisions']}, "
-          f"skipped while busy {mem['skipped']}")
+          f"thresholds {a.threshold or 'as trained'}")
+    if a.minutes > 0:
+        lat = asyncio.run(_latency(a.config, a.minutes, a.speed, a.threshold))
+        print(f"{f'wall ms from bar close ({a.minutes:g} min at {a.speed:g}x) to ...':<50} {'n':>6} {'p50':>9}"
+              f" {'p99':>9} {'max':>9}")
+        print(_row("  predictions of both models committed", lat.decisions_ms))
+        print(_row("  signal committed in SQLite + queued in outbox", lat.signals_ms))
+    if a.hours > 0:
+        mem = asyncio.run(_memory(a.config, a.hours, a.threshold))
+        for h, (rss, wall) in sorted(mem["marks"].items()):
+            print(f"{f'RSS after {h:g} h of market time at max speed (MB)':<50} {rss:>26.1f}   ({wall:.0f} s wall)")
+        first, last = min(mem["marks"]), max(mem["marks"])
+        print(f"{'RSS growth (MB)':<50} {mem['marks'][last][0] - mem['marks'][first][0]:>26.1f}"
+              f"   decisions {mem['decisions']}, skipped while busy {mem['skipped']}")
     return 0

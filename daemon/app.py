@@ -31,6 +31,10 @@ from daemon.watchdog import Freshness, keepalive
 _log = log.get("sigd.app")
 
 
+class StartupAborted(Exception):
+    """SIGTERM/SIGINT arrived before the daemon was ready."""
+
+
 class Daemon:
     """The running service: owns the parts, their tasks and the lifecycle."""
 
@@ -120,6 +124,8 @@ class Daemon:
         assert self.parts is not None
         feed_task = self._tasks[-1]
         while not all(s.get("last_bar_ts") is not None for s in self.parts.feed.status().values()):
+            if self.stop.is_set():
+                raise StartupAborted("asked to stop during warm-up")
             if feed_task.done():
                 feed_task.result()  # raises the feed's error
                 raise RuntimeError("the feed ended during warm-up")
@@ -178,6 +184,8 @@ async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
         await daemon.run()
     except ConfigError:
         raise  # the CLI prints it and exits 2 (after the shutdown below)
+    except StartupAborted as exc:
+        _log.info("startup_aborted", reason=str(exc))
     except Exception as exc:  # noqa: BLE001 — logged, then a non-zero exit for systemd
         _log.exception("daemon_failed", error=str(exc))
         code = 1
