@@ -1,4 +1,4 @@
-"""`python -m bench [NAME ...]`: run the named benchmarks (all by default) and print tables."""
+"""`python -m bench [NAME ...] [--flag ...]`: run the named benchmarks (all by default) and print tables."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "alerts": "bench.alerts",
     "feed": "bench.feed",  # market data: bar-close latency, ingest throughput, ring cost, RSS
+    "models": "bench.models",
 }
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHMARKS)
+    # `python -m bench NAME --flag ...`: flags after the names go to every named benchmark
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, flags = argv[:split] or list(BENCHMARKS), argv[split:]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
@@ -21,7 +24,7 @@ def main(argv: list[str]) -> int:
     rc = 0
     for name in names:
         print(f"\n== {name} ==")
-        rc |= importlib.import_module(BENCHMARKS[name]).main([])
+        rc |= importlib.import_module(BENCHMARKS[name]).main(flags)
     return rc
 
 
