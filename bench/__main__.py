@@ -7,6 +7,7 @@ import sys
 
 # name -> module with a `main(argv) -> int`
 BENCHMARKS: dict[str, str] = {
+    "alerts": "bench.alerts",
     "models": "bench.models",
     "train": "bench.train_throughput",
 }

@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "check": "daemon.check:check_command",
     "status": "daemon.api:status_command",
     "local-exchange": "daemon.localexchange.server:serve_command",
-    "backfill": "daemon.exchange:backfill_command",
+    "backfill": "daemon.backfill:backfill_command",
     "train": "models.train:train_command",
     "backtest": "daemon.backtest:backtest_command",
 }
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed for derived 1s bars")
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
+    p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
+    p.add_argument("--balances", default=None, metavar="JSON",
+                   help='start balances, e.g. \'{"USDT": 100000, "BTC": 1, "ETH": 10}\' (the default)')
+    p.add_argument("--fault", action="append", default=[], metavar="JSON",
+                   help='fault at start-up, e.g. \'{"action": "rest_error", "status": 429, "count": 3}\' (repeatable)')
 
     p = sub.add_parser("backfill", help="download history into tape files")
     _config_arg(p)
