@@ -201,6 +201,11 @@ def render_status(s: Mapping[str, Any]) -> str:
         f"position: {pos.get('symbol', '?')} {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"
         f"  realized {pos.get('realized_pnl', 0):+.4f}  fees {pos.get('fees', 0):.4f}"
     )
+    dec = s.get("last_decision")
+    if dec:
+        answers = "  ".join(f"{m} {a.get('side')} {a.get('confidence', 0):.3f}/{a.get('threshold')}"
+                            for m, a in sorted((dec.get("models") or {}).items()))
+        lines.append(f"last decision: bar {_iso(dec.get('bar_ts'))}  {answers}")
     sig = s.get("last_signal")
     if sig:
         lines.append(f"last signal: {sig.get('side')} conf {sig.get('confidence', 0):.3f} @ {sig.get('price')}"

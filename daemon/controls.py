@@ -40,6 +40,7 @@ class DaemonControls:
             "symbol": self.cfg.exchange.symbol, "streams": streams,
             "newest_bar_age_s": _round(self.freshness.age_s()),
             "models": self.models(), "position": self._position(), "last_signal": self._last_signal(),
+            "last_decision": self._last_decision(),
             "outbox": self._outbox(), "retrain": self._retrain(),
         }
 
@@ -129,6 +130,16 @@ class DaemonControls:
         unreal = (last - p.entry_price) * p.amount if p.amount and last else 0.0
         return {"symbol": symbol, "amount": p.amount, "entry_price": p.entry_price, "last_price": last,
                 "realized_pnl": round(p.realized_pnl, 6), "unrealized_pnl": round(unreal, 6), "fees": round(p.fees, 6)}
+
+    def _last_decision(self) -> dict[str, Any] | None:
+        """Both models' answers at the newest decided trigger bar (a decision need not signal)."""
+        rows = self.parts.store.db.execute(
+            "SELECT bar_ts, model, side, confidence, threshold FROM predictions "
+            "WHERE bar_ts = (SELECT MAX(bar_ts) FROM predictions) ORDER BY model").fetchall()
+        if not rows:
+            return None
+        return {"bar_ts": rows[0][0], "models": {r[1]: {"side": Side(r[2]).name, "confidence": round(r[3], 4),
+                                                       "threshold": r[4]} for r in rows}}
 
     def _last_signal(self) -> dict[str, Any] | None:
         rows = self.recent_signals(1)

@@ -29,6 +29,8 @@ class RecordingService:
             "models": [{"name": "mtf_transformer", "version": "v1", "threshold": 0.55}],
             "position": {"symbol": "ETH/USDT", "amount": 0.5, "entry_price": 2500.0, "realized_pnl": 1.5, "fees": 0.1},
             "last_signal": {"side": "LONG", "confidence": 0.7, "price": 2501.0, "bar_ts": 1_700_000_000_000},
+            "last_decision": {"bar_ts": 1_700_000_000_000, "models": {
+                "mtf_transformer": {"side": "FLAT", "confidence": 0.45, "threshold": 0.95}}},
             "outbox": {"pending": 2, "sent": 10},
         }
 
@@ -120,6 +122,7 @@ async def test_sigd_status_prints_for_a_person_and_as_json(served, write_config,
     rc = await asyncio.to_thread(status_command, argparse.Namespace(config=str(cfg), json=False))
     out = capsys.readouterr().out
     assert rc == 0 and "ETH/USDT 1m" in out and "mtf_transformer" in out and "LONG" in out
+    assert "last decision: bar 2023-11-14 22:13:20Z  mtf_transformer FLAT 0.450/0.95" in out
     rc = await asyncio.to_thread(status_command, argparse.Namespace(config=str(cfg), json=True))
     assert rc == 0 and '"paused": false' in capsys.readouterr().out
 

@@ -118,6 +118,7 @@ async def _check_api(http: aiohttp.ClientSession, api: str) -> None:
     assert status["healthy"] is True and status["mode"] == "paper" and not status["paused"]
     assert {m["name"] for m in status["models"]} == {"mtf_transformer", "cnn_lstm_attn"}
     assert status["streams"]["ETH/USDT 1m"]["degraded"] is False and status["last_signal"] is not None
+    assert set(status["last_decision"]["models"]) == {"mtf_transformer", "cnn_lstm_attn"}
     async with http.get(f"{api}/metrics") as r:
         text = await r.text()
     for name in ("sigd_bar_to_signal_ms_bucket", 'sigd_inference_ms_count{model="cnn_lstm_attn"}',
