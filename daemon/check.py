@@ -99,10 +99,10 @@ def _check_retrain(cfg: Config) -> list[str]:
     """The retrain cron expression is one APScheduler accepts."""
     if not cfg.retrain.enabled:
         return []
-    from apscheduler.triggers.cron import CronTrigger
+    from daemon.retrain import cron_trigger
 
     try:
-        CronTrigger.from_crontab(cfg.retrain.cron, timezone="UTC")
+        cron_trigger(cfg.retrain.cron)
     except ValueError as exc:
         return [f"retrain.cron: {cfg.retrain.cron!r} is not a valid crontab expression: {exc}"]
     return []

@@ -69,10 +69,7 @@ class Retrainer:
 
     def schedule(self, scheduler: Any) -> None:
         """Add the cron job to an AsyncIOScheduler (UTC)."""
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(self.cfg.retrain.cron, timezone="UTC")
-        scheduler.add_job(self.run_once, trigger, id="retrain", max_instances=1, coalesce=True,
+        scheduler.add_job(self.run_once, cron_trigger(self.cfg.retrain.cron), id="retrain", max_instances=1, coalesce=True,
                           misfire_grace_time=3600, replace_existing=True)
 
     @property
@@ -198,6 +195,27 @@ class Retrainer:
         else:
             _log.info("retrain_done", **payload)
             self.sink.publish("retrain", payload)
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def cron_trigger(expr: str) -> Any:
+    """An APScheduler CronTrigger (UTC) from a crontab line, with crontab's weekday numbers.
+
+    APScheduler 3 counts weekdays from Monday = 0, crontab from Sunday = 0 (and 7): "1-5" would
+    silently mean Tuesday to Saturday, so numeric weekdays are turned into names first.
+    """
+    import re
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 crontab fields, got {len(fields)} in {expr!r}")
+    minute, hour, day, month, dow = fields
+    dow = re.sub(r"(?<![/\d])([0-7])(?!\d)", lambda m: _WEEKDAYS[int(m.group(1))], dow)
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone="UTC")
 
 
 def export_tapes(db: Path, cfg: Config, out: Path, *, end_ms: int) -> None:

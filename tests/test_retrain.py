@@ -217,3 +217,40 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
     assert swaps == [("cnn_lstm_attn", promoted)] and store.current_model("cnn_lstm_attn")["path"] == str(promoted)
     assert [r["status"] for r in store.model_rows("cnn_lstm_attn")] == ["rejected", "current"]
     assert sink.events[-1][1]["status"] == "rejected" and promoted.exists()
+
+
+async def test_the_job_is_scheduled_from_the_cron_in_utc(cfg, tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    c = cfg(cron="15 3 * * 1-5")
+    store = Store(c.path(c.store.path))
+
+    async def swap(name: str, path: Path) -> None:
+        raise AssertionError("not run")
+
+    scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    Retrainer(c, store, RecordingSink(), swap, dict).schedule(scheduler)
+    scheduler.start(paused=True)
+    try:
+        job = scheduler.get_job("retrain")
+        after = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)  # a Saturday
+        assert job.trigger.get_next_fire_time(None, after) == datetime(2026, 11, 23, 3, 15, tzinfo=timezone.utc)
+        assert job.max_instances == 1 and job.coalesce
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_crontab_weekday_numbers_mean_what_crontab_means() -> None:
+    from datetime import datetime, timezone
+
+    from daemon.retrain import cron_trigger
+
+    sat = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    nxt = lambda expr: cron_trigger(expr).get_next_fire_time(None, sat)  # noqa: E731
+    assert nxt("0 1 * * 0") == nxt("0 1 * * 7") == datetime(2026, 11, 22, 1, 0, tzinfo=timezone.utc)  # Sunday
+    assert nxt("0 1 * * 1,3") == datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # Monday
+    assert nxt("0 1 */2 * *").day == 23 and nxt("30 2 * * *") == datetime(2026, 11, 22, 2, 30, tzinfo=timezone.utc)
+    with pytest.raises(ValueError):
+        cron_trigger("0 1 * *")
