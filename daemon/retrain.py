@@ -69,8 +69,8 @@ class Retrainer:
 
     def schedule(self, scheduler: Any) -> None:
         """Add the cron job to an AsyncIOScheduler (UTC)."""
-        scheduler.add_job(self.run_once, cron_trigger(self.cfg.retrain.cron), id="retrain", max_instances=1, coalesce=True,
-                          misfire_grace_time=3600, replace_existing=True)
+        scheduler.add_job(self.run_once, cron_trigger(self.cfg.retrain.cron), id="retrain", max_instances=1,
+                          coalesce=True, misfire_grace_time=3600, replace_existing=True)
 
     @property
     def running(self) -> bool:
