@@ -271,7 +271,8 @@ def install_artifact(src: Path, parent: Path, version: str) -> Path:
 
 def prune_artifacts(store: Store, parent: Path, name: str) -> None:
     """Delete promoted artifact directories that are neither current nor previous."""
-    keep = {Path(r["path"]).name for r in store.model_rows(name) if r["status"] in ("current", "previous") and r["path"]}
+    keep = {Path(r["path"]).name for r in store.model_rows(name)
+            if r["status"] in ("current", "previous") and r["path"]}
     for d in parent.iterdir():
         if d.is_dir() and not d.name.startswith(".") and d.name not in keep:
             shutil.rmtree(d, ignore_errors=True)

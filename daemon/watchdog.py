@@ -48,7 +48,9 @@ class Freshness:
         age = self.age_s()
         if age is None:
             since = self.clock() - self.started
-            return (since <= self.stale_after_s, "" if since <= self.stale_after_s else f"no bar for {since:.0f}s since start")
+            if since <= self.stale_after_s:
+                return True, ""
+            return False, f"no bar for {since:.0f}s since start"
         _BAR_AGE.set(age)
         if age > self.stale_after_s:
             return False, f"newest bar is {age:.0f}s old (limit {self.stale_after_s:g}s)"
