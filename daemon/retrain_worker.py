@@ -5,10 +5,11 @@ path of `sigd train` (fit, threshold optimized on validation, atomic artifact).
 
 `python -m daemon.retrain_worker score --data TAPE --from MS --symbol ETH/USDT --current DIR
 --new DIR --out scores.json` scores both artifacts on the same unseen bars: for every 1m bar
-of the tape that opens at or after `--from` (and has a next bar), each predictor gets the windows it would have had live (only bars closed by then),
-the artifact's threshold rule turns its answer into a side, and the score is the annualized
-Sharpe ratio net of fees of holding that side over the next bar — the same trading model the
-threshold was optimized with (strategies.threshold).
+of the tape that opens at or after `--from` (and has a next bar), each predictor gets the
+windows it would have had live (only bars closed by then), the artifact's threshold rule
+turns its answer into a side, and the score is the annualized Sharpe ratio net of fees of
+holding that side over the next bar — the same trading model the threshold was optimized
+with (strategies.threshold).
 """
 
 from __future__ import annotations
