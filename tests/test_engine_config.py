@@ -67,3 +67,13 @@ def test_testnet_orders_are_refused_on_a_live_endpoint(write_config, tmp_path: P
     with pytest.raises(ValueError, match="refuses exchange.endpoint = 'live'"):
         Engine.from_config(cfg, store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={},
                            sink=ListSink(), exchange=object())
+
+
+def test_check_names_each_missing_exchange_key_once(write_config, monkeypatch) -> None:
+    for env in ("SIGD_API_KEY", "SIGD_API_SECRET"):
+        monkeypatch.delenv(env, raising=False)
+    testnet = run_checks(config.load(write_config("[exchange]\nendpoint = 'testnet'\n[broker]\nmode = 'testnet'\n")))
+    assert [sum(env in p for p in testnet) for env in ("SIGD_API_KEY", "SIGD_API_SECRET")] == [1, 1]
+    # On the local exchange `sigd run` falls back to its loopback dev keys: nothing is missing.
+    local = run_checks(config.load(write_config("[exchange]\nendpoint = 'local'\n[broker]\nmode = 'testnet'\n")))
+    assert not [p for p in local if "SIGD_API_" in p]
