@@ -288,7 +288,9 @@ class Outbox:
             log.error("alert_dead_letter", channel=name, event_id=row["event_id"], type=row["type"],
                       attempts=attempts, error=error, permanent=permanent)
             return None
-        delay_s = max(self.policy.backoff_s(attempts, self._rng), retry_after_s or 0.0)
+        # A receiver's Retry-After is honoured, but never past the row's dead-letter age
+        # (an absurd or infinite value must not overflow the schedule).
+        delay_s = min(max(self.policy.backoff_s(attempts, self._rng), retry_after_s or 0.0), self.policy.max_age_s)
         retry_at = now + int(delay_s * 1000)
         self.store.update_outbox(row["id"], attempts=attempts, next_attempt_ms=retry_at, last_error=error)
         log.warning("alert_retry", channel=name, event_id=row["event_id"], attempts=attempts,
