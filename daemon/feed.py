@@ -59,13 +59,16 @@ class StreamState:
 
     @property
     def name(self) -> str:
+        """The stream's label in logs and metrics: "SYMBOL TF"."""
         return f"{self.symbol} {self.timeframe}"
 
     @property
     def step_ms(self) -> int:
+        """Bar length in ms."""
         return timeframe_ms(self.timeframe)
 
     def set_degraded(self, value: bool) -> None:
+        """Set the degraded flag and its gauge."""
         self.degraded = value
         DEGRADED.set(1 if value else 0, stream=self.name)
 
@@ -328,9 +331,8 @@ class Feed:
             except Exception:  # noqa: BLE001 - a consumer bug must not stop the feed
                 log.exception("on_bar_failed", stream=st.name, ts=bar.ts)
 
-    def _drop(self, st: StreamState, kind: str, reason: str, count: bool = True) -> None:
-        if count:
-            st.dropped += 1
-            DROPPED.inc(stream=st.name, kind=kind)
+    def _drop(self, st: StreamState, kind: str, reason: str) -> None:
+        st.dropped += 1
+        DROPPED.inc(stream=st.name, kind=kind)
         log.warning("bar_dropped", stream=st.name, kind=kind, reason=reason)
         self._request_resync(st)

@@ -104,7 +104,7 @@ class Registry:
         m = self._metrics.get(name)
         if m is None:
             m = self._metrics[name] = cls(name, help, **kw)
-        if not isinstance(m, cls) or type(m) is not cls:
+        if type(m) is not cls:  # exact: a Gauge is a Counter subclass
             raise TypeError(f"metric {name} already registered as {type(m).__name__}")
         return m
 
