@@ -121,6 +121,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def compact_json(value: Any) -> str:
+    """The one JSON form of events (stored, signed, streamed): sorted keys, no spaces, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -150,7 +155,7 @@ class Outbox:
             raise ValueError(f"event payload may not use reserved key(s) {sorted(clash)}")
         eid = event_id or uuid.uuid4().hex
         try:
-            body = json.dumps(jsonable(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
+            body = compact_json(jsonable(payload))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{type} event payload is not JSON data: {exc}") from None
         now = _now_ms()
