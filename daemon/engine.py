@@ -52,7 +52,9 @@ class WindowSource(Protocol):
     """daemon.bars.Buffers: copies of the newest rows of each stream in the window convention."""
 
     def windows(self, symbol: str, timeframes: Sequence[str], reference_symbol: str,
-                reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]: ...
+                reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Owned copies of the newest rows per window key, float64 [n, 6]."""
+        ...
 
 
 def predict_all(predictors: Sequence[tuple[str, PredictorLike]], windows: Mapping[str, np.ndarray],
