@@ -77,3 +77,10 @@ def test_check_names_each_missing_exchange_key_once(write_config, monkeypatch) -
     # On the local exchange `sigd run` falls back to its loopback dev keys: nothing is missing.
     local = run_checks(config.load(write_config("[exchange]\nendpoint = 'local'\n[broker]\nmode = 'testnet'\n")))
     assert not [p for p in local if "SIGD_API_" in p]
+
+
+def test_a_trigger_timeframe_that_is_not_streamed_is_a_config_error(write_config) -> None:
+    # Valid as a timeframe, but no 5m bar would ever arrive: the engine would never decide.
+    path = write_config("[exchange]\ntimeframes = ['1m', '1h']\n[engine]\ntrigger_timeframe = '5m'\n")
+    with pytest.raises(config.ConfigError, match=r"engine\.trigger_timeframe: '5m' is not streamed"):
+        config.load(path)
