@@ -372,13 +372,3 @@ class ExchangeClient:
         """Total balance per asset (free + locked), zero balances left out."""
         bal = await self._call("fetch_balance", self.ex.fetch_balance)
         return {asset: float(v) for asset, v in (bal.get("total") or {}).items() if v}
-
-
-def __getattr__(name: str) -> Any:
-    # The brief names `daemon.exchange.Feed`; it lives in daemon/feed.py (which imports this
-    # module), so it is resolved lazily here instead of by a circular import.
-    if name == "Feed":
-        from daemon.feed import Feed
-
-        return Feed
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
