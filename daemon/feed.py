@@ -94,7 +94,6 @@ class Feed:
         self.clock_ms = clock_ms or (lambda: time.time() * 1000)
         self.streams = {s: StreamState(*s) for s in feed_streams(cfg)}
         self.socket_error: str | None = None
-        self.unknown_bad_frames = 0  # frames that named no stream (not even JSON)
         self._last_drop = 0.0
         for sym, tf in self.streams:
             buffers.add(sym, tf, cfg.warmup_bars)
@@ -148,7 +147,6 @@ class Feed:
         if st is not None:
             self._drop(st, "malformed_frame", reason)
             return
-        self.unknown_bad_frames += 1
         DROPPED.inc(stream="unknown", kind="malformed_frame")
         for other in self.streams.values():
             self._request_resync(other)
