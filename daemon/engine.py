@@ -52,7 +52,9 @@ class WindowSource(Protocol):
     """daemon.bars.Buffers: copies of the newest rows of each stream in the window convention."""
 
     def windows(self, symbol: str, timeframes: Sequence[str], reference_symbol: str,
-                reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]: ...
+                reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Owned copies of the newest rows per window key, float64 [n, 6]."""
+        ...
 
 
 def predict_all(predictors: Sequence[tuple[str, PredictorLike]], windows: Mapping[str, np.ndarray],
@@ -245,9 +247,9 @@ class Engine:
     async def _act(self, bar: Bar, predictions: Sequence[Prediction], received: float) -> None:
         """Strategies → risk gate → signal (stored, published) → broker; all on the loop."""
         position = self.broker.position(self.symbol)
-        was_halted = self.risk_state.halted
+        before = self.risk_state
         self.risk_state = risk.observe(self.risk_state, position, bar, self.risk_params)
-        if self.risk_state.halted and not was_halted:
+        if self.risk_state.halted and not before.halted:
             self._alert_halt(bar, position)
         exit_signal = risk.protective_exit(position, bar, self.risk_params)
         # A protective exit takes the bar: no strategy trades on a position being closed.
@@ -264,7 +266,8 @@ class Engine:
                                  verdict.signal.strategy)
             if await self.broker.submit(intent) is not None:
                 self.risk_state = risk.after_trade(self.risk_state, bar.ts)
-        self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+        if self.risk_state != before:  # most bars change nothing: no commit for them
+            self._save_risk()
 
     def _alert_halt(self, bar: Bar, position: Position) -> None:
         """Tell the operator: new entries stop until they resume."""
@@ -348,13 +351,19 @@ class Engine:
         """Emit signals again; also lifts a drawdown halt (the operator has looked)."""
         self.paused = False
         # The drawdown is measured afresh from here: the operator has accepted the loss so far.
-        position = self.broker.position(self.symbol)
-        price = self._last_bar.close if self._last_bar else position.entry_price
-        self.risk_state = dataclasses.replace(
-            self.risk_state, halted=False, peak_equity=risk.equity(position, price, self.risk_params.starting_balance))
+        self.risk_state = dataclasses.replace(self.risk_state, halted=False,
+                                              peak_equity=self._equity(self.broker.position(self.symbol)))
         self.store.set_kv(KV_PAUSED, "0")
-        self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+        self._save_risk()
         log.warning("engine_resumed")
+
+    def _save_risk(self) -> None:
+        self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+
+    def _equity(self, position: Position) -> float:
+        """Equity marked at the last trigger bar's close (the entry price before the first bar)."""
+        price = self._last_bar.close if self._last_bar else position.entry_price
+        return risk.equity(position, price, self.risk_params.starting_balance)
 
     async def flatten(self, reason: str = "operator") -> bool:
         """Close the position now (e.g. Telegram /flat) at the last trigger bar; False when flat."""
@@ -372,7 +381,6 @@ class Engine:
     def status(self) -> dict[str, Any]:
         """JSON-ready state for /status and Telegram."""
         position = self.broker.position(self.symbol)
-        price = self._last_bar.close if self._last_bar else position.entry_price
         return {
             "symbol": self.symbol, "trigger_timeframe": self.trigger_timeframe, "mode": self.broker.mode,
             "paused": self.paused, "halted": self.risk_state.halted,
@@ -381,6 +389,6 @@ class Engine:
             "last_bar_ts": self._last_bar.ts if self._last_bar else None,
             "models": {n: {"version": p.version, "threshold": p.threshold} for n, p in self.predictors.items()},
             "position": dataclasses.asdict(position),
-            "equity": risk.equity(position, price, self.risk_params.starting_balance),
+            "equity": self._equity(position),
             "last_signal": self._last_signal, "broker": self.broker.status(),
         }

@@ -297,3 +297,20 @@ async def test_a_state_file_keeps_to_one_order_book(tmp_path: Path) -> None:
     await PaperBroker(store, ListSink()).start()
     with pytest.raises(BookMismatch, match="holds 'paper' orders"):
         await TestnetBroker(store, ListSink(), client=None).start()  # type: ignore[arg-type]
+
+
+async def test_the_risk_state_survives_a_restart(tmp_path: Path) -> None:
+    store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
+    bulls = {"mtf": FixedPredictor("mtf"), "cnn": FixedPredictor("cnn")}
+    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
+                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
+    engine.risk_params = RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05, cooldown_bars=3)
+    await engine.start()
+    await feed(engine, buffers, series([100.0, 100.0, 98.0, 96.0, 94.0, 92.0, 92.0]))
+    again, _, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
+                              broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
+    await again.start()
+    assert again.risk_state == engine.risk_state and again.risk_state.halted
+    assert again.risk_state.last_trade_ts is not None
+    await engine.close()
+    await again.close()
