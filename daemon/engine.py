@@ -6,7 +6,9 @@ needs, runs the predictors on a dedicated single-thread executor (the feed never
 inference), and then, back on the event loop (the one thread that owns state), applies the
 strategies and the risk rules, stores predictions and signals, publishes each signal, and
 hands order intents to the broker. Never two decisions at once: a trigger bar that arrives
-while one runs is skipped, logged and counted. With `wait_for_decision=True` (backtests)
+while one runs waits and is decided next; if a newer one arrives meanwhile it replaces the
+waiting one, which is skipped, logged and counted (so after a backfill burst the newest bar
+is decided, not the stale ones in between). With `wait_for_decision=True` (backtests)
 on_bar awaits the decision instead, so the same bars give the same signals.
 
 Time comes from the data: decisions use bar timestamps; only latency metrics read the clock.
@@ -153,6 +155,7 @@ class Engine:
         self.paused = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sigd-inference")
         self._inflight: asyncio.Task[None] | None = None
+        self._pending: tuple[Bar, Mapping[str, np.ndarray], Sequence[tuple[str, PredictorLike]], float] | None = None
         self._act_lock = asyncio.Lock()
         self._last_bar: Bar | None = None
         self._last_signal: dict[str, Any] | None = None
@@ -206,17 +209,30 @@ class Engine:
             await self.broker.on_bar(bar)
         if bar.symbol != self.symbol or bar.timeframe != self.trigger_timeframe:
             return
-        if self._inflight is not None and not self._inflight.done():
-            self.skipped += 1
-            SKIPPED.inc(reason="busy")
-            log.warning("decision_skipped", symbol=bar.symbol, bar_ts=bar.ts, reason="busy")
-            return
         # Copy the windows now, on the loop: the rings change with the next bar.
-        windows = self._snapshot()
-        predictors = tuple(self.predictors.items())  # a swap applies from the next decision
-        self._inflight = asyncio.create_task(self._decide(bar, windows, predictors, received))
+        job = (bar, self._snapshot(), tuple(self.predictors.items()), received)
+        if self._inflight is not None and not self._inflight.done():
+            # Busy: the newest trigger bar waits and runs next; an older waiting one is dropped.
+            # After a reconnect the feed backfills a burst of bars, and the decision that
+            # matters is the one on the newest, not on the stale ones in between.
+            if self._pending is not None:
+                self._skip(self._pending[0], "superseded")
+            self._pending = job
+            return
+        self._inflight = asyncio.create_task(self._run_decisions(job))
         if self.wait_for_decision:
             await self._inflight
+
+    def _skip(self, bar: Bar, reason: str) -> None:
+        self.skipped += 1
+        SKIPPED.inc(reason=reason)
+        log.warning("decision_skipped", symbol=bar.symbol, bar_ts=bar.ts, reason=reason)
+
+    async def _run_decisions(self, job: tuple[Bar, Mapping[str, np.ndarray], Sequence[tuple[str, PredictorLike]], float]) -> None:
+        """Decide `job`, then whatever trigger bar arrived meanwhile (never two at once)."""
+        while job is not None:
+            await self._decide(*job)
+            job, self._pending = self._pending, None  # type: ignore[assignment]
 
     def _snapshot(self) -> dict[str, np.ndarray]:
         sizes: dict[str, int] = {}
