@@ -48,6 +48,8 @@ INFERENCE_MS = REGISTRY.histogram("sigd_inference_ms", "Inference time per model
 BAR_TO_SIGNAL_MS = REGISTRY.histogram("sigd_bar_to_signal_ms", "Trigger bar received to signal committed, ms")
 DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision finished, ms")
 KV_PAUSED, KV_RISK = "engine.paused", "engine.risk"
+# A decision to make: the trigger bar, its window snapshot, the predictors, the perf time received.
+Job = tuple[Bar, Mapping[str, np.ndarray], Sequence[tuple[str, PredictorLike]], float]
 
 
 class WindowSource(Protocol):
@@ -155,7 +157,7 @@ class Engine:
         self.paused = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sigd-inference")
         self._inflight: asyncio.Task[None] | None = None
-        self._pending: tuple[Bar, Mapping[str, np.ndarray], Sequence[tuple[str, PredictorLike]], float] | None = None
+        self._pending: Job | None = None
         self._act_lock = asyncio.Lock()
         self._last_bar: Bar | None = None
         self._last_signal: dict[str, Any] | None = None
@@ -228,11 +230,12 @@ class Engine:
         SKIPPED.inc(reason=reason)
         log.warning("decision_skipped", symbol=bar.symbol, bar_ts=bar.ts, reason=reason)
 
-    async def _run_decisions(self, job: tuple[Bar, Mapping[str, np.ndarray], Sequence[tuple[str, PredictorLike]], float]) -> None:
+    async def _run_decisions(self, job: Job) -> None:
         """Decide `job`, then whatever trigger bar arrived meanwhile (never two at once)."""
-        while job is not None:
-            await self._decide(*job)
-            job, self._pending = self._pending, None  # type: ignore[assignment]
+        next_job: Job | None = job
+        while next_job is not None:
+            await self._decide(*next_job)
+            next_job, self._pending = self._pending, None
 
     def _snapshot(self) -> dict[str, np.ndarray]:
         sizes: dict[str, int] = {}
