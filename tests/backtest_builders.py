@@ -1,0 +1,50 @@
+"""Small builders of tape directories for the backtest tests (deterministic random walks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from daemon.domain import timeframe_ms
+from daemon.replay import write_tape
+
+T0 = 1_747_699_200_000  # 2025-05-20T00:00:00Z
+
+
+def walk(timeframe: str, n: int, *, start: int = T0, seed: int = 0, price: float = 100.0) -> np.ndarray:
+    """n bars [n, 6] of a seeded random walk on the timeframe grid, OHLC consistent."""
+    rng = np.random.default_rng(seed)
+    step = timeframe_ms(timeframe)
+    close = price * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    open_ = np.concatenate([[price], close[:-1]])
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.001, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.001, n))
+    ts = start - start % step + np.arange(n) * step
+    return np.column_stack([ts, open_, high, low, close, rng.uniform(1, 10, n)])
+
+
+def aggregate(rows: np.ndarray, timeframe: str) -> np.ndarray:
+    """Aggregate finer bars into `timeframe` bars (complete groups only), as an exchange does."""
+    step = timeframe_ms(timeframe)
+    key = rows[:, 0].astype(np.int64) // step
+    per_group = step // int(rows[1, 0] - rows[0, 0])
+    out = []
+    for k in np.unique(key):
+        g = rows[key == k]
+        if len(g) < per_group:
+            continue
+        out.append([k * step, g[0, 1], g[:, 2].max(), g[:, 3].min(), g[-1, 4], g[:, 5].sum()])
+    return np.array(out)
+
+
+def tape_dir(root: Path, minutes: int = 3000, *, symbol: str = "ETH/USDT", seed: int = 0,
+             hours_before: int = 48, days_before: int = 30) -> Path:
+    """A data dir: symbol 1m/1h/1d and BTC/USDT 1m, with 1h/1d history reaching before the 1m span."""
+    m = walk("1m", minutes + hours_before * 60 + days_before * 1440, start=T0 - (days_before * 1440 + hours_before * 60) * 60_000, seed=seed)
+    write_tape(root, symbol, "1m", m[days_before * 1440 + hours_before * 60:])
+    write_tape(root, symbol, "1h", aggregate(m, "1h"))
+    write_tape(root, symbol, "1d", aggregate(m, "1d"))
+    btc = walk("1m", minutes, start=T0, seed=seed + 1, price=30_000.0)
+    write_tape(root, "BTC/USDT", "1m", btc)
+    return root
