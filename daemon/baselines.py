@@ -1,10 +1,11 @@
 """Baselines a strategy must beat on the same bars and the same costs.
 
-- buy-and-hold: all equity long at the first bar's close, held to the end;
+- buy-and-hold: all equity long from the first bar, held to the end;
 - momentum: every hour (of bars), go long when the close is above the close one day
   earlier, short when below; all equity, the same fee and slippage as the strategy.
 
-Fills come out as `Fill`s so the baselines are measured by daemon/performance.py exactly
+Like the paper broker, a decision at a bar's close fills at the next bar's open, moved
+against the order by the slippage, and pays the fee on its notional. Fills come out as `Fill`s so the baselines are measured by daemon/performance.py exactly
 like the strategy.
 """
 
@@ -18,28 +19,30 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
 
-def simulate_targets(ts: np.ndarray, close: np.ndarray, target: np.ndarray, cash: float, fee: float,
-                     slippage: float, step_ms: int) -> list[Fill]:
-    """Fills that move the position to `target` × equity at each bar's close where the target changes.
+def simulate_targets(bars: np.ndarray, target: np.ndarray, cash: float, fee: float, slippage: float) -> list[Fill]:
+    """Fills that move the position to `target` × equity wherever the target changes.
 
-    ts, close, target: [n]; target in {-1, 0, 1} (fraction of equity, signed). A buy fills at
-    close × (1 + slippage), a sell at close × (1 − slippage); the fee is `fee` × notional.
+    bars: [n, 6] (ts, open, high, low, close, volume); target: [n] signed fraction of equity
+    decided at each bar's close, filled at the next bar's open (a decision at the last bar
+    has no next price and is not filled).
     """
     fills: list[Fill] = []
     pos = 0.0
     for i in np.flatnonzero(np.diff(np.concatenate([[0.0], target])) != 0):
-        px = float(close[i])
-        equity = cash + pos * px
-        want = float(target[i]) * equity / px
-        qty = want - pos
+        if i + 1 >= len(bars):
+            break
+        px = float(bars[i + 1, 1])
+        buy = float(target[i]) * (cash + pos * px) / px > pos
+        fill_px = px * (1 + slippage if buy else 1 - slippage)
+        # sized so that price, slippage and fee together spend exactly the target share of equity
+        qty = float(target[i]) * (cash + pos * px) / (fill_px * (1 + fee)) - pos
         if abs(qty) < 1e-12:
             continue
-        side = "buy" if qty > 0 else "sell"
-        fill_px = px * (1 + slippage if qty > 0 else 1 - slippage)
         fee_paid = abs(qty) * fill_px * fee
         cash -= qty * fill_px + fee_paid
-        pos = want
-        fills.append(Fill(f"baseline-{i}", "", side, fill_px, abs(qty), fee_paid, int(ts[i]) + step_ms))
+        pos += qty
+        fills.append(Fill(f"baseline-{i}", "", "buy" if qty > 0 else "sell", fill_px, abs(qty), fee_paid,
+                          int(bars[i + 1, 0])))
     return fills
 
 

@@ -37,18 +37,17 @@ class Trade:
 def equity_curve(ts: np.ndarray, close: np.ndarray, fills: Sequence[Fill], cash: float) -> tuple[np.ndarray, np.ndarray]:
     """Mark-to-market equity and position at each bar close.
 
-    ts, close: [n] open time and close of each bar. A fill at time f belongs to the first bar
-    whose close instant is at or after f, i.e. fills of bar i are in (close_{i-1}, close_i].
+    ts, close: [n] open time and close of each bar. A fill at time f belongs to the bar that
+    is open at f (ts_i <= f < ts_{i+1}); the paper broker's fills carry the open time of the
+    bar whose open price they fill at.
     Returns (equity [n], position [n] in base units after the bar).
     """
     n = len(ts)
     flow = np.zeros(n)  # quote cash change per bar
     delta = np.zeros(n)  # base position change per bar
     if fills:
-        step = int(np.median(np.diff(ts))) if n > 1 else 0
-        close_ts = ts + step
         f_ts = np.array([f.ts for f in fills], dtype=np.int64)
-        idx = np.clip(np.searchsorted(close_ts, f_ts, side="left"), 0, n - 1)
+        idx = np.clip(np.searchsorted(ts, f_ts, side="right") - 1, 0, n - 1)
         sign = np.array([1.0 if f.side == "buy" else -1.0 for f in fills])
         amount = np.array([f.amount for f in fills])
         price = np.array([f.price for f in fills])

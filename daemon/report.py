@@ -75,7 +75,7 @@ def curves(result: BacktestResult) -> dict[str, tuple[np.ndarray, np.ndarray, li
         "momentum": baselines.momentum_target(ts, close, result.bar_ms),
     }
     for name, target in targets.items():
-        fills = baselines.simulate_targets(ts, close, target, result.cash, result.fee, result.slippage, result.bar_ms)
+        fills = baselines.simulate_targets(result.bars, target, result.cash, result.fee, result.slippage)
         out[name] = (*performance.equity_curve(ts, close, fills, result.cash), fills)
     return out
 

@@ -42,8 +42,8 @@ def test_flat_curve_has_zero_ratios_not_nan() -> None:
 def test_equity_and_trade_from_fills_by_hand() -> None:
     ts = np.arange(4) * DAY
     close = np.array([100.0, 110.0, 99.0, 108.9])
-    # buy 1 at the close of bar 0 (fee 0.1), sell 1 at the close of bar 3 (fee 0.1089)
-    fills = [_fill("buy", 100.0, 1.0, 0.1, DAY), _fill("sell", 108.9, 1.0, 0.1089, 4 * DAY)]
+    # buy 1 during bar 0 at 100 (fee 0.1), sell 1 during bar 3 at 108.9 (fee 0.1089)
+    fills = [_fill("buy", 100.0, 1.0, 0.1, 0), _fill("sell", 108.9, 1.0, 0.1089, 3 * DAY + 5)]
     equity, pos = performance.equity_curve(ts, close, fills, 1000.0)
     assert equity == pytest.approx([999.9, 1009.9, 998.9, 1008.6911])
     assert pos.tolist() == [1.0, 1.0, 1.0, 0.0]
@@ -90,13 +90,15 @@ def test_classification_by_hand() -> None:
     assert c["majority_baseline"]["macro_f1"] == pytest.approx((2 * 0.5 * 1.0 / 1.5) / 3)
 
 
-def test_buy_and_hold_baseline_pays_one_fee_and_tracks_price() -> None:
-    ts = np.arange(3) * DAY
-    close = np.array([100.0, 120.0, 90.0])
-    fills = baselines.simulate_targets(ts, close, baselines.buy_and_hold_target(3), 1000.0, 0.001, 0.0, DAY)
-    assert len(fills) == 1 and fills[0].amount == pytest.approx(10.0)
-    equity, _ = performance.equity_curve(ts, close, fills, 1000.0)
-    assert equity == pytest.approx([1000.0 - 1.0, 1200.0 - 1.0, 900.0 - 1.0])
+def test_buy_and_hold_baseline_fills_at_the_next_open_and_pays_one_fee() -> None:
+    bars = np.array([[0, 100, 100, 100, 100, 1], [DAY, 100, 121, 99, 120, 1], [2 * DAY, 120, 120, 90, 90, 1]], float)
+    fills = baselines.simulate_targets(bars, baselines.buy_and_hold_target(3), 1000.0, 0.001, 0.01)
+    (fill,) = fills
+    assert (fill.ts, fill.side, fill.price) == (DAY, "buy", pytest.approx(101.0))  # next open + 1 % slippage
+    assert fill.amount == pytest.approx(1000.0 / (101.0 * 1.001))  # price, slippage and fee spend it all
+    assert fill.fee == pytest.approx(fill.amount * 101.0 * 0.001)
+    equity, _ = performance.equity_curve(bars[:, 0].astype(np.int64), bars[:, 4], fills, 1000.0)
+    assert equity == pytest.approx([1000.0, fill.amount * 120.0, fill.amount * 90.0])
 
 
 def test_momentum_baseline_follows_the_sign_of_the_daily_return_hourly() -> None:
