@@ -1,0 +1,97 @@
+"""Batched inference for backtests: every trigger bar's prediction computed up front.
+
+A backtest knows all its bars in advance, so it can build, for each trigger bar, exactly the
+windows the engine would copy out of its ring buffers at that bar (same streams, same
+capacity, same delivery order at equal close instants) and run them through
+`Predictor.predict_batch` many at a time. `PrecomputedPredictor` then answers the engine
+from that table; everything after the predictions (strategies, risk, broker, store) runs
+unchanged in the engine. tests/test_backtest_engine.py holds that the table equals
+bar-by-bar inference on the engine's own windows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from daemon.domain import Prediction, PredictorLike, timeframe_ms
+from daemon.replay import Stream, Tape
+
+CHUNK = 1024  # trigger bars per predict_batch call (windows of one chunk are held in memory)
+
+
+def window_key(stream: Stream, primary: str) -> str:
+    """The window-convention key of a stream: "1m" for the primary symbol, "btc_1m" for BTC."""
+    symbol, timeframe = stream
+    return timeframe if symbol == primary else f"{symbol.split('/')[0].lower()}_{timeframe}"
+
+
+class WindowIndex:
+    """Windows at trigger bars as the engine sees them, computed from the tape arrays."""
+
+    def __init__(self, tape: Tape, order: Sequence[Stream], trigger: Stream, capacity: int) -> None:
+        self.capacity = capacity
+        self.trigger_step = timeframe_ms(trigger[1])
+        rank_of = {s: i for i, s in enumerate(order)}
+        self.streams: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+        for stream in order:
+            rows = tape.streams.get(stream, np.zeros((0, 6)))
+            close = rows[:, 0].astype(np.int64) + timeframe_ms(stream[1])
+            # a bar closing at the trigger's instant was delivered before it when its stream comes first
+            side = "right" if rank_of[stream] <= rank_of[trigger] else "left"
+            self.streams[window_key(stream, trigger[0])] = (rows, close, side)
+
+    def windows(self, bar_ts: int, required: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """{key: rows [k, 6]} for the trigger bar opening at bar_ts (keys of unbuffered streams absent)."""
+        t_close = bar_ts + self.trigger_step
+        out: dict[str, np.ndarray] = {}
+        for key, n in required.items():
+            if key not in self.streams:
+                continue
+            rows, close, side = self.streams[key]
+            end = int(np.searchsorted(close, t_close, side=side))
+            out[key] = rows[max(0, end - min(int(n), self.capacity)):end]
+        return out
+
+
+def precompute(predictor: Any, index: WindowIndex, bar_ts: Sequence[int],
+               progress: Callable[[int], None] = lambda n: None) -> dict[int, Prediction | Exception]:
+    """Prediction (or the error predict would raise) for every trigger bar, in chunks.
+
+    A chunk in which some bar cannot be predicted (short window, gap) is redone bar by bar,
+    so such a bar gets exactly the exception the live engine would log and skip.
+    """
+    table: dict[int, Prediction | Exception] = {}
+    req = predictor.required_windows
+    for i in range(0, len(bar_ts), CHUNK):
+        chunk = [int(t) for t in bar_ts[i:i + CHUNK]]
+        windows = [index.windows(t, req) for t in chunk]
+        try:
+            table.update(zip(chunk, predictor.predict_batch(windows, chunk)))
+        except ValueError:
+            for t, w in zip(chunk, windows):
+                try:
+                    table[t] = predictor.predict(w, t)
+                except ValueError as exc:
+                    table[t] = exc
+        progress(len(chunk))
+    return table
+
+
+class PrecomputedPredictor:
+    """PredictorLike that answers from a precomputed table; bars outside it go to the real model."""
+
+    def __init__(self, source: PredictorLike, table: Mapping[int, Prediction | Exception]) -> None:
+        self.source, self.table = source, table
+        self.name, self.version = source.name, source.version
+        self.threshold, self.required_windows = source.threshold, source.required_windows
+
+    def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
+        """The table's prediction for bar_ts (raising the error bar-by-bar inference raised)."""
+        found = self.table.get(int(bar_ts))
+        if found is None:
+            return self.source.predict(windows, bar_ts)
+        if isinstance(found, Exception):
+            raise found
+        return found
