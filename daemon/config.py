@@ -107,6 +107,66 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Per-bar decisions: which closed bars trigger both models."""
+
+    trigger_timeframe: str = "1m"  # closed bars of this primary-symbol timeframe trigger a decision
+    strategies: tuple[str, ...] = ("confidence",)  # names of [strategy]-configured strategies
+
+    def check(self, key: str) -> None:
+        _require(self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe",
+                 f"unknown timeframe {self.trigger_timeframe!r}")
+        _require(len(self.strategies) > 0, f"{key}.strategies", "name at least one strategy")
+        for name in self.strategies:
+            _require(name == "confidence", f"{key}.strategies", f"unknown strategy {name!r} (known: confidence)")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """The confidence strategy's combination of the two models and the risk rules."""
+
+    combine: Literal["both", "either", "weighted"] = "both"
+    weights: dict[str, float] = field(default_factory=dict)  # model name -> weight ("weighted"); {} = equal
+    min_score: float = 0.5  # |weighted score| needed for a side ("weighted")
+    exit_on_flat: bool = True  # a combined FLAT closes the position
+    position_fraction: float = 0.1  # entry notional as a fraction of equity
+    max_position: float = 5_000.0  # cap on a position's notional, quote currency
+    cooldown_bars: int = 3  # trigger bars after a trade without new entries
+    stop_loss: float = 0.02  # fraction from entry; 0 = off
+    take_profit: float = 0.04  # fraction from entry; 0 = off
+    max_drawdown: float = 0.1  # fraction of peak equity that halts new entries; 0 = off
+    allow_short: bool = True
+
+    def check(self, key: str) -> None:
+        for name, w in self.weights.items():
+            _require(w >= 0, f"{key}.weights.{name}", "must be >= 0")
+        _require(not self.weights or sum(self.weights.values()) > 0, f"{key}.weights", "need a positive weight")
+        _require(0 < self.min_score <= 1, f"{key}.min_score", "must be within (0, 1]")
+        _require(0 < self.position_fraction <= 1, f"{key}.position_fraction", "must be within (0, 1]")
+        _require(self.max_position > 0, f"{key}.max_position", "must be > 0")
+        _require(self.cooldown_bars >= 0, f"{key}.cooldown_bars", "must be >= 0")
+        for name in ("stop_loss", "take_profit", "max_drawdown"):
+            _require(0 <= getattr(self, name) < 1, f"{key}.{name}", "must be within [0, 1) (0 = off)")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where signals go: alerts only, the internal paper broker, or real testnet orders."""
+
+    mode: Literal["alerts", "paper", "testnet"] = "paper"
+    fee: float = 0.001  # paper: fee per side as a fraction of notional
+    slippage: float = 0.0005  # paper: adverse price move per fill, fraction
+    starting_balance: float = 10_000.0  # quote currency; equity before any trade
+    unknown_grace_s: float = 15.0  # testnet: an order not found this long after sending was never placed
+
+    def check(self, key: str) -> None:
+        _require(0 <= self.fee < 0.1, f"{key}.fee", "must be within [0, 0.1)")
+        _require(0 <= self.slippage < 0.1, f"{key}.slippage", "must be within [0, 0.1)")
+        _require(self.starting_balance > 0, f"{key}.starting_balance", "must be > 0")
+        _require(self.unknown_grace_s >= 0, f"{key}.unknown_grace_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -114,6 +174,9 @@ class Config:
     local_exchange: LocalExchangeConfig = field(default_factory=LocalExchangeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     source: str = ""  # the file it came from (not a TOML key)
 
     def path(self, value: str) -> Path:

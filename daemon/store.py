@@ -7,13 +7,15 @@ Every write commits at once, so a SIGKILL loses nothing that a method returned f
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import sqlite_utils
 
-from daemon.domain import Bar
+from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
 SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
@@ -30,18 +32,19 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
     ),
     "signals": (
         {"id": int, "symbol": str, "bar_ts": int, "strategy": str, "side": int, "confidence": float,
-         "price": float, "reasons": str, "model_versions": str, "latency_ms": float, "created_ms": int},
+         "price": float, "reasons": str, "model_versions": str, "latency_ms": float, "created_ms": int,
+         "event_id": str},
         "id",
     ),
     "orders": (
         {"client_order_id": str, "symbol": str, "side": str, "type": str, "amount": float,
          "price": float, "bar_ts": int, "status": str, "exchange_id": str, "error": str,
-         "created_ms": int, "updated_ms": int},
+         "created_ms": int, "updated_ms": int, "not_before_ts": int},
         "client_order_id",
     ),
     "fills": (
         {"id": int, "client_order_id": str, "symbol": str, "side": str, "price": float,
-         "amount": float, "fee": float, "ts": int},
+         "amount": float, "fee": float, "ts": int, "event_id": str},
         "id",
     ),
     "positions": (
@@ -66,6 +69,7 @@ INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("predictions", ("bar_ts",)),
     ("signals", ("bar_ts",)),
     ("orders", ("status",)),
+    ("fills", ("client_order_id",)),
     ("outbox", ("status", "next_attempt_ms")),
     ("models", ("name", "status")),
 ]
@@ -146,3 +150,141 @@ class Store:
         """Row count of a table, optionally filtered."""
         sql = f"SELECT COUNT(*) FROM [{table}]" + (f" WHERE {where}" if where else "")
         return int(self.db.execute(sql, list(params)).fetchone()[0])
+
+    # --- engine: predictions, signals, orders, fills, positions (owner: engine) -----------
+    # Raw SQL only in this section: sqlite-utils' helpers commit by themselves, which would
+    # end a transaction() early.
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group this section's writes into one commit (all or nothing)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def add_predictions(self, symbol: str, predictions: Sequence[Prediction], created_ms: int) -> None:
+        """Store one trigger bar's predictions."""
+        self.db.conn.executemany(
+            "INSERT INTO predictions (symbol, bar_ts, model, version, p_short, p_flat, p_long, side, "
+            "confidence, threshold, inference_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(symbol, p.bar_ts, p.model, p.version, *map(float, p.probs), int(p.side), float(p.confidence),
+              float(p.threshold), float(p.inference_ms), created_ms) for p in predictions],
+        )
+
+    def add_signal(self, signal: Signal, latency_ms: float, created_ms: int) -> int:
+        """Store a signal; its row id (the event id is set once it is published)."""
+        cur = self.db.conn.execute(
+            "INSERT INTO signals (symbol, bar_ts, strategy, side, confidence, price, reasons, "
+            "model_versions, latency_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [signal.symbol, signal.bar_ts, signal.strategy, int(signal.side), signal.confidence, signal.price,
+             json.dumps(list(signal.reasons)), json.dumps(dict(signal.model_versions)), latency_ms, created_ms],
+        )
+        return int(cur.lastrowid)
+
+    def set_signal_event(self, signal_id: int, event_id: str) -> None:
+        """Record that a signal's event reached the sink."""
+        self.db.conn.execute("UPDATE signals SET event_id=? WHERE id=?", [event_id, signal_id])
+
+    def _signal(self, row: sqlite3.Row | tuple) -> Signal:
+        symbol, bar_ts, strategy, side, conf, price, reasons, versions = row
+        return Signal(symbol, bar_ts, Side(side), conf, price, strategy, tuple(json.loads(reasons or "[]")),
+                      json.loads(versions or "{}"))
+
+    def signals(self, *, unpublished: bool = False, limit: int = 100) -> list[tuple[int, Signal]]:
+        """(id, Signal), newest first; only those never published when `unpublished`."""
+        where = "WHERE event_id IS NULL" if unpublished else ""
+        cur = self.db.conn.execute(
+            "SELECT id, symbol, bar_ts, strategy, side, confidence, price, reasons, model_versions "
+            f"FROM signals {where} ORDER BY id DESC LIMIT ?", [limit])
+        return [(row[0], self._signal(row[1:])) for row in cur.fetchall()]
+
+    def put_order(self, order: Order, created_ms: int, not_before_ts: int | None = None) -> bool:
+        """Insert an order unless its client id exists; True when it was inserted."""
+        cur = self.db.conn.execute(
+            "INSERT OR IGNORE INTO orders (client_order_id, symbol, side, type, amount, price, bar_ts, "
+            "status, exchange_id, created_ms, updated_ms, not_before_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [order.client_order_id, order.symbol, order.side, order.type, order.amount, order.price,
+             order.bar_ts, order.status.value, order.exchange_id, created_ms, created_ms, not_before_ts],
+        )
+        return cur.rowcount == 1
+
+    def set_order_status(self, client_order_id: str, status: OrderStatus, updated_ms: int, *,
+                         exchange_id: str | None = None, error: str | None = None) -> None:
+        """Update an order's status (keeping a known exchange id and error)."""
+        self.db.conn.execute(
+            "UPDATE orders SET status=?, exchange_id=COALESCE(?, exchange_id), error=COALESCE(?, error), "
+            "updated_ms=? WHERE client_order_id=?",
+            [status.value, exchange_id, error, updated_ms, client_order_id],
+        )
+
+    def orders(self, statuses: Iterable[OrderStatus] | None = None, symbol: str | None = None,
+               client_order_id: str | None = None) -> list[tuple[Order, int | None]]:
+        """(Order, not_before_ts) filtered by status / symbol / client id, oldest first."""
+        clauses, params = [], []
+        if statuses is not None:
+            values = [s.value for s in statuses]
+            clauses.append(f"status IN ({','.join('?' * len(values))})")
+            params += values
+        for column, value in (("symbol", symbol), ("client_order_id", client_order_id)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                params.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        cur = self.db.conn.execute(
+            "SELECT client_order_id, symbol, side, type, amount, price, bar_ts, status, exchange_id, "
+            f"not_before_ts FROM orders {where} ORDER BY created_ms, rowid", params)
+        return [(Order(*row[:7], status=OrderStatus(row[7]), exchange_id=row[8]), row[9]) for row in cur]
+
+    def order_created_ms(self, client_order_id: str) -> int:
+        """Wall-clock ms at which an order was stored (KeyError when unknown)."""
+        row = self.db.conn.execute("SELECT created_ms FROM orders WHERE client_order_id=?", [client_order_id]).fetchone()
+        if row is None:
+            raise KeyError(f"no order with client id {client_order_id!r}")
+        return int(row[0])
+
+    def add_fill(self, fill: Fill) -> bool:
+        """Insert the fill of an order unless that order already has one; True when inserted."""
+        cur = self.db.conn.execute(
+            "INSERT INTO fills (client_order_id, symbol, side, price, amount, fee, ts) SELECT ?,?,?,?,?,?,? "
+            "WHERE NOT EXISTS (SELECT 1 FROM fills WHERE client_order_id=?)",
+            [fill.client_order_id, fill.symbol, fill.side, fill.price, fill.amount, fill.fee, fill.ts,
+             fill.client_order_id],
+        )
+        return cur.rowcount == 1
+
+    def fills(self, *, unpublished: bool = False, symbol: str | None = None) -> list[Fill]:
+        """Fills oldest first; only those never published when `unpublished`."""
+        clauses = (["event_id IS NULL"] if unpublished else []) + (["symbol=?"] if symbol else [])
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        cur = self.db.conn.execute(
+            f"SELECT client_order_id, symbol, side, price, amount, fee, ts FROM fills {where} ORDER BY id",
+            [symbol] if symbol else [])
+        return [Fill(*row) for row in cur]
+
+    def unpublished_fills(self) -> list[Fill]:
+        """Fills whose event a crash lost."""
+        return self.fills(unpublished=True)
+
+    def set_fill_event(self, client_order_id: str, event_id: str) -> None:
+        """Record that a fill's event reached the sink."""
+        self.db.conn.execute("UPDATE fills SET event_id=? WHERE client_order_id=?", [event_id, client_order_id])
+
+    def get_position(self, symbol: str) -> Position:
+        """The stored position (flat when none)."""
+        row = self.db.conn.execute(
+            "SELECT amount, entry_price, realized_pnl, fees FROM positions WHERE symbol=?", [symbol]).fetchone()
+        return Position(symbol, *row) if row else Position(symbol)
+
+    def put_position(self, position: Position, updated_ms: int) -> None:
+        """Store a position."""
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO positions (symbol, amount, entry_price, realized_pnl, fees, updated_ms) "
+            "VALUES (?,?,?,?,?,?)",
+            [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees,
+             updated_ms],
+        )

@@ -1,0 +1,144 @@
+"""Risk rules: position sizing, maximum position, cooldown, stop-loss / take-profit, drawdown halt.
+
+Pure functions over explicit state (RiskState) and parameters (RiskParams); the engine keeps
+the state and persists it. Exits always pass (they reduce risk); entries pass only when no
+rule blocks them. Time is the bars' time: the cooldown counts trigger bars by timestamp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from daemon.domain import Bar, Position, Side, Signal
+from strategies.base import position_side
+
+RISK_STRATEGY = "risk"  # the `strategy` of signals the risk rules emit themselves
+
+
+@dataclass(frozen=True)
+class RiskParams:
+    """Limits; a fraction of 0 switches a rule off."""
+
+    starting_balance: float = 10_000.0  # quote currency, the equity before any trade
+    position_fraction: float = 0.1  # entry notional as a fraction of equity
+    max_position: float = 5_000.0  # cap on the notional of a position, quote currency
+    cooldown_bars: int = 0  # trigger bars after a trade during which no new entry is made
+    stop_loss: float = 0.0  # adverse move from entry (fraction) that closes the position
+    take_profit: float = 0.0  # favourable move from entry (fraction) that closes the position
+    max_drawdown: float = 0.0  # drawdown from peak equity (fraction) that halts new entries
+    allow_short: bool = True
+    bar_ms: int = 60_000  # length of a trigger bar, for the cooldown
+
+
+@dataclass(frozen=True)
+class RiskState:
+    """What the rules remember between bars."""
+
+    last_trade_ts: int | None = None  # bar ts of the last trade (entry or exit)
+    peak_equity: float = 0.0
+    halted: bool = False  # drawdown halt; cleared only by an operator (engine.resume)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the store."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "RiskState":
+        """Inverse of to_dict."""
+        return cls(**{k: raw[k] for k in ("last_trade_ts", "peak_equity", "halted") if k in raw})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of the gate: the signal to emit and the target amount, or why nothing."""
+
+    signal: Signal | None
+    target: float | None  # signed base amount the position should become
+    blocked: str | None = None
+
+
+def equity(position: Position, price: float, starting_balance: float) -> float:
+    """Starting balance + realized PnL - fees + unrealized PnL at `price`."""
+    unrealized = position.amount * (price - position.entry_price)
+    return starting_balance + position.realized_pnl - position.fees + unrealized
+
+
+def observe(state: RiskState, position: Position, bar: Bar, params: RiskParams) -> RiskState:
+    """Track peak equity at the bar's close and halt entries once the drawdown limit is hit."""
+    eq = equity(position, bar.close, params.starting_balance)
+    peak = max(state.peak_equity or params.starting_balance, eq)
+    halted = state.halted
+    if params.max_drawdown > 0 and peak > 0 and (peak - eq) / peak >= params.max_drawdown:
+        halted = True
+    return dataclasses.replace(state, peak_equity=peak, halted=halted)
+
+
+def protective_exit(position: Position, bar: Bar, params: RiskParams) -> Signal | None:
+    """A FLAT signal when the bar's range reached the stop-loss or take-profit level."""
+    side = position_side(position)
+    if side == Side.FLAT or position.entry_price <= 0:
+        return None
+    sign = 1.0 if side == Side.LONG else -1.0
+    adverse = bar.low if side == Side.LONG else bar.high
+    favourable = bar.high if side == Side.LONG else bar.low
+    move_adverse = sign * (position.entry_price - adverse) / position.entry_price
+    move_favourable = sign * (favourable - position.entry_price) / position.entry_price
+    # Both inside one bar: assume the stop came first (we cannot know the order).
+    if params.stop_loss > 0 and move_adverse >= params.stop_loss:
+        why = f"stop_loss {params.stop_loss:.4f} hit: entry {position.entry_price:g} extreme {adverse:g}"
+    elif params.take_profit > 0 and move_favourable >= params.take_profit:
+        why = f"take_profit {params.take_profit:.4f} hit: entry {position.entry_price:g} extreme {favourable:g}"
+    else:
+        return None
+    return Signal(bar.symbol, bar.ts, Side.FLAT, 1.0, bar.close, RISK_STRATEGY, (why,))
+
+
+def _entry_block(signal: Signal, state: RiskState, params: RiskParams) -> str | None:
+    """Why a new entry is not allowed now, or None."""
+    if state.halted:
+        return "drawdown_halt"
+    if signal.side == Side.SHORT and not params.allow_short:
+        return "short_not_allowed"
+    if params.cooldown_bars > 0 and state.last_trade_ts is not None:
+        bars_since = (signal.bar_ts - state.last_trade_ts) // params.bar_ms
+        if bars_since < params.cooldown_bars:
+            return "cooldown"
+    return None
+
+
+def size(eq: float, price: float, params: RiskParams) -> float:
+    """Base amount of a new entry: a fraction of equity, capped by the maximum position."""
+    if price <= 0 or eq <= 0:
+        return 0.0
+    return min(eq * params.position_fraction, params.max_position) / price
+
+
+def gate(signal: Signal, position: Position, state: RiskState, params: RiskParams) -> Verdict:
+    """Apply the rules to a strategy's signal: exits pass, entries are checked and sized."""
+    current = position_side(position)
+    if signal.side == current:
+        return Verdict(None, None, "already_there")
+    if signal.side == Side.FLAT:
+        return Verdict(signal, 0.0)
+    blocked = _entry_block(signal, state, params)
+    if blocked is None:
+        amount = size(equity(position, signal.price, params.starting_balance), signal.price, params)
+        if amount <= 0:
+            blocked = "no_equity"
+        else:
+            sign = 1.0 if signal.side == Side.LONG else -1.0
+            return Verdict(signal, sign * amount)
+    if current == Side.FLAT:
+        return Verdict(None, None, blocked)
+    # Flipping while entries are blocked: close the opposite position, open nothing.
+    exit_signal = dataclasses.replace(
+        signal, side=Side.FLAT, reasons=signal.reasons + (f"entry blocked: {blocked}",)
+    )
+    return Verdict(exit_signal, 0.0, blocked)
+
+
+def after_trade(state: RiskState, bar_ts: int) -> RiskState:
+    """Start the cooldown at the bar of a trade."""
+    return dataclasses.replace(state, last_trade_ts=bar_ts)
