@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "check": "daemon.check:check_command",
     "status": "daemon.api:status_command",
     "local-exchange": "daemon.localexchange.server:serve_command",
-    "backfill": "daemon.exchange:backfill_command",
+    "backfill": "daemon.backfill:backfill_command",
     "train": "models.train:train_command",
     "backtest": "daemon.backtest:backtest_command",
 }

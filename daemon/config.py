@@ -56,6 +56,8 @@ class ExchangeConfig:
     max_retries: int = 6
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    # ccxt's client-side request throttle; keep it on against a real exchange.
+    enable_rate_limit: bool = True
 
     def check(self, key: str) -> None:
         for tf in self.timeframes + (self.reference_timeframe,):
@@ -64,6 +66,8 @@ class ExchangeConfig:
         _require("/" in self.reference_symbol, f"{key}.reference_symbol", "expected BASE/QUOTE")
         _require(10 <= self.warmup_bars <= 100_000, f"{key}.warmup_bars", "must be within 10..100000")
         _require(self.stall_factor > 1, f"{key}.stall_factor", "must be > 1")
+        _require(self.stall_floor_s > 0, f"{key}.stall_floor_s", "must be > 0")
+        _require(0 < self.backoff_base_s <= self.backoff_max_s, f"{key}.backoff_base_s", "must be > 0 and <= backoff_max_s")
         _require(self.request_timeout_s > 0, f"{key}.request_timeout_s", "must be > 0")
         _require(self.max_retries >= 0, f"{key}.max_retries", "must be >= 0")
 

@@ -1,0 +1,364 @@
+"""The exchange client: the only module that imports ccxt.
+
+One client for the three endpoints (`local`, `testnet` = ccxt sandbox mode, `live`); they
+differ only in URLs and keys. ccxt's many exceptions become three classes here:
+TemporaryError (retried with exponential backoff and jitter), RateLimited (a TemporaryError
+that waits at least the server's Retry-After) and FatalError (auth, bad symbol, rejected
+order: never retried, reported loudly). Closed bars reach the feed through BarListener as
+the exchange sends them (Binance's kline `x` flag), never the forming bar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+
+import ccxt
+import ccxt.pro as ccxtpro
+
+from daemon import log as logging
+from daemon.config import ExchangeConfig
+from daemon.domain import Bar, timeframe_ms
+from daemon.metrics import REGISTRY
+
+log = logging.get("sigd.exchange")
+T = TypeVar("T")
+PAGE_LIMIT = 1000  # Binance's cap on klines per request
+ERRORS = REGISTRY.counter("sigd_exchange_errors_total", "Exchange call failures by operation and kind")
+BAD_FRAMES = REGISTRY.counter("sigd_bad_frames_total", "Websocket frames that could not be parsed")
+
+
+class ExchangeFailure(Exception):
+    """Base of the exchange errors the rest of sigd sees."""
+
+
+class TemporaryError(ExchangeFailure):
+    """Network trouble, timeouts, 5xx: worth retrying later."""
+
+
+class RateLimited(TemporaryError):
+    """HTTP 429/418 or Binance -1003: back off at least `retry_after_s`."""
+
+    def __init__(self, msg: str, retry_after_s: float | None = None) -> None:
+        super().__init__(msg)
+        self.retry_after_s = retry_after_s
+
+
+class FatalError(ExchangeFailure):
+    """Retrying will not help: bad credentials, unknown symbol, invalid request."""
+
+
+class AuthError(FatalError):
+    """The exchange refused our key or signature."""
+
+
+class OrderRejected(FatalError):
+    """The exchange refused an order (insufficient funds, invalid order, duplicate id)."""
+
+
+class BarListener(Protocol):
+    """Receives what the websocket delivers, synchronously inside ccxt's message handler."""
+
+    def closed_bar(self, bar: Bar, event_ms: int | None) -> None:
+        """A closing update (`x: true`) arrived; the bar is not validated yet."""
+
+    def bad_frame(self, symbol: str | None, timeframe: str | None, reason: str) -> None:
+        """A frame could not be parsed; the stream, when known, must resync."""
+
+
+class _Binance(ccxtpro.binance):  # type: ignore[misc]
+    """ccxt's binance with three local additions, all on documented-stable internals."""
+
+    sigd_listener: BarListener | None = None
+    sigd_local_prefix: str | None = None
+
+    def handle_ohlcv(self, client: Any, message: dict) -> Any:
+        # ccxt drops the kline's closed flag; read it here so a bar is emitted on its close.
+        k = message.get("k")
+        if isinstance(k, dict) and k.get("x") is True and self.sigd_listener is not None:
+            symbol = self.safe_symbol(k["s"], None, None, "spot")
+            bar = Bar(symbol, str(k["i"]), int(k["t"]), float(k["o"]), float(k["h"]), float(k["l"]),
+                      float(k["c"]), float(k["v"]))
+            self.sigd_listener.closed_bar(bar, message.get("E"))
+        return super().handle_ohlcv(client, message)
+
+    def get_exceptions_by_url(self, url: str, exactOrBroad: str) -> dict:
+        # ccxt picks Binance's spot error table by host name; a local URL would get the
+        # generic one (e.g. -1004 "server busy" would not be retryable). Research note P8.
+        if url is not None and self.sigd_local_prefix and url.startswith(self.sigd_local_prefix):
+            return self.safe_dict(self.exceptions["spot"], exactOrBroad, {})
+        return super().get_exceptions_by_url(url, exactOrBroad)
+
+    def client(self, url: str) -> Any:
+        # An exception inside ccxt's message handler would end its receive loop silently
+        # (a stall); catch it per frame, report it, and keep receiving.
+        c = super().client(url)
+        if not getattr(c, "sigd_guarded", False):
+            inner = c.handle_text_or_binary_message
+
+            def guarded(data: Any) -> None:
+                try:
+                    inner(data)
+                except Exception as exc:  # noqa: BLE001 - any bad frame must be survivable
+                    self._bad_frame(data, exc)
+
+            c.handle_text_or_binary_message = guarded
+            c.sigd_guarded = True
+        return c
+
+    def _bad_frame(self, data: Any, exc: Exception) -> None:
+        symbol = timeframe = None
+        try:
+            k = json.loads(data).get("k") or {}
+            symbol, timeframe = self.safe_symbol(k.get("s"), None, None, "spot"), k.get("i")
+        except Exception:  # noqa: BLE001 - not even JSON: the stream is unknown
+            pass
+        BAD_FRAMES.inc(stream=f"{symbol} {timeframe}" if symbol else "unknown")
+        log.warning("bad_frame", symbol=symbol, timeframe=timeframe, error=f"{type(exc).__name__}: {exc}",
+                    frame=str(data)[:200])
+        if self.sigd_listener is not None:
+            self.sigd_listener.bad_frame(symbol, timeframe, f"{type(exc).__name__}: {exc}")
+
+
+def make_client(
+    cfg: ExchangeConfig,
+    *,
+    rest_url: str | None = None,
+    ws_url: str | None = None,
+    api_key: str,
+    api_secret: str,
+) -> ExchangeClient:
+    """The one client for `local`, `testnet` and `live`: only URLs and keys differ.
+
+    `rest_url` is the `/api/v3` base and `ws_url` the websocket base (keep `/stream` in it);
+    both are required for `local` and optional overrides otherwise.
+    """
+    if cfg.endpoint == "local" and not rest_url:
+        raise ValueError("exchange.endpoint = 'local' needs the local exchange's rest_url (and ws_url to stream)")
+    logging.register_secret(api_key)
+    logging.register_secret(api_secret)
+    ex = _Binance({
+        "apiKey": api_key,
+        "secret": api_secret,
+        "enableRateLimit": cfg.enable_rate_limit,
+        "timeout": int(cfg.request_timeout_s * 1000),
+        "options": {
+            "defaultType": "spot",
+            "fetchMarkets": {"types": ["spot"]},  # no futures hosts (research note P3)
+            "fetchCurrencies": False,  # no signed sapi calls in load_markets (P2)
+            "fetchMargins": False,
+            "adjustForTimeDifference": True,  # sign in server time (a replay clock, too)
+        },
+    })
+    if cfg.endpoint == "testnet":
+        ex.set_sandbox_mode(True)  # replaces urls["api"]: override only after it (P4)
+    if rest_url:
+        ex.urls["api"]["public"] = ex.urls["api"]["private"] = rest_url
+        ex.urls["api"]["v1"] = rest_url.removesuffix("/v3") + "/v1"
+        ex.sigd_local_prefix = rest_url.split("/api/")[0] + "/api/"
+    if ws_url:
+        ex.urls["api"]["ws"]["spot"] = ws_url
+    return ExchangeClient(ex, cfg)
+
+
+def _row_to_bar(symbol: str, timeframe: str, row: list[Any]) -> Bar:
+    # A missing value becomes NaN so that validation names it instead of a TypeError here.
+    def f(v: Any) -> float:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return math.nan
+
+    return Bar(symbol, timeframe, int(row[0]), f(row[1]), f(row[2]), f(row[3]), f(row[4]), f(row[5]))
+
+
+class ExchangeClient:
+    """REST and websocket access with error mapping, retries and backoff."""
+
+    def __init__(self, ex: Any, cfg: ExchangeConfig) -> None:
+        self.ex, self.cfg = ex, cfg
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load markets (and the server clock offset); FatalError on bad keys or URLs."""
+        await self._call("load_markets", self.ex.load_markets)
+
+    async def close(self) -> None:
+        """Release sockets and HTTP sessions."""
+        await self.ex.close()
+
+    def set_listener(self, listener: BarListener | None) -> None:
+        """Route closed bars and bad frames from the websocket to `listener`."""
+        self.ex.sigd_listener = listener
+
+    # --- errors and retries ---------------------------------------------------------------
+
+    def _map(self, op: str, exc: Exception) -> ExchangeFailure:
+        msg = f"{op}: {type(exc).__name__}: {logging.redact(str(exc))}"
+        if isinstance(exc, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+            return RateLimited(msg, self._retry_after())
+        if isinstance(exc, (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)):
+            return AuthError(msg)
+        if isinstance(exc, (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.DuplicateOrderId)):
+            return OrderRejected(msg)
+        if isinstance(exc, (ccxt.NetworkError, ccxt.OperationFailed)):
+            return TemporaryError(msg)
+        return FatalError(msg)
+
+    def _retry_after(self) -> float | None:
+        headers = getattr(self.ex, "last_response_headers", None) or {}
+        for key, value in headers.items():
+            if key.lower() == "retry-after":
+                try:
+                    return float(value)
+                except ValueError:
+                    return None
+        return None
+
+    def backoff_s(self, attempt: int, err: ExchangeFailure | None = None) -> float:
+        """Exponential backoff with jitter; at least Retry-After when the server sent one."""
+        delay = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+        if isinstance(err, RateLimited) and err.retry_after_s:
+            delay = max(delay, err.retry_after_s)
+        return delay
+
+    async def _once(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await fn(*args)
+        except ccxt.BaseError as exc:
+            err = self._map(op, exc)
+            ERRORS.inc(op=op, kind=type(err).__name__)
+            if isinstance(err, AuthError):
+                log.error("exchange_auth_failed", op=op, error=str(err))
+            raise err from exc
+
+    async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Call ccxt, retrying temporary failures up to exchange.max_retries times."""
+        attempt = 0
+        while True:
+            try:
+                return await self._once(op, fn, *args)
+            except TemporaryError as err:
+                if attempt >= self.cfg.max_retries:
+                    raise
+                delay = self.backoff_s(attempt, err)
+                attempt += 1
+                log.warning("exchange_retry", op=op, attempt=attempt, delay_s=round(delay, 3), error=str(err))
+                await asyncio.sleep(delay)
+
+    # --- bars -----------------------------------------------------------------------------
+
+    async def fetch_bars(self, symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None) -> list[Bar]:
+        """Closed bars with since_ms <= ts < until_ms, oldest first (see iter_bar_pages)."""
+        return [bar async for page in self.iter_bar_pages(symbol, timeframe, since_ms, until_ms) for bar in page]
+
+    async def iter_bar_pages(self, symbol: str, timeframe: str, since_ms: int,
+                             until_ms: int | None = None) -> AsyncIterator[list[Bar]]:
+        """Pages of closed bars with since_ms <= ts < until_ms, oldest first.
+
+        Without `until_ms` the history runs to the present and its newest row, the forming
+        bar, is never yielded. Values are not validated here (the feed does that).
+        """
+        step = timeframe_ms(timeframe)
+        cursor = -(-since_ms // step) * step
+        held: list[Bar] = []  # the newest row so far: the forming bar if nothing follows it
+        while until_ms is None or cursor < until_ms:
+            params = {} if until_ms is None else {"until": until_ms - 1}
+            rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, cursor, PAGE_LIMIT, params)
+            fresh = [_row_to_bar(symbol, timeframe, r) for r in rows
+                     if r[0] >= cursor and (until_ms is None or r[0] < until_ms)]
+            if not fresh:
+                break
+            page, held = held + fresh[:-1], fresh[-1:]
+            if page:
+                yield page
+            if len(rows) < PAGE_LIMIT:
+                break
+            cursor = fresh[-1].ts + step
+        if until_ms is not None and held:
+            yield held
+
+    async def forming_bar_ts(self, symbol: str, timeframe: str) -> int:
+        """Open time of the bar forming now on the exchange (its clock, e.g. a replay clock)."""
+        rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, None, 1)
+        if not rows:
+            raise TemporaryError(f"fetch_ohlcv {symbol} {timeframe}: no rows")
+        return int(rows[-1][0])
+
+    async def watch(self, streams: list[tuple[str, str]]) -> None:
+        """Wait for the next websocket update of any of `streams` (subscribing on first use).
+
+        Closed bars go to the listener; this call only keeps the subscription alive and
+        surfaces connection trouble as TemporaryError.
+        """
+        await self._once("watch_ohlcv", self.ex.watch_ohlcv_for_symbols, [list(s) for s in streams])
+
+    async def drop_connection(self, reason: str) -> None:
+        """Close every websocket so the next watch reconnects and resubscribes."""
+        for url, client in list((self.ex.clients or {}).items()):
+            # Reject the pending watches with a NetworkError first: a plain close() would
+            # cancel them, which the caller could not tell from its own cancellation.
+            client.reset(ccxt.NetworkError(f"sigd dropped the connection: {reason}"))
+            self.ex.clients.pop(url, None)
+            await client.close()
+
+    # --- orders (the testnet broker) ------------------------------------------------------
+
+    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
+                           client_order_id: str) -> dict:
+        """Place an order exactly once, identified by `client_order_id`.
+
+        After an ambiguous outcome (timeout, 5xx) the order is looked up by its client id
+        before it is sent again, so a retry never doubles it.
+        """
+        params = {"newClientOrderId": client_order_id}
+        attempt = 0
+        while True:
+            try:
+                return await self._once("create_order", self.ex.create_order, symbol, type, side, amount, price, params)
+            except TemporaryError as err:
+                found = await self.fetch_order(client_order_id, symbol)
+                if found is not None:
+                    return found
+                if attempt >= self.cfg.max_retries:
+                    raise
+                attempt += 1
+                await asyncio.sleep(self.backoff_s(attempt - 1, err))
+            except OrderRejected:
+                found = await self.fetch_order(client_order_id, symbol) if attempt else None
+                if found is not None:  # our earlier attempt did land: the id is a duplicate
+                    return found
+                raise
+
+    async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
+        """The order with this client id, or None when the exchange does not know it."""
+        try:
+            return await self._call("fetch_order", self.ex.fetch_order, None, symbol,
+                                    {"origClientOrderId": client_order_id})
+        except FatalError as err:
+            if isinstance(err.__cause__, ccxt.OrderNotFound):
+                return None
+            raise
+
+    async def fetch_open_orders(self, symbol: str) -> list[dict]:
+        """Open orders of a symbol."""
+        return await self._call("fetch_open_orders", self.ex.fetch_open_orders, symbol)
+
+    async def cancel_order(self, client_order_id: str, symbol: str) -> dict | None:
+        """Cancel by client id; None when it was no longer open (filled, canceled, unknown)."""
+        try:
+            return await self._call("cancel_order", self.ex.cancel_order, None, symbol,
+                                    {"origClientOrderId": client_order_id})
+        except FatalError as err:
+            if isinstance(err.__cause__, ccxt.OrderNotFound):
+                return None
+            raise
+
+    async def fetch_balance(self) -> dict[str, float]:
+        """Total balance per asset (free + locked), zero balances left out."""
+        bal = await self._call("fetch_balance", self.ex.fetch_balance)
+        return {asset: float(v) for asset, v in (bal.get("total") or {}).items() if v}
