@@ -1,0 +1,102 @@
+"""A loaded artifact the daemon and the backtest ask: windows in, a Prediction out.
+
+`Predictor.load(dir, device="auto")` rebuilds the model from the artifact (GPU when there is
+one), puts it in eval mode and answers under `torch.inference_mode()`. Features come from the
+windows through `models.features.encode_windows`, the very code the training used, with the
+artifact's scalers; only the timeframes the model was trained with are given to it (others,
+e.g. 1s derived live, stay masked as in training). The side comes from
+`strategies.threshold.decide` with the artifact's threshold. `predict_batch` encodes each
+window set the same way and runs them through the model together: same predictions.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from daemon.domain import Prediction, Side
+from models.adapters import SequenceAdapter, adapter_for, mode_of
+from models.artifacts import load_artifact
+from models.features import encode_windows
+from models.fit import pick_device
+from strategies import threshold as thr
+
+CHUNK = 256  # samples per forward pass in predict_batch
+
+
+class InsufficientWindows(ValueError):
+    """The windows cannot feed the model (too short, a gap, or every timeframe missing)."""
+
+
+class Predictor:
+    """Implements daemon.domain.PredictorLike for one artifact."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], spec: Any, device: torch.device) -> None:
+        self.model, self.meta, self.spec, self.device = model, meta, spec, device
+        self.name: str = meta["model"]["name"]
+        self.version: str = meta["version"]
+        self.mode: str = mode_of(meta["model"]["config"])
+        self.threshold: float = float(meta["threshold"]["value"])
+        self.required_windows: dict[str, int] = spec.required_windows
+        self.adapter: SequenceAdapter = adapter_for(self.name, self.mode)
+
+    @classmethod
+    def load(cls, art_dir: Path | str, device: str = "auto") -> "Predictor":
+        """Load an artifact directory onto `device` ('auto' = GPU when available)."""
+        dev = pick_device(device)
+        model, meta, spec = load_artifact(art_dir, dev)
+        return cls(model, meta, spec, dev)
+
+    def _encode(self, windows: Mapping[str, Any], bar_ts: int) -> dict[str, np.ndarray | None]:
+        prim = windows.get("1m")
+        if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
+            raise InsufficientWindows(f"{self.name}: newest 1m bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
+        enc = encode_windows(windows, self.spec)
+        if enc["1m"] is None or all(v is None for v in enc.values()):
+            need = self.required_windows["1m"]
+            have = 0 if prim is None else len(prim)
+            raise InsufficientWindows(f"{self.name}: the 1m window needs {need} gap-free bars, got {have}")
+        return enc
+
+    def _batch(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> dict[str, Any]:
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+        shape = (self.spec.seq_len, len(self.spec.feature_names))
+        if self.adapter.kind == "sequence":
+            return {"x": t(np.stack([e["1m"] for e in encoded]))}
+        bars = {k: t(np.stack([e[k] if e[k] is not None else np.zeros(shape, np.float32) for e in encoded]))
+                for k in self.spec.inputs}
+        present = {k: t(np.array([e[k] is not None for e in encoded])) for k in self.spec.inputs}
+        return {"bars": bars, "present": present}
+
+    def _scores(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(encoded), CHUNK):
+                out.append(self.adapter.scores(self.model, self._batch(encoded[i:i + CHUNK])))
+        return np.concatenate(out) if out else np.zeros((0, 3))
+
+    def _prediction(self, score: np.ndarray, bar_ts: int, ms: float) -> Prediction:
+        side = Side(int(thr.decide(score, self.threshold, self.mode)))  # type: ignore[arg-type]
+        conf = float(thr.confidence(score, self.mode))  # type: ignore[arg-type]
+        probs = tuple(float(p) for p in score) if self.mode == "classification" else \
+            tuple(float(i == side) for i in range(3))
+        return Prediction(self.name, self.version, int(bar_ts), probs, side, conf, self.threshold, ms)  # type: ignore[arg-type]
+
+    def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
+        """One prediction at the close of the 1m bar that opened at bar_ts."""
+        t0 = time.perf_counter()
+        score = self._scores([self._encode(windows, bar_ts)])[0]
+        return self._prediction(score, bar_ts, (time.perf_counter() - t0) * 1000.0)
+
+    def predict_batch(self, windows_list: Sequence[Mapping[str, Any]], bar_ts_list: Sequence[int]) -> list[Prediction]:
+        """Many bars at once (backtests); the same predictions as calling predict bar by bar."""
+        if len(windows_list) != len(bar_ts_list):
+            raise ValueError(f"{len(windows_list)} window sets but {len(bar_ts_list)} bar timestamps")
+        t0 = time.perf_counter()
+        scores = self._scores([self._encode(w, ts) for w, ts in zip(windows_list, bar_ts_list)])
+        ms = (time.perf_counter() - t0) * 1000.0 / max(len(scores), 1)
+        return [self._prediction(s, ts, ms) for s, ts in zip(scores, bar_ts_list)]

@@ -1,0 +1,266 @@
+"""Training: `train_pipeline(...)` (the one code path of `sigd train` and the nightly retrain).
+
+load tapes -> samples without look-ahead (models.datasets) -> scalers fitted on train ->
+balance train -> fit (models.fit) -> threshold grid search on VALIDATION (strategies.threshold)
+-> report on TEST (accuracy, macro-F1 vs majority baseline, Sharpe net of fees vs
+buy-and-hold) -> atomic artifact (models.artifacts) + history.json + PNG plots.
+Trading metrics use the first symbol (the primary); other symbols only add training windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from models import evaluate, plots, registry
+from models.adapters import SequenceAdapter, adapter_for
+from models.artifacts import save_artifact
+from models.data import fingerprint, find_gaps, load_series
+from models.datasets import TEST, TRAIN, VAL, SampleSet, assemble, build_symbol_samples
+from models.features import WINDOW_KEYS, key_timeframe
+from models.fit import FitConfig, choose_batch_size, fit, memory_estimate, pick_device
+from models.indicators import FULL_WARMUP
+from models.targets import IGNORE, TargetSpec, balance, class_counts
+from strategies import threshold as thr
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = (REPO / "daemon" / "localexchange" / "tape",)
+DEFAULT_SYMBOLS = ("ETH/USDT", "BTC/USDT")
+REFERENCE = "BTC/USDT"
+BARS_PER_YEAR_1M = thr.MINUTES_PER_YEAR
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    artifact_dir: Path
+    version: str
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    samples: dict[str, Any] = field(default_factory=dict)
+
+
+def _iso_ms(text: str | None) -> int | None:
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
+def load_symbol(dirs: Sequence[Path], symbol: str, keys: Sequence[str], start: int | None, end: int | None,
+                log: Log) -> dict[str, np.ndarray | None]:
+    """Series per window key for one symbol; the primary 1m cut to [start, end), context whole."""
+    out: dict[str, np.ndarray | None] = {"1m": load_series(dirs, symbol, "1m", start_ms=start, end_ms=end)}
+    for key in keys:
+        if key == "1m":
+            continue
+        sym = REFERENCE if key.startswith("btc_") else symbol
+        out[key] = load_series(dirs, sym, key_timeframe(key), required=False)
+    for key, bars in out.items():
+        if bars is not None:
+            gaps = find_gaps(bars, key_timeframe(key))
+            if gaps:
+                log(f"{symbol} {key}: {len(gaps)} gap(s), {sum(g.missing for g in gaps)} missing bars "
+                    "(windows spanning them are not used)")
+    return out
+
+
+def build_sampleset(adapter: SequenceAdapter, seq_len: int, dirs: Sequence[Path], symbols: Sequence[str],
+                    start: int | None, end: int | None, target: TargetSpec, log: Log) -> tuple[SampleSet, list]:
+    """Load every symbol, pick the feature set, build and assemble samples."""
+    keys = WINDOW_KEYS if adapter.kind == "mtf" else ("1m",)
+    loaded = [load_symbol(dirs, s, keys, start, end, log) for s in symbols]
+    inputs = tuple(k for k in keys if any(series.get(k) is not None for series in loaded))
+    shortest = min(len(series["1m"]) for series in loaded)
+    # The seed's fallback: too few rows for the indicators -> the minimal feature set.
+    feature_set = "full" if shortest >= seq_len + FULL_WARMUP + 50 else "minimal"
+    if adapter.kind == "sequence" and feature_set == "minimal":
+        log(f"only {shortest} bars: minimal feature set (indicators need {seq_len + FULL_WARMUP + 50})")
+    spec = adapter.spec(seq_len, feature_set, inputs)
+    per_symbol = [(build_symbol_samples(s, series, spec, target), series) for s, series in zip(symbols, loaded)]
+    return assemble(per_symbol, spec), loaded
+
+
+def _batches(adapter: SequenceAdapter, ss: SampleSet, idx: np.ndarray, bs: int, device: torch.device,
+             rng: np.random.Generator | None = None, max_batches: int = 0):
+    order = rng.permutation(idx) if rng is not None else idx
+    if max_batches:
+        order = order[: max_batches * bs]
+    n = (len(order) + bs - 1) // bs
+    return (adapter.batch(ss, order[i * bs:(i + 1) * bs], device) for i in range(n)), n
+
+
+def predict_scores(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, idx: np.ndarray,
+                   device: torch.device, bs: int = 512) -> np.ndarray:
+    """Scores (probabilities or returns) for samples idx, in order."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(idx), bs):
+            out.append(adapter.scores(model, adapter.inputs(ss, idx[i:i + bs], device)))
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def _evaluate(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, device: torch.device,
+              train_idx: np.ndarray, fee: float) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
+    """Threshold on validation (primary symbol), then every test number."""
+    prim = ss.symbol_id == 0
+    val, test = np.flatnonzero((ss.split == VAL) & prim), np.flatnonzero((ss.split == TEST) & prim)
+    if len(val) == 0 or len(test) == 0:
+        raise ValueError("the primary symbol has no validation or test samples (more bars needed)")
+    val_scores = predict_scores(adapter, model, ss, val, device)
+    chosen = thr.optimize(val_scores, ss.next_ret[val], adapter.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M)
+    test_scores = predict_scores(adapter, model, ss, test, device)
+    metrics: dict[str, Any] = {"test": evaluate.trading_report(test_scores, ss.next_ret[test], chosen.threshold,
+                                                                adapter.mode, fee, BARS_PER_YEAR_1M)}
+    if adapter.mode == "classification":
+        counts = class_counts(ss.y[train_idx])
+        metrics["test"].update(evaluate.classification_report(ss.y[test], test_scores, int(np.argmax(counts))))
+    else:
+        metrics["test"]["mse"] = float(np.mean((test_scores - ss.y[test]) ** 2))
+    metrics["validation"] = {"threshold": chosen.threshold, "sharpe": chosen.sharpe, "trades": chosen.trades}
+    return metrics, chosen, test_scores
+
+
+def _fit_config(epochs: int | None, batch_size: int, max_batches: int, scheduler: str, progress: bool) -> FitConfig:
+    base = FitConfig()
+    return replace(base, epochs=epochs or base.epochs, batch_size=batch_size, max_train_batches=max_batches,
+                   scheduler=scheduler, progress=progress)
+
+
+def _train_indices(ss: SampleSet, mode: str, rng: np.random.Generator, log: Log) -> np.ndarray:
+    idx = ss.indices(TRAIN)
+    if mode != "classification":
+        return idx[np.isfinite(ss.y[idx])]
+    log(f"train labels SHORT/FLAT/LONG before balancing: {class_counts(ss.y[idx])}")
+    return balance(idx, ss.y, rng)
+
+
+def _labelled(ss: SampleSet, part: int, mode: str) -> np.ndarray:
+    idx = ss.indices(part)
+    return idx[ss.y[idx] != IGNORE] if mode == "classification" else idx[np.isfinite(ss.y[idx])]
+
+
+def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet,
+                  history: dict, test_scores: np.ndarray, device: torch.device) -> None:
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    plots.curves(history, out)
+    test = np.flatnonzero((ss.split == TEST) & (ss.symbol_id == 0))
+    if hasattr(model, "attention_weights") and getattr(model.config, "use_attention", True):
+        with torch.inference_mode():
+            w = model.attention_weights(adapter.inputs(ss, test[-1:], device)["x"])
+        plots.attention(w[0].float().cpu().numpy(), out, f"{adapter.name}: last test window")
+    if adapter.mode == "regression":
+        plots.predictions_vs_truth(test_scores, ss.y[test], out)
+    else:
+        plots.class_probabilities(test_scores, out)
+
+
+def _prepare(name: str, preset: str, mode: str, data_dirs: Sequence[Path | str], symbols: Sequence[str],
+             start: str | None, end: str | None, target: TargetSpec, log: Log):
+    """Adapter, sample set and model config (the data decides n_features and inputs)."""
+    adapter = adapter_for(name, mode)
+    base = registry.make_config(name, adapter.config_overrides_base(), preset)
+    dirs = [Path(d) for d in data_dirs]
+    ss, loaded = build_sampleset(adapter, base.seq_len, dirs, symbols, _iso_ms(start), _iso_ms(end), target, log)
+    config = registry.make_config(name, {**base.to_dict(), **adapter.config_overrides(ss.spec)})
+    fp = fingerprint((f"{s}:{k}", a[a[:, 0] < ss.extra["close_ts"].max()])
+                     for s, series in zip(symbols, loaded) for k, a in sorted(series.items()) if a is not None)
+    return adapter, ss, config, fp
+
+
+def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Path | str] = DEFAULT_DATA,
+                   symbols: Sequence[str] = DEFAULT_SYMBOLS, start: str | None = None, end: str | None = None,
+                   epochs: int | None = None, out_dir: Path | str | None = None, seed: int = 0,
+                   device: str = "auto", mode: str = "classification", target: TargetSpec | None = None,
+                   batch_size: int = 0, max_batches: int = 0, scheduler: str = "cosine", fee: float = thr.DEFAULT_FEE,
+                   progress: bool = True, log: Log = lambda s: None) -> TrainResult:
+    """Train `model` on tapes in data_dirs (first dir holding a file wins) and write an artifact."""
+    t_start = time.time()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    target = target or TargetSpec(mode=mode)  # type: ignore[arg-type]
+    adapter, ss, config, fp = _prepare(model, preset, mode, data_dirs, symbols, start, end, target, log)
+    dev = pick_device(device)
+    net = registry.model_class(model)(config).to(dev)
+    train_idx = _train_indices(ss, mode, rng, log)
+    val_idx = _labelled(ss, VAL, mode)
+    if hasattr(adapter, "fit_trend_tau"):
+        adapter.fit_trend_tau(ss)
+    sample_floats = ss.spec.seq_len * len(ss.spec.feature_names) * len(ss.spec.inputs)
+    bs = batch_size or choose_batch_size(dev, sample_floats, cnn=bool(getattr(config, "use_cnn", False)))
+    est = memory_estimate(net, sample_floats, bs)
+    log(f"device {dev}; batch {bs}; memory estimate: {int(est['params'])} params, weights {est['weights_mb']:.2f} MB, "
+        f"training state {est['training_state_mb']:.2f} MB, batch inputs {est['batch_inputs_mb']:.2f} MB, "
+        f"activations ~{est['activations_mb_guess']:.1f} MB")
+    log(f"samples train {len(train_idx)} (balanced) / val {len(val_idx)} / test {len(ss.indices(TEST))}")
+    cfg = _fit_config(epochs, bs, max_batches, scheduler, progress)
+    history = fit(net, adapter.step,
+                  lambda e: _batches(adapter, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
+                  lambda: _batches(adapter, ss, val_idx, bs, dev), cfg, dev, log)
+    metrics, chosen, test_scores = _evaluate(adapter, net, ss, dev, ss.indices(TRAIN), fee)
+    samples = {"train": int(len(train_idx)), "train_unbalanced": int(len(ss.indices(TRAIN))),
+               "validation": int(len(ss.indices(VAL))), "test": int(len(ss.indices(TEST))),
+               "train_classes": class_counts(ss.y[train_idx]) if mode == "classification" else None,
+               "symbols": list(ss.symbols)}
+    meta = {
+        "features": ss.spec.to_dict(), "target": target.to_dict(),
+        "threshold": {"value": chosen.threshold, "validation_sharpe": chosen.sharpe, "mode": mode, "fee": fee,
+                      "bars_per_year": BARS_PER_YEAR_1M, "grid": [list(g) for g in chosen.grid]},
+        "training": {"preset": preset, "seed": seed, "device": str(dev), "batch_size": bs,
+                     "epochs_trained": len(history["train_loss"]), "best_epoch": history.get("best_epoch"),
+                     "best_val_loss": float(min(history["val_loss"])), "final_lr": history["lr"][-1],
+                     "seconds": round(time.time() - t_start, 1), "trained_at": datetime.now(timezone.utc).isoformat(),
+                     "trend_tau": getattr(adapter, "trend_tau", None), "torch": torch.__version__},
+        "data": {"fingerprint": fp, "dirs": [str(d) for d in data_dirs], "start": start, "end": end,
+                 "first_close_ts": int(ss.extra["close_ts"].min()), "last_close_ts": int(ss.extra["close_ts"].max())},
+        "samples": samples, "metrics": metrics, "history": history,
+    }
+    out = Path(out_dir) if out_dir else REPO / "runs" / "train" / model
+    save_artifact(out, net, model, config.to_dict(), meta)
+    _write_report(out, adapter, net, ss, history, test_scores, dev)
+    version = json.loads((out / "artifact.json").read_text())["version"]
+    return TrainResult(out, version, metrics, history, samples)
+
+
+def format_metrics(name: str, m: dict[str, Any]) -> str:
+    """The final evaluation as a few aligned lines for a person."""
+    t = m["test"]
+    lines = [f"{name}: test split ({t['bars']} bars of the primary symbol)"]
+    if "accuracy" in t:
+        lines.append(f"  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}   majority baseline "
+                     f"(class {t['baseline_class']}): accuracy {t['baseline_accuracy']:.3f}  macro-F1 {t['baseline_macro_f1']:.3f}")
+    lines.append(f"  Sharpe net of fees {t['sharpe']:.2f} (threshold {m['validation']['threshold']:.3f}, "
+                 f"{t['trades']} trades)   buy-and-hold {t['buy_and_hold_sharpe']:.2f}")
+    lines.append(f"  total return {t['total_return']:+.2%}   buy-and-hold {t['buy_and_hold_return']:+.2%}   "
+                 f"validation Sharpe {m['validation']['sharpe']:.2f}")
+    return "\n".join(lines)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """`sigd train --model NAME [--preset] [--data DIR...] [--epochs N] [--out DIR] ...`."""
+    data = args.data or [str(d) for d in DEFAULT_DATA]
+    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        res = train_pipeline(
+            args.model, preset=args.preset, data_dirs=data, symbols=args.symbols or DEFAULT_SYMBOLS,
+            start=getattr(args, "start", None), end=getattr(args, "end", None), epochs=args.epochs,
+            out_dir=args.out, seed=args.seed, device=args.device, mode=getattr(args, "mode", "classification"),
+            max_batches=getattr(args, "max_batches", 0) or 0, progress=sys.stderr.isatty(), log=say)
+    except (ValueError, OSError) as exc:
+        print(f"sigd train: {exc}", file=sys.stderr)
+        return 1
+    print(format_metrics(args.model, res.metrics))
+    print(f"artifact {res.artifact_dir} (version {res.version})")
+    return 0
