@@ -170,3 +170,14 @@ def write_tape(data_dir: Path, symbol: str, timeframe: str, rows: np.ndarray) ->
     df["timestamp"] = df["timestamp"].astype(np.int64)
     df.to_csv(path, index=False)  # full float precision: a round trip changes no value
     return path
+
+
+def discover(data_dir: Path) -> list[Stream]:
+    """Every (symbol, timeframe) with a tape file in a directory, e.g. ETH_USDT-1h.csv.gz → ("ETH/USDT", "1h")."""
+    found = set()
+    for p in data_dir.glob("*-*.csv*"):
+        stem = p.name.removesuffix(".gz").removesuffix(".csv")
+        pair, _, tf = stem.rpartition("-")
+        if "_" in pair and tf and p.name.endswith((".csv", ".csv.gz")):
+            found.add((pair.replace("_", "/", 1), tf))
+    return sorted(found)

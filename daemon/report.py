@@ -251,3 +251,27 @@ def _align(md_rows: list[str]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
                      for row in cells)
+
+
+def fold_summaries(result: BacktestResult, folds: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per walk-forward fold: the strategy and buy-and-hold over its test window, cut from the
+    one continuous run (a position open at a fold boundary carries over, as it would live)."""
+    ts = result.bars[:, 0].astype(np.int64)
+    all_curves = curves(result)
+    rows = []
+    for f in folds:
+        m = (ts >= f.test_start) & (ts < f.test_end)
+        if not m.any():
+            continue
+        first = int(np.argmax(m))
+        row: dict[str, Any] = {"fold": f.index, "train_from": iso(f.train_start), "train_to": iso(f.train_end),
+                               "test_from": iso(f.test_start), "test_to": iso(f.test_end), "bars": int(m.sum())}
+        for name in ("strategy", "buy_and_hold"):
+            equity, position, fills = all_curves[name]
+            start = float(equity[first - 1]) if first else result.cash
+            inside = [x for x in fills if f.test_start <= x.ts < f.test_end]
+            trades = [t for t in performance.round_trips(fills, result.bar_ms, mark=end_mark(result))
+                      if f.test_start <= t.exit_ts < f.test_end]
+            row[name] = performance.evaluate(equity[m], position[m], inside, trades, start, result.bar_ms).as_dict()
+        rows.append(row)
+    return rows

@@ -288,3 +288,12 @@ class Store:
             [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees,
              updated_ms],
         )
+
+    # --- backtest: reading a run back (owner: backtest) ------------------------------------
+
+    def prediction_rows(self, symbol: str) -> list[tuple]:
+        """(bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold), oldest first."""
+        cur = self.db.conn.execute(
+            "SELECT bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold "
+            "FROM predictions WHERE symbol=? ORDER BY bar_ts, model", [symbol])
+        return cur.fetchall()

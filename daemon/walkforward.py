@@ -12,15 +12,24 @@ out-of-sample result is one continuous equity curve.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from daemon import log as logging
 from daemon.domain import timeframe_ms
 from daemon.replay import Stream, Tape, TapeError, write_tape
 
+if TYPE_CHECKING:
+    from daemon.backtest import Plan
+    from daemon.report import BacktestResult
+
+log = logging.get("walkforward")
 DAY_MS = 86_400_000
+CONTEXT_BARS = 2_000  # history kept before a training window for every non-trigger stream
 
 
 @dataclass(frozen=True)
@@ -83,3 +92,57 @@ def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, cont
             continue
         write_tape(out, stream[0], stream[1], rows[keep])
     return out
+
+
+def _train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
+                train_kwargs: dict) -> dict[str, Any]:
+    """Train every served model on the fold's window (nightly retrain path); load the results."""
+    from daemon.backtest import load_predictors
+    from models.artifacts import read_meta
+    from models.targets import TargetSpec
+    from models.train import train_pipeline
+
+    data = write_training_tape(tape, trigger, fold, work / f"fold{fold.index}" / "data", CONTEXT_BARS)
+    out = {}
+    for name, served in dirs.items():
+        meta = read_meta(served)
+        kwargs = {"preset": meta["training"]["preset"], "target": TargetSpec.from_dict(meta["target"]),
+                  "device": "cpu", "progress": False, **train_kwargs}
+        res = train_pipeline(name, data_dirs=[data], out_dir=work / f"fold{fold.index}" / name, **kwargs)
+        out[name] = res.artifact_dir
+        log.info("fold_trained", fold=fold.index, model=name, version=res.version,
+                 train_from=fold.train_start, train_to=fold.train_end)
+    return load_predictors(out)
+
+
+def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,
+                     train_kwargs: dict | None = None, work: Path | None = None) -> "BacktestResult":
+    """Train on each fold's window, trade its test window in one engine run, report every fold."""
+    import tempfile
+
+    from daemon.backtest import Plan, batched, collect, replay, truth_function
+    from daemon.replay import discover, load_streams, replay_order
+    from daemon.report import fold_summaries
+    from daemon.store import Store
+
+    train_days, test_days = parse_spec(spec)
+    folds = plan_folds(plan.start_ms, plan.end_ms, train_days, test_days)
+    every = load_streams(data_dir, discover(data_dir), plan.trigger)  # training may use every file
+    with tempfile.TemporaryDirectory(prefix="sigd-wf-") as tmp:
+        root = work or Path(tmp)
+        test = Plan(plan.cfg, plan.tape, plan.order, plan.trigger, folds[0].test_start, folds[-1].test_end)
+        trigger_ts = test.trigger_ts()
+        predictors, tables = {}, []
+        for fold in folds:
+            predictors = _train_fold(fold, every, plan.trigger, dirs, root, train_kwargs or {})
+            in_fold = trigger_ts[(trigger_ts >= fold.test_start) & (trigger_ts < fold.test_end)]
+            tables.append((fold.test_start, batched(test, predictors, in_fold)))
+        test.swaps = tables[1:]
+        store = Store(":memory:")
+        try:
+            counts = asyncio.run(replay(test, tables[0][1], store))
+            result = collect(test, store, truth_function(test, predictors), counts)
+        finally:
+            store.close()
+    result.folds = fold_summaries(result, folds)
+    return result
