@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -73,6 +73,9 @@ def save_artifact(out_dir: Path | str, model: nn.Module, name: str, config: Mapp
             json.dump(doc, fh, indent=1, sort_keys=True, allow_nan=False)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp / WEIGHTS, 0o644)
+        os.chmod(tmp / META, 0o644)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; artifacts are read by the daemon's user
         _fsync_dir(tmp)
         old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
         if out_dir.exists():
@@ -130,7 +133,7 @@ def load_artifact(art_dir: Path | str, device: str | torch.device = "cpu") -> tu
         raise ArtifactError(f"{art_dir}: cannot rebuild the model from {META}: {exc}") from exc
     try:
         tensors = load_file(str(weights), device="cpu")
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights}: unreadable safetensors: {exc}") from exc
     _check_shapes(art_dir, model, tensors)
     model.load_state_dict(tensors, strict=True)

@@ -179,3 +179,17 @@ def assemble(per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]
         extra[f"aux_{name}"] = np.concatenate([ss.aux[name] for ss, _ in per_symbol])
     return SampleSet(spec, feats, ends, cat("split"), cat("y"), cat("next_ret"), sym_id,
                      [ss.symbol for ss, _ in per_symbol], extra)
+
+
+def live_windows(series: dict[str, np.ndarray | None], bar_ts: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """The windows the daemon's ring buffers hold at the close of the 1m bar opening at bar_ts:
+    for each key the newest `sizes[key]` bars closed by then (the backtest's view of live)."""
+    close = bar_ts + timeframe_ms("1m")
+    out = {}
+    for key, n in sizes.items():
+        bars = series.get(key)
+        if bars is None:
+            continue
+        end = int(np.searchsorted(bars[:, 0] + timeframe_ms(key_timeframe(key)), close, side="right"))
+        out[key] = bars[max(0, end - n):end]
+    return out
