@@ -19,6 +19,10 @@ from daemon.domain import Prediction, PredictorLike, timeframe_ms
 from daemon.replay import Stream, Tape
 
 CHUNK = 1024  # trigger bars per predict_batch call (windows of one chunk are held in memory)
+# A batched forward pass may differ from a batch of one in the last float32 bits (~1e-7):
+# predictions this close to a decision boundary are recomputed bar by bar, so every side —
+# and so every signal — is exactly what bar-by-bar inference gives.
+MARGIN = 1e-5
 
 
 def window_key(stream: Stream, primary: str) -> str:
@@ -55,6 +59,27 @@ class WindowIndex:
         return out
 
 
+def fragile(p: Prediction) -> bool:
+    """True when float32 noise could change the side: near the threshold or a near tie of classes."""
+    top = sorted(p.probs, reverse=True)
+    return abs(p.confidence - p.threshold) < MARGIN or top[0] - top[1] < MARGIN
+
+
+def _chunk(predictor: Any, windows: list[dict[str, np.ndarray]], ts: list[int]) -> list[Prediction | Exception]:
+    """One chunk through predict_batch; bar by bar when a bar fails or a side is fragile."""
+    try:
+        preds: list[Prediction | Exception] = list(predictor.predict_batch(windows, ts))
+    except ValueError:
+        preds = [ValueError("recompute")] * len(ts)
+    for i, p in enumerate(preds):
+        if isinstance(p, Exception) or fragile(p):
+            try:
+                preds[i] = predictor.predict(windows[i], ts[i])
+            except ValueError as exc:
+                preds[i] = exc
+    return preds
+
+
 def precompute(predictor: Any, index: WindowIndex, bar_ts: Sequence[int],
                progress: Callable[[int], None] = lambda n: None) -> dict[int, Prediction | Exception]:
     """Prediction (or the error predict would raise) for every trigger bar, in chunks.
@@ -66,15 +91,7 @@ def precompute(predictor: Any, index: WindowIndex, bar_ts: Sequence[int],
     req = predictor.required_windows
     for i in range(0, len(bar_ts), CHUNK):
         chunk = [int(t) for t in bar_ts[i:i + CHUNK]]
-        windows = [index.windows(t, req) for t in chunk]
-        try:
-            table.update(zip(chunk, predictor.predict_batch(windows, chunk)))
-        except ValueError:
-            for t, w in zip(chunk, windows):
-                try:
-                    table[t] = predictor.predict(w, t)
-                except ValueError as exc:
-                    table[t] = exc
+        table.update(zip(chunk, _chunk(predictor, [index.windows(t, req) for t in chunk], chunk)))
         progress(len(chunk))
     return table
 

@@ -48,3 +48,55 @@ def tape_dir(root: Path, minutes: int = 3000, *, symbol: str = "ETH/USDT", seed:
     btc = walk("1m", minutes, start=T0, seed=seed + 1, price=30_000.0)
     write_tape(root, "BTC/USDT", "1m", btc)
     return root
+
+
+TINY_TARGET = {"horizon": 5, "threshold": 0.002, "neutral_zone": 0.001}
+TEST_CONFIG = """
+[exchange]
+symbol = "ETH/USDT"
+timeframes = ["1m", "1h", "1d"]
+warmup_bars = 200
+
+[strategy]
+combine = "either"
+cooldown_bars = 0
+max_drawdown = 0.0
+"""
+
+
+def train_tiny(data: Path, out: Path, names: tuple[str, ...] = ("mtf_transformer", "cnn_lstm_attn"), **kw) -> Path:
+    """Tiny artifacts (one short epoch each, a few seconds) trained on `data` into out/<name>."""
+    from models.targets import TargetSpec
+    from models.train import train_pipeline
+
+    for name in names:
+        train_pipeline(name, preset="tiny", data_dirs=[data], symbols=["ETH/USDT"], epochs=1, max_batches=2,
+                       out_dir=out / name, device="cpu", progress=False, target=TargetSpec(**TINY_TARGET), **kw)
+    return out
+
+
+def set_threshold(art_dir: Path, value: float) -> None:
+    """Give an artifact another confidence threshold (a barely trained tiny model's optimized
+    threshold often trades never; the tests need one that trades)."""
+    import json
+
+    meta = json.loads((art_dir / "artifact.json").read_text())
+    meta["threshold"]["value"] = value
+    (art_dir / "artifact.json").write_text(json.dumps(meta))
+
+
+_CACHE: dict[str, Path] = {}
+
+
+def tiny_world() -> Path:
+    """A tape dir (root/data) and tiny artifacts (root/models), built once per test process."""
+    import tempfile
+
+    if "root" not in _CACHE:
+        root = Path(tempfile.mkdtemp(prefix="sigd-bt-"))
+        tape_dir(root / "data", minutes=2400, days_before=30)
+        train_tiny(root / "data", root / "models")
+        for art in (root / "models").iterdir():
+            set_threshold(art, 0.34)
+        _CACHE["root"] = root
+    return _CACHE["root"]
