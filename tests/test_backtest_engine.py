@@ -3,6 +3,7 @@ degraded data runs that say so, and the command's report."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -85,3 +86,63 @@ def _decisions(signals: list[dict]) -> list[tuple]:
 def _stream_of(path: Path) -> tuple[str, str]:
     pair, tf = path.name.split(".")[0].rsplit("-", 1)
     return pair.replace("_", "/"), tf
+
+
+def test_missing_timeframe_is_a_documented_degraded_run(world: Path, cfg: config.Config, tmp_path: Path) -> None:
+    data = shutil.copytree(world / "data", tmp_path / "data")
+    (data / "ETH_USDT-1d.csv.gz").unlink()
+    result = backtest.run_backtest(_plan(cfg, data), _predictors(world))
+    assert result.notes["missing_streams"] == ["ETH/USDT 1d"]
+    mtf = next(m for m in result.models if m.name == "mtf_transformer")
+    assert len(mtf.bar_ts) == 300  # the hybrid masks the missing timeframe and still answers
+
+
+def test_gap_in_the_period_is_replayed_as_recorded_and_listed(world: Path, cfg: config.Config, tmp_path: Path) -> None:
+    data = shutil.copytree(world / "data", tmp_path / "data")
+    rows = replay.load_tape(data / "ETH_USDT-1m.csv.gz", "1m")
+    hole = (rows[:, 0] >= FROM + 100 * MIN) & (rows[:, 0] < FROM + 105 * MIN)
+    replay.write_tape(data, "ETH/USDT", "1m", rows[~hole])
+    plan = _plan(cfg, data)
+    fast = backtest.run_backtest(plan, _predictors(world), batch=True)
+    slow = backtest.run_backtest(plan, _predictors(world), batch=False)
+    assert fast.notes["gaps"]["ETH/USDT 1m"] == [{"after_ts": FROM + 99 * MIN, "next_ts": FROM + 105 * MIN, "missing": 5}]
+    assert len(fast.bars) == 295
+    cnn = next(m for m in fast.models if m.name == "cnn_lstm_attn")
+    assert len(cnn.bar_ts) < 295  # windows across the gap are refused, as live
+    assert _decisions(fast.signals) == _decisions(slow.signals) and fast.fills == slow.fills
+
+
+def test_command_writes_the_report(world: Path, write_config, tmp_path: Path, capsys) -> None:
+    cfg_path = write_config(TEST_CONFIG)
+    out = tmp_path / "report"
+    rc = main(["backtest", "-c", str(cfg_path), "--data", str(world / "data"), "--model-dir", str(world / "models"),
+               "--from", iso(FROM), "--to", iso(TO), "--report", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "total return" in printed and "buy-and-hold" in printed and "mtf_transformer" in printed
+    for name in ("summary.json", "trades.csv", "signals.csv", "report.md", "equity.png", "price.png",
+                 "confidence.png", "confusion_mtf_transformer.png", "confusion_cnn_lstm_attn.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bars"] == 300 and summary["period"] == {"from": iso(FROM), "to": iso(TO)}
+    for run in ("strategy", "buy_and_hold", "momentum"):
+        assert {"total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "avg_trade",
+                "turnover", "fees_paid", "exposure", "trades"} <= set(summary[run])
+    m = summary["models"]["cnn_lstm_attn"]["argmax"]
+    assert {"accuracy", "macro_f1", "confusion", "majority_baseline"} <= set(m)
+    assert len((out / "signals.csv").read_text().splitlines()) == 1 + sum(summary["signals"].values())
+
+
+def test_command_refuses_bad_input_clearly(world: Path, write_config, tmp_path: Path, capsys) -> None:
+    cfg_path = write_config(TEST_CONFIG)
+    base = ["backtest", "-c", str(cfg_path), "--model-dir", str(world / "models")]
+    assert main(base + ["--data", str(world / "data"), "--from", "yesterday"]) == 1
+    assert "--from 'yesterday': not an ISO 8601 instant" in capsys.readouterr().err
+    data = shutil.copytree(world / "data", tmp_path / "data")
+    with gzip.open(data / "ETH_USDT-1h.csv.gz", "wt") as fh:
+        fh.write("timestamp,open,high,low,close,volume\n3600000,2,3,1,2,oops\n")
+    assert main(base + ["--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "ETH_USDT-1h.csv.gz" in err and "line 2" in err
+    assert main(base + ["--data", str(world / "data"), "--walk-forward", "7"]) == 1
+    assert "TRAIN_DAYS:TEST_DAYS" in capsys.readouterr().err
