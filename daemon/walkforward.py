@@ -94,7 +94,7 @@ def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, cont
     return out
 
 
-def _train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
+def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
                 train_kwargs: dict) -> dict[str, Any]:
     """Train every served model on the fold's window (nightly retrain path); load the results."""
     from daemon.backtest import load_predictors
@@ -134,7 +134,7 @@ def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Pa
         trigger_ts = test.trigger_ts()
         predictors, tables = {}, []
         for fold in folds:
-            predictors = _train_fold(fold, every, plan.trigger, dirs, root, train_kwargs or {})
+            predictors = train_fold(fold, every, plan.trigger, dirs, root, train_kwargs or {})
             in_fold = trigger_ts[(trigger_ts >= fold.test_start) & (trigger_ts < fold.test_end)]
             tables.append((fold.test_start, batched(test, predictors, in_fold)))
         test.swaps = tables[1:]
