@@ -49,10 +49,17 @@ class MemorySink:
 
 
 def live_order(cfg: Config) -> list[Stream]:
-    """The streams in the order the live feed delivers bars that close at the same instant."""
+    """The streams in the order the live feed delivers bars that close at the same instant.
+
+    The feed hands bars on in the order their closing frames arrive, and the local exchange
+    sends the frames due at one instant shortest timeframe first, then by stream name
+    (`btcusdt@kline_1m` before `ethusdt@kline_1m` before `ethusdt@kline_1h`). So a decision
+    on the 12:00 ETH 1m bar sees BTC's 12:00 1m bar but not the ETH 1h bar that closes at
+    12:00 too (that one arrives just after). A real exchange promises no order at all.
+    """
     from daemon.feed import feed_streams
 
-    return feed_streams(cfg.exchange)
+    return sorted(feed_streams(cfg.exchange), key=lambda s: (timeframe_ms(s[1]), s[0].replace("/", "").lower()))
 
 
 def parse_iso(text: str, flag: str) -> int:
