@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed for derived 1s bars")
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
+    p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
+    p.add_argument("--fault", action="append", default=[], metavar="JSON",
+                   help='fault at start-up, e.g. \'{"action": "rest_error", "status": 429, "count": 3}\' (repeatable)')
 
     p = sub.add_parser("backfill", help="download history into tape files")
     _config_arg(p)

@@ -1,0 +1,9 @@
+"""The built-in local exchange: a Binance-spot-protocol server replaying recorded bars.
+
+It stands in for the outside world, so it imports nothing from the rest of the project.
+"""
+
+from daemon.localexchange.server import DEV_API_KEY, DEV_API_SECRET, LocalExchange
+from daemon.localexchange.tape import TapeError, bundled_tape_dir, load_tape
+
+__all__ = ["DEV_API_KEY", "DEV_API_SECRET", "LocalExchange", "TapeError", "bundled_tape_dir", "load_tape"]

@@ -1,0 +1,202 @@
+"""REST: the Binance spot `/api/v3` subset ccxt uses, with HMAC-SHA256 signing verified.
+
+Public: ping, time, exchangeInfo, klines. Signed: account, order (POST/GET/DELETE),
+openOrders, allOrders. `serverTime` is the replay clock. A signed request's `timestamp` must be
+within `recvWindow` (default 5000, at most 60000 ms) of the wall clock, or of the replay
+clock (for a client that adjusted to `serverTime`), and not more than 1 s ahead of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import time
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import structlog
+from aiohttp import web
+
+from daemon.localexchange.errors import ApiError, missing
+from daemon.localexchange.history import DEFAULT_LIMIT, MAX_LIMIT, klines
+from daemon.localexchange.market import Market
+from daemon.localexchange.streams import fmt
+from daemon.localexchange.tape import TIMEFRAME_MS
+
+log = structlog.get_logger("localexchange.rest")
+_SIGNATURE = re.compile(r"(?:^|&)signature=([^&]*)$")
+LX_KEY: web.AppKey[Any] = web.AppKey("lx", object)  # the LocalExchange serving this app
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(e: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    """`{"code", "msg"}` with the error's HTTP status."""
+    return web.json_response({"code": e.code, "msg": e.msg}, status=e.status, headers=headers)
+
+
+@web.middleware
+async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply a pending REST fault (429/418/5xx or a hang) to calls under /api/."""
+    lx = request.app[LX_KEY]
+    fault = lx.faults.take_rest(request.path) if request.path.startswith("/api/") else None
+    if fault is None:
+        return await handler(request)
+    log.warning("fault_rest", path=request.path, kind=fault.kind, status=fault.status)
+    if fault.kind == "timeout":
+        try:
+            await asyncio.wait_for(lx.faults.released.wait(), timeout=fault.hang_s)
+        except asyncio.TimeoutError:
+            pass
+        return web.Response(status=504, text="local exchange: injected timeout")
+    headers = {"Retry-After": str(fault.retry_after)} if fault.status in (418, 429) else None
+    if fault.status in (418, 429):
+        msg = "Way too many requests; IP banned." if fault.status == 418 else "Too many requests; please use the websocket."
+        return error_response(ApiError(-1003, msg, fault.status), headers)
+    return web.Response(status=fault.status, text=f"local exchange: injected HTTP {fault.status}")
+
+
+def _int_param(q: dict[str, str], key: str) -> int | None:
+    if key not in q:
+        return None
+    try:
+        return int(q[key])
+    except ValueError:
+        raise ApiError(-1100, f"Illegal characters found in parameter '{key}'; legal range is '^[0-9]{{1,20}}$'.") from None
+
+
+def _market(lx: Any, q: dict[str, str]) -> Market:
+    if not q.get("symbol"):
+        raise missing("symbol")
+    m = lx.markets.get(q["symbol"])
+    if m is None:
+        raise ApiError(-1121, "Invalid symbol.")
+    return m
+
+
+def klines_json(lx: Any, q: dict[str, str]) -> list[list[Any]]:
+    """GET /api/v3/klines."""
+    m = _market(lx, q)
+    tf = q.get("interval")
+    if not tf:
+        raise missing("interval")
+    if tf not in TIMEFRAME_MS:
+        raise ApiError(-1120, "Invalid interval.")
+    start, end = _int_param(q, "startTime"), _int_param(q, "endTime")
+    limit = _int_param(q, "limit") or DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(-1130, f"Invalid data sent for a parameter: limit must be 1..{MAX_LIMIT}.")
+    if start is not None and end is not None and start > end:
+        raise ApiError(-1023, "Start time is greater than end time.")
+    step = TIMEFRAME_MS[tf]
+    rows = klines(m, tf, lx.now_ms(), start, end, limit)
+    return [[int(r[0]), fmt(r[1]), fmt(r[2]), fmt(r[3]), fmt(r[4]), fmt(r[5]), int(r[0]) + step - 1,
+             fmt(r[5] * r[4]), 0, "0", "0", "0"] for r in rows]
+
+
+def exchange_info(lx: Any) -> dict[str, Any]:
+    """GET /api/v3/exchangeInfo: one TRADING spot market per tape symbol, with filters."""
+    symbols = []
+    for m in lx.markets.values():
+        tick, step = fmt(10.0 ** -m.price_decimals), fmt(10.0 ** -m.qty_decimals)
+        symbols.append({
+            "symbol": m.symbol, "status": "TRADING", "baseAsset": m.base, "baseAssetPrecision": 8,
+            "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"], "icebergAllowed": False, "ocoAllowed": False,
+            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False, "cancelReplaceAllowed": False,
+            "isSpotTradingAllowed": True, "isMarginTradingAllowed": False, "permissionSets": [["SPOT"]],
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000", "tickSize": tick},
+                {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000.00000000", "stepSize": step},
+                {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "1000.00000000", "stepSize": "0.00000000"},
+                {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
+                 "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5}]})
+    return {"timezone": "UTC", "serverTime": lx.now_ms(), "rateLimits": [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
+        "exchangeFilters": [], "symbols": symbols}
+
+
+def verify_signature(lx: Any, request: web.Request, body: str) -> dict[str, str]:
+    """Check API key, HMAC-SHA256 signature and timestamp; return the request's parameters."""
+    if request.headers.get("X-MBX-APIKEY") != lx.api_key:
+        raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+    total = request.query_string + body  # Binance: the query string concatenated with the body
+    m = _SIGNATURE.search(total)
+    if m is None:
+        raise missing("signature")
+    payload = total[: m.start()]
+    expected = hmac.new(lx.api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, m.group(1).lower()):
+        raise ApiError(-1022, "Signature for this request is not valid.")
+    params = dict(parse_qsl(payload, keep_blank_values=True))
+    ts, window = _int_param(params, "timestamp"), _int_param(params, "recvWindow") or 5000
+    if ts is None:
+        raise missing("timestamp")
+    if window > 60000:
+        raise ApiError(-1131, "recvWindow must be less than 60000")
+    if not any(ts < ref + 1000 and ref - ts <= window for ref in (time.time() * 1000, lx.now_ms())):
+        raise ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
+    return params
+
+
+async def public_handler(request: web.Request) -> web.Response:
+    """GET ping, time, exchangeInfo, klines."""
+    lx, name = request.app[LX_KEY], request.match_info["name"]
+    q = dict(request.query)
+    try:
+        if name == "ping":
+            return web.json_response({})
+        if name == "time":
+            return web.json_response({"serverTime": lx.now_ms()})
+        if name == "exchangeInfo":
+            return web.json_response(exchange_info(lx))
+        if name == "klines":
+            return web.json_response(klines_json(lx, q))
+        raise ApiError(-1000, f"local exchange: unsupported endpoint GET /api/v3/{name}", 404)
+    except ApiError as e:
+        return error_response(e)
+
+
+async def private_handler(request: web.Request) -> web.Response:
+    """Signed: account, order, openOrders, allOrders."""
+    lx, name, method = request.app[LX_KEY], request.match_info["name"], request.method
+    try:
+        body = await request.text() if method in ("POST", "PUT") else ""
+        p = verify_signature(lx, request, body)
+        now, acct = lx.now_ms(), lx.account
+        if name == "account" and method == "GET":
+            return web.json_response(acct.balances_json(now))
+        if name == "order" and method == "POST":
+            return web.json_response(acct.place(p, now))
+        if name == "order" and method == "GET":
+            return web.json_response(acct.find(p, now, ApiError(-2013, "Order does not exist.")).as_json())
+        if name == "order" and method == "DELETE":
+            return web.json_response(acct.cancel(p, now))
+        if name == "openOrders" and method == "GET":
+            return web.json_response(acct.open_orders(p.get("symbol"), now))
+        if name == "allOrders" and method == "GET":
+            return web.json_response(acct.all_orders(p.get("symbol"), now))
+        raise ApiError(-1000, f"local exchange: unsupported endpoint {method} /api/v3/{name}", 404)
+    except ApiError as e:
+        if e.code in (-2015, -1022, -1021):
+            log.warning("auth_rejected", code=e.code, path=request.path)
+        return error_response(e)
+
+
+PUBLIC = ("ping", "time", "exchangeInfo", "klines")
+
+
+async def api_handler(request: web.Request) -> web.Response:
+    """`/api/v3/{name}`: public endpoints unsigned, every other one signed."""
+    if request.match_info["name"] in PUBLIC:
+        if request.method != "GET":
+            return error_response(ApiError(-1000, f"local exchange: unsupported {request.method} {request.path}", 405))
+        return await public_handler(request)
+    return await private_handler(request)
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the REST endpoints."""
+    app.router.add_route("*", "/api/v3/{name}", api_handler)

@@ -1,0 +1,230 @@
+"""The local exchange: REST + websockets + control on one loopback aiohttp port.
+
+    async with LocalExchange(speed=0, paused=True) as lx:   # bundled tape, dev credentials
+        ...  # point ccxt at lx.rest_url / lx.ws_url, then lx.resume_clock()
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from daemon.localexchange.clock import ReplayClock
+from daemon.localexchange.control import add_control_routes, apply
+from daemon.localexchange.faults import Faults
+from daemon.localexchange.market import Market
+from daemon.localexchange.orders import Account
+from daemon.localexchange.rest import LX_KEY, add_routes, fault_middleware
+from daemon.localexchange.streams import PUMP_KEY, Pump, ws_handler
+from daemon.localexchange.tape import TapeError, bundled_tape_dir, load_tape
+
+log = structlog.get_logger("localexchange")
+# Loopback-only development credentials, used when no others are given. They protect nothing
+# real: the server refuses to use them on a non-loopback address.
+DEV_API_KEY = "sigd-local-dev-key"
+DEV_API_SECRET = "sigd-local-dev-secret"
+DEFAULT_BALANCES = {"USDT": 100_000.0, "BTC": 1.0, "ETH": 10.0}
+DAY_MS = 86_400_000
+
+
+class LocalExchange:
+    """A Binance-spot-protocol server replaying a tape on one replay clock."""
+
+    def __init__(self, tape: Path | None = None, *, start_ms: int | None = None, speed: float = 1.0,
+                 host: str = "127.0.0.1", port: int = 0, seed: int = 7, api_key: str = DEV_API_KEY,
+                 api_secret: str = DEV_API_SECRET, balances: dict[str, float] | None = None,
+                 paused: bool = False) -> None:
+        if (api_key, api_secret) == (DEV_API_KEY, DEV_API_SECRET) and not _is_loopback(host):
+            raise ValueError(f"refusing the built-in dev credentials on non-loopback host {host!r}")
+        self.tape_dir = Path(tape) if tape is not None else bundled_tape_dir()
+        self.markets = {sym: Market(t, seed) for sym, t in load_tape(self.tape_dir).items()}
+        first = max(m.first_ms for m in self.markets.values())
+        end = min(m.end_ms for m in self.markets.values())
+        start = first + DAY_MS if start_ms is None else int(start_ms)
+        if not first <= start < end:
+            raise TapeError(f"{self.tape_dir}: replay start {start} outside the 1m tape [{first}, {end})")
+        self.clock = ReplayClock(start, end, speed, paused=True)  # runs from start() on
+        self._paused_at_start = paused
+        self.faults = Faults()
+        self.account = Account(self.markets, {**{m.base: 0.0 for m in self.markets.values()},
+                                              **(balances if balances is not None else DEFAULT_BALANCES)})
+        self.pump = Pump(self.markets, self.clock, self.faults)
+        self.faults._drop = self._schedule_drop
+        self.host, self.port, self.api_key, self.api_secret = host, port, api_key, api_secret
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the port and start the replay."""
+        app = web.Application(middlewares=[fault_middleware])
+        app[LX_KEY], app[PUMP_KEY] = self, self.pump
+        add_routes(app)
+        app.router.add_get("/stream/ws/{n}", ws_handler)
+        app.router.add_get("/ws/{n}", ws_handler)
+        add_control_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.faults.released.clear()
+        if not self._paused_at_start:
+            self.clock.resume()
+        self._spawn(self.pump.run())
+        derived = sorted(m.symbol for m in self.markets.values() if m.derived_1s)
+        if derived:
+            log.warning("derived_1s_bars", symbols=derived,
+                        note="no 1s tape: 1s bars are DERIVED from 1m bars by a seeded path, not recorded")
+        log.info("local_exchange_started", url=self.base_url, tape=str(self.tape_dir), speed=self.clock.speed,
+                 replay_start_ms=self.clock.now_ms(), tape_end_ms=self.clock.end_ms, symbols=sorted(self.markets))
+
+    async def stop(self) -> None:
+        """Close every socket, end hanging calls and release the port."""
+        self.faults.released.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self.pump.drop_all()
+            await self._runner.cleanup()
+            self._runner = None
+        log.info("local_exchange_stopped")
+
+    async def __aenter__(self) -> "LocalExchange":
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _schedule_drop(self) -> int:
+        self._spawn(self.pump.drop_all())
+        return len(self.pump.sockets)
+
+    # -- addresses and clock -------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:P`."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """ccxt `urls['api']['public']` and `['private']`."""
+        return self.base_url + "/api/v3"
+
+    @property
+    def ws_url(self) -> str:
+        """ccxt `urls['api']['ws']['spot']` (keeps `/stream` in the path: recipe pitfall P1)."""
+        return f"ws://{self.host}:{self.port}/stream/ws"
+
+    def now_ms(self) -> int:
+        """The replay instant (ms UTC)."""
+        return self.clock.now_ms()
+
+    def pause_clock(self) -> None:
+        """Freeze the replay clock (streams send nothing new until resumed)."""
+        self.clock.pause()
+        self.pump.wake.set()
+
+    def resume_clock(self) -> None:
+        """Let the replay clock run again."""
+        self.clock.resume()
+        self.pump.wake.set()
+
+    def set_speed(self, speed: float) -> None:
+        """Change the replay speed (0 = as fast as possible)."""
+        self.clock.set_speed(speed)
+        self.pump.wake.set()
+
+    async def wait_subscribed(self, count: int, timeout: float = 10.0) -> list[str]:
+        """Wait until at least `count` streams are subscribed; their names."""
+        async with asyncio.timeout(timeout):
+            while len(self.pump.subscriptions()) < count:
+                await asyncio.sleep(0.01)
+        return self.pump.subscriptions()
+
+    def status(self) -> dict[str, Any]:
+        """Clock, streams, sockets and faults, for `GET /_control/status`."""
+        return {"replay_ms": self.now_ms(), "speed": self.clock.speed, "paused": self.clock.paused,
+                "ended": self.clock.ended, "tape_end_ms": self.clock.end_ms, "symbols": sorted(self.markets),
+                "streams": self.pump.subscriptions(), "sockets": len(self.pump.sockets),
+                "frames_sent": self.pump.frames_sent, "orders": len(self.account.orders),
+                "faults": self.faults.snapshot()}
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def parse_start(text: str) -> int:
+    """ISO 8601 UTC (e.g. 2025-08-10T12:00:00Z, or a date) → ms since the epoch."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() * 1000)
+
+
+def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
+    """(key, secret, where from): the named env vars when both are set, else the dev pair."""
+    key, secret = os.environ.get(key_env, ""), os.environ.get(secret_env, "")
+    if key and secret:
+        return key, secret, f"env {key_env}/{secret_env}"
+    return DEV_API_KEY, DEV_API_SECRET, "built-in dev credentials (loopback only)"
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    key, secret, source = credentials(args.api_key_env, args.api_secret_env)
+    try:
+        lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
+                           start_ms=parse_start(args.start) if args.start else None, speed=args.speed,
+                           seed=args.seed, api_key=key, api_secret=secret,
+                           paused=getattr(args, "paused", False))
+        for spec in getattr(args, "fault", None) or []:
+            fault = json.loads(spec)
+            apply(lx, fault.pop("action"), fault)
+    except (TapeError, ValueError, TypeError, KeyError, OSError) as e:
+        print(f"sigd local-exchange: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(lx, source))
+
+
+async def _serve(lx: LocalExchange, source: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await lx.start()
+    except OSError as e:
+        print(f"sigd local-exchange: cannot bind {lx.host}:{lx.port}: {e}", file=sys.stderr)
+        return 2
+    print(f"local exchange listening on {lx.base_url}", flush=True)
+    print(f"  rest {lx.rest_url}  ws {lx.ws_url}  control {lx.base_url}/_control/status", flush=True)
+    print(f"  api key: {source}", flush=True)
+    await stop.wait()
+    await lx.stop()
+    return 0
