@@ -6,7 +6,9 @@ import importlib
 import sys
 
 # name -> module with a `main(argv) -> int`
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "service": "bench.service",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -9,8 +9,9 @@ is unresolved, no new order is sent for it, so nothing is ever sent twice.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from daemon import log as logging
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
@@ -21,6 +22,7 @@ from daemon.store import Store
 
 log = logging.get("broker")
 UNRESOLVED_GAUGE = REGISTRY.gauge("sigd_orders_unresolved", "Orders whose outcome is not yet known")
+MISMATCH = REGISTRY.gauge("sigd_position_mismatch", "Exchange balance minus the balance our fills imply, base units")
 _CCXT_STATUS = {
     "open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
     "expired": OrderStatus.CANCELED, "rejected": OrderStatus.REJECTED,
@@ -34,6 +36,8 @@ class OrderClient(Protocol):
                            client_order_id: str) -> dict: ...
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None: ...
+
+    async def fetch_balance(self) -> dict[str, float]: ...
 
 
 def _fee_in_quote(raw: dict, symbol: str, price: float) -> float:
@@ -51,40 +55,78 @@ class TestnetBroker:
     """Market orders on an exchange through ExchangeClient, reconciled by client order id."""
 
     mode = "testnet"
+    __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, store: Store, sink: EventSink, client: OrderClient, *, unknown_grace_ms: int = 15_000,
-                 clock_ms: Callable[[], int] = wall_ms) -> None:
+    def __init__(self, store: Store, sink: EventSink, client: OrderClient, *, symbols: Sequence[str] = (),
+                 unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms) -> None:
         self.store, self.client, self.clock_ms = store, client, clock_ms
+        self.symbols = tuple(symbols)  # whose positions start() checks against the exchange
         # An order the exchange does not know yet may still arrive until its request expires
         # (Binance recvWindow is 10 s): only after this grace does "not found" mean "never placed".
         self.unknown_grace_ms = unknown_grace_ms
         self.ledger = Ledger(store, sink, clock_ms)
+        self._lock = asyncio.Lock()  # one submit or reconciliation at a time
+        self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Settle whatever a previous run left unresolved and republish lost fill events."""
+        """Settle what a previous run left unresolved, check positions, republish lost fill events."""
         await self.reconcile()
+        for symbol in self.symbols:
+            await self.check_position(symbol)
         self.ledger.republish()
+
+    async def close(self) -> None:
+        """Let a background reconciliation finish."""
+        if self._sync_task is not None:
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+
+    async def check_position(self, symbol: str) -> float:
+        """Exchange base balance vs the balance our fills imply; the difference (0 = consistent).
+
+        The first time a symbol is seen, the balance not explained by our position is recorded
+        as the account's baseline (what it held before sigd traded); later a difference means
+        someone else traded on the account or a fill was missed: logged loudly, never traded on.
+        """
+        base = symbol.split("/")[0]
+        try:
+            held = (await self.client.fetch_balance()).get(base, 0.0)
+        except Exception as exc:
+            log.warning("position_check_failed", symbol=symbol, error=repr(exc))
+            return 0.0
+        key = f"testnet.baseline.{base}"
+        ours = self.position(symbol).amount
+        baseline = self.store.get_kv(key)
+        if baseline is None:
+            self.store.set_kv(key, repr(held - ours))
+            return 0.0
+        diff = held - (float(baseline) + ours)
+        MISMATCH.set(diff, symbol=symbol)
+        if abs(diff) > 1e-9 * max(1.0, abs(held)):
+            log.error("position_mismatch", symbol=symbol, exchange=held, expected=float(baseline) + ours, diff=diff)
+        return diff
 
     def position(self, symbol: str) -> Position:
         """Net position from our own fills on the exchange."""
         return self.ledger.position(symbol)
 
     async def on_bar(self, bar: Bar) -> None:
-        """Keep trying to settle unresolved orders of this symbol."""
-        if self.store.orders(UNRESOLVED, symbol=bar.symbol):
-            await self.reconcile(bar.symbol)
+        """Keep settling unresolved orders, in the background: the bar path never waits on REST."""
+        busy = self._sync_task is not None and not self._sync_task.done()
+        if not busy and self.store.orders(UNRESOLVED, symbol=bar.symbol):
+            self._sync_task = asyncio.create_task(self.reconcile(bar.symbol))
 
     async def submit(self, intent: OrderIntent) -> Order | None:
         """Store, then send one market order; None when blocked or there is nothing to do."""
-        if self.store.orders(UNRESOLVED, symbol=intent.symbol):
-            await self.reconcile(intent.symbol)
+        async with self._lock:
             if self.store.orders(UNRESOLVED, symbol=intent.symbol):
-                log.warning("order_blocked_unresolved", symbol=intent.symbol, strategy=intent.strategy)
+                await self._reconcile(intent.symbol)
+                if self.store.orders(UNRESOLVED, symbol=intent.symbol):
+                    log.warning("order_blocked_unresolved", symbol=intent.symbol, strategy=intent.strategy)
+                    return None
+            order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING)
+            if order is None or not self.ledger.record_new(order, intent.not_before_ts):
                 return None
-        order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING)
-        if order is None or not self.ledger.record_new(order, intent.not_before_ts):
-            return None
-        return await self._send(order)
+            return await self._send(order)
 
     async def _send(self, order: Order) -> Order:
         try:
@@ -116,6 +158,10 @@ class TestnetBroker:
 
     async def reconcile(self, symbol: str | None = None) -> None:
         """Look up every unresolved order by client id and settle what the exchange knows."""
+        async with self._lock:
+            await self._reconcile(symbol)
+
+    async def _reconcile(self, symbol: str | None) -> None:
         for order, _ in self.store.orders(UNRESOLVED, symbol=symbol):
             try:
                 raw = await self.client.fetch_order(order.client_order_id, order.symbol)

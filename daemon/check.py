@@ -21,7 +21,32 @@ def _check_store(cfg: Config) -> list[str]:
     return []
 
 
-CHECKS: list[Check] = [_check_store]
+def _check_broker(cfg: Config) -> list[str]:
+    """Testnet orders only on a testnet (or the local exchange), with keys in the environment."""
+    import os
+
+    problems = []
+    if cfg.broker.mode == "testnet":
+        if cfg.exchange.endpoint == "live":
+            problems.append("broker.mode: 'testnet' sends real orders; exchange.endpoint 'live' is refused "
+                            "(use endpoint 'testnet' or 'local')")
+        for env in (cfg.exchange.api_key_env, cfg.exchange.api_secret_env):
+            if not os.environ.get(env):
+                problems.append(f"broker.mode: 'testnet' needs the environment variable {env}")
+    return problems
+
+
+def _check_alert_secrets(cfg: Config) -> list[str]:
+    # Every enabled channel that signs or authenticates needs its secret in the environment.
+    import os
+
+    needed = [(f"alerts.webhooks[{w.name}].secret_env", w.secret_env) for w in cfg.alerts.webhooks]
+    if cfg.alerts.telegram.enabled:
+        needed.append(("alerts.telegram.token_env", cfg.alerts.telegram.token_env))
+    return [f"{key}: environment variable {env} is not set" for key, env in needed if not os.environ.get(env)]
+
+
+CHECKS: list[Check] = [_check_store, _check_broker, _check_alert_secrets]
 
 
 def run_checks(cfg: Config) -> list[str]:

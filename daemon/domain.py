@@ -190,3 +190,39 @@ class PredictorLike(Protocol):
     def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
         """One prediction at the close of the bar that opened at `bar_ts`."""
         ...
+
+
+class Controls(Protocol):
+    """What a person may ask of the running daemon (Telegram commands; the app implements it).
+
+    The synchronous methods run on the event loop and must be quick (in-memory state or one
+    small SQLite query). Results are plain JSON-able data, rendered as "key: value" lines.
+    """
+
+    def status(self) -> Mapping[str, Any]:
+        """Streams, freshness, mode, paused flag, models and versions, outbox depth."""
+        ...
+
+    def positions(self) -> list[Mapping[str, Any]]:
+        """Open positions: symbol, amount, entry_price, unrealized/realized PnL."""
+        ...
+
+    def recent_signals(self, n: int) -> list[Mapping[str, Any]]:
+        """The newest `n` signals, newest first."""
+        ...
+
+    def pnl(self) -> Mapping[str, Any]:
+        """Realized and unrealized PnL, fees, trades; used by /pnl and the daily summary."""
+        ...
+
+    def pause(self) -> None:
+        """Stop opening new positions (signals and alerts go on); persists across restarts."""
+        ...
+
+    def resume(self) -> None:
+        """Undo pause()."""
+        ...
+
+    async def flat(self) -> Mapping[str, Any]:
+        """Close every position now (through the broker); returns what was done."""
+        ...

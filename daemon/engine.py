@@ -28,7 +28,7 @@ from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
-from daemon.orders import AlertsBroker, Broker, OrderIntent, wall_ms
+from daemon.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
 from daemon.store import Store
 from strategies import risk
 from strategies.base import Strategy
@@ -74,10 +74,13 @@ def predict_all(predictors: Sequence[tuple[str, PredictorLike]], windows: Mappin
     return out
 
 
-def signal_payload(signal_id: int, event_id: str, signal: Signal, latency_ms: float | None) -> dict[str, Any]:
-    """The "signal" event: id, symbol, side, confidence, price, bar_ts, model versions, ..."""
+def signal_payload(signal_id: int, signal: Signal, latency_ms: float | None) -> dict[str, Any]:
+    """The "signal" event: symbol, side, confidence, price, bar_ts, model versions, ...
+
+    The event id ("signal-<row id>") travels beside the payload: the outbox adds it as `id`.
+    """
     return {
-        "id": event_id, "signal_id": signal_id, "symbol": signal.symbol, "side": signal.side.name,
+        "signal_id": signal_id, "symbol": signal.symbol, "side": signal.side.name,
         "confidence": signal.confidence, "price": signal.price, "bar_ts": signal.bar_ts,
         "strategy": signal.strategy, "reasons": list(signal.reasons),
         "model_versions": dict(signal.model_versions), "latency_ms": latency_ms,
@@ -104,7 +107,8 @@ def risk_params_from_config(cfg: Config) -> RiskParams:
     )
 
 
-def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None) -> Broker:
+def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None,
+                       endpoint: str = "local", symbols: Sequence[str] = ()) -> Broker:
     """The broker of [broker].mode (testnet needs the exchange client)."""
     if bcfg.mode == "alerts":
         return AlertsBroker(store)
@@ -114,9 +118,11 @@ def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exc
         return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage)
     if exchange is None:
         raise ValueError("broker.mode = 'testnet' needs an exchange client")
+    if endpoint == "live":
+        raise ValueError("broker.mode = 'testnet' refuses exchange.endpoint = 'live' (real money)")
     from daemon.broker import TestnetBroker  # imports ccxt through daemon.exchange
 
-    return TestnetBroker(store, sink, exchange, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
+    return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
 
 
 class Engine:
@@ -162,7 +168,8 @@ class Engine:
         return cls(
             store=store, buffers=buffers, predictors=predictors, sink=sink,
             strategies=strategies_from_config(cfg.strategy, cfg.engine),
-            broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange),
+            broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange,
+                                      endpoint=cfg.exchange.endpoint, symbols=(cfg.exchange.symbol,)),
             risk_params=risk_params_from_config(cfg), symbol=cfg.exchange.symbol,
             reference_symbol=cfg.exchange.reference_symbol, timeframes=cfg.exchange.timeframes,
             reference_timeframe=cfg.exchange.reference_timeframe,
@@ -185,6 +192,7 @@ class Engine:
         """Let a running decision finish, then stop the inference thread."""
         if self._inflight is not None:
             await asyncio.gather(self._inflight, return_exceptions=True)
+        await self.broker.close()
         self._executor.shutdown(wait=True)
 
     # --- the bar path -----------------------------------------------------------------------
@@ -251,8 +259,8 @@ class Engine:
             self.emit(verdict.signal, (self.perf_clock() - received) * 1000.0)
             intent = OrderIntent(self.symbol, verdict.target, verdict.signal.price, bar.ts, bar.close_ts,
                                  verdict.signal.strategy)
-            await self.broker.submit(intent)
-            self.risk_state = risk.after_trade(self.risk_state, bar.ts)
+            if await self.broker.submit(intent) is not None:
+                self.risk_state = risk.after_trade(self.risk_state, bar.ts)
         self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
 
     def _strategy_signals(self, predictions: Sequence[Prediction], position: Position, bar: Bar) -> list[Signal]:
@@ -285,8 +293,8 @@ class Engine:
 
     def _publish(self, signal_id: int, signal: Signal, latency_ms: float | None) -> None:
         event_id = f"signal-{signal_id}"
-        payload = signal_payload(signal_id, event_id, signal, latency_ms)
-        self._last_signal = payload
+        payload = signal_payload(signal_id, signal, latency_ms)
+        self._last_signal = {"id": event_id, **payload}
         try:
             self.sink.publish("signal", payload, event_id=event_id)
         except Exception as exc:  # stays unpublished in SQLite; republish() sends it later
@@ -331,6 +339,8 @@ class Engine:
             bar, position = self._last_bar, self.broker.position(self.symbol)
             if bar is None or position.amount == 0:
                 return False
+            if self.store.orders(client_order_id=client_order_id(self.symbol, bar.ts, "manual")):
+                return False  # already asked on this bar: the same order id, never sent twice
             signal = Signal(self.symbol, bar.ts, Side.FLAT, 1.0, bar.close, "manual", (f"flat: {reason}",))
             self.emit(signal, None)
             await self.broker.submit(OrderIntent(self.symbol, 0.0, bar.close, bar.ts, bar.close_ts, "manual"))

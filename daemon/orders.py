@@ -64,6 +64,10 @@ class Broker(Protocol):
         """A JSON-ready summary for /status."""
         ...
 
+    async def close(self) -> None:
+        """Finish background work before shutdown."""
+        ...
+
 
 def client_order_id(symbol: str, bar_ts: int, strategy: str, leg: int = 0) -> str:
     """Deterministic id (Binance allows [A-Za-z0-9-_]{1,36}): the same decision gives the same id."""
@@ -167,7 +171,7 @@ class Ledger:
 
     def _publish_fill(self, fill: Fill, position: Position) -> None:
         event_id = f"fill-{fill.client_order_id}"
-        payload = {"id": event_id, **dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
+        payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
         if self._publish("fill", payload, event_id):
             self.store.set_fill_event(fill.client_order_id, event_id)
 
@@ -180,9 +184,10 @@ class Ledger:
 
 
 def order_payload(order: Order) -> dict[str, Any]:
-    """JSON-ready order for events and /status."""
+    """JSON-ready order for events and /status (`type` is the outbox's word: `order_type` here)."""
     row = dataclasses.asdict(order)
     row["status"] = order.status.value
+    row["order_type"] = row.pop("type")
     return row
 
 
@@ -208,7 +213,7 @@ class AlertsBroker:
         """Nothing is pending in alerts mode."""
 
     async def submit(self, intent: OrderIntent) -> Order | None:
-        """Move the virtual position at the signal price, fee-free; send nothing."""
+        """Move the virtual position at the signal price, fee-free; send nothing, store no order."""
         order = order_for(intent, self.position(intent.symbol), OrderStatus.FILLED)
         if order is None:
             return None
@@ -216,7 +221,10 @@ class AlertsBroker:
         position = apply_fill(self.position(intent.symbol), fill)
         self.store.put_position(position, self.clock_ms())
         self._positions[intent.symbol] = position
-        return None
+        return order
+
+    async def close(self) -> None:
+        """Nothing runs in the background."""
 
     def status(self) -> dict[str, Any]:
         """Mode and virtual positions."""

@@ -8,6 +8,7 @@ so a restarted daemon continues with the same position and fills what was still 
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable
 
 from daemon import log as logging
@@ -16,6 +17,7 @@ from daemon.orders import Ledger, OrderIntent, order_for, wall_ms
 from daemon.store import Store
 
 log = logging.get("paper")
+RECENT_BARS = 256  # bars remembered per symbol: covers a decision slower than 4 min of 1s bars
 
 
 def fill_price(reference: float, side: str, slippage: float) -> float:
@@ -36,6 +38,7 @@ class PaperBroker:
         self.ledger = Ledger(store, sink, clock_ms)
         self.store = store
         self._pending: list[tuple[Order, int]] = []
+        self._recent: dict[str, deque[Bar]] = {}  # newest bars per symbol, for late submits
 
     async def start(self) -> None:
         """Reload the orders a previous run left pending and republish lost fill events."""
@@ -57,19 +60,32 @@ class PaperBroker:
         order = order_for(intent, position, OrderStatus.OPEN)
         if order is None or not self.ledger.record_new(order, intent.not_before_ts):
             return None
-        self._pending.append((order, intent.not_before_ts))
         self.ledger.set_status(order, OrderStatus.OPEN)
+        # The next price may already have arrived while the models ran: fill from it, so a slow
+        # decision fills exactly where a backtest (which awaits each decision) fills.
+        seen = [b for b in self._recent.get(intent.symbol, ()) if b.ts >= intent.not_before_ts]
+        if seen:
+            self._fill(order, min(seen, key=lambda b: b.ts))
+        else:
+            self._pending.append((order, intent.not_before_ts))
         return order
 
     async def on_bar(self, bar: Bar) -> None:
         """Fill every pending order of this symbol that this bar is the next price for."""
+        self._recent.setdefault(bar.symbol, deque(maxlen=RECENT_BARS)).append(bar)
         ready = [(o, nb) for o, nb in self._pending if o.symbol == bar.symbol and bar.ts >= nb]
         for order, nb in ready:
-            price = fill_price(bar.open, order.side, self.slippage)
-            fee = self.fee * price * order.amount
-            fill = Fill(order.client_order_id, order.symbol, order.side, price, order.amount, fee, bar.ts)
-            self.ledger.record_fill(order, fill)
+            self._fill(order, bar)
             self._pending.remove((order, nb))
+
+    def _fill(self, order: Order, bar: Bar) -> None:
+        price = fill_price(bar.open, order.side, self.slippage)
+        fee = self.fee * price * order.amount
+        self.ledger.record_fill(order, Fill(order.client_order_id, order.symbol, order.side, price,
+                                            order.amount, fee, bar.ts))
+
+    async def close(self) -> None:
+        """Nothing runs in the background (pending orders are in SQLite)."""
 
     def status(self) -> dict[str, Any]:
         """Mode, fee, slippage, pending orders and positions."""

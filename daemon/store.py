@@ -70,7 +70,7 @@ INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("signals", ("bar_ts",)),
     ("orders", ("status",)),
     ("fills", ("client_order_id",)),
-    ("outbox", ("status", "next_attempt_ms")),
+    ("outbox", ("channel", "status", "next_attempt_ms")),
     ("models", ("name", "status")),
 ]
 
@@ -150,6 +150,36 @@ class Store:
         """Row count of a table, optionally filtered."""
         sql = f"SELECT COUNT(*) FROM [{table}]" + (f" WHERE {where}" if where else "")
         return int(self.db.execute(sql, list(params)).fetchone()[0])
+
+    # --- model registry (app: daemon/retrain.py) ------------------------------------------
+
+    def current_model(self, name: str) -> dict[str, Any] | None:
+        """The registry row of the model now serving under `name`, or None."""
+        rows = list(self.db["models"].rows_where("name=? AND status='current'", [name], order_by="id DESC", limit=1))
+        return rows[0] if rows else None
+
+    def model_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Registry rows, newest first (all models, or one)."""
+        where, params = ("name=?", [name]) if name else (None, [])
+        return list(self.db["models"].rows_where(where, params, order_by="id DESC"))
+
+    def record_model(self, name: str, version: str, path: str, status: str, metrics: str, now_ms: int) -> int:
+        """Add a registry row; a new "current" demotes the old current to "previous" and the old
+        previous to "retired", in one transaction."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if status == "current":
+                conn.execute("UPDATE models SET status='retired' WHERE name=? AND status='previous'", [name])
+                conn.execute("UPDATE models SET status='previous' WHERE name=? AND status='current'", [name])
+            cur = conn.execute(
+                "INSERT INTO models (name, version, path, status, metrics, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                [name, version, path, status, metrics, now_ms])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(cur.lastrowid or 0)
 
     # --- engine: predictions, signals, orders, fills, positions (owner: engine) -----------
     # Raw SQL only in this section: sqlite-utils' helpers commit by themselves, which would
@@ -288,6 +318,80 @@ class Store:
             [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees,
              updated_ms],
         )
+    # --- outbox (daemon/outbox.py) --------------------------------------------------------
+    # Row status: pending -> sent | skipped | dead. `id` is "<event_id>/<channel>", so adding
+    # the same event twice is a no-op (INSERT OR IGNORE), which makes publish idempotent.
+
+    _OUTBOX_COLUMNS = ("id", "event_id", "channel", "type", "payload", "status", "attempts",
+                       "next_attempt_ms", "last_error", "created_ms", "sent_ms")
+
+    def add_outbox(self, rows: list[dict[str, Any]]) -> int:
+        """Insert outbox rows in one transaction; rows whose id exists are ignored. Returns rows added."""
+        cols = self._OUTBOX_COLUMNS
+        sql = f"INSERT OR IGNORE INTO outbox ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            conn.executemany(sql, [[r.get(c) for c in cols] for r in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return conn.total_changes - before
+
+    def due_outbox(self, channel: str, now_ms: int, limit: int = 50) -> list[dict[str, Any]]:
+        """Pending rows of a channel whose next attempt is due, oldest first."""
+        cur = self.db.execute(
+            "SELECT * FROM outbox WHERE channel=? AND status='pending' AND next_attempt_ms<=? "
+            "ORDER BY created_ms, rowid LIMIT ?",
+            [channel, now_ms, limit],
+        )
+        return self._outbox_dicts(cur)
+
+    def next_outbox_due_ms(self, channel: str) -> int | None:
+        """When the channel's earliest pending row becomes due (None when nothing is pending)."""
+        row = self.db.execute(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE channel=? AND status='pending'", [channel]
+        ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def update_outbox(self, row_id: str, **fields: Any) -> None:
+        """Set columns of one outbox row (status, attempts, next_attempt_ms, last_error, sent_ms)."""
+        unknown = set(fields) - set(self._OUTBOX_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown outbox column(s): {sorted(unknown)}")
+        assignments = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE outbox SET {assignments} WHERE id=?", [*fields.values(), row_id])
+
+    def outbox_depth(self) -> dict[tuple[str, str], int]:
+        """Count of pending and dead rows per (channel, status)."""
+        cur = self.db.execute(
+            "SELECT channel, status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') "
+            "GROUP BY channel, status"
+        )
+        return {(ch, st): n for ch, st, n in cur.fetchall()}
+
+    def outbox_rows(self, channel: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Outbox rows (optionally of one channel / status), oldest first."""
+        where = " AND ".join(w for w, v in (("channel=?", channel), ("status=?", status)) if v is not None)
+        cur = self.db.execute(
+            "SELECT * FROM outbox" + (f" WHERE {where}" if where else "") + " ORDER BY created_ms, rowid",
+            [v for v in (channel, status) if v is not None],
+        )
+        return self._outbox_dicts(cur)
+
+    @staticmethod
+    def _outbox_dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def purge_outbox(self, before_ms: int) -> int:
+        """Delete finished rows (sent, skipped, dead) created before `before_ms`; returns rows deleted."""
+        cur = self.db.execute(
+            "DELETE FROM outbox WHERE status IN ('sent', 'skipped', 'dead') AND created_ms<?", [before_ms]
+        )
+        return cur.rowcount
 
     # --- backtest: reading a run back (owner: backtest) ------------------------------------
 

@@ -1,7 +1,7 @@
 """Small real implementations of the engine's seams, for the engine, paper and broker tests.
 
 A deterministic momentum predictor (implements PredictorLike over the windows), a list-backed
-EventSink, a bar builder and bar-series builders. Not mocks: each does its job for real.
+EventSink, bar and bar-series builders, and the real ring buffers set up for the daemon's streams. Not mocks: each does its job for real.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import numpy as np
-
+from daemon.bars import Buffers
 from daemon.domain import Bar, Prediction, Side, timeframe_ms
+from daemon.outbox import RESERVED_KEYS
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 
@@ -46,12 +46,16 @@ class ListSink:
     def publish(self, type: str, payload: Mapping[str, Any], event_id: str | None = None) -> str:
         if self.fail:
             raise RuntimeError("outbox unavailable")
+        clash = RESERVED_KEYS & set(payload)
+        if clash:  # the real outbox refuses these too
+            raise ValueError(f"event payload may not use reserved key(s) {sorted(clash)}")
         eid = event_id or f"ev-{len(self.events)}"
         self.events.append((type, dict(payload), eid))
         return eid
 
     def of(self, type: str) -> list[dict[str, Any]]:
-        return [p for t, p, _ in self.events if t == type]
+        """Payloads of one event type, each with its event id as "id" (as the channels see them)."""
+        return [{"id": eid, **p} for t, p, eid in self.events if t == type]
 
 
 @dataclass
@@ -96,25 +100,13 @@ class FailingPredictor(MomentumPredictor):
         raise RuntimeError("weights corrupt")
 
 
-class BarBuffers:
-    """A minimal WindowSource: every bar of every stream, windows as [n, 6] float64 copies."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], list[tuple[float, ...]]] = {}
-
-    def append(self, b: Bar) -> None:
-        self.rows.setdefault((b.symbol, b.timeframe), []).append(b.as_row())
-
-    def windows(self, symbol: str, timeframes: Any, reference_symbol: str, reference_timeframe: str = "1m",
-                sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
-        out = {}
-        for sym, tf in [(symbol, t) for t in timeframes] + [(reference_symbol, reference_timeframe)]:
-            key = tf if sym == symbol else f"{sym.split('/')[0].lower()}_{tf}"
-            rows = self.rows.get((sym, tf))
-            if rows:
-                n = (sizes or {}).get(key, len(rows))
-                out[key] = np.array(rows[-n:], dtype=np.float64)
-        return out
+def buffers(capacity: int = 64) -> Buffers:
+    """The real ring buffers with the daemon's streams (ETH/USDT 1s/1m/1h/1d, BTC/USDT 1m)."""
+    out = Buffers()
+    for tf in ("1s", "1m", "1h", "1d"):
+        out.add("ETH/USDT", tf, capacity)
+    out.add("BTC/USDT", "1m", capacity)
+    return out
 
 
 def prediction(model: str, side: Side, confidence: float, threshold: float = 0.5, version: str = "v1") -> Prediction:

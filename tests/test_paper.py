@@ -123,3 +123,15 @@ async def test_lost_fill_events_are_republished_once(tmp_path: Path) -> None:
     await again.start()
     await again.start()
     assert [p["id"] for p in sink2.of("fill")] == [f"fill-{client_order_id(SYM, T0, 'confidence')}"]
+
+
+async def test_a_late_decision_fills_at_the_same_next_price(tmp_path: Path) -> None:
+    # Live: the next 1s bars arrive while the models still run; the fill must not move.
+    store, sink = Store(tmp_path / "s.sqlite"), ListSink()
+    paper = PaperBroker(store, sink, fee=0.0, slippage=0.0)
+    await paper.start()
+    for k, price in enumerate([50.0, 51.0, 52.0]):
+        await paper.on_bar(bar(T0 + MIN - 1000 + k * 1000, price, timeframe="1s"))
+    await paper.submit(intent(1.0, T0))  # decided at the close of T0 (T0 + 1 min)
+    assert paper.position(SYM) == Position(SYM, 1.0, 51.0, 0.0, 0.0)  # the 1s bar at T0 + 1 min
+    assert sink.of("fill")[0]["ts"] == T0 + MIN

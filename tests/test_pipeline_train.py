@@ -1,0 +1,132 @@
+"""End to end on tiny tapes: train -> artifact (+ history, plots) -> Predictor; refusals; no look-ahead."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.artifacts import ArtifactError, load_artifact
+from models.data import load_series
+from models.datasets import live_windows
+from models.predictor import InsufficientWindows, Predictor
+from models.train import train_pipeline
+from tests.pipeline_builders import write_market
+
+MODELS = ("cnn_lstm_attn", "mtf_transformer")
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_market(tmp_path_factory.mktemp("tape"), n_1m=2500)
+
+
+@pytest.fixture(scope="module")
+def trained(market: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = {}
+    for name in MODELS:
+        res = train_pipeline(name, preset="tiny", data_dirs=[market], epochs=2, max_batches=4,
+                             out_dir=tmp_path_factory.mktemp(name) / "art", seed=3, progress=False)
+        out[name] = res.artifact_dir
+    return out
+
+
+def _series(market: Path) -> dict[str, np.ndarray]:
+    s = {k: load_series([market], "ETH/USDT", k) for k in ("1m", "1h", "1d")}
+    s["btc_1m"] = load_series([market], "BTC/USDT", "1m")
+    return s
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_writes_artifact_history_and_plots(trained: dict[str, Path], name: str) -> None:
+    d = trained[name]
+    for f in ("model.safetensors", "artifact.json", "history.json", "loss.png", "accuracy.png"):
+        assert (d / f).stat().st_size > 0, f
+    meta = json.loads((d / "artifact.json").read_text())
+    assert meta["classes"] == {"0": "SHORT", "1": "FLAT", "2": "LONG"}
+    assert len(meta["history"]["train_loss"]) == 2 and meta["samples"]["train"] > 0
+    assert 0.0 <= meta["metrics"]["test"]["accuracy"] <= 1.0 and len(meta["data"]["fingerprint"]) == 64
+    if name == "cnn_lstm_attn":
+        assert (d / "attention.png").exists()
+    else:
+        assert meta["features"]["inputs"] == ["1m", "1h", "1d", "btc_1m"]  # no recorded 1s: masked
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_round_trip_and_batch_equal_bar_by_bar(trained: dict[str, Path], market: Path, name: str) -> None:
+    pred = Predictor.load(trained[name], device="cpu")
+    series = _series(market)
+    ts = [int(t) for t in series["1m"][-40:, 0]]
+    windows = [live_windows(series, t, pred.required_windows) for t in ts]
+    one = [pred.predict(w, t) for w, t in zip(windows, ts)]
+    many = pred.predict_batch(windows, ts)
+    assert [p.side for p in one] == [p.side for p in many]
+    np.testing.assert_allclose([p.probs for p in one], [p.probs for p in many], atol=1e-5)
+    again = Predictor.load(trained[name], device="cpu")  # a second load gives identical outputs
+    assert [again.predict(w, t).probs for w, t in zip(windows[:5], ts[:5])] == [p.probs for p in one[:5]]
+    assert one[0].model == name and one[0].version == pred.version and one[0].threshold == pred.threshold
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_predictions_up_to_t_ignore_every_later_bar(trained: dict[str, Path], market: Path, name: str) -> None:
+    pred = Predictor.load(trained[name], device="cpu")
+    series = _series(market)
+    t_row = len(series["1m"]) - 30
+    t_close = series["1m"][t_row, 0] + 60_000
+    other = {k: v.copy() for k, v in series.items()}
+    rng = np.random.default_rng(1)
+    for k, v in other.items():  # shuffle every bar that closes after t
+        later = v[:, 0] + (v[1, 0] - v[0, 0]) > t_close
+        v[later, 1:] = rng.permutation(v[later, 1:])
+    ts = [int(t) for t in series["1m"][t_row - 10:t_row + 1, 0]]
+    a = pred.predict_batch([live_windows(series, t, pred.required_windows) for t in ts], ts)
+    b = pred.predict_batch([live_windows(other, t, pred.required_windows) for t in ts], ts)
+    assert [p.probs for p in a] == [p.probs for p in b]
+
+
+def test_too_short_windows_are_refused_clearly(trained: dict[str, Path], market: Path) -> None:
+    pred = Predictor.load(trained["cnn_lstm_attn"], device="cpu")
+    bars = _series(market)["1m"][-5:]
+    with pytest.raises(InsufficientWindows, match="needs"):
+        pred.predict({"1m": bars}, int(bars[-1, 0]))
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_corrupt_or_mismatched_artifacts_are_refused(trained: dict[str, Path], tmp_path: Path) -> None:
+    src = trained["cnn_lstm_attn"]
+    bad = _copy(src, tmp_path / "flipped")
+    w = bytearray((bad / "model.safetensors").read_bytes())
+    w[-1] ^= 0xFF
+    (bad / "model.safetensors").write_bytes(bytes(w))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(bad)
+    bad = _copy(src, tmp_path / "json")
+    (bad / "artifact.json").write_text((src / "artifact.json").read_text()[:100])
+    with pytest.raises(ArtifactError, match="corrupt JSON"):
+        load_artifact(bad)
+    for edit, why in ((lambda m: m["model"]["config"].update(lstm_hidden=16), "wrong shape"),
+                      (lambda m: m["features"].update(version=99), "feature version"),
+                      (lambda m: m.update(format_version=2), "format_version")):
+        bad = _copy(src, tmp_path / why.replace(" ", "_"))
+        meta = json.loads((src / "artifact.json").read_text())
+        edit(meta)
+        (bad / "artifact.json").write_text(json.dumps(meta))
+        with pytest.raises(ArtifactError, match=why):
+            load_artifact(bad)
+
+
+def test_training_is_reproducible_on_cpu(market: Path, tmp_path: Path) -> None:
+    runs = [train_pipeline("cnn_lstm_attn", preset="tiny", data_dirs=[market], epochs=1, max_batches=2,
+                           out_dir=tmp_path / str(i), seed=5, progress=False) for i in range(2)]
+    assert runs[0].version == runs[1].version  # same weights hash
+    model, _, _ = load_artifact(runs[0].artifact_dir)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
