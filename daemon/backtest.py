@@ -198,7 +198,10 @@ def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
         found = {p.name: p for p in sorted(root.iterdir()) if (p / "artifact.json").is_file()} if root.is_dir() else {}
         if not found:
             raise ValueError(f"--model-dir {root}: no artifact (a folder with artifact.json) in it")
-        return found
+        # the daemon asks its models in the config's order (it shows in every signal's reasons)
+        configured = list(getattr(getattr(cfg, "models", None), "paths", {}) or {})
+        return {n: found[n] for n in sorted(found, key=lambda n: (configured.index(n) if n in configured
+                                                                   else len(configured), n))}
     paths = getattr(getattr(cfg, "models", None), "paths", None)
     if paths:
         return {name: cfg.path(p) for name, p in paths.items()}

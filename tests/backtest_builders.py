@@ -13,15 +13,17 @@ T0 = 1_747_699_200_000  # 2025-05-20T00:00:00Z
 
 
 def walk(timeframe: str, n: int, *, start: int = T0, seed: int = 0, price: float = 100.0) -> np.ndarray:
-    """n bars [n, 6] of a seeded random walk on the timeframe grid, OHLC consistent."""
+    """n bars [n, 6] of a seeded random walk on the timeframe grid, OHLC consistent, prices on a
+    0.01 tick and volumes on 0.0001 as an exchange records them (so the wire format is exact)."""
     rng = np.random.default_rng(seed)
     step = timeframe_ms(timeframe)
-    close = price * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
-    open_ = np.concatenate([[price], close[:-1]])
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.001, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.001, n))
+    close = np.round(price * np.exp(np.cumsum(rng.normal(0, 0.002, n))), 2)
+    open_ = np.concatenate([[round(price, 2)], close[:-1]])
+    high = np.round(np.maximum(open_, close) * (1 + rng.uniform(0, 0.001, n)), 2)
+    low = np.round(np.minimum(open_, close) * (1 - rng.uniform(0, 0.001, n)), 2)
+    high, low = np.maximum(high, np.maximum(open_, close)), np.minimum(low, np.minimum(open_, close))
     ts = start - start % step + np.arange(n) * step
-    return np.column_stack([ts, open_, high, low, close, rng.uniform(1, 10, n)])
+    return np.column_stack([ts, open_, high, low, close, np.round(rng.uniform(1, 10, n), 4)])
 
 
 def aggregate(rows: np.ndarray, timeframe: str) -> np.ndarray:
