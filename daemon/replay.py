@@ -2,7 +2,8 @@
 order in which the live feed delivers the bars.
 
 Tape format (the format of shared/data): one file per stream, `<BASE>_<QUOTE>-<tf>.csv[.gz]`,
-header `timestamp,open,high,low,close,volume`, timestamp = open time in ms UTC.
+header `timestamp,open,high,low,close,volume`, timestamp = open time in ms UTC. Files are read
+and checked by models/data.py, the same code the training reads them with.
 
 What a data directory may and may not get away with:
 
@@ -21,71 +22,38 @@ What a data directory may and may not get away with:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from daemon.domain import Bar, timeframe_ms
+from models import data
+from models.data import TapeError, find_tape, load_tape
+
+__all__ = ["TapeError", "load_tape", "tape_path", "find_gaps", "Tape", "load_streams", "replay_order",
+           "warmup_rows", "bars_of", "write_tape", "discover"]
+
+
+def iso(ms: int) -> str:
+    """ms UTC → ISO 8601 with a Z."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
 Stream = tuple[str, str]  # (symbol, timeframe)
 
 
-class TapeError(ValueError):
-    """A tape file or data directory that cannot be replayed faithfully; the message says why."""
-
-
 def tape_path(data_dir: Path, symbol: str, timeframe: str) -> Path | None:
     """The file holding one stream (`ETH/USDT` 1m → `ETH_USDT-1m.csv.gz` or `.csv`), if any."""
-    stem = f"{symbol.replace('/', '_')}-{timeframe}"
-    for suffix in (".csv.gz", ".csv"):
-        if (data_dir / f"{stem}{suffix}").is_file():
-            return data_dir / f"{stem}{suffix}"
-    return None
+    return find_tape([data_dir], symbol, timeframe)
 
 
-def load_tape(path: Path, timeframe: str) -> np.ndarray:
-    """A checked tape file as float64 [n, 6] (ts, open, high, low, close, volume), oldest first."""
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise TapeError(f"{path}: cannot be read as CSV: {exc}") from None
-    if list(df.columns) != HEADER:
-        raise TapeError(f"{path}: header is {','.join(map(str, df.columns))!r}, expected {','.join(HEADER)!r}")
-    values = df.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise TapeError(f"{path}: line {i + 2}: not a finite number in {','.join(df.iloc[i])!r}")
-    _check_rows(path, values, timeframe)
-    return values
-
-
-def _check_rows(path: Path, a: np.ndarray, timeframe: str) -> None:
-    """Order, grid and OHLC invariants; the first offending line is named."""
-    step = timeframe_ms(timeframe)
-    ts = a[:, 0]
-    checks = (
-        (np.diff(ts, prepend=-np.inf) <= 0, "timestamp not strictly after the previous line (unsorted or duplicate)"),
-        (ts % step != 0, f"timestamp not aligned to the {timeframe} grid"),
-        (a[:, 3] > np.minimum(a[:, 1], a[:, 4]), "low above open or close"),
-        (a[:, 2] < np.maximum(a[:, 1], a[:, 4]), "high below open or close"),
-        (a[:, 5] < 0, "negative volume"),
-    )
-    for mask, why in checks:
-        if mask.any():
-            i = int(np.flatnonzero(mask)[0])
-            raise TapeError(f"{path}: line {i + 2} (timestamp {int(ts[i])}): {why}")
-
-
-def find_gaps(a: np.ndarray, timeframe: str) -> list[dict[str, int]]:
-    """Missing bars inside a stream: [{"after_ts", "next_ts", "missing"}], in order."""
-    step = timeframe_ms(timeframe)
-    d = np.diff(a[:, 0])
-    idx = np.flatnonzero(d > step)
-    return [{"after_ts": int(a[i, 0]), "next_ts": int(a[i + 1, 0]), "missing": int(d[i] // step - 1)} for i in idx]
+def find_gaps(rows: np.ndarray, timeframe: str) -> list[dict[str, Any]]:
+    """Missing bars inside a stream, for the report: first missing open time, next bar, count."""
+    return [{"from": iso(g.start_ts), "next_bar": iso(g.end_ts), "missing": g.missing}
+            for g in data.find_gaps(rows, timeframe)]
 
 
 @dataclass
@@ -94,7 +62,7 @@ class Tape:
 
     streams: dict[Stream, np.ndarray]  # present streams only
     missing: list[Stream]
-    gaps: dict[Stream, list[dict[str, int]]]
+    gaps: dict[Stream, list[dict[str, Any]]]
 
     def notes(self) -> dict:
         """The data section of the report."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from daemon import baselines, performance
 from daemon.domain import Fill, Side
+from daemon.replay import iso
 
 CLASS_NAMES = ("SHORT", "FLAT", "LONG")
 
@@ -59,11 +59,6 @@ class BacktestResult:
         from daemon.domain import timeframe_ms
 
         return timeframe_ms(self.timeframe)
-
-
-def iso(ms: int) -> str:
-    """ms UTC → ISO 8601 with a Z."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def curves(result: BacktestResult) -> dict[str, tuple[np.ndarray, np.ndarray, list[Fill]]]:

@@ -30,13 +30,13 @@ def _good_lines(n: int = 5) -> list[str]:
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda ls: ["ts,o,h,l,c,v"] + ls[1:], "header"),
-    (lambda ls: ls[:3] + [ls[3].replace(ls[3].split(",")[4], "abc", 1)] + ls[4:], "line 4: not a finite number"),
-    (lambda ls: ls[:3] + [ls[4], ls[3]] + ls[5:], "line 5 (timestamp"),
-    (lambda ls: ls[:3] + [ls[2]] + ls[3:], "unsorted or duplicate"),
-    (lambda ls: ls[:2] + [str(T0 + 60_000 + 7) + ls[2][ls[2].index(","):]] + ls[3:], "not aligned"),
-    (lambda ls: ls[:5] + [",".join(ls[5].split(",")[:3] + ["1e9"] + ls[5].split(",")[4:])], "line 6 (timestamp"),
-    (lambda ls: ls[:2] + [ls[2].rsplit(",", 1)[0] + ",-1"] + ls[3:], "negative volume"),
+    (lambda ls: ["ts,o,h,l,c,v"] + ls[1:], "line 1: header"),
+    (lambda ls: ls[:3] + [ls[3].replace(ls[3].split(",")[4], "abc", 1)] + ls[4:], "line 4: a value is missing, not a number"),
+    (lambda ls: ls[:3] + [ls[4], ls[3]] + ls[5:], "line 5: timestamp not strictly after"),
+    (lambda ls: ls[:3] + [ls[2]] + ls[3:], "line 4: timestamp not strictly after"),
+    (lambda ls: ls[:2] + [str(T0 + 60_000 + 7) + ls[2][ls[2].index(","):]] + ls[3:], "line 3: timestamp not aligned"),
+    (lambda ls: ls[:5] + [",".join(ls[5].split(",")[:3] + ["1e9"] + ls[5].split(",")[4:])], "line 6: OHLC out of order"),
+    (lambda ls: ls[:2] + [ls[2].rsplit(",", 1)[0] + ",-1"] + ls[3:], "line 3: negative volume"),
 ])
 def test_malformed_file_names_file_line_and_reason(tmp_path: Path, mutate, message: str) -> None:
     path = _write_csv(tmp_path / "ETH_USDT-1m.csv.gz", "\n".join(mutate(_good_lines())) + "\n")
@@ -47,7 +47,7 @@ def test_malformed_file_names_file_line_and_reason(tmp_path: Path, mutate, messa
 
 def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "ETH_USDT-1m.csv.gz").write_bytes(b"\x1f\x8b\x08not really gzip")
-    with pytest.raises(TapeError, match="cannot be read as CSV"):
+    with pytest.raises(TapeError, match="unreadable tape file"):
         replay.load_streams(tmp_path, STREAMS, ETH_1M)
 
 
@@ -67,7 +67,8 @@ def test_gaps_are_listed_and_replayed_as_recorded(tmp_path: Path) -> None:
     rows = walk("1m", 100)
     replay.write_tape(tmp_path, "ETH/USDT", "1m", np.delete(rows, np.s_[40:45], axis=0))
     tape = replay.load_streams(tmp_path, [ETH_1M], ETH_1M)
-    assert tape.gaps[ETH_1M] == [{"after_ts": int(rows[39, 0]), "next_ts": int(rows[45, 0]), "missing": 5}]
+    assert tape.gaps[ETH_1M] == [{"from": replay.iso(int(rows[40, 0])), "next_bar": replay.iso(int(rows[45, 0])),
+                                  "missing": 5}]
     _, idx = replay.replay_order(tape, [ETH_1M], 0, 2**62)
     assert len(idx) == 95  # nothing invented inside the gap
 

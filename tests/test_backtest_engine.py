@@ -105,7 +105,8 @@ def test_gap_in_the_period_is_replayed_as_recorded_and_listed(world: Path, cfg: 
     plan = _plan(cfg, data)
     fast = backtest.run_backtest(plan, _predictors(world), batch=True)
     slow = backtest.run_backtest(plan, _predictors(world), batch=False)
-    assert fast.notes["gaps"]["ETH/USDT 1m"] == [{"after_ts": FROM + 99 * MIN, "next_ts": FROM + 105 * MIN, "missing": 5}]
+    assert fast.notes["gaps"]["ETH/USDT 1m"] == [{"from": iso(FROM + 100 * MIN), "next_bar": iso(FROM + 105 * MIN),
+                                                  "missing": 5}]
     assert len(fast.bars) == 295
     cnn = next(m for m in fast.models if m.name == "cnn_lstm_attn")
     assert len(cnn.bar_ts) < 295  # windows across the gap are refused, as live
@@ -143,6 +144,6 @@ def test_command_refuses_bad_input_clearly(world: Path, write_config, tmp_path: 
         fh.write("timestamp,open,high,low,close,volume\n3600000,2,3,1,2,oops\n")
     assert main(base + ["--data", str(data)]) == 1
     err = capsys.readouterr().err
-    assert "ETH_USDT-1h.csv.gz" in err and "line 2" in err
+    assert "ETH_USDT-1h.csv.gz" in err and "line 2" in err  # names the file and the line
     assert main(base + ["--data", str(world / "data"), "--walk-forward", "7"]) == 1
     assert "TRAIN_DAYS:TEST_DAYS" in capsys.readouterr().err
