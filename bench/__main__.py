@@ -13,6 +13,10 @@ BENCHMARKS: dict[str, str] = {
 
 
 def main(argv: list[str]) -> int:
+    # `python -m bench NAME --flag ...`: options after a single name go to that benchmark
+    if len(argv) > 1 and argv[0] in BENCHMARKS and argv[1].startswith("-"):
+        print(f"\n== {argv[0]} ==")
+        return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:])
     names = argv or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -79,3 +79,9 @@ def main(argv: list[str]) -> int:
     print(f"\n{args.ratio_bars} trigger bars: batched {bi + br:.2f} s ({args.ratio_bars / (bi + br):.0f} bars/s), "
           f"bar by bar {sr:.2f} s ({args.ratio_bars / sr:.0f} bars/s): ratio {sr / (bi + br):.1f}x")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -222,13 +222,18 @@ def load_predictors(dirs: Mapping[str, Path], device: str = "cpu") -> dict[str, 
     return out
 
 
-def batched(plan: Plan, predictors: Mapping[str, Any], bar_ts: np.ndarray,
+def batched(plan: Plan, predictors: Mapping[str, Any], bar_ts: np.ndarray, workers: int | None = None,
             progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
-    """PrecomputedPredictor per model, its table filled by predict_batch over `bar_ts`."""
-    from daemon.batch import PrecomputedPredictor, WindowIndex, precompute
+    """PrecomputedPredictor per model, its table filled by predict_batch over `bar_ts` (in
+    `workers` processes; default: the cores this process may use)."""
+    from daemon.batch import PrecomputedPredictor, WindowIndex, default_workers, precompute_parallel
 
     index = WindowIndex(plan.tape, plan.order, plan.trigger, plan.capacity)
-    return {name: PrecomputedPredictor(p, precompute(p, index, bar_ts, progress)) for name, p in predictors.items()}
+    n = default_workers() if workers is None else workers
+    out: dict[str, PredictorLike] = {}
+    for name, p in predictors.items():
+        out[name] = PrecomputedPredictor(p, precompute_parallel(p, index, bar_ts, n, progress=progress))
+    return out
 
 
 def truth_function(plan: Plan, predictors: Mapping[str, Any]) -> Callable[[str, np.ndarray], np.ndarray]:
@@ -279,14 +284,14 @@ class Progress:
             self.bar.close()
 
 
-def run_backtest(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True,
+def run_backtest(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None,
                  progress: bool | None = None) -> BacktestResult:
     """One backtest over the plan with the given (loaded) predictors."""
     serving: Mapping[str, PredictorLike] = predictors
     if batch:
         bar_ts = plan.trigger_ts()
         bar = Progress(len(bar_ts) * len(predictors), "inference", progress)
-        serving = batched(plan, predictors, bar_ts, bar)
+        serving = batched(plan, predictors, bar_ts, workers, bar)
         bar.close()
     store = Store(":memory:")
     try:

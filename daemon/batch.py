@@ -11,11 +11,14 @@ bar-by-bar inference on the engine's own windows.
 
 from __future__ import annotations
 
+import multiprocessing
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from daemon.domain import Prediction, PredictorLike, timeframe_ms
+from daemon.domain import Prediction, PredictorLike, Side, timeframe_ms
 from daemon.replay import Stream, Tape
 
 CHUNK = 1024  # trigger bars per predict_batch call (windows of one chunk are held in memory)
@@ -94,6 +97,82 @@ def precompute(predictor: Any, index: WindowIndex, bar_ts: Sequence[int],
         table.update(zip(chunk, _chunk(predictor, [index.windows(t, req) for t in chunk], chunk)))
         progress(len(chunk))
     return table
+
+
+def default_workers() -> int:
+    """Processes for batched inference: the cores this process may run on (at most 4)."""
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def precompute_parallel(predictor: Any, index: WindowIndex, bar_ts: Sequence[int], workers: int,
+                        chunk: int = CHUNK, progress: Callable[[int], None] = lambda n: None,
+                        ) -> dict[int, Prediction | Exception]:
+    """`precompute` split over forked worker processes (one torch thread each).
+
+    Fork, not spawn: the children inherit the loaded model and the tape arrays, nothing is
+    serialized; they write their numbers into a shared memory-mapped array [n, 7]
+    (p_short, p_flat, p_long, side, confidence, inference_ms, state: 0 pending, 1 done,
+    2 not predictable) that the parent watches for progress and turns back into Predictions.
+    A bar a child could not predict is asked again here, bar by bar, so it gets exactly the
+    exception bar-by-bar inference raises.
+    """
+    ts = [int(t) for t in bar_ts]
+    if workers <= 1 or len(ts) < 2 * chunk:
+        return precompute(predictor, index, ts, progress)
+    with tempfile.TemporaryDirectory(prefix="sigd-batch-") as tmp:
+        path = Path(tmp) / "predictions.npy"
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(len(ts), 7)).flush()
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_worker, args=(predictor, index, ts, w, workers, chunk, path), daemon=True)
+                 for w in range(workers)]
+        for p in procs:
+            p.start()
+        _watch(procs, np.load(path, mmap_mode="r"), progress)
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"batched inference: {len(failed)} worker(s) failed (exit codes {failed})")
+        out = np.load(path)
+    table: dict[int, Prediction | Exception] = {}
+    for t, row in zip(ts, out):
+        if row[6] == 1.0:
+            probs = (float(row[0]), float(row[1]), float(row[2]))
+            table[t] = Prediction(predictor.name, predictor.version, t, probs, Side(int(row[3])), float(row[4]),
+                                  predictor.threshold, float(row[5]))
+        else:
+            try:
+                table[t] = predictor.predict(index.windows(t, predictor.required_windows), t)
+            except ValueError as exc:
+                table[t] = exc
+    return table
+
+
+def _worker(predictor: Any, index: WindowIndex, ts: list[int], w: int, workers: int, chunk: int, path: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker; OpenMP state is not carried across fork
+    out = np.load(path, mmap_mode="r+")
+    req = predictor.required_windows
+    for start in range(w * chunk, len(ts), workers * chunk):
+        part = ts[start:start + chunk]
+        for i, p in enumerate(_chunk(predictor, [index.windows(t, req) for t in part], part)):
+            if isinstance(p, Prediction):
+                out[start + i] = (*p.probs, int(p.side), p.confidence, p.inference_ms, 1.0)
+            else:
+                out[start + i, 6] = 2.0
+    out.flush()
+
+
+def _watch(procs: list[Any], out: np.ndarray, progress: Callable[[int], None]) -> None:
+    """Wait for the workers, reporting finished rows to `progress` as they come."""
+    seen = 0
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(timeout=0.5)
+        done = int(np.count_nonzero(out[:, 6]))
+        progress(done - seen)
+        seen = done
 
 
 class PrecomputedPredictor:

@@ -95,7 +95,11 @@ def tiny_world() -> Path:
     import tempfile
 
     if "root" not in _CACHE:
+        import atexit
+        import shutil
+
         root = Path(tempfile.mkdtemp(prefix="sigd-bt-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
         tape_dir(root / "data", minutes=2400, days_before=30)
         train_tiny(root / "data", root / "models")
         for art in (root / "models").iterdir():

@@ -147,3 +147,27 @@ def test_command_refuses_bad_input_clearly(world: Path, write_config, tmp_path: 
     assert "ETH_USDT-1h.csv.gz" in err and "line 2" in err  # names the file and the line
     assert main(base + ["--data", str(world / "data"), "--walk-forward", "7"]) == 1
     assert "TRAIN_DAYS:TEST_DAYS" in capsys.readouterr().err
+
+
+def test_forked_workers_give_the_one_process_table(world: Path, cfg: config.Config, tmp_path: Path) -> None:
+    from daemon.batch import WindowIndex, precompute, precompute_parallel
+
+    data = shutil.copytree(world / "data", tmp_path / "data")
+    rows = replay.load_tape(data / "ETH_USDT-1m.csv.gz", "1m")  # a gap, so some bars cannot be predicted
+    replay.write_tape(data, "ETH/USDT", "1m", rows[(rows[:, 0] < FROM + 50 * MIN) | (rows[:, 0] >= FROM + 52 * MIN)])
+    plan = _plan(cfg, data)
+    index = WindowIndex(plan.tape, plan.order, plan.trigger, plan.capacity)
+    for name, p in _predictors(world).items():
+        one = precompute(p, index, plan.trigger_ts())
+        forked = precompute_parallel(p, index, plan.trigger_ts(), workers=2, chunk=64)
+        assert list(one) == list(forked)
+        failed = [t for t, v in one.items() if isinstance(v, Exception)]
+        assert failed == [t for t, v in forked.items() if isinstance(v, Exception)]
+        assert (name != "cnn_lstm_attn") or failed  # the cnn's window spans the gap after it
+        for t, a in one.items():
+            b = forked[t]
+            if isinstance(a, Exception):
+                assert str(a) == str(b)
+            else:
+                assert (a.side, a.threshold, a.version) == (b.side, b.threshold, b.version)
+                assert a.probs == pytest.approx(b.probs, abs=1e-6)
