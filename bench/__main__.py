@@ -9,6 +9,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "service": "bench.service",
     "backtest": "bench.backtest",
+    "alerts": "bench.alerts",
 }
 
 

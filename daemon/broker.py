@@ -70,6 +70,7 @@ class TestnetBroker:
 
     async def start(self) -> None:
         """Settle what a previous run left unresolved, check positions, republish lost fill events."""
+        self.ledger.claim(self.mode)
         await self.reconcile()
         for symbol in self.symbols:
             await self.check_position(symbol)

@@ -130,7 +130,7 @@ class Engine:
 
     def __init__(
         self, *, store: Store, buffers: WindowSource, predictors: Mapping[str, PredictorLike], sink: EventSink,
-        strategies: Sequence[Strategy] = (), broker: Broker | None = None, risk_params: RiskParams | None = None,
+        strategies: Sequence[Strategy] | None = None, broker: Broker | None = None, risk_params: RiskParams | None = None,
         symbol: str = "ETH/USDT", reference_symbol: str = REFERENCE_SYMBOL,
         timeframes: Sequence[str] = PRIMARY_TIMEFRAMES, reference_timeframe: str = "1m",
         trigger_timeframe: str = "1m", wait_for_decision: bool = False,
@@ -138,7 +138,7 @@ class Engine:
     ) -> None:
         self.store, self.buffers, self.sink = store, buffers, sink
         self.predictors: dict[str, PredictorLike] = dict(predictors)
-        self.strategies = list(strategies)
+        self.strategies = list(strategies) if strategies is not None else [ConfidenceStrategy()]
         self.broker: Broker = broker if broker is not None else AlertsBroker(store)
         self.risk_params = risk_params or RiskParams(bar_ms=timeframe_ms(trigger_timeframe))
         self.symbol, self.reference_symbol = symbol, reference_symbol
@@ -245,7 +245,10 @@ class Engine:
     async def _act(self, bar: Bar, predictions: Sequence[Prediction], received: float) -> None:
         """Strategies → risk gate → signal (stored, published) → broker; all on the loop."""
         position = self.broker.position(self.symbol)
+        was_halted = self.risk_state.halted
         self.risk_state = risk.observe(self.risk_state, position, bar, self.risk_params)
+        if self.risk_state.halted and not was_halted:
+            self._alert_halt(bar, position)
         exit_signal = risk.protective_exit(position, bar, self.risk_params)
         # A protective exit takes the bar: no strategy trades on a position being closed.
         candidates = [exit_signal] if exit_signal else self._strategy_signals(predictions, position, bar)
@@ -256,12 +259,24 @@ class Engine:
                 log.info("signal_blocked", strategy=signal.strategy, side=signal.side.name, reason=verdict.blocked)
             if verdict.signal is None or verdict.target is None:
                 continue
-            self.emit(verdict.signal, (self.perf_clock() - received) * 1000.0)
+            self.emit(verdict.signal, received)
             intent = OrderIntent(self.symbol, verdict.target, verdict.signal.price, bar.ts, bar.close_ts,
                                  verdict.signal.strategy)
             if await self.broker.submit(intent) is not None:
                 self.risk_state = risk.after_trade(self.risk_state, bar.ts)
         self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+
+    def _alert_halt(self, bar: Bar, position: Position) -> None:
+        """Tell the operator: new entries stop until they resume."""
+        eq = risk.equity(position, bar.close, self.risk_params.starting_balance)
+        payload = {"kind": "drawdown_halt", "symbol": self.symbol, "bar_ts": bar.ts, "equity": eq,
+                   "peak_equity": self.risk_state.peak_equity, "max_drawdown": self.risk_params.max_drawdown,
+                   "message": "drawdown limit reached: no new entries until resume"}
+        log.error("drawdown_halt", **payload)
+        try:
+            self.sink.publish("error", payload, event_id=f"drawdown-halt-{self.symbol}-{bar.ts}")
+        except Exception as exc:
+            log.error("halt_publish_failed", error=repr(exc))
 
     def _strategy_signals(self, predictions: Sequence[Prediction], position: Position, bar: Bar) -> list[Signal]:
         """Every strategy's signal; a strategy that raises is logged and counted, the others go on."""
@@ -279,16 +294,20 @@ class Engine:
 
     # --- signals ----------------------------------------------------------------------------
 
-    def emit(self, signal: Signal, latency_ms: float | None) -> int:
-        """Commit a signal, then publish it to the sink in the same step; its row id."""
+    def emit(self, signal: Signal, received: float | None) -> int:
+        """Commit a signal, then publish it to the sink in the same step; its row id.
+
+        `received` is the perf_clock reading when the trigger bar arrived (None: not bar-driven).
+        """
+        latency_ms = None if received is None else (self.perf_clock() - received) * 1000.0
         signal_id = self.store.add_signal(signal, latency_ms if latency_ms is not None else -1.0, wall_ms())
-        if latency_ms is not None:
-            BAR_TO_SIGNAL_MS.observe(latency_ms)
-        SIGNALS.inc(side=signal.side.name)
         log.info("signal", symbol=signal.symbol, bar_ts=signal.bar_ts, side=signal.side.name,
                  confidence=round(signal.confidence, 4), price=signal.price, strategy=signal.strategy,
                  latency_ms=None if latency_ms is None else round(latency_ms, 3))
         self._publish(signal_id, signal, latency_ms)
+        SIGNALS.inc(side=signal.side.name)
+        if received is not None:  # committed and queued: what the bar → signal latency means
+            BAR_TO_SIGNAL_MS.observe((self.perf_clock() - received) * 1000.0)
         return signal_id
 
     def _publish(self, signal_id: int, signal: Signal, latency_ms: float | None) -> None:
@@ -328,7 +347,11 @@ class Engine:
     def resume(self) -> None:
         """Emit signals again; also lifts a drawdown halt (the operator has looked)."""
         self.paused = False
-        self.risk_state = dataclasses.replace(self.risk_state, halted=False, peak_equity=0.0)
+        # The drawdown is measured afresh from here: the operator has accepted the loss so far.
+        position = self.broker.position(self.symbol)
+        price = self._last_bar.close if self._last_bar else position.entry_price
+        self.risk_state = dataclasses.replace(
+            self.risk_state, halted=False, peak_equity=risk.equity(position, price, self.risk_params.starting_balance))
         self.store.set_kv(KV_PAUSED, "0")
         self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
         log.warning("engine_resumed")

@@ -12,6 +12,11 @@ Channels: `log` (one structlog line per event), `webhook:<name>` (signed JSON PO
 types the daemon publishes: "signal", "order", "fill", "error", "retrain", "daily_summary";
 any other type is delivered too (a generic message). Each channel takes the types in its
 `types` list (empty = all).
+
+For publishers: pass a deterministic `event_id` where the event has a natural key (e.g.
+f"signal:{symbol}:{bar_ts}", f"fill:{client_order_id}:{n}"), so that re-publishing after a
+crash adds nothing twice; payload values are JSON data, enums go out by name (Side.LONG ->
+"LONG"), dataclasses as objects; the keys id, type and created_ms are reserved.
 """
 
 from __future__ import annotations
@@ -82,8 +87,9 @@ class Notifier:
         self.cfg = cfg
         self.store = store
         self.channels = build_channels(cfg)
-        policy = RetryPolicy(cfg.max_attempts, cfg.max_age_s, cfg.backoff_base_s, cfg.backoff_max_s,
-                             cfg.delivery_timeout_s, cfg.keep_days)
+        policy = RetryPolicy(max_attempts=cfg.max_attempts, max_age_s=cfg.max_age_s,
+                             backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s,
+                             delivery_timeout_s=cfg.delivery_timeout_s, keep_days=cfg.keep_days)
         self.outbox = Outbox(store, self.channels, policy, seed=seed)
         self.commands: TelegramCommands | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,7 +153,8 @@ class Notifier:
 
     def publish_daily_summary(self, day: dt.date) -> str:
         """Queue the summary labelled `day` (id "daily_summary:<date>": a restart never repeats it)."""
-        assert self._controls is not None
+        if self._controls is None:
+            raise RuntimeError("a daily summary needs Controls: call start(controls) first")
         payload = {"date": day.isoformat(), **self._controls.pnl()}
         return self.publish("daily_summary", payload, event_id=f"daily_summary:{day.isoformat()}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -19,6 +20,13 @@ from daemon.store import Store
 log = logging.get("orders")
 EPSILON = 1e-12
 UNRESOLVED = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.UNKNOWN)
+
+
+KV_BOOK = "broker.book"  # which broker's orders and positions the state file holds
+
+
+class BookMismatch(RuntimeError):
+    """The state file belongs to another broker mode."""
 
 
 def wall_ms() -> int:
@@ -122,6 +130,17 @@ class Ledger:
             self._positions[symbol] = self.store.get_position(symbol)
         return self._positions[symbol]
 
+    def claim(self, mode: str) -> None:
+        """Bind the state file to one order book: paper fills are not testnet fills (and back)."""
+        book = self.store.get_kv(KV_BOOK)
+        if book is None:
+            self.store.set_kv(KV_BOOK, mode)
+        elif book != mode:
+            raise BookMismatch(
+                f"{self.store.path}: this state file holds {book!r} orders and positions; broker.mode is "
+                f"{mode!r}. Point store.path at another file to trade {mode!r}, or go back to {book!r}."
+            )
+
     def positions(self) -> dict[str, dict[str, Any]]:
         """JSON-ready positions seen so far."""
         return {s: dataclasses.asdict(p) for s, p in self._positions.items()}
@@ -196,17 +215,18 @@ class AlertsBroker:
 
     mode = "alerts"
 
-    def __init__(self, store: Store, clock_ms: Callable[[], int] = wall_ms) -> None:
-        self.store, self.clock_ms = store, clock_ms
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self._positions: dict[str, Position] = {}
 
     async def start(self) -> None:
         """Nothing to reconcile."""
 
     def position(self, symbol: str) -> Position:
-        """The virtual position the signals imply."""
+        """The virtual position the signals imply (kept apart from real paper/testnet positions)."""
         if symbol not in self._positions:
-            self._positions[symbol] = self.store.get_position(symbol)
+            raw = self.store.get_kv(f"alerts.position.{symbol}")
+            self._positions[symbol] = Position(**json.loads(raw)) if raw else Position(symbol)
         return self._positions[symbol]
 
     async def on_bar(self, bar: Bar) -> None:
@@ -219,7 +239,7 @@ class AlertsBroker:
             return None
         fill = Fill(order.client_order_id, order.symbol, order.side, intent.price, order.amount, 0.0, intent.bar_ts)
         position = apply_fill(self.position(intent.symbol), fill)
-        self.store.put_position(position, self.clock_ms())
+        self.store.set_kv(f"alerts.position.{intent.symbol}", json.dumps(dataclasses.asdict(position)))
         self._positions[intent.symbol] = position
         return order
 

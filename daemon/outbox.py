@@ -56,10 +56,14 @@ class DeliveryError(Exception):
         self.retry_after_s = retry_after_s
 
 
+def is_permanent(status: int) -> bool:
+    """An HTTP status that retrying cannot fix: 4xx except 408 (timeout) and 429 (rate limit)."""
+    return 400 <= status < 500 and status not in (408, 429)
+
+
 def http_failure(status: int, what: str, retry_after_s: float | None = None) -> DeliveryError:
-    """Classify an HTTP status: 4xx except 408/429 is permanent, anything else is retried."""
-    permanent = 400 <= status < 500 and status not in (408, 429)
-    return DeliveryError(f"{what}: HTTP {status}", permanent=permanent, retry_after_s=retry_after_s)
+    """The DeliveryError for a non-2xx HTTP answer."""
+    return DeliveryError(f"{what}: HTTP {status}", permanent=is_permanent(status), retry_after_s=retry_after_s)
 
 
 @dataclass(frozen=True, slots=True)

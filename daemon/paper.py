@@ -42,6 +42,7 @@ class PaperBroker:
 
     async def start(self) -> None:
         """Reload the orders a previous run left pending and republish lost fill events."""
+        self.ledger.claim(self.mode)
         self._pending = [(o, nb or o.bar_ts) for o, nb in self.store.orders([OrderStatus.OPEN, OrderStatus.PENDING])]
         republished = self.ledger.republish()
         log.info("paper_started", pending=len(self._pending), republished_fills=republished)

@@ -55,7 +55,11 @@ class SignalWebsocket:
     async def start(self) -> None:
         """Bind and start accepting consumers."""
         if self._server is None:
-            self._server = await serve(self._handle, self.host, self._port)
+            try:
+                self._server = await serve(self._handle, self.host, self._port)
+            except OSError as exc:  # e.g. the port is taken: say which setting to change
+                raise OSError(exc.errno, f"alerts.signal_ws: cannot listen on {self.host}:{self._port}: "
+                                         f"{exc.strerror}") from None
             log.info("signal_ws_listening", url=self.url)
 
     async def close(self) -> None:

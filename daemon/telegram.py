@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import aiohttp
 
 from daemon import log as log_mod
-from daemon.outbox import DeliveryError, Event, Outcome, http_failure
+from daemon.outbox import DeliveryError, Event, Outcome, is_permanent
 
 MAX_TEXT = 4096
 MASK = log_mod.MASK
@@ -110,8 +110,7 @@ class TelegramChannel:
         except TelegramError as exc:
             if exc.code is None:
                 raise DeliveryError(str(exc)) from None
-            failure = http_failure(exc.code, "telegram", exc.retry_after_s)
-            raise DeliveryError(str(exc), permanent=failure.permanent, retry_after_s=exc.retry_after_s) from None
+            raise DeliveryError(str(exc), permanent=is_permanent(exc.code), retry_after_s=exc.retry_after_s) from None
         return Outcome.SENT
 
 

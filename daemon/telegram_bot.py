@@ -73,7 +73,10 @@ class TelegramCommands:
                 await asyncio.sleep(self._error_delay_s(exc, failures))
                 continue
             for update in updates:
-                await self.handle(update)
+                try:
+                    await self.handle(update)
+                except Exception:  # one bad update must not end command polling
+                    log.exception("telegram_update_failed", update_id=update.get("update_id"))
 
     async def _poll(self) -> list[dict[str, Any]]:
         offset = int(self.store.get_kv(OFFSET_KEY, "0") or 0)

@@ -79,11 +79,13 @@ class _Server:
 class WebhookReceiver(_Server):
     """Records verified webhook bodies; answers `status` (e.g. 503 for "down", 400 for "reject")."""
 
-    def __init__(self, secret: str, status: int = 200, delay_s: float = 0.0) -> None:
+    def __init__(self, secret: str, status: int = 200, delay_s: float = 0.0, throttle: int = 0) -> None:
         super().__init__()
         self.secret = secret.encode()
         self.status = status
         self.delay_s = delay_s
+        self.throttle = throttle  # answer this many requests with 429 + "Retry-After: 1" first
+        self.times: list[float] = []
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
         self.bad_signatures = 0
@@ -99,9 +101,13 @@ class WebhookReceiver(_Server):
 
     async def _hook(self, request: web.Request) -> web.Response:
         self.attempts += 1
+        self.times.append(time.monotonic())
         body = await request.read()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.throttle:
+            self.throttle -= 1
+            return web.Response(status=429, headers={"Retry-After": "1"})
         if self.status >= 300:
             return web.Response(status=self.status)
         expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()

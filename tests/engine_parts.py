@@ -93,6 +93,21 @@ class MomentumPredictor:
         return Prediction(self.name, self.version, bar_ts, probs, side, probs[int(best)], self.threshold)
 
 
+class FixedPredictor(MomentumPredictor):
+    """A model with a fixed opinion: `side` at `confidence`, whatever the bars."""
+
+    side: Side = Side.LONG
+    confidence: float = 0.9
+
+    def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
+        self.calls.append(bar_ts)
+        rest = (1.0 - self.confidence) / 2
+        probs = [rest, rest, rest]
+        probs[int(self.side)] = self.confidence
+        return Prediction(self.name, self.version, bar_ts, (probs[0], probs[1], probs[2]), self.side,
+                          self.confidence, self.threshold)
+
+
 class FailingPredictor(MomentumPredictor):
     """A predictor whose model is broken."""
 

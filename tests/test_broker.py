@@ -148,3 +148,35 @@ def test_an_intent_becomes_the_market_order_for_the_difference() -> None:
     order = order_for(intent(-0.25), Position(SYM, 0.5, 100.0), OrderStatus.PENDING)
     assert isinstance(order, Order) and (order.side, order.amount, order.type) == ("sell", 0.75, "market")
     assert order_for(intent(0.5), Position(SYM, 0.5, 100.0), OrderStatus.PENDING) is None
+
+
+class Observed:
+    """The real client, noting what our database said at the moment each order went out."""
+
+    def __init__(self, client: ExchangeClient, store: Store) -> None:
+        self.client, self.store = client, store
+        self.seen: list[OrderStatus | None] = []
+
+    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
+                           client_order_id: str) -> dict:
+        rows = self.store.orders(client_order_id=client_order_id)
+        self.seen.append(rows[0][0].status if rows else None)
+        return await self.client.create_order(symbol, side, type, amount, price, client_order_id)
+
+    async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
+        return await self.client.fetch_order(client_order_id, symbol)
+
+    async def fetch_balance(self) -> dict[str, float]:
+        return await self.client.fetch_balance()
+
+
+async def test_every_order_is_stored_before_it_is_sent(exchange, tmp_path: Path) -> None:
+    _, client = exchange
+    store = Store(tmp_path / "s.sqlite")
+    observed = Observed(client, store)
+    broker = TestnetBroker(store, ListSink(), observed)
+    await broker.start()
+    await broker.submit(intent(0.5))
+    await broker.submit(intent(-0.5, T0 + MIN))
+    assert observed.seen == [OrderStatus.PENDING, OrderStatus.PENDING]
+    assert broker.position(SYM).amount == pytest.approx(-0.5)

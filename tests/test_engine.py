@@ -3,7 +3,6 @@ of predictions and signals, publish in the same step, swap, pause/resume, backte
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from daemon.bars import Buffers
 from daemon.domain import Bar, Position, Side, Signal
 from daemon.engine import Engine
 from daemon.metrics import REGISTRY
@@ -18,8 +18,7 @@ from daemon.paper import PaperBroker
 from daemon.store import Store
 from strategies.confidence import ConfidenceStrategy
 from strategies.risk import RiskParams
-from daemon.bars import Buffers
-from tests.engine_parts import T0, FailingPredictor, ListSink, MomentumPredictor, bar, buffers, series
+from tests.engine_parts import T0, FailingPredictor, FixedPredictor, ListSink, MomentumPredictor, bar, buffers, series
 
 # Up, up, up, then down: LONG once momentum is clear, FLAT/SHORT when it turns.
 CLOSES = [100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 104.0, 104.0, 103.0, 101.0, 99.0, 97.0, 97.0]
@@ -262,3 +261,39 @@ async def test_signals_and_fills_reach_the_real_outbox_once(tmp_path: Path) -> N
     assert store.count("outbox") == len(rows)
     await engine.close()
     await again.close()
+
+
+async def test_a_drawdown_halt_is_alerted_once_blocks_entries_and_resume_lifts_it(tmp_path: Path) -> None:
+    store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
+    bulls = {"mtf": FixedPredictor("mtf"), "cnn": FixedPredictor("cnn")}
+    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
+                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
+    engine.risk_params = RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05)
+    await engine.start()
+    # All in at 100, then the price slides 8 %: equity 10 000 → 9 200.
+    bars = series([100.0, 100.0, 98.0, 96.0, 94.0, 92.0, 92.0])
+    await feed(engine, buffers, bars)
+    assert [h["kind"] for h in sink.of("error")] == ["drawdown_halt"]  # once, not every bar
+    assert engine.status()["halted"] is True
+    assert await engine.flatten("test")
+    blocked = REGISTRY.counter("sigd_signals_blocked_total", "")
+    before = blocked.get(reason="drawdown_halt")
+    more = series([92.0, 92.0, 93.0], start=bars[-1].ts + 60_000)
+    await feed(engine, buffers, more[:2])
+    assert engine.broker.position("ETH/USDT").amount == 0.0  # the bulls want in; the halt says no
+    assert blocked.get(reason="drawdown_halt") == before + 2  # the exit filled at the first bar's open
+    engine.resume()
+    assert engine.status()["halted"] is False
+    await feed(engine, buffers, more[2:])
+    assert sink.of("signal")[-1]["side"] == "LONG"
+    await engine.close()
+
+
+async def test_a_state_file_keeps_to_one_order_book(tmp_path: Path) -> None:
+    from daemon.broker import TestnetBroker
+    from daemon.orders import BookMismatch
+
+    store = Store(tmp_path / "sigd.sqlite")
+    await PaperBroker(store, ListSink()).start()
+    with pytest.raises(BookMismatch, match="holds 'paper' orders"):
+        await TestnetBroker(store, ListSink(), client=None).start()  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 from dataclasses import replace
@@ -138,3 +139,31 @@ def test_check_reports_missing_alert_secrets(write_config, monkeypatch: pytest.M
     monkeypatch.setenv("OPS_SECRET", "s3cret-value")
     monkeypatch.setenv("SIGD_TELEGRAM_TOKEN", "1:abc-token")
     assert run_checks(config.load(path)) == []
+
+
+async def test_signal_websocket_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    first = Notifier(alerts_config(signal_ws=SignalWsConfig(enabled=True, port=0)), Store(tmp_path / "a.sqlite"))
+    await first.start()
+    port = first.channel("signal_ws").port
+    second = Notifier(alerts_config(signal_ws=SignalWsConfig(enabled=True, port=port)), Store(tmp_path / "b.sqlite"))
+    with pytest.raises(OSError, match=f"alerts.signal_ws: cannot listen on 127.0.0.1:{port}"):
+        await second.start()
+    await first.stop(0.1)
+
+
+async def test_daily_summary_is_published_once_per_day(tmp_path: Path) -> None:
+    from daemon.notify import seconds_until
+    from tests.alert_fakes import RecordingControls
+
+    store = Store(tmp_path / "state.sqlite")
+    notifier = Notifier(replace(alerts_config(), log=True), store)
+    await notifier.start(RecordingControls())
+    day = dt.date(2025, 6, 15)
+    assert notifier.publish_daily_summary(day) == notifier.publish_daily_summary(day) == "daily_summary:2025-06-15"
+    [row] = store.outbox_rows("log")
+    assert json.loads(row["payload"]) == {"date": "2025-06-15", "realized": 12.5, "unrealized": -1.25,
+                                          "fees": 0.75, "trades": 3}
+    now = dt.datetime(2025, 6, 15, 23, 30, tzinfo=dt.UTC)
+    assert seconds_until("00:00", now) == 1800 and seconds_until("23:30", now) == 86_400
+    await notifier.stop(0.5)
+    store.close()

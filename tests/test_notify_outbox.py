@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.domain import Position, Side
 from daemon.metrics import REGISTRY
 from daemon.notify import Notifier
 from daemon.store import Store
@@ -158,13 +159,34 @@ async def test_dead_letter_after_max_attempts_and_on_permanent_errors(secrets: N
     assert 'sigd_outbox_depth{channel="webhook:flaky",status="dead"} 1' in REGISTRY.render()
 
 
-async def test_type_filters_and_reserved_keys(secrets: None, store: Store) -> None:
+async def test_rate_limited_receiver_gets_retry_after_respected(secrets: None, store: Store) -> None:
+    rx = WebhookReceiver(SECRET_A, throttle=1)
+    await rx.start()
+    notifier = Notifier(alerts_config(webhooks=(webhook("a", rx.url, "TEST_WH_A"),)), store)
+    task = await _running(notifier)
+    eid = notifier.publish("signal", signal_payload(BAR0))
+    await eventually(lambda: rx.received, what="delivery after a 429")
+    await notifier.stop(1.0)
+    await task
+    await rx.stop()
+    assert rx.ids() == [eid] and rx.attempts == 2
+    assert rx.times[1] - rx.times[0] >= 0.95  # Retry-After: 1 beats the 0.05 s backoff
+
+
+async def test_type_filters_reserved_keys_and_payload_encoding(secrets: None, store: Store) -> None:
     rx = WebhookReceiver(SECRET_A)
     notifier = Notifier(alerts_config(webhooks=(webhook("a", rx.url, "TEST_WH_A", types=("fill",)),)), store)
     notifier.publish("signal", signal_payload(BAR0))
     assert store.outbox_rows() == []  # the only channel does not take signals
     with pytest.raises(ValueError, match="reserved key"):
         notifier.publish("fill", {"id": 7, "symbol": "ETH/USDT"})
+    with pytest.raises(ValueError, match="fill event payload is not JSON data"):
+        notifier.publish("fill", {"price": float("nan")})
+    position = Position("ETH/USDT", amount=0.5, entry_price=3000.0)
+    notifier.publish("fill", {"side": Side.LONG, "position": position, "reasons": ("a", "b")})
+    [row] = store.outbox_rows()
+    assert json.loads(row["payload"]) == {"side": "LONG", "reasons": ["a", "b"], "position": {
+        "symbol": "ETH/USDT", "amount": 0.5, "entry_price": 3000.0, "realized_pnl": 0.0, "fees": 0.0}}
 
 
 async def test_drain_delivers_what_is_due_then_stops(secrets: None, store: Store) -> None:

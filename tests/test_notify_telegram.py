@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -12,6 +14,8 @@ import pytest
 from daemon import log
 from daemon.notify import Notifier
 from daemon.store import Store
+from daemon.log import MASK
+from daemon.telegram import TelegramApi, TelegramError
 from daemon.telegram_bot import OFFSET_KEY
 from tests.alert_fakes import FakeBotApi, RecordingControls, alerts_config, eventually, signal_payload, telegram
 
@@ -140,3 +144,30 @@ async def test_token_never_in_logs_errors_or_rows(bot: FakeBotApi, tmp_path: Pat
     for name in ("state.sqlite", "state.sqlite-wal", "other.sqlite", "other.sqlite-wal"):
         p = tmp_path / name
         assert not p.exists() or TOKEN.encode() not in p.read_bytes(), name
+
+
+async def test_api_errors_never_carry_the_token() -> None:
+    # aiohttp puts the whole URL (token included) into its invalid-URL error message.
+    api = TelegramApi("relative-not-a-url", TOKEN)
+    with pytest.raises(TelegramError) as info:
+        await api.call("getMe", {})
+    await api.close()
+    text = "".join(traceback.format_exception(info.value))
+    assert "InvalidUrl" in text and MASK in text
+    assert TOKEN not in text and info.value.__cause__ is None and info.value.__suppress_context__
+
+
+async def test_flat_confirmation_expires(bot: FakeBotApi, tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    tg = replace(telegram(bot.base_url, OWNER, (OWNER,)), confirm_s=0.2)
+    notifier = Notifier(alerts_config(telegram=tg), store)
+    controls = RecordingControls()
+    await notifier.start(controls)
+    task = asyncio.create_task(notifier.run())
+    assert "within 0.2 s" in await _ask(bot, OWNER, "/flat", 0)
+    await asyncio.sleep(0.3)
+    assert "expired" in await _ask(bot, OWNER, "/flat confirm", 1)
+    await notifier.stop(1.0)
+    await task
+    store.close()
+    assert controls.flat_calls == 0
