@@ -57,13 +57,16 @@ def equity_plot(result: "BacktestResult", curves: dict, path: Path) -> str:
             bottom.fill_between(t, performance.drawdown_series(equity) * 100, 0, color=COLORS[name],
                                 alpha=0.35 if name == "strategy" else 0.2, lw=0, label=LABELS[name])
     top.axhline(0, color="black", lw=0.6)
+    for fold in result.folds[1:]:  # walk-forward: where the next fold's models took over
+        for ax in (top, bottom):
+            ax.axvline(np.datetime64(fold["test_from"].rstrip("Z")), color="#9467bd", lw=0.8, ls="--")
     top.set_ylabel("return, %")
     top.set_title(f"{result.symbol} {result.timeframe}: equity net of fees and slippage")
-    top.legend(loc="upper left", frameon=False)
+    top.legend(loc="best", framealpha=0.85)
     top.grid(alpha=0.3)
     bottom.set_ylabel("drawdown, %")
     bottom.grid(alpha=0.3)
-    bottom.legend(loc="lower left", frameon=False, fontsize=8)
+    bottom.legend(loc="lower left", framealpha=0.85, fontsize=8)
     _date_axis(bottom)
     return _save(fig, path)
 
@@ -83,7 +86,7 @@ def price_plot(result: "BacktestResult", trades: Sequence[performance.Trade], pa
     ax.set_title(f"{result.symbol} {result.timeframe}: price with entries and exits")
     ax.set_ylabel(result.symbol.split("/")[-1])
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", frameon=False, fontsize=8)
+    ax.legend(loc="best", framealpha=0.85, fontsize=8)
     _date_axis(ax)
     return _save(fig, path)
 

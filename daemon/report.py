@@ -213,7 +213,8 @@ def markdown(summary: dict[str, Any], images: dict[str, str]) -> str:
         "artifact's target definition gives, beside always answering the majority class.", "",
         *model_table(summary), "", f"![confidence]({images['confidence']})", "",
     ]
-    lines += [f"![confusion {name}]({path})" for name, path in images.items() if name.startswith("confusion_")]
+    lines += [f"![confusion matrix, {name.removeprefix('confusion_')}]({path})"
+              for name, path in images.items() if name.startswith("confusion_")]
     if summary["folds"]:
         lines += ["", "## Walk-forward folds", "", *fold_table(summary["folds"])]
     if summary["data"]:
@@ -227,8 +228,8 @@ def fold_table(folds: Sequence[dict[str, Any]]) -> list[str]:
             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for f in folds:
         s = f["strategy"]
-        rows.append(f"| {f['fold']} | {f['train_from'][:10]} → {f['train_to'][:10]} | {f['test_from'][:10]} → "
-                    f"{f['test_to'][:10]} | {f['bars']} | {s['trades']} | {_fmt(s['total_return'], 'ret')} | "
+        rows.append(f"| {f['fold']} | {f['train_from'][:16]} → {f['train_to'][:16]} | {f['test_from'][:16]} → "
+                    f"{f['test_to'][:16]} | {f['bars']} | {s['trades']} | {_fmt(s['total_return'], 'ret')} | "
                     f"{_fmt(s['sharpe'])} | {_fmt(s['max_drawdown'], 'dd')} | "
                     f"{_fmt(f['buy_and_hold']['total_return'], 'ret')} |")
     return rows
@@ -253,6 +254,7 @@ def fold_summaries(result: BacktestResult, folds: Sequence[Any]) -> list[dict[st
     one continuous run (a position open at a fold boundary carries over, as it would live)."""
     ts = result.bars[:, 0].astype(np.int64)
     all_curves = curves(result)
+    mark = end_mark(result)
     rows = []
     for f in folds:
         m = (ts >= f.test_start) & (ts < f.test_end)
@@ -265,8 +267,9 @@ def fold_summaries(result: BacktestResult, folds: Sequence[Any]) -> list[dict[st
             equity, position, fills = all_curves[name]
             start = float(equity[first - 1]) if first else result.cash
             inside = [x for x in fills if f.test_start <= x.ts < f.test_end]
-            trades = [t for t in performance.round_trips(fills, result.bar_ms, mark=end_mark(result))
-                      if f.test_start <= t.exit_ts < f.test_end]
+            # a position still open at the end is marked at the end instant: the last fold's
+            trades = [t for t in performance.round_trips(fills, result.bar_ms, mark=mark)
+                      if f.test_start <= t.exit_ts < f.test_end or (mark and t.exit_ts == mark[0] == f.test_end)]
             row[name] = performance.evaluate(equity[m], position[m], inside, trades, start, result.bar_ms).as_dict()
         rows.append(row)
     return rows

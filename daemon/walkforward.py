@@ -13,6 +13,7 @@ out-of-sample result is one continuous equity curve.
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,9 +106,8 @@ def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], w
     data = write_training_tape(tape, trigger, fold, work / f"fold{fold.index}" / "data", CONTEXT_BARS)
     out = {}
     for name, served in dirs.items():
-        meta = read_meta(served)
-        kwargs = {"preset": meta["training"]["preset"], "target": TargetSpec.from_dict(meta["target"]),
-                  "device": "cpu", "progress": False, **train_kwargs}
+        # the served model's target definition; the rest as the nightly retrain trains
+        kwargs = {"target": TargetSpec.from_dict(read_meta(served)["target"]), "progress": False, **train_kwargs}
         res = train_pipeline(name, data_dirs=[data], out_dir=work / f"fold{fold.index}" / name, **kwargs)
         out[name] = res.artifact_dir
         log.info("fold_trained", fold=fold.index, model=name, version=res.version,
@@ -115,12 +115,20 @@ def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], w
     return load_predictors(out)
 
 
+def nightly_kwargs(cfg: Any) -> dict[str, Any]:
+    """train_pipeline arguments of the nightly retrain ([retrain] preset, epochs, batches, device)."""
+    r = getattr(cfg, "retrain", None)
+    if r is None:
+        return {"device": "cpu"}
+    return {"preset": r.preset, "epochs": r.epochs or None, "max_batches": r.max_batches, "device": r.device}
+
+
 def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,
                      train_kwargs: dict | None = None, work: Path | None = None) -> "BacktestResult":
     """Train on each fold's window, trade its test window in one engine run, report every fold."""
     import tempfile
 
-    from daemon.backtest import Plan, batched, collect, replay, truth_function
+    from daemon.backtest import Plan, Progress, batched, collect, replay, truth_function
     from daemon.replay import discover, load_streams, replay_order
     from daemon.report import fold_summaries
     from daemon.store import Store
@@ -133,10 +141,14 @@ def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Pa
         test = Plan(plan.cfg, plan.tape, plan.order, plan.trigger, folds[0].test_start, folds[-1].test_end)
         trigger_ts = test.trigger_ts()
         predictors, tables = {}, []
+        bar = Progress(len(folds), "walk-forward folds", sys.stderr.isatty())
         for fold in folds:
-            predictors = train_fold(fold, every, plan.trigger, dirs, root, train_kwargs or {})
+            kwargs = {**nightly_kwargs(plan.cfg), **(train_kwargs or {})}
+            predictors = train_fold(fold, every, plan.trigger, dirs, root, kwargs)
             in_fold = trigger_ts[(trigger_ts >= fold.test_start) & (trigger_ts < fold.test_end)]
             tables.append((fold.test_start, batched(test, predictors, in_fold)))
+            bar(1)
+        bar.close()
         test.swaps = tables[1:]
         store = Store(":memory:")
         try:
