@@ -26,16 +26,23 @@ from daemon.store import Store
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
-def _timed(plan: backtest.Plan, predictors: dict, batch: bool) -> tuple[float, float, int]:
-    """(inference s, replay s, signals) of one run; inference is 0 when bar by bar."""
+def _timed(plan: backtest.Plan, predictors: dict, batch: bool, report: str | None = None) -> tuple[float, float, int]:
+    """(inference s, replay s, signals) of one run; inference is 0 when bar by bar.
+    With `report`, the run's report is written there too (not timed)."""
     t0 = time.perf_counter()
     serving = backtest.batched(plan, predictors, plan.trigger_ts()) if batch else predictors
     t1 = time.perf_counter()
     store = Store(":memory:")
-    asyncio.run(backtest.replay(plan, serving, store))
+    counts = asyncio.run(backtest.replay(plan, serving, store))
+    t2 = time.perf_counter()
     signals = len(store.signals(limit=2**31))
+    if report:
+        from daemon.report import terminal_summary, write_report
+
+        result = backtest.collect(plan, store, backtest.truth_function(plan, predictors), counts)
+        print(terminal_summary(write_report(result, Path(report))) + "\n")
     store.close()
-    return t1 - t0, time.perf_counter() - t1, signals
+    return t1 - t0, t2 - t1, signals
 
 
 def main(argv: list[str]) -> int:
@@ -47,6 +54,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ratio-bars", type=int, default=2000, help="trigger bars for the bar-by-bar comparison")
     ap.add_argument("--days", type=float, default=0, help="only the first N days (0 = the whole period)")
+    ap.add_argument("--report", default=None, help="also write the whole run's report here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.setup("error")
@@ -60,7 +68,7 @@ def main(argv: list[str]) -> int:
     load_s = time.perf_counter() - t0
     triggers = len(plan.trigger_ts())
     total = len(replay.replay_order(plan.tape, plan.order, plan.start_ms, plan.end_ms)[0])
-    infer_s, replay_s, signals = _timed(plan, predictors, batch=True)
+    infer_s, replay_s, signals = _timed(plan, predictors, batch=True, report=args.report)
     whole = load_s + infer_s + replay_s
     print(f"data {args.data}: {iso(plan.start_ms)} → {iso(plan.end_ms)}, models "
           f"{', '.join(f'{n} {p.version}' for n, p in predictors.items())}, torch threads {args.threads}")
