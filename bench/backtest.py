@@ -45,6 +45,15 @@ def _timed(plan: backtest.Plan, predictors: dict, batch: bool, report: str | Non
     return t1 - t0, t2 - t1, signals
 
 
+def _ratio(plan: backtest.Plan, predictors: dict, n: int) -> None:
+    """Print the bar-by-bar vs batched speed ratio on the first `n` trigger bars."""
+    plan.end_ms = plan.start_ms + n * 60_000
+    batched = min(sum(_timed(plan, predictors, batch=True)[:2]) for _ in range(2))
+    by_bar = min(sum(_timed(plan, predictors, batch=False)[:2]) for _ in range(2))
+    print(f"\n{n} trigger bars (best of 2): batched {batched:.2f} s ({n / batched:.0f} bars/s), "
+          f"bar by bar {by_bar:.2f} s ({n / by_bar:.0f} bars/s): bar-by-bar / batched = {by_bar / batched:.1f}x")
+
+
 def main(argv: list[str]) -> int:
     """Print the throughput table and the speed ratio."""
     ap = argparse.ArgumentParser(prog="python -m bench backtest")
@@ -78,14 +87,7 @@ def main(argv: list[str]) -> int:
     print(f"{'engine replay (' + str(total) + ' bars)':34}{replay_s:>10.1f}{total / replay_s:>12.0f}")
     print(f"{'whole backtest, trigger bars':34}{whole:>10.1f}{triggers / whole:>12.0f}   ({signals} signals)")
     print(f"{'whole backtest, all bars':34}{whole:>10.1f}{total / whole:>12.0f}")
-    # the speed ratio on a slice
-    step = 60_000
-    plan.end_ms = plan.start_ms + args.ratio_bars * step
-    batched = min(sum(_timed(plan, predictors, batch=True)[:2]) for _ in range(2))
-    by_bar = min(sum(_timed(plan, predictors, batch=False)[:2]) for _ in range(2))
-    n = args.ratio_bars
-    print(f"\n{n} trigger bars (best of 2): batched {batched:.2f} s ({n / batched:.0f} bars/s), "
-          f"bar by bar {by_bar:.2f} s ({n / by_bar:.0f} bars/s): bar-by-bar / batched = {by_bar / batched:.1f}x")
+    _ratio(plan, predictors, args.ratio_bars)
     return 0
 
 
