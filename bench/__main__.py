@@ -1,4 +1,4 @@
-"""`python -m bench [NAME ...]`: run the named benchmarks (all by default) and print tables."""
+"""`python -m bench [NAME ...] [--flag ...]`: run the named benchmarks (all by default) and print tables."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ BENCHMARKS: dict[str, str] = {
     "service": "bench.service",
     "backtest": "bench.backtest",
     "alerts": "bench.alerts",
+    "models": "bench.models",
+    "train": "bench.train_throughput",
 }
 
 
 def main(argv: list[str]) -> int:
-    # `python -m bench NAME --flag ...`: options after a single name go to that benchmark
-    if len(argv) > 1 and argv[0] in BENCHMARKS and argv[1].startswith("-"):
-        print(f"\n== {argv[0]} ==")
-        return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:])
-    names = argv or list(BENCHMARKS)
+    # `python -m bench NAME --flag ...`: flags after the names go to every named benchmark
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, flags = argv[:split] or list(BENCHMARKS), argv[split:]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     rc = 0
     for name in names:
         print(f"\n== {name} ==")
-        rc |= importlib.import_module(BENCHMARKS[name]).main([])
+        rc |= importlib.import_module(BENCHMARKS[name]).main(flags)
     return rc
 
 

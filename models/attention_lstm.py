@@ -36,9 +36,7 @@ class AttentionLSTMConfig(SequenceConfig):
     def check(self) -> None:
         """Validate sizes."""
         super().check()
-        self.require(len(self.lstm_units) > 0 and min(self.lstm_units) > 0, "lstm_units", "needs positive sizes")
-        self.require(self.attention_units > 0, "attention_units", "must be positive")
-        self.require(self.dense_units > 0, "dense_units", "must be positive")
+        self.require_positive("lstm_units", "attention_units", "dense_units")
 
 
 class AttentionLSTM(SequenceModel):
@@ -49,7 +47,9 @@ class AttentionLSTM(SequenceModel):
         c = self.config = config
         self.lstm = LSTMStack(c.n_features, c.lstm_units, c.dropout)
         hidden = c.lstm_units[-1]
-        self.score = nn.Sequential(nn.Linear(hidden, c.attention_units), nn.Tanh(), nn.Linear(c.attention_units, 1, bias=False))
+        self.score = nn.Sequential(  # additive attention: v·tanh(W h)
+            nn.Linear(hidden, c.attention_units), nn.Tanh(), nn.Linear(c.attention_units, 1, bias=False),
+        )
         self.head = nn.Sequential(
             nn.Linear(hidden, c.dense_units), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(c.dense_units, c.n_out),
         )

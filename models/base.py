@@ -45,6 +45,13 @@ class ModelConfig:
         if not ok:
             raise ValueError(f"{type(self).__name__}.{key}: {why} (got {getattr(self, key)!r})")
 
+    def require_positive(self, *keys: str) -> None:
+        """Every named field is a positive int, or a non-empty tuple of positive ints."""
+        for key in keys:
+            value = getattr(self, key)
+            sizes = value if isinstance(value, tuple) else (value,)
+            self.require(len(sizes) > 0 and min(sizes) > 0, key, "needs positive sizes")
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
         """The named size preset (`tiny`, `small`, `seed`), with field overrides."""
@@ -104,8 +111,7 @@ class SequenceConfig(ModelConfig):
 
     def check(self) -> None:
         """Validate the shared fields."""
-        self.require(self.n_features > 0, "n_features", "must be positive")
-        self.require(self.seq_len > 0, "seq_len", "must be positive")
+        self.require_positive("n_features", "seq_len")
         self.require(self.task in TASKS, "task", f"must be one of {TASKS}")
         self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
 

@@ -63,8 +63,7 @@ class CNNLSTMAttnConfig(SequenceConfig):
     def check(self) -> None:
         """Validate sizes; the attention width must split evenly over the heads."""
         super().check()
-        for key in ("cnn_features", "kernel_size", "lstm_hidden", "lstm_layers", "n_head"):
-            self.require(getattr(self, key) > 0, key, "must be positive")
+        self.require_positive("cnn_features", "kernel_size", "lstm_hidden", "lstm_layers", "n_head")
         self.require(self.lstm_hidden % self.n_head == 0, "lstm_hidden", f"must be divisible by n_head={self.n_head}")
 
 

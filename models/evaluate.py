@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from models.targets import IGNORE
-from strategies import threshold as thr
+import strategies.threshold as thr
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 3) -> float:

@@ -78,10 +78,10 @@ def memory_estimate(model: nn.Module, sample_floats: int, batch_size: int) -> di
 
 def choose_batch_size(device: torch.device, sample_floats: int, cnn: bool) -> int:
     """Largest power of two whose inputs (x16 for activations) fit in 1/8 of free memory;
-    clamped to [32, 1024] (CPU: 256), then divided by 8 for CNN models as the seed does."""
+    clamped to [32, 1024] (CPU: 512), then divided by 8 for CNN models as the seed does."""
     budget = available_bytes(device) / 8
     size = 2 ** int(math.log2(max(1.0, budget / (sample_floats * 4 * 16))))
-    size = int(min(max(size, 32), 1024 if device.type == "cuda" else 256))
+    size = int(min(max(size, 32), 1024 if device.type == "cuda" else 512))
     return max(16, size // 8) if cnn else size
 
 

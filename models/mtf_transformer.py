@@ -49,7 +49,7 @@ c_t = close of that bar; r_i = log(c_{t+i} / c_{t+i-1}):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,7 @@ TIMEFRAMES = ("1s", "1m", "1h", "1d", "btc_1m")  # index = timeframe embedding i
 LEGACY_KEY = "price_data"  # the seed's single-timeframe input: 1m
 BAR_FEATURES = 5
 N_ACTIONS = 3
+Outputs = Mapping[str, torch.Tensor | dict[str, torch.Tensor]]  # what forward returns; also the targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +83,16 @@ class MTFConfig(ModelConfig):
 
     PRESETS = {
         "tiny": dict(seq_len=12, encoder_hidden=(16, 16), d_model=16, n_head=2, d_ff=32, n_cross=1, n_layer=1),
-        "small": dict(seq_len=64, d_model=64, n_head=4, d_ff=256, n_cross=2, n_layer=2),
+        # ~0.08 GFLOP per sample (bench/models.py): a few ms per bar on 2 CPU cores, and cheap
+        # enough to train on a CPU. The encoder is ~10% of it, so caching per-bar encodings
+        # (possible: `encode_bars` depends on one bar only) would save little; not done.
+        "small": dict(seq_len=48, encoder_hidden=(64, 128), d_model=64, n_head=4, d_ff=128, n_cross=2, n_layer=2),
         "seed": dict(),
     }
 
     def check(self) -> None:
         """Validate sizes; d_model must split evenly over the heads."""
-        for key in ("seq_len", "d_model", "n_head", "d_ff", "n_cross", "n_layer"):
-            self.require(getattr(self, key) > 0, key, "must be positive")
-        self.require(len(self.encoder_hidden) > 0 and min(self.encoder_hidden) > 0, "encoder_hidden", "needs positive sizes")
+        self.require_positive("seq_len", "encoder_hidden", "d_model", "n_head", "d_ff", "n_cross", "n_layer")
         self.require(self.d_model % self.n_head == 0, "d_model", f"must be divisible by n_head={self.n_head}")
         self.require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
 
@@ -249,7 +251,8 @@ def canonical_bars(bars: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise ValueError(f"MTFTransformer: give either {LEGACY_KEY!r} (legacy 1m) or '1m', not both")
         out["1m"] = out.pop(LEGACY_KEY)
     if unknown := sorted(set(out) - set(TIMEFRAMES)):
-        raise ValueError(f"MTFTransformer: unknown timeframe key(s) {unknown}; known: {list(TIMEFRAMES)} or {LEGACY_KEY!r}")
+        known = [*TIMEFRAMES, LEGACY_KEY]
+        raise ValueError(f"MTFTransformer: unknown timeframe key(s) {unknown}; known: {known}")
     if not out:
         raise ValueError(f"MTFTransformer: no timeframe given; pass at least one of {list(TIMEFRAMES)}")
     return out
@@ -261,46 +264,62 @@ def _checked(t: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor
     return t
 
 
-def mtf_loss(
-    out: Mapping[str, torch.Tensor | dict[str, torch.Tensor]],
-    targets: Mapping[str, torch.Tensor | dict[str, torch.Tensor]],
-    aux_weight: float = 0.0,
-) -> torch.Tensor:
-    """Action cross-entropy + 0.1 × mean MSE over the next-bar targets present (+ aux heads).
+ActionLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-    targets: "action" [B] long (required); "next_bar" {tf: [B, 5]} for the timeframes that have
-    targets; "next_bar_mask" {tf: [B] bool} when only some samples have one. With aux_weight > 0,
-    `aux_weight` × the mean of the auxiliary losses present is added: MSE for "price",
-    "volatility", "trend_strength" [B, 1] and "pivots" [B, 5], cross-entropy for "trend" [B, 5]
-    long, and the confidence BCE (target: the action argmax is right).
+
+def mtf_loss(
+    out: Outputs, targets: Outputs, *, aux_weight: float = 0.0, action_loss: ActionLoss | None = None
+) -> torch.Tensor:
+    """Action loss + 0.1 × mean MSE over the next-bar targets present (+ aux_weight × aux heads).
+
+    targets (definitions in the module docstring; every term but the action is optional):
+      "action" [B] long; a label < 0 (ambiguous / unknown) is left out of every action term.
+      "next_bar" {tf: [B, 5]} with optional "next_bar_mask" {tf: [B] bool} (False = no target).
+      "price", "volatility", "trend_strength" [B, 1] and "pivots" [B, 5]: MSE, NaN rows left out.
+      "trend" {tf: [B] long} with optional "trend_mask" {tf: [B] bool}: cross-entropy.
+    The confidence head's target (is the action argmax right?) comes from the action labels.
+    action_loss(logits [N, 3], labels [N]) defaults to cross-entropy; training passes focal loss.
+    All terms are computed in float32, also under autocast.
     """
-    logits = out["action_logits"]
-    loss = F.cross_entropy(logits, targets["action"])
-    masks = targets.get("next_bar_mask", {})
-    bar_losses = [
-        _masked_mse(out["next_bar"][tf], target, masks.get(tf))
-        for tf, target in targets.get("next_bar", {}).items()
-    ]
-    bar_losses = [b for b in bar_losses if b is not None]
-    if bar_losses:
-        loss = loss + 0.1 * torch.stack(bar_losses).mean()
+    logits, y = out["action_logits"].float(), targets["action"]
+    labelled = y >= 0
+    if bool(labelled.any()):
+        loss = (action_loss or F.cross_entropy)(logits[labelled], y[labelled])
+    else:
+        loss = logits.sum() * 0.0  # nothing labelled in this batch: zero, but keep the graph
+    bars = _present_terms(out["next_bar"], targets.get("next_bar", {}), targets.get("next_bar_mask", {}), F.mse_loss)
+    if bars:
+        loss = loss + 0.1 * torch.stack(bars).mean()
     if aux_weight > 0:
-        loss = loss + aux_weight * _aux_loss(out, targets)
+        aux = _aux_terms(out, targets, logits, labelled)
+        if aux:
+            loss = loss + aux_weight * torch.stack(aux).mean()
     return loss
 
 
-def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    if mask is None:
-        return F.mse_loss(pred, target)
-    if not bool(mask.any()):
-        return None
-    return F.mse_loss(pred[mask], target[mask])
+def _present_terms(pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                   mask: Mapping[str, torch.Tensor], fn: ActionLoss) -> list[torch.Tensor]:
+    """fn(pred[tf], target[tf]) over the samples whose mask is True, for every tf with one."""
+    terms = []
+    for tf, t in target.items():
+        m = mask.get(tf)
+        if m is None:
+            terms.append(fn(pred[tf].float(), t))
+        elif bool(m.any()):
+            terms.append(fn(pred[tf][m].float(), t[m]))
+    return terms
 
 
-def _aux_loss(out: Mapping[str, torch.Tensor | dict[str, torch.Tensor]], targets: Mapping[str, torch.Tensor | dict[str, torch.Tensor]]) -> torch.Tensor:
-    right = (out["action_logits"].detach().argmax(-1) == targets["action"]).float()[:, None]  # (B, 1)
-    parts = [F.binary_cross_entropy(out["confidence"], right)]
-    parts += [F.mse_loss(out[k], targets[k]) for k in ("price", "volatility", "trend_strength", "pivots") if k in targets]
-    if "trend" in targets:
-        parts.append(F.cross_entropy(out["trend_logits"].reshape(-1, 3), targets["trend"].reshape(-1)))
-    return torch.stack(parts).mean()
+def _aux_terms(out: Outputs, targets: Outputs, logits: torch.Tensor, labelled: torch.Tensor) -> list[torch.Tensor]:
+    terms = []
+    if bool(labelled.any()):  # confidence: is the argmax of the action logits right?
+        right = (logits.detach().argmax(-1) == targets["action"]).float()[labelled, None]
+        terms.append(F.binary_cross_entropy(out["confidence"].float()[labelled], right))
+    for key in ("price", "volatility", "trend_strength", "pivots"):
+        if key in targets:
+            ok = torch.isfinite(targets[key]).all(-1)  # (B,)
+            if bool(ok.any()):
+                terms.append(F.mse_loss(out[key].float()[ok], targets[key][ok]))
+    trend_logits = {tf: out["trend_logits"][:, k] for k, tf in enumerate(TIMEFRAMES)}  # tf → [B, 3]
+    terms += _present_terms(trend_logits, targets.get("trend", {}), targets.get("trend_mask", {}), F.cross_entropy)
+    return terms

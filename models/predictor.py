@@ -23,7 +23,7 @@ from models.adapters import SequenceAdapter, adapter_for, mode_of
 from models.artifacts import load_artifact
 from models.features import encode_windows
 from models.fit import pick_device
-from strategies import threshold as thr
+import strategies.threshold as thr
 
 CHUNK = 256  # samples per forward pass in predict_batch
 

@@ -36,8 +36,7 @@ class SeqTransformerConfig(SequenceConfig):
     def check(self) -> None:
         """Validate sizes; d_model must split evenly over the heads."""
         super().check()
-        for key in ("d_model", "n_head", "n_layer", "d_ff"):
-            self.require(getattr(self, key) > 0, key, "must be positive")
+        self.require_positive("d_model", "n_head", "n_layer", "d_ff")
         self.require(self.d_model % self.n_head == 0, "d_model", f"must be divisible by n_head={self.n_head}")
 
 

@@ -34,8 +34,8 @@ class StackedLSTMConfig(SequenceConfig):
     def check(self) -> None:
         """Validate sizes."""
         super().check()
-        self.require(len(self.lstm_units) > 0 and min(self.lstm_units) > 0, "lstm_units", "needs positive sizes")
-        self.require(min(self.dense_units, default=1) > 0, "dense_units", "needs positive sizes")
+        self.require_positive("lstm_units")
+        self.require(min(self.dense_units, default=1) > 0, "dense_units", "needs positive sizes")  # () = none
 
 
 class StackedLSTM(SequenceModel):

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from models.features import WINDOW_KEYS, key_timeframe
 from models.fit import FitConfig, choose_batch_size, fit, memory_estimate, pick_device
 from models.indicators import FULL_WARMUP
 from models.targets import IGNORE, TargetSpec, balance, class_counts
-from strategies import threshold as thr
+import strategies.threshold as thr
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = (REPO / "daemon" / "localexchange" / "tape",)
@@ -93,7 +93,7 @@ def build_sampleset(adapter: SequenceAdapter, seq_len: int, dirs: Sequence[Path]
 
 
 def _batches(adapter: SequenceAdapter, ss: SampleSet, idx: np.ndarray, bs: int, device: torch.device,
-             rng: np.random.Generator | None = None, max_batches: int = 0):
+             rng: np.random.Generator | None = None, max_batches: int = 0) -> tuple[Iterator[dict[str, Any]], int]:
     order = rng.permutation(idx) if rng is not None else idx
     if max_batches:
         order = order[: max_batches * bs]
@@ -154,7 +154,7 @@ def _labelled(ss: SampleSet, part: int, mode: str) -> np.ndarray:
 
 def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet,
                   history: dict, test_scores: np.ndarray, device: torch.device) -> None:
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "history.json").write_text(json.dumps(_json_history(history), indent=1))
     plots.curves(history, out)
     test = np.flatnonzero((ss.split == TEST) & (ss.symbol_id == 0))
     if hasattr(model, "attention_weights") and getattr(model.config, "use_attention", True):
@@ -168,7 +168,8 @@ def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, s
 
 
 def _prepare(name: str, preset: str, mode: str, data_dirs: Sequence[Path | str], symbols: Sequence[str],
-             start: str | None, end: str | None, target: TargetSpec, log: Log):
+             start: str | None, end: str | None, target: TargetSpec,
+             log: Log) -> tuple[SequenceAdapter, SampleSet, Any, str]:
     """Adapter, sample set and model config (the data decides n_features and inputs)."""
     adapter = adapter_for(name, mode)
     base = registry.make_config(name, adapter.config_overrides_base(), preset)
@@ -180,12 +181,52 @@ def _prepare(name: str, preset: str, mode: str, data_dirs: Sequence[Path | str],
     return adapter, ss, config, fp
 
 
+def _batch_size(net: torch.nn.Module, ss: SampleSet, dev: torch.device, given: int, cnn: bool, log: Log) -> int:
+    """The given batch size or one chosen from free memory; prints the memory estimate."""
+    sample_floats = ss.spec.seq_len * len(ss.spec.feature_names) * len(ss.spec.inputs)
+    bs = given or choose_batch_size(dev, sample_floats, cnn=cnn)
+    est = memory_estimate(net, sample_floats, bs)
+    log(f"device {dev}; batch {bs}; memory estimate: {int(est['params'])} params, weights {est['weights_mb']:.2f} MB, "
+        f"training state {est['training_state_mb']:.2f} MB, batch inputs {est['batch_inputs_mb']:.2f} MB, "
+        f"activations ~{est['activations_mb_guess']:.1f} MB")
+    return bs
+
+
+def _meta(ss: SampleSet, target: TargetSpec, chosen: thr.ThresholdResult, metrics: dict[str, Any],
+          history: dict[str, list[float]], train_idx: np.ndarray, run: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's JSON content besides model and weights."""
+    mode = target.mode
+    samples = {"train": int(len(train_idx)), "train_unbalanced": int(len(ss.indices(TRAIN))),
+               "validation": int(len(ss.indices(VAL))), "test": int(len(ss.indices(TEST))),
+               "train_classes": class_counts(ss.y[train_idx]) if mode == "classification" else None,
+               "symbols": list(ss.symbols)}
+    training = {k: run[k] for k in ("preset", "seed", "device", "batch_size", "trend_tau")}
+    training.update({"epochs_trained": len(history["train_loss"]), "best_epoch": history.get("best_epoch"),
+                     "best_val_loss": float(min(history["val_loss"])), "final_lr": history["lr"][-1],
+                     "seconds": round(time.time() - run["started"], 1), "torch": torch.__version__,
+                     "trained_at": datetime.now(timezone.utc).isoformat()})
+    return {
+        "features": ss.spec.to_dict(), "target": target.to_dict(),
+        "threshold": {"value": chosen.threshold, "validation_sharpe": chosen.sharpe, "mode": mode,
+                      "fee": run["fee"], "bars_per_year": BARS_PER_YEAR_1M, "grid": [list(g) for g in chosen.grid]},
+        "training": training,
+        "data": {"fingerprint": run["fingerprint"], "dirs": run["dirs"], "start": run["start"], "end": run["end"],
+                 "first_close_ts": int(ss.extra["close_ts"].min()), "last_close_ts": int(ss.extra["close_ts"].max())},
+        "samples": samples, "metrics": metrics, "history": _json_history(history),
+    }
+
+
+def _json_history(history: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """NaN (accuracy in regression) becomes null: JSON has no NaN."""
+    return {k: [v if np.isfinite(v) else None for v in vals] for k, vals in history.items()}
+
+
 def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Path | str] = DEFAULT_DATA,
                    symbols: Sequence[str] = DEFAULT_SYMBOLS, start: str | None = None, end: str | None = None,
                    epochs: int | None = None, out_dir: Path | str | None = None, seed: int = 0,
                    device: str = "auto", mode: str = "classification", target: TargetSpec | None = None,
-                   batch_size: int = 0, max_batches: int = 0, scheduler: str = "cosine", fee: float = thr.DEFAULT_FEE,
-                   progress: bool = True, log: Log = lambda s: None) -> TrainResult:
+                   batch_size: int = 0, max_batches: int = 0, max_val: int = 0, scheduler: str = "cosine",
+                   fee: float = thr.DEFAULT_FEE, progress: bool = True, log: Log = lambda s: None) -> TrainResult:
     """Train `model` on tapes in data_dirs (first dir holding a file wins) and write an artifact."""
     t_start = time.time()
     torch.manual_seed(seed)
@@ -196,42 +237,26 @@ def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Pat
     net = registry.model_class(model)(config).to(dev)
     train_idx = _train_indices(ss, mode, rng, log)
     val_idx = _labelled(ss, VAL, mode)
+    if max_val and len(val_idx) > max_val:  # a fixed subset for the per-epoch loss (CPU time)
+        val_idx = np.sort(rng.choice(val_idx, size=max_val, replace=False))
     if hasattr(adapter, "fit_trend_tau"):
         adapter.fit_trend_tau(ss)
-    sample_floats = ss.spec.seq_len * len(ss.spec.feature_names) * len(ss.spec.inputs)
-    bs = batch_size or choose_batch_size(dev, sample_floats, cnn=bool(getattr(config, "use_cnn", False)))
-    est = memory_estimate(net, sample_floats, bs)
-    log(f"device {dev}; batch {bs}; memory estimate: {int(est['params'])} params, weights {est['weights_mb']:.2f} MB, "
-        f"training state {est['training_state_mb']:.2f} MB, batch inputs {est['batch_inputs_mb']:.2f} MB, "
-        f"activations ~{est['activations_mb_guess']:.1f} MB")
+    bs = _batch_size(net, ss, dev, batch_size, bool(getattr(config, "use_cnn", False)), log)
     log(f"samples train {len(train_idx)} (balanced) / val {len(val_idx)} / test {len(ss.indices(TEST))}")
     cfg = _fit_config(epochs, bs, max_batches, scheduler, progress)
     history = fit(net, adapter.step,
                   lambda e: _batches(adapter, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
                   lambda: _batches(adapter, ss, val_idx, bs, dev), cfg, dev, log)
     metrics, chosen, test_scores = _evaluate(adapter, net, ss, dev, ss.indices(TRAIN), fee)
-    samples = {"train": int(len(train_idx)), "train_unbalanced": int(len(ss.indices(TRAIN))),
-               "validation": int(len(ss.indices(VAL))), "test": int(len(ss.indices(TEST))),
-               "train_classes": class_counts(ss.y[train_idx]) if mode == "classification" else None,
-               "symbols": list(ss.symbols)}
-    meta = {
-        "features": ss.spec.to_dict(), "target": target.to_dict(),
-        "threshold": {"value": chosen.threshold, "validation_sharpe": chosen.sharpe, "mode": mode, "fee": fee,
-                      "bars_per_year": BARS_PER_YEAR_1M, "grid": [list(g) for g in chosen.grid]},
-        "training": {"preset": preset, "seed": seed, "device": str(dev), "batch_size": bs,
-                     "epochs_trained": len(history["train_loss"]), "best_epoch": history.get("best_epoch"),
-                     "best_val_loss": float(min(history["val_loss"])), "final_lr": history["lr"][-1],
-                     "seconds": round(time.time() - t_start, 1), "trained_at": datetime.now(timezone.utc).isoformat(),
-                     "trend_tau": getattr(adapter, "trend_tau", None), "torch": torch.__version__},
-        "data": {"fingerprint": fp, "dirs": [str(d) for d in data_dirs], "start": start, "end": end,
-                 "first_close_ts": int(ss.extra["close_ts"].min()), "last_close_ts": int(ss.extra["close_ts"].max())},
-        "samples": samples, "metrics": metrics, "history": history,
-    }
+    run = {"preset": preset, "seed": seed, "device": str(dev), "batch_size": bs, "started": t_start,
+           "trend_tau": getattr(adapter, "trend_tau", None), "dirs": [str(d) for d in data_dirs],
+           "start": start, "end": end, "fingerprint": fp, "fee": fee}
+    meta = _meta(ss, target, chosen, metrics, history, train_idx, run)
     out = Path(out_dir) if out_dir else REPO / "runs" / "train" / model
     save_artifact(out, net, model, config.to_dict(), meta)
     _write_report(out, adapter, net, ss, history, test_scores, dev)
     version = json.loads((out / "artifact.json").read_text())["version"]
-    return TrainResult(out, version, metrics, history, samples)
+    return TrainResult(out, version, metrics, history, meta["samples"])
 
 
 def format_metrics(name: str, m: dict[str, Any]) -> str:
@@ -255,9 +280,10 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         res = train_pipeline(
             args.model, preset=args.preset, data_dirs=data, symbols=args.symbols or DEFAULT_SYMBOLS,
-            start=getattr(args, "start", None), end=getattr(args, "end", None), epochs=args.epochs,
-            out_dir=args.out, seed=args.seed, device=args.device, mode=getattr(args, "mode", "classification"),
-            max_batches=getattr(args, "max_batches", 0) or 0, progress=sys.stderr.isatty(), log=say)
+            start=args.start, end=args.end, epochs=args.epochs,
+            out_dir=args.out, seed=args.seed, device=args.device, mode=args.mode,
+            batch_size=args.batch_size or 0, max_batches=args.max_batches or 0, max_val=args.max_val or 0,
+            scheduler=args.scheduler, progress=sys.stderr.isatty(), log=say)
     except (ValueError, OSError) as exc:
         print(f"sigd train: {exc}", file=sys.stderr)
         return 1

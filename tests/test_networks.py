@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import registry
 from models.base import SequenceModel
@@ -27,7 +28,7 @@ def windows(batch: int, steps: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, steps, N_FEATURES, generator=torch.Generator().manual_seed(seed))
 
 
-def mtf_bars(batch: int, steps: int, timeframes: tuple[str, ...] = TIMEFRAMES, seed: int = 1) -> dict[str, torch.Tensor]:
+def mtf_bars(batch: int, steps: int, timeframes: tuple[str, ...] = TIMEFRAMES, seed: int = 1) -> dict:
     """Random normalized bars {tf: [batch, steps, 5]} (unit scale, as the pipeline's scaler leaves them)."""
     g = torch.Generator().manual_seed(seed)
     return {tf: torch.randn(batch, steps, 5, generator=g) for tf in timeframes}
@@ -196,16 +197,43 @@ def test_mtf_loss_is_finite_and_uses_only_the_targets_present() -> None:
     out = model(mtf_bars(4, 8))
     action = torch.tensor([0, 1, 2, 1])
     base = mtf_loss(out, {"action": action})
+    assert torch.isfinite(base) and torch.allclose(base, F.cross_entropy(out["action_logits"], action))
     target_1m = torch.randn(4, 5)
     with_1m = mtf_loss(out, {"action": action, "next_bar": {"1m": target_1m}})
-    expected = base + 0.1 * torch.nn.functional.mse_loss(out["next_bar"]["1m"], target_1m)
-    assert torch.isfinite(with_1m) and torch.allclose(with_1m, expected)
-    none_present = {"1m": torch.zeros(4, dtype=torch.bool)}
-    assert torch.allclose(mtf_loss(out, {"action": action, "next_bar": {"1m": target_1m}, "next_bar_mask": none_present}), base)
-    aux = {"action": action, "price": torch.randn(4, 1), "trend": torch.randint(0, 3, (4, 5)), "pivots": torch.randn(4, 5)}
-    assert torch.isfinite(mtf_loss(out, aux, aux_weight=0.1))
-    mtf_loss(out, aux, aux_weight=0.1).backward()
-    assert all(p.grad is not None for p in model.action_head.parameters())
+    assert torch.allclose(with_1m, base + 0.1 * F.mse_loss(out["next_bar"]["1m"], target_1m))
+    only_first = {"1m": torch.tensor([True, False, False, False])}
+    masked = mtf_loss(out, {"action": action, "next_bar": {"1m": target_1m}, "next_bar_mask": only_first})
+    assert torch.allclose(masked, base + 0.1 * F.mse_loss(out["next_bar"]["1m"][:1], target_1m[:1]))
+    nobody = {"1m": torch.zeros(4, dtype=torch.bool)}
+    unmasked = mtf_loss(out, {"action": action, "next_bar": {"1m": target_1m}, "next_bar_mask": nobody})
+    assert torch.allclose(unmasked, base)
+
+
+def test_mtf_loss_leaves_out_unlabelled_samples_and_takes_a_custom_action_loss() -> None:
+    model = tiny("mtf_transformer")
+    out = model(mtf_bars(4, 8))
+    action = torch.tensor([0, -1, 2, -1])  # -1: ambiguous, no label
+    labelled_ce = F.cross_entropy(out["action_logits"][[0, 2]], action[[0, 2]])
+    assert torch.allclose(mtf_loss(out, {"action": action}), labelled_ce)
+    half = mtf_loss(out, {"action": action}, action_loss=lambda lg, y: 0.5 * F.cross_entropy(lg, y))
+    assert torch.allclose(half, 0.5 * labelled_ce)
+    assert mtf_loss(out, {"action": torch.full((4,), -1)}).item() == 0.0
+
+
+def test_mtf_auxiliary_heads_learn_only_when_asked() -> None:
+    model = tiny("mtf_transformer")
+    out = model(mtf_bars(4, 8))
+    price = torch.randn(4, 1)
+    price[3] = float("nan")  # no target for sample 3
+    aux = {
+        "action": torch.tensor([0, 1, 2, 1]), "price": price, "pivots": torch.randn(4, 5),
+        "trend": {"1h": torch.tensor([0, 2, 1, 1])}, "trend_mask": {"1h": torch.tensor([True, True, False, True])},
+    }
+    assert torch.allclose(mtf_loss(out, aux), mtf_loss(out, {"action": aux["action"]}))
+    total = mtf_loss(out, aux, aux_weight=0.1)
+    assert torch.isfinite(total) and total > mtf_loss(out, aux)
+    total.backward()
+    assert model.pivot_head.weight.grad is not None and model.market_head.weight.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------- training signal and configs
@@ -266,6 +294,8 @@ def test_configs_refuse_unknown_keys_wrong_types_and_impossible_values() -> None
         cls.from_dict({"n_head": "4"})
     with pytest.raises(ValueError, match="divisible"):
         cls.preset("tiny", n_head=3)
+    with pytest.raises(ValueError, match="encoder_hidden: needs positive sizes"):
+        cls.preset("tiny", encoder_hidden=())
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         cls.preset("huge")
     with pytest.raises(ValueError, match="task"):

@@ -106,3 +106,18 @@ def test_labels_by_hand_and_balancing_equalizes_train() -> None:
     y = np.array([0, 0, 0, 1, 2, 2, 1, 0, IGNORE])
     kept = balance(np.arange(len(y)), y, np.random.default_rng(0))
     assert sorted(np.bincount(y[kept]).tolist()) == [2, 2, 2]
+
+
+def test_a_global_model_concatenates_windows_never_rows_across_symbols() -> None:
+    spec = FeatureSpec("sequence", 16, ("1m",), "full")
+    eth, btc = random_bars(700, seed=1), random_bars(500, seed=2, price=60000.0)
+    per = [(build_symbol_samples(s, {"1m": b}, spec, TARGET), {"1m": b}) for s, b in (("ETH/USDT", eth), ("BTC/USDT", btc))]
+    ss = assemble(per, spec)
+    first = ss.ends["1m"] - spec.seq_len + 1
+    in_eth = (first >= 0) & (ss.ends["1m"] < len(eth))
+    in_btc = (first >= len(eth)) & (ss.ends["1m"] < len(eth) + len(btc))
+    assert np.array_equal(in_eth, ss.symbol_id == 0) and np.array_equal(in_btc, ss.symbol_id == 1)
+    i = int(np.flatnonzero(ss.symbol_id == 1)[0])  # BTC's first window equals BTC alone
+    alone = assemble([per[1]], spec)
+    j = int(alone.ends["1m"][0])
+    assert j + len(eth) == ss.ends["1m"][i]

@@ -130,3 +130,33 @@ def test_training_is_reproducible_on_cpu(market: Path, tmp_path: Path) -> None:
     assert runs[0].version == runs[1].version  # same weights hash
     model, _, _ = load_artifact(runs[0].artifact_dir)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_regression_mode_trains_plots_and_predicts(market: Path, tmp_path: Path) -> None:
+    res = train_pipeline("stacked_lstm", preset="tiny", data_dirs=[market], epochs=1, max_batches=2,
+                         out_dir=tmp_path / "reg", mode="regression", progress=False)
+    assert (res.artifact_dir / "predictions.png").exists() and "mse" in res.metrics["test"]
+    pred = Predictor.load(res.artifact_dir, device="cpu")
+    series = _series(market)
+    t = int(series["1m"][-1, 0])
+    p = pred.predict(live_windows(series, t, pred.required_windows), t)
+    assert p.confidence >= 0 and sum(p.probs) == 1.0 and p.probs[int(p.side)] == 1.0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip_gives_identical_outputs(trained: dict[str, Path], tmp_path: Path, name: str) -> None:
+    from models.artifacts import read_meta, save_artifact
+
+    model, meta, spec = load_artifact(trained[name])
+    keep = {k: v for k, v in meta.items() if k not in ("format", "format_version", "model", "classes", "version", "weights")}
+    copy = save_artifact(tmp_path / "copy", model, name, meta["model"]["config"], keep)
+    again, meta2, _ = load_artifact(copy)
+    assert read_meta(copy)["version"] == meta["version"] and meta2["features"] == meta["features"]
+    torch.manual_seed(0)
+    if name == "mtf_transformer":
+        x = {k: torch.randn(4, spec.seq_len, 5) for k in spec.inputs}
+        a, b = model(x)["action_probs"], again(x)["action_probs"]
+    else:
+        x = torch.randn(4, spec.seq_len, len(spec.feature_names))
+        a, b = model(x), again(x)
+    assert torch.equal(a, b)

@@ -1,0 +1,231 @@
+"""`python -m bench models [--device cpu|cuda] [--preset small|seed]`: the networks' speed.
+
+Prints per-bar inference latency (batch 1, p50/p99) of the two main models, each and both
+together; forward FLOPs of the hybrid (analytic, cross-checked with torch's FLOP counter on
+`small`); training throughput (forward + backward + AdamW step). On CPU it pins
+torch.set_num_threads(--threads, default 2); the target is both `small` models together
+p99 ≤ 20 ms. With --device cuda (preset `seed`, the hybrid under bf16 autocast) it also
+measures the GPU's matmul rate and compares the hybrid's time with FLOPs / rate; the target
+there is both together ≤ 5 ms on an H100. The shipped artifacts are timed through
+models.predictor (features + network + threshold) when that module and its artifacts exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from daemon.domain import TIMEFRAME_MS
+from models import registry
+from models.mtf_transformer import TIMEFRAMES, MTFConfig
+
+MAIN_MODELS = ("mtf_transformer", "cnn_lstm_attn")
+
+
+def mtf_flops(c: MTFConfig, steps: int | None = None, timeframes: int = len(TIMEFRAMES)) -> int:
+    """Forward FLOPs (2 per multiply-add) of one sample: matmuls and attention, norms ignored."""
+    T = steps or c.seq_len
+    d, sizes = c.d_model, (5, *c.encoder_hidden, c.d_model)
+    encoder = timeframes * T * sum(2 * i * o for i, o in zip(sizes, sizes[1:]))
+
+    def layers(n_layers: int, tokens: int) -> int:  # QKV + out projections, feed-forward, QKᵀ and AV
+        return n_layers * (tokens * (8 * d * d + 4 * d * c.d_ff) + 4 * tokens * tokens * d)
+
+    return encoder + layers(c.n_cross, timeframes * T) + layers(c.n_layer, T + 1)
+
+
+def counted_flops(c: MTFConfig) -> int:
+    """torch's own FLOP count of one MTF forward pass (checks `mtf_flops`; run it on small sizes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = registry.model_class("mtf_transformer")(c)
+    bars = {tf: torch.randn(1, c.seq_len, 5) for tf in TIMEFRAMES}
+    with FlopCounterMode(display=False) as counter:
+        model(bars)  # grad mode: the plain (countable) path, not the fused inference kernel
+    return counter.get_total_flops()
+
+
+def inputs(name: str, model: torch.nn.Module, batch: int, device: str) -> Callable[[], object]:
+    """A closure running `model` on a random batch of the model's full window."""
+    c = model.config
+    if name == "mtf_transformer":
+        bars = {tf: torch.randn(batch, c.seq_len, 5, device=device) for tf in TIMEFRAMES}
+        return lambda: model(bars)
+    x = torch.randn(batch, c.seq_len, c.n_features, device=device)
+    return lambda: model(x)
+
+
+def percentiles(fn: Callable[[], object], iters: int, device: str) -> tuple[float, float]:
+    """p50 and p99 wall time of fn() in ms, after warm-up; synchronizes a GPU around each call."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(max(5, iters // 10)):
+        fn()
+    times = []
+    for _ in range(iters):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+def amp(name: str, device: str) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast for the hybrid on a GPU (how it should serve); fp32 otherwise."""
+    if device == "cuda" and name == "mtf_transformer":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def latency_rows(preset: str, device: str, iters: int, features: int) -> list[tuple[str, float, float]]:
+    """Batch-1 inference latency of each main model and of both in a row."""
+    runs = {}
+    for name in MAIN_MODELS:
+        extra = {"n_features": features} if name != "mtf_transformer" else {}
+        model = registry.build(name, extra, preset=preset).to(device).eval()
+        run = inputs(name, model, 1, device)
+        runs[name] = lambda run=run, name=name: _under(amp(name, device), run)
+    rows = []
+    with torch.inference_mode():
+        for name, fn in runs.items():
+            rows.append((f"{name} ({preset})", *percentiles(fn, iters, device)))
+        both = lambda: [fn() for fn in runs.values()]  # noqa: E731 - the per-bar work of the daemon
+        rows.append((f"both together ({preset})", *percentiles(both, iters, device)))
+    return rows
+
+
+def _under(ctx: contextlib.AbstractContextManager[object], fn: Callable[[], object]) -> object:
+    with ctx:
+        return fn()
+
+
+def train_rows(preset: str, device: str, batch: int, features: int, steps: int) -> list[tuple[str, float]]:
+    """Training samples/s of one forward + backward + AdamW step."""
+    from models.mtf_transformer import mtf_loss
+
+    rows = []
+    for name in MAIN_MODELS:
+        extra = {"n_features": features} if name != "mtf_transformer" else {}
+        model = registry.build(name, extra, preset=preset).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        run, y = inputs(name, model, batch, device), torch.randint(0, 3, (batch,), device=device)
+        loss_of = (lambda o: mtf_loss(o, {"action": y})) if name == "mtf_transformer" else (
+            lambda o: torch.nn.functional.cross_entropy(o, y))
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with amp(name, device):
+                loss = loss_of(run())
+            loss.backward()
+            opt.step()
+
+        p50, _ = percentiles(step, steps, device)
+        rows.append((f"{name} ({preset}, batch {batch})", batch / (p50 / 1e3)))
+    return rows
+
+
+def matmul_tflops(device: str, dtype: torch.dtype, n: int = 8192, iters: int = 20) -> float:
+    """Measured dense matmul rate in TFLOP/s."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    p50, _ = percentiles(lambda: a @ b, iters, device)
+    return 2 * n**3 / (p50 / 1e3) / 1e12
+
+
+def predictor_rows(device: str, iters: int) -> list[tuple[str, float, float]] | str:
+    """Latency of Predictor.predict (features + network + threshold) on the shipped artifacts."""
+    try:
+        from models.predictor import Predictor  # type: ignore[import-not-found]
+    except ImportError:
+        return "models.predictor not on this branch yet: skipped"
+    root = Path(__file__).resolve().parent.parent / "models" / "artifacts"
+    rows = []
+    for art in sorted(p for p in root.glob("*") if p.is_dir()):
+        try:
+            pred = Predictor.load(art, device=device)
+            windows = random_walk_windows(pred.required_windows, BAR_TS)
+            rows.append((f"predictor {art.name}", *percentiles(lambda: pred.predict(windows, BAR_TS), iters, device)))
+        except Exception as e:  # noqa: BLE001 - a benchmark reports what it could not run
+            return f"predictor {art.name}: {type(e).__name__}: {e}"
+    return rows or "no shipped artifacts: skipped"
+
+
+BAR_TS = 1_750_032_000_000  # a 1m bar open time (2025-06-16 00:00 UTC)
+
+
+def random_walk_windows(required: Mapping[str, int], bar_ts: int) -> dict[str, np.ndarray]:
+    """Gap-free windows in the daemon's convention (ts, o, h, l, c, v), all closed by bar_ts's close."""
+    rng, out, close_ms = np.random.default_rng(0), {}, bar_ts + TIMEFRAME_MS["1m"]
+    for key, n in required.items():
+        step = TIMEFRAME_MS[key.removeprefix("btc_")]
+        ts = (close_ms // step - 1 - np.arange(n)[::-1]) * step  # newest bar closes at or before close_ms
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        high, low = np.maximum(open_, close) * 1.0005, np.minimum(open_, close) * 0.9995
+        out[key] = np.stack([ts.astype(np.float64), open_, high, low, close, rng.uniform(1, 10, n)], axis=1)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark and print its tables."""
+    ap = argparse.ArgumentParser(prog="python -m bench models")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--preset", default=None, help="default: small on cpu, seed on cuda")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--features", type=int, default=20, help="feature width of the window model")
+    ap.add_argument("--batch", type=int, default=None, help="training batch (default 64, 8 for seed)")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: run without --device cuda")
+        return 2
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    preset = args.preset or ("seed" if args.device == "cuda" else "small")
+    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, preset {preset}")
+    mtf_p50 = print_latency(preset, args.device, args.iters, args.features)
+    print_flops()
+    if args.device == "cuda":
+        print_gpu_efficiency(preset, mtf_p50)
+    print(f"\n{'training (forward + backward + step)':<40} {'samples/s':>10}")
+    batch = args.batch or (8 if preset == "seed" else 64)
+    for label, rate in train_rows(preset, args.device, batch, args.features, steps=20):
+        print(f"{label:<40} {rate:>10.0f}")
+    return 0
+
+
+def print_latency(preset: str, device: str, iters: int, features: int) -> float:
+    """The latency table (networks, then predictors); returns the hybrid's p50 in ms."""
+    print(f"\n{'inference, batch 1':<40} {'p50 ms':>9} {'p99 ms':>9}")
+    latency = latency_rows(preset, device, iters, features)
+    extra = predictor_rows(device, iters)
+    for row in latency + ([extra] if isinstance(extra, str) else extra):
+        print(row if isinstance(row, str) else f"{row[0]:<40} {row[1]:>9.2f} {row[2]:>9.2f}")
+    return latency[0][1]
+
+
+def print_flops() -> None:
+    """The hybrid's forward FLOPs per sample for `small` and `seed`, and parameter counts."""
+    print(f"\n{'MTF forward FLOPs, 1 sample, 5 timeframes':<44} {'analytic':>10} {'counted':>10} {'params':>9}")
+    for name in ("small", "seed"):
+        c = MTFConfig.preset(name)
+        counted = f"{counted_flops(c) / 1e9:.3f}G" if name == "small" else "-"  # seed: seconds on a CPU
+        with torch.device("meta"):  # shapes only: no memory, no init time
+            params = sum(p.numel() for p in registry.build("mtf_transformer", preset=name).parameters())
+        label = f"{name} (T={c.seq_len}, d={c.d_model})"
+        print(f"{label:<44} {mtf_flops(c) / 1e9:>9.3f}G {counted:>10} {params / 1e6:>8.2f}M")
+
+
+def print_gpu_efficiency(preset: str, mtf_p50_ms: float) -> None:
+    """Matmul rates, and the hybrid's batch-1 bf16 time against its FLOPs at the bf16 rate."""
+    fp32, bf16 = matmul_tflops("cuda", torch.float32), matmul_tflops("cuda", torch.bfloat16)
+    print(f"\nmatmul 8192²: fp32 {fp32:.0f} TFLOP/s, bf16 {bf16:.0f} TFLOP/s")
+    ideal = mtf_flops(MTFConfig.preset(preset)) / (bf16 * 1e12) * 1e3
+    print(f"MTF {preset} bf16 batch 1: p50 {mtf_p50_ms:.2f} ms vs FLOPs / bf16 rate {ideal:.2f} ms "
+          f"({ideal / mtf_p50_ms:.0%} of the measured matmul rate)")
