@@ -180,7 +180,9 @@ def collect(plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.n
         for _, s in reversed(store.signals(limit=2**31))
     ]
     b = plan.cfg.broker
-    notes = {**plan.tape.notes(), "warmup_bars_per_stream": plan.capacity, "replay": dict(counts),
+    # gaps that touch the replay or the warm-up of its slowest stream
+    since = plan.start_ms - plan.capacity * max(timeframe_ms(tf) for _, tf in plan.order)
+    notes = {**plan.tape.notes(since, plan.end_ms), "warmup_bars_per_stream": plan.capacity, "replay": dict(counts),
              "stream_order_at_equal_close": [f"{s} {tf}" for s, tf in plan.order]}
     return BacktestResult(
         symbol=symbol, timeframe=plan.trigger[1], bars=rows[(close > plan.start_ms) & (close <= plan.end_ms)],

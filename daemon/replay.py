@@ -52,8 +52,8 @@ def tape_path(data_dir: Path, symbol: str, timeframe: str) -> Path | None:
 
 def find_gaps(rows: np.ndarray, timeframe: str) -> list[dict[str, Any]]:
     """Missing bars inside a stream, for the report: first missing open time, next bar, count."""
-    return [{"from": iso(g.start_ts), "next_bar": iso(g.end_ts), "missing": g.missing}
-            for g in data.find_gaps(rows, timeframe)]
+    return [{"from": iso(g.start_ts), "next_bar": iso(g.end_ts), "missing": g.missing,
+             "start_ts": g.start_ts, "end_ts": g.end_ts} for g in data.find_gaps(rows, timeframe)]
 
 
 @dataclass
@@ -64,12 +64,15 @@ class Tape:
     missing: list[Stream]
     gaps: dict[Stream, list[dict[str, Any]]]
 
-    def notes(self) -> dict:
-        """The data section of the report."""
+    def notes(self, since_ms: int = 0, until_ms: int = 2**62) -> dict:
+        """The data section of the report; gaps only where they touch [since_ms, until_ms)."""
+        gaps = {f"{s} {tf}": [{k: v for k, v in g.items() if not k.endswith("_ts")} for g in found
+                              if g["end_ts"] > since_ms and g["start_ts"] < until_ms]
+                for (s, tf), found in self.gaps.items()}
         return {
             "streams": {f"{s} {tf}": int(len(a)) for (s, tf), a in self.streams.items()},
             "missing_streams": [f"{s} {tf}" for s, tf in self.missing],
-            "gaps": {f"{s} {tf}": g for (s, tf), g in self.gaps.items() if g},
+            "gaps": {k: v for k, v in gaps.items() if v},
         }
 
 

@@ -113,6 +113,7 @@ def _model_summary(m: ModelRun) -> dict[str, Any]:
         "version": m.version,
         "threshold": m.threshold,
         "predictions": int(len(m.bar_ts)),
+        "confident_share": float(np.mean(m.confidence >= m.threshold)) if len(m.confidence) else 0.0,
         "argmax": performance.classification(m.truth[known], argmax[known]),
         "thresholded": performance.classification(m.truth[known], np.asarray(m.side)[known]),
     }
@@ -207,7 +208,7 @@ def markdown(summary: dict[str, Any], images: dict[str, str]) -> str:
         f"# Backtest {summary['symbol']} {summary['timeframe']}: {p['from']} → {p['to']}", "",
         f"{summary['bars']} bars; fee {c['fee_per_side'] * 100:.3f} % per side, slippage "
         f"{c['slippage'] * 100:.3f} %; starting equity {c['starting_equity']:.2f}.", "",
-        "## Performance", "", *headline_table(summary), "",
+        "## Performance", "", *headline_table(summary), "", *_no_trade_note(summary),
         f"![equity]({images['equity']})", "", f"![price]({images['price']})", "",
         "## Models", "", "Classification of each trigger bar (arg-max class) against the class the "
         "artifact's target definition gives, beside always answering the majority class.", "",
@@ -220,6 +221,15 @@ def markdown(summary: dict[str, Any], images: dict[str, str]) -> str:
     if summary["data"]:
         lines += ["", "## Data", "", "```", json.dumps(summary["data"], indent=2), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _no_trade_note(summary: dict[str, Any]) -> list[str]:
+    """Why a strategy that never traded did not: how often each model was confident enough."""
+    if summary["strategy"]["trades"]:
+        return []
+    parts = [f"{name} {m['confident_share'] * 100:.1f} % of bars at or above its threshold {m['threshold']:.2f}"
+             for name, m in summary["models"].items()]
+    return ["**No trades.** " + "; ".join(parts) + ".", ""]
 
 
 def fold_table(folds: Sequence[dict[str, Any]]) -> list[str]:

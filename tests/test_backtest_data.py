@@ -67,8 +67,9 @@ def test_gaps_are_listed_and_replayed_as_recorded(tmp_path: Path) -> None:
     rows = walk("1m", 100)
     replay.write_tape(tmp_path, "ETH/USDT", "1m", np.delete(rows, np.s_[40:45], axis=0))
     tape = replay.load_streams(tmp_path, [ETH_1M], ETH_1M)
-    assert tape.gaps[ETH_1M] == [{"from": replay.iso(int(rows[40, 0])), "next_bar": replay.iso(int(rows[45, 0])),
-                                  "missing": 5}]
+    gap = {"from": replay.iso(int(rows[40, 0])), "next_bar": replay.iso(int(rows[45, 0])), "missing": 5}
+    assert tape.notes()["gaps"] == {"ETH/USDT 1m": [gap]}
+    assert tape.notes(since_ms=int(rows[45, 0]) + 1)["gaps"] == {}  # a gap before the period is left out
     _, idx = replay.replay_order(tape, [ETH_1M], 0, 2**62)
     assert len(idx) == 95  # nothing invented inside the gap
 
