@@ -10,6 +10,7 @@ BENCHMARKS: dict[str, str] = {
     "service": "bench.service",
     "backtest": "bench.backtest",
     "alerts": "bench.alerts",
+    "feed": "bench.feed",  # market data: bar-close latency, ingest throughput, ring cost, RSS
     "models": "bench.models",
     "train": "bench.train_throughput",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -22,23 +23,15 @@ def _check_store(cfg: Config) -> list[str]:
 
 
 def _check_broker(cfg: Config) -> list[str]:
-    """Testnet orders only on a testnet (or the local exchange), with keys in the environment."""
-    import os
-
-    problems = []
-    if cfg.broker.mode == "testnet":
-        if cfg.exchange.endpoint == "live":
-            problems.append("broker.mode: 'testnet' sends real orders; exchange.endpoint 'live' is refused "
-                            "(use endpoint 'testnet' or 'local')")
-        for env in (cfg.exchange.api_key_env, cfg.exchange.api_secret_env):
-            if not os.environ.get(env):
-                problems.append(f"broker.mode: 'testnet' needs the environment variable {env}")
-    return problems
+    """Testnet orders only on a testnet or the local exchange (the keys: _check_exchange)."""
+    if cfg.broker.mode == "testnet" and cfg.exchange.endpoint == "live":
+        return ["broker.mode: 'testnet' sends real orders; exchange.endpoint 'live' is refused "
+                "(use endpoint 'testnet' or 'local')"]
+    return []
 
 
 def _check_alert_secrets(cfg: Config) -> list[str]:
     # Every enabled channel that signs or authenticates needs its secret in the environment.
-    import os
 
     needed = [(f"alerts.webhooks[{w.name}].secret_env", w.secret_env) for w in cfg.alerts.webhooks]
     if cfg.alerts.telegram.enabled:
@@ -46,7 +39,38 @@ def _check_alert_secrets(cfg: Config) -> list[str]:
     return [f"{key}: environment variable {env} is not set" for key, env in needed if not os.environ.get(env)]
 
 
-CHECKS: list[Check] = [_check_store, _check_broker, _check_alert_secrets]
+def _check_exchange(cfg: Config) -> list[str]:
+    # testnet and live sign requests: their keys must be in the environment before start-up
+    # (the local exchange falls back to its loopback dev keys, whatever the broker mode).
+    ex = cfg.exchange
+    if ex.endpoint == "local":
+        return []
+    return [f"exchange.{key}: environment variable {env} is not set (needed for endpoint {ex.endpoint!r})"
+            for key, env in (("api_key_env", ex.api_key_env), ("api_secret_env", ex.api_secret_env))
+            if not os.environ.get(env)]
+
+
+def _check_local_exchange(cfg: Config) -> list[str]:
+    """With endpoint "local": the tape loads, holds both symbols, and the start lies inside it."""
+    if cfg.exchange.endpoint != "local":
+        return []
+    from daemon.localexchange.server import LocalExchange, parse_start
+    from daemon.localexchange.tape import TapeError
+
+    lc = cfg.local_exchange
+    try:
+        start = parse_start(lc.start) if lc.start else None
+    except ValueError as e:
+        return [f"local_exchange.start: not an ISO 8601 instant ({e})"]
+    try:
+        lx = LocalExchange(cfg.path(lc.tape) if lc.tape else None, start_ms=start, speed=lc.speed, seed=lc.seed)
+    except TapeError as e:
+        return [f"local_exchange.{'start' if 'replay start' in str(e) else 'tape'}: {e}"]
+    missing = [s for s in (cfg.exchange.symbol, cfg.exchange.reference_symbol) if s.replace("/", "") not in lx.markets]
+    return [f"local_exchange.tape: no 1m tape for {s} in {lx.tape_dir}" for s in missing]
+
+
+CHECKS: list[Check] = [_check_store, _check_exchange, _check_local_exchange, _check_broker, _check_alert_secrets]
 
 
 def run_checks(cfg: Config) -> list[str]:

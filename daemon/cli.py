@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
     p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
+    p.add_argument("--balances", default=None, metavar="JSON",
+                   help='start balances, e.g. \'{"USDT": 100000, "BTC": 1, "ETH": 10}\' (the default)')
     p.add_argument("--fault", action="append", default=[], metavar="JSON",
                    help='fault at start-up, e.g. \'{"action": "rest_error", "status": 429, "count": 3}\' (repeatable)')
 
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC: first 1m bar used")
     p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC: end of the 1m bars used (exclusive)")
     p.add_argument("--mode", default="classification", choices=["classification", "regression"])
+    p.add_argument("--horizon", type=int, default=15, help="bars ahead for the class label")
+    p.add_argument("--label-threshold", type=float, default=0.002, help="|forward return| for LONG/SHORT")
+    p.add_argument("--neutral-zone", type=float, default=0.001, help="|forward return| below which FLAT")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=0, help="0 = chosen from available memory")
     p.add_argument("--max-batches", type=int, default=0, help="training batches per epoch (0 = all)")

@@ -49,7 +49,7 @@ class BarError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """One closed candle. `ts` is the open time in ms UTC."""
+    """One closed bar. `ts` is the open time in ms UTC."""
 
     symbol: str
     timeframe: str

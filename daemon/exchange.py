@@ -77,11 +77,15 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
 
     def handle_ohlcv(self, client: Any, message: dict) -> Any:
         # ccxt drops the kline's closed flag; read it here so a bar is emitted on its close.
+        # Every kline frame is parsed strictly, so a malformed one raises (and is counted by
+        # the guard in client()) instead of being cached with None prices.
         k = message.get("k")
-        if isinstance(k, dict) and k.get("x") is True and self.sigd_listener is not None:
-            symbol = self.safe_symbol(k["s"], None, None, "spot")
-            bar = Bar(symbol, str(k["i"]), int(k["t"]), float(k["o"]), float(k["h"]), float(k["l"]),
-                      float(k["c"]), float(k["v"]))
+        if not isinstance(k, dict):
+            raise ValueError("kline event without its 'k' object")
+        symbol = self.safe_symbol(k["s"], None, None, "spot")
+        bar = Bar(symbol, str(k["i"]), int(k["t"]), float(k["o"]), float(k["h"]), float(k["l"]),
+                  float(k["c"]), float(k["v"]))
+        if k.get("x") is True and self.sigd_listener is not None:
             self.sigd_listener.closed_bar(bar, message.get("E"))
         return super().handle_ohlcv(client, message)
 
@@ -111,16 +115,18 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
 
     def _bad_frame(self, data: Any, exc: Exception) -> None:
         symbol = timeframe = None
-        try:
-            k = json.loads(data).get("k") or {}
-            symbol, timeframe = self.safe_symbol(k.get("s"), None, None, "spot"), k.get("i")
+        try:  # name the stream when the frame says which one it is
+            msg = json.loads(data)
+            k = msg.get("k") if isinstance(msg.get("k"), dict) else {}
+            symbol = self.safe_symbol(k.get("s") or msg.get("s"), None, None, "spot")
+            timeframe = k.get("i")
         except Exception:  # noqa: BLE001 - not even JSON: the stream is unknown
             pass
-        BAD_FRAMES.inc(stream=f"{symbol} {timeframe}" if symbol else "unknown")
-        log.warning("bad_frame", symbol=symbol, timeframe=timeframe, error=f"{type(exc).__name__}: {exc}",
-                    frame=str(data)[:200])
+        reason = f"{type(exc).__name__}: {exc}"
+        BAD_FRAMES.inc(stream=f"{symbol} {timeframe}" if timeframe else "unknown")
+        log.warning("bad_frame", symbol=symbol, timeframe=timeframe, error=reason, frame=str(data)[:200])
         if self.sigd_listener is not None:
-            self.sigd_listener.bad_frame(symbol, timeframe, f"{type(exc).__name__}: {exc}")
+            self.sigd_listener.bad_frame(symbol, timeframe, reason)
 
 
 def make_client(
@@ -150,7 +156,9 @@ def make_client(
             "fetchMarkets": {"types": ["spot"]},  # no futures hosts (research note P3)
             "fetchCurrencies": False,  # no signed sapi calls in load_markets (P2)
             "fetchMargins": False,
-            "adjustForTimeDifference": True,  # sign in server time (a replay clock, too)
+            # Sign with the wall clock (NTP-synced under systemd): a replay clock running
+            # faster than 1x would drift out of recvWindow after the one-time adjustment.
+            "adjustForTimeDifference": False,
         },
     })
     if cfg.endpoint == "testnet":
@@ -310,10 +318,11 @@ class ExchangeClient:
 
     async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
                            client_order_id: str) -> dict:
-        """Place an order exactly once, identified by `client_order_id`.
+        """Place an order exactly once, identified by `client_order_id`; the exchange's order.
 
         After an ambiguous outcome (timeout, 5xx) the order is looked up by its client id
-        before it is sent again, so a retry never doubles it.
+        before it is sent again, and a rejection of an id that already exists (a duplicate)
+        returns that order, so a retry or a restart never doubles it.
         """
         params = {"newClientOrderId": client_order_id}
         attempt = 0
@@ -326,23 +335,20 @@ class ExchangeClient:
                     return found
                 if attempt >= self.cfg.max_retries:
                     raise
+                await asyncio.sleep(self.backoff_s(attempt, err))
                 attempt += 1
-                await asyncio.sleep(self.backoff_s(attempt - 1, err))
-            except OrderRejected:
-                found = await self.fetch_order(client_order_id, symbol) if attempt else None
-                if found is not None:  # our earlier attempt did land: the id is a duplicate
+            except AuthError:
+                raise
+            except FatalError:
+                found = await self.fetch_order(client_order_id, symbol)
+                if found is not None:
+                    log.info("order_already_placed", client_order_id=client_order_id, symbol=symbol)
                     return found
                 raise
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
         """The order with this client id, or None when the exchange does not know it."""
-        try:
-            return await self._call("fetch_order", self.ex.fetch_order, None, symbol,
-                                    {"origClientOrderId": client_order_id})
-        except FatalError as err:
-            if isinstance(err.__cause__, ccxt.OrderNotFound):
-                return None
-            raise
+        return await self._by_client_id("fetch_order", self.ex.fetch_order, client_order_id, symbol)
 
     async def fetch_open_orders(self, symbol: str) -> list[dict]:
         """Open orders of a symbol."""
@@ -350,9 +356,13 @@ class ExchangeClient:
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> dict | None:
         """Cancel by client id; None when it was no longer open (filled, canceled, unknown)."""
+        return await self._by_client_id("cancel_order", self.ex.cancel_order, client_order_id, symbol)
+
+    async def _by_client_id(self, op: str, fn: Callable[..., Awaitable[dict]], client_order_id: str,
+                            symbol: str) -> dict | None:
+        """Call an order method addressed by client id; None when the exchange has no such order."""
         try:
-            return await self._call("cancel_order", self.ex.cancel_order, None, symbol,
-                                    {"origClientOrderId": client_order_id})
+            return await self._call(op, fn, None, symbol, {"origClientOrderId": client_order_id})
         except FatalError as err:
             if isinstance(err.__cause__, ccxt.OrderNotFound):
                 return None

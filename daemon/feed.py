@@ -52,18 +52,23 @@ class StreamState:
     stalls: int = 0
     gaps: int = 0
     from_store: int = 0
+    heard: float = 0.0  # monotonic time of the last closing update from the websocket
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # (close instant ms, latency ms) of the newest websocket closes: event time -> in the ring
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
 
     @property
     def name(self) -> str:
+        """The stream's label in logs and metrics: "SYMBOL TF"."""
         return f"{self.symbol} {self.timeframe}"
 
     @property
     def step_ms(self) -> int:
+        """Bar length in ms."""
         return timeframe_ms(self.timeframe)
 
     def set_degraded(self, value: bool) -> None:
+        """Set the degraded flag and its gauge."""
         self.degraded = value
         DEGRADED.set(1 if value else 0, stream=self.name)
 
@@ -89,7 +94,6 @@ class Feed:
         self.clock_ms = clock_ms or (lambda: time.time() * 1000)
         self.streams = {s: StreamState(*s) for s in feed_streams(cfg)}
         self.socket_error: str | None = None
-        self.unknown_bad_frames = 0  # frames that named no stream (not even JSON)
         self._last_drop = 0.0
         for sym, tf in self.streams:
             buffers.add(sym, tf, cfg.warmup_bars)
@@ -109,7 +113,7 @@ class Feed:
         """Per stream: last bar ts and wall time, degraded flag and the continuity counters."""
         out: dict[str, dict[str, Any]] = {}
         for st in self.streams.values():
-            lat = list(st.latencies_ms)
+            lat = [ms for _, ms in st.latencies_ms]
             out[st.name] = {
                 "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
                 "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
@@ -134,6 +138,7 @@ class Feed:
         """Queue a closing update for its stream's task."""
         st = self.streams.get((bar.symbol, bar.timeframe))
         if st is not None:
+            st.heard = time.monotonic()
             st.queue.put_nowait((bar, event_ms))
 
     def bad_frame(self, symbol: str | None, timeframe: str | None, reason: str) -> None:
@@ -142,7 +147,6 @@ class Feed:
         if st is not None:
             self._drop(st, "malformed_frame", reason)
             return
-        self.unknown_bad_frames += 1
         DROPPED.inc(stream="unknown", kind="malformed_frame")
         for other in self.streams.values():
             self._request_resync(other)
@@ -222,14 +226,19 @@ class Feed:
 
     async def _stream_loop(self, st: StreamState) -> None:
         """Consume one stream's closing updates; detect stalls, gaps and bad bars."""
+        st.heard = time.monotonic()
         while True:
-            if st.needs_resync:
-                if not await self._resync(st):
-                    await asyncio.sleep(self.client.backoff_s(1))
-                    continue
+            if st.needs_resync and not await self._resync(st):
+                await asyncio.sleep(self.client.backoff_s(1))
+            # Silence counts from the last closing update, not from resync wake-ups.
+            wait_s = st.heard + self.stall_timeout_s(st.timeframe) - time.monotonic()
             try:
-                item = await asyncio.wait_for(st.queue.get(), self.stall_timeout_s(st.timeframe))
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                # that lands as the queue yields an item, and the feed would never stop.
+                async with asyncio.timeout(max(wait_s, 0.0)):
+                    item = await st.queue.get()
             except TimeoutError:
+                st.heard = time.monotonic()
                 await self._on_stall(st)
                 continue
             if item is not RESYNC:
@@ -282,18 +291,20 @@ class Feed:
         its history) is logged as a hole and not waited for. False when REST failed or sent
         an invalid bar (a resync is then requested).
         """
-        since = (st.last_ts + st.step_ms) if st.last_ts is not None else 0
+        if st.last_ts is None:
+            return True  # nothing to be continuous with (warm-up found no history at all)
+        since = st.last_ts + st.step_ms
         try:
             bars = await self.client.fetch_bars(st.symbol, st.timeframe, since, until_ms)
         except ExchangeFailure as err:
             log.warning("backfill_failed", stream=st.name, since=since, until=until_ms, error=str(err))
             return False
         for bar in bars:
-            if st.last_ts is not None and bar.ts <= st.last_ts:
+            if bar.ts <= st.last_ts:
                 continue
             if not self._sound(st, bar):
                 return False
-            if st.last_ts is not None and bar.ts != st.last_ts + st.step_ms:
+            if bar.ts != st.last_ts + st.step_ms:
                 log.warning("exchange_hole", stream=st.name, expected=st.last_ts + st.step_ms, ts=bar.ts)
             await self._emit(st, bar, None)
             st.backfilled += 1
@@ -307,7 +318,7 @@ class Feed:
         self.buffers.append(bar)
         if event_ms:
             latency = self.clock_ms() - event_ms
-            st.latencies_ms.append(latency)
+            st.latencies_ms.append((event_ms, latency))
             LATENCY.observe(latency, stream=st.name)
         self.store.add_bars([bar])
         st.last_ts, st.last_wall = bar.ts, time.time()
@@ -318,9 +329,8 @@ class Feed:
             except Exception:  # noqa: BLE001 - a consumer bug must not stop the feed
                 log.exception("on_bar_failed", stream=st.name, ts=bar.ts)
 
-    def _drop(self, st: StreamState, kind: str, reason: str, count: bool = True) -> None:
-        if count:
-            st.dropped += 1
-            DROPPED.inc(stream=st.name, kind=kind)
+    def _drop(self, st: StreamState, kind: str, reason: str) -> None:
+        st.dropped += 1
+        DROPPED.inc(stream=st.name, kind=kind)
         log.warning("bar_dropped", stream=st.name, kind=kind, reason=reason)
         self._request_resync(st)

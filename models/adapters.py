@@ -18,6 +18,7 @@ from models import registry
 from models.datasets import TRAIN, SampleSet
 from models.features import FeatureSpec
 from models.losses import FocalLoss, make_loss
+from models.mtf_transformer import mtf_loss
 from models.targets import IGNORE
 
 Batch = dict[str, Any]
@@ -118,20 +119,18 @@ class MTFAdapter(SequenceAdapter):
         return {"bars": bars, "present": present}
 
     def batch(self, ss: SampleSet, idx: np.ndarray, device: torch.device) -> Batch:
-        """Inputs, action labels, next-bar targets with masks, auxiliary targets."""
+        """Inputs plus mtf_loss's targets: action, next bars and trends with masks, auxiliary heads."""
         b = self.inputs(ss, idx, device)
         b["y"] = _t(ss.y[idx].astype(np.int64), device)
-        nb, nbm, trend, trend_ok = {}, {}, [], []
+        t: dict[str, Any] = {"action": b["y"], "next_bar": {}, "next_bar_mask": {}, "trend": {}, "trend_mask": {}}
         for key in ss.spec.inputs:
             ok = ss.extra[f"next_ok_{key}"][idx]
-            rows = np.where(ok, ss.ends[key][idx] + 1, 0)
-            nb[key], nbm[key] = _t(ss.feats[key][rows], device), _t(ok, device)
+            t["next_bar"][key] = _t(ss.feats[key][np.where(ok, ss.ends[key][idx] + 1, 0)], device)
             rho, tau = ss.extra[f"next_rho_{key}"][idx], self.trend_tau.get(key, 0.0)
-            trend.append(np.where(rho > tau, 2, np.where(rho < -tau, 0, 1)))
-            trend_ok.append(ok)
-        b["next_bar"], b["next_bar_mask"] = nb, nbm
-        b["trend"], b["trend_ok"] = _t(np.stack(trend, 1), device), _t(np.stack(trend_ok, 1), device)
-        b["aux"] = {k: _t(ss.extra[f"aux_{k}"][idx].astype(np.float32), device) for k in AUX_KEYS}
+            t["trend"][key] = _t(np.where(rho > tau, 2, np.where(rho < -tau, 0, 1)), device)
+            t["next_bar_mask"][key] = t["trend_mask"][key] = _t(ok, device)
+        t.update({k: _t(ss.extra[f"aux_{k}"][idx].astype(np.float32), device) for k in AUX_KEYS})
+        b["targets"] = t
         return b
 
     def forward(self, model: nn.Module, b: Batch) -> dict[str, Any]:
@@ -139,31 +138,11 @@ class MTFAdapter(SequenceAdapter):
         return model(b["bars"], present=b["present"])
 
     def step(self, model: nn.Module, b: Batch) -> tuple[torch.Tensor, int, int]:
-        """Focal action loss + 0.1 x next-bar MSE (present targets) + aux_weight x auxiliary heads."""
+        """mtf_loss with focal action loss: + 0.1 x next-bar MSE + aux_weight x auxiliary heads."""
         out = self.forward(model, b)
-        y, logits = b["y"], out["action_logits"]
-        loss = self.focal(logits, y)
-        bar_losses = [nn.functional.mse_loss(out["next_bar"][k][m].float(), b["next_bar"][k][m])
-                      for k, m in b["next_bar_mask"].items() if bool(m.any())]
-        if bar_losses:
-            loss = loss + 0.1 * torch.stack(bar_losses).mean()
-        if self.aux_weight > 0:
-            loss = loss + self.aux_weight * self._aux(out, b)
-        keep = y != IGNORE
-        return loss, int((logits.argmax(-1)[keep] == y[keep]).sum()), int(keep.sum())
-
-    def _aux(self, out: dict[str, Any], b: Batch) -> torch.Tensor:
-        parts = [nn.functional.mse_loss(out[k].float(), b["aux"][k]) for k in AUX_KEYS]
-        keep = b["y"] != IGNORE
-        if bool(keep.any()):
-            right = (out["action_logits"].detach().argmax(-1) == b["y"]).float()[keep, None]
-            parts.append(nn.functional.binary_cross_entropy(out["confidence"].float()[keep], right))
-        from models.mtf_transformer import TIMEFRAMES  # trend_logits rows follow TIMEFRAMES
-        cols = [TIMEFRAMES.index(k) for k in b["next_bar"]]
-        tl, ok = out["trend_logits"][:, cols].float(), b["trend_ok"]
-        if bool(ok.any()):
-            parts.append(nn.functional.cross_entropy(tl[ok], b["trend"][ok]))
-        return torch.stack(parts).mean()
+        loss = mtf_loss(out, b["targets"], aux_weight=self.aux_weight, action_loss=self.focal)
+        y, keep = b["y"], b["y"] != IGNORE
+        return loss, int((out["action_logits"].argmax(-1)[keep] == y[keep]).sum()), int(keep.sum())
 
     def scores(self, model: nn.Module, b: Batch) -> np.ndarray:
         """Action probabilities [B, 3]."""

@@ -33,8 +33,12 @@ class ModelConfig:
     PRESETS: dict[str, dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            _check_type(type(self).__name__, f.name, getattr(self, f.name), _hints(type(self))[f.name])
+            value = getattr(self, f.name)
+            _check_type(type(self).__name__, f.name, value, hints[f.name])
+            if hints[f.name] is float:
+                object.__setattr__(self, f.name, float(value))  # 0 → 0.0: one JSON form per value
         self.check()
 
     def check(self) -> None:
@@ -71,10 +75,6 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known: {known}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _jsonable(value: Any) -> Any:

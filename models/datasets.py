@@ -14,6 +14,7 @@ checked to lie inside its own symbol's rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -143,18 +144,25 @@ class SampleSet:
         return x, mask
 
 
-def assemble(per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]], spec: FeatureSpec,
-             scaler_kind: str = "standard") -> SampleSet:
-    """Fit scalers on training windows only, scale, and concatenate symbols."""
-    raw = [{k: (spec.raw_features(s[k]) if s.get(k) is not None else np.zeros((0, len(spec.feature_names))))
-            for k in spec.inputs} for _, s in per_symbol]
+def _fit_scalers(per_symbol: list, raw: list[dict[str, np.ndarray]], spec: FeatureSpec,
+                 kind: str) -> dict[str, Scaler]:
+    """One scaler per input key over the rows of training windows of every symbol."""
     scalers = {}
     for key in spec.inputs:
-        fit_rows = [r[key][train_rows(ss.ends[key], ss.split == TRAIN, spec.seq_len, len(r[key]))]
-                    for (ss, _), r in zip(per_symbol, raw)]
-        stacked = np.concatenate(fit_rows)
-        scalers[key] = Scaler.fit(stacked, scaler_kind) if np.isfinite(stacked).all(axis=1).any() else \
-            Scaler(scaler_kind, (0.0,) * stacked.shape[1], (1.0,) * stacked.shape[1])
+        stacked = np.concatenate([r[key][train_rows(ss.ends[key], ss.split == TRAIN, spec.seq_len, len(r[key]))]
+                                  for (ss, _), r in zip(per_symbol, raw)])
+        finite = np.isfinite(stacked).all(axis=1).any()
+        scalers[key] = Scaler.fit(stacked, kind) if finite else \
+            Scaler(kind, (0.0,) * stacked.shape[1], (1.0,) * stacked.shape[1])  # type: ignore[arg-type]
+    return scalers
+
+
+def assemble(per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]], spec: FeatureSpec,
+             scaler_kind: str = "standard", scalers: Mapping[str, Scaler] | None = None) -> SampleSet:
+    """Fit scalers on training windows only (or use given ones), scale, and concatenate symbols."""
+    raw = [{k: (spec.raw_features(s[k]) if s.get(k) is not None else np.zeros((0, len(spec.feature_names))))
+            for k in spec.inputs} for _, s in per_symbol]
+    scalers = dict(scalers) if scalers else _fit_scalers(per_symbol, raw, spec, scaler_kind)
     spec = FeatureSpec(spec.kind, spec.seq_len, spec.inputs, spec.feature_set, scalers, spec.version)
     feats, ends = {}, {}
     for key in spec.inputs:

@@ -15,7 +15,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from models.base import SequenceConfig, SequenceModel, causal_mask
+from models.base import SequenceConfig, SequenceModel
+from models.layers import Block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +50,8 @@ class SeqTransformer(SequenceModel):
         self.inp = nn.Linear(c.n_features, c.d_model)
         self.pos = nn.Embedding(c.seq_len, c.d_model)
         self.drop = nn.Dropout(c.dropout)
-        layer = nn.TransformerEncoderLayer(
-            c.d_model, c.n_head, c.d_ff, c.dropout, activation="gelu", batch_first=True, norm_first=True,
-        )
-        self.layers = nn.TransformerEncoder(layer, c.n_layer, norm=nn.LayerNorm(c.d_model), enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_head, c.d_ff, c.dropout, c.dropout) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.n_out)
 
     def forward_steps(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
@@ -62,7 +61,8 @@ class SeqTransformer(SequenceModel):
         if t > self.config.seq_len:
             raise ValueError(f"SeqTransformer: window of {t} steps exceeds seq_len={self.config.seq_len}")
         h = self.drop(self.inp(x) + self.pos.weight[:t])  # (B, T, D)
-        h = self.layers(h, mask=causal_mask(t, x.device), is_causal=True)  # (B, T, D)
+        for block in self.blocks:
+            h = block(h, causal=True)  # (B, T, D): step t attends to steps ≤ t
         if last_only:
             h = h[:, -1:]  # (B, 1, D)
-        return self.head(h)  # (B, Tq, n_out)
+        return self.head(self.ln_f(h))  # (B, Tq, n_out)

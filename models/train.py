@@ -23,7 +23,7 @@ import torch
 
 from models import evaluate, plots, registry
 from models.adapters import SequenceAdapter, adapter_for
-from models.artifacts import save_artifact
+from models.artifacts import load_artifact, save_artifact
 from models.data import fingerprint, find_gaps, load_series
 from models.datasets import TEST, TRAIN, VAL, SampleSet, assemble, build_symbol_samples
 from models.features import WINDOW_KEYS, key_timeframe
@@ -112,24 +112,37 @@ def predict_scores(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleS
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
+def _primary(ss: SampleSet, part: int) -> np.ndarray:
+    idx = np.flatnonzero((ss.split == part) & (ss.symbol_id == 0))
+    if len(idx) == 0:
+        raise ValueError(f"the primary symbol {ss.symbols[0]} has no {('train', 'validation', 'test')[part]} "
+                         "samples (more bars needed)")
+    return idx
+
+
+def test_report(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, device: torch.device,
+                threshold: float, fee: float) -> tuple[dict[str, Any], np.ndarray]:
+    """Every test-split number of the primary symbol at a given threshold, and the test scores."""
+    test = _primary(ss, TEST)
+    scores = predict_scores(adapter, model, ss, test, device)
+    report = evaluate.trading_report(scores, ss.next_ret[test], threshold, adapter.mode, fee, BARS_PER_YEAR_1M)
+    if adapter.mode == "classification":
+        majority = int(np.argmax(class_counts(ss.y[ss.indices(TRAIN)])))  # of the unbalanced train split
+        report.update(evaluate.classification_report(ss.y[test], scores, majority))
+    else:
+        report["mse"] = float(np.mean((scores - ss.y[test]) ** 2))
+    return report, scores
+
+
 def _evaluate(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, device: torch.device,
-              train_idx: np.ndarray, fee: float) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
+              fee: float) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
     """Threshold on validation (primary symbol), then every test number."""
-    prim = ss.symbol_id == 0
-    val, test = np.flatnonzero((ss.split == VAL) & prim), np.flatnonzero((ss.split == TEST) & prim)
-    if len(val) == 0 or len(test) == 0:
-        raise ValueError("the primary symbol has no validation or test samples (more bars needed)")
+    val = _primary(ss, VAL)
     val_scores = predict_scores(adapter, model, ss, val, device)
     chosen = thr.optimize(val_scores, ss.next_ret[val], adapter.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M)
-    test_scores = predict_scores(adapter, model, ss, test, device)
-    metrics: dict[str, Any] = {"test": evaluate.trading_report(test_scores, ss.next_ret[test], chosen.threshold,
-                                                                adapter.mode, fee, BARS_PER_YEAR_1M)}
-    if adapter.mode == "classification":
-        counts = class_counts(ss.y[train_idx])
-        metrics["test"].update(evaluate.classification_report(ss.y[test], test_scores, int(np.argmax(counts))))
-    else:
-        metrics["test"]["mse"] = float(np.mean((test_scores - ss.y[test]) ** 2))
-    metrics["validation"] = {"threshold": chosen.threshold, "sharpe": chosen.sharpe, "trades": chosen.trades}
+    report, test_scores = test_report(adapter, model, ss, device, chosen.threshold, fee)
+    metrics = {"test": report,
+               "validation": {"threshold": chosen.threshold, "sharpe": chosen.sharpe, "trades": chosen.trades}}
     return metrics, chosen, test_scores
 
 
@@ -247,7 +260,7 @@ def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Pat
     history = fit(net, adapter.step,
                   lambda e: _batches(adapter, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
                   lambda: _batches(adapter, ss, val_idx, bs, dev), cfg, dev, log)
-    metrics, chosen, test_scores = _evaluate(adapter, net, ss, dev, ss.indices(TRAIN), fee)
+    metrics, chosen, test_scores = _evaluate(adapter, net, ss, dev, fee)
     run = {"preset": preset, "seed": seed, "device": str(dev), "batch_size": bs, "started": t_start,
            "trend_tau": getattr(adapter, "trend_tau", None), "dirs": [str(d) for d in data_dirs],
            "start": start, "end": end, "fingerprint": fp, "fee": fee}
@@ -257,6 +270,28 @@ def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Pat
     _write_report(out, adapter, net, ss, history, test_scores, dev)
     version = json.loads((out / "artifact.json").read_text())["version"]
     return TrainResult(out, version, metrics, history, meta["samples"])
+
+
+def evaluate_artifact(art_dir: Path | str, *, data_dirs: Sequence[Path | str] = DEFAULT_DATA,
+                      symbols: Sequence[str] = DEFAULT_SYMBOLS, start: str | None = None, end: str | None = None,
+                      device: str = "auto", fee: float | None = None, log: Log = lambda s: None) -> dict[str, Any]:
+    """Test-split report of an existing artifact on this data, with the very splits train_pipeline
+    would make, the artifact's own scalers and threshold: champion vs challenger on equal terms."""
+    dev = pick_device(device)
+    model, meta, spec = load_artifact(art_dir, dev)
+    adapter = adapter_for(meta["model"]["name"], meta["threshold"]["mode"])
+    target = TargetSpec.from_dict(meta["target"])
+    loaded = [load_symbol([Path(d) for d in data_dirs], s, spec.inputs, _iso_ms(start), _iso_ms(end), log)
+              for s in symbols]
+    per_symbol = [(build_symbol_samples(s, series, spec, target), series) for s, series in zip(symbols, loaded)]
+    ss = assemble(per_symbol, spec, scalers=spec.scalers)
+    if hasattr(adapter, "trend_tau"):
+        adapter.trend_tau = dict(meta["training"].get("trend_tau") or {})
+    report, _ = test_report(adapter, model, ss, dev, float(meta["threshold"]["value"]),
+                            meta["threshold"]["fee"] if fee is None else fee)
+    return {"test": report, "validation": {"threshold": float(meta["threshold"]["value"]),
+                                           "sharpe": float(meta["threshold"]["validation_sharpe"]), "trades": -1},
+            "version": meta["version"]}
 
 
 def format_metrics(name: str, m: dict[str, Any]) -> str:
@@ -283,7 +318,8 @@ def train_command(args: argparse.Namespace) -> int:
             start=args.start, end=args.end, epochs=args.epochs,
             out_dir=args.out, seed=args.seed, device=args.device, mode=args.mode,
             batch_size=args.batch_size or 0, max_batches=args.max_batches or 0, max_val=args.max_val or 0,
-            scheduler=args.scheduler, progress=sys.stderr.isatty(), log=say)
+            scheduler=args.scheduler, progress=sys.stderr.isatty(), log=say,
+            target=TargetSpec(args.mode, args.horizon, args.label_threshold, args.neutral_zone))
     except (ValueError, OSError) as exc:
         print(f"sigd train: {exc}", file=sys.stderr)
         return 1

@@ -234,7 +234,9 @@ async def test_market_and_limit_orders_fill_and_move_balances(lx: LocalExchange,
     assert o["status"] == "open"
     assert (await ex.fetch_balance())["USDT"]["used"] == pytest.approx(0.02 * limit_px)
     assert [x["clientOrderId"] for x in await ex.fetch_open_orders("BTC/USDT")] == ["lim-1"]
-    lx.clock.advance_to(lx.now_ms() + 30 * MINUTE)
+    async with aiohttp.ClientSession() as http:  # the control endpoint moves the paused clock
+        async with http.post(lx.base_url + "/_control/advance", json={"ms": 30 * MINUTE}) as r:
+            assert (await r.json())["result"] == lx.now_ms()
     by_client = await ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "lim-1"})
     assert by_client["status"] == "closed" and by_client["price"] == limit_px and by_client["id"] == o["id"]
     bal = await ex.fetch_balance()
@@ -304,3 +306,16 @@ async def test_wrong_start_is_refused() -> None:
     with pytest.raises(ValueError, match="non-loopback"):
         LocalExchange(host="0.0.0.0")
     await asyncio.sleep(0)
+
+
+def test_sigd_check_validates_the_local_exchange(write_config, tmp_path: Path) -> None:
+    from daemon.check import run_checks
+    from daemon.config import load
+
+    assert run_checks(load(write_config("[local_exchange]\nstart = \"2025-08-10T00:00:00Z\"\n"))) == []
+    problems = run_checks(load(write_config("[local_exchange]\nstart = \"2019-01-01\"\n")))
+    assert len(problems) == 1 and problems[0].startswith("local_exchange.start:")
+    assert run_checks(load(write_config("[local_exchange]\nstart = \"yesterday\"\n")))[0].startswith("local_exchange.start")
+    write_tape(tmp_path / "t", "BTC_USDT-1m.csv.gz", GOOD)
+    problems = run_checks(load(write_config(f"[local_exchange]\ntape = \"{tmp_path / 't'}\"\nstart = \"1970-01-01T00:01:30Z\"\n")))
+    assert problems == [f"local_exchange.tape: no 1m tape for ETH/USDT in {tmp_path / 't'}"]

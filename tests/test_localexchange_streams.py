@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import Callable
 
 import ccxt.pro as ccxtpro
 import numpy as np
@@ -29,7 +31,8 @@ async def watch(ex: LocalBinance, pairs: list[list[str]], stop: asyncio.Event) -
             continue
 
 
-async def replay(lx: LocalExchange, pairs: list[list[str]], until: callable, **config: object) -> LocalBinance:
+async def replay(lx: LocalExchange, pairs: list[list[str]], until: Callable[[LocalBinance], bool],
+                 **config: object) -> LocalBinance:
     """Subscribe `pairs` with the clock paused, let it run until `until(ex)`; the client."""
     ex = LocalBinance(lx, **config)
     await ex.load_markets()
@@ -54,14 +57,19 @@ def closes(ex: LocalBinance, symbol: str, tf: str) -> np.ndarray:
     return np.array([row for s, i, row in ex.closed_frames if (s, i) == (symbol, tf)]).reshape(-1, 6)
 
 
-def count(n: int, symbol: str, tf: str) -> callable:
+def count(n: int, symbol: str, tf: str) -> Callable[[LocalBinance], bool]:
+    """A stop condition: at least `n` closing updates of (symbol, tf) received."""
     return lambda ex: len(closes(ex, symbol, tf)) >= n
 
 
 async def test_max_speed_1s_1m_closes_equal_the_tape() -> None:
     async with LocalExchange(speed=0, paused=True) as lx:
         pairs = [["ETH/USDT", "1s"], ["ETH/USDT", "1m"], ["BTC/USDT", "1m"]]
+        sent: list[tuple[str, int, float]] = []
+        lx.pump.close_listeners.append(lambda name, ts, at: sent.append((name, ts, at)))
         ex = await replay(lx, pairs, count(3, "BTCUSDT", "1m"))
+        btc_sent = [ts for name, ts, _ in sent if name == "btcusdt@kline_1m"]
+        assert btc_sent[:3] == [START, START + MINUTE, START + 2 * MINUTE]  # the close listeners saw them
         eth = lx.markets["ETHUSDT"]
         seconds = closes(ex, "ETHUSDT", "1s")
         assert len(seconds) >= 180 and seconds[0, 0] == START
@@ -114,7 +122,8 @@ async def test_real_time_closing_update_comes_at_the_close() -> None:
 
 
 async def test_drop_and_stall_faults() -> None:
-    async with LocalExchange(speed=0, paused=True) as lx:
+    # 3000x (a 1m bar every 20 ms): at max speed a stalled replay would race to the tape's end
+    async with LocalExchange(speed=3000, paused=True) as lx:
         ex = LocalBinance(lx)
         await ex.load_markets()
         task = asyncio.create_task(ex.watch_ohlcv("ETH/USDT", "1m"))
@@ -136,8 +145,9 @@ async def test_drop_and_stall_faults() -> None:
                 while True:
                     await ex.watch_ohlcv("ETH/USDT", "1m")
         before = len(ex.closed_frames)
-        await asyncio.wait_for(ex.watch_ohlcv("ETH/USDT", "1m"), timeout=5)  # reconnects and resubscribes
-        assert len(ex.closed_frames) > before
+        async with asyncio.timeout(5):  # the next watch reconnects and resubscribes
+            while len(ex.closed_frames) == before:
+                await ex.watch_ohlcv("ETH/USDT", "1m")
         await ex.close()
 
 
@@ -184,16 +194,20 @@ async def test_subscribe_errors_and_unsubscribe_ack() -> None:
         await ex.close()
 
 
-def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: object) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LX_KEY": "k-123456", "LX_SECRET": "s-very-secret"}
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0",
-                             "--paused"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                             "--paused", "--api-key-env", "LX_KEY", "--api-secret-env", "LX_SECRET"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("local exchange listening on http://127.0.0.1:"), line
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("local exchange listening on http://127.0.0.1:"), lines
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "api key: env LX_KEY/LX_SECRET" in lines[2]
+    out = "".join(lines) + out
+    assert "s-very-secret" not in out + err
     bad = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", "--tape", str(tmp_path)],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
     assert bad.returncode == 2 and str(tmp_path) in bad.stderr
@@ -202,7 +216,8 @@ def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: object) -> None:
 async def test_truncated_frame_kills_ccxts_receive_loop_but_not_the_server() -> None:
     # ccxt 4.5.90 raises inside its receive callback on a truncated JSON frame and stops reading
     # that socket: its watch then hangs like a stall. The feed must treat it as one.
-    async with LocalExchange(speed=0, paused=True) as lx:
+    # 600x, not max speed: a hung reader must not let the replay race to the end of the tape.
+    async with LocalExchange(speed=600, paused=True) as lx:
         lx.faults.malformed(count=1, stream="btcusdt@kline_1m", kind="text")
         ex = LocalBinance(lx)
         await ex.load_markets()
@@ -211,21 +226,26 @@ async def test_truncated_frame_kills_ccxts_receive_loop_but_not_the_server() -> 
         lx.resume_clock()
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(task, timeout=1.0)
+        # Hold the clock until the fresh client has subscribed.
+        lx.pause_clock()
         await ex.close()
         fresh = LocalBinance(lx)
-        rows = await asyncio.wait_for(fresh.watch_ohlcv("BTC/USDT", "1m"), timeout=5)
+        watch = asyncio.create_task(fresh.watch_ohlcv("BTC/USDT", "1m"))
+        await lx.wait_subscribed(1)
+        lx.resume_clock()
+        rows = await asyncio.wait_for(watch, timeout=5)
         assert rows and lx.faults.snapshot()["applied"]["malformed"] == 1
         await fresh.close()
 
 
-def write_rows(path: object, rows: np.ndarray) -> None:
+def write_rows(path: Path, rows: np.ndarray) -> None:
     """A tape file from rows [n, 6]."""
     lines = ["timestamp,open,high,low,close,volume"]
     lines += [f"{int(r[0])},{r[1]:.2f},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.8f}" for r in rows]
     path.write_text("\n".join(lines) + "\n")
 
 
-async def test_a_real_1s_tape_is_used_instead_of_derived_bars(tmp_path: object) -> None:
+async def test_a_real_1s_tape_is_used_instead_of_derived_bars(tmp_path: Path) -> None:
     m1 = tape_rows("ETHUSDT", "1m")[:10]
     recorded_1s = np.vstack([derive_minute(row, seed=99, symbol="ETHUSDT") for row in m1])  # "recorded" path
     write_rows(tmp_path / "ETH_USDT-1m.csv", m1)

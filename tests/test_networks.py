@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +193,10 @@ def test_mtf_padding_positions_do_not_influence_the_outputs() -> None:
     for key in ("action_logits", "pivots", "trend_logits", "confidence"):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert not torch.allclose(a["action_logits"], unpadded["action_logits"], atol=1e-4)  # the test can fail
+    model.train()  # masked attention in training: finite gradients everywhere (no all-masked rows)
+    present = {"1m": torch.tensor([False, True])}
+    mtf_loss(model(noisy, padding=padding, present=present), {"action": torch.tensor([0, 2])}).backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
 
 def test_mtf_loss_is_finite_and_uses_only_the_targets_present() -> None:
@@ -280,10 +287,13 @@ def test_config_round_trip_rebuilds_the_same_model(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(registry.MODELS))
-def test_every_preset_builds_a_valid_config(name: str) -> None:
+def test_every_preset_builds_its_model(name: str) -> None:
     cls = registry.config_class(name)
     for preset in ("tiny", "small", "seed"):
-        assert cls.preset(preset).to_dict()["dropout"] >= 0
+        cfg = cls.preset(preset)
+        with torch.device("meta"):  # shapes only: the seed sizes cost no memory here
+            model = registry.build(name, cfg.to_dict())
+        assert model.config == cfg and sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_configs_refuse_unknown_keys_wrong_types_and_impossible_values() -> None:
@@ -304,9 +314,22 @@ def test_configs_refuse_unknown_keys_wrong_types_and_impossible_values() -> None
         registry.build("gpt")
 
 
+def test_the_registry_imports_no_torch_until_a_model_is_resolved() -> None:
+    code = "import sys, models.registry as r; assert 'torch' not in sys.modules; r.config_class('stacked_lstm')"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
 def test_registry_resolves_every_name_to_its_classes() -> None:
     for name in registry.MODELS:
         model = tiny(name)
         assert isinstance(model, registry.model_class(name))
         assert isinstance(model, SequenceModel) == (name in registry.SEQUENCE_MODELS)
     assert registry.model_class("mtf_transformer") is MTFTransformer
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_the_benchmarks_flop_formula_matches_torchs_count(preset: str) -> None:
+    from bench.models import counted_flops, mtf_flops  # the figure `python -m bench models` reports for `seed`
+
+    cfg = registry.config_class("mtf_transformer").preset(preset)
+    assert mtf_flops(cfg) == pytest.approx(counted_flops(cfg), rel=0.01)

@@ -160,3 +160,26 @@ def test_save_load_round_trip_gives_identical_outputs(trained: dict[str, Path], 
         x = torch.randn(4, spec.seq_len, len(spec.feature_names))
         a, b = model(x), again(x)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_evaluating_an_artifact_reproduces_its_own_test_report(trained: dict[str, Path], market: Path, name: str) -> None:
+    from models.train import evaluate_artifact
+
+    stored = json.loads((trained[name] / "artifact.json").read_text())["metrics"]["test"]
+    again = evaluate_artifact(trained[name], data_dirs=[market], device="cpu")["test"]
+    assert again.keys() == stored.keys()
+    for k, v in stored.items():
+        assert again[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
+
+
+def test_a_failed_save_leaves_the_previous_artifact_intact(trained: dict[str, Path], tmp_path: Path) -> None:
+    from models.artifacts import save_artifact
+
+    dst = _copy(trained["cnn_lstm_attn"], tmp_path / "live")
+    before = (dst / "artifact.json").read_text()
+    model, meta, _ = load_artifact(dst)
+    with pytest.raises(ValueError):  # NaN is not JSON: the write fails half way
+        save_artifact(dst, model, "cnn_lstm_attn", meta["model"]["config"], {"threshold": float("nan")})
+    assert (dst / "artifact.json").read_text() == before and load_artifact(dst)[1]["version"] == meta["version"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live"]  # no temporary directory left behind

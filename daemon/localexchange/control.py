@@ -17,6 +17,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "pause_clock": ("lx", "pause_clock"),
     "resume_clock": ("lx", "resume_clock"),
     "set_speed": ("lx", "set_speed"),
+    "advance": ("lx", "advance"),
 }
 
 

@@ -113,6 +113,10 @@ class Faults:
         log.info("faults_cleared")
 
     # -- used by the server -------------------------------------------------------------
+    def bind_drop(self, drop: Callable[[], int]) -> None:
+        """Tell `drop_websockets` how to close the sockets (set by the server)."""
+        self._drop = drop
+
     def take_rest(self, path: str) -> RestFault | None:
         """The fault for this REST call, if one is pending (consumes one count)."""
         f = self.rest

@@ -18,8 +18,8 @@ DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 _EMPTY = np.empty((0, 6))
 
 
-def klines(market: Market, tf: str, now: int, start: int | None, end: int | None, limit: int) -> np.ndarray:
-    """Bars [k, 6] answering a klines request at replay instant `now`."""
+def query_bars(market: Market, tf: str, now: int, start: int | None, end: int | None, limit: int) -> np.ndarray:
+    """Bars [k, 6] answering a `GET /api/v3/klines` request at replay instant `now`."""
     step = TIMEFRAME_MS[tf]
     lo = start if start is not None else -(2**62)
     hi = end if end is not None else 2**62

@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from daemon.localexchange.errors import ApiError, missing
-from daemon.localexchange.history import DEFAULT_LIMIT, MAX_LIMIT, klines
+from daemon.localexchange.history import DEFAULT_LIMIT, MAX_LIMIT, query_bars
 from daemon.localexchange.market import Market
 from daemon.localexchange.streams import fmt
 from daemon.localexchange.tape import TIMEFRAME_MS
@@ -75,7 +75,7 @@ def _market(lx: Any, q: dict[str, str]) -> Market:
     return m
 
 
-def klines_json(lx: Any, q: dict[str, str]) -> list[list[Any]]:
+def bars_response(lx: Any, q: dict[str, str]) -> list[list[Any]]:
     """GET /api/v3/klines."""
     m = _market(lx, q)
     tf = q.get("interval")
@@ -90,7 +90,7 @@ def klines_json(lx: Any, q: dict[str, str]) -> list[list[Any]]:
     if start is not None and end is not None and start > end:
         raise ApiError(-1023, "Start time is greater than end time.")
     step = TIMEFRAME_MS[tf]
-    rows = klines(m, tf, lx.now_ms(), start, end, limit)
+    rows = query_bars(m, tf, lx.now_ms(), start, end, limit)
     return [[int(r[0]), fmt(r[1]), fmt(r[2]), fmt(r[3]), fmt(r[4]), fmt(r[5]), int(r[0]) + step - 1,
              fmt(r[5] * r[4]), 0, "0", "0", "0"] for r in rows]
 
@@ -153,7 +153,7 @@ async def public_handler(request: web.Request) -> web.Response:
         if name == "exchangeInfo":
             return web.json_response(exchange_info(lx))
         if name == "klines":
-            return web.json_response(klines_json(lx, q))
+            return web.json_response(bars_response(lx, q))
         raise ApiError(-1000, f"local exchange: unsupported endpoint GET /api/v3/{name}", 404)
     except ApiError as e:
         return error_response(e)

@@ -52,7 +52,7 @@ class LocalExchange:
         self.markets = {sym: Market(t, seed) for sym, t in load_tape(self.tape_dir).items()}
         first = max(m.first_ms for m in self.markets.values())
         end = min(m.end_ms for m in self.markets.values())
-        start = first + DAY_MS if start_ms is None else int(start_ms)
+        start = _default_start(first, end) if start_ms is None else int(start_ms)
         if not first <= start < end:
             raise TapeError(f"{self.tape_dir}: replay start {start} outside the 1m tape [{first}, {end})")
         self.clock = ReplayClock(start, end, speed, paused=True)  # runs from start() on
@@ -61,7 +61,7 @@ class LocalExchange:
         self.account = Account(self.markets, {**{m.base: 0.0 for m in self.markets.values()},
                                               **(balances if balances is not None else DEFAULT_BALANCES)})
         self.pump = Pump(self.markets, self.clock, self.faults)
-        self.faults._drop = self._schedule_drop
+        self.faults.bind_drop(self._schedule_drop)
         self.host, self.port, self.api_key, self.api_secret = host, port, api_key, api_secret
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -124,7 +124,7 @@ class LocalExchange:
     @property
     def base_url(self) -> str:
         """`http://127.0.0.1:P`."""
-        return f"http://{self.host}:{self.port}"
+        return f"http://{_url_host(self.host)}:{self.port}"
 
     @property
     def rest_url(self) -> str:
@@ -134,7 +134,7 @@ class LocalExchange:
     @property
     def ws_url(self) -> str:
         """ccxt `urls['api']['ws']['spot']` (keeps `/stream` in the path: recipe pitfall P1)."""
-        return f"ws://{self.host}:{self.port}/stream/ws"
+        return f"ws://{_url_host(self.host)}:{self.port}/stream/ws"
 
     def now_ms(self) -> int:
         """The replay instant (ms UTC)."""
@@ -155,6 +155,12 @@ class LocalExchange:
         self.clock.set_speed(speed)
         self.pump.wake.set()
 
+    def advance(self, ms: int) -> int:
+        """Step the replay clock forward by `ms` (streams catch up at once); the new instant."""
+        self.clock.advance_to(self.clock.now_ms() + int(ms))
+        self.pump.wake.set()
+        return self.clock.now_ms()
+
     async def wait_subscribed(self, count: int, timeout: float = 10.0) -> list[str]:
         """Wait until at least `count` streams are subscribed; their names."""
         async with asyncio.timeout(timeout):
@@ -169,6 +175,19 @@ class LocalExchange:
                 "streams": self.pump.subscriptions(), "sockets": len(self.pump.sockets),
                 "frames_sent": self.pump.frames_sent, "orders": len(self.account.orders),
                 "faults": self.faults.snapshot()}
+
+
+def _default_start(first: int, end: int) -> int:
+    """First 1m bar + 1 day (history for warm-up); on a tape shorter than that, its middle minute."""
+    if first + DAY_MS < end:
+        return first + DAY_MS
+    middle = first + (end - first) // 2
+    log.warning("short_tape_start", note="tape shorter than a day: replay starts in its middle", start_ms=middle)
+    return middle - middle % 60_000
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _is_loopback(host: str) -> bool:
@@ -191,18 +210,29 @@ def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
     key, secret = os.environ.get(key_env, ""), os.environ.get(secret_env, "")
     if key and secret:
         return key, secret, f"env {key_env}/{secret_env}"
+    if key or secret:
+        raise ValueError(f"set both {key_env} and {secret_env}, or neither (then the dev credentials apply)")
     return DEV_API_KEY, DEV_API_SECRET, "built-in dev credentials (loopback only)"
+
+
+def _balances(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in value.values()):
+        raise ValueError(f"--balances must be a JSON object of asset -> amount >= 0, got {text!r}")
+    return {str(k): float(v) for k, v in value.items()}
 
 
 def serve_command(args: argparse.Namespace) -> int:
     """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    key, secret, source = credentials(args.api_key_env, args.api_secret_env)
     try:
+        key, secret, source = credentials(args.api_key_env, args.api_secret_env)
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
                            start_ms=parse_start(args.start) if args.start else None, speed=args.speed,
                            seed=args.seed, api_key=key, api_secret=secret,
-                           paused=getattr(args, "paused", False))
+                           paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)))
         for spec in getattr(args, "fault", None) or []:
             fault = json.loads(spec)
             apply(lx, fault.pop("action"), fault)

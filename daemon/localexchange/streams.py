@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import structlog
@@ -29,6 +30,7 @@ UPDATE_MS = {"1s": 1_000}  # replay ms between forming updates; Binance: 1000 fo
 DEFAULT_UPDATE_MS = 2_000
 MIN_WALL_GAP_S = 0.1
 IDLE_WAKE_S = 0.25
+CLOSE_TIMEOUT_S = 1.0  # how long a close waits for the client's close frame
 PUMP_KEY: web.AppKey["Pump"] = web.AppKey("pump", object)  # type: ignore[arg-type]
 
 
@@ -37,7 +39,7 @@ def fmt(x: float) -> str:
     return f"{x:.8f}"
 
 
-def kline_event(symbol: str, tf: str, bar: np.ndarray, closed: bool, event_ms: int) -> dict:
+def bar_event(symbol: str, tf: str, bar: np.ndarray, closed: bool, event_ms: int) -> dict:
     """A Binance kline event for one bar (ts, o, h, l, c, v)."""
     t = int(bar[0])
     return {"e": "kline", "E": event_ms, "s": symbol, "k": {
@@ -50,7 +52,7 @@ def malformed_frame(kind: str, symbol: str, tf: str, event_ms: int) -> str:
     """A deliberately broken frame (see `Faults.malformed`)."""
     if kind == "text":
         return '{"e":"kline","E":' + str(event_ms) + ',"s":"' + symbol + '","k":{"t":'
-    event = kline_event(symbol, tf, np.zeros(6), True, event_ms)
+    event = bar_event(symbol, tf, np.zeros(6), True, event_ms)
     if kind == "shape":
         del event["k"]
     else:
@@ -91,6 +93,9 @@ class Pump:
         self.sockets: set[web.WebSocketResponse] = set()
         self.wake = asyncio.Event()
         self.frames_sent = 0
+        # called as f(stream name, bar open ms, time.perf_counter()) right after a closing update
+        # is written to every socket (for bar-close latency benchmarks)
+        self.close_listeners: list[Callable[[str, int, float], None]] = []
         self._ended_logged = False
 
     # -- subscriptions ------------------------------------------------------------------
@@ -128,8 +133,8 @@ class Pump:
     async def drop_all(self) -> int:
         """Close every websocket (code 1001 going away)."""
         sockets = list(self.sockets)
-        for ws in sockets:
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"local exchange: drop_websockets")
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"local exchange: drop_websockets")
+                               for ws in sockets), return_exceptions=True)
         return len(sockets)
 
     # -- the pump -----------------------------------------------------------------------
@@ -138,8 +143,13 @@ class Pump:
         while True:
             self.wake.clear()
             now = self.clock.now_ms()
-            for stream in sorted(self.streams.values(), key=lambda s: (s.step, s.name)):
-                await self._emit(stream, now)
+            try:
+                for stream in sorted(self.streams.values(), key=lambda s: (s.step, s.name)):
+                    await self._emit(stream, now)
+            except Exception:  # one bad step must not end every stream
+                log.exception("pump_step_failed", replay_ms=now)
+                await asyncio.sleep(IDLE_WAKE_S)
+                continue
             if self.clock.ended and not self._ended_logged:
                 self._ended_logged = True
                 log.warning("tape_end", replay_ms=now)
@@ -177,7 +187,7 @@ class Pump:
         stream.last_update_ms, stream.last_update_wall = now, wall
         # a bar that is going to be skipped (gap fault) sends no forming updates either
         if bar is not None and not self.faults.pending(self.faults.skip_left, stream.name):
-            await self._send(stream, kline_event(stream.market.symbol, stream.tf, bar, False, now), now)
+            await self._send(stream, bar_event(stream.market.symbol, stream.tf, bar, False, now), now)
 
     async def _closing(self, stream: Stream, bar: np.ndarray, close_ms: int) -> None:
         if self.faults.take(self.faults.skip_left, stream.name):
@@ -186,7 +196,10 @@ class Pump:
         if self.faults.take(self.faults.bad_ohlc_left, stream.name):
             bar = broken_ohlc(bar)
             log.info("fault_bad_ohlc_sent", stream=stream.name, ts=int(bar[0]))
-        await self._send(stream, kline_event(stream.market.symbol, stream.tf, bar, True, close_ms), close_ms)
+        await self._send(stream, bar_event(stream.market.symbol, stream.tf, bar, True, close_ms), close_ms)
+        sent_at = time.perf_counter()
+        for listener in self.close_listeners:
+            listener(stream.name, int(bar[0]), sent_at)
 
     async def _send(self, stream: Stream, event: dict, event_ms: int) -> None:
         if self.faults.stalled(stream.name):
@@ -201,7 +214,8 @@ class Pump:
                 try:
                     await ws.send_str(text)
                     self.frames_sent += 1
-                except (ConnectionError, RuntimeError):
+                except Exception as e:  # a socket closing under us; the others go on
+                    log.info("ws_send_failed", error=repr(e))
                     self.unsubscribe(ws)
                     break
 
@@ -209,7 +223,7 @@ class Pump:
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """`/stream/ws/{n}`: SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, acked like Binance."""
     pump: Pump = request.app[PUMP_KEY]
-    ws = web.WebSocketResponse(autoping=True)
+    ws = web.WebSocketResponse(autoping=True, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     pump.sockets.add(ws)
     log.info("ws_connected", path=request.path)

@@ -1,0 +1,31 @@
+"""The shipped artifacts load, answer a live window set, and were trained before the 2025 data."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.domain import Side
+from models.predictor import Predictor
+from tests.conftest import REPO
+from tests.pipeline_builders import random_bars
+
+START_2025 = 1_735_689_600_000  # 2025-01-01T00:00Z
+
+
+@pytest.mark.parametrize("name", ["cnn_lstm_attn", "mtf_transformer"])
+def test_shipped_artifact_loads_and_predicts(name: str) -> None:
+    pred = Predictor.load(REPO / "models" / "artifacts" / name, device="cpu")
+    assert pred.meta["data"]["last_close_ts"] < START_2025  # the 2025 period stays out of sample
+    assert pred.meta["training"]["preset"] == "small" and pred.meta["samples"]["symbols"] == ["ETH/USDT", "BTC/USDT"]
+    end = START_2025
+    windows = {
+        "1s": random_bars(60, "1s", start_ms=end - 60_000),  # live-only 1s: never an input
+        "1m": random_bars(600, start_ms=end - 600 * 60_000),
+        "1h": random_bars(600, "1h", start_ms=end - 600 * 3_600_000, vol=0.01),
+        "1d": random_bars(600, "1d", start_ms=end - 600 * 86_400_000, vol=0.03),
+        "btc_1m": random_bars(600, start_ms=end - 600 * 60_000, price=60000.0, seed=4),
+    }
+    assert "1s" not in pred.required_windows
+    p = pred.predict(windows, int(windows["1m"][-1, 0]))
+    assert p.model == name and p.version == pred.version and p.side in tuple(Side)
+    assert sum(p.probs) == pytest.approx(1.0, abs=1e-5) and p.threshold == pred.threshold
