@@ -231,7 +231,9 @@ def batched(plan: Plan, predictors: Mapping[str, Any], bar_ts: np.ndarray, worke
     from daemon.batch import PrecomputedPredictor, WindowIndex, default_workers, precompute_parallel
 
     index = WindowIndex(plan.tape, plan.order, plan.trigger, plan.capacity)
-    n = default_workers() if workers is None else workers
+    on_gpu = any(str(getattr(p, "device", "cpu")) != "cpu" for p in predictors.values())
+    # a GPU batches by itself (and CUDA does not survive a fork): one process then
+    n = 1 if on_gpu else (default_workers() if workers is None else workers)
     out: dict[str, PredictorLike] = {}
     for name, p in predictors.items():
         out[name] = PrecomputedPredictor(p, precompute_parallel(p, index, bar_ts, n, progress=progress))
@@ -324,7 +326,8 @@ def backtest_command(args: argparse.Namespace) -> int:
 
             result = run_walk_forward(plan, Path(args.data), args.walk_forward, artifact_dirs(cfg, args.model_dir))
         else:
-            predictors = load_predictors(artifact_dirs(cfg, args.model_dir))
+            device = getattr(getattr(cfg, "models", None), "device", "cpu")
+            predictors = load_predictors(artifact_dirs(cfg, args.model_dir), device=device)
             result = run_backtest(plan, predictors, batch=not getattr(args, "bar_by_bar", False))
     except (OSError, ValueError) as exc:  # TapeError, ArtifactError and bad flags are ValueErrors
         print(f"sigd backtest: {exc}", file=sys.stderr)
