@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default=None)
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
+    p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
     return parser
 
 

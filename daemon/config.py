@@ -110,6 +110,139 @@ class LogConfig:
         pass
 
 
+# --- app: HTTP API, service lifecycle, overnight retraining ----------------------------------
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The loopback HTTP API (health, status, metrics, bearer-token actions)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8787  # 0 = an ephemeral port (the bound URL is stored in kv "api_url")
+    token_env: str = "SIGD_API_TOKEN"  # bearer token for POST /pause, /resume, /flat
+
+    def check(self, key: str) -> None:
+        _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
+        _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the API binds loopback only")
+        _require(bool(self.token_env), f"{key}.token_env", "must name an environment variable")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """The served models: registry name -> artifact directory (the shipped ones by default)."""
+
+    device: str = "auto"  # "auto" = CUDA when there is one, else CPU; or "cpu", "cuda", "cuda:1"
+    paths: dict[str, str] = field(default_factory=lambda: {
+        "mtf_transformer": "models/artifacts/mtf_transformer",
+        "cnn_lstm_attn": "models/artifacts/cnn_lstm_attn",
+    })
+
+    def check(self, key: str) -> None:
+        _require(bool(self.paths), f"{key}.paths", "name at least one model")
+        _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"{key}.device",
+                 f"expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Lifecycle: watchdog freshness, shutdown deadline, STATUS= cadence."""
+
+    # The watchdog is fed only while the newest closed bar arrived less than this long ago.
+    stale_after_s: float = 90.0
+    shutdown_deadline_s: float = 10.0
+    status_interval_s: float = 15.0
+
+    def check(self, key: str) -> None:
+        _require(self.stale_after_s > 0, f"{key}.stale_after_s", "must be > 0")
+        _require(self.shutdown_deadline_s > 0, f"{key}.shutdown_deadline_s", "must be > 0")
+        _require(self.status_interval_s > 0, f"{key}.status_interval_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """The overnight retraining job (APScheduler cron, UTC)."""
+
+    enabled: bool = True
+    cron: str = "30 2 * * *"  # minute hour day month day-of-week, UTC
+    preset: Literal["tiny", "small", "seed"] = "small"
+    epochs: int = 0  # 0 = the preset's default
+    max_batches: int = 0  # training batches per epoch; 0 = all
+    device: str = "cpu"  # the training subprocess's device ("auto" = the GPU when there is one)
+    # The most recent stretch of stored history that neither model trained on; both are
+    # scored on it and the new one is promoted only when it scores better.
+    holdout_hours: float = 24.0
+    min_improvement: float = 0.0  # promote when new score > current score + this
+    timeout_s: float = 3600.0
+    artifacts_dir: str = "state/models"  # promoted artifacts (current and previous) live here
+
+    def check(self, key: str) -> None:
+        _require(len(self.cron.split()) == 5, f"{key}.cron", f"expected 5 crontab fields, got {self.cron!r}")
+        _require(self.epochs >= 0, f"{key}.epochs", "must be >= 0")
+        _require(self.max_batches >= 0, f"{key}.max_batches", "must be >= 0")
+        _require(self.holdout_hours > 0, f"{key}.holdout_hours", "must be > 0")
+        _require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Per-bar decisions: which closed bars trigger both models."""
+
+    trigger_timeframe: str = "1m"  # closed bars of this primary-symbol timeframe trigger a decision
+    strategies: tuple[str, ...] = ("confidence",)  # names of [strategy]-configured strategies
+
+    def check(self, key: str) -> None:
+        _require(self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe",
+                 f"unknown timeframe {self.trigger_timeframe!r}")
+        _require(len(self.strategies) > 0, f"{key}.strategies", "name at least one strategy")
+        for name in self.strategies:
+            _require(name == "confidence", f"{key}.strategies", f"unknown strategy {name!r} (known: confidence)")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """The confidence strategy's combination of the two models and the risk rules."""
+
+    combine: Literal["both", "either", "weighted"] = "both"
+    weights: dict[str, float] = field(default_factory=dict)  # model name -> weight ("weighted"); {} = equal
+    min_score: float = 0.5  # |weighted score| needed for a side ("weighted")
+    exit_on_flat: bool = True  # a combined FLAT closes the position
+    position_fraction: float = 0.1  # entry notional as a fraction of equity
+    max_position: float = 5_000.0  # cap on a position's notional, quote currency
+    cooldown_bars: int = 3  # trigger bars after a trade without new entries
+    stop_loss: float = 0.02  # fraction from entry; 0 = off
+    take_profit: float = 0.04  # fraction from entry; 0 = off
+    max_drawdown: float = 0.1  # fraction of peak equity that halts new entries; 0 = off
+    allow_short: bool = True
+
+    def check(self, key: str) -> None:
+        for name, w in self.weights.items():
+            _require(w >= 0, f"{key}.weights.{name}", "must be >= 0")
+        _require(not self.weights or sum(self.weights.values()) > 0, f"{key}.weights", "need a positive weight")
+        _require(0 < self.min_score <= 1, f"{key}.min_score", "must be within (0, 1]")
+        _require(0 < self.position_fraction <= 1, f"{key}.position_fraction", "must be within (0, 1]")
+        _require(self.max_position > 0, f"{key}.max_position", "must be > 0")
+        _require(self.cooldown_bars >= 0, f"{key}.cooldown_bars", "must be >= 0")
+        for name in ("stop_loss", "take_profit", "max_drawdown"):
+            _require(0 <= getattr(self, name) < 1, f"{key}.{name}", "must be within [0, 1) (0 = off)")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where signals go: alerts only, the internal paper broker, or real testnet orders."""
+
+    mode: Literal["alerts", "paper", "testnet"] = "paper"
+    fee: float = 0.001  # paper: fee per side as a fraction of notional
+    slippage: float = 0.0005  # paper: adverse price move per fill, fraction
+    starting_balance: float = 10_000.0  # quote currency; equity before any trade
+    unknown_grace_s: float = 15.0  # testnet: an order not found this long after sending was never placed
+
+    def check(self, key: str) -> None:
+        _require(0 <= self.fee < 0.1, f"{key}.fee", "must be within [0, 0.1)")
+        _require(0 <= self.slippage < 0.1, f"{key}.slippage", "must be within [0, 0.1)")
+        _require(self.starting_balance > 0, f"{key}.starting_balance", "must be > 0")
+        _require(self.unknown_grace_s >= 0, f"{key}.unknown_grace_s", "must be >= 0")
+
 def _is_loopback_url(url: str) -> bool:
     host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
     return host in ("127.0.0.1", "localhost", "::1")
@@ -197,66 +330,6 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """Per-bar decisions: which closed bars trigger both models."""
-
-    trigger_timeframe: str = "1m"  # closed bars of this primary-symbol timeframe trigger a decision
-    strategies: tuple[str, ...] = ("confidence",)  # names of [strategy]-configured strategies
-
-    def check(self, key: str) -> None:
-        _require(self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe",
-                 f"unknown timeframe {self.trigger_timeframe!r}")
-        _require(len(self.strategies) > 0, f"{key}.strategies", "name at least one strategy")
-        for name in self.strategies:
-            _require(name == "confidence", f"{key}.strategies", f"unknown strategy {name!r} (known: confidence)")
-
-
-@dataclass(frozen=True)
-class StrategyConfig:
-    """The confidence strategy's combination of the two models and the risk rules."""
-
-    combine: Literal["both", "either", "weighted"] = "both"
-    weights: dict[str, float] = field(default_factory=dict)  # model name -> weight ("weighted"); {} = equal
-    min_score: float = 0.5  # |weighted score| needed for a side ("weighted")
-    exit_on_flat: bool = True  # a combined FLAT closes the position
-    position_fraction: float = 0.1  # entry notional as a fraction of equity
-    max_position: float = 5_000.0  # cap on a position's notional, quote currency
-    cooldown_bars: int = 3  # trigger bars after a trade without new entries
-    stop_loss: float = 0.02  # fraction from entry; 0 = off
-    take_profit: float = 0.04  # fraction from entry; 0 = off
-    max_drawdown: float = 0.1  # fraction of peak equity that halts new entries; 0 = off
-    allow_short: bool = True
-
-    def check(self, key: str) -> None:
-        for name, w in self.weights.items():
-            _require(w >= 0, f"{key}.weights.{name}", "must be >= 0")
-        _require(not self.weights or sum(self.weights.values()) > 0, f"{key}.weights", "need a positive weight")
-        _require(0 < self.min_score <= 1, f"{key}.min_score", "must be within (0, 1]")
-        _require(0 < self.position_fraction <= 1, f"{key}.position_fraction", "must be within (0, 1]")
-        _require(self.max_position > 0, f"{key}.max_position", "must be > 0")
-        _require(self.cooldown_bars >= 0, f"{key}.cooldown_bars", "must be >= 0")
-        for name in ("stop_loss", "take_profit", "max_drawdown"):
-            _require(0 <= getattr(self, name) < 1, f"{key}.{name}", "must be within [0, 1) (0 = off)")
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    """Where signals go: alerts only, the internal paper broker, or real testnet orders."""
-
-    mode: Literal["alerts", "paper", "testnet"] = "paper"
-    fee: float = 0.001  # paper: fee per side as a fraction of notional
-    slippage: float = 0.0005  # paper: adverse price move per fill, fraction
-    starting_balance: float = 10_000.0  # quote currency; equity before any trade
-    unknown_grace_s: float = 15.0  # testnet: an order not found this long after sending was never placed
-
-    def check(self, key: str) -> None:
-        _require(0 <= self.fee < 0.1, f"{key}.fee", "must be within [0, 0.1)")
-        _require(0 <= self.slippage < 0.1, f"{key}.slippage", "must be within [0, 0.1)")
-        _require(self.starting_balance > 0, f"{key}.starting_balance", "must be > 0")
-        _require(self.unknown_grace_s >= 0, f"{key}.unknown_grace_s", "must be >= 0")
-
-
-@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -264,6 +337,10 @@ class Config:
     local_exchange: LocalExchangeConfig = field(default_factory=LocalExchangeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)

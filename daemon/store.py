@@ -155,6 +155,36 @@ class Store:
         sql = f"SELECT COUNT(*) FROM [{table}]" + (f" WHERE {where}" if where else "")
         return int(self.db.execute(sql, list(params)).fetchone()[0])
 
+    # --- model registry (app: daemon/retrain.py) ------------------------------------------
+
+    def current_model(self, name: str) -> dict[str, Any] | None:
+        """The registry row of the model now serving under `name`, or None."""
+        rows = list(self.db["models"].rows_where("name=? AND status='current'", [name], order_by="id DESC", limit=1))
+        return rows[0] if rows else None
+
+    def model_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Registry rows, newest first (all models, or one)."""
+        where, params = ("name=?", [name]) if name else (None, [])
+        return list(self.db["models"].rows_where(where, params, order_by="id DESC"))
+
+    def record_model(self, name: str, version: str, path: str, status: str, metrics: str, now_ms: int) -> int:
+        """Add a registry row; a new "current" demotes the old current to "previous" and the old
+        previous to "retired", in one transaction."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if status == "current":
+                conn.execute("UPDATE models SET status='retired' WHERE name=? AND status='previous'", [name])
+                conn.execute("UPDATE models SET status='previous' WHERE name=? AND status='current'", [name])
+            cur = conn.execute(
+                "INSERT INTO models (name, version, path, status, metrics, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                [name, version, path, status, metrics, now_ms])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(cur.lastrowid or 0)
+
     # --- engine: predictions, signals, orders, fills, positions (owner: engine) -----------
     # Raw SQL only in this section: sqlite-utils' helpers commit by themselves, which would
     # end a transaction() early.
@@ -357,3 +387,12 @@ class Store:
             "DELETE FROM outbox WHERE status IN ('sent', 'skipped', 'dead') AND created_ms<?", [before_ms]
         )
         return cur.rowcount
+
+    # --- backtest: reading a run back (owner: backtest) ------------------------------------
+
+    def prediction_rows(self, symbol: str) -> list[tuple]:
+        """(bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold), oldest first."""
+        cur = self.db.conn.execute(
+            "SELECT bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold "
+            "FROM predictions WHERE symbol=? ORDER BY bar_ts, model", [symbol])
+        return cur.fetchall()

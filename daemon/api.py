@@ -1,0 +1,232 @@
+"""The loopback HTTP API and `sigd status`.
+
+GET /healthz, /status (JSON), /metrics (Prometheus text) are open on 127.0.0.1; POST /pause,
+/resume, /flat and /retrain change state and need `Authorization: Bearer <token>` with the token from
+the environment variable named by `[api] token_env`. Without that variable set, the actions
+are refused (deny by default), the read-only endpoints still work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+
+from aiohttp import web
+
+from daemon import log
+from daemon.metrics import REGISTRY
+
+_log = log.get("sigd.api")
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+class Service(Protocol):
+    """What the API shows and controls: the daemon's Controls (daemon.domain) plus metrics."""
+
+    def status(self) -> Mapping[str, Any]:
+        """The JSON for /status; its "healthy" key answers /healthz."""
+        ...
+
+    def refresh_metrics(self) -> None:
+        """Update gauges that are read rather than pushed (outbox depth, stream ages)."""
+        ...
+
+    def pause(self) -> None:
+        """Stop new entries (persists across restarts)."""
+        ...
+
+    def resume(self) -> None:
+        """Allow new entries again."""
+        ...
+
+    async def flat(self) -> Mapping[str, Any]:
+        """Close the position now; returns what was done."""
+        ...
+
+    async def retrain(self) -> Mapping[str, Any]:
+        """Start the retrain job now."""
+        ...
+
+
+class Api:
+    """The aiohttp server; `await start()` binds, `.url` says where, `await stop()` closes."""
+
+    def __init__(self, service: Service, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+        self.service, self.host, self.port = service, host, port
+        self._token = token or None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def app(self) -> web.Application:
+        """The aiohttp application with every route."""
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/metrics", self._metrics)
+        for name in ("pause", "resume", "flat", "retrain"):
+            app.router.add_post(f"/{name}", self._action(name))
+        return app
+
+    async def start(self) -> None:
+        """Bind the listening socket."""
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # the bound port when port=0
+        port = sockets[0].getsockname()[1] if sockets else self.port
+        self.url = f"http://{self.host}:{port}"
+        _log.info("api_listening", url=self.url, actions_enabled=self._token is not None)
+
+    async def stop(self) -> None:
+        """Close the server."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        status = self.service.status()
+        healthy = bool(status.get("healthy"))
+        body = {"healthy": healthy, "reason": status.get("health_reason", "")}
+        return web.json_response(body, status=200 if healthy else 503)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.status(), dumps=_dumps)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.service.refresh_metrics()
+        return web.Response(body=REGISTRY.render().encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    def _action(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            refusal = self._refuse(request)
+            if refusal is not None:
+                _log.warning("api_action_refused", action=name, peer=request.remote, why=refusal.reason)
+                return refusal
+            _log.info("api_action", action=name, peer=request.remote)
+            result = getattr(self.service, name)()
+            outcome = await result if name in ("flat", "retrain") else {"paused": name == "pause"}
+            return web.json_response({"ok": True, "action": name, "outcome": outcome}, dumps=_dumps)
+
+        return handler
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        # Compare in constant time; never echo what was sent.
+        if self._token is None:
+            return web.json_response({"ok": False, "error": "actions disabled: no API token configured"},
+                                     status=403, reason="no token configured")
+        sent = request.headers.get("Authorization", "")
+        scheme, _, value = sent.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self._token.encode()):
+            return web.json_response({"ok": False, "error": "missing or wrong bearer token"}, status=401,
+                                     reason="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        return None
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)
+
+
+# --- sigd status ----------------------------------------------------------------------------
+
+
+def api_url(cfg: Any) -> str:
+    """Where the running daemon's API listens: the configured port, or the bound one it stored."""
+    if cfg.api.port:
+        return f"http://{cfg.api.host}:{cfg.api.port}"
+    from daemon.store import Store
+
+    path = cfg.path(cfg.store.path)
+    if not path.exists():
+        return ""
+    store = Store(path)
+    try:
+        return store.get_kv("api_url", "") or ""
+    finally:
+        store.close()
+
+
+def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """GET /status from a running daemon."""
+    with urllib.request.urlopen(f"{url}/status", timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """Print the running daemon's /status for a person (or raw with --json); 1 when unreachable."""
+    from daemon import config as config_mod
+
+    cfg = config_mod.load(args.config)
+    url = api_url(cfg)
+    try:
+        if not url:
+            raise OSError("the daemon has not recorded its API address (is it running?)")
+        status = fetch_status(url)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"sigd status: cannot reach the daemon at {url or '?'}: {exc}", file=sys.stderr)
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(render_status(status))
+    return 0
+
+
+def render_status(s: Mapping[str, Any]) -> str:
+    """The /status JSON as a few readable lines."""
+    lines = [
+        f"sigd {'healthy' if s.get('healthy') else 'UNHEALTHY'}"
+        f"{'' if s.get('healthy') else ' (' + str(s.get('health_reason', '')) + ')'}"
+        f"  mode={s.get('mode', '?')}  paused={'yes' if s.get('paused') else 'no'}"
+        f"  up {_duration(s.get('uptime_s', 0))}",
+        "streams:",
+    ]
+    for name, st in sorted((s.get("streams") or {}).items()):
+        lines.append(
+            f"  {name:<14} last bar {_iso(st.get('last_bar_ts'))}  age {_duration(st.get('age_s'))}"
+            f"  {'DEGRADED' if st.get('degraded') else 'ok'}  reconnects {st.get('reconnects', 0)}"
+            f"  dropped {st.get('dropped_frames', 0)}"
+        )
+    lines.append("models:")
+    for m in s.get("models") or []:
+        lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}")
+    pos = s.get("position") or {}
+    lines.append(
+        f"position: {pos.get('symbol', '?')} {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"
+        f"  realized {pos.get('realized_pnl', 0):+.4f}  fees {pos.get('fees', 0):.4f}"
+    )
+    sig = s.get("last_signal")
+    if sig:
+        lines.append(f"last signal: {sig.get('side')} conf {sig.get('confidence', 0):.3f} @ {sig.get('price')}"
+                     f"  bar {_iso(sig.get('bar_ts'))}")
+    else:
+        lines.append("last signal: none yet")
+    out = s.get("outbox") or {}
+    lines.append("outbox: " + ("  ".join(f"{k} {v}" for k, v in sorted(out.items())) or "empty"))
+    rt = s.get("retrain") or {}
+    if rt:
+        lines.append(f"retrain: last {rt.get('last_outcome', 'never')}  next {rt.get('next_run', '?')}")
+    return "\n".join(lines)
+
+
+def _iso(ts_ms: Any) -> str:
+    if not isinstance(ts_ms, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms / 1000)) + "Z"
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
