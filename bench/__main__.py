@@ -8,6 +8,7 @@ import sys
 # name -> module with a `main(argv) -> int`
 BENCHMARKS: dict[str, str] = {
     "service": "bench.service",
+    "backtest": "bench.backtest",
     "alerts": "bench.alerts",
     "feed": "bench.feed",  # market data: bar-close latency, ingest throughput, ring cost, RSS
     "models": "bench.models",

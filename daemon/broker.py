@@ -33,11 +33,17 @@ class OrderClient(Protocol):
     """The order methods of daemon.exchange.ExchangeClient the broker uses."""
 
     async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
-                           client_order_id: str) -> dict: ...
+                           client_order_id: str) -> dict:
+        """Place an order exactly once under `client_order_id`; the exchange's order."""
+        ...
 
-    async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None: ...
+    async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
+        """The order with this client id, or None when the exchange does not know it."""
+        ...
 
-    async def fetch_balance(self) -> dict[str, float]: ...
+    async def fetch_balance(self) -> dict[str, float]:
+        """Total balance per asset."""
+        ...
 
 
 def _fee_in_quote(raw: dict, symbol: str, price: float) -> float:

@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=int, default=15, help="bars ahead for the class label")
     p.add_argument("--label-threshold", type=float, default=0.002, help="|forward return| for LONG/SHORT")
     p.add_argument("--neutral-zone", type=float, default=0.001, help="|forward return| below which FLAT")
+    p.add_argument("--hold", type=int, default=None, help="holding period in bars for the threshold rule (default: --horizon)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=0, help="0 = chosen from available memory")
     p.add_argument("--max-batches", type=int, default=0, help="training batches per epoch (0 = all)")
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default=None)
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
+    p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
     return parser
 
 

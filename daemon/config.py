@@ -354,6 +354,12 @@ class Config:
             return p
         return Path(self.source).resolve().parent / p
 
+    def check(self, key: str) -> None:
+        """Rules across sections (each section checked its own keys already)."""
+        _require(self.engine.trigger_timeframe in self.exchange.timeframes, "engine.trigger_timeframe",
+                 f"{self.engine.trigger_timeframe!r} is not streamed (exchange.timeframes: "
+                 f"{list(self.exchange.timeframes)})")
+
 
 # --- loading ------------------------------------------------------------------------------
 

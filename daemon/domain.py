@@ -49,7 +49,7 @@ class BarError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """One closed candle. `ts` is the open time in ms UTC."""
+    """One closed bar. `ts` is the open time in ms UTC."""
 
     symbol: str
     timeframe: str
@@ -97,6 +97,7 @@ class Prediction:
     confidence: float
     threshold: float
     inference_ms: float = 0.0
+    hold_bars: int = 1  # the artifact's holding period (strategies/threshold.py); 1 = every bar
 
 
 @dataclass(frozen=True, slots=True)

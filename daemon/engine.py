@@ -6,7 +6,9 @@ needs, runs the predictors on a dedicated single-thread executor (the feed never
 inference), and then, back on the event loop (the one thread that owns state), applies the
 strategies and the risk rules, stores predictions and signals, publishes each signal, and
 hands order intents to the broker. Never two decisions at once: a trigger bar that arrives
-while one runs is skipped, logged and counted. With `wait_for_decision=True` (backtests)
+while one runs waits and is decided next; if a newer one arrives meanwhile it replaces the
+waiting one, which is skipped, logged and counted (so after a backfill burst the newest bar
+is decided, not the stale ones in between). With `wait_for_decision=True` (backtests)
 on_bar awaits the decision instead, so the same bars give the same signals.
 
 Time comes from the data: decisions use bar timestamps; only latency metrics read the clock.
@@ -46,13 +48,17 @@ INFERENCE_MS = REGISTRY.histogram("sigd_inference_ms", "Inference time per model
 BAR_TO_SIGNAL_MS = REGISTRY.histogram("sigd_bar_to_signal_ms", "Trigger bar received to signal committed, ms")
 DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision finished, ms")
 KV_PAUSED, KV_RISK = "engine.paused", "engine.risk"
+# A decision to make: the trigger bar, its window snapshot, the predictors, the perf time received.
+Job = tuple[Bar, Mapping[str, np.ndarray], Sequence[tuple[str, PredictorLike]], float]
 
 
 class WindowSource(Protocol):
     """daemon.bars.Buffers: copies of the newest rows of each stream in the window convention."""
 
     def windows(self, symbol: str, timeframes: Sequence[str], reference_symbol: str,
-                reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]: ...
+                reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Owned copies of the newest rows per window key, float64 [n, 6]."""
+        ...
 
 
 def predict_all(predictors: Sequence[tuple[str, PredictorLike]], windows: Mapping[str, np.ndarray],
@@ -151,6 +157,7 @@ class Engine:
         self.paused = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sigd-inference")
         self._inflight: asyncio.Task[None] | None = None
+        self._pending: Job | None = None
         self._act_lock = asyncio.Lock()
         self._last_bar: Bar | None = None
         self._last_signal: dict[str, Any] | None = None
@@ -204,17 +211,31 @@ class Engine:
             await self.broker.on_bar(bar)
         if bar.symbol != self.symbol or bar.timeframe != self.trigger_timeframe:
             return
-        if self._inflight is not None and not self._inflight.done():
-            self.skipped += 1
-            SKIPPED.inc(reason="busy")
-            log.warning("decision_skipped", symbol=bar.symbol, bar_ts=bar.ts, reason="busy")
-            return
         # Copy the windows now, on the loop: the rings change with the next bar.
-        windows = self._snapshot()
-        predictors = tuple(self.predictors.items())  # a swap applies from the next decision
-        self._inflight = asyncio.create_task(self._decide(bar, windows, predictors, received))
+        job = (bar, self._snapshot(), tuple(self.predictors.items()), received)
+        if self._inflight is not None and not self._inflight.done():
+            # Busy: the newest trigger bar waits and runs next; an older waiting one is dropped.
+            # After a reconnect the feed backfills a burst of bars, and the decision that
+            # matters is the one on the newest, not on the stale ones in between.
+            if self._pending is not None:
+                self._skip(self._pending[0], "superseded")
+            self._pending = job
+            return
+        self._inflight = asyncio.create_task(self._run_decisions(job))
         if self.wait_for_decision:
             await self._inflight
+
+    def _skip(self, bar: Bar, reason: str) -> None:
+        self.skipped += 1
+        SKIPPED.inc(reason=reason)
+        log.warning("decision_skipped", symbol=bar.symbol, bar_ts=bar.ts, reason=reason)
+
+    async def _run_decisions(self, job: Job) -> None:
+        """Decide `job`, then whatever trigger bar arrived meanwhile (never two at once)."""
+        next_job: Job | None = job
+        while next_job is not None:
+            await self._decide(*next_job)
+            next_job, self._pending = self._pending, None
 
     def _snapshot(self) -> dict[str, np.ndarray]:
         sizes: dict[str, int] = {}
@@ -245,9 +266,9 @@ class Engine:
     async def _act(self, bar: Bar, predictions: Sequence[Prediction], received: float) -> None:
         """Strategies → risk gate → signal (stored, published) → broker; all on the loop."""
         position = self.broker.position(self.symbol)
-        was_halted = self.risk_state.halted
+        before = self.risk_state
         self.risk_state = risk.observe(self.risk_state, position, bar, self.risk_params)
-        if self.risk_state.halted and not was_halted:
+        if self.risk_state.halted and not before.halted:
             self._alert_halt(bar, position)
         exit_signal = risk.protective_exit(position, bar, self.risk_params)
         # A protective exit takes the bar: no strategy trades on a position being closed.
@@ -264,7 +285,8 @@ class Engine:
                                  verdict.signal.strategy)
             if await self.broker.submit(intent) is not None:
                 self.risk_state = risk.after_trade(self.risk_state, bar.ts)
-        self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+        if self.risk_state != before:  # most bars change nothing: no commit for them
+            self._save_risk()
 
     def _alert_halt(self, bar: Bar, position: Position) -> None:
         """Tell the operator: new entries stop until they resume."""
@@ -348,13 +370,19 @@ class Engine:
         """Emit signals again; also lifts a drawdown halt (the operator has looked)."""
         self.paused = False
         # The drawdown is measured afresh from here: the operator has accepted the loss so far.
-        position = self.broker.position(self.symbol)
-        price = self._last_bar.close if self._last_bar else position.entry_price
-        self.risk_state = dataclasses.replace(
-            self.risk_state, halted=False, peak_equity=risk.equity(position, price, self.risk_params.starting_balance))
+        self.risk_state = dataclasses.replace(self.risk_state, halted=False,
+                                              peak_equity=self._equity(self.broker.position(self.symbol)))
         self.store.set_kv(KV_PAUSED, "0")
-        self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+        self._save_risk()
         log.warning("engine_resumed")
+
+    def _save_risk(self) -> None:
+        self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+
+    def _equity(self, position: Position) -> float:
+        """Equity marked at the last trigger bar's close (the entry price before the first bar)."""
+        price = self._last_bar.close if self._last_bar else position.entry_price
+        return risk.equity(position, price, self.risk_params.starting_balance)
 
     async def flatten(self, reason: str = "operator") -> bool:
         """Close the position now (e.g. Telegram /flat) at the last trigger bar; False when flat."""
@@ -372,7 +400,6 @@ class Engine:
     def status(self) -> dict[str, Any]:
         """JSON-ready state for /status and Telegram."""
         position = self.broker.position(self.symbol)
-        price = self._last_bar.close if self._last_bar else position.entry_price
         return {
             "symbol": self.symbol, "trigger_timeframe": self.trigger_timeframe, "mode": self.broker.mode,
             "paused": self.paused, "halted": self.risk_state.halted,
@@ -381,6 +408,6 @@ class Engine:
             "last_bar_ts": self._last_bar.ts if self._last_bar else None,
             "models": {n: {"version": p.version, "threshold": p.threshold} for n, p in self.predictors.items()},
             "position": dataclasses.asdict(position),
-            "equity": risk.equity(position, price, self.risk_params.starting_balance),
+            "equity": self._equity(position),
             "last_signal": self._last_signal, "broker": self.broker.status(),
         }

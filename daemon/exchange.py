@@ -348,13 +348,7 @@ class ExchangeClient:
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
         """The order with this client id, or None when the exchange does not know it."""
-        try:
-            return await self._call("fetch_order", self.ex.fetch_order, None, symbol,
-                                    {"origClientOrderId": client_order_id})
-        except FatalError as err:
-            if isinstance(err.__cause__, ccxt.OrderNotFound):
-                return None
-            raise
+        return await self._by_client_id("fetch_order", self.ex.fetch_order, client_order_id, symbol)
 
     async def fetch_open_orders(self, symbol: str) -> list[dict]:
         """Open orders of a symbol."""
@@ -362,9 +356,13 @@ class ExchangeClient:
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> dict | None:
         """Cancel by client id; None when it was no longer open (filled, canceled, unknown)."""
+        return await self._by_client_id("cancel_order", self.ex.cancel_order, client_order_id, symbol)
+
+    async def _by_client_id(self, op: str, fn: Callable[..., Awaitable[dict]], client_order_id: str,
+                            symbol: str) -> dict | None:
+        """Call an order method addressed by client id; None when the exchange has no such order."""
         try:
-            return await self._call("cancel_order", self.ex.cancel_order, None, symbol,
-                                    {"origClientOrderId": client_order_id})
+            return await self._call(op, fn, None, symbol, {"origClientOrderId": client_order_id})
         except FatalError as err:
             if isinstance(err.__cause__, ccxt.OrderNotFound):
                 return None
@@ -374,13 +372,3 @@ class ExchangeClient:
         """Total balance per asset (free + locked), zero balances left out."""
         bal = await self._call("fetch_balance", self.ex.fetch_balance)
         return {asset: float(v) for asset, v in (bal.get("total") or {}).items() if v}
-
-
-def __getattr__(name: str) -> Any:
-    # The brief names `daemon.exchange.Feed`; it lives in daemon/feed.py (which imports this
-    # module), so it is resolved lazily here instead of by a circular import.
-    if name == "Feed":
-        from daemon.feed import Feed
-
-        return Feed
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -59,13 +59,16 @@ class StreamState:
 
     @property
     def name(self) -> str:
+        """The stream's label in logs and metrics: "SYMBOL TF"."""
         return f"{self.symbol} {self.timeframe}"
 
     @property
     def step_ms(self) -> int:
+        """Bar length in ms."""
         return timeframe_ms(self.timeframe)
 
     def set_degraded(self, value: bool) -> None:
+        """Set the degraded flag and its gauge."""
         self.degraded = value
         DEGRADED.set(1 if value else 0, stream=self.name)
 
@@ -91,7 +94,6 @@ class Feed:
         self.clock_ms = clock_ms or (lambda: time.time() * 1000)
         self.streams = {s: StreamState(*s) for s in feed_streams(cfg)}
         self.socket_error: str | None = None
-        self.unknown_bad_frames = 0  # frames that named no stream (not even JSON)
         self._last_drop = 0.0
         for sym, tf in self.streams:
             buffers.add(sym, tf, cfg.warmup_bars)
@@ -145,7 +147,6 @@ class Feed:
         if st is not None:
             self._drop(st, "malformed_frame", reason)
             return
-        self.unknown_bad_frames += 1
         DROPPED.inc(stream="unknown", kind="malformed_frame")
         for other in self.streams.values():
             self._request_resync(other)
@@ -328,9 +329,8 @@ class Feed:
             except Exception:  # noqa: BLE001 - a consumer bug must not stop the feed
                 log.exception("on_bar_failed", stream=st.name, ts=bar.ts)
 
-    def _drop(self, st: StreamState, kind: str, reason: str, count: bool = True) -> None:
-        if count:
-            st.dropped += 1
-            DROPPED.inc(stream=st.name, kind=kind)
+    def _drop(self, st: StreamState, kind: str, reason: str) -> None:
+        st.dropped += 1
+        DROPPED.inc(stream=st.name, kind=kind)
         log.warning("bar_dropped", stream=st.name, kind=kind, reason=reason)
         self._request_resync(st)

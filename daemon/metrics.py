@@ -38,14 +38,17 @@ class Counter:
         self._lock = threading.Lock()
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Add `amount` to the labelled series."""
         k = _key(labels)
         with self._lock:
             self.values[k] = self.values.get(k, 0.0) + amount
 
     def get(self, **labels: str) -> float:
+        """The labelled series' value (0 before the first update)."""
         return self.values.get(_key(labels), 0.0)
 
     def render(self) -> list[str]:
+        """Exposition lines, one per label set."""
         return [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
 
 
@@ -55,6 +58,7 @@ class Gauge(Counter):
     kind = "gauge"
 
     def set(self, value: float, **labels: str) -> None:
+        """Set the labelled series to `value`."""
         with self._lock:
             self.values[_key(labels)] = float(value)
 
@@ -71,6 +75,7 @@ class Histogram:
         self._lock = threading.Lock()
 
     def observe(self, value: float, **labels: str) -> None:
+        """Count `value` into its bucket of the labelled series."""
         k = _key(labels)
         with self._lock:
             counts = self.counts.setdefault(k, [0] * (len(self.buckets) + 1))
@@ -78,9 +83,11 @@ class Histogram:
             self.sums[k] = self.sums.get(k, 0.0) + value
 
     def count(self, **labels: str) -> int:
+        """How many values the labelled series has observed."""
         return sum(self.counts.get(_key(labels), []))
 
     def render(self) -> list[str]:
+        """Exposition lines: cumulative buckets, sum and count per label set."""
         lines: list[str] = []
         for k, counts in sorted(self.counts.items()):
             running = 0
@@ -104,17 +111,20 @@ class Registry:
         m = self._metrics.get(name)
         if m is None:
             m = self._metrics[name] = cls(name, help, **kw)
-        if not isinstance(m, cls) or type(m) is not cls:
+        if type(m) is not cls:  # exact: a Gauge is a Counter subclass
             raise TypeError(f"metric {name} already registered as {type(m).__name__}")
         return m
 
     def counter(self, name: str, help: str) -> Counter:
+        """The counter `name` (created on first use)."""
         return self._get(Counter, name, help)  # type: ignore[return-value]
 
     def gauge(self, name: str, help: str) -> Gauge:
+        """The gauge `name` (created on first use)."""
         return self._get(Gauge, name, help)  # type: ignore[return-value]
 
     def histogram(self, name: str, help: str, buckets: tuple[float, ...] = DEFAULT_BUCKETS_MS) -> Histogram:
+        """The histogram `name` (created on first use)."""
         return self._get(Histogram, name, help, buckets=buckets)  # type: ignore[return-value]
 
     def render(self) -> str:

@@ -13,8 +13,8 @@ types the daemon publishes: "signal", "order", "fill", "error", "retrain", "dail
 any other type is delivered too (a generic message). Each channel takes the types in its
 `types` list (empty = all).
 
-For publishers: pass a deterministic `event_id` where the event has a natural key (e.g.
-f"signal:{symbol}:{bar_ts}", f"fill:{client_order_id}:{n}"), so that re-publishing after a
+For publishers: pass a deterministic `event_id` where the event has a natural key (as the
+engine does: f"signal-{row id}", f"fill-{client_order_id}"), so that re-publishing after a
 crash adds nothing twice; payload values are JSON data, enums go out by name (Side.LONG ->
 "LONG"), dataclasses as objects; the keys id, type and created_ms are reserved.
 """

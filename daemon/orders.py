@@ -196,7 +196,7 @@ class Ledger:
 
     def republish(self) -> int:
         """Publish fills whose event a crash lost (the event id is stable, so none twice)."""
-        fills = self.store.unpublished_fills()
+        fills = self.store.fills(unpublished=True)
         for fill in fills:
             self._publish_fill(fill, self.position(fill.symbol))
         return len(fills)

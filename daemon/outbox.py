@@ -121,6 +121,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def compact_json(value: Any) -> str:
+    """The one JSON form of events (stored, signed, streamed): sorted keys, no spaces, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -150,7 +155,7 @@ class Outbox:
             raise ValueError(f"event payload may not use reserved key(s) {sorted(clash)}")
         eid = event_id or uuid.uuid4().hex
         try:
-            body = json.dumps(jsonable(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
+            body = compact_json(jsonable(payload))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{type} event payload is not JSON data: {exc}") from None
         now = _now_ms()
@@ -288,7 +293,9 @@ class Outbox:
             log.error("alert_dead_letter", channel=name, event_id=row["event_id"], type=row["type"],
                       attempts=attempts, error=error, permanent=permanent)
             return None
-        delay_s = max(self.policy.backoff_s(attempts, self._rng), retry_after_s or 0.0)
+        # A receiver's Retry-After is honoured, but never past the row's dead-letter age
+        # (an absurd or infinite value must not overflow the schedule).
+        delay_s = min(max(self.policy.backoff_s(attempts, self._rng), retry_after_s or 0.0), self.policy.max_age_s)
         retry_at = now + int(delay_s * 1000)
         self.store.update_outbox(row["id"], attempts=attempts, next_attempt_ms=retry_at, last_error=error)
         log.warning("alert_retry", channel=name, event_id=row["event_id"], attempts=attempts,

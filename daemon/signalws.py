@@ -11,13 +11,11 @@ Messages sent by clients are ignored.
 
 from __future__ import annotations
 
-import json
-
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 
 from daemon import log as log_mod
 from daemon.metrics import REGISTRY
-from daemon.outbox import Event, Outcome
+from daemon.outbox import Event, Outcome, compact_json
 
 log = log_mod.get("sigd.signalws")
 
@@ -87,5 +85,5 @@ class SignalWebsocket:
         """Broadcast the envelope to the current clients; SKIPPED when there are none."""
         if not self._clients:
             return Outcome.SKIPPED
-        broadcast(self._clients, json.dumps(event.envelope(), sort_keys=True, separators=(",", ":")))
+        broadcast(self._clients, compact_json(event.envelope()))
         return Outcome.SENT

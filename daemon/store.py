@@ -113,18 +113,12 @@ class Store:
         rows = [(b.symbol, b.timeframe, b.ts, b.open, b.high, b.low, b.close, b.volume) for b in bars]
         if not rows:
             return
-        conn = self.db.conn
-        conn.execute("BEGIN")  # one commit for the whole batch (autocommit mode otherwise)
-        try:
-            conn.executemany(
+        with self.transaction():  # one commit for the whole batch (autocommit mode otherwise)
+            self.db.conn.executemany(
                 "INSERT OR REPLACE INTO bars (symbol, timeframe, ts, open, high, low, close, volume) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def latest_bars(self, symbol: str, timeframe: str, n: int) -> list[Bar]:
         """The newest `n` stored bars of a stream, oldest first."""
@@ -197,7 +191,7 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group this section's writes into one commit (all or nothing)."""
+        """Group writes into one commit (all or nothing); not nestable."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -306,10 +300,6 @@ class Store:
             [symbol] if symbol else [])
         return [Fill(*row) for row in cur]
 
-    def unpublished_fills(self) -> list[Fill]:
-        """Fills whose event a crash lost."""
-        return self.fills(unpublished=True)
-
     def set_fill_event(self, client_order_id: str, event_id: str) -> None:
         """Record that a fill's event reached the sink."""
         self.db.conn.execute("UPDATE fills SET event_id=? WHERE client_order_id=?", [event_id, client_order_id])
@@ -340,14 +330,9 @@ class Store:
         cols = self._OUTBOX_COLUMNS
         sql = f"INSERT OR IGNORE INTO outbox ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             before = conn.total_changes
             conn.executemany(sql, [[r.get(c) for c in cols] for r in rows])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return conn.total_changes - before
 
     def due_outbox(self, channel: str, now_ms: int, limit: int = 50) -> list[dict[str, Any]]:
@@ -402,3 +387,12 @@ class Store:
             "DELETE FROM outbox WHERE status IN ('sent', 'skipped', 'dead') AND created_ms<?", [before_ms]
         )
         return cur.rowcount
+
+    # --- backtest: reading a run back (owner: backtest) ------------------------------------
+
+    def prediction_rows(self, symbol: str) -> list[tuple]:
+        """(bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold), oldest first."""
+        cur = self.db.conn.execute(
+            "SELECT bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold "
+            "FROM predictions WHERE symbol=? ORDER BY bar_ts, model", [symbol])
+        return cur.fetchall()

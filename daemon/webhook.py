@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 
 import aiohttp
 
-from daemon.outbox import DeliveryError, Event, Outcome, http_failure
+from daemon.outbox import DeliveryError, Event, Outcome, compact_json, http_failure
 
 SIGNATURE_HEADER = "X-Sigd-Signature"
 USER_AGENT = "sigd-webhook/1"
@@ -34,7 +33,7 @@ def verify(secret: str, body: bytes, header: str) -> bool:
 
 def encode(event: Event) -> bytes:
     """The exact body bytes sent (and signed) for an event."""
-    return json.dumps(event.envelope(), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return compact_json(event.envelope()).encode()
 
 
 def _retry_after_s(value: str | None) -> float | None:

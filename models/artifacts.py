@@ -107,6 +107,14 @@ def read_meta(art_dir: Path | str) -> dict[str, Any]:
     return doc
 
 
+def hold_bars(meta: Mapping[str, Any]) -> int:
+    """The threshold rule's holding period in bars (artifacts written before it existed: 1 = every bar)."""
+    hold = meta["threshold"].get("hold_bars", 1)
+    if not isinstance(hold, int) or isinstance(hold, bool) or hold < 1:
+        raise ArtifactError(f"threshold.hold_bars must be an int >= 1, got {hold!r}")
+    return hold
+
+
 def _check_shapes(art_dir: Path, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}

@@ -37,9 +37,10 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray, majority_class:
 
 
 def trading_report(scores: np.ndarray, next_ret: np.ndarray, threshold: float, mode: str,
-                   fee: float, bars_per_year: float) -> dict[str, float]:
-    """Sharpe of trading the thresholded signals net of fees beside buy-and-hold, same bars."""
-    pos = thr.positions(thr.decide(scores, threshold, mode))  # type: ignore[arg-type]
+                   fee: float, bars_per_year: float, hold: int = 1) -> dict[str, float]:
+    """Sharpe of trading the thresholded signals (holding period `hold`) net of fees beside
+    buy-and-hold, same bars."""
+    pos = thr.positions(thr.decide(scores, threshold, mode), hold)  # type: ignore[arg-type]
     r = thr.net_returns(pos, next_ret, fee)
     return {
         "bars": int(len(next_ret)),

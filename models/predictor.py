@@ -20,7 +20,7 @@ import torch
 
 from daemon.domain import Prediction, Side
 from models.adapters import SequenceAdapter, adapter_for, mode_of
-from models.artifacts import load_artifact
+from models.artifacts import hold_bars, load_artifact
 from models.features import encode_windows
 from models.fit import pick_device
 import strategies.threshold as thr
@@ -41,6 +41,7 @@ class Predictor:
         self.version: str = meta["version"]
         self.mode: str = mode_of(meta["model"]["config"])
         self.threshold: float = float(meta["threshold"]["value"])
+        self.hold_bars: int = hold_bars(meta)  # the holding period the threshold was optimized with
         self.required_windows: dict[str, int] = spec.required_windows
         self.adapter: SequenceAdapter = adapter_for(self.name, self.mode)
 
@@ -84,7 +85,8 @@ class Predictor:
         conf = float(thr.confidence(score, self.mode))  # type: ignore[arg-type]
         probs = tuple(float(p) for p in score) if self.mode == "classification" else \
             tuple(float(i == side) for i in range(3))
-        return Prediction(self.name, self.version, int(bar_ts), probs, side, conf, self.threshold, ms)  # type: ignore[arg-type]
+        return Prediction(self.name, self.version, int(bar_ts), probs, side, conf, self.threshold, ms,
+                          self.hold_bars)  # type: ignore[arg-type]
 
     def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
         """One prediction at the close of the 1m bar that opened at bar_ts."""

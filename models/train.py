@@ -23,7 +23,7 @@ import torch
 
 from models import evaluate, plots, registry
 from models.adapters import SequenceAdapter, adapter_for
-from models.artifacts import load_artifact, save_artifact
+from models.artifacts import hold_bars, load_artifact, save_artifact
 from models.data import fingerprint, find_gaps, load_series
 from models.datasets import TEST, TRAIN, VAL, SampleSet, assemble, build_symbol_samples
 from models.features import WINDOW_KEYS, key_timeframe
@@ -121,11 +121,12 @@ def _primary(ss: SampleSet, part: int) -> np.ndarray:
 
 
 def test_report(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, device: torch.device,
-                threshold: float, fee: float) -> tuple[dict[str, Any], np.ndarray]:
-    """Every test-split number of the primary symbol at a given threshold, and the test scores."""
+                threshold: float, fee: float, hold: int = 1) -> tuple[dict[str, Any], np.ndarray]:
+    """Every test-split number of the primary symbol at a given threshold and holding period, and
+    the test scores."""
     test = _primary(ss, TEST)
     scores = predict_scores(adapter, model, ss, test, device)
-    report = evaluate.trading_report(scores, ss.next_ret[test], threshold, adapter.mode, fee, BARS_PER_YEAR_1M)
+    report = evaluate.trading_report(scores, ss.next_ret[test], threshold, adapter.mode, fee, BARS_PER_YEAR_1M, hold)
     if adapter.mode == "classification":
         majority = int(np.argmax(class_counts(ss.y[ss.indices(TRAIN)])))  # of the unbalanced train split
         report.update(evaluate.classification_report(ss.y[test], scores, majority))
@@ -135,14 +136,15 @@ def test_report(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet,
 
 
 def _evaluate(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, device: torch.device,
-              fee: float) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
-    """Threshold on validation (primary symbol), then every test number."""
+              fee: float, hold: int) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
+    """Threshold on validation (primary symbol) under holding period `hold`, then every test number."""
     val = _primary(ss, VAL)
     val_scores = predict_scores(adapter, model, ss, val, device)
-    chosen = thr.optimize(val_scores, ss.next_ret[val], adapter.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M)
-    report, test_scores = test_report(adapter, model, ss, device, chosen.threshold, fee)
-    metrics = {"test": report,
-               "validation": {"threshold": chosen.threshold, "sharpe": chosen.sharpe, "trades": chosen.trades}}
+    chosen = thr.optimize(val_scores, ss.next_ret[val], adapter.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M,
+                          hold=hold)
+    report, test_scores = test_report(adapter, model, ss, device, chosen.threshold, fee, hold)
+    metrics = {"test": report, "validation": {"threshold": chosen.threshold, "sharpe": chosen.sharpe,
+                                              "trades": chosen.trades, "hold_bars": hold}}
     return metrics, chosen, test_scores
 
 
@@ -221,6 +223,7 @@ def _meta(ss: SampleSet, target: TargetSpec, chosen: thr.ThresholdResult, metric
     return {
         "features": ss.spec.to_dict(), "target": target.to_dict(),
         "threshold": {"value": chosen.threshold, "validation_sharpe": chosen.sharpe, "mode": mode,
+                      "hold_bars": chosen.hold,
                       "fee": run["fee"], "bars_per_year": BARS_PER_YEAR_1M, "grid": [list(g) for g in chosen.grid]},
         "training": training,
         "data": {"fingerprint": run["fingerprint"], "dirs": run["dirs"], "start": run["start"], "end": run["end"],
@@ -239,8 +242,10 @@ def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Pat
                    epochs: int | None = None, out_dir: Path | str | None = None, seed: int = 0,
                    device: str = "auto", mode: str = "classification", target: TargetSpec | None = None,
                    batch_size: int = 0, max_batches: int = 0, max_val: int = 0, scheduler: str = "cosine",
-                   fee: float = thr.DEFAULT_FEE, progress: bool = True, log: Log = lambda s: None) -> TrainResult:
-    """Train `model` on tapes in data_dirs (first dir holding a file wins) and write an artifact."""
+                   fee: float = thr.DEFAULT_FEE, hold: int | None = None, progress: bool = True,
+                   log: Log = lambda s: None) -> TrainResult:
+    """Train `model` on tapes in data_dirs (first dir holding a file wins) and write an artifact;
+    `hold` = holding period in bars for the threshold rule (default: the target's horizon)."""
     t_start = time.time()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -260,7 +265,7 @@ def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Pat
     history = fit(net, adapter.step,
                   lambda e: _batches(adapter, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
                   lambda: _batches(adapter, ss, val_idx, bs, dev), cfg, dev, log)
-    metrics, chosen, test_scores = _evaluate(adapter, net, ss, dev, fee)
+    metrics, chosen, test_scores = _evaluate(adapter, net, ss, dev, fee, hold or target.span)
     run = {"preset": preset, "seed": seed, "device": str(dev), "batch_size": bs, "started": t_start,
            "trend_tau": getattr(adapter, "trend_tau", None), "dirs": [str(d) for d in data_dirs],
            "start": start, "end": end, "fingerprint": fp, "fee": fee}
@@ -288,7 +293,7 @@ def evaluate_artifact(art_dir: Path | str, *, data_dirs: Sequence[Path | str] = 
     if hasattr(adapter, "trend_tau"):
         adapter.trend_tau = dict(meta["training"].get("trend_tau") or {})
     report, _ = test_report(adapter, model, ss, dev, float(meta["threshold"]["value"]),
-                            meta["threshold"]["fee"] if fee is None else fee)
+                            meta["threshold"]["fee"] if fee is None else fee, hold_bars(meta))
     return {"test": report, "validation": {"threshold": float(meta["threshold"]["value"]),
                                            "sharpe": float(meta["threshold"]["validation_sharpe"]), "trades": -1},
             "version": meta["version"]}
@@ -302,7 +307,7 @@ def format_metrics(name: str, m: dict[str, Any]) -> str:
         lines.append(f"  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}   majority baseline "
                      f"(class {t['baseline_class']}): accuracy {t['baseline_accuracy']:.3f}  macro-F1 {t['baseline_macro_f1']:.3f}")
     lines.append(f"  Sharpe net of fees {t['sharpe']:.2f} (threshold {m['validation']['threshold']:.3f}, "
-                 f"{t['trades']} trades)   buy-and-hold {t['buy_and_hold_sharpe']:.2f}")
+                 f"hold {m['validation'].get('hold_bars', 1)} bars, {t['trades']} trades)   buy-and-hold {t['buy_and_hold_sharpe']:.2f}")
     lines.append(f"  total return {t['total_return']:+.2%}   buy-and-hold {t['buy_and_hold_return']:+.2%}   "
                  f"validation Sharpe {m['validation']['sharpe']:.2f}")
     return "\n".join(lines)
@@ -318,7 +323,7 @@ def train_command(args: argparse.Namespace) -> int:
             start=args.start, end=args.end, epochs=args.epochs,
             out_dir=args.out, seed=args.seed, device=args.device, mode=args.mode,
             batch_size=args.batch_size or 0, max_batches=args.max_batches or 0, max_val=args.max_val or 0,
-            scheduler=args.scheduler, progress=sys.stderr.isatty(), log=say,
+            scheduler=args.scheduler, hold=args.hold, progress=sys.stderr.isatty(), log=say,
             target=TargetSpec(args.mode, args.horizon, args.label_threshold, args.neutral_zone))
     except (ValueError, OSError) as exc:
         print(f"sigd train: {exc}", file=sys.stderr)

@@ -8,6 +8,12 @@ This module only combines those per-model answers:
 - "either":   some model says a non-FLAT side and no model says the opposite one;
 - "weighted": score = sum(w_m * dir_m * confidence_m) / sum(w_m) with dir LONG = +1, SHORT = -1,
               FLAT = 0; LONG when score >= min_score, SHORT when score <= -min_score.
+
+The combined side then goes through the holding-period rule the thresholds were optimized with
+(`strategies.threshold.next_position`, hold = the largest `hold_bars` of the predictions): a
+FLAT answer closes a position only once it is `hold` bars old (bars since the last trade, from
+`state.last_trade_ts`); an opposite side flips at once. With one model this trades exactly the
+positions `optimize()` measured.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
-from daemon.domain import Bar, Position, Prediction, Side, Signal
+from daemon.domain import Bar, Position, Prediction, Side, Signal, timeframe_ms
 from strategies.base import StrategyState, model_versions, position_side
+from strategies.threshold import next_position
 
 Combine = Literal["both", "either", "weighted"]
 COMBINE_MODES: tuple[str, ...] = ("both", "either", "weighted")
@@ -30,6 +37,21 @@ class Combined:
     side: Side
     confidence: float
     reasons: tuple[str, ...]
+
+
+def bars_since_trade(bar: Bar, state: StrategyState) -> int:
+    """Bars from the last trade (the open position's entry) to `bar`; large when there was none."""
+    if state.last_trade_ts is None:
+        return 1 << 30
+    return (bar.ts - state.last_trade_ts) // timeframe_ms(bar.timeframe)
+
+
+def held_side(wanted: Side, predictions: Sequence[Prediction], position: Position, bar: Bar,
+              state: StrategyState) -> Side:
+    """The side to be in after `wanted` under the predictions' holding period (threshold rule)."""
+    hold = max((p.hold_bars for p in predictions), default=1)
+    current = int(position_side(position)) - 1
+    return Side(next_position(current, bars_since_trade(bar, state), int(wanted), hold) + 1)
 
 
 def _describe(p: Prediction) -> str:
@@ -104,17 +126,18 @@ class ConfidenceStrategy:
     def decide(
         self, predictions: Sequence[Prediction], position: Position, bar: Bar, state: StrategyState
     ) -> Signal | None:
-        """A Signal when the combined side differs from the position's side, else None."""
+        """A Signal when the combined side, held for the holding period, differs from the position's."""
         joint = self.joint(predictions)
         current = position_side(position)
-        if joint.side == current:
+        side = held_side(joint.side, predictions, position, bar, state)
+        if side == current:
             return None
-        if joint.side == Side.FLAT and not self.exit_on_flat:
+        if side == Side.FLAT and not self.exit_on_flat:
             return None
         return Signal(
             symbol=bar.symbol,
             bar_ts=bar.ts,
-            side=joint.side,
+            side=side,
             confidence=float(joint.confidence),
             price=bar.close,
             strategy=self.name,

@@ -13,6 +13,15 @@ Trading model used for the Sharpe ratio: the position decided at the close of ba
 (-1, 0, +1) is held over bar t+1 and earns `position * return[t]`, where `return[t]` is
 close[t+1] / close[t] - 1; every change of position pays `fee` per unit of turnover (a flip
 from SHORT to LONG is two sides). Positions start flat.
+
+Holding period (`hold`, in bars; the artifact stores it as `hold_bars`, by default the target
+horizon): the targets predict the return over `horizon` bars, so a position is held for at least
+`hold` bars. `next_position()` is the one rule, used by `positions()` here and by the live
+strategy (strategies/confidence.py):
+- flat: a LONG / SHORT decision enters; `age` counts bars since the entry bar (1 at the next bar);
+- in a position: the same side or FLAT keeps it while age < hold; FLAT closes it once
+  age >= hold; the opposite side flips it at once (a flip is a new entry: age restarts).
+`hold = 1` is the old every-bar rule (a FLAT decision closes after one bar).
 """
 
 from __future__ import annotations
@@ -53,9 +62,32 @@ def confidence(scores: np.ndarray, mode: Mode = "classification") -> np.ndarray:
     return s.max(axis=-1) if mode == "classification" else np.abs(s)
 
 
-def positions(sides: np.ndarray) -> np.ndarray:
-    """Sides (0/1/2) -> positions (-1/0/+1)."""
-    return np.asarray(sides, dtype=np.int64) - 1
+def next_position(current: int, age: int, side: int, hold: int) -> int:
+    """The position (-1/0/+1) after deciding `side` (0/1/2) on a position `age` bars old."""
+    wanted = int(side) - 1
+    if current == 0 or wanted == -current:
+        return wanted  # enter from flat, or flip to the opposite side at once
+    if wanted == 0 and age < hold:
+        return current  # FLAT does not close a position younger than the holding period
+    return wanted
+
+
+def positions(sides: np.ndarray, hold: int = 1) -> np.ndarray:
+    """Sides (0/1/2) decided bar by bar -> positions (-1/0/+1) under the holding period `hold`."""
+    if hold < 1:
+        raise ValueError(f"hold must be >= 1 bar, got {hold}")
+    sides = np.asarray(sides, dtype=np.int64)
+    if hold == 1:
+        return sides - 1  # the rule reduces to "position = side" (fast path for the grid search)
+    out = np.zeros(len(sides), dtype=np.int64)
+    pos, entry = 0, 0
+    for t, side in enumerate(sides.tolist()):
+        # age = bars since the entry bar, as the live strategy counts it (ts - last_trade_ts)
+        new = next_position(pos, t - entry, side, hold)
+        if new != pos:
+            entry = t
+        pos = out[t] = new
+    return out
 
 
 def net_returns(pos: np.ndarray, returns: np.ndarray, fee: float = DEFAULT_FEE) -> np.ndarray:
@@ -97,12 +129,14 @@ class ThresholdResult:
     sharpe: float
     grid: tuple[tuple[float, float], ...]  # (threshold, sharpe)
     trades: int  # position changes at the chosen threshold
+    hold: int = 1  # holding period (bars) the Sharpe was measured with
 
 
 def optimize(scores: np.ndarray, returns: np.ndarray, mode: Mode = "classification", *,
              fee: float = DEFAULT_FEE, bars_per_year: float = MINUTES_PER_YEAR,
-             grid: np.ndarray | None = None) -> ThresholdResult:
-    """Grid-search the threshold maximizing annualized Sharpe net of fees (ties: the higher one)."""
+             grid: np.ndarray | None = None, hold: int = 1) -> ThresholdResult:
+    """Grid-search the threshold maximizing annualized Sharpe net of fees under holding period
+    `hold` (ties: the higher threshold)."""
     scores = np.asarray(scores, dtype=np.float64)
     returns = np.asarray(returns, dtype=np.float64)
     if len(scores) != len(returns):
@@ -110,8 +144,9 @@ def optimize(scores: np.ndarray, returns: np.ndarray, mode: Mode = "classificati
     thresholds = default_grid(scores, mode) if grid is None else np.asarray(grid, dtype=np.float64)
     table = []
     for thr in thresholds:
-        table.append((float(thr), sharpe(positions(decide(scores, float(thr), mode)), returns, fee, bars_per_year)))
+        pos = positions(decide(scores, float(thr), mode), hold)
+        table.append((float(thr), sharpe(pos, returns, fee, bars_per_year)))
     # Highest Sharpe; among equals the highest threshold (fewest trades).
     best_thr, best_sharpe = max(table, key=lambda row: (row[1], row[0]))
-    trades = int(np.count_nonzero(np.diff(positions(decide(scores, best_thr, mode)), prepend=0)))
-    return ThresholdResult(best_thr, best_sharpe, tuple(table), trades)
+    trades = int(np.count_nonzero(np.diff(positions(decide(scores, best_thr, mode), hold), prepend=0)))
+    return ThresholdResult(best_thr, best_sharpe, tuple(table), trades, hold)

@@ -79,12 +79,14 @@ class _Server:
 class WebhookReceiver(_Server):
     """Records verified webhook bodies; answers `status` (e.g. 503 for "down", 400 for "reject")."""
 
-    def __init__(self, secret: str, status: int = 200, delay_s: float = 0.0, throttle: int = 0) -> None:
+    def __init__(self, secret: str, status: int = 200, delay_s: float = 0.0, throttle: int = 0,
+                 retry_after: str = "1") -> None:
         super().__init__()
         self.secret = secret.encode()
         self.status = status
         self.delay_s = delay_s
-        self.throttle = throttle  # answer this many requests with 429 + "Retry-After: 1" first
+        self.throttle = throttle  # answer this many requests with 429 + "Retry-After: <retry_after>" first
+        self.retry_after = retry_after
         self.times: list[float] = []
         self.received: list[dict[str, Any]] = []
         self.attempts = 0
@@ -107,7 +109,7 @@ class WebhookReceiver(_Server):
             await asyncio.sleep(self.delay_s)
         if self.throttle:
             self.throttle -= 1
-            return web.Response(status=429, headers={"Retry-After": "1"})
+            return web.Response(status=429, headers={"Retry-After": self.retry_after})
         if self.status >= 300:
             return web.Response(status=self.status)
         expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()

@@ -11,7 +11,7 @@ import pytest
 from daemon.broker import TestnetBroker
 from daemon.config import ExchangeConfig
 from daemon.domain import Order, OrderStatus, Position
-from daemon.exchange import ExchangeClient, OrderRejected, make_client
+from daemon.exchange import ExchangeClient, make_client
 from daemon.localexchange import LocalExchange
 from daemon.orders import Ledger, OrderIntent, client_order_id, order_for
 from daemon.store import Store

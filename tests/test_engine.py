@@ -58,22 +58,24 @@ async def test_decisions_only_on_closed_trigger_bars_of_the_primary_symbol(tmp_p
     await engine.close()
 
 
-async def test_a_trigger_bar_during_a_decision_is_skipped_and_counted(tmp_path: Path) -> None:
+async def test_trigger_bars_during_a_decision_coalesce_to_the_newest(tmp_path: Path) -> None:
     gate = threading.Event()
     slow = MomentumPredictor("mtf", "m1", gate=gate)
     engine, buffers, _ = make_engine(tmp_path, predictors={"mtf": slow}, wait=False)
     await engine.start()
-    before = REGISTRY.counter("sigd_decisions_skipped_total", "").get(reason="busy")
-    b1, b2, b3 = series([100.0, 101.0, 102.0])
+    before = REGISTRY.counter("sigd_decisions_skipped_total", "").get(reason="superseded")
+    b1, b2, b3, b4 = series([100.0, 101.0, 102.0, 103.0])
     await feed(engine, buffers, [b1])
-    await feed(engine, buffers, [b2])  # returns at once: the decision for b1 is still running
+    await feed(engine, buffers, [b2])  # returns at once: b1's decision is running, b2 waits
+    await feed(engine, buffers, [b3])  # b3 replaces b2: a stale bar is never decided late
     assert engine.skipped == 1
-    assert REGISTRY.counter("sigd_decisions_skipped_total", "").get(reason="busy") == before + 1
+    assert REGISTRY.counter("sigd_decisions_skipped_total", "").get(reason="superseded") == before + 1
     gate.set()
-    await engine._inflight
-    await feed(engine, buffers, [b3])
-    await engine.close()
+    await engine._inflight  # b1, then b3, one after the other
     assert slow.calls == [b1.ts, b3.ts] and engine.decisions == 2
+    await feed(engine, buffers, [b4])
+    await engine.close()
+    assert slow.calls == [b1.ts, b3.ts, b4.ts] and engine.decisions == 3
 
 
 class Exploding:
@@ -297,3 +299,20 @@ async def test_a_state_file_keeps_to_one_order_book(tmp_path: Path) -> None:
     await PaperBroker(store, ListSink()).start()
     with pytest.raises(BookMismatch, match="holds 'paper' orders"):
         await TestnetBroker(store, ListSink(), client=None).start()  # type: ignore[arg-type]
+
+
+async def test_the_risk_state_survives_a_restart(tmp_path: Path) -> None:
+    store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
+    bulls = {"mtf": FixedPredictor("mtf"), "cnn": FixedPredictor("cnn")}
+    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
+                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
+    engine.risk_params = RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05, cooldown_bars=3)
+    await engine.start()
+    await feed(engine, buffers, series([100.0, 100.0, 98.0, 96.0, 94.0, 92.0, 92.0]))
+    again, _, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
+                              broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
+    await again.start()
+    assert again.risk_state == engine.risk_state and again.risk_state.halted
+    assert again.risk_state.last_trade_ts is not None
+    await engine.close()
+    await again.close()

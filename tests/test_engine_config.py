@@ -67,3 +67,20 @@ def test_testnet_orders_are_refused_on_a_live_endpoint(write_config, tmp_path: P
     with pytest.raises(ValueError, match="refuses exchange.endpoint = 'live'"):
         Engine.from_config(cfg, store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={},
                            sink=ListSink(), exchange=object())
+
+
+def test_check_names_each_missing_exchange_key_once(write_config, monkeypatch) -> None:
+    for env in ("SIGD_API_KEY", "SIGD_API_SECRET"):
+        monkeypatch.delenv(env, raising=False)
+    testnet = run_checks(config.load(write_config("[exchange]\nendpoint = 'testnet'\n[broker]\nmode = 'testnet'\n")))
+    assert [sum(env in p for p in testnet) for env in ("SIGD_API_KEY", "SIGD_API_SECRET")] == [1, 1]
+    # On the local exchange `sigd run` falls back to its loopback dev keys: nothing is missing.
+    local = run_checks(config.load(write_config("[exchange]\nendpoint = 'local'\n[broker]\nmode = 'testnet'\n")))
+    assert not [p for p in local if "SIGD_API_" in p]
+
+
+def test_a_trigger_timeframe_that_is_not_streamed_is_a_config_error(write_config) -> None:
+    # Valid as a timeframe, but no 5m bar would ever arrive: the engine would never decide.
+    path = write_config("[exchange]\ntimeframes = ['1m', '1h']\n[engine]\ntrigger_timeframe = '5m'\n")
+    with pytest.raises(config.ConfigError, match=r"engine\.trigger_timeframe: '5m' is not streamed"):
+        config.load(path)

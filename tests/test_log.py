@@ -31,3 +31,15 @@ def test_secret_never_logged() -> None:
     by_key = next(line for line in lines if line["event"] == "by_key")
     assert by_key["api_key_env"] == "SIGD_API_KEY"  # a variable name is not a secret
     assert any("***" in json.dumps(line) for line in lines)
+
+
+def test_a_named_tuple_value_is_logged_not_raised() -> None:
+    from collections import namedtuple
+
+    buf = io.StringIO()
+    log.setup("debug", "json", stream=buf)
+    log.register_secret("tok-PLANTED-named-tuple")
+    span = namedtuple("Span", "start end")(1, "tok-PLANTED-named-tuple")
+    log.get("test").info("span", span=span, pair=(1, 2))
+    [line] = [json.loads(x) for x in buf.getvalue().splitlines() if x.strip()]
+    assert line["span"] == [1, "***"] and line["pair"] == [1, 2]

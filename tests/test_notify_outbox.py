@@ -209,3 +209,19 @@ def test_signature_helper_matches_an_independent_hmac() -> None:
     expected = "sha256=" + hmac.new(b"k3y-value", body, hashlib.sha256).hexdigest()
     assert sign("k3y-value", body) == expected
     assert verify("k3y-value", body, expected) and not verify("k3y-value", body + b" ", expected)
+
+
+async def test_an_unbounded_retry_after_still_reschedules_the_row(secrets: None, store: Store) -> None:
+    # float("1e400") is inf: the row must be rescheduled (within max_age_s), not crash the worker.
+    rx = WebhookReceiver(SECRET_A, throttle=1, retry_after="1e400")
+    await rx.start()
+    notifier = Notifier(alerts_config(webhooks=(webhook("a", rx.url, "TEST_WH_A"),), max_age_s=60.0), store)
+    task = await _running(notifier)
+    notifier.publish("signal", signal_payload(BAR0))
+    await eventually(lambda: store.outbox_rows()[0]["attempts"] == 1, what="the 429 recorded as one attempt")
+    [row] = store.outbox_rows()
+    await notifier.stop(0.2)
+    await task
+    await rx.stop()
+    assert row["status"] == "pending" and row["last_error"] == "webhook:a: HTTP 429"
+    assert row["next_attempt_ms"] - row["created_ms"] <= 61_000

@@ -29,3 +29,5 @@ def test_shipped_artifact_loads_and_predicts(name: str) -> None:
     p = pred.predict(windows, int(windows["1m"][-1, 0]))
     assert p.model == name and p.version == pred.version and p.side in tuple(Side)
     assert sum(p.probs) == pytest.approx(1.0, abs=1e-5) and p.threshold == pred.threshold
+    # the threshold was optimized holding each position for the target horizon, and trades so live
+    assert pred.hold_bars == pred.meta["target"]["horizon"] == p.hold_bars

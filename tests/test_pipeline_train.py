@@ -49,6 +49,8 @@ def test_training_writes_artifact_history_and_plots(trained: dict[str, Path], na
     assert meta["classes"] == {"0": "SHORT", "1": "FLAT", "2": "LONG"}
     assert len(meta["history"]["train_loss"]) == 2 and meta["samples"]["train"] > 0
     assert 0.0 <= meta["metrics"]["test"]["accuracy"] <= 1.0 and len(meta["data"]["fingerprint"]) == 64
+    # the threshold was optimized with a holding period of the target horizon, and says so
+    assert meta["threshold"]["hold_bars"] == meta["target"]["horizon"] == 15
     if name == "cnn_lstm_attn":
         assert (d / "attention.png").exists()
     else:
@@ -68,6 +70,7 @@ def test_round_trip_and_batch_equal_bar_by_bar(trained: dict[str, Path], market:
     again = Predictor.load(trained[name], device="cpu")  # a second load gives identical outputs
     assert [again.predict(w, t).probs for w, t in zip(windows[:5], ts[:5])] == [p.probs for p in one[:5]]
     assert one[0].model == name and one[0].version == pred.version and one[0].threshold == pred.threshold
+    assert pred.hold_bars == 15 and {p.hold_bars for p in one + many} == {15}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -122,6 +125,12 @@ def test_corrupt_or_mismatched_artifacts_are_refused(trained: dict[str, Path], t
         (bad / "artifact.json").write_text(json.dumps(meta))
         with pytest.raises(ArtifactError, match=why):
             load_artifact(bad)
+    bad = _copy(src, tmp_path / "hold")
+    meta = json.loads((src / "artifact.json").read_text())
+    meta["threshold"]["hold_bars"] = 0
+    (bad / "artifact.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="hold_bars"):
+        Predictor.load(bad, device="cpu")
 
 
 def test_training_is_reproducible_on_cpu(market: Path, tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from daemon.domain import Position, Side, Signal
 from strategies import risk
 from strategies.confidence import ConfidenceStrategy, combine_both, combine_either, combine_weighted
 from strategies.risk import RiskParams, RiskState
+from strategies.threshold import decide, positions
 from tests.engine_parts import T0, bar, prediction
 
 L, S, F = Side.LONG, Side.SHORT, Side.FLAT
@@ -161,3 +163,38 @@ def test_drawdown_halt_stops_new_entries_only() -> None:
 def test_shorts_can_be_forbidden() -> None:
     params = dataclasses.replace(P, allow_short=False)
     assert risk.gate(sig(S), FLAT_POS, RiskState(), params).blocked == "short_not_allowed"
+
+
+def test_live_strategy_holds_exactly_the_positions_the_optimizer_measured() -> None:
+    """Single model, a seeded sequence of thresholded predictions: the live strategy (position
+    and last-trade state advanced as the engine does) is in the optimizer's position every bar."""
+    rng = np.random.default_rng(3)
+    hold, threshold = 4, 0.5
+    probs = rng.dirichlet([1.0, 1.0, 1.0], size=300)  # [300, 3]
+    sides = decide(probs, threshold)
+    expected = positions(sides, hold)
+    strat = ConfidenceStrategy(combine="either", min_models=1)
+    pos, state, live = Position("ETH/USDT"), RiskState(), []
+    for t, side in enumerate(sides.tolist()):
+        b = bar(T0 + t * 60_000, 100.0)
+        pred = dataclasses.replace(prediction("cnn", Side(side), float(probs[t].max()), threshold), hold_bars=hold)
+        signal = strat.decide([pred], pos, b, state)
+        if signal is not None:
+            pos = Position("ETH/USDT", float(int(signal.side) - 1), 100.0)
+            state = risk.after_trade(state, b.ts)
+        live.append(int(np.sign(pos.amount)))
+    assert live == expected.tolist()
+    assert np.count_nonzero(np.diff(expected, prepend=0)) < np.count_nonzero(np.diff(positions(sides), prepend=0))
+
+
+def test_flat_answer_waits_for_the_hold_live() -> None:
+    strat = ConfidenceStrategy(combine="either", min_models=1)
+    long_pos = Position("ETH/USDT", 1.0, 100.0)
+    flat = dataclasses.replace(prediction("cnn", F, 0.4), hold_bars=3)
+    entered = RiskState(last_trade_ts=T0)
+    assert strat.decide([flat], long_pos, bar(T0 + 2 * 60_000, 100.0), entered) is None  # 2 bars old
+    out = strat.decide([flat], long_pos, bar(T0 + 3 * 60_000, 100.0), entered)
+    assert out is not None and out.side == F  # 3 bars old: the hold has expired
+    short = dataclasses.replace(prediction("cnn", S, 0.9), hold_bars=3)
+    flip = strat.decide([short], long_pos, bar(T0 + 60_000, 100.0), entered)
+    assert flip is not None and flip.side == S  # the opposite side flips inside the hold

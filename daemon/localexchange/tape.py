@@ -147,7 +147,7 @@ def _load(directory: Path, files: tuple[tuple[str, int, int], ...]) -> dict[str,
         tape.bars[m["tf"]].flags.writeable = False  # shared between servers through the cache
     if not tapes:
         raise TapeError(f"{directory}: no <BASE>_<QUOTE>-<tf>.csv[.gz] files (tf one of {', '.join(TIMEFRAME_MS)})")
-    for sym, tape in tapes.items():
+    for tape in tapes.values():
         if len(tape.bars.get("1m", ())) == 0:
             raise TapeError(f"{directory}: {tape.base}_{tape.quote}-1m.csv[.gz] missing or empty (the replay needs 1m bars)")
     return tapes

@@ -1,0 +1,154 @@
+"""Recorded bars for a backtest: load tape files, check them, and merge every stream into the
+order in which the live feed delivers the bars.
+
+Tape format (the format of shared/data): one file per stream, `<BASE>_<QUOTE>-<tf>.csv[.gz]`,
+header `timestamp,open,high,low,close,volume`, timestamp = open time in ms UTC. Files are read
+and checked by models/data.py, the same code the training reads them with.
+
+What a data directory may and may not get away with:
+
+- a malformed file (wrong header, a value that is not a number, timestamps out of order,
+  duplicated or off the timeframe grid, a bar that breaks OHLC order) is an error naming the
+  file, the line and what is wrong: a backtest never runs on a silently repaired tape;
+- gaps (missing bars, e.g. exchange halts) are replayed as they are: the live feed
+  backfills a gap over REST, and for a range the exchange has no bars for the backfill is
+  empty, so the next bar the engine sees is the one after the gap. Every gap is listed
+  in the report (`data.gaps`);
+- a missing file for the trigger stream is an error; a missing file for any other stream
+  gives a degraded run: that window stays empty (the models mask a missing timeframe, as
+  they do live) and the report says so (`data.missing_streams`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from daemon.domain import Bar, timeframe_ms
+from models import data
+from models.data import TapeError, find_tape, load_tape
+
+__all__ = ["TapeError", "load_tape", "tape_path", "find_gaps", "Tape", "load_streams", "replay_order",
+           "warmup_rows", "bars_of", "write_tape", "discover"]
+
+
+def iso(ms: int) -> str:
+    """ms UTC → ISO 8601 with a Z."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
+Stream = tuple[str, str]  # (symbol, timeframe)
+
+
+def tape_path(data_dir: Path, symbol: str, timeframe: str) -> Path | None:
+    """The file holding one stream (`ETH/USDT` 1m → `ETH_USDT-1m.csv.gz` or `.csv`), if any."""
+    return find_tape([data_dir], symbol, timeframe)
+
+
+def find_gaps(rows: np.ndarray, timeframe: str) -> list[dict[str, Any]]:
+    """Missing bars inside a stream, for the report: first missing open time, next bar, count."""
+    return [{"from": iso(g.start_ts), "next_bar": iso(g.end_ts), "missing": g.missing,
+             "start_ts": g.start_ts, "end_ts": g.end_ts} for g in data.find_gaps(rows, timeframe)]
+
+
+@dataclass
+class Tape:
+    """Every stream of one backtest, checked, with what the report must say about them."""
+
+    streams: dict[Stream, np.ndarray]  # present streams only
+    missing: list[Stream]
+    gaps: dict[Stream, list[dict[str, Any]]]
+
+    def notes(self, since_ms: int = 0, until_ms: int = 2**62) -> dict:
+        """The data section of the report; gaps only where they touch [since_ms, until_ms)."""
+        gaps = {f"{s} {tf}": [{k: v for k, v in g.items() if not k.endswith("_ts")} for g in found
+                              if g["end_ts"] > since_ms and g["start_ts"] < until_ms]
+                for (s, tf), found in self.gaps.items()}
+        return {
+            "streams": {f"{s} {tf}": int(len(a)) for (s, tf), a in self.streams.items()},
+            "missing_streams": [f"{s} {tf}" for s, tf in self.missing],
+            "gaps": {k: v for k, v in gaps.items() if v},
+        }
+
+
+def load_streams(data_dir: Path, streams: Sequence[Stream], trigger: Stream) -> Tape:
+    """Load and check every stream; the trigger stream must exist."""
+    if not data_dir.is_dir():
+        raise TapeError(f"{data_dir}: not a directory")
+    loaded, missing, gaps = {}, [], {}
+    for symbol, tf in streams:
+        path = tape_path(data_dir, symbol, tf)
+        if path is None:
+            missing.append((symbol, tf))
+            continue
+        loaded[(symbol, tf)] = a = load_tape(path, tf)
+        gaps[(symbol, tf)] = find_gaps(a, tf)
+    if trigger not in loaded:
+        stem = f"{trigger[0].replace('/', '_')}-{trigger[1]}.csv[.gz]"
+        raise TapeError(f"{data_dir}: no {stem}: the trigger stream {trigger[0]} {trigger[1]} is required")
+    if len(loaded[trigger]) == 0:
+        raise TapeError(f"{data_dir}: the trigger stream {trigger[0]} {trigger[1]} has no bars")
+    return Tape(loaded, missing, gaps)
+
+
+def replay_order(tape: Tape, order: Sequence[Stream], start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bars that close in (start_ms, end_ms], merged as the live feed delivers them.
+
+    Sorted by close instant; bars closing at the same instant come in the fixed stream
+    `order`. Returns (stream index into `order` [k], row index into that stream [k]).
+    """
+    keys, streams_idx, rows_idx = [], [], []
+    for rank, stream in enumerate(order):
+        a = tape.streams.get(stream)
+        if a is None:
+            continue
+        close = a[:, 0].astype(np.int64) + timeframe_ms(stream[1])
+        rows = np.flatnonzero((close > start_ms) & (close <= end_ms))
+        keys.append(close[rows] * len(order) + rank)
+        streams_idx.append(np.full(len(rows), rank))
+        rows_idx.append(rows)
+    key = np.concatenate(keys)
+    perm = np.argsort(key, kind="stable")
+    return np.concatenate(streams_idx)[perm], np.concatenate(rows_idx)[perm]
+
+
+def warmup_rows(tape: Tape, stream: Stream, start_ms: int, n: int) -> np.ndarray:
+    """The last `n` bars of a stream closed at or before start_ms: what warms its buffer."""
+    a = tape.streams.get(stream)
+    if a is None:
+        return np.zeros((0, 6))
+    close = a[:, 0].astype(np.int64) + timeframe_ms(stream[1])
+    end = int(np.searchsorted(close, start_ms, side="right"))
+    return a[max(0, end - n):end]
+
+
+def bars_of(symbol: str, timeframe: str, rows: np.ndarray) -> Iterator[Bar]:
+    """Rows [n, 6] as Bars."""
+    for r in rows.tolist():
+        yield Bar(symbol, timeframe, int(r[0]), r[1], r[2], r[3], r[4], r[5])
+
+
+def write_tape(data_dir: Path, symbol: str, timeframe: str, rows: np.ndarray) -> Path:
+    """Write rows [n, 6] as one gzip tape file (the walk-forward training windows use it)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / f"{symbol.replace('/', '_')}-{timeframe}.csv.gz"
+    df = pd.DataFrame(rows, columns=HEADER)
+    df["timestamp"] = df["timestamp"].astype(np.int64)
+    df.to_csv(path, index=False)  # full float precision: a round trip changes no value
+    return path
+
+
+def discover(data_dir: Path) -> list[Stream]:
+    """Every (symbol, timeframe) with a tape file in a directory, e.g. ETH_USDT-1h.csv.gz → ("ETH/USDT", "1h")."""
+    found = set()
+    for p in data_dir.glob("*-*.csv*"):
+        stem = p.name.removesuffix(".gz").removesuffix(".csv")
+        pair, _, tf = stem.rpartition("-")
+        if "_" in pair and tf and p.name.endswith((".csv", ".csv.gz")):
+            found.add((pair.replace("_", "/", 1), tf))
+    return sorted(found)
