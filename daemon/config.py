@@ -133,9 +133,9 @@ class ModelsConfig:
     """The served models: registry name -> artifact directory (the shipped ones by default)."""
 
     device: str = "auto"  # "auto" = CUDA when there is one, else CPU; or "cpu", "cuda", "cuda:1"
+    # Without a [models] table: the artifacts shipped with the package, wherever the config lives.
     paths: dict[str, str] = field(default_factory=lambda: {
-        "mtf_transformer": "models/artifacts/mtf_transformer",
-        "cnn_lstm_attn": "models/artifacts/cnn_lstm_attn",
+        name: str(REPO_ROOT / "models" / "artifacts" / name) for name in ("mtf_transformer", "cnn_lstm_attn")
     })
 
     def check(self, key: str) -> None:
