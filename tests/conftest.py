@@ -5,7 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import logging
+
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -21,3 +24,11 @@ def write_config(tmp_path: Path):
         return p
 
     return _write
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Each test starts and ends with default logging, so no test writes into another's capture."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
