@@ -139,7 +139,7 @@ def precompute_parallel(predictor: Any, index: WindowIndex, bar_ts: Sequence[int
         if row[6] == 1.0:
             probs = (float(row[0]), float(row[1]), float(row[2]))
             table[t] = Prediction(predictor.name, predictor.version, t, probs, Side(int(row[3])), float(row[4]),
-                                  predictor.threshold, float(row[5]))
+                                  predictor.threshold, float(row[5]), predictor.hold_bars)
         else:
             try:
                 table[t] = predictor.predict(index.windows(t, predictor.required_windows), t)

@@ -68,9 +68,22 @@ def _final_scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return event
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is at write time (it is replaced by test runners and daemonizers)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib root logger (which ccxt/apscheduler use) once."""
-    out = stream or sys.stderr
+    out: Any = stream or _Stderr()
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     shared: list[Any] = [

@@ -138,9 +138,12 @@ class SampleSet:
         e = self.ends[key][idx]
         mask = e >= 0
         seq = self.spec.seq_len
-        rows = np.where(mask, e, seq - 1)[:, None] + np.arange(-seq + 1, 1)
-        x = self.feats[key][rows]
-        x[~mask] = 0.0
+        feats = self.feats[key]
+        # Only present windows are read: a timeframe with fewer rows than one window (a short
+        # 1d history) is masked everywhere and must not be indexed at all.
+        x = np.zeros((len(idx), seq, feats.shape[1]), dtype=np.float32)
+        if mask.any():
+            x[mask] = feats[e[mask][:, None] + np.arange(-seq + 1, 1)]
         return x, mask
 
 

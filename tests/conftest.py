@@ -5,7 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import logging
+
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -29,3 +32,11 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory):
     from tests.daemon_harness import build_tiny_artifacts
 
     return build_tiny_artifacts(tmp_path_factory.mktemp("tiny-artifacts"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Each test starts and ends with default logging, so no test writes into another's capture."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()

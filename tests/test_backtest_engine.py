@@ -169,5 +169,6 @@ def test_forked_workers_give_the_one_process_table(world: Path, cfg: config.Conf
             if isinstance(a, Exception):
                 assert str(a) == str(b)
             else:
-                assert (a.side, a.threshold, a.version) == (b.side, b.threshold, b.version)
+                assert (a.side, a.threshold, a.version, a.hold_bars) == (b.side, b.threshold, b.version, b.hold_bars)
+                assert a.hold_bars == p.hold_bars  # the holding period travels with every prediction
                 assert a.probs == pytest.approx(b.probs, abs=1e-6)

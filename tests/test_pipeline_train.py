@@ -14,7 +14,7 @@ from models.data import load_series
 from models.datasets import live_windows
 from models.predictor import InsufficientWindows, Predictor
 from models.train import train_pipeline
-from tests.pipeline_builders import write_market
+from tests.pipeline_builders import write_market, write_tape
 
 MODELS = ("cnn_lstm_attn", "mtf_transformer")
 
@@ -192,3 +192,15 @@ def test_a_failed_save_leaves_the_previous_artifact_intact(trained: dict[str, Pa
         save_artifact(dst, model, "cnn_lstm_attn", meta["model"]["config"], {"threshold": float("nan")})
     assert (dst / "artifact.json").read_text() == before and load_artifact(dst)[1]["version"] == meta["version"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live"]  # no temporary directory left behind
+
+
+def test_a_timeframe_shorter_than_one_window_is_masked_not_a_crash(tmp_path: Path) -> None:
+    # A stored history with only a few 1d bars (a young deployment's nightly retrain) must train
+    # with 1d masked everywhere instead of indexing past the few rows it has.
+    market = write_market(tmp_path / "tape", n_1m=2500)
+    for symbol in ("ETH/USDT", "BTC/USDT"):
+        daily = load_series([market], symbol, "1d")
+        write_tape(market, symbol, "1d", daily[-3:])
+    res = train_pipeline("mtf_transformer", preset="tiny", data_dirs=[market], epochs=1, max_batches=2,
+                         out_dir=tmp_path / "art", seed=3, progress=False)
+    assert (res.artifact_dir / "model.safetensors").exists()
