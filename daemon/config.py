@@ -11,26 +11,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, TIMEFRAME_MS
+from daemon.typedtoml import ConfigError, build as _build, require as _require
+
+__all__ = ["Config", "ConfigError", "load", "secret"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the file and the key."""
-
-
-def _require(cond: bool, key: str, why: str) -> None:
-    # Raised without the file name; load() adds it.
-    if not cond:
-        raise ConfigError(f"{key}: {why}")
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -387,65 +380,3 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return dataclasses.replace(cfg, source=str(p))
-
-
-def _build(cls: type, raw: Any, key: str, skip: tuple[str, ...] = ()) -> Any:
-    """Build dataclass `cls` from a TOML table, checking keys and types recursively."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key or '<root>'}: expected a table, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        where = f"{key}." if key else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(fields))})")
-    kwargs = {name: _coerce(hints[name], raw[name], f"{key}.{name}" if key else name) for name in raw}
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check(key)
-    return obj
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check `value` against type `tp`, converting TOML arrays to tuples and tables to dataclasses."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arm in args:
-            if arm is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _coerce(arm, value, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected an array, got {type(value).__name__}")
-        item = args[0] if args else Any
-        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
-        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is int or tp is bool or tp is str:
-        if type(value) is not tp:
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported config type {tp!r}")
