@@ -126,6 +126,9 @@ class ModelsConfig:
     """The served models: registry name -> artifact directory (the shipped ones by default)."""
 
     device: str = "auto"  # "auto" = CUDA when there is one, else CPU; or "cpu", "cuda", "cuda:1"
+    # CPU threads for inference. One keeps p99 low on a small shared machine: two busy
+    # OpenMP threads that lose their cores stall a decision for hundreds of ms.
+    threads: int = 1
     # Without a [models] table: the artifacts shipped with the package, wherever the config lives.
     paths: dict[str, str] = field(default_factory=lambda: {
         name: str(REPO_ROOT / "models" / "artifacts" / name) for name in ("mtf_transformer", "cnn_lstm_attn")
@@ -133,6 +136,7 @@ class ModelsConfig:
 
     def check(self, key: str) -> None:
         _require(bool(self.paths), f"{key}.paths", "name at least one model")
+        _require(1 <= self.threads <= 256, f"{key}.threads", "must be within 1..256")
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"{key}.device",
                  f"expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
 

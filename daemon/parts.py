@@ -132,8 +132,9 @@ def model_dirs(cfg: Config, store: Store) -> dict[str, Path]:
 
 async def load_predictors(cfg: Config, dirs: dict[str, Path]) -> dict[str, PredictorLike]:
     """Load every artifact off the event loop (torch import and weights take a while)."""
-    from models.predictor import Predictor
+    from models.predictor import Predictor, set_inference_threads
 
+    set_inference_threads(cfg.models.threads)
     loaded = await asyncio.gather(*(asyncio.to_thread(Predictor.load, d, cfg.models.device) for d in dirs.values()))
     for name, p in zip(dirs, loaded):
         _log.info("model_loaded", model=name, version=p.version, threshold=p.threshold, path=str(dirs[name]))

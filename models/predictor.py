@@ -25,6 +25,12 @@ from models.features import encode_windows
 from models.fit import pick_device
 import strategies.threshold as thr
 
+
+def set_inference_threads(n: int) -> None:
+    """Torch's CPU threads for this process (the daemon's inference thread uses them)."""
+    torch.set_num_threads(n)
+
+
 CHUNK = 256  # samples per forward pass in predict_batch
 
 

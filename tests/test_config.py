@@ -76,3 +76,9 @@ def test_secret_comes_from_environment(monkeypatch) -> None:
         config.secret("SIGD_TEST_SECRET", "exchange.api_secret_env")
     monkeypatch.setenv("SIGD_TEST_SECRET", "s3cr3t-value")
     assert config.secret("SIGD_TEST_SECRET", "x") == "s3cr3t-value"
+
+
+def test_inference_threads_must_be_positive(write_config) -> None:
+    path = write_config("[models]\nthreads = 0\n")
+    with pytest.raises(config.ConfigError, match="models.threads"):
+        config.load(path)
