@@ -312,7 +312,21 @@ class ExchangeClient:
             # cancel them, which the caller could not tell from its own cancellation.
             client.reset(ccxt.NetworkError(f"sigd dropped the connection: {reason}"))
             self.ex.clients.pop(url, None)
-            await client.close()
+            await self._close_after_dial(client)
+
+    @staticmethod
+    async def _close_after_dial(client: Any) -> None:
+        """Close a ccxt websocket client, also one that is still dialling.
+
+        ccxt's close() does nothing while `connection` is None, and the dial then finishes
+        and starts a receive loop that nothing owns: a socket (and both ends' zlib state,
+        ~0.5 MB) leaked per drop that raced a connect. Wait for the dial (bounded by ccxt's
+        own connection timeout) and close what it opened.
+        """
+        deadline = asyncio.get_running_loop().time() + (client.connectionTimeout or 10_000) / 1000 + 1
+        while client.connecting and client.connection is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        await client.close()
 
     # --- orders (the testnet broker) ------------------------------------------------------
 

@@ -134,3 +134,17 @@ async def test_an_ambiguous_order_outcome_is_looked_up_before_resending() -> Non
         after = await client.fetch_balance()
         assert after["ETH"] == pytest.approx(before["ETH"] - 0.25)  # filled exactly once
         assert ERRORS.get(op="create_order", kind="TemporaryError") >= 1
+
+
+async def test_dropping_a_connection_that_is_still_dialling_leaves_no_socket_open() -> None:
+    """A drop that races the dial must close what the dial opens (a socket leaked per race)."""
+    cfg = feed_config()
+    async with local_exchange(DAY, speed=1.0) as lx, exchange_client(lx, cfg) as client:
+        await client.start()
+        watch = asyncio.create_task(client.watch([("ETH/USDT", "1m")]))
+        while not any(c.connecting for c in (client.ex.clients or {}).values()):
+            await asyncio.sleep(0)
+        await client.drop_connection("test")
+        await asyncio.gather(watch, return_exceptions=True)
+        await asyncio.sleep(0.3)  # an orphaned dial would have connected by now
+        assert not client.ex.clients and len(lx.pump.sockets) == 0

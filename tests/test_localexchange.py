@@ -120,6 +120,18 @@ def test_aggregated_1h_1d_equal_the_recorded_rows(sym: str) -> None:
             assert np.array_equal(market.closed_bar(tf, int(row[0])), agg)
 
 
+def test_derived_1s_cache_stays_small_over_a_long_replay() -> None:
+    """Replaying many market hours must not keep every derived minute (RSS grew linearly)."""
+    market = Market(TAPE["ETHUSDT"], seed=7)
+    minutes = market.m1[:600, 0].astype(np.int64)  # 10 market hours
+    first = market.minute_seconds(int(minutes[0])).copy()
+    for ts in minutes:
+        market.minute_seconds(int(ts))
+        market.forming_bar("1s", int(ts) + 30_500)
+    assert len(market._minutes) <= 64  # ~3 KB each: a bounded, small cache
+    assert np.array_equal(market.minute_seconds(int(minutes[0])), first)  # re-derived identically
+
+
 def test_derived_1s_respects_every_minute_exactly() -> None:
     m1 = tape_rows("ETHUSDT", "1m")
     rng = np.random.default_rng(0)

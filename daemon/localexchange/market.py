@@ -22,7 +22,11 @@ from daemon.localexchange.tape import TIMEFRAME_MS, SymbolTape
 
 log = structlog.get_logger("localexchange.market")
 MINUTE = 60_000
-_CACHE_MINUTES = 4096
+# Derived 1s minutes kept per symbol (~3 KB each; re-deriving is deterministic). The pump
+# needs the current minute and a 1000-row 1s klines page spans at most 18 minutes, so 64
+# covers both; the former 4096 (about 12 MB per symbol, 68 market hours to fill) showed up
+# as slow, linear RSS growth over long replays.
+CACHE_MINUTES = 64
 
 
 def aggregate(rows: np.ndarray) -> np.ndarray | None:
@@ -116,7 +120,7 @@ class Market:
             return None
         secs = derive_minute(row, self.seed, self.symbol, self.price_decimals)
         self._minutes[minute_ts] = secs
-        if len(self._minutes) > _CACHE_MINUTES:
+        if len(self._minutes) > CACHE_MINUTES:
             self._minutes.popitem(last=False)
         return secs
 
