@@ -52,8 +52,8 @@ def _check_exchange(cfg: Config) -> list[str]:
 
 def _check_local_exchange(cfg: Config) -> list[str]:
     """With endpoint "local": the tape loads, holds both symbols, and the start lies inside it."""
-    if cfg.exchange.endpoint != "local":
-        return []
+    if cfg.exchange.endpoint != "local" or cfg.local_exchange.url:
+        return []  # no exchange to start (or a running one, whose tape is its own business)
     from daemon.localexchange.server import LocalExchange, parse_start
     from daemon.localexchange.tape import TapeError
 

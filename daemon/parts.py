@@ -106,12 +106,16 @@ async def _exchange(cfg: Config, environ: dict[str, str],
         if not (api_key and api_secret):
             api_key, api_secret = DEV_API_KEY, DEV_API_SECRET
         lx = cfg.local_exchange
-        local = LocalExchange(cfg.path(lx.tape) if lx.tape else None,
-                              start_ms=parse_start(lx.start) if lx.start else None, speed=lx.speed, host=lx.host,
-                              port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
-        await local.start()
-        opened.append(local.stop)
-        rest_url, ws_url = local.rest_url, local.ws_url
+        if lx.url:  # a `sigd local-exchange` running on its own
+            base = lx.url.rstrip("/")
+            rest_url, ws_url = base + "/api/v3", "ws" + base.removeprefix("http") + "/stream/ws"
+        else:
+            local = LocalExchange(cfg.path(lx.tape) if lx.tape else None,
+                                  start_ms=parse_start(lx.start) if lx.start else None, speed=lx.speed,
+                                  host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
+            await local.start()
+            opened.append(local.stop)
+            rest_url, ws_url = local.rest_url, local.ws_url
     else:
         api_key, api_secret = secret(key_env, "exchange.api_key_env"), secret(secret_env, "exchange.api_secret_env")
     client = make_client(cfg.exchange, rest_url=rest_url, ws_url=ws_url, api_key=api_key, api_secret=api_secret)
@@ -166,7 +170,7 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
     from daemon.engine import Engine
 
     buffers = Buffers()
-    feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if local else 1.0,
+    feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
                 clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None)
