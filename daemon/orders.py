@@ -16,9 +16,9 @@ from typing import Any, Callable, Protocol
 from daemon import log as logging
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.store import Store
+from strategies.base import EPSILON  # one notion of a zero position everywhere
 
 log = logging.get("orders")
-EPSILON = 1e-12
 UNRESOLVED = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.UNKNOWN)
 
 
