@@ -21,7 +21,7 @@ from aiohttp import web
 from daemon import log
 from daemon.config import AlertsConfig, SignalWsConfig, WebhookConfig
 from daemon.metrics import REGISTRY
-from daemon.notify import Notifier
+from daemon.alerts.notify import Notifier
 from daemon.store import Store
 
 N_EVENTS = 2000

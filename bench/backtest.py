@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from daemon import backtest, config, replay
+from daemon.research import backtest
+from daemon import config
+from daemon.research import replay
 from daemon import log as logging
-from daemon.report import iso
+from daemon.research.report import iso
 from daemon.store import Store
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -37,7 +39,7 @@ def _timed(plan: backtest.Plan, predictors: dict, batch: bool, report: str | Non
     t2 = time.perf_counter()
     signals = len(store.signals(limit=2**31))
     if report:
-        from daemon.report import terminal_summary, write_report
+        from daemon.research.report import terminal_summary, write_report
 
         result = backtest.collect(plan, store, backtest.truth_function(plan, predictors), counts)
         print(terminal_summary(write_report(result, Path(report))) + "\n")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from daemon import log as logging
-from daemon.bars import Ring
+from daemon.market.bars import Ring
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar
 from daemon.localexchange.server import LocalExchange
@@ -65,9 +65,9 @@ def _time_closing_sends(lx: LocalExchange, lateness_ms: dict[tuple[str, str, int
 async def _run_feed(speed: float, start_ms: int, stop: Any, warmup_bars: int = 600,
                     lateness_ms: dict[tuple[str, str, int], float] | None = None) -> dict[str, Any]:
     """Run the real feed against a local exchange until stop(lx, feed, n_bars) is true."""
-    from daemon.bars import Buffers
-    from daemon.exchange import make_client
-    from daemon.feed import Feed
+    from daemon.market.bars import Buffers
+    from daemon.market.exchange import make_client
+    from daemon.market.feed import Feed
     from daemon.store import Store
 
     lx = LocalExchange(start_ms=start_ms, speed=speed, api_key=KEY, api_secret=SECRET)

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from daemon import config as config_mod
 from daemon import log
-from daemon.app import Daemon
+from daemon.service.app import Daemon
 
 HOUR_MS = 3_600_000
 
@@ -129,7 +129,7 @@ async def _latency(base: Path, minutes: float, speed: float, threshold: float) -
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(_config(Path(tmp), speed, base, threshold), environ={})
         await daemon.startup()
-        parts = daemon.parts
+        parts = daemon.service.parts
         assert parts is not None and parts.local_exchange is not None
         engine = parts.engine
         sink = CloseClock(engine.sink, parts.local_exchange, speed)
@@ -148,7 +148,7 @@ async def _memory(base: Path, hours: float, threshold: float) -> dict[str, Any]:
         cfg = _config(Path(tmp), 0.0, base, threshold)
         daemon = Daemon(cfg, environ={})
         await daemon.startup()
-        parts = daemon.parts
+        parts = daemon.service.parts
         assert parts is not None and parts.local_exchange is not None
         start = parts.local_exchange.now_ms()
         marks: dict[float, tuple[float, float]] = {}

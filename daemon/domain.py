@@ -168,7 +168,7 @@ class Position:
 
 
 class EventSink(Protocol):
-    """Where the engine puts alert events (daemon/notify.py's Outbox implements it)."""
+    """Where the engine puts alert events (daemon/alerts/notify.py's Outbox implements it)."""
 
     def publish(self, type: str, payload: Mapping[str, Any], event_id: str | None = None) -> str:
         """Durably queue one event for every channel; return its stable event id."""

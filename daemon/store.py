@@ -155,7 +155,7 @@ class Store:
         sql = f"SELECT COUNT(*) FROM [{table}]" + (f" WHERE {where}" if where else "")
         return int(self.db.execute(sql, list(params)).fetchone()[0])
 
-    # --- model registry (app: daemon/retrain.py) ------------------------------------------
+    # --- model registry (app: daemon/retrain/nightly.py) ------------------------------------------
 
     def current_model(self, name: str) -> dict[str, Any] | None:
         """The registry row of the model now serving under `name`, or None."""
@@ -318,7 +318,7 @@ class Store:
             [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees,
              updated_ms],
         )
-    # --- outbox (daemon/outbox.py) --------------------------------------------------------
+    # --- outbox (daemon/alerts/outbox.py) --------------------------------------------------------
     # Row status: pending -> sent | skipped | dead. `id` is "<event_id>/<channel>", so adding
     # the same event twice is a no-op (INSERT OR IGNORE), which makes publish idempotent.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from daemon.domain import timeframe_ms
-from daemon.replay import write_tape
+from daemon.research.replay import write_tape
 
 T0 = 1_747_699_200_000  # 2025-05-20T00:00:00Z
 

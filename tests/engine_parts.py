@@ -11,9 +11,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from daemon.bars import Buffers
+from daemon.market.bars import Buffers
 from daemon.domain import Bar, Prediction, Side, timeframe_ms
-from daemon.outbox import RESERVED_KEYS
+from daemon.alerts.outbox import RESERVED_KEYS
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 

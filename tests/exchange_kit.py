@@ -14,11 +14,11 @@ from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from daemon.bars import Buffers, Ring
+from daemon.market.bars import Buffers, Ring
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar, timeframe_ms
-from daemon.exchange import ExchangeClient, make_client
-from daemon.feed import Feed
+from daemon.market.exchange import ExchangeClient, make_client
+from daemon.market.feed import Feed
 from daemon.localexchange import LocalExchange, bundled_tape_dir
 from daemon.store import Store
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from daemon import config
-from daemon.cli import main
+from daemon.service.cli import main
 from tests.conftest import REPO
 
 

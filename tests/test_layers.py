@@ -7,6 +7,19 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
+# daemon/ subsystems and the daemon subsystems each may import. The shared core
+# (domain, config, typedtoml, store, log, metrics) is open to every subsystem; `service` is
+# the composition root and may import everything.
+SHARED = {"domain", "config", "typedtoml", "store", "log", "metrics"}
+SUBSYSTEMS: dict[str, set[str]] = {
+    "market": set(),
+    "alerts": set(),
+    "trading": {"market"},
+    "research": {"market", "trading"},
+    "retrain": set(),
+    "localexchange": set(),
+}
+
 
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
@@ -51,7 +64,7 @@ def test_strategies_are_pure() -> None:
 def test_only_exchange_module_imports_ccxt() -> None:
     for pkg in ("daemon", "models", "strategies"):
         for f in _files(pkg):
-            if f.name == "exchange.py" and f.parent.name == "daemon":
+            if f.relative_to(REPO).as_posix() == "daemon/market/exchange.py":
                 continue
             for name in _imports(f):
                 assert name.split(".")[0] != "ccxt", f"{f} imports ccxt"
@@ -62,3 +75,21 @@ def test_local_exchange_imports_nothing_from_the_project() -> None:
         for name in _imports(f):
             top = name.split(".")[0]
             assert top not in {"daemon", "models", "strategies"} or name.startswith("daemon.localexchange"), f"{f}: {name}"
+
+
+def test_subsystems_import_only_the_layers_below_them() -> None:
+    for sub, allowed in SUBSYSTEMS.items():
+        for f in _files(f"daemon/{sub}"):
+            for name in _imports(f):
+                parts = name.split(".")
+                if parts[0] != "daemon" or len(parts) < 2:
+                    continue
+                assert parts[1] in SHARED | allowed | {sub}, f"{f}: {name}"
+
+
+def test_shared_core_imports_no_subsystem() -> None:
+    for mod in SHARED:
+        for name in _imports(REPO / "daemon" / f"{mod}.py"):
+            parts = name.split(".")
+            if parts[0] == "daemon" and len(parts) > 1:
+                assert parts[1] in SHARED, f"daemon/{mod}.py: {name}"

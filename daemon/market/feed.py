@@ -1,0 +1,336 @@
+"""The feed: closed, validated bars, exactly once and in order, into buffers, SQLite and on_bar.
+
+Warm-up fills every ring from SQLite first and fetches over REST only what is missing. Live
+bars come from the websocket (a bar is taken only on its closing update). Every stream
+proves its continuity: after a reconnect, a stall (no closed bar for longer than its stall
+timeout), a bad frame or a gap (a bar that is not last_ts + timeframe), the missing range
+is fetched over REST before anything newer is emitted; until then the stream is degraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from daemon import log as logging
+from daemon.market.bars import Buffers
+from daemon.config import ExchangeConfig
+from daemon.domain import Bar, BarError, timeframe_ms
+from daemon.market.exchange import ExchangeClient, ExchangeFailure, FatalError
+from daemon.metrics import REGISTRY
+from daemon.store import Store
+
+log = logging.get("sigd.feed")
+OnBar = Callable[[Bar], Awaitable[None]]
+RESYNC = object()  # queue sentinel: wake the stream task to resync over REST
+
+DROPPED = REGISTRY.counter("sigd_feed_dropped_bars_total", "Bars or frames dropped as invalid, per stream")
+BACKFILLED = REGISTRY.counter("sigd_feed_backfilled_bars_total", "Bars fetched over REST to restore continuity")
+RECONNECTS = REGISTRY.counter("sigd_feed_reconnects_total", "Websocket reconnects")
+STALLS = REGISTRY.counter("sigd_feed_stalls_total", "Streams silent beyond their stall timeout")
+DEGRADED = REGISTRY.gauge("sigd_feed_degraded", "1 while a stream cannot prove continuity")
+LATENCY = REGISTRY.histogram("sigd_bar_close_latency_ms", "Exchange closing update (event time) to bar in its ring")
+
+
+@dataclass
+class StreamState:
+    """Continuity bookkeeping of one (symbol, timeframe) stream."""
+
+    symbol: str
+    timeframe: str
+    last_ts: int | None = None
+    last_wall: float | None = None
+    degraded: bool = True
+    needs_resync: bool = False
+    reconnects: int = 0
+    dropped: int = 0
+    backfilled: int = 0
+    stalls: int = 0
+    gaps: int = 0
+    from_store: int = 0
+    heard: float = 0.0  # monotonic time of the last closing update from the websocket
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # (close instant ms, latency ms) of the newest websocket closes: event time -> in the ring
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
+
+    @property
+    def name(self) -> str:
+        """The stream's label in logs and metrics: "SYMBOL TF"."""
+        return f"{self.symbol} {self.timeframe}"
+
+    @property
+    def step_ms(self) -> int:
+        """Bar length in ms."""
+        return timeframe_ms(self.timeframe)
+
+    def set_degraded(self, value: bool) -> None:
+        """Set the degraded flag and its gauge."""
+        self.degraded = value
+        DEGRADED.set(1 if value else 0, stream=self.name)
+
+
+def feed_streams(cfg: ExchangeConfig) -> list[tuple[str, str]]:
+    """Every (symbol, timeframe) the config streams: the primary symbol's, then the reference."""
+    streams = [(cfg.symbol, tf) for tf in cfg.timeframes]
+    ref = (cfg.reference_symbol, cfg.reference_timeframe)
+    return streams + ([ref] if ref not in streams else [])
+
+
+class Feed:
+    """Warm-up and live streaming of every configured stream (see module docstring)."""
+
+    def __init__(self, client: ExchangeClient, store: Store, buffers: Buffers, cfg: ExchangeConfig,
+                 on_bar: OnBar | None = None, *, speed: float = 1.0,
+                 clock_ms: Callable[[], float] | None = None) -> None:
+        """`speed` is the replay speed of a local exchange (stall timeouts shrink with it);
+        `clock_ms` is the clock the closing update's event time is compared to (latency)."""
+        self.client, self.store, self.buffers, self.cfg = client, store, buffers, cfg
+        self.on_bar = on_bar
+        self.speed = speed if speed > 0 else 1e6
+        self.clock_ms = clock_ms or (lambda: time.time() * 1000)
+        self.streams = {s: StreamState(*s) for s in feed_streams(cfg)}
+        self.socket_error: str | None = None
+        self._last_drop = 0.0
+        for sym, tf in self.streams:
+            buffers.add(sym, tf, cfg.warmup_bars)
+
+    # --- public API -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Warm up, then stream until cancelled."""
+        self.client.set_listener(self)
+        await self.warm_up()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._socket_loop(), name="feed-socket")
+            for st in self.streams.values():
+                tg.create_task(self._stream_loop(st), name=f"feed {st.name}")
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per stream: last bar ts and wall time, degraded flag and the continuity counters."""
+        out: dict[str, dict[str, Any]] = {}
+        for st in self.streams.values():
+            lat = [ms for _, ms in st.latencies_ms]
+            out[st.name] = {
+                "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
+                "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
+                "dropped_frames": st.dropped, "backfilled_bars": st.backfilled, "stalls": st.stalls,
+                "gaps": st.gaps, "warmed_from_store": st.from_store,
+                "latency_ms_p50": statistics.median(lat) if lat else None,
+            }
+        return out
+
+    def newest_bar_age_s(self) -> float | None:
+        """Wall seconds since the newest bar of any stream arrived (None before the first)."""
+        walls = [st.last_wall for st in self.streams.values() if st.last_wall is not None]
+        return time.time() - max(walls) if walls else None
+
+    def stall_timeout_s(self, timeframe: str) -> float:
+        """Silence after which a stream counts as stalled, in wall seconds."""
+        return max(self.cfg.stall_floor_s, self.cfg.stall_factor * timeframe_ms(timeframe) / 1000 / self.speed)
+
+    # --- BarListener (called synchronously from ccxt's message handler) ---------------------
+
+    def closed_bar(self, bar: Bar, event_ms: int | None) -> None:
+        """Queue a closing update for its stream's task."""
+        st = self.streams.get((bar.symbol, bar.timeframe))
+        if st is not None:
+            st.heard = time.monotonic()
+            st.queue.put_nowait((bar, event_ms))
+
+    def bad_frame(self, symbol: str | None, timeframe: str | None, reason: str) -> None:
+        """Count a frame that could not be parsed and resync its stream (every stream if unknown)."""
+        st = self.streams.get((symbol, timeframe)) if symbol and timeframe else None
+        if st is not None:
+            self._drop(st, "malformed_frame", reason)
+            return
+        DROPPED.inc(stream="unknown", kind="malformed_frame")
+        for other in self.streams.values():
+            self._request_resync(other)
+
+    # --- warm-up --------------------------------------------------------------------------
+
+    async def warm_up(self) -> None:
+        """Fill every ring with the newest warmup_bars closed bars: SQLite first, then REST."""
+        for st in self.streams.values():
+            await self._warm_stream(st)
+
+    async def _warm_stream(self, st: StreamState) -> None:
+        step, n = st.step_ms, self.cfg.warmup_bars
+        forming = await self.client.forming_bar_ts(st.symbol, st.timeframe)
+        start = forming - n * step
+        stored = [b for b in self.store.iter_bars(st.symbol, st.timeframe, start, forming) if self._sound(st, b)]
+        fetched: list[Bar] = []
+        cursor = start
+        for b in stored + [None]:  # fetch each hole between stored bars, then the tail
+            if b is None or b.ts > cursor:
+                until = None if b is None else b.ts
+                got = await self.client.fetch_bars(st.symbol, st.timeframe, cursor, until)
+                fetched.extend(x for x in got if x.ts >= start and self._sound(st, x))
+            if b is not None:
+                cursor = b.ts + step
+        bars = sorted({b.ts: b for b in stored + fetched}.values(), key=lambda b: b.ts)
+        ring = self.buffers.ring(st.symbol, st.timeframe)
+        ring.clear()
+        ring.extend(bars)
+        self.store.add_bars(fetched)
+        st.from_store, st.backfilled = len(stored), st.backfilled + len(fetched)
+        BACKFILLED.inc(len(fetched), stream=st.name)
+        st.last_ts = bars[-1].ts if bars else None
+        st.last_wall = time.time()
+        st.set_degraded(False)
+        log.info("stream_warmed_up", stream=st.name, bars=len(bars), from_store=len(stored),
+                 from_rest=len(fetched), last_ts=st.last_ts)
+
+    def _sound(self, st: StreamState, bar: Bar) -> bool:
+        try:
+            bar.validate()
+            return True
+        except BarError as exc:
+            self._drop(st, "invalid_bar", str(exc))
+            return False
+
+    # --- live -----------------------------------------------------------------------------
+
+    async def _socket_loop(self) -> None:
+        """Keep the websocket subscription alive; every connection loss means a resync."""
+        attempt = 0
+        streams = list(self.streams)
+        while True:
+            try:
+                await self.client.watch(streams)
+                attempt, self.socket_error = 0, None
+                continue
+            except FatalError as err:
+                self.socket_error = str(err)
+                log.error("feed_socket_failed", error=str(err), streams=len(streams))
+                raise
+            except ExchangeFailure as err:
+                reason = str(err)
+            except asyncio.CancelledError:
+                # ccxt cancels pending watches when it closes a client; only our own
+                # cancellation (cancelling() > 0) ends the loop.
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                reason = "watch cancelled by ccxt"
+            log.warning("feed_reconnect", reason=reason, attempt=attempt)
+            for st in self.streams.values():
+                st.reconnects += 1
+                RECONNECTS.inc(stream=st.name)
+                self._request_resync(st)
+            await asyncio.sleep(self.client.backoff_s(attempt))
+            attempt += 1
+
+    async def _stream_loop(self, st: StreamState) -> None:
+        """Consume one stream's closing updates; detect stalls, gaps and bad bars."""
+        st.heard = time.monotonic()
+        while True:
+            if st.needs_resync and not await self._resync(st):
+                await asyncio.sleep(self.client.backoff_s(1))
+            # Silence counts from the last closing update, not from resync wake-ups.
+            wait_s = st.heard + self.stall_timeout_s(st.timeframe) - time.monotonic()
+            try:
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                # that lands as the queue yields an item, and the feed would never stop.
+                async with asyncio.timeout(max(wait_s, 0.0)):
+                    item = await st.queue.get()
+            except TimeoutError:
+                st.heard = time.monotonic()
+                await self._on_stall(st)
+                continue
+            if item is not RESYNC:
+                await self._ingest(st, *item)
+
+    async def _on_stall(self, st: StreamState) -> None:
+        st.stalls += 1
+        STALLS.inc(stream=st.name)
+        log.warning("stream_stalled", stream=st.name, silent_s=self.stall_timeout_s(st.timeframe))
+        st.set_degraded(True)
+        st.needs_resync = True
+        # One reconnect serves every stream: skip it when another stream just did one.
+        if time.monotonic() - self._last_drop > self.cfg.stall_floor_s:
+            self._last_drop = time.monotonic()
+            await self.client.drop_connection(f"{st.name} stalled")
+
+    async def _ingest(self, st: StreamState, bar: Bar, event_ms: int | None) -> None:
+        if not self._sound(st, bar):
+            return  # dropped, counted, resync requested
+        if st.last_ts is not None and bar.ts <= st.last_ts:
+            log.debug("bar_duplicate", stream=st.name, ts=bar.ts)  # already backfilled
+            return
+        if st.last_ts is not None and bar.ts != st.last_ts + st.step_ms:
+            st.gaps += 1
+            st.set_degraded(True)
+            log.warning("stream_gap", stream=st.name, last_ts=st.last_ts, ts=bar.ts)
+            if not await self._backfill(st, bar.ts):
+                self._request_resync(st)  # the hole is not closed: this bar must wait
+                return
+        await self._emit(st, bar, event_ms)
+        st.set_degraded(st.needs_resync)
+
+    def _request_resync(self, st: StreamState) -> None:
+        st.set_degraded(True)
+        st.needs_resync = True
+        st.queue.put_nowait(RESYNC)
+
+    async def _resync(self, st: StreamState) -> bool:
+        """Fetch everything after the last bar up to the forming one; True once continuous."""
+        ok = await self._backfill(st, None)
+        if ok:
+            st.needs_resync = False
+            st.set_degraded(False)
+        return ok
+
+    async def _backfill(self, st: StreamState, until_ms: int | None) -> bool:
+        """Emit the closed bars from last_ts + step to until_ms (or the present) from REST.
+
+        REST is the exchange's own record: a bar it does not have either (a real outage in
+        its history) is logged as a hole and not waited for. False when REST failed or sent
+        an invalid bar (a resync is then requested).
+        """
+        if st.last_ts is None:
+            return True  # nothing to be continuous with (warm-up found no history at all)
+        since = st.last_ts + st.step_ms
+        try:
+            bars = await self.client.fetch_bars(st.symbol, st.timeframe, since, until_ms)
+        except ExchangeFailure as err:
+            log.warning("backfill_failed", stream=st.name, since=since, until=until_ms, error=str(err))
+            return False
+        for bar in bars:
+            if bar.ts <= st.last_ts:
+                continue
+            if not self._sound(st, bar):
+                return False
+            if bar.ts != st.last_ts + st.step_ms:
+                log.warning("exchange_hole", stream=st.name, expected=st.last_ts + st.step_ms, ts=bar.ts)
+            await self._emit(st, bar, None)
+            st.backfilled += 1
+            BACKFILLED.inc(stream=st.name)
+        if bars:
+            log.info("stream_backfilled", stream=st.name, bars=len(bars), last_ts=st.last_ts)
+        return True
+
+    async def _emit(self, st: StreamState, bar: Bar, event_ms: int | None) -> None:
+        """Buffer first, then SQLite, then the consumer."""
+        self.buffers.append(bar)
+        if event_ms:
+            latency = self.clock_ms() - event_ms
+            st.latencies_ms.append((event_ms, latency))
+            LATENCY.observe(latency, stream=st.name)
+        self.store.add_bars([bar])
+        st.last_ts, st.last_wall = bar.ts, time.time()
+        log.debug("bar_closed", stream=st.name, ts=bar.ts, close=bar.close)
+        if self.on_bar is not None:
+            try:
+                await self.on_bar(bar)
+            except Exception:  # noqa: BLE001 - a consumer bug must not stop the feed
+                log.exception("on_bar_failed", stream=st.name, ts=bar.ts)
+
+    def _drop(self, st: StreamState, kind: str, reason: str) -> None:
+        st.dropped += 1
+        DROPPED.inc(stream=st.name, kind=kind)
+        log.warning("bar_dropped", stream=st.name, kind=kind, reason=reason)
+        self._request_resync(st)

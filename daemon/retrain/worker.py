@@ -1,0 +1,169 @@
+"""The retrain's two subprocess steps (run by daemon/retrain/nightly.py, never in the daemon's process).
+
+`python -m daemon.retrain.worker train ...` calls `models.train.train_pipeline`, the very code
+path of `sigd train` (fit, threshold optimized on validation, atomic artifact).
+
+`python -m daemon.retrain.worker score --data TAPE --from MS --symbol ETH/USDT --current DIR
+--new DIR --out scores.json` scores both artifacts on the same unseen bars: for every 1m bar
+of the tape that opens at or after `--from` (and has a next bar), each predictor gets the
+windows it would have had live (only bars closed by then), the artifact's threshold rule
+turns its answer into a side, and the score is the annualized Sharpe ratio net of fees of
+holding that side over the next bar — the same trading model the threshold was optimized
+with (strategies.threshold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from daemon.domain import Side, timeframe_ms
+
+SCHEMA_KEYS = ("1s", "1m", "1h", "1d", "btc_1m")
+
+
+def _key_stream(key: str, symbol: str) -> tuple[str, str]:
+    # "btc_1m" -> ("BTC/USDT", "1m"); "1h" -> (symbol, "1h"): the window convention.
+    if "_" in key:
+        base, tf = key.split("_", 1)
+        return f"{base.upper()}/{symbol.split('/')[1]}", tf
+    return symbol, key
+
+
+def load_streams(data: Path, symbol: str) -> dict[str, np.ndarray]:
+    """Every tape of the window convention found in `data`, float64 [n, 6]."""
+    from models.data import load_series
+
+    out = {}
+    for key in SCHEMA_KEYS:
+        sym, tf = _key_stream(key, symbol)
+        arr = load_series([data], sym, tf, required=False)
+        if arr is not None and len(arr):
+            out[key] = arr
+    return out
+
+
+def holdout(streams: Mapping[str, np.ndarray], from_ms: int, need: Mapping[str, int]
+            ) -> tuple[list[dict[str, np.ndarray]], list[int], np.ndarray]:
+    """(windows per bar, bar_ts per bar, next-bar return per bar) for 1m bars opening >= from_ms."""
+    m1 = streams["1m"]
+    ts = m1[:, 0].astype(np.int64)
+    step = timeframe_ms("1m")
+    closes = {k: v[:, 0].astype(np.int64) + timeframe_ms(k.split("_")[-1]) for k, v in streams.items()}
+    windows, bar_ts, rets = [], [], []
+    for i in np.flatnonzero(ts >= from_ms):
+        if i + 1 >= len(ts) or ts[i + 1] - ts[i] != step:
+            continue  # no next bar: nothing to score the decision on
+        close_t = int(ts[i]) + step
+        w: dict[str, np.ndarray] = {}
+        for key, n in need.items():
+            if key not in streams:
+                continue
+            end = int(np.searchsorted(closes[key], close_t, side="right"))  # bars closed by close_t
+            if end >= n:
+                w[key] = streams[key][end - n:end]
+        if "1m" not in w:
+            continue
+        windows.append(w)
+        bar_ts.append(int(ts[i]))
+        rets.append(m1[i + 1, 4] / m1[i, 4] - 1.0)
+    return windows, bar_ts, np.asarray(rets, dtype=np.float64)
+
+
+def sides(predictor: Any, windows: Sequence[Mapping[str, np.ndarray]], bar_ts: Sequence[int]) -> np.ndarray:
+    """The predictor's side per bar; a bar it cannot answer counts as FLAT."""
+    from models.predictor import InsufficientWindows
+
+    try:
+        return np.array([int(p.side) for p in predictor.predict_batch(windows, bar_ts)], dtype=np.int64)
+    except InsufficientWindows:
+        out = []
+        for w, t in zip(windows, bar_ts):
+            try:
+                out.append(int(predictor.predict(w, t).side))
+            except InsufficientWindows:
+                out.append(int(Side.FLAT))
+        return np.array(out, dtype=np.int64)
+
+
+def score_pair(data: Path, from_ms: int, symbol: str, current: Path, new: Path, fee: float) -> dict[str, Any]:
+    """Both artifacts scored on the same holdout bars."""
+    from models.predictor import Predictor
+    from strategies import threshold as thr
+
+    streams = load_streams(data, symbol)
+    if "1m" not in streams:
+        raise SystemExit(f"retrain_worker: no {symbol} 1m tape in {data}")
+    predictors = {"current": Predictor.load(current, "cpu"), "new": Predictor.load(new, "cpu")}
+    need: dict[str, int] = {}
+    for p in predictors.values():
+        for k, n in p.required_windows.items():
+            need[k] = max(need.get(k, 0), int(n))
+    windows, bar_ts, rets = holdout(streams, from_ms, need)
+    if len(bar_ts) < 10:
+        raise SystemExit(f"retrain_worker: only {len(bar_ts)} scorable bars after {from_ms}")
+    out: dict[str, Any] = {"from": from_ms, "bars": len(bar_ts), "fee": fee}
+    for role, p in predictors.items():
+        # Each model gets exactly the window lengths it asks for (the newest bars).
+        own = [{k: v[-int(p.required_windows[k]):] for k, v in w.items() if k in p.required_windows} for w in windows]
+        pos = thr.positions(sides(p, own, bar_ts))
+        out[role] = {"version": p.version, "score": thr.sharpe(pos, rets, fee),
+                     "trades": int(np.count_nonzero(np.diff(pos, prepend=0))),
+                     "total_return": float(np.prod(1.0 + thr.net_returns(pos, rets, fee)) - 1.0)}
+    return out
+
+
+def train(a: argparse.Namespace) -> int:
+    """Fit one model on the exported history: the code path of `sigd train`."""
+    from models.train import format_metrics, train_pipeline
+
+    res = train_pipeline(a.model, preset=a.preset, data_dirs=[a.data], symbols=[a.symbol], epochs=a.epochs or None,
+                         out_dir=a.out, seed=a.seed, device=a.device, fee=a.fee, max_batches=a.max_batches,
+                         progress=False, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_metrics(a.model, res.metrics))
+    print(f"artifact {res.artifact_dir} (version {res.version})")
+    return 0
+
+
+def score(a: argparse.Namespace) -> int:
+    """Score the current and the new artifact on the holdout; write the JSON atomically."""
+    result = score_pair(a.data, a.from_ms, a.symbol, a.current, a.new, a.fee)
+    tmp = a.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.rename(a.out)
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the retrain subprocesses."""
+    p = argparse.ArgumentParser(prog="python -m daemon.retrain.worker")
+    sub = p.add_subparsers(dest="step", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--model", required=True)
+    t.add_argument("--preset", default="small")
+    t.add_argument("--epochs", type=int, default=0)
+    t.add_argument("--max-batches", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--out", required=True, type=Path)
+    s = sub.add_parser("score")
+    s.add_argument("--from", dest="from_ms", required=True, type=int)
+    s.add_argument("--current", required=True, type=Path)
+    s.add_argument("--new", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    for q in (t, s):
+        q.add_argument("--data", required=True, type=Path)
+        q.add_argument("--symbol", required=True)
+        q.add_argument("--fee", type=float, default=0.001)
+    a = p.parse_args(argv)
+    return train(a) if a.step == "train" else score(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""`sigd` command line: thin argument parsing, then one function per command.
+
+Each command is `"module:function"`, imported only when that command runs, so `sigd check`
+does not pay for importing torch. A function takes the parsed namespace and returns the
+exit code. ConfigError anywhere becomes exit code 2 with the message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+COMMANDS: dict[str, str] = {
+    "run": "daemon.service.app:run_command",
+    "check": "daemon.service.check:check_command",
+    "status": "daemon.service.api:status_command",
+    "local-exchange": "daemon.localexchange.server:serve_command",
+    "backfill": "daemon.market.backfill:backfill_command",
+    "train": "models.train:train_command",
+    "backtest": "daemon.research.backtest:backtest_command",
+}
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=None, help="config file (default: the repo's config.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `sigd` argument parser."""
+    parser = argparse.ArgumentParser(prog="sigd", description="Live-trading signal daemon for crypto.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon (the local exchange too, when configured)")
+    _config_arg(p)
+
+    p = sub.add_parser("check", help="validate the config and everything it points to")
+    _config_arg(p)
+
+    p = sub.add_parser("status", help="print the running daemon's /status for a person")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true", help="raw JSON instead of a table")
+
+    p = sub.add_parser("local-exchange", help="run the built-in local Binance-protocol exchange")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = an ephemeral port (printed)")
+    p.add_argument("--tape", default=None, help="directory of <BASE>_<QUOTE>-<tf>.csv[.gz] files")
+    p.add_argument("--start", default=None, help="replay start, ISO 8601 UTC, inside the tape")
+    p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
+    p.add_argument("--seed", type=int, default=7, help="seed for derived 1s bars")
+    p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
+    p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
+    p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
+    p.add_argument("--balances", default=None, metavar="JSON",
+                   help='start balances, e.g. \'{"USDT": 100000, "BTC": 1, "ETH": 10}\' (the default)')
+    p.add_argument("--fault", action="append", default=[], metavar="JSON",
+                   help='fault at start-up, e.g. \'{"action": "rest_error", "status": 429, "count": 3}\' (repeatable)')
+
+    p = sub.add_parser("backfill", help="download history into tape files")
+    _config_arg(p)
+    p.add_argument("--symbols", nargs="+", required=True)
+    p.add_argument("--timeframes", nargs="+", required=True)
+    p.add_argument("--since", required=True, help="ISO 8601 UTC")
+    p.add_argument("--until", default=None, help="ISO 8601 UTC (default: now)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--exchange-url", default=None, help="base URL of a Binance-protocol server (e.g. the local exchange)")
+
+    p = sub.add_parser("train", help="train a model and write an artifact")
+    _config_arg(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "seed"])
+    p.add_argument("--data", nargs="+", default=None,
+                   help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)")
+    p.add_argument("--symbols", nargs="+", default=None, help="first = primary (default: ETH/USDT BTC/USDT)")
+    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC: first 1m bar used")
+    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC: end of the 1m bars used (exclusive)")
+    p.add_argument("--mode", default="classification", choices=["classification", "regression"])
+    p.add_argument("--horizon", type=int, default=15, help="bars ahead for the class label")
+    p.add_argument("--label-threshold", type=float, default=0.002, help="|forward return| for LONG/SHORT")
+    p.add_argument("--neutral-zone", type=float, default=0.001, help="|forward return| below which FLAT")
+    p.add_argument("--hold", type=int, default=None, help="holding period in bars for the threshold rule (default: --horizon)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=0, help="0 = chosen from available memory")
+    p.add_argument("--max-batches", type=int, default=0, help="training batches per epoch (0 = all)")
+    p.add_argument("--max-val", type=int, default=0, help="validation samples for the per-epoch loss (0 = all)")
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "plateau"])
+    p.add_argument("--out", default=None, help="artifact output directory (default: runs/train/<model>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("backtest", help="replay recorded bars through the live pipeline")
+    _config_arg(p)
+    p.add_argument("--data", required=True, help="tape directory")
+    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC; earlier bars only warm up")
+    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC")
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--report", default=None, help="report directory")
+    p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
+    p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+    return parser
+
+
+def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sigd` console script and `python -m daemon`."""
+    from daemon.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_resolve(COMMANDS[args.command])(args) or 0)
+    except ConfigError as exc:
+        print(f"sigd: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

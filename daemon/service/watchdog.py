@@ -1,0 +1,86 @@
+"""The systemd watchdog, fed only while market data is fresh.
+
+Every closed bar the feed hands over stamps `Freshness`. The keep-alive loop sends WATCHDOG=1
+at half the systemd interval, but only while the newest closed bar arrived within
+`stale_after_s`: a feed that dies silently (socket open, no frames, no error) then starves
+the watchdog and systemd restarts the daemon. STATUS= lines say what is going on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from daemon import log
+from daemon.domain import Bar
+from daemon.metrics import REGISTRY
+from daemon.service.sdnotify import Notifier
+
+_log = log.get("sigd.watchdog")
+_KEEPALIVES = REGISTRY.counter("sigd_watchdog_keepalives_total", "WATCHDOG=1 datagrams sent")
+_STARVED = REGISTRY.counter("sigd_watchdog_starved_total", "keep-alives withheld because bars were stale")
+_BAR_AGE = REGISTRY.gauge("sigd_newest_bar_age_seconds", "wall seconds since the newest closed bar arrived")
+
+
+@dataclass
+class Freshness:
+    """When the newest closed bar arrived (monotonic wall clock) and which bar it was."""
+
+    stale_after_s: float
+    clock: Callable[[], float] = time.monotonic
+    last_wall: float | None = None
+    last_bar: Bar | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def stamp(self, bar: Bar) -> None:
+        """Record that `bar` just arrived."""
+        self.last_wall = self.clock()
+        self.last_bar = bar
+
+    def age_s(self) -> float | None:
+        """Seconds since the newest bar arrived; None before the first one."""
+        return None if self.last_wall is None else self.clock() - self.last_wall
+
+    def fresh(self) -> tuple[bool, str]:
+        """(fresh?, why not) — before the first live bar, the start-up grace counts as fresh."""
+        age = self.age_s()
+        if age is None:
+            since = self.clock() - self.started
+            if since <= self.stale_after_s:
+                return True, ""
+            return False, f"no bar for {since:.0f}s since start"
+        _BAR_AGE.set(age)
+        if age > self.stale_after_s:
+            return False, f"newest bar is {age:.0f}s old (limit {self.stale_after_s:g}s)"
+        return True, ""
+
+
+async def keepalive(notifier: Notifier, freshness: Freshness, stop: asyncio.Event,
+                    status_line: Callable[[], str], status_interval_s: float) -> None:
+    """Feed the watchdog while bars are fresh; refresh STATUS=; return when `stop` is set."""
+    period = min(notifier.watchdog_s / 2, status_interval_s) if notifier.watchdog_s else status_interval_s
+    last_status = 0.0
+    was_fresh = True
+    while not stop.is_set():
+        fresh, why = freshness.fresh()
+        if fresh and notifier.watchdog_s:
+            notifier.watchdog()
+            _KEEPALIVES.inc()
+        if not fresh:
+            _STARVED.inc()
+            if was_fresh:
+                _log.error("watchdog_starved", reason=why)
+                notifier.status(f"stale market data: {why}")
+        elif not was_fresh:
+            _log.info("watchdog_fed_again")
+        was_fresh = fresh
+        now = time.monotonic()
+        if fresh and now - last_status >= status_interval_s:
+            notifier.status(status_line())
+            last_status = now
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=period)
+        except asyncio.TimeoutError:
+            pass

@@ -1,0 +1,194 @@
+"""The testnet broker: real orders through ExchangeClient (ccxt) on an exchange's testnet.
+
+Here that is the local exchange with API keys from the environment; against a real testnet
+only the URLs and keys differ. Every order is stored (PENDING, with its deterministic client
+id) before it is sent. An answer we cannot trust (timeout, disconnect) leaves the order
+UNKNOWN; reconciliation looks it up by client id and settles it. While any order of a symbol
+is unresolved, no new order is sent for it, so nothing is ever sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, Callable, Protocol, Sequence
+
+from daemon import log as logging
+from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
+from daemon.market.exchange import FatalError
+from daemon.metrics import REGISTRY
+from daemon.trading.orders import UNRESOLVED, Ledger, OrderIntent, order_for, wall_ms
+from daemon.store import Store
+
+log = logging.get("broker")
+UNRESOLVED_GAUGE = REGISTRY.gauge("sigd_orders_unresolved", "Orders whose outcome is not yet known")
+MISMATCH = REGISTRY.gauge("sigd_position_mismatch", "Exchange balance minus the balance our fills imply, base units")
+_CCXT_STATUS = {
+    "open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
+    "expired": OrderStatus.CANCELED, "rejected": OrderStatus.REJECTED,
+}
+
+
+class OrderClient(Protocol):
+    """The order methods of daemon.market.exchange.ExchangeClient the broker uses."""
+
+    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
+                           client_order_id: str) -> dict:
+        """Place an order exactly once under `client_order_id`; the exchange's order."""
+        ...
+
+    async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
+        """The order with this client id, or None when the exchange does not know it."""
+        ...
+
+    async def fetch_balance(self) -> dict[str, float]:
+        """Total balance per asset."""
+        ...
+
+
+def _fee_in_quote(raw: dict, symbol: str, price: float) -> float:
+    """The order's fee in the quote currency (a base-currency fee converted at the fill price)."""
+    fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
+    base = symbol.split("/")[0]
+    total = 0.0
+    for fee in fees:
+        cost = float(fee.get("cost") or 0.0)
+        total += cost * price if fee.get("currency") == base else cost
+    return total
+
+
+class TestnetBroker:
+    """Market orders on an exchange through ExchangeClient, reconciled by client order id."""
+
+    mode = "testnet"
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, store: Store, sink: EventSink, client: OrderClient, *, symbols: Sequence[str] = (),
+                 unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms) -> None:
+        self.store, self.client, self.clock_ms = store, client, clock_ms
+        self.symbols = tuple(symbols)  # whose positions start() checks against the exchange
+        # An order the exchange does not know yet may still arrive until its request expires
+        # (Binance recvWindow is 10 s): only after this grace does "not found" mean "never placed".
+        self.unknown_grace_ms = unknown_grace_ms
+        self.ledger = Ledger(store, sink, clock_ms)
+        self._lock = asyncio.Lock()  # one submit or reconciliation at a time
+        self._sync_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Settle what a previous run left unresolved, check positions, republish lost fill events."""
+        self.ledger.claim(self.mode)
+        await self.reconcile()
+        for symbol in self.symbols:
+            await self.check_position(symbol)
+        self.ledger.republish()
+
+    async def close(self) -> None:
+        """Let a background reconciliation finish."""
+        if self._sync_task is not None:
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+
+    async def check_position(self, symbol: str) -> float:
+        """Exchange base balance vs the balance our fills imply; the difference (0 = consistent).
+
+        The first time a symbol is seen, the balance not explained by our position is recorded
+        as the account's baseline (what it held before sigd traded); later a difference means
+        someone else traded on the account or a fill was missed: logged loudly, never traded on.
+        """
+        base = symbol.split("/")[0]
+        try:
+            held = (await self.client.fetch_balance()).get(base, 0.0)
+        except Exception as exc:
+            log.warning("position_check_failed", symbol=symbol, error=repr(exc))
+            return 0.0
+        key = f"testnet.baseline.{base}"
+        ours = self.position(symbol).amount
+        baseline = self.store.get_kv(key)
+        if baseline is None:
+            self.store.set_kv(key, repr(held - ours))
+            return 0.0
+        diff = held - (float(baseline) + ours)
+        MISMATCH.set(diff, symbol=symbol)
+        if abs(diff) > 1e-9 * max(1.0, abs(held)):
+            log.error("position_mismatch", symbol=symbol, exchange=held, expected=float(baseline) + ours, diff=diff)
+        return diff
+
+    def position(self, symbol: str) -> Position:
+        """Net position from our own fills on the exchange."""
+        return self.ledger.position(symbol)
+
+    async def on_bar(self, bar: Bar) -> None:
+        """Keep settling unresolved orders, in the background: the bar path never waits on REST."""
+        busy = self._sync_task is not None and not self._sync_task.done()
+        if not busy and self.store.orders(UNRESOLVED, symbol=bar.symbol):
+            self._sync_task = asyncio.create_task(self.reconcile(bar.symbol))
+
+    async def submit(self, intent: OrderIntent) -> Order | None:
+        """Store, then send one market order; None when blocked or there is nothing to do."""
+        async with self._lock:
+            if self.store.orders(UNRESOLVED, symbol=intent.symbol):
+                await self._reconcile(intent.symbol)
+                if self.store.orders(UNRESOLVED, symbol=intent.symbol):
+                    log.warning("order_blocked_unresolved", symbol=intent.symbol, strategy=intent.strategy)
+                    return None
+            order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING)
+            if order is None or not self.ledger.record_new(order, intent.not_before_ts):
+                return None
+            return await self._send(order)
+
+    async def _send(self, order: Order) -> Order:
+        try:
+            raw = await self.client.create_order(order.symbol, order.side, order.type, order.amount,
+                                                 order.price, order.client_order_id)
+        except FatalError as exc:  # the exchange answered no (after checking our id is not there)
+            return self.ledger.set_status(order, OrderStatus.REJECTED, error=str(exc))
+        except Exception as exc:  # timeout, disconnect, anything else: we do not know
+            log.warning("order_outcome_unknown", client_order_id=order.client_order_id, error=repr(exc))
+            return self.ledger.set_status(order, OrderStatus.UNKNOWN, error=repr(exc))
+        return self._apply(order, raw)
+
+    def _apply(self, order: Order, raw: dict) -> Order:
+        """Record what the exchange says about an order: status, and its fill once it is done."""
+        status = _CCXT_STATUS.get(str(raw.get("status")), OrderStatus.UNKNOWN)
+        exchange_id = str(raw["id"]) if raw.get("id") is not None else None
+        filled = float(raw.get("filled") or 0.0)
+        done = status in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
+        if done and filled > 0:
+            price = float(raw.get("average") or raw.get("price") or 0.0)
+            ts = int(raw.get("timestamp") or self.clock_ms())
+            fill = Fill(order.client_order_id, order.symbol, order.side, price, filled,
+                        _fee_in_quote(raw, order.symbol, price), ts)
+            self.ledger.record_fill(order, fill, status, exchange_id)
+            return dataclasses.replace(order, status=status, exchange_id=exchange_id)
+        if status != order.status:
+            return self.ledger.set_status(order, status, exchange_id=exchange_id)
+        return order
+
+    async def reconcile(self, symbol: str | None = None) -> None:
+        """Look up every unresolved order by client id and settle what the exchange knows."""
+        async with self._lock:
+            await self._reconcile(symbol)
+
+    async def _reconcile(self, symbol: str | None) -> None:
+        for order, _ in self.store.orders(UNRESOLVED, symbol=symbol):
+            try:
+                raw = await self.client.fetch_order(order.client_order_id, order.symbol)
+            except Exception as exc:
+                log.warning("reconcile_failed", client_order_id=order.client_order_id, error=repr(exc))
+                continue
+            if raw is not None:
+                self._apply(order, raw)
+            elif self._age_ms(order) >= self.unknown_grace_ms:
+                # Not at the exchange and too old to still arrive: it was never placed.
+                self.ledger.set_status(order, OrderStatus.REJECTED, error="not found at the exchange")
+        UNRESOLVED_GAUGE.set(len(self.store.orders(UNRESOLVED)))
+
+    def _age_ms(self, order: Order) -> int:
+        return self.clock_ms() - self.store.order_created_ms(order.client_order_id)
+
+    def status(self) -> dict[str, Any]:
+        """Mode, unresolved orders and positions."""
+        return {
+            "mode": self.mode,
+            "unresolved": [o.client_order_id for o, _ in self.store.orders(UNRESOLVED)],
+            "positions": self.ledger.positions(),
+        }

@@ -1,0 +1,251 @@
+"""Orders shared by every broker: the Broker protocol, client order ids, position accounting,
+the ledger that stores orders/fills/positions and publishes their events, and the alerts-only
+broker. Paper trading (daemon/trading/paper.py) and the exchange testnet (daemon/trading/broker.py) are two
+adapters behind the same protocol: no `if dry_run` anywhere in the exchange code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from daemon import log as logging
+from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
+from daemon.store import Store
+from strategies.base import EPSILON  # one notion of a zero position everywhere
+
+log = logging.get("orders")
+UNRESOLVED = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.UNKNOWN)
+
+
+KV_BOOK = "broker.book"  # which broker's orders and positions the state file holds
+
+
+class BookMismatch(RuntimeError):
+    """The state file belongs to another broker mode."""
+
+
+def wall_ms() -> int:
+    """Wall-clock ms for bookkeeping columns only (decisions use bar time)."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class OrderIntent:
+    """Move the position in `symbol` to `target` (signed base amount) after the bar at bar_ts."""
+
+    symbol: str
+    target: float
+    price: float  # the reference price (the trigger bar's close)
+    bar_ts: int  # open time of the trigger bar
+    not_before_ts: int  # the trigger bar's close: the paper broker fills at the first price from here
+    strategy: str
+    leg: int = 0
+
+
+class Broker(Protocol):
+    """Where intents become orders: alerts (none), paper, or an exchange testnet."""
+
+    mode: str
+
+    async def start(self) -> None:
+        """Load state and reconcile whatever a previous run left unresolved."""
+        ...
+
+    def position(self, symbol: str) -> Position:
+        """The current net position in `symbol`."""
+        ...
+
+    async def on_bar(self, bar: Bar) -> None:
+        """See a closed bar (the paper broker fills pending orders at its open)."""
+        ...
+
+    async def submit(self, intent: OrderIntent) -> Order | None:
+        """Send at most one order moving the position to the intent's target."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready summary for /status."""
+        ...
+
+    async def close(self) -> None:
+        """Finish background work before shutdown."""
+        ...
+
+
+def client_order_id(symbol: str, bar_ts: int, strategy: str, leg: int = 0) -> str:
+    """Deterministic id (Binance allows [A-Za-z0-9-_]{1,36}): the same decision gives the same id."""
+    digest = hashlib.sha256(f"{symbol}|{bar_ts}|{strategy}|{leg}".encode()).hexdigest()
+    return f"sigd-{digest[:24]}-{leg}"
+
+
+def apply_fill(position: Position, fill: Fill) -> Position:
+    """Position after a fill: average entry on increase, realized PnL on reduce, flip re-bases."""
+    qty = fill.amount if fill.side == "buy" else -fill.amount
+    old, entry, realized = position.amount, position.entry_price, position.realized_pnl
+    new = old + qty
+    if abs(old) < EPSILON or (old > 0) == (qty > 0):
+        entry = (abs(old) * entry + abs(qty) * fill.price) / abs(new) if abs(new) > EPSILON else 0.0
+    else:
+        closed = min(abs(qty), abs(old))
+        realized += closed * (fill.price - entry) * (1.0 if old > 0 else -1.0)
+        if abs(new) < EPSILON:
+            new, entry = 0.0, 0.0
+        elif abs(qty) > abs(old):
+            entry = fill.price  # flipped: the remainder opened at this price
+    return Position(position.symbol, new, entry, realized, position.fees + fill.fee)
+
+
+def order_for(intent: OrderIntent, position: Position, status: OrderStatus) -> Order | None:
+    """The market order that moves `position` to the intent's target; None when already there."""
+    delta = intent.target - position.amount
+    if abs(delta) <= EPSILON:
+        return None
+    return Order(
+        client_order_id=client_order_id(intent.symbol, intent.bar_ts, intent.strategy, intent.leg),
+        symbol=intent.symbol,
+        side="buy" if delta > 0 else "sell",
+        type="market",
+        amount=abs(delta),
+        price=None,
+        bar_ts=intent.bar_ts,
+        status=status,
+    )
+
+
+class Ledger:
+    """Orders, fills and positions in SQLite, with their events published to the EventSink."""
+
+    def __init__(self, store: Store, sink: EventSink, clock_ms: Callable[[], int] = wall_ms) -> None:
+        self.store, self.sink, self.clock_ms = store, sink, clock_ms
+        self._positions: dict[str, Position] = {}
+
+    def position(self, symbol: str) -> Position:
+        """The stored net position (cached; the ledger is its only writer)."""
+        if symbol not in self._positions:
+            self._positions[symbol] = self.store.get_position(symbol)
+        return self._positions[symbol]
+
+    def claim(self, mode: str) -> None:
+        """Bind the state file to one order book: paper fills are not testnet fills (and back)."""
+        book = self.store.get_kv(KV_BOOK)
+        if book is None:
+            self.store.set_kv(KV_BOOK, mode)
+        elif book != mode:
+            raise BookMismatch(
+                f"{self.store.path}: this state file holds {book!r} orders and positions; broker.mode is "
+                f"{mode!r}. Point store.path at another file to trade {mode!r}, or go back to {book!r}."
+            )
+
+    def positions(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready positions seen so far."""
+        return {s: dataclasses.asdict(p) for s, p in self._positions.items()}
+
+    def record_new(self, order: Order, not_before_ts: int | None = None) -> bool:
+        """Store an order before anything is sent; False when its client id is already known."""
+        created = self.store.put_order(order, self.clock_ms(), not_before_ts)
+        if not created:
+            log.warning("order_duplicate_suppressed", client_order_id=order.client_order_id)
+        return created
+
+    def set_status(self, order: Order, status: OrderStatus, *, exchange_id: str | None = None,
+                   error: str | None = None) -> Order:
+        """Store a status change and publish an "order" event for it."""
+        self.store.set_order_status(order.client_order_id, status, self.clock_ms(),
+                                    exchange_id=exchange_id, error=error)
+        updated = dataclasses.replace(order, status=status, exchange_id=exchange_id or order.exchange_id)
+        log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
+        self._publish("order", {**order_payload(updated), "error": error},
+                      f"order-{order.client_order_id}-{status.value}")
+        return updated
+
+    def _publish(self, type: str, payload: dict[str, Any], event_id: str) -> bool:
+        # A broken sink must never break the bar path: the row is committed, the event waits.
+        try:
+            self.sink.publish(type, payload, event_id=event_id)
+        except Exception as exc:
+            log.error("event_publish_failed", type=type, event_id=event_id, error=repr(exc))
+            return False
+        return True
+
+    def record_fill(self, order: Order, fill: Fill, status: OrderStatus = OrderStatus.FILLED,
+                    exchange_id: str | None = None) -> Position:
+        """Fill, position and order status in one commit; then the "fill" event."""
+        position = apply_fill(self.position(fill.symbol), fill)
+        with self.store.transaction():
+            if not self.store.add_fill(fill):
+                log.warning("fill_duplicate_suppressed", client_order_id=fill.client_order_id)
+                return self.position(fill.symbol)
+            self.store.put_position(position, self.clock_ms())
+            self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id)
+        self._positions[fill.symbol] = position
+        log.info("order_filled", client_order_id=fill.client_order_id, side=fill.side, price=fill.price,
+                 amount=fill.amount, fee=fill.fee, position=position.amount)
+        self._publish_fill(fill, position)
+        return position
+
+    def _publish_fill(self, fill: Fill, position: Position) -> None:
+        event_id = f"fill-{fill.client_order_id}"
+        payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
+        if self._publish("fill", payload, event_id):
+            self.store.set_fill_event(fill.client_order_id, event_id)
+
+    def republish(self) -> int:
+        """Publish fills whose event a crash lost (the event id is stable, so none twice)."""
+        fills = self.store.fills(unpublished=True)
+        for fill in fills:
+            self._publish_fill(fill, self.position(fill.symbol))
+        return len(fills)
+
+
+def order_payload(order: Order) -> dict[str, Any]:
+    """JSON-ready order for events and /status (`type` is the outbox's word: `order_type` here)."""
+    row = dataclasses.asdict(order)
+    row["status"] = order.status.value
+    row["order_type"] = row.pop("type")
+    return row
+
+
+class AlertsBroker:
+    """Signals only: no orders; a virtual position follows the signals (for strategies and PnL)."""
+
+    mode = "alerts"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._positions: dict[str, Position] = {}
+
+    async def start(self) -> None:
+        """Nothing to reconcile."""
+
+    def position(self, symbol: str) -> Position:
+        """The virtual position the signals imply (kept apart from real paper/testnet positions)."""
+        if symbol not in self._positions:
+            raw = self.store.get_kv(f"alerts.position.{symbol}")
+            self._positions[symbol] = Position(**json.loads(raw)) if raw else Position(symbol)
+        return self._positions[symbol]
+
+    async def on_bar(self, bar: Bar) -> None:
+        """Nothing is pending in alerts mode."""
+
+    async def submit(self, intent: OrderIntent) -> Order | None:
+        """Move the virtual position at the signal price, fee-free; send nothing, store no order."""
+        order = order_for(intent, self.position(intent.symbol), OrderStatus.FILLED)
+        if order is None:
+            return None
+        fill = Fill(order.client_order_id, order.symbol, order.side, intent.price, order.amount, 0.0, intent.bar_ts)
+        position = apply_fill(self.position(intent.symbol), fill)
+        self.store.set_kv(f"alerts.position.{intent.symbol}", json.dumps(dataclasses.asdict(position)))
+        self._positions[intent.symbol] = position
+        return order
+
+    async def close(self) -> None:
+        """Nothing runs in the background."""
+
+    def status(self) -> dict[str, Any]:
+        """Mode and virtual positions."""
+        return {"mode": self.mode, "positions": {s: dataclasses.asdict(p) for s, p in self._positions.items()}}

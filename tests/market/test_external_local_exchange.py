@@ -1,0 +1,35 @@
+"""`[local_exchange] url`: the daemon's ccxt client talks to a `sigd local-exchange` running on its own."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from daemon import config
+from daemon.localexchange import LocalExchange
+from daemon.service.parts import _exchange
+from tests.conftest import REPO
+
+
+async def test_the_client_uses_a_running_local_exchange_instead_of_starting_one() -> None:
+    async with LocalExchange(speed=1.0) as lx:
+        cfg = config.load(REPO / "config.toml")
+        cfg = dataclasses.replace(cfg, local_exchange=dataclasses.replace(cfg.local_exchange, url=lx.base_url))
+        opened: list[Any] = []
+        local, client = await _exchange(cfg, {}, opened)
+        try:
+            assert local is None  # nothing started in-process
+            now = lx.now_ms()
+            bars = await client.fetch_bars("ETH/USDT", "1m", now - 10 * 60_000)
+            assert bars and bars[-1].close_ts <= now  # closed bars from the running exchange
+        finally:
+            for close in reversed(opened):
+                await close()
+
+
+def test_the_url_must_be_loopback(write_config) -> None:
+    path = write_config("[local_exchange]\nurl = 'http://10.0.0.5:9000'\n")
+    with pytest.raises(config.ConfigError, match="local_exchange.url"):
+        config.load(path)
