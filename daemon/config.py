@@ -20,6 +20,7 @@ from daemon.typedtoml import ConfigError, build as _build, require as _require
 
 __all__ = ["Config", "ConfigError", "load", "secret"]
 
+DEFAULT_SYMBOL = "ETH/USDT"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
@@ -34,7 +35,10 @@ class ExchangeConfig:
     """Which exchange endpoint to talk to and what to stream from it."""
 
     endpoint: Literal["local", "testnet", "live"] = "local"
-    symbol: str = "ETH/USDT"
+    # The traded symbols, each decided on its own; the reference symbol is streamed once and
+    # shared by all of them. `symbol = "X/Y"` (the first version's key) is a one-element list.
+    symbols: tuple[str, ...] = ()
+    symbol: str = ""  # legacy spelling of symbols = [symbol]; after loading: symbols[0]
     reference_symbol: str = REFERENCE_SYMBOL
     timeframes: tuple[str, ...] = PRIMARY_TIMEFRAMES
     reference_timeframe: str = "1m"
@@ -52,10 +56,24 @@ class ExchangeConfig:
     # ccxt's client-side request throttle; keep it on against a real exchange.
     enable_rate_limit: bool = True
 
+    def __post_init__(self) -> None:
+        if self.symbols and self.symbol:
+            raise ConfigError("exchange.symbol: give exchange.symbols or exchange.symbol, not both")
+        symbols = self.symbols or ((self.symbol,) if self.symbol else (DEFAULT_SYMBOL,))
+        object.__setattr__(self, "symbols", tuple(symbols))
+        object.__setattr__(self, "symbol", symbols[0])
+
     def check(self, key: str) -> None:
         for tf in self.timeframes + (self.reference_timeframe,):
             _require(tf in TIMEFRAME_MS, f"{key}.timeframes", f"unknown timeframe {tf!r}")
-        _require("/" in self.symbol, f"{key}.symbol", f"expected BASE/QUOTE, got {self.symbol!r}")
+        seen: set[str] = set()
+        for i, sym in enumerate(self.symbols):
+            where = f"{key}.symbols[{i}]"
+            _require(sym.count("/") == 1 and all(sym.split("/")), where, f"expected BASE/QUOTE, got {sym!r}")
+            _require(sym not in seen, where, f"{sym!r} is listed twice")
+            _require(sym != self.reference_symbol, where,
+                     f"{sym!r} is also the reference symbol (exchange.reference_symbol); it is streamed once as the reference")
+            seen.add(sym)
         _require("/" in self.reference_symbol, f"{key}.reference_symbol", "expected BASE/QUOTE")
         _require(10 <= self.warmup_bars <= 100_000, f"{key}.warmup_bars", "must be within 10..100000")
         _require(self.stall_factor > 1, f"{key}.stall_factor", "must be > 1")
@@ -230,6 +248,35 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class SymbolConfig:
+    """Per-symbol overrides of [strategy] (`[symbols."SOL/USDT"]`); unset keys use [strategy]."""
+
+    position_fraction: float | None = None
+    max_position: float | None = None
+    allow_short: bool | None = None
+
+    def check(self, key: str) -> None:
+        if self.position_fraction is not None:
+            _require(0 < self.position_fraction <= 1, f"{key}.position_fraction", "must be within (0, 1]")
+        if self.max_position is not None:
+            _require(self.max_position > 0, f"{key}.max_position", "must be > 0")
+
+
+@dataclass(frozen=True)
+class PortfolioConfig:
+    """Limits across all symbols; every entry is gated by them (exits never are)."""
+
+    max_open_positions: int = 0  # 0 = no limit
+    max_gross_exposure: float = 1.0  # sum of |position notional| as a fraction of equity
+    per_symbol_cap: float = 1.0  # one symbol's |notional| as a fraction of equity
+
+    def check(self, key: str) -> None:
+        _require(self.max_open_positions >= 0, f"{key}.max_open_positions", "must be >= 0 (0 = no limit)")
+        _require(0 < self.max_gross_exposure <= 10, f"{key}.max_gross_exposure", "must be within (0, 10]")
+        _require(0 < self.per_symbol_cap <= 10, f"{key}.per_symbol_cap", "must be within (0, 10]")
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """Where signals go: alerts only, the internal paper broker, or real testnet orders."""
 
@@ -345,6 +392,8 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    symbols: dict[str, SymbolConfig] = field(default_factory=dict)  # per-symbol overrides
+    portfolio: PortfolioConfig = field(default_factory=PortfolioConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = ""  # the file it came from (not a TOML key)
@@ -361,6 +410,17 @@ class Config:
         _require(self.engine.trigger_timeframe in self.exchange.timeframes, "engine.trigger_timeframe",
                  f"{self.engine.trigger_timeframe!r} is not streamed (exchange.timeframes: "
                  f"{list(self.exchange.timeframes)})")
+        for sym in self.symbols:
+            _require(sym in self.exchange.symbols, f"symbols.{sym}",
+                     f"overrides a symbol that is not traded (exchange.symbols: {list(self.exchange.symbols)})")
+
+    def strategy_for(self, symbol: str) -> StrategyConfig:
+        """[strategy] with the symbol's overrides applied."""
+        over = self.symbols.get(symbol)
+        if over is None:
+            return self.strategy
+        changes = {f.name: getattr(over, f.name) for f in dataclasses.fields(over) if getattr(over, f.name) is not None}
+        return dataclasses.replace(self.strategy, **changes)
 
 
 # --- loading ------------------------------------------------------------------------------

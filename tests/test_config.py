@@ -38,6 +38,13 @@ def test_config_is_frozen() -> None:
         ("[local_exchange]\nhost = '0.0.0.0'\n", "local_exchange.host"),
         ("[exchange]\nstall_factor = true\n", "exchange.stall_factor: expected a number"),
         ("exchange = 3\n", "exchange: expected a table"),
+        ("[exchange]\nsymbols = ['ETH/USDT', 'SOL/USDT', 'ETH/USDT']\n", "exchange.symbols[2]: 'ETH/USDT' is listed twice"),
+        ("[exchange]\nsymbols = ['ETH/USDT', 'BTC/USDT']\n", "exchange.symbols[1]: 'BTC/USDT' is also the reference symbol"),
+        ("[exchange]\nsymbols = ['ETHUSDT']\n", "exchange.symbols[0]: expected BASE/QUOTE, got 'ETHUSDT'"),
+        ("[exchange]\nsymbol = 'ETH/USDT'\nsymbols = ['SOL/USDT']\n", "exchange.symbol: give exchange.symbols or"),
+        ("[exchange]\nsymbols = ['ETH/USDT']\n[symbols.'SOL/USDT']\nallow_short = false\n", "symbols.SOL/USDT: overrides a symbol that is not traded"),
+        ("[exchange]\nsymbols = ['ETH/USDT']\n[symbols.'ETH/USDT']\nposition_fraction = 2.0\n", "symbols.ETH/USDT.position_fraction"),
+        ("[portfolio]\nmax_open_positions = -1\n", "portfolio.max_open_positions"),
     ],
 )
 def test_bad_config_names_key_and_file(write_config, text: str, needle: str) -> None:
@@ -46,6 +53,28 @@ def test_bad_config_names_key_and_file(write_config, text: str, needle: str) -> 
         config.load(path)
     assert needle in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_symbols_list_legacy_symbol_and_overrides(write_config) -> None:
+    legacy = config.load(write_config("[exchange]\nsymbol = 'SOL/USDT'\n"))
+    assert legacy.exchange.symbols == ("SOL/USDT",) and legacy.exchange.symbol == "SOL/USDT"
+    assert config.load(write_config("")).exchange.symbols == ("ETH/USDT",)
+    many = config.load(write_config("""
+        [exchange]
+        symbols = ["ETH/USDT", "SOL/USDT", "XRP/USDT"]
+        [strategy]
+        position_fraction = 0.1
+        [symbols."SOL/USDT"]
+        position_fraction = 0.05
+        allow_short = false
+        [portfolio]
+        max_open_positions = 2
+    """))
+    assert many.exchange.symbols == ("ETH/USDT", "SOL/USDT", "XRP/USDT")
+    sol, eth = many.strategy_for("SOL/USDT"), many.strategy_for("ETH/USDT")
+    assert (sol.position_fraction, sol.allow_short) == (0.05, False)
+    assert (eth.position_fraction, eth.allow_short) == (0.1, True)
+    assert many.portfolio.max_open_positions == 2
 
 
 def test_missing_and_broken_files(tmp_path) -> None:
