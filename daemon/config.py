@@ -192,6 +192,8 @@ class RetrainConfig:
     # The most recent stretch of stored history that neither model trained on; both are
     # scored on it and the new one is promoted only when it scores better.
     holdout_hours: float = 24.0
+    # Training history before the holdout cut; what SQLite lacks is backfilled from the exchange.
+    train_days: float = 7.0
     min_improvement: float = 0.0  # promote when new score > current score + this
     timeout_s: float = 3600.0
     artifacts_dir: str = "state/models"  # promoted artifacts (current and previous) live here
@@ -201,6 +203,7 @@ class RetrainConfig:
         _require(self.epochs >= 0, f"{key}.epochs", "must be >= 0")
         _require(self.max_batches >= 0, f"{key}.max_batches", "must be >= 0")
         _require(self.holdout_hours > 0, f"{key}.holdout_hours", "must be > 0")
+        _require(self.train_days > 0, f"{key}.train_days", "must be > 0")
         _require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
 
 

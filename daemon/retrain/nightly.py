@@ -27,6 +27,7 @@ from daemon import log
 from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
+from daemon.retrain.history import BarSource, HistoryShort, check_history, ensure_history, need_for, newest_closed
 from daemon.store import Store
 
 _log = log.get("sigd.retrain")
@@ -58,8 +59,10 @@ class Retrainer:
     """Runs the retrain job for every served model; at most one run at a time."""
 
     def __init__(self, cfg: Config, store: Store, sink: EventSink, swap: Swap,
-                 current_dirs: Callable[[], dict[str, Path]], *, python: str = sys.executable) -> None:
+                 current_dirs: Callable[[], dict[str, Path]], *, python: str = sys.executable,
+                 source: BarSource | None = None) -> None:
         self.cfg, self.store, self.sink, self.swap = cfg, store, sink, swap
+        self.source = source  # the exchange client: backfills the history SQLite lacks
         self.current_dirs = current_dirs  # name -> artifact dir serving now
         self.python = python
         self.root = cfg.path(cfg.retrain.artifacts_dir)
@@ -98,6 +101,8 @@ class Retrainer:
             outcome = await self._retrain(name, current)
         except asyncio.CancelledError:
             raise
+        except (RetrainFailed, HistoryShort) as exc:  # the message is the reason a user reads
+            outcome = Outcome(name, "failed", log.redact(str(exc)))
         except Exception as exc:  # noqa: BLE001 — any failure leaves the current model serving
             outcome = Outcome(name, "failed", log.redact(f"{type(exc).__name__}: {exc}"))
         _SECONDS.set(time.monotonic() - started, model=name)
@@ -109,7 +114,7 @@ class Retrainer:
         stage = self.root / ".staging" / f"{name}-{int(time.time() * 1000)}"
         stage.mkdir(parents=True, exist_ok=True)
         try:
-            cutoff, newest = self._holdout(current)
+            cutoff, newest = await self._holdout(current)
             await asyncio.to_thread(export_tapes, self.store.path, self.cfg, stage / "train", end_ms=cutoff)
             await asyncio.to_thread(export_tapes, self.store.path, self.cfg, stage / "all", end_ms=newest + 1)
             await self._run("train", self._train_argv(name, stage), stage)
@@ -119,13 +124,18 @@ class Retrainer:
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
-    def _holdout(self, current: Path) -> tuple[int, int]:
-        """(cutoff, newest): train on bars closed before cutoff, score on [cutoff, newest]."""
-        symbol = self.cfg.exchange.symbol
-        last = self.store.latest_bars(symbol, TRIGGER_TIMEFRAME, 1)
-        if not last:
-            raise RetrainFailed(f"no stored {symbol} {TRIGGER_TIMEFRAME} bars to retrain on")
-        newest = last[0].ts
+    async def _holdout(self, current: Path) -> tuple[int, int]:
+        """(cutoff, newest): train on bars closed before cutoff, score on [cutoff, newest].
+
+        The history both need is taken from SQLite, backfilled from the exchange when short."""
+        ex, r = self.cfg.exchange, self.cfg.retrain
+        symbol = ex.symbol
+        newest = await newest_closed(self.store, self.source, symbol)
+        if newest is None:
+            raise RetrainFailed(f"no stored {symbol} {TRIGGER_TIMEFRAME} bars to retrain on and no exchange to ask")
+        need = need_for(symbol, ex.timeframes, (ex.reference_symbol, ex.reference_timeframe), r.train_days,
+                        r.holdout_hours)
+        await ensure_history(self.store, self.source, need, newest)
         cutoff = newest - int(self.cfg.retrain.holdout_hours * 3_600_000)
         trained_until = _trained_until(current)
         # The current model must not have seen the holdout either.
@@ -133,7 +143,9 @@ class Retrainer:
         if newest - cutoff < 60 * timeframe_ms(TRIGGER_TIMEFRAME):
             raise RetrainFailed(f"less than an hour of stored data after the current model's training end "
                                 f"({trained_until}): nothing unseen to compare on")
-        return cutoff - cutoff % timeframe_ms(TRIGGER_TIMEFRAME), newest
+        cutoff -= cutoff % timeframe_ms(TRIGGER_TIMEFRAME)
+        check_history(self.store, symbol, need, cutoff)
+        return cutoff, newest
 
     def _train_argv(self, name: str, stage: Path) -> list[str]:
         r = self.cfg.retrain

@@ -179,7 +179,8 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
                   model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,
                   local_exchange=local)
     if cfg.retrain.enabled:
-        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs))
+        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs),
+                                    source=parts.client)
     return parts
 
 

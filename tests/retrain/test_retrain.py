@@ -39,7 +39,7 @@ def _bars(symbol: str, tf: str, start: int, n: int, step: int, price: float = 10
 @pytest.fixture
 def cfg(write_config, tmp_path):
     def make(**retrain: Any) -> config_mod.Config:
-        values = {"artifacts_dir": str(tmp_path / "models"), "holdout_hours": 2.0, **retrain}
+        values = {"artifacts_dir": str(tmp_path / "models"), "holdout_hours": 2.0, "train_days": 0.3, **retrain}
         extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
         return config_mod.load(write_config(f"""
             [store]
@@ -174,7 +174,7 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
     from tests.conftest import REPO
     from tests.daemon_harness import make_constant
 
-    c = cfg(preset="tiny", epochs=1, max_batches=3, holdout_hours=6.0)
+    c = cfg(preset="tiny", epochs=1, max_batches=3, holdout_hours=6.0, train_days=7.0)
     store = Store(c.path(c.store.path))
     _store_from_tape(store, 1_754_265_600_000, 1_754_956_800_000)  # 2025-08-04 .. 2025-08-12
     # The holdout is the newest 6 hours; the side that lost money over them is the wrong one.
