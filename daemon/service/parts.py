@@ -23,6 +23,7 @@ from daemon.market.exchange import ExchangeClient, make_client
 from daemon.market.feed import Feed
 from daemon.alerts.notify import Notifier
 from daemon.retrain.nightly import Retrainer
+from daemon.retrain.storage import local_path
 from daemon.store import Store
 
 _log = log.get("sigd.parts")
@@ -129,7 +130,7 @@ def model_dirs(cfg: Config, store: Store) -> dict[str, Path]:
     out = {}
     for name, path in cfg.models.paths.items():
         row = store.current_model(name)
-        promoted = Path(row["path"]) if row and row["path"] else None
+        promoted = local_path(row["path"]) if row and row["path"] else None  # the registry keeps URIs
         out[name] = promoted if promoted is not None and promoted.is_dir() else cfg.path(path)
     return out
 
