@@ -31,7 +31,7 @@ from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
 from daemon.retrain.jobs import JobFailed, Scores, ScoreJob, TrainArgs, TrainJob, failed
-from daemon.retrain.runners import LocalRunner, Runner, make_runner
+from daemon.retrain.runners import LocalRunner, Runner, runner_from_config
 from daemon.retrain.storage import fetched, local_path, to_uri
 from daemon.retrain.history import BarSource, HistoryShort, check_history, ensure_history, need_for, newest_closed
 from daemon.store import Store
@@ -111,8 +111,7 @@ class Retrainer:
         """The configured runner, made on first use (Ray starts only when a retrain runs)."""
         if self._runner is None:
             r = self.cfg.research
-            self._runner = (make_runner("ray", address=r.ray_address or None, num_cpus=r.num_cpus or None,
-                                        max_retries=r.max_retries) if r.runner == "ray"
+            self._runner = (runner_from_config(r) if r.runner == "ray" or r.ray_address
                             else LocalRunner(in_subprocess=True, python=self.python))
         return self._runner
 

@@ -30,6 +30,13 @@ class Progress:
         self.done = self.running = self.failed = 0
         self.best: float | None = None
 
+    def __getstate__(self) -> dict:
+        # Ray Tune saves its callbacks with the experiment state: the terminal does not travel.
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, stream=sys.stderr)
+
     def start(self) -> None:
         """A unit of work began."""
         self.running += 1

@@ -144,12 +144,16 @@ class RayRunner:
 
         remote = ray.remote(_remote_job).options(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
         blobs: dict[str, Any] = {}  # one object per local directory, shared by every job that reads it
-        refs = [remote.remote(job, *self._ship(job, blobs)) for job in jobs]
-        self._pending = list(refs)
-        index = {ref: i for i, ref in enumerate(refs)}
         out: list[Result | None] = [None] * len(jobs)
+        index: dict[Any, int] = {}
+        for i, job in enumerate(jobs):
+            try:
+                index[remote.remote(job, *self._ship(job, blobs))] = i
+            except OSError as exc:  # its data or artifact is not there: nothing to run
+                out[i] = failed(job, exc)
+        self._pending = list(index)
         if progress:
-            for _ in refs:
+            for _ in self._pending:
                 progress.start()
         deadline = _budget(timeout_s)
         while self._pending:
@@ -268,3 +272,13 @@ def make_runner(kind: str, *, address: str | None = None, num_cpus: int | None =
     if kind == "local":
         return LocalRunner(in_subprocess=in_subprocess)
     raise ValueError(f"unknown runner {kind!r}; expected local or ray")
+
+
+def runner_from_config(research: Any, *, kind: str | None = None, address: str | None = None,
+                       num_cpus: int | None = None, in_subprocess: bool = False) -> Runner:
+    """The runner `[research]` asks for, command-line flags over it; an address alone means Ray."""
+    address = address if address is not None else (research.ray_address or None)
+    kind = kind or ("ray" if address else research.runner)
+    cpus = num_cpus if num_cpus is not None else (research.num_cpus or None)
+    return make_runner(kind, address=address, num_cpus=cpus, in_subprocess=in_subprocess,
+                       max_retries=research.max_retries)

@@ -94,6 +94,8 @@ def fetched(uri: str) -> Iterator[Path]:
 
 def pack(src: Path) -> bytes:
     """A directory (flat or nested) as tar bytes."""
+    if not src.is_dir():
+        raise FileNotFoundError(f"{to_uri(src)}: no such directory in storage")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for f in sorted(src.rglob("*")):

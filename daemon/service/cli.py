@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "backfill": "daemon.market.backfill:backfill_command",
     "train": "models.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
+    "walk-forward": "daemon.research.walkforward:walk_forward_command",
+    "tune": "daemon.research.tune:tune_command",
 }
 
 
@@ -98,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+    from daemon.retrain import cli_args  # argparse only: research flags beside the runner's
+
+    cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
+    cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     return parser
 
 
