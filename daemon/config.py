@@ -218,7 +218,6 @@ class ResearchConfig:
     ray_address: str = ""  # "" = a local single-node Ray; "ray://head:10001" = a cluster
     num_cpus: int = 0  # local Ray: CPUs it may use; 0 = all of the machine's
     max_retries: int = 3  # Ray retries of a job whose worker died
-    storage: str = "state/research"  # where jobs' data and artifacts go: a directory or an fsspec URI
     # `sigd tune` search space: name = [low, high] (a range; ints stay ints) or [a, b, c, ...] / strings (a choice).
     # Names: preset, epochs, horizon, label_threshold, neutral_zone, hold.
     search: dict[str, tuple[Any, ...]] = field(default_factory=lambda: {

@@ -137,7 +137,7 @@ def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], tr
     trainable = tune.with_resources(tune.with_parameters(_trainable, study=study, blob=storage.pack(data)), {"cpu": 1})
     path = (out / f"{name}-{study.family}").resolve()
     progress = Progress(trials, f"tune {study.family}")
-    callbacks = [_ProgressCallback(progress)]
+    callbacks = [progress_callback(progress)]
     if tune.Tuner.can_restore(str(path)):
         log.info("tune_resumed", family=study.family, path=str(path))
         tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
@@ -161,23 +161,21 @@ def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], tr
     return sorted(rows, key=lambda row: -row[METRIC])
 
 
-class _ProgressCallback:
-    """Trials started / completed / failed into a Progress (a live line on a TTY, log lines off one)."""
+def progress_callback(progress: Progress) -> Any:
+    """A Tune Callback feeding trials started / completed / failed into a Progress."""
+    from ray.tune import Callback
 
-    def __new__(cls, progress: Progress) -> Any:
-        from ray.tune import Callback
+    class _Trials(Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            progress.start()
 
-        class _CB(Callback):
-            def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                progress.start()
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            progress.finish(True, (trial.last_result or {}).get(METRIC))
 
-            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                progress.finish(True, (trial.last_result or {}).get(METRIC))
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            progress.finish(False)
 
-            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                progress.finish(False)
-
-        return _CB()
+    return _Trials()
 
 
 def write_leaderboard(rows: list[dict[str, Any]], out: Path) -> Path:

@@ -206,7 +206,10 @@ class RayRunner:
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
     """`ray.init` once per process: local single node (no dashboard, small object store) or a cluster."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("Ray is not installed: pip install -e '.[research]' (or use the local runner)") from None
 
     if ray.is_initialized():
         return
@@ -264,10 +267,6 @@ def make_runner(kind: str, *, address: str | None = None, num_cpus: int | None =
                 in_subprocess: bool = False, max_retries: int = 3) -> Runner:
     """"local" or "ray" (a clear error when Ray is not installed)."""
     if kind == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise RuntimeError("runner 'ray' needs Ray: pip install 'ray[tune]' (or use the local runner)") from None
         return RayRunner(address=address, num_cpus=num_cpus, max_retries=max_retries)
     if kind == "local":
         return LocalRunner(in_subprocess=in_subprocess)
