@@ -45,7 +45,8 @@ class LocalExchange:
     def __init__(self, tape: Path | None = None, *, start_ms: int | None = None, speed: float = 1.0,
                  host: str = "127.0.0.1", port: int = 0, seed: int = 7, api_key: str = DEV_API_KEY,
                  api_secret: str = DEV_API_SECRET, balances: dict[str, float] | None = None,
-                 paused: bool = False) -> None:
+                 paused: bool = False, spread_bps: float = 2.0) -> None:
+        """`spread_bps`: the derived bid/ask spread around the replay price (book.py)."""
         if (api_key, api_secret) == (DEV_API_KEY, DEV_API_SECRET) and not _is_loopback(host):
             raise ValueError(f"refusing the built-in dev credentials on non-loopback host {host!r}")
         self.tape_dir = Path(tape) if tape is not None else bundled_tape_dir()
@@ -60,7 +61,10 @@ class LocalExchange:
         self.faults = Faults()
         self.account = Account(self.markets, {**{m.base: 0.0 for m in self.markets.values()},
                                               **(balances if balances is not None else DEFAULT_BALANCES)})
-        self.pump = Pump(self.markets, self.clock, self.faults)
+        if not 0 <= spread_bps <= 1000:
+            raise ValueError(f"spread_bps must be within 0..1000, got {spread_bps}")
+        self.spread_bps = float(spread_bps)
+        self.pump = Pump(self.markets, self.clock, self.faults, self.spread_bps)
         self.faults.bind_drop(self._schedule_drop)
         self.host, self.port, self.api_key, self.api_secret = host, port, api_key, api_secret
         self._runner: web.AppRunner | None = None
@@ -234,7 +238,8 @@ def serve_command(args: argparse.Namespace) -> int:
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
                            start_ms=parse_start(args.start) if args.start else None, speed=args.speed,
                            seed=args.seed, api_key=key, api_secret=secret,
-                           paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)))
+                           paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)),
+                           spread_bps=getattr(args, "spread_bps", 2.0))
         for spec in getattr(args, "fault", None) or []:
             fault = json.loads(spec)
             apply(lx, fault.pop("action"), fault)

@@ -21,6 +21,7 @@ from daemon.market.bars import Buffers
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar, BarError, timeframe_ms
 from daemon.market.exchange import ExchangeClient, ExchangeFailure, FatalError
+from daemon.market.quotes import Quotes
 from daemon.metrics import REGISTRY
 from daemon.store import Store
 
@@ -94,6 +95,8 @@ class Feed:
         self.speed = speed if speed > 0 else 1e6
         self.clock_ms = clock_ms or (lambda: time.time() * 1000)
         self.streams = {s: StreamState(*s) for s in feed_streams(cfg)}
+        # Best bid/ask of the traded symbols, subscribed with the bars (the paper broker's touch).
+        self.quotes = Quotes(client, cfg.symbols, clock_ms=self.clock_ms)
         self.socket_error: str | None = None
         self._last_drop = 0.0
         for sym, tf in self.streams:
@@ -102,11 +105,12 @@ class Feed:
     # --- public API -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Warm up, then stream until cancelled."""
+        """Warm up, then stream bars and quotes until cancelled."""
         self.client.set_listener(self)
         await self.warm_up()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._socket_loop(), name="feed-socket")
+            tg.create_task(self.quotes.run(), name="feed-quotes")
             for st in self.streams.values():
                 tg.create_task(self._stream_loop(st), name=f"feed {st.name}")
 
@@ -227,32 +231,21 @@ class Feed:
 
     async def _socket_loop(self) -> None:
         """Keep the websocket subscription alive; every connection loss means a resync."""
-        attempt = 0
         streams = list(self.streams)
-        while True:
-            try:
-                await self.client.watch(streams)
-                attempt, self.socket_error = 0, None
-                continue
-            except FatalError as err:
-                self.socket_error = str(err)
-                log.error("feed_socket_failed", error=str(err), streams=len(streams))
-                raise
-            except ExchangeFailure as err:
-                reason = str(err)
-            except asyncio.CancelledError:
-                # ccxt cancels pending watches when it closes a client; only our own
-                # cancellation (cancelling() > 0) ends the loop.
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-                reason = "watch cancelled by ccxt"
+
+        def lost(reason: str, attempt: int) -> None:
             log.warning("feed_reconnect", reason=reason, attempt=attempt)
             for st in self.streams.values():
                 st.reconnects += 1
                 RECONNECTS.inc(stream=st.name)
                 self._request_resync(st)
-            await asyncio.sleep(self.client.backoff_s(attempt))
-            attempt += 1
+
+        try:
+            await self.client.keep_watching(lambda: self.client.watch(streams), lost)
+        except FatalError as err:
+            self.socket_error = str(err)
+            log.error("feed_socket_failed", error=str(err), streams=len(streams))
+            raise
 
     async def _stream_loop(self, st: StreamState) -> None:
         """Consume one stream's closing updates; detect stalls, gaps and bad bars."""

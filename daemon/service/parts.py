@@ -112,7 +112,8 @@ async def _exchange(cfg: Config, environ: dict[str, str],
         else:
             local = LocalExchange(cfg.path(lx.tape) if lx.tape else None,
                                   start_ms=parse_start(lx.start) if lx.start else None, speed=lx.speed,
-                                  host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
+                                  host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret,
+                                  spread_bps=lx.spread_bps)
             await local.start()
             opened.append(local.stop)
             rest_url, ws_url = local.rest_url, local.ws_url

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from daemon import config
-from daemon.localexchange import LocalExchange
+from daemon.localexchange import LocalExchange, bundled_tape_dir
 from daemon.service.parts import _exchange
 from tests.conftest import REPO
 
 
 async def test_the_client_uses_a_running_local_exchange_instead_of_starting_one() -> None:
-    async with LocalExchange(speed=1.0) as lx:
+    async with LocalExchange(bundled_tape_dir("2021-05"), speed=1.0) as lx:  # the shipped config's symbols
         cfg = config.load(REPO / "config.toml")
         cfg = dataclasses.replace(cfg, local_exchange=dataclasses.replace(cfg.local_exchange, url=lx.base_url))
         opened: list[Any] = []
@@ -24,6 +24,20 @@ async def test_the_client_uses_a_running_local_exchange_instead_of_starting_one(
             now = lx.now_ms()
             bars = await client.fetch_bars("ETH/USDT", "1m", now - 10 * 60_000)
             assert bars and bars[-1].close_ts <= now  # closed bars from the running exchange
+        finally:
+            for close in reversed(opened):
+                await close()
+
+
+async def test_a_symbol_the_running_exchange_does_not_list_stops_startup_naming_file_and_key() -> None:
+    async with LocalExchange(bundled_tape_dir("2021-05"), speed=1.0) as lx:
+        cfg = config.load(REPO / "config.toml")
+        cfg = dataclasses.replace(cfg, local_exchange=dataclasses.replace(cfg.local_exchange, url=lx.base_url),
+                                  exchange=dataclasses.replace(cfg.exchange, symbols=("ETH/USDT", "SOL/USDT"), symbol=""))
+        opened: list[Any] = []
+        try:
+            with pytest.raises(config.ConfigError, match=rf"^{cfg.source}: exchange\.symbols\[1\]: 'SOL/USDT'"):
+                await _exchange(cfg, {}, opened)
         finally:
             for close in reversed(opened):
                 await close()

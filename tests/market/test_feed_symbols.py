@@ -37,8 +37,8 @@ async def test_warm_up_of_five_symbols_within_the_concurrency_bound_on_one_socke
                     # the four alts' 1d history starts 2021-04-02 and misses two outage days
                     assert len(ring) == (120 if tf != "1d" or sym in ("ETH/USDT", "BTC/USDT") else 44), (sym, tf)
                     assert_ring_is_the_record(ring, 20 if tf == "1d" else None, directory=TAPE_2021)
-                subscribed = await lx.wait_subscribed(21)
-                assert len(subscribed) == 21 and len(lx.pump.sockets) == 1  # every stream, one connection
+                subscribed = await lx.wait_subscribed(26)  # 21 kline streams and 5 bookTickers
+                assert len(subscribed) == 26 and len(lx.pump.sockets) == 1  # all on one connection
                 assert set(feed.stream_status()) == set(feed.streams)
         done = [e for e in logs if e["event"] == "symbol_warmed_up"]
         assert sorted(e["symbol"] for e in done) == sorted((*SYMBOLS_2021, "BTC/USDT"))
