@@ -215,11 +215,17 @@ class EngineConfig:
 
     trigger_timeframe: str = "1m"  # closed bars of this primary-symbol timeframe trigger a decision
     strategies: tuple[str, ...] = ("confidence",)  # names of [strategy]-configured strategies
+    # A decision cycle waits this long after its first trigger bar for the other symbols' bars;
+    # a later one is decided in the next cycle (counted as late).
+    cycle_deadline_ms: int = 250
+    prewarm_ms: int = 1500  # one throwaway forward pass this long before each expected close; 0 = off
 
     def check(self, key: str) -> None:
         _require(self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe",
                  f"unknown timeframe {self.trigger_timeframe!r}")
         _require(len(self.strategies) > 0, f"{key}.strategies", "name at least one strategy")
+        _require(0 <= self.cycle_deadline_ms <= 60_000, f"{key}.cycle_deadline_ms", "must be within [0, 60000]")
+        _require(0 <= self.prewarm_ms <= 60_000, f"{key}.prewarm_ms", "must be within [0, 60000] (0 = off)")
         for name in self.strategies:
             _require(name == "confidence", f"{key}.strategies", f"unknown strategy {name!r} (known: confidence)")
 
