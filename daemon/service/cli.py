@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
     p.add_argument("--seed", type=int, default=7, help="seed for derived 1s bars")
     p.add_argument("--spread-bps", type=float, default=2.0, help="derived bid/ask spread around the replay price")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="also serve N SYNTHETIC symbols SYN001/USDT.. (time-shifted copies; load tests only)")
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
     p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")

@@ -177,7 +177,8 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
                 clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
-                                exchange=client if cfg.broker.mode == "testnet" else None)
+                                exchange=client if cfg.broker.mode == "testnet" else None,
+                                quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
                   model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,

@@ -91,3 +91,22 @@ async def _collect(ex: LocalBinance, got: list[tuple[int, str, float, float]]) -
         tickers = await ex.watch_bids_asks(["XRP/USDT", "ETH/USDT"])
         for sym, t in tickers.items():
             got.append((t["timestamp"], sym, t["bid"], t["ask"]))
+
+
+async def test_synthetic_symbols_are_time_shifted_copies_served_like_the_real_ones() -> None:
+    async with LocalExchange(bundled_tape_dir("2021-05"), speed=0, paused=True, synthetic=12) as lx:
+        client = LocalBinance(lx)
+        try:
+            await client.load_markets()
+            assert {f"SYN{i:03d}/USDT" for i in range(1, 13)} <= set(client.markets)
+            sources = sorted(s for s in SYMBOLS if s != "BTCUSDT")  # cycled through, the reference left out
+            now = lx.now_ms() - lx.now_ms() % MINUTE
+            for i in (1, 7, 12):
+                rows = await client.fetch_ohlcv(f"SYN{i:03d}/USDT", "1m", now - 10 * MINUTE, 5)
+                src = lx.markets[sources[(i - 1) % len(sources)]]
+                for r in rows:
+                    assert r[1:5] == list(src.closed_bar("1m", r[0] - i * MINUTE)[1:5]), (i, r)
+            hours = await client.fetch_ohlcv("SYN005/USDT", "1h", now - 10 * HOUR, 5)
+            assert len(hours) == 5  # aggregated from the shifted 1m bars
+        finally:
+            await client.close()
