@@ -100,9 +100,10 @@ async def _run_feed(speed: float, start_ms: int, stop: Any, warmup_bars: int = 6
         task = asyncio.create_task(feed.run())
         await feed_started(feed)
         t0, n0 = time.perf_counter(), count
-        out.update(warmup_s=t0 - t_warm, streams=len(feed.streams), connections=client.connections())
+        out.update(warmup_s=t0 - t_warm, streams=len(feed.streams))
         await done.wait()
         out.update(elapsed_s=time.perf_counter() - t0, bars=count - n0, status=feed.status(),
+                   connections=client.connections(),
                    quote_updates=feed.quotes.updates,
                    latencies={(st.symbol, st.timeframe, e): ms for st in feed.streams.values()
                               for e, ms in st.latencies_ms})

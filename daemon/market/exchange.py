@@ -195,6 +195,7 @@ class ExchangeClient:
 
     def __init__(self, ex: Any, cfg: ExchangeConfig) -> None:
         self.ex, self.cfg = ex, cfg
+        self._subscribed: dict[str, tuple[Any, ...]] = {}  # watch kind -> (its args, the ccxt clients then)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -326,12 +327,41 @@ class ExchangeClient:
         Closed bars go to the listener; this call only keeps the subscription alive and
         surfaces connection trouble as TemporaryError.
         """
-        await self._once("watch_ohlcv", self.ex.watch_ohlcv_for_symbols, [list(s) for s in streams])
+        await self._watch("watch_ohlcv", self.ex.watch_ohlcv_for_symbols, [list(s) for s in streams])
 
     async def watch_quotes(self, symbols: list[str]) -> None:
         """Wait for the next best bid/ask update of any of `symbols` (subscribing on first use);
         the updates go to the quote listener."""
-        await self._once("watch_bids_asks", self.ex.watch_bids_asks, symbols)
+        # ccxt picks a connection per subscription hash; the one-symbol keep-alive watch (see
+        # _watch) must land on the connection the full subscription is on.
+        by_hash = self.ex.options.setdefault("streamBySubscriptionsHash", {})
+        full = by_hash.get("bookTicker::" + ",".join(symbols))
+        if full is not None:
+            by_hash["bookTicker::" + symbols[-1]] = full
+        await self._watch("watch_bids_asks", self.ex.watch_bids_asks, list(symbols))
+
+    async def _watch(self, op: str, fn: Callable[..., Awaitable[Any]], items: list[Any]) -> None:
+        """Subscribe all `items` once per connection, then keep watching only the last one.
+
+        ccxt's multi-symbol watch builds a future per item on every call, and the loops call
+        it after every frame: O(items) work per frame, O(symbols^2) per second. The data
+        reaches the listeners as frames are parsed anyway; the pending watch is only there to
+        surface a lost connection, which rejects it whatever it waits for. After any failure,
+        or when the connection it subscribed on is gone, the next call subscribes all again.
+        """
+        key = tuple(map(tuple, items)) if items and isinstance(items[0], list) else tuple(items)
+        held = self._subscribed.get(op)
+        live = {id(c) for c in (self.ex.clients or {}).values() if not c.closed()}
+        full = held is None or held[0] != key or not held[1] <= live
+        try:
+            if full:
+                await self._once(op, fn, items)
+                self._subscribed[op] = (key, {id(c) for c in (self.ex.clients or {}).values()})
+            else:
+                await self._once(op, fn, items[-1:])
+        except BaseException:
+            self._subscribed.pop(op, None)
+            raise
 
     async def keep_watching(self, watch: Callable[[], Awaitable[None]], on_lost: Callable[[str, int], None]) -> None:
         """Call `watch` (one watch_* call) forever; after a lost connection call
