@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -47,3 +49,31 @@ def test_the_url_must_be_loopback(write_config) -> None:
     path = write_config("[local_exchange]\nurl = 'http://10.0.0.5:9000'\n")
     with pytest.raises(config.ConfigError, match="local_exchange.url"):
         config.load(path)
+
+
+@pytest.mark.slow
+def test_sigd_run_with_a_symbol_the_exchange_does_not_list_exits_2_naming_file_and_key(write_config, tmp_path) -> None:
+    tape = bundled_tape_dir("2021-05")
+    art = REPO / "models" / "artifacts"
+    path = write_config(f"""
+        [exchange]
+        symbols = ["ETH/USDT", "SOL/USDT"]
+        [local_exchange]
+        tape = "{tape}"
+        [store]
+        path = "{tmp_path / 'state.sqlite'}"
+        [models]
+        device = "cpu"
+        paths = {{ mtf_transformer = "{art / 'mtf_transformer'}", cnn_lstm_attn = "{art / 'cnn_lstm_attn'}" }}
+        [api]
+        enabled = false
+        [alerts.signal_ws]
+        enabled = false
+        [retrain]
+        enabled = false
+        """)
+    done = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{path}: exchange.symbols[1]: 'SOL/USDT' is not a market on the exchange" in done.stderr
+
