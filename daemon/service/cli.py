@@ -109,12 +109,16 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sigd` console script and `python -m daemon`."""
     from daemon.config import ConfigError
+    from daemon.service.statelock import StateLocked
 
     args = build_parser().parse_args(argv)
     try:
         return int(_resolve(COMMANDS[args.command])(args) or 0)
     except ConfigError as exc:
         print(f"sigd: config error: {exc}", file=sys.stderr)
+        return 2
+    except StateLocked as exc:
+        print(f"sigd: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
