@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "backfill": "daemon.market.backfill:backfill_command",
     "train": "models.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
+    "install-service": "daemon.service.install:install_command",
+    "uninstall-service": "daemon.service.install:uninstall_command",
 }
 
 
@@ -98,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+
+    from daemon.service.install import add_arguments  # argparse only: no side effects
+
+    add_arguments(sub.add_parser("install-service", help="install sigd as a systemd service (venv, /etc/sigd, unit)"),
+                  install=True)
+    add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
+                  install=False)
     return parser
 
 
