@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import sqlite_utils
+# sqlite-utils imports pandas (~100 MB of RSS) only to convert pandas values, which sigd never
+# stores: hidden during that import unless something loaded it already (bench service: measured).
+_HIDE_PANDAS = "pandas" not in sys.modules
+if _HIDE_PANDAS:
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # import pandas -> ImportError
+try:
+    import sqlite_utils
+finally:
+    if _HIDE_PANDAS:
+        del sys.modules["pandas"]
 
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
 

@@ -25,7 +25,9 @@ from daemon.config import Config, ConfigError
 from daemon.service.controls import DaemonControls
 from daemon.domain import Bar
 from daemon.service.parts import Parts, build_parts, close_parts
+from daemon.service.check import report, run_checks
 from daemon.service.sdnotify import Notifier
+from daemon.service.statelock import lock_for_store
 from daemon.service.watchdog import Freshness, keepalive
 
 _log = log.get("sigd.app")
@@ -198,8 +200,14 @@ def run_command(args: argparse.Namespace) -> int:
     """`sigd run`: load the config, set up logging, serve until stopped."""
     cfg = config_mod.load(args.config)
     log.setup(cfg.log.level, cfg.log.format)
-    _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
-    return run_bounded(serve(cfg))
+    # Before any part exists: one daemon per state directory, and bad input refused as `sigd check` says it.
+    with lock_for_store(cfg.path(cfg.store.path)):
+        problems = run_checks(cfg)
+        if problems:
+            report(cfg, problems, "run")
+            return 2
+        _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
+        return run_bounded(serve(cfg))
 
 
 def run_bounded(main: Awaitable[int], grace_s: float = 3.0) -> int:
