@@ -19,6 +19,7 @@ import time
 from typing import Any, Awaitable
 
 from daemon import config as config_mod
+from daemon import crashpoints
 from daemon import log
 from daemon.service.api import Api
 from daemon.config import Config, ConfigError
@@ -197,6 +198,10 @@ async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """`sigd run`: load the config, set up logging, serve until stopped."""
     cfg = config_mod.load(args.config)
+    try:
+        crashpoints.check_env()  # a test aiming at a point that does not exist must not pass silently
+    except crashpoints.CrashPointError as exc:
+        raise ConfigError(str(exc)) from None
     log.setup(cfg.log.level, cfg.log.format)
     _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
     return run_bounded(serve(cfg))

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from daemon import log as logging
+from daemon.crashpoints import crash_point
 from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
@@ -323,6 +324,7 @@ class Engine:
         """
         latency_ms = None if received is None else (self.perf_clock() - received) * 1000.0
         signal_id = self.store.add_signal(signal, latency_ms if latency_ms is not None else -1.0, wall_ms())
+        crash_point("after_signal_commit")
         log.info("signal", symbol=signal.symbol, bar_ts=signal.bar_ts, side=signal.side.name,
                  confidence=round(signal.confidence, 4), price=signal.price, strategy=signal.strategy,
                  latency_ms=None if latency_ms is None else round(latency_ms, 3))

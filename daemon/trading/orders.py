@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from daemon import log as logging
+from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.store import Store
 from strategies.base import EPSILON  # one notion of a zero position everywhere
@@ -148,6 +149,7 @@ class Ledger:
     def record_new(self, order: Order, not_before_ts: int | None = None) -> bool:
         """Store an order before anything is sent; False when its client id is already known."""
         created = self.store.put_order(order, self.clock_ms(), not_before_ts)
+        crash_point("after_order_recorded")
         if not created:
             log.warning("order_duplicate_suppressed", client_order_id=order.client_order_id)
         return created
@@ -182,6 +184,7 @@ class Ledger:
                 return self.position(fill.symbol)
             self.store.put_position(position, self.clock_ms())
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id)
+        crash_point("after_fill_commit")
         self._positions[fill.symbol] = position
         log.info("order_filled", client_order_id=fill.client_order_id, side=fill.side, price=fill.price,
                  amount=fill.amount, fee=fill.fee, position=position.amount)
