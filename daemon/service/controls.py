@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from daemon import log
 from daemon.config import Config
-from daemon.domain import Side
+from daemon.domain import Bar, Side
 from daemon.metrics import REGISTRY
 from daemon.service.parts import Parts
 from daemon.service.watchdog import Freshness
@@ -97,12 +97,34 @@ class DaemonControls:
         self.parts.engine.resume()
 
     async def flat(self) -> Mapping[str, Any]:
-        """Close the position now through the broker (a paper order fills at the next price)."""
+        """Close the position now through the broker (a paper order fills at the next price).
+
+        Right after a start no bar of this run has been decided yet: the stored position is
+        then closed at the newest buffered trigger bar (warm-up history), not ignored."""
         before = self._position()["amount"]
-        sent = await self.parts.engine.flatten("operator")
-        _log.warning("flat_requested", before=before, order_sent=sent)
-        return {"position_before": before, "order_sent": sent,
-                "note": "fills at the next price" if sent else "already flat (or no bar yet)"}
+        bar = self._newest_trigger_bar()
+        sent = await self.parts.engine.flatten("operator", fallback=bar)
+        if sent:
+            note = "fills at the next price"
+        elif not before:
+            note = "already flat"
+        elif bar is None:
+            note = "refused: no closed bar yet to price the order; try again after the first bar"
+        else:
+            note = "refused: a close was already sent on this bar; it fills at the next price"
+        _log.warning("flat_requested", before=before, order_sent=sent, note=note)
+        return {"position_before": before, "order_sent": sent, "note": note}
+
+    def _newest_trigger_bar(self) -> Bar | None:
+        symbol, timeframe = self.cfg.exchange.symbol, self.cfg.engine.trigger_timeframe
+        try:
+            rows = self.parts.buffers.ring(symbol, timeframe).window(1)
+        except KeyError:
+            return None
+        if not len(rows):
+            return None
+        ts, o, h, low, c, v = (float(x) for x in rows[-1])
+        return Bar(symbol, timeframe, int(ts), o, h, low, c, v)
 
     async def retrain(self) -> Mapping[str, Any]:
         """Run the retrain job now (in the background); its outcome arrives as an alert."""

@@ -386,10 +386,11 @@ class Engine:
         price = self._last_bar.close if self._last_bar else position.entry_price
         return risk.equity(position, price, self.risk_params.starting_balance)
 
-    async def flatten(self, reason: str = "operator") -> bool:
-        """Close the position now (e.g. Telegram /flat) at the last trigger bar; False when flat."""
+    async def flatten(self, reason: str = "operator", fallback: Bar | None = None) -> bool:
+        """Close the position now (e.g. Telegram /flat) at the last trigger bar (before the first
+        decision of this run: at `fallback`, the newest buffered one); False when flat."""
         async with self._act_lock:
-            bar, position = self._last_bar, self.broker.position(self.symbol)
+            bar, position = self._last_bar or fallback, self.broker.position(self.symbol)
             if bar is None or position.amount == 0:
                 return False
             if self.store.orders(client_order_id=client_order_id(self.symbol, bar.ts, "manual")):
