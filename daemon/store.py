@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import sqlite_utils
 
+from daemon.health import FAILURES
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
@@ -193,13 +194,18 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """Group writes into one commit (all or nothing); not nestable."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # full disk, read-only file, ...: health counts it (daemon/health.py)
+            FAILURES.failed("commit", f"{type(exc).__name__}: {exc}")
             raise
-        conn.execute("COMMIT")
+        FAILURES.succeeded("commit")
 
     def add_predictions(self, symbol: str, predictions: Sequence[Prediction], created_ms: int) -> None:
         """Store one trigger bar's predictions."""

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,16 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.datagrams: list[tuple[float, bytes]] = []
 
-    def start(self) -> "DaemonProcess":
-        with self.log_path.open("wb") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(self.config)],
-                                         cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+    def start(self, piped: bool = False) -> "DaemonProcess":
+        """Start the daemon; `piped` sends its output through a pipe (a thread here writes the
+        log file), so that a file-size limit put on the daemon limits only its own files."""
+        argv = [sys.executable, "-m", "daemon", "run", "-c", str(self.config)]
+        if not piped:
+            with self.log_path.open("wb") as fh:
+                self.proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+            return self
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=_copy_lines, args=(self.proc.stdout, self.log_path), daemon=True).start()
         return self
 
     def poll_notify(self) -> list[bytes]:
@@ -112,6 +119,13 @@ class DaemonProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self.sock.close()
+
+
+def _copy_lines(pipe: Any, path: Path) -> None:
+    with path.open("ab") as fh:
+        for line in pipe:
+            fh.write(line)
+            fh.flush()
 
 
 def build_tiny_artifacts(out: Path) -> dict[str, Path]:

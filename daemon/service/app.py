@@ -43,7 +43,8 @@ class Daemon:
         self.cfg = cfg
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier(self.environ)
-        self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s)
+        self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s,
+                                   max_failures=cfg.service.max_consecutive_failures)
         self.stop = asyncio.Event()
         self.parts: Parts | None = None
         self.controls: DaemonControls | None = None

@@ -31,7 +31,7 @@ class DaemonControls:
     def status(self) -> dict[str, Any]:
         """Streams and freshness, degraded flags, models, position, last signal, outbox, retrain."""
         streams = self._streams()
-        fresh, why = self.freshness.fresh()
+        fresh, why = self.freshness.healthy()
         degraded = sorted(name for name, s in streams.items() if s.get("degraded"))
         reason = why or (f"degraded: {', '.join(degraded)}" if degraded else "")
         return {

@@ -27,6 +27,7 @@ import numpy as np
 
 from daemon import log as logging
 from daemon.crashpoints import crash_point
+from daemon.health import FAILURES
 from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
@@ -261,8 +262,10 @@ class Engine:
                 self.decisions += 1
                 DECISIONS.inc()
                 DECISION_MS.observe((self.perf_clock() - received) * 1000.0)
-        except Exception as exc:  # one bad decision never stops the bar path
+            FAILURES.succeeded("decision")
+        except Exception as exc:  # one bad decision never stops the bar path (health counts it)
             log.exception("decision_failed", symbol=bar.symbol, bar_ts=bar.ts, error=repr(exc))
+            FAILURES.failed("decision", repr(exc))
 
     async def _act(self, bar: Bar, predictions: Sequence[Prediction], received: float) -> None:
         """Strategies → risk gate → signal (stored, published) → broker; all on the loop."""
