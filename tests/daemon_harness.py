@@ -275,6 +275,14 @@ def assert_invariants(db: Path, received: list[dict[str, Any]], account: Any = N
     for e in received:
         body = json.dumps(e, sort_keys=True)
         assert bodies.setdefault(e["id"], body) == body, f"I2: event {e['id']} arrived with two bodies"
+    # I7. The same event types in every mode: each fill event comes after its order's "open" event.
+    first = {}
+    for i, e in enumerate(received):
+        first.setdefault(e["id"], i)
+    for e in received:
+        if e["type"] == "fill":
+            opened = f"order-{e['client_order_id']}-open"
+            assert first.get(opened, len(received)) < first[e["id"]], f"I7: {e['id']} without {opened} before it"
     # I3. No duplicate order: one order per decision (symbol, bar, strategy), one fill per order.
     per_decision = query(db, "SELECT symbol, bar_ts, side, COUNT(*) FROM orders GROUP BY symbol, bar_ts, side "
                              "HAVING COUNT(*) > 1")

@@ -155,6 +155,8 @@ class TestnetBroker:
         filled = float(raw.get("filled") or 0.0)
         done = status in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
         if done and filled > 0:
+            if order.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN):  # open, then the fill, as in paper
+                self.ledger.announce(dataclasses.replace(order, status=OrderStatus.OPEN, exchange_id=exchange_id))
             price = float(raw.get("average") or raw.get("price") or 0.0)
             ts = int(raw.get("timestamp") or self.clock_ms())
             fill = Fill(order.client_order_id, order.symbol, order.side, price, filled,

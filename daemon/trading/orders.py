@@ -161,9 +161,16 @@ class Ledger:
                                     exchange_id=exchange_id, error=error)
         updated = dataclasses.replace(order, status=status, exchange_id=exchange_id or order.exchange_id)
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
-        self._publish("order", {**order_payload(updated), "error": error},
-                      f"order-{order.client_order_id}-{status.value}")
+        self.announce(updated, error)
         return updated
+
+    def announce(self, order: Order, error: str | None = None) -> None:
+        """Publish the "order" event of the order's status (its id is stable: once per status).
+
+        Every broker announces an order as `open` before its fill, so that webhook consumers
+        see the same event types (order, then fill) in paper and testnet mode."""
+        self._publish("order", {**order_payload(order), "error": error},
+                      f"order-{order.client_order_id}-{order.status.value}")
 
     def _publish(self, type: str, payload: dict[str, Any], event_id: str) -> bool:
         # A broken sink must never break the bar path: the row is committed, the event waits.

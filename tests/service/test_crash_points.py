@@ -121,3 +121,30 @@ def test_an_unknown_crash_point_is_refused(tmp_path: Path) -> None:
                         text=True, timeout=60, env={**CRASH_ENV, "PATH": "/usr/bin:/bin",
                                                     "SIGD_CRASH_AT": "after_lunch"})
     assert rc.returncode == 2 and "SIGD_CRASH_AT" in rc.stderr and "after_signal_commit" in rc.stderr
+
+
+@pytest.mark.parametrize("mode", ["paper", "testnet"])
+async def test_webhook_consumers_see_order_then_fill_in_every_mode(mode: str, tmp_path: Path,
+                                                                    tiny_artifacts: dict[str, Path]) -> None:
+    receiver = WebhookReceiver(WEBHOOK_SECRET)
+    await receiver.start()
+    db = tmp_path / "state.sqlite"
+    try:
+        async with LocalExchange(speed=60.0) as lx:
+            cfg = write_toml(tmp_path / "config.toml",
+                             trading_sections(tmp_path, tiny_artifacts, receiver.url, mode=mode, lx_url=lx.base_url))
+            daemon = DaemonProcess(cfg, tmp_path, CRASH_ENV).start()
+            try:
+                await daemon.wait_ready()
+                await daemon.wait_for(lambda: sum(e["type"] == "fill" for e in receiver.received) >= 2, 60,
+                                      "two fill events")
+                daemon.signal(signal.SIGTERM)
+                assert await daemon.wait_exit(20) == 0
+            finally:
+                daemon.close()
+            assert {e["type"] for e in receiver.received} == {"signal", "order", "fill"}
+            opens = [e for e in receiver.received if e["type"] == "order"]
+            assert opens and all(e["status"] == "open" and e["id"].endswith("-open") for e in opens)
+            assert_invariants(db, receiver.received, lx.account if mode == "testnet" else None, ETH_START)
+    finally:
+        await receiver.stop()
