@@ -5,6 +5,7 @@ notify socket, tiny artifacts trained by the real pipeline, configs, free loopba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from tests.conftest import REPO
 
@@ -315,3 +316,29 @@ def _assert_exchange_agrees(db: Path, account: Any, start_balance: float, positi
     held = account.free.get(base, 0.0) + account.locked.get(base, 0.0)
     assert abs(held - (start_balance + position)) < 1e-6, f"I6: exchange holds {held}, ledger implies " \
                                                            f"{start_balance + position}"
+
+
+class Market:
+    """What a trading test runs beside the daemon: a local exchange that outlives it, a webhook
+    receiver, and the daemon's config (`sections` as written to `config`)."""
+
+    def __init__(self, lx: Any, receiver: Any, sections: dict[str, dict[str, Any]], config: Path) -> None:
+        self.lx, self.receiver, self.sections, self.config = lx, receiver, sections, config
+        self.db = Path(sections["store"]["path"])
+        self.api = f"http://127.0.0.1:{sections['api']['port']}"
+
+
+@contextlib.asynccontextmanager
+async def market(tmp: Path, artifacts: dict[str, Path], mode: str = "paper") -> AsyncIterator[Market]:
+    """A local exchange at 60x in this process, a webhook receiver, and a config for `mode`."""
+    from daemon.localexchange import LocalExchange
+    from tests.alert_fakes import WebhookReceiver
+
+    receiver = WebhookReceiver(WEBHOOK_SECRET)
+    await receiver.start()
+    try:
+        async with LocalExchange(speed=60.0) as lx:
+            sections = trading_sections(tmp, artifacts, receiver.url, mode=mode, lx_url=lx.base_url)
+            yield Market(lx, receiver, sections, write_toml(tmp / "config.toml", sections))
+    finally:
+        await receiver.stop()

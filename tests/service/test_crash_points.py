@@ -17,9 +17,8 @@ import pytest
 
 from daemon.crashpoints import CRASH_EXIT_CODE, POINTS
 from daemon.localexchange import LocalExchange
-from tests.alert_fakes import WebhookReceiver
-from tests.daemon_harness import (CRASH_ENV, WEBHOOK_SECRET, DaemonProcess, assert_invariants, query,
-                                  trading_sections, wait_crash, write_toml)
+from tests.daemon_harness import (CRASH_ENV, DaemonProcess, assert_invariants, market, query, wait_crash,
+                                  write_toml)
 
 pytestmark = pytest.mark.slow
 ETH_START = 10.0  # the local exchange's default ETH balance
@@ -73,41 +72,56 @@ def test_every_trading_crash_point_has_a_restart_test() -> None:
 async def test_crash_then_restart_keeps_the_invariants(point: str, tmp_path: Path,
                                                        tiny_artifacts: dict[str, Path]) -> None:
     mode, evidence = CASES[point]
-    receiver = WebhookReceiver(WEBHOOK_SECRET)
-    await receiver.start()
-    db = tmp_path / "state.sqlite"
-    try:
-        async with LocalExchange(speed=60.0) as lx:
-            cfg = write_toml(tmp_path / "config.toml",
-                             trading_sections(tmp_path, tiny_artifacts, receiver.url, mode=mode, lx_url=lx.base_url))
-            first = DaemonProcess(cfg, tmp_path, {**CRASH_ENV, "SIGD_CRASH_AT": point}).start()
-            try:
-                assert await wait_crash(first, 90) == CRASH_EXIT_CODE
-            finally:
-                first.close()
-            assert f'"point": "{point}"' in first.log_path.read_text()
-            evidence(db, lx, receiver.received)
+    async with market(tmp_path, tiny_artifacts, mode) as m:
+        first = DaemonProcess(m.config, tmp_path, {**CRASH_ENV, "SIGD_CRASH_AT": point}).start()
+        try:
+            assert await wait_crash(first, 90) == CRASH_EXIT_CODE
+        finally:
+            first.close()
+        assert f'"point": "{point}"' in first.log_path.read_text()
+        evidence(m.db, m.lx, m.receiver.received)
 
-            second = DaemonProcess(cfg, tmp_path, CRASH_ENV).start()
-            try:
-                await second.wait_ready()
-                [[fills_before]] = query(db, "SELECT COUNT(*) FROM fills")
-                # It goes on trading, and what the crash left behind is delivered.
-                await second.wait_for(lambda: query(db, "SELECT COUNT(*) FROM fills")[0][0] >= fills_before + 2,
-                                      60, "two more fills after the restart")
-                await second.wait_for(lambda: query(db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'")
-                                      == [(0,)], 30, "the outbox delivered")
-                second.signal(signal.SIGTERM)
-                assert await second.wait_exit(20) == 0
-            finally:
-                second.close()
-            assert receiver.bad_signatures == 0
-            assert_invariants(db, receiver.received, lx.account if mode == "testnet" else None, ETH_START)
-            if point == "mid_outbox_delivery":  # at-least-once: the cut delivery came again, same id
-                first_id = receiver.received[0]["id"]
-                assert sum(e["id"] == first_id for e in receiver.received) >= 2
-    finally:
-        await receiver.stop()
+        second = DaemonProcess(m.config, tmp_path, CRASH_ENV).start()
+        try:
+            await second.wait_ready()
+            [[fills_before]] = query(m.db, "SELECT COUNT(*) FROM fills")
+            # It goes on trading, and what the crash left behind is delivered.
+            await second.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM fills")[0][0] >= fills_before + 2,
+                                  60, "two more fills after the restart")
+            await second.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'")
+                                  == [(0,)], 30, "the outbox delivered")
+            await _stop(second)
+        finally:
+            second.close()
+        assert m.receiver.bad_signatures == 0
+        assert_invariants(m.db, m.receiver.received, m.lx.account if mode == "testnet" else None, ETH_START)
+        if point == "mid_outbox_delivery":  # at-least-once: the cut delivery came again, same id
+            first_id = m.receiver.received[0]["id"]
+            assert sum(e["id"] == first_id for e in m.receiver.received) >= 2
+
+
+async def _stop(daemon: DaemonProcess) -> None:
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(20) == 0
+
+
+@pytest.mark.parametrize("mode", ["paper", "testnet"])
+async def test_webhook_consumers_see_order_then_fill_in_every_mode(mode: str, tmp_path: Path,
+                                                                    tiny_artifacts: dict[str, Path]) -> None:
+    async with market(tmp_path, tiny_artifacts, mode) as m:
+        daemon = DaemonProcess(m.config, tmp_path, CRASH_ENV).start()
+        try:
+            await daemon.wait_ready()
+            await daemon.wait_for(lambda: sum(e["type"] == "fill" for e in m.receiver.received) >= 2, 60,
+                                  "two fill events")
+            await _stop(daemon)
+        finally:
+            daemon.close()
+        received = m.receiver.received
+        assert {e["type"] for e in received} == {"signal", "order", "fill"}
+        opens = [e for e in received if e["type"] == "order"]
+        assert opens and all(e["status"] == "open" and e["id"].endswith("-open") for e in opens)
+        assert_invariants(m.db, received, m.lx.account if mode == "testnet" else None, ETH_START)
 
 
 def test_an_unknown_crash_point_is_refused(tmp_path: Path) -> None:
@@ -121,30 +135,3 @@ def test_an_unknown_crash_point_is_refused(tmp_path: Path) -> None:
                         text=True, timeout=60, env={**CRASH_ENV, "PATH": "/usr/bin:/bin",
                                                     "SIGD_CRASH_AT": "after_lunch"})
     assert rc.returncode == 2 and "SIGD_CRASH_AT" in rc.stderr and "after_signal_commit" in rc.stderr
-
-
-@pytest.mark.parametrize("mode", ["paper", "testnet"])
-async def test_webhook_consumers_see_order_then_fill_in_every_mode(mode: str, tmp_path: Path,
-                                                                    tiny_artifacts: dict[str, Path]) -> None:
-    receiver = WebhookReceiver(WEBHOOK_SECRET)
-    await receiver.start()
-    db = tmp_path / "state.sqlite"
-    try:
-        async with LocalExchange(speed=60.0) as lx:
-            cfg = write_toml(tmp_path / "config.toml",
-                             trading_sections(tmp_path, tiny_artifacts, receiver.url, mode=mode, lx_url=lx.base_url))
-            daemon = DaemonProcess(cfg, tmp_path, CRASH_ENV).start()
-            try:
-                await daemon.wait_ready()
-                await daemon.wait_for(lambda: sum(e["type"] == "fill" for e in receiver.received) >= 2, 60,
-                                      "two fill events")
-                daemon.signal(signal.SIGTERM)
-                assert await daemon.wait_exit(20) == 0
-            finally:
-                daemon.close()
-            assert {e["type"] for e in receiver.received} == {"signal", "order", "fill"}
-            opens = [e for e in receiver.received if e["type"] == "order"]
-            assert opens and all(e["status"] == "open" and e["id"].endswith("-open") for e in opens)
-            assert_invariants(db, receiver.received, lx.account if mode == "testnet" else None, ETH_START)
-    finally:
-        await receiver.stop()

@@ -14,8 +14,8 @@ import pytest
 from daemon.localexchange import LocalExchange
 from daemon.trading.orders import client_order_id
 from tests.alert_fakes import WebhookReceiver
-from tests.daemon_harness import (API_TOKEN, CRASH_ENV, WEBHOOK_SECRET, DaemonProcess, query, trading_sections,
-                                  write_toml)
+from tests.daemon_harness import (API_TOKEN, CRASH_ENV, WEBHOOK_SECRET, DaemonProcess, market, query,
+                                  trading_sections, write_toml)
 
 pytestmark = pytest.mark.slow
 START = "2025-08-13T14:25:45Z"
@@ -89,35 +89,26 @@ async def _stop_with_position_open(daemon: DaemonProcess, db: Path, lx: LocalExc
 
 async def test_flat_right_after_start_closes_the_stored_position(tmp_path: Path,
                                                                  tiny_artifacts: dict[str, Path]) -> None:
-    receiver = WebhookReceiver(WEBHOOK_SECRET)
-    await receiver.start()
-    db = tmp_path / "state.sqlite"
-    try:
-        async with LocalExchange(speed=60.0) as lx:
-            sections = trading_sections(tmp_path, tiny_artifacts, receiver.url, lx_url=lx.base_url)
-            cfg = write_toml(tmp_path / "config.toml", sections)
-            held = await _stop_with_position_open(DaemonProcess(cfg, tmp_path, CRASH_ENV), db, lx)
-            [[newest]] = query(db, "SELECT MAX(ts) FROM bars WHERE symbol='ETH/USDT' AND timeframe='1m'")
+    async with market(tmp_path, tiny_artifacts) as m:
+        held = await _stop_with_position_open(DaemonProcess(m.config, tmp_path, CRASH_ENV), m.db, m.lx)
+        [[newest]] = query(m.db, "SELECT MAX(ts) FROM bars WHERE symbol='ETH/USDT' AND timeframe='1m'")
 
-            second = DaemonProcess(cfg, tmp_path, CRASH_ENV).start()  # the market stays frozen: no bar yet
-            try:
-                await second.wait_ready()
-                api = f"http://127.0.0.1:{sections['api']['port']}"
-                async with aiohttp.ClientSession() as http:
-                    async with http.post(f"{api}/flat", headers={"Authorization": f"Bearer {API_TOKEN}"}) as r:
-                        outcome = (await r.json())["outcome"]
-                assert not [e for e in second.log_events() if e.get("event") == "bar_closed"]  # really before any
-                assert outcome["order_sent"] is True and outcome["position_before"] == held, outcome
-                manual = client_order_id("ETH/USDT", newest, "manual")
-                [(side, amount)] = query(db, "SELECT side, amount FROM orders WHERE client_order_id=?", (manual,))
-                assert (side, amount) == ("sell" if held > 0 else "buy", abs(held))
-                lx.resume_clock()  # the next price arrives: the close fills
-                await second.wait_for(lambda: f"fill-{manual}" in receiver.ids(), 30, "the close's fill delivered")
-                [fill] = [e for e in receiver.received if e["id"] == f"fill-{manual}"]
-                assert fill["position"]["amount"] == 0.0
-                second.signal(signal.SIGTERM)
-                assert await second.wait_exit(20) == 0
-            finally:
-                second.close()
-    finally:
-        await receiver.stop()
+        second = DaemonProcess(m.config, tmp_path, CRASH_ENV).start()  # the market stays frozen: no bar yet
+        try:
+            await second.wait_ready()
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{m.api}/flat", headers={"Authorization": f"Bearer {API_TOKEN}"}) as r:
+                    outcome = (await r.json())["outcome"]
+            assert not [e for e in second.log_events() if e.get("event") == "bar_closed"]  # really before any
+            assert outcome["order_sent"] is True and outcome["position_before"] == held, outcome
+            manual = client_order_id("ETH/USDT", newest, "manual")
+            [(side, amount)] = query(m.db, "SELECT side, amount FROM orders WHERE client_order_id=?", (manual,))
+            assert (side, amount) == ("sell" if held > 0 else "buy", abs(held))
+            m.lx.resume_clock()  # the next price arrives: the close fills
+            await second.wait_for(lambda: f"fill-{manual}" in m.receiver.ids(), 30, "the close's fill delivered")
+            [fill] = [e for e in m.receiver.received if e["id"] == f"fill-{manual}"]
+            assert fill["position"]["amount"] == 0.0
+            second.signal(signal.SIGTERM)
+            assert await second.wait_exit(20) == 0
+        finally:
+            second.close()
