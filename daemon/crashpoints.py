@@ -19,10 +19,10 @@ ENV = "SIGD_CRASH_AT"
 CRASH_EXIT_CODE = 86  # distinct from 1 (failure) and 2 (bad config): a test knows the point was hit
 
 POINTS: dict[str, str] = {
-    "after_signal_commit": "a signal row is committed; its alert is not yet in the outbox",
-    "after_order_recorded": "an order is stored PENDING; nothing was sent to the exchange",
+    "after_signal_commit": "a decision with a signal is committed (signal, alert row, order); no order sent",
+    "after_order_recorded": "an order is committed PENDING; nothing was sent to the exchange",
     "after_order_sent_before_ack": "the exchange accepted an order; its answer is not recorded",
-    "after_fill_commit": "a fill and the position are committed; the fill event is not yet published",
+    "after_fill_commit": "a fill, the position and the fill alert are committed; nothing delivered yet",
     "mid_outbox_delivery": "the receiver has an alert; its outbox row is still pending",
     "mid_retrain_install": "a promoted artifact is copied beside its place; not renamed, not registered",
 }

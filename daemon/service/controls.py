@@ -102,8 +102,9 @@ class DaemonControls:
         Right after a start no bar of this run has been decided yet: the stored position is
         then closed at the newest buffered trigger bar (warm-up history), not ignored."""
         before = self._position()["amount"]
-        bar = self._newest_trigger_bar()
-        sent = await self.parts.engine.flatten("operator", fallback=bar)
+        newest = {s: b for s in self.cfg.exchange.symbols if (b := self._newest_trigger_bar(s)) is not None}
+        bar = newest.get(self.cfg.exchange.symbol)
+        sent = await self.parts.engine.flatten("operator", fallback=newest)
         if sent:
             note = "fills at the next price"
         elif not before:
@@ -115,8 +116,8 @@ class DaemonControls:
         _log.warning("flat_requested", before=before, order_sent=sent, note=note)
         return {"position_before": before, "order_sent": sent, "note": note}
 
-    def _newest_trigger_bar(self) -> Bar | None:
-        symbol, timeframe = self.cfg.exchange.symbol, self.cfg.engine.trigger_timeframe
+    def _newest_trigger_bar(self, symbol: str) -> Bar | None:
+        timeframe = self.cfg.engine.trigger_timeframe
         try:
             rows = self.parts.buffers.ring(symbol, timeframe).window(1)
         except KeyError:

@@ -24,10 +24,17 @@ pytestmark = pytest.mark.slow
 ETH_START = 10.0  # the local exchange's default ETH balance
 
 
-def _signal_unpublished(db: Path, lx: LocalExchange, received: list[dict[str, Any]]) -> None:
-    rows = query(db, "SELECT id, event_id FROM signals ORDER BY id")
-    assert rows and rows[-1][1] is None  # committed, never handed to the outbox
-    assert query(db, "SELECT COUNT(*) FROM outbox WHERE event_id=?", (f"signal-{rows[-1][0]}",)) == [(0,)]
+def _undelivered(db: Path, event_id: str, received: list[dict[str, Any]]) -> None:
+    """The event is committed in the outbox, and nobody has it yet."""
+    assert query(db, "SELECT status FROM outbox WHERE event_id=?", (event_id,)) == [("pending",)]
+    assert event_id not in {e["id"] for e in received}
+
+
+def _signal_committed_order_not_sent(db: Path, lx: LocalExchange, received: list[dict[str, Any]]) -> None:
+    [(event_id,)] = query(db, "SELECT event_id FROM signals")
+    _undelivered(db, event_id, received)
+    [(status,)] = query(db, "SELECT status FROM orders")  # the decision's order: stored, never executed
+    assert status == "open" and query(db, "SELECT COUNT(*) FROM fills") == [(0,)]
 
 
 def _order_only_stored(db: Path, lx: LocalExchange, received: list[dict[str, Any]]) -> None:
@@ -42,10 +49,11 @@ def _order_at_exchange_not_recorded(db: Path, lx: LocalExchange, received: list[
     assert placed.status == "FILLED"  # the exchange did it; sigd never heard
 
 
-def _fill_unpublished(db: Path, lx: LocalExchange, received: list[dict[str, Any]]) -> None:
-    [(cid, event_id)] = query(db, "SELECT client_order_id, event_id FROM fills")
+def _fill_committed_undelivered(db: Path, lx: LocalExchange, received: list[dict[str, Any]]) -> None:
+    [(event_id,)] = query(db, "SELECT event_id FROM fills")
     [(amount,)] = query(db, "SELECT amount FROM positions")
-    assert event_id is None and amount != 0  # fill and position committed together, event lost
+    assert amount != 0  # fill, position and its alert committed together
+    _undelivered(db, event_id, received)
 
 
 def _delivered_but_pending(db: Path, lx: LocalExchange, received: list[dict[str, Any]]) -> None:
@@ -56,10 +64,10 @@ def _delivered_but_pending(db: Path, lx: LocalExchange, received: list[dict[str,
 
 # point -> (broker mode, what the state must show right after the crash)
 CASES: dict[str, tuple[str, Callable[[Path, LocalExchange, list[dict[str, Any]]], None]]] = {
-    "after_signal_commit": ("paper", _signal_unpublished),
+    "after_signal_commit": ("paper", _signal_committed_order_not_sent),
     "after_order_recorded": ("testnet", _order_only_stored),
     "after_order_sent_before_ack": ("testnet", _order_at_exchange_not_recorded),
-    "after_fill_commit": ("testnet", _fill_unpublished),
+    "after_fill_commit": ("testnet", _fill_committed_undelivered),
     "mid_outbox_delivery": ("paper", _delivered_but_pending),
 }
 
