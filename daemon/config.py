@@ -175,9 +175,13 @@ class ServiceConfig:
     stale_after_s: float = 90.0
     shutdown_deadline_s: float = 10.0
     status_interval_s: float = 15.0
+    # Failed decisions (or failed SQLite commits) in a row that turn /healthz red and stop
+    # WATCHDOG=1, so that systemd restarts the service.
+    max_consecutive_failures: int = 3
 
     def check(self, key: str) -> None:
         _require(self.stale_after_s > 0, f"{key}.stale_after_s", "must be > 0")
+        _require(self.max_consecutive_failures >= 1, f"{key}.max_consecutive_failures", "must be >= 1")
         _require(self.shutdown_deadline_s > 0, f"{key}.shutdown_deadline_s", "must be > 0")
         _require(self.status_interval_s > 0, f"{key}.status_interval_s", "must be > 0")
 

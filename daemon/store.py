@@ -27,6 +27,7 @@ finally:
     if _HIDE_PANDAS:
         del sys.modules["pandas"]
 
+from daemon.health import FAILURES
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
@@ -240,13 +241,18 @@ class Store:
                 self._savepoints -= 1
             conn.execute(f"RELEASE {name}")
             return
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # full disk, read-only file, ...: health counts it (daemon/health.py)
+            FAILURES.failed("commit", f"{type(exc).__name__}: {exc}")
             raise
-        conn.execute("COMMIT")
+        FAILURES.succeeded("commit")
 
     def decided(self, symbol: str, bar_ts: int) -> bool:
         """Whether the trigger bar of `symbol` at `bar_ts` was decided (and committed) before."""
