@@ -314,6 +314,10 @@ class ExchangeClient:
         if until_ms is not None and held:
             yield held
 
+    async def server_time_ms(self) -> int:
+        """The exchange's clock (a replay clock on the local exchange): one weight-1 call."""
+        return int(await self._call("fetch_time", self.ex.fetch_time))
+
     async def forming_bar_ts(self, symbol: str, timeframe: str) -> int:
         """Open time of the bar forming now on the exchange (its clock, e.g. a replay clock)."""
         rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, None, 1)

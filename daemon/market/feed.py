@@ -169,12 +169,15 @@ class Feed:
         within the exchange's weight budget); a progress line is logged as each symbol is done.
         """
         gate = asyncio.Semaphore(self.cfg.warmup_concurrency)
+        # One clock read for every stream (not a klines call per stream to find its forming
+        # bar): bars that close meanwhile are backfilled when the stream goes live.
+        now_ms = await self.client.server_time_ms()
         left = {sym: sum(1 for s, _ in self.streams if s == sym) for sym, _ in self.streams}
         started, done = time.monotonic(), [0]
 
         async def warm(st: StreamState) -> None:
             async with gate:
-                await self._warm_stream(st)
+                await self._warm_stream(st, now_ms)
             left[st.symbol] -= 1
             if left[st.symbol] == 0:
                 done[0] += 1
@@ -192,9 +195,9 @@ class Feed:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _warm_stream(self, st: StreamState) -> None:
+    async def _warm_stream(self, st: StreamState, now_ms: int) -> None:
         step, n = st.step_ms, self.cfg.warmup_bars
-        forming = await self.client.forming_bar_ts(st.symbol, st.timeframe)
+        forming = now_ms - now_ms % step  # the bar forming at the exchange's `now_ms`
         start = forming - n * step
         stored = [b for b in self.store.iter_bars(st.symbol, st.timeframe, start, forming) if self._sound(st, b)]
         fetched: list[Bar] = []

@@ -51,7 +51,8 @@ async def test_one_symbol_gapped_and_another_stalled_while_the_others_keep_deliv
     store = Store(tmp_path / "s.sqlite")
     async with local_exchange(DAY_2021 + 30_000, speed, TAPE_2021) as lx, exchange_client(lx, cfg) as client:
         async with running_feed(client, store, cfg, speed, rec) as feed:
-            first = lx.now_ms() - lx.now_ms() % 60_000  # the first bar to close live
+            now = lx.now_ms()
+            first = now - now % 60_000  # the first bar to close live
             lx.faults.skip_bars(1, "xrpusdt@kline_1m")  # a gap (2 s silent < 3 s stall timeout): REST fills it
             lx.faults.stall("adausdt@kline_1m", seconds=5)  # silent past the stall timeout: resync
             end = first + 8 * 60_000
