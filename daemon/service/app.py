@@ -19,6 +19,7 @@ import time
 from typing import Any, Awaitable
 
 from daemon import config as config_mod
+from daemon import crashpoints
 from daemon import log
 from daemon.service.api import Api
 from daemon.config import Config, ConfigError
@@ -44,7 +45,8 @@ class Daemon:
         self.cfg = cfg
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier(self.environ)
-        self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s)
+        self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s,
+                                   max_failures=cfg.service.max_consecutive_failures)
         self.stop = asyncio.Event()
         self.parts: Parts | None = None
         self.controls: DaemonControls | None = None
@@ -199,6 +201,10 @@ async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """`sigd run`: load the config, set up logging, serve until stopped."""
     cfg = config_mod.load(args.config)
+    try:
+        crashpoints.check_env()  # a test aiming at a point that does not exist must not pass silently
+    except crashpoints.CrashPointError as exc:
+        raise ConfigError(str(exc)) from None
     log.setup(cfg.log.level, cfg.log.format)
     # Before any part exists: one daemon per state directory, and bad input refused as `sigd check` says it.
     with lock_for_store(cfg.path(cfg.store.path)):
