@@ -8,7 +8,7 @@ thread is steadier); the target is both `small` models together p99 ≤ 20 ms. W
 --device cuda (preset `seed`, the hybrid under bf16 autocast) it also measures the GPU's
 matmul rate and compares the hybrid's time with FLOPs / rate; the target there is both
 together ≤ 5 ms on an H100. The shipped artifacts are timed through
-models.predictor (features + network + threshold) when that module and its artifacts exist.
+pipeline.predictor (features + network + threshold) when that module and its artifacts exist.
 """
 
 from __future__ import annotations
@@ -145,9 +145,9 @@ def matmul_tflops(device: str, dtype: torch.dtype, n: int = 8192, iters: int = 2
 def predictor_rows(device: str, iters: int) -> list[tuple[str, float, float]] | str:
     """Latency of Predictor.predict (features + network + threshold) on the shipped artifacts."""
     try:
-        from models.predictor import Predictor  # type: ignore[import-not-found]
+        from pipeline.predictor import Predictor  # type: ignore[import-not-found]
     except ImportError:
-        return "models.predictor not on this branch yet: skipped"
+        return "pipeline.predictor not on this branch yet: skipped"
     root = Path(__file__).resolve().parent.parent / "models" / "artifacts"
     rows = []
     for art in sorted(p for p in root.glob("*") if p.is_dir()):
