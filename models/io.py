@@ -133,4 +133,4 @@ class WindowIO:
         """Attention of the prediction over the window [B, T] (oldest first), or None without one."""
         if not hasattr(model, "attention_weights") or not getattr(model.config, "use_attention", True):
             return None
-        return model.attention_weights(b["x"]).float().cpu().numpy()
+        return model.attention_weights(b["x"]).detach().float().cpu().numpy()

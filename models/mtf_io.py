@@ -126,5 +126,5 @@ class MTFIO(WindowIO):
 
     def attention(self, model: nn.Module, b: Batch) -> np.ndarray | None:
         """The summary token's attention over the window's ages (last main layer)."""
-        return model.attention_weights(b["bars"], b["present"]).float().cpu().numpy()
+        return model.attention_weights(b["bars"], b["present"]).detach().float().cpu().numpy()
 

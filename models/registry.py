@@ -19,6 +19,12 @@ FAMILIES: dict[str, str] = {
     "attention_lstm": "models.attention_lstm:FAMILY",
     "seq_transformer": "models.seq_transformer:FAMILY",
     "stacked_lstm": "models.stacked_lstm:FAMILY",
+    "gru": "models.gru:FAMILY",
+    "tcn": "models.tcn:FAMILY",
+    "seq2seq_attention": "models.seq2seq_attention:FAMILY",
+    "tft": "models.tft:FAMILY",
+    "informer": "models.informer:FAMILY",
+    "cnn_lstm": "models.cnn_lstm:FAMILY",
 }
 MODELS = FAMILIES  # the names sigd serves and trains
 
