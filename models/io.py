@@ -92,9 +92,16 @@ class WindowIO:
 
     def example(self, config: Any, batch: int, device: torch.device, generator: torch.Generator | None = None,
                 steps: int | None = None) -> Batch:
-        """Random inputs of the model's shape (benchmarks, tests)."""
+        """Random inputs of the model's shape and random labels (benchmarks, tests): `step` runs on it."""
         t = steps or config.seq_len
-        return {"x": torch.randn(batch, t, config.n_features, generator=generator).to(device)}
+        return {"x": torch.randn(batch, t, config.n_features, generator=generator).to(device),
+                "y": self.random_labels(batch, device, generator)}
+
+    def random_labels(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        """Classes [B] (classification) or returns [B] (regression), for `example`."""
+        if self.mode == "classification":
+            return torch.randint(0, 3, (batch,), generator=generator).to(device)
+        return (0.001 * torch.randn(batch, generator=generator)).to(device)
 
     def float_inputs(self, b: Batch) -> list[tuple[Any, str]]:
         """(container, key) of every float input tensor: what augmentation may perturb."""

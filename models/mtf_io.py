@@ -96,11 +96,13 @@ class MTFIO(WindowIO):
 
     def example(self, config: Any, batch: int, device: torch.device, generator: torch.Generator | None = None,
                 steps: int | None = None) -> Batch:
-        """Random bars of every timeframe but 1s (the daemon's usual inputs)."""
+        """Random bars of every timeframe but 1s (the daemon's usual inputs) and action labels."""
         t = steps or config.seq_len
         keys = [k for k in TIMEFRAMES if k != "1s"]
+        y = self.random_labels(batch, device, generator)
         return {"bars": {k: torch.randn(batch, t, BAR_FEATURES, generator=generator).to(device) for k in keys},
-                "present": {k: torch.ones(batch, dtype=torch.bool, device=device) for k in keys}}
+                "present": {k: torch.ones(batch, dtype=torch.bool, device=device) for k in keys},
+                "y": y, "targets": {"action": y}}
 
     def float_inputs(self, b: Batch) -> list[tuple[Any, str]]:
         """Every timeframe's bars."""

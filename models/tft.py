@@ -74,21 +74,40 @@ class GRN(nn.Module):
         return self.gate(self.fc1(F.elu(self.fc2(a))), self.skip(a))
 
 
+class VariableGRN(nn.Module):
+    """F GRNs of width d, one per variable, run at once (weights stacked: one einsum per layer)."""
+
+    def __init__(self, n_vars: int, d: int, dropout: float) -> None:
+        super().__init__()
+        init = lambda *shape: nn.Parameter(torch.randn(*shape) / shape[-2] ** 0.5)  # noqa: E731
+        self.w2, self.b2 = init(n_vars, d, d), nn.Parameter(torch.zeros(n_vars, d))
+        self.w1, self.b1 = init(n_vars, d, d), nn.Parameter(torch.zeros(n_vars, d))
+        self.wg, self.bg = init(n_vars, d, 2 * d), nn.Parameter(torch.zeros(n_vars, 2 * d))
+        self.ln_w, self.ln_b = nn.Parameter(torch.ones(n_vars, d)), nn.Parameter(torch.zeros(n_vars, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        """e [..., F, d] → [..., F, d]: variable j through its own GRN."""
+        h = F.elu(torch.einsum("...fi,fio->...fo", e, self.w2) + self.b2)
+        h = torch.einsum("...fi,fio->...fo", h, self.w1) + self.b1
+        g = F.glu(torch.einsum("...fi,fio->...fo", self.drop(h), self.wg) + self.bg, dim=-1)
+        return F.layer_norm(e + g, e.shape[-1:]) * self.ln_w + self.ln_b
+
+
 class VariableSelection(nn.Module):
     """Per-feature embeddings and GRNs, mixed by softmax weights a GRN computes from all of them."""
 
     def __init__(self, n_vars: int, d: int, dropout: float) -> None:
         super().__init__()
         self.weight, self.bias = nn.Parameter(torch.randn(n_vars, d) * 0.1), nn.Parameter(torch.zeros(n_vars, d))
-        self.per_var = nn.ModuleList(GRN(d, d, d, dropout) for _ in range(n_vars))
+        self.per_var = VariableGRN(n_vars, d, dropout)
         self.select = GRN(n_vars * d, d, n_vars, dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, F] → selected [B, T, d] and the variable weights [B, T, F]."""
         e = x[..., None] * self.weight + self.bias  # (B, T, F, d): each feature embedded on its own
         w = torch.softmax(self.select(e.flatten(-2)), dim=-1)  # (B, T, F)
-        h = torch.stack([grn(e[..., j, :]) for j, grn in enumerate(self.per_var)], dim=-2)  # (B, T, F, d)
-        return (w[..., None] * h).sum(-2), w
+        return (w[..., None] * self.per_var(e)).sum(-2), w
 
 
 class InterpretableAttention(nn.Module):
