@@ -207,7 +207,7 @@ def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
     paths = getattr(getattr(cfg, "models", None), "paths", None)
     if paths:
         return {name: cfg.path(p) for name, p in paths.items()}
-    from models.train import REPO
+    from pipeline.train import REPO
 
     shipped = REPO / "models" / "artifacts"
     return {p.name: p for p in sorted(shipped.glob("*")) if (p / "artifact.json").is_file()}
@@ -215,7 +215,7 @@ def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
 
 def load_predictors(dirs: Mapping[str, Path], device: str = "cpu") -> dict[str, Any]:
     """Predictor per artifact dir, keyed by the model name the artifact declares."""
-    from models.predictor import Predictor
+    from pipeline.predictor import Predictor
 
     out = {}
     for where in dirs.values():
