@@ -172,8 +172,11 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
     buffers = Buffers()
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
                 clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
+    # Paper orders fill at the live bid/ask when the market side streams quotes (a QuoteSource);
+    # without one they fill at the next bar's open.
+    quotes = getattr(feed, "quotes", None)
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
-                                exchange=client if cfg.broker.mode == "testnet" else None)
+                                exchange=client if cfg.broker.mode == "testnet" else None, quotes=quotes)
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
                   model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,

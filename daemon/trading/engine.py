@@ -117,6 +117,7 @@ class Engine:
         self._prewarm: asyncio.TimerHandle | None = None
         self._act_lock = asyncio.Lock()
         self.decisions = self.skipped = 0
+        self.last_commit = 0.0  # perf clock at the newest cycle's commit (benchmarks read it)
 
     @classmethod
     def from_config(
@@ -213,6 +214,7 @@ class Engine:
             answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs])
             async with self._act_lock:
                 outcomes = self._decide_all(jobs, answers)
+                self.last_commit = self.perf_clock()
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs})
         except Exception as exc:  # one bad cycle never stops the bar path
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
