@@ -183,3 +183,27 @@ async def test_a_late_bar_older_than_the_open_cycle_joins_it(tmp_path: Path) -> 
     await asyncio.wait_for(engine.cycles.flush(), 5)
     assert engine.store.decided("XRP/USDT", T0) and engine.store.decided("ETH/USDT", T0 + MIN)
     await engine.close()
+
+
+async def test_prewarm_runs_one_throwaway_pass_before_the_next_close_and_stores_nothing(tmp_path: Path) -> None:
+    from daemon.trading.engine import Engine
+    from tests.trading.symbol_parts import buffers_for
+
+    mtf = BatchMomentum("mtf", "m1")
+    store = Store(tmp_path / "sigd.sqlite")
+    buffers = buffers_for(SYMBOLS)
+    # A 1m trigger at 600x: closes 100 ms apart; the pre-warm fires 60 ms before the next one.
+    engine = Engine(store=store, buffers=buffers, predictors={"mtf": mtf}, sink=ListSink(), symbols=SYMBOLS,
+                    timeframes=("1m",), prewarm_ms=60, speed=600.0, cycle_deadline_ms=50)
+    await engine.start()
+    await feed_cycles(engine, buffers, closes_for(SYMBOLS, UP[:5], T0))
+    await asyncio.wait_for(engine.cycles.drain(), 5)
+    decided = list(mtf.batches)
+    rows = {t: store.count(t) for t in ("predictions", "signals", "decisions")}
+    for _ in range(50):  # ~40 ms after the cycle: one pass over every symbol's current windows
+        await asyncio.sleep(0.01)
+        if len(mtf.batches) > len(decided):
+            break
+    assert mtf.batches[len(decided):] == [3]
+    assert {t: store.count(t) for t in rows} == rows  # never stored
+    await engine.close()
