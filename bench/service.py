@@ -129,7 +129,7 @@ async def _latency(base: Path, minutes: float, speed: float, threshold: float) -
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(_config(Path(tmp), speed, base, threshold), environ={})
         await daemon.startup()
-        parts = daemon.service.parts
+        parts = daemon.parts
         assert parts is not None and parts.local_exchange is not None
         engine = parts.engine
         sink = CloseClock(engine.sink, parts.local_exchange, speed)
@@ -148,7 +148,7 @@ async def _memory(base: Path, hours: float, threshold: float) -> dict[str, Any]:
         cfg = _config(Path(tmp), 0.0, base, threshold)
         daemon = Daemon(cfg, environ={})
         await daemon.startup()
-        parts = daemon.service.parts
+        parts = daemon.parts
         assert parts is not None and parts.local_exchange is not None
         start = parts.local_exchange.now_ms()
         marks: dict[float, tuple[float, float]] = {}
