@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+    p.add_argument("--symbols", default=None, metavar="A,B,C",
+                   help="trade these symbols (one portfolio, one engine) instead of exchange.symbols")
 
     from daemon.service.install import add_arguments  # argparse only: no side effects
 
