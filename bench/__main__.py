@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "models": "bench.models",
     "train": "bench.train_throughput",
     "research": "bench.research",  # walk-forward jobs: local runner vs Ray local mode
+    "symbols": "bench.symbols",  # N symbols in one engine: close -> all decided, CPU, RSS per symbol
 }
 
 

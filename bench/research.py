@@ -25,7 +25,7 @@ from typing import Any, Callable
 from daemon.research import replay, walkforward
 from daemon.retrain.jobs import ArtifactRef, TrainJob
 from daemon.retrain.runners import LocalRunner, RayRunner
-from models.train import DEFAULT_DATA, REPO
+from pipeline.spec import DEFAULT_DATA, REPO
 
 FAMILIES = {"cnn_lstm_attn": REPO / "models" / "artifacts" / "cnn_lstm_attn",
             "mtf_transformer": REPO / "models" / "artifacts" / "mtf_transformer"}

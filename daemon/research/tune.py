@@ -31,7 +31,9 @@ from typing import Any, Mapping, Sequence
 from daemon import log as logging
 from daemon.research.walkforward import Fold, plan_folds, write_training_tape
 from daemon.retrain import storage
-from daemon.retrain.jobs import ScoreJob, TrainArgs, TrainJob, score, train
+from daemon.retrain.jobs import ScoreJob, TrainJob, score, train
+from models.targets import TargetSpec
+from pipeline.spec import TrainSpec
 from daemon.retrain.progress import Progress
 
 log = logging.get("sigd.tune")
@@ -53,7 +55,7 @@ class Study:
     """What every trial of one family needs besides its sampled configuration."""
 
     family: str
-    base: TrainArgs
+    base: TrainSpec
     windows: tuple[Window, ...]
     symbol: str
 
@@ -91,17 +93,17 @@ def param_space(space: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     return out
 
 
-def trial_args(base: TrainArgs, config: Mapping[str, Any]) -> TrainArgs:
-    """The base TrainArgs with a trial's sampled values; neutral_zone never above the label threshold."""
-    target = dict(base.target)
+def trial_args(base: TrainSpec, config: Mapping[str, Any]) -> TrainSpec:
+    """The base TrainSpec with a trial's sampled values; neutral_zone never above the label threshold."""
+    target = base.target.to_dict()
     for key, field in (("horizon", "horizon"), ("label_threshold", "threshold"), ("neutral_zone", "neutral_zone")):
         if key in config:
             target[field] = config[key]
-    if "threshold" in target or "neutral_zone" in target:
-        target.setdefault("threshold", 0.002)
-        target["neutral_zone"] = min(target.get("neutral_zone", target["threshold"] / 2), target["threshold"])
+    if "label_threshold" in config and "neutral_zone" not in config:
+        target["neutral_zone"] = target["threshold"] / 2  # the default's proportion
+    target["neutral_zone"] = min(target["neutral_zone"], target["threshold"])
     changes = {k: config[k] for k in ("preset", "epochs", "hold") if k in config}
-    return replace(base, target=target, **changes)
+    return base.replace(target=TargetSpec.from_dict(target), **changes)
 
 
 def run_trial(config: dict[str, Any], study: Study, data: Path) -> float:
@@ -113,7 +115,8 @@ def run_trial(config: dict[str, Any], study: Study, data: Path) -> float:
     with tempfile.TemporaryDirectory(prefix="sigd-trial-") as tmp:
         for w in study.windows:
             out = Path(tmp) / w.name
-            job = TrainJob(study.family, args, storage.to_uri(data / w.name), storage.to_uri(out))
+            uri = storage.to_uri(data / w.name)
+            job = TrainJob(args.replace(data_dirs=(uri,)), uri, storage.to_uri(out))
             ref = train(job, data / w.name, out)
             sj = ScoreJob((ref.uri,), storage.to_uri(data / "score"), study.symbol, w.score_from, w.score_to, args.fee)
             s = score(sj, data / "score", {ref.uri: out}).by_artifact[ref.uri]["score"]
@@ -226,15 +229,15 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
     folds = plan_folds(start, end, *parse_spec(args.folds))
     out = Path(args.out) / args.name
     kw = nightly_kwargs(cfg)
-    base = TrainArgs(preset=args.preset or kw["preset"], epochs=args.epochs if args.epochs is not None else cfg.retrain.epochs,
-                     max_batches=args.max_batches if args.max_batches is not None else kw["max_batches"],
-                     seed=args.seed, fee=cfg.broker.fee, symbols=(trigger[0],))
+    base = {"preset": args.preset or kw["preset"], "epochs": cfg.retrain.epochs if args.epochs is None else args.epochs,
+            "max_batches": kw["max_batches"] if args.max_batches is None else args.max_batches,
+            "seed": args.seed, "fee": cfg.broker.fee, "symbols": (trigger[0],), "device": kw["device"]}
     families = args.families or sorted(cfg.models.paths)
     with tempfile.TemporaryDirectory(prefix="sigd-tune-") as tmp:
         windows = tuning_windows(tape, trigger, folds, Path(tmp), purge_bars(r, families))
         board: list[dict[str, Any]] = []
         for fam in families:
-            study = Study(fam, base, windows, trigger[0])
+            study = Study(fam, TrainSpec(fam, data_dirs=(storage.to_uri(tmp),), **base), windows, trigger[0])
             space = {**r.search, **r.family_search.get(fam, {})}
             board += tune_family(study, Path(tmp), space, args.trials, Path(args.out), args.name, args.seed,
                                  max(1, int(_cpus())))
@@ -246,8 +249,6 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
 
 def purge_bars(research: Any, families: Sequence[str]) -> int:
     """Bars skipped at the start of every scored window: the longest label horizon any trial may use."""
-    from models.targets import TargetSpec
-
     spans = [research.search, *(research.family_search.get(f, {}) for f in families)]
     highest = [int(max(v)) for s in spans for k, v in s.items() if k == "horizon" and v]
     return max([TargetSpec().horizon, *highest])

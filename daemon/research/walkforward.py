@@ -4,7 +4,7 @@ Fold k trains on trigger bars opening in [start + k·test, start + k·test + tra
 the following `test` days. The training data is cut at the train window's end before the
 training code ever sees it (tape files written for that window only), so no label, scaler
 or threshold of a fold can see its test window. Training is the nightly retrain's code path
-(`models.train.train_pipeline`: fit, threshold optimized on its own validation split).
+(`pipeline.train.train`: fit, threshold optimized on its own validation split).
 The test windows are traded by ONE engine run that swaps predictors at each fold boundary,
 as the live daemon swaps a retrained model between decisions, so the concatenated
 out-of-sample result is one continuous equity curve.
@@ -27,7 +27,7 @@ from daemon.research.replay import Stream, Tape, TapeError, write_tape
 if TYPE_CHECKING:
     from daemon.research.backtest import Plan
     from daemon.research.report import BacktestResult
-    from daemon.retrain.jobs import ArtifactRef, TrainArgs, TrainJob
+    from daemon.retrain.jobs import ArtifactRef, TrainJob
     from daemon.retrain.runners import Runner
 
 log = logging.get("walkforward")
@@ -105,26 +105,14 @@ def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], wo
     from daemon.retrain.jobs import TrainJob
     from daemon.retrain.storage import to_uri
     from models.artifacts import read_meta
+    from models.targets import TargetSpec
+    from pipeline.spec import TrainSpec
 
     data = write_training_tape(tape, trigger, fold, work / f"fold{fold.index}" / "data", CONTEXT_BARS)
-    return [TrainJob(name, train_args(train_kwargs, read_meta(served)["target"], trigger[0]), to_uri(data),
-                     to_uri(work / f"fold{fold.index}" / name), fold.index)
+    fields = {"symbols": (trigger[0],), **train_kwargs}
+    return [TrainJob(TrainSpec(name, data_dirs=(to_uri(data),), target=TargetSpec.from_dict(read_meta(served)["target"]),
+                               **fields), to_uri(data), to_uri(work / f"fold{fold.index}" / name), fold.index)
             for name, served in dirs.items()]
-
-
-def train_args(kwargs: dict[str, Any], target: dict[str, Any], symbol: str) -> "TrainArgs":
-    """TrainArgs from train_pipeline-style keyword arguments (nightly_kwargs + overrides)."""
-    from dataclasses import fields
-
-    from daemon.retrain.jobs import TrainArgs
-
-    known = {f.name for f in fields(TrainArgs)}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ValueError(f"walk-forward training: unknown argument(s) {unknown}; known: {sorted(known)}")
-    args = {**kwargs, "target": dict(target), "epochs": kwargs.get("epochs") or 0,
-            "symbols": tuple(kwargs.get("symbols") or (symbol,))}
-    return TrainArgs(**args)
 
 
 def run_fold_jobs(jobs: list["TrainJob"], runner: "Runner | None" = None) -> list["ArtifactRef"]:
@@ -167,11 +155,11 @@ def _local(uri: str) -> Path:
 
 
 def nightly_kwargs(cfg: Any) -> dict[str, Any]:
-    """train_pipeline arguments of the nightly retrain ([retrain] preset, epochs, batches, device)."""
+    """TrainSpec fields of the nightly retrain ([retrain] preset, epochs, batches, device)."""
     r = getattr(cfg, "retrain", None)
     if r is None:
         return {"device": "cpu"}
-    return {"preset": r.preset, "epochs": r.epochs or None, "max_batches": r.max_batches, "device": r.device}
+    return {"preset": r.preset, "epochs": r.epochs or 0, "max_batches": r.max_batches, "device": r.device}
 
 
 def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,

@@ -1,6 +1,6 @@
 """The job model: frozen specs of research and retraining work, and the one function that runs one.
 
-`TrainJob` trains one family on the tape directory at a data URI and writes the artifact to
+`TrainJob` trains one family as its `TrainSpec` (pipeline/spec.py) says, on the tape directory at a data URI and writes the artifact to
 an output URI; `ScoreJob` scores artifacts on the same bars of a window. Every runner
 (daemon/retrain/runners.py: local in-process, local subprocess, Ray) calls `execute` and gets
 an `ArtifactRef(uri, version, train_end_ms, metrics)` or a `Scores`; a failure inside a job is
@@ -14,47 +14,30 @@ import dataclasses
 import json
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Union
 
 from daemon.retrain import storage
-
-
-@dataclass(frozen=True)
-class TrainArgs:
-    """`models.train.train_pipeline` arguments of a job (everything but data and output)."""
-
-    preset: str = "small"
-    epochs: int = 0  # 0 = the preset's default
-    max_batches: int = 0
-    seed: int = 0
-    device: str = "cpu"
-    fee: float = 0.001
-    symbols: tuple[str, ...] = ("ETH/USDT",)
-    target: Mapping[str, Any] = field(default_factory=dict)  # TargetSpec fields; {} = the default
-    hold: int = 0  # holding period of the threshold rule; 0 = the target's horizon
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for train_pipeline."""
-        from models.targets import TargetSpec
-
-        return {"preset": self.preset, "epochs": self.epochs or None, "max_batches": self.max_batches,
-                "seed": self.seed, "device": self.device, "fee": self.fee, "symbols": list(self.symbols),
-                "target": TargetSpec.from_dict(dict(self.target)) if self.target else None,
-                "hold": self.hold or None, "progress": False}
+from pipeline.spec import TrainSpec
 
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Train `family` on the tapes at `data` (a URI); write the artifact to `out` (a URI)."""
+    """Train as `spec` says on the tapes at `data` (a URI); write the artifact to `out` (a URI).
 
-    family: str
-    args: TrainArgs
+    The spec's own `data_dirs` are not read: the job's data URI is fetched where the job runs."""
+
+    spec: TrainSpec
     data: str
     out: str
     fold: int = 0
     threads: int = 1  # torch CPU threads: one per job keeps results identical across runners
+
+    @property
+    def family(self) -> str:
+        """The model family (registry name) trained."""
+        return self.spec.model
 
 
 @dataclass(frozen=True)
@@ -119,10 +102,10 @@ def _threads(n: int) -> Iterator[None]:
 
 def train(job: TrainJob, data: Path, out: Path) -> ArtifactRef:
     """Run the training of `job` on local tapes `data` into local directory `out`."""
-    from models.train import train_pipeline
+    from pipeline.train import train as train_spec
 
     with _threads(job.threads):
-        res = train_pipeline(job.family, data_dirs=[data], out_dir=out, **job.args.kwargs())
+        res = train_spec(job.spec.replace(data_dirs=(str(data),)), out)
     meta = json.loads((out / "artifact.json").read_text())
     return ArtifactRef(job.out, res.version, int(meta["data"]["last_close_ts"]), res.metrics, job.fold, job.family)
 
@@ -173,7 +156,10 @@ _KINDS: dict[str, type] = {c.__name__: c for c in (TrainJob, ScoreJob, ArtifactR
 
 def to_json(obj: Job | Result) -> str:
     """A job or result as JSON, tagged with its kind."""
-    return json.dumps({"kind": type(obj).__name__, **dataclasses.asdict(obj)})
+    doc = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, TrainJob):
+        doc["spec"] = obj.spec.to_dict()
+    return json.dumps({"kind": type(obj).__name__, **doc})
 
 
 def from_json(text: str) -> Any:
@@ -181,7 +167,7 @@ def from_json(text: str) -> Any:
     data = json.loads(text)
     cls = _KINDS[data.pop("kind")]
     if cls is TrainJob:
-        data["args"] = TrainArgs(**{**data["args"], "symbols": tuple(data["args"]["symbols"])})
+        data["spec"] = TrainSpec.from_dict(data["spec"])
     if cls is ScoreJob:
         data["artifacts"] = tuple(data["artifacts"])
     return cls(**data)

@@ -3,7 +3,7 @@
 The job never runs in the event loop's thread and never blocks a decision. It gets the
 history it declares (daemon/retrain/history.py: SQLite, then the exchange), exports it as tape
 files, and hands jobs to a runner (daemon/retrain/runners.py): a `TrainJob` per served model
-runs `models.train.train_pipeline` — the code path of `sigd train` — on the history *before*
+runs `pipeline.train.train` — the code path of `sigd train` — on the history *before*
 a holdout cut, then a `ScoreJob` per model scores the new and the current artifact on the
 holdout, the most recent stored data that neither trained on. Locally each job is a niced
 subprocess, one after another; on Ray all models train at once. The whole run has a time
@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from daemon import log
+from daemon.crashpoints import crash_point
 from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
-from daemon.retrain.jobs import JobFailed, Scores, ScoreJob, TrainArgs, TrainJob, failed
+from daemon.retrain.jobs import JobFailed, Scores, ScoreJob, TrainJob, failed
 from daemon.retrain.runners import LocalRunner, Runner, runner_from_config
 from daemon.retrain.storage import fetched, local_path, to_uri
 from daemon.retrain.history import BarSource, HistoryShort, check_history, ensure_history, need_for, newest_closed
 from daemon.store import Store
+from pipeline.spec import TrainSpec
 
 _log = log.get("sigd.retrain")
 _OUTCOMES = REGISTRY.counter("sigd_retrain_outcomes_total", "retrain runs by model and outcome")
@@ -186,9 +188,10 @@ class Retrainer:
 
     def _train_job(self, run: _Run) -> TrainJob:
         r = self.cfg.retrain
-        args = TrainArgs(preset=r.preset, epochs=r.epochs, max_batches=r.max_batches, device=r.device,
-                         fee=self.cfg.broker.fee, symbols=(self.cfg.exchange.symbol,))
-        return TrainJob(run.name, args, to_uri(run.stage / "train"), to_uri(run.stage / "new"))
+        data = to_uri(run.stage / "train")
+        spec = TrainSpec(run.name, preset=r.preset, epochs=r.epochs, max_batches=r.max_batches, device=r.device,
+                         fee=self.cfg.broker.fee, symbols=(self.cfg.exchange.symbol,), data_dirs=(data,))
+        return TrainJob(spec, data, to_uri(run.stage / "new"))
 
     def _score_job(self, run: _Run) -> ScoreJob:
         return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.stage / "all"), self.cfg.exchange.symbol,
@@ -312,6 +315,7 @@ def install_artifact(src: Path, parent: Path, version: str) -> Path:
     for f in tmp.iterdir():
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
+    crash_point("mid_retrain_install")
     os.rename(tmp, dest)
     fd = os.open(parent, os.O_RDONLY)
     try:
