@@ -40,10 +40,42 @@ def _folds_jobs(data: Path, dirs: dict[str, Path], work: Path) -> list:
     return [j for f in folds for j in walkforward.fold_jobs(f, tape, ETH_1M, dirs, work, KW)]
 
 
+class Killer:
+    """Kills (SIGKILL) the first process whose title holds `title`, once it has run `after_s`."""
+
+    def __init__(self, title: bytes, after_s: float = 1.0) -> None:
+        self.title, self.after_s, self.killed, self._stop = title, after_s, [], threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "Killer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set() and not self.killed:
+            for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if title.startswith(self.title):
+                    time.sleep(self.after_s)  # mid-job: it has started working
+                    os.kill(int(pid), signal.SIGKILL)
+                    self.killed.append(int(pid))
+                    break
+            time.sleep(0.05)
+
+
 def test_walk_forward_on_ray_equals_the_local_runner_fold_by_fold(ray_local: None, world, tmp_path: Path) -> None:
     data, dirs = world
     local = LocalRunner().run(_folds_jobs(data, dirs, tmp_path / "local"))
-    on_ray = RayRunner(num_cpus=2).run(_folds_jobs(data, dirs, tmp_path / "ray"))
+    with Killer(b"ray::_remote_job", after_s=2.0) as killer:  # a worker dies mid-job: Ray runs it again
+        on_ray = RayRunner(num_cpus=2).run(_folds_jobs(data, dirs, tmp_path / "ray"))
+    assert killer.killed, "no job process was found to kill"
     assert len(local) == len(on_ray) == 2
     for a, b in zip(local, on_ray):
         assert isinstance(a, ArtifactRef) and isinstance(b, ArtifactRef), (a, b)
@@ -82,33 +114,9 @@ def test_tune_finishes_and_writes_its_leaderboard_even_when_a_trial_worker_is_ki
     from daemon.research.tune import run_tune
 
     data, _ = world
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def kill_one_trial() -> None:
-        # A trial's process: Tune runs each trial in an actor, titled ray::ImplicitFunc...
-        while not stop.is_set() and not killed:
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    try:
-                        title = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    except OSError:
-                        continue
-                    if b"ImplicitFunc" in title and int(pid) != os.getpid():
-                        time.sleep(1.0)  # mid-trial: it has started training
-                        os.kill(int(pid), signal.SIGKILL)
-                        killed.append(int(pid))
-                        break
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_one_trial, daemon=True)
-    killer.start()
-    try:
+    with Killer(b"ray::ImplicitFunc") as killer:  # Tune runs each trial in an actor titled so
         board = run_tune(_cfg(write_config), _tune_args(data, tmp_path / "tune", trials=2))
-    finally:
-        stop.set()
-        killer.join(5)
-    assert killed, "no trial process was found to kill"
+    assert killer.killed, "no trial process was found to kill"
     assert len(board) == 2 and all(row["folds"] == 1 for row in board)  # every trial finished: the killed one retried
     assert [r["score"] for r in board] == sorted((r["score"] for r in board), reverse=True)
     for row in board:
