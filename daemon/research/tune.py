@@ -147,6 +147,7 @@ def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], tr
         run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
         if run_config is not None:  # callbacks are not part of the saved state: progress of the rest too
             run_config.callbacks = callbacks
+        progress.done = finished_trials(tuner, len(study.windows))
     else:
         search = ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode="max", seed=seed), max_concurrent=concurrent)
         tuner = tune.Tuner(
@@ -162,6 +163,14 @@ def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], tr
             rows.append({"family": study.family, METRIC: float(r.metrics[METRIC]), "folds": r.metrics.get("folds"),
                          **{k: v for k, v in (r.config or {}).items()}})
     return sorted(rows, key=lambda row: -row[METRIC])
+
+
+def finished_trials(tuner: Any, folds: int) -> int:
+    """Trials of a restored study that already scored every fold (0 when Tune cannot tell)."""
+    try:
+        return sum(1 for r in tuner.get_results() if r.error is None and (r.metrics or {}).get("folds") == folds)
+    except Exception:  # noqa: BLE001 — only the progress count depends on it
+        return 0
 
 
 def progress_callback(progress: Progress) -> Any:

@@ -1,4 +1,8 @@
-"""The retrain's two subprocess steps (run by daemon/retrain/nightly.py, never in the daemon's process).
+"""The retrain's subprocess side (never run in the daemon's process) and the scoring every job uses.
+
+`python -m daemon.retrain.worker job --spec JOB.json --out RESULT.json` runs one job of
+daemon/retrain/jobs.py (what the local runner's subprocess mode and the nightly retrain run).
+The older single steps stay for running by hand:
 
 `python -m daemon.retrain.worker train ...` calls `pipeline.train.train`, the very code
 path of `sigd train` (fit, threshold optimized on validation, atomic artifact).
