@@ -19,7 +19,7 @@ COMMANDS: dict[str, str] = {
     "status": "daemon.service.api:status_command",
     "local-exchange": "daemon.localexchange.server:serve_command",
     "backfill": "daemon.market.backfill:backfill_command",
-    "train": "models.train:train_command",
+    "train": "pipeline.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
     "install-service": "daemon.service.install:install_command",
     "uninstall-service": "daemon.service.install:uninstall_command",
@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0, help="0 = chosen from available memory")
     p.add_argument("--max-batches", type=int, default=0, help="training batches per epoch (0 = all)")
     p.add_argument("--max-val", type=int, default=0, help="validation samples for the per-epoch loss (0 = all)")
-    p.add_argument("--scheduler", default="cosine", choices=["cosine", "plateau"])
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "plateau"])
+    p.add_argument("--jitter", type=float, default=0.0, help="augmentation: noise sd on scaled training inputs")
+    p.add_argument("--scaling", type=float, default=0.0, help="augmentation: per-sample scale sd (training only)")
     p.add_argument("--out", default=None, help="artifact output directory (default: runs/train/<model>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+    p.add_argument("--symbols", default=None, metavar="A,B,C",
+                   help="trade these symbols (one portfolio, one engine) instead of exchange.symbols")
 
     from daemon.service.install import add_arguments  # argparse only: no side effects
 

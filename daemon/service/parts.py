@@ -82,7 +82,7 @@ class Parts:
 
     async def swap(self, name: str, path: Path) -> None:
         """Load a promoted artifact off the loop, then swap it in between decisions."""
-        from models.predictor import Predictor
+        from pipeline.predictor import Predictor
 
         predictor = await asyncio.to_thread(Predictor.load, path, self.cfg.models.device)
         self.engine.swap_predictor(name, predictor)
@@ -169,7 +169,7 @@ def model_dirs(cfg: Config, store: Store) -> dict[str, Path]:
 
 async def load_predictors(cfg: Config, dirs: dict[str, Path]) -> dict[str, PredictorLike]:
     """Load every artifact off the event loop (torch import and weights take a while)."""
-    from models.predictor import Predictor, set_inference_threads
+    from pipeline.predictor import Predictor, set_inference_threads
 
     set_inference_threads(cfg.models.threads)
     loaded = await asyncio.gather(*(asyncio.to_thread(Predictor.load, d, cfg.models.device) for d in dirs.values()))

@@ -12,6 +12,7 @@ next close is predictable.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
@@ -62,8 +63,7 @@ def predict_one_by_one(name: str, predictor: PredictorLike, windows: Sequence[Wi
 
 
 def _with_ms(prediction: Prediction, ms: float) -> Prediction:
-    return Prediction(prediction.model, prediction.version, prediction.bar_ts, prediction.probs, prediction.side,
-                      prediction.confidence, prediction.threshold, ms, prediction.hold_bars)
+    return dataclasses.replace(prediction, inference_ms=ms)
 
 
 def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows],
