@@ -204,6 +204,13 @@ class ExchangeClient(OrderCalls):
     async def start(self) -> None:
         """Load markets; FatalError on bad keys or URLs, ConfigError naming the key of a
         configured symbol the exchange does not list."""
+        kline_streams = len(self.cfg.symbols) * len(self.cfg.timeframes) + 1
+        if self.cfg.endpoint != "local" and kline_streams > STREAMS_PER_CONNECTION:
+            # ccxt subscribes every kline stream on one connection; Binance refuses more there.
+            raise ConfigError(
+                f"exchange.symbols: {len(self.cfg.symbols)} symbols x {len(self.cfg.timeframes)} timeframes + the "
+                f"reference = {kline_streams} kline streams; Binance takes at most {STREAMS_PER_CONNECTION} on one "
+                f"connection (at most {(STREAMS_PER_CONNECTION - 1) // len(self.cfg.timeframes)} symbols)")
         await self._call("load_markets", self.ex.load_markets)
         problems = unknown_symbols(self.cfg, set(self.ex.markets or ()))
         if problems:
