@@ -111,17 +111,20 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
 
     def _bad_frame(self, data: Any, exc: Exception) -> None:
         symbol = timeframe = None
+        quote = False
         try:  # name the stream when the frame says which one it is
             msg = json.loads(data)
             k = msg.get("k") if isinstance(msg.get("k"), dict) else {}
             symbol = self.safe_symbol(k.get("s") or msg.get("s"), None, None, "spot")
             timeframe = k.get("i")
+            quote = "e" not in msg and "b" in msg and "a" in msg  # a bookTicker frame: no bar is missing
         except Exception:  # noqa: BLE001 - not even JSON: the stream is unknown
             pass
         reason = f"{type(exc).__name__}: {exc}"
-        BAD_FRAMES.inc(stream=f"{symbol} {timeframe}" if timeframe else "unknown")
-        log.warning("bad_frame", symbol=symbol, timeframe=timeframe, error=reason, frame=str(data)[:200])
-        if self.sigd_listener is not None:
+        stream = f"{symbol} bookTicker" if quote else f"{symbol} {timeframe}" if timeframe else "unknown"
+        BAD_FRAMES.inc(stream=stream)
+        log.warning("bad_frame", stream=stream, error=reason, frame=str(data)[:200])
+        if self.sigd_listener is not None and not quote:
             self.sigd_listener.bad_frame(symbol, timeframe, reason)
 
 

@@ -113,3 +113,25 @@ async def test_a_paper_market_order_at_a_close_fills_at_the_ask_the_exchange_sen
         assert (price, ts) == (quote[1], quote[2])  # filled at once, at that ask: no wait for a bar
         market = lx.markets["XRPUSDT"]
         assert quote[0] < market.price(ts) < quote[1]
+
+
+async def test_a_malformed_quote_frame_is_counted_and_resyncs_no_bar_stream(tmp_path) -> None:
+    from daemon.metrics import REGISTRY
+
+    cfg, speed = feed_config(symbols=SYMBOLS_2021[:2], timeframes=("1m",), warmup_bars=20), 30.0
+    bad, dropped = REGISTRY.counter("sigd_bad_frames_total", ""), REGISTRY.counter("sigd_feed_dropped_bars_total", "")
+    before, unknown = bad.get(stream="XRP/USDT bookTicker"), dropped.get(stream="unknown", kind="malformed_frame")
+    async with local_exchange(DAY_2021 + 50_000, speed, TAPE_2021) as lx, exchange_client(lx, cfg) as client:
+        async with running_feed(client, Store(tmp_path / "s.sqlite"), cfg, speed) as feed:
+            async with asyncio.timeout(10):
+                while not feed.quotes.quote("XRP/USDT"):
+                    await asyncio.sleep(0.01)
+                lx.faults.malformed(1, "xrpusdt@bookTicker")
+                while bad.get(stream="XRP/USDT bookTicker") == before:
+                    await asyncio.sleep(0.01)
+                seen = lx.now_ms()
+                while (feed.quotes.quote("XRP/USDT") or (0, 0, 0))[2] <= seen:  # the next good one is taken
+                    await asyncio.sleep(0.01)
+            assert dropped.get(stream="unknown", kind="malformed_frame") == unknown  # no resync of every bar stream
+            assert all(s["dropped_frames"] == 0 and s["reconnects"] == 0 for s in feed.status().values())
+            assert not any(s["degraded"] for s in feed.status().values())
