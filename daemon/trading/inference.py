@@ -2,7 +2,7 @@
 
 One single-thread executor per device (the CPU, each GPU) runs the models that live on it, so
 inference never blocks the event loop and two devices work at the same time. A model with
-`predict_batch` (models/predictor.py) gets the whole cycle in one forward pass; if the batch
+`predict_batch` (pipeline/predictor.py) gets the whole cycle in one forward pass; if the batch
 raises (one symbol's windows are short, say), the symbols are asked one by one so that only
 the bad one is left out. `prewarm` runs the same forward pass on the current windows and
 throws the answer away: memory that sat idle for a minute is slow to touch again, and the
