@@ -71,7 +71,7 @@ def seed_artifacts(out: Path) -> dict[str, Path]:
 
 
 def load_models(preset: str, device: str, threshold: float, tmp: Path, threads: int) -> dict[str, Any]:
-    from models.predictor import Predictor, set_inference_threads
+    from pipeline.predictor import Predictor, set_inference_threads
 
     set_inference_threads(threads)
     dirs = ({n: REPO / "models" / "artifacts" / n for n in ("mtf_transformer", "cnn_lstm_attn")}

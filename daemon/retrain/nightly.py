@@ -2,7 +2,7 @@
 
 The job never runs in the event loop's thread and never blocks a decision: it exports the
 stored bars to tape files, then runs two niced subprocesses (daemon/retrain/worker.py):
-`train` calls `models.train.train_pipeline` — the code path of `sigd train` — on the history
+`train` calls `pipeline.train.train` — the code path of `sigd train` — on the history
 *before* a holdout cut, and `score` scores the new and the current model on the holdout, the
 most recent stored data that neither trained on. Only a new model that scores better is promoted: its artifact is copied
 in atomically (rename), a `models` registry row marks it current (the old one becomes
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from daemon import log
+from daemon.crashpoints import crash_point
 from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
@@ -260,6 +261,7 @@ def install_artifact(src: Path, parent: Path, version: str) -> Path:
     for f in tmp.iterdir():
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
+    crash_point("mid_retrain_install")
     os.rename(tmp, dest)
     fd = os.open(parent, os.O_RDONLY)
     try:
