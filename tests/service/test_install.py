@@ -10,6 +10,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Iterator
@@ -126,3 +128,33 @@ def test_reinstall_keeps_edited_config_and_uninstall(tmp_path: Path) -> None:
     assert (etc / "config.toml").exists()  # config and secrets stay without --purge
     assert _sigd("uninstall-service", *args[:4], "--purge").returncode == 0
     assert not etc.exists()
+
+
+@pytest.mark.skipif(not _can_sandbox() or shutil.which("ip") is None, reason="needs root, unshare -mn, setpriv, ip")
+def test_installed_daemon_really_starts_as_the_unprivileged_uid(destdir: Path) -> None:
+    # What systemd would do, without systemd: the installed sigd run, as uid 65534, in its own
+    # network namespace (the shipped ports are fixed), with /var/lib/sigd a fresh directory
+    # that only this uid may write (StateDirectory=), until it reports ready; then SIGTERM.
+    cfg = destdir / "etc/sigd/config.toml"
+    script = (f"ip link set lo up && mount -t tmpfs tmpfs /opt && mkdir -p {PREFIX} && "
+              f"mount --bind {destdir}{PREFIX} {PREFIX} && mount -t tmpfs tmpfs /var/lib && "
+              f"mkdir -m 0750 /var/lib/sigd && chown {NOBODY}:{NOBODY} /var/lib/sigd && cd /var/lib/sigd && "
+              f"exec setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups {PREFIX}/venv/bin/sigd run -c {cfg}")
+    proc = subprocess.Popen(["unshare", "-mn", "sh", "-c", script], cwd="/", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()  # drained all along: a full pipe would block the daemon's logging
+    try:
+        deadline = time.monotonic() + 180
+        while not any('"daemon_ready"' in line for line in list(lines)) and time.monotonic() < deadline:
+            assert proc.poll() is None, "".join(lines[-30:])
+            time.sleep(0.2)
+        assert any('"daemon_ready"' in line for line in list(lines)), "".join(lines[-30:])
+        proc.terminate()
+        assert proc.wait(60) == 0, "".join(lines[-30:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
