@@ -158,3 +158,13 @@ def test_installed_daemon_really_starts_as_the_unprivileged_uid(destdir: Path) -
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_make_install_service_is_the_same_command(tmp_path: Path) -> None:
+    res = subprocess.run(["make", "-s", "install-service", f"DESTDIR={tmp_path}", "PREFIX=/opt/sigd-m",
+                          f"PYTHON={sys.executable}", "INSTALL_ARGS=--dry-run"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"would install-service: install -m 0644 systemd/sigd.service {tmp_path}/etc/systemd/system/sigd.service" \
+        in res.stdout and "/opt/sigd-m/venv" in res.stdout and "torch==" in res.stdout
+    assert list(tmp_path.iterdir()) == []
