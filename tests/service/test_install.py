@@ -79,6 +79,8 @@ def test_installed_files_have_final_paths_and_service_permissions(destdir: Path)
     for name, path in cfg["models"]["paths"].items():
         assert path.startswith(f"{PREFIX}/venv/lib/") and path.endswith(f"/models/artifacts/{name}")
         assert (destdir / path.lstrip("/") / "artifact.json").is_file()  # shipped artifacts installed
+    tape = cfg["local_exchange"].get("tape", "")  # "" = the bundled tape, found from the package
+    assert not tape or (tape.startswith(f"{PREFIX}/venv/lib/") and (destdir / tape.lstrip("/")).is_dir())
     unit = (destdir / "etc/systemd/system/sigd.service").read_text()
     assert f"ExecStart={PREFIX}/venv/bin/sigd run -c /etc/sigd/config.toml" in unit
     assert "User=sigd" in unit and "Group=nogroup" in unit
