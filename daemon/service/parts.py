@@ -204,7 +204,8 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
 
     buffers = Buffers()
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
-                clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
+                clock_ms=(lambda: float(local.now_ms())) if local is not None else None,
+                quotes=cfg.broker.mode == "paper")  # only the paper broker fills at the quotes
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None,
                                 quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
