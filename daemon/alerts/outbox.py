@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, is_dataclass, asdict
 from typing import Any, Iterable, Mapping, Protocol
 
+from daemon import events
 from daemon import log as log_mod
 from daemon.metrics import REGISTRY
 from daemon.store import Store
@@ -290,6 +291,7 @@ class Outbox:
         if permanent or attempts >= self.policy.max_attempts or too_old:
             self.store.update_outbox(row["id"], status="dead", attempts=attempts, last_error=error)
             _DEAD.inc(channel=name)
+            events.publish(events.AlertDeadLettered(name, row["event_id"], row["type"], error))
             log.error("alert_dead_letter", channel=name, event_id=row["event_id"], type=row["type"],
                       attempts=attempts, error=error, permanent=permanent)
             return None

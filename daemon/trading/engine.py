@@ -29,6 +29,7 @@ from daemon import log as logging
 from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
+from daemon import events
 from daemon.metrics import REGISTRY
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
 from daemon.store import Store
@@ -252,6 +253,7 @@ class Engine:
             predictions = await loop.run_in_executor(self._executor, predict_all, predictors, windows, bar.ts)
             async with self._act_lock:
                 self.store.add_predictions(bar.symbol, predictions, wall_ms())
+                events.publish(events.DecisionMade.of(bar.symbol, bar.ts, predictions, self.paused))
                 self._last_bar = bar
                 if self.paused:
                     log.info("decision_paused", symbol=bar.symbol, bar_ts=bar.ts)
@@ -323,6 +325,7 @@ class Engine:
         """
         latency_ms = None if received is None else (self.perf_clock() - received) * 1000.0
         signal_id = self.store.add_signal(signal, latency_ms if latency_ms is not None else -1.0, wall_ms())
+        events.publish(events.SignalEmitted.of(signal_id, signal))
         log.info("signal", symbol=signal.symbol, bar_ts=signal.bar_ts, side=signal.side.name,
                  confidence=round(signal.confidence, 4), price=signal.price, strategy=signal.strategy,
                  latency_ms=None if latency_ms is None else round(latency_ms, 3))

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from daemon import events
 from daemon import log as logging
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.store import Store
@@ -158,6 +159,7 @@ class Ledger:
         self.store.set_order_status(order.client_order_id, status, self.clock_ms(),
                                     exchange_id=exchange_id, error=error)
         updated = dataclasses.replace(order, status=status, exchange_id=exchange_id or order.exchange_id)
+        events.publish(events.OrderUpdated.of(updated))
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         self._publish("order", {**order_payload(updated), "error": error},
                       f"order-{order.client_order_id}-{status.value}")
@@ -183,6 +185,8 @@ class Ledger:
             self.store.put_position(position, self.clock_ms())
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id)
         self._positions[fill.symbol] = position
+        events.publish(events.FillRecorded.of(fill))
+        events.publish(events.PositionChanged.of(position))
         log.info("order_filled", client_order_id=fill.client_order_id, side=fill.side, price=fill.price,
                  amount=fill.amount, fee=fill.fee, position=position.amount)
         self._publish_fill(fill, position)
