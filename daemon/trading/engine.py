@@ -228,7 +228,7 @@ class Engine:
 
     def _skip(self, bar: Bar, reason: str) -> None:
         self.skipped += 1
-        SKIPPED.inc(reason=reason)
+        SKIPPED.inc(reason=reason, symbol=bar.symbol)
         log.warning("decision_skipped", symbol=bar.symbol, bar_ts=bar.ts, reason=reason)
 
     async def _run_decisions(self, job: Job) -> None:
@@ -260,8 +260,8 @@ class Engine:
                 else:
                     await self._act(bar, predictions, received)
                 self.decisions += 1
-                DECISIONS.inc()
-                DECISION_MS.observe((self.perf_clock() - received) * 1000.0)
+                DECISIONS.inc(symbol=bar.symbol)
+                DECISION_MS.observe((self.perf_clock() - received) * 1000.0, symbol=bar.symbol)
         except Exception as exc:  # one bad decision never stops the bar path
             log.exception("decision_failed", symbol=bar.symbol, bar_ts=bar.ts, error=repr(exc))
 
@@ -278,7 +278,7 @@ class Engine:
         for signal in candidates:
             verdict = risk.gate(signal, self.broker.position(self.symbol), self.risk_state, self.risk_params)
             if verdict.blocked:
-                BLOCKED.inc(reason=verdict.blocked)
+                BLOCKED.inc(reason=verdict.blocked, symbol=signal.symbol)
                 log.info("signal_blocked", strategy=signal.strategy, side=signal.side.name, reason=verdict.blocked)
             if verdict.signal is None or verdict.target is None:
                 continue
@@ -330,9 +330,9 @@ class Engine:
                  confidence=round(signal.confidence, 4), price=signal.price, strategy=signal.strategy,
                  latency_ms=None if latency_ms is None else round(latency_ms, 3))
         self._publish(signal_id, signal, latency_ms)
-        SIGNALS.inc(side=signal.side.name)
+        SIGNALS.inc(side=signal.side.name, symbol=signal.symbol)
         if received is not None:  # committed and queued: what the bar → signal latency means
-            BAR_TO_SIGNAL_MS.observe((self.perf_clock() - received) * 1000.0)
+            BAR_TO_SIGNAL_MS.observe((self.perf_clock() - received) * 1000.0, symbol=signal.symbol)
         return signal_id
 
     def _publish(self, signal_id: int, signal: Signal, latency_ms: float | None) -> None:
