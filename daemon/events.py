@@ -100,6 +100,12 @@ class SignalEmitted(Event):
         return cls(signal_id, s.symbol, s.bar_ts, s.side.name, round(s.confidence, 4), s.price, s.strategy,
                    tuple(s.reasons))
 
+    @classmethod
+    def of_payload(cls, p: Mapping[str, Any]) -> "SignalEmitted":
+        """From the outbox's "signal" payload (daemon.trading.engine.signal_payload)."""
+        return cls(int(p["signal_id"]), p["symbol"], int(p["bar_ts"]), str(p["side"]), round(float(p["confidence"]), 4),
+                   float(p["price"]), str(p["strategy"]), tuple(p.get("reasons") or ()))
+
 
 @dataclass(frozen=True)
 class OrderUpdated(Event):

@@ -64,6 +64,7 @@ class LocalExchange:
         self.faults.bind_drop(self._schedule_drop)
         self.host, self.port, self.api_key, self.api_secret = host, port, api_key, api_secret
         self._runner: web.AppRunner | None = None
+        self.rest_in_flight = self.rest_in_flight_max = 0  # REST calls being answered now / at most
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -174,6 +175,7 @@ class LocalExchange:
                 "ended": self.clock.ended, "tape_end_ms": self.clock.end_ms, "symbols": sorted(self.markets),
                 "streams": self.pump.subscriptions(), "sockets": len(self.pump.sockets),
                 "frames_sent": self.pump.frames_sent, "orders": len(self.account.orders),
+                "rest_in_flight_max": self.rest_in_flight_max,
                 "faults": self.faults.snapshot()}
 
 

@@ -29,9 +29,13 @@ class TapeError(ValueError):
     """A tape file or directory is unusable; the message names the file and line."""
 
 
-def bundled_tape_dir() -> Path:
-    """The small real slice shipped inside the package (BTC/USDT, ETH/USDT)."""
-    return Path(__file__).resolve().parent / "tape"
+BUNDLED = {"2025-08": "tape", "2021-05": "tape_2021"}  # bundled tape sets, see each one's README
+
+
+def bundled_tape_dir(period: str = "2025-08") -> Path:
+    """A small real slice shipped inside the package: "2025-08" (BTC/USDT, ETH/USDT) or
+    "2021-05" (BTC, ETH, XRP, ADA, DOGE, LTC against USDT)."""
+    return Path(__file__).resolve().parent / BUNDLED[period]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from daemon import events, log
 from daemon.market.bars import Buffers
-from daemon.config import Config, secret
+from daemon.config import Config, ConfigError, secret
 from daemon.domain import Bar, PredictorLike
 from daemon.market.exchange import ExchangeClient, make_client
 from daemon.market.feed import Feed
@@ -121,7 +121,10 @@ async def _exchange(cfg: Config, environ: dict[str, str],
         api_key, api_secret = secret(key_env, "exchange.api_key_env"), secret(secret_env, "exchange.api_secret_env")
     client = make_client(cfg.exchange, rest_url=rest_url, ws_url=ws_url, api_key=api_key, api_secret=api_secret)
     opened.append(client.close)
-    await client.start()
+    try:
+        await client.start()  # ConfigError: a configured symbol the exchange does not list
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.source}: {exc}") from None
     return local, client
 
 

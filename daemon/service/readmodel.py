@@ -56,8 +56,9 @@ class ReadModel:
     def symbol_state(self, symbol: str) -> dict[str, Any]:
         """Paused and halted flags of one symbol (global ones for a single-symbol engine)."""
         state = self.parts.engine.status()
-        per = (state.get("symbols") or {}).get(symbol, state)
-        return {"paused": bool(per.get("paused", state.get("paused"))),
+        per = (state.get("symbols") or {}).get(symbol, {})
+        # A global pause pauses every symbol; a symbol's own pause only itself.
+        return {"paused": bool(state.get("paused")) or bool(per.get("paused")),
                 "halted": bool(per.get("halted", state.get("halted")))}
 
     def streams(self) -> dict[str, dict[str, Any]]:
