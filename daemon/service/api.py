@@ -194,6 +194,7 @@ def status_command(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print(render_status(status))
+        print(f"dashboard: {url}/")
     return 0
 
 
@@ -215,6 +216,10 @@ def render_status(s: Mapping[str, Any]) -> str:
     lines.append("models:")
     for m in s.get("models") or []:
         lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}")
+    lines += ["symbols:"] if s.get("symbols") else []
+    for symbol, st in sorted((s.get("symbols") or {}).items()):
+        flags = [f for f in ("paused", "halted") if st.get(f)]
+        lines.append(f"  {symbol:<14} {' '.join(flags).upper() or 'trading'}")
     pos = s.get("position") or {}
     lines.append(
         f"position: {pos.get('symbol', '?')} {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"

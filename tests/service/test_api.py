@@ -32,6 +32,7 @@ class RecordingService:
             "last_decision": {"bar_ts": 1_700_000_000_000, "models": {
                 "mtf_transformer": {"side": "FLAT", "confidence": 0.45, "threshold": 0.95}}},
             "outbox": {"pending": 2, "sent": 10},
+            "symbols": {"ETH/USDT": {"paused": False, "halted": False}, "BTC/USDT": {"paused": True, "halted": False}},
         }
 
     def refresh_metrics(self) -> None:
@@ -152,6 +153,7 @@ async def test_sigd_status_prints_for_a_person_and_as_json(served, write_config,
     out = capsys.readouterr().out
     assert rc == 0 and "ETH/USDT 1m" in out and "mtf_transformer" in out and "LONG" in out
     assert "last decision: bar 2023-11-14 22:13:20Z  mtf_transformer FLAT 0.450/0.95" in out
+    assert "  BTC/USDT       PAUSED" in out and f"dashboard: {api.url}/" in out
     rc = await asyncio.to_thread(status_command, argparse.Namespace(config=str(cfg), json=True))
     assert rc == 0 and '"paused": false' in capsys.readouterr().out
 

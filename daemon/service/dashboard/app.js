@@ -102,7 +102,6 @@ function drawMarkers(symbol) {
     time: barTime(m.ts), position: "inBar", color: "#f0c14b", shape: "square",
     text: `${m.side} ${fmt(m.price, 2)}`,
   }));
-  v.box.dataset.markers = String(list.length);
   v.box.dataset.markerIds = list.map((m) => m.id).join(" ");
   table(v.box.querySelector(".markers"), ["time", "what", "side", "price"],
     list.slice(-8).reverse().map((m) => [iso(m.ts), m.kind, m.side, fmt(m.price, 2)]));
