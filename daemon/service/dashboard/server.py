@@ -36,9 +36,19 @@ def add_routes(app: web.Application, read: Any) -> None:
     app.router.add_get("/", _page("index.html"))
     for name in FILES:
         app.router.add_get(f"/ui/{name}", _page(name))
-    app.router.add_get("/api/snapshot", lambda r: _json(read.snapshot(_timeframe(r))))
-    app.router.add_get("/api/chart", lambda r: _json(read.chart(_symbol(r, read), _timeframe(r))))
-    app.router.add_get("/ws/events", lambda r: _stream(r, read))
+
+    async def snapshot(request: web.Request) -> web.Response:
+        return _json(read.snapshot(_timeframe(request)))
+
+    async def chart(request: web.Request) -> web.Response:
+        return _json(read.chart(_symbol(request, read), _timeframe(request)))
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        return await _stream(request, read)
+
+    app.router.add_get("/api/snapshot", snapshot)
+    app.router.add_get("/api/chart", chart)
+    app.router.add_get("/ws/events", stream)
 
 
 def _page(name: str) -> Any:
@@ -63,7 +73,7 @@ def _symbol(request: web.Request, read: Any) -> str:
     return symbol
 
 
-async def _json(body: Any) -> web.Response:
+def _json(body: Any) -> web.Response:
     return web.json_response(body, dumps=dumps)
 
 
