@@ -14,13 +14,14 @@ import time
 from typing import Any, Mapping
 
 from daemon.config import Config
-from daemon.domain import Fill, Position, Side
+from daemon.domain import Fill, Position, Side, timeframe_ms
 from daemon.service.parts import Parts
 from daemon.service.watchdog import Freshness
 from daemon.trading.orders import apply_fill
 
 CHART_BARS = 500  # bars per chart snapshot: a trading day of 1m bars is enough to read
 EQUITY_POINTS = 2000
+LIVE_SCORE_CALLS = 2000  # per model: about a day of 1m calls
 
 
 class ReadModel:
@@ -71,10 +72,24 @@ class ReadModel:
         return out
 
     def models(self) -> list[dict[str, Any]]:
-        """Served models: name, version, threshold, artifact directory, trading/shadow state."""
-        return [{"name": name, "version": p.version, "threshold": p.threshold,
-                 "state": getattr(p, "state", "trading"),
+        """Served models: name, version, threshold, artifact directory, state (every served
+        model trades: sigd has no shadow models yet) and live score."""
+        scores = self.live_scores()
+        return [{"name": name, "version": p.version, "threshold": p.threshold, "state": "trading",
+                 "live": scores.get(name, {"calls": 0, "hit_rate": None}),
                  "path": str(self.parts.model_dirs.get(name, ""))} for name, p in sorted(self.parts.predictors.items())]
+
+    def live_scores(self, n: int = LIVE_SCORE_CALLS) -> dict[str, dict[str, Any]]:
+        """Per model, over its newest `n` LONG/SHORT answers: how often the next trigger bar
+        closed in the called direction (FLAT answers are not calls)."""
+        tf = self.cfg.engine.trigger_timeframe
+        rows = self.parts.store.db.execute(
+            "SELECT p.model, COUNT(*), SUM((p.side = 2 AND b1.close > b0.close) OR (p.side = 0 AND b1.close < b0.close)) "
+            "FROM (SELECT model, symbol, bar_ts, side FROM predictions WHERE side != 1 ORDER BY id DESC LIMIT ?) p "
+            "JOIN bars b0 ON b0.symbol = p.symbol AND b0.timeframe = ? AND b0.ts = p.bar_ts "
+            "JOIN bars b1 ON b1.symbol = p.symbol AND b1.timeframe = ? AND b1.ts = p.bar_ts + ? GROUP BY p.model",
+            [n, tf, tf, timeframe_ms(tf)]).fetchall()
+        return {r[0]: {"calls": r[1], "hit_rate": round(r[2] / r[1], 4) if r[1] else None} for r in rows}
 
     def outbox_totals(self) -> dict[str, int]:
         """Pending and dead rows summed over channels."""

@@ -39,3 +39,17 @@ def test_get_sums_the_series_that_match_and_label_sets_are_fixed() -> None:
         c.inc(side="LONG")
     with pytest.raises(TypeError, match="already registered"):
         r.gauge("sigd_signals_total", "")
+
+
+def test_the_grafana_dashboard_queries_metrics_sigd_exports() -> None:
+    import json
+    import re
+
+    from tests.conftest import REPO
+
+    dash = json.loads((REPO / "docs" / "grafana-sigd.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    source = "\n".join(p.read_text() for p in (REPO / "daemon").rglob("*.py"))
+    declared = set(re.findall(r'REGISTRY\.(?:counter|gauge|histogram)\(\s*"(sigd_\w+)"', source))
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"sigd_\w+", e)}
+    assert used and used <= declared, used - declared

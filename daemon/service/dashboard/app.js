@@ -153,8 +153,8 @@ function setState(msg) {
       s.reconnects, s.backfilled_bars, s.dropped_frames]));
   table(document.getElementById("outbox"), ["channel", "pending", "dead letters"],
     Object.entries(h.outbox).map(([c, d]) => [c, d.pending, d.dead]));
-  table(document.getElementById("models"), ["model", "version", "state", "threshold"],
-    h.models.map((m) => [m.name, m.version, m.state, fmt(m.threshold)]));
+  table(document.getElementById("models"), ["model", "version", "state", "threshold", "live hit rate", "calls"],
+    h.models.map((m) => [m.name, m.version, m.state, fmt(m.threshold), fmt(m.live.hit_rate, 3), m.live.calls]));
   table(document.getElementById("retrain"), ["retrain: model", "version", "status", "when", "scores"],
     h.retrain_history.map((r) => [r.name, r.version, r.status, iso(r.created_ms), JSON.stringify(r.metrics)]));
 }
