@@ -201,6 +201,22 @@ class RetrainFinished(Event):
     reason: str
 
 
+@dataclass(frozen=True)
+class AlertQueued(Event):
+    """An alert event (signal, fill, order, error, retrain, ...) is committed to the outbox;
+    `envelope()` is the JSON object webhooks receive (without a signature)."""
+
+    kind: ClassVar[str] = "alert"
+    id: str
+    type: str
+    payload: Mapping[str, Any]
+    created_ms: int
+
+    def envelope(self) -> dict[str, Any]:
+        """The payload's fields plus id, type and created_ms."""
+        return {"id": self.id, "type": self.type, "created_ms": self.created_ms, **self.payload}
+
+
 class Subscription:
     """One subscriber's bounded queue; iterate it with `async for`. Ends when dropped or closed."""
 

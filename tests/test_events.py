@@ -53,3 +53,26 @@ async def test_publish_from_another_thread_reaches_the_loop() -> None:
 
 async def _drain(sub: events.Subscription) -> list[events.Event]:
     return [e async for e in sub]
+
+
+def test_after_commit_runs_after_the_outermost_commit_and_never_after_a_rollback(tmp_path) -> None:
+    import pytest
+
+    from daemon.store import Store
+
+    store, ran = Store(tmp_path / "s.sqlite"), []
+    store.after_commit(lambda: ran.append("now"))  # no transaction: at once
+    with store.transaction():
+        store.after_commit(lambda: ran.append("outer"))
+        with pytest.raises(RuntimeError), store.transaction():
+            store.after_commit(lambda: ran.append("undone"))
+            raise RuntimeError("inner block fails")
+        with store.transaction():
+            store.after_commit(lambda: ran.append("inner"))
+        assert ran == ["now"]  # nothing before the commit
+    assert ran == ["now", "outer", "inner"]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.after_commit(lambda: ran.append("rolled back"))
+        raise RuntimeError("whole transaction fails")
+    assert ran == ["now", "outer", "inner"]
+    store.close()
