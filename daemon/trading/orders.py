@@ -174,7 +174,7 @@ class Ledger:
                                         exchange_id=exchange_id, error=error)
             self.sink.publish("order", {**order_payload(updated), "error": error},
                               event_id=f"order-{order.client_order_id}-{status.value}")
-        events.publish(events.OrderUpdated.of(updated))
+        self.store.after_commit(lambda: events.publish(events.OrderUpdated.of(updated)))
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         return updated
 
@@ -191,8 +191,9 @@ class Ledger:
             payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
             self.sink.publish("fill", payload, event_id=f"fill-{fill.client_order_id}")
         self._positions[fill.symbol] = position
-        events.publish(events.FillRecorded.of(fill))
-        events.publish(events.PositionChanged.of(position))
+        # Live pushes once the fill's transaction (or an enclosing one) has committed.
+        self.store.after_commit(lambda: events.publish(events.FillRecorded.of(fill)))
+        self.store.after_commit(lambda: events.publish(events.PositionChanged.of(position)))
         log.info("order_filled", client_order_id=fill.client_order_id, side=fill.side, price=fill.price,
                  amount=fill.amount, fee=fill.fee, position=position.amount)
         return position
