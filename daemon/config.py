@@ -175,9 +175,13 @@ class ServiceConfig:
     stale_after_s: float = 90.0
     shutdown_deadline_s: float = 10.0
     status_interval_s: float = 15.0
+    # Failed decisions (or failed SQLite commits) in a row that turn /healthz red and stop
+    # WATCHDOG=1, so that systemd restarts the service.
+    max_consecutive_failures: int = 3
 
     def check(self, key: str) -> None:
         _require(self.stale_after_s > 0, f"{key}.stale_after_s", "must be > 0")
+        _require(self.max_consecutive_failures >= 1, f"{key}.max_consecutive_failures", "must be >= 1")
         _require(self.shutdown_deadline_s > 0, f"{key}.shutdown_deadline_s", "must be > 0")
         _require(self.status_interval_s > 0, f"{key}.status_interval_s", "must be > 0")
 
@@ -447,10 +451,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Load and validate a config file; ConfigError names the file and the key on any problem."""
     p = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        with p.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
+        raw = tomllib.loads(_read_text(p))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
@@ -458,3 +459,19 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return dataclasses.replace(cfg, source=str(p))
+
+
+def _read_text(p: Path) -> str:
+    """The file's text; anything but a readable UTF-8 file is a ConfigError naming it."""
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
+    except OSError as exc:  # permission denied, I/O error, ...
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None

@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import sqlite_utils
+# sqlite-utils imports pandas (~100 MB of RSS) only to convert pandas values, which sigd never
+# stores: hidden during that import unless something loaded it already (bench service: measured).
+_HIDE_PANDAS = "pandas" not in sys.modules
+if _HIDE_PANDAS:
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # import pandas -> ImportError
+try:
+    import sqlite_utils
+finally:
+    if _HIDE_PANDAS:
+        del sys.modules["pandas"]
 
+from daemon.health import FAILURES
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
@@ -232,14 +243,20 @@ class Store:
                 self._savepoints -= 1
             conn.execute(f"RELEASE {name}")
             return
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._after_commit.clear()
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # full disk, read-only file, ...: health counts it (daemon/health.py)
             self._after_commit.clear()
+            FAILURES.failed("commit", f"{type(exc).__name__}: {exc}")
             raise
-        conn.execute("COMMIT")
+        FAILURES.succeeded("commit")
         callbacks, self._after_commit = self._after_commit, []
         for fn in callbacks:
             fn()

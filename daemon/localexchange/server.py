@@ -226,9 +226,17 @@ def _balances(text: str | None) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _log_processors() -> list[Any]:
+    """JSON lines unless a person watches both stdout and stderr (`> file`, journald: JSON)."""
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        return structlog.get_config()["processors"]  # structlog's readable console default
+    return [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr), processors=_log_processors())
     try:
         key, secret, source = credentials(args.api_key_env, args.api_secret_env)
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from daemon import log
 from daemon.config import Config
+from daemon.domain import Bar
 from daemon.metrics import REGISTRY
 from daemon.service.parts import Parts
 from daemon.service.readmodel import ReadModel
@@ -85,13 +86,36 @@ class DaemonControls:
         return {"paused": False, "symbol": symbol or "all"}
 
     async def flat(self, symbol: str | None = None) -> Mapping[str, Any]:
-        """Close the position(s) now through the broker (a paper order fills at the next price)."""
+        """Close the position(s) now through the broker (a paper order fills at the next price).
+
+        Right after a start no bar of this run has been decided yet: a stored position is then
+        closed at the newest buffered trigger bar (warm-up history), not ignored."""
         targets = [self._check(symbol)] if symbol else self.read.symbols()
         before = {s: self.parts.broker.position(s).amount for s in targets}
-        sent = await self._engine_call("flatten", symbol, "operator")
-        _log.warning("flat_requested", symbol=symbol or "all", before=before, order_sent=sent)
+        newest = {s: b for s in targets if (b := self._newest_trigger_bar(s)) is not None}
+        sent = await self.parts.engine.flatten("operator", symbol=symbol, fallback=newest)
+        if sent:
+            note = "fills at the next price"
+        elif not any(before.values()):
+            note = "already flat"
+        elif not newest:
+            note = "refused: no closed bar yet to price the order; try again after the first bar"
+        else:
+            note = "refused: a close was already sent on this bar; it fills at the next price"
+        _log.warning("flat_requested", symbol=symbol or "all", before=before, order_sent=sent, note=note)
         return {"symbol": symbol or "all", "position_before": before if symbol is None else before[symbol],
-                "order_sent": sent, "note": "fills at the next price" if sent else "already flat (or no bar yet)"}
+                "order_sent": sent, "note": note}
+
+    def _newest_trigger_bar(self, symbol: str) -> Bar | None:
+        timeframe = self.cfg.engine.trigger_timeframe
+        try:
+            rows = self.parts.buffers.ring(symbol, timeframe).window(1)
+        except KeyError:
+            return None
+        if not len(rows):
+            return None
+        ts, o, h, low, c, v = (float(x) for x in rows[-1])
+        return Bar(symbol, timeframe, int(ts), o, h, low, c, v)
 
     async def retrain(self) -> Mapping[str, Any]:
         """Run the retrain job now (in the background); its outcome arrives as an alert."""

@@ -36,7 +36,7 @@ class ReadModel:
     def status(self) -> dict[str, Any]:
         """Streams and freshness, degraded flags, models, position, last signal, outbox, retrain."""
         streams = self.streams()
-        fresh, why = self.freshness.fresh()
+        fresh, why = self.freshness.healthy()
         degraded = sorted(name for name, s in streams.items() if s.get("degraded"))
         reason = why or (f"degraded: {', '.join(degraded)}" if degraded else "")
         symbols = {s: self.symbol_state(s) for s in self.symbols()}

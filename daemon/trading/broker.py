@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Callable, Protocol, Sequence
 
 from daemon import log as logging
+from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.market.exchange import FatalError
 from daemon.metrics import REGISTRY
@@ -149,6 +150,7 @@ class TestnetBroker:
         return None if order is None else await self.execute(order)
 
     async def _send(self, order: Order) -> Order:
+        crash_point("after_order_recorded")
         try:
             raw = await self.client.create_order(order.symbol, order.side, order.type, order.amount,
                                                  order.price, order.client_order_id)
@@ -157,6 +159,7 @@ class TestnetBroker:
         except Exception as exc:  # timeout, disconnect, anything else: we do not know
             log.warning("order_outcome_unknown", client_order_id=order.client_order_id, error=repr(exc))
             return self.ledger.set_status(order, OrderStatus.UNKNOWN, error=repr(exc))
+        crash_point("after_order_sent_before_ack")
         return self._apply(order, raw)
 
     def _apply(self, order: Order, raw: dict) -> Order:

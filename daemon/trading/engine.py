@@ -33,6 +33,8 @@ import numpy as np
 from daemon import events
 from daemon import log as logging
 from daemon.config import Config
+from daemon.crashpoints import crash_point
+from daemon.health import FAILURES
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
@@ -215,8 +217,9 @@ class Engine:
             async with self._act_lock:
                 outcomes = self._decide_all(jobs, answers)
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs})
-        except Exception as exc:  # one bad cycle never stops the bar path
+        except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
+            FAILURES.failed("decision", repr(exc))
         self._schedule_prewarm()
 
     async def _settle(self, symbol: str) -> None:
@@ -233,9 +236,11 @@ class Engine:
                 try:
                     with self.store.transaction():
                         outcomes.append(self._decide(job, predictions, book))
+                    FAILURES.succeeded("decision")
                 except Exception as exc:
                     FAILED.inc(symbol=job.bar.symbol)
                     log.exception("decision_failed", symbol=job.bar.symbol, bar_ts=job.bar.ts, error=repr(exc))
+                    FAILURES.failed("decision", repr(exc))
         return outcomes
 
     def _book(self, closes: Mapping[str, float]) -> Book:
@@ -303,6 +308,8 @@ class Engine:
 
     async def _after_commit(self, outcomes: Sequence[Outcome], received: Mapping[str, float]) -> None:
         """The committed decisions: state in memory, metrics, then the orders are executed."""
+        if any(out.signals for out in outcomes):
+            crash_point("after_signal_commit")
         for out in outcomes:
             state, symbol = out.state, out.bar.symbol
             state.risk_state, state.last_bar, state.last_decided_ts = out.risk_state, out.bar, out.bar.ts
@@ -391,13 +398,15 @@ class Engine:
                 state.save_risk(self.store, state.risk_state)
         log.warning("engine_resumed", symbol=symbol or "all")
 
-    async def flatten(self, reason: str = "operator", symbol: str | None = None) -> bool:
-        """Close positions now (one symbol or all) at their last trigger bar; False when nothing was sent."""
+    async def flatten(self, reason: str = "operator", symbol: str | None = None,
+                      fallback: Mapping[str, Bar] | None = None) -> bool:
+        """Close positions now (one symbol or all) at their last trigger bar (before this run's
+        first decision: at `fallback[symbol]`); False when nothing was sent."""
         async with self._act_lock:
             orders = []
             with self.store.transaction():
                 for state in self._targets(symbol):
-                    order = self._flatten_one(state, reason)
+                    order = self._flatten_one(state, reason, (fallback or {}).get(state.symbol))
                     if order is not None:
                         orders.append(order)
             for order in orders:
@@ -405,8 +414,8 @@ class Engine:
                 await self.broker.execute(order)
             return bool(orders)
 
-    def _flatten_one(self, state: SymbolState, reason: str) -> Any:
-        bar, position = state.last_bar, self.broker.position(state.symbol)
+    def _flatten_one(self, state: SymbolState, reason: str, fallback: Bar | None = None) -> Any:
+        bar, position = state.last_bar or fallback, self.broker.position(state.symbol)
         if bar is None or position.amount == 0:
             return None
         if self.store.orders(client_order_id=client_order_id(state.symbol, bar.ts, "manual")):

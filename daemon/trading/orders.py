@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 
 from daemon import events
 from daemon import log as logging
+from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.store import Store
 from strategies.base import EPSILON  # one notion of a zero position everywhere
@@ -172,11 +173,17 @@ class Ledger:
         with self.store.transaction():
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(),
                                         exchange_id=exchange_id, error=error)
-            self.sink.publish("order", {**order_payload(updated), "error": error},
-                              event_id=f"order-{order.client_order_id}-{status.value}")
-        self.store.after_commit(lambda: events.publish(events.OrderUpdated.of(updated)))
+            self.announce(updated, error)
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         return updated
+
+    def announce(self, order: Order, error: str | None = None) -> None:
+        """Queue the "order" event of the order's status (a stable id: once per status; call it
+        inside the transaction that stores what it says). Every broker announces an order as
+        `open` before its fill, so webhook consumers see the same event types in every mode."""
+        self.sink.publish("order", {**order_payload(order), "error": error},
+                          event_id=f"order-{order.client_order_id}-{order.status.value}")
+        self.store.after_commit(lambda: events.publish(events.OrderUpdated.of(order)))
 
     def record_fill(self, order: Order, fill: Fill, status: OrderStatus = OrderStatus.FILLED,
                     exchange_id: str | None = None) -> Position:
@@ -188,8 +195,13 @@ class Ledger:
                 return self.position(fill.symbol)
             self.store.put_position(position, self.clock_ms())
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id)
+            if order.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN):  # never announced: open, then the fill
+                self.announce(dataclasses.replace(order, status=OrderStatus.OPEN,
+                                                  exchange_id=exchange_id or order.exchange_id))
             payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
             self.sink.publish("fill", payload, event_id=f"fill-{fill.client_order_id}")
+        if not self.store.db.conn.in_transaction:  # committed (not a savepoint inside a caller's transaction)
+            crash_point("after_fill_commit")
         self._positions[fill.symbol] = position
         # Live pushes once the fill's transaction (or an enclosing one) has committed.
         self.store.after_commit(lambda: events.publish(events.FillRecorded.of(fill)))
