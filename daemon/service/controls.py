@@ -103,7 +103,8 @@ class DaemonControls:
         else:
             note = "refused: a close was already sent on this bar; it fills at the next price"
         _log.warning("flat_requested", symbol=symbol or "all", before=before, order_sent=sent, note=note)
-        return {"symbol": symbol or "all", "position_before": before if symbol is None else before[symbol],
+        # One traded symbol: the amount, as single-symbol clients read it; several: per symbol.
+        return {"symbol": symbol or "all", "position_before": before[targets[0]] if len(targets) == 1 else before,
                 "order_sent": sent, "note": note}
 
     def _newest_trigger_bar(self, symbol: str) -> Bar | None:
