@@ -9,12 +9,15 @@ Skips with the reason when Chromium or Playwright is missing (.ci/run installs b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
@@ -28,6 +31,7 @@ ARTIFACTS = Path(os.environ.get("SIGD_TEST_ARTIFACTS", Path(__file__).resolve().
 SPEED = 30.0  # one 1m bar every 2 wall seconds
 BAR_WALL_S = 60.0 / SPEED
 SYMBOL = "ETH/USDT"
+TAPE_2021 = Path(__file__).resolve().parents[2] / "daemon" / "localexchange" / "tape_2021"
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install "
                                      "playwright; .ci/run does it)")
@@ -39,12 +43,16 @@ pytestmark = [
 
 
 def _config(tmp: Path, artifacts: dict[str, Path], hook_url: str, api_port: int | None = None,
-            start: str = "") -> tuple[Path, int]:
-    """The end-to-end service config at SPEED; `api_port` pins the API (a restart keeps the page's URL)."""
+            start: str = "", symbols: tuple[str, ...] = ()) -> tuple[Path, int]:
+    """The end-to-end service config at SPEED; `api_port` pins the API (a restart keeps the
+    page's URL); `symbols` trades several on the bundled May 2021 tape."""
     cfg, _, port = service_config(tmp, artifacts, hook_url, start=start, stale_after_s=10.0)
     text = cfg.read_text().replace("speed = 60.0", f"speed = {SPEED}")
     if api_port is not None:
         text = text.replace(f"port = {port}\n", f"port = {api_port}\n")
+    if symbols:
+        text = text.replace(f'start = "{start}"', f'start = "{start}"\ntape = "{TAPE_2021}"')
+        text += f"\n[exchange]\nsymbols = {json.dumps(list(symbols))}\n"
     cfg.write_text(text)
     return cfg, api_port or port
 
@@ -70,49 +78,57 @@ def _newest_bar(db: Path) -> int:
     return int(query(db, "SELECT COALESCE(MAX(ts), 0) FROM bars WHERE symbol=? AND timeframe='1m'", (SYMBOL,))[0][0])
 
 
-async def test_dashboard_live_in_chromium(tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+@contextlib.asynccontextmanager
+async def _session(tmp_path: Path, artifacts: dict[str, Path], **config: Any) -> AsyncIterator[SimpleNamespace]:
+    """A running daemon (ready) and a Chromium page; `run.daemon` may be replaced (restart)."""
     receiver = WebhookReceiver(SECRET)
     await receiver.start()
-    cfg, port = _config(tmp_path, tiny_artifacts, receiver.url)
-    db, url = tmp_path / "state.sqlite", f"http://127.0.0.1:{port}"
-    daemon = DaemonProcess(cfg, tmp_path, ENV).start()
+    cfg, port = _config(tmp_path, artifacts, receiver.url, **config)
+    run = SimpleNamespace(daemon=DaemonProcess(cfg, tmp_path, ENV).start(), port=port, receiver=receiver,
+                          url=f"http://127.0.0.1:{port}", errors=[])
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM)
-        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        run.page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        run.page.on("pageerror", lambda exc: run.errors.append(str(exc)))
         try:
-            await daemon.wait_ready()
-            assert f"sigd dashboard: {url}/" in daemon.log_path.read_text()  # what `make run` shows
-            await page.goto(url + "/")
-            await page.wait_for_selector("#conn:text-is('live')", timeout=15_000)
-            await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-bars]', timeout=15_000)
-            assert int(await _section(page, "data-bars") or 0) > 100
-
-            await _new_bar_within_one_bar(page, db)
-            await _signal_marker_after_decision(page, db, daemon)
-            await _controls(page, url, daemon)
-            await _screenshot(page)
-
-            # Restart the daemon (the replay resumes after the newest stored bar): the page
-            # reconnects by itself and resyncs; every marker once, all of them real rows.
-            daemon.signal(signal.SIGTERM)
-            assert await daemon.wait_exit(20) == 0
-            await page.wait_for_selector("#conn:text-is('reconnecting')", timeout=10_000)
-            newest = _newest_bar(db)
-            cfg, _ = _config(tmp_path, tiny_artifacts, receiver.url, api_port=port,
-                             start=_iso(newest + 2 * 60_000 + 30_000))
-            daemon.close()
-            daemon = DaemonProcess(cfg, tmp_path, ENV).start()
-            await daemon.wait_ready()
-            await page.wait_for_selector("#conn:text-is('live')", timeout=20_000)
-            await _until(page, "data-last-bar", lambda v: int(v) > newest, 20.0)
-            await _no_duplicate_markers(page, db)
-            assert errors == [], errors
+            await run.daemon.wait_ready()
+            yield run
+            assert run.errors == [], run.errors
         finally:
             await browser.close()
-            daemon.close()
+            run.daemon.close()
             await receiver.stop()
+
+
+async def test_dashboard_live_in_chromium(tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    db = tmp_path / "state.sqlite"
+    async with _session(tmp_path, tiny_artifacts) as run:
+        page, url = run.page, run.url
+        assert f"sigd dashboard: {url}/" in run.daemon.log_path.read_text()  # what `make run` shows
+        await page.goto(url + "/")
+        await page.wait_for_selector("#conn:text-is('live')", timeout=15_000)
+        await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-bars]', timeout=15_000)
+        assert int(await _section(page, "data-bars") or 0) > 100
+
+        await _new_bar_within_one_bar(page, db)
+        await _signal_marker_after_decision(page, db, run.daemon)
+        await _controls(page, url, run.daemon)
+        await _screenshot(page)
+
+        # Restart the daemon (the replay resumes after the newest stored bar): the page
+        # reconnects by itself and resyncs; every marker once, all of them real rows.
+        run.daemon.signal(signal.SIGTERM)
+        assert await run.daemon.wait_exit(20) == 0
+        await page.wait_for_selector("#conn:text-is('reconnecting')", timeout=10_000)
+        newest = _newest_bar(db)
+        cfg, _ = _config(tmp_path, tiny_artifacts, run.receiver.url, api_port=run.port,
+                         start=_iso(newest + 2 * 60_000 + 30_000))
+        run.daemon.close()
+        run.daemon = DaemonProcess(cfg, tmp_path, ENV).start()
+        await run.daemon.wait_ready()
+        await page.wait_for_selector("#conn:text-is('live')", timeout=20_000)
+        await _until(page, "data-last-bar", lambda v: int(v) > newest, 20.0)
+        await _no_duplicate_markers(page, db)
 
 
 async def _new_bar_within_one_bar(page: Any, db: Path) -> None:
@@ -205,3 +221,26 @@ def _iso(ts_ms: int) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_every_symbol_has_its_chart_and_the_timeframe_switches(tmp_path: Path,
+                                                                     tiny_artifacts: dict[str, Path]) -> None:
+    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:00Z",
+                        symbols=("ETH/USDT", "LTC/USDT")) as run:
+        page = run.page
+        await page.goto(run.url + "/")
+        for symbol in ("ETH/USDT", "LTC/USDT"):
+            await page.wait_for_selector(f'section[data-symbol="{symbol}"][data-bars]', timeout=15_000)
+        ltc = 'section[data-symbol="LTC/USDT"]'
+        minute = int(await page.get_attribute(ltc, "data-last-bar") or 0)
+        assert minute > 0
+        await page.click(".tf button[data-tf='1h']")
+        await page.wait_for_selector(".tf button.on[data-tf='1h']")
+        loop = asyncio.get_running_loop()
+        deadline, last = loop.time() + 10, minute
+        while loop.time() < deadline and not (last != minute and last % 3_600_000 == 0):
+            last = int(await page.get_attribute(ltc, "data-last-bar") or 0)
+            await asyncio.sleep(0.1)
+        assert last % 3_600_000 == 0 and last <= minute, (last, minute)  # the newest hour bar
+        assert "1h bar" in (await page.text_content(f"{ltc} .last-bar") or "")
+        assert await page.locator("#streams tr").count() >= 1 + 2 * 4  # both symbols' four streams
