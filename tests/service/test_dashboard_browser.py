@@ -170,6 +170,10 @@ async def _controls(page: Any, url: str, daemon: DaemonProcess) -> None:
         async with http.post(url + "/pause", headers={"Authorization": f"Bearer {API_TOKEN}",
                                                       "Origin": "http://evil.example"}) as r:
             assert r.status == 403
+        for path in ("/", "/ui/app.js", "/api/snapshot", "/status"):  # no secret ever reaches the page
+            async with http.get(url + path) as r:
+                body = await r.text()
+                assert r.status == 200 and API_TOKEN not in body and SECRET not in body, path
     await page.fill("#token", API_TOKEN)
     await page.click("#token-form button[type=submit]")
     assert await page.input_value("#token") == ""  # the field does not keep it

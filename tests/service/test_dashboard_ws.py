@@ -22,20 +22,29 @@ class FixedReadModel:
     def symbols(self) -> list[str]:
         return ["ETH/USDT"]
 
+    def __init__(self) -> None:
+        self.state_calls = 0
+
     def state(self) -> dict[str, Any]:
+        self.state_calls += 1
         return {"mode": "paper", "symbols": {}, "portfolio": {}, "health": {}}
 
     def snapshot(self, timeframe: str) -> dict[str, Any]:
-        return {**self.state(), "timeframe": timeframe}
+        return {"mode": "paper", "symbols": {}, "portfolio": {}, "health": {}, "timeframe": timeframe}
 
     def chart(self, symbol: str, timeframe: str) -> dict[str, Any]:
         return {"symbol": symbol, "timeframe": timeframe, "bars": [], "markers": []}
 
 
 @pytest.fixture
-async def url():
+def read() -> FixedReadModel:
+    return FixedReadModel()
+
+
+@pytest.fixture
+async def url(read: FixedReadModel):
     app = web.Application()
-    server.add_routes(app, FixedReadModel())
+    server.add_routes(app, read)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -79,3 +88,14 @@ async def test_a_page_that_falls_behind_is_dropped_and_told_to_resync(url: str) 
             received += 1
         assert msg.type == WSMsgType.CLOSE and msg.data == 1013
         assert received <= server.QUEUE
+
+
+async def test_one_state_per_event_however_many_pages(url: str, read: FixedReadModel) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{url}/ws/events") as a, \
+            http.ws_connect(f"{url}/ws/events") as b:
+        for ws in (a, b):
+            assert (await ws.receive_json(timeout=5))["kind"] == "snapshot"
+        events.publish(events.StreamHealth("ETH/USDT 1m", False))
+        for ws in (a, b):
+            assert [(await ws.receive_json(timeout=5))["kind"] for _ in range(2)] == ["stream", "state"]
+    assert read.state_calls == 1

@@ -43,8 +43,10 @@ def add_routes(app: web.Application, read: Any) -> None:
     async def chart(request: web.Request) -> web.Response:
         return _json(read.chart(_symbol(request, read), _timeframe(request)))
 
+    shared = SharedState(read)
+
     async def stream(request: web.Request) -> web.WebSocketResponse:
-        return await _stream(request, read)
+        return await _stream(request, read, shared)
 
     app.router.add_get("/api/snapshot", snapshot)
     app.router.add_get("/api/chart", chart)
@@ -82,7 +84,23 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, default=str, separators=(",", ":"))
 
 
-async def _stream(request: web.Request, read: Any) -> web.WebSocketResponse:
+class SharedState:
+    """The `state` after one event, computed once however many pages are open (the queries
+    run on the event loop: their cost must not grow with the number of pages)."""
+
+    def __init__(self, read: Any) -> None:
+        self.read = read
+        self._after: events.Event | None = None
+        self._text = ""
+
+    def after(self, event: events.Event) -> str:
+        """The state as JSON text, as of `event` (the same object reaches every page)."""
+        if event is not self._after:
+            self._after, self._text = event, dumps({"kind": "state", **self.read.state()})
+        return self._text
+
+
+async def _stream(request: web.Request, read: Any, shared: SharedState) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
     sub = events.BUS.subscribe(f"dashboard {request.remote}", maxsize=QUEUE)
@@ -90,7 +108,7 @@ async def _stream(request: web.Request, read: Any) -> web.WebSocketResponse:
     pump: asyncio.Task[None] | None = None
     try:
         await ws.send_str(dumps({"kind": "snapshot", **read.snapshot(_timeframe(request))}))
-        pump = asyncio.create_task(_pump(sub, ws, read))
+        pump = asyncio.create_task(_pump(sub, ws, shared))
         async for _ in ws:  # the page has nothing to say; read until it leaves
             pass
     finally:
@@ -101,13 +119,13 @@ async def _stream(request: web.Request, read: Any) -> web.WebSocketResponse:
     return ws
 
 
-async def _pump(sub: events.Subscription, ws: web.WebSocketResponse, read: Any) -> None:
+async def _pump(sub: events.Subscription, ws: web.WebSocketResponse, shared: SharedState) -> None:
     """Bus → socket; after state-changing events a fresh `state`. Closes 1013 when dropped."""
     try:
         async for event in sub:
             await ws.send_str(dumps(event.to_dict()))
             if event.kind in STATEFUL and sub.queue.empty():  # a burst gets one state, at its end
-                await ws.send_str(dumps({"kind": "state", **read.state()}))
+                await ws.send_str(shared.after(event))
         if sub.dropped:
             _log.warning("dashboard_client_dropped", subscriber=sub.name)
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow: reconnect and resync")
