@@ -14,7 +14,7 @@ import time
 from typing import Any, Mapping
 
 from daemon.config import Config
-from daemon.domain import Fill, Position, Side, timeframe_ms
+from daemon.domain import CLASS_SCORES, Fill, Position, Side, timeframe_ms
 from daemon.service.parts import Parts
 from daemon.service.watchdog import Freshness
 from daemon.trading.orders import apply_fill
@@ -166,14 +166,14 @@ class ReadModel:
         """Every model's answer at the newest decided trigger bar, and why it did (not) signal."""
         symbol = symbol or self.cfg.exchange.symbol
         rows = self.parts.store.db.execute(
-            "SELECT bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold FROM predictions "
+            "SELECT bar_ts, model, version, scores, side, confidence, threshold FROM predictions "
             "WHERE symbol=? AND bar_ts = (SELECT MAX(bar_ts) FROM predictions WHERE symbol=?) ORDER BY model",
             [symbol, symbol]).fetchall()
         if not rows:
             return None
         bar_ts = rows[0][0]
-        models = {r[1]: {"version": r[2], "probs": [round(x, 4) for x in r[3:6]], "side": Side(r[6]).name,
-                         "confidence": round(r[7], 4), "threshold": r[8]} for r in rows}
+        models = {r[1]: {"version": r[2], **_scores(r[3]), "side": Side(r[4]).name,
+                         "confidence": round(r[5], 4), "threshold": r[6]} for r in rows}
         return {"symbol": symbol, "bar_ts": bar_ts, "models": models,
                 "why": self._why(symbol, bar_ts, models)}
 
@@ -269,6 +269,14 @@ class ReadModel:
         for symbol, per in state["symbols"].items():
             per["chart"] = self.chart(symbol, timeframe)
         return {**state, "timeframe": timeframe}
+
+
+def _scores(raw: str | None) -> dict[str, Any]:
+    """`probs` [P(SHORT), P(FLAT), P(LONG)] (None where a model has no class scores) and the
+    model's other named scores (e.g. a regression's "return")."""
+    scores = _json(raw) or {}
+    return {"probs": [_round(scores.get(k), 4) for k in CLASS_SCORES],
+            "scores": {k: _round(v, 6) for k, v in scores.items() if k not in CLASS_SCORES}}
 
 
 def _json(raw: Any) -> Any:

@@ -23,7 +23,7 @@ def _model(tmp_path: Path, write_config) -> tuple[ReadModel, Store]:
 
 
 def _prediction(model: str, ts: int, side: Side) -> Prediction:
-    return Prediction(model, "v1", ts, (0.2, 0.2, 0.6), side, 0.6, 0.5)
+    return Prediction(model, "v1", ts, {"p_short": 0.2, "p_flat": 0.2, "p_long": 0.6, "return": 0.001}, side, 0.6, 0.5)
 
 
 def test_live_scores_count_calls_in_the_right_direction(tmp_path: Path, write_config) -> None:
@@ -44,7 +44,9 @@ def test_equity_curve_markers_and_why(tmp_path: Path, write_config) -> None:
         store.add_fill(f)
     assert read.equity_curve() == [{"ts": MIN, "equity": 999.9}, {"ts": 2 * MIN, "equity": 1009.8}]
     store.add_predictions("ETH/USDT", [_prediction("a", 3 * MIN, Side.LONG)], 0)
-    assert read.last_decision("ETH/USDT")["why"] == "no signal: drawdown halt (resume to lift it)"
+    decision = read.last_decision("ETH/USDT")
+    assert decision["why"] == "no signal: drawdown halt (resume to lift it)"
+    assert decision["models"]["a"]["probs"] == [0.2, 0.2, 0.6] and decision["models"]["a"]["scores"] == {"return": 0.001}
     signal_id = store.add_signal(Signal("ETH/USDT", 3 * MIN, Side.LONG, 0.6, 105.0, "confidence", ("a LONG",)), 1.0, 0)
     assert read.last_decision("ETH/USDT")["why"] == "signal LONG by confidence: a LONG"
     ids = [m["id"] for m in read.markers("ETH/USDT", 0)]
