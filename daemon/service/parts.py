@@ -15,7 +15,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from daemon import log
+from daemon import events, log
 from daemon.market.bars import Buffers
 from daemon.config import Config, ConfigError, secret
 from daemon.domain import Bar, PredictorLike, timeframe_ms
@@ -90,6 +90,7 @@ class Parts:
         self.predictors[name] = predictor
         self.model_dirs[name] = path
         _log.info("model_swapped", model=name, version=predictor.version, path=str(path))
+        events.publish(events.ModelSwapped(name, predictor.version, "trading"))
 
 
 def newest_close_ms(store: Store) -> int | None:
