@@ -21,6 +21,7 @@ from daemon.market.bars import Buffers
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar, BarError, timeframe_ms
 from daemon.market.exchange import ExchangeClient, ExchangeFailure, FatalError
+from daemon import events
 from daemon.market.quotes import Quotes
 from daemon.metrics import REGISTRY
 from daemon.store import Store
@@ -69,7 +70,9 @@ class StreamState:
         return timeframe_ms(self.timeframe)
 
     def set_degraded(self, value: bool) -> None:
-        """Set the degraded flag and its gauge."""
+        """Set the degraded flag and its gauge (and tell the bus when it changes)."""
+        if value != self.degraded:
+            events.publish(events.StreamHealth(self.name, value))
         self.degraded = value
         DEGRADED.set(1 if value else 0, stream=self.name)
 
@@ -348,6 +351,7 @@ class Feed:
             st.latencies_ms.append((event_ms, latency))
             LATENCY.observe(latency, stream=st.name)
         self.store.add_bars([bar])
+        events.publish(events.BarClosed.of(bar))
         st.last_ts, st.last_wall = bar.ts, time.time()
         log.debug("bar_closed", stream=st.name, ts=bar.ts, close=bar.close)
         if self.on_bar is not None:
