@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from daemon import log
+from daemon import events, log
 from daemon.crashpoints import crash_point
 from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
@@ -242,6 +242,7 @@ class Retrainer:
                               version, new["score"], cur["score"], str(dest))
 
     def _announce(self, o: Outcome) -> None:
+        events.publish(events.RetrainFinished(o.model, o.status, o.reason))
         payload = {k: v for k, v in asdict(o).items() if v not in (None, "")}
         if o.status == "failed":
             _log.error("retrain_failed", **payload)

@@ -15,7 +15,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from daemon import log
+from daemon import events, log
 from daemon.market.bars import Buffers
 from daemon.config import Config, ConfigError, secret
 from daemon.domain import Bar, PredictorLike, timeframe_ms
@@ -90,6 +90,7 @@ class Parts:
         self.predictors[name] = predictor
         self.model_dirs[name] = path
         _log.info("model_swapped", model=name, version=predictor.version, path=str(path))
+        events.publish(events.ModelSwapped(name, predictor.version, "trading"))
 
 
 def newest_close_ms(store: Store) -> int | None:
@@ -205,7 +206,8 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
 
     buffers = Buffers()
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
-                clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
+                clock_ms=(lambda: float(local.now_ms())) if local is not None else None,
+                quotes=cfg.broker.mode == "paper")  # only the paper broker fills at the quotes
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None,
                                 quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask

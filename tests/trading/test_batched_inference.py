@@ -27,7 +27,7 @@ def windows_at(bars: dict[str, np.ndarray], btc: np.ndarray, end: int, sizes: di
 
 
 async def test_batched_and_one_by_one_inference_agree_to_1e5() -> None:
-    from models.predictor import Predictor
+    from pipeline.predictor import Predictor
 
     predictors = {name: Predictor.load(path, "cpu") for name, path in ARTIFACTS.items()}
     tape = load_tape(bundled_tape_dir())
@@ -54,7 +54,7 @@ async def test_batched_and_one_by_one_inference_agree_to_1e5() -> None:
 
 
 async def test_a_symbol_the_batch_cannot_take_is_left_out_alone() -> None:
-    from models.predictor import Predictor
+    from pipeline.predictor import Predictor
 
     predictor = Predictor.load(ARTIFACTS["cnn_lstm_attn"], "cpu")
     tape = load_tape(bundled_tape_dir())
