@@ -15,7 +15,7 @@ SUBSYSTEMS: dict[str, set[str]] = {
     "market": set(),
     "alerts": set(),
     "trading": {"market"},
-    "research": {"market", "trading"},
+    "research": {"market", "trading", "retrain"},  # research runs its training as retrain's jobs
     "retrain": set(),
     "localexchange": set(),
 }
