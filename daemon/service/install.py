@@ -28,7 +28,7 @@ from typing import Callable
 from daemon.service.servicefiles import render_config, render_unit
 
 SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding pyproject.toml, config.toml, systemd/
-PACKAGE_PARTS = ("pyproject.toml", "README.md", "daemon", "models", "strategies")
+PACKAGE_PARTS = ("pyproject.toml", "README.md", "daemon", "models", "pipeline", "strategies")
 ENV_TEMPLATE = """\
 # sigd secrets, one NAME=value a line (read by systemd as root; never put them in config.toml).
 # SIGD_API_TOKEN=        bearer token of the HTTP API's actions
