@@ -118,3 +118,17 @@ def test_training_report_names_its_baseline() -> None:
             "total_return": 0.01, "buy_and_hold_return": 0.02}
     text = format_metrics("m", {"test": test, "validation": {"threshold": 0.5, "sharpe": 0.3}})
     assert "always-FLAT baseline" in text and "majority" not in text
+
+
+def test_readme_command_table_matches_the_cli() -> None:
+    import argparse
+
+    from daemon.service.cli import build_parser
+
+    table = (REPO / "README.md").read_text().split("| command | what it does |", 1)[1].split("\n\n", 1)[0]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert f"`sigd {name}" in table, f"README's command table lacks sigd {name}"
+    presets = next(a for a in sub.choices["train"]._actions if a.dest == "preset").choices
+    escaped_bar = "\\|"  # a | inside a Markdown table cell
+    assert "--preset " + escaped_bar.join(presets) in table, presets
