@@ -58,10 +58,17 @@ def test_status_json_into_a_closed_pipe_ends_quietly(write_config, big_status_se
     assert err == "", err
 
 
-def test_backtest_period_errors_speak_iso() -> None:
-    res = subprocess.run([sys.executable, "-m", "daemon", "backtest", "--data", "daemon/localexchange/tape",
-                          "--from", "2020-01-01T00:00Z", "--to", "2020-01-02T00:00Z"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+def test_backtest_period_errors_speak_iso(write_config) -> None:
+    art = REPO / "models" / "artifacts"
+    cfg = write_config(f"""
+        [exchange]
+        symbols = ["ETH/USDT"]
+        [models]
+        paths = {{ mtf_transformer = "{art / 'mtf_transformer'}", cnn_lstm_attn = "{art / 'cnn_lstm_attn'}" }}
+    """)
+    res = subprocess.run([sys.executable, "-m", "daemon", "backtest", "-c", str(cfg), "--data",
+                          "daemon/localexchange/tape", "--from", "2020-01-01T00:00Z", "--to", "2020-01-02T00:00Z"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert "2020-01-01T00:00:00Z..2020-01-02T00:00:00Z" in res.stderr and "the tape covers 2025-08-" in res.stderr
     assert not re.search(r"\d{13}", res.stderr), res.stderr  # no epoch milliseconds
