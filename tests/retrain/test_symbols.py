@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon import config as config_mod
 from daemon.retrain.nightly import Retrainer
 from daemon.store import Store
@@ -23,7 +25,8 @@ START = 1_621_425_600_000  # 2021-05-19T12:00Z: 2.5 days of 1m bars on the tape 
 PAIR = ("ETH/USDT", "XRP/USDT")
 
 
-def _cfg(write_config: Any, tmp_path: Path, symbols: tuple[str, ...], **retrain: Any) -> config_mod.Config:
+def _cfg(write_config: Any, tmp_path: Path, symbols: tuple[str, ...], runner: str = "local",
+         **retrain: Any) -> config_mod.Config:
     values = {"artifacts_dir": str(tmp_path / "models"), "preset": "tiny", "epochs": 1, "max_batches": 2,
               "train_days": 1.0, "holdout_hours": 6.0, "timeout_s": 240.0, **retrain}
     extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
@@ -33,6 +36,8 @@ def _cfg(write_config: Any, tmp_path: Path, symbols: tuple[str, ...], **retrain:
         [exchange]
         symbols = {json.dumps(list(symbols))}
         timeframes = ["1m", "1h"]
+        [research]
+        runner = "{runner}"
         [retrain]
     """ + extra))
     cfg.path(cfg.store.path).parent.mkdir(parents=True)
@@ -48,9 +53,13 @@ def _serving(tiny: Path, dest: Path) -> Path:
     return dest
 
 
-async def test_every_traded_symbol_is_backfilled_trained_on_and_scored(write_config: Any, tmp_path: Path,
-                                                                       tiny_artifacts: dict[str, Path]) -> None:
-    cfg = _cfg(write_config, tmp_path, PAIR, min_improvement=-1e9)  # promote whatever scores: inspect it
+@pytest.mark.parametrize("runner", ["local", "ray"])
+async def test_every_traded_symbol_is_backfilled_trained_on_and_scored(
+        runner: str, write_config: Any, tmp_path: Path, tiny_artifacts: dict[str, Path],
+        request: pytest.FixtureRequest) -> None:
+    if runner == "ray":
+        request.getfixturevalue("ray_local")  # the session's local Ray: all jobs of a step at once
+    cfg = _cfg(write_config, tmp_path, PAIR, runner, min_improvement=-1e9)  # promote whatever scores: inspect it
     store = Store(cfg.path(cfg.store.path))
     serving = _serving(tiny_artifacts["cnn_lstm_attn"], tmp_path / "serving")
     sink, swaps = RecordingSink(), []
@@ -63,6 +72,7 @@ async def test_every_traded_symbol_is_backfilled_trained_on_and_scored(write_con
         r = Retrainer(cfg, store, sink, swap, lambda: {"cnn_lstm_attn": serving}, source=client)
         [o] = await asyncio.wait_for(r.run_once(), 280)
     assert o.status == "promoted", o
+    assert r.runner.name == ("ray" if runner == "ray" else "local")
     # SQLite holds what the retrain declared (1 day + 6 h of 1m, 1h context) for BOTH traded symbols.
     for symbol in (*PAIR, "BTC/USDT"):
         assert store.count("bars", f"symbol='{symbol}' AND timeframe='1m'") >= 30 * 60, symbol
