@@ -72,6 +72,7 @@ class _Run:
     current: Path
     stage: Path
     cutoff: int = 0
+    data: Path = Path()  # the exported tapes: train/ (before the cut) and all/
     new_uri: str = ""
     outcome: Outcome | None = None
 
@@ -146,8 +147,9 @@ class Retrainer:
 
     async def _steps(self, runs: list[_Run], deadline: float) -> None:
         """History + export per model, all training jobs, all scoring jobs, then promotion one by one."""
+        exported: set[Path] = set()
         for run in runs:
-            await self._guard(run, self._prepare(run))
+            await self._guard(run, self._prepare(run, exported))
         live = [r for r in runs if r.outcome is None]
         results = await self._jobs([self._train_job(r) for r in live], deadline)
         for run, res in zip(live, results):
@@ -189,22 +191,26 @@ class Retrainer:
         except (RuntimeError, OSError, ValueError) as exc:  # no runner (Ray missing, cluster unreachable)
             return [failed(j, f"runner: {exc}") for j in jobs]
 
-    async def _prepare(self, run: _Run) -> None:
+    async def _prepare(self, run: _Run, exported: set[Path]) -> None:
         run.cutoff, newest = await self._holdout(run.current)
-        await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.stage / "train", end_ms=run.cutoff)
-        await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.stage / "all", end_ms=newest + 1)
+        # Families with the same cut share one export of every symbol's tapes.
+        run.data = run.stage.parent / f"data-{run.cutoff}-{newest}"
+        if run.data not in exported:
+            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.data / "train", end_ms=run.cutoff)
+            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.data / "all", end_ms=newest + 1)
+            exported.add(run.data)
 
     def _train_job(self, run: _Run) -> TrainJob:
         """One family trained on the pooled history of every traded symbol (windows never cross
         symbols: pipeline.train builds each symbol's samples apart; the first is the primary)."""
         r = self.cfg.retrain
-        data = to_uri(run.stage / "train")
+        data = to_uri(run.data / "train")
         spec = TrainSpec(run.name, preset=r.preset, epochs=r.epochs, max_batches=r.max_batches, device=r.device,
                          fee=self.cfg.broker.fee, symbols=self.cfg.exchange.symbols, data_dirs=(data,))
         return TrainJob(spec, data, to_uri(run.stage / "new"))
 
     def _score_job(self, run: _Run, symbol: str) -> ScoreJob:
-        return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.stage / "all"), symbol, run.cutoff,
+        return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.data / "all"), symbol, run.cutoff,
                         fee=self.cfg.broker.fee)
 
     async def _holdout(self, current: Path) -> tuple[int, int]:
