@@ -20,12 +20,9 @@ import numpy as np
 
 from daemon.domain import Prediction, PredictorLike, Side, class_scores, timeframe_ms
 from daemon.research.replay import Stream, Tape
+from daemon.trading.inference import fragile  # the live cycles use the same rule
 
 CHUNK = 1024  # trigger bars per predict_batch call (windows of one chunk are held in memory)
-# A batched forward pass may differ from a batch of one in the last float32 bits (~1e-7):
-# predictions this close to a decision boundary are recomputed bar by bar, so every side —
-# and so every signal — is exactly what bar-by-bar inference gives.
-MARGIN = 1e-5
 
 
 def window_key(stream: Stream, primary: str) -> str:
@@ -60,12 +57,6 @@ class WindowIndex:
             end = int(np.searchsorted(close, t_close, side=side))
             out[key] = rows[max(0, end - min(int(n), self.capacity)):end]
         return out
-
-
-def fragile(p: Prediction) -> bool:
-    """True when float32 noise could change the side: near the threshold or a near tie of classes."""
-    top = sorted(p.probs, reverse=True)
-    return abs(p.confidence - p.threshold) < MARGIN or top[0] - top[1] < MARGIN
 
 
 def _chunk(predictor: Any, windows: list[dict[str, np.ndarray]], ts: list[int]) -> list[Prediction | Exception]:

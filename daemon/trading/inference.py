@@ -69,6 +69,19 @@ def _with_ms(prediction: Prediction, ms: float) -> Prediction:
     return dataclasses.replace(prediction, inference_ms=ms)
 
 
+# A batched forward pass may differ from a batch of one in the last float32 bits (~1e-7):
+# predictions this close to a decision boundary are recomputed one by one, so every side (and
+# so every signal) is what one-by-one inference gives, whatever else shares the batch (a late
+# symbol decided alone live, a backtest's batch of a thousand bars).
+MARGIN = 1e-5
+
+
+def fragile(p: Prediction) -> bool:
+    """True when float32 noise could change the side: near the threshold or a near tie of classes."""
+    top = sorted(p.probs, reverse=True)
+    return abs(p.confidence - p.threshold) < MARGIN or top[0] - top[1] < MARGIN
+
+
 def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows],
                  bar_ts: Sequence[int]) -> list[Prediction | None]:
     """One model over a cycle: one batched forward pass when the model has one."""
@@ -84,8 +97,10 @@ def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows]
     elapsed = (time.perf_counter() - start) * 1000.0
     BATCH_MS.observe(elapsed, model=name)
     BATCH_SIZE.observe(float(len(windows)), model=name)
-    for _ in answers:
+    for i, answer in enumerate(answers):
         INFERENCE_MS.observe(elapsed / len(answers), model=name)
+        if answer is not None and fragile(answer):
+            answers[i] = predict_one_by_one(name, predictor, [windows[i]], [bar_ts[i]])[0]
     return answers
 
 
