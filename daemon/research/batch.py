@@ -176,9 +176,25 @@ class PrecomputedPredictor:
 
     def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
         """The table's prediction for bar_ts (raising the error bar-by-bar inference raised)."""
-        found = self.table.get(int(bar_ts))
+        return self._answer(self.table, windows, bar_ts)
+
+    def _answer(self, table: Mapping[int, Prediction | Exception], windows: Mapping[str, Any],
+                bar_ts: int) -> Prediction:
+        found = table.get(int(bar_ts))
         if found is None:
             return self.source.predict(windows, bar_ts)
         if isinstance(found, Exception):
             raise found
         return found
+
+
+class PortfolioPredictor(PrecomputedPredictor):
+    """A precomputed table per traded symbol; the engine asks `predict_for(symbol, ...)`."""
+
+    def __init__(self, source: PredictorLike, tables: Mapping[str, Mapping[int, Prediction | Exception]]) -> None:
+        super().__init__(source, {})
+        self.tables = tables
+
+    def predict_for(self, symbol: str, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
+        """The symbol's table's prediction for bar_ts (bars outside it go to the real model)."""
+        return self._answer(self.tables.get(symbol, {}), windows, bar_ts)

@@ -214,7 +214,8 @@ class Engine:
             predictors = dict(self.predictors)  # a swap applies from the next cycle
             for job in jobs:
                 await self._settle(job.bar.symbol)
-            answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs])
+            answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs],
+                                                   [j.bar.symbol for j in jobs])
             async with self._act_lock:
                 outcomes = self._decide_all(jobs, answers)
                 self.last_commit = self.perf_clock()

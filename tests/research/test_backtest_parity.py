@@ -139,3 +139,27 @@ async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_con
         assert len(back) == len(rows)
         for bar_ts, model, _v, *probs in (r[:6] for r in rows):
             assert np.allclose(back[(bar_ts, model)], probs, atol=1e-6), (symbol, bar_ts, model)
+
+
+def test_a_portfolio_backtest_precomputed_per_symbol_equals_the_engine_asking_cycle_by_cycle(
+        tmp_path: Path, write_config) -> None:
+    world = tiny_world()
+    data = three_symbol_data(world, tmp_path)
+    models = world / "models"
+    symbols = ", ".join(f'"{s}"' for s in SYMBOLS)
+    cfg = config.load(write_config(TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]") + f"""
+[models]
+device = "cpu"
+paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{models / 'cnn_lstm_attn'}" }}
+"""))
+    tape = replay.load_streams(data, backtest.live_order(cfg), ("ETH/USDT", "1m"))
+    plan = backtest.make_plan(cfg, tape, iso(T0 + 400 * MIN), iso(T0 + 460 * MIN))
+    predictors = backtest.load_predictors(backtest.artifact_dirs(cfg, None))
+    tables = backtest.run_portfolio(plan, predictors, batch=True, workers=1)
+    cycles = backtest.run_portfolio(plan, predictors, batch=False)
+    assert [r.symbol for r in tables] == [r.symbol for r in cycles] == list(SYMBOLS)
+    assert sum(len(r.signals) for r in cycles) >= 3
+    for a, b in zip(tables, cycles):
+        assert [(s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in a.signals] == \
+            [(s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in b.signals], a.symbol
+        assert [s["confidence"] for s in a.signals] == pytest.approx([s["confidence"] for s in b.signals], abs=1e-5)
