@@ -113,6 +113,7 @@ async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_con
     live = Store(tmp_path / "live.sqlite")
     predictions = {s: live.prediction_rows(s) for s in SYMBOLS}
     live_signals = {s: [sig for _, sig in reversed(live.signals(symbol=s, limit=10_000))] for s in SYMBOLS}
+    live_fills = {f.client_order_id: f for f in live.fills()}
     live.close()
     # The period every symbol decided live, without a gap (the daemon stops mid-cycle).
     first = max(min(r[0] for r in rows) for rows in predictions.values())
@@ -134,6 +135,15 @@ async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_con
         assert [(s.bar_ts, s.strategy, int(s.side), s.price, "; ".join(s.reasons)) for s in mine] == \
             [(s["bar_ts"], s["strategy"], s["side"], s["price"], s["reasons"]) for s in result.signals], symbol
         assert [s.confidence for s in mine] == pytest.approx([s["confidence"] for s in result.signals], abs=1e-6)
+        # Live paper orders fill at the quote (bid/ask around the replay price), the backtest at
+        # the next bar's open: the same orders, prices apart by at most the spread (+ a tape tick).
+        spread, tick = cfg.local_exchange.spread_bps / 1e4, 0.01
+        paired = [(f, live_fills[f.client_order_id]) for f in result.fills if f.client_order_id in live_fills]
+        assert paired, symbol
+        for back_fill, live_fill in paired:
+            # sizes follow equity, and equity the earlier fill prices: equal to a fraction of the spread
+            assert back_fill.side == live_fill.side and back_fill.amount == pytest.approx(live_fill.amount, rel=1e-3)
+            assert abs(live_fill.price - back_fill.price) <= spread * back_fill.price + tick, (symbol, back_fill, live_fill)
         back = {(int(t), m.name): p for m in result.models for t, p in zip(m.bar_ts, m.probs)}
         rows = [r for r in predictions[symbol] if first <= r[0] <= last]
         assert len(back) == len(rows)
