@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, TIMEFRAME_MS
 from daemon.typedtoml import ConfigError, build as _build, require as _require
@@ -96,6 +96,7 @@ class LocalExchangeConfig:
     start: str = ""  # ISO instant inside the tape; "" = leave warm-up history before it
     speed: float = 1.0  # 1 = real time; 0 = as fast as possible
     seed: int = 7  # for derived 1s bars
+    spread_bps: float = 2.0  # derived bid/ask spread around the replay price (bookTicker, depth)
     # Base URL of a `sigd local-exchange` already running (e.g. to inject faults through its
     # control endpoint while the daemon runs); "" = start one inside the daemon.
     url: str = ""
@@ -105,6 +106,7 @@ class LocalExchangeConfig:
                  f"expected a loopback http:// URL of a running `sigd local-exchange`, got {self.url!r}")
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
         _require(self.speed >= 0, f"{key}.speed", "must be >= 0 (0 = as fast as possible)")
+        _require(0 <= self.spread_bps <= 1000, f"{key}.spread_bps", "must be within 0..1000")
         _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the local exchange binds loopback only")
 
 
@@ -143,7 +145,7 @@ class ApiConfig:
 
     def check(self, key: str) -> None:
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
-        _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the API binds loopback only")
+        # Beyond loopback only with the token set: checked at start-up, where the environment is known.
         _require(bool(self.token_env), f"{key}.token_env", "must name an environment variable")
 
 
@@ -199,6 +201,8 @@ class RetrainConfig:
     # The most recent stretch of stored history that neither model trained on; both are
     # scored on it and the new one is promoted only when it scores better.
     holdout_hours: float = 24.0
+    # Training history before the holdout cut; what SQLite lacks is backfilled from the exchange.
+    train_days: float = 7.0
     min_improvement: float = 0.0  # promote when new score > current score + this
     timeout_s: float = 3600.0
     artifacts_dir: str = "state/models"  # promoted artifacts (current and previous) live here
@@ -208,7 +212,37 @@ class RetrainConfig:
         _require(self.epochs >= 0, f"{key}.epochs", "must be >= 0")
         _require(self.max_batches >= 0, f"{key}.max_batches", "must be >= 0")
         _require(self.holdout_hours > 0, f"{key}.holdout_hours", "must be > 0")
+        _require(self.train_days > 0, f"{key}.train_days", "must be > 0")
         _require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ResearchConfig:
+    """Where research and retraining jobs run (daemon/retrain/runners.py), and what `sigd tune` searches."""
+
+    runner: Literal["local", "ray"] = "local"
+    ray_address: str = ""  # "" = a local single-node Ray; "ray://head:10001" = a cluster
+    num_cpus: int = 0  # local Ray: CPUs it may use; 0 = all of the machine's
+    max_retries: int = 3  # Ray retries of a job whose worker died
+    # `sigd tune` search space: name = [low, high] (a range; ints stay ints) or [a, b, c, ...] / strings (a choice).
+    # Names: preset, epochs, horizon, label_threshold, neutral_zone, hold.
+    search: dict[str, tuple[Any, ...]] = field(default_factory=lambda: {
+        "horizon": (5, 30), "label_threshold": (0.001, 0.004), "hold": (1, 30)})
+    family_search: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)  # per family, over `search`
+
+    def check(self, key: str) -> None:
+        _require(self.num_cpus >= 0, f"{key}.num_cpus", "must be >= 0")
+        _require(self.max_retries >= 0, f"{key}.max_retries", "must be >= 0")
+        _require(not self.ray_address or "://" in self.ray_address or ":" in self.ray_address,
+                 f"{key}.ray_address", f"expected ray://host:port or host:port, got {self.ray_address!r}")
+        for fam, space in [("", self.search), *self.family_search.items()]:
+            for name, values in space.items():
+                where = f"{key}.{'family_search.' + fam + '.' if fam else 'search.'}{name}"
+                _require(name in SEARCHABLE, where, f"not searchable; searchable: {', '.join(SEARCHABLE)}")
+                _require(len(values) >= 1, where, "give [low, high] or a list of choices")
+
+
+SEARCHABLE = ("preset", "epochs", "horizon", "label_threshold", "neutral_zone", "hold")
 
 
 @dataclass(frozen=True)
@@ -403,6 +437,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    research: ResearchConfig = field(default_factory=ResearchConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)  # per-symbol overrides
@@ -451,10 +486,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Load and validate a config file; ConfigError names the file and the key on any problem."""
     p = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        with p.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
+        raw = tomllib.loads(_read_text(p))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
@@ -462,3 +494,19 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return dataclasses.replace(cfg, source=str(p))
+
+
+def _read_text(p: Path) -> str:
+    """The file's text; anything but a readable UTF-8 file is a ConfigError naming it."""
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
+    except OSError as exc:  # permission denied, I/O error, ...
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None

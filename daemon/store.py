@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import sqlite_utils
+# sqlite-utils imports pandas (~100 MB of RSS) only to convert pandas values, which sigd never
+# stores: hidden during that import unless something loaded it already (bench service: measured).
+_HIDE_PANDAS = "pandas" not in sys.modules
+if _HIDE_PANDAS:
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # import pandas -> ImportError
+try:
+    import sqlite_utils
+finally:
+    if _HIDE_PANDAS:
+        del sys.modules["pandas"]
 
 from daemon.health import FAILURES
-from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
+from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal, class_scores
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
 SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
@@ -28,9 +38,10 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
         ("symbol", "timeframe", "ts"),
     ),
     "predictions": (
-        {"id": int, "symbol": str, "bar_ts": int, "model": str, "version": str, "p_short": float,
-         "p_flat": float, "p_long": float, "side": int, "confidence": float, "threshold": float,
-         "inference_ms": float, "created_ms": int},
+        # scores: JSON {name: value}, the class probabilities p_short/p_flat/p_long and any other
+        # output of the model's family (Prediction.scores); no column per class.
+        {"id": int, "symbol": str, "bar_ts": int, "model": str, "version": str, "scores": str,
+         "side": int, "confidence": float, "threshold": float, "inference_ms": float, "created_ms": int},
         "id",
     ),
     "signals": (
@@ -100,12 +111,14 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.path = path
         self._savepoints = 0  # depth of nested transaction() blocks
+        self._after_commit: list[Callable[[], None]] = []  # run once the open transaction commits
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
 
     def _migrate(self) -> None:
+        self._migrate_prediction_scores()
         for name, (columns, pk) in SCHEMA.items():
             table = self.db[name]
             if not table.exists():
@@ -119,6 +132,17 @@ class Store:
             key = ", ".join(cols)
             self.db.execute(f"DELETE FROM [{name}] WHERE id NOT IN (SELECT MIN(id) FROM [{name}] GROUP BY {key})")
             self.db.execute(f"CREATE UNIQUE INDEX [{index}] ON [{name}] ({key})")
+
+    def _migrate_prediction_scores(self) -> None:
+        """Databases written before Prediction.scores: fold p_short/p_flat/p_long into `scores`."""
+        table = self.db["predictions"]
+        if not table.exists() or "p_short" not in table.columns_dict:
+            return
+        with self.transaction():
+            table.add_column("scores", str)
+            self.db.execute("UPDATE predictions SET scores = json_object('p_short', p_short, 'p_flat', p_flat, "
+                            "'p_long', p_long)")
+            table.transform(drop={"p_short", "p_flat", "p_long"})
 
     def close(self) -> None:
         """Close the connection."""
@@ -219,13 +243,14 @@ class Store:
         conn = self.db.conn
         if conn.in_transaction:
             self._savepoints += 1
-            name = f"sp{self._savepoints}"
+            name, pending = f"sp{self._savepoints}", len(self._after_commit)
             conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
             except BaseException:
                 conn.execute(f"ROLLBACK TO {name}")
                 conn.execute(f"RELEASE {name}")
+                del self._after_commit[pending:]  # what this block announced did not happen
                 raise
             finally:
                 self._savepoints -= 1
@@ -237,12 +262,26 @@ class Store:
                 yield
             except BaseException:
                 conn.execute("ROLLBACK")
+                self._after_commit.clear()
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # full disk, read-only file, ...: health counts it (daemon/health.py)
+            self._after_commit.clear()
             FAILURES.failed("commit", f"{type(exc).__name__}: {exc}")
             raise
         FAILURES.succeeded("commit")
+        callbacks, self._after_commit = self._after_commit, []
+        for fn in callbacks:
+            fn()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the writes made so far are committed: now outside a transaction,
+        else after the outermost COMMIT (never after a rollback). For live pushes (daemon.events);
+        `fn` must not raise (the commit has happened)."""
+        if self.db.conn.in_transaction:
+            self._after_commit.append(fn)
+        else:
+            fn()
 
     def decided(self, symbol: str, bar_ts: int) -> bool:
         """Whether the trigger bar of `symbol` at `bar_ts` was decided (and committed) before."""
@@ -257,9 +296,10 @@ class Store:
     def add_predictions(self, symbol: str, predictions: Sequence[Prediction], created_ms: int) -> None:
         """Store one trigger bar's predictions (one already stored for the model and bar stays)."""
         self.db.conn.executemany(
-            "INSERT OR IGNORE INTO predictions (symbol, bar_ts, model, version, p_short, p_flat, p_long, side, "
-            "confidence, threshold, inference_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(symbol, p.bar_ts, p.model, p.version, *map(float, p.probs), int(p.side), float(p.confidence),
+            "INSERT OR IGNORE INTO predictions (symbol, bar_ts, model, version, scores, side, "
+            "confidence, threshold, inference_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(symbol, p.bar_ts, p.model, p.version, json.dumps({**class_scores(p.probs), **p.scores}),
+              int(p.side), float(p.confidence),
               float(p.threshold), float(p.inference_ms), created_ms) for p in predictions],
         )
 
@@ -444,6 +484,7 @@ class Store:
     def prediction_rows(self, symbol: str) -> list[tuple]:
         """(bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold), oldest first."""
         cur = self.db.conn.execute(
-            "SELECT bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold "
+            "SELECT bar_ts, model, version, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
+            "json_extract(scores, '$.p_long'), side, confidence, threshold "
             "FROM predictions WHERE symbol=? ORDER BY bar_ts, model", [symbol])
         return cur.fetchall()

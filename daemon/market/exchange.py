@@ -22,41 +22,19 @@ import ccxt.pro as ccxtpro
 from daemon import log as logging
 from daemon.config import ConfigError, ExchangeConfig
 from daemon.domain import Bar, timeframe_ms
+from daemon.market.errors import (AuthError, ExchangeFailure, FatalError, OrderRejected, RateLimited, TemporaryError,
+                                  UnknownOrder)
+from daemon.market.orders import OrderCalls
 from daemon.metrics import REGISTRY
 
+__all__ = ["AuthError", "ExchangeClient", "ExchangeFailure", "FatalError", "OrderRejected", "RateLimited",
+           "TemporaryError", "UnknownOrder", "make_client", "unknown_symbols"]
 log = logging.get("sigd.exchange")
 T = TypeVar("T")
 PAGE_LIMIT = 1000  # Binance's cap on klines per request
+STREAMS_PER_CONNECTION = 1024  # Binance spot's cap on streams per websocket connection
 ERRORS = REGISTRY.counter("sigd_exchange_errors_total", "Exchange call failures by operation and kind")
 BAD_FRAMES = REGISTRY.counter("sigd_bad_frames_total", "Websocket frames that could not be parsed")
-
-
-class ExchangeFailure(Exception):
-    """Base of the exchange errors the rest of sigd sees."""
-
-
-class TemporaryError(ExchangeFailure):
-    """Network trouble, timeouts, 5xx: worth retrying later."""
-
-
-class RateLimited(TemporaryError):
-    """HTTP 429/418 or Binance -1003: back off at least `retry_after_s`."""
-
-    def __init__(self, msg: str, retry_after_s: float | None = None) -> None:
-        super().__init__(msg)
-        self.retry_after_s = retry_after_s
-
-
-class FatalError(ExchangeFailure):
-    """Retrying will not help: bad credentials, unknown symbol, invalid request."""
-
-
-class AuthError(FatalError):
-    """The exchange refused our key or signature."""
-
-
-class OrderRejected(FatalError):
-    """The exchange refused an order (insufficient funds, invalid order, duplicate id)."""
 
 
 class BarListener(Protocol):
@@ -69,11 +47,29 @@ class BarListener(Protocol):
         """A frame could not be parsed; the stream, when known, must resync."""
 
 
+class QuoteListener(Protocol):
+    """Receives best bid/ask updates, synchronously inside ccxt's message handler."""
+
+    def on_quote(self, symbol: str, bid: float, ask: float, ts_ms: int | None) -> None:
+        """A bookTicker frame arrived; `ts_ms` is its event time when the exchange sends one."""
+
+
 class _Binance(ccxtpro.binance):  # type: ignore[misc]
-    """ccxt's binance with three local additions, all on documented-stable internals."""
+    """ccxt's binance with four local additions, all on documented-stable internals."""
 
     sigd_listener: BarListener | None = None
+    sigd_quotes: QuoteListener | None = None
     sigd_local_prefix: str | None = None
+
+    def handle_bids_asks(self, client: Any, message: Any) -> Any:
+        # Hand each best bid/ask to the listener as it arrives (no wait for the watch future);
+        # a frame that does not parse raises, and the guard in client() counts it.
+        for row in message if isinstance(message, list) else [message]:
+            if self.sigd_quotes is not None:
+                symbol = self.safe_symbol(row["s"], None, None, "spot")
+                event = row.get("E")
+                self.sigd_quotes.on_quote(symbol, float(row["b"]), float(row["a"]), int(event) if event else None)
+        return super().handle_bids_asks(client, message)
 
     def handle_ohlcv(self, client: Any, message: dict) -> Any:
         # ccxt drops the kline's closed flag; read it here so a bar is emitted on its close.
@@ -115,17 +111,20 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
 
     def _bad_frame(self, data: Any, exc: Exception) -> None:
         symbol = timeframe = None
+        quote = False
         try:  # name the stream when the frame says which one it is
             msg = json.loads(data)
             k = msg.get("k") if isinstance(msg.get("k"), dict) else {}
             symbol = self.safe_symbol(k.get("s") or msg.get("s"), None, None, "spot")
             timeframe = k.get("i")
+            quote = "e" not in msg and "b" in msg and "a" in msg  # a bookTicker frame: no bar is missing
         except Exception:  # noqa: BLE001 - not even JSON: the stream is unknown
             pass
         reason = f"{type(exc).__name__}: {exc}"
-        BAD_FRAMES.inc(stream=f"{symbol} {timeframe}" if timeframe else "unknown")
-        log.warning("bad_frame", symbol=symbol, timeframe=timeframe, error=reason, frame=str(data)[:200])
-        if self.sigd_listener is not None:
+        stream = f"{symbol} bookTicker" if quote else f"{symbol} {timeframe}" if timeframe else "unknown"
+        BAD_FRAMES.inc(stream=stream)
+        log.warning("bad_frame", stream=stream, error=reason, frame=str(data)[:200])
+        if self.sigd_listener is not None and not quote:
             self.sigd_listener.bad_frame(symbol, timeframe, reason)
 
 
@@ -169,6 +168,11 @@ def make_client(
         ex.sigd_local_prefix = rest_url.split("/api/")[0] + "/api/"
     if ws_url:
         ex.urls["api"]["ws"]["spot"] = ws_url
+    # ccxt opens a connection per kind of subscription (klines, book tickers) up to 50; Binance
+    # takes up to 1024 streams on one, so keep them on one while they fit (the klines are one
+    # ccxt subscription and always share theirs).
+    kline_streams = len(cfg.symbols) * len(cfg.timeframes) + 1
+    ex.options["streamLimits"]["spot"] = 1 if kline_streams + len(cfg.symbols) <= STREAMS_PER_CONNECTION else 2
     return ExchangeClient(ex, cfg)
 
 
@@ -191,17 +195,25 @@ def _row_to_bar(symbol: str, timeframe: str, row: list[Any]) -> Bar:
     return Bar(symbol, timeframe, int(row[0]), f(row[1]), f(row[2]), f(row[3]), f(row[4]), f(row[5]))
 
 
-class ExchangeClient:
-    """REST and websocket access with error mapping, retries and backoff."""
+class ExchangeClient(OrderCalls):
+    """REST and websocket access with error mapping, retries and backoff (orders: OrderCalls)."""
 
     def __init__(self, ex: Any, cfg: ExchangeConfig) -> None:
         self.ex, self.cfg = ex, cfg
+        self._subscribed: dict[str, tuple[Any, ...]] = {}  # watch kind -> (its args, the ccxt clients then)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load markets; FatalError on bad keys or URLs, ConfigError naming the key of a
         configured symbol the exchange does not list."""
+        kline_streams = len(self.cfg.symbols) * len(self.cfg.timeframes) + 1
+        if self.cfg.endpoint != "local" and kline_streams > STREAMS_PER_CONNECTION:
+            # ccxt subscribes every kline stream on one connection; Binance refuses more there.
+            raise ConfigError(
+                f"exchange.symbols: {len(self.cfg.symbols)} symbols x {len(self.cfg.timeframes)} timeframes + the "
+                f"reference = {kline_streams} kline streams; Binance takes at most {STREAMS_PER_CONNECTION} on one "
+                f"connection (at most {(STREAMS_PER_CONNECTION - 1) // len(self.cfg.timeframes)} symbols)")
         await self._call("load_markets", self.ex.load_markets)
         problems = unknown_symbols(self.cfg, set(self.ex.markets or ()))
         if problems:
@@ -219,6 +231,14 @@ class ExchangeClient:
         """Route closed bars and bad frames from the websocket to `listener`."""
         self.ex.sigd_listener = listener
 
+    def set_quote_listener(self, listener: QuoteListener | None) -> None:
+        """Route best bid/ask updates from the websocket to `listener`."""
+        self.ex.sigd_quotes = listener
+
+    def connections(self) -> int:
+        """Websocket connections open now."""
+        return len(self.ex.clients or {})
+
     # --- errors and retries ---------------------------------------------------------------
 
     def _map(self, op: str, exc: Exception) -> ExchangeFailure:
@@ -227,6 +247,8 @@ class ExchangeClient:
             return RateLimited(msg, self._retry_after())
         if isinstance(exc, (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)):
             return AuthError(msg)
+        if isinstance(exc, ccxt.OrderNotFound):
+            return UnknownOrder(msg)
         if isinstance(exc, (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.DuplicateOrderId)):
             return OrderRejected(msg)
         if isinstance(exc, (ccxt.NetworkError, ccxt.OperationFailed)):
@@ -306,12 +328,9 @@ class ExchangeClient:
         if until_ms is not None and held:
             yield held
 
-    async def forming_bar_ts(self, symbol: str, timeframe: str) -> int:
-        """Open time of the bar forming now on the exchange (its clock, e.g. a replay clock)."""
-        rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, None, 1)
-        if not rows:
-            raise TemporaryError(f"fetch_ohlcv {symbol} {timeframe}: no rows")
-        return int(rows[-1][0])
+    async def server_time_ms(self) -> int:
+        """The exchange's clock (a replay clock on the local exchange): one weight-1 call."""
+        return int(await self._call("fetch_time", self.ex.fetch_time))
 
     async def watch(self, streams: list[tuple[str, str]]) -> None:
         """Wait for the next websocket update of any of `streams` (subscribing on first use).
@@ -319,7 +338,64 @@ class ExchangeClient:
         Closed bars go to the listener; this call only keeps the subscription alive and
         surfaces connection trouble as TemporaryError.
         """
-        await self._once("watch_ohlcv", self.ex.watch_ohlcv_for_symbols, [list(s) for s in streams])
+        await self._watch("watch_ohlcv", self.ex.watch_ohlcv_for_symbols, [list(s) for s in streams])
+
+    async def watch_quotes(self, symbols: list[str]) -> None:
+        """Wait for the next best bid/ask update of any of `symbols` (subscribing on first use);
+        the updates go to the quote listener."""
+        # ccxt picks a connection per subscription hash; the one-symbol keep-alive watch (see
+        # _watch) must land on the connection the full subscription is on.
+        by_hash = self.ex.options.setdefault("streamBySubscriptionsHash", {})
+        full = by_hash.get("bookTicker::" + ",".join(symbols))
+        if full is not None:
+            by_hash["bookTicker::" + symbols[-1]] = full
+        await self._watch("watch_bids_asks", self.ex.watch_bids_asks, list(symbols))
+
+    async def _watch(self, op: str, fn: Callable[..., Awaitable[Any]], items: list[Any]) -> None:
+        """Subscribe all `items` once per connection, then keep watching only the last one.
+
+        ccxt's multi-symbol watch builds a future per item on every call, and the loops call
+        it after every frame: O(items) work per frame, O(symbols^2) per second. The data
+        reaches the listeners as frames are parsed anyway; the pending watch is only there to
+        surface a lost connection, which rejects it whatever it waits for. After any failure,
+        or when the connection it subscribed on is gone, the next call subscribes all again.
+        """
+        key = tuple(map(tuple, items)) if items and isinstance(items[0], list) else tuple(items)
+        held = self._subscribed.get(op)
+        live = {id(c) for c in (self.ex.clients or {}).values() if not c.closed()}
+        full = held is None or held[0] != key or not held[1] <= live
+        try:
+            if full:
+                await self._once(op, fn, items)
+                self._subscribed[op] = (key, {id(c) for c in (self.ex.clients or {}).values()})
+            else:
+                await self._once(op, fn, items[-1:])
+        except BaseException:
+            self._subscribed.pop(op, None)
+            raise
+
+    async def keep_watching(self, watch: Callable[[], Awaitable[None]], on_lost: Callable[[str, int], None]) -> None:
+        """Call `watch` (one watch_* call) forever; after a lost connection call
+        `on_lost(reason, attempt)` and back off. FatalError and our own cancellation end it."""
+        attempt = 0
+        while True:
+            try:
+                await watch()
+                attempt = 0
+                continue
+            except FatalError:
+                raise
+            except ExchangeFailure as err:
+                reason = str(err)
+            except asyncio.CancelledError:
+                # ccxt cancels pending watches when it closes a client; only our own
+                # cancellation (cancelling() > 0) ends the loop.
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                reason = "watch cancelled by ccxt"
+            on_lost(reason, attempt)
+            await asyncio.sleep(self.backoff_s(attempt))
+            attempt += 1
 
     async def drop_connection(self, reason: str) -> None:
         """Close every websocket so the next watch reconnects and resubscribes."""
@@ -343,62 +419,3 @@ class ExchangeClient:
         while client.connecting and client.connection is None and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         await client.close()
-
-    # --- orders (the testnet broker) ------------------------------------------------------
-
-    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
-                           client_order_id: str) -> dict:
-        """Place an order exactly once, identified by `client_order_id`; the exchange's order.
-
-        After an ambiguous outcome (timeout, 5xx) the order is looked up by its client id
-        before it is sent again, and a rejection of an id that already exists (a duplicate)
-        returns that order, so a retry or a restart never doubles it.
-        """
-        params = {"newClientOrderId": client_order_id}
-        attempt = 0
-        while True:
-            try:
-                return await self._once("create_order", self.ex.create_order, symbol, type, side, amount, price, params)
-            except TemporaryError as err:
-                found = await self.fetch_order(client_order_id, symbol)
-                if found is not None:
-                    return found
-                if attempt >= self.cfg.max_retries:
-                    raise
-                await asyncio.sleep(self.backoff_s(attempt, err))
-                attempt += 1
-            except AuthError:
-                raise
-            except FatalError:
-                found = await self.fetch_order(client_order_id, symbol)
-                if found is not None:
-                    log.info("order_already_placed", client_order_id=client_order_id, symbol=symbol)
-                    return found
-                raise
-
-    async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
-        """The order with this client id, or None when the exchange does not know it."""
-        return await self._by_client_id("fetch_order", self.ex.fetch_order, client_order_id, symbol)
-
-    async def fetch_open_orders(self, symbol: str) -> list[dict]:
-        """Open orders of a symbol."""
-        return await self._call("fetch_open_orders", self.ex.fetch_open_orders, symbol)
-
-    async def cancel_order(self, client_order_id: str, symbol: str) -> dict | None:
-        """Cancel by client id; None when it was no longer open (filled, canceled, unknown)."""
-        return await self._by_client_id("cancel_order", self.ex.cancel_order, client_order_id, symbol)
-
-    async def _by_client_id(self, op: str, fn: Callable[..., Awaitable[dict]], client_order_id: str,
-                            symbol: str) -> dict | None:
-        """Call an order method addressed by client id; None when the exchange has no such order."""
-        try:
-            return await self._call(op, fn, None, symbol, {"origClientOrderId": client_order_id})
-        except FatalError as err:
-            if isinstance(err.__cause__, ccxt.OrderNotFound):
-                return None
-            raise
-
-    async def fetch_balance(self) -> dict[str, float]:
-        """Total balance per asset (free + locked), zero balances left out."""
-        bal = await self._call("fetch_balance", self.ex.fetch_balance)
-        return {asset: float(v) for asset, v in (bal.get("total") or {}).items() if v}

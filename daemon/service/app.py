@@ -26,7 +26,9 @@ from daemon.config import Config, ConfigError
 from daemon.service.controls import DaemonControls
 from daemon.domain import Bar
 from daemon.service.parts import Parts, build_parts, close_parts
+from daemon.service.check import report, run_checks
 from daemon.service.sdnotify import Notifier
+from daemon.service.statelock import lock_for_store
 from daemon.service.watchdog import Freshness, keepalive
 
 _log = log.get("sigd.app")
@@ -56,6 +58,9 @@ class Daemon:
     async def startup(self) -> None:
         """Build every part, warm up the feed, start the servers; then READY=1."""
         started = time.monotonic()
+        if self.cfg.api.enabled and not self._api_loopback() and not self.environ.get(self.cfg.api.token_env):
+            raise ConfigError(f"{self.cfg.source}: api.host = {self.cfg.api.host!r} is not loopback: set the token "
+                              f"in ${self.cfg.api.token_env} (api.token_env) or bind 127.0.0.1")
         self.notifier.status("starting: building parts")
         self.parts = await build_parts(self.cfg, self.environ, on_bar=self._on_bar)
         self.controls = DaemonControls(self.cfg, self.parts, self.freshness)
@@ -143,6 +148,13 @@ class Daemon:
         self.api = Api(self.controls, host=self.cfg.api.host, port=self.cfg.api.port, token=token)
         await self.api.start()
         self.parts.store.set_kv("api_url", self.api.url)
+        if not self._api_loopback():
+            _log.warning("api_exposed", url=self.api.url, note="reachable beyond this machine; actions need the token")
+        # The one line a person running `make run` looks for.
+        print(f"sigd dashboard: {self.api.url}/", file=sys.stderr, flush=True)
+
+    def _api_loopback(self) -> bool:
+        return self.cfg.api.host in ("127.0.0.1", "localhost", "::1")
 
     def _spawn(self, name: str, coro: Awaitable[Any]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
@@ -204,8 +216,14 @@ def run_command(args: argparse.Namespace) -> int:
     except crashpoints.CrashPointError as exc:
         raise ConfigError(str(exc)) from None
     log.setup(cfg.log.level, cfg.log.format)
-    _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
-    return run_bounded(serve(cfg))
+    # Before any part exists: one daemon per state directory, and bad input refused as `sigd check` says it.
+    with lock_for_store(cfg.path(cfg.store.path)):
+        problems = run_checks(cfg)
+        if problems:
+            report(cfg, problems, "run")
+            return 2
+        _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
+        return run_bounded(serve(cfg))
 
 
 def run_bounded(main: Awaitable[int], grace_s: float = 3.0) -> int:

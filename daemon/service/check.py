@@ -9,6 +9,7 @@ from typing import Callable
 
 from daemon import config as config_mod
 from daemon.config import Config
+from daemon.typedtoml import MESSAGE_CHARS, clip
 
 # Each check takes the loaded config and returns a list of problems (empty = fine).
 # Other modules add theirs here as the things they own appear (tapes, artifacts, secrets).
@@ -134,6 +135,12 @@ def run_checks(cfg: Config) -> list[str]:
     return problems
 
 
+def report(cfg: Config, problems: list[str], command: str = "check") -> None:
+    """One line per problem on stderr, naming the file (`sigd run` refuses with the same lines)."""
+    for p in problems:
+        print(f"sigd {command}: {cfg.source}: {clip(p, MESSAGE_CHARS)}", file=sys.stderr)  # a 1 MB symbol: not 1 MB
+
+
 def check_command(args: argparse.Namespace) -> int:
     """Exit 0 when the config and what it points to are sound, 1 with reasons otherwise (2 for a
     symbol the exchange does not list, as at start-up)."""
@@ -144,8 +151,7 @@ def check_command(args: argparse.Namespace) -> int:
             print(f"sigd check: {cfg.source}: {p}", file=sys.stderr)
         return 2
     problems = run_checks(cfg)
-    for p in problems:
-        print(f"sigd check: {cfg.source}: {p}", file=sys.stderr)
+    report(cfg, problems)
     if problems:
         return 1
     print(f"sigd check: {cfg.source}: ok")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -18,8 +19,12 @@ COMMANDS: dict[str, str] = {
     "status": "daemon.service.api:status_command",
     "local-exchange": "daemon.localexchange.server:serve_command",
     "backfill": "daemon.market.backfill:backfill_command",
-    "train": "models.train:train_command",
+    "train": "pipeline.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
+    "walk-forward": "daemon.research.walkforward:walk_forward_command",
+    "tune": "daemon.research.tune:tune_command",
+    "install-service": "daemon.service.install:install_command",
+    "uninstall-service": "daemon.service.install:uninstall_command",
 }
 
 
@@ -49,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default=None, help="replay start, ISO 8601 UTC, inside the tape")
     p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
     p.add_argument("--seed", type=int, default=7, help="seed for derived 1s bars")
+    p.add_argument("--spread-bps", type=float, default=2.0, help="derived bid/ask spread around the replay price")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="also serve N SYNTHETIC symbols SYN001/USDT.. (time-shifted copies; load tests only)")
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
     p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
@@ -84,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0, help="0 = chosen from available memory")
     p.add_argument("--max-batches", type=int, default=0, help="training batches per epoch (0 = all)")
     p.add_argument("--max-val", type=int, default=0, help="validation samples for the per-epoch loss (0 = all)")
-    p.add_argument("--scheduler", default="cosine", choices=["cosine", "plateau"])
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "plateau"])
+    p.add_argument("--jitter", type=float, default=0.0, help="augmentation: noise sd on scaled training inputs")
+    p.add_argument("--scaling", type=float, default=0.0, help="augmentation: per-sample scale sd (training only)")
     p.add_argument("--out", default=None, help="artifact output directory (default: runs/train/<model>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -98,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+    p.add_argument("--symbols", default=None, metavar="A,B,C",
+                   help="trade these symbols (one portfolio, one engine) instead of exchange.symbols")
+
+    from daemon.service.install import add_arguments  # argparse only: no side effects
+
+    add_arguments(sub.add_parser("install-service", help="install sigd as a systemd service (venv, /etc/sigd, unit)"),
+                  install=True)
+    add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
+                  install=False)
+
+    from daemon.retrain import cli_args  # argparse only: research flags beside the runner's
+
+    cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
+    cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     return parser
 
 
@@ -109,6 +133,7 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sigd` console script and `python -m daemon`."""
     from daemon.config import ConfigError
+    from daemon.service.statelock import StateLocked
 
     args = build_parser().parse_args(argv)
     try:
@@ -116,8 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sigd: config error: {exc}", file=sys.stderr)
         return 2
+    except StateLocked as exc:
+        print(f"sigd: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sigd status --json | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again, and exit as a SIGPIPE'd tool would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from daemon import log
+from daemon import events, log
 from daemon.market.bars import Buffers
 from daemon.config import Config, ConfigError, secret
 from daemon.domain import Bar, PredictorLike, timeframe_ms
@@ -23,6 +23,7 @@ from daemon.market.exchange import ExchangeClient, make_client
 from daemon.market.feed import Feed
 from daemon.alerts.notify import Notifier
 from daemon.retrain.nightly import Retrainer
+from daemon.retrain.storage import local_path
 from daemon.store import Store
 
 _log = log.get("sigd.parts")
@@ -83,13 +84,14 @@ class Parts:
 
     async def swap(self, name: str, path: Path) -> None:
         """Load a promoted artifact off the loop, then swap it in between decisions."""
-        from models.predictor import Predictor
+        from pipeline.predictor import Predictor
 
         predictor = await asyncio.to_thread(Predictor.load, path, self.cfg.models.device)
         self.engine.swap_predictor(name, predictor)
         self.predictors[name] = predictor
         self.model_dirs[name] = path
         _log.info("model_swapped", model=name, version=predictor.version, path=str(path))
+        events.publish(events.ModelSwapped(name, predictor.version, "trading"))
 
 
 def newest_close_ms(store: Store) -> int | None:
@@ -137,7 +139,8 @@ async def _exchange(cfg: Config, environ: dict[str, str], opened: list[Callable[
             start_ms = replay_start_ms(cfg, store)
             try:
                 local = LocalExchange(cfg.path(lx.tape) if lx.tape else None, start_ms=start_ms, speed=lx.speed,
-                                      host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
+                                      host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret,
+                                      spread_bps=lx.spread_bps)
             except TapeError as exc:
                 if start_ms is None or start_ms == replay_start_ms(cfg, None):
                     raise
@@ -162,14 +165,14 @@ def model_dirs(cfg: Config, store: Store) -> dict[str, Path]:
     out = {}
     for name, path in cfg.models.paths.items():
         row = store.current_model(name)
-        promoted = Path(row["path"]) if row and row["path"] else None
+        promoted = local_path(row["path"]) if row and row["path"] else None  # the registry keeps URIs
         out[name] = promoted if promoted is not None and promoted.is_dir() else cfg.path(path)
     return out
 
 
 async def load_predictors(cfg: Config, dirs: dict[str, Path]) -> dict[str, PredictorLike]:
     """Load every artifact off the event loop (torch import and weights take a while)."""
-    from models.predictor import Predictor, set_inference_threads
+    from pipeline.predictor import Predictor, set_inference_threads
 
     set_inference_threads(cfg.models.threads)
     loaded = await asyncio.gather(*(asyncio.to_thread(Predictor.load, d, cfg.models.device) for d in dirs.values()))
@@ -222,15 +225,18 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
 
     buffers = Buffers()
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
-                clock_ms=(lambda: float(clock.now_ms())) if clock is not None else None)
+                clock_ms=(lambda: float(clock.now_ms())) if clock is not None else None,
+                quotes=cfg.broker.mode == "paper")  # only the paper broker fills at the quotes
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
-                                exchange=client if cfg.broker.mode == "testnet" else None)
+                                exchange=client if cfg.broker.mode == "testnet" else None,
+                                quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
                   model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,
                   local_exchange=local, exchange_clock=clock if clock is not local else None)
     if cfg.retrain.enabled:
-        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs))
+        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs),
+                                    source=parts.client)
     return parts
 
 

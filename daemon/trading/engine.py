@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from daemon import events
 from daemon import log as logging
 from daemon.config import Config
 from daemon.crashpoints import crash_point
@@ -50,10 +51,10 @@ from strategies.confidence import ConfidenceStrategy
 from strategies.risk import PortfolioLimits, RiskParams
 
 log = logging.get("engine")
-DECISIONS = REGISTRY.counter("sigd_decisions_total", "Trigger bars decided")
+DECISIONS = REGISTRY.counter("sigd_decisions_total", "Trigger bars decided, by symbol")
 SKIPPED = REGISTRY.counter("sigd_decisions_skipped_total", "Trigger bars not decided, by reason")
 FAILED = REGISTRY.counter("sigd_decisions_failed_total", "Decisions rolled back by an error, by symbol")
-SIGNALS = REGISTRY.counter("sigd_signals_total", "Signals emitted, by side")
+SIGNALS = REGISTRY.counter("sigd_signals_total", "Signals emitted, by symbol and side")
 BAR_TO_SIGNAL_MS = REGISTRY.histogram("sigd_bar_to_signal_ms", "Trigger bar received to signal committed, ms")
 DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision committed, ms")
 __all__ = ["Engine", "broker_from_config", "risk_params_from_config", "strategies_from_config", "signal_payload"]
@@ -119,6 +120,7 @@ class Engine:
         self._prewarm: asyncio.TimerHandle | None = None
         self._act_lock = asyncio.Lock()
         self.decisions = self.skipped = 0
+        self.last_commit = 0.0  # perf clock at the newest cycle's commit (benchmarks read it)
 
     @classmethod
     def from_config(
@@ -192,7 +194,7 @@ class Engine:
 
     def _skip(self, job: Job, reason: str) -> None:
         self.skipped += 1
-        SKIPPED.inc(reason=reason)
+        SKIPPED.inc(reason=reason, symbol=job.bar.symbol)
         log.warning("decision_skipped", symbol=job.bar.symbol, bar_ts=job.bar.ts, reason=reason)
 
     def _sizes(self) -> dict[str, int]:
@@ -215,6 +217,7 @@ class Engine:
             answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs])
             async with self._act_lock:
                 outcomes = self._decide_all(jobs, answers)
+                self.last_commit = self.perf_clock()
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs})
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
@@ -315,13 +318,15 @@ class Engine:
             state.last_decision = decision_summary(out.bar, out.predictions, len(out.signals))
             state.decisions += 1
             self.decisions += 1
-            DECISIONS.inc()
+            DECISIONS.inc(symbol=symbol)
+            events.publish(events.DecisionMade.of(symbol, out.bar.ts, out.predictions, self.paused or state.paused))
             elapsed = (self.perf_clock() - received[symbol]) * 1000.0
-            DECISION_MS.observe(elapsed)
+            DECISION_MS.observe(elapsed, symbol=symbol)
             for event in out.signals:
                 state.last_signal = event
-                SIGNALS.inc(side=event["side"])
-                BAR_TO_SIGNAL_MS.observe(elapsed)
+                SIGNALS.inc(symbol=symbol, side=event["side"])
+                BAR_TO_SIGNAL_MS.observe(elapsed, symbol=symbol)
+                events.publish(events.SignalEmitted.of_payload(event))
                 log.info("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
                          confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],
                          latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
@@ -407,6 +412,7 @@ class Engine:
                     if order is not None:
                         orders.append(order)
             for order in orders:
+                events.publish(events.SignalEmitted.of_payload(self.states[order.symbol].last_signal))
                 await self.broker.execute(order)
             return bool(orders)
 
