@@ -79,7 +79,7 @@ async def test_failed_commits_withhold_the_keepalive_until_one_succeeds(tmp_path
     listener.setblocking(False)
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "100000"})
     store = Store(tmp_path / "s.sqlite")
-    freshness = Freshness(stale_after_s=60.0, max_failures=2)
+    freshness = Freshness(stale_after_s=60.0, max_failures=2, failures=FAILURES)
     stop = asyncio.Event()
     task = asyncio.create_task(keepalive(notifier, freshness, stop, lambda: "ok", 60.0))
 
