@@ -20,6 +20,7 @@ from typing import Any, Awaitable
 
 from daemon import config as config_mod
 from daemon import crashpoints
+from daemon.health import FAILURES
 from daemon import log
 from daemon.service.api import Api
 from daemon.config import Config, ConfigError
@@ -46,7 +47,7 @@ class Daemon:
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier(self.environ)
         self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s,
-                                   max_failures=cfg.service.max_consecutive_failures)
+                                   max_failures=cfg.service.max_consecutive_failures, failures=FAILURES)
         self.stop = asyncio.Event()
         self.parts: Parts | None = None
         self.controls: DaemonControls | None = None
