@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "backfill": "daemon.market.backfill:backfill_command",
     "train": "models.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
+    "compare": "daemon.research.leaderboard:compare_command",
 }
 
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+    p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
+    importlib.import_module("daemon.research.leaderboard").add_arguments(p)
     return parser
 
 
