@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from daemon.domain import Fill
+from daemon.trading import scoring
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -70,16 +71,10 @@ def momentum_target(ts: np.ndarray, close: np.ndarray, step_ms: int) -> np.ndarr
 # the same decision instants, the same holding period and the same unit position size.
 
 
-def sign_sides(ret: np.ndarray, dead_zone: float = 0.0) -> np.ndarray:
-    """LONG above +dead_zone, SHORT below -dead_zone, FLAT otherwise (and where unknown)."""
-    r = np.nan_to_num(np.asarray(ret, dtype=np.float64), nan=0.0)
-    return np.where(r > dead_zone, 2, np.where(r < -dead_zone, 0, 1)).astype(np.int64)
-
-
 def persistence_sides(trailing_ret: np.ndarray, neutral_zone: float) -> np.ndarray:
     """The last horizon's move repeats: the sign of the trailing horizon return (FLAT inside
     the labels' neutral zone)."""
-    return sign_sides(trailing_ret, neutral_zone)
+    return scoring.sign_sides(trailing_ret, neutral_zone)
 
 
 def momentum_sides(close_ts: np.ndarray, day_ret: np.ndarray) -> np.ndarray:
@@ -97,8 +92,3 @@ def random_sides(n: int, shares: np.ndarray, seed: int) -> np.ndarray:
     """A guess drawn at the training class shares (seeded)."""
     p = np.asarray(shares, dtype=np.float64)
     return np.random.default_rng(seed).choice(3, size=n, p=p / p.sum()).astype(np.int64)
-
-
-def one_hot(sides: np.ndarray) -> np.ndarray:
-    """Certain probabilities [n, 3] of deterministic decisions."""
-    return np.eye(3)[np.asarray(sides, dtype=np.int64)]

@@ -55,7 +55,7 @@ def _baseline_sides(name: str, s: Scored, setup: Setup, shares: np.ndarray, seed
              "persistence": lambda: baselines.persistence_sides(s.trailing_ret, setup.label_thresholds()[1]),
              "buy_and_hold": lambda: np.full(n, 2, dtype=np.int64),
              "momentum": lambda: baselines.momentum_sides(s.close_ts, s.day_ret)}[name]()
-    return sides, baselines.one_hot(sides)
+    return sides, scoring.one_hot(sides)
 
 
 def measure(name: str, kind: str, setup: Setup, sides: np.ndarray, probs: np.ndarray, s: Scored, fee: float,

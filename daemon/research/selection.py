@@ -26,9 +26,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from daemon import log as logging
 from daemon.domain import timeframe_ms
 from daemon.research.walkforward import Fold  # the same train/test window pair as the backtest's
 
+log = logging.get("selection")
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -241,6 +243,8 @@ def run_job(job: Job) -> FoldScores:
     chosen = thr.optimize(inner.probs, inner.step_ret, "classification", fee=job.fee,
                           bars_per_year=job.setup.bars_per_year, hold=job.setup.hold)
     test = score_window(art, job, job.fold.test_start, job.fold.test_end, inner=False)
+    log.info("fold_scored", family=job.family, setup=job.setup.name, fold=job.fold.index, version=version,
+             threshold=chosen.threshold, inner_sharpe=round(chosen.sharpe, 3), test_decisions=len(test.close_ts))
     return FoldScores(job, chosen.threshold, chosen.sharpe, inner, test, classes, version)
 
 

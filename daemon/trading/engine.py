@@ -31,6 +31,7 @@ from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, 
 from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
+from daemon.trading.scoring import Shadow
 from daemon.store import Store
 from strategies import risk
 from strategies.base import Strategy
@@ -162,6 +163,7 @@ class Engine:
         self._last_bar: Bar | None = None
         self._last_signal: dict[str, Any] | None = None
         self.decisions = self.skipped = 0
+        self.shadow = Shadow()  # every model trades unless the service sets trade_only_validated
 
     @classmethod
     def from_config(
@@ -256,7 +258,7 @@ class Engine:
                 if self.paused:
                     log.info("decision_paused", symbol=bar.symbol, bar_ts=bar.ts)
                 else:
-                    await self._act(bar, predictions, received)
+                    await self._act(bar, self.shadow.tradable(predictions), received)
                 self.decisions += 1
                 DECISIONS.inc()
                 DECISION_MS.observe((self.perf_clock() - received) * 1000.0)
@@ -358,6 +360,7 @@ class Engine:
         """Replace (or add) a model; a reference assignment that applies from the next decision."""
         old = self.predictors.get(name)
         self.predictors[name] = predictor
+        self.shadow.review(name, predictor.version, getattr(predictor, "meta", None))
         log.info("predictor_swapped", model=name, old=getattr(old, "version", None), new=predictor.version)
 
     def pause(self) -> None:
@@ -409,5 +412,5 @@ class Engine:
             "models": {n: {"version": p.version, "threshold": p.threshold} for n, p in self.predictors.items()},
             "position": dataclasses.asdict(position),
             "equity": self._equity(position),
-            "last_signal": self._last_signal, "broker": self.broker.status(),
+            "last_signal": self._last_signal, "broker": self.broker.status(), **self.shadow.status(),
         }

@@ -14,12 +14,15 @@ the strategies. `Shadow.tradable()` is the one filter the engine applies.
 from __future__ import annotations
 
 import math
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from daemon import log as logging
 from daemon.domain import Prediction
+from daemon.metrics import REGISTRY
 from models.evaluate import macro_f1
 import strategies.threshold as thr
 
@@ -88,3 +91,214 @@ def trading_scores(sides: np.ndarray, step_ret: np.ndarray, hold: int, fee: floa
         # fees over the gross PnL they were paid for; None when there was no gross gain
         "fee_share": fees / gross if gross > 0 else None,
     }, net
+
+
+def sign_sides(ret: np.ndarray, dead_zone: float = 0.0) -> np.ndarray:
+    """LONG above +dead_zone, SHORT below -dead_zone, FLAT otherwise (and where unknown)."""
+    r = np.nan_to_num(np.asarray(ret, dtype=np.float64), nan=0.0)
+    return np.where(r > dead_zone, 2, np.where(r < -dead_zone, 0, 1)).astype(np.int64)
+
+
+def one_hot(sides: np.ndarray) -> np.ndarray:
+    """Certain probabilities [n, 3] of deterministic decisions."""
+    return np.eye(3)[np.asarray(sides, dtype=np.int64)]
+
+
+def label_of(ret: np.ndarray, threshold: float, neutral_zone: float) -> np.ndarray:
+    """The training labels' rule (models/targets.py): LONG / SHORT beyond the threshold, FLAT
+    inside the neutral zone, -1 (ambiguous or unknown) otherwise."""
+    r = np.asarray(ret, dtype=np.float64)
+    y = np.full(len(r), -1, dtype=np.int64)
+    y[r >= threshold] = 2
+    y[r <= -threshold] = 0
+    y[np.abs(r) <= neutral_zone] = 1
+    return y
+
+
+# --- live scoring ----------------------------------------------------------------------------
+
+MINUTE_MS = 60_000
+LIVE = REGISTRY.gauge("sigd_model_live_score", "Rolling live score per model and measure")
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What a model's label means (its artifact's target): horizon in 1m bars, thresholds."""
+
+    horizon: int
+    threshold: float
+    neutral_zone: float
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> "ModelTarget":
+        """From an artifact's JSON."""
+        t = meta["target"]
+        return cls(int(t["horizon"]), float(t["threshold"]), float(t["neutral_zone"]))
+
+
+class LiveScorer:
+    """Scores every stored prediction against its realized label once its horizon has passed.
+
+    Labels, the persistence baseline and returns come from the stored 1m bars of `symbol`
+    (time from the data: a prediction at bar t is scored once the bar t + horizon is stored).
+    Rolling over the last `window` scored predictions per model: accuracy, macro-F1, Brier,
+    log-loss, the persistence baseline's accuracy and macro-F1, and the gated Sharpe (mean over
+    std of the net return of each LONG/SHORT call over its horizon, per call, round-trip fee).
+    """
+
+    def __init__(self, store: Any, symbol: str, targets: Mapping[str, ModelTarget], *, window: int = 1440,
+                 fee: float = thr.DEFAULT_FEE, lookback_ms: int = 2 * 86_400_000) -> None:
+        self.store, self.symbol, self.targets = store, symbol, dict(targets)
+        self.window, self.fee, self.lookback_ms = window, fee, lookback_ms
+        self.scored: dict[str, deque[tuple[Any, ...]]] = {m: deque(maxlen=window) for m in self.targets}
+        self.cursor: dict[str, int] = {}
+
+    def update(self) -> dict[str, str]:
+        """Score what matured since the last call; {model: why} for models below persistence."""
+        newest = self.store.latest_bars(self.symbol, "1m", 1)
+        if not newest:
+            return {}
+        now = newest[-1].ts
+        for model, target in self.targets.items():
+            span = target.horizon * MINUTE_MS
+            after = self.cursor.get(model, now - self.lookback_ms)
+            rows = _stored_predictions(self.store, self.symbol, model, after, now - span)
+            if not rows:
+                continue
+            close = {b.ts: b.close for b in self.store.iter_bars(self.symbol, "1m", rows[0][0] - span, now + 1)}
+            for bar_ts, probs, side in rows:
+                c0, c1, before = close.get(bar_ts), close.get(bar_ts + span), close.get(bar_ts - span)
+                if c0 is None or c1 is None:
+                    continue  # a gap in the record: no label
+                trailing = c0 / before - 1.0 if before else math.nan
+                self.scored[model].append((bar_ts, probs, side, c1 / c0 - 1.0, trailing))
+            self.cursor[model] = rows[-1][0]
+        return self._below_persistence()
+
+    def model_status(self, model: str) -> dict[str, Any]:
+        """Rolling scores of one model (and its persistence baseline) over the scored window."""
+        rows, t = self.scored[model], self.targets[model]
+        if not rows:
+            return {"scored": 0}
+        probs = np.array([r[1] for r in rows], dtype=np.float64)
+        side = np.array([r[2] for r in rows], dtype=np.int64)
+        fwd = np.array([r[3] for r in rows])
+        y = label_of(fwd, t.threshold, t.neutral_zone)
+        persistence = forecast_scores(y, one_hot(sign_sides(np.array([r[4] for r in rows]), t.neutral_zone)))
+        calls = side != 1
+        net = (side[calls] - 1) * fwd[calls] - 2 * self.fee
+        gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 0 else 0.0
+        return {"scored": len(rows), "last_bar_ts": int(rows[-1][0]), **forecast_scores(y, probs),
+                "calls": int(calls.sum()), "gated_sharpe": gated,
+                "persistence_accuracy": persistence["accuracy"], "persistence_macro_f1": persistence["macro_f1"]}
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Every model's rolling scores (also set as sigd_model_live_score gauges)."""
+        out = {m: self.model_status(m) for m in self.targets}
+        for model, st in out.items():
+            for measure in ("accuracy", "macro_f1", "brier", "gated_sharpe", "persistence_macro_f1"):
+                if isinstance(st.get(measure), float) and math.isfinite(st[measure]):
+                    LIVE.set(st[measure], model=model, measure=measure)
+        return out
+
+    def _below_persistence(self) -> dict[str, str]:
+        out = {}
+        for model, st in self.status().items():
+            if st["scored"] >= self.window and st["macro_f1"] < st["persistence_macro_f1"]:
+                out[model] = (f"live macro-F1 {st['macro_f1']:.3f} below the persistence baseline's "
+                              f"{st['persistence_macro_f1']:.3f} over the last {st['scored']} scored predictions")
+        return out
+
+
+def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: int) -> list[tuple[int, tuple, int]]:
+    """(bar_ts, (p_short, p_flat, p_long), side) of `model` with after < bar_ts <= until, oldest first."""
+    cur = store.db.conn.execute(
+        "SELECT bar_ts, p_short, p_flat, p_long, side FROM predictions WHERE symbol=? AND model=? "
+        "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts", [symbol, model, after, until])
+    return [(int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall()]
+
+
+# --- shadow mode ---------------------------------------------------------------------------
+
+NO_VALIDATION = ("its artifact has no validation block: measure it out of sample with "
+                 "`sigd compare --validate ARTIFACT_DIR --data DIR --from ISO`")
+
+
+def validation_verdict(meta: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """(passed, why) from an artifact's `validation` block (written by the gate)."""
+    block = (meta or {}).get("validation")
+    if not isinstance(block, Mapping):
+        return False, NO_VALIDATION
+    if block.get("passed") is True:
+        return True, f"validated: {block.get('why', '')}"
+    return False, f"failed the gate: {block.get('why', 'no reason recorded')}"
+
+
+class Shadow:
+    """Which models may trade. A shadowed model still predicts, is stored and scored."""
+
+    def __init__(self, only_validated: bool = False, sink: Any = None) -> None:
+        self.only_validated = only_validated
+        self.sink = sink  # an EventSink for the alert (None: log only)
+        self.reasons: dict[str, str] = {}  # model -> why it does not trade
+        self.versions: dict[str, str] = {}
+        self.scorer: Any = None  # a LiveScorer when the daemon runs one
+
+    def review(self, model: str, version: str, meta: Mapping[str, Any] | None) -> bool:
+        """Decide from the artifact (at start-up and at every swap); True when it may trade."""
+        self.versions[model] = version
+        passed, why = validation_verdict(meta)
+        if passed or not self.only_validated:
+            self.reasons.pop(model, None)
+            return True
+        self._shadow(model, why, "model_not_validated")
+        return False
+
+    def demote(self, model: str, why: str) -> None:
+        """Live scoring found the model worse than its baseline: stop its trading."""
+        if model not in self.reasons:
+            self._shadow(model, why, "model_demoted")
+
+    def _shadow(self, model: str, why: str, kind: str) -> None:
+        self.reasons[model] = why
+        version = self.versions.get(model, "")
+        payload = {"kind": kind, "model": model, "version": version, "why": why,
+                   "message": f"{model} runs in shadow mode (predictions stored and scored, not traded): {why}"}
+        log.warning("model_shadowed", **payload)
+        if self.sink is not None:
+            try:  # one alert per model version and reason: the event id is stable across restarts
+                self.sink.publish("error", payload, event_id=f"shadow-{kind}-{model}-{version}")
+            except Exception as exc:  # noqa: BLE001
+                log.error("shadow_alert_failed", model=model, error=repr(exc))
+
+    def tradable(self, predictions: Sequence[Prediction]) -> list[Prediction]:
+        """The predictions the strategies may act on. Asked once per decision, it first scores
+        the predictions whose horizon has passed, so a demotion applies from this decision on."""
+        if self.scorer is not None:
+            try:
+                for model, why in self.scorer.update().items():
+                    self.demote(model, why)
+            except Exception as exc:  # scoring never stops a decision
+                log.error("live_scoring_failed", error=repr(exc))
+        return [p for p in predictions if p.model not in self.reasons]
+
+    def status(self) -> dict[str, Any]:
+        """For /status: the setting, every shadowed model with the reason, the live scores."""
+        return {"trade_only_validated": self.only_validated, "shadow": dict(self.reasons),
+                "live_scores": self.scorer.status() if self.scorer is not None else {}}
+
+
+def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None, store: Any = None) -> Shadow:
+    """The daemon's Shadow: `[models] trade_only_validated`, each served artifact reviewed, and
+    (with a store) live scoring of every model whose artifact states its target."""
+    shadow = Shadow(cfg.models.trade_only_validated, sink)
+    targets = {}
+    for name, predictor in predictors.items():
+        shadow.review(name, predictor.version, getattr(predictor, "meta", None))
+        meta = getattr(predictor, "meta", None)
+        if meta and "target" in meta:
+            targets[name] = ModelTarget.from_meta(meta)
+    if store is not None and targets:
+        shadow.scorer = LiveScorer(store, cfg.exchange.symbol, targets, window=cfg.models.score_window,
+                                   fee=cfg.broker.fee)
+    return shadow
