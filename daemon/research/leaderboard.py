@@ -24,7 +24,7 @@ import numpy as np
 
 from daemon.research import baselines, stats
 from daemon.research.selection import (DAY_MS, FoldScores, Job, Runner, Scored, Setup, concat, parse_setups,
-                                       plan_folds, run_jobs)
+                                       plan_folds, run_jobs, validate_artifact)
 from daemon.trading import scoring
 import strategies.threshold as thr
 
@@ -180,14 +180,19 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         folds = plan_folds(start, end, folds=args.folds, train_days=args.train_days, test_days=args.test_days,
                            purge_ms=setup.horizon * 60_000, embargo_ms=int(args.embargo_minutes * 60_000))
         jobs += [Job(f, args.preset, setup, fold, tuple(args.data), tuple(args.symbols), str(Path(args.out) / "folds"),
-                     epochs=args.epochs, max_batches=args.max_batches, seed=args.seed, fee=args.fee)
+                     epochs=args.epochs, max_batches=args.max_batches, seed=args.seed,
+                     fee=thr.DEFAULT_FEE if args.fee is None else args.fee)
                  for f in args.families for fold in folds]
     return jobs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `sigd compare` options."""
-    p.add_argument("--families", nargs="+", required=True, help="model families to compare")
+    p.add_argument("--families", nargs="+", default=[], help="model families to compare")
+    p.add_argument("--validate", nargs="+", default=[], metavar="ARTIFACT_DIR",
+                   help="instead: gate these artifacts on [--from, --to) and write their validation block")
+    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC, with --validate")
+    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC, with --validate (default: data end)")
     p.add_argument("--data", nargs="+", required=True, help="tape directories")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--symbols", nargs="+", default=["ETH/USDT"], help="first = the traded symbol")
@@ -201,21 +206,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-batches", type=int, default=50, help="training batches per epoch (0 = all)")
     p.add_argument("--prior-trials", type=int, default=0, help="configurations tried before this run (for DSR)")
-    p.add_argument("--fee", type=float, default=0.001, help="fee per side")
+    p.add_argument("--fee", type=float, default=None, help="fee per side (default 0.001; --validate: the artifact's)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def compare(args: argparse.Namespace, runner: Runner | None = None) -> dict[str, Any]:
     """Plan, run and write the leaderboard; the board."""
+    args.fee = thr.DEFAULT_FEE if args.fee is None else args.fee
     results = run_jobs(plan_jobs(args), runner)
     board = leaderboard(results, args.fee, args.prior_trials, args.seed)
     write(board, Path(args.out))
     return board
 
 
+def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`--validate DIR...`: gate each artifact out of sample, write its block, and a summary in --out."""
+    from models.data import load_series
+    from models.train import _iso_ms
+
+    if not args.start:
+        raise ValueError("--validate needs --from ISO (a window after the artifact's training data)")
+    primary = load_series([Path(d) for d in args.data], args.symbols[0], "1m")
+    start, end = _iso_ms(args.start), _iso_ms(args.end) if args.end else int(primary[-1, 0]) + 60_000
+    blocks = [{"artifact": str(d), **validate_artifact(Path(d), args.data, args.symbols[0], int(start), int(end),
+                                                        n_trials=1 + args.prior_trials, fee=args.fee)}
+              for d in args.validate]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "validation.json").write_text(json.dumps(blocks, indent=1))
+    return blocks
+
+
 def compare_command(args: argparse.Namespace) -> int:
-    """`sigd compare --families ... --data ... --out DIR`."""
+    """`sigd compare --families ... --data ... --out DIR` (or `--validate ARTIFACT_DIR... --from ISO`)."""
     try:
+        if args.validate:
+            for b in validate(args):
+                print(f"{b['artifact']}: {'PASS' if b['passed'] else 'FAIL'} — {b['why']} "
+                      f"(Sharpe {b['sharpe_annualized']:.2f} annualized, {b['decisions']} decisions {b['window'][0]} → "
+                      f"{b['window'][1]})")
+            return 0
+        if not args.families:
+            raise ValueError("name --families to compare (or --validate ARTIFACT_DIR...)")
         board = compare(args)
     except (ValueError, OSError) as exc:
         print(f"sigd compare: {exc}", file=sys.stderr)

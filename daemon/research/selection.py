@@ -18,11 +18,13 @@ loop is `run_jobs(jobs, runner)` with any map-like runner.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -199,7 +201,8 @@ def train_fold(job: Job) -> tuple[Path, str, list[int]]:
     return res.artifact_dir, res.version, list(res.samples.get("train_classes") or [])
 
 
-def score_window(art_dir: Path, job: Job, start_ms: int, end_ms: int, inner: bool) -> Scored:
+def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int,
+                 inner: bool) -> Scored:
     """The artifact's class probabilities on the primary symbol: the training window's last
     (inner) slice when `inner`, else every decision in [start_ms, end_ms)."""
     from models.adapters import adapter_for
@@ -214,10 +217,9 @@ def score_window(art_dir: Path, job: Job, start_ms: int, end_ms: int, inner: boo
         adapter.trend_tau = dict(meta["training"].get("trend_tau") or {})
     target = TargetSpec.from_dict(meta["target"])
     # history before the window: the model's input window, and a day for the baselines' lookbacks
-    warm = max(spec.required_windows["1m"] * MINUTE_MS, DAY_MS + job.setup.horizon * MINUTE_MS) + HOUR_MS
+    warm = max(spec.required_windows["1m"] * MINUTE_MS, DAY_MS + setup.horizon * MINUTE_MS) + HOUR_MS
     lo, hi = (start_ms, end_ms) if inner else (start_ms - warm, end_ms + target.span * MINUTE_MS)
-    symbol = job.symbols[0]
-    series = load_symbol([Path(d) for d in job.data_dirs], symbol, spec.inputs, lo, hi, lambda s: None)
+    series = load_symbol([Path(d) for d in data_dirs], symbol, spec.inputs, lo, hi, lambda s: None)
     # Outside training one block holds the whole window: every sample with its label is a decision.
     ratios = RATIOS if inner else (1e-9, 1e-9, 1.0 - 2e-9)
     ss = assemble([(build_symbol_samples(symbol, series, spec, target, ratios), series)], spec, scalers=spec.scalers)
@@ -227,7 +229,7 @@ def score_window(art_dir: Path, job: Job, start_ms: int, end_ms: int, inner: boo
         sel = (close_ts > start_ms) & (close_ts <= end_ms)
         idx, close_ts = idx[sel], close_ts[sel]
     probs = predict_scores(adapter, model, ss, idx, next(model.parameters()).device)
-    return _decisions(job.setup, close_ts, probs, ss.y[idx], series["1m"])
+    return _decisions(setup, close_ts, probs, ss.y[idx], series["1m"])
 
 
 def run_job(job: Job) -> FoldScores:
@@ -235,14 +237,14 @@ def run_job(job: Job) -> FoldScores:
     import strategies.threshold as thr
 
     art, version, classes = train_fold(job)
-    inner = score_window(art, job, job.fold.train_start, job.fold.train_end, inner=True)
+    inner = score_window(art, job.setup, job.data_dirs, job.symbols[0], job.fold.train_start, job.fold.train_end, True)
     if len(inner.close_ts) < 2:
         raise ValueError(f"{job.family} {job.setup.name} fold {job.fold.index}: the inner validation slice (the last "
                          f"15 % of {iso(job.fold.train_start)}..{iso(job.fold.train_end)}) holds "
                          f"{len(inner.close_ts)} decisions; train on more days")
     chosen = thr.optimize(inner.probs, inner.step_ret, "classification", fee=job.fee,
                           bars_per_year=job.setup.bars_per_year, hold=job.setup.hold)
-    test = score_window(art, job, job.fold.test_start, job.fold.test_end, inner=False)
+    test = score_window(art, job.setup, job.data_dirs, job.symbols[0], job.fold.test_start, job.fold.test_end, False)
     log.info("fold_scored", family=job.family, setup=job.setup.name, fold=job.fold.index, version=version,
              threshold=chosen.threshold, inner_sharpe=round(chosen.sharpe, 3), test_decisions=len(test.close_ts))
     return FoldScores(job, chosen.threshold, chosen.sharpe, inner, test, classes, version)
@@ -257,3 +259,43 @@ def concat(parts: Sequence[Scored]) -> Scored:
     """Test windows of consecutive folds as one out-of-sample series."""
     return Scored(*(np.concatenate([getattr(p, name) for p in parts]) for name in
                     ("close_ts", "probs", "y", "step_ret", "trailing_ret", "day_ret")))
+
+
+def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int, *,
+                      n_trials: int = 1, fee: float | None = None) -> dict[str, Any]:
+    """Trade a served artifact (its threshold, its holding period) on a window it never saw,
+    apply the gate and write the verdict into its artifact.json as `validation`; the block."""
+    from daemon.research import stats
+    from daemon.trading.scoring import trading_scores
+    from models.artifacts import hold_bars, read_meta
+    import strategies.threshold as thr
+
+    meta = read_meta(art_dir)
+    horizon = int(meta["target"]["horizon"])
+    seen = int(meta["data"]["last_close_ts"]) + horizon * MINUTE_MS  # its last label's end
+    if start_ms < seen:
+        raise ValueError(f"{art_dir}: the window starts {iso(start_ms)}, inside what it was trained on "
+                         f"(labels up to {iso(seen)}); validate on later data")
+    fee = float(meta["threshold"]["fee"]) if fee is None else fee
+    setup = Setup("1m", horizon)
+    s = score_window(Path(art_dir), setup, data_dirs, symbol, start_ms, end_ms, False)
+    sides = thr.decide(s.probs, float(meta["threshold"]["value"]))
+    trade, net = trading_scores(sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
+    verdict = stats.gate(net, int(trade["trades"]), n_trials)
+    block = {**verdict.to_dict(), "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
+             "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
+             "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_validation(Path(art_dir), block)
+    return block
+
+
+def write_validation(art_dir: Path, block: Mapping[str, Any]) -> None:
+    """Put the gate's verdict into the artifact's JSON (atomically; the weights and their hash,
+    hence the version, are untouched)."""
+    path = art_dir / "artifact.json"
+    doc = json.loads(path.read_text())
+    doc["validation"] = dict(block)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

@@ -103,3 +103,32 @@ def test_compare_command_reports_bad_input(tmp_path: Path, capsys: pytest.Captur
     rc = main(["compare", "--families", "stacked_lstm", "--data", str(TAPE), "--out", str(tmp_path),
                "--train-days", "30"])
     assert rc == 1 and "days of data" in capsys.readouterr().err
+
+
+def test_validate_writes_the_gate_into_the_artifact(tmp_path: Path, tiny_artifacts: dict[str, Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from daemon.trading.scoring import validation_verdict
+    from models.artifacts import load_artifact, read_meta
+
+    art = Path(shutil.copytree(tiny_artifacts["cnn_lstm_attn"], tmp_path / "art"))
+    version = read_meta(art)["version"]
+    trained = read_meta(art)["data"]["last_close_ts"]
+    late = leaderboard.DAY_MS + trained  # a day after its training data
+    iso = lambda ms: np.datetime_as_string(np.datetime64(ms, "ms"), unit="m") + "Z"  # noqa: E731
+    # inside the training data: refused, nothing written
+    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "v"),
+               "--from", iso(trained - leaderboard.DAY_MS)])
+    assert rc == 1 and "inside what it was trained on" in capsys.readouterr().err
+    assert "validation" not in read_meta(art)
+    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "v"),
+               "--from", iso(late), "--to", iso(late + leaderboard.DAY_MS // 2), "--prior-trials", "9"])
+    out = capsys.readouterr().out
+    assert rc == 0 and ("FAIL" in out or "PASS" in out)
+    meta = read_meta(art)
+    block = meta["validation"]
+    assert block["n_trials"] == 10 and block["decisions"] > 600 and block["window"][0] == iso(late)[:-1] + ":00Z"
+    assert validation_verdict(meta)[0] is block["passed"]
+    assert meta["version"] == version and load_artifact(art)[1]["version"] == version  # weights untouched
+    assert json.loads((tmp_path / "v" / "validation.json").read_text())[0]["why"] == block["why"]
