@@ -114,6 +114,9 @@ class Retrainer:
             await asyncio.to_thread(export_tapes, self.store.path, self.cfg, stage / "all", end_ms=newest + 1)
             await self._run("train", self._train_argv(name, stage), stage)
             await self._run("score", self._score_argv(name, current, stage, cutoff), stage)
+            # the gate of `sigd compare` on the same holdout: its verdict travels in the artifact,
+            # and shadow mode keeps a challenger that fails it from trading once promoted
+            await self._run("validate", self._validate_argv(stage, cutoff), stage)
             scores = json.loads((stage / "scores.json").read_text())
             return await self._decide(name, stage / "new", scores)
         finally:
@@ -146,6 +149,12 @@ class Retrainer:
         return [self.python, "-m", "daemon.retrain.worker", "score", "--data", str(stage / "all"),
                 "--from", str(cutoff), "--symbol", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
                 "--current", str(current), "--new", str(stage / "new"), "--out", str(stage / "scores.json")]
+
+    def _validate_argv(self, stage: Path, cutoff: int) -> list[str]:
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff / 1000))
+        return [self.python, "-m", "daemon", "compare", "--validate", str(stage / "new"), "--data", str(stage / "all"),
+                "--from", start, "--symbols", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
+                "--out", str(stage / "validation")]
 
     async def _run(self, step: str, argv: list[str], stage: Path) -> None:
         """One niced subprocess with a deadline; RetrainFailed with the tail of its output."""
