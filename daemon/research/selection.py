@@ -174,15 +174,13 @@ def _close_lookup(bars: np.ndarray, when: np.ndarray) -> np.ndarray:
 
 def _decisions(setup: Setup, close_ts: np.ndarray, probs: np.ndarray, y: np.ndarray,
                prim: np.ndarray) -> Scored:
-    """Keep the samples at the setup's decision instants; attach the returns the baselines use."""
-    keep = close_ts % timeframe_ms(setup.trigger) == 0
-    ts = close_ts[keep]
-    now = _close_lookup(prim, ts)
-    ahead = _close_lookup(prim, ts + setup.step_minutes * MINUTE_MS)
+    """Decisions (samples at the setup's decision instants) with the returns the baselines use."""
+    now = _close_lookup(prim, close_ts)
+    ahead = _close_lookup(prim, close_ts + setup.step_minutes * MINUTE_MS)
     step = np.where(np.isfinite(ahead) & np.isfinite(now), ahead / now - 1.0, 0.0)
-    trailing = now / _close_lookup(prim, ts - setup.horizon * MINUTE_MS) - 1.0
-    day = now / _close_lookup(prim, ts - DAY_MS) - 1.0
-    return Scored(ts, probs[keep], y[keep].astype(np.int64), step, trailing, day)
+    trailing = now / _close_lookup(prim, close_ts - setup.horizon * MINUTE_MS) - 1.0
+    day = now / _close_lookup(prim, close_ts - DAY_MS) - 1.0
+    return Scored(close_ts, probs, y.astype(np.int64), step, trailing, day)
 
 
 def train_fold(job: Job) -> tuple[Path, str, list[int]]:
@@ -225,9 +223,11 @@ def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: 
     ss = assemble([(build_symbol_samples(symbol, series, spec, target, ratios), series)], spec, scalers=spec.scalers)
     idx = ss.indices(TEST)
     close_ts = ss.extra["close_ts"][idx]
+    # only the decision instants are asked (a 1h trigger: one sample in sixty)
+    sel = close_ts % timeframe_ms(setup.trigger) == 0
     if not inner:
-        sel = (close_ts > start_ms) & (close_ts <= end_ms)
-        idx, close_ts = idx[sel], close_ts[sel]
+        sel &= (close_ts > start_ms) & (close_ts <= end_ms)
+    idx, close_ts = idx[sel], close_ts[sel]
     probs = predict_scores(adapter, model, ss, idx, next(model.parameters()).device)
     return _decisions(setup, close_ts, probs, ss.y[idx], series["1m"])
 
