@@ -10,7 +10,10 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sigd-installed
 
-.PHONY: setup run test bench clean
+PREFIX ?= /opt/sigd
+DESTDIR ?=
+
+.PHONY: setup run test bench clean install-service uninstall-service
 
 setup: $(STAMP)
 
@@ -29,6 +32,14 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+# As root: a fresh venv at $(PREFIX) with sigd installed into it, /etc/sigd, the unit, daemon-reload.
+# Uses the system python3 only to create that venv (the checkout's .venv is not needed).
+install-service:
+	$(PYTHON) -m daemon install-service --prefix $(PREFIX) --torch-spec "$(TORCH_SPEC)" $(if $(DESTDIR),--destdir $(DESTDIR))
+
+uninstall-service:
+	$(PYTHON) -m daemon uninstall-service --prefix $(PREFIX) $(if $(DESTDIR),--destdir $(DESTDIR))
 
 clean:
 	rm -rf $(VENV) state runs reports

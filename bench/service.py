@@ -3,8 +3,10 @@
 Latency: bar close (the local exchange sends the closing update at the bar's close on its
 replay clock) → signal committed in SQLite and queued in the outbox, at 1× speed with the
 configured (`small`) models; p50/p99 over the signals of the run, beside the bar-close →
-decision-finished latency of every trigger bar. Memory: RSS after an accelerated replay of
-1 hour and of 24 hours of market time (all streams, both models on every 1m bar it can).
+decision-finished latency of every trigger bar. Memory: RSS of a real `sigd run` process (what
+systemd's MemoryMax= counts) at ready, after a few wall minutes and at its peak; and RSS after
+an accelerated in-process replay of 1 hour and of 24 hours of market time (all streams, both
+models on every 1m bar it can).
 
 Run it on an otherwise idle machine; pin it to two cores as the target says:
 `taskset -c 0,1 python -m bench service [--minutes 10] [--speed 1] [--hours 24]`. At 1x a 1m
@@ -18,6 +20,9 @@ import asyncio
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -129,7 +134,7 @@ async def _latency(base: Path, minutes: float, speed: float, threshold: float) -
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(_config(Path(tmp), speed, base, threshold), environ={})
         await daemon.startup()
-        parts = daemon.service.parts
+        parts = daemon.parts
         assert parts is not None and parts.local_exchange is not None
         engine = parts.engine
         sink = CloseClock(engine.sink, parts.local_exchange, speed)
@@ -148,7 +153,7 @@ async def _memory(base: Path, hours: float, threshold: float) -> dict[str, Any]:
         cfg = _config(Path(tmp), 0.0, base, threshold)
         daemon = Daemon(cfg, environ={})
         await daemon.startup()
-        parts = daemon.service.parts
+        parts = daemon.parts
         assert parts is not None and parts.local_exchange is not None
         start = parts.local_exchange.now_ms()
         marks: dict[float, tuple[float, float]] = {}
@@ -164,6 +169,41 @@ async def _memory(base: Path, hours: float, threshold: float) -> dict[str, Any]:
         return {"marks": marks, "decisions": decisions, "skipped": skipped}
 
 
+def _status_kb(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return float("nan")
+
+
+def _process(base: Path, seconds: float, speed: float, threshold: float) -> dict[str, float]:
+    """RSS of a real `sigd run` process (what systemd's MemoryMax= counts), sampled every 0.5 s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _config(Path(tmp), speed, base, threshold)
+        err = open(Path(tmp) / "stderr", "w+")
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(cfg.source)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        out: dict[str, float] = {}
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < seconds + 120 and proc.poll() is None:
+                time.sleep(0.5)
+                if "ready_mb" not in out and "daemon_ready" in (Path(tmp) / "stderr").read_text():
+                    out["ready_mb"], out["ready_s"], t_ready = _status_kb(proc.pid, "VmRSS") / 1024, \
+                        time.monotonic() - t0, time.monotonic()
+                if "ready_mb" in out and time.monotonic() - t_ready >= seconds:
+                    break
+            out["end_mb"] = _status_kb(proc.pid, "VmRSS") / 1024
+            out["peak_mb"] = _status_kb(proc.pid, "VmHWM") / 1024
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        if "ready_mb" not in out:
+            raise RuntimeError(f"sigd run never got ready: {(Path(tmp) / 'stderr').read_text()[-2000:]}")
+        return out
+
+
 def _row(label: str, values: list[float]) -> str:
     top = max(values) if values else float("nan")
     return f"{label:<50} {len(values):>6} {_pct(values, .5):>9.2f} {_pct(values, .99):>9.2f} {top:>9.2f}"
@@ -176,6 +216,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="wall minutes of the latency run (0 = none)")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed of the latency run (target: 1)")
     p.add_argument("--hours", type=float, default=24.0, help="market hours replayed for memory (0 = none)")
+    p.add_argument("--process-minutes", type=float, default=5.0,
+                   help="wall minutes of a real `sigd run` process at --process-speed, for its RSS (0 = none)")
+    p.add_argument("--process-speed", type=float, default=60.0, help="replay speed of that process")
     p.add_argument("--threshold", type=float, default=0.34,
                    help="threshold of the benchmarked artifact copies (0 = keep the artifacts' own)")
     a = p.parse_args(argv)
@@ -188,6 +231,11 @@ def main(argv: list[str]) -> int:
               f" {'p99':>9} {'max':>9}")
         print(_row("  predictions of both models committed", lat.decisions_ms))
         print(_row("  signal committed in SQLite + queued in outbox", lat.signals_ms))
+    if a.process_minutes > 0:
+        pm = _process(a.config, a.process_minutes * 60, a.process_speed, a.threshold)
+        label = f"sigd run process RSS (MB), {a.process_minutes:g} min at {a.process_speed:g}x"
+        print(f"{label:<50} ready {pm['ready_mb']:.1f} (after {pm['ready_s']:.0f} s), end {pm['end_mb']:.1f},"
+              f" peak (VmHWM) {pm['peak_mb']:.1f}")
     if a.hours > 0:
         mem = asyncio.run(_memory(a.config, a.hours, a.threshold))
         for h, (rss, wall) in sorted(mem["marks"].items()):

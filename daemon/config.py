@@ -43,6 +43,8 @@ class ExchangeConfig:
     timeframes: tuple[str, ...] = PRIMARY_TIMEFRAMES
     reference_timeframe: str = "1m"
     warmup_bars: int = 600
+    # Streams warmed up over REST at once; ccxt's limiter spaces the requests themselves.
+    warmup_concurrency: int = 4
     api_key_env: str = "SIGD_API_KEY"
     api_secret_env: str = "SIGD_API_SECRET"
     # Seconds of silence after which a stream counts as stalled, as a multiple of its timeframe
@@ -76,6 +78,7 @@ class ExchangeConfig:
             seen.add(sym)
         _require("/" in self.reference_symbol, f"{key}.reference_symbol", "expected BASE/QUOTE")
         _require(10 <= self.warmup_bars <= 100_000, f"{key}.warmup_bars", "must be within 10..100000")
+        _require(1 <= self.warmup_concurrency <= 64, f"{key}.warmup_concurrency", "must be within 1..64")
         _require(self.stall_factor > 1, f"{key}.stall_factor", "must be > 1")
         _require(self.stall_floor_s > 0, f"{key}.stall_floor_s", "must be > 0")
         _require(0 < self.backoff_base_s <= self.backoff_max_s, f"{key}.backoff_base_s", "must be > 0 and <= backoff_max_s")
@@ -179,9 +182,13 @@ class ServiceConfig:
     stale_after_s: float = 90.0
     shutdown_deadline_s: float = 10.0
     status_interval_s: float = 15.0
+    # Failed decisions (or failed SQLite commits) in a row that turn /healthz red and stop
+    # WATCHDOG=1, so that systemd restarts the service.
+    max_consecutive_failures: int = 3
 
     def check(self, key: str) -> None:
         _require(self.stale_after_s > 0, f"{key}.stale_after_s", "must be > 0")
+        _require(self.max_consecutive_failures >= 1, f"{key}.max_consecutive_failures", "must be >= 1")
         _require(self.shutdown_deadline_s > 0, f"{key}.shutdown_deadline_s", "must be > 0")
         _require(self.status_interval_s > 0, f"{key}.status_interval_s", "must be > 0")
 
@@ -217,11 +224,17 @@ class EngineConfig:
 
     trigger_timeframe: str = "1m"  # closed bars of this primary-symbol timeframe trigger a decision
     strategies: tuple[str, ...] = ("confidence",)  # names of [strategy]-configured strategies
+    # A decision cycle waits this long after its first trigger bar for the other symbols' bars;
+    # a later one is decided in the next cycle (counted as late).
+    cycle_deadline_ms: int = 250
+    prewarm_ms: int = 1500  # one throwaway forward pass this long before each expected close; 0 = off
 
     def check(self, key: str) -> None:
         _require(self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe",
                  f"unknown timeframe {self.trigger_timeframe!r}")
         _require(len(self.strategies) > 0, f"{key}.strategies", "name at least one strategy")
+        _require(0 <= self.cycle_deadline_ms <= 60_000, f"{key}.cycle_deadline_ms", "must be within [0, 60000]")
+        _require(0 <= self.prewarm_ms <= 60_000, f"{key}.prewarm_ms", "must be within [0, 60000] (0 = off)")
         for name in self.strategies:
             _require(name == "confidence", f"{key}.strategies", f"unknown strategy {name!r} (known: confidence)")
 
@@ -445,10 +458,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Load and validate a config file; ConfigError names the file and the key on any problem."""
     p = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        with p.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
+        raw = tomllib.loads(_read_text(p))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
@@ -456,3 +466,19 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return dataclasses.replace(cfg, source=str(p))
+
+
+def _read_text(p: Path) -> str:
+    """The file's text; anything but a readable UTF-8 file is a ConfigError naming it."""
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
+    except OSError as exc:  # permission denied, I/O error, ...
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None

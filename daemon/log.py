@@ -61,6 +61,16 @@ def _redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+def _error_detail(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # A library may log an exception that was never raised (aiohttp's "Error handling request"
+    # for a malformed request): no traceback, so nothing rendered. Name it in one line always.
+    record = event.get("_record")
+    exc = record.exc_info[1] if record is not None and record.exc_info else None
+    if exc is not None and "error" not in event:
+        event["error"] = redact(f"{type(exc).__name__}: {exc}".strip())
+    return event
+
+
 def _final_scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # Formatted exception text is produced late, so scrub it again after formatting.
     if "exception" in event and isinstance(event["exception"], str):
@@ -109,7 +119,7 @@ def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) 
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
-            foreign_pre_chain=[*shared, structlog.processors.format_exc_info, _final_scrub],
+            foreign_pre_chain=[*shared, _error_detail, structlog.processors.format_exc_info, _final_scrub],
         )
     )
     root = logging.getLogger()

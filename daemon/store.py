@@ -2,19 +2,32 @@
 the alert outbox, the model registry and a small key-value table.
 
 One Store per process, used from the event-loop thread only (one thread owns the state).
-Every write commits at once, so a SIGKILL loses nothing that a method returned from.
+Every write commits at once, so a SIGKILL loses nothing that a method returned from; writes
+that belong together (one decision: predictions, signal, its outbox rows, the order intent)
+go inside `transaction()`, which nests (savepoints), so they commit all or nothing.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import sqlite_utils
+# sqlite-utils imports pandas (~100 MB of RSS) only to convert pandas values, which sigd never
+# stores: hidden during that import unless something loaded it already (bench service: measured).
+_HIDE_PANDAS = "pandas" not in sys.modules
+if _HIDE_PANDAS:
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # import pandas -> ImportError
+try:
+    import sqlite_utils
+finally:
+    if _HIDE_PANDAS:
+        del sys.modules["pandas"]
 
+from daemon.health import FAILURES
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
@@ -64,6 +77,9 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
         "id",
     ),
     "kv": ({"key": str, "value": str}, "key"),
+    # One row per decided trigger bar and symbol, written in the decision's transaction: a
+    # restart never decides the same bar twice.
+    "decisions": ({"symbol": str, "bar_ts": int, "signals": int, "created_ms": int}, ("symbol", "bar_ts")),
 }
 INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("predictions", ("bar_ts",)),
@@ -72,6 +88,12 @@ INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("fills", ("client_order_id",)),
     ("outbox", ("channel", "status", "next_attempt_ms")),
     ("models", ("name", "status")),
+]
+# A decision is made once: one prediction per (symbol, model, bar), one signal per
+# (symbol, strategy, bar). Older state files may hold duplicates; the first row stays.
+UNIQUE: list[tuple[str, tuple[str, ...]]] = [
+    ("predictions", ("symbol", "model", "bar_ts")),
+    ("signals", ("symbol", "strategy", "bar_ts")),
 ]
 
 
@@ -87,6 +109,7 @@ class Store:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
         self.path = path
+        self._savepoints = 0  # depth of nested transaction() blocks
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
@@ -99,6 +122,13 @@ class Store:
                 table.create(columns, pk=pk, not_null=set(pk) if isinstance(pk, tuple) else {pk})
         for name, cols in INDEXES:
             self.db[name].create_index(cols, if_not_exists=True)
+        for name, cols in UNIQUE:
+            index = f"uq_{name}_{'_'.join(cols)}"
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", [index]).fetchone():
+                continue
+            key = ", ".join(cols)
+            self.db.execute(f"DELETE FROM [{name}] WHERE id NOT IN (SELECT MIN(id) FROM [{name}] GROUP BY {key})")
+            self.db.execute(f"CREATE UNIQUE INDEX [{index}] ON [{name}] ({key})")
 
     def close(self) -> None:
         """Close the connection."""
@@ -147,8 +177,8 @@ class Store:
         return row[0] if row else default
 
     def set_kv(self, key: str, value: str) -> None:
-        """Set a small persistent setting."""
-        self.db["kv"].insert({"key": key, "value": value}, replace=True)
+        """Set a small persistent setting (raw SQL: it may run inside a decision's transaction)."""
+        self.db.conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
 
     def count(self, table: str, where: str = "", params: Any = ()) -> int:
         """Row count of a table, optionally filtered."""
@@ -191,50 +221,86 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group writes into one commit (all or nothing); not nestable."""
+        """Group writes into one commit (all or nothing).
+
+        Nestable: inside an open transaction this is a savepoint, so an inner block that
+        raises undoes only its own writes and the outer one decides whether to commit.
+        """
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        if conn.in_transaction:
+            self._savepoints += 1
+            name = f"sp{self._savepoints}"
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._savepoints -= 1
+            conn.execute(f"RELEASE {name}")
+            return
         try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # full disk, read-only file, ...: health counts it (daemon/health.py)
+            FAILURES.failed("commit", f"{type(exc).__name__}: {exc}")
             raise
-        conn.execute("COMMIT")
+        FAILURES.succeeded("commit")
+
+    def decided(self, symbol: str, bar_ts: int) -> bool:
+        """Whether the trigger bar of `symbol` at `bar_ts` was decided (and committed) before."""
+        return self.db.conn.execute("SELECT 1 FROM decisions WHERE symbol=? AND bar_ts=?",
+                                    [symbol, bar_ts]).fetchone() is not None
+
+    def mark_decided(self, symbol: str, bar_ts: int, signals: int, created_ms: int) -> None:
+        """Record a decision (inside its transaction)."""
+        self.db.conn.execute("INSERT OR IGNORE INTO decisions (symbol, bar_ts, signals, created_ms) VALUES (?,?,?,?)",
+                             [symbol, bar_ts, signals, created_ms])
 
     def add_predictions(self, symbol: str, predictions: Sequence[Prediction], created_ms: int) -> None:
-        """Store one trigger bar's predictions."""
+        """Store one trigger bar's predictions (one already stored for the model and bar stays)."""
         self.db.conn.executemany(
-            "INSERT INTO predictions (symbol, bar_ts, model, version, p_short, p_flat, p_long, side, "
+            "INSERT OR IGNORE INTO predictions (symbol, bar_ts, model, version, p_short, p_flat, p_long, side, "
             "confidence, threshold, inference_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(symbol, p.bar_ts, p.model, p.version, *map(float, p.probs), int(p.side), float(p.confidence),
               float(p.threshold), float(p.inference_ms), created_ms) for p in predictions],
         )
 
-    def add_signal(self, signal: Signal, latency_ms: float, created_ms: int) -> int:
-        """Store a signal; its row id (the event id is set once it is published)."""
-        cur = self.db.conn.execute(
-            "INSERT INTO signals (symbol, bar_ts, strategy, side, confidence, price, reasons, "
-            "model_versions, latency_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [signal.symbol, signal.bar_ts, signal.strategy, int(signal.side), signal.confidence, signal.price,
-             json.dumps(list(signal.reasons)), json.dumps(dict(signal.model_versions)), latency_ms, created_ms],
-        )
-        return int(cur.lastrowid)
-
-    def set_signal_event(self, signal_id: int, event_id: str) -> None:
-        """Record that a signal's event reached the sink."""
-        self.db.conn.execute("UPDATE signals SET event_id=? WHERE id=?", [event_id, signal_id])
+    def add_signal(self, signal: Signal, latency_ms: float, created_ms: int) -> int | None:
+        """Store a signal with its event id "signal-<row id>"; None when the strategy already
+        signalled on this symbol's bar (a decision is made once)."""
+        conn = self.db.conn
+        with self.transaction():
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO signals (symbol, bar_ts, strategy, side, confidence, price, reasons, "
+                "model_versions, latency_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [signal.symbol, signal.bar_ts, signal.strategy, int(signal.side), signal.confidence, signal.price,
+                 json.dumps(list(signal.reasons)), json.dumps(dict(signal.model_versions)), latency_ms, created_ms],
+            )
+            if cur.rowcount != 1:
+                return None
+            signal_id = int(cur.lastrowid or 0)
+            conn.execute("UPDATE signals SET event_id=? WHERE id=?", [f"signal-{signal_id}", signal_id])
+        return signal_id
 
     def _signal(self, row: sqlite3.Row | tuple) -> Signal:
         symbol, bar_ts, strategy, side, conf, price, reasons, versions = row
         return Signal(symbol, bar_ts, Side(side), conf, price, strategy, tuple(json.loads(reasons or "[]")),
                       json.loads(versions or "{}"))
 
-    def signals(self, *, unpublished: bool = False, limit: int = 100) -> list[tuple[int, Signal]]:
-        """(id, Signal), newest first; only those never published when `unpublished`."""
-        where = "WHERE event_id IS NULL" if unpublished else ""
+    def signals(self, *, symbol: str | None = None, limit: int = 100) -> list[tuple[int, Signal]]:
+        """(id, Signal), newest first (all symbols, or one)."""
+        where, params = ("WHERE symbol=?", [symbol]) if symbol else ("", [])
         cur = self.db.conn.execute(
             "SELECT id, symbol, bar_ts, strategy, side, confidence, price, reasons, model_versions "
-            f"FROM signals {where} ORDER BY id DESC LIMIT ?", [limit])
+            f"FROM signals {where} ORDER BY id DESC LIMIT ?", [*params, limit])
         return [(row[0], self._signal(row[1:])) for row in cur.fetchall()]
 
     def put_order(self, order: Order, created_ms: int, not_before_ts: int | None = None) -> bool:
@@ -284,25 +350,20 @@ class Store:
     def add_fill(self, fill: Fill) -> bool:
         """Insert the fill of an order unless that order already has one; True when inserted."""
         cur = self.db.conn.execute(
-            "INSERT INTO fills (client_order_id, symbol, side, price, amount, fee, ts) SELECT ?,?,?,?,?,?,? "
-            "WHERE NOT EXISTS (SELECT 1 FROM fills WHERE client_order_id=?)",
+            "INSERT INTO fills (client_order_id, symbol, side, price, amount, fee, ts, event_id) "
+            "SELECT ?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM fills WHERE client_order_id=?)",
             [fill.client_order_id, fill.symbol, fill.side, fill.price, fill.amount, fill.fee, fill.ts,
-             fill.client_order_id],
+             f"fill-{fill.client_order_id}", fill.client_order_id],
         )
         return cur.rowcount == 1
 
-    def fills(self, *, unpublished: bool = False, symbol: str | None = None) -> list[Fill]:
-        """Fills oldest first; only those never published when `unpublished`."""
-        clauses = (["event_id IS NULL"] if unpublished else []) + (["symbol=?"] if symbol else [])
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    def fills(self, *, symbol: str | None = None) -> list[Fill]:
+        """Fills oldest first (all symbols, or one)."""
+        where = "WHERE symbol=?" if symbol else ""
         cur = self.db.conn.execute(
             f"SELECT client_order_id, symbol, side, price, amount, fee, ts FROM fills {where} ORDER BY id",
             [symbol] if symbol else [])
         return [Fill(*row) for row in cur]
-
-    def set_fill_event(self, client_order_id: str, event_id: str) -> None:
-        """Record that a fill's event reached the sink."""
-        self.db.conn.execute("UPDATE fills SET event_id=? WHERE client_order_id=?", [event_id, client_order_id])
 
     def get_position(self, symbol: str) -> Position:
         """The stored position (flat when none)."""

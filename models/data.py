@@ -14,10 +14,12 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where a tape is read: the daemon's run path never is (~100 MB of RSS)
+    import pandas as pd
 
 from daemon.domain import timeframe_ms
 
@@ -54,6 +56,8 @@ def find_tape(dirs: Sequence[Path | str], symbol: str, timeframe: str) -> Path |
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt") as fh:
@@ -73,6 +77,8 @@ def _bad_row(path: Path, mask: np.ndarray, why: str) -> None:
 
 def load_tape(path: Path | str, timeframe: str) -> np.ndarray:
     """Read and validate one tape file -> float64 [n, 6], sorted, no duplicates."""
+    import pandas as pd
+
     path = Path(path)
     frame = _read_frame(path)
     numeric = frame.apply(pd.to_numeric, errors="coerce")

@@ -2,8 +2,8 @@
 
 load tapes -> samples without look-ahead (models.datasets) -> scalers fitted on train ->
 balance train -> fit (models.fit) -> threshold grid search on VALIDATION (strategies.threshold)
--> report on TEST (accuracy, macro-F1 vs majority baseline, Sharpe net of fees vs
-buy-and-hold) -> atomic artifact (models.artifacts) + history.json + PNG plots.
+-> report on TEST (accuracy, macro-F1 vs always answering the training split's most frequent
+class, Sharpe net of fees vs buy-and-hold) -> atomic artifact (models.artifacts) + history.json + PNG plots.
 Trading metrics use the first symbol (the primary); other symbols only add training windows.
 """
 
@@ -304,8 +304,11 @@ def format_metrics(name: str, m: dict[str, Any]) -> str:
     t = m["test"]
     lines = [f"{name}: test split ({t['bars']} bars of the primary symbol)"]
     if "accuracy" in t:
-        lines.append(f"  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}   majority baseline "
-                     f"(class {t['baseline_class']}): accuracy {t['baseline_accuracy']:.3f}  macro-F1 {t['baseline_macro_f1']:.3f}")
+        # The baseline always answers the training split's most frequent class: name that class, not
+        # "majority" (it need not be the test split's majority).
+        always = ("SHORT", "FLAT", "LONG")[t["baseline_class"]]
+        lines.append(f"  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}   always-{always} baseline "
+                     f"(most frequent in training): accuracy {t['baseline_accuracy']:.3f}  macro-F1 {t['baseline_macro_f1']:.3f}")
     lines.append(f"  Sharpe net of fees {t['sharpe']:.2f} (threshold {m['validation']['threshold']:.3f}, "
                  f"hold {m['validation'].get('hold_bars', 1)} bars, {t['trades']} trades)   buy-and-hold {t['buy_and_hold_sharpe']:.2f}")
     lines.append(f"  total return {t['total_return']:+.2%}   buy-and-hold {t['buy_and_hold_return']:+.2%}   "

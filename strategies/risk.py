@@ -142,3 +142,56 @@ def gate(signal: Signal, position: Position, state: RiskState, params: RiskParam
 def after_trade(state: RiskState, bar_ts: int) -> RiskState:
     """Start the cooldown at the bar of a trade."""
     return dataclasses.replace(state, last_trade_ts=bar_ts)
+
+
+# --- portfolio: limits across symbols (the engine keeps the book) ------------------------
+
+
+@dataclass(frozen=True)
+class PortfolioLimits:
+    """[portfolio]: limits across all traded symbols; 0 switches a limit off."""
+
+    max_open_positions: int = 0  # symbols holding a position at once
+    max_gross_exposure: float = 0.0  # sum of |notional| as a fraction of portfolio equity
+    per_symbol_cap: float = 0.0  # one symbol's |notional| as a fraction of portfolio equity
+
+
+TOLERANCE = 1e-9  # relative slack so that an entry sized exactly at a cap passes
+
+
+def portfolio_block(symbol: str, target_notional: float, book: Mapping[str, float], eq: float,
+                    limits: PortfolioLimits) -> str | None:
+    """Why an entry that makes `symbol`'s |notional| `target_notional` breaks a limit, or None.
+
+    `book` maps every symbol to its |notional| now (positions and orders already decided).
+    """
+    others = {s: abs(n) for s, n in book.items() if s != symbol and abs(n) > 0}
+    held = abs(book.get(symbol, 0.0)) > 0
+    slack = TOLERANCE * max(1.0, abs(eq))
+    if limits.max_open_positions and not held and len(others) >= limits.max_open_positions:
+        return "max_open_positions"
+    if limits.per_symbol_cap and target_notional > limits.per_symbol_cap * eq + slack:
+        return "per_symbol_cap"
+    if limits.max_gross_exposure and sum(others.values()) + target_notional > limits.max_gross_exposure * eq + slack:
+        return "max_gross_exposure"
+    return None
+
+
+def gate_portfolio(verdict: Verdict, position: Position, book: Mapping[str, float], eq: float,
+                   limits: PortfolioLimits) -> Verdict:
+    """Apply the portfolio limits to the risk gate's verdict: exits and reductions always pass;
+    an entry or increase that breaks a limit is blocked (a flip becomes the exit alone)."""
+    if verdict.signal is None or verdict.target is None:
+        return verdict
+    target, current = verdict.target, position.amount
+    increases = abs(target) > abs(current) + TOLERANCE or (target * current < 0)
+    if not increases:
+        return verdict
+    blocked = portfolio_block(verdict.signal.symbol, abs(target) * verdict.signal.price, book, eq, limits)
+    if blocked is None:
+        return verdict
+    if position_side(position) == Side.FLAT:
+        return Verdict(None, None, blocked)
+    exit_signal = dataclasses.replace(verdict.signal, side=Side.FLAT,
+                                      reasons=verdict.signal.reasons + (f"entry blocked: {blocked}",))
+    return Verdict(exit_signal, 0.0, blocked)

@@ -36,10 +36,17 @@ def feed_config(**kw: object) -> ExchangeConfig:
     return ExchangeConfig(**base)  # type: ignore[arg-type]
 
 
+# The bundled May 2021 tape: BTC (reference), ETH, XRP, ADA, DOGE, LTC against USDT.
+TAPE_2021 = bundled_tape_dir("2021-05")
+SYMBOLS_2021 = ("ETH/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "LTC/USDT")
+DAY_2021 = 1_621_296_000_000  # 2021-05-18T00:00:00Z: 1440 1m bars of history before it
+
+
 @asynccontextmanager
-async def local_exchange(start_ms: int, speed: float) -> AsyncIterator[LocalExchange]:
-    """A running local exchange on 127.0.0.1, an ephemeral port."""
-    lx = LocalExchange(start_ms=start_ms, speed=speed, api_key=KEY, api_secret=SECRET)
+async def local_exchange(start_ms: int, speed: float, tape: Path | None = None,
+                         **kw: object) -> AsyncIterator[LocalExchange]:
+    """A running local exchange on 127.0.0.1, an ephemeral port (the bundled 2025 tape by default)."""
+    lx = LocalExchange(tape, start_ms=start_ms, speed=speed, api_key=KEY, api_secret=SECRET, **kw)  # type: ignore[arg-type]
     await lx.start()
     try:
         yield lx
@@ -64,9 +71,11 @@ class Recorder:
 
     bars: dict[tuple[str, str], list[Bar]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    order: list[Bar] = field(default_factory=list)  # every stream's bars in the order they came
 
     async def __call__(self, bar: Bar) -> None:
         self.bars.setdefault((bar.symbol, bar.timeframe), []).append(bar)
+        self.order.append(bar)
         self.wake.set()
 
     async def until(self, cond: Callable[[], bool], timeout: float) -> None:
@@ -100,30 +109,30 @@ async def running_feed(client: ExchangeClient, store: Store, cfg: ExchangeConfig
 
 
 @lru_cache(maxsize=None)
-def tape(symbol: str, timeframe: str) -> dict[int, tuple[float, ...]]:
-    """The bundled tape of one stream: ts -> (ts, o, h, l, c, v)."""
-    path = Path(bundled_tape_dir()) / f"{symbol.replace('/', '_')}-{timeframe}.csv.gz"
+def tape(symbol: str, timeframe: str, directory: Path | None = None) -> dict[int, tuple[float, ...]]:
+    """A bundled tape of one stream (the 2025 one by default): ts -> (ts, o, h, l, c, v)."""
+    path = Path(directory or bundled_tape_dir()) / f"{symbol.replace('/', '_')}-{timeframe}.csv.gz"
     with gzip.open(path, "rt") as fh:
         rows = csv.reader(fh)
         next(rows)
         return {int(r[0]): (float(r[0]), *map(float, r[1:])) for r in rows}
 
 
-def expected_row(symbol: str, timeframe: str, ts: int) -> np.ndarray:
+def expected_row(symbol: str, timeframe: str, ts: int, directory: Path | None = None) -> np.ndarray:
     """What the exchange recorded for a bar; 1h/1d are aggregated from the 1m tape where it
     covers them (as the replay does), 1s is checked by assert_seconds_match_minutes."""
-    rec = tape(symbol, timeframe)
+    rec = tape(symbol, timeframe, directory)
     if ts in rec:
         return np.array(rec[ts])
-    m1 = tape(symbol, "1m")
+    m1 = tape(symbol, "1m", directory)
     rows = np.array([m1[t] for t in range(ts, ts + timeframe_ms(timeframe), 60_000) if t in m1])
     assert len(rows), f"no recorded bar for {symbol} {timeframe} @{ts}"
     return np.array([ts, rows[0, 1], rows[:, 2].max(), rows[:, 3].min(), rows[-1, 4], rows[:, 5].sum()])
 
 
-def assert_seconds_match_minutes(symbol: str, window: np.ndarray) -> None:
+def assert_seconds_match_minutes(symbol: str, window: np.ndarray, directory: Path | None = None) -> None:
     """Every whole minute of 1s bars aggregates to the recorded 1m bar."""
-    m1 = tape(symbol, "1m")
+    m1 = tape(symbol, "1m", directory)
     minutes = window[:, 0] // 60_000 * 60_000
     whole = [m for m in np.unique(minutes) if (minutes == m).sum() == 60]
     assert whole, "not one whole minute of 1s bars"
@@ -133,15 +142,15 @@ def assert_seconds_match_minutes(symbol: str, window: np.ndarray) -> None:
         np.testing.assert_allclose(got, m1[int(m)][1:], rtol=1e-9, err_msg=f"{symbol} 1s minute {int(m)}")
 
 
-def assert_ring_is_the_record(ring: Ring, n: int | None = None) -> None:
+def assert_ring_is_the_record(ring: Ring, n: int | None = None, directory: Path | None = None) -> None:
     """The ring holds consecutive bars equal to the recorded ones: none missing, duplicated or stale."""
     w = ring.window(n)
     assert len(w), f"{ring.symbol} {ring.timeframe}: empty ring"
     assert np.all(np.diff(w[:, 0]) == ring.step_ms), f"{ring.symbol} {ring.timeframe}: not consecutive"
     if ring.timeframe == "1s":
-        assert_seconds_match_minutes(ring.symbol, w)
+        assert_seconds_match_minutes(ring.symbol, w, directory)
         return
-    expected = np.array([expected_row(ring.symbol, ring.timeframe, int(t)) for t in w[:, 0]])
+    expected = np.array([expected_row(ring.symbol, ring.timeframe, int(t), directory) for t in w[:, 0]])
     np.testing.assert_allclose(w, expected, rtol=1e-9, err_msg=f"{ring.symbol} {ring.timeframe}")
 
 

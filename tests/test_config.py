@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,101 @@ def test_inference_threads_must_be_positive(write_config) -> None:
     path = write_config("[models]\nthreads = 0\n")
     with pytest.raises(config.ConfigError, match="models.threads"):
         config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"\xff\xfe[exchange]\n", "not a UTF-8 text file (byte 0xff at offset 0)"),
+        (bytes(range(256)) * 4, "not a UTF-8 text file"),
+        (b"\x00\x01\x02garbage = = =\n", "not valid TOML"),
+    ],
+)
+def test_unreadable_files_exit_2_with_one_line(tmp_path, capsys, content: bytes, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(path) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_directory_as_config_exits_2(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr == f"sigd: config error: {tmp_path}: is a directory, not a config file\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[local_exchange]\nspeed = inf\n", "local_exchange.speed: must be a finite number, got inf"),
+        ("[broker]\nstarting_balance = 1e400\n", "broker.starting_balance: must be a finite number, got inf"),
+        ("[exchange]\nstall_factor = nan\n", "exchange.stall_factor: must be a finite number, got nan"),
+        ("[exchange]\nbackoff_max_s = -inf\n", "exchange.backoff_max_s: must be a finite number, got -inf"),
+        ("[strategy]\nweights = { mtf_transformer = nan }\n", "strategy.weights.mtf_transformer: must be a finite"),
+    ],
+)
+def test_non_finite_numbers_are_refused(write_config, text: str, needle: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(write_config(text))
+    assert needle in str(err.value)
+
+
+def test_non_finite_allowed_only_where_a_field_says_so() -> None:
+    import dataclasses
+
+    from daemon import typedtoml
+
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        limit: float = 1.0
+        cap: float = dataclasses.field(default=1.0, metadata={typedtoml.ALLOW_NONFINITE: True})
+        extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    assert typedtoml.build(Section, {"cap": float("inf")}, "s").cap == float("inf")
+    with pytest.raises(config.ConfigError, match="s.limit: must be a finite"):
+        typedtoml.build(Section, {"limit": float("inf")}, "s")
+    with pytest.raises(config.ConfigError, match=r"s.extra.a\[1\]: must be a finite"):
+        typedtoml.build(Section, {"extra": {"a": [1.0, float("nan")]}}, "s")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[exchange]\nsymbols = ['{big}']\n",       # a section's check() echoes it
+        "[exchange]\nendpoint = '{big}'\n",              # a Literal echoes it
+        "[exchange]\nwarmup_bars = '{big}'\n",           # a wrong type echoes it
+        "[exchange]\n{big} = 1\n",                       # an unknown key
+    ],
+)
+def test_echoed_values_are_truncated(tmp_path, capsys, text: str) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(text.replace("{big}", "A" * 1_000_000))
+    assert main(["check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 600 and "chars)" in err and str(path) in err, err[:600]
+
+
+def test_run_refuses_bad_input_as_check_does(write_config, tmp_path) -> None:
+    # A missing file and a missing model: one clean line per problem and exit 2, no traceback
+    # in a JSON log line, no store created.
+    missing = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(tmp_path / "missing.toml")],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr == f"sigd: config error: {tmp_path / 'missing.toml'}: config file not found\n"
+    path = write_config(f"""
+        [store]
+        path = "{tmp_path / 'state' / 'sigd.sqlite'}"
+        [models]
+        paths = {{ mtf_transformer = "{tmp_path / 'none'}", cnn_lstm_attn = "{REPO / 'models/artifacts/cnn_lstm_attn'}" }}
+    """)
+    run = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    check = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(path)], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and check.returncode == 1
+    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout
+    assert run.stderr.replace("sigd run:", "sigd check:") == check.stderr
+    assert "models.paths.mtf_transformer: no artifact at" in run.stderr
+    assert not (tmp_path / "state" / "sigd.sqlite").exists()

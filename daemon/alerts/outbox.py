@@ -23,6 +23,7 @@ from dataclasses import dataclass, is_dataclass, asdict
 from typing import Any, Iterable, Mapping, Protocol
 
 from daemon import log as log_mod
+from daemon.crashpoints import crash_point
 from daemon.metrics import REGISTRY
 from daemon.store import Store
 
@@ -273,6 +274,7 @@ class Outbox:
             return self._failed(channel.name, row, f"{type(exc).__name__}: {exc}", False, None)
         finally:
             self._busy.discard(channel.name)
+        crash_point("mid_outbox_delivery")
         now = _now_ms()
         self.store.update_outbox(row["id"], status=Outcome(outcome).value, attempts=row["attempts"] + 1,
                                  sent_ms=now, last_error="")

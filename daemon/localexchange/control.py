@@ -12,7 +12,7 @@ from daemon.localexchange.rest import LX_KEY
 # action -> (target, method): "faults" = LocalExchange.faults, "lx" = the LocalExchange itself
 ACTIONS: dict[str, tuple[str, str]] = {
     **{name: ("faults", name) for name in (
-        "drop_websockets", "rest_error", "rest_timeout", "stall", "resume", "malformed", "bad_ohlc",
+        "drop_websockets", "rest_error", "rest_timeout", "rest_delay", "stall", "resume", "malformed", "bad_ohlc",
         "skip_bars", "clear")},
     "pause_clock": ("lx", "pause_clock"),
     "resume_clock": ("lx", "resume_clock"),

@@ -40,6 +40,7 @@ class Faults:
         self.malformed_left: dict[str, tuple[int, str]] = {}
         self.bad_ohlc_left: dict[str, int] = {}
         self.skip_left: dict[str, int] = {}
+        self.rest_delay_s: tuple[float, str | None] = (0.0, None)  # (seconds, path filter)
         self.released = asyncio.Event()  # set on stop so that hanging REST calls end
         self._drop: Callable[[], int] = lambda: 0
         self.counts: dict[str, int] = {}
@@ -103,9 +104,24 @@ class Faults:
         self.rest = RestFault("timeout", int(count), hang_s=float(hang_s), path=path)
         self._note("rest_timeout", count=count, hang_s=hang_s, path=path)
 
+    def rest_delay(self, seconds: float = 0.2, path: str | None = None) -> None:
+        """Answer every REST call (whose path contains `path`, if given) `seconds` late, until
+        cleared (seconds=0 or `clear`): a slow exchange, which shows how many calls a client
+        keeps in flight (`rest_in_flight_max` in the status)."""
+        if float(seconds) < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        self.rest_delay_s = (float(seconds), path)
+        self._note("rest_delay", seconds=seconds, path=path)
+
+    def delay_for(self, path: str) -> float:
+        """Seconds to hold this REST call (0 = none)."""
+        seconds, only = self.rest_delay_s
+        return seconds if seconds and (not only or only in path) else 0.0
+
     def clear(self) -> None:
         """Remove every pending fault."""
         self.rest = None
+        self.rest_delay_s = (0.0, None)
         self.stalls.clear()
         self.malformed_left.clear()
         self.bad_ohlc_left.clear()
@@ -165,5 +181,6 @@ class Faults:
             "malformed": {k: v[0] for k, v in self.malformed_left.items()},
             "bad_ohlc": dict(self.bad_ohlc_left),
             "skip_bars": dict(self.skip_left),
+            "rest_delay": {"seconds": self.rest_delay_s[0], "path": self.rest_delay_s[1]},
             "applied": dict(self.counts),
         }

@@ -38,9 +38,24 @@ def error_response(e: ApiError, headers: dict[str, str] | None = None) -> web.Re
 
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Apply a pending REST fault (429/418/5xx or a hang) to calls under /api/."""
+    """Apply a pending REST fault (429/418/5xx, a hang, a delay) to calls under /api/, and
+    count the calls in flight."""
     lx = request.app[LX_KEY]
-    fault = lx.faults.take_rest(request.path) if request.path.startswith("/api/") else None
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    lx.rest_in_flight += 1
+    lx.rest_in_flight_max = max(lx.rest_in_flight_max, lx.rest_in_flight)
+    try:
+        delay = lx.faults.delay_for(request.path)
+        if delay:
+            await asyncio.sleep(delay)
+        return await _faulted(lx, request, handler)
+    finally:
+        lx.rest_in_flight -= 1
+
+
+async def _faulted(lx: Any, request: web.Request, handler: Handler) -> web.StreamResponse:
+    fault = lx.faults.take_rest(request.path)
     if fault is None:
         return await handler(request)
     log.warning("fault_rest", path=request.path, kind=fault.kind, status=fault.status)

@@ -64,6 +64,7 @@ class LocalExchange:
         self.faults.bind_drop(self._schedule_drop)
         self.host, self.port, self.api_key, self.api_secret = host, port, api_key, api_secret
         self._runner: web.AppRunner | None = None
+        self.rest_in_flight = self.rest_in_flight_max = 0  # REST calls being answered now / at most
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -174,6 +175,7 @@ class LocalExchange:
                 "ended": self.clock.ended, "tape_end_ms": self.clock.end_ms, "symbols": sorted(self.markets),
                 "streams": self.pump.subscriptions(), "sockets": len(self.pump.sockets),
                 "frames_sent": self.pump.frames_sent, "orders": len(self.account.orders),
+                "rest_in_flight_max": self.rest_in_flight_max,
                 "faults": self.faults.snapshot()}
 
 
@@ -224,9 +226,17 @@ def _balances(text: str | None) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _log_processors() -> list[Any]:
+    """JSON lines unless a person watches both stdout and stderr (`> file`, journald: JSON)."""
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        return structlog.get_config()["processors"]  # structlog's readable console default
+    return [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr), processors=_log_processors())
     try:
         key, secret, source = credentials(args.api_key_env, args.api_secret_env)
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,

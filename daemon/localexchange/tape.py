@@ -14,11 +14,11 @@ import gzip
 import io
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
 TIMEFRAME_MS = {"1s": 1_000, "1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
@@ -29,9 +29,13 @@ class TapeError(ValueError):
     """A tape file or directory is unusable; the message names the file and line."""
 
 
-def bundled_tape_dir() -> Path:
-    """The small real slice shipped inside the package (BTC/USDT, ETH/USDT)."""
-    return Path(__file__).resolve().parent / "tape"
+BUNDLED = {"2025-08": "tape", "2021-05": "tape_2021"}  # bundled tape sets, see each one's README
+
+
+def bundled_tape_dir(period: str = "2025-08") -> Path:
+    """A small real slice shipped inside the package: "2025-08" (BTC/USDT, ETH/USDT) or
+    "2021-05" (BTC, ETH, XRP, ADA, DOGE, LTC against USDT)."""
+    return Path(__file__).resolve().parent / BUNDLED[period]
 
 
 @dataclass
@@ -80,13 +84,16 @@ def read_tape_file(path: Path, timeframe: str) -> np.ndarray:
     A fast vectorized read; if it fails or any row breaks a rule, the file is read again row
     by row so that the error names the exact line.
     """
+    # numpy, not pandas: the daemon's run path then never loads pandas (~100 MB of RSS).
     try:
-        frame = pd.read_csv(path, dtype="float64", engine="c")
-        if list(frame.columns) == HEADER:
-            arr = frame.to_numpy(dtype=np.float64)
-            if _valid(arr, TIMEFRAME_MS[timeframe]):
-                return arr.reshape(-1, 6)
-    except (ValueError, OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError):
+        with _open_text(path) as f:
+            if [h.strip() for h in f.readline().strip().split(",")] == HEADER:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "no data": the row-by-row read says it
+                    arr = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
+                if _valid(arr, TIMEFRAME_MS[timeframe]):
+                    return arr.reshape(-1, 6)
+    except (ValueError, OSError, EOFError, UnicodeDecodeError):
         pass
     return _read_rows(path, timeframe)
 

@@ -20,7 +20,7 @@ import ccxt
 import ccxt.pro as ccxtpro
 
 from daemon import log as logging
-from daemon.config import ExchangeConfig
+from daemon.config import ConfigError, ExchangeConfig
 from daemon.domain import Bar, timeframe_ms
 from daemon.metrics import REGISTRY
 
@@ -172,6 +172,14 @@ def make_client(
     return ExchangeClient(ex, cfg)
 
 
+def unknown_symbols(cfg: ExchangeConfig, listed: set[str]) -> list[str]:
+    """`exchange.symbols[i]: ...` for each configured symbol (and the reference) not in `listed`."""
+    keyed = [(f"exchange.symbols[{i}]", sym) for i, sym in enumerate(cfg.symbols)]
+    keyed.append(("exchange.reference_symbol", cfg.reference_symbol))
+    return [f"{key}: {sym!r} is not a market on the exchange (endpoint {cfg.endpoint!r})"
+            for key, sym in keyed if sym not in listed]
+
+
 def _row_to_bar(symbol: str, timeframe: str, row: list[Any]) -> Bar:
     # A missing value becomes NaN so that validation names it instead of a TypeError here.
     def f(v: Any) -> float:
@@ -192,8 +200,16 @@ class ExchangeClient:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load markets (and the server clock offset); FatalError on bad keys or URLs."""
+        """Load markets; FatalError on bad keys or URLs, ConfigError naming the key of a
+        configured symbol the exchange does not list."""
         await self._call("load_markets", self.ex.load_markets)
+        problems = unknown_symbols(self.cfg, set(self.ex.markets or ()))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def symbols(self) -> list[str]:
+        """Every spot market the exchange lists (after start)."""
+        return sorted(self.ex.markets or ())
 
     async def close(self) -> None:
         """Release sockets and HTTP sessions."""

@@ -74,8 +74,9 @@ class StreamState:
 
 
 def feed_streams(cfg: ExchangeConfig) -> list[tuple[str, str]]:
-    """Every (symbol, timeframe) the config streams: the primary symbol's, then the reference."""
-    streams = [(cfg.symbol, tf) for tf in cfg.timeframes]
+    """Every (symbol, timeframe) the config streams: each traded symbol's timeframes, then the
+    reference stream once, shared by all of them."""
+    streams = [(sym, tf) for sym in cfg.symbols for tf in cfg.timeframes]
     ref = (cfg.reference_symbol, cfg.reference_timeframe)
     return streams + ([ref] if ref not in streams else [])
 
@@ -110,11 +111,15 @@ class Feed:
                 tg.create_task(self._stream_loop(st), name=f"feed {st.name}")
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """Per stream: last bar ts and wall time, degraded flag and the continuity counters."""
-        out: dict[str, dict[str, Any]] = {}
-        for st in self.streams.values():
+        """`stream_status` keyed by the stream's label "SYMBOL TF" (JSON-ready)."""
+        return {f"{sym} {tf}": row for (sym, tf), row in self.stream_status().items()}
+
+    def stream_status(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Per (symbol, timeframe): last bar ts and wall time, degraded flag and the continuity counters."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for key, st in self.streams.items():
             lat = [ms for _, ms in st.latencies_ms]
-            out[st.name] = {
+            out[key] = {
                 "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
                 "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
                 "dropped_frames": st.dropped, "backfilled_bars": st.backfilled, "stalls": st.stalls,
@@ -154,9 +159,34 @@ class Feed:
     # --- warm-up --------------------------------------------------------------------------
 
     async def warm_up(self) -> None:
-        """Fill every ring with the newest warmup_bars closed bars: SQLite first, then REST."""
-        for st in self.streams.values():
-            await self._warm_stream(st)
+        """Fill every ring with the newest warmup_bars closed bars: SQLite first, then REST.
+
+        At most `warmup_concurrency` streams fetch at once (ccxt's limiter spaces the requests
+        within the exchange's weight budget); a progress line is logged as each symbol is done.
+        """
+        gate = asyncio.Semaphore(self.cfg.warmup_concurrency)
+        left = {sym: sum(1 for s, _ in self.streams if s == sym) for sym, _ in self.streams}
+        started, done = time.monotonic(), [0]
+
+        async def warm(st: StreamState) -> None:
+            async with gate:
+                await self._warm_stream(st)
+            left[st.symbol] -= 1
+            if left[st.symbol] == 0:
+                done[0] += 1
+                log.info("symbol_warmed_up", symbol=st.symbol, done=done[0], of=len(left),
+                         elapsed_s=round(time.monotonic() - started, 3))
+
+        # gather, not a TaskGroup: the first failure is raised as itself (a FatalError or
+        # ConfigError the caller handles), not wrapped in an ExceptionGroup.
+        tasks = [asyncio.create_task(warm(st), name=f"warm {st.name}") for st in self.streams.values()]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _warm_stream(self, st: StreamState) -> None:
         step, n = st.step_ms, self.cfg.warmup_bars

@@ -28,7 +28,7 @@ from daemon import log as logging
 from daemon.market.bars import Buffers
 from daemon.config import Config
 from daemon.domain import Bar, PredictorLike, timeframe_ms
-from daemon.research.replay import Stream, Tape, TapeError, replay_order, warmup_rows
+from daemon.research.replay import Stream, Tape, TapeError, iso, replay_order, warmup_rows
 from daemon.research.report import BacktestResult, ModelRun
 from daemon.store import Store
 
@@ -105,10 +105,10 @@ def make_plan(cfg: Config, tape: Tape, start: str | None, end: str | None) -> Pl
     start_ms = parse_iso(start, "--from") if start else first + cfg.exchange.warmup_bars * step
     end_ms = parse_iso(end, "--to") if end else last_close
     if end_ms <= start_ms:
-        raise ValueError(f"--to must be after --from (got {start_ms} >= {end_ms})")
+        raise ValueError(f"--to must be after --from (got {iso(start_ms)} >= {iso(end_ms)})")
     if start_ms >= last_close or end_ms <= first:
-        raise TapeError(f"the period {start_ms}..{end_ms} holds no {trigger[0]} {trigger[1]} bar "
-                        f"(the tape covers {first}..{last_close})")
+        raise TapeError(f"the period {iso(start_ms)}..{iso(end_ms)} holds no {trigger[0]} {trigger[1]} bar "
+                        f"(the tape covers {iso(first)}..{iso(last_close)})")
     return Plan(cfg, tape, order, trigger, start_ms, end_ms)
 
 

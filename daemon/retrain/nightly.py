@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from daemon import log
+from daemon.crashpoints import crash_point
 from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
@@ -269,6 +270,7 @@ def install_artifact(src: Path, parent: Path, version: str) -> Path:
     for f in tmp.iterdir():
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
+    crash_point("mid_retrain_install")
     os.rename(tmp, dest)
     fd = os.open(parent, os.O_RDONLY)
     try:

@@ -19,13 +19,16 @@ import time
 from typing import Any, Awaitable
 
 from daemon import config as config_mod
+from daemon import crashpoints
 from daemon import log
 from daemon.service.api import Api
 from daemon.config import Config, ConfigError
 from daemon.service.controls import DaemonControls
 from daemon.domain import Bar
 from daemon.service.parts import Parts, build_parts, close_parts
+from daemon.service.check import report, run_checks
 from daemon.service.sdnotify import Notifier
+from daemon.service.statelock import lock_for_store
 from daemon.service.watchdog import Freshness, keepalive
 
 _log = log.get("sigd.app")
@@ -42,7 +45,8 @@ class Daemon:
         self.cfg = cfg
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier(self.environ)
-        self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s)
+        self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s,
+                                   max_failures=cfg.service.max_consecutive_failures)
         self.stop = asyncio.Event()
         self.parts: Parts | None = None
         self.controls: DaemonControls | None = None
@@ -197,9 +201,19 @@ async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """`sigd run`: load the config, set up logging, serve until stopped."""
     cfg = config_mod.load(args.config)
+    try:
+        crashpoints.check_env()  # a test aiming at a point that does not exist must not pass silently
+    except crashpoints.CrashPointError as exc:
+        raise ConfigError(str(exc)) from None
     log.setup(cfg.log.level, cfg.log.format)
-    _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
-    return run_bounded(serve(cfg))
+    # Before any part exists: one daemon per state directory, and bad input refused as `sigd check` says it.
+    with lock_for_store(cfg.path(cfg.store.path)):
+        problems = run_checks(cfg)
+        if problems:
+            report(cfg, problems, "run")
+            return 2
+        _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
+        return run_bounded(serve(cfg))
 
 
 def run_bounded(main: Awaitable[int], grace_s: float = 3.0) -> int:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from daemon import config as config_mod
 from daemon.config import Config
+from daemon.typedtoml import MESSAGE_CHARS, clip
 
 # Each check takes the loaded config and returns a list of problems (empty = fine).
 # Other modules add theirs here as the things they own appear (tapes, artifacts, secrets).
@@ -51,7 +52,7 @@ def _check_exchange(cfg: Config) -> list[str]:
 
 
 def _check_local_exchange(cfg: Config) -> list[str]:
-    """With endpoint "local": the tape loads, holds both symbols, and the start lies inside it."""
+    """With endpoint "local": the tape loads and the start lies inside it (symbols: symbol_problems)."""
     if cfg.exchange.endpoint != "local" or cfg.local_exchange.url:
         return []  # no exchange to start (or a running one, whose tape is its own business)
     from daemon.localexchange.server import LocalExchange, parse_start
@@ -63,11 +64,29 @@ def _check_local_exchange(cfg: Config) -> list[str]:
     except ValueError as e:
         return [f"local_exchange.start: not an ISO 8601 instant ({e})"]
     try:
-        lx = LocalExchange(cfg.path(lc.tape) if lc.tape else None, start_ms=start, speed=lc.speed, seed=lc.seed)
+        LocalExchange(cfg.path(lc.tape) if lc.tape else None, start_ms=start, speed=lc.speed, seed=lc.seed)
     except TapeError as e:
         return [f"local_exchange.{'start' if 'replay start' in str(e) else 'tape'}: {e}"]
-    missing = [s for s in (cfg.exchange.symbol, cfg.exchange.reference_symbol) if s.replace("/", "") not in lx.markets]
-    return [f"local_exchange.tape: no 1m tape for {s} in {lx.tape_dir}" for s in missing]
+    return []
+
+
+def symbol_problems(cfg: Config) -> list[str]:
+    """Configured symbols the exchange does not list, each naming its key (`exchange.symbols[i]`).
+
+    Checked against the tape of the local exchange `sigd run` would start; a running one
+    (local_exchange.url) and testnet/live are asked at start-up, where the same keys are named.
+    """
+    if cfg.exchange.endpoint != "local" or cfg.local_exchange.url:
+        return []
+    from daemon.localexchange.tape import TapeError, bundled_tape_dir, load_tape
+    from daemon.market.exchange import unknown_symbols
+
+    tape = cfg.path(cfg.local_exchange.tape) if cfg.local_exchange.tape else bundled_tape_dir()
+    try:
+        listed = {f"{t.base}/{t.quote}" for t in load_tape(tape).values()}
+    except TapeError:
+        return []  # reported by _check_local_exchange
+    return [f"{p} (no 1m tape in {tape})" for p in unknown_symbols(cfg.exchange, listed)]
 
 
 def _check_models(cfg: Config) -> list[str]:
@@ -116,12 +135,23 @@ def run_checks(cfg: Config) -> list[str]:
     return problems
 
 
-def check_command(args: argparse.Namespace) -> int:
-    """Exit 0 when the config and what it points to are sound, 1 with reasons otherwise."""
-    cfg = config_mod.load(args.config)
-    problems = run_checks(cfg)
+def report(cfg: Config, problems: list[str], command: str = "check") -> None:
+    """One line per problem on stderr, naming the file (`sigd run` refuses with the same lines)."""
     for p in problems:
-        print(f"sigd check: {cfg.source}: {p}", file=sys.stderr)
+        print(f"sigd {command}: {cfg.source}: {clip(p, MESSAGE_CHARS)}", file=sys.stderr)  # a 1 MB symbol: not 1 MB
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Exit 0 when the config and what it points to are sound, 1 with reasons otherwise (2 for a
+    symbol the exchange does not list, as at start-up)."""
+    cfg = config_mod.load(args.config)
+    unknown = symbol_problems(cfg)
+    if unknown:  # a config error like any other bad key: exit 2 naming file and key
+        for p in unknown:
+            print(f"sigd check: {cfg.source}: {p}", file=sys.stderr)
+        return 2
+    problems = run_checks(cfg)
+    report(cfg, problems)
     if problems:
         return 1
     print(f"sigd check: {cfg.source}: ok")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -20,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "backfill": "daemon.market.backfill:backfill_command",
     "train": "models.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
+    "install-service": "daemon.service.install:install_command",
+    "uninstall-service": "daemon.service.install:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
 }
 
@@ -99,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+
+    from daemon.service.install import add_arguments  # argparse only: no side effects
+
+    add_arguments(sub.add_parser("install-service", help="install sigd as a systemd service (venv, /etc/sigd, unit)"),
+                  install=True)
+    add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
+                  install=False)
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
     importlib.import_module("daemon.research.leaderboard").add_arguments(p)
     return parser
@@ -112,6 +122,7 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sigd` console script and `python -m daemon`."""
     from daemon.config import ConfigError
+    from daemon.service.statelock import StateLocked
 
     args = build_parser().parse_args(argv)
     try:
@@ -119,8 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sigd: config error: {exc}", file=sys.stderr)
         return 2
+    except StateLocked as exc:
+        print(f"sigd: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sigd status --json | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again, and exit as a SIGPIPE'd tool would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from daemon import log
 from daemon.config import Config
-from daemon.domain import Side
+from daemon.domain import Bar, Side
 from daemon.metrics import REGISTRY
 from daemon.service.parts import Parts
 from daemon.service.watchdog import Freshness
@@ -31,7 +31,7 @@ class DaemonControls:
     def status(self) -> dict[str, Any]:
         """Streams and freshness, degraded flags, models, position, last signal, outbox, retrain."""
         streams = self._streams()
-        fresh, why = self.freshness.fresh()
+        fresh, why = self.freshness.healthy()
         degraded = sorted(name for name, s in streams.items() if s.get("degraded"))
         reason = why or (f"degraded: {', '.join(degraded)}" if degraded else "")
         return {
@@ -97,12 +97,35 @@ class DaemonControls:
         self.parts.engine.resume()
 
     async def flat(self) -> Mapping[str, Any]:
-        """Close the position now through the broker (a paper order fills at the next price)."""
+        """Close the position now through the broker (a paper order fills at the next price).
+
+        Right after a start no bar of this run has been decided yet: the stored position is
+        then closed at the newest buffered trigger bar (warm-up history), not ignored."""
         before = self._position()["amount"]
-        sent = await self.parts.engine.flatten("operator")
-        _log.warning("flat_requested", before=before, order_sent=sent)
-        return {"position_before": before, "order_sent": sent,
-                "note": "fills at the next price" if sent else "already flat (or no bar yet)"}
+        newest = {s: b for s in self.cfg.exchange.symbols if (b := self._newest_trigger_bar(s)) is not None}
+        bar = newest.get(self.cfg.exchange.symbol)
+        sent = await self.parts.engine.flatten("operator", fallback=newest)
+        if sent:
+            note = "fills at the next price"
+        elif not before:
+            note = "already flat"
+        elif bar is None:
+            note = "refused: no closed bar yet to price the order; try again after the first bar"
+        else:
+            note = "refused: a close was already sent on this bar; it fills at the next price"
+        _log.warning("flat_requested", before=before, order_sent=sent, note=note)
+        return {"position_before": before, "order_sent": sent, "note": note}
+
+    def _newest_trigger_bar(self, symbol: str) -> Bar | None:
+        timeframe = self.cfg.engine.trigger_timeframe
+        try:
+            rows = self.parts.buffers.ring(symbol, timeframe).window(1)
+        except KeyError:
+            return None
+        if not len(rows):
+            return None
+        ts, o, h, low, c, v = (float(x) for x in rows[-1])
+        return Bar(symbol, timeframe, int(ts), o, h, low, c, v)
 
     async def retrain(self) -> Mapping[str, Any]:
         """Run the retrain job now (in the background); its outcome arrives as an alert."""

@@ -17,8 +17,8 @@ from typing import Any, Awaitable, Callable
 
 from daemon import log
 from daemon.market.bars import Buffers
-from daemon.config import Config, secret
-from daemon.domain import Bar, PredictorLike
+from daemon.config import Config, ConfigError, secret
+from daemon.domain import Bar, PredictorLike, timeframe_ms
 from daemon.market.exchange import ExchangeClient, make_client
 from daemon.market.feed import Feed
 from daemon.alerts.notify import Notifier
@@ -92,15 +92,38 @@ class Parts:
         _log.info("model_swapped", model=name, version=predictor.version, path=str(path))
 
 
-async def _exchange(cfg: Config, environ: dict[str, str],
-                    opened: list[Callable[[], Awaitable[Any]]]) -> tuple[Any, ExchangeClient]:
+def newest_close_ms(store: Store) -> int | None:
+    """The close instant of the newest stored bar of any stream (None: an empty state file)."""
+    rows = store.db.execute("SELECT timeframe, MAX(ts) FROM bars GROUP BY timeframe").fetchall()
+    return max((int(ts) + timeframe_ms(tf) for tf, ts in rows if ts is not None), default=None)
+
+
+def replay_start_ms(cfg: Config, store: Store | None) -> int | None:
+    """Where the embedded replay starts: the configured `start`, or after the newest stored bar
+    when that is later, because a market does not rewind (a restart never re-decides a bar it
+    already saw). None: the local exchange's default start."""
+    from daemon.localexchange.server import parse_start
+
+    configured = parse_start(cfg.local_exchange.start) if cfg.local_exchange.start else None
+    resume = newest_close_ms(store) if store is not None else None
+    if resume is None or (configured is not None and configured >= resume):
+        return configured
+    _log.info("replay_resumes", after_ms=resume, configured_start_ms=configured,
+              note="the replay goes on after the newest stored bar; delete the state file to start over")
+    return resume
+
+
+async def _exchange(cfg: Config, environ: dict[str, str], opened: list[Callable[[], Awaitable[Any]]],
+                    store: Store | None = None) -> tuple[Any, ExchangeClient]:
     """The local exchange (endpoint "local") and the real ccxt client pointed at it; each one's
-    close goes into `opened` as soon as it runs."""
+    close goes into `opened` as soon as it runs. With `store`, an embedded replay resumes after
+    the newest stored bar."""
     key_env, secret_env = cfg.exchange.api_key_env, cfg.exchange.api_secret_env
     local = None
     rest_url = ws_url = None
     if cfg.exchange.endpoint == "local":
-        from daemon.localexchange.server import DEV_API_KEY, DEV_API_SECRET, LocalExchange, parse_start
+        from daemon.localexchange.server import DEV_API_KEY, DEV_API_SECRET, LocalExchange
+        from daemon.localexchange.tape import TapeError
 
         # The in-process exchange accepts the keys the environment holds, else its loopback dev pair.
         api_key, api_secret = environ.get(key_env, ""), environ.get(secret_env, "")
@@ -111,9 +134,15 @@ async def _exchange(cfg: Config, environ: dict[str, str],
             base = lx.url.rstrip("/")
             rest_url, ws_url = base + "/api/v3", "ws" + base.removeprefix("http") + "/stream/ws"
         else:
-            local = LocalExchange(cfg.path(lx.tape) if lx.tape else None,
-                                  start_ms=parse_start(lx.start) if lx.start else None, speed=lx.speed,
-                                  host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
+            start_ms = replay_start_ms(cfg, store)
+            try:
+                local = LocalExchange(cfg.path(lx.tape) if lx.tape else None, start_ms=start_ms, speed=lx.speed,
+                                      host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
+            except TapeError as exc:
+                if start_ms is None or start_ms == replay_start_ms(cfg, None):
+                    raise
+                raise TapeError(f"{exc}; the replay resumes after the newest bar stored in {cfg.store.path} and the "
+                                f"tape has nothing after it: delete that file to replay from the start") from None
             await local.start()
             opened.append(local.stop)
             rest_url, ws_url = local.rest_url, local.ws_url
@@ -121,7 +150,10 @@ async def _exchange(cfg: Config, environ: dict[str, str],
         api_key, api_secret = secret(key_env, "exchange.api_key_env"), secret(secret_env, "exchange.api_secret_env")
     client = make_client(cfg.exchange, rest_url=rest_url, ws_url=ws_url, api_key=api_key, api_secret=api_secret)
     opened.append(client.close)
-    await client.start()
+    try:
+        await client.start()  # ConfigError: a configured symbol the exchange does not list
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.source}: {exc}") from None
     return local, client
 
 
@@ -155,7 +187,7 @@ async def build_parts(cfg: Config, environ: dict[str, str], on_bar: OnBar) -> Pa
         notifier = Notifier(cfg.alerts, store)  # reads the channels' secrets first: ConfigError when missing
         dirs = model_dirs(cfg, store)
         predictors = await load_predictors(cfg, dirs)
-        local, client = await _exchange(cfg, environ, opened)
+        local, client = await _exchange(cfg, environ, opened, store)
         return await _assemble(cfg, store, notifier, dirs, predictors, local, client, on_bar)
     except BaseException:
         for close in reversed(opened):

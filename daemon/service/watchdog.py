@@ -1,9 +1,11 @@
-"""The systemd watchdog, fed only while market data is fresh.
+"""The systemd watchdog, fed only while market data is fresh and decisions succeed.
 
 Every closed bar the feed hands over stamps `Freshness`. The keep-alive loop sends WATCHDOG=1
 at half the systemd interval, but only while the newest closed bar arrived within
-`stale_after_s`: a feed that dies silently (socket open, no frames, no error) then starves
-the watchdog and systemd restarts the daemon. STATUS= lines say what is going on.
+`stale_after_s` and fewer than `max_failures` decisions (or SQLite commits) failed in a row
+(daemon/health.py): a feed that dies silently (socket open, no frames, no error) or a full
+disk then starves the watchdog and systemd restarts the daemon. STATUS= lines say what is
+going on.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from typing import Callable
 
 from daemon import log
 from daemon.domain import Bar
+from daemon.health import FAILURES, Failures
 from daemon.metrics import REGISTRY
 from daemon.service.sdnotify import Notifier
 
 _log = log.get("sigd.watchdog")
 _KEEPALIVES = REGISTRY.counter("sigd_watchdog_keepalives_total", "WATCHDOG=1 datagrams sent")
-_STARVED = REGISTRY.counter("sigd_watchdog_starved_total", "keep-alives withheld because bars were stale")
+_STARVED = REGISTRY.counter("sigd_watchdog_starved_total", "keep-alives withheld: stale bars or failures in a row")
 _BAR_AGE = REGISTRY.gauge("sigd_newest_bar_age_seconds", "wall seconds since the newest closed bar arrived")
 
 
@@ -29,6 +32,8 @@ class Freshness:
     """When the newest closed bar arrived (monotonic wall clock) and which bar it was."""
 
     stale_after_s: float
+    max_failures: int = 3  # failed decisions or commits in a row (daemon/health.py) that make it unhealthy
+    failures: Failures = field(default_factory=lambda: FAILURES)  # the process-wide one
     clock: Callable[[], float] = time.monotonic
     last_wall: float | None = None
     last_bar: Bar | None = None
@@ -56,6 +61,13 @@ class Freshness:
             return False, f"newest bar is {age:.0f}s old (limit {self.stale_after_s:g}s)"
         return True, ""
 
+    def healthy(self) -> tuple[bool, str]:
+        """(healthy?, why not): fresh bars, and fewer than `max_failures` failures in a row."""
+        failing = self.failures.reason(self.max_failures)
+        if failing:
+            return False, failing
+        return self.fresh()
+
 
 async def keepalive(notifier: Notifier, freshness: Freshness, stop: asyncio.Event,
                     status_line: Callable[[], str], status_interval_s: float) -> None:
@@ -64,7 +76,7 @@ async def keepalive(notifier: Notifier, freshness: Freshness, stop: asyncio.Even
     last_status = 0.0
     was_fresh = True
     while not stop.is_set():
-        fresh, why = freshness.fresh()
+        fresh, why = freshness.healthy()
         if fresh and notifier.watchdog_s:
             notifier.watchdog()
             _KEEPALIVES.inc()
@@ -72,7 +84,7 @@ async def keepalive(notifier: Notifier, freshness: Freshness, stop: asyncio.Even
             _STARVED.inc()
             if was_fresh:
                 _log.error("watchdog_starved", reason=why)
-                notifier.status(f"stale market data: {why}")
+                notifier.status(f"unhealthy: {why}")
         elif not was_fresh:
             _log.info("watchdog_fed_again")
         was_fresh = fresh

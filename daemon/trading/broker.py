@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Callable, Protocol, Sequence
 
 from daemon import log as logging
+from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.market.exchange import FatalError
 from daemon.metrics import REGISTRY
@@ -75,12 +76,11 @@ class TestnetBroker:
         self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Settle what a previous run left unresolved, check positions, republish lost fill events."""
+        """Settle what a previous run left unresolved, check positions."""
         self.ledger.claim(self.mode)
         await self.reconcile()
         for symbol in self.symbols:
             await self.check_position(symbol)
-        self.ledger.republish()
 
     async def close(self) -> None:
         """Let a background reconciliation finish."""
@@ -122,20 +122,35 @@ class TestnetBroker:
         if not busy and self.store.orders(UNRESOLVED, symbol=bar.symbol):
             self._sync_task = asyncio.create_task(self.reconcile(bar.symbol))
 
-    async def submit(self, intent: OrderIntent) -> Order | None:
-        """Store, then send one market order; None when blocked or there is nothing to do."""
+    async def settle(self, symbol: str) -> None:
+        """Before a decision on `symbol`: look up its unresolved orders (the engine awaits this
+        outside the decision's transaction, so prepare() sees the settled state)."""
+        if self.store.orders(UNRESOLVED, symbol=symbol):
+            await self.reconcile(symbol)
+
+    def prepare(self, intent: OrderIntent) -> Order | None:
+        """Store the order (PENDING) before anything is sent; None when blocked or nothing to do."""
+        if self.store.orders(UNRESOLVED, symbol=intent.symbol):
+            log.warning("order_blocked_unresolved", symbol=intent.symbol, strategy=intent.strategy)
+            return None
+        order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING)
+        if order is None or not self.ledger.record_new(order, intent.not_before_ts):
+            return None
+        return order
+
+    async def execute(self, order: Order) -> Order | None:
+        """Send a stored order once."""
         async with self._lock:
-            if self.store.orders(UNRESOLVED, symbol=intent.symbol):
-                await self._reconcile(intent.symbol)
-                if self.store.orders(UNRESOLVED, symbol=intent.symbol):
-                    log.warning("order_blocked_unresolved", symbol=intent.symbol, strategy=intent.strategy)
-                    return None
-            order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING)
-            if order is None or not self.ledger.record_new(order, intent.not_before_ts):
-                return None
             return await self._send(order)
 
+    async def submit(self, intent: OrderIntent) -> Order | None:
+        """Settle, store, then send one market order; None when blocked or there is nothing to do."""
+        await self.settle(intent.symbol)
+        order = self.prepare(intent)
+        return None if order is None else await self.execute(order)
+
     async def _send(self, order: Order) -> Order:
+        crash_point("after_order_recorded")
         try:
             raw = await self.client.create_order(order.symbol, order.side, order.type, order.amount,
                                                  order.price, order.client_order_id)
@@ -144,6 +159,7 @@ class TestnetBroker:
         except Exception as exc:  # timeout, disconnect, anything else: we do not know
             log.warning("order_outcome_unknown", client_order_id=order.client_order_id, error=repr(exc))
             return self.ledger.set_status(order, OrderStatus.UNKNOWN, error=repr(exc))
+        crash_point("after_order_sent_before_ack")
         return self._apply(order, raw)
 
     def _apply(self, order: Order, raw: dict) -> Order:

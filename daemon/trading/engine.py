@@ -1,56 +1,63 @@
-"""Per-bar decisions: on each closed trigger bar, both models off the loop → strategies → risk → broker.
+"""Decisions for N symbols: trigger bars → cycles → one batched forward pass per model →
+strategies, risk and portfolio limits per symbol → one SQLite transaction per decision.
 
 `await engine.on_bar(bar)` is called by the feed after the bar is in its ring buffer. On a
-trigger bar (primary symbol, trigger timeframe) the engine copies the windows every predictor
-needs, runs the predictors on a dedicated single-thread executor (the feed never waits on
-inference), and then, back on the event loop (the one thread that owns state), applies the
-strategies and the risk rules, stores predictions and signals, publishes each signal, and
-hands order intents to the broker. Never two decisions at once: a trigger bar that arrives
-while one runs waits and is decided next; if a newer one arrives meanwhile it replaces the
-waiting one, which is skipped, logged and counted (so after a backfill burst the newest bar
-is decided, not the stale ones in between). With `wait_for_decision=True` (backtests)
-on_bar awaits the decision instead, so the same bars give the same signals.
+trigger bar (a traded symbol, the trigger timeframe) the engine copies that symbol's windows
+at once (the rings change with the next bar) and hands them to the cycle assembler
+(daemon/trading/cycle.py): the trigger bars that close at the same instant are decided
+together, each model running once over all of them on its device's inference thread
+(daemon/trading/inference.py), never on the event loop. Back on the loop (the one thread that
+owns state), each symbol's decision (daemon/trading/decide.py) writes its predictions, its
+signals with their outbox rows, its order intents and its decision row inside one savepoint
+of the cycle's transaction: all of it commits or none of it, so no signal exists without its
+alert and no order without its signal. Orders are sent (or paper-filled) after the commit.
+A decision is made once: a bar already decided (say, before a restart) is not decided again.
 
-Time comes from the data: decisions use bar timestamps; only latency metrics read the clock.
+State is kept per symbol (position via the broker, risk state, cooldown, halt, pause, last
+decision) and persisted in the `kv` table under per-symbol keys; a single-symbol state file
+of the first version keeps working (its keys are read for the first symbol).
+
+Time comes from the data: decisions use bar timestamps; only latency, the assembly deadline
+and the prewarm timer read the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from daemon import log as logging
-from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
+from daemon.config import Config
+from daemon.crashpoints import crash_point
+from daemon.health import FAILURES
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
+from daemon.store import Store
+from daemon.trading.cycle import Cycles, Job
+from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
+from daemon.trading.decide import verdict_for
+from daemon.trading.inference import Inference
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
 from daemon.trading.scoring import Shadow
-from daemon.store import Store
+from daemon.trading.wiring import broker_from_config, risk_params_from_config, strategies_from_config
 from strategies import risk
 from strategies.base import Strategy
 from strategies.confidence import ConfidenceStrategy
-from strategies.risk import RiskParams, RiskState
+from strategies.risk import PortfolioLimits, RiskParams
 
 log = logging.get("engine")
 DECISIONS = REGISTRY.counter("sigd_decisions_total", "Trigger bars decided")
-SKIPPED = REGISTRY.counter("sigd_decisions_skipped_total", "Trigger bars skipped because a decision was running")
-STRATEGY_ERRORS = REGISTRY.counter("sigd_strategy_errors_total", "Strategies that raised, by strategy")
-PREDICTOR_ERRORS = REGISTRY.counter("sigd_predictor_errors_total", "Predictors that raised, by model")
+SKIPPED = REGISTRY.counter("sigd_decisions_skipped_total", "Trigger bars not decided, by reason")
+FAILED = REGISTRY.counter("sigd_decisions_failed_total", "Decisions rolled back by an error, by symbol")
 SIGNALS = REGISTRY.counter("sigd_signals_total", "Signals emitted, by side")
-BLOCKED = REGISTRY.counter("sigd_signals_blocked_total", "Strategy signals the risk rules stopped, by reason")
-INFERENCE_MS = REGISTRY.histogram("sigd_inference_ms", "Inference time per model and bar, ms")
 BAR_TO_SIGNAL_MS = REGISTRY.histogram("sigd_bar_to_signal_ms", "Trigger bar received to signal committed, ms")
-DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision finished, ms")
-KV_PAUSED, KV_RISK = "engine.paused", "engine.risk"
-# A decision to make: the trigger bar, its window snapshot, the predictors, the perf time received.
-Job = tuple[Bar, Mapping[str, np.ndarray], Sequence[tuple[str, PredictorLike]], float]
+DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision committed, ms")
+__all__ = ["Engine", "broker_from_config", "risk_params_from_config", "strategies_from_config", "signal_payload"]
 
 
 class WindowSource(Protocol):
@@ -60,25 +67,6 @@ class WindowSource(Protocol):
                 reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """Owned copies of the newest rows per window key, float64 [n, 6]."""
         ...
-
-
-def predict_all(predictors: Sequence[tuple[str, PredictorLike]], windows: Mapping[str, np.ndarray],
-                bar_ts: int) -> list[Prediction]:
-    """Every predictor on its own windows (runs on the inference thread); one that raises is left out."""
-    out: list[Prediction] = []
-    for name, predictor in predictors:
-        mine = {k: windows[k][-n:] for k, n in predictor.required_windows.items() if k in windows}
-        start = time.perf_counter()
-        try:
-            prediction = predictor.predict(mine, bar_ts)
-        except Exception as exc:
-            PREDICTOR_ERRORS.inc(model=name)
-            log.error("predictor_failed", model=name, bar_ts=bar_ts, error=repr(exc))
-            continue
-        elapsed = (time.perf_counter() - start) * 1000.0
-        INFERENCE_MS.observe(elapsed, model=name)
-        out.append(prediction if prediction.inference_ms else dataclasses.replace(prediction, inference_ms=elapsed))
-    return out
 
 
 def signal_payload(signal_id: int, signal: Signal, latency_ms: float | None) -> dict[str, Any]:
@@ -94,323 +82,363 @@ def signal_payload(signal_id: int, signal: Signal, latency_ms: float | None) -> 
     }
 
 
-def strategies_from_config(scfg: StrategyConfig, ecfg: EngineConfig) -> list[Strategy]:
-    """The strategies [engine].strategies names, configured from [strategy]."""
-    known: dict[str, Callable[[], Strategy]] = {
-        "confidence": lambda: ConfidenceStrategy(combine=scfg.combine, weights=dict(scfg.weights),
-                                                 min_score=scfg.min_score, exit_on_flat=scfg.exit_on_flat),
-    }
-    return [known[name]() for name in ecfg.strategies]
-
-
-def risk_params_from_config(cfg: Config) -> RiskParams:
-    """Risk limits from [strategy], the starting balance from [broker]."""
-    s = cfg.strategy
-    return RiskParams(
-        starting_balance=cfg.broker.starting_balance, position_fraction=s.position_fraction,
-        max_position=s.max_position, cooldown_bars=s.cooldown_bars, stop_loss=s.stop_loss,
-        take_profit=s.take_profit, max_drawdown=s.max_drawdown, allow_short=s.allow_short,
-        bar_ms=timeframe_ms(cfg.engine.trigger_timeframe),
-    )
-
-
-def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None,
-                       endpoint: str = "local", symbols: Sequence[str] = ()) -> Broker:
-    """The broker of [broker].mode (testnet needs the exchange client)."""
-    if bcfg.mode == "alerts":
-        return AlertsBroker(store)
-    if bcfg.mode == "paper":
-        from daemon.trading.paper import PaperBroker
-
-        return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage)
-    if exchange is None:
-        raise ValueError("broker.mode = 'testnet' needs an exchange client")
-    if endpoint == "live":
-        raise ValueError("broker.mode = 'testnet' refuses exchange.endpoint = 'live' (real money)")
-    from daemon.trading.broker import TestnetBroker  # imports ccxt through daemon.market.exchange
-
-    return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
-
-
 class Engine:
-    """Runs both models on every closed trigger bar and turns their answers into signals and orders."""
+    """Runs every model on each cycle of closed trigger bars and turns the answers into signals and orders."""
 
     def __init__(
         self, *, store: Store, buffers: WindowSource, predictors: Mapping[str, PredictorLike], sink: EventSink,
         strategies: Sequence[Strategy] | None = None, broker: Broker | None = None, risk_params: RiskParams | None = None,
-        symbol: str = "ETH/USDT", reference_symbol: str = REFERENCE_SYMBOL,
+        symbol: str = "ETH/USDT", symbols: Sequence[str] | None = None,
+        per_symbol: Mapping[str, tuple[Sequence[Strategy], RiskParams]] | None = None,
+        portfolio: PortfolioLimits | None = None, reference_symbol: str = REFERENCE_SYMBOL,
         timeframes: Sequence[str] = PRIMARY_TIMEFRAMES, reference_timeframe: str = "1m",
-        trigger_timeframe: str = "1m", wait_for_decision: bool = False,
-        perf_clock: Callable[[], float] = time.perf_counter,
+        trigger_timeframe: str = "1m", wait_for_decision: bool = False, cycle_deadline_ms: int = 250,
+        prewarm_ms: int = 0, speed: float = 1.0, perf_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.store, self.buffers, self.sink = store, buffers, sink
         self.predictors: dict[str, PredictorLike] = dict(predictors)
-        self.strategies = list(strategies) if strategies is not None else [ConfidenceStrategy()]
         self.broker: Broker = broker if broker is not None else AlertsBroker(store)
-        self.risk_params = risk_params or RiskParams(bar_ms=timeframe_ms(trigger_timeframe))
-        self.symbol, self.reference_symbol = symbol, reference_symbol
+        self.symbols = tuple(symbols) if symbols else (symbol,)
+        self.symbol = self.symbols[0]  # the first traded symbol (single-symbol callers)
+        self.reference_symbol = reference_symbol
         self.timeframes, self.reference_timeframe = tuple(timeframes), reference_timeframe
         self.trigger_timeframe = trigger_timeframe
-        timeframe_ms(trigger_timeframe)  # a clear error for an unknown timeframe
+        bar_ms = timeframe_ms(trigger_timeframe)  # a clear error for an unknown timeframe
+        default = (list(strategies) if strategies is not None else [ConfidenceStrategy()],
+                   risk_params or RiskParams(bar_ms=bar_ms))
+        self.states = {s: SymbolState(s, *(per_symbol or {}).get(s, default)) for s in self.symbols}
+        self.starting_balance = self.states[self.symbol].risk_params.starting_balance
+        self.portfolio = portfolio or PortfolioLimits()
         self.wait_for_decision = wait_for_decision
         self.perf_clock = perf_clock
-        self.risk_state = RiskState()
-        self.paused = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sigd-inference")
-        self._inflight: asyncio.Task[None] | None = None
-        self._pending: Job | None = None
+        self.paused = False  # the global pause (every symbol)
+        self.inference = Inference()
+        self.cycles = Cycles(self.symbols, cycle_deadline_ms / 1000.0, self._run_cycle, self._skip,
+                             wait=wait_for_decision)
+        self.prewarm_s = 0.0 if wait_for_decision else prewarm_ms / 1000.0
+        self.interval_s = bar_ms / 1000.0 / max(speed, 1e-9)  # wall seconds between trigger closes
+        self._prewarm: asyncio.TimerHandle | None = None
         self._act_lock = asyncio.Lock()
-        self._last_bar: Bar | None = None
-        self._last_signal: dict[str, Any] | None = None
         self.decisions = self.skipped = 0
         self.shadow = Shadow()  # every model trades unless the service sets trade_only_validated
 
     @classmethod
     def from_config(
         cls, cfg: Config, *, store: Store, buffers: WindowSource, predictors: Mapping[str, PredictorLike],
-        sink: EventSink, exchange: Any = None, wait_for_decision: bool = False,
+        sink: EventSink, exchange: Any = None, wait_for_decision: bool = False, quotes: Any = None,
     ) -> "Engine":
-        """An Engine with the strategies, risk rules and broker the config names.
+        """An Engine for every symbol of exchange.symbols with the strategies, risk rules, portfolio
+        limits and broker the config names (per-symbol [symbols."X/Y"] overrides applied).
 
-        `exchange` (a daemon.market.exchange.ExchangeClient) is needed only for broker.mode = "testnet".
+        `exchange` (a daemon.market.exchange.ExchangeClient) is needed only for broker.mode = "testnet";
+        `quotes` (a QuoteSource) lets paper orders fill at the live bid/ask.
         """
+        per_symbol = {s: (strategies_from_config(cfg.strategy_for(s), cfg.engine), risk_params_from_config(cfg, s))
+                      for s in cfg.exchange.symbols}
+        p = cfg.portfolio
         return cls(
             store=store, buffers=buffers, predictors=predictors, sink=sink,
-            strategies=strategies_from_config(cfg.strategy, cfg.engine),
             broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange,
-                                      endpoint=cfg.exchange.endpoint, symbols=(cfg.exchange.symbol,)),
-            risk_params=risk_params_from_config(cfg), symbol=cfg.exchange.symbol,
+                                      endpoint=cfg.exchange.endpoint, symbols=cfg.exchange.symbols, quotes=quotes),
+            symbols=cfg.exchange.symbols, per_symbol=per_symbol,
+            portfolio=PortfolioLimits(p.max_open_positions, p.max_gross_exposure, p.per_symbol_cap),
             reference_symbol=cfg.exchange.reference_symbol, timeframes=cfg.exchange.timeframes,
-            reference_timeframe=cfg.exchange.reference_timeframe,
-            trigger_timeframe=cfg.engine.trigger_timeframe, wait_for_decision=wait_for_decision,
+            reference_timeframe=cfg.exchange.reference_timeframe, trigger_timeframe=cfg.engine.trigger_timeframe,
+            wait_for_decision=wait_for_decision, cycle_deadline_ms=cfg.engine.cycle_deadline_ms,
+            prewarm_ms=cfg.engine.prewarm_ms,
+            speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
         )
+
+    # --- compatibility: the first symbol's strategies, risk rules and state ------------------
+
+    @property
+    def risk_state(self) -> risk.RiskState:
+        """The first symbol's risk state."""
+        return self.states[self.symbol].risk_state
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore pause and risk state, start the broker (reconcile), republish lost signal events."""
+        """Restore pause and risk state per symbol, start the broker (reconcile)."""
         self.paused = self.store.get_kv(KV_PAUSED, "0") == "1"
-        raw = self.store.get_kv(KV_RISK)
-        self.risk_state = RiskState.from_dict(json.loads(raw)) if raw else RiskState()
+        for i, state in enumerate(self.states.values()):
+            state.load(self.store, legacy=i == 0)
         await self.broker.start()
-        self.republish()
-        log.info("engine_started", symbol=self.symbol, trigger=self.trigger_timeframe, mode=self.broker.mode,
-                 models=sorted(self.predictors), paused=self.paused, halted=self.risk_state.halted)
+        log.info("engine_started", symbols=list(self.symbols), trigger=self.trigger_timeframe, mode=self.broker.mode,
+                 models=sorted(self.predictors), paused=self.paused,
+                 halted=sorted(s for s, st in self.states.items() if st.risk_state.halted))
 
     async def close(self) -> None:
-        """Let a running decision finish, then stop the inference thread."""
-        if self._inflight is not None:
-            await asyncio.gather(self._inflight, return_exceptions=True)
+        """Decide what is assembled, let the running cycle finish, then stop the inference threads."""
+        if self._prewarm is not None:
+            self._prewarm.cancel()
+        await self.cycles.flush()
         await self.broker.close()
-        self._executor.shutdown(wait=True)
+        self.inference.close()
 
     # --- the bar path -----------------------------------------------------------------------
 
     async def on_bar(self, bar: Bar) -> None:
         """Called after `bar` is in its ring buffer; decides on trigger bars (see module doc)."""
         received = self.perf_clock()
-        if bar.symbol == self.symbol:
-            await self.broker.on_bar(bar)
-        if bar.symbol != self.symbol or bar.timeframe != self.trigger_timeframe:
+        state = self.states.get(bar.symbol)
+        if state is None:
             return
-        # Copy the windows now, on the loop: the rings change with the next bar.
-        job = (bar, self._snapshot(), tuple(self.predictors.items()), received)
-        if self._inflight is not None and not self._inflight.done():
-            # Busy: the newest trigger bar waits and runs next; an older waiting one is dropped.
-            # After a reconnect the feed backfills a burst of bars, and the decision that
-            # matters is the one on the newest, not on the stale ones in between.
-            if self._pending is not None:
-                self._skip(self._pending[0], "superseded")
-            self._pending = job
+        await self.broker.on_bar(bar)
+        if bar.timeframe != self.trigger_timeframe:
             return
-        self._inflight = asyncio.create_task(self._run_decisions(job))
-        if self.wait_for_decision:
-            await self._inflight
+        if bar.ts <= state.last_decided_ts:  # decided before (a restart, a replayed frame)
+            self._skip(Job(bar, {}, received), "already_decided")
+            return
+        await self.cycles.add(Job(bar, self._snapshot(bar.symbol), received))
 
-    def _skip(self, bar: Bar, reason: str) -> None:
+    def _skip(self, job: Job, reason: str) -> None:
         self.skipped += 1
         SKIPPED.inc(reason=reason)
-        log.warning("decision_skipped", symbol=bar.symbol, bar_ts=bar.ts, reason=reason)
+        log.warning("decision_skipped", symbol=job.bar.symbol, bar_ts=job.bar.ts, reason=reason)
 
-    async def _run_decisions(self, job: Job) -> None:
-        """Decide `job`, then whatever trigger bar arrived meanwhile (never two at once)."""
-        next_job: Job | None = job
-        while next_job is not None:
-            await self._decide(*next_job)
-            next_job, self._pending = self._pending, None
-
-    def _snapshot(self) -> dict[str, np.ndarray]:
+    def _sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
         for predictor in self.predictors.values():
             for key, n in predictor.required_windows.items():
                 sizes[key] = max(sizes.get(key, 0), int(n))
-        return self.buffers.windows(self.symbol, self.timeframes, self.reference_symbol,
-                                    self.reference_timeframe, sizes)
+        return sizes
 
-    async def _decide(self, bar: Bar, windows: Mapping[str, np.ndarray],
-                      predictors: Sequence[tuple[str, PredictorLike]], received: float) -> None:
+    def _snapshot(self, symbol: str) -> dict[str, np.ndarray]:
+        return self.buffers.windows(symbol, self.timeframes, self.reference_symbol, self.reference_timeframe,
+                                    self._sizes())
+
+    async def _run_cycle(self, jobs: list[Job]) -> None:
+        """Inference for the whole cycle, then every symbol's decision; one commit for the cycle."""
         try:
-            loop = asyncio.get_running_loop()
-            predictions = await loop.run_in_executor(self._executor, predict_all, predictors, windows, bar.ts)
+            predictors = dict(self.predictors)  # a swap applies from the next cycle
+            for job in jobs:
+                await self._settle(job.bar.symbol)
+            answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs])
             async with self._act_lock:
-                self.store.add_predictions(bar.symbol, predictions, wall_ms())
-                self._last_bar = bar
-                if self.paused:
-                    log.info("decision_paused", symbol=bar.symbol, bar_ts=bar.ts)
-                else:
-                    await self._act(bar, self.shadow.tradable(predictions), received)
-                self.decisions += 1
-                DECISIONS.inc()
-                DECISION_MS.observe((self.perf_clock() - received) * 1000.0)
-        except Exception as exc:  # one bad decision never stops the bar path
-            log.exception("decision_failed", symbol=bar.symbol, bar_ts=bar.ts, error=repr(exc))
+                outcomes = self._decide_all(jobs, answers)
+                await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs})
+        except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
+            log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
+            FAILURES.failed("decision", repr(exc))
+        self._schedule_prewarm()
 
-    async def _act(self, bar: Bar, predictions: Sequence[Prediction], received: float) -> None:
-        """Strategies → risk gate → signal (stored, published) → broker; all on the loop."""
-        position = self.broker.position(self.symbol)
-        before = self.risk_state
-        self.risk_state = risk.observe(self.risk_state, position, bar, self.risk_params)
-        if self.risk_state.halted and not before.halted:
-            self._alert_halt(bar, position)
-        exit_signal = risk.protective_exit(position, bar, self.risk_params)
-        # A protective exit takes the bar: no strategy trades on a position being closed.
-        candidates = [exit_signal] if exit_signal else self._strategy_signals(predictions, position, bar)
-        for signal in candidates:
-            verdict = risk.gate(signal, self.broker.position(self.symbol), self.risk_state, self.risk_params)
-            if verdict.blocked:
-                BLOCKED.inc(reason=verdict.blocked)
-                log.info("signal_blocked", strategy=signal.strategy, side=signal.side.name, reason=verdict.blocked)
-            if verdict.signal is None or verdict.target is None:
-                continue
-            self.emit(verdict.signal, received)
-            intent = OrderIntent(self.symbol, verdict.target, verdict.signal.price, bar.ts, bar.close_ts,
-                                 verdict.signal.strategy)
-            if await self.broker.submit(intent) is not None:
-                self.risk_state = risk.after_trade(self.risk_state, bar.ts)
-        if self.risk_state != before:  # most bars change nothing: no commit for them
-            self._save_risk()
+    async def _settle(self, symbol: str) -> None:
+        settle = getattr(self.broker, "settle", None)  # the testnet broker: unresolved orders first
+        if settle is not None:
+            await settle(symbol)
 
-    def _alert_halt(self, bar: Bar, position: Position) -> None:
-        """Tell the operator: new entries stop until they resume."""
-        eq = risk.equity(position, bar.close, self.risk_params.starting_balance)
-        payload = {"kind": "drawdown_halt", "symbol": self.symbol, "bar_ts": bar.ts, "equity": eq,
-                   "peak_equity": self.risk_state.peak_equity, "max_drawdown": self.risk_params.max_drawdown,
-                   "message": "drawdown limit reached: no new entries until resume"}
-        log.error("drawdown_halt", **payload)
-        try:
-            self.sink.publish("error", payload, event_id=f"drawdown-halt-{self.symbol}-{bar.ts}")
-        except Exception as exc:
-            log.error("halt_publish_failed", error=repr(exc))
+    def _decide_all(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]) -> list[Outcome]:
+        """Every symbol's decision in its own savepoint of one transaction (all-or-nothing each)."""
+        book = self._book({j.bar.symbol: j.bar.close for j in jobs})
+        outcomes: list[Outcome] = []
+        with self.store.transaction():
+            for job, predictions in zip(jobs, answers):
+                try:
+                    with self.store.transaction():
+                        outcomes.append(self._decide(job, predictions, book))
+                    FAILURES.succeeded("decision")
+                except Exception as exc:
+                    FAILED.inc(symbol=job.bar.symbol)
+                    log.exception("decision_failed", symbol=job.bar.symbol, bar_ts=job.bar.ts, error=repr(exc))
+                    FAILURES.failed("decision", repr(exc))
+        return outcomes
 
-    def _strategy_signals(self, predictions: Sequence[Prediction], position: Position, bar: Bar) -> list[Signal]:
-        """Every strategy's signal; a strategy that raises is logged and counted, the others go on."""
-        out: list[Signal] = []
-        for strategy in self.strategies:
-            try:
-                signal = strategy.decide(predictions, position, bar, self.risk_state)
-            except Exception as exc:
-                STRATEGY_ERRORS.inc(strategy=strategy.name)
-                log.error("strategy_failed", strategy=strategy.name, bar_ts=bar.ts, error=repr(exc))
-                continue
-            if signal is not None:
-                out.append(signal)
+    def _book(self, closes: Mapping[str, float]) -> Book:
+        positions = {s: self.broker.position(s) for s in self.symbols}
+        marks = {s: closes.get(s, st.mark()) for s, st in self.states.items()}
+        return make_book(positions, marks, self.starting_balance, self.portfolio)
+
+    def _decide(self, job: Job, predictions: Sequence[Prediction], book: Book) -> Outcome:
+        """One symbol's decision (inside its savepoint): predictions, signals, order intents, decision row."""
+        bar, state = job.bar, self.states[job.bar.symbol]
+        now = wall_ms()
+        self.store.add_predictions(bar.symbol, predictions, now)
+        out = Outcome(state, bar, state.risk_state, predictions=predictions)
+        if self.paused or state.paused:
+            log.info("decision_paused", symbol=bar.symbol, bar_ts=bar.ts)
+        else:
+            self._act(job, out, book)
+        if out.risk_state != state.risk_state:  # most bars change nothing: no write for them
+            state.save_risk(self.store, out.risk_state)
+        self.store.mark_decided(bar.symbol, bar.ts, len(out.signals), now)
         return out
 
-    # --- signals ----------------------------------------------------------------------------
+    def _act(self, job: Job, out: Outcome, book: Book) -> None:
+        """Strategies → risk gate → portfolio gate → signal (stored, published) → order intent."""
+        bar, state, params = job.bar, out.state, out.state.risk_params
+        position = self.broker.position(bar.symbol)
+        out.risk_state = risk.observe(out.risk_state, position, bar, params)
+        if out.risk_state.halted and not state.risk_state.halted:
+            self._alert_halt(bar, position, out.risk_state, params)
+        for signal in candidates(state, self.shadow.tradable(out.predictions), position, bar, out.risk_state):
+            verdict = verdict_for(signal, self.broker.position(bar.symbol), out.risk_state, params, book)
+            if verdict.signal is None or verdict.target is None:
+                continue
+            event = self._emit(verdict.signal, job.received)
+            if event is None:
+                continue
+            out.signals.append(event)
+            order = self.broker.prepare(OrderIntent(bar.symbol, verdict.target, verdict.signal.price, bar.ts,
+                                                    bar.close_ts, verdict.signal.strategy))
+            if order is not None:
+                out.orders.append(order)
+                out.risk_state = risk.after_trade(out.risk_state, bar.ts)
+                book.notional[bar.symbol] = abs(verdict.target) * bar.close
 
-    def emit(self, signal: Signal, received: float | None) -> int:
-        """Commit a signal, then publish it to the sink in the same step; its row id.
+    def _alert_halt(self, bar: Bar, position: Position, state: risk.RiskState, params: RiskParams) -> None:
+        """Tell the operator: new entries of this symbol stop until they resume."""
+        eq = risk.equity(position, bar.close, params.starting_balance)
+        payload = {"kind": "drawdown_halt", "symbol": bar.symbol, "bar_ts": bar.ts, "equity": eq,
+                   "peak_equity": state.peak_equity, "max_drawdown": params.max_drawdown,
+                   "message": "drawdown limit reached: no new entries until resume"}
+        log.error("drawdown_halt", **payload)
+        self.sink.publish("error", payload, event_id=f"drawdown-halt-{bar.symbol}-{bar.ts}")
 
-        `received` is the perf_clock reading when the trigger bar arrived (None: not bar-driven).
-        """
+    def _emit(self, signal: Signal, received: float | None) -> dict[str, Any] | None:
+        """Store a signal and queue its event (same transaction); the event, or None when the
+        strategy already signalled on this bar."""
         latency_ms = None if received is None else (self.perf_clock() - received) * 1000.0
         signal_id = self.store.add_signal(signal, latency_ms if latency_ms is not None else -1.0, wall_ms())
-        log.info("signal", symbol=signal.symbol, bar_ts=signal.bar_ts, side=signal.side.name,
-                 confidence=round(signal.confidence, 4), price=signal.price, strategy=signal.strategy,
-                 latency_ms=None if latency_ms is None else round(latency_ms, 3))
-        self._publish(signal_id, signal, latency_ms)
-        SIGNALS.inc(side=signal.side.name)
-        if received is not None:  # committed and queued: what the bar → signal latency means
-            BAR_TO_SIGNAL_MS.observe((self.perf_clock() - received) * 1000.0)
-        return signal_id
-
-    def _publish(self, signal_id: int, signal: Signal, latency_ms: float | None) -> None:
+        if signal_id is None:
+            return None
         event_id = f"signal-{signal_id}"
         payload = signal_payload(signal_id, signal, latency_ms)
-        self._last_signal = {"id": event_id, **payload}
-        try:
-            self.sink.publish("signal", payload, event_id=event_id)
-        except Exception as exc:  # stays unpublished in SQLite; republish() sends it later
-            log.error("signal_publish_failed", signal_id=signal_id, error=repr(exc))
-            return
-        self.store.set_signal_event(signal_id, event_id)
+        self.sink.publish("signal", payload, event_id=event_id)
+        return {"id": event_id, **payload}
 
-    def republish(self) -> int:
-        """Publish signals whose event never reached the sink (the event id is stable)."""
-        pending = list(reversed(self.store.signals(unpublished=True, limit=10_000)))
-        for signal_id, signal in pending:
-            self._publish(signal_id, signal, None)
-        if pending:
-            log.info("signals_republished", count=len(pending))
-        return len(pending)
+    async def _after_commit(self, outcomes: Sequence[Outcome], received: Mapping[str, float]) -> None:
+        """The committed decisions: state in memory, metrics, then the orders are executed."""
+        if any(out.signals for out in outcomes):
+            crash_point("after_signal_commit")
+        for out in outcomes:
+            state, symbol = out.state, out.bar.symbol
+            state.risk_state, state.last_bar, state.last_decided_ts = out.risk_state, out.bar, out.bar.ts
+            state.last_decision = decision_summary(out.bar, out.predictions, len(out.signals))
+            state.decisions += 1
+            self.decisions += 1
+            DECISIONS.inc()
+            elapsed = (self.perf_clock() - received[symbol]) * 1000.0
+            DECISION_MS.observe(elapsed)
+            for event in out.signals:
+                state.last_signal = event
+                SIGNALS.inc(side=event["side"])
+                BAR_TO_SIGNAL_MS.observe(elapsed)
+                log.info("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
+                         confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],
+                         latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
+        for out in outcomes:
+            for order in out.orders:
+                try:
+                    await self.broker.execute(order)
+                except Exception as exc:  # the order row is committed: reconciliation settles it
+                    log.exception("order_execute_failed", client_order_id=order.client_order_id, error=repr(exc))
+
+    # --- prewarm ------------------------------------------------------------------------------
+
+    def _schedule_prewarm(self) -> None:
+        """Shortly before the next expected close, one throwaway forward pass (see inference.py)."""
+        if self.prewarm_s <= 0 or self.prewarm_s >= self.interval_s:
+            return
+        if self._prewarm is not None:
+            self._prewarm.cancel()
+        self._prewarm = asyncio.get_running_loop().call_later(self.interval_s - self.prewarm_s, self._fire_prewarm)
+
+    def _fire_prewarm(self) -> None:
+        self._prewarm = None
+        if not self.cycles.busy:
+            asyncio.ensure_future(self.prewarm())
+
+    async def prewarm(self) -> float:
+        """One throwaway batched forward pass over every symbol's current windows; its ms."""
+        windows = [self._snapshot(s) for s in self.symbols]
+        return await self.inference.prewarm(dict(self.predictors), windows)
 
     # --- operator actions -------------------------------------------------------------------
 
     def swap_predictor(self, name: str, predictor: PredictorLike) -> None:
-        """Replace (or add) a model; a reference assignment that applies from the next decision."""
+        """Replace (or add) a model; a reference assignment that applies from the next cycle."""
         old = self.predictors.get(name)
         self.predictors[name] = predictor
         self.shadow.review(name, predictor.version, getattr(predictor, "meta", None))
         log.info("predictor_swapped", model=name, old=getattr(old, "version", None), new=predictor.version)
 
-    def pause(self) -> None:
-        """Stop emitting signals and orders (predictions go on); persisted across restarts."""
-        self.paused = True
-        self.store.set_kv(KV_PAUSED, "1")
-        log.warning("engine_paused")
+    def _targets(self, symbol: str | None) -> list[SymbolState]:
+        if symbol is None:
+            return list(self.states.values())
+        if symbol not in self.states:
+            raise KeyError(f"{symbol!r} is not traded (exchange.symbols: {', '.join(self.symbols)})")
+        return [self.states[symbol]]
 
-    def resume(self) -> None:
-        """Emit signals again; also lifts a drawdown halt (the operator has looked)."""
-        self.paused = False
-        # The drawdown is measured afresh from here: the operator has accepted the loss so far.
-        self.risk_state = dataclasses.replace(self.risk_state, halted=False,
-                                              peak_equity=self._equity(self.broker.position(self.symbol)))
-        self.store.set_kv(KV_PAUSED, "0")
-        self._save_risk()
-        log.warning("engine_resumed")
+    def pause(self, symbol: str | None = None) -> None:
+        """Stop emitting signals and orders (predictions go on), for one symbol or all; persisted."""
+        if symbol is None:
+            self.paused = True
+            self.store.set_kv(KV_PAUSED, "1")
+        else:
+            state = self._targets(symbol)[0]
+            state.paused = True
+            self.store.set_kv(state.paused_key, "1")
+        log.warning("engine_paused", symbol=symbol or "all")
 
-    def _save_risk(self) -> None:
-        self.store.set_kv(KV_RISK, json.dumps(self.risk_state.to_dict()))
+    def resume(self, symbol: str | None = None) -> None:
+        """Emit signals again (one symbol, or all and the global pause); also lifts a drawdown
+        halt: the operator has looked, and the drawdown is measured afresh from here."""
+        if symbol is None:
+            self.paused = False
+            self.store.set_kv(KV_PAUSED, "0")
+        with self.store.transaction():
+            for state in self._targets(symbol):
+                state.paused = False
+                self.store.set_kv(state.paused_key, "0")
+                position = self.broker.position(state.symbol)
+                price = state.mark() or position.entry_price
+                eq = risk.equity(position, price, state.risk_params.starting_balance)
+                state.risk_state = dataclasses.replace(state.risk_state, halted=False, peak_equity=eq)
+                state.save_risk(self.store, state.risk_state)
+        log.warning("engine_resumed", symbol=symbol or "all")
 
-    def _equity(self, position: Position) -> float:
-        """Equity marked at the last trigger bar's close (the entry price before the first bar)."""
-        price = self._last_bar.close if self._last_bar else position.entry_price
-        return risk.equity(position, price, self.risk_params.starting_balance)
-
-    async def flatten(self, reason: str = "operator") -> bool:
-        """Close the position now (e.g. Telegram /flat) at the last trigger bar; False when flat."""
+    async def flatten(self, reason: str = "operator", symbol: str | None = None,
+                      fallback: Mapping[str, Bar] | None = None) -> bool:
+        """Close positions now (one symbol or all) at their last trigger bar (before this run's
+        first decision: at `fallback[symbol]`); False when nothing was sent."""
         async with self._act_lock:
-            bar, position = self._last_bar, self.broker.position(self.symbol)
-            if bar is None or position.amount == 0:
-                return False
-            if self.store.orders(client_order_id=client_order_id(self.symbol, bar.ts, "manual")):
-                return False  # already asked on this bar: the same order id, never sent twice
-            signal = Signal(self.symbol, bar.ts, Side.FLAT, 1.0, bar.close, "manual", (f"flat: {reason}",))
-            self.emit(signal, None)
-            await self.broker.submit(OrderIntent(self.symbol, 0.0, bar.close, bar.ts, bar.close_ts, "manual"))
-            return True
+            orders = []
+            with self.store.transaction():
+                for state in self._targets(symbol):
+                    order = self._flatten_one(state, reason, (fallback or {}).get(state.symbol))
+                    if order is not None:
+                        orders.append(order)
+            for order in orders:
+                await self.broker.execute(order)
+            return bool(orders)
+
+    def _flatten_one(self, state: SymbolState, reason: str, fallback: Bar | None = None) -> Any:
+        bar, position = state.last_bar or fallback, self.broker.position(state.symbol)
+        if bar is None or position.amount == 0:
+            return None
+        if self.store.orders(client_order_id=client_order_id(state.symbol, bar.ts, "manual")):
+            return None  # already asked on this bar: the same order id, never sent twice
+        signal = Signal(state.symbol, bar.ts, Side.FLAT, 1.0, bar.close, "manual", (f"flat: {reason}",))
+        event = self._emit(signal, None)
+        if event is None:
+            return None
+        state.last_signal = event
+        return self.broker.prepare(OrderIntent(state.symbol, 0.0, bar.close, bar.ts, bar.close_ts, "manual"))
 
     def status(self) -> dict[str, Any]:
-        """JSON-ready state for /status and Telegram."""
-        position = self.broker.position(self.symbol)
+        """JSON-ready state for /status and Telegram: global fields and `symbols` per symbol.
+
+        The top-level position, equity and last_signal are the first symbol's (single-symbol readers).
+        """
+        symbols = {s: st.status(self.broker.position(s), self.starting_balance) for s, st in self.states.items()}
+        first = symbols[self.symbol]
         return {
             "symbol": self.symbol, "trigger_timeframe": self.trigger_timeframe, "mode": self.broker.mode,
-            "paused": self.paused, "halted": self.risk_state.halted,
-            "busy": self._inflight is not None and not self._inflight.done(),
-            "decisions": self.decisions, "skipped": self.skipped,
-            "last_bar_ts": self._last_bar.ts if self._last_bar else None,
+            "paused": self.paused, "halted": any(v["halted"] for v in symbols.values()),
+            "busy": self.cycles.busy, "decisions": self.decisions, "skipped": self.skipped, "late": self.cycles.late,
             "models": {n: {"version": p.version, "threshold": p.threshold} for n, p in self.predictors.items()},
-            "position": dataclasses.asdict(position),
-            "equity": self._equity(position),
-            "last_signal": self._last_signal, "broker": self.broker.status(), **self.shadow.status(),
+            "symbols": symbols, "portfolio": dataclasses.asdict(self.portfolio),
+            "position": first["position"], "equity": first["equity"], "last_signal": first["last_signal"],
+            "last_bar_ts": first["last_bar_ts"], "broker": self.broker.status(), **self.shadow.status(),
         }

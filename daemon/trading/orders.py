@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from daemon import log as logging
+from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.store import Store
 from strategies.base import EPSILON  # one notion of a zero position everywhere
@@ -64,8 +65,20 @@ class Broker(Protocol):
         """See a closed bar (the paper broker fills pending orders at its open)."""
         ...
 
+    def prepare(self, intent: OrderIntent) -> Order | None:
+        """Record the order that moves the position to the intent's target, sending nothing.
+
+        Synchronous and SQLite-only, so it runs inside the decision's transaction: the order
+        intent commits together with its signal. None when blocked or already there.
+        """
+        ...
+
+    async def execute(self, order: Order) -> Order | None:
+        """Carry out a prepared order once its decision is committed (send it, or fill it)."""
+        ...
+
     async def submit(self, intent: OrderIntent) -> Order | None:
-        """Send at most one order moving the position to the intent's target."""
+        """prepare, then execute: at most one order moving the position to the intent's target."""
         ...
 
     def status(self) -> dict[str, Any]:
@@ -154,27 +167,25 @@ class Ledger:
 
     def set_status(self, order: Order, status: OrderStatus, *, exchange_id: str | None = None,
                    error: str | None = None) -> Order:
-        """Store a status change and publish an "order" event for it."""
-        self.store.set_order_status(order.client_order_id, status, self.clock_ms(),
-                                    exchange_id=exchange_id, error=error)
+        """Store a status change and its "order" event in one commit."""
         updated = dataclasses.replace(order, status=status, exchange_id=exchange_id or order.exchange_id)
+        with self.store.transaction():
+            self.store.set_order_status(order.client_order_id, status, self.clock_ms(),
+                                        exchange_id=exchange_id, error=error)
+            self.announce(updated, error)
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
-        self._publish("order", {**order_payload(updated), "error": error},
-                      f"order-{order.client_order_id}-{status.value}")
         return updated
 
-    def _publish(self, type: str, payload: dict[str, Any], event_id: str) -> bool:
-        # A broken sink must never break the bar path: the row is committed, the event waits.
-        try:
-            self.sink.publish(type, payload, event_id=event_id)
-        except Exception as exc:
-            log.error("event_publish_failed", type=type, event_id=event_id, error=repr(exc))
-            return False
-        return True
+    def announce(self, order: Order, error: str | None = None) -> None:
+        """Queue the "order" event of the order's status (a stable id: once per status; call it
+        inside the transaction that stores what it says). Every broker announces an order as
+        `open` before its fill, so webhook consumers see the same event types in every mode."""
+        self.sink.publish("order", {**order_payload(order), "error": error},
+                          event_id=f"order-{order.client_order_id}-{order.status.value}")
 
     def record_fill(self, order: Order, fill: Fill, status: OrderStatus = OrderStatus.FILLED,
                     exchange_id: str | None = None) -> Position:
-        """Fill, position and order status in one commit; then the "fill" event."""
+        """Fill, position, order status and the "fill" event in one commit."""
         position = apply_fill(self.position(fill.symbol), fill)
         with self.store.transaction():
             if not self.store.add_fill(fill):
@@ -182,24 +193,17 @@ class Ledger:
                 return self.position(fill.symbol)
             self.store.put_position(position, self.clock_ms())
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id)
+            if order.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN):  # never announced: open, then the fill
+                self.announce(dataclasses.replace(order, status=OrderStatus.OPEN,
+                                                  exchange_id=exchange_id or order.exchange_id))
+            payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
+            self.sink.publish("fill", payload, event_id=f"fill-{fill.client_order_id}")
+        if not self.store.db.conn.in_transaction:  # committed (not a savepoint inside a caller's transaction)
+            crash_point("after_fill_commit")
         self._positions[fill.symbol] = position
         log.info("order_filled", client_order_id=fill.client_order_id, side=fill.side, price=fill.price,
                  amount=fill.amount, fee=fill.fee, position=position.amount)
-        self._publish_fill(fill, position)
         return position
-
-    def _publish_fill(self, fill: Fill, position: Position) -> None:
-        event_id = f"fill-{fill.client_order_id}"
-        payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
-        if self._publish("fill", payload, event_id):
-            self.store.set_fill_event(fill.client_order_id, event_id)
-
-    def republish(self) -> int:
-        """Publish fills whose event a crash lost (the event id is stable, so none twice)."""
-        fills = self.store.fills(unpublished=True)
-        for fill in fills:
-            self._publish_fill(fill, self.position(fill.symbol))
-        return len(fills)
 
 
 def order_payload(order: Order) -> dict[str, Any]:
@@ -223,25 +227,38 @@ class AlertsBroker:
         """Nothing to reconcile."""
 
     def position(self, symbol: str) -> Position:
-        """The virtual position the signals imply (kept apart from real paper/testnet positions)."""
-        if symbol not in self._positions:
-            raw = self.store.get_kv(f"alerts.position.{symbol}")
-            self._positions[symbol] = Position(**json.loads(raw)) if raw else Position(symbol)
-        return self._positions[symbol]
+        """The virtual position the signals imply (kept apart from real paper/testnet positions).
+
+        Read from SQLite every time (one key lookup): a decision rolled back leaves no trace.
+        """
+        raw = self.store.get_kv(f"alerts.position.{symbol}")
+        position = Position(**json.loads(raw)) if raw else Position(symbol)
+        if position.amount or symbol in self._positions:
+            self._positions[symbol] = position
+        return position
 
     async def on_bar(self, bar: Bar) -> None:
         """Nothing is pending in alerts mode."""
 
-    async def submit(self, intent: OrderIntent) -> Order | None:
-        """Move the virtual position at the signal price, fee-free; send nothing, store no order."""
+    def prepare(self, intent: OrderIntent) -> Order | None:
+        """Move the virtual position at the signal price, fee-free (in the caller's transaction)."""
         order = order_for(intent, self.position(intent.symbol), OrderStatus.FILLED)
         if order is None:
             return None
         fill = Fill(order.client_order_id, order.symbol, order.side, intent.price, order.amount, 0.0, intent.bar_ts)
         position = apply_fill(self.position(intent.symbol), fill)
         self.store.set_kv(f"alerts.position.{intent.symbol}", json.dumps(dataclasses.asdict(position)))
-        self._positions[intent.symbol] = position
         return order
+
+    async def execute(self, order: Order) -> Order | None:
+        """Nothing to send."""
+        self.position(order.symbol)
+        return order
+
+    async def submit(self, intent: OrderIntent) -> Order | None:
+        """prepare and execute; sends nothing, stores no order."""
+        order = self.prepare(intent)
+        return None if order is None else await self.execute(order)
 
     async def close(self) -> None:
         """Nothing runs in the background."""

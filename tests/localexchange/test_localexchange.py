@@ -321,13 +321,18 @@ async def test_wrong_start_is_refused() -> None:
 
 
 def test_sigd_check_validates_the_local_exchange(write_config, tmp_path: Path) -> None:
-    from daemon.service.check import run_checks
     from daemon.config import load
+    from daemon.service.check import run_checks, symbol_problems
+    from daemon.service.cli import main
 
     assert run_checks(load(write_config("[local_exchange]\nstart = \"2025-08-10T00:00:00Z\"\n"))) == []
     problems = run_checks(load(write_config("[local_exchange]\nstart = \"2019-01-01\"\n")))
     assert len(problems) == 1 and problems[0].startswith("local_exchange.start:")
     assert run_checks(load(write_config("[local_exchange]\nstart = \"yesterday\"\n")))[0].startswith("local_exchange.start")
     write_tape(tmp_path / "t", "BTC_USDT-1m.csv.gz", GOOD)
-    problems = run_checks(load(write_config(f"[local_exchange]\ntape = \"{tmp_path / 't'}\"\nstart = \"1970-01-01T00:01:30Z\"\n")))
-    assert problems == [f"local_exchange.tape: no 1m tape for ETH/USDT in {tmp_path / 't'}"]
+    path = write_config(f"[local_exchange]\ntape = \"{tmp_path / 't'}\"\nstart = \"1970-01-01T00:01:30Z\"\n"
+                        "[exchange]\nsymbols = [\"ETH/USDT\"]\n")
+    assert run_checks(load(path)) == []
+    assert symbol_problems(load(path)) == [
+        f"exchange.symbols[0]: 'ETH/USDT' is not a market on the exchange (endpoint 'local') (no 1m tape in {tmp_path / 't'})"]
+    assert main(["check", "-c", str(path)]) == 2  # a config error: exit 2 naming file and key

@@ -32,13 +32,28 @@ def test_unit_declares_the_service_contract() -> None:
     assert s["ProtectSystem"] == "strict" and "AF_UNIX" in s["RestrictAddressFamilies"]
     # The stop timeout leaves room for the daemon's own bounded shutdown (10 s by default).
     assert int(s["TimeoutStopSec"]) > 10
+    # The installer's account reads /etc/sigd (root:sigd 0640); memory is capped with headroom.
+    assert s["User"] == "sigd" and s["Group"] == "sigd" and s["ExecStart"].startswith("/opt/sigd/venv/bin/sigd ")
+    assert s["MemoryMax"].endswith(("M", "G"))
+
+
+def _unit_for_analysis(tmp_path: Path) -> Path:
+    # The real paths exist only on an installed host: point the commands at /bin/true.
+    unit = tmp_path / "sigd.service"
+    unit.write_text(UNIT.read_text().replace("/opt/sigd/venv/bin/sigd", "/bin/true"))
+    return unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_security_exposure_stays_at_most_1_7(tmp_path: Path) -> None:
+    res = subprocess.run(["systemd-analyze", "security", "--offline=true", str(_unit_for_analysis(tmp_path))],
+                         capture_output=True, text=True, timeout=60)
+    exposure = float(res.stdout.split("Overall exposure level for sigd.service:")[1].split()[0])
+    assert exposure <= 1.7, res.stdout[-3000:]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_finds_no_problem(tmp_path: Path) -> None:
-    # The real paths exist only on an installed host: point the commands at /bin/true.
-    unit = tmp_path / "sigd.service"
-    unit.write_text(UNIT.read_text().replace("/opt/sigd/.venv/bin/sigd", "/bin/true"))
-    res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
+    res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(_unit_for_analysis(tmp_path))], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0 and res.stderr.strip() == "" and res.stdout.strip() == "", res.stderr

@@ -26,13 +26,13 @@ CLOSES = [100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 104.0, 104.0, 103.0, 
 
 def make_engine(tmp_path: Path, *, predictors: dict | None = None, strategies: list | None = None,
                 wait: bool = True, sink: ListSink | None = None, broker: Any = None,
-                store: Store | None = None) -> tuple[Engine, Buffers, ListSink]:
+                store: Store | None = None, risk_params: RiskParams | None = None) -> tuple[Engine, Buffers, ListSink]:
     store = store or Store(tmp_path / "sigd.sqlite")
     ring_buffers, sink = buffers(), sink or ListSink()
     predictors = predictors or {"mtf": MomentumPredictor("mtf", "m1"), "cnn": MomentumPredictor("cnn", "c1")}
     engine = Engine(store=store, buffers=ring_buffers, predictors=predictors, sink=sink,
                     strategies=strategies or [ConfidenceStrategy(combine="both")], broker=broker,
-                    wait_for_decision=wait)
+                    wait_for_decision=wait, risk_params=risk_params)
     return engine, ring_buffers, sink
 
 
@@ -71,7 +71,7 @@ async def test_trigger_bars_during_a_decision_coalesce_to_the_newest(tmp_path: P
     assert engine.skipped == 1
     assert REGISTRY.counter("sigd_decisions_skipped_total", "").get(reason="superseded") == before + 1
     gate.set()
-    await engine._inflight  # b1, then b3, one after the other
+    await engine.cycles.drain()  # b1, then b3, one after the other
     assert slow.calls == [b1.ts, b3.ts] and engine.decisions == 2
     await feed(engine, buffers, [b4])
     await engine.close()
@@ -140,7 +140,7 @@ async def test_backtest_mode_and_live_mode_give_identical_signals(tmp_path: Path
     await live.start()
     for b in bars:
         await feed(live, buf_b, [b])
-        await live._inflight  # a live feed's bars come a bar apart: each decision finishes
+        await live.cycles.drain()  # a live feed's bars come a bar apart: each decision finishes
     strip = lambda evs: [(e["bar_ts"], e["side"], round(e["confidence"], 12)) for e in evs]  # noqa: E731
     assert strip(sink_a.of("signal")) == strip(sink_b.of("signal")) and sink_a.of("signal")
     await backtest.close()
@@ -177,30 +177,31 @@ async def test_pause_is_persisted_and_resume_emits_again(tmp_path: Path) -> None
     await again.close()
 
 
-async def test_signals_a_broken_sink_missed_are_republished_on_start(tmp_path: Path) -> None:
+async def test_a_broken_sink_rolls_the_decision_back_and_the_bar_path_goes_on(tmp_path: Path) -> None:
     sink = ListSink()
-    sink.fail = True
     engine, buffers, _ = make_engine(tmp_path, sink=sink)
     await engine.start()
-    await feed(engine, buffers, series(CLOSES))  # the bar path survives a broken outbox
-    stored = engine.store.count("signals")
-    assert stored >= 2 and engine.store.count("signals", "event_id IS NULL") == stored
+    failed = REGISTRY.counter("sigd_decisions_failed_total", "")
+    before = failed.get(symbol="ETH/USDT")
+    bars = series(CLOSES)
+    sink.fail = True
+    await feed(engine, buffers, bars[:8])  # the outbox is broken: no signal may exist without its alert
+    assert engine.store.count("signals") == 0 and failed.get(symbol="ETH/USDT") > before
     sink.fail = False
-    again, _, _ = make_engine(tmp_path, sink=sink, store=engine.store)
-    await again.start()
-    await again.start()  # a second start publishes nothing twice
-    assert [e["signal_id"] for e in sink.of("signal")] == list(range(1, stored + 1))
+    await feed(engine, buffers, bars[8:])  # the bar path survived and decides again
+    stored = engine.store.count("signals")
+    assert stored >= 1 and len(sink.of("signal")) == stored
+    assert engine.store.count("signals", "event_id IS NULL") == 0
     await engine.close()
-    await again.close()
 
 
 async def test_paper_trading_through_the_engine_with_a_stop_loss(tmp_path: Path) -> None:
     store = Store(tmp_path / "sigd.sqlite")
     sink = ListSink()
     engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink,
-                                     broker=PaperBroker(store, sink, fee=0.001, slippage=0.0))
-    engine.risk_params = RiskParams(stop_loss=0.02, cooldown_bars=5)
-    engine.strategies = [ConfidenceStrategy(combine="both", exit_on_flat=False)]
+                                     broker=PaperBroker(store, sink, fee=0.001, slippage=0.0),
+                                     risk_params=RiskParams(stop_loss=0.02, cooldown_bars=5),
+                                     strategies=[ConfidenceStrategy(combine="both", exit_on_flat=False)])
     await engine.start()
     # Up (LONG entry), then a sharp drop: the low breaks 2 % under entry → "risk" exit.
     bars = series([100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 103.0, 103.0])
@@ -269,8 +270,8 @@ async def test_a_drawdown_halt_is_alerted_once_blocks_entries_and_resume_lifts_i
     store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
     bulls = {"mtf": FixedPredictor("mtf"), "cnn": FixedPredictor("cnn")}
     engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
-                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
-    engine.risk_params = RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05)
+                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+                                     risk_params=RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05))
     await engine.start()
     # All in at 100, then the price slides 8 %: equity 10 000 → 9 200.
     bars = series([100.0, 100.0, 98.0, 96.0, 94.0, 92.0, 92.0])
@@ -304,9 +305,9 @@ async def test_a_state_file_keeps_to_one_order_book(tmp_path: Path) -> None:
 async def test_the_risk_state_survives_a_restart(tmp_path: Path) -> None:
     store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
     bulls = {"mtf": FixedPredictor("mtf"), "cnn": FixedPredictor("cnn")}
+    params = RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05, cooldown_bars=3)
     engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
-                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
-    engine.risk_params = RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05, cooldown_bars=3)
+                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0), risk_params=params)
     await engine.start()
     await feed(engine, buffers, series([100.0, 100.0, 98.0, 96.0, 94.0, 92.0, 92.0]))
     again, _, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,

@@ -50,9 +50,10 @@ def test_from_config_builds_strategies_risk_and_broker(write_config, tmp_path: P
     store = Store(tmp_path / "s.sqlite")
     engine = Engine.from_config(cfg, store=store, buffers=buffers(), predictors={}, sink=ListSink())
     assert isinstance(engine.broker, AlertsBroker)
-    assert engine.strategies[0].weights == {"mtf": 2.0, "cnn": 1.0}
-    assert (engine.risk_params.cooldown_bars, engine.risk_params.bar_ms) == (4, 1000)
-    assert engine.risk_params.starting_balance == 500.0 and engine.trigger_timeframe == "1s"
+    state = engine.states["ETH/USDT"]
+    assert state.strategies[0].weights == {"mtf": 2.0, "cnn": 1.0}
+    assert (state.risk_params.cooldown_bars, state.risk_params.bar_ms) == (4, 1000)
+    assert state.risk_params.starting_balance == 500.0 and engine.trigger_timeframe == "1s"
     paper = Engine.from_config(config.load(REPO / "config.toml"), store=store, buffers=buffers(),
                                predictors={}, sink=ListSink())
     assert isinstance(paper.broker, PaperBroker) and paper.broker.fee == 0.001
@@ -84,3 +85,22 @@ def test_a_trigger_timeframe_that_is_not_streamed_is_a_config_error(write_config
     path = write_config("[exchange]\ntimeframes = ['1m', '1h']\n[engine]\ntrigger_timeframe = '5m'\n")
     with pytest.raises(config.ConfigError, match=r"engine\.trigger_timeframe: '5m' is not streamed"):
         config.load(path)
+
+
+def test_from_config_keys_the_engine_by_symbol_with_overrides_and_portfolio(write_config, tmp_path: Path) -> None:
+    cfg = config.load(write_config(
+        "[exchange]\nsymbols = ['ETH/USDT', 'SOL/USDT', 'XRP/USDT']\n"
+        "[strategy]\nposition_fraction = 0.2\nallow_short = true\n"
+        "[symbols.'SOL/USDT']\nposition_fraction = 0.05\nallow_short = false\n"
+        "[portfolio]\nmax_open_positions = 2\nmax_gross_exposure = 0.5\nper_symbol_cap = 0.3\n"
+        "[engine]\ncycle_deadline_ms = 40\nprewarm_ms = 0\n"))
+    engine = Engine.from_config(cfg, store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={},
+                                sink=ListSink())
+    assert engine.symbols == ("ETH/USDT", "SOL/USDT", "XRP/USDT") and set(engine.states) == set(engine.symbols)
+    sol, xrp = engine.states["SOL/USDT"].risk_params, engine.states["XRP/USDT"].risk_params
+    assert (sol.position_fraction, sol.allow_short) == (0.05, False)
+    assert (xrp.position_fraction, xrp.allow_short) == (0.2, True)
+    assert (engine.portfolio.max_open_positions, engine.portfolio.max_gross_exposure,
+            engine.portfolio.per_symbol_cap) == (2, 0.5, 0.3)
+    assert engine.cycles.deadline_s == 0.04 and engine.prewarm_s == 0.0
+    assert set(engine.status()["symbols"]) == set(engine.symbols)

@@ -108,21 +108,47 @@ def test_negative_fee_is_refused(tmp_path: Path) -> None:
         PaperBroker(Store(tmp_path / "s.sqlite"), ListSink(), fee=-0.001)
 
 
-async def test_lost_fill_events_are_republished_once(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite"
-    store, sink = Store(path), ListSink()
+async def test_a_fill_commits_with_its_event_or_not_at_all(tmp_path: Path) -> None:
+    store, sink = Store(tmp_path / "s.sqlite"), ListSink()
     paper = PaperBroker(store, sink, fee=0.0, slippage=0.0)
     await paper.start()
     await paper.submit(intent(1.0, T0))
-    sink.fail = True  # the fill commits, its event does not get out
+    sink.fail = True  # the outbox is broken: a fill without its event must not exist
     await paper.on_bar(bar(T0 + MIN, 10.0))  # a broken sink does not break the bar path
-    assert store.get_position(SYM).amount == 1.0
-    assert store.orders(client_order_id=client_order_id(SYM, T0, "confidence"))[0][0].status == OrderStatus.FILLED
-    sink2 = ListSink()
-    again = PaperBroker(store, sink2, fee=0.0, slippage=0.0)
-    await again.start()
-    await again.start()
-    assert [p["id"] for p in sink2.of("fill")] == [f"fill-{client_order_id(SYM, T0, 'confidence')}"]
+    assert store.get_position(SYM).amount == 0.0 and store.count("fills") == 0
+    assert store.orders(client_order_id=client_order_id(SYM, T0, "confidence"))[0][0].status == OrderStatus.OPEN
+    sink.fail = False
+    await paper.on_bar(bar(T0 + 2 * MIN, 11.0))  # still pending: fills at the next price
+    assert store.get_position(SYM).amount == 1.0 and paper.position(SYM).entry_price == 11.0
+    assert [p["id"] for p in sink.of("fill")] == [f"fill-{client_order_id(SYM, T0, 'confidence')}"]
+
+
+async def test_a_market_order_fills_at_the_live_quote_when_one_is_fresh(tmp_path: Path) -> None:
+    class Quotes:
+        def __init__(self) -> None:
+            self.book: dict[str, tuple[float, float, int]] = {}
+
+        def quote(self, symbol: str) -> tuple[float, float, int] | None:
+            return self.book.get(symbol)
+
+    quotes = Quotes()
+    store, sink = Store(tmp_path / "s.sqlite"), ListSink()
+    paper = PaperBroker(store, sink, fee=0.001, slippage=0.0005, quotes=quotes)
+    await paper.start()
+    quotes.book[SYM] = (99.0, 101.0, T0 + MIN - 5)  # a quote from before the decision bar closed: stale
+    await paper.submit(intent(1.0, T0))
+    assert paper.position(SYM).amount == 0.0  # falls back to the next bar's open
+    await paper.on_bar(bar(T0 + MIN, 50.0, open=50.0))
+    assert paper.position(SYM).entry_price == pytest.approx(50.0 * 1.0005)
+    quotes.book[SYM] = (99.0, 101.0, T0 + 2 * MIN + 3)  # fresh: sell at the bid at once
+    await paper.submit(intent(0.0, T0 + MIN))
+    pos = paper.position(SYM)
+    assert pos.amount == 0.0 and pos.realized_pnl == pytest.approx(99.0 * 0.9995 - 50.0 * 1.0005)
+    fill = sink.of("fill")[-1]
+    assert (fill["side"], fill["price"], fill["ts"]) == ("sell", pytest.approx(99.0 * 0.9995), T0 + 2 * MIN + 3)
+    quotes.book[SYM] = (99.0, 101.0, T0 + 3 * MIN)
+    await paper.submit(intent(2.0, T0 + 2 * MIN))  # a buy pays the ask
+    assert paper.position(SYM).entry_price == pytest.approx(101.0 * 1.0005)
 
 
 async def test_a_late_decision_fills_at_the_same_next_price(tmp_path: Path) -> None:

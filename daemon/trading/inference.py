@@ -1,0 +1,166 @@
+"""Inference for a decision cycle: every model runs once over all the cycle's symbols.
+
+One single-thread executor per device (the CPU, each GPU) runs the models that live on it, so
+inference never blocks the event loop and two devices work at the same time. A model with
+`predict_batch` (models/predictor.py) gets the whole cycle in one forward pass; if the batch
+raises (one symbol's windows are short, say), the symbols are asked one by one so that only
+the bad one is left out. `prewarm` runs the same forward pass on the current windows and
+throws the answer away: memory that sat idle for a minute is slow to touch again, and the
+next close is predictable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from daemon import log as logging
+from daemon.domain import Prediction, PredictorLike
+from daemon.metrics import REGISTRY
+
+log = logging.get("inference")
+PREDICTOR_ERRORS = REGISTRY.counter("sigd_predictor_errors_total", "Predictors that raised, by model")
+INFERENCE_MS = REGISTRY.histogram("sigd_inference_ms", "Inference time per model and bar, ms")
+BATCH_MS = REGISTRY.histogram("sigd_inference_batch_ms", "One model's forward pass over a whole cycle, ms")
+BATCH_SIZE = REGISTRY.histogram("sigd_inference_batch_size", "Symbols in one model's forward pass",
+                                (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+PREWARM_MS = REGISTRY.histogram("sigd_prewarm_ms", "Throwaway forward pass before an expected close, ms")
+Windows = Mapping[str, np.ndarray]
+
+
+def device_of(predictor: PredictorLike) -> str:
+    """The device a model runs on ("cpu" for models that do not say)."""
+    return str(getattr(predictor, "device", "cpu"))
+
+
+def own_windows(predictor: PredictorLike, windows: Windows) -> dict[str, np.ndarray]:
+    """The predictor's own window keys, cut to the rows it needs."""
+    return {k: windows[k][-n:] for k, n in predictor.required_windows.items() if k in windows}
+
+
+def predict_one_by_one(name: str, predictor: PredictorLike, windows: Sequence[Windows],
+                       bar_ts: Sequence[int]) -> list[Prediction | None]:
+    """predict() per symbol; one that raises is None (logged, counted)."""
+    out: list[Prediction | None] = []
+    for w, ts in zip(windows, bar_ts):
+        start = time.perf_counter()
+        try:
+            prediction = predictor.predict(own_windows(predictor, w), ts)
+        except Exception as exc:
+            PREDICTOR_ERRORS.inc(model=name)
+            log.error("predictor_failed", model=name, bar_ts=ts, error=repr(exc))
+            out.append(None)
+            continue
+        elapsed = (time.perf_counter() - start) * 1000.0
+        INFERENCE_MS.observe(elapsed, model=name)
+        out.append(prediction if prediction.inference_ms else _with_ms(prediction, elapsed))
+    return out
+
+
+def _with_ms(prediction: Prediction, ms: float) -> Prediction:
+    return Prediction(prediction.model, prediction.version, prediction.bar_ts, prediction.probs, prediction.side,
+                      prediction.confidence, prediction.threshold, ms, prediction.hold_bars)
+
+
+def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows],
+                 bar_ts: Sequence[int]) -> list[Prediction | None]:
+    """One model over a cycle: one batched forward pass when the model has one."""
+    batch = getattr(predictor, "predict_batch", None)
+    if batch is None or len(windows) == 1:
+        return predict_one_by_one(name, predictor, windows, bar_ts)
+    start = time.perf_counter()
+    try:
+        answers: list[Prediction | None] = list(batch([own_windows(predictor, w) for w in windows], list(bar_ts)))
+    except Exception as exc:  # e.g. one symbol's window is short: find it, keep the others
+        log.warning("batch_failed_one_by_one", model=name, size=len(windows), error=repr(exc))
+        return predict_one_by_one(name, predictor, windows, bar_ts)
+    elapsed = (time.perf_counter() - start) * 1000.0
+    BATCH_MS.observe(elapsed, model=name)
+    BATCH_SIZE.observe(float(len(windows)), model=name)
+    for _ in answers:
+        INFERENCE_MS.observe(elapsed / len(answers), model=name)
+    return answers
+
+
+def run_models(models: Sequence[tuple[str, PredictorLike]], windows: Sequence[Windows],
+               bar_ts: Sequence[int]) -> dict[str, list[Prediction | None]]:
+    """Every model of one device over the cycle (runs on that device's thread)."""
+    return {name: predict_many(name, p, windows, bar_ts) for name, p in models}
+
+
+def by_device(predictors: Mapping[str, PredictorLike]) -> dict[str, list[tuple[str, PredictorLike]]]:
+    """The models grouped by the device they run on."""
+    out: dict[str, list[tuple[str, PredictorLike]]] = {}
+    for name, p in predictors.items():
+        out.setdefault(device_of(p), []).append((name, p))
+    return out
+
+
+def newest_ts(windows: Windows) -> int | None:
+    """Open time of the newest 1m bar in a window set (what prewarm predicts at)."""
+    w = windows.get("1m")
+    return int(w[-1, 0]) if w is not None and len(w) else None
+
+
+class Inference:
+    """The per-device inference threads; `predict` for cycles, `prewarm` before closes."""
+
+    def __init__(self) -> None:
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+
+    def _executor(self, device: str) -> ThreadPoolExecutor:
+        if device not in self._executors:
+            self._executors[device] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sigd-infer-{device}")
+        return self._executors[device]
+
+    async def predict(self, predictors: Mapping[str, PredictorLike], windows: Sequence[Windows],
+                      bar_ts: Sequence[int]) -> list[list[Prediction]]:
+        """Per symbol (in the order given), the predictions of every model that answered."""
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(*(
+            loop.run_in_executor(self._executor(dev), run_models, models, windows, bar_ts)
+            for dev, models in by_device(predictors).items()))
+        merged: dict[str, list[Prediction | None]] = {}
+        for r in results:
+            merged.update(r)
+        return [[merged[name][i] for name in predictors if merged[name][i] is not None]  # type: ignore[misc]
+                for i in range(len(windows))]
+
+    async def prewarm(self, predictors: Mapping[str, PredictorLike], windows: Sequence[Windows]) -> float:
+        """One throwaway forward pass per model on these windows; its wall ms (never stored)."""
+        usable = [(w, ts) for w in windows if (ts := newest_ts(w)) is not None]
+        if not usable or not predictors:
+            return 0.0
+        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        ws, ts = [w for w, _ in usable], [t for _, t in usable]
+        await asyncio.gather(*(loop.run_in_executor(self._executor(dev), _quiet, models, ws, ts)
+                               for dev, models in by_device(predictors).items()))
+        elapsed = (time.perf_counter() - start) * 1000.0
+        PREWARM_MS.observe(elapsed)
+        return elapsed
+
+    def close(self) -> None:
+        """Stop the inference threads (after the running pass)."""
+        for executor in self._executors.values():
+            executor.shutdown(wait=True)
+        self._executors.clear()
+
+
+def _quiet(models: Sequence[tuple[str, PredictorLike]], windows: Sequence[Windows], bar_ts: Sequence[int]) -> Any:
+    """A forward pass whose answers and errors do not count anywhere (prewarm)."""
+    for _, p in models:
+        batch = getattr(p, "predict_batch", None)
+        try:
+            if batch is not None:
+                batch([own_windows(p, w) for w in windows], list(bar_ts))
+            else:
+                for w, ts in zip(windows, bar_ts):
+                    p.predict(own_windows(p, w), ts)
+        except Exception as exc:  # noqa: BLE001 — the real decision will report it
+            log.debug("prewarm_failed", model=getattr(p, "name", "?"), error=repr(exc))
+    return None

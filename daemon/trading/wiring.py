@@ -1,0 +1,51 @@
+"""The trading parts the config names: strategies, risk parameters and the broker."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
+from daemon.domain import EventSink, timeframe_ms
+from daemon.store import Store
+from daemon.trading.orders import AlertsBroker, Broker
+from strategies.base import Strategy
+from strategies.confidence import ConfidenceStrategy
+from strategies.risk import RiskParams
+
+
+def strategies_from_config(scfg: StrategyConfig, ecfg: EngineConfig) -> list[Strategy]:
+    """The strategies [engine].strategies names, configured from [strategy] (or a symbol's overrides)."""
+    known: dict[str, Callable[[], Strategy]] = {
+        "confidence": lambda: ConfidenceStrategy(combine=scfg.combine, weights=dict(scfg.weights),
+                                                 min_score=scfg.min_score, exit_on_flat=scfg.exit_on_flat),
+    }
+    return [known[name]() for name in ecfg.strategies]
+
+
+def risk_params_from_config(cfg: Config, symbol: str | None = None) -> RiskParams:
+    """Risk limits from [strategy] with the symbol's overrides, the starting balance from [broker]."""
+    s = cfg.strategy_for(symbol) if symbol else cfg.strategy
+    return RiskParams(
+        starting_balance=cfg.broker.starting_balance, position_fraction=s.position_fraction,
+        max_position=s.max_position, cooldown_bars=s.cooldown_bars, stop_loss=s.stop_loss,
+        take_profit=s.take_profit, max_drawdown=s.max_drawdown, allow_short=s.allow_short,
+        bar_ms=timeframe_ms(cfg.engine.trigger_timeframe),
+    )
+
+
+def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None,
+                       endpoint: str = "local", symbols: Sequence[str] = (), quotes: Any = None) -> Broker:
+    """The broker of [broker].mode (testnet needs the exchange client; paper uses `quotes` when given)."""
+    if bcfg.mode == "alerts":
+        return AlertsBroker(store)
+    if bcfg.mode == "paper":
+        from daemon.trading.paper import PaperBroker
+
+        return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage, quotes=quotes)
+    if exchange is None:
+        raise ValueError("broker.mode = 'testnet' needs an exchange client")
+    if endpoint == "live":
+        raise ValueError("broker.mode = 'testnet' refuses exchange.endpoint = 'live' (real money)")
+    from daemon.trading.broker import TestnetBroker  # imports ccxt through daemon.market.exchange
+
+    return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))

@@ -1,0 +1,120 @@
+"""Small rough edges of the command line, each as a user meets it: a pipe closed early, a
+backtest period outside the tape, the local exchange logging into a file, a malformed HTTP
+request in the logs, and the training report's baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def big_status_server() -> Iterator[int]:
+    """A real HTTP server answering /status with a document larger than any pipe buffer."""
+    body = json.dumps({"healthy": True, "streams": {f"S{i}/USDT 1m": {"last_bar_ts": i} for i in range(20_000)}})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 — http.server's name
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_status_json_into_a_closed_pipe_ends_quietly(write_config, big_status_server: int) -> None:
+    cfg = write_config(f"[api]\nport = {big_status_server}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "status", "--json", "-c", str(cfg)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10).startswith(b"{")  # `| head -c 10`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141
+    assert err == "", err
+
+
+def test_backtest_period_errors_speak_iso() -> None:
+    res = subprocess.run([sys.executable, "-m", "daemon", "backtest", "--data", "daemon/localexchange/tape",
+                          "--from", "2020-01-01T00:00Z", "--to", "2020-01-02T00:00Z"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert "2020-01-01T00:00:00Z..2020-01-02T00:00:00Z" in res.stderr and "the tape covers 2025-08-" in res.stderr
+    assert not re.search(r"\d{13}", res.stderr), res.stderr  # no epoch milliseconds
+
+
+def test_local_exchange_logs_json_lines_off_a_tty(tmp_path: Path) -> None:
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0",
+                                 "--paused"], cwd=REPO, stdout=fo, stderr=fe)
+        try:
+            deadline = time.monotonic() + 60
+            while "listening on" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+            assert "listening on" in out.read_text(), err.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    lines = [line for line in err.read_text().splitlines() if line.strip()]
+    assert lines, "the local exchange logged nothing (it warns about derived 1s bars)"
+    events = [json.loads(line) for line in lines]  # every line is a JSON object
+    assert any(e.get("event") == "derived_1s_bars" and e.get("level") == "warning" for e in events), events
+
+
+async def test_malformed_request_log_names_the_error() -> None:
+    from aiohttp import web
+
+    from daemon import log
+
+    buf = io.StringIO()
+    log.setup("info", "json", stream=buf)
+    runner = web.AppRunner(web.Application(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(100), 10)).startswith(b"HTTP/1.0 400")
+        writer.close()
+    finally:
+        await runner.cleanup()
+    lines = [json.loads(line) for line in buf.getvalue().splitlines() if "Error handling request" in line]
+    assert lines and lines[0]["error"].startswith("BadHttpMessage: 400") and "Content-Length" in lines[0]["error"]
+
+
+def test_training_report_names_its_baseline() -> None:
+    from models.train import format_metrics
+
+    test = {"bars": 100, "accuracy": 0.5, "macro_f1": 0.4, "baseline_class": 1, "baseline_accuracy": 0.6,
+            "baseline_macro_f1": 0.25, "sharpe": 0.1, "trades": 3, "buy_and_hold_sharpe": 0.2,
+            "total_return": 0.01, "buy_and_hold_return": 0.02}
+    text = format_metrics("m", {"test": test, "validation": {"threshold": 0.5, "sharpe": 0.3}})
+    assert "always-FLAT baseline" in text and "majority" not in text

@@ -1,0 +1,128 @@
+"""`sigd install-service` into a DESTDIR, then used as systemd would use it: the unit verifies
+and keeps its exposure, and `sigd check` on the installed config passes as an unprivileged
+uid of the service's group (and fails, cleanly, for a uid outside it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import REPO
+
+PREFIX = "/opt/sigd"
+NOBODY = 65534  # uid of nobody, gid of nogroup (Debian)
+
+
+def _sigd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=240)
+
+
+def _can_sandbox() -> bool:
+    if os.geteuid() != 0 or not all(shutil.which(c) for c in ("unshare", "setpriv", "systemd-analyze")):
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def destdir() -> Iterator[Path]:
+    # Not under pytest's 0700 tmp: the unprivileged uid must be able to walk to the files.
+    root = Path(tempfile.mkdtemp(prefix="sigd-destdir-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    res = _sigd("install-service", "--prefix", PREFIX, "--destdir", str(root), "--reuse-site-packages",
+                "--user", "sigd", "--group", "nogroup")
+    assert res.returncode == 0, res.stderr[-2000:]
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _in_namespace(root: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` with the staged prefix mounted at its real path, in a private mount namespace."""
+    mount = f"mount -t tmpfs tmpfs /opt && mkdir -p {PREFIX} && mount --bind {root}{PREFIX} {PREFIX} && "
+    return subprocess.run(["unshare", "-m", "sh", "-c", mount + script], capture_output=True, text=True, timeout=240,
+                          cwd="/")  # not the checkout: python -c would import it from the cwd
+
+
+def test_dry_run_prints_the_plan_and_does_nothing(tmp_path: Path) -> None:
+    res = _sigd("install-service", "--prefix", "/opt/sigd-x", "--destdir", str(tmp_path), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert all(line.startswith("would install-service: ") for line in lines)
+    assert any("-m venv" in line and "/opt/sigd-x/venv" in line for line in lines)
+    assert any("pip install" in line for line in lines) and any("sigd.service" in line for line in lines)
+    assert list(tmp_path.iterdir()) == []
+    real = _sigd("install-service", "--dry-run")  # the real thing: accounts and systemd included
+    assert "create system group sigd" in real.stdout and "systemctl daemon-reload" in real.stdout
+
+
+def test_installed_files_have_final_paths_and_service_permissions(destdir: Path) -> None:
+    etc = destdir / "etc/sigd"
+    nogroup = 65534
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o750 and etc.stat().st_gid == nogroup
+    for name in ("config.toml", "env"):
+        st = (etc / name).stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, nogroup), name
+    cfg = tomllib.loads((etc / "config.toml").read_text())
+    assert cfg["store"]["path"] == "/var/lib/sigd/sigd.sqlite"
+    assert cfg["retrain"]["artifacts_dir"] == "/var/lib/sigd/models"
+    for name, path in cfg["models"]["paths"].items():
+        assert path.startswith(f"{PREFIX}/venv/lib/") and path.endswith(f"/models/artifacts/{name}")
+        assert (destdir / path.lstrip("/") / "artifact.json").is_file()  # shipped artifacts installed
+    unit = (destdir / "etc/systemd/system/sigd.service").read_text()
+    assert f"ExecStart={PREFIX}/venv/bin/sigd run -c /etc/sigd/config.toml" in unit
+    assert "User=sigd" in unit and "Group=nogroup" in unit
+    # Scripts name the final interpreter, not the staging directory; the package is a copy, not editable.
+    assert (destdir / "opt/sigd/venv/bin/sigd").read_text().startswith(f"#!{PREFIX}/venv/bin/python")
+    assert str(destdir) not in (destdir / "opt/sigd/venv/bin/sigd").read_text()
+    assert not list((destdir / "opt/sigd/venv/lib").glob("python3*/site-packages/__editable__*"))
+    assert (destdir / "opt/sigd/README.md").is_file()
+
+
+@pytest.mark.skipif(not _can_sandbox(), reason="needs root, unshare -m, setpriv and systemd-analyze")
+def test_installed_service_verifies_and_checks_as_unprivileged_uid(destdir: Path) -> None:
+    unit = destdir / "etc/systemd/system/sigd.service"
+    cfg = destdir / "etc/sigd/config.toml"
+    as_nobody = f"setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups"
+    res = _in_namespace(destdir, f"""
+        systemd-analyze verify --man=no {unit} && echo VERIFY_OK
+        systemd-analyze security --offline=true {unit} | tail -1
+        {as_nobody} {PREFIX}/venv/bin/sigd check -c {cfg}; echo CHECK_RC=$?
+        {as_nobody} {PREFIX}/venv/bin/python -c 'import daemon; print("FROM", daemon.__file__)'
+        setpriv --reuid {NOBODY} --regid 4242 --clear-groups {PREFIX}/venv/bin/sigd check -c {cfg}; echo OTHER_RC=$?
+    """)
+    out = res.stdout + res.stderr
+    assert "VERIFY_OK" in out, out
+    exposure = float(out.split("Overall exposure level for sigd.service:")[1].split()[0])
+    assert exposure <= 1.7, out
+    assert f"sigd check: {cfg}: ok" in out and "CHECK_RC=0" in out, out
+    assert f"FROM {PREFIX}/venv/lib/" in out  # the installed copy, not the checkout
+    # Outside the service's group the config is unreadable: a one-line error, exit 2.
+    assert "OTHER_RC=2" in out and f"{cfg}: cannot read the config file: Permission denied" in out, out
+
+
+def test_reinstall_keeps_edited_config_and_uninstall(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    args = ("--prefix", PREFIX, "--destdir", str(root), "--reuse-site-packages", "--user", "sigd", "--group", "nogroup")
+    etc = root / "etc/sigd"
+    etc.mkdir(parents=True)
+    (etc / "config.toml").write_text("# mine\n")
+    (etc / "env").write_text("SIGD_API_TOKEN=x\n")
+    assert _sigd("install-service", *args).returncode == 0
+    assert (etc / "config.toml").read_text() == "# mine\n" and (etc / "env").read_text() == "SIGD_API_TOKEN=x\n"
+    assert (root / "opt/sigd/venv/bin/sigd").is_file()
+    plan = _sigd("uninstall-service", *args[:4], "--dry-run")
+    assert "would uninstall-service: rm -rf" in plan.stdout and (root / "opt/sigd").is_dir()
+    assert _sigd("uninstall-service", *args[:4]).returncode == 0
+    assert not (root / "opt/sigd").exists() and not (root / "etc/systemd/system/sigd.service").exists()
+    assert (etc / "config.toml").exists()  # config and secrets stay without --purge
+    assert _sigd("uninstall-service", *args[:4], "--purge").returncode == 0
+    assert not etc.exists()
