@@ -24,13 +24,12 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from daemon import log as logging
 from daemon.domain import timeframe_ms
-from daemon.research.walkforward import Fold  # the same train/test window pair as the backtest's
 
 log = logging.get("selection")
 MINUTE_MS = 60_000
@@ -38,6 +37,8 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 BASE_HORIZON = 15  # minutes at which the label threshold below is the training default
 BASE_THRESHOLD, BASE_NEUTRAL = 0.002, 0.001
+if TYPE_CHECKING:
+    from daemon.research.walkforward import Fold
 Runner = Callable[[Callable[["Job"], "FoldScores"], Sequence["Job"]], Iterable["FoldScores"]]
 
 
@@ -96,6 +97,8 @@ def plan_folds(start_ms: int, end_ms: int, *, folds: int, train_days: float, tes
                purge_ms: int, embargo_ms: int = 0) -> list[Fold]:
     """`folds` test windows of `test_days` tiling the end of [start, end); each trains on the
     `train_days` that end purge + embargo before its test starts."""
+    from daemon.research.walkforward import Fold  # the backtest's train/test window pair (imports pandas)
+
     if folds < 1 or train_days <= 0 or test_days <= 0 or purge_ms < 0 or embargo_ms < 0:
         raise ValueError("folds >= 1, train and test days > 0, purge and embargo >= 0")
     test_ms, train_ms, gap = int(test_days * DAY_MS), int(train_days * DAY_MS), purge_ms + embargo_ms

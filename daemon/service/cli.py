@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
                   install=False)
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
-    importlib.import_module("daemon.research.leaderboard").add_arguments(p)
+    importlib.import_module("daemon.research.compare_args").add_arguments(p)
     return parser
 
 
