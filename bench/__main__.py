@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "feed": "bench.feed",  # market data: bar-close latency, ingest throughput, ring cost, RSS
     "models": "bench.models",
     "train": "bench.train_throughput",
+    "symbols": "bench.symbols",  # N symbols in one engine: close -> all decided, CPU, RSS per symbol
 }
 
 

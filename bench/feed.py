@@ -4,7 +4,9 @@
   replay clock, which at 1x runs at wall speed) to the bar being in its ring buffer;
 - ingest throughput at maximum replay speed (bars/s through ccxt, validation, ring, SQLite);
 - per-bar cost of ring append + 600-row window extraction beside a pandas DataFrame baseline;
-- RSS after 5 minutes and after 1 hour (and 6 hours) of accelerated replay of every stream.
+- RSS after 5 minutes and after 1 hour (and 6 hours) of accelerated replay of every stream;
+- with `--symbols 1,5,50`: per N symbols (x 4 timeframes, + the reference) on the bundled
+  May 2021 tape, warm-up time, websocket connections and the close latency over every stream.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ KEY, SECRET = "bench-key", "bench-secret"
 DAY_MS = 86_400_000
 # A replay instant inside the bundled tape with 600 bars of every timeframe before it.
 START_MS = 1_754_784_000_000 - 90_000  # 2025-08-10T00:00:00Z minus 90 s
+START_2021_MS = 1_621_317_600_000 - 90_000  # 2021-05-18T06:00:00Z minus 90 s, on the May 2021 tape
 
 
 def _rss_mib() -> float:
@@ -63,18 +66,20 @@ def _time_closing_sends(lx: LocalExchange, lateness_ms: dict[tuple[str, str, int
 
 
 async def _run_feed(speed: float, start_ms: int, stop: Any, warmup_bars: int = 600,
-                    lateness_ms: dict[tuple[str, str, int], float] | None = None) -> dict[str, Any]:
+                    lateness_ms: dict[tuple[str, str, int], float] | None = None,
+                    symbols: tuple[str, ...] = ("ETH/USDT",), tape: Path | None = None,
+                    synthetic: int = 0) -> dict[str, Any]:
     """Run the real feed against a local exchange until stop(lx, feed, n_bars) is true."""
     from daemon.market.bars import Buffers
     from daemon.market.exchange import make_client
     from daemon.market.feed import Feed
     from daemon.store import Store
 
-    lx = LocalExchange(start_ms=start_ms, speed=speed, api_key=KEY, api_secret=SECRET)
+    lx = LocalExchange(tape, start_ms=start_ms, speed=speed, api_key=KEY, api_secret=SECRET, synthetic=synthetic)
     await lx.start()
     if lateness_ms is not None:
         _time_closing_sends(lx, lateness_ms)
-    cfg = ExchangeConfig(warmup_bars=warmup_bars, enable_rate_limit=False, stall_floor_s=30.0)
+    cfg = ExchangeConfig(symbols=symbols, warmup_bars=warmup_bars, enable_rate_limit=False, stall_floor_s=30.0)
     client = make_client(cfg, rest_url=lx.rest_url, ws_url=lx.ws_url, api_key=KEY, api_secret=SECRET)
     count = 0
     done = asyncio.Event()
@@ -91,11 +96,15 @@ async def _run_feed(speed: float, start_ms: int, stop: Any, warmup_bars: int = 6
         await client.start()
         clock = (lambda: _replay_ms(lx)) if speed > 0 else lx.now_ms
         feed = Feed(client, store, Buffers(), cfg, on_bar, speed=speed, clock_ms=clock)
+        t_warm = time.perf_counter()
         task = asyncio.create_task(feed.run())
         await feed_started(feed)
         t0, n0 = time.perf_counter(), count
+        out.update(warmup_s=t0 - t_warm, streams=len(feed.streams))
         await done.wait()
         out.update(elapsed_s=time.perf_counter() - t0, bars=count - n0, status=feed.status(),
+                   connections=client.connections(),
+                   quote_updates=feed.quotes.updates,
                    latencies={(st.symbol, st.timeframe, e): ms for st in feed.streams.values()
                               for e, ms in st.latencies_ms})
         task.cancel()
@@ -151,6 +160,30 @@ def bench_rss(marks_min: tuple[int, ...]) -> dict[int, float]:
     return rss
 
 
+def bench_symbols(n: int, seconds: float) -> dict[str, float]:
+    """N symbols x 4 timeframes + the reference on the bundled May 2021 tape at 1x (the five
+    real ones first, then SYNTHETIC copies): warm-up time, connections, and the bar-close
+    latency send -> ring over every stream for `seconds`."""
+    from daemon.localexchange import bundled_tape_dir
+
+    real = ("ETH/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "LTC/USDT")
+    symbols = real[:n] + tuple(f"SYN{i:03d}/USDT" for i in range(1, n - len(real) + 1))
+    t_end: list[float] = []
+    lateness: dict[tuple[str, str, int], float] = {}
+
+    def stop(lx: Any, feed: Any, count: int, out: dict) -> bool:
+        if not t_end:
+            t_end.append(time.monotonic() + seconds)
+        return time.monotonic() > t_end[0]
+
+    res = asyncio.run(_run_feed(1.0, START_2021_MS, stop, lateness_ms=lateness, symbols=symbols,
+                                tape=bundled_tape_dir("2021-05"), synthetic=max(0, n - len(real))))
+    from_send = [ms - lateness[k] for k, ms in res["latencies"].items() if k in lateness]
+    return {"n": n, "streams": res["streams"], "connections": res["connections"], "warmup_s": res["warmup_s"],
+            "closes": len(from_send), "send_p50": _pct(from_send, 50), "send_p99": _pct(from_send, 99),
+            "quotes_per_s": res["quote_updates"] / res["elapsed_s"], "rss_mib": _rss_mib()}
+
+
 def bench_ring(n_bars: int, window: int = 600) -> dict[str, float]:
     """Per-bar µs of append + window extraction: Ring vs appending to a pandas DataFrame."""
     rows = np.random.default_rng(0).random((n_bars, 6))
@@ -176,8 +209,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--latency-s", type=float, default=60.0, help="wall seconds at 1x")
     ap.add_argument("--throughput-s", type=float, default=10.0)
     ap.add_argument("--ring-bars", type=int, default=20_000)
+    ap.add_argument("--symbols", default=None, metavar="N,N,...",
+                    help="instead: N symbols x 4 timeframes each (e.g. 1,5,50) at 1x for --latency-s")
     args = ap.parse_args(argv)
     logging.setup("warning", "console")  # the feed's per-bar debug lines would flood the table
+    if args.symbols:
+        print(f"{'symbols':>7} {'streams':>7} {'conns':>5} {'warm-up s':>9} {'closes':>6} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'quotes/s':>8} {'RSS MiB':>8}")
+        for n in (int(x) for x in args.symbols.split(",")):
+            r = bench_symbols(n, args.latency_s)
+            print(f"{n:>7} {r['streams']:>7} {r['connections']:>5} {r['warmup_s']:>9.2f} {r['closes']:>6} "
+                  f"{r['send_p50']:>7.2f} {r['send_p99']:>7.2f} {r['quotes_per_s']:>8.1f} {r['rss_mib']:>8.1f}")
+        return 0
     ring = bench_ring(args.ring_bars)
     thr = bench_throughput(args.throughput_s)
     rss = bench_rss((5, 60, 360))

@@ -1,14 +1,14 @@
-"""`python -m bench models [--device cpu|cuda] [--preset small|seed]`: the networks' speed.
+"""`python -m bench models [--device cpu|cuda] [--preset small|seed] [--families NAME ...]`.
 
-Prints per-bar inference latency (batch 1, p50/p99) of the two main models, each and both
-together; forward FLOPs of the hybrid (analytic, cross-checked with torch's FLOP counter on
-`small`); training throughput (forward + backward + AdamW step). On CPU it pins
-torch.set_num_threads for each of --threads (default 2, then 1: on a busy 2-core machine one
-thread is steadier); the target is both `small` models together p99 ≤ 20 ms. With
---device cuda (preset `seed`, the hybrid under bf16 autocast) it also measures the GPU's
-matmul rate and compares the hybrid's time with FLOPs / rate; the target there is both
-together ≤ 5 ms on an H100. The shipped artifacts are timed through
-models.predictor (features + network + threshold) when that module and its artifacts exist.
+Every registered family (models/registry.py) in one table: parameters, forward FLOPs per sample
+(torch's FLOP counter with attention on the math kernel, plus the LSTM/GRU layers it does not
+count), inference p50 at batch 1 and at batch 64 and training samples/s (forward + loss +
+backward + AdamW step, batch 64). Then the two served models' batch-1 latency each and together
+(p50/p99; target both `small` ≤ 20 ms p99 on a CPU), the shipped artifacts through
+pipeline.predictor, and the hybrid's analytic FLOPs. On CPU torch.set_num_threads is pinned to
+each of --threads (default 2, then 1: on a busy 2-core machine one thread is steadier). With
+--device cuda (preset `seed`) every family runs under bf16 autocast with attention on SDPA, and
+the hybrid's time is compared with its FLOPs at the measured bf16 matmul rate.
 """
 
 from __future__ import annotations
@@ -56,13 +56,18 @@ def counted_flops(c: MTFConfig) -> int:
 
 
 def inputs(name: str, model: torch.nn.Module, batch: int, device: str) -> Callable[[], object]:
-    """A closure running `model` on a random batch of the model's full window."""
-    c = model.config
-    if name == "mtf_transformer":
-        bars = {tf: torch.randn(batch, c.seq_len, 5, device=device) for tf in TIMEFRAMES}
-        return lambda: model(bars)
-    x = torch.randn(batch, c.seq_len, c.n_features, device=device)
-    return lambda: model(x)
+    """A closure running `model` on a random batch of the model's full window (its family's IO)."""
+    io = registry.family(name).make_io()
+    b = io.example(model.config, batch, torch.device(device), torch.Generator().manual_seed(0))
+    return lambda: io.forward(model, b)
+
+
+def build(name: str, preset: str, device: str, features: int, train: bool = False) -> torch.nn.Module:
+    """A fresh model of family `name`; window families get `features` inputs per step."""
+    fam = registry.family(name)
+    extra = {"n_features": features} if "n_features" in fam.config.__dataclass_fields__ else {}
+    model = fam.build(extra, preset=preset).to(device)
+    return model.train() if train else model.eval()
 
 
 def percentiles(fn: Callable[[], object], iters: int, device: str, warmup: int = 5) -> tuple[float, float]:
@@ -81,21 +86,19 @@ def percentiles(fn: Callable[[], object], iters: int, device: str, warmup: int =
     return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
-def amp(name: str, device: str) -> contextlib.AbstractContextManager[object]:
-    """bf16 autocast for the hybrid on a GPU (how it should serve); fp32 otherwise."""
-    if device == "cuda" and name == "mtf_transformer":
+def amp(device: str) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on a GPU (how the seed sizes should serve and train); fp32 otherwise."""
+    if device == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def latency_rows(preset: str, device: str, iters: int, features: int) -> list[tuple[str, float, float]]:
-    """Batch-1 inference latency of each main model and of both in a row."""
+    """Batch-1 inference latency of each served model and of both in a row."""
     runs = {}
     for name in MAIN_MODELS:
-        extra = {"n_features": features} if name != "mtf_transformer" else {}
-        model = registry.build(name, extra, preset=preset).to(device).eval()
-        run = inputs(name, model, 1, device)
-        runs[name] = lambda run=run, name=name: _under(amp(name, device), run)
+        run = inputs(name, build(name, preset, device, features), 1, device)
+        runs[name] = lambda run=run: _under(amp(device), run)
     rows = []
     with torch.inference_mode():
         for name, fn in runs.items():
@@ -110,29 +113,85 @@ def _under(ctx: contextlib.AbstractContextManager[object], fn: Callable[[], obje
         return fn()
 
 
-def train_rows(preset: str, device: str, batch: int, features: int, steps: int) -> list[tuple[str, float]]:
-    """Training samples/s of one forward + backward + AdamW step."""
-    from models.mtf_transformer import mtf_loss
+def train_rate(name: str, preset: str, device: str, batch: int, features: int, steps: int) -> float:
+    """Training samples/s of one forward + loss + backward + AdamW step (the family's own loss)."""
+    model = build(name, preset, device, features, train=True)
+    io = registry.family(name).make_io()
+    b = io.example(model.config, batch, torch.device(device), torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
-    rows = []
-    for name in MAIN_MODELS:
-        extra = {"n_features": features} if name != "mtf_transformer" else {}
-        model = registry.build(name, extra, preset=preset).to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        run, y = inputs(name, model, batch, device), torch.randint(0, 3, (batch,), device=device)
-        loss_of = (lambda o: mtf_loss(o, {"action": y})) if name == "mtf_transformer" else (
-            lambda o: torch.nn.functional.cross_entropy(o, y))
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with amp(device):
+            loss, _, _ = io.step(model, b)
+        loss.backward()
+        opt.step()
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            with amp(name, device):
-                loss = loss_of(run())
-            loss.backward()
-            opt.step()
+    p50, _ = percentiles(step, steps, device, warmup=2)
+    return batch / (p50 / 1e3)
 
-        p50, _ = percentiles(step, steps, device, warmup=2)
-        rows.append((f"{name} ({preset}, batch {batch})", batch / (p50 / 1e3)))
-    return rows
+
+def rnn_flops(model: torch.nn.Module, run: Callable[[], object]) -> int:
+    """FLOPs of the nn.LSTM / nn.GRU layers in one run (torch's counter sees none of them)."""
+    total = [0]
+
+    def hook(mod: torch.nn.RNNBase, args: tuple, _out: object) -> None:
+        x = args[0]
+        steps = x.shape[0] * x.shape[1]  # batch_first: (B, T, F)
+        gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+        n_in = mod.input_size
+        for _ in range(mod.num_layers):
+            total[0] += 2 * steps * gates * mod.hidden_size * (n_in + mod.hidden_size)
+            n_in = mod.hidden_size
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def forward_flops(name: str, model: torch.nn.Module) -> int:
+    """Forward FLOPs of one sample: torch's count (attention on the math kernel) + recurrent layers."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    run = inputs(name, model, 1, str(next(model.parameters()).device))
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        run()
+    with torch.inference_mode():
+        return counter.get_total_flops() + rnn_flops(model, run)
+
+
+def family_row(name: str, preset: str, device: str, iters: int, batch: int, features: int,
+               steps: int) -> str:
+    """One line of the family table (or the error that kept a family from running)."""
+    try:
+        model = build(name, preset, device, features)
+        params = sum(p.numel() for p in model.parameters())
+        flops = forward_flops(name, model)
+        with torch.inference_mode():
+            one = percentiles(lambda r=inputs(name, model, 1, device): _under(amp(device), r), iters, device)[0]
+            many = percentiles(lambda r=inputs(name, model, batch, device): _under(amp(device), r),
+                               max(iters // 5, 5), device)[0]
+        rate = train_rate(name, preset, device, batch, features, steps)
+    except Exception as e:  # noqa: BLE001 - a benchmark reports what it could not run
+        return f"{name:<20} {type(e).__name__}: {e}"
+    return (f"{name:<20} {params / 1e3:>9.1f}k {flops / 1e6:>10.2f}M {one:>9.2f} {many:>10.2f} "
+            f"{many / batch * 1e3:>9.1f} {rate:>10.0f}")
+
+
+def print_families(names: list[str], preset: str, device: str, iters: int, batch: int, features: int,
+                   steps: int) -> None:
+    """The table of every family."""
+    print(f"\nfamilies ({preset}, {device}, {torch.get_num_threads()} threads; window families: "
+          f"{features} features)")
+    print(f"{'family':<20} {'params':>10} {'FLOPs/smp':>11} {'b1 p50 ms':>9} {f'b{batch} p50 ms':>10} "
+          f"{'us/sample':>9} {'train s/s':>10}")
+    for name in names:
+        print(family_row(name, preset, device, iters, batch, features, steps))
 
 
 def matmul_tflops(device: str, dtype: torch.dtype, n: int = 8192, iters: int = 20) -> float:
@@ -145,9 +204,9 @@ def matmul_tflops(device: str, dtype: torch.dtype, n: int = 8192, iters: int = 2
 def predictor_rows(device: str, iters: int) -> list[tuple[str, float, float]] | str:
     """Latency of Predictor.predict (features + network + threshold) on the shipped artifacts."""
     try:
-        from models.predictor import Predictor  # type: ignore[import-not-found]
+        from pipeline.predictor import Predictor  # type: ignore[import-not-found]
     except ImportError:
-        return "models.predictor not on this branch yet: skipped"
+        return "pipeline.predictor not on this branch yet: skipped"
     root = Path(__file__).resolve().parent.parent / "models" / "artifacts"
     rows = []
     for art in sorted(p for p in root.glob("*") if p.is_dir()):
@@ -182,9 +241,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--preset", default=None, help="default: small on cpu, seed on cuda")
     ap.add_argument("--threads", default="2,1", help="CPU thread counts to time, comma-separated")
-    ap.add_argument("--iters", type=int, default=300)
-    ap.add_argument("--features", type=int, default=20, help="feature width of the window model")
-    ap.add_argument("--batch", type=int, default=None, help="training batch (default 64, 8 for seed)")
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--features", type=int, default=19, help="feature width of the window families")
+    ap.add_argument("--batch", type=int, default=64, help="inference and training batch of the family table")
+    ap.add_argument("--steps", type=int, default=5, help="timed training steps per family")
+    ap.add_argument("--families", nargs="+", default=None, help="default: every registered family")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run without --device cuda")
@@ -193,6 +254,9 @@ def main(argv: list[str]) -> int:
     threads = [int(n) for n in args.threads.split(",")]
     preset = args.preset or ("seed" if args.device == "cuda" else "small")
     print(f"torch {torch.__version__}, device {args.device}, preset {preset}, load average {os.getloadavg()[0]:.1f}")
+    torch.set_num_threads(threads[0])
+    print_families(args.families or list(registry.FAMILIES), preset, args.device, args.iters, args.batch,
+                   args.features, args.steps)
     for n in threads if args.device == "cpu" else threads[:1]:
         torch.set_num_threads(n)
         mtf_p50 = print_latency(preset, args.device, args.iters, args.features)
@@ -200,10 +264,6 @@ def main(argv: list[str]) -> int:
     print_flops()
     if args.device == "cuda":
         print_gpu_efficiency(preset, mtf_p50)
-    print(f"\n{f'training (fwd + bwd + step), {threads[0]} threads':<40} {'samples/s':>10}")
-    batch = args.batch or (8 if preset == "seed" else 64)
-    for label, rate in train_rows(preset, args.device, batch, args.features, steps=10):
-        print(f"{label:<40} {rate:>10.0f}")
     return 0
 
 

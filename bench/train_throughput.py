@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 from models import registry
-from models.adapters import adapter_for
 from models.datasets import TRAIN, assemble, build_symbol_samples
 from models.fit import choose_batch_size, pick_device
 from models.targets import TargetSpec
 
-MODELS = ("cnn_lstm_attn", "mtf_transformer")
+MODELS = tuple(registry.FAMILIES)
 
 
 def _bars(n: int, step_ms: int, seed: int) -> np.ndarray:
@@ -33,17 +32,18 @@ def _bars(n: int, step_ms: int, seed: int) -> np.ndarray:
 
 
 def _setup(name: str, preset: str, device: torch.device) -> tuple[Any, Any, torch.nn.Module, int]:
-    adapter = adapter_for(name)
-    base = registry.make_config(name, adapter.config_overrides_base(), preset)
-    keys = ("1m", "1h", "1d", "btc_1m") if adapter.kind == "mtf" else ("1m",)
-    spec = adapter.spec(base.seq_len, "full", keys)
+    family = registry.family(name)
+    adapter = family.make_io()
+    base = family.make_config(adapter.config_overrides_base(), preset)
     series = {"1m": _bars(6000, 60_000, 0), "1h": _bars(2000, 3_600_000, 1),
               "1d": _bars(700, 86_400_000, 2), "btc_1m": _bars(6000, 60_000, 3)}
-    ss = assemble([(build_symbol_samples("ETH/USDT", series, spec, TargetSpec()), series)], spec)
-    if hasattr(adapter, "fit_trend_tau"):
-        adapter.fit_trend_tau(ss)
-    config = registry.make_config(name, {**base.to_dict(), **adapter.config_overrides(ss.spec)})
-    model = registry.model_class(name)(config).to(device).train()
+    keys = tuple(k for k in adapter.window_keys if k in series)
+    spec = adapter.feature_spec(base.seq_len, len(series["1m"]), keys, lambda s: None)
+    samples = build_symbol_samples("ETH/USDT", series, spec, TargetSpec(), aux_targets=adapter.aux_targets)
+    ss = assemble([(samples, series)], spec)
+    adapter.prepare(ss)
+    config = family.make_config({**base.to_dict(), **adapter.config_overrides(ss.spec)})
+    model = family.model(config).to(device).train()
     floats = ss.spec.seq_len * len(ss.spec.feature_names) * len(ss.spec.inputs)
     bs = choose_batch_size(device, floats, cnn=bool(getattr(config, "use_cnn", False)))
     return adapter, ss, model, bs

@@ -96,6 +96,7 @@ class LocalExchangeConfig:
     start: str = ""  # ISO instant inside the tape; "" = leave warm-up history before it
     speed: float = 1.0  # 1 = real time; 0 = as fast as possible
     seed: int = 7  # for derived 1s bars
+    spread_bps: float = 2.0  # derived bid/ask spread around the replay price (bookTicker, depth)
     # Base URL of a `sigd local-exchange` already running (e.g. to inject faults through its
     # control endpoint while the daemon runs); "" = start one inside the daemon.
     url: str = ""
@@ -105,6 +106,7 @@ class LocalExchangeConfig:
                  f"expected a loopback http:// URL of a running `sigd local-exchange`, got {self.url!r}")
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
         _require(self.speed >= 0, f"{key}.speed", "must be >= 0 (0 = as fast as possible)")
+        _require(0 <= self.spread_bps <= 1000, f"{key}.spread_bps", "must be within 0..1000")
         _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the local exchange binds loopback only")
 
 

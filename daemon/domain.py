@@ -85,6 +85,17 @@ class Bar:
         return (self.ts, self.open, self.high, self.low, self.close, self.volume)
 
 
+# The class probabilities' names in Prediction.scores, in class order (0 SHORT, 1 FLAT, 2 LONG).
+CLASS_SCORES: tuple[str, str, str] = ("p_short", "p_flat", "p_long")
+
+
+def class_scores(probs: tuple[float, float, float] | list[float]) -> dict[str, float]:
+    """{"p_short": .., "p_flat": .., "p_long": ..} from P(SHORT), P(FLAT), P(LONG)."""
+    if len(probs) != len(CLASS_SCORES):
+        raise ValueError(f"expected 3 class probabilities (SHORT, FLAT, LONG), got {list(probs)}")
+    return {k: float(p) for k, p in zip(CLASS_SCORES, probs)}
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """One model's answer for one bar."""
@@ -92,12 +103,21 @@ class Prediction:
     model: str  # registry name, e.g. "mtf_transformer"
     version: str  # artifact version / fingerprint
     bar_ts: int  # open time of the trigger bar the prediction is made at the close of
-    probs: tuple[float, float, float]  # P(SHORT), P(FLAT), P(LONG)
+    # Named scores: the class probabilities (CLASS_SCORES) plus whatever else the family
+    # outputs, e.g. "return" (a regression's next-bar return), "confidence", quantiles.
+    scores: Mapping[str, float]
     side: Side  # after the artifact's threshold rule
     confidence: float
     threshold: float
     inference_ms: float = 0.0
     hold_bars: int = 1  # the artifact's holding period (strategies/threshold.py); 1 = every bar
+
+    @property
+    def probs(self) -> tuple[float, float, float]:
+        """P(SHORT), P(FLAT), P(LONG) (a regression model: 1.0 on its thresholded side)."""
+        if all(k in self.scores for k in CLASS_SCORES):
+            return (self.scores["p_short"], self.scores["p_flat"], self.scores["p_long"])
+        return (float(self.side == Side.SHORT), float(self.side == Side.FLAT), float(self.side == Side.LONG))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +196,7 @@ class EventSink(Protocol):
 
 
 class PredictorLike(Protocol):
-    """A loaded model the engine can ask (models/predictor.py's Predictor implements it).
+    """A loaded model the engine can ask (pipeline/predictor.py's Predictor implements it).
 
     Window keys: "1s", "1m", "1h", "1d" for the primary symbol and "btc_1m" for the reference
     symbol; each window is a float64 array [n, 6] of (ts, open, high, low, close, volume), oldest

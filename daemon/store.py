@@ -28,7 +28,7 @@ finally:
         del sys.modules["pandas"]
 
 from daemon.health import FAILURES
-from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal
+from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal, class_scores
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
 SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
@@ -38,9 +38,10 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
         ("symbol", "timeframe", "ts"),
     ),
     "predictions": (
-        {"id": int, "symbol": str, "bar_ts": int, "model": str, "version": str, "p_short": float,
-         "p_flat": float, "p_long": float, "side": int, "confidence": float, "threshold": float,
-         "inference_ms": float, "created_ms": int},
+        # scores: JSON {name: value}, the class probabilities p_short/p_flat/p_long and any other
+        # output of the model's family (Prediction.scores); no column per class.
+        {"id": int, "symbol": str, "bar_ts": int, "model": str, "version": str, "scores": str,
+         "side": int, "confidence": float, "threshold": float, "inference_ms": float, "created_ms": int},
         "id",
     ),
     "signals": (
@@ -116,6 +117,7 @@ class Store:
         self._migrate()
 
     def _migrate(self) -> None:
+        self._migrate_prediction_scores()
         for name, (columns, pk) in SCHEMA.items():
             table = self.db[name]
             if not table.exists():
@@ -129,6 +131,17 @@ class Store:
             key = ", ".join(cols)
             self.db.execute(f"DELETE FROM [{name}] WHERE id NOT IN (SELECT MIN(id) FROM [{name}] GROUP BY {key})")
             self.db.execute(f"CREATE UNIQUE INDEX [{index}] ON [{name}] ({key})")
+
+    def _migrate_prediction_scores(self) -> None:
+        """Databases written before Prediction.scores: fold p_short/p_flat/p_long into `scores`."""
+        table = self.db["predictions"]
+        if not table.exists() or "p_short" not in table.columns_dict:
+            return
+        with self.transaction():
+            table.add_column("scores", str)
+            self.db.execute("UPDATE predictions SET scores = json_object('p_short', p_short, 'p_flat', p_flat, "
+                            "'p_long', p_long)")
+            table.transform(drop={"p_short", "p_flat", "p_long"})
 
     def close(self) -> None:
         """Close the connection."""
@@ -267,9 +280,10 @@ class Store:
     def add_predictions(self, symbol: str, predictions: Sequence[Prediction], created_ms: int) -> None:
         """Store one trigger bar's predictions (one already stored for the model and bar stays)."""
         self.db.conn.executemany(
-            "INSERT OR IGNORE INTO predictions (symbol, bar_ts, model, version, p_short, p_flat, p_long, side, "
-            "confidence, threshold, inference_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(symbol, p.bar_ts, p.model, p.version, *map(float, p.probs), int(p.side), float(p.confidence),
+            "INSERT OR IGNORE INTO predictions (symbol, bar_ts, model, version, scores, side, "
+            "confidence, threshold, inference_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(symbol, p.bar_ts, p.model, p.version, json.dumps({**class_scores(p.probs), **p.scores}),
+              int(p.side), float(p.confidence),
               float(p.threshold), float(p.inference_ms), created_ms) for p in predictions],
         )
 
@@ -454,6 +468,7 @@ class Store:
     def prediction_rows(self, symbol: str) -> list[tuple]:
         """(bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold), oldest first."""
         cur = self.db.conn.execute(
-            "SELECT bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold "
+            "SELECT bar_ts, model, version, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
+            "json_extract(scores, '$.p_long'), side, confidence, threshold "
             "FROM predictions WHERE symbol=? ORDER BY bar_ts, model", [symbol])
         return cur.fetchall()

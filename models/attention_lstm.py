@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from models.base import LSTMStack, SequenceConfig, SequenceModel, causal_mask
+from models.family import Family
+from models.io import WindowIO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,3 +77,6 @@ class AttentionLSTM(SequenceModel):
         """Pooling weights [B, T] of the last step over the window."""
         _, s = self.encode(x)
         return torch.softmax(s, dim=-1)
+
+
+FAMILY = Family("attention_lstm", AttentionLSTM, AttentionLSTMConfig, WindowIO)

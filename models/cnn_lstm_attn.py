@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import SequenceConfig, SequenceModel, causal_mask
+from models.family import Family
+from models.io import WindowIO
 
 
 class CausalCNN(nn.Module):
@@ -109,3 +111,6 @@ class CNNLSTMAttn(SequenceModel):
         h = self.encode(x)
         _, w = self.attn(h[:, -1:], h, h, need_weights=True, average_attn_weights=True)  # (B, 1, T)
         return w[:, 0]
+
+
+FAMILY = Family("cnn_lstm_attn", CNNLSTMAttn, CNNLSTMAttnConfig, WindowIO)

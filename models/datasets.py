@@ -14,14 +14,14 @@ checked to lie inside its own symbol's rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
 from daemon.domain import timeframe_ms
 from models.data import contiguous_ends
 from models.features import FeatureSpec, Scaler, key_timeframe
-from models.targets import TargetSpec, labels, mtf_aux_targets
+from models.targets import TargetSpec, labels
 
 TRAIN, VAL, TEST = 0, 1, 2
 RATIOS = (0.70, 0.15, 0.15)
@@ -75,9 +75,14 @@ def _next_ok(bars: np.ndarray | None, key: str, ends: np.ndarray, block_end_ts: 
         (ts[nxt] + tf <= block_end_ts)
 
 
+AuxTargets = Callable[[np.ndarray, np.ndarray, int], dict[str, np.ndarray]]
+
+
 def build_symbol_samples(symbol: str, series: dict[str, np.ndarray | None], spec: FeatureSpec,
-                         target: TargetSpec, ratios: tuple[float, float, float] = RATIOS) -> SymbolSamples:
-    """Samples of one symbol. `series['1m']` is the primary trigger series; other keys context."""
+                         target: TargetSpec, ratios: tuple[float, float, float] = RATIOS,
+                         aux_targets: AuxTargets | None = None) -> SymbolSamples:
+    """Samples of one symbol. `series['1m']` is the primary trigger series; other keys context.
+    aux_targets(bars, rows, horizon): a family's extra targets (its IO's `aux_targets`)."""
     prim = series["1m"]
     n = len(prim)
     need = spec.required_windows["1m"]
@@ -101,7 +106,7 @@ def build_symbol_samples(symbol: str, series: dict[str, np.ndarray | None], spec
             ends[key] = _context_ends(series.get(key), key, close_ts[sel], spec.required_windows[key])
     block_end = close_ts[np.clip(bounds[block[sel] + 1] - 1, 0, None)]
     next_ok = {k: _next_ok(series.get(k), k, ends[k], block_end) for k in spec.inputs}
-    aux = mtf_aux_targets(prim, sel, target.horizon) if spec.kind == "mtf" else {}
+    aux = aux_targets(prim, sel, target.horizon) if aux_targets is not None else {}
     return SymbolSamples(symbol, sel, block[sel].astype(np.int64), ends, y[sel], next_ret[sel],
                          close_ts[sel], block_end, next_ok, aux)
 

@@ -21,7 +21,7 @@ same rule, so the model sees exactly what it saw in training.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
@@ -87,25 +87,45 @@ class Scaler:
 
 
 @dataclass(frozen=True)
+class FeatureBuilder:
+    """How one kind of feature rows is made from bars: names, history needed, the rows."""
+
+    names: Callable[[str], tuple[str, ...]]  # feature_set -> column names
+    history: Callable[[str], int]  # feature_set -> bars needed before a window's first row
+    rows: Callable[[np.ndarray, str], np.ndarray]  # (bars [n, 6], feature_set) -> [n, F]
+
+
+# FeatureSpec.kind -> its builder; a family's IO names the kind it trains on.
+BUILDERS: dict[str, FeatureBuilder] = {
+    "mtf": FeatureBuilder(lambda _: BAR_NAMES, lambda _: 1, lambda bars, _: bar_features(bars)),
+    "sequence": FeatureBuilder(indicators.names, indicators.warmup, indicators.indicator_features),
+}
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     """Everything needed to turn windows into the model's input tensors (goes into the artifact)."""
 
-    kind: Literal["mtf", "sequence"]
+    kind: str  # a key of BUILDERS: "mtf" (bar features) | "sequence" (indicators)
     seq_len: int
     inputs: tuple[str, ...]  # window keys the model was trained with
     feature_set: str = "bar"  # "bar" (mtf) | "full" | "minimal"
     scalers: Mapping[str, Scaler] = field(default_factory=dict)
     version: int = FEATURE_VERSION
 
+    def __post_init__(self) -> None:
+        if self.kind not in BUILDERS:
+            raise ValueError(f"unknown feature kind {self.kind!r}; known: {', '.join(BUILDERS)}")
+
     @property
     def feature_names(self) -> tuple[str, ...]:
         """Column names of one input's feature rows."""
-        return BAR_NAMES if self.kind == "mtf" else indicators.names(self.feature_set)
+        return BUILDERS[self.kind].names(self.feature_set)
 
     @property
     def history(self) -> int:
         """Bars needed before the first row of a window."""
-        return 1 if self.kind == "mtf" else indicators.warmup(self.feature_set)
+        return BUILDERS[self.kind].history(self.feature_set)
 
     @property
     def required_windows(self) -> dict[str, int]:
@@ -114,7 +134,7 @@ class FeatureSpec:
 
     def raw_features(self, bars: np.ndarray) -> np.ndarray:
         """Unscaled feature rows [n, F] for bars [n, 6] (NaN for rows without enough history)."""
-        return bar_features(bars) if self.kind == "mtf" else indicators.indicator_features(bars, self.feature_set)
+        return BUILDERS[self.kind].rows(bars, self.feature_set)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

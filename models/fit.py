@@ -1,8 +1,9 @@
 """The training loop shared by every model: AMP, clipping, schedules, early stopping, progress.
 
 Per the seed: AdamW (lr 1e-3, weight decay 0.01, eps 1e-8), CosineAnnealingWarmRestarts
-(T_0 10, T_mult 2, eta_min 1e-6) stepped once per epoch, or ReduceLROnPlateau on the
-validation loss as an option; gradients clipped to norm 1.0 after backward and BEFORE the
+(T_0 10, T_mult 2, eta_min 1e-6) stepped once per epoch, or OneCycleLR (peak = lr, 30 % warm-up,
+cosine annealing) stepped after every optimizer step over epochs x batches, or
+ReduceLROnPlateau on the validation loss as an option; gradients clipped to norm 1.0 after backward and BEFORE the
 optimizer step (unscaled first under fp16 AMP); early stopping on the validation loss with
 patience 10, restoring the best weights. AMP only on CUDA: bf16 where the GPU supports it,
 else fp16 with a GradScaler on compute capability >= 7. On CPU everything is float32 and,
@@ -38,10 +39,11 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     patience: int = 10
-    scheduler: str = "cosine"  # "cosine" | "plateau"
+    scheduler: str = "cosine"  # "cosine" | "onecycle" | "plateau"
     clip_norm: float = 1.0
     max_train_batches: int = 0  # 0 = the whole training split every epoch
     progress: bool = True
+    augment: Callable[[Batch], Batch] | None = None  # applied to training batches only
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -85,22 +87,28 @@ def choose_batch_size(device: torch.device, sample_floats: int, cnn: bool) -> in
     return max(16, size // 8) if cnn else size
 
 
-def _scheduler(opt: torch.optim.Optimizer, kind: str) -> Any:
+def _scheduler(opt: torch.optim.Optimizer, kind: str, total_steps: int = 1) -> Any:
+    if kind == "onecycle":  # stepped per batch: total_steps = epochs x batches per epoch
+        lr = opt.param_groups[0]["lr"]
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total_steps, 1), pct_start=0.3)
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2, eta_min=1e-6)
     if kind == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=3, min_lr=1e-6)
-    raise ValueError(f"unknown scheduler {kind!r}; expected 'cosine' or 'plateau'")
+    raise ValueError(f"unknown scheduler {kind!r}; expected 'cosine', 'onecycle' or 'plateau'")
 
 
 def _epoch(model: nn.Module, step: StepFn, batches: Iterator[Batch], n_batches: int, *, opt: Any = None,
            amp: torch.dtype | None = None, scaler: Any = None, clip: float = 1.0, desc: str = "",
-           progress: bool = False) -> tuple[float, float]:
+           progress: bool = False, per_step: Any = None, augment: Callable[[Batch], Batch] | None = None,
+           ) -> tuple[float, float]:
     """One pass; trains when opt is given. Returns (mean loss, accuracy or NaN)."""
     model.train(opt is not None)
     tot_loss, n_seen, correct, labelled = 0.0, 0, 0, 0
     bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, file=sys.stderr)
     for batch in bar:
+        if augment is not None:
+            batch = augment(batch)
         ctx = torch.autocast(batch["y"].device.type, dtype=amp) if amp else nullcontext()
         with ctx, (nullcontext() if opt is not None else torch.no_grad()):
             loss, ok, lab = step(model, batch)
@@ -116,6 +124,8 @@ def _epoch(model: nn.Module, step: StepFn, batches: Iterator[Batch], n_batches: 
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), clip)  # before the step
                 opt.step()
+            if per_step is not None:
+                per_step.step()
         b = len(batch["y"])
         tot_loss, n_seen = tot_loss + float(loss.detach()) * b, n_seen + b
         correct, labelled = correct + max(ok, 0), labelled + lab
@@ -130,7 +140,8 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Ite
         device: torch.device, log: Callable[[str], None] = lambda s: None) -> dict[str, list[float]]:
     """Train with early stopping; the model ends with its best-validation weights. Returns history."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-8)
-    sched = _scheduler(opt, cfg.scheduler)
+    sched = None if cfg.scheduler == "onecycle" else _scheduler(opt, cfg.scheduler)
+    per_step = None
     amp = amp_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     hist: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")}
@@ -139,11 +150,16 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Ite
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         it, n = train_batches(epoch)
+        if cfg.scheduler == "onecycle" and per_step is None:  # its length needs the batches per epoch
+            per_step = _scheduler(opt, "onecycle", cfg.epochs * n)
+            lr = opt.param_groups[0]["lr"]
         tl, ta = _epoch(model, step, it, n, opt=opt, amp=amp, scaler=scaler, clip=cfg.clip_norm,
-                        desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=cfg.progress)
+                        desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=cfg.progress, per_step=per_step,
+                        augment=cfg.augment)
         it, n = val_batches()
         vl, va = _epoch(model, step, it, n, amp=amp, desc="validate", progress=cfg.progress)
-        sched.step(vl) if cfg.scheduler == "plateau" else sched.step()
+        if sched is not None:
+            sched.step(vl) if cfg.scheduler == "plateau" else sched.step()
         for k, v in zip(hist, (tl, ta, vl, va, lr, time.perf_counter() - t0)):
             hist[k].append(float(v))
         log(f"epoch {epoch + 1:3d}  loss {tl:.4f}  acc {ta:.3f}  val_loss {vl:.4f}  val_acc {va:.3f}  lr {lr:.2e}")

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import ModelConfig
+from models.family import Family
 from models.layers import Block
 
 TIMEFRAMES = ("1s", "1m", "1h", "1d", "btc_1m")  # index = timeframe embedding id
@@ -156,6 +157,16 @@ class MTFTransformer(nn.Module):
         position: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
         """Bars of any subset of TIMEFRAMES (see the module docstring) → every head's output."""
+        h, keep = self.trunk(bars, present, padding, order_book, indicators, market, position)
+        for block in self.main:
+            h = block(h, keep)
+        return self.heads(self.ln_f(h[:, 0]))  # (B, d) → heads
+
+    def trunk(self, bars: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None,
+              padding: Mapping[str, torch.Tensor] | None, order_book: torch.Tensor | None = None,
+              indicators: torch.Tensor | None = None, market: torch.Tensor | None = None,
+              position: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Everything before the main stack → its input [B, 1+T, d] and key mask [B, 1+T] (or None)."""
         names, x, valid = self.stack_inputs(bars, present or {}, padding or {})  # (B, K, T, 5), (B, K, T)
         B, K, T, _ = x.shape
         ids = torch.tensor([TIMEFRAMES.index(n) for n in names], device=x.device)
@@ -170,10 +181,22 @@ class MTFTransformer(nn.Module):
             h = h + self.order_book_proj(_checked(order_book, (B, T, self.config.order_book_features), "order_book"))
         s = self.summary.expand(B, 1, -1) + self.extras(B, indicators=indicators, market=market, position=position)
         h = torch.cat([s, h], dim=1)  # (B, 1+T, d): the summary token reads the whole window
-        keep = _unless_all(torch.cat([pos_valid.new_ones(B, 1), pos_valid], dim=1))  # (B, 1+T)
-        for block in self.main:
+        return h, _unless_all(torch.cat([pos_valid.new_ones(B, 1), pos_valid], dim=1))  # (B, 1+T)
+
+    def attention_weights(self, bars: Mapping[str, torch.Tensor],
+                          present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The summary token's attention over the window's ages in the last main layer [B, T]
+        (oldest first; mean over heads): which bars the action head read."""
+        h, keep = self.trunk(bars, present, None)
+        for block in self.main[:-1]:
             h = block(h, keep)
-        return self.heads(self.ln_f(h[:, 0]))  # (B, d) → heads
+        last = self.main[-1]
+        B, L, d = h.shape
+        q, k, _ = last.qkv(last.ln_1(h)).view(B, L, 3, last.n_head, d // last.n_head).permute(2, 0, 3, 1, 4)
+        att = (q[:, :, :1] @ k.transpose(-2, -1)) / (d // last.n_head) ** 0.5  # (B, nh, 1, 1+T)
+        if keep is not None:
+            att = att.masked_fill(~keep[:, None, None, :], float("-inf"))
+        return torch.softmax(att, dim=-1).mean(1)[:, 0, 1:]  # (B, T): drop the summary token itself
 
     def stack_inputs(
         self, bars: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor], padding: Mapping[str, torch.Tensor]
@@ -330,3 +353,7 @@ def _aux_terms(out: Outputs, targets: Outputs, logits: torch.Tensor, labelled: t
     trend_logits = {tf: out["trend_logits"][:, k] for k, tf in enumerate(TIMEFRAMES)}  # tf → [B, 3]
     terms += _present_terms(trend_logits, targets.get("trend", {}), targets.get("trend_mask", {}), F.cross_entropy)
     return terms
+
+
+# The IO lives beside the network (models/mtf_io.py: it imports mtf_loss from here).
+FAMILY = Family("mtf_transformer", MTFTransformer, MTFConfig, "models.mtf_io:MTFIO")

@@ -71,3 +71,18 @@ def class_probabilities(probs: np.ndarray, out_dir: Path) -> Path:
     ax.set_xlabel("top class probability")
     ax.set_ylabel("bars")
     return _save(fig, out_dir / "probabilities.png")
+
+
+def classes_vs_truth(probs: np.ndarray, labels: np.ndarray, out_dir: Path, last: int = 500) -> Path:
+    """predictions.png: P(LONG) - P(SHORT) beside the true class (-1 SHORT, 0 FLAT, +1 LONG;
+    ambiguous labels left out) over the newest `last` test samples, oldest left."""
+    p, y = probs[-last:], labels[-last:].astype(np.float64)
+    truth = np.where(y >= 0, y - 1.0, np.nan)  # class 0/1/2 -> -1/0/+1; IGNORE -> gap
+    fig, ax = plt.subplots(figsize=(7, 3))
+    x = np.arange(len(p))
+    ax.plot(x, truth, drawstyle="steps-mid", color="grey", label="true class")
+    ax.plot(x, p[:, 2] - p[:, 0], label="P(LONG) - P(SHORT)")
+    ax.set_ylim(-1.1, 1.1)
+    ax.set_xlabel("test sample")
+    ax.legend(loc="lower left")
+    return _save(fig, out_dir / "predictions.png")

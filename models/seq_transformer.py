@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from models.base import SequenceConfig, SequenceModel
+from models.family import Family
+from models.io import WindowIO
 from models.layers import Block
 
 
@@ -66,3 +68,6 @@ class SeqTransformer(SequenceModel):
         if last_only:
             h = h[:, -1:]  # (B, 1, D)
         return self.head(self.ln_f(h))  # (B, Tq, n_out)
+
+
+FAMILY = Family("seq_transformer", SeqTransformer, SeqTransformerConfig, WindowIO)

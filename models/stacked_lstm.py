@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from models.base import LSTMStack, SequenceConfig, SequenceModel
+from models.family import Family
+from models.io import WindowIO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,3 +60,6 @@ class StackedLSTM(SequenceModel):
         if last_only:
             h = h[:, -1:]  # (B, 1, H)
         return self.head(h)  # (B, Tq, n_out)
+
+
+FAMILY = Family("stacked_lstm", StackedLSTM, StackedLSTMConfig, WindowIO)

@@ -69,11 +69,12 @@ max_drawdown = 0.0
 def train_tiny(data: Path, out: Path, names: tuple[str, ...] = ("mtf_transformer", "cnn_lstm_attn"), **kw) -> Path:
     """Tiny artifacts (one short epoch each, a few seconds) trained on `data` into out/<name>."""
     from models.targets import TargetSpec
-    from models.train import train_pipeline
+    from pipeline.spec import TrainSpec
+    from pipeline.train import train
 
     for name in names:
-        train_pipeline(name, preset="tiny", data_dirs=[data], symbols=["ETH/USDT"], epochs=1, max_batches=2,
-                       out_dir=out / name, device="cpu", progress=False, target=TargetSpec(**TINY_TARGET), **kw)
+        train(TrainSpec(name, preset="tiny", data_dirs=(str(data),), symbols=("ETH/USDT",), epochs=1, max_batches=2,
+                        device="cpu", target=TargetSpec(**TINY_TARGET), **kw), out / name)
     return out
 
 

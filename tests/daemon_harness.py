@@ -140,12 +140,14 @@ def build_tiny_artifacts(out: Path) -> dict[str, Path]:
     import shutil
 
     from daemon.domain import Side
-    from models.train import train_pipeline
+    from pipeline.spec import TrainSpec
+    from pipeline.train import train
 
     dirs: dict[str, Path] = {}
     for name in ("mtf_transformer", "cnn_lstm_attn"):
-        res = train_pipeline(name, preset="tiny", data_dirs=[TAPE], symbols=["ETH/USDT"], end=TRAIN_END, epochs=1,
-                             max_batches=3, out_dir=out / name, seed=1, device="cpu", progress=False)
+        spec = TrainSpec(name, preset="tiny", data_dirs=(str(TAPE),), symbols=("ETH/USDT",), end=TRAIN_END, epochs=1,
+                         max_batches=3, seed=1, device="cpu")
+        res = train(spec, out / name)
         dirs[name] = res.artifact_dir
     dirs["mtf_transformer-flat"] = Path(shutil.copytree(dirs["mtf_transformer"], out / "mtf_transformer-flat"))
     set_threshold(dirs["mtf_transformer-flat"], 1.01)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from daemon.market.bars import Buffers
-from daemon.domain import Bar, Prediction, Side, timeframe_ms
+from daemon.domain import Bar, Prediction, Side, class_scores, timeframe_ms
 from daemon.alerts.outbox import RESERVED_KEYS
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -90,7 +90,7 @@ class MomentumPredictor:
         probs = tuple(x / sum(e) for x in e)
         best = Side.LONG if probs[2] >= probs[0] else Side.SHORT
         side = best if probs[int(best)] >= self.threshold else Side.FLAT
-        return Prediction(self.name, self.version, bar_ts, probs, side, probs[int(best)], self.threshold)
+        return Prediction(self.name, self.version, bar_ts, class_scores(probs), side, probs[int(best)], self.threshold)
 
 
 class FixedPredictor(MomentumPredictor):
@@ -104,7 +104,7 @@ class FixedPredictor(MomentumPredictor):
         rest = (1.0 - self.confidence) / 2
         probs = [rest, rest, rest]
         probs[int(self.side)] = self.confidence
-        return Prediction(self.name, self.version, bar_ts, (probs[0], probs[1], probs[2]), self.side,
+        return Prediction(self.name, self.version, bar_ts, class_scores(probs), self.side,
                           self.confidence, self.threshold)
 
 
@@ -129,4 +129,4 @@ def prediction(model: str, side: Side, confidence: float, threshold: float = 0.5
     rest = (1.0 - confidence) / 2
     probs = [rest, rest, rest]
     probs[int(side)] = confidence
-    return Prediction(model, version, T0, (probs[0], probs[1], probs[2]), side, confidence, threshold)
+    return Prediction(model, version, T0, class_scores(probs), side, confidence, threshold)

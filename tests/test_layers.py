@@ -42,13 +42,18 @@ def test_domain_is_stdlib_only() -> None:
 
 
 def test_models_never_import_daemon_internals_or_strategies() -> None:
-    # The one exception: the threshold rule, so that the rule that is optimized in training
-    # is the very function that trades (strategies/threshold.py is pure numpy).
+    # What needs a network and the threshold rule together lives above, in pipeline/.
     for f in _files("models"):
         for name in _imports(f):
             top = name.split(".")[0]
-            assert top != "strategies" or name == "strategies.threshold", f"{f}: {name}"
+            assert top not in {"strategies", "pipeline"}, f"{f}: {name}"
             assert not (top == "daemon" and name != "daemon.domain"), f"{f}: {name}"
+
+
+def test_pipeline_uses_only_models_strategies_and_the_domain() -> None:
+    for f in _files("pipeline"):
+        for name in _imports(f):
+            assert not (name.split(".")[0] == "daemon" and name != "daemon.domain"), f"{f}: {name}"
 
 
 def test_strategies_are_pure() -> None:

@@ -1,6 +1,7 @@
 """REST: the Binance spot `/api/v3` subset ccxt uses, with HMAC-SHA256 signing verified.
 
-Public: ping, time, exchangeInfo, klines. Signed: account, order (POST/GET/DELETE),
+Public: ping, time, exchangeInfo, klines, depth, ticker/bookTicker, ticker/24hr, ticker/price
+(the last four DERIVED from the replay with a configurable spread: see book.py). Signed: account, order (POST/GET/DELETE),
 openOrders, allOrders. `serverTime` is the replay clock. A signed request's `timestamp` must be
 within `recvWindow` (default 5000, at most 60000 ms) of the wall clock, or of the replay
 clock (for a client that adjusted to `serverTime`), and not more than 1 s ahead of it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import re
 import time
 from typing import Any, Awaitable, Callable
@@ -19,6 +21,7 @@ from urllib.parse import parse_qsl
 import structlog
 from aiohttp import web
 
+from daemon.localexchange.book import DEPTH_LIMITS, Touch, day_stats, depth, touch
 from daemon.localexchange.errors import ApiError, missing
 from daemon.localexchange.history import DEFAULT_LIMIT, MAX_LIMIT, query_bars
 from daemon.localexchange.market import Market
@@ -110,6 +113,74 @@ def bars_response(lx: Any, q: dict[str, str]) -> list[list[Any]]:
              fmt(r[5] * r[4]), 0, "0", "0", "0"] for r in rows]
 
 
+def _touch(lx: Any, m: Market) -> Touch:
+    t = touch(m, lx.now_ms(), lx.spread_bps)
+    if t is None:
+        raise ApiError(-1121, f"Invalid symbol: {m.symbol} has no price at the replay instant.")
+    return t
+
+
+def _markets(lx: Any, q: dict[str, str]) -> tuple[list[Market], bool]:
+    """The markets a ticker call asks for (`symbol`, `symbols` as a JSON array, or all); and
+    whether the answer is a list."""
+    if q.get("symbol"):
+        return [_market(lx, q)], False
+    if q.get("symbols"):
+        try:
+            names = json.loads(q["symbols"])
+            assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+        except (ValueError, AssertionError):
+            raise ApiError(-1100, "Illegal characters found in parameter 'symbols'.") from None
+        return [_market(lx, {"symbol": n}) for n in names], True
+    return [m for m in lx.markets.values() if touch(m, lx.now_ms(), lx.spread_bps) is not None], True
+
+
+def book_ticker_json(m: Market, t: Touch) -> dict[str, Any]:
+    """One `/api/v3/ticker/bookTicker` entry."""
+    return {"symbol": m.symbol, "bidPrice": fmt(t.bid), "bidQty": fmt(t.bid_qty),
+            "askPrice": fmt(t.ask), "askQty": fmt(t.ask_qty)}
+
+
+def _day_json(lx: Any, m: Market) -> dict[str, Any]:
+    now, t = lx.now_ms(), _touch(lx, m)
+    d = day_stats(m, now)
+    if d is None:
+        raise ApiError(-1121, f"Invalid symbol: {m.symbol} has no bars before the replay instant.")
+    change = d["last"] - d["open"]
+    return {**book_ticker_json(m, t), "priceChange": fmt(change), "priceChangePercent": f"{100 * change / d['open']:.3f}",
+            "weightedAvgPrice": fmt(d["quote_volume"] / d["volume"] if d["volume"] else d["last"]),
+            "prevClosePrice": fmt(d["open"]), "lastPrice": fmt(d["last"]), "lastQty": "0.00000000",
+            "openPrice": fmt(d["open"]), "highPrice": fmt(d["high"]), "lowPrice": fmt(d["low"]),
+            "volume": fmt(d["volume"]), "quoteVolume": fmt(d["quote_volume"]), "openTime": d["open_ms"],
+            "closeTime": now, "firstId": -1, "lastId": -1, "count": 0}
+
+
+def ticker_response(lx: Any, kind: str, q: dict[str, str]) -> Any:
+    """GET /api/v3/ticker/{bookTicker,24hr,price}: one object for `symbol`, else a list."""
+    markets, many = _markets(lx, q)
+    if kind == "bookTicker":
+        out = [book_ticker_json(m, _touch(lx, m)) for m in markets]
+    elif kind == "24hr":
+        out = [_day_json(lx, m) for m in markets]
+    elif kind == "price":
+        out = [{"symbol": m.symbol, "price": fmt(m.price(lx.now_ms()) or 0.0)} for m in markets]
+    else:
+        raise ApiError(-1000, f"local exchange: unsupported endpoint GET /api/v3/ticker/{kind}", 404)
+    return out if many else out[0]
+
+
+def depth_response(lx: Any, q: dict[str, str]) -> dict[str, Any]:
+    """GET /api/v3/depth: `limit` (100) levels a side around the derived touch."""
+    m = _market(lx, q)
+    limit = _int_param(q, "limit") or 100
+    if limit not in DEPTH_LIMITS:
+        raise ApiError(-1100, f"Illegal characters found in parameter 'limit'; legal values are {DEPTH_LIMITS}.")
+    t = _touch(lx, m)
+    bids, asks = depth(t, limit, m.price_decimals)
+    return {"lastUpdateId": lx.now_ms(), "bids": [[fmt(p), fmt(v)] for p, v in bids],
+            "asks": [[fmt(p), fmt(v)] for p, v in asks]}
+
+
 def exchange_info(lx: Any) -> dict[str, Any]:
     """GET /api/v3/exchangeInfo: one TRADING spot market per tape symbol, with filters."""
     symbols = []
@@ -169,6 +240,10 @@ async def public_handler(request: web.Request) -> web.Response:
             return web.json_response(exchange_info(lx))
         if name == "klines":
             return web.json_response(bars_response(lx, q))
+        if name == "depth":
+            return web.json_response(depth_response(lx, q))
+        if name.startswith("ticker/"):
+            return web.json_response(ticker_response(lx, name.removeprefix("ticker/"), q))
         raise ApiError(-1000, f"local exchange: unsupported endpoint GET /api/v3/{name}", 404)
     except ApiError as e:
         return error_response(e)
@@ -200,12 +275,12 @@ async def private_handler(request: web.Request) -> web.Response:
         return error_response(e)
 
 
-PUBLIC = ("ping", "time", "exchangeInfo", "klines")
+PUBLIC = ("ping", "time", "exchangeInfo", "klines", "depth")
 
 
 async def api_handler(request: web.Request) -> web.Response:
     """`/api/v3/{name}`: public endpoints unsigned, every other one signed."""
-    if request.match_info["name"] in PUBLIC:
+    if request.match_info["name"] in PUBLIC or request.match_info["name"].startswith("ticker/"):
         if request.method != "GET":
             return error_response(ApiError(-1000, f"local exchange: unsupported {request.method} {request.path}", 405))
         return await public_handler(request)
@@ -214,4 +289,4 @@ async def api_handler(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Mount the REST endpoints."""
-    app.router.add_route("*", "/api/v3/{name}", api_handler)
+    app.router.add_route("*", "/api/v3/{name:ticker/[A-Za-z0-9]+|[A-Za-z]+}", api_handler)

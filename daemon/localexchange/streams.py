@@ -5,6 +5,9 @@ Each subscribed stream (`btcusdt@kline_1m`) sends, like Binance:
   replay clock (event time `E` = that instant), in order, for every bar the tape has;
 - updates of the forming bar (`x: false`) every 1 s (1s streams) or 2 s (others) of replay
   time, at most every 0.1 s of wall time, built only from data up to the replay instant.
+A `btcusdt@bookTicker` stream sends the DERIVED best bid/ask (book.py) once per replay second
+(at most every 0.1 s of wall time, and always at a minute's close), before any kline frame of
+the same instant, as Binance's frame plus `E` = the replay instant.
 One pump task serves every socket; faults are decided once per stream event.
 """
 
@@ -20,6 +23,7 @@ import numpy as np
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from daemon.localexchange.book import touch
 from daemon.localexchange.clock import ReplayClock
 from daemon.localexchange.faults import Faults
 from daemon.localexchange.market import Market
@@ -29,6 +33,7 @@ log = structlog.get_logger("localexchange.streams")
 UPDATE_MS = {"1s": 1_000}  # replay ms between forming updates; Binance: 1000 for 1s, else 2000
 DEFAULT_UPDATE_MS = 2_000
 MIN_WALL_GAP_S = 0.1
+MINUTE_MS = 60_000
 IDLE_WAKE_S = 0.25
 CLOSE_TIMEOUT_S = 1.0  # how long a close waits for the client's close frame
 PUMP_KEY: web.AppKey["Pump"] = web.AppKey("pump", object)  # type: ignore[arg-type]
@@ -84,12 +89,26 @@ class Stream:
         return TIMEFRAME_MS[self.tf]
 
 
+@dataclass
+class QuoteStream:
+    """One subscribed bookTicker stream: the replay second it last sent."""
+
+    name: str
+    market: Market
+    last_sec: int = -1
+    last_wall: float = 0.0
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+
 class Pump:
     """Sends every subscribed stream's frames on the replay clock."""
 
-    def __init__(self, markets: dict[str, Market], clock: ReplayClock, faults: Faults) -> None:
-        self.markets, self.clock, self.faults = markets, clock, faults
+    def __init__(self, markets: dict[str, Market], clock: ReplayClock, faults: Faults,
+                 spread_bps: float = 2.0) -> None:
+        self.markets, self.clock, self.faults, self.spread_bps = markets, clock, faults, spread_bps
         self.streams: dict[str, Stream] = {}
+        self.quotes: dict[str, QuoteStream] = {}
+        self.update_id = 0
         self.sockets: set[web.WebSocketResponse] = set()
         self.wake = asyncio.Event()
         self.frames_sent = 0
@@ -100,16 +119,24 @@ class Pump:
 
     # -- subscriptions ------------------------------------------------------------------
     def parse(self, name: str) -> tuple[Market, str] | None:
-        """(market, timeframe) of a stream name like `btcusdt@kline_1m`, None if unknown."""
-        sym, _, kind = name.partition("@kline_")
+        """(market, timeframe or "bookTicker") of a stream name like `btcusdt@kline_1m` or
+        `btcusdt@bookTicker`, None if unknown."""
+        if name.endswith("@bookTicker"):
+            sym, kind = name.removesuffix("@bookTicker"), "bookTicker"
+        else:
+            sym, _, kind = name.partition("@kline_")
         market = self.markets.get(sym.upper())
-        return (market, kind) if market and kind in TIMEFRAME_MS and sym == sym.lower() else None
+        known = kind in TIMEFRAME_MS or kind == "bookTicker"
+        return (market, kind) if market and known and sym == sym.lower() else None
 
     def subscribe(self, ws: web.WebSocketResponse, names: list[str]) -> None:
         """Start sending `names` to `ws` from the current bar on."""
         now = self.clock.now_ms()
         for name in names:
             market, tf = self.parse(name)  # type: ignore[misc]  # validated by the caller
+            if tf == "bookTicker":
+                self.quotes.setdefault(name, QuoteStream(name, market)).sockets.add(ws)
+                continue
             stream = self.streams.get(name)
             if stream is None:
                 step = TIMEFRAME_MS[tf]
@@ -119,16 +146,17 @@ class Pump:
 
     def unsubscribe(self, ws: web.WebSocketResponse, names: list[str] | None = None) -> None:
         """Stop sending `names` (all when None) to `ws`."""
-        for name in list(self.streams) if names is None else names:
-            stream = self.streams.get(name)
-            if stream is not None:
-                stream.sockets.discard(ws)
-                if not stream.sockets:
-                    del self.streams[name]
+        for table in (self.streams, self.quotes):
+            for name in list(table) if names is None else names:
+                stream = table.get(name)
+                if stream is not None:
+                    stream.sockets.discard(ws)
+                    if not stream.sockets:
+                        del table[name]
 
     def subscriptions(self) -> list[str]:
         """Names of the streams with at least one socket."""
-        return sorted(self.streams)
+        return sorted([*self.streams, *self.quotes])
 
     async def drop_all(self) -> int:
         """Close every websocket (code 1001 going away)."""
@@ -144,6 +172,8 @@ class Pump:
             self.wake.clear()
             now = self.clock.now_ms()
             try:
+                for quote in list(self.quotes.values()):  # the touch first: a fill at a close sees it
+                    await self._quote(quote, now)
                 for stream in sorted(self.streams.values(), key=lambda s: (s.step, s.name)):
                     await self._emit(stream, now)
             except Exception:  # one bad step must not end every stream
@@ -170,7 +200,27 @@ class Pump:
             delays.append(self.clock.wall_delay(s.next_open + s.step))
             forming_due = self.clock.wall_delay(s.last_update_ms + UPDATE_MS.get(s.tf, DEFAULT_UPDATE_MS))
             delays.append(max(forming_due, s.last_update_wall + MIN_WALL_GAP_S - wall))
+        for q in self.quotes.values():
+            delays.append(max(self.clock.wall_delay(q.last_sec + 1000), q.last_wall + MIN_WALL_GAP_S - wall))
         return max(min(delays), 0.0005)
+
+    async def _quote(self, q: QuoteStream, now: int) -> None:
+        """Send the touch once per replay second (wall-paced, but never skipping a minute's close)."""
+        sec = now - now % 1000
+        if sec == q.last_sec:
+            return
+        wall = time.monotonic()
+        new_minute = sec // MINUTE_MS != q.last_sec // MINUTE_MS
+        if not new_minute and wall - q.last_wall < MIN_WALL_GAP_S * (self.clock.speed > 0):
+            return
+        t = touch(q.market, now, self.spread_bps)
+        q.last_sec, q.last_wall = sec, wall
+        if t is None or self.faults.stalled(q.name):
+            return
+        self.update_id += 1
+        text = json.dumps({"u": self.update_id, "s": q.market.symbol, "b": fmt(t.bid), "B": fmt(t.bid_qty),
+                           "a": fmt(t.ask), "A": fmt(t.ask_qty), "E": now})
+        await self._broadcast(q.sockets, [text])
 
     async def _emit(self, stream: Stream, now: int) -> None:
         while stream.next_open + stream.step <= now:
@@ -209,12 +259,16 @@ class Pump:
         if kind:
             frames.append(malformed_frame(kind, stream.market.symbol, stream.tf, event_ms))
         frames.append(json.dumps(event))
-        for ws in list(stream.sockets):
+        await self._broadcast(stream.sockets, frames)
+
+    async def _broadcast(self, sockets: set[web.WebSocketResponse], frames: list[str]) -> None:
+        """Send `frames` to every socket; one that fails is unsubscribed, the others go on."""
+        for ws in list(sockets):
             for text in frames:
                 try:
                     await ws.send_str(text)
                     self.frames_sent += 1
-                except Exception as e:  # a socket closing under us; the others go on
+                except Exception as e:  # a socket closing under us
                     log.info("ws_send_failed", error=repr(e))
                     self.unsubscribe(ws)
                     break
@@ -246,7 +300,8 @@ async def _on_request(pump: Pump, ws: web.WebSocketResponse, text: str) -> None:
         await ws.send_json({"error": {"code": 3, "msg": f"Invalid JSON: {e}"}, "id": None})
         return
     if method == "LIST_SUBSCRIPTIONS":
-        await ws.send_json({"result": [n for n, s in pump.streams.items() if ws in s.sockets], "id": rid})
+        await ws.send_json({"result": [n for table in (pump.streams, pump.quotes) for n, s in table.items()
+                                       if ws in s.sockets], "id": rid})
         return
     bad = [p for p in params if not isinstance(p, str) or pump.parse(p) is None]
     if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or bad:

@@ -158,3 +158,24 @@ def _load(directory: Path, files: tuple[tuple[str, int, int], ...]) -> dict[str,
         if len(tape.bars.get("1m", ())) == 0:
             raise TapeError(f"{directory}: {tape.base}_{tape.quote}-1m.csv[.gz] missing or empty (the replay needs 1m bars)")
     return tapes
+
+
+SYNTHETIC_BASE = "SYN"  # synthetic symbols are SYN001/<quote>, SYN002/<quote>, ...
+
+
+def synthetic_tapes(tapes: dict[str, SymbolTape], count: int, reference: str = "BTCUSDT") -> dict[str, SymbolTape]:
+    """`count` SYNTHETIC symbols for load tests only, never for training: SYN<i> is the 1m tape
+    of a real symbol (cycling through those other than `reference`) shifted i minutes later,
+    so no two move together at the same instant. They have no 1h/1d rows of their own: the
+    replay aggregates those from the shifted 1m bars."""
+    sources = [t for key, t in sorted(tapes.items()) if key != reference] or list(tapes.values())
+    out: dict[str, SymbolTape] = {}
+    for i in range(1, count + 1):
+        src = sources[(i - 1) % len(sources)]
+        m1 = src.bars["1m"].copy()
+        m1[:, 0] += i * TIMEFRAME_MS["1m"]
+        m1.flags.writeable = False
+        tape = SymbolTape(f"{SYNTHETIC_BASE}{i:03d}", src.quote, {"1m": m1})
+        out[tape.symbol] = tape
+    return out
+

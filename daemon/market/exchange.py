@@ -22,41 +22,17 @@ import ccxt.pro as ccxtpro
 from daemon import log as logging
 from daemon.config import ConfigError, ExchangeConfig
 from daemon.domain import Bar, timeframe_ms
+from daemon.market.errors import AuthError, ExchangeFailure, FatalError, OrderRejected, RateLimited, TemporaryError
 from daemon.metrics import REGISTRY
 
+__all__ = ["AuthError", "ExchangeClient", "ExchangeFailure", "FatalError", "OrderRejected", "RateLimited",
+           "TemporaryError", "make_client", "unknown_symbols"]
 log = logging.get("sigd.exchange")
 T = TypeVar("T")
 PAGE_LIMIT = 1000  # Binance's cap on klines per request
+STREAMS_PER_CONNECTION = 1024  # Binance spot's cap on streams per websocket connection
 ERRORS = REGISTRY.counter("sigd_exchange_errors_total", "Exchange call failures by operation and kind")
 BAD_FRAMES = REGISTRY.counter("sigd_bad_frames_total", "Websocket frames that could not be parsed")
-
-
-class ExchangeFailure(Exception):
-    """Base of the exchange errors the rest of sigd sees."""
-
-
-class TemporaryError(ExchangeFailure):
-    """Network trouble, timeouts, 5xx: worth retrying later."""
-
-
-class RateLimited(TemporaryError):
-    """HTTP 429/418 or Binance -1003: back off at least `retry_after_s`."""
-
-    def __init__(self, msg: str, retry_after_s: float | None = None) -> None:
-        super().__init__(msg)
-        self.retry_after_s = retry_after_s
-
-
-class FatalError(ExchangeFailure):
-    """Retrying will not help: bad credentials, unknown symbol, invalid request."""
-
-
-class AuthError(FatalError):
-    """The exchange refused our key or signature."""
-
-
-class OrderRejected(FatalError):
-    """The exchange refused an order (insufficient funds, invalid order, duplicate id)."""
 
 
 class BarListener(Protocol):
@@ -69,11 +45,29 @@ class BarListener(Protocol):
         """A frame could not be parsed; the stream, when known, must resync."""
 
 
+class QuoteListener(Protocol):
+    """Receives best bid/ask updates, synchronously inside ccxt's message handler."""
+
+    def on_quote(self, symbol: str, bid: float, ask: float, ts_ms: int | None) -> None:
+        """A bookTicker frame arrived; `ts_ms` is its event time when the exchange sends one."""
+
+
 class _Binance(ccxtpro.binance):  # type: ignore[misc]
-    """ccxt's binance with three local additions, all on documented-stable internals."""
+    """ccxt's binance with four local additions, all on documented-stable internals."""
 
     sigd_listener: BarListener | None = None
+    sigd_quotes: QuoteListener | None = None
     sigd_local_prefix: str | None = None
+
+    def handle_bids_asks(self, client: Any, message: Any) -> Any:
+        # Hand each best bid/ask to the listener as it arrives (no wait for the watch future);
+        # a frame that does not parse raises, and the guard in client() counts it.
+        for row in message if isinstance(message, list) else [message]:
+            if self.sigd_quotes is not None:
+                symbol = self.safe_symbol(row["s"], None, None, "spot")
+                event = row.get("E")
+                self.sigd_quotes.on_quote(symbol, float(row["b"]), float(row["a"]), int(event) if event else None)
+        return super().handle_bids_asks(client, message)
 
     def handle_ohlcv(self, client: Any, message: dict) -> Any:
         # ccxt drops the kline's closed flag; read it here so a bar is emitted on its close.
@@ -169,6 +163,11 @@ def make_client(
         ex.sigd_local_prefix = rest_url.split("/api/")[0] + "/api/"
     if ws_url:
         ex.urls["api"]["ws"]["spot"] = ws_url
+    # ccxt opens a connection per kind of subscription (klines, book tickers) up to 50; Binance
+    # takes up to 1024 streams on one, so keep them on one while they fit (the klines are one
+    # ccxt subscription and always share theirs).
+    kline_streams = len(cfg.symbols) * len(cfg.timeframes) + 1
+    ex.options["streamLimits"]["spot"] = 1 if kline_streams + len(cfg.symbols) <= STREAMS_PER_CONNECTION else 2
     return ExchangeClient(ex, cfg)
 
 
@@ -196,6 +195,7 @@ class ExchangeClient:
 
     def __init__(self, ex: Any, cfg: ExchangeConfig) -> None:
         self.ex, self.cfg = ex, cfg
+        self._subscribed: dict[str, tuple[Any, ...]] = {}  # watch kind -> (its args, the ccxt clients then)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -218,6 +218,14 @@ class ExchangeClient:
     def set_listener(self, listener: BarListener | None) -> None:
         """Route closed bars and bad frames from the websocket to `listener`."""
         self.ex.sigd_listener = listener
+
+    def set_quote_listener(self, listener: QuoteListener | None) -> None:
+        """Route best bid/ask updates from the websocket to `listener`."""
+        self.ex.sigd_quotes = listener
+
+    def connections(self) -> int:
+        """Websocket connections open now."""
+        return len(self.ex.clients or {})
 
     # --- errors and retries ---------------------------------------------------------------
 
@@ -306,6 +314,10 @@ class ExchangeClient:
         if until_ms is not None and held:
             yield held
 
+    async def server_time_ms(self) -> int:
+        """The exchange's clock (a replay clock on the local exchange): one weight-1 call."""
+        return int(await self._call("fetch_time", self.ex.fetch_time))
+
     async def forming_bar_ts(self, symbol: str, timeframe: str) -> int:
         """Open time of the bar forming now on the exchange (its clock, e.g. a replay clock)."""
         rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, None, 1)
@@ -319,7 +331,64 @@ class ExchangeClient:
         Closed bars go to the listener; this call only keeps the subscription alive and
         surfaces connection trouble as TemporaryError.
         """
-        await self._once("watch_ohlcv", self.ex.watch_ohlcv_for_symbols, [list(s) for s in streams])
+        await self._watch("watch_ohlcv", self.ex.watch_ohlcv_for_symbols, [list(s) for s in streams])
+
+    async def watch_quotes(self, symbols: list[str]) -> None:
+        """Wait for the next best bid/ask update of any of `symbols` (subscribing on first use);
+        the updates go to the quote listener."""
+        # ccxt picks a connection per subscription hash; the one-symbol keep-alive watch (see
+        # _watch) must land on the connection the full subscription is on.
+        by_hash = self.ex.options.setdefault("streamBySubscriptionsHash", {})
+        full = by_hash.get("bookTicker::" + ",".join(symbols))
+        if full is not None:
+            by_hash["bookTicker::" + symbols[-1]] = full
+        await self._watch("watch_bids_asks", self.ex.watch_bids_asks, list(symbols))
+
+    async def _watch(self, op: str, fn: Callable[..., Awaitable[Any]], items: list[Any]) -> None:
+        """Subscribe all `items` once per connection, then keep watching only the last one.
+
+        ccxt's multi-symbol watch builds a future per item on every call, and the loops call
+        it after every frame: O(items) work per frame, O(symbols^2) per second. The data
+        reaches the listeners as frames are parsed anyway; the pending watch is only there to
+        surface a lost connection, which rejects it whatever it waits for. After any failure,
+        or when the connection it subscribed on is gone, the next call subscribes all again.
+        """
+        key = tuple(map(tuple, items)) if items and isinstance(items[0], list) else tuple(items)
+        held = self._subscribed.get(op)
+        live = {id(c) for c in (self.ex.clients or {}).values() if not c.closed()}
+        full = held is None or held[0] != key or not held[1] <= live
+        try:
+            if full:
+                await self._once(op, fn, items)
+                self._subscribed[op] = (key, {id(c) for c in (self.ex.clients or {}).values()})
+            else:
+                await self._once(op, fn, items[-1:])
+        except BaseException:
+            self._subscribed.pop(op, None)
+            raise
+
+    async def keep_watching(self, watch: Callable[[], Awaitable[None]], on_lost: Callable[[str, int], None]) -> None:
+        """Call `watch` (one watch_* call) forever; after a lost connection call
+        `on_lost(reason, attempt)` and back off. FatalError and our own cancellation end it."""
+        attempt = 0
+        while True:
+            try:
+                await watch()
+                attempt = 0
+                continue
+            except FatalError:
+                raise
+            except ExchangeFailure as err:
+                reason = str(err)
+            except asyncio.CancelledError:
+                # ccxt cancels pending watches when it closes a client; only our own
+                # cancellation (cancelling() > 0) ends the loop.
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                reason = "watch cancelled by ccxt"
+            on_lost(reason, attempt)
+            await asyncio.sleep(self.backoff_s(attempt))
+            attempt += 1
 
     async def drop_connection(self, reason: str) -> None:
         """Close every websocket so the next watch reconnects and resubscribes."""

@@ -21,6 +21,7 @@ from daemon.market.bars import Buffers
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar, BarError, timeframe_ms
 from daemon.market.exchange import ExchangeClient, ExchangeFailure, FatalError
+from daemon.market.quotes import Quotes
 from daemon.metrics import REGISTRY
 from daemon.store import Store
 
@@ -94,6 +95,8 @@ class Feed:
         self.speed = speed if speed > 0 else 1e6
         self.clock_ms = clock_ms or (lambda: time.time() * 1000)
         self.streams = {s: StreamState(*s) for s in feed_streams(cfg)}
+        # Best bid/ask of the traded symbols, subscribed with the bars (the paper broker's touch).
+        self.quotes = Quotes(client, cfg.symbols, clock_ms=self.clock_ms)
         self.socket_error: str | None = None
         self._last_drop = 0.0
         for sym, tf in self.streams:
@@ -102,11 +105,12 @@ class Feed:
     # --- public API -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Warm up, then stream until cancelled."""
+        """Warm up, then stream bars and quotes until cancelled."""
         self.client.set_listener(self)
         await self.warm_up()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._socket_loop(), name="feed-socket")
+            tg.create_task(self.quotes.run(), name="feed-quotes")
             for st in self.streams.values():
                 tg.create_task(self._stream_loop(st), name=f"feed {st.name}")
 
@@ -165,12 +169,15 @@ class Feed:
         within the exchange's weight budget); a progress line is logged as each symbol is done.
         """
         gate = asyncio.Semaphore(self.cfg.warmup_concurrency)
+        # One clock read for every stream (not a klines call per stream to find its forming
+        # bar): bars that close meanwhile are backfilled when the stream goes live.
+        now_ms = await self.client.server_time_ms()
         left = {sym: sum(1 for s, _ in self.streams if s == sym) for sym, _ in self.streams}
         started, done = time.monotonic(), [0]
 
         async def warm(st: StreamState) -> None:
             async with gate:
-                await self._warm_stream(st)
+                await self._warm_stream(st, now_ms)
             left[st.symbol] -= 1
             if left[st.symbol] == 0:
                 done[0] += 1
@@ -188,9 +195,9 @@ class Feed:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _warm_stream(self, st: StreamState) -> None:
+    async def _warm_stream(self, st: StreamState, now_ms: int) -> None:
         step, n = st.step_ms, self.cfg.warmup_bars
-        forming = await self.client.forming_bar_ts(st.symbol, st.timeframe)
+        forming = now_ms - now_ms % step  # the bar forming at the exchange's `now_ms`
         start = forming - n * step
         stored = [b for b in self.store.iter_bars(st.symbol, st.timeframe, start, forming) if self._sound(st, b)]
         fetched: list[Bar] = []
@@ -227,32 +234,21 @@ class Feed:
 
     async def _socket_loop(self) -> None:
         """Keep the websocket subscription alive; every connection loss means a resync."""
-        attempt = 0
         streams = list(self.streams)
-        while True:
-            try:
-                await self.client.watch(streams)
-                attempt, self.socket_error = 0, None
-                continue
-            except FatalError as err:
-                self.socket_error = str(err)
-                log.error("feed_socket_failed", error=str(err), streams=len(streams))
-                raise
-            except ExchangeFailure as err:
-                reason = str(err)
-            except asyncio.CancelledError:
-                # ccxt cancels pending watches when it closes a client; only our own
-                # cancellation (cancelling() > 0) ends the loop.
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-                reason = "watch cancelled by ccxt"
+
+        def lost(reason: str, attempt: int) -> None:
             log.warning("feed_reconnect", reason=reason, attempt=attempt)
             for st in self.streams.values():
                 st.reconnects += 1
                 RECONNECTS.inc(stream=st.name)
                 self._request_resync(st)
-            await asyncio.sleep(self.client.backoff_s(attempt))
-            attempt += 1
+
+        try:
+            await self.client.keep_watching(lambda: self.client.watch(streams), lost)
+        except FatalError as err:
+            self.socket_error = str(err)
+            log.error("feed_socket_failed", error=str(err), streams=len(streams))
+            raise
 
     async def _stream_loop(self, st: StreamState) -> None:
         """Consume one stream's closing updates; detect stalls, gaps and bad bars."""

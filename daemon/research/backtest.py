@@ -170,14 +170,15 @@ def model_runs(store: Store, symbol: str, truth_of: Callable[[str, np.ndarray], 
 
 def collect(plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.ndarray],
             counts: Mapping[str, int]) -> BacktestResult:
-    """The run as the report reads it: trigger bars of the period, fills, signals, predictions."""
+    """The run as the report reads it, for the plan's trigger symbol: trigger bars of the period,
+    fills, signals, predictions (a multi-symbol run is collected once per symbol)."""
     symbol = plan.trigger[0]
     rows = plan.tape.streams[plan.trigger]
     close = rows[:, 0].astype(np.int64) + timeframe_ms(plan.trigger[1])
     signals = [
         {"bar_ts": s.bar_ts, "strategy": s.strategy, "side": int(s.side), "confidence": s.confidence,
          "price": s.price, "reasons": "; ".join(s.reasons)}
-        for _, s in reversed(store.signals(limit=2**31))
+        for _, s in reversed(store.signals(symbol=symbol, limit=2**31))
     ]
     b = plan.cfg.broker
     # gaps that touch the replay or the warm-up of its slowest stream
@@ -207,7 +208,7 @@ def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
     paths = getattr(getattr(cfg, "models", None), "paths", None)
     if paths:
         return {name: cfg.path(p) for name, p in paths.items()}
-    from models.train import REPO
+    from pipeline.train import REPO
 
     shipped = REPO / "models" / "artifacts"
     return {p.name: p for p in sorted(shipped.glob("*")) if (p / "artifact.json").is_file()}
@@ -215,7 +216,7 @@ def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
 
 def load_predictors(dirs: Mapping[str, Path], device: str = "cpu") -> dict[str, Any]:
     """Predictor per artifact dir, keyed by the model name the artifact declares."""
-    from models.predictor import Predictor
+    from pipeline.predictor import Predictor
 
     out = {}
     for where in dirs.values():
@@ -290,9 +291,22 @@ class Progress:
 
 def run_backtest(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None,
                  progress: bool | None = None) -> BacktestResult:
-    """One backtest over the plan with the given (loaded) predictors."""
+    """One backtest over the plan with the given (loaded) predictors (the first symbol's result
+    when the config trades several; see run_portfolio)."""
+    return run_portfolio(plan, predictors, batch=batch, workers=workers, progress=progress)[0]
+
+
+def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None,
+                  progress: bool | None = None) -> list[BacktestResult]:
+    """One backtest of every symbol the config trades, through one engine (one portfolio);
+    a result per symbol, in the config's order.
+
+    Several symbols are decided in cycles by the engine itself (one batched forward pass per
+    model and instant), so the per-symbol precomputation (`batch`) applies to one symbol only.
+    """
+    symbols = plan.cfg.exchange.symbols
     serving: Mapping[str, PredictorLike] = predictors
-    if batch:
+    if batch and len(symbols) == 1:
         bar_ts = plan.trigger_ts()
         bar = Progress(len(bar_ts) * len(predictors), "inference", progress)
         serving = batched(plan, predictors, bar_ts, workers, bar)
@@ -303,7 +317,11 @@ def run_backtest(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = Tru
         bar = Progress(total, "replay", progress)
         counts = asyncio.run(replay(plan, serving, store, bar))
         bar.close()
-        return collect(plan, store, truth_function(plan, predictors), counts)
+        results = []
+        for symbol in symbols:
+            mine = dataclasses.replace(plan, trigger=(symbol, plan.trigger[1]))
+            results.append(collect(mine, store, truth_function(mine, predictors), counts))
+        return results
     finally:
         store.close()
 
@@ -318,6 +336,7 @@ def backtest_command(args: argparse.Namespace) -> int:
     # Per-signal info lines would drown the terminal in a long replay; warnings still show.
     logging.setup("debug" if cfg.log.level == "debug" else "warning", cfg.log.format)
     try:
+        cfg = with_symbols(cfg, getattr(args, "symbols", None))
         trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
         tape = load_streams(Path(args.data), live_order(cfg), trigger)
         plan = make_plan(cfg, tape, args.start, args.end)
@@ -328,7 +347,10 @@ def backtest_command(args: argparse.Namespace) -> int:
         else:
             device = getattr(getattr(cfg, "models", None), "device", "cpu")
             predictors = load_predictors(artifact_dirs(cfg, args.model_dir), device=device)
-            result = run_backtest(plan, predictors, batch=not getattr(args, "bar_by_bar", False))
+            results = run_portfolio(plan, predictors, batch=not getattr(args, "bar_by_bar", False))
+            if len(results) > 1:
+                return print_portfolio(results, args.report)
+            result = results[0]
     except (OSError, ValueError) as exc:  # TapeError, ArtifactError and bad flags are ValueErrors
         print(f"sigd backtest: {exc}", file=sys.stderr)
         return 1
@@ -336,4 +358,31 @@ def backtest_command(args: argparse.Namespace) -> int:
     print(terminal_summary(summary))
     if args.report:
         print(f"\nreport: {Path(args.report) / 'report.md'}")
+    return 0
+
+
+def with_symbols(cfg: Config, symbols: str | None) -> Config:
+    """The config trading `--symbols A,B,C` instead of exchange.symbols (None: unchanged)."""
+    if not symbols:
+        return cfg
+    names = tuple(s.strip() for s in symbols.split(",") if s.strip())
+    if not names or any("/" not in n for n in names):
+        raise ValueError(f"--symbols {symbols!r}: expected BASE/QUOTE names separated by commas, e.g. ETH/USDT,XRP/USDT")
+    if len(set(names)) != len(names) or cfg.exchange.reference_symbol in names:
+        raise ValueError(f"--symbols {symbols!r}: a symbol twice, or the reference symbol {cfg.exchange.reference_symbol}")
+    exchange = dataclasses.replace(cfg.exchange, symbols=names, symbol="")
+    overrides = {k: v for k, v in cfg.symbols.items() if k in names}
+    return dataclasses.replace(cfg, exchange=exchange, symbols=overrides)
+
+
+def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> int:
+    """Each symbol's summary (and report under REPORT/<BASE>_<QUOTE>/) of a multi-symbol run."""
+    from daemon.research.report import summarize, terminal_summary, write_report
+
+    for result in results:
+        out = Path(report) / result.symbol.replace("/", "_") if report else None
+        print(f"\n== {result.symbol} ==")
+        print(terminal_summary(write_report(result, out) if out else summarize(result)))
+        if out:
+            print(f"report: {out / 'report.md'}")
     return 0

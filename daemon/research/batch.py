@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from daemon.domain import Prediction, PredictorLike, Side, timeframe_ms
+from daemon.domain import Prediction, PredictorLike, Side, class_scores, timeframe_ms
 from daemon.research.replay import Stream, Tape
 
 CHUNK = 1024  # trigger bars per predict_batch call (windows of one chunk are held in memory)
@@ -138,8 +138,8 @@ def precompute_parallel(predictor: Any, index: WindowIndex, bar_ts: Sequence[int
     for t, row in zip(ts, out):
         if row[6] == 1.0:
             probs = (float(row[0]), float(row[1]), float(row[2]))
-            table[t] = Prediction(predictor.name, predictor.version, t, probs, Side(int(row[3])), float(row[4]),
-                                  predictor.threshold, float(row[5]), predictor.hold_bars)
+            table[t] = Prediction(predictor.name, predictor.version, t, class_scores(probs), Side(int(row[3])),
+                                  float(row[4]), predictor.threshold, float(row[5]), predictor.hold_bars)
         else:
             try:
                 table[t] = predictor.predict(index.windows(t, predictor.required_windows), t)

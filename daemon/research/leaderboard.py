@@ -198,7 +198,7 @@ def compare(args: argparse.Namespace, runner: Runner | None = None) -> dict[str,
 def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
     """`--validate DIR...`: gate each artifact out of sample, write its block, and a summary in --out."""
     from models.data import load_series
-    from models.train import _iso_ms
+    from pipeline.train import _iso_ms
 
     if not args.start:
         raise ValueError("--validate needs --from ISO (a window after the artifact's training data)")

@@ -5,8 +5,7 @@ test_start - train_end = purge + embargo: the purge is one label horizon (no tra
 can look into the test window; the tapes are cut at train_end besides), the embargo a
 further pause against serial correlation. The test windows tile the end of the period.
 
-Inside a fold, training is today's `models.train.train_pipeline` (behind `train_fold`, the
-one place to switch to the family registry's TrainSpec): it splits its own window 70/15/15
+Inside a fold, training is `pipeline.train.train` with a TrainSpec (`train_fold`): it splits its own window 70/15/15
 into train / early-stopping validation / a last slice it never learns from. That last slice
 is the INNER VALIDATION SLICE where the threshold is chosen (early stopping did not use it);
 the test window is only ever scored with that threshold. Nothing is tuned on a test fold.
@@ -187,18 +186,19 @@ def _decisions(setup: Setup, close_ts: np.ndarray, probs: np.ndarray, y: np.ndar
 
 
 def train_fold(job: Job) -> tuple[Path, str, list[int]]:
-    """Train the job's family on its fold's training window (today's pipeline; the adapter
-    to switch to the family registry). Returns (artifact dir, version, train class counts)."""
+    """Train the job's family on its fold's training window (the one training path,
+    pipeline.train). Returns (artifact dir, version, train class counts)."""
     from models.targets import TargetSpec
-    from models.train import train_pipeline
+    from pipeline.spec import TrainSpec
+    from pipeline.train import train
 
     thr_, neutral = job.setup.label_thresholds()
-    target = TargetSpec("classification", job.setup.horizon, thr_, neutral)
-    res = train_pipeline(job.family, preset=job.preset, data_dirs=list(job.data_dirs), symbols=list(job.symbols),
-                         start=iso(job.fold.train_start), end=iso(job.fold.train_end), epochs=job.epochs,
-                         out_dir=job.out_dir, seed=job.seed, device="cpu", target=target,
-                         max_batches=job.max_batches, max_val=job.max_val, fee=job.fee,
-                         hold=job.setup.horizon, progress=False)
+    spec = TrainSpec(job.family, preset=job.preset, data_dirs=job.data_dirs, symbols=job.symbols,
+                     start=iso(job.fold.train_start), end=iso(job.fold.train_end),
+                     target=TargetSpec("classification", job.setup.horizon, thr_, neutral), epochs=job.epochs,
+                     max_batches=job.max_batches, max_val=job.max_val, seed=job.seed, device="cpu", fee=job.fee,
+                     hold=job.setup.horizon)
+    res = train(spec, job.out_dir)
     return res.artifact_dir, res.version, list(res.samples.get("train_classes") or [])
 
 
@@ -206,16 +206,15 @@ def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: 
                  inner: bool) -> Scored:
     """The artifact's class probabilities on the primary symbol: the training window's last
     (inner) slice when `inner`, else every decision in [start_ms, end_ms)."""
-    from models.adapters import adapter_for
+    from models import registry
     from models.artifacts import load_artifact
     from models.datasets import RATIOS, TEST, assemble, build_symbol_samples
     from models.targets import TargetSpec
-    from models.train import load_symbol, predict_scores
+    from pipeline.train import load_symbol, predict_scores
 
     model, meta, spec = load_artifact(art_dir, "cpu")
-    adapter = adapter_for(meta["model"]["name"], "classification")
-    if hasattr(adapter, "trend_tau"):
-        adapter.trend_tau = dict(meta["training"].get("trend_tau") or {})
+    io = registry.family(meta["model"]["name"]).make_io("classification")
+    io.restore(meta["training"].get("trend_tau"))
     target = TargetSpec.from_dict(meta["target"])
     # history before the window: the model's input window, and a day for the baselines' lookbacks
     warm = max(spec.required_windows["1m"] * MINUTE_MS, DAY_MS + setup.horizon * MINUTE_MS) + HOUR_MS
@@ -223,7 +222,8 @@ def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: 
     series = load_symbol([Path(d) for d in data_dirs], symbol, spec.inputs, lo, hi, lambda s: None)
     # Outside training one block holds the whole window: every sample with its label is a decision.
     ratios = RATIOS if inner else (1e-9, 1e-9, 1.0 - 2e-9)
-    ss = assemble([(build_symbol_samples(symbol, series, spec, target, ratios), series)], spec, scalers=spec.scalers)
+    samples = build_symbol_samples(symbol, series, spec, target, ratios, aux_targets=io.aux_targets)
+    ss = assemble([(samples, series)], spec, scalers=spec.scalers)
     idx = ss.indices(TEST)
     close_ts = ss.extra["close_ts"][idx]
     # only the decision instants are asked (a 1h trigger: one sample in sixty)
@@ -231,7 +231,7 @@ def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: 
     if not inner:
         sel &= (close_ts > start_ms) & (close_ts <= end_ms)
     idx, close_ts = idx[sel], close_ts[sel]
-    probs = predict_scores(adapter, model, ss, idx, next(model.parameters()).device)
+    probs = predict_scores(io, model, ss, idx, next(model.parameters()).device)
     return _decisions(setup, close_ts, probs, ss.y[idx], series["1m"])
 
 

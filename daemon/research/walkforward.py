@@ -4,7 +4,7 @@ Fold k trains on trigger bars opening in [start + k·test, start + k·test + tra
 the following `test` days. The training data is cut at the train window's end before the
 training code ever sees it (tape files written for that window only), so no label, scaler
 or threshold of a fold can see its test window. Training is the nightly retrain's code path
-(`models.train.train_pipeline`: fit, threshold optimized on its own validation split).
+(`pipeline.train.train`: fit, threshold optimized on its own validation split).
 The test windows are traded by ONE engine run that swaps predictors at each fold boundary,
 as the live daemon swaps a retrained model between decisions, so the concatenated
 out-of-sample result is one continuous equity curve.
@@ -101,14 +101,15 @@ def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], w
     from daemon.research.backtest import load_predictors
     from models.artifacts import read_meta
     from models.targets import TargetSpec
-    from models.train import train_pipeline
+    from pipeline.spec import TrainSpec
+    from pipeline.train import train
 
     data = write_training_tape(tape, trigger, fold, work / f"fold{fold.index}" / "data", CONTEXT_BARS)
     out = {}
     for name, served in dirs.items():
         # the served model's target definition; the rest as the nightly retrain trains
-        kwargs = {"target": TargetSpec.from_dict(read_meta(served)["target"]), "progress": False, **train_kwargs}
-        res = train_pipeline(name, data_dirs=[data], out_dir=work / f"fold{fold.index}" / name, **kwargs)
+        fields = {"target": TargetSpec.from_dict(read_meta(served)["target"]), **train_kwargs}
+        res = train(TrainSpec(name, data_dirs=(str(data),), **fields), work / f"fold{fold.index}" / name)
         out[name] = res.artifact_dir
         log.info("fold_trained", fold=fold.index, model=name, version=res.version,
                  train_from=fold.train_start, train_to=fold.train_end)
@@ -116,11 +117,11 @@ def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], w
 
 
 def nightly_kwargs(cfg: Any) -> dict[str, Any]:
-    """train_pipeline arguments of the nightly retrain ([retrain] preset, epochs, batches, device)."""
+    """TrainSpec fields of the nightly retrain ([retrain] preset, epochs, batches, device)."""
     r = getattr(cfg, "retrain", None)
     if r is None:
         return {"device": "cpu"}
-    return {"preset": r.preset, "epochs": r.epochs or None, "max_batches": r.max_batches, "device": r.device}
+    return {"preset": r.preset, "epochs": r.epochs or 0, "max_batches": r.max_batches, "device": r.device}
 
 
 def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,

@@ -2,7 +2,7 @@
 
 The job never runs in the event loop's thread and never blocks a decision: it exports the
 stored bars to tape files, then runs two niced subprocesses (daemon/retrain/worker.py):
-`train` calls `models.train.train_pipeline` — the code path of `sigd train` — on the history
+`train` calls `pipeline.train.train` — the code path of `sigd train` — on the history
 *before* a holdout cut, and `score` scores the new and the current model on the holdout, the
 most recent stored data that neither trained on. Only a new model that scores better is promoted: its artifact is copied
 in atomically (rename), a `models` registry row marks it current (the old one becomes

@@ -1,6 +1,6 @@
 """The retrain's two subprocess steps (run by daemon/retrain/nightly.py, never in the daemon's process).
 
-`python -m daemon.retrain.worker train ...` calls `models.train.train_pipeline`, the very code
+`python -m daemon.retrain.worker train ...` calls `pipeline.train.train`, the very code
 path of `sigd train` (fit, threshold optimized on validation, atomic artifact).
 
 `python -m daemon.retrain.worker score --data TAPE --from MS --symbol ETH/USDT --current DIR
@@ -77,7 +77,7 @@ def holdout(streams: Mapping[str, np.ndarray], from_ms: int, need: Mapping[str, 
 
 def sides(predictor: Any, windows: Sequence[Mapping[str, np.ndarray]], bar_ts: Sequence[int]) -> np.ndarray:
     """The predictor's side per bar; a bar it cannot answer counts as FLAT."""
-    from models.predictor import InsufficientWindows
+    from pipeline.predictor import InsufficientWindows
 
     try:
         return np.array([int(p.side) for p in predictor.predict_batch(windows, bar_ts)], dtype=np.int64)
@@ -93,7 +93,7 @@ def sides(predictor: Any, windows: Sequence[Mapping[str, np.ndarray]], bar_ts: S
 
 def score_pair(data: Path, from_ms: int, symbol: str, current: Path, new: Path, fee: float) -> dict[str, Any]:
     """Both artifacts scored on the same holdout bars."""
-    from models.predictor import Predictor
+    from pipeline.predictor import Predictor
     from strategies import threshold as thr
 
     streams = load_streams(data, symbol)
@@ -120,11 +120,12 @@ def score_pair(data: Path, from_ms: int, symbol: str, current: Path, new: Path, 
 
 def train(a: argparse.Namespace) -> int:
     """Fit one model on the exported history: the code path of `sigd train`."""
-    from models.train import format_metrics, train_pipeline
+    from pipeline.spec import TrainSpec
+    from pipeline.train import format_metrics, train
 
-    res = train_pipeline(a.model, preset=a.preset, data_dirs=[a.data], symbols=[a.symbol], epochs=a.epochs or None,
-                         out_dir=a.out, seed=a.seed, device=a.device, fee=a.fee, max_batches=a.max_batches,
-                         progress=False, log=lambda s: print(s, file=sys.stderr, flush=True))
+    spec = TrainSpec(a.model, preset=a.preset, data_dirs=(str(a.data),), symbols=(a.symbol,), epochs=a.epochs or 0,
+                     seed=a.seed, device=a.device, fee=a.fee, max_batches=a.max_batches)
+    res = train(spec, a.out, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_metrics(a.model, res.metrics))
     print(f"artifact {res.artifact_dir} (version {res.version})")
     return 0

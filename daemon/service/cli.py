@@ -19,7 +19,7 @@ COMMANDS: dict[str, str] = {
     "status": "daemon.service.api:status_command",
     "local-exchange": "daemon.localexchange.server:serve_command",
     "backfill": "daemon.market.backfill:backfill_command",
-    "train": "models.train:train_command",
+    "train": "pipeline.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
     "install-service": "daemon.service.install:install_command",
     "uninstall-service": "daemon.service.install:uninstall_command",
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default=None, help="replay start, ISO 8601 UTC, inside the tape")
     p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
     p.add_argument("--seed", type=int, default=7, help="seed for derived 1s bars")
+    p.add_argument("--spread-bps", type=float, default=2.0, help="derived bid/ask spread around the replay price")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="also serve N SYNTHETIC symbols SYN001/USDT.. (time-shifted copies; load tests only)")
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
     p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
@@ -88,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0, help="0 = chosen from available memory")
     p.add_argument("--max-batches", type=int, default=0, help="training batches per epoch (0 = all)")
     p.add_argument("--max-val", type=int, default=0, help="validation samples for the per-epoch loss (0 = all)")
-    p.add_argument("--scheduler", default="cosine", choices=["cosine", "plateau"])
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "plateau"])
+    p.add_argument("--jitter", type=float, default=0.0, help="augmentation: noise sd on scaled training inputs")
+    p.add_argument("--scaling", type=float, default=0.0, help="augmentation: per-sample scale sd (training only)")
     p.add_argument("--out", default=None, help="artifact output directory (default: runs/train/<model>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -102,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
+    p.add_argument("--symbols", default=None, metavar="A,B,C",
+                   help="trade these symbols (one portfolio, one engine) instead of exchange.symbols")
 
     from daemon.service.install import add_arguments  # argparse only: no side effects
 

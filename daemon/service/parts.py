@@ -83,7 +83,7 @@ class Parts:
 
     async def swap(self, name: str, path: Path) -> None:
         """Load a promoted artifact off the loop, then swap it in between decisions."""
-        from models.predictor import Predictor
+        from pipeline.predictor import Predictor
 
         predictor = await asyncio.to_thread(Predictor.load, path, self.cfg.models.device)
         self.engine.swap_predictor(name, predictor)
@@ -137,7 +137,8 @@ async def _exchange(cfg: Config, environ: dict[str, str], opened: list[Callable[
             start_ms = replay_start_ms(cfg, store)
             try:
                 local = LocalExchange(cfg.path(lx.tape) if lx.tape else None, start_ms=start_ms, speed=lx.speed,
-                                      host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret)
+                                      host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret,
+                                      spread_bps=lx.spread_bps)
             except TapeError as exc:
                 if start_ms is None or start_ms == replay_start_ms(cfg, None):
                     raise
@@ -169,7 +170,7 @@ def model_dirs(cfg: Config, store: Store) -> dict[str, Path]:
 
 async def load_predictors(cfg: Config, dirs: dict[str, Path]) -> dict[str, PredictorLike]:
     """Load every artifact off the event loop (torch import and weights take a while)."""
-    from models.predictor import Predictor, set_inference_threads
+    from pipeline.predictor import Predictor, set_inference_threads
 
     set_inference_threads(cfg.models.threads)
     loaded = await asyncio.gather(*(asyncio.to_thread(Predictor.load, d, cfg.models.device) for d in dirs.values()))
@@ -206,7 +207,8 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
                 clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
-                                exchange=client if cfg.broker.mode == "testnet" else None)
+                                exchange=client if cfg.broker.mode == "testnet" else None,
+                                quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
     engine.shadow = shadow_from_config(cfg, predictors, notifier, store)
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,

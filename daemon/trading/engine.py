@@ -51,10 +51,10 @@ from strategies.confidence import ConfidenceStrategy
 from strategies.risk import PortfolioLimits, RiskParams
 
 log = logging.get("engine")
-DECISIONS = REGISTRY.counter("sigd_decisions_total", "Trigger bars decided")
+DECISIONS = REGISTRY.counter("sigd_decisions_total", "Trigger bars decided, by symbol")
 SKIPPED = REGISTRY.counter("sigd_decisions_skipped_total", "Trigger bars not decided, by reason")
 FAILED = REGISTRY.counter("sigd_decisions_failed_total", "Decisions rolled back by an error, by symbol")
-SIGNALS = REGISTRY.counter("sigd_signals_total", "Signals emitted, by side")
+SIGNALS = REGISTRY.counter("sigd_signals_total", "Signals emitted, by symbol and side")
 BAR_TO_SIGNAL_MS = REGISTRY.histogram("sigd_bar_to_signal_ms", "Trigger bar received to signal committed, ms")
 DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision committed, ms")
 __all__ = ["Engine", "broker_from_config", "risk_params_from_config", "strategies_from_config", "signal_payload"]
@@ -121,6 +121,7 @@ class Engine:
         self._act_lock = asyncio.Lock()
         self.decisions = self.skipped = 0
         self.shadow = Shadow()  # every model trades unless the service sets trade_only_validated
+        self.last_commit = 0.0  # perf clock at the newest cycle's commit (benchmarks read it)
 
     @classmethod
     def from_config(
@@ -217,6 +218,7 @@ class Engine:
             answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs])
             async with self._act_lock:
                 outcomes = self._decide_all(jobs, answers)
+                self.last_commit = self.perf_clock()
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs})
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
@@ -317,12 +319,12 @@ class Engine:
             state.last_decision = decision_summary(out.bar, out.predictions, len(out.signals))
             state.decisions += 1
             self.decisions += 1
-            DECISIONS.inc()
+            DECISIONS.inc(symbol=symbol)
             elapsed = (self.perf_clock() - received[symbol]) * 1000.0
             DECISION_MS.observe(elapsed)
             for event in out.signals:
                 state.last_signal = event
-                SIGNALS.inc(side=event["side"])
+                SIGNALS.inc(symbol=symbol, side=event["side"])
                 BAR_TO_SIGNAL_MS.observe(elapsed)
                 log.info("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
                          confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],

@@ -2,7 +2,7 @@
 
 One single-thread executor per device (the CPU, each GPU) runs the models that live on it, so
 inference never blocks the event loop and two devices work at the same time. A model with
-`predict_batch` (models/predictor.py) gets the whole cycle in one forward pass; if the batch
+`predict_batch` (pipeline/predictor.py) gets the whole cycle in one forward pass; if the batch
 raises (one symbol's windows are short, say), the symbols are asked one by one so that only
 the bad one is left out. `prewarm` runs the same forward pass on the current windows and
 throws the answer away: memory that sat idle for a minute is slow to touch again, and the
@@ -12,6 +12,7 @@ next close is predictable.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
@@ -62,8 +63,7 @@ def predict_one_by_one(name: str, predictor: PredictorLike, windows: Sequence[Wi
 
 
 def _with_ms(prediction: Prediction, ms: float) -> Prediction:
-    return Prediction(prediction.model, prediction.version, prediction.bar_ts, prediction.probs, prediction.side,
-                      prediction.confidence, prediction.threshold, ms, prediction.hold_bars)
+    return dataclasses.replace(prediction, inference_ms=ms)
 
 
 def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows],

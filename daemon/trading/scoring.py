@@ -23,7 +23,7 @@ import numpy as np
 from daemon import log as logging
 from daemon.domain import Prediction
 from daemon.metrics import REGISTRY
-from models.evaluate import macro_f1
+from pipeline.evaluate import macro_f1
 import strategies.threshold as thr
 
 log = logging.get("scoring")
@@ -213,7 +213,8 @@ class LiveScorer:
 def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: int) -> list[tuple[int, tuple, int]]:
     """(bar_ts, (p_short, p_flat, p_long), side) of `model` with after < bar_ts <= until, oldest first."""
     cur = store.db.conn.execute(
-        "SELECT bar_ts, p_short, p_flat, p_long, side FROM predictions WHERE symbol=? AND model=? "
+        "SELECT bar_ts, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
+        "json_extract(scores, '$.p_long'), side FROM predictions WHERE symbol=? AND model=? "
         "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts", [symbol, model, after, until])
     return [(int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall()]
 

@@ -37,8 +37,8 @@ async def test_warm_up_of_five_symbols_within_the_concurrency_bound_on_one_socke
                     # the four alts' 1d history starts 2021-04-02 and misses two outage days
                     assert len(ring) == (120 if tf != "1d" or sym in ("ETH/USDT", "BTC/USDT") else 44), (sym, tf)
                     assert_ring_is_the_record(ring, 20 if tf == "1d" else None, directory=TAPE_2021)
-                subscribed = await lx.wait_subscribed(21)
-                assert len(subscribed) == 21 and len(lx.pump.sockets) == 1  # every stream, one connection
+                subscribed = await lx.wait_subscribed(26)  # 21 kline streams and 5 bookTickers
+                assert len(subscribed) == 26 and len(lx.pump.sockets) == 1  # all on one connection
                 assert set(feed.stream_status()) == set(feed.streams)
         done = [e for e in logs if e["event"] == "symbol_warmed_up"]
         assert sorted(e["symbol"] for e in done) == sorted((*SYMBOLS_2021, "BTC/USDT"))
@@ -51,7 +51,8 @@ async def test_one_symbol_gapped_and_another_stalled_while_the_others_keep_deliv
     store = Store(tmp_path / "s.sqlite")
     async with local_exchange(DAY_2021 + 30_000, speed, TAPE_2021) as lx, exchange_client(lx, cfg) as client:
         async with running_feed(client, store, cfg, speed, rec) as feed:
-            first = lx.now_ms() - lx.now_ms() % 60_000  # the first bar to close live
+            now = lx.now_ms()
+            first = now - now % 60_000  # the first bar to close live
             lx.faults.skip_bars(1, "xrpusdt@kline_1m")  # a gap (2 s silent < 3 s stall timeout): REST fills it
             lx.faults.stall("adausdt@kline_1m", seconds=5)  # silent past the stall timeout: resync
             end = first + 8 * 60_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.domain import Side
-from models.predictor import Predictor
+from pipeline.predictor import Predictor
 from tests.conftest import REPO
 from tests.pipeline_builders import random_bars
 
@@ -31,3 +31,23 @@ def test_shipped_artifact_loads_and_predicts(name: str) -> None:
     assert sum(p.probs) == pytest.approx(1.0, abs=1e-5) and p.threshold == pred.threshold
     # the threshold was optimized holding each position for the target horizon, and trades so live
     assert pred.hold_bars == pred.meta["target"]["horizon"] == p.hold_bars
+
+
+def test_shipped_artifacts_still_give_the_predictions_they_gave_before_the_family_refactor() -> None:
+    # Recorded with the code before models became families (the same windows, the same
+    # artifacts): the refactor and the scores mapping must not move a single probability.
+    import json
+
+    recorded = json.loads((REPO / "tests" / "models" / "shipped_predictions.json").read_text())
+    start = START_2025
+    for name, rows in recorded.items():
+        pred = Predictor.load(REPO / "models" / "artifacts" / name, device="cpu")
+        for seed, row in enumerate(rows):
+            end = start - seed * 3_600_000
+            w = {"1m": random_bars(600, start_ms=end - 600 * 60_000, seed=seed),
+                 "1h": random_bars(600, "1h", start_ms=end - 600 * 3_600_000, vol=0.01, seed=seed + 10),
+                 "1d": random_bars(600, "1d", start_ms=end - 600 * 86_400_000, vol=0.03, seed=seed + 20),
+                 "btc_1m": random_bars(600, start_ms=end - 600 * 60_000, price=60000.0, seed=seed + 30)}
+            p = pred.predict(w, int(w["1m"][-1, 0]))
+            assert list(p.probs) == row["probs"] and int(p.side) == row["side"], (name, seed)
+            assert p.confidence == row["confidence"]

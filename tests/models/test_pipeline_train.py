@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from models import registry
 from models.artifacts import ArtifactError, load_artifact
 from models.data import load_series
 from models.datasets import live_windows
-from models.predictor import InsufficientWindows, Predictor
-from models.train import train_pipeline
+from models.targets import TargetSpec
+from pipeline.predictor import InsufficientWindows, Predictor
+from pipeline.spec import TrainSpec
+from pipeline.train import train
 from tests.pipeline_builders import write_market, write_tape
 
 MODELS = ("cnn_lstm_attn", "mtf_transformer")
@@ -28,8 +31,8 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(market: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name in MODELS:
-        res = train_pipeline(name, preset="tiny", data_dirs=[market], epochs=2, max_batches=4,
-                             out_dir=tmp_path_factory.mktemp(name) / "art", seed=3, progress=False)
+        res = train(TrainSpec(name, preset="tiny", data_dirs=(str(market),), epochs=2, max_batches=4, seed=3),
+                    tmp_path_factory.mktemp(name) / "art")
         out[name] = res.artifact_dir
     return out
 
@@ -43,7 +46,8 @@ def _series(market: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("name", MODELS)
 def test_training_writes_artifact_history_and_plots(trained: dict[str, Path], name: str) -> None:
     d = trained[name]
-    for f in ("model.safetensors", "artifact.json", "history.json", "loss.png", "accuracy.png"):
+    for f in ("model.safetensors", "artifact.json", "history.json", "loss.png", "accuracy.png", "attention.png",
+              "predictions.png"):
         assert (d / f).stat().st_size > 0, f
     meta = json.loads((d / "artifact.json").read_text())
     assert meta["classes"] == {"0": "SHORT", "1": "FLAT", "2": "LONG"}
@@ -51,10 +55,11 @@ def test_training_writes_artifact_history_and_plots(trained: dict[str, Path], na
     assert 0.0 <= meta["metrics"]["test"]["accuracy"] <= 1.0 and len(meta["data"]["fingerprint"]) == 64
     # the threshold was optimized with a holding period of the target horizon, and says so
     assert meta["threshold"]["hold_bars"] == meta["target"]["horizon"] == 15
-    if name == "cnn_lstm_attn":
-        assert (d / "attention.png").exists()
-    else:
-        assert meta["features"]["inputs"] == ["1m", "1h", "1d", "btc_1m"]  # no recorded 1s: masked
+    # the artifact says how to train it again
+    spec = TrainSpec.from_dict(meta["train_spec"])
+    assert (spec.model, spec.preset, spec.epochs, spec.max_batches, spec.seed) == (name, "tiny", 2, 4, 3)
+    wanted = registry.family(name).make_io("classification").window_keys
+    assert meta["features"]["inputs"] == [k for k in wanted if k != "1s"]  # no recorded 1s: masked
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -134,16 +139,16 @@ def test_corrupt_or_mismatched_artifacts_are_refused(trained: dict[str, Path], t
 
 
 def test_training_is_reproducible_on_cpu(market: Path, tmp_path: Path) -> None:
-    runs = [train_pipeline("cnn_lstm_attn", preset="tiny", data_dirs=[market], epochs=1, max_batches=2,
-                           out_dir=tmp_path / str(i), seed=5, progress=False) for i in range(2)]
+    spec = TrainSpec("cnn_lstm_attn", preset="tiny", data_dirs=(str(market),), epochs=1, max_batches=2, seed=5)
+    runs = [train(spec, tmp_path / str(i)) for i in range(2)]
     assert runs[0].version == runs[1].version  # same weights hash
     model, _, _ = load_artifact(runs[0].artifact_dir)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_regression_mode_trains_plots_and_predicts(market: Path, tmp_path: Path) -> None:
-    res = train_pipeline("stacked_lstm", preset="tiny", data_dirs=[market], epochs=1, max_batches=2,
-                         out_dir=tmp_path / "reg", mode="regression", progress=False)
+    res = train(TrainSpec("stacked_lstm", preset="tiny", data_dirs=(str(market),), epochs=1, max_batches=2,
+                          target=TargetSpec(mode="regression")), tmp_path / "reg")
     assert (res.artifact_dir / "predictions.png").exists() and "mse" in res.metrics["test"]
     pred = Predictor.load(res.artifact_dir, device="cpu")
     series = _series(market)
@@ -161,19 +166,15 @@ def test_save_load_round_trip_gives_identical_outputs(trained: dict[str, Path], 
     copy = save_artifact(tmp_path / "copy", model, name, meta["model"]["config"], keep)
     again, meta2, _ = load_artifact(copy)
     assert read_meta(copy)["version"] == meta["version"] and meta2["features"] == meta["features"]
-    torch.manual_seed(0)
-    if name == "mtf_transformer":
-        x = {k: torch.randn(4, spec.seq_len, 5) for k in spec.inputs}
-        a, b = model(x)["action_probs"], again(x)["action_probs"]
-    else:
-        x = torch.randn(4, spec.seq_len, len(spec.feature_names))
-        a, b = model(x), again(x)
-    assert torch.equal(a, b)
+    io = registry.family(name).make_io("classification")
+    x = io.example(model.config, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    a, b = io.outputs(model, x), io.outputs(again, x)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_evaluating_an_artifact_reproduces_its_own_test_report(trained: dict[str, Path], market: Path, name: str) -> None:
-    from models.train import evaluate_artifact
+    from pipeline.train import evaluate_artifact
 
     stored = json.loads((trained[name] / "artifact.json").read_text())["metrics"]["test"]
     again = evaluate_artifact(trained[name], data_dirs=[market], device="cpu")["test"]
@@ -201,6 +202,6 @@ def test_a_timeframe_shorter_than_one_window_is_masked_not_a_crash(tmp_path: Pat
     for symbol in ("ETH/USDT", "BTC/USDT"):
         daily = load_series([market], symbol, "1d")
         write_tape(market, symbol, "1d", daily[-3:])
-    res = train_pipeline("mtf_transformer", preset="tiny", data_dirs=[market], epochs=1, max_batches=2,
-                         out_dir=tmp_path / "art", seed=3, progress=False)
+    res = train(TrainSpec("mtf_transformer", preset="tiny", data_dirs=(str(market),), epochs=1, max_batches=2,
+                          seed=3), tmp_path / "art")
     assert (res.artifact_dir / "model.safetensors").exists()

@@ -1,6 +1,7 @@
 """Parity: on the same bars, `sigd backtest` gives the signals `sigd run` stores when it trades
 live against the local exchange replaying those bars (real daemon process, real ccxt, tiny
-models, a short accelerated replay)."""
+models, a short accelerated replay), for three symbols decided in one engine. SOL/USDT and
+XRP/USDT here are synthetic random walks named like real pairs, for this test only."""
 
 from __future__ import annotations
 
@@ -18,11 +19,24 @@ from daemon import config
 from daemon.research import replay
 from daemon.research.report import iso
 from daemon.store import Store
-from tests.backtest_builders import T0, TEST_CONFIG, tiny_world
+from tests.backtest_builders import T0, TEST_CONFIG, tape_dir, tiny_world
 from tests.daemon_harness import DaemonProcess, free_port
 
 MIN = 60_000
 LIVE_BARS = 25  # trigger bars the daemon decides live before it is stopped
+SYMBOLS = ("ETH/USDT", "SOL/USDT", "XRP/USDT")
+
+
+def three_symbol_data(world: Path, tmp: Path) -> Path:
+    """The tiny world's tape plus two more symbols (their own seeded walks over the same span)."""
+    import shutil
+
+    data = Path(shutil.copytree(world / "data", tmp / "data"))
+    for seed, symbol in enumerate(SYMBOLS[1:], start=7):
+        scratch = tape_dir(tmp / f"scratch-{seed}", 2400, symbol=symbol, seed=seed, days_before=30)
+        for f in scratch.glob(symbol.replace("/", "_") + "-*"):
+            shutil.copy(f, data / f.name)
+    return data
 
 
 def _control(port: int, action: str, body: dict | None = None) -> dict:
@@ -32,14 +46,15 @@ def _control(port: int, action: str, body: dict | None = None) -> dict:
         return json.loads(resp.read())
 
 
-def _live_config(world: Path, tmp: Path, lx_port: int) -> str:
+def _live_config(world: Path, data: Path, tmp: Path, lx_port: int) -> str:
     models = world / "models"
     # The replay clock starts almost frozen, so no bar closes while the daemon starts up and warms
     # up; the test speeds it up once every stream is subscribed.
-    return TEST_CONFIG + f"""
+    symbols = ", ".join(f'"{s}"' for s in SYMBOLS)
+    return TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]") + f"""
 [local_exchange]
 port = {lx_port}
-tape = "{world / 'data'}"
+tape = "{data}"
 start = "{iso(T0 + 400 * MIN + 30_000)}"
 speed = 0.001
 
@@ -71,12 +86,14 @@ async def _run_live(cfg_path: Path, tmp: Path, lx_port: int) -> None:
     daemon = DaemonProcess(cfg_path, tmp, {}).start()
     try:
         await daemon.wait_ready(timeout=120)
-        await daemon.wait_for(lambda: len(_control(lx_port, "status", None)["streams"]) == 4, 30, "4 subscriptions")
+        streams = 3 * len(SYMBOLS) + 1
+        await daemon.wait_for(lambda: len(_control(lx_port, "status", None)["streams"]) == streams, 30,
+                              f"{streams} subscriptions")
         _control(lx_port, "set_speed", {"speed": 120.0})  # one 1m bar every half second
         store = Store(tmp / "live.sqlite")
         try:
-            await daemon.wait_for(lambda: len({r[0] for r in store.prediction_rows("ETH/USDT")}) >= LIVE_BARS,
-                                  120, f"{LIVE_BARS} live decisions")
+            await daemon.wait_for(lambda: min(len({r[0] for r in store.prediction_rows(s)}) for s in SYMBOLS)
+                                  >= LIVE_BARS, 120, f"{LIVE_BARS} live decisions of every symbol")
         finally:
             store.close()
         daemon.signal(signal.SIGTERM)
@@ -88,28 +105,37 @@ async def _run_live(cfg_path: Path, tmp: Path, lx_port: int) -> None:
 @pytest.mark.slow
 async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_config) -> None:
     world = tiny_world()
+    data = three_symbol_data(world, tmp_path)
     lx_port = free_port()
-    cfg_path = write_config(_live_config(world, tmp_path, lx_port), name="live.toml")
+    cfg_path = write_config(_live_config(world, data, tmp_path, lx_port), name="live.toml")
     await _run_live(cfg_path, tmp_path, lx_port)
 
     live = Store(tmp_path / "live.sqlite")
-    predictions = live.prediction_rows("ETH/USDT")
-    live_signals = [s for _, s in reversed(live.signals(limit=10_000))]
+    predictions = {s: live.prediction_rows(s) for s in SYMBOLS}
+    live_signals = {s: [sig for _, sig in reversed(live.signals(symbol=s, limit=10_000))] for s in SYMBOLS}
     live.close()
-    decided = sorted({r[0] for r in predictions})
-    assert decided == list(range(decided[0], decided[-1] + MIN, MIN)), "the live engine skipped a decision"
+    # The period every symbol decided live, without a gap (the daemon stops mid-cycle).
+    first = max(min(r[0] for r in rows) for rows in predictions.values())
+    last = min(max(r[0] for r in rows) for rows in predictions.values())
+    for rows in predictions.values():
+        decided = sorted({r[0] for r in rows if first <= r[0] <= last})
+        assert decided == list(range(first, last + MIN, MIN)), "the live engine skipped a decision"
 
-    cfg = config.load(cfg_path)  # the live daemon's own config: same models, same order
-    tape = replay.load_streams(world / "data", backtest.live_order(cfg), ("ETH/USDT", "1m"))
-    plan = backtest.make_plan(cfg, tape, iso(decided[0]), iso(decided[-1] + MIN))
+    cfg = config.load(cfg_path)  # the live daemon's own config: same models, same order, three symbols
+    tape = replay.load_streams(data, backtest.live_order(cfg), ("ETH/USDT", "1m"))
+    plan = backtest.make_plan(cfg, tape, iso(first), iso(last + MIN))
     predictors = backtest.load_predictors(backtest.artifact_dirs(cfg, None))
-    result = await asyncio.to_thread(backtest.run_backtest, plan, predictors)  # it runs its own event loop
+    results = await asyncio.to_thread(backtest.run_portfolio, plan, predictors)  # it runs its own event loop
 
-    assert len(live_signals) >= 2  # something to compare
-    assert [(s.bar_ts, s.strategy, int(s.side), s.price, "; ".join(s.reasons)) for s in live_signals] == \
-        [(s["bar_ts"], s["strategy"], s["side"], s["price"], s["reasons"]) for s in result.signals]
-    assert [s.confidence for s in live_signals] == pytest.approx([s["confidence"] for s in result.signals], abs=1e-6)
-    back = {(int(t), m.name): p for m in result.models for t, p in zip(m.bar_ts, m.probs)}
-    assert len(back) == len(predictions)
-    for bar_ts, model, _v, *probs in (r[:6] for r in predictions):
-        assert np.allclose(back[(bar_ts, model)], probs, atol=1e-6), (bar_ts, model)
+    assert [r.symbol for r in results] == list(SYMBOLS)
+    assert sum(len(v) for v in live_signals.values()) >= 3  # something to compare
+    for symbol, result in zip(SYMBOLS, results):
+        mine = [s for s in live_signals[symbol] if first <= s.bar_ts <= last]
+        assert [(s.bar_ts, s.strategy, int(s.side), s.price, "; ".join(s.reasons)) for s in mine] == \
+            [(s["bar_ts"], s["strategy"], s["side"], s["price"], s["reasons"]) for s in result.signals], symbol
+        assert [s.confidence for s in mine] == pytest.approx([s["confidence"] for s in result.signals], abs=1e-6)
+        back = {(int(t), m.name): p for m in result.models for t, p in zip(m.bar_ts, m.probs)}
+        rows = [r for r in predictions[symbol] if first <= r[0] <= last]
+        assert len(back) == len(rows)
+        for bar_ts, model, _v, *probs in (r[:6] for r in rows):
+            assert np.allclose(back[(bar_ts, model)], probs, atol=1e-6), (symbol, bar_ts, model)

@@ -15,7 +15,7 @@ import numpy as np
 from models.data import load_series
 from models.datasets import assemble, build_symbol_samples, live_windows
 from models.features import FeatureSpec
-from models.predictor import Predictor
+from pipeline.predictor import Predictor
 from models.targets import TargetSpec
 from tests.conftest import REPO
 from tests.pipeline_builders import random_bars

@@ -111,7 +111,7 @@ async def test_malformed_request_log_names_the_error() -> None:
 
 
 def test_training_report_names_its_baseline() -> None:
-    from models.train import format_metrics
+    from pipeline.train import format_metrics
 
     test = {"bars": 100, "accuracy": 0.5, "macro_f1": 0.4, "baseline_class": 1, "baseline_accuracy": 0.6,
             "baseline_macro_f1": 0.25, "sharpe": 0.1, "trades": 3, "buy_and_hold_sharpe": 0.2,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from daemon import config
-from daemon.domain import Prediction, Side
+from daemon.domain import Prediction, Side, class_scores
 from daemon.store import Store
 from daemon.trading.engine import Engine
 from daemon.trading.scoring import LiveScorer, ModelTarget, Shadow, shadow_from_config, validation_verdict
@@ -27,7 +27,7 @@ def store_with(tmp_path: Path, closes: list[float], probs: dict[str, tuple[float
     bars = series(closes)
     store.add_bars(bars)
     for b in bars:
-        store.add_predictions("ETH/USDT", [Prediction(m, "v1", b.ts, p, Side(int(np.argmax(p))), max(p), 0.5)
+        store.add_predictions("ETH/USDT", [Prediction(m, "v1", b.ts, class_scores(p), Side(int(np.argmax(p))), max(p), 0.5)
                                            for m, p in probs.items()], 0)
     return store
 
@@ -62,7 +62,7 @@ def test_a_model_below_persistence_is_shadowed_with_an_alert(tmp_path: Path) -> 
     shadow.scorer = LiveScorer(store, "ETH/USDT", {"down": TARGET, "up": TARGET}, window=8)
     for name in ("down", "up"):
         assert shadow.review(name, "v1", None)  # trade_only_validated off: both may trade
-    preds = [Prediction(m, "v1", T0, (0.1, 0.1, 0.8), Side.LONG, 0.8, 0.5) for m in ("down", "up")]
+    preds = [Prediction(m, "v1", T0, class_scores((0.1, 0.1, 0.8)), Side.LONG, 0.8, 0.5) for m in ("down", "up")]
     assert [p.model for p in shadow.tradable(preds)] == ["up"]
     why = shadow.status()["shadow"]["down"]
     assert why.startswith("live macro-F1 0.000 below the persistence baseline's 0.286 over the last 8")

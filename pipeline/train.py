@@ -1,10 +1,14 @@
-"""Training: `train_pipeline(...)` (the one code path of `sigd train` and the nightly retrain).
+"""Training: `train(TrainSpec(...))`, the one code path of `sigd train`, the nightly retrain and
+walk-forward folds.
 
 load tapes -> samples without look-ahead (models.datasets) -> scalers fitted on train ->
-balance train -> fit (models.fit) -> threshold grid search on VALIDATION (strategies.threshold)
--> report on TEST (accuracy, macro-F1 vs always answering the training split's most frequent
-class, Sharpe net of fees vs buy-and-hold) -> atomic artifact (models.artifacts) + history.json + PNG plots.
+balance train -> fit (models.fit; augmentation on training batches only) -> threshold grid
+search on VALIDATION (strategies.threshold) -> report on TEST (accuracy, macro-F1 vs always
+answering the training split's most frequent class, Sharpe net of fees vs buy-and-hold) ->
+atomic artifact (models.artifacts, with the TrainSpec) + history.json + PNG plots (curves,
+attention, predictions vs truth).
 Trading metrics use the first symbol (the primary); other symbols only add training windows.
+The family's IO (models.io) does everything family-specific: no model is named here.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -21,23 +25,23 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from models import evaluate, plots, registry
-from models.adapters import SequenceAdapter, adapter_for
+from models import plots, registry
 from models.artifacts import hold_bars, load_artifact, save_artifact
+from models.augment import augment
 from models.data import fingerprint, find_gaps, load_series
 from models.datasets import TEST, TRAIN, VAL, SampleSet, assemble, build_symbol_samples
-from models.features import WINDOW_KEYS, key_timeframe
+from models.features import key_timeframe
 from models.fit import FitConfig, choose_batch_size, fit, memory_estimate, pick_device
-from models.indicators import FULL_WARMUP
+from models.io import WindowIO
 from models.targets import IGNORE, TargetSpec, balance, class_counts
+from pipeline import evaluate
+from pipeline.spec import DEFAULT_DATA, DEFAULT_SYMBOLS, REPO, TrainSpec
 import strategies.threshold as thr
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = (REPO / "daemon" / "localexchange" / "tape",)
-DEFAULT_SYMBOLS = ("ETH/USDT", "BTC/USDT")
 REFERENCE = "BTC/USDT"
 BARS_PER_YEAR_1M = thr.MINUTES_PER_YEAR
 Log = Callable[[str], None]
+__all__ = ["DEFAULT_DATA", "DEFAULT_SYMBOLS", "REPO", "TrainSpec", "train", "evaluate_artifact"]
 
 
 @dataclass
@@ -76,39 +80,35 @@ def load_symbol(dirs: Sequence[Path], symbol: str, keys: Sequence[str], start: i
     return out
 
 
-def build_sampleset(adapter: SequenceAdapter, seq_len: int, dirs: Sequence[Path], symbols: Sequence[str],
+def build_sampleset(io: WindowIO, seq_len: int, dirs: Sequence[Path], symbols: Sequence[str],
                     start: int | None, end: int | None, target: TargetSpec, log: Log) -> tuple[SampleSet, list]:
-    """Load every symbol, pick the feature set, build and assemble samples."""
-    keys = WINDOW_KEYS if adapter.kind == "mtf" else ("1m",)
-    loaded = [load_symbol(dirs, s, keys, start, end, log) for s in symbols]
-    inputs = tuple(k for k in keys if any(series.get(k) is not None for series in loaded))
+    """Load every symbol's windows the family needs, pick its features, build and assemble samples."""
+    loaded = [load_symbol(dirs, s, io.window_keys, start, end, log) for s in symbols]
+    inputs = tuple(k for k in io.window_keys if any(series.get(k) is not None for series in loaded))
     shortest = min(len(series["1m"]) for series in loaded)
-    # The seed's fallback: too few rows for the indicators -> the minimal feature set.
-    feature_set = "full" if shortest >= seq_len + FULL_WARMUP + 50 else "minimal"
-    if adapter.kind == "sequence" and feature_set == "minimal":
-        log(f"only {shortest} bars: minimal feature set (indicators need {seq_len + FULL_WARMUP + 50})")
-    spec = adapter.spec(seq_len, feature_set, inputs)
-    per_symbol = [(build_symbol_samples(s, series, spec, target), series) for s, series in zip(symbols, loaded)]
+    spec = io.feature_spec(seq_len, shortest, inputs, log)
+    per_symbol = [(build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series)
+                  for s, series in zip(symbols, loaded)]
     return assemble(per_symbol, spec), loaded
 
 
-def _batches(adapter: SequenceAdapter, ss: SampleSet, idx: np.ndarray, bs: int, device: torch.device,
+def _batches(io: WindowIO, ss: SampleSet, idx: np.ndarray, bs: int, device: torch.device,
              rng: np.random.Generator | None = None, max_batches: int = 0) -> tuple[Iterator[dict[str, Any]], int]:
     order = rng.permutation(idx) if rng is not None else idx
     if max_batches:
         order = order[: max_batches * bs]
     n = (len(order) + bs - 1) // bs
-    return (adapter.batch(ss, order[i * bs:(i + 1) * bs], device) for i in range(n)), n
+    return (io.batch(ss, order[i * bs:(i + 1) * bs], device) for i in range(n)), n
 
 
-def predict_scores(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, idx: np.ndarray,
+def predict_scores(io: WindowIO, model: torch.nn.Module, ss: SampleSet, idx: np.ndarray,
                    device: torch.device, bs: int = 512) -> np.ndarray:
     """Scores (probabilities or returns) for samples idx, in order."""
     model.eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(idx), bs):
-            out.append(adapter.scores(model, adapter.inputs(ss, idx[i:i + bs], device)))
+            out.append(io.scores(model, io.inputs(ss, idx[i:i + bs], device)))
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
@@ -120,14 +120,14 @@ def _primary(ss: SampleSet, part: int) -> np.ndarray:
     return idx
 
 
-def test_report(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, device: torch.device,
+def test_report(io: WindowIO, model: torch.nn.Module, ss: SampleSet, device: torch.device,
                 threshold: float, fee: float, hold: int = 1) -> tuple[dict[str, Any], np.ndarray]:
     """Every test-split number of the primary symbol at a given threshold and holding period, and
     the test scores."""
     test = _primary(ss, TEST)
-    scores = predict_scores(adapter, model, ss, test, device)
-    report = evaluate.trading_report(scores, ss.next_ret[test], threshold, adapter.mode, fee, BARS_PER_YEAR_1M, hold)
-    if adapter.mode == "classification":
+    scores = predict_scores(io, model, ss, test, device)
+    report = evaluate.trading_report(scores, ss.next_ret[test], threshold, io.mode, fee, BARS_PER_YEAR_1M, hold)
+    if io.mode == "classification":
         majority = int(np.argmax(class_counts(ss.y[ss.indices(TRAIN)])))  # of the unbalanced train split
         report.update(evaluate.classification_report(ss.y[test], scores, majority))
     else:
@@ -135,23 +135,25 @@ def test_report(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet,
     return report, scores
 
 
-def _evaluate(adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet, device: torch.device,
+def _evaluate(io: WindowIO, model: torch.nn.Module, ss: SampleSet, device: torch.device,
               fee: float, hold: int) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
     """Threshold on validation (primary symbol) under holding period `hold`, then every test number."""
     val = _primary(ss, VAL)
-    val_scores = predict_scores(adapter, model, ss, val, device)
-    chosen = thr.optimize(val_scores, ss.next_ret[val], adapter.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M,
+    val_scores = predict_scores(io, model, ss, val, device)
+    chosen = thr.optimize(val_scores, ss.next_ret[val], io.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M,
                           hold=hold)
-    report, test_scores = test_report(adapter, model, ss, device, chosen.threshold, fee, hold)
+    report, test_scores = test_report(io, model, ss, device, chosen.threshold, fee, hold)
     metrics = {"test": report, "validation": {"threshold": chosen.threshold, "sharpe": chosen.sharpe,
                                               "trades": chosen.trades, "hold_bars": hold}}
     return metrics, chosen, test_scores
 
 
-def _fit_config(epochs: int | None, batch_size: int, max_batches: int, scheduler: str, progress: bool) -> FitConfig:
-    base = FitConfig()
-    return replace(base, epochs=epochs or base.epochs, batch_size=batch_size, max_train_batches=max_batches,
-                   scheduler=scheduler, progress=progress)
+def _fit_config(spec: TrainSpec, io: WindowIO, batch_size: int, progress: bool) -> FitConfig:
+    """The loop's knobs from the spec; augmentation draws from its own seeded generator."""
+    gen = torch.Generator().manual_seed(spec.seed + 1)
+    aug = (lambda b: augment(b, io, spec.jitter, spec.scaling, gen)) if spec.jitter or spec.scaling else None
+    return FitConfig(epochs=spec.epochs or FitConfig.epochs, batch_size=batch_size, lr=spec.lr,
+                     max_train_batches=spec.max_batches, scheduler=spec.scheduler, progress=progress, augment=aug)
 
 
 def _train_indices(ss: SampleSet, mode: str, rng: np.random.Generator, log: Log) -> np.ndarray:
@@ -167,33 +169,36 @@ def _labelled(ss: SampleSet, part: int, mode: str) -> np.ndarray:
     return idx[ss.y[idx] != IGNORE] if mode == "classification" else idx[np.isfinite(ss.y[idx])]
 
 
-def _write_report(out: Path, adapter: SequenceAdapter, model: torch.nn.Module, ss: SampleSet,
+def _write_report(out: Path, io: WindowIO, model: torch.nn.Module, ss: SampleSet,
                   history: dict, test_scores: np.ndarray, device: torch.device) -> None:
+    """history.json, curves, the attention of the last test window (families that attend) and
+    predictions vs truth on the test split, next to the artifact."""
     (out / "history.json").write_text(json.dumps(_json_history(history), indent=1))
     plots.curves(history, out)
-    test = np.flatnonzero((ss.split == TEST) & (ss.symbol_id == 0))
-    if hasattr(model, "attention_weights") and getattr(model.config, "use_attention", True):
-        with torch.inference_mode():
-            w = model.attention_weights(adapter.inputs(ss, test[-1:], device)["x"])
-        plots.attention(w[0].float().cpu().numpy(), out, f"{adapter.name}: last test window")
-    if adapter.mode == "regression":
+    test = _primary(ss, TEST)
+    with torch.inference_mode():
+        weights = io.attention(model, io.inputs(ss, test[-1:], device))
+    if weights is not None:
+        plots.attention(weights[0], out, f"{io.name}: last test window")
+    if io.mode == "regression":
         plots.predictions_vs_truth(test_scores, ss.y[test], out)
     else:
         plots.class_probabilities(test_scores, out)
+        plots.classes_vs_truth(test_scores, ss.y[test], out)
 
 
-def _prepare(name: str, preset: str, mode: str, data_dirs: Sequence[Path | str], symbols: Sequence[str],
-             start: str | None, end: str | None, target: TargetSpec,
-             log: Log) -> tuple[SequenceAdapter, SampleSet, Any, str]:
-    """Adapter, sample set and model config (the data decides n_features and inputs)."""
-    adapter = adapter_for(name, mode)
-    base = registry.make_config(name, adapter.config_overrides_base(), preset)
-    dirs = [Path(d) for d in data_dirs]
-    ss, loaded = build_sampleset(adapter, base.seq_len, dirs, symbols, _iso_ms(start), _iso_ms(end), target, log)
-    config = registry.make_config(name, {**base.to_dict(), **adapter.config_overrides(ss.spec)})
+def _prepare(spec: TrainSpec, log: Log) -> tuple[WindowIO, SampleSet, Any, str]:
+    """IO, sample set and model config (the data decides n_features and inputs)."""
+    family = registry.family(spec.model)
+    io = family.make_io(spec.target.mode)
+    base = family.make_config({**io.config_overrides_base(), **spec.config}, spec.preset)
+    dirs = [Path(d) for d in spec.data_dirs]
+    ss, loaded = build_sampleset(io, base.seq_len, dirs, spec.symbols, _iso_ms(spec.start), _iso_ms(spec.end),
+                                 spec.target, log)
+    config = family.make_config({**base.to_dict(), **io.config_overrides(ss.spec)})
     fp = fingerprint((f"{s}:{k}", a[a[:, 0] < ss.extra["close_ts"].max()])
-                     for s, series in zip(symbols, loaded) for k, a in sorted(series.items()) if a is not None)
-    return adapter, ss, config, fp
+                     for s, series in zip(spec.symbols, loaded) for k, a in sorted(series.items()) if a is not None)
+    return io, ss, config, fp
 
 
 def _batch_size(net: torch.nn.Module, ss: SampleSet, dev: torch.device, given: int, cnn: bool, log: Log) -> int:
@@ -207,27 +212,28 @@ def _batch_size(net: torch.nn.Module, ss: SampleSet, dev: torch.device, given: i
     return bs
 
 
-def _meta(ss: SampleSet, target: TargetSpec, chosen: thr.ThresholdResult, metrics: dict[str, Any],
+def _meta(ss: SampleSet, spec: TrainSpec, chosen: thr.ThresholdResult, metrics: dict[str, Any],
           history: dict[str, list[float]], train_idx: np.ndarray, run: dict[str, Any]) -> dict[str, Any]:
     """The artifact's JSON content besides model and weights."""
-    mode = target.mode
+    mode = spec.target.mode
     samples = {"train": int(len(train_idx)), "train_unbalanced": int(len(ss.indices(TRAIN))),
                "validation": int(len(ss.indices(VAL))), "test": int(len(ss.indices(TEST))),
                "train_classes": class_counts(ss.y[train_idx]) if mode == "classification" else None,
                "symbols": list(ss.symbols)}
-    training = {k: run[k] for k in ("preset", "seed", "device", "batch_size", "trend_tau")}
+    training = {"preset": spec.preset, "seed": spec.seed, **{k: run[k] for k in ("device", "batch_size", "trend_tau")}}
     training.update({"epochs_trained": len(history["train_loss"]), "best_epoch": history.get("best_epoch"),
                      "best_val_loss": float(min(history["val_loss"])), "final_lr": history["lr"][-1],
                      "seconds": round(time.time() - run["started"], 1), "torch": torch.__version__,
                      "trained_at": datetime.now(timezone.utc).isoformat()})
     return {
-        "features": ss.spec.to_dict(), "target": target.to_dict(),
+        "features": ss.spec.to_dict(), "target": spec.target.to_dict(), "train_spec": spec.to_dict(),
         "threshold": {"value": chosen.threshold, "validation_sharpe": chosen.sharpe, "mode": mode,
-                      "hold_bars": chosen.hold,
-                      "fee": run["fee"], "bars_per_year": BARS_PER_YEAR_1M, "grid": [list(g) for g in chosen.grid]},
+                      "hold_bars": chosen.hold, "fee": spec.fee, "bars_per_year": BARS_PER_YEAR_1M,
+                      "grid": [list(g) for g in chosen.grid]},
         "training": training,
-        "data": {"fingerprint": run["fingerprint"], "dirs": run["dirs"], "start": run["start"], "end": run["end"],
-                 "first_close_ts": int(ss.extra["close_ts"].min()), "last_close_ts": int(ss.extra["close_ts"].max())},
+        "data": {"fingerprint": run["fingerprint"], "dirs": list(spec.data_dirs), "start": spec.start,
+                 "end": spec.end, "first_close_ts": int(ss.extra["close_ts"].min()),
+                 "last_close_ts": int(ss.extra["close_ts"].max())},
         "samples": samples, "metrics": metrics, "history": _json_history(history),
     }
 
@@ -237,42 +243,32 @@ def _json_history(history: dict[str, list[float]]) -> dict[str, list[float | Non
     return {k: [v if np.isfinite(v) else None for v in vals] for k, vals in history.items()}
 
 
-def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Path | str] = DEFAULT_DATA,
-                   symbols: Sequence[str] = DEFAULT_SYMBOLS, start: str | None = None, end: str | None = None,
-                   epochs: int | None = None, out_dir: Path | str | None = None, seed: int = 0,
-                   device: str = "auto", mode: str = "classification", target: TargetSpec | None = None,
-                   batch_size: int = 0, max_batches: int = 0, max_val: int = 0, scheduler: str = "cosine",
-                   fee: float = thr.DEFAULT_FEE, hold: int | None = None, progress: bool = True,
-                   log: Log = lambda s: None) -> TrainResult:
-    """Train `model` on tapes in data_dirs (first dir holding a file wins) and write an artifact;
-    `hold` = holding period in bars for the threshold rule (default: the target's horizon)."""
+def train(spec: TrainSpec, out_dir: Path | str | None = None, *, progress: bool = False,
+          log: Log = lambda s: None) -> TrainResult:
+    """Train as `spec` says and write an artifact to out_dir (default runs/train/<model>)."""
     t_start = time.time()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    target = target or TargetSpec(mode=mode)  # type: ignore[arg-type]
-    adapter, ss, config, fp = _prepare(model, preset, mode, data_dirs, symbols, start, end, target, log)
-    dev = pick_device(device)
-    net = registry.model_class(model)(config).to(dev)
+    torch.manual_seed(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    mode = spec.target.mode
+    io, ss, config, fp = _prepare(spec, log)
+    dev = pick_device(spec.device)
+    net = registry.family(spec.model).model(config).to(dev)
     train_idx = _train_indices(ss, mode, rng, log)
     val_idx = _labelled(ss, VAL, mode)
-    if max_val and len(val_idx) > max_val:  # a fixed subset for the per-epoch loss (CPU time)
-        val_idx = np.sort(rng.choice(val_idx, size=max_val, replace=False))
-    if hasattr(adapter, "fit_trend_tau"):
-        adapter.fit_trend_tau(ss)
-    bs = _batch_size(net, ss, dev, batch_size, bool(getattr(config, "use_cnn", False)), log)
+    if spec.max_val and len(val_idx) > spec.max_val:  # a fixed subset for the per-epoch loss (CPU time)
+        val_idx = np.sort(rng.choice(val_idx, size=spec.max_val, replace=False))
+    io.prepare(ss)
+    bs = _batch_size(net, ss, dev, spec.batch_size, bool(getattr(config, "use_cnn", False)), log)
     log(f"samples train {len(train_idx)} (balanced) / val {len(val_idx)} / test {len(ss.indices(TEST))}")
-    cfg = _fit_config(epochs, bs, max_batches, scheduler, progress)
-    history = fit(net, adapter.step,
-                  lambda e: _batches(adapter, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
-                  lambda: _batches(adapter, ss, val_idx, bs, dev), cfg, dev, log)
-    metrics, chosen, test_scores = _evaluate(adapter, net, ss, dev, fee, hold or target.span)
-    run = {"preset": preset, "seed": seed, "device": str(dev), "batch_size": bs, "started": t_start,
-           "trend_tau": getattr(adapter, "trend_tau", None), "dirs": [str(d) for d in data_dirs],
-           "start": start, "end": end, "fingerprint": fp, "fee": fee}
-    meta = _meta(ss, target, chosen, metrics, history, train_idx, run)
-    out = Path(out_dir) if out_dir else REPO / "runs" / "train" / model
-    save_artifact(out, net, model, config.to_dict(), meta)
-    _write_report(out, adapter, net, ss, history, test_scores, dev)
+    cfg = _fit_config(spec, io, bs, progress)
+    history = fit(net, io.step, lambda e: _batches(io, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
+                  lambda: _batches(io, ss, val_idx, bs, dev), cfg, dev, log)
+    metrics, chosen, test_scores = _evaluate(io, net, ss, dev, spec.fee, spec.hold_bars)
+    run = {"device": str(dev), "batch_size": bs, "started": t_start, "trend_tau": io.state(), "fingerprint": fp}
+    meta = _meta(ss, spec, chosen, metrics, history, train_idx, run)
+    out = Path(out_dir) if out_dir else REPO / "runs" / "train" / spec.model
+    save_artifact(out, net, spec.model, config.to_dict(), meta)
+    _write_report(out, io, net, ss, history, test_scores, dev)
     version = json.loads((out / "artifact.json").read_text())["version"]
     return TrainResult(out, version, metrics, history, meta["samples"])
 
@@ -280,19 +276,19 @@ def train_pipeline(model: str, *, preset: str = "small", data_dirs: Sequence[Pat
 def evaluate_artifact(art_dir: Path | str, *, data_dirs: Sequence[Path | str] = DEFAULT_DATA,
                       symbols: Sequence[str] = DEFAULT_SYMBOLS, start: str | None = None, end: str | None = None,
                       device: str = "auto", fee: float | None = None, log: Log = lambda s: None) -> dict[str, Any]:
-    """Test-split report of an existing artifact on this data, with the very splits train_pipeline
-    would make, the artifact's own scalers and threshold: champion vs challenger on equal terms."""
+    """Test-split report of an existing artifact on this data, with the very splits `train` would
+    make, the artifact's own scalers and threshold: champion vs challenger on equal terms."""
     dev = pick_device(device)
     model, meta, spec = load_artifact(art_dir, dev)
-    adapter = adapter_for(meta["model"]["name"], meta["threshold"]["mode"])
+    io = registry.family(meta["model"]["name"]).make_io(meta["threshold"]["mode"])
     target = TargetSpec.from_dict(meta["target"])
     loaded = [load_symbol([Path(d) for d in data_dirs], s, spec.inputs, _iso_ms(start), _iso_ms(end), log)
               for s in symbols]
-    per_symbol = [(build_symbol_samples(s, series, spec, target), series) for s, series in zip(symbols, loaded)]
+    per_symbol = [(build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series)
+                  for s, series in zip(symbols, loaded)]
     ss = assemble(per_symbol, spec, scalers=spec.scalers)
-    if hasattr(adapter, "trend_tau"):
-        adapter.trend_tau = dict(meta["training"].get("trend_tau") or {})
-    report, _ = test_report(adapter, model, ss, dev, float(meta["threshold"]["value"]),
+    io.restore(meta["training"].get("trend_tau"))
+    report, _ = test_report(io, model, ss, dev, float(meta["threshold"]["value"]),
                             meta["threshold"]["fee"] if fee is None else fee, hold_bars(meta))
     return {"test": report, "validation": {"threshold": float(meta["threshold"]["value"]),
                                            "sharpe": float(meta["threshold"]["validation_sharpe"]), "trades": -1},
@@ -316,18 +312,22 @@ def format_metrics(name: str, m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def spec_from_args(args: argparse.Namespace) -> TrainSpec:
+    """The TrainSpec of a `sigd train` command line."""
+    return TrainSpec(
+        model=args.model, preset=args.preset, data_dirs=tuple(args.data or DEFAULT_DATA),
+        symbols=tuple(args.symbols or DEFAULT_SYMBOLS), start=args.start, end=args.end,
+        target=TargetSpec(args.mode, args.horizon, args.label_threshold, args.neutral_zone),
+        epochs=args.epochs or 0, batch_size=args.batch_size or 0, max_batches=args.max_batches or 0,
+        max_val=args.max_val or 0, scheduler=args.scheduler, jitter=getattr(args, "jitter", 0.0),
+        scaling=getattr(args, "scaling", 0.0), seed=args.seed, device=args.device, hold=args.hold or 0)
+
+
 def train_command(args: argparse.Namespace) -> int:
     """`sigd train --model NAME [--preset] [--data DIR...] [--epochs N] [--out DIR] ...`."""
-    data = args.data or [str(d) for d in DEFAULT_DATA]
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        res = train_pipeline(
-            args.model, preset=args.preset, data_dirs=data, symbols=args.symbols or DEFAULT_SYMBOLS,
-            start=args.start, end=args.end, epochs=args.epochs,
-            out_dir=args.out, seed=args.seed, device=args.device, mode=args.mode,
-            batch_size=args.batch_size or 0, max_batches=args.max_batches or 0, max_val=args.max_val or 0,
-            scheduler=args.scheduler, hold=args.hold, progress=sys.stderr.isatty(), log=say,
-            target=TargetSpec(args.mode, args.horizon, args.label_threshold, args.neutral_zone))
+        res = train(spec_from_args(args), args.out, progress=sys.stderr.isatty(), log=say)
     except (ValueError, OSError) as exc:
         print(f"sigd train: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,8 @@ artifact's scalers; only the timeframes the model was trained with are given to 
 e.g. 1s derived live, stay masked as in training). The side comes from
 `strategies.threshold.decide` with the artifact's threshold. `predict_batch` encodes each
 window set the same way and runs them through the model together: same predictions.
+The model's family (models/registry.py) turns windows into inputs and outputs into named
+scores; every Prediction carries them all (class probabilities and any extra head).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import numpy as np
 import torch
 
 from daemon.domain import Prediction, Side
-from models.adapters import SequenceAdapter, adapter_for, mode_of
+from models import registry
 from models.artifacts import hold_bars, load_artifact
 from models.features import encode_windows
 from models.fit import pick_device
+from models.io import WindowIO, decision_scores
 import strategies.threshold as thr
 
 
@@ -45,11 +48,11 @@ class Predictor:
         self.model, self.meta, self.spec, self.device = model, meta, spec, device
         self.name: str = meta["model"]["name"]
         self.version: str = meta["version"]
-        self.mode: str = mode_of(meta["model"]["config"])
+        self.mode: str = str(meta["threshold"].get("mode", "classification"))
         self.threshold: float = float(meta["threshold"]["value"])
         self.hold_bars: int = hold_bars(meta)  # the holding period the threshold was optimized with
         self.required_windows: dict[str, int] = spec.required_windows
-        self.adapter: SequenceAdapter = adapter_for(self.name, self.mode)
+        self.io: WindowIO = registry.family(self.name).make_io(self.mode)
 
     @classmethod
     def load(cls, art_dir: Path | str, device: str = "auto") -> "Predictor":
@@ -69,36 +72,29 @@ class Predictor:
             raise InsufficientWindows(f"{self.name}: the 1m window needs {need} gap-free bars, got {have}")
         return enc
 
-    def _batch(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> dict[str, Any]:
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
-        shape = (self.spec.seq_len, len(self.spec.feature_names))
-        if self.adapter.kind == "sequence":
-            return {"x": t(np.stack([e["1m"] for e in encoded]))}
-        bars = {k: t(np.stack([e[k] if e[k] is not None else np.zeros(shape, np.float32) for e in encoded]))
-                for k in self.spec.inputs}
-        present = {k: t(np.array([e[k] is not None for e in encoded])) for k in self.spec.inputs}
-        return {"bars": bars, "present": present}
-
-    def _scores(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> np.ndarray:
-        out = []
+    def _scores(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray]:
+        out: list[dict[str, np.ndarray]] = []
         with torch.inference_mode():
             for i in range(0, len(encoded), CHUNK):
-                out.append(self.adapter.scores(self.model, self._batch(encoded[i:i + CHUNK])))
-        return np.concatenate(out) if out else np.zeros((0, 3))
+                out.append(self.io.outputs(self.model, self.io.stack(encoded[i:i + CHUNK], self.spec, self.device)))
+        return {k: np.concatenate([o[k] for o in out]) for k in out[0]} if out else {}
 
-    def _prediction(self, score: np.ndarray, bar_ts: int, ms: float) -> Prediction:
-        side = Side(int(thr.decide(score, self.threshold, self.mode)))  # type: ignore[arg-type]
-        conf = float(thr.confidence(score, self.mode))  # type: ignore[arg-type]
-        probs = tuple(float(p) for p in score) if self.mode == "classification" else \
-            tuple(float(i == side) for i in range(3))
-        return Prediction(self.name, self.version, int(bar_ts), probs, side, conf, self.threshold, ms,
-                          self.hold_bars)  # type: ignore[arg-type]
+    def _prediction(self, named: dict[str, float], bar_ts: int, ms: float) -> Prediction:
+        decision = decision_scores(named, self.mode)
+        side = Side(int(thr.decide(decision, self.threshold, self.mode)))  # type: ignore[arg-type]
+        conf = float(thr.confidence(decision, self.mode))  # type: ignore[arg-type]
+        return Prediction(self.name, self.version, int(bar_ts), named, side, conf, self.threshold, ms,
+                          self.hold_bars)
+
+    @staticmethod
+    def _row(scores: dict[str, np.ndarray], i: int) -> dict[str, float]:
+        return {k: float(v[i]) for k, v in scores.items()}
 
     def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
         """One prediction at the close of the 1m bar that opened at bar_ts."""
         t0 = time.perf_counter()
-        score = self._scores([self._encode(windows, bar_ts)])[0]
-        return self._prediction(score, bar_ts, (time.perf_counter() - t0) * 1000.0)
+        scores = self._scores([self._encode(windows, bar_ts)])
+        return self._prediction(self._row(scores, 0), bar_ts, (time.perf_counter() - t0) * 1000.0)
 
     def predict_batch(self, windows_list: Sequence[Mapping[str, Any]], bar_ts_list: Sequence[int]) -> list[Prediction]:
         """Many bars at once (backtests); the same predictions as calling predict bar by bar."""
@@ -106,5 +102,5 @@ class Predictor:
             raise ValueError(f"{len(windows_list)} window sets but {len(bar_ts_list)} bar timestamps")
         t0 = time.perf_counter()
         scores = self._scores([self._encode(w, ts) for w, ts in zip(windows_list, bar_ts_list)])
-        ms = (time.perf_counter() - t0) * 1000.0 / max(len(scores), 1)
-        return [self._prediction(s, ts, ms) for s, ts in zip(scores, bar_ts_list)]
+        ms = (time.perf_counter() - t0) * 1000.0 / max(len(bar_ts_list), 1)
+        return [self._prediction(self._row(scores, i), ts, ms) for i, ts in enumerate(bar_ts_list)]

@@ -1,0 +1,244 @@
+"""`python -m bench symbols`: one engine deciding N symbols per cycle.
+
+For each N (a fresh child process each, so that its RSS is its own) the engine is driven the
+way the feed drives it: at each 1m close, every symbol's closed bar goes into its ring and then
+to `Engine.on_bar`; the cycle closes when all N are in, both models run one batched forward
+pass over the N symbols on the inference thread, and every symbol's decision (predictions,
+signal, outbox rows, paper order) commits in SQLite. Measured per cycle: the first bar handed
+to the engine → the cycle's commit (every symbol decided), CPU seconds of the process, and
+the RSS; warm-up is the time to fill the N × (1m, 1h, 1d) rings plus the reference stream.
+
+Bars: symbol 0 is the real ETH/USDT slice bundled with the local exchange; symbols 1.. are
+SYNTHETIC `SYNnnn/USDT`: copies of that real tape shifted in time by a few hours each and
+rescaled in price, so that every symbol sees a different real-looking state. They are load
+for the benchmark only; nothing trains on them. Model thresholds are lowered (`--threshold`)
+so that signals and paper orders happen and their commits are measured.
+
+`--idle-s S` sleeps S seconds between cycles (the idle effect of a 1m cadence: memory that
+sat idle is slow to touch again) and `--prewarm-ms` turns the engine's pre-warm on with that
+lead. `--device cuda --preset seed` runs the seed-sized models (random weights: the compute
+of the seed preset, not its accuracy) on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHIFT_ROWS = 97  # 1m rows between two synthetic copies (~1.6 h)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else float("nan")
+
+
+def seed_artifacts(out: Path) -> dict[str, Path]:
+    """The seed preset of both models with random weights, features as the shipped artifacts."""
+    from models import registry
+    from models.artifacts import read_meta, save_artifact
+
+    dirs = {}
+    for name in ("mtf_transformer", "cnn_lstm_attn"):
+        meta = read_meta(REPO / "models" / "artifacts" / name)
+        small = meta["model"]["config"]
+        config = registry.make_config(name, preset="seed").to_dict()
+        config.update({k: v for k, v in small.items() if "features" in k})  # the inputs the features give
+        keep = {k: v for k, v in meta.items() if k not in ("model", "classes", "version", "weights", "format",
+                                                           "format_version")}
+        keep["features"] = dict(meta["features"], seq_len=config["seq_len"])
+        dirs[name] = save_artifact(out / name, registry.build(name, config), name, config, keep)
+    return dirs
+
+
+def load_models(preset: str, device: str, threshold: float, tmp: Path, threads: int) -> dict[str, Any]:
+    from pipeline.predictor import Predictor, set_inference_threads
+
+    set_inference_threads(threads)
+    dirs = ({n: REPO / "models" / "artifacts" / n for n in ("mtf_transformer", "cnn_lstm_attn")}
+            if preset == "small" else seed_artifacts(tmp))
+    out = {}
+    for name, d in dirs.items():
+        p = Predictor.load(d, device)
+        if threshold > 0:
+            p.threshold = threshold  # signals happen, so their commits are measured
+        out[name] = p
+    return out
+
+
+def synthetic(rows: np.ndarray, i: int, shift: int) -> np.ndarray:
+    """Copy i of a real tape: values shifted back `shift` rows (time stamps kept), prices scaled."""
+    if i == 0:
+        return rows
+    out = rows.copy()
+    out[:, 1:] = np.roll(rows[:, 1:], shift, axis=0)
+    out[:, 1:5] *= 1.0 + 0.013 * i
+    return out
+
+
+def symbol_tapes(n: int) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """{symbol: {timeframe: rows}} for N symbols, and the reference (BTC/USDT 1m)."""
+    from daemon.localexchange.tape import bundled_tape_dir, load_tape
+
+    tape = load_tape(bundled_tape_dir())
+    eth = next(t for t in tape.values() if t.base == "ETH").bars
+    btc = next(t for t in tape.values() if t.base == "BTC").bars["1m"]
+    out = {}
+    for i in range(n):
+        symbol = "ETH/USDT" if i == 0 else f"SYN{i:04d}/USDT"
+        shift = i * SHIFT_ROWS
+        out[symbol] = {"1m": synthetic(eth["1m"], i, shift), "1h": synthetic(eth["1h"], i, shift // 60 + i),
+                       "1d": synthetic(eth["1d"], i, shift // 1440 + i)}
+    return out, btc
+
+
+def warm(tapes: dict[str, dict[str, np.ndarray]], btc: np.ndarray, start: int, capacity: int) -> Any:
+    """Rings for every stream holding the bars closed before the 1m row `start`."""
+    from daemon.market.bars import Buffers
+
+    buffers = Buffers()
+    close_ms = int(btc[start, 0])  # the first decided bar opens here; older ones are closed
+    for symbol, tfs in tapes.items():
+        for tf, rows in tfs.items():
+            step = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}[tf]
+            ring = buffers.add(symbol, tf, capacity)
+            for row in rows[rows[:, 0] + step <= close_ms][-capacity:]:
+                ring.append_row(row)
+    ring = buffers.add("BTC/USDT", "1m", capacity)
+    for row in btc[btc[:, 0] + 60_000 <= close_ms][-capacity:]:
+        ring.append_row(row)
+    return buffers
+
+
+async def run_one(n: int, cycles: int, idle_s: float, prewarm_ms: int, preset: str, device: str,
+                  threshold: float, threads: int = 1) -> dict[str, Any]:
+    """One child's run: N symbols, `cycles` decision cycles; the figures as a dict."""
+    from daemon.alerts.notify import LogChannel
+    from daemon.alerts.outbox import Outbox
+    from daemon.domain import Bar
+    from daemon.store import Store
+    from daemon.trading.engine import Engine
+    from daemon.trading.paper import PaperBroker
+    from strategies.confidence import ConfidenceStrategy
+    from strategies.risk import PortfolioLimits, RiskParams
+
+    with tempfile.TemporaryDirectory() as tmp:
+        predictors = load_models(preset, device, threshold, Path(tmp), threads)
+        rss_models = rss_mb()
+        t0 = time.perf_counter()
+        tapes, btc = symbol_tapes(n)
+        capacity = max(max(int(k) for k in p.required_windows.values()) for p in predictors.values()) + 8
+        start = len(btc) - cycles - 1
+        buffers = warm(tapes, btc, start, capacity)
+        store = Store(Path(tmp) / "sigd.sqlite")
+        sink = Outbox(store, [LogChannel()])  # rows are written as live; no sender runs
+        engine = Engine(store=store, buffers=buffers, predictors=predictors, sink=sink, symbols=list(tapes),
+                        broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
+                        strategies=[ConfidenceStrategy(combine="either")],
+                        risk_params=RiskParams(position_fraction=0.5 / n, max_position=1e9),
+                        portfolio=PortfolioLimits(max_gross_exposure=1.0), timeframes=("1m", "1h", "1d"),
+                        prewarm_ms=prewarm_ms, speed=60.0 / idle_s if idle_s > 0 else 1.0)
+        await engine.start()
+        warmup_s = time.perf_counter() - t0
+        rss_warm = rss_mb()
+        latencies, cpu = [], []
+        for k in range(cycles):
+            if idle_s > 0 and k:
+                await asyncio.sleep(idle_s)
+            row = start + k
+            buffers.append(Bar("BTC/USDT", "1m", *map(float, btc[row])))  # type: ignore[arg-type]
+            bars = [Bar(s, "1m", int(t["1m"][row, 0]), *map(float, t["1m"][row, 1:])) for s, t in tapes.items()]
+            c0, w0 = time.process_time(), time.perf_counter()  # the first closing bar reaches the engine
+            for bar in bars:
+                buffers.append(bar)
+                await engine.on_bar(bar)
+            await engine.cycles.drain()
+            latencies.append((engine.last_commit - w0) * 1000.0)
+            cpu.append(time.process_time() - c0)
+        status = engine.status()
+        await engine.close()
+        signals = store.count("signals")
+        store.close()
+    steady = latencies[1:] or latencies
+    return {"n": n, "cycles": cycles, "idle_s": idle_s, "prewarm_ms": prewarm_ms, "preset": preset, "device": device,
+            "first_ms": latencies[0], "p50_ms": pct(steady, .5), "p99_ms": pct(steady, .99), "max_ms": max(steady),
+            "cpu_s": pct(cpu[1:] or cpu, .5), "rss_models_mb": rss_models, "rss_mb": rss_warm, "rss_end_mb": rss_mb(),
+            "warmup_s": warmup_s, "decisions": status["decisions"], "late": status["late"], "signals": signals}
+
+
+def child(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """Run one N in a fresh process (its RSS is its own); its result line."""
+    cmd = [sys.executable, "-m", "bench.symbols", "--one", str(n), "--cycles", str(args.cycles),
+           "--idle-s", str(args.idle_s), "--prewarm-ms", str(args.prewarm_ms), "--preset", args.preset,
+           "--device", args.device, "--threshold", str(args.threshold), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if done.returncode != 0:
+        raise RuntimeError(f"N={n} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    base = next((r for r in rows if r["n"] == 1), None)
+    head = (f"{'N':>5} {'first':>8} {'p50':>8} {'p99':>8} {'max':>8} {'cpu s':>7} {'RSS MB':>8} "
+            f"{'MB/sym':>7} {'warm s':>7} {'signals':>8}")
+    lines = ["bar close -> every symbol decided and committed, ms (first = the cold first cycle)", head]
+    for r in rows:
+        per = (r["rss_end_mb"] - base["rss_end_mb"]) / (r["n"] - 1) if base and r["n"] > 1 else float("nan")
+        lines.append(f"{r['n']:>5} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
+                     f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['warmup_s']:>7.2f} {r['signals']:>8}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """Print the symbols benchmark table."""
+    p = argparse.ArgumentParser(prog="python -m bench symbols")
+    p.add_argument("--n", default="1,10,50,200", help="symbol counts, comma-separated")
+    p.add_argument("--cycles", type=int, default=12, help="decision cycles per N (the first is reported apart)")
+    p.add_argument("--idle-s", type=float, default=0.0, help="seconds between cycles (0 = tight loop)")
+    p.add_argument("--prewarm-ms", type=int, default=0, help="engine pre-warm lead (needs --idle-s > lead)")
+    p.add_argument("--preset", choices=("small", "seed"), default="small")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threshold", type=float, default=0.34, help="model threshold (0 = the artifacts' own)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the daemon's models.threads)")
+    p.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print the result rows as JSON too")
+    a = p.parse_args(argv)
+    from daemon import log
+
+    log.setup("warning", "json")
+    if a.one:
+        print(json.dumps(asyncio.run(run_one(a.one, a.cycles, a.idle_s, a.prewarm_ms, a.preset, a.device,
+                                             a.threshold, a.threads))))
+        return 0
+    print(f"symbols benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {os.getloadavg()[0]:.1f}, "
+          f"preset {a.preset} on {a.device} ({a.threads} thread(s)), "
+          f"{a.cycles} cycles, idle {a.idle_s:g} s between cycles, prewarm {a.prewarm_ms} ms; "
+          f"symbols past ETH/USDT are SYNTHETIC time-shifted copies of the real bundled tape")
+    rows = [child(a, int(n)) for n in a.n.split(",")]
+    print(table(rows))
+    if a.json:
+        print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
