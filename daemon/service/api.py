@@ -195,7 +195,8 @@ def render_status(s: Mapping[str, Any]) -> str:
         )
     lines.append("models:")
     for m in s.get("models") or []:
-        lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}")
+        lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}"
+                     + (f"  SHADOW (not trading): {m['shadow']}" if m.get("shadow") else ""))
     pos = s.get("position") or {}
     lines.append(
         f"position: {pos.get('symbol', '?')} {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"

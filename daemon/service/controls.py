@@ -42,6 +42,7 @@ class DaemonControls:
             "models": self.models(), "position": self._position(), "last_signal": self._last_signal(),
             "last_decision": self._last_decision(),
             "outbox": self._outbox(), "retrain": self._retrain(),
+            "shadow": self.parts.engine.shadow.status(),  # which models do not trade and why; live scores
         }
 
     def positions(self) -> list[Mapping[str, Any]]:
@@ -66,8 +67,10 @@ class DaemonControls:
 
     def models(self) -> list[dict[str, Any]]:
         """Served models: name, version, threshold, artifact directory."""
+        shadow = self.parts.engine.shadow.reasons
         return [{"name": name, "version": p.version, "threshold": p.threshold,
-                 "path": str(self.parts.model_dirs.get(name, ""))} for name, p in sorted(self.parts.predictors.items())]
+                 "path": str(self.parts.model_dirs.get(name, "")), "trades": name not in shadow,
+                 "shadow": shadow.get(name, "")} for name, p in sorted(self.parts.predictors.items())]
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=."""

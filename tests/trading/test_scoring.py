@@ -137,3 +137,13 @@ def test_shipped_config_does_not_trade_the_shipped_models(tmp_path: Path) -> Non
 def test_score_window_is_checked(write_config) -> None:
     with pytest.raises(config.ConfigError, match="models.score_window"):
         config.load(write_config("[models]\nscore_window = 3\n"))
+
+
+def test_sigd_status_says_which_models_do_not_trade() -> None:
+    from daemon.service.api import render_status
+
+    text = render_status({"models": [{"name": "cnn", "version": "c1", "threshold": 0.44, "trades": False,
+                                      "shadow": "failed the gate: PSR 0.045 < 0.95"},
+                                     {"name": "mtf", "version": "m1", "threshold": 0.41, "trades": True, "shadow": ""}]})
+    assert "cnn              c1  threshold 0.44  SHADOW (not trading): failed the gate: PSR 0.045 < 0.95" in text
+    assert "mtf              m1  threshold 0.41\n" in text + "\n" and text.count("SHADOW") == 1
