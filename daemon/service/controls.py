@@ -59,11 +59,12 @@ class DaemonControls:
                  "price": r[4], "latency_ms": _round(r[5])} for r in rows]
 
     def pnl(self) -> Mapping[str, Any]:
-        """Realized and unrealized PnL, fees and the number of fills."""
+        """Realized and unrealized PnL, fees, the number of fills and each model's live scores."""
         pos = self._position()
         fills = self.parts.store.count("fills")
         return {"symbol": pos["symbol"], "realized_pnl": pos["realized_pnl"], "unrealized_pnl": pos["unrealized_pnl"],
-                "fees": pos["fees"], "fills": fills}
+                "fees": pos["fees"], "fills": fills,
+                "models": self.parts.engine.shadow.summary()}  # live scores (the daily summary's too)
 
     def models(self) -> list[dict[str, Any]]:
         """Served models: name, version, threshold, artifact directory."""

@@ -187,7 +187,8 @@ class LiveScorer:
         persistence = forecast_scores(y, one_hot(sign_sides(np.array([r[4] for r in rows]), t.neutral_zone)))
         calls = side != 1
         net = (side[calls] - 1) * fwd[calls] - 2 * self.fee
-        gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 0 else 0.0
+        # returns that are all the same (a steady trend) have no risk to speak of: no Sharpe
+        gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 1e-12 else 0.0
         return {"scored": len(rows), "last_bar_ts": int(rows[-1][0]), **forecast_scores(y, probs),
                 "calls": int(calls.sum()), "gated_sharpe": gated,
                 "persistence_accuracy": persistence["accuracy"], "persistence_macro_f1": persistence["macro_f1"]}
@@ -282,6 +283,20 @@ class Shadow:
             except Exception as exc:  # scoring never stops a decision
                 log.error("live_scoring_failed", error=repr(exc))
         return [p for p in predictions if p.model not in self.reasons]
+
+    def summary(self) -> dict[str, str]:
+        """One line per scored model for the daily summary: live scores beside persistence, and
+        whether it trades."""
+        out = {}
+        for model, st in (self.scorer.status() if self.scorer is not None else {}).items():
+            trades = "SHADOW: " + self.reasons[model] if model in self.reasons else "trades"
+            if not st.get("scored"):
+                out[model] = f"nothing scored yet; {trades}"
+                continue
+            out[model] = (f"accuracy {st['accuracy']:.3f}, macro-F1 {st['macro_f1']:.3f} (persistence "
+                          f"{st['persistence_macro_f1']:.3f}), Brier {st['brier']:.3f}, gated Sharpe "
+                          f"{st['gated_sharpe']:+.3f} over {st['scored']} scored; {trades}")
+        return out
 
     def status(self) -> dict[str, Any]:
         """For /status: the setting, every shadowed model with the reason, the live scores."""

@@ -69,6 +69,11 @@ def test_a_model_below_persistence_is_shadowed_with_an_alert(tmp_path: Path) -> 
     assert shadow.status()["live_scores"]["up"]["accuracy"] == 1.0
     alert = sink.of("error")
     assert len(alert) == 1 and alert[0]["kind"] == "model_demoted" and alert[0]["model"] == "down"
+    # the daily summary's line per model
+    summary = shadow.summary()
+    assert summary["up"] == ("accuracy 1.000, macro-F1 0.333 (persistence 0.286), Brier 0.060, gated Sharpe "
+                             "+0.000 over 8 scored; trades")
+    assert summary["down"].startswith("accuracy 0.000, macro-F1 0.000") and "; SHADOW: live macro-F1" in summary["down"]
 
 
 def test_validation_verdicts() -> None:
