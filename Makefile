@@ -12,6 +12,7 @@ STAMP := $(VENV)/.sigd-installed
 
 PREFIX ?= /opt/sigd
 DESTDIR ?=
+INSTALL_ARGS ?=
 
 .PHONY: setup run test bench clean install-service uninstall-service
 
@@ -35,11 +36,12 @@ bench: setup
 
 # As root: a fresh venv at $(PREFIX) with sigd installed into it, /etc/sigd, the unit, daemon-reload.
 # Uses the system python3 only to create that venv (the checkout's .venv is not needed).
+# INSTALL_ARGS=--dry-run prints the plan; DESTDIR=DIR stages it.
 install-service:
-	$(PYTHON) -m daemon install-service --prefix $(PREFIX) --torch-spec "$(TORCH_SPEC)" $(if $(DESTDIR),--destdir $(DESTDIR))
+	$(PYTHON) -m daemon install-service --prefix $(PREFIX) --torch-spec "$(TORCH_SPEC)" $(if $(DESTDIR),--destdir $(DESTDIR)) $(INSTALL_ARGS)
 
 uninstall-service:
-	$(PYTHON) -m daemon uninstall-service --prefix $(PREFIX) $(if $(DESTDIR),--destdir $(DESTDIR))
+	$(PYTHON) -m daemon uninstall-service --prefix $(PREFIX) $(if $(DESTDIR),--destdir $(DESTDIR)) $(INSTALL_ARGS)
 
 clean:
 	rm -rf $(VENV) state runs reports

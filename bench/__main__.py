@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "feed": "bench.feed",  # market data: bar-close latency, ingest throughput, ring cost, RSS
     "models": "bench.models",
     "train": "bench.train_throughput",
+    "research": "bench.research",  # walk-forward jobs: local runner vs Ray local mode
     "symbols": "bench.symbols",  # N symbols in one engine: close -> all decided, CPU, RSS per symbol
 }
 

@@ -208,6 +208,24 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def floor(rows: list[dict[str, Any]], preset: str, device: str) -> str:
+    """Symbols served within 1 s of the close, beside the FLOP floor of the largest batch."""
+    from bench.models import matmul_tflops, mtf_flops
+    from models import registry
+
+    within = max((r["n"] for r in rows if r["p99_ms"] <= 1000.0), default=0)
+    flops = mtf_flops(registry.make_config("mtf_transformer", preset=preset))
+    n = max(r["n"] for r in rows)
+    line = (f"symbols decided within 1 s of the close (p99): {within} of those tried; mtf_transformer forward "
+            f"{flops / 1e9:.2f} GFLOP per symbol, {n * flops / 1e9:.1f} GFLOP for N={n}")
+    if device.startswith("cuda"):
+        import torch
+
+        rate = matmul_tflops(device, torch.float32)
+        line += f"; floor at the measured fp32 matmul rate {rate:.0f} TFLOP/s: {n * flops / (rate * 1e12) * 1e3:.2f} ms"
+    return line
+
+
 def main(argv: list[str]) -> int:
     """Print the symbols benchmark table."""
     p = argparse.ArgumentParser(prog="python -m bench symbols")
@@ -235,6 +253,7 @@ def main(argv: list[str]) -> int:
           f"symbols past ETH/USDT are SYNTHETIC time-shifted copies of the real bundled tape")
     rows = [child(a, int(n)) for n in a.n.split(",")]
     print(table(rows))
+    print(floor(rows, a.preset, a.device))
     if a.json:
         print(json.dumps(rows))
     return 0

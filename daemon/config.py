@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, TIMEFRAME_MS
 from daemon.typedtoml import ConfigError, build as _build, require as _require
@@ -145,7 +145,7 @@ class ApiConfig:
 
     def check(self, key: str) -> None:
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
-        _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the API binds loopback only")
+        # Beyond loopback only with the token set: checked at start-up, where the environment is known.
         _require(bool(self.token_env), f"{key}.token_env", "must name an environment variable")
 
 
@@ -208,6 +208,8 @@ class RetrainConfig:
     # The most recent stretch of stored history that neither model trained on; both are
     # scored on it and the new one is promoted only when it scores better.
     holdout_hours: float = 24.0
+    # Training history before the holdout cut; what SQLite lacks is backfilled from the exchange.
+    train_days: float = 7.0
     min_improvement: float = 0.0  # promote when new score > current score + this
     timeout_s: float = 3600.0
     artifacts_dir: str = "state/models"  # promoted artifacts (current and previous) live here
@@ -217,7 +219,37 @@ class RetrainConfig:
         _require(self.epochs >= 0, f"{key}.epochs", "must be >= 0")
         _require(self.max_batches >= 0, f"{key}.max_batches", "must be >= 0")
         _require(self.holdout_hours > 0, f"{key}.holdout_hours", "must be > 0")
+        _require(self.train_days > 0, f"{key}.train_days", "must be > 0")
         _require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ResearchConfig:
+    """Where research and retraining jobs run (daemon/retrain/runners.py), and what `sigd tune` searches."""
+
+    runner: Literal["local", "ray"] = "local"
+    ray_address: str = ""  # "" = a local single-node Ray; "ray://head:10001" = a cluster
+    num_cpus: int = 0  # local Ray: CPUs it may use; 0 = all of the machine's
+    max_retries: int = 3  # Ray retries of a job whose worker died
+    # `sigd tune` search space: name = [low, high] (a range; ints stay ints) or [a, b, c, ...] / strings (a choice).
+    # Names: preset, epochs, horizon, label_threshold, neutral_zone, hold.
+    search: dict[str, tuple[Any, ...]] = field(default_factory=lambda: {
+        "horizon": (5, 30), "label_threshold": (0.001, 0.004), "hold": (1, 30)})
+    family_search: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)  # per family, over `search`
+
+    def check(self, key: str) -> None:
+        _require(self.num_cpus >= 0, f"{key}.num_cpus", "must be >= 0")
+        _require(self.max_retries >= 0, f"{key}.max_retries", "must be >= 0")
+        _require(not self.ray_address or "://" in self.ray_address or ":" in self.ray_address,
+                 f"{key}.ray_address", f"expected ray://host:port or host:port, got {self.ray_address!r}")
+        for fam, space in [("", self.search), *self.family_search.items()]:
+            for name, values in space.items():
+                where = f"{key}.{'family_search.' + fam + '.' if fam else 'search.'}{name}"
+                _require(name in SEARCHABLE, where, f"not searchable; searchable: {', '.join(SEARCHABLE)}")
+                _require(len(values) >= 1, where, "give [low, high] or a list of choices")
+
+
+SEARCHABLE = ("preset", "epochs", "horizon", "label_threshold", "neutral_zone", "hold")
 
 
 @dataclass(frozen=True)
@@ -412,6 +444,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    research: ResearchConfig = field(default_factory=ResearchConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     symbols: dict[str, SymbolConfig] = field(default_factory=dict)  # per-symbol overrides

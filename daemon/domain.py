@@ -236,14 +236,14 @@ class Controls(Protocol):
         """Realized and unrealized PnL, fees, trades; used by /pnl and the daily summary."""
         ...
 
-    def pause(self) -> None:
-        """Stop opening new positions (signals and alerts go on); persists across restarts."""
+    def pause(self, symbol: str | None = None) -> Mapping[str, Any]:
+        """Stop new signals and orders of one symbol (None: all); persists across restarts."""
         ...
 
-    def resume(self) -> None:
-        """Undo pause()."""
+    def resume(self, symbol: str | None = None) -> Mapping[str, Any]:
+        """Undo pause() (of one symbol, or all)."""
         ...
 
-    async def flat(self) -> Mapping[str, Any]:
-        """Close every position now (through the broker); returns what was done."""
+    async def flat(self, symbol: str | None = None) -> Mapping[str, Any]:
+        """Close one symbol's position (None: every position) now, through the broker; what was done."""
         ...

@@ -1,141 +1,162 @@
-"""Process-wide metrics rendered in the Prometheus text format by the HTTP API.
+"""Process-wide metrics on prometheus-client, rendered by the HTTP API's /metrics.
 
-Counters, gauges and histograms with labels; no dependency. Every module records into the
-module-level REGISTRY, e.g. `REGISTRY.counter("sigd_dropped_frames_total", "...").inc(stream="ETH/USDT 1m")`.
+Every module records into the module-level REGISTRY with labels given at the call, e.g.
+`REGISTRY.counter("sigd_feed_reconnects_total", "...").inc(stream="ETH/USDT 1m")`. The label
+names of a metric are fixed by its first use (Prometheus needs one label set per metric);
+a later call with other names is a bug and raises naming the metric.
+
+A series labelled by `stream` ("SYMBOL TIMEFRAME") also carries `symbol`, so a per-symbol
+Grafana panel sums by `symbol` without parsing label values.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
-from typing import Iterable
+from typing import Any
 
-LabelKey = tuple[tuple[str, str], ...]
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
+
+# The `_created` series double every counter's lines and no sigd dashboard reads them.
+prometheus_client.disable_created_metrics()
 
 DEFAULT_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 
-def _key(labels: dict[str, str]) -> LabelKey:
-    return tuple(sorted((k, str(v)) for k, v in labels.items()))
+def _labels(labels: dict[str, Any]) -> dict[str, str]:
+    out = {k: str(v) for k, v in labels.items()}
+    if "stream" in out and "symbol" not in out:
+        out["symbol"] = out["stream"].split(" ")[0]
+    return out
 
 
-def _fmt_labels(key: LabelKey, extra: Iterable[tuple[str, str]] = ()) -> str:
-    items = list(key) + list(extra)
-    if not items:
-        return ""
-    body = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in items)
-    return "{" + body + "}"
+class _Metric:
+    """A prometheus-client metric created on first use, with the label names of that use."""
+
+    kind = "untyped"
+
+    def __init__(self, registry: CollectorRegistry, name: str, help: str, **kw: Any) -> None:
+        self.name, self.help, self._kw = name, help or name, kw
+        self._registry = registry
+        self._metric: Any = None
+        self._names: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def _factory(self) -> Any:
+        raise NotImplementedError
+
+    def _child(self, labels: dict[str, Any]) -> Any:
+        values = _labels(labels)
+        names = tuple(sorted(values))
+        with self._lock:
+            if self._metric is None:
+                self._names = names
+                self._metric = self._factory()(self.name, self.help, labelnames=names, registry=self._registry,
+                                               **self._kw)
+        if names != self._names:
+            raise ValueError(f"metric {self.name}: labels {list(names)} differ from its labels {list(self._names)}")
+        return self._metric.labels(**values) if names else self._metric
+
+    def _sample(self, suffix: str, labels: dict[str, Any]) -> float:
+        """The sum over the series whose labels include `labels` (0 before the first update):
+        `get(reason="superseded")` counts every symbol's."""
+        want, name = _labels(labels).items(), self.name.removesuffix("_total") + suffix
+        if self._metric is None:
+            return 0.0
+        return sum(s.value for m in self._metric.collect() for s in m.samples
+                   if s.name == name and want <= s.labels.items())
 
 
-class Counter:
+class Counter(_Metric):
     """A monotonically increasing count per label set."""
 
     kind = "counter"
 
-    def __init__(self, name: str, help: str) -> None:
-        self.name, self.help = name, help
-        self.values: dict[LabelKey, float] = {}
-        self._lock = threading.Lock()
+    def _factory(self) -> Any:
+        return prometheus_client.Counter
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
+    def inc(self, amount: float = 1.0, **labels: Any) -> None:
         """Add `amount` to the labelled series."""
-        k = _key(labels)
-        with self._lock:
-            self.values[k] = self.values.get(k, 0.0) + amount
+        self._child(labels).inc(amount)
 
-    def get(self, **labels: str) -> float:
+    def get(self, **labels: Any) -> float:
         """The labelled series' value (0 before the first update)."""
-        return self.values.get(_key(labels), 0.0)
-
-    def render(self) -> list[str]:
-        """Exposition lines, one per label set."""
-        return [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
+        return self._sample("_total", labels)
 
 
-class Gauge(Counter):
+class Gauge(_Metric):
     """A value that goes up and down."""
 
     kind = "gauge"
 
-    def set(self, value: float, **labels: str) -> None:
+    def _factory(self) -> Any:
+        return prometheus_client.Gauge
+
+    def set(self, value: float, **labels: Any) -> None:
         """Set the labelled series to `value`."""
-        with self._lock:
-            self.values[_key(labels)] = float(value)
+        self._child(labels).set(float(value))
+
+    def inc(self, amount: float = 1.0, **labels: Any) -> None:
+        """Add `amount` to the labelled series."""
+        self._child(labels).inc(amount)
+
+    def get(self, **labels: Any) -> float:
+        """The labelled series' value (0 before the first update)."""
+        return self._sample("", labels)
 
 
-class Histogram:
+class Histogram(_Metric):
     """Cumulative buckets, sum and count per label set (values in the unit of the name)."""
 
     kind = "histogram"
 
-    def __init__(self, name: str, help: str, buckets: tuple[float, ...] = DEFAULT_BUCKETS_MS) -> None:
-        self.name, self.help, self.buckets = name, help, tuple(sorted(buckets))
-        self.counts: dict[LabelKey, list[int]] = {}
-        self.sums: dict[LabelKey, float] = {}
-        self._lock = threading.Lock()
+    def _factory(self) -> Any:
+        return prometheus_client.Histogram
 
-    def observe(self, value: float, **labels: str) -> None:
+    def observe(self, value: float, **labels: Any) -> None:
         """Count `value` into its bucket of the labelled series."""
-        k = _key(labels)
-        with self._lock:
-            counts = self.counts.setdefault(k, [0] * (len(self.buckets) + 1))
-            counts[bisect.bisect_left(self.buckets, value)] += 1
-            self.sums[k] = self.sums.get(k, 0.0) + value
+        self._child(labels).observe(value)
 
-    def count(self, **labels: str) -> int:
+    def count(self, **labels: Any) -> int:
         """How many values the labelled series has observed."""
-        return sum(self.counts.get(_key(labels), []))
-
-    def render(self) -> list[str]:
-        """Exposition lines: cumulative buckets, sum and count per label set."""
-        lines: list[str] = []
-        for k, counts in sorted(self.counts.items()):
-            running = 0
-            for bound, c in zip(self.buckets, counts):
-                running += c
-                lines.append(f"{self.name}_bucket{_fmt_labels(k, [('le', f'{bound:g}')])} {running}")
-            running += counts[-1]
-            lines.append(f"{self.name}_bucket{_fmt_labels(k, [('le', '+Inf')])} {running}")
-            lines.append(f"{self.name}_sum{_fmt_labels(k)} {self.sums[k]:g}")
-            lines.append(f"{self.name}_count{_fmt_labels(k)} {running}")
-        return lines
+        return int(self._sample("_count", labels))
 
 
 class Registry:
     """Named metrics; asking twice for the same name returns the same object."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, Counter | Histogram] = {}
+        self.collectors = CollectorRegistry(auto_describe=True)
+        self._metrics: dict[str, _Metric] = {}
+        self._lock = threading.Lock()
 
-    def _get(self, cls: type, name: str, help: str, **kw: object) -> object:
-        m = self._metrics.get(name)
-        if m is None:
-            m = self._metrics[name] = cls(name, help, **kw)
-        if type(m) is not cls:  # exact: a Gauge is a Counter subclass
+    def _get(self, cls: type[_Metric], name: str, help: str, **kw: Any) -> Any:
+        with self._lock:
+            m = self._metrics.get(name)
+            if m is None:
+                m = self._metrics[name] = cls(self.collectors, name, help, **kw)
+        if type(m) is not cls:
             raise TypeError(f"metric {name} already registered as {type(m).__name__}")
         return m
 
     def counter(self, name: str, help: str) -> Counter:
-        """The counter `name` (created on first use)."""
-        return self._get(Counter, name, help)  # type: ignore[return-value]
+        """The counter `name` (created on first use; the name ends in _total)."""
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name}: a counter's name ends in _total")
+        return self._get(Counter, name, help)
 
     def gauge(self, name: str, help: str) -> Gauge:
         """The gauge `name` (created on first use)."""
-        return self._get(Gauge, name, help)  # type: ignore[return-value]
+        return self._get(Gauge, name, help)
 
     def histogram(self, name: str, help: str, buckets: tuple[float, ...] = DEFAULT_BUCKETS_MS) -> Histogram:
         """The histogram `name` (created on first use)."""
-        return self._get(Histogram, name, help, buckets=buckets)  # type: ignore[return-value]
+        return self._get(Histogram, name, help, buckets=tuple(sorted(buckets)))
 
     def render(self) -> str:
         """All metrics in the Prometheus text exposition format."""
-        out: list[str] = []
-        for name in sorted(self._metrics):
-            m = self._metrics[name]
-            out.append(f"# HELP {name} {m.help}")
-            out.append(f"# TYPE {name} {m.kind}")
-            out.extend(m.render())
-        return "\n".join(out) + "\n"
+        return generate_latest(self.collectors).decode()
 
 
 REGISTRY = Registry()

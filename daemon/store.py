@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 # sqlite-utils imports pandas (~100 MB of RSS) only to convert pandas values, which sigd never
 # stores: hidden during that import unless something loaded it already (bench service: measured).
@@ -111,6 +111,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.path = path
         self._savepoints = 0  # depth of nested transaction() blocks
+        self._after_commit: list[Callable[[], None]] = []  # run once the open transaction commits
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
@@ -242,13 +243,14 @@ class Store:
         conn = self.db.conn
         if conn.in_transaction:
             self._savepoints += 1
-            name = f"sp{self._savepoints}"
+            name, pending = f"sp{self._savepoints}", len(self._after_commit)
             conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
             except BaseException:
                 conn.execute(f"ROLLBACK TO {name}")
                 conn.execute(f"RELEASE {name}")
+                del self._after_commit[pending:]  # what this block announced did not happen
                 raise
             finally:
                 self._savepoints -= 1
@@ -260,12 +262,26 @@ class Store:
                 yield
             except BaseException:
                 conn.execute("ROLLBACK")
+                self._after_commit.clear()
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # full disk, read-only file, ...: health counts it (daemon/health.py)
+            self._after_commit.clear()
             FAILURES.failed("commit", f"{type(exc).__name__}: {exc}")
             raise
         FAILURES.succeeded("commit")
+        callbacks, self._after_commit = self._after_commit, []
+        for fn in callbacks:
+            fn()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the writes made so far are committed: now outside a transaction,
+        else after the outermost COMMIT (never after a rollback). For live pushes (daemon.events);
+        `fn` must not raise (the commit has happened)."""
+        if self.db.conn.in_transaction:
+            self._after_commit.append(fn)
+        else:
+            fn()
 
     def decided(self, symbol: str, bar_ts: int) -> bool:
         """Whether the trigger bar of `symbol` at `bar_ts` was decided (and committed) before."""

@@ -7,7 +7,7 @@
                 ─ LayerNorm ─ the newest position ─ dense ─ [B, 3 | 1]
 
 ProbSparse: a query's sparsity M_i = max_j s_ij − mean_j s_ij (over the keys j ≤ i it may see);
-only the top u = ⌈factor · ln L⌉ queries attend, every other ("lazy") query outputs the mean of
+only the top u = factor · ⌈ln(L + 1)⌉ queries attend, every other ("lazy") query outputs the mean of
 the values it may see (its cumulative mean: still causal). At these window lengths the scores are
 computed densely, so the sparsity shapes the model but saves no FLOPs.
 Look-ahead: the window ends at the bar predicted for, and nothing in it is later. Which queries are

@@ -1,6 +1,6 @@
 """A retrain worker that trains for real, then shapes the new model ($SIGD_TEST_SHAPE):
 "flat" never trades, "short"/"long" always holds that side. Used by tests/test_retrain.py as
-the retrain's "python" (`shaped.sh -m daemon.retrain.worker train ...` runs this module).
+the retrain's "python" (`shaped.sh -m daemon.retrain.worker job --spec ...` runs this module).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from daemon.domain import Side
+from daemon.retrain.jobs import TrainJob, from_json
+from daemon.retrain.storage import local_path
 from daemon.retrain.worker import main
 from tests.daemon_harness import make_constant, set_threshold
 
@@ -20,8 +22,10 @@ if __name__ == "__main__":
 
         sys.exit(sigd(argv))
     rc = main(argv)
-    if rc == 0 and argv[0] == "train":
-        out, shape = Path(argv[argv.index("--out") + 1]), os.environ["SIGD_TEST_SHAPE"]
+    if rc == 0 and argv[0] == "job":
+        job = from_json(Path(argv[argv.index("--spec") + 1]).read_text())
+    if rc == 0 and argv[0] == "job" and isinstance(job, TrainJob):
+        out, shape = local_path(job.out), os.environ["SIGD_TEST_SHAPE"]
         if shape == "flat":
             set_threshold(out, 1.01)  # no probability reaches it: always FLAT
         else:

@@ -10,12 +10,12 @@ from tests.conftest import REPO
 # daemon/ subsystems and the daemon subsystems each may import. The shared core
 # (domain, config, typedtoml, store, log, metrics) is open to every subsystem; `service` is
 # the composition root and may import everything.
-SHARED = {"domain", "config", "typedtoml", "store", "log", "metrics", "crashpoints", "health"}
+SHARED = {"domain", "config", "typedtoml", "store", "log", "metrics", "crashpoints", "health", "events"}
 SUBSYSTEMS: dict[str, set[str]] = {
     "market": set(),
     "alerts": set(),
     "trading": {"market"},
-    "research": {"market", "trading"},
+    "research": {"market", "trading", "retrain"},  # research runs its training as retrain's jobs
     "retrain": set(),
     "localexchange": set(),
 }

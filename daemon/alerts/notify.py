@@ -8,7 +8,8 @@
     await notifier.stop(deadline_s=5)                # drain what is due, close everything
 
 Channels: `log` (one structlog line per event), `webhook:<name>` (signed JSON POST),
-`telegram` (messages; commands through `Controls`), `signal_ws` (live JSON stream). Event
+`telegram` (messages; commands through `Controls`), and `signal_ws` (a live JSON stream fed
+from the event bus once the outbox has committed an event; it keeps no outbox rows). Event
 types the daemon publishes: "signal", "order", "fill", "error", "retrain", "daily_summary";
 any other type is delivered too (a generic message). Each channel takes the types in its
 `types` list (empty = all).
@@ -65,9 +66,6 @@ def build_channels(cfg: AlertsConfig) -> list[Channel]:
     if tg.enabled:
         api = TelegramApi(tg.base_url, secret(tg.token_env, "alerts.telegram.token_env"), cfg.delivery_timeout_s)
         channels.append(TelegramChannel(api, tg.chat_id, frozenset(tg.types)))
-    if cfg.signal_ws.enabled:
-        ws = cfg.signal_ws
-        channels.append(SignalWebsocket(ws.host, ws.port, frozenset(ws.types)))
     return channels
 
 
@@ -87,6 +85,8 @@ class Notifier:
         self.cfg = cfg
         self.store = store
         self.channels = build_channels(cfg)
+        ws = cfg.signal_ws  # a live bus subscriber, not an outbox channel (daemon/alerts/signalws.py)
+        self.signal_ws = SignalWebsocket(ws.host, ws.port, frozenset(ws.types)) if ws.enabled else None
         policy = RetryPolicy(max_attempts=cfg.max_attempts, max_age_s=cfg.max_age_s,
                              backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s,
                              delivery_timeout_s=cfg.delivery_timeout_s, keep_days=cfg.keep_days)
@@ -99,14 +99,16 @@ class Notifier:
         """EventSink: durably queue one event for every channel; return its stable id."""
         return self.outbox.publish(type, payload, event_id)
 
-    def channel(self, name: str) -> Channel:
+    def channel(self, name: str) -> Any:
         """A channel by name (e.g. "signal_ws", "telegram", "webhook:ops")."""
+        if name == "signal_ws" and self.signal_ws is not None:
+            return self.signal_ws
         return self.outbox.channels[name]
 
     async def start(self, controls: Controls | None = None) -> None:
         """Open sessions and bind the websocket; wire Telegram commands to `controls`."""
         self._controls = controls
-        for ch in self.channels:
+        for ch in [*self.channels, *([self.signal_ws] if self.signal_ws else [])]:
             start = getattr(ch, "start", None)
             if start is not None:
                 await start()
@@ -139,7 +141,7 @@ class Notifier:
             t.cancel()
         drained = await self.outbox.drain(deadline_s)
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for ch in self.channels:
+        for ch in [*self.channels, *([self.signal_ws] if self.signal_ws else [])]:
             close = getattr(ch, "close", None)
             if close is not None:
                 await close()
@@ -147,7 +149,7 @@ class Notifier:
 
     def status(self) -> dict[str, Any]:
         """Outbox depth per channel and the websocket's client count, for /status."""
-        ws = next((c for c in self.channels if isinstance(c, SignalWebsocket)), None)
+        ws = self.signal_ws
         return {"outbox": self.outbox.depth(), "signal_ws_clients": ws.clients if ws else None,
                 "telegram_commands": self.commands is not None}
 

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, is_dataclass, asdict
 from typing import Any, Iterable, Mapping, Protocol
 
+from daemon import events
 from daemon import log as log_mod
 from daemon.crashpoints import crash_point
 from daemon.metrics import REGISTRY
@@ -67,18 +68,9 @@ def http_failure(status: int, what: str, retry_after_s: float | None = None) -> 
     return DeliveryError(f"{what}: HTTP {status}", permanent=is_permanent(status), retry_after_s=retry_after_s)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One published event as a channel sees it."""
-
-    id: str
-    type: str
-    payload: Mapping[str, Any]
-    created_ms: int
-
-    def envelope(self) -> dict[str, Any]:
-        """The payload's fields plus id, type and created_ms: what webhooks and the websocket send."""
-        return {"id": self.id, "type": self.type, "created_ms": self.created_ms, **self.payload}
+# One published event as a channel sees it: the bus's AlertQueued, whose envelope() (the
+# payload's fields plus id, type and created_ms) is what webhooks and the websocket send.
+Event = events.AlertQueued
 
 
 class Channel(Protocol):
@@ -168,6 +160,9 @@ class Outbox:
             if not ch.types or type in ch.types
         ]
         added = self.store.add_outbox(rows) if rows else 0
+        if added or not rows:  # live consumers (the signal websocket) hear it once it is committed
+            queued = events.AlertQueued(eid, type, json.loads(body), now)
+            self.store.after_commit(lambda: events.publish(queued))
         if added:
             _PUBLISHED.inc(type=type)
             for row in rows:
@@ -292,6 +287,7 @@ class Outbox:
         if permanent or attempts >= self.policy.max_attempts or too_old:
             self.store.update_outbox(row["id"], status="dead", attempts=attempts, last_error=error)
             _DEAD.inc(channel=name)
+            events.publish(events.AlertDeadLettered(name, row["event_id"], row["type"], error))
             log.error("alert_dead_letter", channel=name, event_id=row["event_id"], type=row["type"],
                       attempts=attempts, error=error, permanent=permanent)
             return None

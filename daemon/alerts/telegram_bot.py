@@ -24,8 +24,8 @@ from daemon.alerts.telegram import TelegramApi, TelegramError, render
 log = log_mod.get("sigd.telegram")
 
 OFFSET_KEY = "telegram.update_offset"
-HELP = ("commands: /status /positions /signals [n] /pnl /pause /resume /flat "
-        "(then /flat confirm)")
+HELP = ("commands: /status /positions /signals [n] /pnl /pause [SYMBOL] /resume [SYMBOL] /flat [SYMBOL] "
+        "(then /flat confirm); without SYMBOL: every symbol")
 
 _COMMANDS = REGISTRY.counter("sigd_telegram_commands_total", "Telegram commands, by command and outcome")
 
@@ -53,7 +53,7 @@ class TelegramCommands:
         self.store = store
         self.poll_timeout_s = poll_timeout_s
         self.confirm_s = confirm_s
-        self._flat_armed: dict[int, float] = {}  # user id -> monotonic deadline
+        self._flat_armed: dict[int, tuple[float, list[str]]] = {}  # user id -> (monotonic deadline, symbol)
         self._rng = random.Random()
         self._handlers: dict[str, Callable[[int, list[str]], Awaitable[str]]] = {
             "/status": self._status, "/positions": self._positions, "/signals": self._signals,
@@ -161,20 +161,21 @@ class TelegramCommands:
         return render(self.controls.pnl())
 
     async def _pause(self, user_id: int, args: list[str]) -> str:
-        self.controls.pause()
-        return "paused: no new entries until /resume"
+        self.controls.pause(*args[:1])  # the one control protocol: a symbol, or all
+        return f"paused{' ' + args[0] if args else ''}: no new entries until /resume"
 
     async def _resume(self, user_id: int, args: list[str]) -> str:
-        self.controls.resume()
-        return "resumed"
+        self.controls.resume(*args[:1])
+        return f"resumed{' ' + args[0] if args else ''}"
 
     async def _flat(self, user_id: int, args: list[str]) -> str:
         now = time.monotonic()
         if args[:1] != ["confirm"]:
-            self._flat_armed[user_id] = now + self.confirm_s
-            return f"this closes every position: reply /flat confirm within {self.confirm_s:g} s"
-        deadline = self._flat_armed.pop(user_id, None)
+            self._flat_armed[user_id] = (now + self.confirm_s, args[:1])
+            what = f"the {args[0]} position" if args else "every position"
+            return f"this closes {what}: reply /flat confirm within {self.confirm_s:g} s"
+        deadline, symbol = self._flat_armed.pop(user_id, (None, []))
         if deadline is None or now > deadline:
             return "no /flat pending (or it expired): send /flat first"
-        result = await self.controls.flat()
+        result = await self.controls.flat(*symbol)
         return "flat: done\n" + render(result)

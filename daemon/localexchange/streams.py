@@ -218,9 +218,12 @@ class Pump:
         if t is None or self.faults.stalled(q.name):
             return
         self.update_id += 1
-        text = json.dumps({"u": self.update_id, "s": q.market.symbol, "b": fmt(t.bid), "B": fmt(t.bid_qty),
-                           "a": fmt(t.ask), "A": fmt(t.ask_qty), "E": now})
-        await self._broadcast(q.sockets, [text])
+        frame = {"u": self.update_id, "s": q.market.symbol, "b": fmt(t.bid), "B": fmt(t.bid_qty),
+                 "a": fmt(t.ask), "A": fmt(t.ask_qty), "E": now}
+        frames = [json.dumps(frame)]
+        if self.faults.take(self.faults.malformed_left, q.name):  # prices that are not numbers
+            frames.insert(0, json.dumps({**frame, "b": "abc", "a": ""}))
+        await self._broadcast(q.sockets, frames)
 
     async def _emit(self, stream: Stream, now: int) -> None:
         while stream.next_open + stream.step <= now:

@@ -29,3 +29,7 @@ class AuthError(FatalError):
 
 class OrderRejected(FatalError):
     """The exchange refused an order (insufficient funds, invalid order, duplicate id)."""
+
+
+class UnknownOrder(OrderRejected):
+    """The exchange has no order with that id."""

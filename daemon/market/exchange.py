@@ -22,11 +22,13 @@ import ccxt.pro as ccxtpro
 from daemon import log as logging
 from daemon.config import ConfigError, ExchangeConfig
 from daemon.domain import Bar, timeframe_ms
-from daemon.market.errors import AuthError, ExchangeFailure, FatalError, OrderRejected, RateLimited, TemporaryError
+from daemon.market.errors import (AuthError, ExchangeFailure, FatalError, OrderRejected, RateLimited, TemporaryError,
+                                  UnknownOrder)
+from daemon.market.orders import OrderCalls
 from daemon.metrics import REGISTRY
 
 __all__ = ["AuthError", "ExchangeClient", "ExchangeFailure", "FatalError", "OrderRejected", "RateLimited",
-           "TemporaryError", "make_client", "unknown_symbols"]
+           "TemporaryError", "UnknownOrder", "make_client", "unknown_symbols"]
 log = logging.get("sigd.exchange")
 T = TypeVar("T")
 PAGE_LIMIT = 1000  # Binance's cap on klines per request
@@ -109,17 +111,20 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
 
     def _bad_frame(self, data: Any, exc: Exception) -> None:
         symbol = timeframe = None
+        quote = False
         try:  # name the stream when the frame says which one it is
             msg = json.loads(data)
             k = msg.get("k") if isinstance(msg.get("k"), dict) else {}
             symbol = self.safe_symbol(k.get("s") or msg.get("s"), None, None, "spot")
             timeframe = k.get("i")
+            quote = "e" not in msg and "b" in msg and "a" in msg  # a bookTicker frame: no bar is missing
         except Exception:  # noqa: BLE001 - not even JSON: the stream is unknown
             pass
         reason = f"{type(exc).__name__}: {exc}"
-        BAD_FRAMES.inc(stream=f"{symbol} {timeframe}" if timeframe else "unknown")
-        log.warning("bad_frame", symbol=symbol, timeframe=timeframe, error=reason, frame=str(data)[:200])
-        if self.sigd_listener is not None:
+        stream = f"{symbol} bookTicker" if quote else f"{symbol} {timeframe}" if timeframe else "unknown"
+        BAD_FRAMES.inc(stream=stream)
+        log.warning("bad_frame", stream=stream, error=reason, frame=str(data)[:200])
+        if self.sigd_listener is not None and not quote:
             self.sigd_listener.bad_frame(symbol, timeframe, reason)
 
 
@@ -190,8 +195,8 @@ def _row_to_bar(symbol: str, timeframe: str, row: list[Any]) -> Bar:
     return Bar(symbol, timeframe, int(row[0]), f(row[1]), f(row[2]), f(row[3]), f(row[4]), f(row[5]))
 
 
-class ExchangeClient:
-    """REST and websocket access with error mapping, retries and backoff."""
+class ExchangeClient(OrderCalls):
+    """REST and websocket access with error mapping, retries and backoff (orders: OrderCalls)."""
 
     def __init__(self, ex: Any, cfg: ExchangeConfig) -> None:
         self.ex, self.cfg = ex, cfg
@@ -202,6 +207,13 @@ class ExchangeClient:
     async def start(self) -> None:
         """Load markets; FatalError on bad keys or URLs, ConfigError naming the key of a
         configured symbol the exchange does not list."""
+        kline_streams = len(self.cfg.symbols) * len(self.cfg.timeframes) + 1
+        if self.cfg.endpoint != "local" and kline_streams > STREAMS_PER_CONNECTION:
+            # ccxt subscribes every kline stream on one connection; Binance refuses more there.
+            raise ConfigError(
+                f"exchange.symbols: {len(self.cfg.symbols)} symbols x {len(self.cfg.timeframes)} timeframes + the "
+                f"reference = {kline_streams} kline streams; Binance takes at most {STREAMS_PER_CONNECTION} on one "
+                f"connection (at most {(STREAMS_PER_CONNECTION - 1) // len(self.cfg.timeframes)} symbols)")
         await self._call("load_markets", self.ex.load_markets)
         problems = unknown_symbols(self.cfg, set(self.ex.markets or ()))
         if problems:
@@ -235,6 +247,8 @@ class ExchangeClient:
             return RateLimited(msg, self._retry_after())
         if isinstance(exc, (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)):
             return AuthError(msg)
+        if isinstance(exc, ccxt.OrderNotFound):
+            return UnknownOrder(msg)
         if isinstance(exc, (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.DuplicateOrderId)):
             return OrderRejected(msg)
         if isinstance(exc, (ccxt.NetworkError, ccxt.OperationFailed)):
@@ -317,13 +331,6 @@ class ExchangeClient:
     async def server_time_ms(self) -> int:
         """The exchange's clock (a replay clock on the local exchange): one weight-1 call."""
         return int(await self._call("fetch_time", self.ex.fetch_time))
-
-    async def forming_bar_ts(self, symbol: str, timeframe: str) -> int:
-        """Open time of the bar forming now on the exchange (its clock, e.g. a replay clock)."""
-        rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, None, 1)
-        if not rows:
-            raise TemporaryError(f"fetch_ohlcv {symbol} {timeframe}: no rows")
-        return int(rows[-1][0])
 
     async def watch(self, streams: list[tuple[str, str]]) -> None:
         """Wait for the next websocket update of any of `streams` (subscribing on first use).
@@ -412,62 +419,3 @@ class ExchangeClient:
         while client.connecting and client.connection is None and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         await client.close()
-
-    # --- orders (the testnet broker) ------------------------------------------------------
-
-    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
-                           client_order_id: str) -> dict:
-        """Place an order exactly once, identified by `client_order_id`; the exchange's order.
-
-        After an ambiguous outcome (timeout, 5xx) the order is looked up by its client id
-        before it is sent again, and a rejection of an id that already exists (a duplicate)
-        returns that order, so a retry or a restart never doubles it.
-        """
-        params = {"newClientOrderId": client_order_id}
-        attempt = 0
-        while True:
-            try:
-                return await self._once("create_order", self.ex.create_order, symbol, type, side, amount, price, params)
-            except TemporaryError as err:
-                found = await self.fetch_order(client_order_id, symbol)
-                if found is not None:
-                    return found
-                if attempt >= self.cfg.max_retries:
-                    raise
-                await asyncio.sleep(self.backoff_s(attempt, err))
-                attempt += 1
-            except AuthError:
-                raise
-            except FatalError:
-                found = await self.fetch_order(client_order_id, symbol)
-                if found is not None:
-                    log.info("order_already_placed", client_order_id=client_order_id, symbol=symbol)
-                    return found
-                raise
-
-    async def fetch_order(self, client_order_id: str, symbol: str) -> dict | None:
-        """The order with this client id, or None when the exchange does not know it."""
-        return await self._by_client_id("fetch_order", self.ex.fetch_order, client_order_id, symbol)
-
-    async def fetch_open_orders(self, symbol: str) -> list[dict]:
-        """Open orders of a symbol."""
-        return await self._call("fetch_open_orders", self.ex.fetch_open_orders, symbol)
-
-    async def cancel_order(self, client_order_id: str, symbol: str) -> dict | None:
-        """Cancel by client id; None when it was no longer open (filled, canceled, unknown)."""
-        return await self._by_client_id("cancel_order", self.ex.cancel_order, client_order_id, symbol)
-
-    async def _by_client_id(self, op: str, fn: Callable[..., Awaitable[dict]], client_order_id: str,
-                            symbol: str) -> dict | None:
-        """Call an order method addressed by client id; None when the exchange has no such order."""
-        try:
-            return await self._call(op, fn, None, symbol, {"origClientOrderId": client_order_id})
-        except FatalError as err:
-            if isinstance(err.__cause__, ccxt.OrderNotFound):
-                return None
-            raise
-
-    async def fetch_balance(self) -> dict[str, float]:
-        """Total balance per asset (free + locked), zero balances left out."""
-        bal = await self._call("fetch_balance", self.ex.fetch_balance)
-        return {asset: float(v) for asset, v in (bal.get("total") or {}).items() if v}

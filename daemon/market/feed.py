@@ -21,6 +21,7 @@ from daemon.market.bars import Buffers
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar, BarError, timeframe_ms
 from daemon.market.exchange import ExchangeClient, ExchangeFailure, FatalError
+from daemon import events
 from daemon.market.quotes import Quotes
 from daemon.metrics import REGISTRY
 from daemon.store import Store
@@ -69,7 +70,9 @@ class StreamState:
         return timeframe_ms(self.timeframe)
 
     def set_degraded(self, value: bool) -> None:
-        """Set the degraded flag and its gauge."""
+        """Set the degraded flag and its gauge (and tell the bus when it changes)."""
+        if value != self.degraded:
+            events.publish(events.StreamHealth(self.name, value))
         self.degraded = value
         DEGRADED.set(1 if value else 0, stream=self.name)
 
@@ -87,16 +90,17 @@ class Feed:
 
     def __init__(self, client: ExchangeClient, store: Store, buffers: Buffers, cfg: ExchangeConfig,
                  on_bar: OnBar | None = None, *, speed: float = 1.0,
-                 clock_ms: Callable[[], float] | None = None) -> None:
+                 clock_ms: Callable[[], float] | None = None, quotes: bool = True) -> None:
         """`speed` is the replay speed of a local exchange (stall timeouts shrink with it);
-        `clock_ms` is the clock the closing update's event time is compared to (latency)."""
+        `clock_ms` is the clock the closing update's event time is compared to (latency);
+        `quotes`: also stream best bid/ask (`self.quotes`; off, it never has a quote)."""
         self.client, self.store, self.buffers, self.cfg = client, store, buffers, cfg
         self.on_bar = on_bar
         self.speed = speed if speed > 0 else 1e6
         self.clock_ms = clock_ms or (lambda: time.time() * 1000)
         self.streams = {s: StreamState(*s) for s in feed_streams(cfg)}
         # Best bid/ask of the traded symbols, subscribed with the bars (the paper broker's touch).
-        self.quotes = Quotes(client, cfg.symbols, clock_ms=self.clock_ms)
+        self.quotes = Quotes(client, cfg.symbols if quotes else (), clock_ms=self.clock_ms)
         self.socket_error: str | None = None
         self._last_drop = 0.0
         for sym, tf in self.streams:
@@ -347,6 +351,7 @@ class Feed:
             st.latencies_ms.append((event_ms, latency))
             LATENCY.observe(latency, stream=st.name)
         self.store.add_bars([bar])
+        events.publish(events.BarClosed.of(bar))
         st.last_ts, st.last_wall = bar.ts, time.time()
         log.debug("bar_closed", stream=st.name, ts=bar.ts, close=bar.close)
         if self.on_bar is not None:

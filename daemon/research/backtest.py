@@ -339,6 +339,9 @@ def backtest_command(args: argparse.Namespace) -> int:
         cfg = with_symbols(cfg, getattr(args, "symbols", None))
         trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
         tape = load_streams(Path(args.data), live_order(cfg), trigger)
+        missing = [s for s in cfg.exchange.symbols if (s, trigger[1]) not in tape.streams]
+        if missing:  # e.g. the shipped five symbols against a BTC/ETH-only data directory
+            raise ValueError(f"{args.data}: no {trigger[1]} bars of {', '.join(missing)}; choose others with --symbols")
         plan = make_plan(cfg, tape, args.start, args.end)
         if args.walk_forward:
             from daemon.research.walkforward import run_walk_forward

@@ -1,4 +1,4 @@
-"""The backtest report: summary.json, trades.csv, signals.csv, PNG plots and report.md.
+"""The backtest report: summary.json, trades.csv, signals.csv, PNG plots, report.md and report.html.
 
 `summarize()` turns one run (the strategy's fills and signals, each model's predictions and
 the truth its target definition gives) into the numbers a trader reads, beside buy-and-hold
@@ -128,8 +128,10 @@ def _signal_counts(signals: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def write_report(result: BacktestResult, out: Path) -> dict[str, Any]:
-    """Write summary.json, trades.csv, signals.csv, the PNG plots and report.md; return the summary."""
+    """Write summary.json, trades.csv, signals.csv, the PNG plots, report.md and the static report.html
+    (daemon/research/report_html.py); return the summary."""
     from daemon.research import plots  # matplotlib only when a report is written
+    from daemon.research.report_html import write_html
 
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
@@ -139,6 +141,7 @@ def write_report(result: BacktestResult, out: Path) -> dict[str, Any]:
     _write_csv(out / "signals.csv", [_signal_row(s) for s in result.signals], list(SIGNAL_COLUMNS))
     images = plots.write_all(result, curves(result), trades, out)
     (out / "report.md").write_text(markdown(summary, images))
+    write_html(result, summary, out)
     return summary
 
 

@@ -27,6 +27,8 @@ from daemon.research.replay import Stream, Tape, TapeError, write_tape
 if TYPE_CHECKING:
     from daemon.research.backtest import Plan
     from daemon.research.report import BacktestResult
+    from daemon.retrain.jobs import ArtifactRef, TrainJob
+    from daemon.retrain.runners import Runner
 
 log = logging.get("walkforward")
 DAY_MS = 86_400_000
@@ -95,25 +97,61 @@ def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, cont
     return out
 
 
-def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
-                train_kwargs: dict) -> dict[str, Any]:
-    """Train every served model on the fold's window (nightly retrain path); load the results."""
-    from daemon.research.backtest import load_predictors
+def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
+              train_kwargs: dict) -> list["TrainJob"]:
+    """The fold's training tape written to storage, and one TrainJob per served family on it.
+
+    Each family keeps the served model's target definition; the rest as the nightly retrain."""
+    from daemon.retrain.jobs import TrainJob
+    from daemon.retrain.storage import to_uri
     from models.artifacts import read_meta
     from models.targets import TargetSpec
     from pipeline.spec import TrainSpec
-    from pipeline.train import train
 
     data = write_training_tape(tape, trigger, fold, work / f"fold{fold.index}" / "data", CONTEXT_BARS)
-    out = {}
-    for name, served in dirs.items():
-        # the served model's target definition; the rest as the nightly retrain trains
-        fields = {"target": TargetSpec.from_dict(read_meta(served)["target"]), **train_kwargs}
-        res = train(TrainSpec(name, data_dirs=(str(data),), **fields), work / f"fold{fold.index}" / name)
-        out[name] = res.artifact_dir
-        log.info("fold_trained", fold=fold.index, model=name, version=res.version,
-                 train_from=fold.train_start, train_to=fold.train_end)
-    return load_predictors(out)
+    fields = {"symbols": (trigger[0],), **train_kwargs}
+    return [TrainJob(TrainSpec(name, data_dirs=(to_uri(data),), target=TargetSpec.from_dict(read_meta(served)["target"]),
+                               **fields), to_uri(data), to_uri(work / f"fold{fold.index}" / name), fold.index)
+            for name, served in dirs.items()]
+
+
+def run_fold_jobs(jobs: list["TrainJob"], runner: "Runner | None" = None) -> list["ArtifactRef"]:
+    """Every job through the runner (local when none), with progress; ValueError naming a failed job."""
+    from daemon.retrain.jobs import JobFailed
+    from daemon.retrain.progress import Progress
+    from daemon.retrain.runners import LocalRunner
+
+    runner = runner or LocalRunner()
+    progress = Progress(len(jobs), f"walk-forward jobs ({runner.name})")
+    results = runner.run(jobs, progress=progress)
+    progress.close()
+    for job, res in zip(jobs, results):
+        if isinstance(res, JobFailed):
+            raise ValueError(f"walk-forward fold {job.fold} {job.family}: {res.error}")
+        log.info("fold_trained", fold=job.fold, model=job.family, version=res.version, train_to=res.train_end_ms)
+    return results  # type: ignore[return-value]
+
+
+def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
+               train_kwargs: dict, runner: "Runner | None" = None) -> dict[str, Any]:
+    """Train every served model on the fold's window (nightly retrain path); load the results."""
+    refs = run_fold_jobs(fold_jobs(fold, tape, trigger, dirs, work, train_kwargs), runner)
+    return _load(refs)
+
+
+def _load(refs: list["ArtifactRef"]) -> dict[str, Any]:
+    from daemon.research.backtest import load_predictors
+
+    return load_predictors({r.family: _local(r.uri) for r in refs})
+
+
+def _local(uri: str) -> Path:
+    from daemon.retrain.storage import local_path
+
+    path = local_path(uri)
+    if path is None:
+        raise ValueError(f"{uri}: walk-forward replays need the fold artifacts on this machine (a file:// work dir)")
+    return path
 
 
 def nightly_kwargs(cfg: Any) -> dict[str, Any]:
@@ -125,12 +163,14 @@ def nightly_kwargs(cfg: Any) -> dict[str, Any]:
 
 
 def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,
-                     train_kwargs: dict | None = None, work: Path | None = None) -> "BacktestResult":
-    """Train on each fold's window, trade its test window in one engine run, report every fold."""
+                     train_kwargs: dict | None = None, work: Path | None = None,
+                     runner: "Runner | None" = None) -> "BacktestResult":
+    """Train every fold x family as jobs on the runner (all at once on Ray), then trade each fold's
+    test window with its fold's models in one engine run, and report every fold."""
     import tempfile
 
-    from daemon.research.backtest import Plan, Progress, batched, collect, replay, truth_function
-    from daemon.research.replay import discover, load_streams, replay_order
+    from daemon.research.backtest import Plan, batched, collect, replay, truth_function
+    from daemon.research.replay import discover, load_streams
     from daemon.research.report import fold_summaries
     from daemon.store import Store
 
@@ -139,17 +179,16 @@ def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Pa
     every = load_streams(data_dir, discover(data_dir), plan.trigger)  # training may use every file
     with tempfile.TemporaryDirectory(prefix="sigd-wf-") as tmp:
         root = work or Path(tmp)
+        kwargs = {**nightly_kwargs(plan.cfg), **(train_kwargs or {})}
+        jobs = [j for fold in folds for j in fold_jobs(fold, every, plan.trigger, dirs, root, kwargs)]
+        refs = run_fold_jobs(jobs, runner)
         test = Plan(plan.cfg, plan.tape, plan.order, plan.trigger, folds[0].test_start, folds[-1].test_end)
         trigger_ts = test.trigger_ts()
         predictors, tables = {}, []
-        bar = Progress(len(folds), "walk-forward folds", sys.stderr.isatty())
         for fold in folds:
-            kwargs = {**nightly_kwargs(plan.cfg), **(train_kwargs or {})}
-            predictors = train_fold(fold, every, plan.trigger, dirs, root, kwargs)
+            predictors = _load([r for r in refs if r.fold == fold.index])
             in_fold = trigger_ts[(trigger_ts >= fold.test_start) & (trigger_ts < fold.test_end)]
             tables.append((fold.test_start, batched(test, predictors, in_fold)))
-            bar(1)
-        bar.close()
         test.swaps = tables[1:]
         store = Store(":memory:")
         try:
@@ -158,4 +197,31 @@ def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Pa
         finally:
             store.close()
     result.folds = fold_summaries(result, folds)
+    result.notes["fold_models"] = [{"fold": r.fold, "family": r.family, "version": r.version, "train_end_ms": r.train_end_ms,
+                           "validation_sharpe": r.metrics.get("validation", {}).get("sharpe")} for r in refs]
     return result
+
+
+def walk_forward_command(args: Any) -> int:
+    """`sigd walk-forward`: folds x served families as jobs on the runner, then one engine run."""
+    from daemon import config as config_mod
+    from daemon.research.backtest import artifact_dirs, live_order, make_plan
+    from daemon.research.replay import load_streams
+    from daemon.research.report import summarize, terminal_summary, write_report
+    from daemon.retrain.runners import runner_from_config
+
+    cfg = config_mod.load(args.config)
+    logging.setup(cfg.log.level, cfg.log.format)  # progress lines off a terminal are info events
+    try:
+        runner = runner_from_config(cfg.research, kind=args.runner, address=args.address, num_cpus=args.num_cpus)
+        trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
+        plan = make_plan(cfg, load_streams(Path(args.data), live_order(cfg), trigger), args.start, args.end)
+        result = run_walk_forward(plan, Path(args.data), args.folds, artifact_dirs(cfg, args.model_dir), runner=runner)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"sigd walk-forward: {exc}", file=sys.stderr)
+        return 1
+    summary = write_report(result, Path(args.report)) if args.report else summarize(result)
+    print(terminal_summary(summary))
+    for m in result.notes["fold_models"]:
+        print(f"fold {m['fold']}  {m['family']:<16} {m['version']}  validation Sharpe {m['validation_sharpe']:.2f}")
+    return 0

@@ -1,13 +1,17 @@
 """Overnight retraining: APScheduler cron → train on stored history → champion/challenger.
 
-The job never runs in the event loop's thread and never blocks a decision: it exports the
-stored bars to tape files, then runs two niced subprocesses (daemon/retrain/worker.py):
-`train` calls `pipeline.train.train` — the code path of `sigd train` — on the history
-*before* a holdout cut, and `score` scores the new and the current model on the holdout, the
-most recent stored data that neither trained on. Only a new model that scores better is promoted: its artifact is copied
-in atomically (rename), a `models` registry row marks it current (the old one becomes
-previous, kept on disk for rollback) and the engine swaps predictors between decisions. A
-failed, crashed or timed-out retrain leaves the current model serving and raises an alert.
+The job never runs in the event loop's thread and never blocks a decision. It gets the
+history it declares (daemon/retrain/history.py: SQLite, then the exchange), exports it as tape
+files, and hands jobs to a runner (daemon/retrain/runners.py): a `TrainJob` per served model
+runs `pipeline.train.train` — the code path of `sigd train` — on the history *before*
+a holdout cut, then a `ScoreJob` per model scores the new and the current artifact on the
+holdout, the most recent stored data that neither trained on. Locally each job is a niced
+subprocess, one after another; on Ray all models train at once. The whole run has a time
+budget (`[retrain] timeout_s`). Only a new model that scores better is promoted, here in
+the daemon: its artifact is copied in atomically (rename), a `models` registry row (its
+file:// URI) marks it current (the old one becomes previous, kept on disk for rollback) and
+the engine swaps predictors between decisions. A failed, crashed or timed-out job leaves
+the current model serving and raises an alert.
 """
 
 from __future__ import annotations
@@ -16,19 +20,23 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from daemon import log
+from daemon import events, log
 from daemon.crashpoints import crash_point
 from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
+from daemon.retrain.jobs import JobFailed, Scores, ScoreJob, TrainJob, failed
+from daemon.retrain.runners import LocalRunner, Runner, runner_from_config
+from daemon.retrain.storage import fetched, local_path, to_uri
+from daemon.retrain.history import BarSource, HistoryShort, check_history, ensure_history, need_for, newest_closed
 from daemon.store import Store
+from pipeline.spec import TrainSpec
 
 _log = log.get("sigd.retrain")
 _OUTCOMES = REGISTRY.counter("sigd_retrain_outcomes_total", "retrain runs by model and outcome")
@@ -55,18 +63,40 @@ class Outcome:
     path: str = ""
 
 
+@dataclass
+class _Run:
+    """One served model's way through a retrain run."""
+
+    name: str
+    current: Path
+    stage: Path
+    cutoff: int = 0
+    new_uri: str = ""
+    outcome: Outcome | None = None
+
+    def fail(self, reason: str) -> None:
+        self.outcome = self.outcome or Outcome(self.name, "failed", log.redact(reason))
+
+
 class Retrainer:
-    """Runs the retrain job for every served model; at most one run at a time."""
+    """Runs the retrain job for every served model; at most one run at a time.
+
+    Training and scoring are jobs (daemon/retrain/jobs.py) given to a runner: by default one
+    niced subprocess after another; with `[research] runner = "ray"` all models at once on Ray
+    (local, or the cluster at `ray_address`). Promotion stays here, in the daemon."""
 
     def __init__(self, cfg: Config, store: Store, sink: EventSink, swap: Swap,
-                 current_dirs: Callable[[], dict[str, Path]], *, python: str = sys.executable) -> None:
+                 current_dirs: Callable[[], dict[str, Path]], *, python: str = sys.executable,
+                 source: BarSource | None = None, runner: Runner | None = None) -> None:
         self.cfg, self.store, self.sink, self.swap = cfg, store, sink, swap
+        self.source = source  # the exchange client: backfills the history SQLite lacks
         self.current_dirs = current_dirs  # name -> artifact dir serving now
         self.python = python
         self.root = cfg.path(cfg.retrain.artifacts_dir)
+        self._runner = runner
         self._lock = asyncio.Lock()
-        self._procs: set[asyncio.subprocess.Process] = set()
         self.last: list[Outcome] = []
+        migrate_registry(store)
 
     def schedule(self, scheduler: Any) -> None:
         """Add the cron job to an AsyncIOScheduler (UTC)."""
@@ -78,58 +108,107 @@ class Retrainer:
         """True while a retrain is in progress."""
         return self._lock.locked()
 
+    @property
+    def runner(self) -> Runner:
+        """The configured runner, made on first use (Ray starts only when a retrain runs)."""
+        if self._runner is None:
+            r = self.cfg.research
+            self._runner = (runner_from_config(r) if r.runner == "ray" or r.ray_address
+                            else LocalRunner(in_subprocess=True, python=self.python))
+        return self._runner
+
     async def run_once(self) -> list[Outcome]:
         """Retrain every served model once; never raises (failures become alerts)."""
         if self._lock.locked():
             _log.warning("retrain_skipped", reason="a retrain is already running")
             return []
         async with self._lock:
-            outcomes = [await self._guarded(name, path) for name, path in sorted(self.current_dirs().items())]
+            started = time.monotonic()
+            stage = self.root / ".staging" / f"run-{int(time.time() * 1000)}"
+            runs = [_Run(name, path, stage / name) for name, path in sorted(self.current_dirs().items())]
+            try:
+                await self._steps(runs, started + self.cfg.retrain.timeout_s)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+            outcomes = [r.outcome or Outcome(r.name, "failed", "no outcome") for r in runs]
+            for o in outcomes:
+                _SECONDS.set(time.monotonic() - started, model=o.model)
+                _OUTCOMES.inc(model=o.model, outcome=o.status)
+                self._announce(o)
         self.last = outcomes
         return outcomes
 
     async def cancel(self) -> None:
-        """Kill running subprocesses (shutdown); the current models keep serving."""
-        for proc in list(self._procs):
-            _kill(proc)
+        """Stop running jobs (shutdown); the current models keep serving."""
+        if self._runner is not None:
+            await asyncio.to_thread(self._runner.cancel)
 
-    async def _guarded(self, name: str, current: Path) -> Outcome:
-        started = time.monotonic()
+    async def _steps(self, runs: list[_Run], deadline: float) -> None:
+        """History + export per model, all training jobs, all scoring jobs, then promotion one by one."""
+        for run in runs:
+            await self._guard(run, self._prepare(run))
+        live = [r for r in runs if r.outcome is None]
+        results = await self._jobs([self._train_job(r) for r in live], deadline)
+        for run, res in zip(live, results):
+            if isinstance(res, JobFailed):
+                run.fail(f"train: {res.error}")
+            else:
+                run.new_uri = res.uri
+        live = [r for r in live if r.outcome is None]
+        results = await self._jobs([self._score_job(r) for r in live], deadline)
+        for run, res in zip(live, results):
+            if isinstance(res, JobFailed):
+                run.fail(f"score: {res.error}")
+            else:
+                await self._guard(run, self._decide(run, res))
+
+    async def _guard(self, run: _Run, step: Awaitable[Any]) -> None:
         try:
-            outcome = await self._retrain(name, current)
+            await step
         except asyncio.CancelledError:
             raise
+        except (RetrainFailed, HistoryShort) as exc:  # the message is the reason a user reads
+            run.fail(str(exc))
         except Exception as exc:  # noqa: BLE001 — any failure leaves the current model serving
-            outcome = Outcome(name, "failed", log.redact(f"{type(exc).__name__}: {exc}"))
-        _SECONDS.set(time.monotonic() - started, model=name)
-        _OUTCOMES.inc(model=name, outcome=outcome.status)
-        self._announce(outcome)
-        return outcome
+            run.fail(f"{type(exc).__name__}: {exc}")
 
-    async def _retrain(self, name: str, current: Path) -> Outcome:
-        stage = self.root / ".staging" / f"{name}-{int(time.time() * 1000)}"
-        stage.mkdir(parents=True, exist_ok=True)
-        try:
-            cutoff, newest = self._holdout(current)
-            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, stage / "train", end_ms=cutoff)
-            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, stage / "all", end_ms=newest + 1)
-            await self._run("train", self._train_argv(name, stage), stage)
-            await self._run("score", self._score_argv(name, current, stage, cutoff), stage)
-            # the gate of `sigd compare` on the same holdout: its verdict travels in the artifact,
-            # and shadow mode keeps a challenger that fails it from trading once promoted
-            await self._run("validate", self._validate_argv(stage, cutoff), stage)
-            scores = json.loads((stage / "scores.json").read_text())
-            return await self._decide(name, stage / "new", scores)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+    async def _jobs(self, jobs: list[Any], deadline: float) -> list[Any]:
+        if not jobs:
+            return []
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return [failed(j, f"out of time: retrain.timeout_s = {self.cfg.retrain.timeout_s:g} s spent") for j in jobs]
+        _log.info("retrain_jobs", runner=self.runner.name, jobs=len(jobs), kind=type(jobs[0]).__name__)
+        return await asyncio.to_thread(self.runner.run, jobs, timeout_s=left)
 
-    def _holdout(self, current: Path) -> tuple[int, int]:
-        """(cutoff, newest): train on bars closed before cutoff, score on [cutoff, newest]."""
-        symbol = self.cfg.exchange.symbol
-        last = self.store.latest_bars(symbol, TRIGGER_TIMEFRAME, 1)
-        if not last:
-            raise RetrainFailed(f"no stored {symbol} {TRIGGER_TIMEFRAME} bars to retrain on")
-        newest = last[0].ts
+    async def _prepare(self, run: _Run) -> None:
+        run.cutoff, newest = await self._holdout(run.current)
+        await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.stage / "train", end_ms=run.cutoff)
+        await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.stage / "all", end_ms=newest + 1)
+
+    def _train_job(self, run: _Run) -> TrainJob:
+        r = self.cfg.retrain
+        data = to_uri(run.stage / "train")
+        spec = TrainSpec(run.name, preset=r.preset, epochs=r.epochs, max_batches=r.max_batches, device=r.device,
+                         fee=self.cfg.broker.fee, symbols=(self.cfg.exchange.symbol,), data_dirs=(data,))
+        return TrainJob(spec, data, to_uri(run.stage / "new"))
+
+    def _score_job(self, run: _Run) -> ScoreJob:
+        return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.stage / "all"), self.cfg.exchange.symbol,
+                        run.cutoff, fee=self.cfg.broker.fee)
+
+    async def _holdout(self, current: Path) -> tuple[int, int]:
+        """(cutoff, newest): train on bars closed before cutoff, score on [cutoff, newest].
+
+        The history both need is taken from SQLite, backfilled from the exchange when short."""
+        ex, r = self.cfg.exchange, self.cfg.retrain
+        symbol = ex.symbol
+        newest = await newest_closed(self.store, self.source, symbol)
+        if newest is None:
+            raise RetrainFailed(f"no stored {symbol} {TRIGGER_TIMEFRAME} bars to retrain on and no exchange to ask")
+        need = need_for(symbol, ex.timeframes, (ex.reference_symbol, ex.reference_timeframe), r.train_days,
+                        r.holdout_hours)
+        await ensure_history(self.store, self.source, need, newest)
         cutoff = newest - int(self.cfg.retrain.holdout_hours * 3_600_000)
         trained_until = _trained_until(current)
         # The current model must not have seen the holdout either.
@@ -137,66 +216,47 @@ class Retrainer:
         if newest - cutoff < 60 * timeframe_ms(TRIGGER_TIMEFRAME):
             raise RetrainFailed(f"less than an hour of stored data after the current model's training end "
                                 f"({trained_until}): nothing unseen to compare on")
-        return cutoff - cutoff % timeframe_ms(TRIGGER_TIMEFRAME), newest
+        cutoff -= cutoff % timeframe_ms(TRIGGER_TIMEFRAME)
+        check_history(self.store, symbol, need, cutoff)
+        return cutoff, newest
 
-    def _train_argv(self, name: str, stage: Path) -> list[str]:
-        r = self.cfg.retrain
-        return [self.python, "-m", "daemon.retrain.worker", "train", "--model", name, "--preset", r.preset,
-                "--epochs", str(r.epochs), "--max-batches", str(r.max_batches), "--device", r.device,
-                "--data", str(stage / "train"), "--symbol", self.cfg.exchange.symbol,
-                "--fee", str(self.cfg.broker.fee), "--out", str(stage / "new")]
-
-    def _score_argv(self, name: str, current: Path, stage: Path, cutoff: int) -> list[str]:
-        return [self.python, "-m", "daemon.retrain.worker", "score", "--data", str(stage / "all"),
-                "--from", str(cutoff), "--symbol", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
-                "--current", str(current), "--new", str(stage / "new"), "--out", str(stage / "scores.json")]
-
-    def _validate_argv(self, stage: Path, cutoff: int) -> list[str]:
-        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cutoff / 1000))
-        return [self.python, "-m", "daemon", "compare", "--validate", str(stage / "new"), "--data", str(stage / "all"),
-                "--from", start, "--symbols", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
-                "--out", str(stage / "validation")]
-
-    async def _run(self, step: str, argv: list[str], stage: Path) -> None:
-        """One niced subprocess with a deadline; RetrainFailed with the tail of its output."""
-        out = stage / f"{step}.log"
-        with out.open("wb") as fh:
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=fh, stderr=asyncio.subprocess.STDOUT,
-                                                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
-        _nice(proc.pid)
-        self._procs.add(proc)
-        _log.info("retrain_step", step=step, pid=proc.pid)
-        try:
-            rc = await asyncio.wait_for(proc.wait(), timeout=self.cfg.retrain.timeout_s)
-        except asyncio.TimeoutError:
-            _kill(proc)
-            await proc.wait()
-            raise RetrainFailed(f"{step} timed out after {self.cfg.retrain.timeout_s:g}s") from None
-        finally:
-            self._procs.discard(proc)
-        if rc != 0:
-            tail = out.read_bytes()[-600:].decode(errors="replace").strip().splitlines()[-3:]
-            raise RetrainFailed(f"{step} exited with {rc}: {' | '.join(tail)}")
-
-    async def _decide(self, name: str, new_dir: Path, scores: dict[str, Any]) -> Outcome:
-        new, cur = scores["new"], scores["current"]
-        metrics = json.dumps({"new": new, "current": cur, "holdout_from": scores.get("from")})
+    async def _decide(self, run: _Run, scores: Scores) -> None:
+        """Promote the new artifact when it scores better; the registry keeps its URI."""
+        name = run.name
+        new, cur = scores.by_artifact[run.new_uri], scores.by_artifact[to_uri(run.current)]
+        metrics = json.dumps({"new": new, "current": cur, "holdout_from": run.cutoff, "bars": scores.bars})
         better = new["score"] > cur["score"] + self.cfg.retrain.min_improvement
-        version = str(new.get("version") or new_dir.name)
+        version = str(new.get("version") or name)
         now = int(time.time() * 1000)
         if not better:
             self.store.record_model(name, version, "", "rejected", metrics, now)
-            return Outcome(name, "rejected", f"holdout score {new['score']:.4f} <= current {cur['score']:.4f}"
-                           f" + {self.cfg.retrain.min_improvement:g}", version, new["score"], cur["score"])
-        dest = await asyncio.to_thread(install_artifact, new_dir, self.root / name, version)
-        self.store.record_model(name, version, str(dest), "current", metrics, now)
+            run.outcome = Outcome(name, "rejected", f"holdout score {new['score']:.4f} <= current {cur['score']:.4f}"
+                                  f" + {self.cfg.retrain.min_improvement:g}", version, new["score"], cur["score"])
+            return
+        with fetched(run.new_uri) as new_dir:  # a copy from remote storage, or the staged directory
+            await self._validate(new_dir, run)
+            dest = await asyncio.to_thread(install_artifact, new_dir, self.root / name, version)
+        self.store.record_model(name, version, to_uri(dest), "current", metrics, now)
         await self.swap(name, dest)
         await asyncio.to_thread(prune_artifacts, self.store, self.root / name, name)
-        return Outcome(name, "promoted", f"holdout score {new['score']:.4f} > current {cur['score']:.4f}",
-                       version, new["score"], cur["score"], str(dest))
+        run.outcome = Outcome(name, "promoted", f"holdout score {new['score']:.4f} > current {cur['score']:.4f}",
+                              version, new["score"], cur["score"], str(dest))
+
+    async def _validate(self, art: Path, run: _Run) -> None:
+        """The gate of `sigd compare --validate` on the holdout (a subprocess: retrain does not import
+        research). Its verdict goes into the artifact's JSON; shadow mode reads it at the swap."""
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.cutoff / 1000))
+        argv = [self.python, "-m", "daemon", "compare", "--validate", str(art), "--data", str(run.stage / "all"),
+                "--from", start, "--symbols", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
+                "--out", str(run.stage / "validation")]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=self.cfg.retrain.timeout_s)
+        if proc.returncode:
+            raise RetrainFailed(f"validate exited with {proc.returncode}: {err.decode(errors='replace')[-300:]}")
 
     def _announce(self, o: Outcome) -> None:
+        events.publish(events.RetrainFinished(o.model, o.status, o.reason))
         payload = {k: v for k, v in asdict(o).items() if v not in (None, "")}
         if o.status == "failed":
             _log.error("retrain_failed", **payload)
@@ -282,11 +342,21 @@ def install_artifact(src: Path, parent: Path, version: str) -> Path:
 
 def prune_artifacts(store: Store, parent: Path, name: str) -> None:
     """Delete promoted artifact directories that are neither current nor previous."""
-    keep = {Path(r["path"]).name for r in store.model_rows(name)
+    keep = {(local_path(r["path"]) or Path(r["path"])).name for r in store.model_rows(name)
             if r["status"] in ("current", "previous") and r["path"]}
     for d in parent.iterdir():
         if d.is_dir() and not d.name.startswith(".") and d.name not in keep:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def migrate_registry(store: Store) -> int:
+    """Registry rows written with a machine path get its file:// URI; the number of rows changed."""
+    rows = [(to_uri(r["path"]), r["id"]) for r in store.model_rows() if r["path"] and "://" not in r["path"]]
+    if rows:
+        with store.transaction():
+            store.db.conn.executemany("UPDATE models SET path=? WHERE id=?", rows)
+        _log.info("registry_migrated", rows=len(rows))
+    return len(rows)
 
 
 def _trained_until(artifact: Path) -> int:
@@ -316,18 +386,3 @@ def _find_key(data: Any, keys: Sequence[str]) -> Any:
 
 def _safe(version: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in version)[:80] or "model"
-
-
-def _nice(pid: int) -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, 10)
-    except OSError:
-        pass
-
-
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -1,4 +1,8 @@
-"""The retrain's two subprocess steps (run by daemon/retrain/nightly.py, never in the daemon's process).
+"""The retrain's subprocess side (never run in the daemon's process) and the scoring every job uses.
+
+`python -m daemon.retrain.worker job --spec JOB.json --out RESULT.json` runs one job of
+daemon/retrain/jobs.py (what the local runner's subprocess mode and the nightly retrain run).
+The older single steps stay for running by hand:
 
 `python -m daemon.retrain.worker train ...` calls `pipeline.train.train`, the very code
 path of `sigd train` (fit, threshold optimized on validation, atomic artifact).
@@ -48,16 +52,18 @@ def load_streams(data: Path, symbol: str) -> dict[str, np.ndarray]:
     return out
 
 
-def holdout(streams: Mapping[str, np.ndarray], from_ms: int, need: Mapping[str, int]
+def holdout(streams: Mapping[str, np.ndarray], from_ms: int, need: Mapping[str, int], to_ms: int | None = None
             ) -> tuple[list[dict[str, np.ndarray]], list[int], np.ndarray]:
-    """(windows per bar, bar_ts per bar, next-bar return per bar) for 1m bars opening >= from_ms."""
+    """(windows per bar, bar_ts per bar, next-bar return per bar) for 1m bars opening in
+    [from_ms, to_ms) whose next bar also opens before to_ms."""
     m1 = streams["1m"]
     ts = m1[:, 0].astype(np.int64)
     step = timeframe_ms("1m")
     closes = {k: v[:, 0].astype(np.int64) + timeframe_ms(k.split("_")[-1]) for k, v in streams.items()}
     windows, bar_ts, rets = [], [], []
-    for i in np.flatnonzero(ts >= from_ms):
-        if i + 1 >= len(ts) or ts[i + 1] - ts[i] != step:
+    stop = to_ms if to_ms is not None else int(ts[-1]) + step
+    for i in np.flatnonzero((ts >= from_ms) & (ts < stop)):
+        if i + 1 >= len(ts) or ts[i + 1] - ts[i] != step or ts[i + 1] >= stop:
             continue  # no next bar: nothing to score the decision on
         close_t = int(ts[i]) + step
         w: dict[str, np.ndarray] = {}
@@ -91,31 +97,38 @@ def sides(predictor: Any, windows: Sequence[Mapping[str, np.ndarray]], bar_ts: S
         return np.array(out, dtype=np.int64)
 
 
-def score_pair(data: Path, from_ms: int, symbol: str, current: Path, new: Path, fee: float) -> dict[str, Any]:
-    """Both artifacts scored on the same holdout bars."""
+def score_artifacts(data: Path, from_ms: int, to_ms: int | None, symbol: str, artifacts: Mapping[str, Path],
+                    fee: float) -> dict[str, Any]:
+    """Every artifact (keyed by any name) scored on the same bars of [from_ms, to_ms)."""
     from pipeline.predictor import Predictor
     from strategies import threshold as thr
 
     streams = load_streams(data, symbol)
     if "1m" not in streams:
         raise SystemExit(f"retrain_worker: no {symbol} 1m tape in {data}")
-    predictors = {"current": Predictor.load(current, "cpu"), "new": Predictor.load(new, "cpu")}
+    predictors = {key: Predictor.load(path, "cpu") for key, path in artifacts.items()}
     need: dict[str, int] = {}
     for p in predictors.values():
         for k, n in p.required_windows.items():
             need[k] = max(need.get(k, 0), int(n))
-    windows, bar_ts, rets = holdout(streams, from_ms, need)
+    windows, bar_ts, rets = holdout(streams, from_ms, need, to_ms)
     if len(bar_ts) < 10:
         raise SystemExit(f"retrain_worker: only {len(bar_ts)} scorable bars after {from_ms}")
-    out: dict[str, Any] = {"from": from_ms, "bars": len(bar_ts), "fee": fee}
-    for role, p in predictors.items():
+    out: dict[str, Any] = {"from": from_ms, "bars": len(bar_ts), "fee": fee, "by_artifact": {}}
+    for key, p in predictors.items():
         # Each model gets exactly the window lengths it asks for (the newest bars).
         own = [{k: v[-int(p.required_windows[k]):] for k, v in w.items() if k in p.required_windows} for w in windows]
         pos = thr.positions(sides(p, own, bar_ts))
-        out[role] = {"version": p.version, "score": thr.sharpe(pos, rets, fee),
-                     "trades": int(np.count_nonzero(np.diff(pos, prepend=0))),
-                     "total_return": float(np.prod(1.0 + thr.net_returns(pos, rets, fee)) - 1.0)}
+        out["by_artifact"][key] = {"version": p.version, "score": thr.sharpe(pos, rets, fee),
+                                   "trades": int(np.count_nonzero(np.diff(pos, prepend=0))),
+                                   "total_return": float(np.prod(1.0 + thr.net_returns(pos, rets, fee)) - 1.0)}
     return out
+
+
+def score_pair(data: Path, from_ms: int, symbol: str, current: Path, new: Path, fee: float) -> dict[str, Any]:
+    """Both artifacts scored on the same holdout bars."""
+    out = score_artifacts(data, from_ms, None, symbol, {"current": current, "new": new}, fee)
+    return {**{k: v for k, v in out.items() if k != "by_artifact"}, **out.pop("by_artifact")}
 
 
 def train(a: argparse.Namespace) -> int:
@@ -141,6 +154,20 @@ def score(a: argparse.Namespace) -> int:
     return 0
 
 
+def job(a: argparse.Namespace) -> int:
+    """Run one job of daemon/retrain/jobs.py from its JSON file; write the result's JSON atomically."""
+    from daemon.retrain.jobs import JobFailed, execute, from_json, to_json
+
+    result = execute(from_json(a.spec.read_text()))
+    tmp = a.out.with_suffix(".tmp")
+    tmp.write_text(to_json(result))
+    tmp.rename(a.out)
+    if isinstance(result, JobFailed):
+        print(result.error, file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of the retrain subprocesses."""
     p = argparse.ArgumentParser(prog="python -m daemon.retrain.worker")
@@ -162,8 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         q.add_argument("--data", required=True, type=Path)
         q.add_argument("--symbol", required=True)
         q.add_argument("--fee", type=float, default=0.001)
+    j = sub.add_parser("job")
+    j.add_argument("--spec", required=True, type=Path)
+    j.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
-    return train(a) if a.step == "train" else score(a)
+    return {"train": train, "score": score, "job": job}[a.step](a)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""The loopback HTTP API and `sigd status`.
+"""The daemon's HTTP API and dashboard, on loopback by default, and `sigd status`.
 
-GET /healthz, /status (JSON), /metrics (Prometheus text) are open on 127.0.0.1; POST /pause,
-/resume, /flat and /retrain change state and need `Authorization: Bearer <token>` with the token from
-the environment variable named by `[api] token_env`. Without that variable set, the actions
-are refused (deny by default), the read-only endpoints still work.
+GET /healthz, /status (JSON), /metrics (Prometheus text), the dashboard page at / with its
+snapshot (/api/snapshot, /api/chart) and live event websocket (/ws/events) are open reads.
+POST /pause, /resume, /flat (each with an optional `?symbol=ETH/USDT`) and /retrain change
+state: they need `Authorization: Bearer <token>` with the token from the environment
+variable named by `[api] token_env`, and refuse cross-origin requests (a page of another
+site cannot make the browser act). Without the token set, the actions are refused (deny by
+default); the read-only endpoints still work. A non-loopback bind needs the token (app.py).
 """
 
 from __future__ import annotations
@@ -20,33 +23,20 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 from aiohttp import web
 
 from daemon import log
+from daemon.domain import Controls
 from daemon.metrics import REGISTRY
 
 _log = log.get("sigd.api")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+ACTIONS = ("pause", "resume", "flat", "retrain")
 
 
-class Service(Protocol):
-    """What the API shows and controls: the daemon's Controls (daemon.domain) plus metrics."""
-
-    def status(self) -> Mapping[str, Any]:
-        """The JSON for /status; its "healthy" key answers /healthz."""
-        ...
+class Service(Controls, Protocol):
+    """What the API shows and controls: the one control protocol (daemon.domain.Controls)
+    plus metrics and retrain; `read` (daemon.service.readmodel.ReadModel) feeds the dashboard."""
 
     def refresh_metrics(self) -> None:
         """Update gauges that are read rather than pushed (outbox depth, stream ages)."""
-        ...
-
-    def pause(self) -> None:
-        """Stop new entries (persists across restarts)."""
-        ...
-
-    def resume(self) -> None:
-        """Allow new entries again."""
-        ...
-
-    async def flat(self) -> Mapping[str, Any]:
-        """Close the position now; returns what was done."""
         ...
 
     async def retrain(self) -> Mapping[str, Any]:
@@ -65,12 +55,17 @@ class Api:
 
     def app(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application()
+        app = web.Application(middlewares=[_security_headers])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
-        for name in ("pause", "resume", "flat", "retrain"):
+        for name in ACTIONS:
             app.router.add_post(f"/{name}", self._action(name))
+        read = getattr(self.service, "read", None)
+        if read is not None:  # the dashboard needs the read model (a test Service may have none)
+            from daemon.service.dashboard.server import add_routes
+
+            add_routes(app, read)
         return app
 
     async def start(self) -> None:
@@ -81,12 +76,14 @@ class Api:
         await site.start()
         sockets = site._server.sockets if site._server else []  # the bound port when port=0
         port = sockets[0].getsockname()[1] if sockets else self.port
-        self.url = f"http://{self.host}:{port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{port}"
         _log.info("api_listening", url=self.url, actions_enabled=self._token is not None)
 
     async def stop(self) -> None:
         """Close the server."""
         if self._runner is not None:
+            await self._runner.shutdown()  # ends the dashboard websockets, so cleanup never waits on them
             await self._runner.cleanup()
             self._runner = None
 
@@ -109,14 +106,24 @@ class Api:
             if refusal is not None:
                 _log.warning("api_action_refused", action=name, peer=request.remote, why=refusal.reason)
                 return refusal
-            _log.info("api_action", action=name, peer=request.remote)
-            result = getattr(self.service, name)()
-            outcome = await result if name in ("flat", "retrain") else {"paused": name == "pause"}
+            symbol = request.query.get("symbol") or None
+            _log.info("api_action", action=name, peer=request.remote, symbol=symbol)
+            args = () if symbol is None or name == "retrain" else (symbol,)
+            try:
+                result = getattr(self.service, name)(*args)
+                outcome = await result if name in ("flat", "retrain") else {"paused": name == "pause", **(result or {})}
+            except ValueError as exc:  # e.g. a symbol the daemon does not trade
+                return web.json_response({"ok": False, "action": name, "error": str(exc)}, status=400)
             return web.json_response({"ok": True, "action": name, "outcome": outcome}, dumps=_dumps)
 
         return handler
 
     def _refuse(self, request: web.Request) -> web.Response | None:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            # A browser says where a request comes from: another site must not drive the daemon.
+            return web.json_response({"ok": False, "error": "cross-origin request refused"}, status=403,
+                                     reason="cross-origin")
         # Compare in constant time; never echo what was sent.
         if self._token is None:
             return web.json_response({"ok": False, "error": "actions disabled: no API token configured"},
@@ -127,6 +134,18 @@ class Api:
             return web.json_response({"ok": False, "error": "missing or wrong bearer token"}, status=401,
                                      reason="unauthorized", headers={"WWW-Authenticate": "Bearer"})
         return None
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
+    """The page runs only its own scripts, talks only to this server and cannot be framed."""
+    response = await handler(request)
+    if isinstance(response, web.Response):
+        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; connect-src 'self'; "
+                                    "img-src 'self' data:; style-src 'self'; frame-ancestors 'none'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
 
 
 def _dumps(obj: Any) -> str:
@@ -175,6 +194,7 @@ def status_command(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print(render_status(status))
+        print(f"dashboard: {url}/")
     return 0
 
 
@@ -197,6 +217,10 @@ def render_status(s: Mapping[str, Any]) -> str:
     for m in s.get("models") or []:
         lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}"
                      + (f"  SHADOW (not trading): {m['shadow']}" if m.get("shadow") else ""))
+    lines += ["symbols:"] if s.get("symbols") else []
+    for symbol, st in sorted((s.get("symbols") or {}).items()):
+        flags = [f for f in ("paused", "halted") if st.get(f)]
+        lines.append(f"  {symbol:<14} {' '.join(flags).upper() or 'trading'}")
     pos = s.get("position") or {}
     lines.append(
         f"position: {pos.get('symbol', '?')} {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"

@@ -58,6 +58,9 @@ class Daemon:
     async def startup(self) -> None:
         """Build every part, warm up the feed, start the servers; then READY=1."""
         started = time.monotonic()
+        if self.cfg.api.enabled and not self._api_loopback() and not self.environ.get(self.cfg.api.token_env):
+            raise ConfigError(f"{self.cfg.source}: api.host = {self.cfg.api.host!r} is not loopback: set the token "
+                              f"in ${self.cfg.api.token_env} (api.token_env) or bind 127.0.0.1")
         self.notifier.status("starting: building parts")
         self.parts = await build_parts(self.cfg, self.environ, on_bar=self._on_bar)
         self.controls = DaemonControls(self.cfg, self.parts, self.freshness)
@@ -145,6 +148,13 @@ class Daemon:
         self.api = Api(self.controls, host=self.cfg.api.host, port=self.cfg.api.port, token=token)
         await self.api.start()
         self.parts.store.set_kv("api_url", self.api.url)
+        if not self._api_loopback():
+            _log.warning("api_exposed", url=self.api.url, note="reachable beyond this machine; actions need the token")
+        # The one line a person running `make run` looks for.
+        print(f"sigd dashboard: {self.api.url}/", file=sys.stderr, flush=True)
+
+    def _api_loopback(self) -> bool:
+        return self.cfg.api.host in ("127.0.0.1", "localhost", "::1")
 
     def _spawn(self, name: str, coro: Awaitable[Any]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))

@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "backfill": "daemon.market.backfill:backfill_command",
     "train": "pipeline.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
+    "walk-forward": "daemon.research.walkforward:walk_forward_command",
+    "tune": "daemon.research.tune:tune_command",
     "install-service": "daemon.service.install:install_command",
     "uninstall-service": "daemon.service.install:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
@@ -116,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                   install=True)
     add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
                   install=False)
+
+    from daemon.retrain import cli_args  # argparse only: research flags beside the runner's
+
+    cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
+    cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
     importlib.import_module("daemon.research.compare_args").add_arguments(p)
     return parser

@@ -3,7 +3,7 @@
 One plan of steps, printed by `--dry-run` and carried out otherwise:
 a fresh venv at PREFIX/venv with sigd (and its shipped artifacts) installed into it, not
 editable; PREFIX/README.md; /etc/sigd/config.toml (the shipped config with absolute paths:
-the state under /var/lib/sigd, the models inside the venv), readable by the service's group;
+the state under /var/lib/sigd, models and tapes inside the venv), readable by the service's group;
 /etc/sigd/env for the secrets (0640, the service's group); the unit with the prefix's paths;
 `systemctl daemon-reload`. `--destdir DIR` stages all of it under DIR (packaging, tests):
 the paths written into files stay the final ones, users are not created and systemd is not
@@ -13,6 +13,7 @@ touched. An existing config or env file is kept (an upgrade never overwrites you
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import grp
 import os
 import pwd
@@ -21,6 +22,7 @@ import site
 import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,7 +30,6 @@ from typing import Callable
 from daemon.service.servicefiles import render_config, render_unit
 
 SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding pyproject.toml, config.toml, systemd/
-PACKAGE_PARTS = ("pyproject.toml", "README.md", "daemon", "models", "strategies")
 ENV_TEMPLATE = """\
 # sigd secrets, one NAME=value a line (read by systemd as root; never put them in config.toml).
 # SIGD_API_TOKEN=        bearer token of the HTTP API's actions
@@ -148,13 +149,21 @@ def _reuse_venv(venv: Path) -> None:
 def _pip_install_source(py: Path, *extra: str) -> None:
     """pip install a clean copy of the checkout (an in-tree build would litter it with build/)."""
     with tempfile.TemporaryDirectory(prefix="sigd-src-") as tmp:
-        for part in PACKAGE_PARTS:
+        for part in _package_parts():
             src, dst = SOURCE / part, Path(tmp) / part
             if src.is_dir():
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
             else:
                 shutil.copy2(src, dst)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-warn-script-location", *extra, tmp], check=True)
+
+
+def _package_parts() -> list[str]:
+    """pyproject.toml, README.md and the top-level packages pyproject's `packages.find` includes."""
+    doc = tomllib.loads((SOURCE / "pyproject.toml").read_text())
+    patterns = doc["tool"]["setuptools"]["packages"]["find"]["include"]
+    dirs = [p.name for p in SOURCE.iterdir() if p.is_dir() and any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
+    return ["pyproject.toml", "README.md", *sorted(dirs)]
 
 
 def _strip_destdir(lay: Layout) -> None:
@@ -199,8 +208,9 @@ def _keep_or_write(lay: Layout, path: Path, text: str) -> None:
 
 def _config(lay: Layout) -> None:
     (purelib,) = lay.at(lay.venv).joinpath("lib").glob("python3*/site-packages")
-    models = lay.venv / purelib.relative_to(lay.at(lay.venv)) / "models" / "artifacts"
-    _keep_or_write(lay, lay.etc / "config.toml", render_config((SOURCE / "config.toml").read_text(), lay.state, models))
+    site_packages = lay.venv / purelib.relative_to(lay.at(lay.venv))
+    _keep_or_write(lay, lay.etc / "config.toml",
+                   render_config((SOURCE / "config.toml").read_text(), lay.state, site_packages))
 
 
 def _quiet(*cmd: str) -> None:

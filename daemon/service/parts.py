@@ -15,7 +15,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from daemon import log
+from daemon import events, log
 from daemon.market.bars import Buffers
 from daemon.config import Config, ConfigError, secret
 from daemon.domain import Bar, PredictorLike, timeframe_ms
@@ -23,6 +23,7 @@ from daemon.market.exchange import ExchangeClient, make_client
 from daemon.market.feed import Feed
 from daemon.alerts.notify import Notifier
 from daemon.retrain.nightly import Retrainer
+from daemon.retrain.storage import local_path
 from daemon.store import Store
 from daemon.trading.scoring import shadow_from_config
 
@@ -90,6 +91,7 @@ class Parts:
         self.predictors[name] = predictor
         self.model_dirs[name] = path
         _log.info("model_swapped", model=name, version=predictor.version, path=str(path))
+        events.publish(events.ModelSwapped(name, predictor.version, "trading"))
 
 
 def newest_close_ms(store: Store) -> int | None:
@@ -163,7 +165,7 @@ def model_dirs(cfg: Config, store: Store) -> dict[str, Path]:
     out = {}
     for name, path in cfg.models.paths.items():
         row = store.current_model(name)
-        promoted = Path(row["path"]) if row and row["path"] else None
+        promoted = local_path(row["path"]) if row and row["path"] else None  # the registry keeps URIs
         out[name] = promoted if promoted is not None and promoted.is_dir() else cfg.path(path)
     return out
 
@@ -205,7 +207,8 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
 
     buffers = Buffers()
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
-                clock_ms=(lambda: float(local.now_ms())) if local is not None else None)
+                clock_ms=(lambda: float(local.now_ms())) if local is not None else None,
+                quotes=cfg.broker.mode == "paper")  # only the paper broker fills at the quotes
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None,
                                 quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
@@ -215,7 +218,8 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
                   model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,
                   local_exchange=local)
     if cfg.retrain.enabled:
-        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs))
+        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs),
+                                    source=parts.client)
     return parts
 
 

@@ -54,16 +54,25 @@ def set_keys(text: str, values: dict[tuple[str, str], str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_config(shipped: str, state: Path, artifacts: Path) -> str:
-    """The shipped config with absolute paths: the state under `state`, models from `artifacts`."""
+def render_config(shipped: str, state: Path, site_packages: Path) -> str:
+    """The shipped config with absolute paths: the state under `state`; what the checkout's
+    config points at inside its packages (artifacts, tapes) where the install put them."""
     raw: dict[str, Any] = tomllib.loads(shipped)
-    models = {name: str(artifacts / PurePosixPath(p).name) for name, p in raw["models"]["paths"].items()}
+
+    def installed(value: str) -> str:
+        return value if not value or PurePosixPath(value).is_absolute() else str(site_packages / value)
+
+    models = {name: installed(p) for name, p in raw["models"]["paths"].items()}
     table = "{ " + ", ".join(f"{name} = {toml_string(p)}" for name, p in models.items()) + " }"
-    return set_keys(shipped, {
+    values = {
         ("store", "path"): toml_string(str(state / "sigd.sqlite")),
         ("retrain", "artifacts_dir"): toml_string(str(state / "models")),
         ("models", "paths"): table,
-    })
+    }
+    tape = raw.get("local_exchange", {}).get("tape", "")
+    if tape:
+        values[("local_exchange", "tape")] = toml_string(installed(tape))
+    return set_keys(shipped, values)
 
 
 def render_unit(shipped: str, lay: ServicePaths) -> str:

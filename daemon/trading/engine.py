@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from daemon import events
 from daemon import log as logging
 from daemon.config import Config
 from daemon.crashpoints import crash_point
@@ -195,7 +196,7 @@ class Engine:
 
     def _skip(self, job: Job, reason: str) -> None:
         self.skipped += 1
-        SKIPPED.inc(reason=reason)
+        SKIPPED.inc(reason=reason, symbol=job.bar.symbol)
         log.warning("decision_skipped", symbol=job.bar.symbol, bar_ts=job.bar.ts, reason=reason)
 
     def _sizes(self) -> dict[str, int]:
@@ -320,12 +321,14 @@ class Engine:
             state.decisions += 1
             self.decisions += 1
             DECISIONS.inc(symbol=symbol)
+            events.publish(events.DecisionMade.of(symbol, out.bar.ts, out.predictions, self.paused or state.paused))
             elapsed = (self.perf_clock() - received[symbol]) * 1000.0
-            DECISION_MS.observe(elapsed)
+            DECISION_MS.observe(elapsed, symbol=symbol)
             for event in out.signals:
                 state.last_signal = event
                 SIGNALS.inc(symbol=symbol, side=event["side"])
-                BAR_TO_SIGNAL_MS.observe(elapsed)
+                BAR_TO_SIGNAL_MS.observe(elapsed, symbol=symbol)
+                events.publish(events.SignalEmitted.of_payload(event))
                 log.info("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
                          confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],
                          latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
@@ -412,6 +415,7 @@ class Engine:
                     if order is not None:
                         orders.append(order)
             for order in orders:
+                events.publish(events.SignalEmitted.of_payload(self.states[order.symbol].last_signal))
                 await self.broker.execute(order)
             return bool(orders)
 

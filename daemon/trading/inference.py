@@ -1,10 +1,12 @@
 """Inference for a decision cycle: every model runs once over all the cycle's symbols.
 
-One single-thread executor per device (the CPU, each GPU) runs the models that live on it, so
-inference never blocks the event loop and two devices work at the same time. A model with
-`predict_batch` (pipeline/predictor.py) gets the whole cycle in one forward pass; if the batch
-raises (one symbol's windows are short, say), the symbols are asked one by one so that only
-the bad one is left out. `prewarm` runs the same forward pass on the current windows and
+An executor per device runs the models that live on it, so inference never blocks the event
+loop and two devices work at the same time: a GPU gets one thread that runs its models one
+after the other (one stream); on the CPU each model is a lane of its own, run side by side on
+up to as many threads as the process has cores (each model's torch work uses `models.threads`).
+A model with `predict_batch` (pipeline/predictor.py) gets the whole cycle in one forward pass;
+if the batch raises (one symbol's windows are short, say), the symbols are asked one by one so
+that only the bad one is left out. `prewarm` runs the same forward pass on the current windows and
 throws the answer away: memory that sat idle for a minute is slow to touch again, and the
 next close is predictable.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
@@ -92,12 +95,19 @@ def run_models(models: Sequence[tuple[str, PredictorLike]], windows: Sequence[Wi
     return {name: predict_many(name, p, windows, bar_ts) for name, p in models}
 
 
-def by_device(predictors: Mapping[str, PredictorLike]) -> dict[str, list[tuple[str, PredictorLike]]]:
-    """The models grouped by the device they run on."""
+def lanes(predictors: Mapping[str, PredictorLike]) -> list[tuple[str, list[tuple[str, PredictorLike]]]]:
+    """(device, models run one after the other): a lane per CPU model, a lane per GPU."""
     out: dict[str, list[tuple[str, PredictorLike]]] = {}
     for name, p in predictors.items():
-        out.setdefault(device_of(p), []).append((name, p))
-    return out
+        device = device_of(p)
+        key = f"{device}/{name}" if device == "cpu" else device
+        out.setdefault(key, []).append((name, p))
+    return [(key.split("/")[0], models) for key, models in out.items()]
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def newest_ts(windows: Windows) -> int | None:
@@ -114,7 +124,8 @@ class Inference:
 
     def _executor(self, device: str) -> ThreadPoolExecutor:
         if device not in self._executors:
-            self._executors[device] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sigd-infer-{device}")
+            workers = cpu_threads() if device == "cpu" else 1
+            self._executors[device] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sigd-infer-{device}")
         return self._executors[device]
 
     async def predict(self, predictors: Mapping[str, PredictorLike], windows: Sequence[Windows],
@@ -123,7 +134,7 @@ class Inference:
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(*(
             loop.run_in_executor(self._executor(dev), run_models, models, windows, bar_ts)
-            for dev, models in by_device(predictors).items()))
+            for dev, models in lanes(predictors)))
         merged: dict[str, list[Prediction | None]] = {}
         for r in results:
             merged.update(r)
@@ -139,7 +150,7 @@ class Inference:
         loop = asyncio.get_running_loop()
         ws, ts = [w for w, _ in usable], [t for _, t in usable]
         await asyncio.gather(*(loop.run_in_executor(self._executor(dev), _quiet, models, ws, ts)
-                               for dev, models in by_device(predictors).items()))
+                               for dev, models in lanes(predictors)))
         elapsed = (time.perf_counter() - start) * 1000.0
         PREWARM_MS.observe(elapsed)
         return elapsed

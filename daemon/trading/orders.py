@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from daemon import events
 from daemon import log as logging
 from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
@@ -182,6 +183,7 @@ class Ledger:
         `open` before its fill, so webhook consumers see the same event types in every mode."""
         self.sink.publish("order", {**order_payload(order), "error": error},
                           event_id=f"order-{order.client_order_id}-{order.status.value}")
+        self.store.after_commit(lambda: events.publish(events.OrderUpdated.of(order)))
 
     def record_fill(self, order: Order, fill: Fill, status: OrderStatus = OrderStatus.FILLED,
                     exchange_id: str | None = None) -> Position:
@@ -201,6 +203,9 @@ class Ledger:
         if not self.store.db.conn.in_transaction:  # committed (not a savepoint inside a caller's transaction)
             crash_point("after_fill_commit")
         self._positions[fill.symbol] = position
+        # Live pushes once the fill's transaction (or an enclosing one) has committed.
+        self.store.after_commit(lambda: events.publish(events.FillRecorded.of(fill)))
+        self.store.after_commit(lambda: events.publish(events.PositionChanged.of(position)))
         log.info("order_filled", client_order_id=fill.client_order_id, side=fill.side, price=fill.price,
                  amount=fill.amount, fee=fill.fee, position=position.amount)
         return position

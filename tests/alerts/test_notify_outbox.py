@@ -156,7 +156,7 @@ async def test_dead_letter_after_max_attempts_and_on_permanent_errors(secrets: N
     assert [r["attempts"] for r in store.outbox_rows("webhook:flaky")] == [3]
     assert REGISTRY.counter("sigd_alerts_dead_total", "").get(channel="webhook:flaky") == dead_before + 1
     assert notifier.outbox.depth()["webhook:flaky"] == {"pending": 0, "dead": 1}
-    assert 'sigd_outbox_depth{channel="webhook:flaky",status="dead"} 1' in REGISTRY.render()
+    assert 'sigd_outbox_depth{channel="webhook:flaky",status="dead"} 1.0' in REGISTRY.render()
 
 
 async def test_rate_limited_receiver_gets_retry_after_respected(secrets: None, store: Store) -> None:

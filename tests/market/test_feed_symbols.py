@@ -85,3 +85,15 @@ async def test_a_symbol_the_exchange_does_not_list_is_a_config_error_naming_its_
     async with local_exchange(DAY_2021, 1.0, TAPE_2021) as lx, exchange_client(lx, cfg) as client:
         with pytest.raises(ConfigError, match=r"exchange\.symbols\[1\]: 'SOL/USDT' is not a market"):
             await client.start()
+
+
+async def test_more_kline_streams_than_binance_takes_on_one_connection_is_a_config_error() -> None:
+    symbols = tuple(f"S{i:03d}/USDT" for i in range(256))  # 256 x 4 + 1 = 1025 streams
+    cfg = feed_config(endpoint="testnet", symbols=symbols)
+    async with local_exchange(DAY_2021, 1.0, TAPE_2021) as lx, exchange_client(lx, cfg) as client:
+        with pytest.raises(ConfigError, match=r"exchange\.symbols: 256 symbols x 4 timeframes .* 1025 kline streams"):
+            await client.start()
+    ok = feed_config(endpoint="testnet", symbols=symbols[:255])  # 1021: fits (and is then checked per symbol)
+    async with local_exchange(DAY_2021, 1.0, TAPE_2021) as lx, exchange_client(lx, ok) as client:
+        with pytest.raises(ConfigError, match=r"exchange\.symbols\[0\]: 'S000/USDT' is not a market"):
+            await client.start()

@@ -123,7 +123,7 @@ def test_command_writes_the_report(world: Path, write_config, tmp_path: Path, ca
     assert rc == 0
     printed = capsys.readouterr().out
     assert "total return" in printed and "buy-and-hold" in printed and "mtf_transformer" in printed
-    for name in ("summary.json", "trades.csv", "signals.csv", "report.md", "equity.png", "price.png",
+    for name in ("summary.json", "trades.csv", "signals.csv", "report.md", "report.html", "equity.png", "price.png",
                  "confidence.png", "confusion_mtf_transformer.png", "confusion_cnn_lstm_attn.png"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())

@@ -91,3 +91,23 @@ def test_walk_forward_trains_each_fold_before_its_test_window(tmp_path: Path, wr
     scrambled = replay.Tape({**tape.streams, ETH_1M: rows}, [], {})
     again = walkforward.train_fold(folds[0], scrambled, ETH_1M, dirs, tmp_path / "again", kw)
     assert again["cnn_lstm_attn"].version == read_meta(tmp_path / "wf" / "fold0" / "cnn_lstm_attn")["version"]
+
+
+def test_sigd_walk_forward_runs_the_folds_as_jobs_and_prints_each_fold(tmp_path: Path, write_config,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from daemon.service.cli import main
+    from tests.backtest_builders import TEST_CONFIG
+
+    data, dirs = _wf_world(tmp_path)
+    cfg = write_config(TEST_CONFIG + '\n[retrain]\npreset = "tiny"\nepochs = 1\nmax_batches = 2\n')
+    rc = main(["walk-forward", "-c", str(cfg), "--data", str(data), "--folds", "1:1", "--runner", "local",
+               "--model-dir", str(dirs["cnn_lstm_attn"]), "--report", str(tmp_path / "rep")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    folds = [line for line in out.out.splitlines() if line.startswith("fold ")]
+    assert [line.split()[1] for line in folds] == ["0", "1"] and all("cnn_lstm_attn" in line for line in folds)
+    assert (tmp_path / "rep" / "report.md").is_file()
+    # a spec it cannot plan is one line on stderr and exit 1, not a traceback
+    assert main(["walk-forward", "-c", str(cfg), "--data", str(data), "--folds", "9:1", "--runner", "local",
+                 "--model-dir", str(dirs["cnn_lstm_attn"])]) == 1
+    assert "needs at least 10 days" in capsys.readouterr().err

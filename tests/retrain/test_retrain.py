@@ -39,7 +39,7 @@ def _bars(symbol: str, tf: str, start: int, n: int, step: int, price: float = 10
 @pytest.fixture
 def cfg(write_config, tmp_path):
     def make(**retrain: Any) -> config_mod.Config:
-        values = {"artifacts_dir": str(tmp_path / "models"), "holdout_hours": 2.0, **retrain}
+        values = {"artifacts_dir": str(tmp_path / "models"), "holdout_hours": 2.0, "train_days": 0.3, **retrain}
         extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
         return config_mod.load(write_config(f"""
             [store]
@@ -110,7 +110,7 @@ async def test_a_hung_retrain_is_killed_and_the_current_model_keeps_serving(cfg,
     hang.chmod(0o755)
     r = Retrainer(c, store, sink, swap, lambda: {"m": current}, python=str(hang))
     [outcome] = await asyncio.wait_for(r.run_once(), 10)
-    assert outcome.status == "failed" and "timed out" in outcome.reason
+    assert outcome.status == "failed" and outcome.reason.startswith("train: out of time")
     assert swaps == [] and store.current_model("m") is None
     assert [t for t, _ in sink.events] == ["error"] and "retrain of m failed" in sink.events[0][1]["message"]
     assert not list((tmp_path / "models" / ".staging").iterdir())  # staging cleaned up
@@ -133,6 +133,7 @@ async def test_a_crashing_retrain_alerts_and_changes_nothing(cfg, tmp_path: Path
     r = Retrainer(c, store, sink, swap, lambda: {"m": current}, python=str(crash))
     [outcome] = await r.run_once()
     assert outcome.status == "failed" and "exited with -11" in outcome.reason and "boom" in outcome.reason
+    assert outcome.reason.startswith("train: job process")
     assert sink.events[0][0] == "error" and store.model_rows("m") == []
 
 
@@ -174,7 +175,7 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
     from tests.conftest import REPO
     from tests.daemon_harness import make_constant
 
-    c = cfg(preset="tiny", epochs=1, max_batches=3, holdout_hours=6.0)
+    c = cfg(preset="tiny", epochs=1, max_batches=3, holdout_hours=6.0, train_days=7.0)
     store = Store(c.path(c.store.path))
     _store_from_tape(store, 1_754_265_600_000, 1_754_956_800_000)  # 2025-08-04 .. 2025-08-12
     # The holdout is the newest 6 hours; the side that lost money over them is the wrong one.
@@ -209,14 +210,14 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
     assert swaps == [("cnn_lstm_attn", promoted)] and promoted.parent == tmp_path / "models" / "cnn_lstm_attn"
     assert json.loads((promoted / "artifact.json").read_text())["version"] == o.version
     row = store.current_model("cnn_lstm_attn")
-    assert row is not None and row["path"] == str(promoted) and json.loads(row["metrics"])["new"]["score"] == 0.0
+    assert row is not None and row["path"] == promoted.as_uri() and json.loads(row["metrics"])["new"]["score"] == 0.0
     assert serving.exists()  # the previous artifact stays for rollback
     assert sink.events[-1][0] == "retrain" and sink.events[-1][1]["status"] == "promoted"
 
     # Next night the training produces a model on the wrong side: scored, recorded, not served.
     [w] = await Retrainer(c, store, sink, swap, lambda: dict(dirs), python=shaped(wrong.name.lower())).run_once()
     assert w.status == "rejected" and w.new_score is not None and w.new_score < 0 == w.current_score, w
-    assert swaps == [("cnn_lstm_attn", promoted)] and store.current_model("cnn_lstm_attn")["path"] == str(promoted)
+    assert swaps == [("cnn_lstm_attn", promoted)] and store.current_model("cnn_lstm_attn")["path"] == promoted.as_uri()
     assert [r["status"] for r in store.model_rows("cnn_lstm_attn")] == ["rejected", "current"]
     assert sink.events[-1][1]["status"] == "rejected" and promoted.exists()
 
@@ -256,3 +257,21 @@ def test_crontab_weekday_numbers_mean_what_crontab_means() -> None:
     assert nxt("0 1 */2 * *").day == 23 and nxt("30 2 * * *") == datetime(2026, 11, 22, 2, 30, tzinfo=timezone.utc)
     with pytest.raises(ValueError):
         cron_trigger("0 1 * *")
+
+
+def test_registry_rows_with_machine_paths_become_uris(cfg, tmp_path: Path) -> None:
+    from daemon.service.parts import model_dirs
+
+    c = cfg()
+    store = Store(c.path(c.store.path))
+    art = tmp_path / "models" / "mtf_transformer" / "v1"
+    art.mkdir(parents=True)
+    store.record_model("mtf_transformer", "v1", str(art), "current", "{}", 0)  # a row from before URIs
+    store.record_model("mtf_transformer", "v2", "", "rejected", "{}", 0)
+
+    async def swap(name: str, path: Path) -> None:
+        raise AssertionError("not run")
+
+    Retrainer(c, store, RecordingSink(), swap, dict)
+    assert [r["path"] for r in store.model_rows("mtf_transformer")] == ["", art.as_uri()]
+    assert model_dirs(c, store)["mtf_transformer"] == art  # the daemon serves it from its URI

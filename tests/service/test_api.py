@@ -32,22 +32,33 @@ class RecordingService:
             "last_decision": {"bar_ts": 1_700_000_000_000, "models": {
                 "mtf_transformer": {"side": "FLAT", "confidence": 0.45, "threshold": 0.95}}},
             "outbox": {"pending": 2, "sent": 10},
+            "symbols": {"ETH/USDT": {"paused": False, "halted": False}, "BTC/USDT": {"paused": True, "halted": False}},
         }
 
     def refresh_metrics(self) -> None:
         REGISTRY.gauge("sigd_test_refreshed", "set by refresh_metrics").set(1)
 
-    def pause(self) -> None:
-        self.actions.append("pause")
+    def pause(self, symbol: str | None = None) -> dict[str, Any]:
+        self._check(symbol)
+        self.actions.append("pause" + (f" {symbol}" if symbol else ""))
         self.paused = True
+        return {"symbol": symbol or "all"}
 
-    def resume(self) -> None:
-        self.actions.append("resume")
+    def resume(self, symbol: str | None = None) -> dict[str, Any]:
+        self._check(symbol)
+        self.actions.append("resume" + (f" {symbol}" if symbol else ""))
         self.paused = False
+        return {"symbol": symbol or "all"}
 
-    async def flat(self) -> dict[str, Any]:
-        self.actions.append("flat")
+    async def flat(self, symbol: str | None = None) -> dict[str, Any]:
+        self._check(symbol)
+        self.actions.append("flat" + (f" {symbol}" if symbol else ""))
         return {"closed": 0.5}
+
+    @staticmethod
+    def _check(symbol: str | None) -> None:
+        if symbol not in (None, "ETH/USDT", "BTC/USDT"):
+            raise ValueError(f"unknown symbol {symbol!r}")
 
     async def retrain(self) -> dict[str, Any]:
         self.actions.append("retrain")
@@ -99,6 +110,25 @@ async def test_actions_need_the_bearer_token(served) -> None:
         assert r.status == 405
 
 
+async def test_actions_per_symbol_and_never_cross_origin(served) -> None:
+    service, api, http = served
+    ok = {"Authorization": "Bearer s3cret-token-value"}
+    async with http.post(f"{api.url}/pause", params={"symbol": "BTC/USDT"}, headers=ok) as r:
+        assert r.status == 200 and (await r.json())["outcome"] == {"paused": True, "symbol": "BTC/USDT"}
+    async with http.post(f"{api.url}/flat", params={"symbol": "DOGE/USDT"}, headers=ok) as r:
+        assert r.status == 400 and "unknown symbol 'DOGE/USDT'" in (await r.json())["error"]
+    # A page of another site cannot make the browser act, even with the token.
+    async with http.post(f"{api.url}/resume", headers={**ok, "Origin": "http://evil.example"}) as r:
+        assert r.status == 403 and "cross-origin" in (await r.json())["error"]
+    same = api.url.replace("http://", "")
+    async with http.post(f"{api.url}/resume", headers={**ok, "Origin": f"http://{same}"}) as r:
+        assert r.status == 200
+    assert service.actions == ["pause BTC/USDT", "resume"]
+    async with http.get(f"{api.url}/status") as r:
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
 async def test_actions_are_refused_without_a_configured_token() -> None:
     service = RecordingService()
     api = Api(service, port=0, token=None)
@@ -123,6 +153,7 @@ async def test_sigd_status_prints_for_a_person_and_as_json(served, write_config,
     out = capsys.readouterr().out
     assert rc == 0 and "ETH/USDT 1m" in out and "mtf_transformer" in out and "LONG" in out
     assert "last decision: bar 2023-11-14 22:13:20Z  mtf_transformer FLAT 0.450/0.95" in out
+    assert "  BTC/USDT       PAUSED" in out and f"dashboard: {api.url}/" in out
     rc = await asyncio.to_thread(status_command, argparse.Namespace(config=str(cfg), json=True))
     assert rc == 0 and '"paused": false' in capsys.readouterr().out
 
@@ -136,3 +167,20 @@ def test_sigd_status_says_when_the_daemon_is_unreachable(write_config, tmp_path,
 def test_render_status_copes_with_an_empty_status() -> None:
     text = render_status({})
     assert "UNHEALTHY" in text and "last signal: none yet" in text
+
+
+def test_a_non_loopback_api_needs_the_token(write_config, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cfg = write_config(f'[api]\nhost = "0.0.0.0"\nport = 0\ntoken_env = "SIGD_TEST_UNSET_TOKEN"\n'
+                       f'[store]\npath = "{tmp_path / "state.sqlite"}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "SIGD_TEST_UNSET_TOKEN"}
+    done = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "api.host = '0.0.0.0' is not loopback" in done.stderr and "$SIGD_TEST_UNSET_TOKEN" in done.stderr
+    assert str(cfg) in done.stderr

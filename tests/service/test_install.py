@@ -10,6 +10,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Iterator
@@ -77,6 +79,8 @@ def test_installed_files_have_final_paths_and_service_permissions(destdir: Path)
     for name, path in cfg["models"]["paths"].items():
         assert path.startswith(f"{PREFIX}/venv/lib/") and path.endswith(f"/models/artifacts/{name}")
         assert (destdir / path.lstrip("/") / "artifact.json").is_file()  # shipped artifacts installed
+    tape = cfg["local_exchange"].get("tape", "")  # "" = the bundled tape, found from the package
+    assert not tape or (tape.startswith(f"{PREFIX}/venv/lib/") and (destdir / tape.lstrip("/")).is_dir())
     unit = (destdir / "etc/systemd/system/sigd.service").read_text()
     assert f"ExecStart={PREFIX}/venv/bin/sigd run -c /etc/sigd/config.toml" in unit
     assert "User=sigd" in unit and "Group=nogroup" in unit
@@ -126,3 +130,43 @@ def test_reinstall_keeps_edited_config_and_uninstall(tmp_path: Path) -> None:
     assert (etc / "config.toml").exists()  # config and secrets stay without --purge
     assert _sigd("uninstall-service", *args[:4], "--purge").returncode == 0
     assert not etc.exists()
+
+
+@pytest.mark.skipif(not _can_sandbox() or shutil.which("ip") is None, reason="needs root, unshare -mn, setpriv, ip")
+def test_installed_daemon_really_starts_as_the_unprivileged_uid(destdir: Path) -> None:
+    # What systemd would do, without systemd: the installed sigd run, as uid 65534, in its own
+    # network namespace (the shipped ports are fixed), with /var/lib/sigd a fresh directory
+    # that only this uid may write (StateDirectory=), until it reports ready; then SIGTERM.
+    cfg = destdir / "etc/sigd/config.toml"
+    script = (f"ip link set lo up && mount -t tmpfs tmpfs /opt && mkdir -p {PREFIX} && "
+              f"mount --bind {destdir}{PREFIX} {PREFIX} && mount -t tmpfs tmpfs /var/lib && "
+              f"mkdir -m 0750 /var/lib/sigd && chown {NOBODY}:{NOBODY} /var/lib/sigd && cd /var/lib/sigd && "
+              f"exec setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups {PREFIX}/venv/bin/sigd run -c {cfg}")
+    proc = subprocess.Popen(["unshare", "-mn", "sh", "-c", script], cwd="/", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()  # drained all along: a full pipe would block the daemon's logging
+    try:
+        deadline = time.monotonic() + 180
+        while not any('"daemon_ready"' in line for line in list(lines)) and time.monotonic() < deadline:
+            assert proc.poll() is None, "".join(lines[-30:])
+            time.sleep(0.2)
+        assert any('"daemon_ready"' in line for line in list(lines)), "".join(lines[-30:])
+        proc.terminate()
+        assert proc.wait(60) == 0, "".join(lines[-30:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_make_install_service_is_the_same_command(tmp_path: Path) -> None:
+    res = subprocess.run(["make", "-s", "install-service", f"DESTDIR={tmp_path}", "PREFIX=/opt/sigd-m",
+                          f"PYTHON={sys.executable}", "INSTALL_ARGS=--dry-run"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"would install-service: install -m 0644 systemd/sigd.service {tmp_path}/etc/systemd/system/sigd.service" \
+        in res.stdout and "/opt/sigd-m/venv" in res.stdout and "torch==" in res.stdout
+    assert list(tmp_path.iterdir()) == []

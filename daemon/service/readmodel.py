@@ -1,0 +1,296 @@
+"""The one read-only query module: what /status, `sigd status`, Telegram and the dashboard show.
+
+Live state comes from the parts (feed, engine, broker, outbox) and history from SQLite, with
+small bounded queries only (this runs on the event loop). Nothing here writes. The result
+is plain JSON-ready data; markers carry stable ids ("signal-<row id>", "fill-<client order
+id>") so a page that resyncs after a reconnect replaces what it shows instead of duplicating it.
+Works with a single-symbol engine and with one keyed by symbol (`status()["symbols"]`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Mapping
+
+from daemon.config import Config
+from daemon.domain import CLASS_SCORES, Fill, Position, Side, timeframe_ms
+from daemon.service.parts import Parts
+from daemon.service.watchdog import Freshness
+from daemon.trading.orders import apply_fill
+
+CHART_BARS = 500  # bars per chart snapshot: a trading day of 1m bars is enough to read
+EQUITY_POINTS = 2000
+LIVE_SCORE_CALLS = 2000  # per model: about a day of 1m calls
+
+
+class ReadModel:
+    """Queries over the running daemon's parts; every method is quick and side-effect free."""
+
+    def __init__(self, cfg: Config, parts: Parts, freshness: Freshness) -> None:
+        self.cfg, self.parts, self.freshness = cfg, parts, freshness
+        self.started = time.time()
+
+    # --- the whole daemon -----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Streams and freshness, degraded flags, models, position, last signal, outbox, retrain."""
+        streams = self.streams()
+        fresh, why = self.freshness.healthy()
+        degraded = sorted(name for name, s in streams.items() if s.get("degraded"))
+        reason = why or (f"degraded: {', '.join(degraded)}" if degraded else "")
+        symbols = {s: self.symbol_state(s) for s in self.symbols()}
+        return {
+            "healthy": fresh and not degraded, "health_reason": reason, "mode": self.parts.mode,
+            "paused": all(v["paused"] for v in symbols.values()), "uptime_s": round(time.time() - self.started, 1),
+            "symbol": self.cfg.exchange.symbol, "symbols": symbols, "streams": streams,
+            "newest_bar_age_s": _round(self.freshness.age_s()),
+            "models": self.models(), "position": self.position(self.cfg.exchange.symbol),
+            "last_signal": self.last_signal(), "last_decision": self.last_decision(),
+            "outbox": self.outbox_totals(), "retrain": self.retrain(),
+            "shadow": self.parts.engine.shadow.status(),  # which models do not trade and why; live scores
+        }
+
+    def symbols(self) -> list[str]:
+        """The traded symbols, in config order."""
+        return list(self.cfg.exchange.symbols)
+
+    def symbol_state(self, symbol: str) -> dict[str, Any]:
+        """Paused and halted flags of one symbol (global ones for a single-symbol engine)."""
+        state = self.parts.engine.status()
+        per = (state.get("symbols") or {}).get(symbol, {})
+        # A global pause pauses every symbol; a symbol's own pause only itself.
+        return {"paused": bool(state.get("paused")) or bool(per.get("paused")),
+                "halted": bool(per.get("halted", state.get("halted")))}
+
+    def streams(self) -> dict[str, dict[str, Any]]:
+        """Per stream: last bar, wall age, degraded flag, reconnects, backfills, drops."""
+        now = time.time()
+        out = {}
+        for name, s in self.parts.feed.status().items():
+            wall = s.get("last_bar_wall")
+            out[name] = {**s, "age_s": _round(now - wall) if wall else None}
+        return out
+
+    def models(self) -> list[dict[str, Any]]:
+        """Served models: name, version, threshold, artifact directory, state ("trading", or
+        "shadow" with the reason: daemon/trading/scoring.py) and live score."""
+        scores, shadow = self.live_scores(), self.parts.engine.shadow.reasons
+        return [{"name": name, "version": p.version, "threshold": p.threshold,
+                 "state": "shadow" if name in shadow else "trading", "shadow": shadow.get(name, ""),
+                 "live": scores.get(name, {"calls": 0, "hit_rate": None}),
+                 "path": str(self.parts.model_dirs.get(name, ""))} for name, p in sorted(self.parts.predictors.items())]
+
+    def live_scores(self, n: int = LIVE_SCORE_CALLS) -> dict[str, dict[str, Any]]:
+        """Per model, over its newest `n` LONG/SHORT answers: how often the next trigger bar
+        closed in the called direction (FLAT answers are not calls)."""
+        tf = self.cfg.engine.trigger_timeframe
+        rows = self.parts.store.db.execute(
+            "SELECT p.model, COUNT(*), SUM((p.side = 2 AND b1.close > b0.close) OR (p.side = 0 AND b1.close < b0.close)) "
+            "FROM (SELECT model, symbol, bar_ts, side FROM predictions WHERE side != 1 ORDER BY id DESC LIMIT ?) p "
+            "JOIN bars b0 ON b0.symbol = p.symbol AND b0.timeframe = ? AND b0.ts = p.bar_ts "
+            "JOIN bars b1 ON b1.symbol = p.symbol AND b1.timeframe = ? AND b1.ts = p.bar_ts + ? GROUP BY p.model",
+            [n, tf, tf, timeframe_ms(tf)]).fetchall()
+        return {r[0]: {"calls": r[1], "hit_rate": round(r[2] / r[1], 4) if r[1] else None} for r in rows}
+
+    def outbox_totals(self) -> dict[str, int]:
+        """Pending and dead rows summed over channels."""
+        totals: dict[str, int] = {}
+        for per_status in self.outbox().values():
+            for status, n in per_status.items():
+                totals[status] = totals.get(status, 0) + n
+        return totals
+
+    def outbox(self) -> dict[str, dict[str, int]]:
+        """Pending and dead rows per channel."""
+        return self.parts.notifier.outbox.depth()
+
+    def retrain(self) -> dict[str, Any]:
+        """Whether retraining runs, its schedule and the last outcome."""
+        r = self.parts.retrainer
+        if r is None:
+            return {"enabled": False}
+        job = self.parts.scheduler.get_job("retrain") if self.parts.scheduler else None
+        return {"enabled": True, "running": r.running, "cron": self.cfg.retrain.cron,
+                "next_run": str(job.next_run_time) if job and job.next_run_time else None,
+                "last_outcome": json.loads(json.dumps([o.__dict__ for o in r.last])) if r.last else "never"}
+
+    def retrain_history(self, n: int = 20) -> list[dict[str, Any]]:
+        """The model registry, newest first: version, status (current/previous/retired), scores."""
+        rows = self.parts.store.model_rows()[:n]
+        return [{"name": r["name"], "version": r["version"], "status": r["status"], "created_ms": r["created_ms"],
+                 "metrics": _json(r.get("metrics"))} for r in rows]
+
+    # --- one symbol -----------------------------------------------------------------------
+
+    def position(self, symbol: str) -> dict[str, Any]:
+        """The position with unrealized PnL at the newest close, and its stop/take levels."""
+        p = self.parts.broker.position(symbol)
+        last = self.parts.last_close(symbol)
+        unreal = (last - p.entry_price) * p.amount if p.amount and last else 0.0
+        return {"symbol": symbol, "amount": p.amount, "entry_price": p.entry_price, "last_price": last,
+                "realized_pnl": round(p.realized_pnl, 6), "unrealized_pnl": round(unreal, 6), "fees": round(p.fees, 6),
+                "net_pnl": round(p.realized_pnl - p.fees + unreal, 6), **self.levels(symbol, p)}
+
+    def levels(self, symbol: str, p: Position) -> dict[str, float | None]:
+        """Stop-loss and take-profit prices of an open position (None when flat or unset)."""
+        if not p.amount or p.entry_price <= 0:
+            return {"stop": None, "take": None}
+        strategy = self.cfg.strategy_for(symbol) if hasattr(self.cfg, "strategy_for") else self.cfg.strategy
+        sign = 1.0 if p.amount > 0 else -1.0
+        stop = p.entry_price * (1 - sign * strategy.stop_loss) if strategy.stop_loss > 0 else None
+        take = p.entry_price * (1 + sign * strategy.take_profit) if strategy.take_profit > 0 else None
+        return {"stop": stop, "take": take}
+
+    def chart(self, symbol: str, timeframe: str, n: int = CHART_BARS) -> dict[str, Any]:
+        """Bars of one stream and the signal and fill markers inside their time range."""
+        bars = self.parts.store.latest_bars(symbol, timeframe, n)
+        start = bars[0].ts if bars else 0
+        return {"symbol": symbol, "timeframe": timeframe,
+                "bars": [{"ts": b.ts, "open": b.open, "high": b.high, "low": b.low, "close": b.close,
+                          "volume": b.volume} for b in bars],
+                "markers": self.markers(symbol, start)}
+
+    def markers(self, symbol: str, since_ts: int) -> list[dict[str, Any]]:
+        """Signals and fills of a symbol from `since_ts` on, oldest first, with stable ids."""
+        db = self.parts.store.db
+        sig = db.execute("SELECT id, bar_ts, side, confidence, price, strategy FROM signals "
+                         "WHERE symbol=? AND bar_ts>=? ORDER BY id DESC LIMIT 500", [symbol, since_ts]).fetchall()
+        fills = db.execute("SELECT client_order_id, ts, side, price, amount, fee FROM fills "
+                           "WHERE symbol=? AND ts>=? ORDER BY id DESC LIMIT 500", [symbol, since_ts]).fetchall()
+        out = [{"id": f"signal-{r[0]}", "kind": "signal", "ts": r[1], "side": Side(r[2]).name,
+                "confidence": round(r[3], 4), "price": r[4], "strategy": r[5]} for r in sig]
+        out += [{"id": f"fill-{r[0]}", "kind": "fill", "ts": r[1], "side": r[2], "price": r[3], "amount": r[4],
+                 "fee": r[5]} for r in fills]
+        return sorted(out, key=lambda m: (m["ts"], m["id"]))
+
+    def last_decision(self, symbol: str | None = None) -> dict[str, Any] | None:
+        """Every model's answer at the newest decided trigger bar, and why it did (not) signal."""
+        symbol = symbol or self.cfg.exchange.symbol
+        rows = self.parts.store.db.execute(
+            "SELECT bar_ts, model, version, scores, side, confidence, threshold FROM predictions "
+            "WHERE symbol=? AND bar_ts = (SELECT MAX(bar_ts) FROM predictions WHERE symbol=?) ORDER BY model",
+            [symbol, symbol]).fetchall()
+        if not rows:
+            return None
+        bar_ts = rows[0][0]
+        models = {r[1]: {"version": r[2], **_scores(r[3]), "side": Side(r[4]).name,
+                         "confidence": round(r[5], 4), "threshold": r[6]} for r in rows}
+        return {"symbol": symbol, "bar_ts": bar_ts, "models": models,
+                "why": self._why(symbol, bar_ts, models)}
+
+    def _why(self, symbol: str, bar_ts: int, models: Mapping[str, Mapping[str, Any]]) -> str:
+        """A sentence on the decision: the signal's reasons, or why there was none."""
+        row = self.parts.store.db.execute(
+            "SELECT side, strategy, reasons FROM signals WHERE symbol=? AND bar_ts=? ORDER BY id DESC LIMIT 1",
+            [symbol, bar_ts]).fetchone()
+        if row is not None:
+            reasons = "; ".join(_json(row[2]) or [])
+            return f"signal {Side(row[0]).name} by {row[1]}" + (f": {reasons}" if reasons else "")
+        state = self.symbol_state(symbol)
+        if state["paused"]:
+            return "no signal: paused"
+        if state["halted"]:
+            return "no signal: drawdown halt (resume to lift it)"
+        answers = ", ".join(f"{m} {a['side']} {a['confidence']:.3f} vs {a['threshold']:.3f}"
+                            for m, a in sorted(models.items()))
+        return f"no signal: {answers}"
+
+    def last_signal(self) -> dict[str, Any] | None:
+        """The newest signal of any symbol."""
+        rows = self.recent_signals(1)
+        return dict(rows[0]) if rows else None
+
+    def recent_signals(self, n: int) -> list[dict[str, Any]]:
+        """The newest `n` signals, newest first."""
+        rows = self.parts.store.db.execute(
+            "SELECT bar_ts, strategy, side, confidence, price, latency_ms, symbol FROM signals ORDER BY id DESC LIMIT ?",
+            [n]).fetchall()
+        return [{"bar_ts": r[0], "strategy": r[1], "side": Side(r[2]).name, "confidence": round(r[3], 4),
+                 "price": r[4], "latency_ms": _round(r[5]), "symbol": r[6]} for r in rows]
+
+    # --- the portfolio --------------------------------------------------------------------
+
+    def positions(self) -> list[dict[str, Any]]:
+        """Open positions with unrealized PnL at the newest close."""
+        return [p for p in (self.position(s) for s in self.symbols()) if p["amount"]]
+
+    def pnl(self) -> dict[str, Any]:
+        """Realized and unrealized PnL, fees and the number of fills, over all symbols; each
+        model's live scores."""
+        rows = [self.position(s) for s in self.symbols()]
+        return {"symbol": self.cfg.exchange.symbol if len(rows) == 1 else "all",
+                "realized_pnl": round(sum(r["realized_pnl"] for r in rows), 6),
+                "unrealized_pnl": round(sum(r["unrealized_pnl"] for r in rows), 6),
+                "fees": round(sum(r["fees"] for r in rows), 6), "fills": self.parts.store.count("fills"),
+                "models": self.parts.engine.shadow.summary()}  # live scores, one line per model (daily summary)
+
+    def portfolio(self) -> dict[str, Any]:
+        """Positions, PnL net of fees, equity curve (per fill, then now), drawdown, halt flags."""
+        start = self.cfg.broker.starting_balance
+        curve = self.equity_curve()
+        pnl = self.pnl()
+        now_equity = start + pnl["realized_pnl"] - pnl["fees"] + pnl["unrealized_pnl"]
+        peak = max([start, now_equity] + [p["equity"] for p in curve])
+        return {"positions": [self.position(s) for s in self.symbols()], "pnl": pnl,
+                "net_pnl": round(now_equity - start, 6), "equity": round(now_equity, 6),
+                "starting_balance": start, "equity_curve": curve,
+                "drawdown": round((peak - now_equity) / peak, 6) if peak > 0 else 0.0,
+                "halted": {s: self.symbol_state(s)["halted"] for s in self.symbols()}}
+
+    def equity_curve(self) -> list[dict[str, Any]]:
+        """Equity (start + realized - fees) after each fill, from the fills table (bar time)."""
+        rows = self.parts.store.db.execute(
+            "SELECT client_order_id, symbol, side, price, amount, fee, ts FROM fills ORDER BY ts, id LIMIT ?",
+            [EQUITY_POINTS]).fetchall()
+        positions: dict[str, Position] = {}
+        equity, out = self.cfg.broker.starting_balance, []
+        for r in rows:
+            fill = Fill(*r)
+            before = positions.get(fill.symbol, Position(fill.symbol))
+            after = positions[fill.symbol] = apply_fill(before, fill)
+            equity += (after.realized_pnl - before.realized_pnl) - fill.fee
+            out.append({"ts": fill.ts, "equity": round(equity, 6)})
+        return out
+
+    # --- the dashboard's snapshot ---------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Streams, outbox per channel, models and their state, retrain schedule and history."""
+        return {"healthy": self.status()["healthy"], "streams": self.streams(), "outbox": self.outbox(),
+                "models": self.models(), "retrain": self.retrain(), "retrain_history": self.retrain_history()}
+
+    def state(self) -> dict[str, Any]:
+        """What the page shows besides the charts: per symbol flags, position, last decision;
+        portfolio; health."""
+        return {"mode": self.parts.mode, "symbols": {s: {
+            **self.symbol_state(s), "position": self.position(s), "decision": self.last_decision(s)}
+            for s in self.symbols()}, "portfolio": self.portfolio(), "health": self.health()}
+
+    def snapshot(self, timeframe: str = "1m") -> dict[str, Any]:
+        """The state and every symbol's chart (what a page loads and resyncs from)."""
+        state = self.state()
+        for symbol, per in state["symbols"].items():
+            per["chart"] = self.chart(symbol, timeframe)
+        return {**state, "timeframe": timeframe}
+
+
+def _scores(raw: str | None) -> dict[str, Any]:
+    """`probs` [P(SHORT), P(FLAT), P(LONG)] (None where a model has no class scores) and the
+    model's other named scores (e.g. a regression's "return")."""
+    scores = _json(raw) or {}
+    return {"probs": [_round(scores.get(k), 4) for k in CLASS_SCORES],
+            "scores": {k: _round(v, 6) for k, v in scores.items() if k not in CLASS_SCORES}}
+
+
+def _json(raw: Any) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def _round(v: float | None, nd: int = 3) -> float | None:
+    return None if v is None else round(v, nd)

@@ -1,0 +1,250 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright) against `sigd run`
+on its local exchange at 30x: the page loads, new bars and signal markers arrive live, the
+controls need the token, /flat asks first, and after the daemon restarts the page resyncs
+without duplicate markers. A screenshot is saved as a test artifact and must not be blank.
+
+Skips with the reason when Chromium or Playwright is missing (.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.alert_fakes import WebhookReceiver
+from tests.daemon_harness import DaemonProcess
+from tests.service.test_service_e2e import API_TOKEN, ENV, SECRET, query, service_config
+
+CHROMIUM = os.environ.get("SIGD_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("SIGD_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+SPEED = 30.0  # one 1m bar every 2 wall seconds
+BAR_WALL_S = 60.0 / SPEED
+SYMBOL = "ETH/USDT"
+TAPE_2021 = Path(__file__).resolve().parents[2] / "daemon" / "localexchange" / "tape_2021"
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install "
+                                     "playwright; .ci/run does it)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium; .ci/run does it)"),
+]
+
+
+def _config(tmp: Path, artifacts: dict[str, Path], hook_url: str, api_port: int | None = None,
+            start: str = "", symbols: tuple[str, ...] = ()) -> tuple[Path, int]:
+    """The end-to-end service config at SPEED; `api_port` pins the API (a restart keeps the
+    page's URL); `symbols` trades several on the bundled May 2021 tape."""
+    cfg, _, port = service_config(tmp, artifacts, hook_url, start=start, stale_after_s=10.0)
+    text = cfg.read_text().replace("speed = 60.0", f"speed = {SPEED}")
+    if api_port is not None:
+        text = text.replace(f"port = {port}\n", f"port = {api_port}\n")
+    if symbols:
+        text = text.replace(f'start = "{start}"', f'start = "{start}"\ntape = "{TAPE_2021}"')
+        text += f"\n[exchange]\nsymbols = {json.dumps(list(symbols))}\n"
+    cfg.write_text(text)
+    return cfg, api_port or port
+
+
+async def _section(page: Any, attr: str) -> str | None:
+    return await page.get_attribute(f'section[data-symbol="{SYMBOL}"]', attr)
+
+
+async def _until(page: Any, attr: str, ok: Any, timeout_s: float) -> str:
+    """Poll an attribute of the symbol's section until `ok(value)` (the page's CSP forbids
+    Playwright's string-eval waits, and that is how it ships)."""
+    loop = asyncio.get_running_loop()
+    deadline, value = loop.time() + timeout_s, None
+    while loop.time() < deadline:
+        value = await _section(page, attr)
+        if value and ok(value):
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{attr} = {value!r} after {timeout_s}s")
+
+
+def _newest_bar(db: Path) -> int:
+    return int(query(db, "SELECT COALESCE(MAX(ts), 0) FROM bars WHERE symbol=? AND timeframe='1m'", (SYMBOL,))[0][0])
+
+
+@contextlib.asynccontextmanager
+async def _session(tmp_path: Path, artifacts: dict[str, Path], **config: Any) -> AsyncIterator[SimpleNamespace]:
+    """A running daemon (ready) and a Chromium page; `run.daemon` may be replaced (restart)."""
+    receiver = WebhookReceiver(SECRET)
+    await receiver.start()
+    cfg, port = _config(tmp_path, artifacts, receiver.url, **config)
+    run = SimpleNamespace(daemon=DaemonProcess(cfg, tmp_path, ENV).start(), port=port, receiver=receiver,
+                          url=f"http://127.0.0.1:{port}", errors=[])
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM)
+        run.page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        run.page.on("pageerror", lambda exc: run.errors.append(str(exc)))
+        try:
+            await run.daemon.wait_ready()
+            yield run
+            assert run.errors == [], run.errors
+        finally:
+            await browser.close()
+            run.daemon.close()
+            await receiver.stop()
+
+
+async def test_dashboard_live_in_chromium(tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    db = tmp_path / "state.sqlite"
+    async with _session(tmp_path, tiny_artifacts) as run:
+        page, url = run.page, run.url
+        assert f"sigd dashboard: {url}/" in run.daemon.log_path.read_text()  # what `make run` shows
+        await page.goto(url + "/")
+        await page.wait_for_selector("#conn:text-is('live')", timeout=15_000)
+        await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-bars]', timeout=15_000)
+        assert int(await _section(page, "data-bars") or 0) > 100
+
+        await _new_bar_within_one_bar(page, db)
+        await _signal_marker_after_decision(page, db, run.daemon)
+        await _controls(page, url, run.daemon)
+        await _screenshot(page)
+
+        # Restart the daemon (the replay resumes after the newest stored bar): the page
+        # reconnects by itself and resyncs; every marker once, all of them real rows.
+        run.daemon.signal(signal.SIGTERM)
+        assert await run.daemon.wait_exit(20) == 0
+        await page.wait_for_selector("#conn:text-is('reconnecting')", timeout=10_000)
+        newest = _newest_bar(db)
+        cfg, _ = _config(tmp_path, tiny_artifacts, run.receiver.url, api_port=run.port,
+                         start=_iso(newest + 2 * 60_000 + 30_000))
+        run.daemon.close()
+        run.daemon = DaemonProcess(cfg, tmp_path, ENV).start()
+        await run.daemon.wait_ready()
+        await page.wait_for_selector("#conn:text-is('live')", timeout=20_000)
+        await _until(page, "data-last-bar", lambda v: int(v) > newest, 20.0)
+        await _no_duplicate_markers(page, db)
+
+
+async def _new_bar_within_one_bar(page: Any, db: Path) -> None:
+    """A bar committed to SQLite shows on the chart within one bar's (wall) time."""
+    before = _newest_bar(db)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10 * BAR_WALL_S
+    while _newest_bar(db) == before and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    stored = _newest_bar(db)
+    assert stored > before, "no new bar was stored"
+    await _until(page, "data-last-bar", lambda v: int(v) >= stored, BAR_WALL_S)
+
+
+async def _signal_marker_after_decision(page: Any, db: Path, daemon: DaemonProcess) -> None:
+    """The next committed signal appears as a marker on the chart."""
+    [[last]] = query(db, "SELECT COALESCE(MAX(id), 0) FROM signals")
+    rows = await daemon.wait_for(lambda: query(db, "SELECT id FROM signals WHERE id > ? AND symbol=?", (last, SYMBOL)),
+                                 60, "a new signal")
+    marker = f"signal-{rows[0][0]}"
+    await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-marker-ids~="{marker}"]', timeout=5_000)
+    why = await page.text_content(f'section[data-symbol="{SYMBOL}"] .why')
+    assert why and "bar " in why
+    assert await page.locator(f'section[data-symbol="{SYMBOL}"] .decision tr').count() == 3  # header + 2 models
+
+
+async def _controls(page: Any, url: str, daemon: DaemonProcess) -> None:
+    """Pause without the token is refused; with it, it pauses; /flat asks first; cross-origin is refused."""
+    pause = page.locator(f'section[data-symbol="{SYMBOL}"] button[data-action="pause"]')
+    await pause.click()
+    await page.wait_for_selector("#action-log li:has-text('enter the API token first')", timeout=5_000)
+    await page.fill("#token", "not-the-token")
+    await page.click("#token-form button[type=submit]")
+    await pause.click()
+    await page.wait_for_selector("#action-log li:has-text('refused (401)')", timeout=5_000)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/status") as r:
+            assert (await r.json())["paused"] is False
+        async with http.post(url + "/pause", headers={"Authorization": f"Bearer {API_TOKEN}",
+                                                      "Origin": "http://evil.example"}) as r:
+            assert r.status == 403
+        for path in ("/", "/ui/app.js", "/api/snapshot", "/status"):  # no secret ever reaches the page
+            async with http.get(url + path) as r:
+                body = await r.text()
+                assert r.status == 200 and API_TOKEN not in body and SECRET not in body, path
+    await page.fill("#token", API_TOKEN)
+    await page.click("#token-form button[type=submit]")
+    assert await page.input_value("#token") == ""  # the field does not keep it
+    assert API_TOKEN not in page.url
+    await pause.click()
+    await page.wait_for_selector("#action-log li:has-text('pause ETH/USDT: done')", timeout=5_000)
+    await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="true"]', timeout=10 * BAR_WALL_S * 1000)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/status") as r:
+            assert (await r.json())["paused"] is True
+    # /flat asks first: dismissed, nothing is sent.
+    flat = page.locator(f'section[data-symbol="{SYMBOL}"] button[data-action="flat"]')
+    page.once("dialog", lambda d: asyncio.ensure_future(d.dismiss()))
+    await flat.click()
+    await asyncio.sleep(0.5)
+    assert not await page.locator("#action-log li:has-text('flat ETH/USDT')").count()
+    page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await flat.click()
+    await page.wait_for_selector("#action-log li:has-text('flat ETH/USDT: done')", timeout=5_000)
+    await page.locator(f'section[data-symbol="{SYMBOL}"] button[data-action="resume"]').click()
+    await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="false"]', timeout=10 * BAR_WALL_S * 1000)
+
+
+async def _screenshot(page: Any) -> None:
+    """Saved for people (CI artifact); not blank: many colours, not one flat fill."""
+    from PIL import Image
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png = await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 50, f"screenshot looks blank: {len(colours)} colours"
+    assert max(n for n, _ in colours) < 0.95 * image.width * image.height
+
+
+async def _no_duplicate_markers(page: Any, db: Path) -> None:
+    ids = (await _section(page, "data-marker-ids") or "").split()
+    assert ids and len(ids) == len(set(ids))
+    rows = await page.eval_on_selector_all(f'section[data-symbol="{SYMBOL}"] .markers tr[data-id]',
+                                           "rows => rows.map(r => r.dataset.id)")
+    assert len(rows) == len(set(rows))
+    signals = {f"signal-{r[0]}" for r in query(db, "SELECT id FROM signals WHERE symbol=?", (SYMBOL,))}
+    fills = {f"fill-{r[0]}" for r in query(db, "SELECT client_order_id FROM fills WHERE symbol=?", (SYMBOL,))}
+    assert set(ids) <= signals | fills
+    assert len(ids) >= 2 and {i.split("-")[0] for i in ids} == {"signal", "fill"}
+
+
+def _iso(ts_ms: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_every_symbol_has_its_chart_and_the_timeframe_switches(tmp_path: Path,
+                                                                     tiny_artifacts: dict[str, Path]) -> None:
+    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:00Z",
+                        symbols=("ETH/USDT", "LTC/USDT")) as run:
+        page = run.page
+        await page.goto(run.url + "/")
+        for symbol in ("ETH/USDT", "LTC/USDT"):
+            await page.wait_for_selector(f'section[data-symbol="{symbol}"][data-bars]', timeout=15_000)
+        ltc = 'section[data-symbol="LTC/USDT"]'
+        minute = int(await page.get_attribute(ltc, "data-last-bar") or 0)
+        assert minute > 0
+        await page.click(".tf button[data-tf='1h']")
+        await page.wait_for_selector(".tf button.on[data-tf='1h']")
+        loop = asyncio.get_running_loop()
+        deadline, last = loop.time() + 10, minute
+        while loop.time() < deadline and not (last != minute and last % 3_600_000 == 0):
+            last = int(await page.get_attribute(ltc, "data-last-bar") or 0)
+            await asyncio.sleep(0.1)
+        assert last % 3_600_000 == 0 and last <= minute, (last, minute)  # the newest hour bar
+        assert "1h bar" in (await page.text_content(f"{ltc} .last-bar") or "")
+        assert await page.locator("#streams tr").count() >= 1 + 2 * 4  # both symbols' four streams

@@ -1,0 +1,53 @@
+"""The read model's queries over a real SQLite store: live scores, equity curve, markers, why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from daemon import config
+from daemon.domain import Bar, Fill, Prediction, Side, Signal
+from daemon.service.readmodel import ReadModel
+from daemon.store import Store
+
+MIN = 60_000
+
+
+def _model(tmp_path: Path, write_config) -> tuple[ReadModel, Store]:
+    cfg = config.load(write_config("[broker]\nstarting_balance = 1000.0\n"))
+    store = Store(tmp_path / "state.sqlite")
+    engine = SimpleNamespace(status=lambda: {"paused": False, "symbols": {"ETH/USDT": {"paused": False,
+                                                                                     "halted": True}}})
+    # Parts as far as these queries reach: the store and the engine's flags.
+    return ReadModel(cfg, SimpleNamespace(store=store, engine=engine), freshness=None), store  # type: ignore[arg-type]
+
+
+def _prediction(model: str, ts: int, side: Side) -> Prediction:
+    return Prediction(model, "v1", ts, {"p_short": 0.2, "p_flat": 0.2, "p_long": 0.6, "return": 0.001}, side, 0.6, 0.5)
+
+
+def test_live_scores_count_calls_in_the_right_direction(tmp_path: Path, write_config) -> None:
+    read, store = _model(tmp_path, write_config)
+    closes = [100, 101, 100, 99, 100]  # up, down, down, up
+    store.add_bars([Bar("ETH/USDT", "1m", i * MIN, c, c, c, c, 1.0) for i, c in enumerate(closes)])
+    sides = [Side.LONG, Side.LONG, Side.SHORT, Side.FLAT]  # hit, miss, hit, not a call
+    for i, side in enumerate(sides):
+        store.add_predictions("ETH/USDT", [_prediction("a", i * MIN, side)], 0)
+    store.add_predictions("ETH/USDT", [_prediction("a", 4 * MIN, Side.LONG)], 0)  # no next bar yet: not scored
+    assert read.live_scores() == {"a": {"calls": 3, "hit_rate": round(2 / 3, 4)}}
+
+
+def test_equity_curve_markers_and_why(tmp_path: Path, write_config) -> None:
+    read, store = _model(tmp_path, write_config)
+    for f in (Fill("o1", "ETH/USDT", "buy", 100.0, 1.0, 0.1, 1 * MIN), Fill("o2", "ETH/USDT", "sell", 110.0, 1.0, 0.1,
+                                                                            2 * MIN)):
+        store.add_fill(f)
+    assert read.equity_curve() == [{"ts": MIN, "equity": 999.9}, {"ts": 2 * MIN, "equity": 1009.8}]
+    store.add_predictions("ETH/USDT", [_prediction("a", 3 * MIN, Side.LONG)], 0)
+    decision = read.last_decision("ETH/USDT")
+    assert decision["why"] == "no signal: drawdown halt (resume to lift it)"
+    assert decision["models"]["a"]["probs"] == [0.2, 0.2, 0.6] and decision["models"]["a"]["scores"] == {"return": 0.001}
+    signal_id = store.add_signal(Signal("ETH/USDT", 3 * MIN, Side.LONG, 0.6, 105.0, "confidence", ("a LONG",)), 1.0, 0)
+    assert read.last_decision("ETH/USDT")["why"] == "signal LONG by confidence: a LONG"
+    ids = [m["id"] for m in read.markers("ETH/USDT", 0)]
+    assert ids == ["fill-o1", "fill-o2", f"signal-{signal_id}"]
