@@ -147,11 +147,14 @@ class LiveScorer:
     """
 
     def __init__(self, store: Any, symbol: str, targets: Mapping[str, ModelTarget], *, window: int = 1440,
-                 fee: float = thr.DEFAULT_FEE, lookback_ms: int = 2 * 86_400_000) -> None:
+                 fee: float = thr.DEFAULT_FEE, lookback_ms: int = 2 * 86_400_000, check_every: int = 15) -> None:
         self.store, self.symbol, self.targets = store, symbol, dict(targets)
         self.window, self.fee, self.lookback_ms = window, fee, lookback_ms
         self.scored: dict[str, deque[tuple[Any, ...]]] = {m: deque(maxlen=window) for m in self.targets}
         self.cursor: dict[str, int] = {}
+        # The rolling scores are recomputed (gauges, demotion check) after every `check_every`
+        # newly scored predictions, not on every decision: it keeps the bar path cheap.
+        self.check_every, self._unchecked = check_every, 0
 
     def update(self) -> dict[str, str]:
         """Score what matured since the last call; {model: why} for models below persistence."""
@@ -172,7 +175,11 @@ class LiveScorer:
                     continue  # a gap in the record: no label
                 trailing = c0 / before - 1.0 if before else math.nan
                 self.scored[model].append((bar_ts, probs, side, c1 / c0 - 1.0, trailing))
+                self._unchecked += 1
             self.cursor[model] = rows[-1][0]
+        if self._unchecked < self.check_every:
+            return {}
+        self._unchecked = 0
         return self._below_persistence()
 
     def model_status(self, model: str) -> dict[str, Any]:
