@@ -168,7 +168,7 @@ class LiveScorer:
             rows = _stored_predictions(self.store, self.symbol, model, after, now - span)
             if not rows:
                 continue
-            close = {b.ts: b.close for b in self.store.iter_bars(self.symbol, "1m", rows[0][0] - span, now + 1)}
+            close = _closes(self.store, self.symbol, {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
             for bar_ts, probs, side in rows:
                 c0, c1, before = close.get(bar_ts), close.get(bar_ts + span), close.get(bar_ts - span)
                 if c0 is None or c1 is None:
@@ -216,6 +216,19 @@ class LiveScorer:
                 out[model] = (f"live macro-F1 {st['macro_f1']:.3f} below the persistence baseline's "
                               f"{st['persistence_macro_f1']:.3f} over the last {st['scored']} scored predictions")
         return out
+
+
+def _closes(store: Any, symbol: str, wanted: set[int]) -> dict[int, float]:
+    """The stored 1m closes at the bar open times `wanted` (only those: the bar path stays cheap)."""
+    ts = sorted(wanted)
+    out: dict[int, float] = {}
+    for i in range(0, len(ts), 500):
+        chunk = ts[i:i + 500]
+        cur = store.db.conn.execute(
+            f"SELECT ts, close FROM bars WHERE symbol=? AND timeframe='1m' AND ts IN ({','.join('?' * len(chunk))})",
+            [symbol, *chunk])
+        out.update((int(t), float(c)) for t, c in cur.fetchall())
+    return out
 
 
 def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: int) -> list[tuple[int, tuple, int]]:
