@@ -63,11 +63,14 @@ def _trading_copies(tmp: Path, shipped: config_mod.Config, threshold: float) -> 
 def _config(tmp: Path, speed: float, base: Path, threshold: float) -> config_mod.Config:
     """The given config with a temporary store, no API/websocket ports, no retrain."""
     text = base.read_text()
-    dirs = _trading_copies(tmp, config_mod.load(base), threshold)
+    shipped = config_mod.load(base)
+    dirs = _trading_copies(tmp, shipped, threshold)
     paths = ", ".join(f'{n} = "{d}"' for n, d in dirs.items())
     cfg_path = tmp / "bench.toml"
     cfg_path.write_text(_override(text, {
-        "local_exchange": {"speed": speed},
+        # The copy lives elsewhere: a tape path relative to the given config must stay pointing there.
+        "local_exchange": {"speed": speed, **({"tape": f'"{shipped.path(shipped.local_exchange.tape)}"'}
+                                              if shipped.local_exchange.tape else {})},
         "store": {"path": f'"{tmp / "bench.sqlite"}"'},
         "api": {"enabled": "false"},
         "alerts.signal_ws": {"enabled": "false"},
@@ -194,6 +197,9 @@ def _process(base: Path, seconds: float, speed: float, threshold: float) -> dict
                         time.monotonic() - t0, time.monotonic()
                 if "ready_mb" in out and time.monotonic() - t_ready >= seconds:
                     break
+            if proc.poll() is not None:
+                raise RuntimeError(f"sigd run exited with {proc.returncode}: "
+                                   f"{(Path(tmp) / 'stderr').read_text()[-3000:]}")
             out["end_mb"] = _status_kb(proc.pid, "VmRSS") / 1024
             out["peak_mb"] = _status_kb(proc.pid, "VmHWM") / 1024
         finally:

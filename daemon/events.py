@@ -289,6 +289,10 @@ class Bus:
             with self._lock:
                 subs = list(self._subs)
             for sub in subs:
+                if sub.loop.is_closed():  # its owner is gone without closing it
+                    with self._lock:
+                        self._subs = [s for s in self._subs if s is not sub]
+                    continue
                 self._call(sub, lambda s=sub: self._deliver(s, event))
         except Exception as exc:  # the caller has committed: its path must go on
             _log.error("event_publish_failed", kind=event.kind, error=repr(exc))

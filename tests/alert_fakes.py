@@ -198,6 +198,7 @@ class RecordingControls:
     def __init__(self) -> None:
         self.paused = False
         self.flat_calls = 0
+        self.symbols: list[tuple[str, str | None]] = []  # (action, symbol or None = all)
 
     def status(self) -> Mapping[str, Any]:
         return {"mode": "paper", "paused": self.paused, "symbol": "ETH/USDT"}
@@ -211,12 +212,17 @@ class RecordingControls:
     def pnl(self) -> Mapping[str, Any]:
         return {"realized": 12.5, "unrealized": -1.25, "fees": 0.75, "trades": 3}
 
-    def pause(self) -> None:
+    def pause(self, symbol: str | None = None) -> Mapping[str, Any]:
         self.paused = True
+        self.symbols.append(("pause", symbol))
+        return {"paused": True}
 
-    def resume(self) -> None:
+    def resume(self, symbol: str | None = None) -> Mapping[str, Any]:
         self.paused = False
+        self.symbols.append(("resume", symbol))
+        return {"paused": False}
 
-    async def flat(self) -> Mapping[str, Any]:
+    async def flat(self, symbol: str | None = None) -> Mapping[str, Any]:
         self.flat_calls += 1
-        return {"closed": ["ETH/USDT"]}
+        self.symbols.append(("flat", symbol))
+        return {"closed": [symbol or "ETH/USDT"]}

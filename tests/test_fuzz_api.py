@@ -76,10 +76,10 @@ def test_api_survives_fuzzed_requests(tiny_artifacts: dict[str, Path], tmp_path:
     try:
         asyncio.run(daemon.wait_ready(120))
 
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(request())
         def fuzz(raw: bytes) -> None:
-            answer = _send(api_port, raw, timeout=1.0)
+            answer = _send(api_port, raw, timeout=0.5)
             assert daemon.proc is not None and daemon.proc.poll() is None, daemon.tail()
             status = answer.split(b"\r\n", 1)[0]
             assert not status.startswith((b"HTTP/1.1 5", b"HTTP/1.0 5")) or status.startswith(b"HTTP/1.1 503"), \

@@ -36,8 +36,8 @@ class BarSource(Protocol):
         """Pages of closed bars with since_ms <= ts < until_ms, oldest first."""
         ...
 
-    async def forming_bar_ts(self, symbol: str, timeframe: str) -> int:
-        """Open time of the bar forming now on the exchange."""
+    async def server_time_ms(self) -> int:
+        """The exchange's clock (a replay clock on the local exchange)."""
         ...
 
 
@@ -89,11 +89,12 @@ async def newest_closed(store: Store, source: BarSource | None, symbol: str) -> 
     newest = stored[0].ts if stored else None
     if source is not None:
         try:
-            forming = await source.forming_bar_ts(symbol, TRIGGER)
+            now = await source.server_time_ms()
         except Exception as exc:  # noqa: BLE001 — an unreachable exchange leaves SQLite's history
             _log.warning("history_exchange_unreachable", symbol=symbol, error=str(exc))
         else:
-            newest = max(newest or 0, forming - timeframe_ms(TRIGGER))
+            step = timeframe_ms(TRIGGER)
+            newest = max(newest or 0, now // step * step - step)  # the bar forming now is not closed
     return newest
 
 

@@ -178,8 +178,12 @@ class Retrainer:
         left = deadline - time.monotonic()
         if left <= 0:
             return [failed(j, f"out of time: retrain.timeout_s = {self.cfg.retrain.timeout_s:g} s spent") for j in jobs]
-        _log.info("retrain_jobs", runner=self.runner.name, jobs=len(jobs), kind=type(jobs[0]).__name__)
-        return await asyncio.to_thread(self.runner.run, jobs, timeout_s=left)
+        try:
+            runner = self.runner
+            _log.info("retrain_jobs", runner=runner.name, jobs=len(jobs), kind=type(jobs[0]).__name__)
+            return await asyncio.to_thread(runner.run, jobs, timeout_s=left)
+        except (RuntimeError, OSError, ValueError) as exc:  # no runner (Ray missing, cluster unreachable)
+            return [failed(j, f"runner: {exc}") for j in jobs]
 
     async def _prepare(self, run: _Run) -> None:
         run.cutoff, newest = await self._holdout(run.current)

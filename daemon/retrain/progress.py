@@ -29,6 +29,10 @@ class Progress:
         self.started = self.last_shown = clock()
         self.done = self.running = self.failed = 0
         self.best: float | None = None
+        self._logged: tuple[int, int, int] | None = None  # counts in the last log line
+
+    def _counts(self) -> tuple[int, int, int]:
+        return self.done, self.running, self.failed
 
     def __getstate__(self) -> dict:
         # Ray Tune saves its callbacks with the experiment state: the terminal does not travel.
@@ -76,8 +80,8 @@ class Progress:
         if self.tty:
             self.stream.write("\r\033[K" + self.line())
             self.stream.flush()
-        elif final or now - self.last_shown >= self.every_s:
-            self.last_shown = now
+        elif (final and self._counts() != self._logged) or now - self.last_shown >= self.every_s:
+            self.last_shown, self._logged = now, self._counts()
             _log.info("progress", title=self.title, done=self.done, total=self.total, running=self.running,
                       failed=self.failed, best=self.best, elapsed_s=round(now - self.started, 1),
                       eta_s=None if self.eta_s() is None else round(self.eta_s() or 0.0, 1))

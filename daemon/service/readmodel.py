@@ -194,7 +194,9 @@ class ReadModel:
             return "no signal: drawdown halt (resume to lift it)"
         answers = ", ".join(f"{m} {a['side']} {a['confidence']:.3f} vs {a['threshold']:.3f}"
                             for m, a in sorted(models.items()))
-        return f"no signal: {answers}"
+        held = self.parts.store.get_position(symbol).amount  # committed with the decision's fills
+        holding = f"; holding {'LONG' if held > 0 else 'SHORT'} {abs(held):g}" if held else ""
+        return f"no signal: {answers}{holding}"
 
     def last_signal(self) -> dict[str, Any] | None:
         """The newest signal of any symbol."""

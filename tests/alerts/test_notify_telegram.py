@@ -171,3 +171,13 @@ async def test_flat_confirmation_expires(bot: FakeBotApi, tmp_path: Path) -> Non
     await task
     store.close()
     assert controls.flat_calls == 0
+
+
+async def test_pause_resume_and_flat_take_a_symbol(bot: FakeBotApi, running) -> None:
+    _, controls, _ = running
+    assert "paused LTC/USDT" in await _ask(bot, OWNER, "/pause LTC/USDT", 0)
+    assert "resumed LTC/USDT" in await _ask(bot, OWNER, "/resume LTC/USDT", 1)
+    assert "closes the LTC/USDT position" in await _ask(bot, OWNER, "/flat LTC/USDT", 2)
+    assert "flat: done" in await _ask(bot, OWNER, "/flat confirm", 3)
+    assert "paused:" in await _ask(bot, OWNER, "/pause", 4)
+    assert controls.symbols == [("pause", "LTC/USDT"), ("resume", "LTC/USDT"), ("flat", "LTC/USDT"), ("pause", None)]

@@ -81,6 +81,10 @@ def test_progress_redraws_a_line_on_a_terminal_and_logs_off_one(capsys: pytest.C
     off.finish(True, 1.0)  # 0 s since the last line: nothing yet
     now[0] = 50.0
     off.finish(True, 2.0)  # 40 s later: a line
-    off.close()  # and always a last one
+    off.close()  # nothing changed since: no repeat
     lines = [line for line in capsys.readouterr().out.splitlines() if "progress" in line]
-    assert len(lines) == 2 and "done=2" in lines[-1] and "best=2.0" in lines[-1] and "total=3" in lines[-1]
+    assert len(lines) == 1 and "done=2" in lines[-1] and "best=2.0" in lines[-1] and "total=3" in lines[-1]
+    off.finish(False)
+    off.close()  # the last state always gets its line at the end
+    lines = [line for line in capsys.readouterr().out.splitlines() if "progress" in line]
+    assert len(lines) == 1 and "done=3" in lines[0] and "failed=1" in lines[0]

@@ -275,3 +275,28 @@ def test_registry_rows_with_machine_paths_become_uris(cfg, tmp_path: Path) -> No
     Retrainer(c, store, RecordingSink(), swap, dict)
     assert [r["path"] for r in store.model_rows("mtf_transformer")] == ["", art.as_uri()]
     assert model_dirs(c, store)["mtf_transformer"] == art  # the daemon serves it from its URI
+
+
+async def test_a_runner_that_cannot_start_fails_the_retrain_not_the_daemon(cfg, tmp_path: Path) -> None:
+    c = cfg()
+    store = Store(c.path(c.store.path))
+    store.add_bars(_bars("ETH/USDT", "1m", 1_754_265_600_000, 600, 60_000))
+    current = tmp_path / "shipped" / "m"
+    current.mkdir(parents=True)
+
+    class NoCluster:
+        name = "ray"
+
+        def run(self, jobs: Any, **kw: Any) -> Any:
+            raise RuntimeError("cannot reach ray://nowhere:10001")
+
+        def cancel(self) -> None:
+            pass
+
+    async def swap(name: str, path: Path) -> None:
+        raise AssertionError("no swap expected")
+
+    sink = RecordingSink()
+    [o] = await Retrainer(c, store, sink, swap, lambda: {"m": current}, runner=NoCluster()).run_once()
+    assert o.status == "failed" and o.reason == "train: runner: cannot reach ray://nowhere:10001"
+    assert sink.events[-1][0] == "error" and store.model_rows("m") == []

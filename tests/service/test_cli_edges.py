@@ -58,10 +58,17 @@ def test_status_json_into_a_closed_pipe_ends_quietly(write_config, big_status_se
     assert err == "", err
 
 
-def test_backtest_period_errors_speak_iso() -> None:
-    res = subprocess.run([sys.executable, "-m", "daemon", "backtest", "--data", "daemon/localexchange/tape",
-                          "--from", "2020-01-01T00:00Z", "--to", "2020-01-02T00:00Z"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+def test_backtest_period_errors_speak_iso(write_config) -> None:
+    art = REPO / "models" / "artifacts"
+    cfg = write_config(f"""
+        [exchange]
+        symbols = ["ETH/USDT"]
+        [models]
+        paths = {{ mtf_transformer = "{art / 'mtf_transformer'}", cnn_lstm_attn = "{art / 'cnn_lstm_attn'}" }}
+    """)
+    res = subprocess.run([sys.executable, "-m", "daemon", "backtest", "-c", str(cfg), "--data",
+                          "daemon/localexchange/tape", "--from", "2020-01-01T00:00Z", "--to", "2020-01-02T00:00Z"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert "2020-01-01T00:00:00Z..2020-01-02T00:00:00Z" in res.stderr and "the tape covers 2025-08-" in res.stderr
     assert not re.search(r"\d{13}", res.stderr), res.stderr  # no epoch milliseconds
@@ -118,3 +125,17 @@ def test_training_report_names_its_baseline() -> None:
             "total_return": 0.01, "buy_and_hold_return": 0.02}
     text = format_metrics("m", {"test": test, "validation": {"threshold": 0.5, "sharpe": 0.3}})
     assert "always-FLAT baseline" in text and "majority" not in text
+
+
+def test_readme_command_table_matches_the_cli() -> None:
+    import argparse
+
+    from daemon.service.cli import build_parser
+
+    table = (REPO / "README.md").read_text().split("| command | what it does |", 1)[1].split("\n\n", 1)[0]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert f"`sigd {name}" in table, f"README's command table lacks sigd {name}"
+    presets = next(a for a in sub.choices["train"]._actions if a.dest == "preset").choices
+    escaped_bar = "\\|"  # a | inside a Markdown table cell
+    assert "--preset " + escaped_bar.join(presets) in table, presets

@@ -89,6 +89,8 @@ def test_installed_files_have_final_paths_and_service_permissions(destdir: Path)
     assert str(destdir) not in (destdir / "opt/sigd/venv/bin/sigd").read_text()
     assert not list((destdir / "opt/sigd/venv/lib").glob("python3*/site-packages/__editable__*"))
     assert (destdir / "opt/sigd/README.md").is_file()
+    # every package the run path imports is installed (pipeline/ holds the Predictor)
+    assert list((destdir / "opt/sigd/venv/lib").glob("python3*/site-packages/pipeline/predictor.py"))
 
 
 @pytest.mark.skipif(not _can_sandbox(), reason="needs root, unshare -m, setpriv and systemd-analyze")

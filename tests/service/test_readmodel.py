@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from daemon import config
-from daemon.domain import Bar, Fill, Prediction, Side, Signal
+from daemon.domain import Bar, Fill, Position, Prediction, Side, Signal
 from daemon.service.readmodel import ReadModel
 from daemon.store import Store
 
@@ -16,8 +16,8 @@ MIN = 60_000
 def _model(tmp_path: Path, write_config) -> tuple[ReadModel, Store]:
     cfg = config.load(write_config("[broker]\nstarting_balance = 1000.0\n"))
     store = Store(tmp_path / "state.sqlite")
-    engine = SimpleNamespace(status=lambda: {"paused": False, "symbols": {"ETH/USDT": {"paused": False,
-                                                                                     "halted": True}}})
+    flags = {"paused": False, "halted": True}  # the engine's per-symbol flags, as tests set them
+    engine = SimpleNamespace(flags=flags, status=lambda: {"paused": False, "symbols": {"ETH/USDT": flags}})
     # Parts as far as these queries reach: the store and the engine's flags.
     return ReadModel(cfg, SimpleNamespace(store=store, engine=engine), freshness=None), store  # type: ignore[arg-type]
 
@@ -47,6 +47,9 @@ def test_equity_curve_markers_and_why(tmp_path: Path, write_config) -> None:
     decision = read.last_decision("ETH/USDT")
     assert decision["why"] == "no signal: drawdown halt (resume to lift it)"
     assert decision["models"]["a"]["probs"] == [0.2, 0.2, 0.6] and decision["models"]["a"]["scores"] == {"return": 0.001}
+    store.put_position(Position("ETH/USDT", 0.5, 100.0), 0)
+    read.parts.engine.flags["halted"] = False
+    assert read.last_decision("ETH/USDT")["why"] == "no signal: a LONG 0.600 vs 0.500; holding LONG 0.5"
     signal_id = store.add_signal(Signal("ETH/USDT", 3 * MIN, Side.LONG, 0.6, 105.0, "confidence", ("a LONG",)), 1.0, 0)
     assert read.last_decision("ETH/USDT")["why"] == "signal LONG by confidence: a LONG"
     ids = [m["id"] for m in read.markers("ETH/USDT", 0)]
