@@ -237,7 +237,9 @@ def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: 
         "SELECT bar_ts, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
         "json_extract(scores, '$.p_long'), side FROM predictions WHERE symbol=? AND model=? "
         "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts", [symbol, model, after, until])
-    return [(int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall()]
+    # a row without class probabilities (none stored) is left out
+    return [(int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall()
+            if None not in (r[1], r[2], r[3])]
 
 
 # --- shadow mode ---------------------------------------------------------------------------
@@ -332,8 +334,8 @@ def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None
     for name, predictor in predictors.items():
         shadow.review(name, predictor.version, getattr(predictor, "meta", None))
         meta = getattr(predictor, "meta", None)
-        if meta and "target" in meta:
-            targets[name] = ModelTarget.from_meta(meta)
+        if meta and meta.get("target", {}).get("mode", "classification") == "classification":
+            targets[name] = ModelTarget.from_meta(meta)  # labels are what a classifier is scored against
     if store is not None and targets:
         shadow.scorer = LiveScorer(store, cfg.exchange.symbol, targets, window=cfg.models.score_window,
                                    fee=cfg.broker.fee)
