@@ -274,6 +274,8 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     import strategies.threshold as thr
 
     meta = read_meta(art_dir)
+    if meta["target"].get("mode", "classification") != "classification":
+        raise ValueError(f"{art_dir}: a {meta['target']['mode']} artifact; the gate scores classifiers only")
     horizon = int(meta["target"]["horizon"])
     seen = int(meta["data"]["last_close_ts"]) + horizon * MINUTE_MS  # its last label's end
     if start_ms < seen:
