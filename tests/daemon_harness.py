@@ -332,15 +332,16 @@ class Market:
 
 
 @contextlib.asynccontextmanager
-async def market(tmp: Path, artifacts: dict[str, Path], mode: str = "paper") -> AsyncIterator[Market]:
-    """A local exchange at 60x in this process, a webhook receiver, and a config for `mode`."""
+async def market(tmp: Path, artifacts: dict[str, Path], mode: str = "paper", start: str = "") -> AsyncIterator[Market]:
+    """A local exchange at 60x in this process (from `start`, ISO), a webhook receiver, and a config for `mode`."""
     from daemon.localexchange import LocalExchange
+    from daemon.localexchange.server import parse_start
     from tests.alert_fakes import WebhookReceiver
 
     receiver = WebhookReceiver(WEBHOOK_SECRET)
     await receiver.start()
     try:
-        async with LocalExchange(speed=60.0) as lx:
+        async with LocalExchange(speed=60.0, start_ms=parse_start(start) if start else None) as lx:
             sections = trading_sections(tmp, artifacts, receiver.url, mode=mode, lx_url=lx.base_url)
             yield Market(lx, receiver, sections, write_toml(tmp / "config.toml", sections))
     finally:

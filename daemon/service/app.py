@@ -20,6 +20,7 @@ from typing import Any, Awaitable
 
 from daemon import config as config_mod
 from daemon import crashpoints
+from daemon.health import FAILURES
 from daemon import log
 from daemon.service.api import Api
 from daemon.config import Config, ConfigError
@@ -46,7 +47,7 @@ class Daemon:
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier(self.environ)
         self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s,
-                                   max_failures=cfg.service.max_consecutive_failures)
+                                   max_failures=cfg.service.max_consecutive_failures, failures=FAILURES)
         self.stop = asyncio.Event()
         self.parts: Parts | None = None
         self.controls: DaemonControls | None = None
@@ -69,6 +70,8 @@ class Daemon:
         self._spawn("feed", self.parts.feed.run())
         self.notifier.status("starting: warming up the ring buffers")
         await self._wait_warm()
+        if self.cfg.engine.prewarm_ms > 0:  # the first forward pass is the slowest: not on the first decision
+            _log.info("engine_prewarmed", ms=round(await self.parts.engine.prewarm(), 1))
         await self._start_api()
         self.parts.start_scheduler()
         self._spawn("watchdog", keepalive(self.notifier, self.freshness, self.stop,

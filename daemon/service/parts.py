@@ -47,6 +47,7 @@ class Parts:
     engine: Any
     mode: str
     local_exchange: Any = None
+    exchange_clock: Any = None  # daemon.service.exchangeclock.ExchangeClock of a running `sigd local-exchange`
     scheduler: Any = None
     retrainer: Retrainer | None = None
     _retrain_task: asyncio.Task[Any] | None = None
@@ -191,7 +192,8 @@ async def build_parts(cfg: Config, environ: dict[str, str], on_bar: OnBar) -> Pa
         dirs = model_dirs(cfg, store)
         predictors = await load_predictors(cfg, dirs)
         local, client = await _exchange(cfg, environ, opened, store)
-        return await _assemble(cfg, store, notifier, dirs, predictors, local, client, on_bar)
+        clock = await exchange_clock(cfg, local, opened)
+        return await _assemble(cfg, store, notifier, dirs, predictors, local, client, on_bar, clock)
     except BaseException:
         for close in reversed(opened):
             with contextlib.suppress(Exception):
@@ -200,14 +202,31 @@ async def build_parts(cfg: Config, environ: dict[str, str], on_bar: OnBar) -> Pa
         raise
 
 
+async def exchange_clock(cfg: Config, local: Any, opened: list[Callable[[], Awaitable[Any]]]) -> Any:
+    """The clock closing updates' event times are measured against (bar-close latency): the
+    embedded replay's own, a running `sigd local-exchange`'s (asked over HTTP), else None (the
+    wall clock, which is a real exchange's)."""
+    if local is not None:
+        return local
+    if cfg.exchange.endpoint != "local" or not cfg.local_exchange.url:
+        return None
+    from daemon.service.exchangeclock import ExchangeClock
+
+    clock = ExchangeClock(cfg.local_exchange.url, cfg.local_exchange.speed)
+    opened.append(clock.close)
+    await clock.sync()
+    return clock
+
+
 async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[str, Path],
-                    predictors: dict[str, PredictorLike], local: Any, client: ExchangeClient, on_bar: OnBar) -> Parts:
+                    predictors: dict[str, PredictorLike], local: Any, client: ExchangeClient, on_bar: OnBar,
+                    clock: Any = None) -> Parts:
     """Buffers, feed, engine (+ broker) and retrainer over the parts already open."""
     from daemon.trading.engine import Engine
 
     buffers = Buffers()
     feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
-                clock_ms=(lambda: float(local.now_ms())) if local is not None else None,
+                clock_ms=(lambda: float(clock.now_ms())) if clock is not None else None,
                 quotes=cfg.broker.mode == "paper")  # only the paper broker fills at the quotes
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None,
@@ -216,7 +235,7 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
                   model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,
-                  local_exchange=local)
+                  local_exchange=local, exchange_clock=clock if clock is not local else None)
     if cfg.retrain.enabled:
         parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs),
                                     source=parts.client)
@@ -228,6 +247,8 @@ async def close_parts(parts: Parts) -> None:
     steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("exchange_client", parts.client.close)]
     if parts.local_exchange is not None:
         steps.append(("local_exchange", parts.local_exchange.stop))
+    if parts.exchange_clock is not None:
+        steps.append(("exchange_clock", parts.exchange_clock.close))
     for name, step in steps:
         try:
             await asyncio.wait_for(step(), timeout=5)

@@ -17,7 +17,7 @@ from typing import Callable
 
 from daemon import log
 from daemon.domain import Bar
-from daemon.health import FAILURES, Failures
+from daemon.health import Failures
 from daemon.metrics import REGISTRY
 from daemon.service.sdnotify import Notifier
 
@@ -33,7 +33,7 @@ class Freshness:
 
     stale_after_s: float
     max_failures: int = 3  # failed decisions or commits in a row (daemon/health.py) that make it unhealthy
-    failures: Failures = field(default_factory=lambda: FAILURES)  # the process-wide one
+    failures: Failures = field(default_factory=Failures)  # the daemon passes the process-wide FAILURES
     clock: Callable[[], float] = time.monotonic
     last_wall: float | None = None
     last_bar: Bar | None = None

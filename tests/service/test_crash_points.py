@@ -13,11 +13,12 @@ import signal
 from pathlib import Path
 from typing import Any, Callable
 
+import aiohttp
 import pytest
 
 from daemon.crashpoints import CRASH_EXIT_CODE, POINTS
 from daemon.localexchange import LocalExchange
-from tests.daemon_harness import (CRASH_ENV, DaemonProcess, assert_invariants, market, query, wait_crash,
+from tests.daemon_harness import (API_TOKEN, CRASH_ENV, DaemonProcess, assert_invariants, market, query, wait_crash,
                                   write_toml)
 
 pytestmark = pytest.mark.slow
@@ -143,3 +144,40 @@ def test_an_unknown_crash_point_is_refused(tmp_path: Path) -> None:
                         text=True, timeout=60, env={**CRASH_ENV, "PATH": "/usr/bin:/bin",
                                                     "SIGD_CRASH_AT": "after_lunch"})
     assert rc.returncode == 2 and "SIGD_CRASH_AT" in rc.stderr and "after_signal_commit" in rc.stderr
+
+
+@pytest.mark.parametrize("point", ["mid_retrain_install"])
+async def test_a_crash_mid_install_keeps_serving_the_registered_model(point: str, tmp_path: Path,
+                                                                      tiny_artifacts: dict[str, Path]) -> None:
+    async with market(tmp_path, tiny_artifacts, start="2025-08-14T00:00:00Z") as m:
+        # Unseen stored history after the tiny models' training end, and a retrain that always promotes.
+        m.sections["retrain"] = {"enabled": True, "cron": "0 0 1 1 *", "preset": "tiny", "epochs": 1,
+                                 "max_batches": 2, "holdout_hours": 2.0, "min_improvement": -1e9,
+                                 "artifacts_dir": tmp_path / "models"}
+        config = write_toml(m.config, m.sections)
+        m.lx.pause_clock()
+        first = DaemonProcess(config, tmp_path, {**CRASH_ENV, "SIGD_CRASH_AT": point}).start()
+        try:
+            await first.wait_ready()
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{m.api}/retrain", headers={"Authorization": f"Bearer {API_TOKEN}"}) as r:
+                    assert (await r.json())["outcome"] == {"started": True}
+            assert await wait_crash(first, 240) == CRASH_EXIT_CODE
+        finally:
+            first.close()
+        # The first model promoted died mid-install: its copy sits beside its place, never renamed in.
+        installed = [p for p in (tmp_path / "models").glob("*/*") if p.parent.name != ".staging"]
+        assert len(installed) == 1 and installed[0].name.startswith(".") and installed[0].name.endswith(".tmp")
+        assert query(m.db, "SELECT COUNT(*) FROM models WHERE status='current'") == [(0,)]
+
+        second = DaemonProcess(config, tmp_path, CRASH_ENV).start()
+        try:
+            await second.wait_ready()
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{m.api}/status") as r:
+                    served = {x["name"]: x["path"] for x in (await r.json())["models"]}
+            assert served == {name: str(path) for name, path in m.sections["models"]["paths"].items()}
+            await _stop(second)
+        finally:
+            second.close()
+        assert_invariants(m.db, m.receiver.received)  # the failed model's "error" alert was not lost either

@@ -79,7 +79,7 @@ async def test_failed_commits_withhold_the_keepalive_until_one_succeeds(tmp_path
     listener.setblocking(False)
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "100000"})
     store = Store(tmp_path / "s.sqlite")
-    freshness = Freshness(stale_after_s=60.0, max_failures=2)
+    freshness = Freshness(stale_after_s=60.0, max_failures=2, failures=FAILURES)
     stop = asyncio.Event()
     task = asyncio.create_task(keepalive(notifier, freshness, stop, lambda: "ok", 60.0))
 
@@ -116,3 +116,30 @@ async def test_failed_commits_withhold_the_keepalive_until_one_succeeds(tmp_path
         store.close()
         listener.close()
         FAILURES.clear()
+
+
+@pytest.mark.slow
+async def test_a_full_disk_stops_the_daemon_for_systemd_to_restart(tmp_path: Path,
+                                                                   tiny_artifacts: dict[str, Path]) -> None:
+    import resource
+
+    receiver = WebhookReceiver(WEBHOOK_SECRET)
+    await receiver.start()
+    sections = trading_sections(tmp_path, tiny_artifacts, receiver.url)
+    daemon = DaemonProcess(write_toml(tmp_path / "config.toml", sections), tmp_path, CRASH_ENV)
+    daemon.start(piped=True)  # its log goes through a pipe: only the daemon's own files hit the limit
+    try:
+        await daemon.wait_ready()
+        assert daemon.proc is not None
+        # A real full disk for this process: every write past byte 1 of a file fails (EFBIG).
+        resource.prlimit(daemon.proc.pid, resource.RLIMIT_FSIZE, (1, 1))
+        assert await daemon.wait_exit(30) == 1  # Restart=on-failure
+        for _ in range(50):  # the pipe's last lines reach the log file just after the exit
+            failed = [e for e in daemon.log_events() if e.get("event") == "daemon_failed"]
+            if failed:
+                break
+            await asyncio.sleep(0.1)
+        assert failed and "disk" in failed[0]["exception"]
+    finally:
+        daemon.close()
+        await receiver.stop()
