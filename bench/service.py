@@ -3,7 +3,12 @@
 Latency: bar close (the local exchange sends the closing update at the bar's close on its
 replay clock) → signal committed in SQLite and queued in the outbox, at 1× speed with the
 configured (`small`) models; p50/p99 over the signals of the run, beside the bar-close →
-decision-finished latency of every trigger bar. Memory: RSS of a real `sigd run` process (what
+decision-finished latency of every trigger bar, and bar close → paper fill committed (fill,
+position, order status and "fill" event in one SQLite commit) for every fill of the run, over all
+the configured symbols. The benchmark's own config copy sets `[models] trade_only_validated =
+false` (the shipped artifacts fail the validation gate and would otherwise only shadow, never
+trade) and lowers the artifacts' thresholds (`--threshold`) so that signals and fills happen.
+Memory: RSS of a real `sigd run` process (what
 systemd's MemoryMax= counts) at ready, after a few wall minutes and at its peak; and RSS after
 an accelerated in-process replay of 1 hour and of 24 hours of market time (all streams, both
 models on every 1m bar it can).
@@ -75,7 +80,8 @@ def _config(tmp: Path, speed: float, base: Path, threshold: float) -> config_mod
         "api": {"enabled": "false"},
         "alerts.signal_ws": {"enabled": "false"},
         "retrain": {"enabled": "false"},
-        "models": {"paths": "{ " + paths + " }", "device": '"cpu"'},
+        # Shadow mode off: the shipped artifacts fail the gate and would never trade (nor fill).
+        "models": {"paths": "{ " + paths + " }", "device": '"cpu"', "trade_only_validated": "false"},
         # Frequent signals: either model may open, tight exits, no cooldown.
         "strategy": {"combine": '"either"', "cooldown_bars": 0, "stop_loss": 0.0005, "take_profit": 0.0005},
     }))
@@ -126,6 +132,25 @@ class CloseClock:
         return getattr(self.inner, name)
 
 
+class FillClock:
+    """Wraps the paper broker's ledger: when a fill is committed, how long after its order's
+    trigger bar closed on the exchange's replay clock (the same reference as CloseClock), in wall
+    ms. A fill inside a caller's transaction counts at that transaction's COMMIT."""
+
+    def __init__(self, inner: Any, clock: CloseClock) -> None:
+        self.inner, self.clock = inner, clock
+        self.fills_ms: list[float] = []
+
+    def record_fill(self, order: Any, fill: Any, *args: Any, **kwargs: Any) -> Any:
+        """Ledger.record_fill, timed at its commit."""
+        out = self.inner.record_fill(order, fill, *args, **kwargs)
+        self.inner.store.after_commit(lambda: self.fills_ms.append(self.clock._lag(order.bar_ts)))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -133,7 +158,7 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-async def _latency(base: Path, minutes: float, speed: float, threshold: float) -> CloseClock:
+async def _latency(base: Path, minutes: float, speed: float, threshold: float) -> tuple[CloseClock, FillClock]:
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(_config(Path(tmp), speed, base, threshold), environ={})
         await daemon.startup()
@@ -143,12 +168,17 @@ async def _latency(base: Path, minutes: float, speed: float, threshold: float) -
         sink = CloseClock(engine.sink, parts.local_exchange, speed)
         store = CloseClock(engine.store, parts.local_exchange, speed)
         engine.sink, engine.store = sink, store
+        ledger = getattr(engine.broker, "ledger", None)
+        if ledger is None:
+            raise SystemExit(f"bench service: broker mode {engine.broker.mode!r} has no fills to time; use paper")
+        fills = FillClock(ledger, store)
+        engine.broker.ledger = fills  # type: ignore[attr-defined]
         try:
             await asyncio.sleep(minutes * 60)
         finally:
             await daemon.shutdown()
         store.signals_ms = sink.signals_ms
-        return store
+        return store, fills
 
 
 async def _memory(base: Path, hours: float, threshold: float) -> dict[str, Any]:
@@ -230,13 +260,14 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     log.setup("warning", "json")
     print(f"service benchmark: {len(os.sched_getaffinity(0))} CPU core(s), models of {a.config}, "
-          f"thresholds {a.threshold or 'as trained'}")
+          f"thresholds {a.threshold or 'as trained'}, trade_only_validated off (shadow mode would never fill)")
     if a.minutes > 0:
-        lat = asyncio.run(_latency(a.config, a.minutes, a.speed, a.threshold))
+        lat, fills = asyncio.run(_latency(a.config, a.minutes, a.speed, a.threshold))
         print(f"{f'wall ms from bar close ({a.minutes:g} min at {a.speed:g}x) to ...':<50} {'n':>6} {'p50':>9}"
               f" {'p99':>9} {'max':>9}")
         print(_row("  predictions of both models committed", lat.decisions_ms))
         print(_row("  signal committed in SQLite + queued in outbox", lat.signals_ms))
+        print(_row("  paper fill committed (all symbols)", fills.fills_ms))
     if a.process_minutes > 0:
         pm = _process(a.config, a.process_minutes * 60, a.process_speed, a.threshold)
         label = f"sigd run process RSS (MB), {a.process_minutes:g} min at {a.process_speed:g}x"
