@@ -212,8 +212,18 @@ def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
     return blocks
 
 
+def compare_runner(args: argparse.Namespace, research: Any) -> Runner:
+    """The runner as `sigd walk-forward` builds it: `[research]`, --runner/--address/--num-cpus over it."""
+    from daemon.retrain.runners import runner_from_config
+
+    return runner_from_config(research, kind=args.runner, address=args.address, num_cpus=args.num_cpus)
+
+
 def compare_command(args: argparse.Namespace) -> int:
     """`sigd compare --families ... --data ... --out DIR` (or `--validate ARTIFACT_DIR... --from ISO`)."""
+    from daemon import config as config_mod
+
+    cfg = config_mod.load(args.config)  # a ConfigError leaves through `sigd` (exit 2, file and key)
     try:
         if args.validate:
             for b in validate(args):
@@ -223,8 +233,8 @@ def compare_command(args: argparse.Namespace) -> int:
             return 0
         if not args.families:
             raise ValueError("name --families to compare (or --validate ARTIFACT_DIR...)")
-        board = compare(args)
-    except (ValueError, OSError) as exc:
+        board = compare(args, compare_runner(args, cfg.research))
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"sigd compare: {exc}", file=sys.stderr)
         return 1
     print(markdown(board))
