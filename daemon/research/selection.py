@@ -272,7 +272,8 @@ def concat(parts: Sequence[Scored]) -> Scored:
 
 
 def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int, *,
-                      n_trials: int = 1, fee: float | None = None) -> dict[str, Any]:
+                      n_trials: int = 1, fee: float | None = None,
+                      gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Trade a served artifact (its threshold, its holding period) on a window it never saw,
     apply the gate and write the verdict into its artifact.json as `validation`; the block."""
     from daemon.research import stats
@@ -293,8 +294,9 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     s = score_window(Path(art_dir), setup, data_dirs, symbol, start_ms, end_ms, False)
     sides = thr.decide(s.probs, float(meta["threshold"]["value"]))
     trade, net = trading_scores(sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
-    verdict = stats.gate(net, int(trade["trades"]), n_trials)
-    block = {**verdict.to_dict(), "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
+    thresholds = {"min_trades": stats.MIN_TRADES, "min_psr": stats.MIN_PSR, "min_dsr": stats.MIN_DSR, **(gate or {})}
+    verdict = stats.gate(net, int(trade["trades"]), n_trials, **thresholds)
+    block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
              "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
              "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_validation(Path(art_dir), block)
