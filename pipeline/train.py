@@ -55,10 +55,13 @@ class TrainResult:
     samples: dict[str, Any] = field(default_factory=dict)
 
 
-def _iso_ms(text: str | None) -> int | None:
+def _iso_ms(text: str | None, what: str) -> int | None:
     if not text:
         return None
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{what} {text!r}: not an ISO 8601 instant (e.g. 2025-06-01T00:00:00Z): {exc}") from None
     return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
 
 
@@ -193,8 +196,8 @@ def _prepare(spec: TrainSpec, log: Log) -> tuple[WindowIO, SampleSet, Any, str]:
     io = family.make_io(spec.target.mode)
     base = family.make_config({**io.config_overrides_base(), **spec.config}, spec.preset)
     dirs = [Path(d) for d in spec.data_dirs]
-    ss, loaded = build_sampleset(io, base.seq_len, dirs, spec.symbols, _iso_ms(spec.start), _iso_ms(spec.end),
-                                 spec.target, log)
+    start, end = _iso_ms(spec.start, "--from"), _iso_ms(spec.end, "--to")
+    ss, loaded = build_sampleset(io, base.seq_len, dirs, spec.symbols, start, end, spec.target, log)
     config = family.make_config({**base.to_dict(), **io.config_overrides(ss.spec)})
     fp = fingerprint((f"{s}:{k}", a[a[:, 0] < ss.extra["close_ts"].max()])
                      for s, series in zip(spec.symbols, loaded) for k, a in sorted(series.items()) if a is not None)
@@ -250,8 +253,8 @@ def train(spec: TrainSpec, out_dir: Path | str | None = None, *, progress: bool 
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     mode = spec.target.mode
+    dev = pick_device(spec.device)  # before the data load: a wrong --device fails at once
     io, ss, config, fp = _prepare(spec, log)
-    dev = pick_device(spec.device)
     net = registry.family(spec.model).model(config).to(dev)
     train_idx = _train_indices(ss, mode, rng, log)
     val_idx = _labelled(ss, VAL, mode)
