@@ -220,6 +220,13 @@ def parse_start(text: str) -> int:
     return int(value.timestamp() * 1000)
 
 
+def _start_flag(text: str) -> int:
+    try:
+        return parse_start(text)
+    except ValueError as exc:
+        raise ValueError(f"--start {text!r}: not an ISO 8601 instant (e.g. 2025-08-10T12:00:00Z): {exc}") from None
+
+
 def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
     """(key, secret, where from): the named env vars when both are set, else the dev pair."""
     key, secret = os.environ.get(key_env, ""), os.environ.get(secret_env, "")
@@ -251,9 +258,12 @@ def serve_command(args: argparse.Namespace) -> int:
     """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr), processors=_log_processors())
     try:
+        if not 0 <= args.port <= 65535:  # else asyncio's OverflowError escapes as a traceback
+            raise ValueError(f"--port {args.port}: must be within 0..65535 (0 = an ephemeral port)")
+        start_ms = _start_flag(args.start) if args.start else None
         key, secret, source = credentials(args.api_key_env, args.api_secret_env)
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
-                           start_ms=parse_start(args.start) if args.start else None, speed=args.speed,
+                           start_ms=start_ms, speed=args.speed,
                            seed=args.seed, api_key=key, api_secret=secret,
                            paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)),
                            spread_bps=getattr(args, "spread_bps", 2.0), synthetic=getattr(args, "synthetic", 0))
