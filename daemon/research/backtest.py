@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -336,6 +337,7 @@ def backtest_command(args: argparse.Namespace) -> int:
     # Per-signal info lines would drown the terminal in a long replay; warnings still show.
     logging.setup("debug" if cfg.log.level == "debug" else "warning", cfg.log.format)
     try:
+        report_dir(args.report)
         cfg = with_symbols(cfg, getattr(args, "symbols", None))
         trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
         tape = load_streams(Path(args.data), live_order(cfg), trigger)
@@ -362,6 +364,18 @@ def backtest_command(args: argparse.Namespace) -> int:
     if args.report:
         print(f"\nreport: {Path(args.report) / 'report.md'}")
     return 0
+
+
+def report_dir(report: str | None) -> None:
+    """Make --report DIR before the run, so an unwritable one fails at once, in one line (OSError)."""
+    if not report:
+        return
+    try:
+        Path(report).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"--report {report}: {exc.strerror or exc}") from None
+    if not os.access(report, os.W_OK):
+        raise PermissionError(f"--report {report}: not writable")
 
 
 def with_symbols(cfg: Config, symbols: str | None) -> Config:

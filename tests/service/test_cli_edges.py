@@ -170,3 +170,14 @@ def test_check_reports_an_unknown_symbol_and_every_other_problem(write_config, t
                          cwd=REPO, timeout=60)
     assert res.returncode == 2, res.stderr
     assert "exchange.symbols[1]: 'SOL/USDT' is not a market" in res.stderr and "models.paths.gru" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["backtest", "walk-forward"])
+def test_unusable_report_dir_fails_at_once_in_one_line(command: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the report's parent directory should be
+    res = subprocess.run([sys.executable, "-m", "daemon", command, "--data", str(REPO / "daemon" / "localexchange" /
+                          "tape_2021"), "--report", str(blocker / "r")], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"--report {blocker / 'r'}: Not a directory" in res.stderr
