@@ -233,13 +233,33 @@ def batched(plan: Plan, predictors: Mapping[str, Any], bar_ts: np.ndarray, worke
     from daemon.research.batch import PrecomputedPredictor, WindowIndex, default_workers, precompute_parallel
 
     index = WindowIndex(plan.tape, plan.order, plan.trigger, plan.capacity)
-    on_gpu = any(str(getattr(p, "device", "cpu")) != "cpu" for p in predictors.values())
-    # a GPU batches by itself (and CUDA does not survive a fork): one process then
-    n = 1 if on_gpu else (default_workers() if workers is None else workers)
+    n = batch_workers(predictors, workers, default_workers())
     out: dict[str, PredictorLike] = {}
     for name, p in predictors.items():
         out[name] = PrecomputedPredictor(p, precompute_parallel(p, index, bar_ts, n, progress=progress))
     return out
+
+
+def batch_workers(predictors: Mapping[str, Any], workers: int | None, default: int) -> int:
+    """Processes for batched inference: a GPU batches by itself (and CUDA does not survive a fork)."""
+    on_gpu = any(str(getattr(p, "device", "cpu")) != "cpu" for p in predictors.values())
+    return 1 if on_gpu else (default if workers is None else workers)
+
+
+def batched_portfolio(plan: Plan, predictors: Mapping[str, Any], workers: int | None = None,
+                      progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
+    """PortfolioPredictor per model: a precomputed table per traded symbol, each built from
+    that symbol's windows as the engine would copy them (the engine asks by symbol)."""
+    from daemon.research.batch import PortfolioPredictor, WindowIndex, default_workers, precompute_parallel
+
+    n = batch_workers(predictors, workers, default_workers())
+    tables: dict[str, dict[str, Any]] = {name: {} for name in predictors}
+    for symbol in plan.cfg.exchange.symbols:
+        mine = dataclasses.replace(plan, trigger=(symbol, plan.trigger[1]))
+        index = WindowIndex(plan.tape, plan.order, mine.trigger, plan.capacity)
+        for name, p in predictors.items():
+            tables[name][symbol] = precompute_parallel(p, index, mine.trigger_ts(), n, progress=progress)
+    return {name: PortfolioPredictor(p, tables[name]) for name, p in predictors.items()}
 
 
 def truth_function(plan: Plan, predictors: Mapping[str, Any]) -> Callable[[str, np.ndarray], np.ndarray]:
@@ -300,14 +320,17 @@ def run_backtest(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = Tru
 def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None,
                   progress: bool | None = None) -> list[BacktestResult]:
     """One backtest of every symbol the config trades, through one engine (one portfolio);
-    a result per symbol, in the config's order.
-
-    Several symbols are decided in cycles by the engine itself (one batched forward pass per
-    model and instant), so the per-symbol precomputation (`batch`) applies to one symbol only.
+    a result per symbol, in the config's order. With `batch`, every symbol's predictions are
+    computed up front (a table per symbol); the engine's cycles then ask the tables by symbol.
     """
     symbols = plan.cfg.exchange.symbols
     serving: Mapping[str, PredictorLike] = predictors
-    if batch and len(symbols) == 1:
+    if batch and len(symbols) > 1:
+        bar = Progress(sum(len(dataclasses.replace(plan, trigger=(s, plan.trigger[1])).trigger_ts()) for s in symbols)
+                       * len(predictors), "inference", progress)
+        serving = batched_portfolio(plan, predictors, workers, bar)
+        bar.close()
+    elif batch:
         bar_ts = plan.trigger_ts()
         bar = Progress(len(bar_ts) * len(predictors), "inference", progress)
         serving = batched(plan, predictors, bar_ts, workers, bar)

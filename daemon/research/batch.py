@@ -20,12 +20,9 @@ import numpy as np
 
 from daemon.domain import Prediction, PredictorLike, Side, class_scores, timeframe_ms
 from daemon.research.replay import Stream, Tape
+from daemon.trading.inference import fragile  # the live cycles use the same rule
 
 CHUNK = 1024  # trigger bars per predict_batch call (windows of one chunk are held in memory)
-# A batched forward pass may differ from a batch of one in the last float32 bits (~1e-7):
-# predictions this close to a decision boundary are recomputed bar by bar, so every side —
-# and so every signal — is exactly what bar-by-bar inference gives.
-MARGIN = 1e-5
 
 
 def window_key(stream: Stream, primary: str) -> str:
@@ -60,12 +57,6 @@ class WindowIndex:
             end = int(np.searchsorted(close, t_close, side=side))
             out[key] = rows[max(0, end - min(int(n), self.capacity)):end]
         return out
-
-
-def fragile(p: Prediction) -> bool:
-    """True when float32 noise could change the side: near the threshold or a near tie of classes."""
-    top = sorted(p.probs, reverse=True)
-    return abs(p.confidence - p.threshold) < MARGIN or top[0] - top[1] < MARGIN
 
 
 def _chunk(predictor: Any, windows: list[dict[str, np.ndarray]], ts: list[int]) -> list[Prediction | Exception]:
@@ -185,9 +176,25 @@ class PrecomputedPredictor:
 
     def predict(self, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
         """The table's prediction for bar_ts (raising the error bar-by-bar inference raised)."""
-        found = self.table.get(int(bar_ts))
+        return self._answer(self.table, windows, bar_ts)
+
+    def _answer(self, table: Mapping[int, Prediction | Exception], windows: Mapping[str, Any],
+                bar_ts: int) -> Prediction:
+        found = table.get(int(bar_ts))
         if found is None:
             return self.source.predict(windows, bar_ts)
         if isinstance(found, Exception):
             raise found
         return found
+
+
+class PortfolioPredictor(PrecomputedPredictor):
+    """A precomputed table per traded symbol; the engine asks `predict_for(symbol, ...)`."""
+
+    def __init__(self, source: PredictorLike, tables: Mapping[str, Mapping[int, Prediction | Exception]]) -> None:
+        super().__init__(source, {})
+        self.tables = tables
+
+    def predict_for(self, symbol: str, windows: Mapping[str, Any], bar_ts: int) -> Prediction:
+        """The symbol's table's prediction for bar_ts (bars outside it go to the real model)."""
+        return self._answer(self.tables.get(symbol, {}), windows, bar_ts)

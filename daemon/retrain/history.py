@@ -57,10 +57,11 @@ class HistoryNeed:
         return int(days * DAY_MS + self.holdout_hours * 3_600_000) + extra
 
 
-def need_for(symbol: str, timeframes: Sequence[str], reference: tuple[str, str], train_days: float,
+def need_for(symbols: Sequence[str], timeframes: Sequence[str], reference: tuple[str, str], train_days: float,
              holdout_hours: float) -> HistoryNeed:
-    """The retrain's declaration: `train_days` of every trained timeframe (1s is not trained on)."""
-    streams = tuple((symbol, tf) for tf in timeframes if tf != "1s") + (reference,)
+    """The retrain's declaration: `train_days` of every trained timeframe (1s is not trained on) of
+    every traded symbol, and the reference stream."""
+    streams = tuple((s, tf) for s in symbols for tf in timeframes if tf != "1s") + (reference,)
     return HistoryNeed({tf: train_days for _, tf in streams}, holdout_hours, streams=tuple(dict.fromkeys(streams)))
 
 

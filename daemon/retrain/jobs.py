@@ -141,6 +141,21 @@ def failed(job: Job, exc: BaseException | str) -> JobFailed:
     return JobFailed(" ".join(str(text).split())[:500], job.fold, getattr(job, "family", ""))
 
 
+def pooled(by_symbol: Mapping[str, Scores]) -> Scores:
+    """One score per artifact over several symbols' holdouts: the mean Sharpe (each symbol counts
+    once, however many bars it has), trades summed, mean return; per symbol kept under `symbols`."""
+    runs = list(by_symbol.values())
+    out: dict[str, dict[str, Any]] = {}
+    for uri in runs[0].by_artifact:
+        each = {sym: s.by_artifact[uri] for sym, s in by_symbol.items()}
+        out[uri] = {"version": runs[0].by_artifact[uri].get("version", ""),
+                    "score": sum(float(e["score"]) for e in each.values()) / len(each),
+                    "trades": sum(int(e["trades"]) for e in each.values()),
+                    "total_return": sum(float(e["total_return"]) for e in each.values()) / len(each),
+                    "symbols": {sym: float(e["score"]) for sym, e in each.items()}}
+    return Scores(out, sum(s.bars for s in runs), runs[0].fold)
+
+
 @contextmanager
 def _fetched_all(uris: tuple[str, ...]) -> Iterator[dict[str, Path]]:
     from contextlib import ExitStack

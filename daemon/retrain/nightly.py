@@ -3,10 +3,11 @@
 The job never runs in the event loop's thread and never blocks a decision. It gets the
 history it declares (daemon/retrain/history.py: SQLite, then the exchange), exports it as tape
 files, and hands jobs to a runner (daemon/retrain/runners.py): a `TrainJob` per served model
-runs `pipeline.train.train` — the code path of `sigd train` — on the history *before*
-a holdout cut, then a `ScoreJob` per model scores the new and the current artifact on the
-holdout, the most recent stored data that neither trained on. Locally each job is a niced
-subprocess, one after another; on Ray all models train at once. The whole run has a time
+runs `pipeline.train.train` — the code path of `sigd train` — on the pooled history of every
+traded symbol *before* a holdout cut, then a `ScoreJob` per model and symbol scores the new
+and the current artifact on the holdout, the most recent stored data that neither trained on
+(the model's score: the mean over symbols). Locally each job is a niced subprocess, one after
+another; on Ray all of them at once. The whole run has a time
 budget (`[retrain] timeout_s`). Only a new model that scores better is promoted, here in
 the daemon: its artifact is copied in atomically (rename), a `models` registry row (its
 file:// URI) marks it current (the old one becomes previous, kept on disk for rollback) and
@@ -31,7 +32,7 @@ from daemon.crashpoints import crash_point
 from daemon.config import Config
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
-from daemon.retrain.jobs import JobFailed, Scores, ScoreJob, TrainJob, failed
+from daemon.retrain.jobs import JobFailed, Scores, ScoreJob, TrainJob, failed, pooled
 from daemon.retrain.runners import LocalRunner, Runner, runner_from_config
 from daemon.retrain.storage import fetched, local_path, to_uri
 from daemon.retrain.history import BarSource, HistoryShort, check_history, ensure_history, need_for, newest_closed
@@ -71,6 +72,7 @@ class _Run:
     current: Path
     stage: Path
     cutoff: int = 0
+    data: Path = Path()  # the exported tapes: train/ (before the cut) and all/
     new_uri: str = ""
     outcome: Outcome | None = None
 
@@ -145,8 +147,9 @@ class Retrainer:
 
     async def _steps(self, runs: list[_Run], deadline: float) -> None:
         """History + export per model, all training jobs, all scoring jobs, then promotion one by one."""
+        exported: set[Path] = set()
         for run in runs:
-            await self._guard(run, self._prepare(run))
+            await self._guard(run, self._prepare(run, exported))
         live = [r for r in runs if r.outcome is None]
         results = await self._jobs([self._train_job(r) for r in live], deadline)
         for run, res in zip(live, results):
@@ -155,12 +158,15 @@ class Retrainer:
             else:
                 run.new_uri = res.uri
         live = [r for r in live if r.outcome is None]
-        results = await self._jobs([self._score_job(r) for r in live], deadline)
-        for run, res in zip(live, results):
-            if isinstance(res, JobFailed):
-                run.fail(f"score: {res.error}")
+        symbols = self.cfg.exchange.symbols
+        results = await self._jobs([self._score_job(r, s) for r in live for s in symbols], deadline)
+        for i, run in enumerate(live):
+            mine = dict(zip(symbols, results[i * len(symbols):(i + 1) * len(symbols)]))
+            bad = [f"{sym}: {res.error}" for sym, res in mine.items() if isinstance(res, JobFailed)]
+            if bad:
+                run.fail(f"score {bad[0]}")
             else:
-                await self._guard(run, self._decide(run, res))
+                await self._guard(run, self._decide(run, pooled(mine)))
 
     async def _guard(self, run: _Run, step: Awaitable[Any]) -> None:
         try:
@@ -185,32 +191,39 @@ class Retrainer:
         except (RuntimeError, OSError, ValueError) as exc:  # no runner (Ray missing, cluster unreachable)
             return [failed(j, f"runner: {exc}") for j in jobs]
 
-    async def _prepare(self, run: _Run) -> None:
+    async def _prepare(self, run: _Run, exported: set[Path]) -> None:
         run.cutoff, newest = await self._holdout(run.current)
-        await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.stage / "train", end_ms=run.cutoff)
-        await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.stage / "all", end_ms=newest + 1)
+        # Families with the same cut share one export of every symbol's tapes.
+        run.data = run.stage.parent / f"data-{run.cutoff}-{newest}"
+        if run.data not in exported:
+            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.data / "train", end_ms=run.cutoff)
+            await asyncio.to_thread(export_tapes, self.store.path, self.cfg, run.data / "all", end_ms=newest + 1)
+            exported.add(run.data)
 
     def _train_job(self, run: _Run) -> TrainJob:
+        """One family trained on the pooled history of every traded symbol (windows never cross
+        symbols: pipeline.train builds each symbol's samples apart; the first is the primary)."""
         r = self.cfg.retrain
-        data = to_uri(run.stage / "train")
+        data = to_uri(run.data / "train")
         spec = TrainSpec(run.name, preset=r.preset, epochs=r.epochs, max_batches=r.max_batches, device=r.device,
-                         fee=self.cfg.broker.fee, symbols=(self.cfg.exchange.symbol,), data_dirs=(data,))
+                         fee=self.cfg.broker.fee, symbols=self.cfg.exchange.symbols, data_dirs=(data,))
         return TrainJob(spec, data, to_uri(run.stage / "new"))
 
-    def _score_job(self, run: _Run) -> ScoreJob:
-        return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.stage / "all"), self.cfg.exchange.symbol,
-                        run.cutoff, fee=self.cfg.broker.fee)
+    def _score_job(self, run: _Run, symbol: str) -> ScoreJob:
+        return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.data / "all"), symbol, run.cutoff,
+                        fee=self.cfg.broker.fee)
 
     async def _holdout(self, current: Path) -> tuple[int, int]:
         """(cutoff, newest): train on bars closed before cutoff, score on [cutoff, newest].
 
-        The history both need is taken from SQLite, backfilled from the exchange when short."""
+        The history both need, of every traded symbol and the reference, is taken from SQLite,
+        backfilled from the exchange when short; the primary symbol's clock sets the cut."""
         ex, r = self.cfg.exchange, self.cfg.retrain
-        symbol = ex.symbol
+        symbol = ex.symbols[0]
         newest = await newest_closed(self.store, self.source, symbol)
         if newest is None:
             raise RetrainFailed(f"no stored {symbol} {TRIGGER_TIMEFRAME} bars to retrain on and no exchange to ask")
-        need = need_for(symbol, ex.timeframes, (ex.reference_symbol, ex.reference_timeframe), r.train_days,
+        need = need_for(ex.symbols, ex.timeframes, (ex.reference_symbol, ex.reference_timeframe), r.train_days,
                         r.holdout_hours)
         await ensure_history(self.store, self.source, need, newest)
         cutoff = newest - int(self.cfg.retrain.holdout_hours * 3_600_000)
@@ -221,7 +234,8 @@ class Retrainer:
             raise RetrainFailed(f"less than an hour of stored data after the current model's training end "
                                 f"({trained_until}): nothing unseen to compare on")
         cutoff -= cutoff % timeframe_ms(TRIGGER_TIMEFRAME)
-        check_history(self.store, symbol, need, cutoff)
+        for each in ex.symbols:  # the first symbol short of history is the one line a user reads
+            check_history(self.store, each, need, cutoff)
         return cutoff, newest
 
     async def _decide(self, run: _Run, scores: Scores) -> None:
@@ -295,7 +309,8 @@ def _write_tapes(store: Store, cfg: Config, out: Path, end_ms: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ex = cfg.exchange
     # 1s bars are left out: the shipped models train without them (live 1s stays masked).
-    streams = [(ex.symbol, tf) for tf in ex.timeframes if tf != "1s"] + [(ex.reference_symbol, ex.reference_timeframe)]
+    streams = [(s, tf) for s in ex.symbols for tf in ex.timeframes if tf != "1s"]
+    streams.append((ex.reference_symbol, ex.reference_timeframe))
     for symbol, tf in streams:
         path = out / f"{symbol.replace('/', '_')}-{tf}.csv"
         n = 0

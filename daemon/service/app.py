@@ -70,6 +70,8 @@ class Daemon:
         self._spawn("feed", self.parts.feed.run())
         self.notifier.status("starting: warming up the ring buffers")
         await self._wait_warm()
+        if self.cfg.engine.prewarm_ms > 0:  # the first forward pass is the slowest: not on the first decision
+            _log.info("engine_prewarmed", ms=round(await self.parts.engine.prewarm(), 1))
         await self._start_api()
         self.parts.start_scheduler()
         self._spawn("watchdog", keepalive(self.notifier, self.freshness, self.stop,

@@ -99,6 +99,19 @@ class Book:
     limits: PortfolioLimits
 
 
+def signal_payload(signal_id: int, signal: Signal, latency_ms: float | None) -> dict[str, Any]:
+    """The "signal" event: symbol, side, confidence, price, bar_ts, model versions, ...
+
+    The event id ("signal-<row id>") travels beside the payload: the outbox adds it as `id`.
+    """
+    return {
+        "signal_id": signal_id, "symbol": signal.symbol, "side": signal.side.name,
+        "confidence": signal.confidence, "price": signal.price, "bar_ts": signal.bar_ts,
+        "strategy": signal.strategy, "reasons": list(signal.reasons),
+        "model_versions": dict(signal.model_versions), "latency_ms": latency_ms,
+    }
+
+
 def strategy_signals(strategies: Sequence[Strategy], predictions: Sequence[Prediction], position: Position,
                      bar: Bar, state: RiskState) -> list[Signal]:
     """Every strategy's signal; a strategy that raises is logged and counted, the others go on."""

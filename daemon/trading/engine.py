@@ -41,10 +41,10 @@ from daemon.metrics import REGISTRY
 from daemon.store import Store
 from daemon.trading.cycle import Cycles, Job
 from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
-from daemon.trading.decide import verdict_for
+from daemon.trading.decide import signal_payload, verdict_for
 from daemon.trading.inference import Inference
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
-from daemon.trading.wiring import broker_from_config, risk_params_from_config, strategies_from_config
+from daemon.trading.wiring import broker_from_config, engine_options, risk_params_from_config, strategies_from_config
 from strategies import risk
 from strategies.base import Strategy
 from strategies.confidence import ConfidenceStrategy
@@ -67,19 +67,6 @@ class WindowSource(Protocol):
                 reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """Owned copies of the newest rows per window key, float64 [n, 6]."""
         ...
-
-
-def signal_payload(signal_id: int, signal: Signal, latency_ms: float | None) -> dict[str, Any]:
-    """The "signal" event: symbol, side, confidence, price, bar_ts, model versions, ...
-
-    The event id ("signal-<row id>") travels beside the payload: the outbox adds it as `id`.
-    """
-    return {
-        "signal_id": signal_id, "symbol": signal.symbol, "side": signal.side.name,
-        "confidence": signal.confidence, "price": signal.price, "bar_ts": signal.bar_ts,
-        "strategy": signal.strategy, "reasons": list(signal.reasons),
-        "model_versions": dict(signal.model_versions), "latency_ms": latency_ms,
-    }
 
 
 class Engine:
@@ -133,21 +120,9 @@ class Engine:
         `exchange` (a daemon.market.exchange.ExchangeClient) is needed only for broker.mode = "testnet";
         `quotes` (a QuoteSource) lets paper orders fill at the live bid/ask.
         """
-        per_symbol = {s: (strategies_from_config(cfg.strategy_for(s), cfg.engine), risk_params_from_config(cfg, s))
-                      for s in cfg.exchange.symbols}
-        p = cfg.portfolio
-        return cls(
-            store=store, buffers=buffers, predictors=predictors, sink=sink,
-            broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange,
-                                      endpoint=cfg.exchange.endpoint, symbols=cfg.exchange.symbols, quotes=quotes),
-            symbols=cfg.exchange.symbols, per_symbol=per_symbol,
-            portfolio=PortfolioLimits(p.max_open_positions, p.max_gross_exposure, p.per_symbol_cap),
-            reference_symbol=cfg.exchange.reference_symbol, timeframes=cfg.exchange.timeframes,
-            reference_timeframe=cfg.exchange.reference_timeframe, trigger_timeframe=cfg.engine.trigger_timeframe,
-            wait_for_decision=wait_for_decision, cycle_deadline_ms=cfg.engine.cycle_deadline_ms,
-            prewarm_ms=cfg.engine.prewarm_ms,
-            speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
-        )
+        return cls(store=store, buffers=buffers, predictors=predictors, sink=sink,
+                   **engine_options(cfg, store=store, sink=sink, exchange=exchange, quotes=quotes),
+                   wait_for_decision=wait_for_decision)
 
     # --- compatibility: the first symbol's strategies, risk rules and state ------------------
 
@@ -214,7 +189,8 @@ class Engine:
             predictors = dict(self.predictors)  # a swap applies from the next cycle
             for job in jobs:
                 await self._settle(job.bar.symbol)
-            answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs])
+            answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs],
+                                                   [j.bar.symbol for j in jobs])
             async with self._act_lock:
                 outcomes = self._decide_all(jobs, answers)
                 self.last_commit = self.perf_clock()

@@ -47,13 +47,19 @@ def own_windows(predictor: PredictorLike, windows: Windows) -> dict[str, np.ndar
 
 
 def predict_one_by_one(name: str, predictor: PredictorLike, windows: Sequence[Windows],
-                       bar_ts: Sequence[int]) -> list[Prediction | None]:
-    """predict() per symbol; one that raises is None (logged, counted)."""
+                       bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> list[Prediction | None]:
+    """predict() per symbol; one that raises is None (logged, counted).
+
+    A predictor with `predict_for(symbol, windows, bar_ts)` (a backtest's precomputed table,
+    daemon/research/batch.py) is asked that way when the symbols are given.
+    """
+    ask_for = getattr(predictor, "predict_for", None) if symbols is not None else None
     out: list[Prediction | None] = []
-    for w, ts in zip(windows, bar_ts):
+    for i, (w, ts) in enumerate(zip(windows, bar_ts)):
         start = time.perf_counter()
         try:
-            prediction = predictor.predict(own_windows(predictor, w), ts)
+            mine = own_windows(predictor, w)
+            prediction = ask_for(symbols[i], mine, ts) if ask_for else predictor.predict(mine, ts)  # type: ignore[index]
         except Exception as exc:
             PREDICTOR_ERRORS.inc(model=name)
             log.error("predictor_failed", model=name, bar_ts=ts, error=repr(exc))
@@ -69,9 +75,24 @@ def _with_ms(prediction: Prediction, ms: float) -> Prediction:
     return dataclasses.replace(prediction, inference_ms=ms)
 
 
+# A batched forward pass may differ from a batch of one in the last float32 bits (~1e-7):
+# predictions this close to a decision boundary are recomputed one by one, so every side (and
+# so every signal) is what one-by-one inference gives, whatever else shares the batch (a late
+# symbol decided alone live, a backtest's batch of a thousand bars).
+MARGIN = 1e-5
+
+
+def fragile(p: Prediction) -> bool:
+    """True when float32 noise could change the side: near the threshold or a near tie of classes."""
+    top = sorted(p.probs, reverse=True)
+    return abs(p.confidence - p.threshold) < MARGIN or top[0] - top[1] < MARGIN
+
+
 def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows],
-                 bar_ts: Sequence[int]) -> list[Prediction | None]:
+                 bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> list[Prediction | None]:
     """One model over a cycle: one batched forward pass when the model has one."""
+    if symbols is not None and hasattr(predictor, "predict_for"):
+        return predict_one_by_one(name, predictor, windows, bar_ts, symbols)
     batch = getattr(predictor, "predict_batch", None)
     if batch is None or len(windows) == 1:
         return predict_one_by_one(name, predictor, windows, bar_ts)
@@ -84,15 +105,17 @@ def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows]
     elapsed = (time.perf_counter() - start) * 1000.0
     BATCH_MS.observe(elapsed, model=name)
     BATCH_SIZE.observe(float(len(windows)), model=name)
-    for _ in answers:
+    for i, answer in enumerate(answers):
         INFERENCE_MS.observe(elapsed / len(answers), model=name)
+        if answer is not None and fragile(answer):
+            answers[i] = predict_one_by_one(name, predictor, [windows[i]], [bar_ts[i]])[0]
     return answers
 
 
 def run_models(models: Sequence[tuple[str, PredictorLike]], windows: Sequence[Windows],
-               bar_ts: Sequence[int]) -> dict[str, list[Prediction | None]]:
-    """Every model of one device over the cycle (runs on that device's thread)."""
-    return {name: predict_many(name, p, windows, bar_ts) for name, p in models}
+               bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> dict[str, list[Prediction | None]]:
+    """Every model of one lane over the cycle (runs on that device's thread)."""
+    return {name: predict_many(name, p, windows, bar_ts, symbols) for name, p in models}
 
 
 def lanes(predictors: Mapping[str, PredictorLike]) -> list[tuple[str, list[tuple[str, PredictorLike]]]]:
@@ -129,11 +152,11 @@ class Inference:
         return self._executors[device]
 
     async def predict(self, predictors: Mapping[str, PredictorLike], windows: Sequence[Windows],
-                      bar_ts: Sequence[int]) -> list[list[Prediction]]:
+                      bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> list[list[Prediction]]:
         """Per symbol (in the order given), the predictions of every model that answered."""
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(*(
-            loop.run_in_executor(self._executor(dev), run_models, models, windows, bar_ts)
+            loop.run_in_executor(self._executor(dev), run_models, models, windows, bar_ts, symbols)
             for dev, models in lanes(predictors)))
         merged: dict[str, list[Prediction | None]] = {}
         for r in results:

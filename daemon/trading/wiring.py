@@ -10,7 +10,7 @@ from daemon.store import Store
 from daemon.trading.orders import AlertsBroker, Broker
 from strategies.base import Strategy
 from strategies.confidence import ConfidenceStrategy
-from strategies.risk import RiskParams
+from strategies.risk import PortfolioLimits, RiskParams
 
 
 def strategies_from_config(scfg: StrategyConfig, ecfg: EngineConfig) -> list[Strategy]:
@@ -49,3 +49,22 @@ def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exc
     from daemon.trading.broker import TestnetBroker  # imports ccxt through daemon.market.exchange
 
     return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
+
+
+def engine_options(cfg: Config, *, store: Store, sink: EventSink, exchange: Any = None,
+                   quotes: Any = None) -> dict[str, Any]:
+    """The Engine's keyword arguments the config gives: every symbol of exchange.symbols with its
+    strategies and risk rules ([symbols."X/Y"] overrides applied), the portfolio limits, the
+    broker, the streams, the trigger, the cycle deadline and the pre-warm."""
+    per_symbol = {s: (strategies_from_config(cfg.strategy_for(s), cfg.engine), risk_params_from_config(cfg, s))
+                  for s in cfg.exchange.symbols}
+    p, x = cfg.portfolio, cfg.exchange
+    return dict(
+        broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange, endpoint=x.endpoint,
+                                  symbols=x.symbols, quotes=quotes),
+        symbols=x.symbols, per_symbol=per_symbol,
+        portfolio=PortfolioLimits(p.max_open_positions, p.max_gross_exposure, p.per_symbol_cap),
+        reference_symbol=x.reference_symbol, timeframes=x.timeframes, reference_timeframe=x.reference_timeframe,
+        trigger_timeframe=cfg.engine.trigger_timeframe, cycle_deadline_ms=cfg.engine.cycle_deadline_ms,
+        prewarm_ms=cfg.engine.prewarm_ms, speed=cfg.local_exchange.speed if x.endpoint == "local" else 1.0,
+    )

@@ -113,6 +113,7 @@ async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_con
     live = Store(tmp_path / "live.sqlite")
     predictions = {s: live.prediction_rows(s) for s in SYMBOLS}
     live_signals = {s: [sig for _, sig in reversed(live.signals(symbol=s, limit=10_000))] for s in SYMBOLS}
+    live_fills = {f.client_order_id: f for f in live.fills()}
     live.close()
     # The period every symbol decided live, without a gap (the daemon stops mid-cycle).
     first = max(min(r[0] for r in rows) for rows in predictions.values())
@@ -134,8 +135,41 @@ async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_con
         assert [(s.bar_ts, s.strategy, int(s.side), s.price, "; ".join(s.reasons)) for s in mine] == \
             [(s["bar_ts"], s["strategy"], s["side"], s["price"], s["reasons"]) for s in result.signals], symbol
         assert [s.confidence for s in mine] == pytest.approx([s["confidence"] for s in result.signals], abs=1e-6)
+        # Live paper orders fill at the quote (bid/ask around the replay price), the backtest at
+        # the next bar's open: the same orders, prices apart by at most the spread (+ a tape tick).
+        spread, tick = cfg.local_exchange.spread_bps / 1e4, 0.01
+        paired = [(f, live_fills[f.client_order_id]) for f in result.fills if f.client_order_id in live_fills]
+        assert paired, symbol
+        for back_fill, live_fill in paired:
+            # sizes follow equity, and equity the earlier fill prices: equal to a fraction of the spread
+            assert back_fill.side == live_fill.side and back_fill.amount == pytest.approx(live_fill.amount, rel=1e-3)
+            assert abs(live_fill.price - back_fill.price) <= spread * back_fill.price + tick, (symbol, back_fill, live_fill)
         back = {(int(t), m.name): p for m in result.models for t, p in zip(m.bar_ts, m.probs)}
         rows = [r for r in predictions[symbol] if first <= r[0] <= last]
         assert len(back) == len(rows)
         for bar_ts, model, _v, *probs in (r[:6] for r in rows):
             assert np.allclose(back[(bar_ts, model)], probs, atol=1e-6), (symbol, bar_ts, model)
+
+
+def test_a_portfolio_backtest_precomputed_per_symbol_equals_the_engine_asking_cycle_by_cycle(
+        tmp_path: Path, write_config) -> None:
+    world = tiny_world()
+    data = three_symbol_data(world, tmp_path)
+    models = world / "models"
+    symbols = ", ".join(f'"{s}"' for s in SYMBOLS)
+    cfg = config.load(write_config(TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]") + f"""
+[models]
+device = "cpu"
+paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{models / 'cnn_lstm_attn'}" }}
+"""))
+    tape = replay.load_streams(data, backtest.live_order(cfg), ("ETH/USDT", "1m"))
+    plan = backtest.make_plan(cfg, tape, iso(T0 + 400 * MIN), iso(T0 + 460 * MIN))
+    predictors = backtest.load_predictors(backtest.artifact_dirs(cfg, None))
+    tables = backtest.run_portfolio(plan, predictors, batch=True, workers=1)
+    cycles = backtest.run_portfolio(plan, predictors, batch=False)
+    assert [r.symbol for r in tables] == [r.symbol for r in cycles] == list(SYMBOLS)
+    assert sum(len(r.signals) for r in cycles) >= 3
+    for a, b in zip(tables, cycles):
+        assert [(s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in a.signals] == \
+            [(s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in b.signals], a.symbol
+        assert [s["confidence"] for s in a.signals] == pytest.approx([s["confidence"] for s in b.signals], abs=1e-5)

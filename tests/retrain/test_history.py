@@ -39,8 +39,9 @@ def test_missing_ranges_merge_small_holes_and_cover_both_ends() -> None:
     assert missing_ranges(stored, 0, 6000 * step, step) == [(0, 10 * step), (1500 * step, 6000 * step)]
     assert missing_ranges([], 0, 3 * step, step) == [(0, 3 * step)]
     assert missing_ranges([0, step, 2 * step], 0, 3 * step, step) == []
-    need = need_for("ETH/USDT", ("1s", "1m", "1h"), ("BTC/USDT", "1m"), 2.0, 24.0)
-    assert need.streams == (("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("BTC/USDT", "1m"))
+    need = need_for(("ETH/USDT", "XRP/USDT"), ("1s", "1m", "1h"), ("BTC/USDT", "1m"), 2.0, 24.0)
+    assert need.streams == (("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("XRP/USDT", "1m"), ("XRP/USDT", "1h"),
+                            ("BTC/USDT", "1m"))
     assert need.span_ms("1m") == 3 * DAY_MS and need.span_ms("1h") == 3 * DAY_MS + 64 * 3_600_000
 
 

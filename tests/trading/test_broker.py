@@ -183,3 +183,30 @@ async def test_every_order_is_stored_before_it_is_sent(exchange, tmp_path: Path)
     await broker.submit(intent(-0.5, T0 + MIN))
     assert observed.seen == [OrderStatus.PENDING, OrderStatus.PENDING]
     assert broker.position(SYM).amount == pytest.approx(-0.5)
+
+
+async def test_the_engine_commits_the_order_with_its_signal_then_sends_it(exchange, tmp_path: Path) -> None:
+    from daemon.trading.engine import Engine
+    from strategies.confidence import ConfidenceStrategy
+    from strategies.risk import RiskParams
+    from tests.engine_parts import FixedPredictor, buffers, series
+
+    lx, client = exchange
+    store, sink = Store(tmp_path / "s.sqlite"), ListSink()
+    broker = TestnetBroker(store, sink, client, symbols=[SYM])
+    rings = buffers()
+    engine = Engine(store=store, buffers=rings, predictors={"a": FixedPredictor("a"), "b": FixedPredictor("b")},
+                    sink=sink, broker=broker, strategies=[ConfidenceStrategy(combine="both")], wait_for_decision=True,
+                    risk_params=RiskParams(position_fraction=0.01, max_position=1e9))
+    await engine.start()
+    eth_before = (await client.fetch_balance())["ETH"]
+    for b in series([2000.0, 2000.0]):
+        rings.append(b)
+        await engine.on_bar(b)
+    await engine.close()
+    [signal] = sink.of("signal")
+    [(order, _)] = store.orders()
+    assert order.status == OrderStatus.FILLED and order.bar_ts == signal["bar_ts"] == T0
+    assert [(t, p.get("status")) for t, p, _ in sink.events] == [("signal", None), ("order", "open"), ("fill", None)]
+    assert broker.position(SYM).amount == pytest.approx(order.amount)
+    assert (await client.fetch_balance())["ETH"] == pytest.approx(eth_before + order.amount)
