@@ -237,10 +237,17 @@ def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
     return DEV_API_KEY, DEV_API_SECRET, "built-in dev credentials (loopback only)"
 
 
+def _json_flag(flag: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {text!r}: not JSON ({exc})") from None
+
+
 def _balances(text: str | None) -> dict[str, float] | None:
     if not text:
         return None
-    value = json.loads(text)
+    value = _json_flag("--balances", text)
     if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in value.values()):
         raise ValueError(f"--balances must be a JSON object of asset -> amount >= 0, got {text!r}")
     return {str(k): float(v) for k, v in value.items()}
@@ -268,7 +275,9 @@ def serve_command(args: argparse.Namespace) -> int:
                            paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)),
                            spread_bps=getattr(args, "spread_bps", 2.0), synthetic=getattr(args, "synthetic", 0))
         for spec in getattr(args, "fault", None) or []:
-            fault = json.loads(spec)
+            fault = _json_flag("--fault", spec)
+            if not isinstance(fault, dict) or "action" not in fault:
+                raise ValueError(f"--fault {spec!r}: expected a JSON object with an \"action\"")
             apply(lx, fault.pop("action"), fault)
     except (TapeError, ValueError, TypeError, KeyError, OSError) as e:
         print(f"sigd local-exchange: {e}", file=sys.stderr)

@@ -217,6 +217,9 @@ def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     (["--port", "-5"], "--port -5: must be within 0..65535"),
     (["--port", "70000"], "--port 70000: must be within 0..65535"),
     (["--start", "notadate"], "--start 'notadate': not an ISO 8601 instant"),
+    (["--balances", "notjson"], "--balances 'notjson': not JSON"),
+    (["--fault", '{"count": 3}'], '--fault \'{"count": 3}\': expected a JSON object with an "action"'),
+    (["--fault", "[1]"], "expected a JSON object"),
 ])
 def test_cli_bad_flag_is_one_line_naming_it(flags: list[str], says: str) -> None:
     res = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", *flags], capture_output=True, text=True,
