@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -326,11 +327,26 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         scaling=getattr(args, "scaling", 0.0), seed=args.seed, device=args.device, hold=args.hold or 0)
 
 
+def _check_writable(folder: Path, what: str) -> None:
+    """Before minutes of training, not after: the folder exists (made if need be) and is writable."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"{what}: cannot create {folder}: {exc.strerror or exc}") from None
+    try:  # a real probe: os.access says yes to root on a read-only mount or /proc
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise OSError(f"{what}: cannot write in {folder}: {exc.strerror or exc}") from None
+
+
 def train_command(args: argparse.Namespace) -> int:
     """`sigd train --model NAME [--preset] [--data DIR...] [--epochs N] [--out DIR] ...`."""
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        res = train(spec_from_args(args), args.out, progress=sys.stderr.isatty(), log=say)
+        spec = spec_from_args(args)
+        if args.out:  # the artifact is written beside its place, then renamed: its parent must take it
+            _check_writable(Path(args.out).absolute().parent, f"--out {args.out}")
+        res = train(spec, args.out, progress=sys.stderr.isatty(), log=say)
     except (ValueError, OSError) as exc:
         print(f"sigd train: {exc}", file=sys.stderr)
         return 1

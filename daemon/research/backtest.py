@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -397,8 +397,10 @@ def report_dir(report: str | None) -> None:
         Path(report).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(f"--report {report}: {exc.strerror or exc}") from None
-    if not os.access(report, os.W_OK):
-        raise PermissionError(f"--report {report}: not writable")
+    try:  # a real probe: os.access says yes to root on a read-only mount
+        tempfile.TemporaryFile(dir=report).close()
+    except OSError as exc:
+        raise OSError(f"--report {report}: cannot write in it: {exc.strerror or exc}") from None
 
 
 def with_symbols(cfg: Config, symbols: str | None) -> Config:

@@ -58,3 +58,12 @@ def test_sigd_train_on_cuda_without_a_gpu_says_so(tmp_path: Path) -> None:
     res = _sigd_train("--model", "tcn", "--preset", "tiny", "--device", "cuda", "--out", str(tmp_path / "x"))
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "device 'cuda': no CUDA GPU is available" in res.stderr
+
+
+def test_sigd_train_refuses_an_unwritable_out_before_training(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the artifact's parent folder should be
+    res = _sigd_train("--model", "tcn", "--preset", "tiny", "--out", str(blocker / "art"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"--out {blocker / 'art'}: cannot create {blocker}" in res.stderr
+    assert "epoch" not in res.stderr  # refused before any training
