@@ -218,6 +218,8 @@ def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     (["--port", "70000"], "--port 70000: must be within 0..65535"),
     (["--start", "notadate"], "--start 'notadate': not an ISO 8601 instant"),
     (["--balances", "notjson"], "--balances 'notjson': not JSON"),
+    (["--speed", "nan"], "speed must be a finite number >= 0"),
+    (["--speed", "inf"], "speed must be a finite number >= 0"),
     (["--fault", '{"count": 3}'], '--fault \'{"count": 3}\': expected a JSON object with an "action"'),
     (["--fault", "[1]"], "expected a JSON object"),
 ])
