@@ -182,6 +182,9 @@ def status_command(args: argparse.Namespace) -> int:
     from daemon import config as config_mod
 
     cfg = config_mod.load(args.config)
+    if not cfg.api.enabled:  # nothing listens: say why instead of "connection refused"
+        print(f"sigd status: {cfg.source}: api.enabled is false, so the daemon serves no /status", file=sys.stderr)
+        return 1
     url = api_url(cfg)
     try:
         if not url:

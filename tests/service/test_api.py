@@ -164,6 +164,12 @@ def test_sigd_status_says_when_the_daemon_is_unreachable(write_config, tmp_path,
     assert "cannot reach the daemon" in capsys.readouterr().err
 
 
+def test_sigd_status_says_when_the_api_is_off(write_config, capsys) -> None:
+    cfg = write_config("[api]\nenabled = false\n")
+    assert status_command(argparse.Namespace(config=str(cfg), json=False)) == 1
+    assert "api.enabled is false" in capsys.readouterr().err
+
+
 def test_render_status_copes_with_an_empty_status() -> None:
     text = render_status({})
     assert "UNHEALTHY" in text and "last signal: none yet" in text
