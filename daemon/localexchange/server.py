@@ -60,7 +60,8 @@ class LocalExchange:
         end = min(m.end_ms for m in self.markets.values())
         start = _default_start(first, end) if start_ms is None else int(start_ms)
         if not first <= start < end:
-            raise TapeError(f"{self.tape_dir}: replay start {start} outside the 1m tape [{first}, {end})")
+            raise TapeError(f"{self.tape_dir}: replay start {_iso(start)} outside the 1m tape "
+                            f"[{_iso(first)}, {_iso(end)})")
         self.clock = ReplayClock(start, end, speed, paused=True)  # runs from start() on
         self._paused_at_start = paused
         self.faults = Faults()
@@ -210,6 +211,10 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_start(text: str) -> int:
