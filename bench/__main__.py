@@ -14,7 +14,8 @@ BENCHMARKS: dict[str, str] = {
     "models": "bench.models",
     "train": "bench.train_throughput",
     "research": "bench.research",  # walk-forward jobs: local runner vs Ray local mode
-    "symbols": "bench.symbols",  # N symbols in one engine: close -> all decided, CPU, RSS per symbol
+    "symbols": "bench.symbols",
+    "scoring": "bench.scoring",  # live scoring + shadow filter on the decision path  # N symbols in one engine: close -> all decided, CPU, RSS per symbol
 }
 
 

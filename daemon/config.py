@@ -157,6 +157,12 @@ class ModelsConfig:
     # CPU threads for inference. One keeps p99 low on a small shared machine: two busy
     # OpenMP threads that lose their cores stall a decision for hundreds of ms.
     threads: int = 1
+    # Shadow mode: a model whose artifact has no passing `validation` block (the gate of
+    # `sigd compare`) still runs and is scored, but its predictions do not trade.
+    trade_only_validated: bool = True
+    # Live scoring: the rolling window (scored predictions per model); a model whose macro-F1
+    # over a full window falls below its persistence baseline's goes to shadow mode.
+    score_window: int = 1440
     # Without a [models] table: the artifacts shipped with the package, wherever the config lives.
     paths: dict[str, str] = field(default_factory=lambda: {
         name: str(REPO_ROOT / "models" / "artifacts" / name) for name in ("mtf_transformer", "cnn_lstm_attn")
@@ -165,6 +171,7 @@ class ModelsConfig:
     def check(self, key: str) -> None:
         _require(bool(self.paths), f"{key}.paths", "name at least one model")
         _require(1 <= self.threads <= 256, f"{key}.threads", "must be within 1..256")
+        _require(self.score_window >= 10, f"{key}.score_window", "must be >= 10 scored predictions")
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"{key}.device",
                  f"expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
 

@@ -225,7 +225,8 @@ def trading_sections(tmp: Path, artifacts: dict[str, Path], hook_url: str, *, mo
         "store": {"path": tmp / "state.sqlite"},
         "log": {"format": "json"},
         "models": {"device": "cpu", "paths": {"mtf_transformer": artifacts["mtf_transformer-flat"],
-                                               "cnn_lstm_attn": artifacts["cnn_lstm_attn-long"]}},
+                                               "cnn_lstm_attn": artifacts["cnn_lstm_attn-long"]},
+                   "trade_only_validated": False},  # the shaped test models have no validation block
         "api": {"port": free_port()},
         "service": {"stale_after_s": 5.0, "shutdown_deadline_s": 5.0, "status_interval_s": 1.0},
         "retrain": {"enabled": False},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from daemon.domain import Fill
+from daemon.trading import scoring
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -63,3 +64,31 @@ def momentum_target(ts: np.ndarray, close: np.ndarray, step_ms: int) -> np.ndarr
             held = float(np.sign(close[i] - close[i - lookback]))
         target[i] = held
     return target
+
+
+# --- baselines as decisions (0 = SHORT, 1 = FLAT, 2 = LONG) with class probabilities ------------
+# Model selection (daemon/research/selection.py, leaderboard.py) compares a model with these at
+# the same decision instants, the same holding period and the same unit position size.
+
+
+def persistence_sides(trailing_ret: np.ndarray, neutral_zone: float) -> np.ndarray:
+    """The last horizon's move repeats: the sign of the trailing horizon return (FLAT inside
+    the labels' neutral zone)."""
+    return scoring.sign_sides(trailing_ret, neutral_zone)
+
+
+def momentum_sides(close_ts: np.ndarray, day_ret: np.ndarray) -> np.ndarray:
+    """Sign of the one-day return, re-decided at each full hour (held in between)."""
+    out = np.ones(len(close_ts), dtype=np.int64)
+    held = 1
+    for i, (ts, r) in enumerate(zip(close_ts.tolist(), day_ret.tolist())):
+        if ts % HOUR_MS == 0 and np.isfinite(r):
+            held = 2 if r > 0 else 0 if r < 0 else 1
+        out[i] = held
+    return out
+
+
+def random_sides(n: int, shares: np.ndarray, seed: int) -> np.ndarray:
+    """A guess drawn at the training class shares (seeded)."""
+    p = np.asarray(shares, dtype=np.float64)
+    return np.random.default_rng(seed).choice(3, size=n, p=p / p.sum()).astype(np.int64)

@@ -252,12 +252,28 @@ class Retrainer:
                                   f" + {self.cfg.retrain.min_improvement:g}", version, new["score"], cur["score"])
             return
         with fetched(run.new_uri) as new_dir:  # a copy from remote storage, or the staged directory
+            await self._validate(new_dir, run)
             dest = await asyncio.to_thread(install_artifact, new_dir, self.root / name, version)
         self.store.record_model(name, version, to_uri(dest), "current", metrics, now)
         await self.swap(name, dest)
         await asyncio.to_thread(prune_artifacts, self.store, self.root / name, name)
         run.outcome = Outcome(name, "promoted", f"holdout score {new['score']:.4f} > current {cur['score']:.4f}",
                               version, new["score"], cur["score"], str(dest))
+
+    async def _validate(self, art: Path, run: _Run) -> None:
+        """The gate of `sigd compare --validate` on the holdout (a subprocess: retrain does not import
+        research). Its verdict goes into the artifact's JSON; shadow mode reads it at the swap. A
+        validation that cannot run is logged and the promotion goes on (no verdict: shadow mode)."""
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.cutoff / 1000))
+        argv = [self.python, "-m", "daemon", "compare", "--validate", str(art), "--data", str(run.stage / "all"),
+                "--from", start, "--symbols", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
+                "--out", str(run.stage / "validation")]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=self.cfg.retrain.timeout_s)
+        if proc.returncode:  # no verdict written: the promoted model runs in shadow mode ("no validation block")
+            _log.warning("retrain_validate_failed", model=run.name, rc=proc.returncode,
+                         error=err.decode(errors="replace")[-300:])
 
     def _announce(self, o: Outcome) -> None:
         events.publish(events.RetrainFinished(o.model, o.status, o.reason))

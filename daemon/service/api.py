@@ -230,7 +230,8 @@ def render_status(s: Mapping[str, Any]) -> str:
         )
     lines.append("models:")
     for m in s.get("models") or []:
-        lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}")
+        lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}"
+                     + (f"  SHADOW (not trading): {m['shadow']}" if m.get("shadow") else ""))
     lines += ["symbols:"] if s.get("symbols") else []
     held = {p.get("symbol"): p for p in s.get("positions") or []}
     for symbol, st in sorted((s.get("symbols") or {}).items()):

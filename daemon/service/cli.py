@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "tune": "daemon.research.tune:tune_command",
     "install-service": "daemon.service.install:install_command",
     "uninstall-service": "daemon.service.install:uninstall_command",
+    "compare": "daemon.research.leaderboard:compare_command",
 }
 
 
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
+    p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
+    importlib.import_module("daemon.research.compare_args").add_arguments(p)
     return parser
 
 

@@ -25,6 +25,7 @@ from daemon.alerts.notify import Notifier
 from daemon.retrain.nightly import Retrainer
 from daemon.retrain.storage import local_path
 from daemon.store import Store
+from daemon.trading.scoring import shadow_from_config
 
 _log = log.get("sigd.parts")
 OnBar = Callable[[Bar], Awaitable[None]]
@@ -230,6 +231,7 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
                                 exchange=client if cfg.broker.mode == "testnet" else None,
                                 quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
+    engine.shadow = shadow_from_config(cfg, predictors, notifier, store)
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
                   model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,

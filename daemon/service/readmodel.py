@@ -49,6 +49,7 @@ class ReadModel:
             "positions": self.positions(),  # every symbol's open one ("position": the primary's)
             "last_signal": self.last_signal(), "last_decision": self.last_decision(),
             "outbox": self.outbox_totals(), "retrain": self.retrain(),
+            "shadow": self.parts.engine.shadow.status(),  # which models do not trade and why; live scores
         }
 
     def symbols(self) -> list[str]:
@@ -73,10 +74,11 @@ class ReadModel:
         return out
 
     def models(self) -> list[dict[str, Any]]:
-        """Served models: name, version, threshold, artifact directory, state (every served
-        model trades: sigd has no shadow models yet) and live score."""
-        scores = self.live_scores()
-        return [{"name": name, "version": p.version, "threshold": p.threshold, "state": "trading",
+        """Served models: name, version, threshold, artifact directory, state ("trading", or
+        "shadow" with the reason: daemon/trading/scoring.py) and live score."""
+        scores, shadow = self.live_scores(), self.parts.engine.shadow.reasons
+        return [{"name": name, "version": p.version, "threshold": p.threshold,
+                 "state": "shadow" if name in shadow else "trading", "shadow": shadow.get(name, ""),
                  "live": scores.get(name, {"calls": 0, "hit_rate": None}),
                  "path": str(self.parts.model_dirs.get(name, ""))} for name, p in sorted(self.parts.predictors.items())]
 
@@ -217,12 +219,14 @@ class ReadModel:
         return [p for p in (self.position(s) for s in self.symbols()) if p["amount"]]
 
     def pnl(self) -> dict[str, Any]:
-        """Realized and unrealized PnL, fees and the number of fills, over all symbols."""
+        """Realized and unrealized PnL, fees and the number of fills, over all symbols; each
+        model's live scores."""
         rows = [self.position(s) for s in self.symbols()]
         return {"symbol": self.cfg.exchange.symbol if len(rows) == 1 else "all",
                 "realized_pnl": round(sum(r["realized_pnl"] for r in rows), 6),
                 "unrealized_pnl": round(sum(r["unrealized_pnl"] for r in rows), 6),
-                "fees": round(sum(r["fees"] for r in rows), 6), "fills": self.parts.store.count("fills")}
+                "fees": round(sum(r["fees"] for r in rows), 6), "fills": self.parts.store.count("fills"),
+                "models": self.parts.engine.shadow.summary()}  # live scores, one line per model (daily summary)
 
     def portfolio(self) -> dict[str, Any]:
         """Positions, PnL net of fees, equity curve (per fill, then now), drawdown, halt flags."""

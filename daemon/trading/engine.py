@@ -44,6 +44,7 @@ from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candida
 from daemon.trading.decide import signal_payload, verdict_for
 from daemon.trading.inference import Inference
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
+from daemon.trading.scoring import Shadow
 from daemon.trading.wiring import broker_from_config, engine_options, risk_params_from_config, strategies_from_config
 from strategies import risk
 from strategies.base import Strategy
@@ -107,6 +108,7 @@ class Engine:
         self._prewarm: asyncio.TimerHandle | None = None
         self._act_lock = asyncio.Lock()
         self.decisions = self.skipped = 0
+        self.shadow = Shadow()  # every model trades unless the service sets trade_only_validated
         self.last_commit = 0.0  # perf clock at the newest cycle's commit (benchmarks read it)
 
     @classmethod
@@ -248,7 +250,7 @@ class Engine:
         out.risk_state = risk.observe(out.risk_state, position, bar, params)
         if out.risk_state.halted and not state.risk_state.halted:
             self._alert_halt(bar, position, out.risk_state, params)
-        for signal in candidates(state, out.predictions, position, bar, out.risk_state):
+        for signal in candidates(state, self.shadow.tradable(out.predictions), position, bar, out.risk_state):
             verdict = verdict_for(signal, self.broker.position(bar.symbol), out.risk_state, params, book)
             if verdict.signal is None or verdict.target is None:
                 continue
@@ -339,6 +341,7 @@ class Engine:
         """Replace (or add) a model; a reference assignment that applies from the next cycle."""
         old = self.predictors.get(name)
         self.predictors[name] = predictor
+        self.shadow.review(name, predictor.version, getattr(predictor, "meta", None))
         log.info("predictor_swapped", model=name, old=getattr(old, "version", None), new=predictor.version)
 
     def _targets(self, symbol: str | None) -> list[SymbolState]:
@@ -419,5 +422,5 @@ class Engine:
             "models": {n: {"version": p.version, "threshold": p.threshold} for n, p in self.predictors.items()},
             "symbols": symbols, "portfolio": dataclasses.asdict(self.portfolio),
             "position": first["position"], "equity": first["equity"], "last_signal": first["last_signal"],
-            "last_bar_ts": first["last_bar_ts"], "broker": self.broker.status(),
+            "last_bar_ts": first["last_bar_ts"], "broker": self.broker.status(), **self.shadow.status(),
         }

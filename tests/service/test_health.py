@@ -50,7 +50,13 @@ async def test_failing_decisions_turn_health_red_and_starve_the_watchdog(
     try:
         await daemon.wait_ready()
         async with aiohttp.ClientSession() as http:
-            assert (await _healthz(http, api))[0] == 200
+            # Ready comes before the first bar; health is green once bars flow (bounded wait).
+            for _ in range(100):
+                first = await _healthz(http, api)
+                if first[0] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert first[0] == 200, first
             assert await asyncio.to_thread(_keepalives_within, daemon, 1.0) >= 2
             # Every prediction write now fails inside the daemon, as on a full disk.
             with sqlite3.connect(db, timeout=10) as conn:

@@ -1,0 +1,30 @@
+"""The `sigd compare` options (stdlib only: the CLI builds every parser at start-up, and
+importing numpy for it would slow down every other command)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `sigd compare` options."""
+    p.add_argument("--families", nargs="+", default=[], help="model families to compare")
+    p.add_argument("--validate", nargs="+", default=[], metavar="ARTIFACT_DIR",
+                   help="instead: gate these artifacts on [--from, --to) and write their validation block")
+    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC, with --validate")
+    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC, with --validate (default: data end)")
+    p.add_argument("--data", nargs="+", required=True, help="tape directories")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--symbols", nargs="+", default=["ETH/USDT"], help="first = the traded symbol")
+    p.add_argument("--setups", nargs="+", default=["1m:15", "1h:60", "1h:1440"], help="TRIGGER:HORIZON_MINUTES")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--train-days", type=float, default=14.0)
+    p.add_argument("--test-days", type=float, default=7.0)
+    p.add_argument("--embargo-minutes", type=float, default=60.0)
+    p.add_argument("--end-days-ago", type=float, default=0.0, help="stop the folds this long before the data ends")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--max-batches", type=int, default=50, help="training batches per epoch (0 = all)")
+    p.add_argument("--prior-trials", type=int, default=0, help="configurations tried before this run (for DSR)")
+    p.add_argument("--fee", type=float, default=None, help="fee per side (default 0.001; --validate: the artifact's)")
+    p.add_argument("--seed", type=int, default=0)

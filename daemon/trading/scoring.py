@@ -1,0 +1,342 @@
+"""How good are a model's calls, in research and live: forecast and trading scores, live
+scoring of stored predictions, and shadow mode.
+
+Forecast scores (`forecast_scores`, `calibration`, `confident_share`, `trading_scores`) are
+pure functions shared by model selection (daemon/research/leaderboard.py) and the live
+scorer, so a model is measured the same way before and after it ships.
+
+Shadow mode: a model whose artifact carries no passing `validation` block (the gate of
+daemon/research/stats.py, written by `sigd compare` / the nightly retrain) or that live
+scoring demoted still runs, and its predictions are stored and scored, but they do not reach
+the strategies. `Shadow.tradable()` is the one filter the engine applies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from daemon import log as logging
+from daemon.domain import Prediction
+from daemon.metrics import REGISTRY
+from pipeline.evaluate import macro_f1
+import strategies.threshold as thr
+
+log = logging.get("scoring")
+EPS = 1e-6  # probabilities are clipped here for the log-loss: one certain miss is not infinite
+
+
+def forecast_scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float | int]:
+    """Accuracy and macro-F1 of the arg-max, multi-class Brier and log-loss, over labelled rows."""
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    keep = y >= 0
+    y, p = y[keep], p[keep]
+    if not len(y):
+        return {"labelled": 0, "accuracy": math.nan, "macro_f1": math.nan, "brier": math.nan, "log_loss": math.nan}
+    truth = np.eye(3)[y]
+    return {
+        "labelled": int(len(y)),
+        "accuracy": float(np.mean(p.argmax(axis=1) == y)),
+        "macro_f1": macro_f1(y, p.argmax(axis=1)),
+        "brier": float(np.mean(np.sum((p - truth) ** 2, axis=1))),
+        "log_loss": float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0)))),
+    }
+
+
+def calibration(y: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Arg-max confidence vs how often the arg-max class was right, per confidence bin."""
+    y, p = np.asarray(y, dtype=np.int64), np.asarray(probs, dtype=np.float64)
+    keep = y >= 0
+    conf, hit = p[keep].max(axis=1), (p[keep].argmax(axis=1) == y[keep])
+    edges = np.linspace(1 / 3, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    return [{"confidence": float(conf[which == b].mean()), "hit_rate": float(hit[which == b].mean()),
+             "count": int((which == b).sum())} for b in range(bins) if (which == b).any()]
+
+
+def confident_share(sides: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Share of decisions that are a LONG or a SHORT call (a FLAT is not a call) and how often
+    each was right where the label is known."""
+    sides, y = np.asarray(sides, dtype=np.int64), np.asarray(y, dtype=np.int64)
+    out: dict[str, float] = {}
+    for name, side in (("long", 2), ("short", 0)):
+        calls = sides == side
+        known = calls & (y >= 0)
+        out[name] = float(calls.mean()) if len(sides) else 0.0
+        out[f"{name}_hit"] = float(np.mean(y[known] == side)) if known.any() else math.nan
+    return out
+
+
+def trading_scores(sides: np.ndarray, step_ret: np.ndarray, hold: int, fee: float,
+                   bars_per_year: float) -> tuple[dict[str, float | int | None], np.ndarray]:
+    """Trade the sides with unit positions (the same sizing for every rule) held >= `hold`
+    decisions; (scores, net return per decision)."""
+    pos = thr.positions(np.asarray(sides, dtype=np.int64), hold)
+    ret = np.asarray(step_ret, dtype=np.float64)
+    net = thr.net_returns(pos, ret, fee)
+    gross = float(np.sum(pos * ret))
+    fees = float(np.sum(fee * np.abs(np.diff(pos, prepend=0))))
+    return {
+        "sharpe": thr.sharpe(pos, ret, fee, bars_per_year),
+        "total_return": float(np.prod(1.0 + net) - 1.0) if len(net) else 0.0,
+        "trades": int(np.count_nonzero(np.diff(pos, prepend=0) * pos)),  # entries and flips
+        "turnover": float(np.abs(np.diff(pos, prepend=0)).sum()),  # equity traded, in units of equity
+        "time_in_market": float(np.mean(pos != 0)) if len(pos) else 0.0,
+        "gross_pnl": gross, "fees": fees,
+        # fees over the gross PnL they were paid for; None when there was no gross gain
+        "fee_share": fees / gross if gross > 0 else None,
+    }, net
+
+
+def sign_sides(ret: np.ndarray, dead_zone: float = 0.0) -> np.ndarray:
+    """LONG above +dead_zone, SHORT below -dead_zone, FLAT otherwise (and where unknown)."""
+    r = np.nan_to_num(np.asarray(ret, dtype=np.float64), nan=0.0)
+    return np.where(r > dead_zone, 2, np.where(r < -dead_zone, 0, 1)).astype(np.int64)
+
+
+def one_hot(sides: np.ndarray) -> np.ndarray:
+    """Certain probabilities [n, 3] of deterministic decisions."""
+    return np.eye(3)[np.asarray(sides, dtype=np.int64)]
+
+
+def label_of(ret: np.ndarray, threshold: float, neutral_zone: float) -> np.ndarray:
+    """The training labels' rule (models/targets.py): LONG / SHORT beyond the threshold, FLAT
+    inside the neutral zone, -1 (ambiguous or unknown) otherwise."""
+    r = np.asarray(ret, dtype=np.float64)
+    y = np.full(len(r), -1, dtype=np.int64)
+    y[r >= threshold] = 2
+    y[r <= -threshold] = 0
+    y[np.abs(r) <= neutral_zone] = 1
+    return y
+
+
+# --- live scoring ----------------------------------------------------------------------------
+
+MINUTE_MS = 60_000
+LIVE = REGISTRY.gauge("sigd_model_live_score", "Rolling live score per model and measure")
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What a model's label means (its artifact's target): horizon in 1m bars, thresholds."""
+
+    horizon: int
+    threshold: float
+    neutral_zone: float
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> "ModelTarget":
+        """From an artifact's JSON."""
+        t = meta["target"]
+        return cls(int(t["horizon"]), float(t["threshold"]), float(t["neutral_zone"]))
+
+
+class LiveScorer:
+    """Scores every stored prediction against its realized label once its horizon has passed.
+
+    Labels, the persistence baseline and returns come from the stored 1m bars of `symbol`
+    (time from the data: a prediction at bar t is scored once the bar t + horizon is stored).
+    Rolling over the last `window` scored predictions per model: accuracy, macro-F1, Brier,
+    log-loss, the persistence baseline's accuracy and macro-F1, and the gated Sharpe (mean over
+    std of the net return of each LONG/SHORT call over its horizon, per call, round-trip fee).
+    """
+
+    def __init__(self, store: Any, symbol: str, targets: Mapping[str, ModelTarget], *, window: int = 1440,
+                 fee: float = thr.DEFAULT_FEE, lookback_ms: int = 2 * 86_400_000, check_every: int = 15) -> None:
+        self.store, self.symbol, self.targets = store, symbol, dict(targets)
+        self.window, self.fee, self.lookback_ms = window, fee, lookback_ms
+        self.scored: dict[str, deque[tuple[Any, ...]]] = {m: deque(maxlen=window) for m in self.targets}
+        self.cursor: dict[str, int] = {}
+        # The rolling scores are recomputed (gauges, demotion check) after every `check_every`
+        # newly scored predictions, not on every decision: it keeps the bar path cheap.
+        self.check_every, self._unchecked = check_every, 0
+
+    def update(self) -> dict[str, str]:
+        """Score what matured since the last call; {model: why} for models below persistence."""
+        newest = self.store.latest_bars(self.symbol, "1m", 1)
+        if not newest:
+            return {}
+        now = newest[-1].ts
+        for model, target in self.targets.items():
+            span = target.horizon * MINUTE_MS
+            after = self.cursor.get(model, now - self.lookback_ms)
+            rows = _stored_predictions(self.store, self.symbol, model, after, now - span)
+            if not rows:
+                continue
+            close = _closes(self.store, self.symbol, {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
+            for bar_ts, probs, side in rows:
+                c0, c1, before = close.get(bar_ts), close.get(bar_ts + span), close.get(bar_ts - span)
+                if c0 is None or c1 is None:
+                    continue  # a gap in the record: no label
+                trailing = c0 / before - 1.0 if before else math.nan
+                self.scored[model].append((bar_ts, probs, side, c1 / c0 - 1.0, trailing))
+                self._unchecked += 1
+            self.cursor[model] = rows[-1][0]
+        if self._unchecked < self.check_every:
+            return {}
+        self._unchecked = 0
+        return self._below_persistence()
+
+    def model_status(self, model: str) -> dict[str, Any]:
+        """Rolling scores of one model (and its persistence baseline) over the scored window."""
+        rows, t = self.scored[model], self.targets[model]
+        if not rows:
+            return {"scored": 0}
+        probs = np.array([r[1] for r in rows], dtype=np.float64)
+        side = np.array([r[2] for r in rows], dtype=np.int64)
+        fwd = np.array([r[3] for r in rows])
+        y = label_of(fwd, t.threshold, t.neutral_zone)
+        persistence = forecast_scores(y, one_hot(sign_sides(np.array([r[4] for r in rows]), t.neutral_zone)))
+        calls = side != 1
+        net = (side[calls] - 1) * fwd[calls] - 2 * self.fee
+        # returns that are all the same (a steady trend) have no risk to speak of: no Sharpe
+        gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 1e-12 else 0.0
+        return {"scored": len(rows), "last_bar_ts": int(rows[-1][0]), **forecast_scores(y, probs),
+                "calls": int(calls.sum()), "gated_sharpe": gated,
+                "persistence_accuracy": persistence["accuracy"], "persistence_macro_f1": persistence["macro_f1"]}
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Every model's rolling scores (also set as sigd_model_live_score gauges)."""
+        out = {m: self.model_status(m) for m in self.targets}
+        for model, st in out.items():
+            for measure in ("accuracy", "macro_f1", "brier", "gated_sharpe", "persistence_macro_f1"):
+                if isinstance(st.get(measure), float) and math.isfinite(st[measure]):
+                    LIVE.set(st[measure], model=model, measure=measure)
+        return out
+
+    def _below_persistence(self) -> dict[str, str]:
+        out = {}
+        for model, st in self.status().items():
+            if st["scored"] >= self.window and st["macro_f1"] < st["persistence_macro_f1"]:
+                out[model] = (f"live macro-F1 {st['macro_f1']:.3f} below the persistence baseline's "
+                              f"{st['persistence_macro_f1']:.3f} over the last {st['scored']} scored predictions")
+        return out
+
+
+def _closes(store: Any, symbol: str, wanted: set[int]) -> dict[int, float]:
+    """The stored 1m closes at the bar open times `wanted` (only those: the bar path stays cheap)."""
+    ts = sorted(wanted)
+    out: dict[int, float] = {}
+    for i in range(0, len(ts), 500):
+        chunk = ts[i:i + 500]
+        cur = store.db.conn.execute(
+            f"SELECT ts, close FROM bars WHERE symbol=? AND timeframe='1m' AND ts IN ({','.join('?' * len(chunk))})",
+            [symbol, *chunk])
+        out.update((int(t), float(c)) for t, c in cur.fetchall())
+    return out
+
+
+def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: int) -> list[tuple[int, tuple, int]]:
+    """(bar_ts, (p_short, p_flat, p_long), side) of `model` with after < bar_ts <= until, oldest first."""
+    cur = store.db.conn.execute(
+        "SELECT bar_ts, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
+        "json_extract(scores, '$.p_long'), side FROM predictions WHERE symbol=? AND model=? "
+        "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts", [symbol, model, after, until])
+    # a row without class probabilities (none stored) is left out
+    return [(int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall()
+            if None not in (r[1], r[2], r[3])]
+
+
+# --- shadow mode ---------------------------------------------------------------------------
+
+NO_VALIDATION = ("its artifact has no validation block: measure it out of sample with "
+                 "`sigd compare --validate ARTIFACT_DIR --data DIR --from ISO`")
+
+
+def validation_verdict(meta: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """(passed, why) from an artifact's `validation` block (written by the gate)."""
+    block = (meta or {}).get("validation")
+    if not isinstance(block, Mapping):
+        return False, NO_VALIDATION
+    if block.get("passed") is True:
+        return True, f"validated: {block.get('why', '')}"
+    return False, f"failed the gate: {block.get('why', 'no reason recorded')}"
+
+
+class Shadow:
+    """Which models may trade. A shadowed model still predicts, is stored and scored."""
+
+    def __init__(self, only_validated: bool = False, sink: Any = None) -> None:
+        self.only_validated = only_validated
+        self.sink = sink  # an EventSink for the alert (None: log only)
+        self.reasons: dict[str, str] = {}  # model -> why it does not trade
+        self.versions: dict[str, str] = {}
+        self.scorer: Any = None  # a LiveScorer when the daemon runs one
+
+    def review(self, model: str, version: str, meta: Mapping[str, Any] | None) -> bool:
+        """Decide from the artifact (at start-up and at every swap); True when it may trade."""
+        self.versions[model] = version
+        passed, why = validation_verdict(meta)
+        if passed or not self.only_validated:
+            self.reasons.pop(model, None)
+            return True
+        self._shadow(model, why, "model_not_validated")
+        return False
+
+    def demote(self, model: str, why: str) -> None:
+        """Live scoring found the model worse than its baseline: stop its trading."""
+        if model not in self.reasons:
+            self._shadow(model, why, "model_demoted")
+
+    def _shadow(self, model: str, why: str, kind: str) -> None:
+        self.reasons[model] = why
+        version = self.versions.get(model, "")
+        payload = {"kind": kind, "model": model, "version": version, "why": why,
+                   "message": f"{model} runs in shadow mode (predictions stored and scored, not traded): {why}"}
+        log.warning("model_shadowed", **payload)
+        if self.sink is not None:
+            try:  # one alert per model version and reason: the event id is stable across restarts
+                self.sink.publish("error", payload, event_id=f"shadow-{kind}-{model}-{version}")
+            except Exception as exc:  # noqa: BLE001
+                log.error("shadow_alert_failed", model=model, error=repr(exc))
+
+    def tradable(self, predictions: Sequence[Prediction]) -> list[Prediction]:
+        """The predictions the strategies may act on. Asked once per decision, it first scores
+        the predictions whose horizon has passed, so a demotion applies from this decision on."""
+        if self.scorer is not None:
+            try:
+                for model, why in self.scorer.update().items():
+                    self.demote(model, why)
+            except Exception as exc:  # scoring never stops a decision
+                log.error("live_scoring_failed", error=repr(exc))
+        return [p for p in predictions if p.model not in self.reasons]
+
+    def summary(self) -> dict[str, str]:
+        """One line per scored model for the daily summary: live scores beside persistence, and
+        whether it trades."""
+        out = {}
+        for model, st in (self.scorer.status() if self.scorer is not None else {}).items():
+            trades = "SHADOW: " + self.reasons[model] if model in self.reasons else "trades"
+            if not st.get("scored"):
+                out[model] = f"nothing scored yet; {trades}"
+                continue
+            out[model] = (f"accuracy {st['accuracy']:.3f}, macro-F1 {st['macro_f1']:.3f} (persistence "
+                          f"{st['persistence_macro_f1']:.3f}), Brier {st['brier']:.3f}, gated Sharpe "
+                          f"{st['gated_sharpe']:+.3f} over {st['scored']} scored; {trades}")
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """For /status: the setting, every shadowed model with the reason, the live scores."""
+        return {"trade_only_validated": self.only_validated, "shadow": dict(self.reasons),
+                "live_scores": self.scorer.status() if self.scorer is not None else {}}
+
+
+def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None, store: Any = None) -> Shadow:
+    """The daemon's Shadow: `[models] trade_only_validated`, each served artifact reviewed, and
+    (with a store) live scoring of every model whose artifact states its target."""
+    shadow = Shadow(cfg.models.trade_only_validated, sink)
+    targets = {}
+    for name, predictor in predictors.items():
+        shadow.review(name, predictor.version, getattr(predictor, "meta", None))
+        meta = getattr(predictor, "meta", None)
+        if meta and meta.get("target", {}).get("mode", "classification") == "classification":
+            targets[name] = ModelTarget.from_meta(meta)  # labels are what a classifier is scored against
+    if store is not None and targets:
+        shadow.scorer = LiveScorer(store, cfg.exchange.symbol, targets, window=cfg.models.score_window,
+                                   fee=cfg.broker.fee)
+    return shadow
