@@ -56,7 +56,7 @@ class TrainResult:
     samples: dict[str, Any] = field(default_factory=dict)
 
 
-def _iso_ms(text: str | None, what: str) -> int | None:
+def _iso_ms(text: str | None, what: str = "date") -> int | None:
     if not text:
         return None
     try:

@@ -20,6 +20,8 @@ TAPE = str(REPO / "daemon" / "localexchange" / "tape_2021")
     (["tune", "--folds", "3:x"], 1, "--folds '3:x': expected TRAIN_DAYS:TEST_DAYS"),
     (["walk-forward", "--folds", "0:1"], 1, "--folds '0:1': both day counts must be >= 1"),
     (["walk-forward", "--runner", "ray", "--num-cpus", "-1"], 2, "argument --num-cpus: must be >= 0, got -1"),
+    (["compare", "--validate", str(REPO / "models" / "artifacts" / "cnn_lstm_attn"), "--from", "notadate", "--out",
+      "/tmp/unused"], 1, "--from 'notadate': not an ISO 8601 instant"),
 ])
 def test_bad_research_flag_is_one_line_naming_it(argv: list[str], code: int, says: str) -> None:
     res = subprocess.run([sys.executable, "-m", "daemon", *argv, "--data", TAPE], capture_output=True, text=True,
