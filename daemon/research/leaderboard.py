@@ -206,7 +206,7 @@ def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not args.start:
         raise ValueError("--validate needs --from ISO (a window after the artifact's training data)")
     primary = load_series([Path(d) for d in args.data], args.symbols[0], "1m")
-    start, end = _iso_ms(args.start), _iso_ms(args.end) if args.end else int(primary[-1, 0]) + 60_000
+    start, end = _iso_ms(args.start, "--from"), _iso_ms(args.end, "--to") if args.end else int(primary[-1, 0]) + 60_000
     blocks = [{"artifact": str(d), **validate_artifact(Path(d), args.data, args.symbols[0], int(start), int(end),
                                                         n_trials=1 + args.prior_trials, fee=args.fee,
                                                         gate=getattr(args, "gate", None))}
