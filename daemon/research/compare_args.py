@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-trials", type=int, default=0, help="configurations tried before this run (for DSR)")
     p.add_argument("--fee", type=float, default=None, help="fee per side (default 0.001; --validate: the artifact's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-c", "--config", default=None, help="config file for the [research] runner defaults "
-                   "(default: the repo's config.toml)")
+    p.add_argument("-c", "--config", default=None, help="config file: [research] runner defaults, [models] gate "
+                   "thresholds (default: the repo's config.toml)")
     from daemon.retrain import cli_args  # argparse only
 
     cli_args.runner(p)
