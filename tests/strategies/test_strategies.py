@@ -142,7 +142,7 @@ def test_stop_loss_and_take_profit(amount: float, low: float, high: float, expec
     if expect is None:
         assert out is None
     else:
-        assert out is not None and out.side == F and out.strategy == "risk" and expect in out.reasons[0]
+        assert out is not None and out.side == F and out.strategy == "risk" and out.reasons[0] == expect
     assert risk.protective_exit(FLAT_POS, bar(T0, 100.0, low=50.0, high=150.0), params) is None
 
 
