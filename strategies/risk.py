@@ -85,15 +85,14 @@ def protective_exit(position: Position, bar: Bar, params: RiskParams) -> Signal 
     favourable = bar.high if side == Side.LONG else bar.low
     move_adverse = sign * (position.entry_price - adverse) / position.entry_price
     move_favourable = sign * (favourable - position.entry_price) / position.entry_price
-    extreme = "low" if side == Side.LONG else "high"
     # Both inside one bar: assume the stop came first (we cannot know the order).
     if params.stop_loss > 0 and move_adverse >= params.stop_loss:
         rule, level, price, move = "stop_loss", params.stop_loss, adverse, -move_adverse
     elif params.take_profit > 0 and move_favourable >= params.take_profit:
-        extreme = "high" if side == Side.LONG else "low"
         rule, level, price, move = "take_profit", params.take_profit, favourable, move_favourable
     else:
         return None
+    extreme = "low" if (rule == "stop_loss") == (side == Side.LONG) else "high"  # the bar price that hit
     # The rule's name comes first and alone, so that a reader (or a filter) sees why the
     # position closed, and that a risk exit does not wait for the models' holding period.
     reasons = (rule, f"{side.name} entry {position.entry_price:g}, bar {extreme} {price:g}: "

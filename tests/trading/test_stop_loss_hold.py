@@ -54,11 +54,16 @@ async def run(tmp_path: Path, stop_loss: float) -> list[dict[str, Any]]:
     start = ENTRY_TS - 5 * 60_000
     await feed_cycles(engine, buffers, {s: tape_bars(s, start, 11) for s in SYMBOLS})
     await engine.close()
-    return [s for s in sink.of("signal") if s["symbol"] == "ADA/USDT"]
+    return sink.of("signal")
+
+
+def of(signals: list[dict[str, Any]], symbol: str) -> list[dict[str, Any]]:
+    return [s for s in signals if s["symbol"] == symbol]
 
 
 async def test_the_exit_one_bar_after_entry_is_the_stop_loss(tmp_path: Path) -> None:
-    signals = await run(tmp_path, stop_loss=0.02)
+    every = await run(tmp_path, stop_loss=0.02)
+    signals = of(every, "ADA/USDT")
     assert [(s["bar_ts"], s["side"], s["strategy"]) for s in signals][:2] == [
         (ENTRY_TS, "LONG", "confidence"), (ENTRY_TS + 60_000, "FLAT", "risk")]
     # Entry filled at the next price 1.5943 + 0.05 % slippage; the 12:00 bar's low 1.5565 is 2.42 % under it.
@@ -66,8 +71,12 @@ async def test_the_exit_one_bar_after_entry_is_the_stop_loss(tmp_path: Path) -> 
     assert reasons[0] == "stop_loss"
     assert reasons[1] == "LONG entry 1.5951, bar low 1.5565: -2.42 % (limit 2.00 %)"
     assert reasons[2] == "risk exit: overrides the holding period"
+    # ETH/USDT entered on the same bar with the same models and hold; its 12:00 low stays inside
+    # the stop, and ADA's exit (its own trade, its own risk state) does not end ETH's hold.
+    assert [(s["bar_ts"], s["side"]) for s in of(every, "ETH/USDT")] == [(ENTRY_TS, "LONG")]
 
 
 async def test_without_the_stop_the_hold_keeps_the_position(tmp_path: Path) -> None:
     signals = await run(tmp_path, stop_loss=0.0)  # the models say FLAT from 12:00 on; hold is 120 bars
-    assert [(s["bar_ts"], s["side"]) for s in signals] == [(ENTRY_TS, "LONG")]
+    for symbol in SYMBOLS:
+        assert [(s["bar_ts"], s["side"]) for s in of(signals, symbol)] == [(ENTRY_TS, "LONG")], symbol
