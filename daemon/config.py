@@ -163,6 +163,11 @@ class ModelsConfig:
     # Live scoring: the rolling window (scored predictions per model); a model whose macro-F1
     # over a full window falls below its persistence baseline's goes to shadow mode.
     score_window: int = 1440
+    # The gate of `sigd compare`, `--validate` and the nightly retrain's validation
+    # (daemon/research/stats.py): trades in the test window, PSR and DSR it must reach.
+    gate_min_trades: int = 30
+    gate_min_psr: float = 0.95
+    gate_min_dsr: float = 0.95
     # Without a [models] table: the artifacts shipped with the package, wherever the config lives.
     paths: dict[str, str] = field(default_factory=lambda: {
         name: str(REPO_ROOT / "models" / "artifacts" / name) for name in ("mtf_transformer", "cnn_lstm_attn")
@@ -172,6 +177,10 @@ class ModelsConfig:
         _require(bool(self.paths), f"{key}.paths", "name at least one model")
         _require(1 <= self.threads <= 256, f"{key}.threads", "must be within 1..256")
         _require(self.score_window >= 10, f"{key}.score_window", "must be >= 10 scored predictions")
+        _require(self.gate_min_trades >= 1, f"{key}.gate_min_trades", "must be >= 1 trade")
+        for name in ("gate_min_psr", "gate_min_dsr"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"{key}.{name}", f"a probability in [0, 1), got {value}")
         _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"{key}.device",
                  f"expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
 

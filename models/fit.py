@@ -50,7 +50,13 @@ def pick_device(device: str = "auto") -> torch.device:
     """'auto' -> the first CUDA GPU when there is one, else the CPU."""
     if device == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:  # torch's own message lists two dozen backends: name ours
+        raise ValueError(f"device {device!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():  # else an AssertionError deep in .to()
+        raise ValueError(f"device {device!r}: no CUDA GPU is available to torch here (use auto or cpu)")
+    return dev
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,10 +56,13 @@ class TrainResult:
     samples: dict[str, Any] = field(default_factory=dict)
 
 
-def _iso_ms(text: str | None) -> int | None:
+def _iso_ms(text: str | None, what: str = "date") -> int | None:
     if not text:
         return None
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{what} {text!r}: not an ISO 8601 instant (e.g. 2025-06-01T00:00:00Z): {exc}") from None
     return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
 
 
@@ -193,8 +197,8 @@ def _prepare(spec: TrainSpec, log: Log) -> tuple[WindowIO, SampleSet, Any, str]:
     io = family.make_io(spec.target.mode)
     base = family.make_config({**io.config_overrides_base(), **spec.config}, spec.preset)
     dirs = [Path(d) for d in spec.data_dirs]
-    ss, loaded = build_sampleset(io, base.seq_len, dirs, spec.symbols, _iso_ms(spec.start), _iso_ms(spec.end),
-                                 spec.target, log)
+    start, end = _iso_ms(spec.start, "--from"), _iso_ms(spec.end, "--to")
+    ss, loaded = build_sampleset(io, base.seq_len, dirs, spec.symbols, start, end, spec.target, log)
     config = family.make_config({**base.to_dict(), **io.config_overrides(ss.spec)})
     fp = fingerprint((f"{s}:{k}", a[a[:, 0] < ss.extra["close_ts"].max()])
                      for s, series in zip(spec.symbols, loaded) for k, a in sorted(series.items()) if a is not None)
@@ -250,8 +254,8 @@ def train(spec: TrainSpec, out_dir: Path | str | None = None, *, progress: bool 
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     mode = spec.target.mode
+    dev = pick_device(spec.device)  # before the data load: a wrong --device fails at once
     io, ss, config, fp = _prepare(spec, log)
-    dev = pick_device(spec.device)
     net = registry.family(spec.model).model(config).to(dev)
     train_idx = _train_indices(ss, mode, rng, log)
     val_idx = _labelled(ss, VAL, mode)
@@ -323,11 +327,26 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         scaling=getattr(args, "scaling", 0.0), seed=args.seed, device=args.device, hold=args.hold or 0)
 
 
+def _check_writable(folder: Path, what: str) -> None:
+    """Before minutes of training, not after: the folder exists (made if need be) and is writable."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"{what}: cannot create {folder}: {exc.strerror or exc}") from None
+    try:  # a real probe: os.access says yes to root on a read-only mount or /proc
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise OSError(f"{what}: cannot write in {folder}: {exc.strerror or exc}") from None
+
+
 def train_command(args: argparse.Namespace) -> int:
     """`sigd train --model NAME [--preset] [--data DIR...] [--epochs N] [--out DIR] ...`."""
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        res = train(spec_from_args(args), args.out, progress=sys.stderr.isatty(), log=say)
+        spec = spec_from_args(args)
+        if args.out:  # the artifact is written beside its place, then renamed: its parent must take it
+            _check_writable(Path(args.out).absolute().parent, f"--out {args.out}")
+        res = train(spec, args.out, progress=sys.stderr.isatty(), log=say)
     except (ValueError, OSError) as exc:
         print(f"sigd train: {exc}", file=sys.stderr)
         return 1

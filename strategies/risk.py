@@ -87,12 +87,17 @@ def protective_exit(position: Position, bar: Bar, params: RiskParams) -> Signal 
     move_favourable = sign * (favourable - position.entry_price) / position.entry_price
     # Both inside one bar: assume the stop came first (we cannot know the order).
     if params.stop_loss > 0 and move_adverse >= params.stop_loss:
-        why = f"stop_loss {params.stop_loss:.4f} hit: entry {position.entry_price:g} extreme {adverse:g}"
+        rule, level, price, move = "stop_loss", params.stop_loss, adverse, -move_adverse
     elif params.take_profit > 0 and move_favourable >= params.take_profit:
-        why = f"take_profit {params.take_profit:.4f} hit: entry {position.entry_price:g} extreme {favourable:g}"
+        rule, level, price, move = "take_profit", params.take_profit, favourable, move_favourable
     else:
         return None
-    return Signal(bar.symbol, bar.ts, Side.FLAT, 1.0, bar.close, RISK_STRATEGY, (why,))
+    extreme = "low" if (rule == "stop_loss") == (side == Side.LONG) else "high"  # the bar price that hit
+    # The rule's name comes first and alone, so that a reader (or a filter) sees why the
+    # position closed, and that a risk exit does not wait for the models' holding period.
+    reasons = (rule, f"{side.name} entry {position.entry_price:g}, bar {extreme} {price:g}: "
+               f"{move * 100:+.2f} % (limit {level * 100:.2f} %)", "risk exit: overrides the holding period")
+    return Signal(bar.symbol, bar.ts, Side.FLAT, 1.0, bar.close, RISK_STRATEGY, reasons)
 
 
 def _entry_block(signal: Signal, state: RiskState, params: RiskParams) -> str | None:

@@ -40,3 +40,17 @@ def _fresh_logging():
     yield
     structlog.reset_defaults()
     logging.getLogger().handlers.clear()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, no dashboard) per test session, started only by the tests that use it."""
+    import os
+
+    ray = pytest.importorskip("ray")
+    from daemon.retrain.runners import init_ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only, a throwaway cluster
+    init_ray(None, 2)
+    yield
+    ray.shutdown()

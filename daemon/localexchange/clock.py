@@ -17,8 +17,8 @@ class ReplayClock:
     """Replay time in integer ms UTC."""
 
     def __init__(self, start_ms: int, end_ms: int, speed: float = 1.0, paused: bool = False) -> None:
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0 (0 = as fast as possible), got {speed}")
+        if not 0 <= speed < float("inf"):  # NaN fails this too (was: a traceback deep in the clock)
+            raise ValueError(f"speed must be a finite number >= 0 (0 = as fast as possible), got {speed}")
         if not start_ms < end_ms:
             raise ValueError(f"replay start {start_ms} must be before the tape end {end_ms}")
         self.speed = speed
@@ -56,8 +56,8 @@ class ReplayClock:
 
     def set_speed(self, speed: float) -> None:
         """Change the speed from now on (0 = as fast as possible)."""
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0, got {speed}")
+        if not 0 <= speed < float("inf"):
+            raise ValueError(f"speed must be a finite number >= 0, got {speed}")
         self._reanchor()
         self.speed = speed
 

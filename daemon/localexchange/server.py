@@ -60,7 +60,8 @@ class LocalExchange:
         end = min(m.end_ms for m in self.markets.values())
         start = _default_start(first, end) if start_ms is None else int(start_ms)
         if not first <= start < end:
-            raise TapeError(f"{self.tape_dir}: replay start {start} outside the 1m tape [{first}, {end})")
+            raise TapeError(f"{self.tape_dir}: replay start {_iso(start)} outside the 1m tape "
+                            f"[{_iso(first)}, {_iso(end)})")
         self.clock = ReplayClock(start, end, speed, paused=True)  # runs from start() on
         self._paused_at_start = paused
         self.faults = Faults()
@@ -212,12 +213,23 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def parse_start(text: str) -> int:
     """ISO 8601 UTC (e.g. 2025-08-10T12:00:00Z, or a date) → ms since the epoch."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return int(value.timestamp() * 1000)
+
+
+def _start_flag(text: str) -> int:
+    try:
+        return parse_start(text)
+    except ValueError as exc:
+        raise ValueError(f"--start {text!r}: not an ISO 8601 instant (e.g. 2025-08-10T12:00:00Z): {exc}") from None
 
 
 def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
@@ -230,10 +242,17 @@ def credentials(key_env: str, secret_env: str) -> tuple[str, str, str]:
     return DEV_API_KEY, DEV_API_SECRET, "built-in dev credentials (loopback only)"
 
 
+def _json_flag(flag: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {text!r}: not JSON ({exc})") from None
+
+
 def _balances(text: str | None) -> dict[str, float] | None:
     if not text:
         return None
-    value = json.loads(text)
+    value = _json_flag("--balances", text)
     if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in value.values()):
         raise ValueError(f"--balances must be a JSON object of asset -> amount >= 0, got {text!r}")
     return {str(k): float(v) for k, v in value.items()}
@@ -251,14 +270,19 @@ def serve_command(args: argparse.Namespace) -> int:
     """`sigd local-exchange`: serve until SIGINT/SIGTERM; prints the URL it bound."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr), processors=_log_processors())
     try:
+        if not 0 <= args.port <= 65535:  # else asyncio's OverflowError escapes as a traceback
+            raise ValueError(f"--port {args.port}: must be within 0..65535 (0 = an ephemeral port)")
+        start_ms = _start_flag(args.start) if args.start else None
         key, secret, source = credentials(args.api_key_env, args.api_secret_env)
         lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
-                           start_ms=parse_start(args.start) if args.start else None, speed=args.speed,
+                           start_ms=start_ms, speed=args.speed,
                            seed=args.seed, api_key=key, api_secret=secret,
                            paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)),
                            spread_bps=getattr(args, "spread_bps", 2.0), synthetic=getattr(args, "synthetic", 0))
         for spec in getattr(args, "fault", None) or []:
-            fault = json.loads(spec)
+            fault = _json_flag("--fault", spec)
+            if not isinstance(fault, dict) or "action" not in fault:
+                raise ValueError(f"--fault {spec!r}: expected a JSON object with an \"action\"")
             apply(lx, fault.pop("action"), fault)
     except (TapeError, ValueError, TypeError, KeyError, OSError) as e:
         print(f"sigd local-exchange: {e}", file=sys.stderr)

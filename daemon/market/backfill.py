@@ -88,6 +88,8 @@ async def backfill_stream(client: ExchangeClient, out: Path, symbol: str, timefr
 async def backfill(cfg: ExchangeConfig, out: Path, symbols: list[str], timeframes: list[str],
                    since_ms: int, until_ms: int | None, rest_url: str | None) -> dict[str, int]:
     """Backfill every (symbol, timeframe); rows written per file name."""
+    # The client checks its symbols against the exchange's markets: these, not the traded ones.
+    cfg = dataclasses.replace(cfg, symbols=tuple(symbols), symbol="")
     client = make_client(cfg, rest_url=rest_url, api_key="", api_secret="")
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, int] = {}
@@ -120,7 +122,7 @@ def backfill_command(args: argparse.Namespace) -> int:
         raise ConfigError("exchange.endpoint is 'local': give --exchange-url of a running local exchange")
     # Public history needs no keys; a URL given on the command line replaces the endpoint's.
     if rest_url:
-        cfg = dataclasses.replace(cfg, endpoint="local")
+        cfg = dataclasses.replace(cfg, endpoint="local", symbol="")  # symbols stays; symbol is derived
     logging.setup()
     done = asyncio.run(backfill(cfg, Path(args.out), args.symbols, args.timeframes, since, until, rest_url))
     for name, n in done.items():

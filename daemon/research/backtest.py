@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import dataclasses
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -359,6 +360,7 @@ def backtest_command(args: argparse.Namespace) -> int:
     # Per-signal info lines would drown the terminal in a long replay; warnings still show.
     logging.setup("debug" if cfg.log.level == "debug" else "warning", cfg.log.format)
     try:
+        report_dir(args.report)
         cfg = with_symbols(cfg, getattr(args, "symbols", None))
         trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
         tape = load_streams(Path(args.data), live_order(cfg), trigger)
@@ -385,6 +387,20 @@ def backtest_command(args: argparse.Namespace) -> int:
     if args.report:
         print(f"\nreport: {Path(args.report) / 'report.md'}")
     return 0
+
+
+def report_dir(report: str | None) -> None:
+    """Make --report DIR before the run, so an unwritable one fails at once, in one line (OSError)."""
+    if not report:
+        return
+    try:
+        Path(report).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"--report {report}: {exc.strerror or exc}") from None
+    try:  # a real probe: os.access says yes to root on a read-only mount
+        tempfile.TemporaryFile(dir=report).close()
+    except OSError as exc:
+        raise OSError(f"--report {report}: cannot write in it: {exc.strerror or exc}") from None
 
 
 def with_symbols(cfg: Config, symbols: str | None) -> Config:

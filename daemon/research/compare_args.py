@@ -4,11 +4,34 @@ importing numpy for it would slow down every other command)."""
 from __future__ import annotations
 
 import argparse
+import math
+
+from daemon.retrain import cli_args  # argparse only
+from models.registry import FAMILIES  # a dict of names: no torch
+
+
+def family_name(text: str) -> str:
+    """An argparse type: a registered model family, else a usage error naming it and the known ones
+    (at parse time, before any data is read)."""
+    if text not in FAMILIES:
+        raise argparse.ArgumentTypeError(f"unknown model family {text!r}; known: {', '.join(FAMILIES)}")
+    return text
+
+
+def fee_fraction(text: str) -> float:
+    """An argparse type: a fee per side as a fraction of notional, 0 <= fee < 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise argparse.ArgumentTypeError(f"must be a fraction per side in [0, 1) (0.001 = 0.1 %), got {text}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `sigd compare` options."""
-    p.add_argument("--families", nargs="+", default=[], help="model families to compare")
+    p.add_argument("--families", nargs="+", type=family_name, default=[], help="model families to compare")
     p.add_argument("--validate", nargs="+", default=[], metavar="ARTIFACT_DIR",
                    help="instead: gate these artifacts on [--from, --to) and write their validation block")
     p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC, with --validate")
@@ -18,13 +41,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--symbols", nargs="+", default=["ETH/USDT"], help="first = the traded symbol")
     p.add_argument("--setups", nargs="+", default=["1m:15", "1h:60", "1h:1440"], help="TRIGGER:HORIZON_MINUTES")
     p.add_argument("--preset", default="small")
-    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--folds", type=cli_args.at_least(1), default=3)
     p.add_argument("--train-days", type=float, default=14.0)
     p.add_argument("--test-days", type=float, default=7.0)
     p.add_argument("--embargo-minutes", type=float, default=60.0)
     p.add_argument("--end-days-ago", type=float, default=0.0, help="stop the folds this long before the data ends")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-batches", type=int, default=50, help="training batches per epoch (0 = all)")
-    p.add_argument("--prior-trials", type=int, default=0, help="configurations tried before this run (for DSR)")
-    p.add_argument("--fee", type=float, default=None, help="fee per side (default 0.001; --validate: the artifact's)")
+    p.add_argument("--prior-trials", type=cli_args.at_least(0), default=0, help="configurations tried before this run (for DSR)")
+    p.add_argument("--fee", type=fee_fraction, default=None, help="fee per side (default 0.001; --validate: the artifact's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-c", "--config", default=None, help="config file: [research] runner defaults, [models] gate "
+                   "thresholds (default: the repo's config.toml)")
+    cli_args.runner(p)

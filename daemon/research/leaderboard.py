@@ -18,7 +18,7 @@ import math
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -59,17 +59,19 @@ def _baseline_sides(name: str, s: Scored, setup: Setup, shares: np.ndarray, seed
 
 
 def measure(name: str, kind: str, setup: Setup, sides: np.ndarray, probs: np.ndarray, s: Scored, fee: float,
-            n_trials: int) -> dict[str, Any]:
-    """Every leaderboard column for one rule over the out-of-sample decisions."""
+            n_trials: int, gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every leaderboard column for one rule over the out-of-sample decisions (`gate`: the
+    thresholds of stats.gate, its defaults when None)."""
     trade, net = scoring.trading_scores(sides, s.step_ret, setup.hold, fee, setup.bars_per_year)
-    verdict = stats.gate(net, int(trade["trades"]), n_trials if kind == "model" else 1)
+    verdict = stats.gate(net, int(trade["trades"]), n_trials if kind == "model" else 1, **(gate or {}))
     return {"name": name, "kind": kind, "setup": setup.name, "decisions": int(len(sides)),
             **scoring.forecast_scores(s.y, probs), **scoring.confident_share(sides, s.y), **trade,
             "psr": verdict.psr, "dsr": verdict.dsr, "passed": verdict.passed, "why": verdict.why,
             "calibration": scoring.calibration(s.y, probs)}
 
 
-def setup_rows(setup: Setup, results: Sequence[FoldScores], fee: float, n_trials: int, seed: int) -> list[dict]:
+def setup_rows(setup: Setup, results: Sequence[FoldScores], fee: float, n_trials: int, seed: int,
+               gate: Mapping[str, Any] | None = None) -> list[dict]:
     """Model and baseline rows of one setup (results: every family's folds for it)."""
     by_fold: dict[int, list[FoldScores]] = defaultdict(list)
     for r in results:
@@ -89,16 +91,17 @@ def setup_rows(setup: Setup, results: Sequence[FoldScores], fee: float, n_trials
             rules[("baseline", name)].append(_baseline_sides(name, s, setup, shares, seed + k))
     s = concat(tests)
     return [measure(name, kind, setup, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                    s, fee, n_trials) for (kind, name), parts in rules.items()]
+                    s, fee, n_trials, gate) for (kind, name), parts in rules.items()]
 
 
-def leaderboard(results: Sequence[FoldScores], fee: float, prior_trials: int = 0, seed: int = 0) -> dict[str, Any]:
+def leaderboard(results: Sequence[FoldScores], fee: float, prior_trials: int = 0, seed: int = 0,
+                gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The whole board: rows per setup, folds, the number of configurations tried."""
     by_setup: dict[Setup, list[FoldScores]] = defaultdict(list)
     for r in results:
         by_setup[r.job.setup].append(r)
     n_trials = prior_trials + len({(r.job.family, r.job.setup) for r in results})
-    rows = [row for setup, rs in by_setup.items() for row in setup_rows(setup, rs, fee, n_trials, seed)]
+    rows = [row for setup, rs in by_setup.items() for row in setup_rows(setup, rs, fee, n_trials, seed, gate)]
     folds = [{"setup": r.job.setup.name, "family": r.job.family, "fold": r.job.fold.index,
               "train": [r.job.fold.train_start, r.job.fold.train_end], "test": [r.job.fold.test_start, r.job.fold.test_end],
               "threshold": r.threshold, "inner_sharpe": r.inner_sharpe, "version": r.version} for r in results]
@@ -190,7 +193,7 @@ def compare(args: argparse.Namespace, runner: Runner | None = None) -> dict[str,
     """Plan, run and write the leaderboard; the board."""
     args.fee = thr.DEFAULT_FEE if args.fee is None else args.fee
     results = run_jobs(plan_jobs(args), runner)
-    board = leaderboard(results, args.fee, args.prior_trials, args.seed)
+    board = leaderboard(results, args.fee, args.prior_trials, args.seed, getattr(args, "gate", None))
     write(board, Path(args.out))
     return board
 
@@ -203,17 +206,34 @@ def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not args.start:
         raise ValueError("--validate needs --from ISO (a window after the artifact's training data)")
     primary = load_series([Path(d) for d in args.data], args.symbols[0], "1m")
-    start, end = _iso_ms(args.start), _iso_ms(args.end) if args.end else int(primary[-1, 0]) + 60_000
+    start, end = _iso_ms(args.start, "--from"), _iso_ms(args.end, "--to") if args.end else int(primary[-1, 0]) + 60_000
     blocks = [{"artifact": str(d), **validate_artifact(Path(d), args.data, args.symbols[0], int(start), int(end),
-                                                        n_trials=1 + args.prior_trials, fee=args.fee)}
+                                                        n_trials=1 + args.prior_trials, fee=args.fee,
+                                                        gate=getattr(args, "gate", None))}
               for d in args.validate]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "validation.json").write_text(json.dumps(blocks, indent=1))
     return blocks
 
 
+def gate_thresholds(models: Any) -> dict[str, Any]:
+    """stats.gate's thresholds from `[models] gate_min_trades / gate_min_psr / gate_min_dsr`."""
+    return {"min_trades": models.gate_min_trades, "min_psr": models.gate_min_psr, "min_dsr": models.gate_min_dsr}
+
+
+def compare_runner(args: argparse.Namespace, research: Any) -> Runner:
+    """The runner as `sigd walk-forward` builds it: `[research]`, --runner/--address/--num-cpus over it."""
+    from daemon.retrain.runners import runner_from_config
+
+    return runner_from_config(research, kind=args.runner, address=args.address, num_cpus=args.num_cpus)
+
+
 def compare_command(args: argparse.Namespace) -> int:
     """`sigd compare --families ... --data ... --out DIR` (or `--validate ARTIFACT_DIR... --from ISO`)."""
+    from daemon import config as config_mod
+
+    cfg = config_mod.load(args.config)  # a ConfigError leaves through `sigd` (exit 2, file and key)
+    args.gate = gate_thresholds(cfg.models)
     try:
         if args.validate:
             for b in validate(args):
@@ -223,8 +243,8 @@ def compare_command(args: argparse.Namespace) -> int:
             return 0
         if not args.families:
             raise ValueError("name --families to compare (or --validate ARTIFACT_DIR...)")
-        board = compare(args)
-    except (ValueError, OSError) as exc:
+        board = compare(args, compare_runner(args, cfg.research))
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"sigd compare: {exc}", file=sys.stderr)
         return 1
     print(markdown(board))

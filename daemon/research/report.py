@@ -199,6 +199,9 @@ def model_table(summary: dict[str, Any]) -> list[str]:
             "|---|---:|---:|---:|---:|---:|"]
     for name, m in summary["models"].items():
         a, b = m["argmax"], m["argmax"]["majority_baseline"]
+        if not a["samples"]:  # no labelled bar (a period shorter than the target horizon): no score, not 0
+            rows.append(f"| {name} | 0 | – | – | – | – |")
+            continue
         rows.append(f"| {name} | {a['samples']} | {a['accuracy']:.3f} | {a['macro_f1']:.3f} | "
                     f"{b['accuracy']:.3f} | {b['macro_f1']:.3f} |")
     return rows

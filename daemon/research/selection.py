@@ -12,7 +12,7 @@ the test window is only ever scored with that threshold. Nothing is tuned on a t
 
 A `Job` is a frozen, picklable description of one (family, setup, fold); `run_job` runs it
 anywhere (this process, a subprocess, a Ray worker) and returns plain arrays, so the fold
-loop is `run_jobs(jobs, runner)` with any map-like runner.
+loop is `run_jobs(jobs, runner)` on any runner of daemon/retrain/runners.py (`runner.map`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -38,7 +38,14 @@ BASE_HORIZON = 15  # minutes at which the label threshold below is the training 
 BASE_THRESHOLD, BASE_NEUTRAL = 0.002, 0.001
 if TYPE_CHECKING:
     from daemon.research.walkforward import Fold
-Runner = Callable[[Callable[["Job"], "FoldScores"], Sequence["Job"]], Iterable["FoldScores"]]
+
+
+class Runner(Protocol):
+    """What `run_jobs` needs of a runner (daemon/retrain/runners.py: LocalRunner, RayRunner)."""
+
+    def map(self, fn: Callable[["Job"], "FoldScores"], items: Sequence["Job"]) -> list["FoldScores"]:
+        """`fn` over the items, results in item order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -255,7 +262,7 @@ def run_job(job: Job) -> FoldScores:
 
 def run_jobs(jobs: Sequence[Job], runner: Runner | None = None) -> list[FoldScores]:
     """Every job through `runner` (default: one after the other here), results in job order."""
-    return list((runner or (lambda f, js: map(f, js)))(run_job, jobs))
+    return runner.map(run_job, jobs) if runner is not None else [run_job(job) for job in jobs]
 
 
 def concat(parts: Sequence[Scored]) -> Scored:
@@ -265,7 +272,8 @@ def concat(parts: Sequence[Scored]) -> Scored:
 
 
 def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int, *,
-                      n_trials: int = 1, fee: float | None = None) -> dict[str, Any]:
+                      n_trials: int = 1, fee: float | None = None,
+                      gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Trade a served artifact (its threshold, its holding period) on a window it never saw,
     apply the gate and write the verdict into its artifact.json as `validation`; the block."""
     from daemon.research import stats
@@ -286,8 +294,9 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     s = score_window(Path(art_dir), setup, data_dirs, symbol, start_ms, end_ms, False)
     sides = thr.decide(s.probs, float(meta["threshold"]["value"]))
     trade, net = trading_scores(sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
-    verdict = stats.gate(net, int(trade["trades"]), n_trials)
-    block = {**verdict.to_dict(), "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
+    thresholds = {"min_trades": stats.MIN_TRADES, "min_psr": stats.MIN_PSR, "min_dsr": stats.MIN_DSR, **(gate or {})}
+    verdict = stats.gate(net, int(trade["trades"]), n_trials, **thresholds)
+    block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
              "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
              "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_validation(Path(art_dir), block)

@@ -32,6 +32,7 @@ from daemon import log as logging
 from daemon.research.walkforward import Fold, plan_folds, write_training_tape
 from daemon.retrain import storage
 from daemon.retrain.jobs import ScoreJob, TrainJob, score, train
+from models import registry
 from models.targets import TargetSpec
 from pipeline.spec import TrainSpec
 from daemon.retrain.progress import Progress
@@ -229,19 +230,22 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
     address = args.address if args.address is not None else (r.ray_address or None)
     if args.runner == "local":
         raise ValueError("sigd tune runs on Ray Tune: drop --runner local (a local single-node Ray is the default)")
+    fold_days = parse_spec(args.folds, "--folds")  # flags first: a Ray start-up takes seconds
+    families = args.families or sorted(cfg.models.paths)
+    for fam in families:
+        registry.family(fam)  # an unknown name is a ValueError listing the known ones
     init_ray(address, args.num_cpus or r.num_cpus or None)
     trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
     tape = load_streams(Path(args.data), discover(Path(args.data)), trigger)  # every file, as walk-forward
     ts = tape.streams[trigger][:, 0]
     start = int(ts[0]) if args.start is None else _ms(args.start)
     end = int(ts[-1]) + 60_000 if args.end is None else _ms(args.end)
-    folds = plan_folds(start, end, *parse_spec(args.folds))
+    folds = plan_folds(start, end, *fold_days)
     out = Path(args.out) / args.name
     kw = nightly_kwargs(cfg)
     base = {"preset": args.preset or kw["preset"], "epochs": cfg.retrain.epochs if args.epochs is None else args.epochs,
             "max_batches": kw["max_batches"] if args.max_batches is None else args.max_batches,
             "seed": args.seed, "fee": cfg.broker.fee, "symbols": (trigger[0],), "device": kw["device"]}
-    families = args.families or sorted(cfg.models.paths)
     with tempfile.TemporaryDirectory(prefix="sigd-tune-") as tmp:
         windows = tuning_windows(tape, trigger, folds, Path(tmp), purge_bars(r, families))
         board: list[dict[str, Any]] = []

@@ -46,15 +46,15 @@ class Fold:
     test_end: int
 
 
-def parse_spec(spec: str) -> tuple[int, int]:
+def parse_spec(spec: str, flag: str = "--walk-forward") -> tuple[int, int]:
     """"TRAIN_DAYS:TEST_DAYS" → (train_days, test_days); a clear error otherwise."""
     parts = spec.split(":")
     try:
         train, test = (int(p) for p in parts)
     except ValueError:
-        raise ValueError(f"--walk-forward {spec!r}: expected TRAIN_DAYS:TEST_DAYS, e.g. 30:7") from None
+        raise ValueError(f"{flag} {spec!r}: expected TRAIN_DAYS:TEST_DAYS, e.g. 30:7") from None
     if train < 1 or test < 1:
-        raise ValueError(f"--walk-forward {spec!r}: both day counts must be >= 1")
+        raise ValueError(f"{flag} {spec!r}: both day counts must be >= 1")
     return train, test
 
 
@@ -205,7 +205,7 @@ def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Pa
 def walk_forward_command(args: Any) -> int:
     """`sigd walk-forward`: folds x served families as jobs on the runner, then one engine run."""
     from daemon import config as config_mod
-    from daemon.research.backtest import artifact_dirs, live_order, make_plan
+    from daemon.research.backtest import artifact_dirs, live_order, make_plan, report_dir
     from daemon.research.replay import load_streams
     from daemon.research.report import summarize, terminal_summary, write_report
     from daemon.retrain.runners import runner_from_config
@@ -213,6 +213,8 @@ def walk_forward_command(args: Any) -> int:
     cfg = config_mod.load(args.config)
     logging.setup(cfg.log.level, cfg.log.format)  # progress lines off a terminal are info events
     try:
+        parse_spec(args.folds, "--folds")  # before a Ray start-up, so a typo fails at once
+        report_dir(args.report)
         runner = runner_from_config(cfg.research, kind=args.runner, address=args.address, num_cpus=args.num_cpus)
         trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
         plan = make_plan(cfg, load_streams(Path(args.data), live_order(cfg), trigger), args.start, args.end)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 from daemon import log as logging
 from daemon.retrain import storage
@@ -33,6 +33,8 @@ from daemon.retrain.progress import Progress
 
 _log = logging.get("sigd.runner")
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Runner(Protocol):
@@ -43,6 +45,11 @@ class Runner(Protocol):
     def run(self, jobs: Sequence[Job], *, timeout_s: float | None = None,
             progress: Progress | None = None) -> list[Result]:
         """Every job's result (JobFailed for those that failed or ran out of time)."""
+        ...
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """`fn` over picklable items (any module-level function), results in item order; the
+        first exception an item raised is raised here (`sigd compare` runs its folds so)."""
         ...
 
     def cancel(self) -> None:
@@ -94,6 +101,10 @@ class LocalRunner:
                 progress.finish(not isinstance(result, JobFailed), result_score(result))
             out.append(result)
         return out
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """In this process, one item after another."""
+        return [fn(item) for item in items]
 
     def cancel(self) -> None:
         """Kill running child processes; later jobs are not started."""
@@ -168,6 +179,21 @@ class RayRunner:
                     progress.finish(not isinstance(out[i], JobFailed), result_score(out[i]))  # type: ignore[arg-type]
         self.cancel()
         return [r if r is not None else _out_of_time(j, timeout_s) for r, j in zip(out, jobs)]
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """Every item as a Ray task at once (a dead worker is retried, an exception is not);
+        paths inside the items must be readable on every node (shared storage on a cluster)."""
+        import ray
+
+        remote = ray.remote(fn).options(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
+        self._pending = [remote.remote(item) for item in items]
+        try:
+            out = list(ray.get(self._pending))  # a task's exception is re-raised as its own type
+        except BaseException:
+            self.cancel()  # the first failure decides: the rest is not waited for
+            raise
+        self._pending = []
+        return out
 
     def cancel(self) -> None:
         """Cancel (force-kill) the tasks still pending."""

@@ -182,6 +182,9 @@ def status_command(args: argparse.Namespace) -> int:
     from daemon import config as config_mod
 
     cfg = config_mod.load(args.config)
+    if not cfg.api.enabled:  # nothing listens: say why instead of "connection refused"
+        print(f"sigd status: {cfg.source}: api.enabled is false, so the daemon serves no /status", file=sys.stderr)
+        return 1
     url = api_url(cfg)
     try:
         if not url:
@@ -196,6 +199,18 @@ def status_command(args: argparse.Namespace) -> int:
         print(render_status(status))
         print(f"dashboard: {url}/")
     return 0
+
+
+def _of(row: Mapping[str, Any]) -> str:
+    """'ETH/USDT ' when the row names its symbol (several are traded), else nothing."""
+    return f"{row['symbol']} " if row.get("symbol") else ""
+
+
+def _position(pos: Mapping[str, Any] | None) -> str:
+    if not pos or not pos.get("amount"):
+        return "  flat"
+    return (f"  {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"
+            f"  realized {pos.get('realized_pnl', 0):+.4f}  fees {pos.get('fees', 0):.4f}")
 
 
 def render_status(s: Mapping[str, Any]) -> str:
@@ -218,22 +233,20 @@ def render_status(s: Mapping[str, Any]) -> str:
         lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}"
                      + (f"  SHADOW (not trading): {m['shadow']}" if m.get("shadow") else ""))
     lines += ["symbols:"] if s.get("symbols") else []
+    held = {p.get("symbol"): p for p in s.get("positions") or []}
     for symbol, st in sorted((s.get("symbols") or {}).items()):
         flags = [f for f in ("paused", "halted") if st.get(f)]
-        lines.append(f"  {symbol:<14} {' '.join(flags).upper() or 'trading'}")
-    pos = s.get("position") or {}
-    lines.append(
-        f"position: {pos.get('symbol', '?')} {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"
-        f"  realized {pos.get('realized_pnl', 0):+.4f}  fees {pos.get('fees', 0):.4f}"
-    )
+        lines.append(f"  {symbol:<14} {' '.join(flags).upper() or 'trading':<8}{_position(held.get(symbol))}")
+    if "positions" not in s:  # a daemon from before per-symbol positions: its one position
+        lines.append(f"position: {(s.get('position') or {}).get('symbol', '?')}{_position(s.get('position'))}")
     dec = s.get("last_decision")
     if dec:
         answers = "  ".join(f"{m} {a.get('side')} {a.get('confidence', 0):.3f}/{a.get('threshold')}"
                             for m, a in sorted((dec.get("models") or {}).items()))
-        lines.append(f"last decision: bar {_iso(dec.get('bar_ts'))}  {answers}")
+        lines.append(f"last decision: {_of(dec)}bar {_iso(dec.get('bar_ts'))}  {answers}")
     sig = s.get("last_signal")
     if sig:
-        lines.append(f"last signal: {sig.get('side')} conf {sig.get('confidence', 0):.3f} @ {sig.get('price')}"
+        lines.append(f"last signal: {_of(sig)}{sig.get('side')} conf {sig.get('confidence', 0):.3f} @ {sig.get('price')}"
                      f"  bar {_iso(sig.get('bar_ts'))}")
     else:
         lines.append("last signal: none yet")

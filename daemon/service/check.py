@@ -146,12 +146,10 @@ def check_command(args: argparse.Namespace) -> int:
     symbol the exchange does not list, as at start-up)."""
     cfg = config_mod.load(args.config)
     unknown = symbol_problems(cfg)
+    problems = run_checks(cfg)  # also with unknown symbols: a user fixes every problem in one go
+    report(cfg, unknown + problems)
     if unknown:  # a config error like any other bad key: exit 2 naming file and key
-        for p in unknown:
-            print(f"sigd check: {cfg.source}: {p}", file=sys.stderr)
         return 2
-    problems = run_checks(cfg)
-    report(cfg, problems)
     if problems:
         return 1
     print(f"sigd check: {cfg.source}: ok")

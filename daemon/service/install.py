@@ -17,6 +17,7 @@ import fnmatch
 import grp
 import os
 import pwd
+import re
 import shutil
 import site
 import subprocess
@@ -221,6 +222,10 @@ def _layout(args: argparse.Namespace) -> Layout:
     prefix = Path(args.prefix)
     if not prefix.is_absolute():
         raise SystemExit(f"sigd: --prefix must be an absolute path, got {args.prefix!r}")
+    for flag, name in (("--user", args.user), ("--group", args.group)):
+        # what useradd/groupadd accept (and systemd's User=), checked before any step runs
+        if name is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
+            raise SystemExit(f"sigd: {flag} {name!r}: not a system user/group name (lower case, digits, _ and -)")
     return Layout(prefix=prefix, etc=Path(args.etc_dir), unit_dir=Path(args.unit_dir),
                   destdir=Path(args.destdir).resolve() if args.destdir else None,
                   user=args.user, group=args.group or args.user)

@@ -46,6 +46,7 @@ class ReadModel:
             "symbol": self.cfg.exchange.symbol, "symbols": symbols, "streams": streams,
             "newest_bar_age_s": _round(self.freshness.age_s()),
             "models": self.models(), "position": self.position(self.cfg.exchange.symbol),
+            "positions": self.positions(),  # every symbol's open one ("position": the primary's)
             "last_signal": self.last_signal(), "last_decision": self.last_decision(),
             "outbox": self.outbox_totals(), "retrain": self.retrain(),
             "shadow": self.parts.engine.shadow.status(),  # which models do not trade and why; live scores

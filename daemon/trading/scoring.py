@@ -137,68 +137,70 @@ class ModelTarget:
 
 
 class LiveScorer:
-    """Scores every stored prediction against its realized label once its horizon has passed.
+    """Scores every stored prediction of every traded symbol against its realized label once
+    its horizon has passed.
 
-    Labels, the persistence baseline and returns come from the stored 1m bars of `symbol`
-    (time from the data: a prediction at bar t is scored once the bar t + horizon is stored).
-    Rolling over the last `window` scored predictions per model: accuracy, macro-F1, Brier,
-    log-loss, the persistence baseline's accuracy and macro-F1, and the gated Sharpe (mean over
-    std of the net return of each LONG/SHORT call over its horizon, per call, round-trip fee).
+    Labels, the persistence baseline and returns come from the stored 1m bars of the
+    prediction's symbol (time from the data: a prediction at bar t is scored once the bar
+    t + horizon of that symbol is stored). Rolling over the last `window` scored predictions
+    per model, all symbols together: accuracy, macro-F1, Brier, log-loss, the persistence
+    baseline's accuracy and macro-F1, and the gated Sharpe (mean over std of the net return of
+    each LONG/SHORT call over its horizon, per call, round-trip fee); the same figures per
+    symbol over that window's rows of the symbol under `by_symbol`.
     """
 
-    def __init__(self, store: Any, symbol: str, targets: Mapping[str, ModelTarget], *, window: int = 1440,
-                 fee: float = thr.DEFAULT_FEE, lookback_ms: int = 2 * 86_400_000, check_every: int = 15) -> None:
-        self.store, self.symbol, self.targets = store, symbol, dict(targets)
+    def __init__(self, store: Any, symbols: str | Sequence[str], targets: Mapping[str, ModelTarget], *,
+                 window: int = 1440, fee: float = thr.DEFAULT_FEE, lookback_ms: int = 2 * 86_400_000,
+                 check_every: int = 15) -> None:
+        self.store, self.targets = store, dict(targets)
+        self.symbols = (symbols,) if isinstance(symbols, str) else tuple(symbols)
+        if not self.symbols:
+            raise ValueError("LiveScorer: no symbol to score")
         self.window, self.fee, self.lookback_ms = window, fee, lookback_ms
+        # (symbol, bar_ts, probs, side, forward return, trailing return), newest last
         self.scored: dict[str, deque[tuple[Any, ...]]] = {m: deque(maxlen=window) for m in self.targets}
-        self.cursor: dict[str, int] = {}
+        self.cursor: dict[tuple[str, str], int] = {}  # (model, symbol) -> last bar_ts scored
         # The rolling scores are recomputed (gauges, demotion check) after every `check_every`
         # newly scored predictions, not on every decision: it keeps the bar path cheap.
         self.check_every, self._unchecked = check_every, 0
 
     def update(self) -> dict[str, str]:
         """Score what matured since the last call; {model: why} for models below persistence."""
-        newest = self.store.latest_bars(self.symbol, "1m", 1)
-        if not newest:
-            return {}
-        now = newest[-1].ts
-        for model, target in self.targets.items():
-            span = target.horizon * MINUTE_MS
-            after = self.cursor.get(model, now - self.lookback_ms)
-            rows = _stored_predictions(self.store, self.symbol, model, after, now - span)
-            if not rows:
-                continue
-            close = _closes(self.store, self.symbol, {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
-            for bar_ts, probs, side in rows:
-                c0, c1, before = close.get(bar_ts), close.get(bar_ts + span), close.get(bar_ts - span)
-                if c0 is None or c1 is None:
-                    continue  # a gap in the record: no label
-                trailing = c0 / before - 1.0 if before else math.nan
-                self.scored[model].append((bar_ts, probs, side, c1 / c0 - 1.0, trailing))
-                self._unchecked += 1
-            self.cursor[model] = rows[-1][0]
+        for symbol in self.symbols:
+            newest = self.store.latest_bars(symbol, "1m", 1)
+            if newest:
+                for model in self.targets:
+                    self._score(model, symbol, newest[-1].ts)
         if self._unchecked < self.check_every:
             return {}
         self._unchecked = 0
         return self._below_persistence()
 
-    def model_status(self, model: str) -> dict[str, Any]:
-        """Rolling scores of one model (and its persistence baseline) over the scored window."""
-        rows, t = self.scored[model], self.targets[model]
+    def _score(self, model: str, symbol: str, now: int) -> None:
+        span = self.targets[model].horizon * MINUTE_MS
+        after = self.cursor.get((model, symbol), now - self.lookback_ms)
+        rows = _stored_predictions(self.store, symbol, model, after, now - span)
         if not rows:
-            return {"scored": 0}
-        probs = np.array([r[1] for r in rows], dtype=np.float64)
-        side = np.array([r[2] for r in rows], dtype=np.int64)
-        fwd = np.array([r[3] for r in rows])
-        y = label_of(fwd, t.threshold, t.neutral_zone)
-        persistence = forecast_scores(y, one_hot(sign_sides(np.array([r[4] for r in rows]), t.neutral_zone)))
-        calls = side != 1
-        net = (side[calls] - 1) * fwd[calls] - 2 * self.fee
-        # returns that are all the same (a steady trend) have no risk to speak of: no Sharpe
-        gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 1e-12 else 0.0
-        return {"scored": len(rows), "last_bar_ts": int(rows[-1][0]), **forecast_scores(y, probs),
-                "calls": int(calls.sum()), "gated_sharpe": gated,
-                "persistence_accuracy": persistence["accuracy"], "persistence_macro_f1": persistence["macro_f1"]}
+            return
+        close = _closes(self.store, symbol, {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
+        for bar_ts, probs, side in rows:
+            c0, c1, before = close.get(bar_ts), close.get(bar_ts + span), close.get(bar_ts - span)
+            if c0 is None or c1 is None:
+                continue  # a gap in the record: no label
+            trailing = c0 / before - 1.0 if before else math.nan
+            self.scored[model].append((symbol, bar_ts, probs, side, c1 / c0 - 1.0, trailing))
+            self._unchecked += 1
+        self.cursor[(model, symbol)] = rows[-1][0]
+
+    def model_status(self, model: str) -> dict[str, Any]:
+        """Rolling scores of one model (and its persistence baseline) over the scored window,
+        all symbols together, and per symbol when it trades more than one."""
+        rows = list(self.scored[model])
+        out = _window_scores(rows, self.targets[model], self.fee)
+        if len(self.symbols) > 1 and rows:
+            out["by_symbol"] = {sym: _window_scores([r for r in rows if r[0] == sym], self.targets[model], self.fee)
+                                for sym in self.symbols}
+        return out
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Every model's rolling scores (also set as sigd_model_live_score gauges)."""
@@ -216,6 +218,24 @@ class LiveScorer:
                 out[model] = (f"live macro-F1 {st['macro_f1']:.3f} below the persistence baseline's "
                               f"{st['persistence_macro_f1']:.3f} over the last {st['scored']} scored predictions")
         return out
+
+
+def _window_scores(rows: Sequence[tuple[Any, ...]], t: ModelTarget, fee: float) -> dict[str, Any]:
+    """The live figures of scored rows (symbol, bar_ts, probs, side, forward, trailing return)."""
+    if not rows:
+        return {"scored": 0}
+    probs = np.array([r[2] for r in rows], dtype=np.float64)
+    side = np.array([r[3] for r in rows], dtype=np.int64)
+    fwd = np.array([r[4] for r in rows])
+    y = label_of(fwd, t.threshold, t.neutral_zone)
+    persistence = forecast_scores(y, one_hot(sign_sides(np.array([r[5] for r in rows]), t.neutral_zone)))
+    calls = side != 1
+    net = (side[calls] - 1) * fwd[calls] - 2 * fee
+    # returns that are all the same (a steady trend) have no risk to speak of: no Sharpe
+    gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 1e-12 else 0.0
+    return {"scored": len(rows), "last_bar_ts": int(max(r[1] for r in rows)), **forecast_scores(y, probs),
+            "calls": int(calls.sum()), "gated_sharpe": gated,
+            "persistence_accuracy": persistence["accuracy"], "persistence_macro_f1": persistence["macro_f1"]}
 
 
 def _closes(store: Any, symbol: str, wanted: set[int]) -> dict[int, float]:
@@ -337,6 +357,6 @@ def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None
         if meta and meta.get("target", {}).get("mode", "classification") == "classification":
             targets[name] = ModelTarget.from_meta(meta)  # labels are what a classifier is scored against
     if store is not None and targets:
-        shadow.scorer = LiveScorer(store, cfg.exchange.symbol, targets, window=cfg.models.score_window,
+        shadow.scorer = LiveScorer(store, cfg.exchange.symbols, targets, window=cfg.models.score_window,
                                    fee=cfg.broker.fee)
     return shadow

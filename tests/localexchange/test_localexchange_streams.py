@@ -213,6 +213,22 @@ def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert bad.returncode == 2 and str(tmp_path) in bad.stderr
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--port", "-5"], "--port -5: must be within 0..65535"),
+    (["--port", "70000"], "--port 70000: must be within 0..65535"),
+    (["--start", "notadate"], "--start 'notadate': not an ISO 8601 instant"),
+    (["--balances", "notjson"], "--balances 'notjson': not JSON"),
+    (["--speed", "nan"], "speed must be a finite number >= 0"),
+    (["--speed", "inf"], "speed must be a finite number >= 0"),
+    (["--fault", '{"count": 3}'], '--fault \'{"count": 3}\': expected a JSON object with an "action"'),
+    (["--fault", "[1]"], "expected a JSON object"),
+])
+def test_cli_bad_flag_is_one_line_naming_it(flags: list[str], says: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", *flags], capture_output=True, text=True,
+                         cwd=REPO, timeout=30)
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
 async def test_truncated_frame_kills_ccxts_receive_loop_but_not_the_server() -> None:
     # ccxt 4.5.90 raises inside its receive callback on a truncated JSON frame and stops reading
     # that socket: its watch then hangs like a stall. The feed must treat it as one.

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 
 from daemon.market.backfill import backfill, parse_instant
 from daemon.service.cli import main
+from tests.conftest import REPO
 from tests.exchange_kit import DAY, expected_row, feed_config, local_exchange
 
 
@@ -34,3 +39,21 @@ def test_backfill_command_rejects_bad_arguments(tmp_path, capsys) -> None:
     assert main(["backfill", "--symbols", "ETHUSDT", "--timeframes", "1m", "--since", "2025-01-01",
                  "--out", str(tmp_path)]) == 2
     assert parse_instant("2025-08-10T00:00:00Z", "x") == DAY == parse_instant("2025-08-10", "x")
+
+
+def test_backfill_command_against_a_running_local_exchange(tmp_path) -> None:
+    # As README shows it: `sigd backfill ... --exchange-url` of a `sigd local-exchange`, on the shipped
+    # config (five symbols: the endpoint swap must keep its exchange section valid).
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0",
+                             "--paused"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    try:
+        url = proc.stdout.readline().split()[-1]
+        assert url.startswith("http://127.0.0.1:"), url
+        assert main(["backfill", "--symbols", "ETH/USDT", "--timeframes", "1m", "--since", "2025-08-04T00:00Z",
+                     "--until", "2025-08-04T02:00Z", "--out", str(tmp_path), "--exchange-url", url]) == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    df = pd.read_csv(tmp_path / "ETH_USDT-1m.csv.gz")
+    SINCE = parse_instant("2025-08-04T00:00Z", "x")  # noqa: N806
+    assert df["timestamp"].tolist() == list(range(SINCE, SINCE + 120 * 60_000, 60_000))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 from tests.pipeline_builders import write_market
 
@@ -37,3 +39,31 @@ def test_sigd_train_refuses_an_impossible_flag_naming_it(tmp_path: Path) -> None
     assert res.returncode == 1 and "TrainSpec.jitter" in res.stderr
     res = _sigd_train("--model", "nope", "--preset", "tiny", "--out", str(tmp_path / "y"))
     assert res.returncode == 1 and "unknown model 'nope'" in res.stderr
+
+
+def test_sigd_train_refuses_a_bad_device_or_date_in_one_line(tmp_path: Path) -> None:
+    res = _sigd_train("--model", "tcn", "--preset", "tiny", "--device", "tpu", "--out", str(tmp_path / "x"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "device 'tpu': not a torch device" in res.stderr
+    res = _sigd_train("--model", "tcn", "--preset", "tiny", "--from", "2025-13-01", "--out", str(tmp_path / "y"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "--from '2025-13-01': not an ISO 8601 instant" in res.stderr
+
+
+def test_sigd_train_on_cuda_without_a_gpu_says_so(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: --device cuda is valid here")
+    res = _sigd_train("--model", "tcn", "--preset", "tiny", "--device", "cuda", "--out", str(tmp_path / "x"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "device 'cuda': no CUDA GPU is available" in res.stderr
+
+
+def test_sigd_train_refuses_an_unwritable_out_before_training(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the artifact's parent folder should be
+    res = _sigd_train("--model", "tcn", "--preset", "tiny", "--out", str(blocker / "art"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"--out {blocker / 'art'}: cannot create {blocker}" in res.stderr
+    assert "epoch" not in res.stderr  # refused before any training

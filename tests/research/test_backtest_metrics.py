@@ -109,3 +109,14 @@ def test_momentum_baseline_follows_the_sign_of_the_daily_return_hourly() -> None
     target = baselines.momentum_target(ts, close, hour)
     assert (target[:23] == 0).all()  # no decision before a day of history
     assert target[24] == 1.0 and target[-1] == -1.0
+
+
+def test_model_table_shows_no_score_without_labelled_bars() -> None:
+    # A period shorter than the target horizon labels nothing: "–", not an accuracy of 0.000.
+    from daemon.research.report import model_table
+
+    empty = {"samples": 0, "accuracy": 0.0, "macro_f1": 0.0, "majority_baseline": {"accuracy": 0.0, "macro_f1": 0.0}}
+    some = {"samples": 9, "accuracy": 0.5, "macro_f1": 0.4, "majority_baseline": {"accuracy": 0.6, "macro_f1": 0.25}}
+    rows = model_table({"models": {"a": {"argmax": empty}, "b": {"argmax": some}}})
+    assert rows[2] == "| a | 0 | – | – | – | – |"
+    assert rows[3] == "| b | 9 | 0.500 | 0.400 | 0.600 | 0.250 |"

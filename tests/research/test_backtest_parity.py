@@ -66,6 +66,7 @@ format = "json"
 
 [models]
 device = "cpu"
+trade_only_validated = false  # the tiny test models carry no validation verdict
 paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{models / 'cnn_lstm_attn'}" }}
 
 [api]
@@ -160,6 +161,7 @@ def test_a_portfolio_backtest_precomputed_per_symbol_equals_the_engine_asking_cy
     cfg = config.load(write_config(TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]") + f"""
 [models]
 device = "cpu"
+trade_only_validated = false  # the tiny test models carry no validation verdict
 paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{models / 'cnn_lstm_attn'}" }}
 """))
     tape = replay.load_streams(data, backtest.live_order(cfg), ("ETH/USDT", "1m"))

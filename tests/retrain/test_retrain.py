@@ -46,6 +46,8 @@ def cfg(write_config, tmp_path):
             path = "{tmp_path / 'state.sqlite'}"
             [exchange]
             timeframes = ["1m", "1h"]
+            [models]
+            gate_min_trades = 25
             [retrain]
         """ + extra))
 
@@ -206,7 +208,7 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
     assert o.new_score == 0.0 and o.current_score is not None and o.current_score < 0
     promoted = Path(o.path)
     # the gate's verdict on the holdout travels with it: a never-trading model fails it (shadow mode)
-    assert json.loads((promoted / "artifact.json").read_text())["validation"]["why"].startswith("0 trades < 30")
+    assert json.loads((promoted / "artifact.json").read_text())["validation"]["why"].startswith("0 trades < 25")  # [models] gate_min_trades
     assert swaps == [("cnn_lstm_attn", promoted)] and promoted.parent == tmp_path / "models" / "cnn_lstm_attn"
     assert json.loads((promoted / "artifact.json").read_text())["version"] == o.version
     row = store.current_model("cnn_lstm_attn")

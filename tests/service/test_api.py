@@ -164,9 +164,27 @@ def test_sigd_status_says_when_the_daemon_is_unreachable(write_config, tmp_path,
     assert "cannot reach the daemon" in capsys.readouterr().err
 
 
+def test_sigd_status_says_when_the_api_is_off(write_config, capsys) -> None:
+    cfg = write_config("[api]\nenabled = false\n")
+    assert status_command(argparse.Namespace(config=str(cfg), json=False)) == 1
+    assert "api.enabled is false" in capsys.readouterr().err
+
+
 def test_render_status_copes_with_an_empty_status() -> None:
     text = render_status({})
     assert "UNHEALTHY" in text and "last signal: none yet" in text
+
+
+def test_render_status_shows_every_symbols_position() -> None:
+    # Five traded symbols, two held: each held one on its own line, not only the first symbol's.
+    held = [{"symbol": "ETH/USDT", "amount": 0.5, "entry_price": 2722.7, "realized_pnl": 0.0, "fees": 1.0},
+            {"symbol": "XRP/USDT", "amount": 782.0, "entry_price": 1.28, "realized_pnl": 0.0, "fees": 1.0}]
+    text = render_status({"symbols": {"ETH/USDT": {}, "XRP/USDT": {}, "ADA/USDT": {"paused": True}},
+                          "position": held[0], "positions": held,
+                          "last_signal": {"symbol": "XRP/USDT", "side": "LONG", "confidence": 0.6, "price": 1.28}})
+    assert "  ETH/USDT       trading   +0.5 @ 2722.7" in text and "  XRP/USDT       trading   +782 @ 1.28" in text
+    assert "  ADA/USDT       PAUSED    flat" in text and "position:" not in text
+    assert "last signal: XRP/USDT LONG conf 0.600 @ 1.28" in text
 
 
 def test_a_non_loopback_api_needs_the_token(write_config, tmp_path) -> None:

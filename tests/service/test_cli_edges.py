@@ -139,3 +139,45 @@ def test_readme_command_table_matches_the_cli() -> None:
     presets = next(a for a in sub.choices["train"]._actions if a.dest == "preset").choices
     escaped_bar = "\\|"  # a | inside a Markdown table cell
     assert "--preset " + escaped_bar.join(presets) in table, presets
+
+
+def test_readme_command_table_flags_exist() -> None:
+    import argparse
+
+    from daemon.service.cli import build_parser
+
+    table = (REPO / "README.md").read_text().split("| command | what it does |", 1)[1].split("\n\n", 1)[0]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for row in table.splitlines()[2:]:
+        usage = row.split("|")[1]  # the command cell; the description may name other commands
+        name = re.match(r"\s*`sigd ([a-z-]+)", usage).group(1)
+        known = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        for flag in re.findall(r"(?<![\w-])--?[a-z][a-z-]*", usage):
+            assert flag in known, f"README's row for sigd {name} documents {flag}, which the CLI lacks"
+
+
+def test_check_reports_an_unknown_symbol_and_every_other_problem(write_config, tmp_path: Path) -> None:
+    tape = REPO / "daemon" / "localexchange" / "tape_2021"
+    path = write_config(f"""
+        [exchange]
+        symbols = ["ETH/USDT", "SOL/USDT"]
+        [local_exchange]
+        tape = "{tape}"
+        [models]
+        paths = {{ gru = "{tmp_path / 'none'}" }}
+        """)
+    res = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(path)], capture_output=True, text=True,
+                         cwd=REPO, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert "exchange.symbols[1]: 'SOL/USDT' is not a market" in res.stderr and "models.paths.gru" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["backtest", "walk-forward"])
+def test_unusable_report_dir_fails_at_once_in_one_line(command: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the report's parent directory should be
+    res = subprocess.run([sys.executable, "-m", "daemon", command, "--data", str(REPO / "daemon" / "localexchange" /
+                          "tape_2021"), "--report", str(blocker / "r")], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"--report {blocker / 'r'}: Not a directory" in res.stderr

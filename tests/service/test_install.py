@@ -66,6 +66,13 @@ def test_dry_run_prints_the_plan_and_does_nothing(tmp_path: Path) -> None:
     assert "create system group sigd" in real.stdout and "systemctl daemon-reload" in real.stdout
 
 
+@pytest.mark.parametrize("flag, name", [("--user", "bad user"), ("--group", "Root"), ("--user", "x" * 40)])
+def test_an_impossible_user_or_group_is_refused_before_any_step(flag: str, name: str, tmp_path: Path) -> None:
+    res = _sigd("install-service", "--destdir", str(tmp_path), "--dry-run", flag, name)
+    assert res.returncode == 1 and f"sigd: {flag} {name!r}: not a system user/group name" in res.stderr
+    assert res.stdout == "" and list(tmp_path.iterdir()) == []
+
+
 def test_installed_files_have_final_paths_and_service_permissions(destdir: Path) -> None:
     etc = destdir / "etc/sigd"
     nogroup = 65534

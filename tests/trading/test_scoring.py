@@ -54,6 +54,40 @@ def test_live_scores_by_hand(tmp_path: Path) -> None:
     assert scorer.status()["up"]["scored"] == 10
 
 
+def test_every_traded_symbol_is_scored_with_its_own_bars(tmp_path: Path, write_config) -> None:
+    eth = [100, 101, 102, 103, 102, 101, 100, 100, 100, 100]
+    sol = [100 * 1.01 ** i for i in range(10)]  # a steady rise: every 2-bar label is LONG
+    store = store_with(tmp_path, eth, {"up": (0.1, 0.1, 0.8)})
+    store.add_bars(series(sol, symbol="SOL/USDT"))
+    for b in series(sol, symbol="SOL/USDT"):
+        store.add_predictions("SOL/USDT", [Prediction("up", "v1", b.ts, class_scores((0.1, 0.1, 0.8)), Side.LONG,
+                                                      0.8, 0.5)], 0)
+    scorer = LiveScorer(store, ("ETH/USDT", "SOL/USDT"), {"up": TARGET}, window=100, fee=0.001)
+    scorer.update()
+    st = scorer.status()["up"]
+    # over both symbols: ETH 2 of 7 labelled right (test above), BTC 8 of 8
+    assert st["scored"] == 16 and st["labelled"] == 15 and st["accuracy"] == pytest.approx(10 / 15)
+    alone = LiveScorer(store, "ETH/USDT", {"up": TARGET}, window=100, fee=0.001)
+    alone.update()
+    assert st["by_symbol"]["ETH/USDT"] == alone.status()["up"]  # labelled from ETH's bars only
+    by_sol = st["by_symbol"]["SOL/USDT"]
+    assert by_sol["scored"] == 8 and by_sol["accuracy"] == 1.0 and by_sol["persistence_accuracy"] == pytest.approx(6 / 8)
+    # new bars of one symbol score only that symbol's rest; nothing twice
+    store.add_bars(series([sol[-1] * 1.01, sol[-1] * 1.02], start=T0 + 10 * 60_000, symbol="SOL/USDT"))
+    scorer.update()
+    st = scorer.status()["up"]
+    assert st["scored"] == 18 and st["by_symbol"]["SOL/USDT"]["scored"] == 10 and st["by_symbol"]["ETH/USDT"]["scored"] == 8
+    # the rolling window spans all symbols
+    small = LiveScorer(store, ("ETH/USDT", "SOL/USDT"), {"up": TARGET}, window=12)
+    small.update()
+    assert small.status()["up"]["scored"] == 12
+    # the daemon scores exchange.symbols
+    cfg = config.load(write_config('[exchange]\nsymbols = ["ETH/USDT", "SOL/USDT"]\n'))
+    meta = {"version": "v1", "target": {"mode": "classification", "horizon": 2, "threshold": 0.01, "neutral_zone": 0.002}}
+    shadow = shadow_from_config(cfg, {"up": type("P", (), {"version": "v1", "meta": meta})()}, ListSink(), store)
+    assert shadow.scorer.symbols == ("ETH/USDT", "SOL/USDT")
+
+
 def test_a_model_below_persistence_is_shadowed_with_an_alert(tmp_path: Path) -> None:
     closes = [100 * 1.01 ** i for i in range(10)]  # a steady trend: persistence is right
     store = store_with(tmp_path, closes, {"down": (0.8, 0.1, 0.1), "up": (0.1, 0.1, 0.8)})
