@@ -193,11 +193,16 @@ class ReadModel:
             return "no signal: paused"
         if state["halted"]:
             return "no signal: drawdown halt (resume to lift it)"
+        # A shadowed model's answer never reaches the strategies: say so, or the line reads as if
+        # confident answers had been ignored.
+        shadow = getattr(getattr(self.parts.engine, "shadow", None), "reasons", None) or {}
         answers = ", ".join(f"{m} {a['side']} {a['confidence']:.3f} vs {a['threshold']:.3f}"
+                            + (" (shadow mode: not traded)" if m in shadow else "")
                             for m, a in sorted(models.items()))
         held = self.parts.store.get_position(symbol).amount  # committed with the decision's fills
         holding = f"; holding {'LONG' if held > 0 else 'SHORT'} {abs(held):g}" if held else ""
-        return f"no signal: {answers}{holding}"
+        every = "every model is in shadow mode; " if models and all(m in shadow for m in models) else ""
+        return f"no signal: {every}{answers}{holding}"
 
     def last_signal(self) -> dict[str, Any] | None:
         """The newest signal of any symbol."""

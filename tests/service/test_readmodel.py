@@ -50,6 +50,10 @@ def test_equity_curve_markers_and_why(tmp_path: Path, write_config) -> None:
     store.put_position(Position("ETH/USDT", 0.5, 100.0), 0)
     read.parts.engine.flags["halted"] = False
     assert read.last_decision("ETH/USDT")["why"] == "no signal: a LONG 0.600 vs 0.500; holding LONG 0.5"
+    read.parts.engine.shadow = SimpleNamespace(reasons={"a": "no passing validation"})
+    assert read.last_decision("ETH/USDT")["why"] == ("no signal: every model is in shadow mode; "
+                                                     "a LONG 0.600 vs 0.500 (shadow mode: not traded); holding LONG 0.5")
+    read.parts.engine.shadow.reasons = {}
     signal_id = store.add_signal(Signal("ETH/USDT", 3 * MIN, Side.LONG, 0.6, 105.0, "confidence", ("a LONG",)), 1.0, 0)
     assert read.last_decision("ETH/USDT")["why"] == "signal LONG by confidence: a LONG"
     ids = [m["id"] for m in read.markers("ETH/USDT", 0)]
