@@ -212,6 +212,8 @@ class Engine:
         book = self._book({j.bar.symbol: j.bar.close for j in jobs})
         outcomes: list[Outcome] = []
         with self.store.transaction():
+            # Live scoring reads every symbol's matured predictions: once per cycle, not per symbol.
+            self.shadow.score()
             for job, predictions in zip(jobs, answers):
                 try:
                     with self.store.transaction():
@@ -250,7 +252,7 @@ class Engine:
         out.risk_state = risk.observe(out.risk_state, position, bar, params)
         if out.risk_state.halted and not state.risk_state.halted:
             self._alert_halt(bar, position, out.risk_state, params)
-        for signal in candidates(state, self.shadow.tradable(out.predictions), position, bar, out.risk_state):
+        for signal in candidates(state, self.shadow.allowed(out.predictions), position, bar, out.risk_state):
             verdict = verdict_for(signal, self.broker.position(bar.symbol), out.risk_state, params, book)
             if verdict.signal is None or verdict.target is None:
                 continue

@@ -8,7 +8,8 @@ scorer, so a model is measured the same way before and after it ships.
 Shadow mode: a model whose artifact carries no passing `validation` block (the gate of
 daemon/research/stats.py, written by `sigd compare` / the nightly retrain) or that live
 scoring demoted still runs, and its predictions are stored and scored, but they do not reach
-the strategies. `Shadow.tradable()` is the one filter the engine applies.
+the strategies. `Shadow.allowed()` is the one filter the engine applies; `Shadow.score()` runs
+once per decision cycle.
 """
 
 from __future__ import annotations
@@ -315,16 +316,25 @@ class Shadow:
             except Exception as exc:  # noqa: BLE001
                 log.error("shadow_alert_failed", model=model, error=repr(exc))
 
-    def tradable(self, predictions: Sequence[Prediction]) -> list[Prediction]:
-        """The predictions the strategies may act on. Asked once per decision, it first scores
-        the predictions whose horizon has passed, so a demotion applies from this decision on."""
+    def score(self) -> None:
+        """Score the stored predictions whose horizon has passed (every symbol) and demote the
+        models that fell below persistence. The engine asks once per decision cycle, before any
+        symbol acts, so a demotion applies from this cycle on."""
         if self.scorer is not None:
             try:
                 for model, why in self.scorer.update().items():
                     self.demote(model, why)
             except Exception as exc:  # scoring never stops a decision
                 log.error("live_scoring_failed", error=repr(exc))
+
+    def allowed(self, predictions: Sequence[Prediction]) -> list[Prediction]:
+        """The predictions the strategies may act on: those of models not in shadow mode."""
         return [p for p in predictions if p.model not in self.reasons]
+
+    def tradable(self, predictions: Sequence[Prediction]) -> list[Prediction]:
+        """`score()` then `allowed()`: one decision outside a cycle (tests, the scoring bench)."""
+        self.score()
+        return self.allowed(predictions)
 
     def summary(self) -> dict[str, str]:
         """One line per scored model for the daily summary: live scores beside persistence, and
