@@ -1,6 +1,7 @@
 """Configuration: `config.toml` loaded once into frozen, typed dataclasses.
 
-Every table in the file maps to one section dataclass below. An unknown key, a value of
+Every table in the file maps to one section dataclass: here, in daemon/tradingconfig.py
+and in daemon/alertsconfig.py. An unknown key, a value of
 the wrong type or an impossible value raises ConfigError naming the file and the dotted
 key; the CLI turns that into exit code 2. Secrets never live in the file: it names the
 environment variables that hold them (`*_env` fields), read with `secret()`.
@@ -17,14 +18,16 @@ from typing import Any, Literal
 
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, TIMEFRAME_MS
 from daemon.typedtoml import ConfigError, build as _build, require as _require
+# Sections split out by concept; re-exported so `from daemon.config import X` keeps working.
+from daemon.alertsconfig import AlertsConfig, SignalWsConfig, TelegramConfig, WebhookConfig  # noqa: F401
+from daemon.alertsconfig import is_loopback_url
+from daemon.tradingconfig import BrokerConfig, EngineConfig, PortfolioConfig, StrategyConfig, SymbolConfig  # noqa: F401
 
 __all__ = ["Config", "ConfigError", "load", "secret"]
 
 DEFAULT_SYMBOL = "ETH/USDT"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
-
-
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -102,7 +105,7 @@ class LocalExchangeConfig:
     url: str = ""
 
     def check(self, key: str) -> None:
-        _require(not self.url or _is_loopback_url(self.url), f"{key}.url",
+        _require(not self.url or is_loopback_url(self.url), f"{key}.url",
                  f"expected a loopback http:// URL of a running `sigd local-exchange`, got {self.url!r}")
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
         _require(self.speed >= 0, f"{key}.speed", "must be >= 0 (0 = as fast as possible)")
@@ -259,186 +262,6 @@ class ResearchConfig:
 
 
 SEARCHABLE = ("preset", "epochs", "horizon", "label_threshold", "neutral_zone", "hold")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Per-bar decisions: which closed bars trigger both models."""
-
-    trigger_timeframe: str = "1m"  # closed bars of this primary-symbol timeframe trigger a decision
-    strategies: tuple[str, ...] = ("confidence",)  # names of [strategy]-configured strategies
-    # A decision cycle waits this long after its first trigger bar for the other symbols' bars;
-    # a later one is decided in the next cycle (counted as late).
-    cycle_deadline_ms: int = 250
-    prewarm_ms: int = 1500  # one throwaway forward pass this long before each expected close; 0 = off
-
-    def check(self, key: str) -> None:
-        _require(self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe",
-                 f"unknown timeframe {self.trigger_timeframe!r}")
-        _require(len(self.strategies) > 0, f"{key}.strategies", "name at least one strategy")
-        _require(0 <= self.cycle_deadline_ms <= 60_000, f"{key}.cycle_deadline_ms", "must be within [0, 60000]")
-        _require(0 <= self.prewarm_ms <= 60_000, f"{key}.prewarm_ms", "must be within [0, 60000] (0 = off)")
-        for name in self.strategies:
-            _require(name == "confidence", f"{key}.strategies", f"unknown strategy {name!r} (known: confidence)")
-
-
-@dataclass(frozen=True)
-class StrategyConfig:
-    """The confidence strategy's combination of the two models and the risk rules."""
-
-    combine: Literal["both", "either", "weighted"] = "both"
-    weights: dict[str, float] = field(default_factory=dict)  # model name -> weight ("weighted"); {} = equal
-    min_score: float = 0.5  # |weighted score| needed for a side ("weighted")
-    exit_on_flat: bool = True  # a combined FLAT closes the position
-    position_fraction: float = 0.1  # entry notional as a fraction of equity
-    max_position: float = 5_000.0  # cap on a position's notional, quote currency
-    cooldown_bars: int = 3  # trigger bars after a trade without new entries
-    stop_loss: float = 0.02  # fraction from entry; 0 = off
-    take_profit: float = 0.04  # fraction from entry; 0 = off
-    max_drawdown: float = 0.1  # fraction of peak equity that halts new entries; 0 = off
-    allow_short: bool = True
-
-    def check(self, key: str) -> None:
-        for name, w in self.weights.items():
-            _require(w >= 0, f"{key}.weights.{name}", "must be >= 0")
-        _require(not self.weights or sum(self.weights.values()) > 0, f"{key}.weights", "need a positive weight")
-        _require(0 < self.min_score <= 1, f"{key}.min_score", "must be within (0, 1]")
-        _require(0 < self.position_fraction <= 1, f"{key}.position_fraction", "must be within (0, 1]")
-        _require(self.max_position > 0, f"{key}.max_position", "must be > 0")
-        _require(self.cooldown_bars >= 0, f"{key}.cooldown_bars", "must be >= 0")
-        for name in ("stop_loss", "take_profit", "max_drawdown"):
-            _require(0 <= getattr(self, name) < 1, f"{key}.{name}", "must be within [0, 1) (0 = off)")
-
-
-@dataclass(frozen=True)
-class SymbolConfig:
-    """Per-symbol overrides of [strategy] (`[symbols."SOL/USDT"]`); unset keys use [strategy]."""
-
-    position_fraction: float | None = None
-    max_position: float | None = None
-    allow_short: bool | None = None
-
-    def check(self, key: str) -> None:
-        if self.position_fraction is not None:
-            _require(0 < self.position_fraction <= 1, f"{key}.position_fraction", "must be within (0, 1]")
-        if self.max_position is not None:
-            _require(self.max_position > 0, f"{key}.max_position", "must be > 0")
-
-
-@dataclass(frozen=True)
-class PortfolioConfig:
-    """Limits across all symbols; every entry is gated by them (exits never are)."""
-
-    max_open_positions: int = 0  # 0 = no limit
-    max_gross_exposure: float = 1.0  # sum of |position notional| as a fraction of equity
-    per_symbol_cap: float = 1.0  # one symbol's |notional| as a fraction of equity
-
-    def check(self, key: str) -> None:
-        _require(self.max_open_positions >= 0, f"{key}.max_open_positions", "must be >= 0 (0 = no limit)")
-        _require(0 < self.max_gross_exposure <= 10, f"{key}.max_gross_exposure", "must be within (0, 10]")
-        _require(0 < self.per_symbol_cap <= 10, f"{key}.per_symbol_cap", "must be within (0, 10]")
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    """Where signals go: alerts only, the internal paper broker, or real testnet orders."""
-
-    mode: Literal["alerts", "paper", "testnet"] = "paper"
-    fee: float = 0.001  # paper: fee per side as a fraction of notional
-    slippage: float = 0.0005  # paper: adverse price move per fill, fraction
-    starting_balance: float = 10_000.0  # quote currency; equity before any trade
-    unknown_grace_s: float = 15.0  # testnet: an order not found this long after sending was never placed
-
-    def check(self, key: str) -> None:
-        _require(0 <= self.fee < 0.1, f"{key}.fee", "must be within [0, 0.1)")
-        _require(0 <= self.slippage < 0.1, f"{key}.slippage", "must be within [0, 0.1)")
-        _require(self.starting_balance > 0, f"{key}.starting_balance", "must be > 0")
-        _require(self.unknown_grace_s >= 0, f"{key}.unknown_grace_s", "must be >= 0")
-
-def _is_loopback_url(url: str) -> bool:
-    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass(frozen=True)
-class WebhookConfig:
-    """One outgoing webhook: JSON POST per event, signed with HMAC-SHA256 of the body."""
-
-    name: str = "webhook"
-    url: str = ""
-    secret_env: str = "SIGD_WEBHOOK_SECRET"
-    types: tuple[str, ...] = ()  # event types sent; () = every type
-
-    def check(self, key: str) -> None:
-        _require(self.name.replace("_", "").replace("-", "").isalnum(), f"{key}.name", "letters, digits, - and _ only")
-        _require(self.url.startswith(("http://", "https://")), f"{key}.url", f"expected an http(s) URL, got {self.url!r}")
-        _require(bool(self.secret_env), f"{key}.secret_env", "must name an environment variable")
-
-
-@dataclass(frozen=True)
-class TelegramConfig:
-    """Telegram Bot API: alert messages to one chat, commands from allow-listed user ids."""
-
-    enabled: bool = False
-    base_url: str = "https://api.telegram.org"
-    token_env: str = "SIGD_TELEGRAM_TOKEN"
-    chat_id: int = 0  # where alerts go (a private chat id equals the user id)
-    allowed_user_ids: tuple[int, ...] = ()  # numeric ids whose commands are obeyed; () = no commands
-    types: tuple[str, ...] = ("signal", "fill", "error", "daily_summary", "retrain")
-    poll_timeout_s: float = 30.0  # getUpdates long-poll timeout
-    confirm_s: float = 60.0  # window for "/flat confirm"
-
-    def check(self, key: str) -> None:
-        _require(self.base_url.startswith("https://") or _is_loopback_url(self.base_url), f"{key}.base_url",
-                 "must be https:// (the bot token travels in the URL), or http:// on loopback")
-        _require(not self.enabled or self.chat_id != 0, f"{key}.chat_id", "must be set when telegram is enabled")
-        _require(all(u > 0 for u in self.allowed_user_ids), f"{key}.allowed_user_ids", "user ids are positive integers")
-        _require(0 < self.poll_timeout_s <= 50, f"{key}.poll_timeout_s", "must be within (0, 50]")
-        _require(self.confirm_s > 0, f"{key}.confirm_s", "must be > 0")
-
-
-@dataclass(frozen=True)
-class SignalWsConfig:
-    """The local signal websocket: live JSON stream of events to loopback consumers."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 8765  # 0 = an ephemeral port
-    types: tuple[str, ...] = ("signal",)
-
-    def check(self, key: str) -> None:
-        _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
-        _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the signal websocket binds loopback only")
-
-
-@dataclass(frozen=True)
-class AlertsConfig:
-    """The durable alert outbox and its channels (log, webhooks, Telegram, signal websocket)."""
-
-    log: bool = True  # one structlog line per event
-    webhooks: tuple[WebhookConfig, ...] = ()
-    telegram: TelegramConfig = field(default_factory=TelegramConfig)
-    signal_ws: SignalWsConfig = field(default_factory=SignalWsConfig)
-    max_attempts: int = 100  # failed attempts before a row is dead-lettered
-    max_age_s: float = 86_400.0  # a row still failing this long after it was queued is dead-lettered
-    backoff_base_s: float = 1.0  # first retry delay; doubles per attempt, with jitter
-    backoff_max_s: float = 300.0
-    delivery_timeout_s: float = 10.0
-    keep_days: float = 7.0  # finished rows (sent, skipped, dead) are purged after this long
-    daily_summary_utc: str = "00:00"  # HH:MM UTC of the daily summary event; "" = none
-
-    def check(self, key: str) -> None:
-        names = [w.name for w in self.webhooks]
-        _require(len(names) == len(set(names)), f"{key}.webhooks", "webhook names must be unique")
-        _require(self.max_attempts >= 1, f"{key}.max_attempts", "must be >= 1")
-        _require(self.max_age_s > 0, f"{key}.max_age_s", "must be > 0")
-        _require(0 < self.backoff_base_s <= self.backoff_max_s, f"{key}.backoff_base_s",
-                 "must be > 0 and <= backoff_max_s")
-        _require(self.delivery_timeout_s > 0, f"{key}.delivery_timeout_s", "must be > 0")
-        _require(self.keep_days > 0, f"{key}.keep_days", "must be > 0")
-        hhmm = self.daily_summary_utc.split(":")
-        _require(self.daily_summary_utc == "" or (len(hhmm) == 2 and all(p.isdigit() for p in hhmm)
-                 and int(hhmm[0]) < 24 and int(hhmm[1]) < 60), f"{key}.daily_summary_utc", "expected HH:MM or \"\"")
 
 
 @dataclass(frozen=True)
