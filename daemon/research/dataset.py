@@ -153,6 +153,36 @@ def aggregate(ts: np.ndarray, cols: dict[str, np.ndarray], source_tf: str, timef
     return out_ts[complete], {f: v[complete] for f, v in out.items()}
 
 
+def resample_panel(panel: Panel, timeframe: str) -> Panel:
+    """A panel's bars at a longer timeframe, by the same rule as the derived tape bars (a period
+    exists only where every bar of it is present). Used for the 4h/1d context of 1h decisions, so
+    that context is computed from exactly the bars the decision panel holds."""
+    step, period = timeframe_ms(panel.timeframe), timeframe_ms(timeframe)
+    if period % step or period < step:
+        raise DatasetError(f"--timeframe {timeframe}: cannot be built from {panel.timeframe} bars")
+    k = period // step
+    first = int(panel.ts[0] - panel.ts[0] % period)
+    lead = int((panel.ts[0] - first) // step)
+    n_periods = -(-(lead + len(panel.ts)) // k)
+    pad_end = n_periods * k - lead - len(panel.ts)
+
+    def shaped(a: np.ndarray) -> np.ndarray:
+        nan = np.full((lead, a.shape[1]), np.nan), np.full((pad_end, a.shape[1]), np.nan)
+        return np.concatenate([nan[0], a, nan[1]]).reshape(n_periods, k, a.shape[1])
+
+    o, h, lo, c, v = (shaped(getattr(panel, f)) for f in FIELDS)
+    complete = np.isfinite(c).all(axis=1)  # (n_periods, S)
+    keep = lambda a: np.where(complete, a, np.nan)  # noqa: E731
+    out = {"open": keep(o[:, 0]), "high": keep(h.max(axis=1)), "low": keep(lo.min(axis=1)),
+           "close": keep(c[:, -1]), "volume": keep(v.sum(axis=1))}
+    ts = first + np.arange(n_periods, dtype=np.int64) * period
+    gaps = {}
+    for j, s in enumerate(panel.symbols):
+        rows = np.flatnonzero(complete[:, j])
+        gaps[s] = int(rows[-1] - rows[0] + 1 - len(rows)) if len(rows) else 0
+    return Panel(timeframe, panel.symbols, ts, out["open"], out["high"], out["low"], out["close"], out["volume"], gaps)
+
+
 def load_panel(data_dir: Path, timeframe: str = "1h", symbols: Sequence[str] | None = None,
                start_ms: int | None = None, end_ms: int | None = None, cache_dir: Path | None = None) -> Panel:
     """Every pair (or `symbols`) of `data_dir` at `timeframe` as one Panel on [start_ms, end_ms).
