@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.research.dataset import Panel, load_panel, resample_panel
-from daemon.research.xsfeatures import XSConfig, context_rows, feature_names, xs_features, xs_rank
+from daemon.research.dataset import load_panel
+from models.panel import Panel, resample_panel
+from models.xsfeatures import XSConfig, context_rows, feature_names, xs_features, xs_rank
 from tests.conftest import REPO
 
 HOUR = 3_600_000

@@ -28,15 +28,14 @@ NaN marks a feature that cannot be computed (not enough history, a gap, no bar):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
-
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from daemon.domain import timeframe_ms
-from daemon.research.dataset import Panel, resample_panel
+from models.panel import Panel, resample_panel
 
 MARKET = "BTC/USDT"
 XS_VERSION = 1
@@ -86,7 +85,7 @@ def log_returns(close: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rolling(a: np.ndarray, window: int, how: str, min_frac: float = 0.8) -> np.ndarray:
+def rolling(a: np.ndarray, window: int, how: str, min_frac: float = 0.8) -> np.ndarray:
     """Trailing rolling statistic over `window` rows, needing min_frac of them finite."""
     r = pd.DataFrame(a).rolling(window, min_periods=max(2, int(window * min_frac)))
     return getattr(r, how)().to_numpy()
@@ -113,8 +112,8 @@ def _base(panel: Panel, cfg: XSConfig) -> dict[str, np.ndarray]:
     """Every non-context feature as (T, S) arrays."""
     close = panel.close
     r1 = log_returns(close)
-    vol = _rolling(r1, cfg.vol_window, "std")
-    vol_long = _rolling(r1, cfg.long_window, "std")
+    vol = rolling(r1, cfg.vol_window, "std")
+    vol_long = rolling(r1, cfg.long_window, "std")
     safe_vol = np.where(vol > 0, vol, np.nan)
     market_col = panel.symbols.index(MARKET) if MARKET in panel.symbols else None
     out: dict[str, np.ndarray] = {}
@@ -131,16 +130,16 @@ def _base(panel: Panel, cfg: XSConfig) -> dict[str, np.ndarray]:
     m1b = np.broadcast_to(m1, r1.shape)
     both = np.isfinite(r1) & np.isfinite(m1b)
     x, y = np.where(both, m1b, np.nan), np.where(both, r1, np.nan)
-    cov = _rolling(x * y, cfg.long_window, "mean") - _rolling(x, cfg.long_window, "mean") * _rolling(
+    cov = rolling(x * y, cfg.long_window, "mean") - rolling(x, cfg.long_window, "mean") * rolling(
         y, cfg.long_window, "mean")
-    var = _rolling(x * x, cfg.long_window, "mean") - _rolling(x, cfg.long_window, "mean") ** 2
+    var = rolling(x * x, cfg.long_window, "mean") - rolling(x, cfg.long_window, "mean") ** 2
     out["beta"] = cov / np.where(var > 0, var, np.nan)
     out["log_vol"] = np.log(safe_vol)
     out["vol_rank"] = xs_rank(vol)
     out["vol_ratio"] = np.log(safe_vol / np.where(vol_long > 0, vol_long, np.nan))
     lv = np.log1p(panel.volume)
-    sd = _rolling(lv, cfg.long_window, "std")
-    out["volume_z"] = (lv - _rolling(lv, cfg.long_window, "mean")) / np.where(sd > 0, sd, np.nan)
+    sd = rolling(lv, cfg.long_window, "std")
+    out["volume_z"] = (lv - rolling(lv, cfg.long_window, "mean")) / np.where(sd > 0, sd, np.nan)
     mid = cfg.horizons[2 % len(cfg.horizons)]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (before any listing) give NaN
