@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -134,10 +135,11 @@ class _Window:
         torch.manual_seed(spec.seed)
         torch.set_num_threads(spec.threads)
         rows = X[ti, si]
-        self.center = np.nanmean(rows, axis=0)
-        sd = np.nanstd(rows, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a feature never known in training: centre 0, scale 1
+            self.center = np.nan_to_num(np.nanmean(rows, axis=0))
+            sd = np.nan_to_num(np.nanstd(rows, axis=0))
         self.scale = np.where(sd > 1e-9, sd, 1.0)
-        self.center = np.nan_to_num(self.center)
         task = "classification" if label.classes else "regression"
         fam = registry.family(spec.family)
         self.net = fam.build({**spec.params, "n_features": X.shape[-1], "seq_len": spec.seq_len, "task": task},
