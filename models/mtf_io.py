@@ -35,8 +35,9 @@ class MTFIO(WindowIO):
         self.focal, self.aux_weight, self.trend_tau = FocalLoss(), aux_weight, {}
 
     def feature_spec(self, seq_len: int, shortest: int, inputs: tuple[str, ...], log: Log) -> FeatureSpec:
-        """Bar features of each input key (no indicator history needed)."""
-        return FeatureSpec(self.feature_kind, seq_len, inputs, "bar")
+        """Bar features of each input key (no indicator history needed): the v2 set, whose inputs
+        are comparable across coins (models/features.py says why v1's log_open was not)."""
+        return FeatureSpec(self.feature_kind, seq_len, inputs, "bar2")
 
     def config_overrides_base(self) -> dict[str, Any]:
         """Nothing: the hybrid has no task switch."""
