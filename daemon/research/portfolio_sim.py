@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from strategies.portfolio import drift
+
 
 @dataclass(frozen=True)
 class PortfolioResult:
@@ -130,8 +132,7 @@ def simulate(weights: np.ndarray, close: np.ndarray, costs: Sequence[Any] | np.n
         gross[t] = float(target @ asset_r[t])
         net[t] = gross[t] - cost[t]
         held[t] = target
-        grown = target * (1.0 + asset_r[t])
-        before = grown / (1.0 + gross[t]) if 1.0 + gross[t] > 0 else np.zeros(s_n)
+        before = drift(target, asset_r[t])
     if t_n:
         held[-1] = np.where(priced[-1], before, 0.0)  # the last row is not traded
     equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])

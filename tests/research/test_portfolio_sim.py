@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from daemon.research.portfolio_sim import simulate
+from strategies.portfolio import Costs
 
 NAN = float("nan")
 
@@ -89,8 +90,6 @@ def test_bad_costs_name_the_entry(costs: np.ndarray, match: str) -> None:
 
 
 def test_costs_objects_are_read_through_their_rate() -> None:
-    class Cost:
-        rate = 0.003
-
-    res = simulate(np.array([[1.0], [1.0]]), np.ones((2, 1)), [Cost()], 365)
-    assert res.costs[0] == pytest.approx(0.003)
+    costs = [Costs(fee_bps=10, spread_bps=4, slippage_bps=3)]  # 10 + 4/2 + 3 = 15 bp one way
+    res = simulate(np.array([[1.0], [1.0]]), np.ones((2, 1)), costs, 365)
+    assert res.costs[0] == pytest.approx(0.0015)
