@@ -177,7 +177,7 @@ def baseline_weights(name: str, ts: np.ndarray, close: np.ndarray, spec: Any, pe
     from strategies.portfolio import target_weights, weights_path
 
     px = np.asarray(close, dtype=np.float64)
-    t_n, s_n = px.shape
+    s_n = px.shape[1]
     spec.validate(s_n)
     day = max(1, round(periods_per_year / 365))  # decisions per day
     rets = period_returns(px)

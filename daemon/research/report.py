@@ -221,9 +221,9 @@ def markdown(summary: dict[str, Any], images: dict[str, str]) -> str:
     c = summary["costs"]
     lines = [
         f"# Backtest {summary['symbol']} {summary['timeframe']}: {p['from']} → {p['to']}", "",
-        f"{summary['bars']} bars; fee {c['fee_per_side'] * 100:.3f} % per side, slippage "
-        f"{c['slippage'] * 100:.3f} %; starting equity {c['starting_equity']:.2f}. The baselines hold the "
-        f"strategy's position size ({summary.get('position_fraction', 1.0) * 100:g} % of equity).", "",
+        (f"{summary['bars']} bars; fee {c['fee_per_side'] * 100:.3f} % per side, slippage "
+         f"{c['slippage'] * 100:.3f} %; starting equity {c['starting_equity']:.2f}. The baselines hold the "
+         f"strategy's position size ({summary.get('position_fraction', 1.0) * 100:g} % of equity)."), "",
         *[line + "\n" for line in gate_lines(summary)],
         "## Performance", "", *headline_table(summary), "", *_no_trade_note(summary),
         f"![equity]({images['equity']})", "", f"![price]({images['price']})", "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def test_cross_sectional_momentum_holds_the_top_k_by_30_day_return_for_a_week() 
         assert set(np.flatnonzero(w[r] > 0).tolist()) == best
     # held, not re-decided, between two weekly rows: the same names (drift past a cap is trimmed)
     names = [tuple(np.flatnonzero(row > 0)) for row in w]
-    changed = np.flatnonzero([a != b for a, b in zip(names[:-1], names[1:])]) + 1
+    changed = np.flatnonzero([a != b for a, b in itertools.pairwise(names)]) + 1
     assert set(changed.tolist()) <= set(week_rows.tolist())
 
 
