@@ -18,18 +18,26 @@ import asyncio
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from daemon import log as logging
-from daemon.market.bars import Buffers
 from daemon.config import Config
 from daemon.domain import Bar, PredictorLike, timeframe_ms
-from daemon.research.replay import Stream, Tape, TapeError, iso, replay_order, warmup_rows
+from daemon.market.bars import Buffers
+from daemon.research.replay import (
+    Stream,
+    Tape,
+    TapeError,
+    iso,
+    replay_order,
+    warmup_rows,
+)
 from daemon.research.report import BacktestResult, ModelRun
 from daemon.store import Store
 
@@ -69,7 +77,7 @@ def parse_iso(text: str, flag: str) -> int:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{flag} {text!r}: not an ISO 8601 instant (e.g. 2025-06-01T00:00:00Z)") from None
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 @dataclass
@@ -150,7 +158,7 @@ async def replay(plan: Plan, predictors: Mapping[str, PredictorLike], store: Sto
     finally:
         await engine.close()
     progress(len(streams_idx) % 1000)
-    return {"bars_replayed": int(len(streams_idx)), "decisions": engine.decisions, **sink.counts}
+    return {"bars_replayed": len(streams_idx), "decisions": engine.decisions, **sink.counts}
 
 
 def model_runs(store: Store, symbol: str, truth_of: Callable[[str, np.ndarray], np.ndarray]) -> list[ModelRun]:
@@ -182,6 +190,9 @@ def collect(plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.n
         for _, s in reversed(store.signals(symbol=symbol, limit=2**31))
     ]
     b = plan.cfg.broker
+    own = plan.cfg.symbols.get(symbol)
+    size = own.position_fraction if own is not None and own.position_fraction is not None else \
+        plan.cfg.strategy.position_fraction
     # gaps that touch the replay or the warm-up of its slowest stream
     since = plan.start_ms - plan.capacity * max(timeframe_ms(tf) for _, tf in plan.order)
     notes = {**plan.tape.notes(since, plan.end_ms), "warmup_bars_per_stream": plan.capacity, "replay": dict(counts),
@@ -189,8 +200,21 @@ def collect(plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.n
     return BacktestResult(
         symbol=symbol, timeframe=plan.trigger[1], bars=rows[(close > plan.start_ms) & (close <= plan.end_ms)],
         fills=store.fills(symbol=symbol), signals=signals, models=model_runs(store, symbol, truth_of),
-        cash=b.starting_balance, fee=b.fee, slippage=b.slippage, notes=notes,
+        cash=b.starting_balance, fee=b.fee, slippage=b.slippage, notes=notes, position_fraction=float(size),
     )
+
+
+def gate_notes(predictors: Mapping[str, Any]) -> dict[str, str]:
+    """{model: why} for each model whose artifact did not pass the gate: the daemon (trading only
+    validated models, its default) would not trade it, whatever this backtest shows."""
+    from daemon.trading.scoring import validation_verdict
+
+    out = {}
+    for name, p in predictors.items():
+        passed, why = validation_verdict(getattr(p, "meta", None))
+        if not passed:
+            out[name] = why
+    return out
 
 
 def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
@@ -230,7 +254,12 @@ def batched(plan: Plan, predictors: Mapping[str, Any], bar_ts: np.ndarray, worke
             progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
     """PrecomputedPredictor per model, its table filled by predict_batch over `bar_ts` (in
     `workers` processes; default: the cores this process may use)."""
-    from daemon.research.batch import PrecomputedPredictor, WindowIndex, default_workers, precompute_parallel
+    from daemon.research.batch import (
+        PrecomputedPredictor,
+        WindowIndex,
+        default_workers,
+        precompute_parallel,
+    )
 
     index = WindowIndex(plan.tape, plan.order, plan.trigger, plan.capacity)
     n = batch_workers(predictors, workers, default_workers())
@@ -250,7 +279,12 @@ def batched_portfolio(plan: Plan, predictors: Mapping[str, Any], workers: int | 
                       progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
     """PortfolioPredictor per model: a precomputed table per traded symbol, each built from
     that symbol's windows as the engine would copy them (the engine asks by symbol)."""
-    from daemon.research.batch import PortfolioPredictor, WindowIndex, default_workers, precompute_parallel
+    from daemon.research.batch import (
+        PortfolioPredictor,
+        WindowIndex,
+        default_workers,
+        precompute_parallel,
+    )
 
     n = batch_workers(predictors, workers, default_workers())
     tables: dict[str, dict[str, Any]] = {name: {} for name in predictors}
@@ -353,8 +387,8 @@ def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = Tr
 def backtest_command(args: argparse.Namespace) -> int:
     """`sigd backtest`: replay, print the summary, write the report when --report is given."""
     from daemon import config as config_mod
-    from daemon.research.report import summarize, terminal_summary, write_report
     from daemon.research.replay import load_streams
+    from daemon.research.report import summarize, terminal_summary, write_report
 
     cfg = config_mod.load(args.config)
     # Per-signal info lines would drown the terminal in a long replay; warnings still show.
@@ -376,6 +410,9 @@ def backtest_command(args: argparse.Namespace) -> int:
             device = getattr(getattr(cfg, "models", None), "device", "cpu")
             predictors = load_predictors(artifact_dirs(cfg, args.model_dir), device=device)
             results = run_portfolio(plan, predictors, batch=not getattr(args, "bar_by_bar", False))
+            notes = gate_notes(predictors)
+            for r in results:
+                r.gate = notes
             if len(results) > 1:
                 return print_portfolio(results, args.report)
             result = results[0]
@@ -418,8 +455,17 @@ def with_symbols(cfg: Config, symbols: str | None) -> Config:
 
 
 def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> int:
-    """Each symbol's summary (and report under REPORT/<BASE>_<QUOTE>/) of a multi-symbol run."""
-    from daemon.research.report import summarize, terminal_summary, write_report
+    """Each symbol's summary (and report under REPORT/<BASE>_<QUOTE>/) of a multi-symbol run,
+    then the portfolio total beside the portfolio buy-and-hold (REPORT/portfolio.json)."""
+    import json
+
+    from daemon.research.report import (
+        portfolio_summary,
+        portfolio_terminal,
+        summarize,
+        terminal_summary,
+        write_report,
+    )
 
     for result in results:
         out = Path(report) / result.symbol.replace("/", "_") if report else None
@@ -427,4 +473,10 @@ def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> in
         print(terminal_summary(write_report(result, out) if out else summarize(result)))
         if out:
             print(f"report: {out / 'report.md'}")
+    total = portfolio_summary(results)
+    print("\n== portfolio ==")
+    print(portfolio_terminal(total))
+    if report:
+        (Path(report) / "portfolio.json").write_text(json.dumps(total, indent=2) + "\n")
+        print(f"report: {Path(report) / 'portfolio.json'}")
     return 0

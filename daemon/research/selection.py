@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 class Runner(Protocol):
     """What `run_jobs` needs of a runner (daemon/retrain/runners.py: LocalRunner, RayRunner)."""
 
-    def map(self, fn: Callable[["Job"], "FoldScores"], items: Sequence["Job"]) -> list["FoldScores"]:
+    def map(self, fn: Callable[[Job], FoldScores], items: Sequence[Job]) -> list[FoldScores]:
         """`fn` over the items, results in item order."""
         ...
 
@@ -103,7 +104,9 @@ def plan_folds(start_ms: int, end_ms: int, *, folds: int, train_days: float, tes
                purge_ms: int, embargo_ms: int = 0) -> list[Fold]:
     """`folds` test windows of `test_days` tiling the end of [start, end); each trains on the
     `train_days` that end purge + embargo before its test starts."""
-    from daemon.research.walkforward import Fold  # the backtest's train/test window pair (imports pandas)
+    from daemon.research.walkforward import (
+        Fold,  # the backtest's train/test window pair (imports pandas)
+    )
 
     if folds < 1 or train_days <= 0 or test_days <= 0 or purge_ms < 0 or embargo_ms < 0:
         raise ValueError("folds >= 1, train and test days > 0, purge and embargo >= 0")
@@ -171,7 +174,7 @@ class FoldScores:
 
 def iso(ms: int) -> str:
     """UTC ISO time of an epoch-ms instant (train_pipeline takes ISO bounds)."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _close_lookup(bars: np.ndarray, when: np.ndarray) -> np.ndarray:
@@ -276,10 +279,10 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
                       gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Trade a served artifact (its threshold, its holding period) on a window it never saw,
     apply the gate and write the verdict into its artifact.json as `validation`; the block."""
+    import strategies.threshold as thr
     from daemon.research import stats
     from daemon.trading.scoring import trading_scores
     from models.artifacts import hold_bars, read_meta
-    import strategies.threshold as thr
 
     meta = read_meta(art_dir)
     if meta["target"].get("mode", "classification") != "classification":
@@ -298,7 +301,7 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     verdict = stats.gate(net, int(trade["trades"]), n_trials, **thresholds)
     block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
              "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
-             "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+             "data": list(data_dirs), "validated_at": datetime.now(UTC).isoformat(timespec="seconds")}
     write_validation(Path(art_dir), block)
     return block
 

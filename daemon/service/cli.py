@@ -11,7 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 COMMANDS: dict[str, str] = {
     "run": "daemon.service.app:run_command",
@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "install-service": "daemon.service.install:install_command",
     "uninstall-service": "daemon.service.install:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
+    "calibrate": "daemon.research.calibration:calibrate_command",
 }
 
 
@@ -119,12 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
                   install=False)
 
-    from daemon.retrain import cli_args  # argparse only: research flags beside the runner's
+    from daemon.retrain import (
+        cli_args,  # argparse only: research flags beside the runner's
+    )
 
     cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
     importlib.import_module("daemon.research.compare_args").add_arguments(p)
+    p = sub.add_parser("calibrate", help="the gate's power: detection rate of a planted edge vs its Sharpe, noise passes")
+    importlib.import_module("daemon.research.calibration").add_arguments(p)
     return parser
 
 
