@@ -29,8 +29,9 @@ same rule, so the model sees exactly what it saw in training.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class Scaler:
     scale: tuple[float, ...]
 
     @classmethod
-    def fit(cls, rows: np.ndarray, kind: Literal["standard", "minmax"] = "standard") -> "Scaler":
+    def fit(cls, rows: np.ndarray, kind: Literal["standard", "minmax"] = "standard") -> Scaler:
         """Fit on finite rows [n, F] (training split only)."""
         rows = rows[np.isfinite(rows).all(axis=1)]
         if len(rows) == 0:
@@ -104,7 +105,7 @@ class Scaler:
         return {"kind": self.kind, "center": list(self.center), "scale": list(self.scale)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Scaler":
+    def from_dict(cls, d: Mapping[str, Any]) -> Scaler:
         """Inverse of to_dict."""
         return cls(d["kind"], tuple(float(v) for v in d["center"]), tuple(float(v) for v in d["scale"]))
 
@@ -177,7 +178,7 @@ class FeatureSpec:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
         """Inverse of to_dict; refuses a feature version this code does not know."""
         if d.get("version") not in SUPPORTED_VERSIONS:
             raise ValueError(f"feature version {d.get('version')!r} is not one of the supported {SUPPORTED_VERSIONS}")

@@ -26,12 +26,13 @@ A label is NaN when it cannot be known (too close to the end, a gap on its path,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
-from models.xsfeatures import rolling, log_returns
+from models.xsfeatures import log_returns, rolling
 
 KINDS = ("triple_barrier", "forward_return", "meta", "vol")
 CLASSIFICATION = {"triple_barrier": 3, "meta": 2}  # kind -> classes; the others are regressions
@@ -71,7 +72,7 @@ class LabelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LabelSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> LabelSpec:
         """Inverse of to_dict; an unknown key is an error naming it."""
         known = set(cls.__dataclass_fields__)
         if unknown := sorted(set(d) - known):

@@ -27,8 +27,8 @@ NaN marks a feature that cannot be computed (not enough history, a gap, no bar):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 import warnings
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,7 @@ class XSConfig:
         return {**asdict(self), "version": XS_VERSION}
 
     @classmethod
-    def for_timeframe(cls, timeframe: str) -> "XSConfig":
+    def for_timeframe(cls, timeframe: str) -> XSConfig:
         """The defaults used by research: 1h decisions see 4h and 1d context, 4h see 1d."""
         return {"1h": cls(context=("4h", "1d")),
                 "4h": cls(horizons=(1, 6, 24, 84), vol_window=42, long_window=360, context=("1d",)),

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,7 @@ from daemon.domain import TIMEFRAME_MS, timeframe_ms
 from daemon.research.replay import discover
 from models.panel import FIELDS, DatasetError, Panel, resample_panel
 
-__all__ = ["DatasetError", "Panel", "load_panel", "resample_panel", "read_tape", "aggregate", "default_cache_dir"]
+__all__ = ["DatasetError", "Panel", "aggregate", "default_cache_dir", "load_panel", "read_tape", "resample_panel"]
 
 log = structlog.get_logger(__name__)
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import structlog
@@ -53,7 +54,7 @@ class PanelModelSpec:
     lr: float = 2e-3
     seq_len: int = 16  # deep families: feature rows per window
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # more threads lose badly on a shared, oversubscribed CPU (OpenMP spin-waits): 6x slower measured
 
     def __post_init__(self) -> None:
         if self.family not in TABULAR:
@@ -130,6 +131,7 @@ class _Window:
 
     def fit(self, X: np.ndarray, y: np.ndarray, ti: np.ndarray, si: np.ndarray) -> None:
         import torch
+
         from models import registry
         spec, label = self.spec, self.spec.label
         torch.manual_seed(spec.seed)

@@ -10,7 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import BAR2_NAMES, CLIP, ClipStats, FeatureSpec, Scaler, bar_features, encode_windows
+from models.features import (
+    BAR2_NAMES,
+    CLIP,
+    ClipStats,
+    FeatureSpec,
+    Scaler,
+    bar_features,
+    encode_windows,
+)
 from tests.conftest import REPO
 
 TAPE_2021 = REPO / "daemon" / "localexchange" / "tape_2021"

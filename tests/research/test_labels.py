@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.labels import (LabelSpec, cost_aware_positions, forward_return, forward_vol, label_end,
-                                    make_labels, meta_labels, momentum_side, scores, triple_barrier)
+from models.labels import (
+    LabelSpec,
+    cost_aware_positions,
+    forward_return,
+    forward_vol,
+    label_end,
+    make_labels,
+    meta_labels,
+    momentum_side,
+    scores,
+    triple_barrier,
+)
 
 
 def col(*v: float) -> np.ndarray:

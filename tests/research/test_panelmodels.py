@@ -34,7 +34,7 @@ def planted_panel(T: int = 1500, S: int = 6, seed: int = 0) -> Panel:
                                          ("lgbm", "meta"), ("gru", "triple_barrier"), ("tcn", "forward_return")])
 def test_planted_edge_is_found_out_of_sample(family: str, kind: str) -> None:
     panel = planted_panel()
-    names, X = xs_features(panel, XSConfig(horizons=(1, 4, 8), vol_window=24, long_window=96))
+    _, X = xs_features(panel, XSConfig(horizons=(1, 4, 8), vol_window=24, long_window=96))
     spec = PanelModelSpec(family, LabelSpec(kind, horizon=4, vol_window=24, momentum=4, cost=0.0), epochs=3,
                           params={"n_estimators": 60} if family == "lgbm" else {}, seq_len=8)
     y = make_labels(panel.close, spec.label)

@@ -9,7 +9,13 @@ import pytest
 
 from daemon.research.dataset import load_panel
 from models.panel import Panel, resample_panel
-from models.xsfeatures import XSConfig, context_rows, feature_names, xs_features, xs_rank
+from models.xsfeatures import (
+    XSConfig,
+    context_rows,
+    feature_names,
+    xs_features,
+    xs_rank,
+)
 from tests.conftest import REPO
 
 HOUR = 3_600_000
