@@ -3,7 +3,8 @@ masks for missing ones, mtf_loss with its auxiliary targets, and the extra heads
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,6 @@ from models.io import Batch, Log, WindowIO, tensor
 from models.losses import FocalLoss
 from models.mtf_transformer import BAR_FEATURES, TIMEFRAMES, mtf_loss
 from models.targets import IGNORE, mtf_aux_targets
-
 
 AUX_KEYS = ("price", "volatility", "trend_strength", "pivots")
 EXTRA_SCORES = ("confidence", "price", "volatility", "trend_strength")  # served beside the class probabilities

@@ -9,13 +9,14 @@ train it again. Artifacts written before it existed get one rebuilt from their J
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+import strategies.threshold as thr
 from models.labels import LabelSpec
 from models.targets import TargetSpec
-import strategies.threshold as thr
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = (str(REPO / "daemon" / "localexchange" / "tape"),)
@@ -74,7 +75,7 @@ class TrainSpec:
         """The holding period the threshold is optimized with."""
         return self.hold or self.target.span
 
-    def replace(self, **changes: Any) -> "TrainSpec":
+    def replace(self, **changes: Any) -> TrainSpec:
         """A copy with some fields changed (checked again)."""
         return dataclasses.replace(self, **changes)
 
@@ -86,7 +87,7 @@ class TrainSpec:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainSpec:
         """Inverse of to_dict; an unknown key is an error naming it."""
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - known):
