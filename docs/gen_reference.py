@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import importlib
 import inspect
 import io
@@ -202,6 +203,7 @@ def _toml(value: Any) -> str:
     return str(value)
 
 
+@functools.cache
 def _field_comments(cls: type) -> dict[str, str]:
     """Per field of a dataclass: its trailing comment, or the comment lines just above it."""
     try:
@@ -256,6 +258,7 @@ def _key_of(node: ast.expr, loops: dict[str, list[str]]) -> list[str]:
     return []
 
 
+@functools.cache
 def _limits(cls: type) -> dict[str, list[str]]:
     """Per field: the messages of the `require(...)` calls in the section's `check()`."""
     check = cls.__dict__.get("check")
@@ -296,7 +299,8 @@ def config_fields(cls: type | None = None, prefix: str = "") -> Iterator[tuple[s
         key = f"{prefix}{f.name}"
         yield key, cls, f
         tp = hints[f.name]
-        inner = typing.get_args(tp)[-1] if typing.get_origin(tp) in (tuple, dict) and typing.get_args(tp) else tp
+        args = typing.get_args(tp)
+        inner = (args[0] if typing.get_origin(tp) is tuple else args[-1]) if args else tp
         if dataclasses.is_dataclass(tp):
             yield from config_fields(tp, key + ".")
         elif dataclasses.is_dataclass(inner):
