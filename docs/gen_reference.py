@@ -30,23 +30,26 @@ import textwrap
 import tokenize
 import types
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-GENERATED_NOTE = ("*Generated from the code by `docs/gen_reference.py` at every docs build; "
-                  "do not edit. A test (`tests/test_docs_reference.py`) checks it covers everything.*")
+GENERATED_NOTE = (
+    "*Generated from the code by `docs/gen_reference.py` at every docs build; "
+    "do not edit. A test (`tests/test_docs_reference.py`) checks it covers everything.*"
+)
 
 # What each HTTP route is for. A route the code serves without an entry here fails the docs
 # test, so a new endpoint cannot ship undocumented.
 ROUTE_NOTES: dict[tuple[str, str], str] = {
-    ("GET", "/healthz"): "200 `{\"healthy\": true, \"reason\": \"\"}`, or 503 with the reason (stale bars, "
-                         "degraded streams, failures in a row)",
+    ("GET", "/healthz"): '200 `{"healthy": true, "reason": ""}`, or 503 with the reason (stale bars, '
+    "degraded streams, failures in a row)",
     ("GET", "/status"): "the daemon's state as JSON: streams, models (and shadow mode), symbols, positions, "
-                        "last decision and signal, outbox depth, retrain (`sigd status` prints it)",
+    "last decision and signal, outbox depth, retrain (`sigd status` prints it)",
     ("GET", "/metrics"): "Prometheus text exposition (every metric below)",
     ("POST", "/pause"): "stop new signals and orders (`?symbol=ETH/USDT`, or every symbol); bearer token",
     ("POST", "/resume"): "signals again (also lifts a drawdown halt); `?symbol=` optional; bearer token",
@@ -63,11 +66,11 @@ ROUTE_NOTES: dict[tuple[str, str], str] = {
 # type found in the code needs a line here (the docs test checks it).
 ALERT_NOTES: dict[str, str] = {
     "signal": "a committed signal: symbol, side, confidence, price, bar_ts, strategy, reasons, model versions, "
-              "latency_ms (id `signal-<row id>`)",
+    "latency_ms (id `signal-<row id>`)",
     "order": "an order's status change (id `order-<client order id>-<status>`)",
     "fill": "a fill with its position (id `fill-<client order id>`)",
     "error": "something an operator must know: `kind` says what (`drawdown_halt`, `model_not_validated`, "
-             "`model_demoted`, a failed retrain, ...)",
+    "`model_demoted`, a failed retrain, ...)",
     "retrain": "a retrain run ended: promoted or rejected, with both scores",
     "daily_summary": "the day's PnL, positions and live model scores (id `daily_summary:<date>`)",
 }
@@ -141,13 +144,24 @@ def cli_page() -> str:
 
     parser = build_parser()
     commands = _subcommands(parser)
-    lines = ["# Command line", "", GENERATED_NOTE, "",
-             "`sigd COMMAND [flags]` (also `python -m daemon COMMAND`). A wrong flag value is one line on "
-             "stderr naming the flag and exit code 2, never a traceback; `sigd COMMAND --help` prints the same "
-             "flags.", "",
-             _table(["command", "what it does", "implemented in"],
-                    [[f"[`{name}`](#sigd-{name})", _cell(help_), _code(COMMANDS.get(name, "?"))]
-                     for name, (_, help_) in commands.items()]), ""]
+    lines = [
+        "# Command line",
+        "",
+        GENERATED_NOTE,
+        "",
+        "`sigd COMMAND [flags]` (also `python -m daemon COMMAND`). A wrong flag value is one line on "
+        "stderr naming the flag and exit code 2, never a traceback; `sigd COMMAND --help` prints the same "
+        "flags.",
+        "",
+        _table(
+            ["command", "what it does", "implemented in"],
+            [
+                [f"[`{name}`](#sigd-{name})", _cell(help_), _code(COMMANDS.get(name, "?"))]
+                for name, (_, help_) in commands.items()
+            ],
+        ),
+        "",
+    ]
     for name, (sub, help_) in commands.items():
         lines += [f"## sigd {name}", "", _cell(help_[:1].upper() + help_[1:]) + ".", ""]
         lines += ["```text", sub.format_usage().strip().replace("usage: ", ""), "```", ""]
@@ -237,8 +251,7 @@ def _message(node: ast.expr) -> str:
     if isinstance(node, ast.Constant):
         return str(node.value)
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
-                       for v in node.values)
+        return "".join(v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}" for v in node.values)
     return ast.unparse(node)
 
 
@@ -321,12 +334,18 @@ def config_page() -> str:
     from daemon.config import Config
     from daemon.typedtoml import ALLOW_NONFINITE
 
-    lines = ["# Configuration keys", "", GENERATED_NOTE, "",
-             "`config.toml` is loaded once into frozen dataclasses (`daemon/config.py`, `daemon/tradingconfig.py`, "
-             "`daemon/alertsconfig.py`, through `daemon/typedtoml.py`). An unknown key, a wrong type or a value "
-             "outside its limits stops start-up (and `sigd check`) with exit code 2 and one line naming the file "
-             "and the key. Numbers must be finite unless a key says otherwise. Relative paths are relative to the "
-             "config file. Secrets are never in the file: the `*_env` keys name environment variables.", ""]
+    lines = [
+        "# Configuration keys",
+        "",
+        GENERATED_NOTE,
+        "",
+        "`config.toml` is loaded once into frozen dataclasses (`daemon/config.py`, `daemon/tradingconfig.py`, "
+        "`daemon/alertsconfig.py`, through `daemon/typedtoml.py`). An unknown key, a wrong type or a value "
+        "outside its limits stops start-up (and `sigd check`) with exit code 2 and one line naming the file "
+        "and the key. Numbers must be finite unless a key says otherwise. Relative paths are relative to the "
+        "config file. Secrets are never in the file: the `*_env` keys name environment variables.",
+        "",
+    ]
     hints_cache: dict[type, dict[str, Any]] = {}
     for section in dataclasses.fields(Config):
         if section.name == "source":
@@ -345,10 +364,14 @@ def config_page() -> str:
             if f.metadata.get(ALLOW_NONFINITE):
                 limits = limits + ["may be inf or nan"]
             default = _default(f)
-            shown = "" if dataclasses.is_dataclass(tp) else (_code(_toml(default)) if default is not dataclasses.MISSING else "required")
+            shown = (
+                ""
+                if dataclasses.is_dataclass(tp)
+                else (_code(_toml(default)) if default is not dataclasses.MISSING else "required")
+            )
             rows.append([f"`{key}`", _cell(_type_name(tp)), shown, _cell("; ".join(limits)), _cell(note)])
         doc = inspect.getdoc(sec_type) if dataclasses.is_dataclass(sec_type) else None
-        title = f"[{section.name}]" if dataclasses.is_dataclass(sec_type) else f"[{section.name}.\"X/Y\"]"
+        title = f"[{section.name}]" if dataclasses.is_dataclass(sec_type) else f'[{section.name}."X/Y"]'
         lines += [f"## {title}", ""]
         if doc:
             lines += [_cell(doc), ""]
@@ -387,8 +410,11 @@ def event_classes() -> list[type]:
     """Every typed domain event of `daemon.events`."""
     from daemon import events
 
-    return [c for _, c in inspect.getmembers(events, inspect.isclass)
-            if issubclass(c, events.Event) and c is not events.Event and c.__module__ == events.__name__]
+    return [
+        c
+        for _, c in inspect.getmembers(events, inspect.isclass)
+        if issubclass(c, events.Event) and c is not events.Event and c.__module__ == events.__name__
+    ]
 
 
 def _python_files(*packages: str) -> Iterator[Path]:
@@ -402,8 +428,14 @@ def alert_types() -> dict[str, list[str]]:
     for path in _python_files("daemon"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "publish"
-                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "publish"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 rel = str(path.relative_to(ROOT))
                 if rel not in out.setdefault(node.args[0].value, []):
                     out[node.args[0].value].append(rel)
@@ -412,28 +444,47 @@ def alert_types() -> dict[str, list[str]]:
 
 def http_page() -> str:
     """Routes, the typed events of the bus, the alert types of the outbox."""
-    lines = ["# HTTP API and events", "", GENERATED_NOTE, "",
-             "The API server listens on `[api] host:port` (127.0.0.1:8787 by default). POST actions need "
-             "`Authorization: Bearer $SIGD_API_TOKEN` (the variable `[api] token_env` names); see "
-             "[HTTP API and dashboard](../operations/http-api.md) for the rules.", "",
-             "## Routes", ""]
-    rows = [[method, f"`{path}`", _cell(ROUTE_NOTES.get((method, path), "**undocumented**")), _code(handler)]
-            for method, path, handler in http_routes()]
+    lines = [
+        "# HTTP API and events",
+        "",
+        GENERATED_NOTE,
+        "",
+        "The API server listens on `[api] host:port` (127.0.0.1:8787 by default). POST actions need "
+        "`Authorization: Bearer $SIGD_API_TOKEN` (the variable `[api] token_env` names); see "
+        "[HTTP API and dashboard](../operations/http-api.md) for the rules.",
+        "",
+        "## Routes",
+        "",
+    ]
+    rows = [
+        [method, f"`{path}`", _cell(ROUTE_NOTES.get((method, path), "**undocumented**")), _code(handler)]
+        for method, path, handler in http_routes()
+    ]
     lines += [_table(["method", "path", "what", "handler"], rows), ""]
-    lines += ["## Domain events (the bus)", "",
-              "Published on the in-process bus (`daemon/events.py`) after the commit of what they describe; the "
-              "dashboard's `/ws/events` sends them as JSON `{\"kind\": ..., fields...}`, the signal websocket "
-              "sends the `alert` events' envelopes.", ""]
+    lines += [
+        "## Domain events (the bus)",
+        "",
+        "Published on the in-process bus (`daemon/events.py`) after the commit of what they describe; the "
+        'dashboard\'s `/ws/events` sends them as JSON `{"kind": ..., fields...}`, the signal websocket '
+        "sends the `alert` events' envelopes.",
+        "",
+    ]
     rows = []
     for cls in event_classes():
         fields = ", ".join(f"`{f.name}`" for f in dataclasses.fields(cls))
         rows.append([f"`{cls.kind}`", f"`{cls.__name__}`", _cell(inspect.getdoc(cls) or ""), fields])
     lines += [_table(["kind", "class", "what", "fields"], rows), ""]
-    lines += ["## Alert types (the outbox)", "",
-              "`EventSink.publish(type, payload, event_id)` writes one outbox row per channel that takes the type; "
-              "webhooks receive `{\"id\", \"type\", \"created_ms\", ...payload}`.", ""]
-    rows = [[f"`{t}`", _cell(ALERT_NOTES.get(t, "**undocumented**")), ", ".join(f"`{p}`" for p in files)]
-            for t, files in sorted(alert_types().items())]
+    lines += [
+        "## Alert types (the outbox)",
+        "",
+        "`EventSink.publish(type, payload, event_id)` writes one outbox row per channel that takes the type; "
+        'webhooks receive `{"id", "type", "created_ms", ...payload}`.',
+        "",
+    ]
+    rows = [
+        [f"`{t}`", _cell(ALERT_NOTES.get(t, "**undocumented**")), ", ".join(f"`{p}`" for p in files)]
+        for t, files in sorted(alert_types().items())
+    ]
     lines += [_table(["type", "what", "published by"], rows), ""]
     return "\n".join(lines)
 
@@ -460,12 +511,19 @@ def metric_rows() -> list[tuple[str, str, str]]:
 
 def metrics_page() -> str:
     """Every metric of `/metrics`."""
-    lines = ["# Metrics", "", GENERATED_NOTE, "",
-             "Served at `GET /metrics` in the Prometheus text format (prometheus-client). Labels are given at "
-             "each call; a series labelled by `stream` (\"ETH/USDT 1m\") also carries `symbol`. "
-             "`docs/grafana-sigd.json` is a Grafana dashboard over them "
-             "([download](../grafana-sigd.json)).", "",
-             _table(["metric", "type", "what"], [[f"`{n}`", k, _cell(h)] for n, k, h in metric_rows()]), ""]
+    lines = [
+        "# Metrics",
+        "",
+        GENERATED_NOTE,
+        "",
+        "Served at `GET /metrics` in the Prometheus text format (prometheus-client). Labels are given at "
+        'each call; a series labelled by `stream` ("ETH/USDT 1m") also carries `symbol`. '
+        "`docs/grafana-sigd.json` is a Grafana dashboard over them "
+        "([download](../grafana-sigd.json)).",
+        "",
+        _table(["metric", "type", "what"], [[f"`{n}`", k, _cell(h)] for n, k, h in metric_rows()]),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -28,8 +28,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -39,7 +39,13 @@ pytestmark = pytest.mark.slow
 PAGE = REPO / "docs" / "getting-started.md"
 READY_S = 180.0  # start-up: imports, warm-up over REST (the machine may be busy)
 FIRST_CYCLE_S = 120.0
-SYMBOLS = ("ETH/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT", "LTC/USDT")  # the shipped config's  # the first trigger bars close 15 s into the replay
+SYMBOLS = (
+    "ETH/USDT",
+    "XRP/USDT",
+    "ADA/USDT",
+    "DOGE/USDT",
+    "LTC/USDT",
+)  # the shipped config's  # the first trigger bars close 15 s into the replay
 
 
 def examples() -> list[str]:
@@ -81,8 +87,9 @@ def _env() -> dict[str, str]:
 
 def _sigd(args: list[str], cfg: Path) -> subprocess.CompletedProcess[str]:
     args = [str(cfg) if a == "config.toml" else a for a in args]
-    return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120
+    )
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -121,12 +128,23 @@ def test_every_getting_started_command_runs_against_the_shipped_config(tmp_path:
     cfg = _shipped_config_copy(tmp_path, port)
     log = tmp_path / "sigd.log"
     lines = examples()
-    unknown = [line for line in lines if not (line in ("make run", "make test") or line.startswith("sigd ")
-                                              or re.fullmatch(r"curl -s 127\.0\.0\.1:8787/\w+", line))]
+    unknown = [
+        line
+        for line in lines
+        if not (
+            line in ("make run", "make test") or line.startswith("sigd ") or re.fullmatch(r"curl -s 127\.0\.0\.1:8787/\w+", line)
+        )
+    ]
     assert not unknown, f"getting-started.md has commands this test does not run: {unknown}"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=tmp_path, env=_env(),
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "-c", str(cfg)],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         _wait_for("daemon_ready", READY_S, proc, log, lambda: '"daemon_ready"' in log.read_text())
         assert f"sigd dashboard: http://127.0.0.1:{port}/" in log.read_text()
@@ -148,11 +166,11 @@ def test_every_getting_started_command_runs_against_the_shipped_config(tmp_path:
                 assert code == 200 and json.loads(body)["healthy"] is True, body
                 ran += 1
         assert ran >= 4
+
         # The page's first minute: one cycle decides the five traded symbols about 15 s in.
         def decided() -> bool:
             metrics = _get(port, "/metrics")[1]
-            return all(re.search(rf'^sigd_decisions_total{{symbol="{re.escape(s)}"}} [1-9]', metrics, re.M)
-                       for s in SYMBOLS)
+            return all(re.search(rf'^sigd_decisions_total{{symbol="{re.escape(s)}"}} [1-9]', metrics, re.M) for s in SYMBOLS)
 
         _wait_for("first decision cycle", FIRST_CYCLE_S, proc, log, decided)
         proc.send_signal(signal.SIGINT)

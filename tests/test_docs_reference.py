@@ -109,8 +109,9 @@ def test_every_route_event_and_alert_type_is_documented() -> None:
         assert any(p == path for _, p, _ in routes), path
     from daemon import events
 
-    kinds = {c.kind for c in vars(events).values()
-             if isinstance(c, type) and issubclass(c, events.Event) and c is not events.Event}
+    kinds = {
+        c.kind for c in vars(events).values() if isinstance(c, type) and issubclass(c, events.Event) and c is not events.Event
+    }
     assert kinds and all(f"| `{k}` |" in page for k in kinds)
     for t in ("signal", "order", "fill", "error", "retrain", "daily_summary"):
         assert f"| `{t}` |" in page
@@ -121,10 +122,15 @@ def _metric_names_in_source() -> set[str]:
     names = set()
     for path in (REPO / "daemon").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("counter", "gauge", "histogram")
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "REGISTRY"
-                    and node.args and isinstance(node.args[0], ast.Constant)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("counter", "gauge", "histogram")
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "REGISTRY"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 names.add(node.args[0].value)
     return names
 

@@ -50,10 +50,12 @@ def test_shipped_artifacts_still_give_the_predictions_they_gave_before_the_famil
         pred = Predictor.load(REPO / "models" / "artifacts" / name, device="cpu")
         for seed, row in enumerate(rows):
             end = start - seed * 3_600_000
-            w = {"1m": random_bars(600, start_ms=end - 600 * 60_000, seed=seed),
-                 "1h": random_bars(600, "1h", start_ms=end - 600 * 3_600_000, vol=0.01, seed=seed + 10),
-                 "1d": random_bars(600, "1d", start_ms=end - 600 * 86_400_000, vol=0.03, seed=seed + 20),
-                 "btc_1m": random_bars(600, start_ms=end - 600 * 60_000, price=60000.0, seed=seed + 30)}
+            w = {
+                "1m": random_bars(600, start_ms=end - 600 * 60_000, seed=seed),
+                "1h": random_bars(600, "1h", start_ms=end - 600 * 3_600_000, vol=0.01, seed=seed + 10),
+                "1d": random_bars(600, "1d", start_ms=end - 600 * 86_400_000, vol=0.03, seed=seed + 20),
+                "btc_1m": random_bars(600, start_ms=end - 600 * 60_000, price=60000.0, seed=seed + 30),
+            }
             p = pred.predict(w, int(w["1m"][-1, 0]))
             assert list(p.probs) == pytest.approx(row["probs"], rel=RTOL), (name, seed)
             assert int(p.side) == row["side"], (name, seed)
