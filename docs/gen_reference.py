@@ -204,8 +204,8 @@ def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        value = value.replace(str(ROOT) + "/", "")  # a path inside the checkout, shown relative to it
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = value.replace(str(ROOT) + "/", "")  # a path inside the checkout, shown relative to it
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, (tuple, list)):
@@ -237,7 +237,8 @@ def _field_comments(cls: type) -> dict[str, str]:
             continue
         text = [comments[node.end_lineno]] if node.end_lineno in comments else []
         if not text:
-            above, n = [], node.lineno - 1
+            above: list[str] = []
+            n = node.lineno - 1
             while n >= 1 and n in comments and lines[n - 1].lstrip().startswith("#"):
                 above.insert(0, comments[n])
                 n -= 1
@@ -251,7 +252,13 @@ def _message(node: ast.expr) -> str:
     if isinstance(node, ast.Constant):
         return str(node.value)
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}" for v in node.values)
+        parts = []
+        for v in node.values:
+            if isinstance(v, ast.FormattedValue):
+                parts.append("{" + ast.unparse(v.value) + "}")
+            else:
+                parts.append(str(getattr(v, "value", "")))
+        return "".join(parts)
     return ast.unparse(node)
 
 
@@ -300,7 +307,7 @@ def _limits(cls: type) -> dict[str, list[str]]:
     return out
 
 
-def config_fields(cls: type | None = None, prefix: str = "") -> Iterator[tuple[str, type, dataclasses.Field[Any]]]:
+def config_fields(cls: Any = None, prefix: str = "") -> Iterator[tuple[str, type, dataclasses.Field[Any]]]:
     """(dotted key, owning dataclass, field) of every config key, sections and tables included."""
     from daemon.config import Config
 
@@ -390,7 +397,7 @@ def http_routes() -> list[tuple[str, str, str]]:
     from daemon.service.api import Api
 
     service = types.SimpleNamespace(read=types.SimpleNamespace())
-    app = Api(service).app()  # type: ignore[arg-type]
+    app = Api(service).app()
     out: list[tuple[str, str, str]] = []
     for route in app.router.routes():
         if route.method == "HEAD":
@@ -406,7 +413,7 @@ def http_routes() -> list[tuple[str, str, str]]:
     return out
 
 
-def event_classes() -> list[type]:
+def event_classes() -> list[Any]:
     """Every typed domain event of `daemon.events`."""
     from daemon import events
 

@@ -8,6 +8,7 @@ skipped something would fail here.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import importlib
@@ -15,6 +16,7 @@ import re
 import sys
 import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,12 +30,12 @@ gen = importlib.import_module("gen_reference")
 
 @pytest.fixture(scope="module")
 def config_page() -> str:
-    return gen.config_page()
+    return str(gen.config_page())
 
 
 @pytest.fixture(scope="module")
 def cli_page() -> str:
-    return gen.cli_page()
+    return str(gen.cli_page())
 
 
 def _rows(page: str) -> dict[str, list[str]]:
@@ -46,7 +48,7 @@ def _rows(page: str) -> dict[str, list[str]]:
     return out
 
 
-def _every_key(cls: type, prefix: str = "") -> list[str]:
+def _every_key(cls: Any, prefix: str = "") -> list[str]:
     """Every dotted key of a config dataclass, walked here without the generator."""
     keys = []
     hints = typing.get_type_hints(cls)
@@ -90,7 +92,7 @@ def test_config_rows_carry_type_default_limits_and_comment(config_page: str) -> 
 
 def test_every_cli_command_and_flag_is_in_the_reference(cli_page: str) -> None:
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(COMMANDS)
     for name, p in sub.choices.items():
         assert f"## sigd {name}" in cli_page, name
@@ -131,7 +133,7 @@ def _metric_names_in_source() -> set[str]:
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
             ):
-                names.add(node.args[0].value)
+                names.add(str(node.args[0].value))
     return names
 
 
