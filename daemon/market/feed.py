@@ -5,6 +5,12 @@ bars come from the websocket (a bar is taken only on its closing update). Every 
 proves its continuity: after a reconnect, a stall (no closed bar for longer than its stall
 timeout), a bad frame or a gap (a bar that is not last_ts + timeframe), the missing range
 is fetched over REST before anything newer is emitted; until then the stream is degraded.
+
+A stall of one stream is that stream's trouble: it is resubscribed alone (UNSUBSCRIBE +
+SUBSCRIBE on the live connection) and the other streams on the connection never notice. Only
+a sick connection, one on which no data frame at all arrived for half the shortest stall
+timeout (healthy streams send forming updates every 2 s), is dropped and dialled again (every
+stream then resyncs).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ DROPPED = REGISTRY.counter("sigd_feed_dropped_bars_total", "Bars or frames dropp
 BACKFILLED = REGISTRY.counter("sigd_feed_backfilled_bars_total", "Bars fetched over REST to restore continuity")
 RECONNECTS = REGISTRY.counter("sigd_feed_reconnects_total", "Websocket reconnects")
 STALLS = REGISTRY.counter("sigd_feed_stalls_total", "Streams silent beyond their stall timeout")
+RESUBSCRIBES = REGISTRY.counter("sigd_feed_resubscribes_total",
+                                "Stalled streams resubscribed alone on the live connection, per stream")
 DEGRADED = REGISTRY.gauge("sigd_feed_degraded", "1 while a stream cannot prove continuity")
 LATENCY = REGISTRY.histogram("sigd_bar_close_latency_ms", "Exchange closing update (event time) to bar in its ring")
 
@@ -49,6 +57,7 @@ class StreamState:
     degraded: bool = True
     needs_resync: bool = False
     reconnects: int = 0
+    resubscribes: int = 0
     dropped: int = 0
     backfilled: int = 0
     stalls: int = 0
@@ -130,6 +139,7 @@ class Feed:
             out[key] = {
                 "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
                 "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
+                "resubscribes": st.resubscribes,
                 "dropped_frames": st.dropped, "backfilled_bars": st.backfilled, "stalls": st.stalls,
                 "gaps": st.gaps, "warmed_from_store": st.from_store,
                 "latency_ms_p50": statistics.median(lat) if lat else None,
@@ -280,10 +290,22 @@ class Feed:
         log.warning("stream_stalled", stream=st.name, silent_s=self.stall_timeout_s(st.timeframe))
         st.set_degraded(True)
         st.needs_resync = True
+        if not self._connection_sick() and await self.client.resubscribe(st.symbol, st.timeframe):
+            st.resubscribes += 1
+            RESUBSCRIBES.inc(stream=st.name)
+            log.warning("stream_resubscribed", stream=st.name)
+            return
         # One reconnect serves every stream: skip it when another stream just did one.
         if time.monotonic() - self._last_drop > self.cfg.stall_floor_s:
             self._last_drop = time.monotonic()
             await self.client.drop_connection(f"{st.name} stalled")
+
+    def _connection_sick(self) -> bool:
+        """No data frame at all on the kline connection for half the shortest stall timeout (or
+        no connection): the connection, not one stream, is what is silent."""
+        age = self.client.kline_frame_age_s()
+        shortest = min(self.stall_timeout_s(tf) for _, tf in self.streams)
+        return age is None or age >= shortest / 2
 
     async def _ingest(self, st: StreamState, bar: Bar, event_ms: int | None) -> None:
         if not self._sound(st, bar):
