@@ -207,8 +207,8 @@ class ServiceConfig:
     stale_after_s: float = 90.0
     shutdown_deadline_s: float = 10.0
     status_interval_s: float = 15.0
-    # Failed decisions (or failed SQLite commits) in a row that turn /healthz red and stop
-    # WATCHDOG=1, so that systemd restarts the service.
+    # Failed decisions in a row that turn /healthz red and stop WATCHDOG=1, so that systemd
+    # restarts the service. A failed SQLite commit or refused write turns it red at once.
     max_consecutive_failures: int = 3
 
     def check(self, key: str) -> None:

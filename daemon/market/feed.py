@@ -16,6 +16,7 @@ stream then resyncs).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import statistics
 import time
 from collections import deque
@@ -35,6 +36,7 @@ from daemon.store import Store
 log = logging.get("sigd.feed")
 OnBar = Callable[[Bar], Awaitable[None]]
 RESYNC = object()  # queue sentinel: wake the stream task to resync over REST
+MAX_UNSTORED = 100_000  # bars kept in memory while SQLite refuses them (older ones: REST has them)
 
 DROPPED = REGISTRY.counter("sigd_feed_dropped_bars_total", "Bars or frames dropped as invalid, per stream")
 BACKFILLED = REGISTRY.counter("sigd_feed_backfilled_bars_total", "Bars fetched over REST to restore continuity")
@@ -112,6 +114,7 @@ class Feed:
         self.quotes = Quotes(client, cfg.symbols if quotes else (), clock_ms=self.clock_ms)
         self.socket_error: str | None = None
         self._last_drop = 0.0
+        self._unstored: deque[Bar] = deque(maxlen=MAX_UNSTORED)  # bars SQLite refused, stored with the next
         for sym, tf in self.streams:
             buffers.add(sym, tf, cfg.warmup_bars)
 
@@ -372,7 +375,7 @@ class Feed:
             latency = self.clock_ms() - event_ms
             st.latencies_ms.append((event_ms, latency))
             LATENCY.observe(latency, stream=st.name)
-        self.store.add_bars([bar])
+        self._store(st, bar)
         events.publish(events.BarClosed.of(bar))
         st.last_ts, st.last_wall = bar.ts, time.time()
         log.debug("bar_closed", stream=st.name, ts=bar.ts, close=bar.close)
@@ -381,6 +384,21 @@ class Feed:
                 await self.on_bar(bar)
             except Exception:  # noqa: BLE001 - a consumer bug must not stop the feed
                 log.exception("on_bar_failed", stream=st.name, ts=bar.ts)
+
+    def _store(self, st: StreamState, bar: Bar) -> None:
+        """Write the bar (and any SQLite refused before) to SQLite. A refusal (a full disk) does not
+        stop the feed: the store counted it (health turns red), and the bar is kept to be written
+        with the next one; the decision path goes on with the bar in its ring."""
+        self._unstored.append(bar)
+        try:
+            self.store.add_bars(self._unstored)
+        except sqlite3.Error as exc:
+            log.error("bar_store_failed", stream=st.name, ts=bar.ts, unstored=len(self._unstored),
+                      error=f"{type(exc).__name__}: {exc}")
+            return
+        if len(self._unstored) > 1:
+            log.info("bars_stored_after_failure", bars=len(self._unstored))
+        self._unstored.clear()
 
     def _drop(self, st: StreamState, kind: str, reason: str) -> None:
         st.dropped += 1
