@@ -27,6 +27,7 @@ finally:
     if _HIDE_PANDAS:
         del sys.modules["pandas"]
 
+from daemon.config import ConfigError
 from daemon.health import FAILURES
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal, class_scores
 
@@ -137,8 +138,8 @@ class Store:
         """
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: state schema version {version} is newer than this sigd knows "
-                               f"({SCHEMA_VERSION}); run the newer sigd, or move the state file away")
+            raise ConfigError(f"store.path: {self.path}: state schema version {version} is newer than this sigd "
+                              f"knows ({SCHEMA_VERSION}); run the newer sigd, or move the state file away")
         fresh = not self.db["decisions"].exists()
         self._migrate_prediction_scores()
         self._create_tables()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.config import ConfigError
 from daemon.store import DECIDED, SCHEMA_VERSION, Store
 from tests.engine_parts import series
 from tests.trading.test_engine import CLOSES, feed, make_engine
@@ -56,7 +57,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match="newer than this sigd knows"):
+    with pytest.raises(ConfigError, match="store.path: .* newer than this sigd knows"):
         Store(path)
 
 
