@@ -86,11 +86,17 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
     "decisions": ({"symbol": str, "timeframe": str, "bar_ts": int, "reason": str, "detail": str, "signals": int,
                    "created_ms": int}, ("symbol", "timeframe", "bar_ts")),
 }
-# Decision rows' reasons (docs/concepts/audit-trail.md).
-DECIDED, PAUSED, HALTED = "decided", "paused", "halted"  # decided; paused/halted: no new entries
-SUPERSEDED = "superseded"  # a newer bar of the symbol arrived while this one waited: not decided
-FAILED = "failed"  # the decision raised (a bug): rolled back, not retried
-FAILED_COMMIT = "failed_commit"  # SQLite refused the decision's writes, also when retried
+
+
+class Reason:
+    """What became of a trigger bar: its decision row's `reason` (docs/concepts/audit-trail.md)."""
+
+    DECIDED, PAUSED, HALTED = "decided", "paused", "halted"  # decided; paused/halted: no new entries
+    SUPERSEDED = "superseded"  # a newer bar of the symbol arrived while this one waited: not decided
+    FAILED = "failed"  # the decision raised (a bug): rolled back, not retried
+    FAILED_COMMIT = "failed_commit"  # SQLite refused the decision's writes, also when retried
+
+
 SCHEMA_VERSION = 1  # PRAGMA user_version of a database with every step of MIGRATIONS applied
 INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("predictions", ("bar_ts",)),
@@ -350,7 +356,7 @@ class Store:
                                     [symbol, bar_ts]).fetchone() is not None
 
     def mark_decided(self, symbol: str, timeframe: str, bar_ts: int, signals: int, created_ms: int,
-                     reason: str = DECIDED, detail: str = "") -> bool:
+                     reason: str = Reason.DECIDED, detail: str = "") -> bool:
         """Record what became of a trigger bar (inside the decision's transaction, or alone for
         a bar that was not decided); False when the bar already has its row (the first stays)."""
         cur = self.db.conn.execute(
@@ -578,7 +584,7 @@ def _decisions_v1(conn: sqlite3.Connection) -> None:
                  '"bar_ts" INTEGER NOT NULL, "reason" TEXT, "detail" TEXT, "signals" INTEGER, "created_ms" INTEGER, '
                  'PRIMARY KEY ("symbol", "timeframe", "bar_ts"))')
     conn.execute("INSERT INTO decisions (symbol, timeframe, bar_ts, reason, detail, signals, created_ms) "
-                 "SELECT symbol, '', bar_ts, ?, '', signals, created_ms FROM decisions_v0", [DECIDED])
+                 "SELECT symbol, '', bar_ts, ?, '', signals, created_ms FROM decisions_v0", [Reason.DECIDED])
     conn.execute("DROP TABLE decisions_v0")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError
-from daemon.store import DECIDED, SCHEMA_VERSION, Store
+from daemon.store import SCHEMA_VERSION, Reason, Store
 from tests.engine_parts import series
 from tests.trading.test_engine import CLOSES, feed, make_engine
 
@@ -40,7 +40,7 @@ def test_a_v0_database_is_migrated_once_to_the_new_schema(tmp_path: Path) -> Non
     assert fresh.schema_version() == SCHEMA_VERSION
     assert _table_shape(store.db.conn, "decisions") == _table_shape(fresh.db.conn, "decisions")
     rows = store.decision_rows("ETH/USDT")
-    assert [(r["bar_ts"], r["timeframe"], r["reason"]) for r in rows] == [(b.ts, "", DECIDED) for b in bars]
+    assert [(r["bar_ts"], r["timeframe"], r["reason"]) for r in rows] == [(b.ts, "", Reason.DECIDED) for b in bars]
     # (symbol, timeframe, bar_ts) is unique in SQL, whoever writes.
     with pytest.raises(sqlite3.IntegrityError):
         store.db.conn.execute("INSERT INTO decisions (symbol, timeframe, bar_ts, reason) VALUES ('ETH/USDT', '', ?, 'x')",
