@@ -81,7 +81,7 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
     "kv": ({"key": str, "value": str}, "key"),
     # One row per trigger bar and symbol, whatever became of it (the audit trail): `reason`
     # says what (DECIDED, PAUSED, HALTED: decided in the decision's own transaction; SUPERSEDED,
-    # FAILED, FAILED_COMMIT: not decided, and why). The key is unique in SQL, so a bar is never
+    # MISSED, FAILED, FAILED_COMMIT: not decided, and why). The key is unique in SQL, so a bar is never
     # decided twice, not even across a restart.
     "decisions": ({"symbol": str, "timeframe": str, "bar_ts": int, "reason": str, "detail": str, "signals": int,
                    "created_ms": int}, ("symbol", "timeframe", "bar_ts")),
@@ -93,6 +93,7 @@ class Reason:
 
     DECIDED, PAUSED, HALTED = "decided", "paused", "halted"  # decided; paused/halted: no new entries
     SUPERSEDED = "superseded"  # a newer bar of the symbol arrived while this one waited: not decided
+    MISSED = "missed"  # closed while sigd was down or warming up: never reached the engine
     FAILED = "failed"  # the decision raised (a bug): rolled back, not retried
     FAILED_COMMIT = "failed_commit"  # SQLite refused the decision's writes, also when retried
 

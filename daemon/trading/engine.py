@@ -173,6 +173,7 @@ class Engine:
         if bar.ts <= state.last_decided_ts:  # decided before (a restart, a replayed frame)
             self._skip(Job(bar, {}, received), "already_decided")
             return
+        self.audit.catch_up(bar, state.last_decided_ts)  # rows for bars that closed while sigd was down
         await self.cycles.add(Job(bar, self._snapshot(bar.symbol), received))
 
     def _skip(self, job: Job, reason: str) -> None:

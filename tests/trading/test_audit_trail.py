@@ -119,3 +119,22 @@ async def test_a_decision_that_raises_is_recorded_failed_and_not_retried(tmp_pat
     assert failed and all("bug in prepare" in r["detail"] for r in failed)
     assert BrokenBroker.prepared == len(failed)  # tried once each: a bug is not retried
     assert {r["reason"] for r in rows.values()} == {Reason.DECIDED, Reason.FAILED}
+
+
+async def test_bars_that_closed_while_sigd_was_down_are_recorded_missed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sigd.sqlite")
+    bars = series(CLOSES[:8])
+    engine, buffers, _ = make_engine(tmp_path, store=store)
+    await engine.start()
+    await feed(engine, buffers, bars[:3])
+    await engine.close()
+    # Down for four bars: the next start's warm-up stores them, only the bars after reach the engine.
+    store.add_bars(bars[3:7])
+    again, buffers2, _ = make_engine(tmp_path, store=store)
+    await again.start()
+    for b in bars[:7]:
+        buffers2.append(b)
+    await feed(again, buffers2, bars[7:])
+    await again.close()
+    assert _reasons(again) == {**{b.ts: Reason.DECIDED for b in bars[:3]}, **{b.ts: Reason.MISSED for b in bars[3:7]},
+                               bars[7].ts: Reason.DECIDED}
