@@ -318,7 +318,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
-            except BaseException as exc:
+            except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._after_commit.clear()

@@ -10,8 +10,15 @@ import numpy as np
 
 from daemon.store import Store
 from tests.exchange_kit import (
-    DAY, Recorder, assert_consecutive, assert_ring_is_the_record, exchange_client, expected_row, feed_config,
-    local_exchange, running_feed,
+    DAY,
+    Recorder,
+    assert_consecutive,
+    assert_ring_is_the_record,
+    exchange_client,
+    expected_row,
+    feed_config,
+    local_exchange,
+    running_feed,
 )
 
 STREAMS = [("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("BTC/USDT", "1m")]

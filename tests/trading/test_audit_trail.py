@@ -8,9 +8,8 @@ import threading
 from pathlib import Path
 
 from daemon.health import FAILURES
-from daemon.store import Reason
+from daemon.store import Reason, Store
 from daemon.trading.engine import COMMIT_ATTEMPTS
-from daemon.store import Store
 from daemon.trading.paper import PaperBroker
 from tests.engine_parts import ListSink, MomentumPredictor, series
 from tests.trading.test_engine import CLOSES, feed, make_engine
