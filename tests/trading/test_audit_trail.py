@@ -11,6 +11,7 @@ from daemon.health import FAILURES
 from daemon.store import Reason, Store
 from daemon.trading.engine import COMMIT_ATTEMPTS
 from daemon.trading.paper import PaperBroker
+from strategies.risk import RiskParams
 from tests.engine_parts import ListSink, MomentumPredictor, series
 from tests.trading.test_engine import CLOSES, feed, make_engine
 
@@ -137,3 +138,19 @@ async def test_bars_that_closed_while_sigd_was_down_are_recorded_missed(tmp_path
     await again.close()
     assert _reasons(again) == {**{b.ts: Reason.DECIDED for b in bars[:3]}, **{b.ts: Reason.MISSED for b in bars[3:7]},
                                bars[7].ts: Reason.DECIDED}
+
+
+async def test_bars_decided_under_a_drawdown_halt_say_so(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sigd.sqlite")
+    sink = ListSink()
+    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink,
+                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+                                     risk_params=RiskParams(position_fraction=0.5, max_drawdown=0.001))
+    await engine.start()
+    bars = series(CLOSES)
+    await feed(engine, buffers, bars)
+    await engine.close()
+    reasons = [_reasons(engine)[b.ts] for b in bars]
+    assert Reason.HALTED in reasons, reasons  # the long position lost more than 0.1 % of equity
+    first = reasons.index(Reason.HALTED)
+    assert set(reasons[:first]) == {Reason.DECIDED} and set(reasons[first:]) == {Reason.HALTED}
