@@ -22,6 +22,8 @@ from tests.conftest import REPO
 
 PREFIX = "/opt/sigd"
 NOBODY = 65534  # uid of nobody, gid of nogroup (Debian)
+# systemd starts a service with its own environment, not the caller's (no PYTHONPATH into a checkout)
+CLEAN_ENV = "env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _sigd(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,7 +57,7 @@ def _in_namespace(root: Path, script: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_dry_run_prints_the_plan_and_does_nothing(tmp_path: Path) -> None:
-    res = _sigd("install-service", "--prefix", "/opt/sigd-x", "--destdir", str(tmp_path), "--dry-run")
+    res = _sigd("install-service", "--prefix", "/opt/sigd-x", "--destdir", str(tmp_path), "--dry-run", "--group", "nogroup")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert all(line.startswith("would install-service: ") for line in lines)
@@ -104,13 +106,13 @@ def test_installed_files_have_final_paths_and_service_permissions(destdir: Path)
 def test_installed_service_verifies_and_checks_as_unprivileged_uid(destdir: Path) -> None:
     unit = destdir / "etc/systemd/system/sigd.service"
     cfg = destdir / "etc/sigd/config.toml"
-    as_nobody = f"setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups"
+    as_nobody = f"{CLEAN_ENV} setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups"
     res = _in_namespace(destdir, f"""
         systemd-analyze verify --man=no {unit} && echo VERIFY_OK
         systemd-analyze security --offline=true {unit} | tail -1
         {as_nobody} {PREFIX}/venv/bin/sigd check -c {cfg}; echo CHECK_RC=$?
         {as_nobody} {PREFIX}/venv/bin/python -c 'import daemon; print("FROM", daemon.__file__)'
-        setpriv --reuid {NOBODY} --regid 4242 --clear-groups {PREFIX}/venv/bin/sigd check -c {cfg}; echo OTHER_RC=$?
+        {CLEAN_ENV} setpriv --reuid {NOBODY} --regid 4242 --clear-groups {PREFIX}/venv/bin/sigd check -c {cfg}; echo OTHER_RC=$?
     """)
     out = res.stdout + res.stderr
     assert "VERIFY_OK" in out, out
@@ -173,7 +175,7 @@ def test_installed_daemon_really_starts_as_the_unprivileged_uid(destdir: Path) -
 
 def test_make_install_service_is_the_same_command(tmp_path: Path) -> None:
     res = subprocess.run(["make", "-s", "install-service", f"DESTDIR={tmp_path}", "PREFIX=/opt/sigd-m",
-                          f"PYTHON={sys.executable}", "INSTALL_ARGS=--dry-run"], cwd=REPO, capture_output=True,
+                          f"PYTHON={sys.executable}", "INSTALL_ARGS=--dry-run --group nogroup"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"would install-service: install -m 0644 systemd/sigd.service {tmp_path}/etc/systemd/system/sigd.service" \
