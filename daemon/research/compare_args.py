@@ -33,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `sigd compare` options."""
     p.add_argument("--families", nargs="+", type=family_name, default=[], help="model families to compare")
     p.add_argument("--validate", nargs="+", default=[], metavar="ARTIFACT_DIR",
-                   help="instead: gate these artifacts on [--from, --to) and write their validation block")
+                   help="instead: gate these artifacts on [--from, --to); the verdicts go to --out/validation.json")
+    p.add_argument("--write-verdict", action="store_true",
+                   help="with --validate: also write each verdict into its artifact.json as `validation` "
+                   "(what shadow mode reads; the nightly retrain does this for the model it promotes)")
     p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC, with --validate")
     p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC, with --validate (default: data end)")
     p.add_argument("--data", nargs="+", required=True, help="tape directories")

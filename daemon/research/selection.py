@@ -273,9 +273,10 @@ def concat(parts: Sequence[Scored]) -> Scored:
 
 def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int, *,
                       n_trials: int = 1, fee: float | None = None,
-                      gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Trade a served artifact (its threshold, its holding period) on a window it never saw,
-    apply the gate and write the verdict into its artifact.json as `validation`; the block."""
+                      gate: Mapping[str, Any] | None = None, write: bool = False) -> dict[str, Any]:
+    """Trade a served artifact (its threshold, its holding period) on a window it never saw and
+    apply the gate; the verdict block. Only with `write` does the block go into the artifact's
+    artifact.json as `validation` (a shipped, git-tracked artifact is not rewritten by a look at it)."""
     from daemon.research import stats
     from daemon.trading.scoring import trading_scores
     from models.artifacts import hold_bars, read_meta
@@ -299,7 +300,8 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
              "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
              "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_validation(Path(art_dir), block)
+    if write:
+        write_validation(Path(art_dir), block)
     return block
 
 

@@ -87,7 +87,7 @@ def test_gate_thresholds_are_config_keys(tmp_path: Path, write_config, tiny_arti
         rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / name), "-c", str(cfg),
                    "--from", iso(late), "--to", iso(late + leaderboard.DAY_MS // 2)])
         assert rc == 0, capsys.readouterr().err
-        verdicts[name] = read_meta(art)["validation"]
+        verdicts[name] = json.loads((tmp_path / name / "validation.json").read_text())[0]
     assert verdicts["lax"]["gate"] == {"min_trades": 1, "min_psr": 0.0, "min_dsr": 0.0}
     assert verdicts["strict"]["gate"] == {"min_trades": 100000, "min_psr": 0.95, "min_dsr": 0.95}
     assert verdicts["strict"]["passed"] is False and "< 100000" in verdicts["strict"]["why"]
