@@ -47,15 +47,10 @@ class Fold:
 
 
 def parse_spec(spec: str, flag: str = "--walk-forward") -> tuple[int, int]:
-    """"TRAIN_DAYS:TEST_DAYS" → (train_days, test_days); a clear error otherwise."""
-    parts = spec.split(":")
-    try:
-        train, test = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{flag} {spec!r}: expected TRAIN_DAYS:TEST_DAYS, e.g. 30:7") from None
-    if train < 1 or test < 1:
-        raise ValueError(f"{flag} {spec!r}: both day counts must be >= 1")
-    return train, test
+    """"TRAIN_DAYS:TEST_DAYS" → (train_days, test_days); a clear error naming `flag` otherwise."""
+    from daemon.retrain.cli_args import parse_days
+
+    return parse_days(spec, flag)
 
 
 def plan_folds(start_ms: int, end_ms: int, train_days: int, test_days: int) -> list[Fold]:
