@@ -20,6 +20,8 @@ TAPE = str(REPO / "daemon" / "localexchange" / "tape_2021")
     (["tune", "--folds", "3:x"], 2, "argument --folds: '3:x': expected TRAIN_DAYS:TEST_DAYS"),
     (["walk-forward", "--folds", "0:1"], 2, "argument --folds: '0:1': both day counts must be >= 1"),
     (["tune", "--preset", "huge"], 2, "argument --preset: invalid choice: 'huge'"),
+    (["tune", "--folds", "4000:7"], 1, "walk-forward 4000:7 days needs at least 4001 days of data"),
+    (["tune", "--from", "yesterday"], 1, "--from: not an ISO 8601 instant: 'yesterday'"),
     (["backtest", "--walk-forward", "30"], 2, "argument --walk-forward: '30': expected TRAIN_DAYS:TEST_DAYS"),
     (["compare", "--families", "gru", "--out", "/tmp/unused", "--train-days", "0"], 2,
      "argument --train-days: must be > 0, got 0"),
