@@ -137,6 +137,7 @@ class Job:
     max_val: int = 2000
     seed: int = 0
     fee: float = 0.001
+    threads: int = 1  # torch CPU threads: the same count on every runner gives the same floats (sums' order)
 
     @property
     def out_dir(self) -> Path:
@@ -243,7 +244,16 @@ def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: 
 
 
 def run_job(job: Job) -> FoldScores:
-    """Train, choose the threshold on the inner slice, score the test window with it."""
+    """Train, choose the threshold on the inner slice, score the test window with it, with
+    `job.threads` torch threads: a Ray worker (OMP_NUM_THREADS=1) and this process then compute
+    bit-identical weights, versions and scores on the same machine."""
+    from daemon.retrain.jobs import _threads as torch_threads  # the retrain jobs' own pinning
+
+    with torch_threads(job.threads):
+        return _run_job(job)
+
+
+def _run_job(job: Job) -> FoldScores:
     import strategies.threshold as thr
 
     art, version, classes = train_fold(job)
