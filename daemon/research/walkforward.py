@@ -73,11 +73,20 @@ def plan_folds(start_ms: int, end_ms: int, train_days: int, test_days: int) -> l
 def fold_samples(bars: int, input_bars: int, label_bars: int) -> tuple[int, int, int]:
     """Samples a training window of `bars` 1m bars gives its train / validation / test splits
     (models.datasets: a sample's input window and label span lie inside its split's block)."""
+    from itertools import pairwise
+
     from models.datasets import RATIOS
 
     cuts = [0, int(bars * RATIOS[0]), int(bars * (RATIOS[0] + RATIOS[1])), bars]
-    train, val, test = (max(0, hi - lo - input_bars - label_bars + 1) for lo, hi in zip(cuts, cuts[1:]))
+    train, val, test = (max(0, hi - lo - input_bars - label_bars + 1) for lo, hi in pairwise(cuts))
     return train, val, test
+
+
+def _family_samples(io: Any, seq_len: int, label_bars: int, days: int) -> tuple[int, tuple[int, int, int]]:
+    """(input bars, split samples) of a family's IO on a `days`-day training window."""
+    bars = days * 1440
+    window = io.feature_spec(seq_len, bars, ("1m",), lambda _msg: None).required_windows["1m"]
+    return window, fold_samples(bars, window, label_bars)
 
 
 def check_fold_sizes(train_days: int, dirs: dict[str, Path], train_kwargs: dict, spec: str, flag: str) -> None:
@@ -88,27 +97,24 @@ def check_fold_sizes(train_days: int, dirs: dict[str, Path], train_kwargs: dict,
     from models.datasets import MIN_SAMPLES
     from models.targets import TargetSpec
 
+    def enough(split: tuple[int, int, int]) -> bool:
+        return min(split) >= 1 and sum(split) >= MIN_SAMPLES
+
     for name, served in dirs.items():
         fam = registry.family(name)
         target = TargetSpec.from_dict(read_meta(served)["target"])
         io = fam.make_io(target.mode)
         seq_len = fam.make_config(dict(io.config_overrides_base()), train_kwargs.get("preset", "small")).seq_len
-
-        def need(days: int) -> tuple[int, tuple[int, int, int]]:
-            bars = days * 1440
-            spec_ = io.feature_spec(seq_len, bars, ("1m",), lambda _msg: None)
-            return spec_.required_windows["1m"], fold_samples(bars, spec_.required_windows["1m"], target.span)
-
-        window, (train, val, test) = need(train_days)
-        if min(train, val, test) >= 1 and train + val + test >= MIN_SAMPLES:
+        window, split = _family_samples(io, seq_len, target.span, train_days)
+        if enough(split):
             continue
-        enough = next((d for d in range(train_days + 1, 3660) if min(need(d)[1]) >= 1 and sum(need(d)[1]) >= MIN_SAMPLES),
-                      None)
+        days = next((d for d in range(train_days + 1, 3660) if enough(_family_samples(io, seq_len, target.span, d)[1])),
+                    None)
         raise ValueError(
-            f"{flag} {spec}: a {train_days}-day training window gives {name} {train} training, {val} validation "
-            f"and {test} test samples (a sample needs {window} input bars and its {target.span}-bar label inside "
-            f"one split of the window, cut 70/15/15 %): train on at least {enough} days, "
-            f"e.g. {flag} {enough}:{spec.split(':')[1]}")
+            f"{flag} {spec}: a {train_days}-day training window gives {name} {split[0]} training, {split[1]} "
+            f"validation and {split[2]} test samples (a sample needs {window} input bars and its {target.span}-bar "
+            f"label inside one split of the window, cut 70/15/15 %): train on at least {days} days, "
+            f"e.g. {flag} {days}:{spec.split(':')[1]}")
 
 
 def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, context_bars: int) -> Path:

@@ -169,7 +169,7 @@ def _daemon_reload() -> Step:
 
 def makefile_torch_spec() -> str:
     """The Makefile's TORCH_SPEC default: the same torch build as `make setup` installs."""
-    m = re.search(r"^TORCH_SPEC\s*\?=\s*(\S+)\s*$", (SOURCE / "Makefile").read_text(), flags=re.M)
+    m = re.search(r"^TORCH_SPEC\s*\?=\s*(\S+)\s*$", (SOURCE / "Makefile").read_text(), flags=re.MULTILINE)
     return m.group(1) if m else "torch"
 
 
@@ -199,7 +199,8 @@ class Interpreter:
 def probe(candidate: str | Path) -> Interpreter | None:
     """What `candidate` really runs (a shim or a venv names another interpreter); None if it does not run."""
     try:
-        res = subprocess.run([str(candidate), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30)
+        res = subprocess.run([str(candidate), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30,
+                             check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = res.stdout.split("\n")
