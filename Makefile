@@ -18,12 +18,18 @@ INSTALL_ARGS ?=
 
 setup: $(STAMP)
 
+# One line per step before it starts (pip stays -q: its own output is thousands of lines).
 $(STAMP): pyproject.toml
+	@echo "setup 1/4: creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "setup 2/4: upgrading pip"
 	$(PY) -m pip install -q --upgrade pip
+	@echo "setup 3/4: installing PyTorch ($(TORCH_SPEC)); the largest download, a minute or more"
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	@echo "setup 4/4: installing sigd and its dependencies (editable, with the dev extra)"
 	$(PY) -m pip install -q -e ".[dev]"
-	touch $(STAMP)
+	@touch $(STAMP)
+	@echo "setup done: $(VENV) is ready"
 
 run: setup
 	$(VENV)/bin/sigd run -c config.toml

@@ -183,3 +183,17 @@ def test_unusable_report_dir_fails_at_once_in_one_line(command: str, tmp_path: P
                          timeout=120)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert f"--report {blocker / 'r'}: Not a directory" in res.stderr
+
+
+def test_check_on_20000_unknown_symbols_prints_20_problems_and_the_count(write_config) -> None:
+    symbols = ", ".join(f'"S{i:05d}/USDT"' for i in range(20_000))
+    path = write_config(f"""
+        [exchange]
+        symbols = ["ETH/USDT", {symbols}]
+        """)
+    res = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(path)], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and len(lines) == 21, (res.returncode, len(lines), res.stderr[-500:])
+    assert "exchange.symbols[1]: 'S00000/USDT' is not a market" in lines[0]
+    assert lines[-1].endswith("... and 19980 more problems (20000 in all; the first 20 are above)")
