@@ -69,6 +69,7 @@ class GridSpec:
     long_short: bool = False
     no_trade_band: float = 0.02
     seed: int = 0
+    turnover_penalty: float = 0.0  # >= 0: each rebalance moves 1 / (1 + penalty) of the way
 
     def validate(self, n_symbols: int) -> None:
         """ValueError naming the flag of the first setting that cannot work."""
@@ -82,6 +83,10 @@ class GridSpec:
             raise ValueError(f"--test-groups: must be >= 1 and < --groups ({self.n_groups})")
         if self.top_k * (2 if self.long_short else 1) > n_symbols:
             raise ValueError(f"--top-k: {self.top_k} is larger than the universe ({n_symbols} pairs)")
+        if self.no_trade_band < 0:
+            raise ValueError(f"--no-trade-band: must be >= 0, got {self.no_trade_band}")
+        if self.turnover_penalty < 0:
+            raise ValueError(f"--turnover-penalty: must be >= 0, got {self.turnover_penalty}")
         if self.max_train < 1000:
             raise ValueError(f"--max-train: need at least 1000 rows, got {self.max_train}")
 
@@ -89,7 +94,7 @@ class GridSpec:
         """The portfolio rule every configuration and baseline trades with."""
         from strategies.portfolio import PortfolioSpec
         return PortfolioSpec(long_short=self.long_short, top_k=self.top_k, max_weight=1.0 / self.top_k,
-                             gross_cap=1.0, no_trade_band=self.no_trade_band)
+                             gross_cap=1.0, no_trade_band=self.no_trade_band, turnover_penalty=self.turnover_penalty)
 
     def configs(self, timeframe: str) -> list[Any]:
         """The PanelModelSpecs tried at a timeframe."""
@@ -274,7 +279,8 @@ def markdown(result: dict[str, Any]) -> str:
     head = (f"Hourly leaderboard: {result['data']}; CPCV {g['n_groups']} groups / {g['n_test_groups']} tested "
             f"({math.comb(g['n_groups'] - 1, g['n_test_groups'] - 1)} paths); costs {g['cost_bps']:g} bp one way; "
             f"portfolio {'long/short' if g['long_short'] else 'long-only'} top-{g['top_k']}, "
-            f"no-trade band {g['no_trade_band']:g}; {result['seconds']:.0f} s.")
+            f"no-trade band {g['no_trade_band']:g}, turnover penalty {g.get('turnover_penalty', 0.0):g}; "
+            f"{result['seconds']:.0f} s.")
     lines = [head, ""]
     for tf, r in result["timeframes"].items():
         p = r["pbo"]
@@ -314,6 +320,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.deep_epochs)
     p.add_argument("--top-k", type=int, default=d.top_k)
     p.add_argument("--long-short", action="store_true")
+    p.add_argument("--no-trade-band", type=float, default=d.no_trade_band, help="weight moves smaller than this are not made")
+    p.add_argument("--turnover-penalty", type=float, default=d.turnover_penalty,
+                   help="each rebalance moves 1 / (1 + penalty) of the way to the target")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SIGD_TRACKING_URI or local SQLite)")
     p.add_argument("--out", default="runs/research", help="folder for leaderboard.md and leaderboard.json")
 
@@ -331,7 +340,8 @@ def research_command(args: argparse.Namespace) -> int:
     try:
         grid = GridSpec(_split(args.families), _split(args.targets), _split(args.timeframes),
                         _split(args.deep_timeframes), _split(args.deep_targets), args.groups, args.test_groups,
-                        args.cost_bps, args.max_train, args.trees, args.epochs, args.top_k, args.long_short)
+                        args.cost_bps, args.max_train, args.trees, args.epochs, args.top_k, args.long_short,
+                        args.no_trade_band, turnover_penalty=args.turnover_penalty)
         for fam in grid.families:
             if fam != "lgbm":
                 from models import registry

@@ -56,6 +56,7 @@ def test_tiny_grid_end_to_end_and_n_counts_across_runs(tmp_path: Path) -> None:
     (["--timeframes", "1m"], "--timeframes"),
     (["--cost-bps", "-1"], "--cost-bps"),
     (["--top-k", "99"], "--top-k"),
+    (["--turnover-penalty", "-1"], "--turnover-penalty"),
     (["--families", "nope"], "--families"),
     (["--data", "/nonexistent"], "--data"),
     (["--from", "2030-01-01"], "--start/--end"),
