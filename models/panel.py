@@ -1,8 +1,9 @@
 """A panel: bars of many pairs on one regular time grid, NaN where a pair has no bar.
 
-Loaded by `daemon.research.dataset.load_panel` from tape files (research); built from the
-daemon's rings (live). The cross-sectional features (`models.xsfeatures`) and the panel targets
-(`models.labels`) read it, so research and live compute them with one definition.
+Loaded by `daemon.research.dataset.load_panel` from tape files (research). It lives in models/
+with the cross-sectional features (`models.xsfeatures`) and the panel targets (`models.labels`)
+that read it, so that the live daemon, which may import models/ but not daemon.research, can
+compute the same features from a panel of its own recent bars.
 """
 
 from __future__ import annotations

@@ -27,15 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import structlog
 
+from daemon import log as logging
 from daemon.domain import TIMEFRAME_MS, timeframe_ms
 from daemon.research.replay import discover
 from models.panel import FIELDS, DatasetError, Panel, resample_panel
 
 __all__ = ["DatasetError", "Panel", "aggregate", "default_cache_dir", "load_panel", "read_tape", "resample_panel"]
 
-log = structlog.get_logger(__name__)
+log = logging.get("dataset")
 
 # timeframes that are built from the 1h file when the pair has one
 DERIVED_FROM_1H: tuple[str, ...] = ("4h", "1d")

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import structlog
 
+from daemon import log as logging
 from models.labels import LabelSpec, scores
 
-log = structlog.get_logger(__name__)
+log = logging.get("panelmodels")
 
 TABULAR = ("lgbm",)
 LGBM_DEFAULTS: dict[str, Any] = {"n_estimators": 150, "learning_rate": 0.05, "num_leaves": 31,
