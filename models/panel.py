@@ -74,7 +74,10 @@ def resample_panel(panel: Panel, timeframe: str) -> Panel:
 
     o, h, lo, c, v = (shaped(getattr(panel, f)) for f in FIELDS)
     complete = np.isfinite(c).all(axis=1)  # (n_periods, S)
-    keep = lambda a: np.where(complete, a, np.nan)
+
+    def keep(a: np.ndarray) -> np.ndarray:
+        return np.where(complete, a, np.nan)
+
     out = {"open": keep(o[:, 0]), "high": keep(h.max(axis=1)), "low": keep(lo.min(axis=1)),
            "close": keep(c[:, -1]), "volume": keep(v.sum(axis=1))}
     ts = first + np.arange(n_periods, dtype=np.int64) * period
