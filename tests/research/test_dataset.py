@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from daemon.research.dataset import DatasetError, load_panel
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATA
 
 HOUR = 3_600_000
 TAPE_2021 = REPO / "daemon" / "localexchange" / "tape_2021"
@@ -162,3 +162,21 @@ def test_4h_needs_1h_files(tmp_path: Path) -> None:
         load_panel(tmp_path / "d", "4h", cache_dir=tmp_path / "c")
     with pytest.raises(DatasetError, match=r"^--data: "):
         load_panel(tmp_path / "nowhere", cache_dir=tmp_path / "c")
+
+
+HOURLY = SHARED_DATA / "hourly"
+
+
+@pytest.mark.skipif(not (HOURLY / "README.md").exists(), reason="the shared hourly data set is not here")
+def test_hourly_set_gaps_match_its_readme(tmp_path: Path) -> None:
+    # the README's table: "| `BTC_USDT-1h.csv.gz` | first | last | rows | 122 in 27 gap(s) | ..."
+    expected = {}
+    for line in (HOURLY / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 6 and cells[1].endswith("-1h.csv.gz`"):
+            expected[cells[1].strip("`").removesuffix("-1h.csv.gz").replace("_", "/")] = (
+                int(cells[4]), int(cells[5].split()[0]))
+    panel = load_panel(HOURLY, "1h", cache_dir=tmp_path / "c")
+    assert len(expected) == 16 and set(panel.symbols) == set(expected)
+    for s, (rows, gaps) in expected.items():
+        assert int(panel.present[:, panel.column(s)].sum()) == rows and panel.gaps[s] == gaps, s
