@@ -12,9 +12,16 @@ Two kinds of input, named by `FeatureSpec.kind`:
            the market: on Binance the open nearly always equals the previous close, its scaler
            scale was 1.2e-5, and 20-58 % of the altcoins' values clipped at +-CLIP
            (`python -m daemon.research.ablation`). Kept only so those artifacts still load.
-    "bar2" (feature version 2, what training uses now): `log_open` is replaced by
-           log_range = log(high / low), the bar's range, a volatility reading whose scale is
-           the market's on every coin; the other four are unchanged.
+    "bar2" (feature version 2, what training uses now): comparable across coins and regimes.
+           `log_open` is replaced by log_range = log(high / low), the bar's range; then the
+           four price features (range, high, low, close against the previous close) are
+           divided by the bar's recent volatility: the root mean square of log(close / previous
+           close) over the VOL_BARS bars before it. So a value reads "this many recent sds",
+           whatever the coin's price, tick or volatility and whatever the regime; the scaler
+           (fitted on one month of one coin) no longer decides what is extreme. A bar's value
+           still depends only on that bar and the bars before it, so a past bar's encoding never
+           changes.
+           The volume change is unchanged (already scale-free).
 - "sequence" (CNN-LSTM-attention and the other sequence models): the causal indicators of
   `models.indicators` over the primary 1m window, or the seed's minimal set as fallback.
 
@@ -44,6 +51,7 @@ CLIP = 10.0
 BAR_NAMES: tuple[str, ...] = ("log_open", "log_high", "log_low", "log_close", "log_volume_change")  # v1 "bar"
 BAR2_NAMES: tuple[str, ...] = ("log_range", "log_high", "log_low", "log_close", "log_volume_change")  # v2 "bar2"
 MTF_SETS: dict[str, tuple[str, ...]] = {"bar": BAR_NAMES, "bar2": BAR2_NAMES}
+VOL_BARS = 20  # bar2: bars of recent volatility each bar's price features are measured in
 WINDOW_KEYS: tuple[str, ...] = ("1s", "1m", "1h", "1d", "btc_1m")
 
 
@@ -62,8 +70,20 @@ def bar_features(bars: np.ndarray, feature_set: str = "bar") -> np.ndarray:
     out = np.log(bars[:, 1:5] / prev_close[:, None])
     if feature_set == "bar2":
         out[:, 0] = np.log(bars[:, 2] / bars[:, 3])
-        out[0, 0] = np.nan  # row 0 stays NaN like the others: one rule for the windows' history
+        out /= recent_vol(out[:, 3], VOL_BARS)[:, None]
     return np.concatenate([out, (logv - prev_logv)[:, None]], axis=1)
+
+
+def recent_vol(log_close: np.ndarray, n: int) -> np.ndarray:
+    """Root mean square of the n values before each row ([k] -> [k]; NaN for the first n rows and
+    where that is 0). Summed window by window, so a row's value is bit-identical whether computed
+    over a whole series (training) or over a live window (parity)."""
+    out = np.full(len(log_close), np.nan)
+    if len(log_close) > n:
+        windows = np.lib.stride_tricks.sliding_window_view(log_close[:-1] ** 2, n)  # rows n.. use [i-n, i)
+        rms = np.sqrt(windows.mean(axis=1))
+        out[n:] = np.where(rms > 0, rms, np.nan)
+    return out
 
 
 @dataclass(frozen=True)
@@ -121,7 +141,8 @@ class FeatureBuilder:
 
 # FeatureSpec.kind -> its builder; a family's IO names the kind it trains on.
 BUILDERS: dict[str, FeatureBuilder] = {
-    "mtf": FeatureBuilder(lambda fs: MTF_SETS.get(fs, BAR_NAMES), lambda _: 1, bar_features),
+    "mtf": FeatureBuilder(lambda fs: MTF_SETS.get(fs, BAR_NAMES), lambda fs: VOL_BARS + 1 if fs == "bar2" else 1,
+                          bar_features),
     "sequence": FeatureBuilder(indicators.names, indicators.warmup, indicators.indicator_features),
 }
 
