@@ -125,7 +125,8 @@ class SignalWebsocket:
 
     def _check(self, conn: ServerConnection, request: Request) -> Response | None:
         """Host on loopback, no more than MAX_CLIENTS (the Origin is refused by `origins`)."""
-        host = request.headers.get("Host", "")
+        hosts = request.headers.get_all("Host")
+        host = hosts[0] if len(hosts) == 1 else ""
         name = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
         if name.lower() not in LOOPBACK_HOSTS:
             _REFUSED.inc(reason="host")
