@@ -50,8 +50,18 @@ SESSION_COOKIE = "sigd_session"
 SESSION_S = 12 * 3600.0
 OPEN_PATHS = frozenset({"/healthz", "/session", "/"})  # beyond loopback too: no private data
 ACTIONS = ("pause", "resume", "flat", "retrain")
-CSP = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+def csp() -> str:
+    """The page runs only its own scripts and styles (the charts' one <style>, by its hash),
+    talks only to this server and cannot be framed."""
+    from daemon.service.dashboard.server import chart_style_hash
+
+    return (f"default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' '{chart_style_hash()}'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+CSP = csp()
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class Daemon:
         self._cache: dict[tuple[Any, ...], tuple[float, tuple[int, bytes]]] = {}
         self._inflight: dict[tuple[Any, ...], tuple[float, asyncio.Future[tuple[int, bytes]]]] = {}
         self._pending: dict[tuple[Any, ...], asyncio.Future[tuple[int, bytes]]] = {}
+        self._changed = 0.0  # reads sent before this (an action changed the state) are stale
 
     async def call(self, name: str, *args: Any) -> tuple[int, bytes]:
         """(status, body) of one call, not shared."""
@@ -146,6 +157,7 @@ class Daemon:
         one in flight is shared when it is that recent, else one new request serves every
         caller waiting meanwhile."""
         key = (name, *args)
+        sent_after = max(sent_after, self._changed)
         cached = self._cache.get(key)
         if cached is not None and cached[0] >= sent_after:
             return cached[1]
@@ -157,6 +169,10 @@ class Daemon:
             pending = self._pending[key] = asyncio.get_running_loop().create_future()
             asyncio.create_task(self._send(key, pending))
         return await asyncio.shield(pending)
+
+    def changed(self) -> None:
+        """An action went through: no read sent before now is served again."""
+        self._changed = time.monotonic()
 
     async def _send(self, key: tuple[Any, ...], fut: asyncio.Future[tuple[int, bytes]]) -> None:
         before = self._inflight.get(key)
@@ -371,7 +387,9 @@ class Server:
                               headers={"WWW-Authenticate": "Bearer"})
             symbol = request.query.get("symbol") or None
             _log.info("api_action", action=name, peer=request.remote, symbol=symbol)
-            return _raw(*await self.daemon.call("action", name, symbol))
+            answer = await self.daemon.call("action", name, symbol)
+            self.daemon.changed()
+            return _raw(*answer)
 
         return handler
 
@@ -385,7 +403,7 @@ def _raw(status: int, body: bytes) -> web.Response:
 
 
 def _secure(response: web.Response) -> web.Response:
-    """The page runs only its own scripts and styles, talks only to this server, cannot be framed."""
+    """The security headers on every answer (see csp())."""
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")

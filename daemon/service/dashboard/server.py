@@ -16,7 +16,10 @@ else cut. It reconnects and resyncs from a new snapshot.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import functools
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -27,13 +30,24 @@ from daemon import log
 
 _log = log.get("sigd.dashboard")
 HERE = Path(__file__).parent
-FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css",
-         "vendor/lightweight-charts.standalone.production.js": "text/javascript"}
+FILES_CHARTS = "vendor/lightweight-charts.standalone.production.js"
+FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css", FILES_CHARTS: "text/javascript"}
+STYLE_MARK = 'createElement("style"),this.qv.innerText="'  # where the library's one inline style is
 QUEUE = 512  # event frames per page: minutes of bars even with a burst of backfilled ones
 STATEFUL = frozenset({"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order",
                       "control"})
 GONE = "gone"
 STATE_EVERY_S = 0.25  # at most this often a fresh `state` for every page, however many events
+
+
+@functools.cache
+def chart_style_hash() -> str:
+    """'sha256-...' of the one <style> element the vendored charts library adds (its
+    attribution logo), for the page's CSP: computed from the file, so an upgrade keeps it right."""
+    lib = (HERE / FILES_CHARTS).read_text()
+    start = lib.index(STYLE_MARK) + len(STYLE_MARK)
+    text = lib[start:lib.index('"', start)]
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
 def event_kind(text: str) -> str:
