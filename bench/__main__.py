@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "bench.train_throughput",
     "research": "bench.research",  # walk-forward jobs: local runner vs Ray local mode
     "symbols": "bench.symbols",
+    "http": "bench.http",  # 1,000 idle websockets + 200 /status per s: close -> decision p99, quiet vs loaded
     "scoring": "bench.scoring",  # live scoring + shadow filter on the decision path  # N symbols in one engine: close -> all decided, CPU, RSS per symbol
 }
 
