@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +41,9 @@ async def load(url: str, clients: int, rate: float) -> None:
 
     loop = asyncio.get_running_loop()
     stats = {"status_ok": 0, "status_failed": 0, "frames": 0, "pages": 0}
-    conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn) as http:
+    # Pages: one connection each. /status: a monitoring client's pool of kept-alive connections.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as poll:
         ready = asyncio.Event()
 
         async def page() -> None:
@@ -65,14 +65,19 @@ async def load(url: str, clients: int, rate: float) -> None:
 
         async def one() -> None:
             try:
-                async with http.get(f"{url}/status") as r:
+                async with poll.get(f"{url}/status") as r:
                     await r.read()
                     stats["status_ok" if r.status == 200 else "status_failed"] += 1
             except aiohttp.ClientError:
                 stats["status_failed"] += 1
 
-        stop = loop.create_future()
-        loop.add_reader(sys.stdin.fileno(), lambda: stop.done() or stop.set_result(None))
+        stop: asyncio.Future[None] = loop.create_future()
+
+        def stdin_closed() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
+        loop.add_reader(sys.stdin.fileno(), stdin_closed)
         started, sent = loop.time(), 0
         while not stop.done():
             due = int((loop.time() - started) * rate)
@@ -90,7 +95,7 @@ def parts_of(cfg: Any, engine: Any, store: Any, buffers: Any, predictors: dict[s
     """The daemon's Parts surface the read model reads, over the benchmark's engine."""
     from daemon.service.parts import Parts
 
-    feed = SimpleNamespace(status=lambda: {})
+    feed = SimpleNamespace(status=dict)
     return Parts(cfg=cfg, store=store, client=None, buffers=buffers, feed=feed, predictors=predictors,  # type: ignore[arg-type]
                  model_dirs={}, notifier=SimpleNamespace(outbox=sink), broker=engine.broker, engine=engine,
                  mode="paper")
@@ -108,10 +113,9 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     from daemon.service.watchdog import Freshness
     from daemon.store import Store
     from daemon.trading.engine import Engine
+    from daemon.trading.paper import PaperBroker
     from strategies.confidence import ConfidenceStrategy
     from strategies.risk import PortfolioLimits, RiskParams
-
-    from daemon.trading.paper import PaperBroker
 
     with tempfile.TemporaryDirectory() as tmp:
         predictors = load_models("small", "cpu", a.threshold, Path(tmp), 1)
@@ -180,8 +184,13 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             await api.stop()
             await engine.close()
             store.close()
+    from daemon.metrics import REGISTRY
+
+    reads = REGISTRY.histogram("sigd_http_read_ms", "")
+    costs = {call: (reads.count(call=call), reads._sample("_sum", {"call": call}))
+             for call in ("status", "state", "snapshot_event", "metrics")}
     return {"n": a.n, "clients": a.clients, "rate": a.rate, "quiet": out["quiet"], "loaded": out["loaded"],
-            "load": load_stats}
+            "load": load_stats, "reads": {c: {"n": n, "mean_ms": total / n} for c, (n, total) in costs.items() if n}}
 
 
 def table(r: dict[str, Any], load_before: float, load_after: float) -> str:
@@ -195,7 +204,10 @@ def table(r: dict[str, Any], load_before: float, load_after: float) -> str:
              f"{'loaded (%d ws + %.0f /status per s)' % (r['clients'], rate):<44} "
              f"{l50:>8.1f} {l99:>8.1f} {max(r['loaded']):>8.1f}",
              f"loaded / quiet p99: {l99 / q99:.3f} (target <= 1.10); p50 {l50 / q50:.3f}; "
-             f"/status failed: {failed}; load average {load_before:.2f} -> {load_after:.2f}"]
+             f"/status failed: {failed}; load average {load_before:.2f} -> {load_after:.2f}",
+             "engine-loop time of the server's reads (between cycles): " + (", ".join(
+                 f"{c} {v['n']} x {v['mean_ms']:.1f} ms" for c, v in r["reads"].items()) or "none"),
+             f"frames the pages received: {sum(s.get('frames', 0) for s in r['load'])}"]
     return "\n".join(lines)
 
 
@@ -212,7 +224,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--load", default="", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the latencies as JSON too")
     a = p.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand sockets on each side
     if a.load:
         asyncio.run(load(a.load, a.clients, a.rate))

@@ -22,7 +22,12 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 # The `_created` series double every counter's lines and no sigd dashboard reads them.
 prometheus_client.disable_created_metrics()
@@ -138,7 +143,7 @@ class Histogram(_Metric):
 class _Declared:
     """A collector of the zero series of metrics declared but never updated."""
 
-    def __init__(self, registry: "Registry") -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
     def describe(self) -> list[Metric]:

@@ -26,8 +26,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Awaitable, Callable, ClassVar, Mapping, Protocol
+from typing import Any, ClassVar, Protocol
 
 from daemon import events, log
 from daemon.domain import TIMEFRAME_MS, Controls
@@ -47,6 +48,7 @@ _PAGES = REGISTRY.gauge("sigd_dashboard_clients", "Dashboard pages connected to 
 _REFUSED = REGISTRY.counter("sigd_http_refused_total",
                             "Requests and connections the HTTP server refused, by reason (host, cross-origin, "
                             "unauthorized, max_connections, handshake_timeout)")
+_READ_MS = REGISTRY.histogram("sigd_http_read_ms", "Engine-loop time of one read for the HTTP server, by call")
 _RESTARTS = REGISTRY.counter("sigd_http_server_restarts_total", "Times the HTTP server process was restarted")
 
 
@@ -125,7 +127,7 @@ class Api:
                 kind, payload = await asyncio.wait_for(link.receive(), 60.0)
                 if kind == CONTROL and json.loads(payload).get("ready"):
                     break
-        except (LinkClosed, asyncio.TimeoutError) as exc:
+        except (TimeoutError, LinkClosed) as exc:
             rc = self._proc.returncode if self._proc.returncode is not None else "still running"
             raise RuntimeError(f"the HTTP server process did not start ({exc or 'timeout'}; exit code {rc})") from None
         self._link = link
@@ -146,7 +148,7 @@ class Api:
         if self._proc is not None and self._proc.returncode is None:
             try:
                 await asyncio.wait_for(self._proc.wait(), 3.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
         if self._link is not None:
@@ -222,7 +224,9 @@ class Api:
             else:
                 async with self._reads:  # one read at a time on the engine's loop
                     await self._wait_quiet()
+                    started = time.perf_counter()
                     status, body = self._read(name, args)
+                    _READ_MS.observe((time.perf_counter() - started) * 1000.0, call=name)
         except Exception as exc:  # noqa: BLE001 — the client gets a 500, the daemon goes on
             _log.error("api_call_failed", call=name, error=repr(exc))
             status, body = 500, _dumps({"ok": False, "error": f"{name} failed: {type(exc).__name__}"}).encode()
@@ -235,7 +239,7 @@ class Api:
         if self.quiet is not None:
             try:
                 await asyncio.wait_for(self.quiet(), QUIET_WAIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _read(self, name: str, args: list[Any]) -> tuple[int, bytes]:

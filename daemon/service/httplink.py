@@ -35,7 +35,7 @@ class Link:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, sock: socket.socket) -> "Link":
+    async def open(cls, sock: socket.socket) -> Link:
         """A Link over a connected AF_UNIX stream socket."""
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
         return cls(reader, writer)

@@ -35,8 +35,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -87,10 +88,10 @@ class Settings:
         return self.host in LOOPBACK_NAMES
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "Settings":
+    def of(cls, raw: dict[str, Any]) -> Settings:
         """From the JSON the daemon sent."""
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in names}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in names}
         return cls(**values)
 
 
@@ -253,7 +254,8 @@ class Server:
             if n > self.settings.max_connections:
                 self.counts.refuse("max_connections")
                 _log.debug("http_connection_refused", reason="max_connections", limit=self.settings.max_connections)
-                transport.abort()
+                # Cut once the handler's task has started (cut inside connection_made, it fails).
+                asyncio.get_running_loop().call_soon(transport.abort)
                 return
             self.counts.set("connections", n)
             asyncio.get_running_loop().call_later(self.settings.handshake_timeout_s, self._handshake_due, handler,
@@ -422,7 +424,7 @@ async def _report(link: Link, counts: Counts) -> None:
 async def serve(listen_fd: int, link_fd: int) -> int:
     """The process: settings from the daemon, serve until the daemon says stop or goes away."""
     link = await Link.open(socket.socket(fileno=link_fd))
-    kind, payload = await link.receive()
+    _, payload = await link.receive()  # the first frame: the settings
     settings = Settings.of(json.loads(payload)["settings"])
     log.setup(settings.log_level, settings.log_format)
     if settings.token:

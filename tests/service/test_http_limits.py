@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -46,7 +46,7 @@ async def _closed_by_server(sock: socket.socket, within_s: float) -> bool:
         return data == b"" or b"HTTP/1.1" in data and await _closed_by_server(sock, within_s)
     except ConnectionResetError:
         return True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
 
 

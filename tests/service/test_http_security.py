@@ -5,7 +5,7 @@ beyond loopback, and the signal websocket refuses pages and foreign Hosts."""
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest

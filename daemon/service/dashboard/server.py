@@ -37,7 +37,7 @@ QUEUE = 512  # event frames per page: minutes of bars even with a burst of backf
 STATEFUL = frozenset({"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order",
                       "control"})
 GONE = "gone"
-STATE_EVERY_S = 0.25  # at most this often a fresh `state` for every page, however many events
+STATE_EVERY_S = 1.0  # at most this often a fresh `state` for every page, however many events
 
 
 @functools.cache
@@ -96,7 +96,7 @@ class Page:
     async def _send(self, text: str) -> None:
         try:
             await asyncio.wait_for(self.ws.send_str(text), self.send_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.drop("send timeout: the page does not read")
         except (ConnectionError, RuntimeError):  # it went away mid-send
             self.drop(GONE)
@@ -110,7 +110,7 @@ class Page:
         try:
             await asyncio.wait_for(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
                                                  message=b"too slow: reconnect and resync"), 2.0)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        except (TimeoutError, ConnectionError, RuntimeError):
             pass
         if self.request.transport is not None:
             self.request.transport.abort()
@@ -123,6 +123,7 @@ class Hub:
         self.daemon, self.settings, self.counts = daemon, settings, counts
         self.pages: set[Page] = set()
         self._state_due = asyncio.Event()
+        self._last_state = b""
         self._task = asyncio.create_task(self._states(), name="dashboard:state")
 
     def publish(self, text: str) -> None:
@@ -145,7 +146,8 @@ class Hub:
             self._state_due.clear()
             if self.pages:
                 status, body = await self.daemon.read("state", sent_after=time.monotonic())
-                if status == 200:
+                if status == 200 and body != self._last_state:  # an unchanged state is not sent again
+                    self._last_state = body
                     text = body.decode()
                     for page in list(self.pages):
                         page.offer(text)
