@@ -10,7 +10,8 @@ dashboard's snapshots and state are the daemon's own queries.
 Phases alternate, quiet then loaded, `--rounds` times: quiet = no HTTP client; loaded = a
 separate load process holding `--clients` idle websocket clients on /ws/events (each gets the
 snapshot, then every event: they read, slowly, as idle pages do) and sending `--rate`
-requests per second to /status. Measured per cycle: the first closing bar handed to the
+requests per second to /status. The load process runs at niceness `--load-nice` (10): its
+CPU stands in for clients that, deployed, run on other machines; 0 counts it fully. Measured per cycle: the first closing bar handed to the
 engine → the cycle's commit (every symbol decided). The simulated 1m cadence is compressed
 to one cycle every `--every-s` wall seconds. Symbols past ETH/USDT are SYNTHETIC time-shifted
 copies of the real bundled tape (see bench/symbols.py); thresholds are lowered so that
@@ -167,7 +168,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             for _ in range(a.rounds):
                 await phase("quiet")
                 loader = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bench.http", "--load", api.url, "--clients", str(a.clients),
+                    "nice", "-n", str(a.load_nice), sys.executable, "-m", "bench.http", "--load", api.url, "--clients", str(a.clients),
                     "--rate", str(a.rate), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
                 assert loader.stdout is not None and loader.stdin is not None
@@ -221,6 +222,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=2, help="quiet/loaded pairs")
     p.add_argument("--every-s", type=float, default=1.0, help="wall seconds between cycles (a compressed 1m)")
     p.add_argument("--threshold", type=float, default=0.34, help="model threshold (0 = the artifacts' own)")
+    p.add_argument("--load-nice", type=int, default=10,
+                   help="niceness of the load process (its CPU stands in for clients on other machines)")
     p.add_argument("--load", default="", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the latencies as JSON too")
     a = p.parse_args(argv)
@@ -235,7 +238,7 @@ def main(argv: list[str]) -> int:
     before = os.getloadavg()[0]
     print(f"http benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {before:.2f}, {a.n} symbols, "
           f"a cycle every {a.every_s:g} s, {a.rounds} x (quiet, loaded) x {a.cycles} cycles; loaded = {a.clients} "
-          f"idle websocket clients + {a.rate:g} GET /status per s from another process")
+          f"idle websocket clients + {a.rate:g} GET /status per s from another process (nice {a.load_nice})")
     r = asyncio.run(run(a))
     print(table(r, before, os.getloadavg()[0]))
     if a.json:

@@ -16,6 +16,7 @@ Every request passes, in order:
 3. beyond loopback, private data (/status, /metrics, the dashboard's data and stream) needs
    the bearer token or the session cookie the page obtains with it (POST /session); the
    actions always need the bearer token.
+The process runs at a lower CPU priority (niceness +10) than the daemon.
 Limits: `[api] max_connections`, a handshake timeout (a connection that sends no request),
 the idle timeout of kept-alive connections, the websocket heartbeat, and per websocket a
 bounded queue and a send timeout: a page that does not read is dropped, never buffered for.
@@ -49,6 +50,7 @@ _log = log.get("sigd.http")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 SESSION_COOKIE = "sigd_session"
 SESSION_S = 12 * 3600.0
+NICE = 10  # the server process's scheduling niceness above the daemon's
 OPEN_PATHS = frozenset({"/healthz", "/session", "/"})  # beyond loopback too: no private data
 ACTIONS = ("pause", "resume", "flat", "retrain")
 
@@ -453,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--link-fd", type=int, required=True)
     a = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the daemon stops us
+    os.nice(NICE)  # when the CPUs are busy, the engine's process goes first
     os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears from the daemon only
     return asyncio.run(serve(a.listen_fd, a.link_fd))
 

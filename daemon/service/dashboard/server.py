@@ -198,7 +198,9 @@ def _file(name: str) -> Any:
 
 
 async def _stream(request: web.Request, daemon: Any, hub: Hub, settings: Any) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=4096)
+    # No per-message compression: deflating every frame for every page costs more CPU than the
+    # bytes it saves on loopback or a LAN.
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=4096, compress=False)
     page = Page(ws, request, settings.send_timeout_s)
     try:
         await ws.prepare(request)
