@@ -301,24 +301,26 @@ def _dumps(obj: Any) -> str:
 
 
 def api_url(cfg: Any) -> str:
-    """Where the running daemon's API listens: the configured port, or the bound one it stored."""
-    if cfg.api.port:
-        return f"http://{cfg.api.host}:{cfg.api.port}"
+    """Where the running daemon's API listens: the URL it stored when it bound (a free port
+    after a fallback, or an ephemeral one), else the configured port."""
+    configured = f"http://{cfg.api.host}:{cfg.api.port}" if cfg.api.port else ""
     from daemon.store import Store
 
     path = cfg.path(cfg.store.path)
     if not path.exists():
-        return ""
+        return configured
     store = Store(path)
     try:
-        return store.get_kv("api_url", "") or ""
+        return store.get_kv("api_url", "") or configured
     finally:
         store.close()
 
 
-def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """GET /status from a running daemon."""
-    with urllib.request.urlopen(f"{url}/status", timeout=timeout) as resp:
+def fetch_status(url: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+    """GET /status from a running daemon (with the bearer token when given: beyond loopback
+    /status is private)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/status", headers=headers), timeout=timeout) as resp:
         return json.loads(resp.read().decode())
 
 
@@ -334,7 +336,7 @@ def status_command(args: argparse.Namespace) -> int:
     try:
         if not url:
             raise OSError("the daemon has not recorded its API address (is it running?)")
-        status = fetch_status(url)
+        status = fetch_status(url, token=os.environ.get(cfg.api.token_env) or None)
     except (OSError, urllib.error.URLError, ValueError) as exc:
         print(f"sigd status: cannot reach the daemon at {url or '?'}: {exc}", file=sys.stderr)
         return 1
