@@ -209,8 +209,9 @@ class Api:
             while True:
                 kind, payload = await link.receive()
                 if kind == CALL:
-                    msg = json.loads(payload)
-                    asyncio.create_task(self._answer(link, msg))
+                    task = asyncio.create_task(self._answer(link, json.loads(payload)))
+                    self._answering.add(task)  # held until done (the loop keeps only weak references)
+                    task.add_done_callback(self._answering.discard)
                 elif kind == CONTROL:
                     self._counts(json.loads(payload).get("counts") or {})
         except LinkClosed:

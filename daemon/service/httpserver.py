@@ -146,6 +146,7 @@ class Daemon:
         self._inflight: dict[tuple[Any, ...], tuple[float, asyncio.Future[tuple[int, bytes]]]] = {}
         self._pending: dict[tuple[Any, ...], asyncio.Future[tuple[int, bytes]]] = {}
         self._changed = 0.0  # reads sent before this (an action changed the state) are stale
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def call(self, name: str, *args: Any) -> tuple[int, bytes]:
         """(status, body) of one call, not shared."""
@@ -170,7 +171,9 @@ class Daemon:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = asyncio.get_running_loop().create_future()
-            asyncio.create_task(self._send(key, pending))
+            task = asyncio.create_task(self._send(key, pending))
+            self._sending.add(task)  # held until done (the loop keeps only weak references)
+            task.add_done_callback(self._sending.discard)
         return await asyncio.shield(pending)
 
     def changed(self) -> None:
@@ -196,7 +199,15 @@ class Daemon:
                 del self._inflight[key]
 
     async def run(self) -> None:
-        """Frames from the daemon until it goes away."""
+        """Frames from the daemon until it goes away (its calls still waiting then fail)."""
+        try:
+            await self._frames()
+        finally:
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_exception(LinkClosed("the daemon went away"))
+
+    async def _frames(self) -> None:
         while True:
             kind, payload = await self.link.receive()
             if kind == EVENT:
