@@ -93,6 +93,7 @@ class Api:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._reads = asyncio.Lock()
+        self._answering: set[asyncio.Task[None]] = set()
         self._refused: dict[str, float] = {}
         self._lost = False
 
@@ -216,6 +217,9 @@ class Api:
                     self._counts(json.loads(payload).get("counts") or {})
         except LinkClosed:
             return
+        except Exception as exc:  # a bug here must not end the link silently
+            _log.error("api_link_failed", error=repr(exc))
+            raise
 
     async def _answer(self, link: Link, msg: dict[str, Any]) -> None:
         name, args = str(msg.get("call")), list(msg.get("args") or [])
