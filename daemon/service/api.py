@@ -27,10 +27,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, ClassVar, Protocol
 
 from daemon import events, log
+from daemon.events import ControlApplied
 from daemon.domain import TIMEFRAME_MS, Controls
 from daemon.metrics import REGISTRY
 from daemon.service import ports
@@ -65,15 +66,6 @@ class Service(Controls, Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ControlApplied(events.Event):
-    """An operator action (pause, resume, flat, retrain) took effect: pages refresh at once."""
-
-    kind: ClassVar[str] = "control"
-    action: str
-    symbol: str
-
-
 class Api:
     """The HTTP server process and its link; `await start()` binds and starts it, `.url` says
     where, `await stop()` ends it. `quiet` (optional) waits until no decision is running."""
@@ -96,6 +88,13 @@ class Api:
         self._answering: set[asyncio.Task[None]] = set()
         self._refused: dict[str, float] = {}
         self._lost = False
+
+    def app(self) -> Any:
+        """The server process's aiohttp application (every route and check), built here unserved
+        (the docs list its routes); `start()` serves it in its own process."""
+        from daemon.service.httpserver import Counts, Server
+
+        return Server(self.settings, None, Counts()).app()  # type: ignore[arg-type]
 
     async def start(self) -> None:
         """Bind (unless given the socket), start the server process, wait until it serves."""
@@ -251,6 +250,13 @@ class Api:
         read = getattr(self.service, "read", None)
         if name == "status":
             return 200, _dumps(self.service.status()).encode()
+        if name == "health":  # /healthz: only what health needs, so it can always be fresh
+            if read is not None and hasattr(read, "healthy"):
+                healthy, reason = read.healthy(read.streams())
+            else:
+                status = self.service.status()
+                healthy, reason = bool(status.get("healthy")), str(status.get("health_reason", ""))
+            return 200, _dumps({"healthy": healthy, "reason": reason}).encode()
         if name == "metrics":
             self.service.refresh_metrics()
             return 200, REGISTRY.render().encode()

@@ -373,13 +373,12 @@ class Server:
         return time.monotonic() - self.settings.snapshot_max_age_s
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        status, body = await self.daemon.read("status", sent_after=self._fresh())
+        # Never from an older answer: a red /healthz shows at once (concurrent probes share one).
+        status, body = await self.daemon.read("health", sent_after=time.monotonic())
         if status != 200:
             return _raw(status, body)
         s = json.loads(body)
-        healthy = bool(s.get("healthy"))
-        return web.json_response({"healthy": healthy, "reason": s.get("health_reason", "")},
-                                 status=200 if healthy else 503)
+        return web.json_response(s, status=200 if s.get("healthy") else 503)
 
     def _read(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:

@@ -124,7 +124,7 @@ class Hub:
         self.pages: set[Page] = set()
         self._state_due = asyncio.Event()
         self._last_state = b""
-        self._task = asyncio.create_task(self._states(), name="dashboard:state")
+        self._task: asyncio.Task[None] | None = None  # started by the first state-changing event
 
     def publish(self, text: str) -> None:
         """One event (JSON text) to every page; a state-changing one asks for a fresh state."""
@@ -134,6 +134,8 @@ class Hub:
             page.offer(text)
         if event_kind(text) in STATEFUL:
             self._state_due.set()
+            if self._task is None:
+                self._task = asyncio.create_task(self._states(), name="dashboard:state")
 
     def resync(self) -> None:
         """The daemon lost events for us: every page reconnects and reloads its snapshot."""
@@ -157,7 +159,8 @@ class Hub:
         self.counts.set("dashboard_clients", len(self.pages))
 
     async def close(self) -> None:
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
         for page in list(self.pages):
             page.drop("server stopping")
 
