@@ -465,7 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--link-fd", type=int, required=True)
     a = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the daemon stops us
-    os.nice(NICE)  # when the CPUs are busy, the engine's process goes first
+    try:
+        os.nice(NICE)  # when the CPUs are busy, the engine's process goes first
+    except OSError as exc:  # a sandbox that forbids it: served at the daemon's priority
+        _log.warning("http_server_nice_refused", error=str(exc))
     os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears from the daemon only
     return asyncio.run(serve(a.listen_fd, a.link_fd))
 
