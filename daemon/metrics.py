@@ -165,7 +165,7 @@ class _Declared:
 
 
 def _bound(b: float) -> str:
-    return prometheus_client.utils.floatToGoString(b)
+    return str(prometheus_client.utils.floatToGoString(b))  # type: ignore[no-untyped-call]
 
 
 class Registry:

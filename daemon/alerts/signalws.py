@@ -102,7 +102,7 @@ class SignalWebsocket:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._main(sock, ready))
-        except BaseException as exc:  # noqa: BLE001 — start() raises it on the caller's loop
+        except BaseException as exc:
             if not ready.done():
                 ready.set_exception(exc)
             else:

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from daemon import events, log
 from daemon.events import ControlApplied
@@ -231,7 +231,7 @@ class Api:
                     started = time.perf_counter()
                     status, body = self._read(name, args)
                     _READ_MS.observe((time.perf_counter() - started) * 1000.0, call=name)
-        except Exception as exc:  # noqa: BLE001 — the client gets a 500, the daemon goes on
+        except Exception as exc:
             _log.error("api_call_failed", call=name, error=repr(exc))
             status, body = 500, _dumps({"ok": False, "error": f"{name} failed: {type(exc).__name__}"}).encode()
         try:

@@ -191,7 +191,7 @@ class Daemon:
             result = await self.call(*key)
             self._cache[key] = (sent, result)
             fut.set_result(result)
-        except BaseException as exc:  # noqa: BLE001 — every waiter gets it
+        except BaseException as exc:
             if not fut.done():
                 fut.set_exception(exc)
         finally:

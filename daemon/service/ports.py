@@ -67,7 +67,7 @@ def holder(port: int, proc: Path = Path("/proc")) -> str:
                 inodes.add(f"socket:[{cols[9]}]")
     if not inodes:
         return ""
-    for pid in (p for p in _pids(proc) if p != os.getpid()):
+    for pid in (p for p in _pids(proc) if p != str(os.getpid())):  # not this process
         try:
             fds = os.listdir(proc / pid / "fd")
         except OSError:
