@@ -335,9 +335,10 @@ class Server:
     def _bearer_ok(self, request: web.Request) -> bool:
         token = self.settings.token
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        # Compared in constant time; never echoed.
-        return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
-                                                                                  token.encode())  # type: ignore[union-attr]
+        # Compared in constant time, as bytes (a header's undecodable bytes arrive as surrogates);
+        # never echoed.
+        sent = value.strip().encode("utf-8", "surrogateescape")
+        return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(sent, token.encode())  # type: ignore[union-attr]
 
     def _session_ok(self, request: web.Request) -> bool:
         sid = request.cookies.get(SESSION_COOKIE, "")

@@ -125,3 +125,22 @@ async def test_the_signal_websocket_refuses_pages_and_foreign_hosts() -> None:
             await client.close()
     finally:
         await ws.close()
+
+
+async def test_a_token_with_undecodable_bytes_is_refused_not_an_error(api: Api) -> None:
+    import socket
+
+    port = int(api.url.rsplit(":", 1)[1])
+    raw = (b"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ?\xe0\r\n"
+           b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def send() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(raw)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+
+    answer = await asyncio.to_thread(send)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
