@@ -193,8 +193,9 @@ def ridge_predict(x: np.ndarray, beta: np.ndarray) -> np.ndarray:
 
 
 def cpcv_model(features: np.ndarray, y: np.ndarray, splits: list[cpcv.Split], paths: np.ndarray,
-               spec: CalibrationSpec, periods_per_year: float) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """(path Sharpes, path returns, path trade counts) of the ridge model in CPCV."""
+               spec: CalibrationSpec, periods_per_year: float
+               ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
+    """(predictions per split, path Sharpes, path returns, path trade counts) of the ridge model in CPCV."""
     t_n, s_n, f_n = features.shape
     rate = spec.cost_bps / 10_000.0
     preds = []
@@ -217,7 +218,7 @@ def cpcv_model(features: np.ndarray, y: np.ndarray, splits: list[cpcv.Split], pa
         out_trades.append(int(((sign != np.vstack([np.zeros((1, s_n)), sign[:-1]])) & (sign != 0)).sum()))
         out_returns.append(r)
         out_sharpe.append(annual_sharpe(r, periods_per_year))
-    return np.array(out_sharpe), out_returns, np.array(out_trades)
+    return preds, np.array(out_sharpe), out_returns, np.array(out_trades)
 
 
 def oracle_sharpe(planted: np.ndarray, y: np.ndarray, rate: float, periods_per_year: float) -> float:
@@ -247,54 +248,87 @@ def ic_for(target: float, y: np.ndarray, rate: float, periods_per_year: float) -
     return (lo + hi) / 2
 
 
-def _judge(level: Level, features: np.ndarray, y: np.ndarray, splits: list[cpcv.Split], paths: np.ndarray,
-           spec: CalibrationSpec, ppy: float) -> None:
-    sharpes, returns, trades = cpcv_model(features, y, splits, paths, spec, ppy)
+@dataclass(frozen=True)
+class Trial:
+    """One configuration of the calibration grid: a planted level (or the shuffled labels) and
+    a seed; run whole (every CPCV split) by `run_trial`, here or on a Ray worker."""
+
+    seed: int
+    level: int  # index into spec.sharpes; len(spec.sharpes) for the shuffled labels
+    ic: float
+    shuffled: bool
+    spec: CalibrationSpec
+    step_ms: int = HOUR_MS
+
+
+@dataclass
+class TrialResult:
+    """What a trial returns: its out-of-sample predictions split by split, and the verdict."""
+
+    trial: Trial
+    split_predictions: list[np.ndarray]  # per CPCV split: [len(test_idx), S] predictions
+    path_sharpes: np.ndarray
+    oracle_sharpe: float
+    model_sharpe: float  # the median path's
+    passed: bool
+    psr: float
+    dsr: float
+
+
+def run_trial(trial: Trial, data: dict[str, np.ndarray]) -> TrialResult:
+    """Plant, fit in CPCV, trade each path, gate the median path. `data`: {"ts", "close"}
+    (shipped once to every worker by the runner)."""
+    spec = trial.spec
+    px = np.asarray(data["close"], dtype=np.float64)
+    ppy = 365 * 86_400_000 / trial.step_ms
+    y = forward_returns(px)
+    decisions = np.asarray(data["ts"], dtype=np.int64) + trial.step_ms  # decided at the bar's close
+    splits = cpcv.cpcv_splits(decisions, spec.n_groups, spec.n_test_groups, decisions + trial.step_ms,
+                              spec.embargo_bars * trial.step_ms)
+    paths = cpcv.cpcv_paths(splits, spec.n_groups)
+    rng = np.random.default_rng([trial.seed, trial.level])
+    planted = np.where(np.isfinite(y), plant(y, trial.ic, rng), np.nan)
+    if trial.shuffled:  # the strong feature of the real labels, traded against labels shuffled in time
+        y = y[rng.permutation(len(y))]
+    rate = spec.cost_bps / 10_000.0
+    features = design(planted, distractors(px, max(1, 86_400_000 // trial.step_ms)), spec.noise_features, rng)
+    preds, sharpes, returns, trades = cpcv_model(features, y, splits, paths, spec, ppy)
     median = int(np.argsort(sharpes)[len(sharpes) // 2])
     verdict = stats.gate(returns[median], int(trades[median]), spec.n_trials)
-    level.model_sharpe.append(float(sharpes[median]))
-    level.passed.append(bool(verdict.passed))
-    level.psr.append(float(verdict.psr))
-    level.dsr.append(float(verdict.dsr))
+    return TrialResult(trial, preds, sharpes, oracle_sharpe(planted, y, rate, ppy), float(sharpes[median]),
+                       bool(verdict.passed), float(verdict.psr), float(verdict.dsr))
 
 
 def calibrate(ts: np.ndarray, close: np.ndarray, spec: CalibrationSpec, step_ms: int = HOUR_MS,
-              progress: Callable[[int, int, float], None] = lambda done, total, elapsed: None) -> CalibrationResult:
-    """The detection curve and the shuffled-label false-pass rate on these closes [T, S]."""
+              progress: Callable[[int, int, float], None] = lambda done, total, elapsed: None,
+              runner: Any = None, chunk: int = 4) -> CalibrationResult:
+    """The detection curve and the shuffled-label false-pass rate on these closes [T, S].
+    Trials run on `runner` (daemon/retrain/runners.py; default: here, one after another),
+    `chunk` at a time so that progress moves; the data reaches the workers once."""
+    from daemon.retrain.runners import LocalRunner
+
     spec.validate()
     t0 = time.perf_counter()
-    px = np.asarray(close, dtype=np.float64)
+    data = {"ts": np.asarray(ts, dtype=np.int64), "close": np.asarray(close, dtype=np.float64)}
     ppy = 365 * 86_400_000 / step_ms
-    day = max(1, 86_400_000 // step_ms)
-    y = forward_returns(px)
-    decisions = np.asarray(ts, dtype=np.int64) + step_ms  # decided at the bar's close
-    splits = cpcv.cpcv_splits(decisions, spec.n_groups, spec.n_test_groups, decisions + step_ms,
-                              spec.embargo_bars * step_ms)
-    paths = cpcv.cpcv_paths(splits, spec.n_groups)
-    extra = distractors(px, day)
-    rate = spec.cost_bps / 10_000.0
-    levels = [Level(s, ic_for(s, y, rate, ppy)) for s in spec.sharpes]
+    y = forward_returns(data["close"])
+    levels = [Level(s, ic_for(s, y, spec.cost_bps / 10_000.0, ppy)) for s in spec.sharpes]
     strongest = max(levels, key=lambda lv: lv.ic)
     shuffled = Level(strongest.planted_sharpe, strongest.ic)
-    total, done = spec.seeds * (len(levels) + 1), 0
-    for seed in range(spec.seeds):
-        for k, level in enumerate(levels):
-            rng = np.random.default_rng([seed, k])
-            planted = np.where(np.isfinite(y), plant(y, level.ic, rng), np.nan)
-            level.oracle_sharpe.append(oracle_sharpe(planted, y, rate, ppy))
-            _judge(level, design(planted, extra, spec.noise_features, rng), y, splits, paths, spec, ppy)
-            done += 1
-            progress(done, total, time.perf_counter() - t0)
-        # noise: the strong feature of the real labels, traded against labels shuffled in time
-        rng = np.random.default_rng([seed, len(levels)])
-        planted = np.where(np.isfinite(y), plant(y, shuffled.ic, rng), np.nan)
-        y_shuffled = y[rng.permutation(len(y))]
-        shuffled.oracle_sharpe.append(oracle_sharpe(planted, y_shuffled, rate, ppy))
-        _judge(shuffled, design(planted, extra, spec.noise_features, rng), y_shuffled, splits, paths, spec, ppy)
-        done += 1
-        progress(done, total, time.perf_counter() - t0)
-        log.info("calibration_seed", seed=seed, rates=[round(lv.rate, 2) for lv in levels], false_pass=shuffled.rate)
-    return CalibrationResult(spec, [], len(px), ppy, levels, shuffled, time.perf_counter() - t0)
+    trials = [Trial(seed, k, lv.ic, False, spec, step_ms) for seed in range(spec.seeds) for k, lv in enumerate(levels)]
+    trials += [Trial(seed, len(levels), shuffled.ic, True, spec, step_ms) for seed in range(spec.seeds)]
+    runner = runner or LocalRunner()
+    for i in range(0, len(trials), chunk):
+        for r in runner.map(run_trial, trials[i:i + chunk], shared=data):
+            level = shuffled if r.trial.shuffled else levels[r.trial.level]
+            level.oracle_sharpe.append(r.oracle_sharpe)
+            level.model_sharpe.append(r.model_sharpe)
+            level.passed.append(r.passed)
+            level.psr.append(r.psr)
+            level.dsr.append(r.dsr)
+        progress(min(i + chunk, len(trials)), len(trials), time.perf_counter() - t0)
+    log.info("calibration_done", rates=[round(lv.rate, 2) for lv in levels], false_pass=shuffled.rate)
+    return CalibrationResult(spec, [], len(data["close"]), ppy, levels, shuffled, time.perf_counter() - t0)
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -302,8 +336,8 @@ def calibrate(ts: np.ndarray, close: np.ndarray, spec: CalibrationSpec, step_ms:
 
 def table(result: CalibrationResult) -> list[str]:
     """Markdown rows: one planted level per row, then the shuffled labels."""
-    rows = ["| planted Sharpe (ann.) | ic | oracle Sharpe (mean) | model Sharpe, median path (mean) | "
-            "median DSR | gate passes |", "|---:|---:|---:|---:|---:|---:|"]
+    rows = [("| planted Sharpe (ann.) | ic | oracle Sharpe (mean) | model Sharpe, median path (mean) | "
+             "median DSR | gate passes |"), "|---:|---:|---:|---:|---:|---:|"]
     for lv in [*result.levels, result.shuffled]:
         name = f"{lv.planted_sharpe:.2f}" if lv is not result.shuffled else \
             f"shuffled labels ({lv.planted_sharpe:.2f} feature)"

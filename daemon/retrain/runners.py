@@ -47,9 +47,11 @@ class Runner(Protocol):
         """Every job's result (JobFailed for those that failed or ran out of time)."""
         ...
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """`fn` over picklable items (any module-level function), results in item order; the
-        first exception an item raised is raised here (`sigd compare` runs its folds so)."""
+    def map(self, fn: Callable[..., R], items: Sequence[T], shared: Any = None) -> list[R]:
+        """`fn(item)` over picklable items (any module-level function), or `fn(item, shared)`
+        when `shared` is given (data every item reads: on Ray it travels once, through the
+        object store); results in item order; the first exception an item raised is raised
+        here (`sigd compare` runs its folds so)."""
         ...
 
     def cancel(self) -> None:
@@ -102,8 +104,10 @@ class LocalRunner:
             out.append(result)
         return out
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[..., R], items: Sequence[T], shared: Any = None) -> list[R]:
         """In this process, one item after another."""
+        if shared is not None:
+            return [fn(item, shared) for item in items]
         return [fn(item) for item in items]
 
     def cancel(self) -> None:
@@ -180,13 +184,16 @@ class RayRunner:
         self.cancel()
         return [r if r is not None else _out_of_time(j, timeout_s) for r, j in zip(out, jobs)]
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """Every item as a Ray task at once (a dead worker is retried, an exception is not);
-        paths inside the items must be readable on every node (shared storage on a cluster)."""
+    def map(self, fn: Callable[..., R], items: Sequence[T], shared: Any = None) -> list[R]:
+        """Every item as a Ray task at once (a dead worker is retried, an exception is not).
+        `shared` (e.g. a data set's arrays) is put in the object store once and every task
+        gets it from there, on whichever node it runs: no path needs to be readable by the
+        workers. Paths inside the items themselves must still be readable on every node."""
         import ray
 
         remote = ray.remote(fn).options(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
-        self._pending = [remote.remote(item) for item in items]
+        ref = ray.put(shared) if shared is not None else None  # one copy, however many tasks read it
+        self._pending = [remote.remote(item, ref) if ref is not None else remote.remote(item) for item in items]
         try:
             out = list(ray.get(self._pending))  # a task's exception is re-raised as its own type
         except BaseException:
