@@ -252,6 +252,9 @@ def compare_command(args: argparse.Namespace) -> int:
                 print(f"{b['artifact']}: {'PASS' if b['passed'] else 'FAIL'} — {b['why']} "
                       f"(Sharpe {b['sharpe_annualized']:.2f} annualized, {b['decisions']} decisions {b['window'][0]} → "
                       f"{b['window'][1]})")
+                for name, m in b.get("baselines", {}).items():  # same decisions, holding and unit size
+                    print(f"  baseline {name}: Sharpe {m['sharpe']:.2f} annualized, return {m['total_return'] * 100:+.2f} %, "
+                          f"{m['trades']} trades")
             return 0
         if not args.families:
             raise ValueError("name --families to compare (or --validate ARTIFACT_DIR...)")
