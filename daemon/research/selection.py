@@ -20,16 +20,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from daemon import log as logging
 from daemon.domain import timeframe_ms
+from daemon.retrain.progress import Progress
+from daemon.retrain.runners import LocalRunner
 
 log = logging.get("selection")
 MINUTE_MS = 60_000
@@ -44,8 +45,11 @@ if TYPE_CHECKING:
 class Runner(Protocol):
     """What `run_jobs` needs of a runner (daemon/retrain/runners.py: LocalRunner, RayRunner)."""
 
-    def map(self, fn: Callable[[Job], FoldScores], items: Sequence[Job]) -> list[FoldScores]:
-        """`fn` over the items, results in item order."""
+    name: str
+
+    def map(self, fn: Callable[["Job"], "FoldScores"], items: Sequence["Job"], *,
+            progress: "Progress | None" = None) -> list["FoldScores"]:
+        """`fn` over the items, results in item order; model fits report to `progress`."""
         ...
 
 
@@ -104,9 +108,7 @@ def plan_folds(start_ms: int, end_ms: int, *, folds: int, train_days: float, tes
                purge_ms: int, embargo_ms: int = 0) -> list[Fold]:
     """`folds` test windows of `test_days` tiling the end of [start, end); each trains on the
     `train_days` that end purge + embargo before its test starts."""
-    from daemon.research.walkforward import (
-        Fold,  # the backtest's train/test window pair (imports pandas)
-    )
+    from daemon.research.walkforward import Fold  # the backtest's train/test window pair (imports pandas)
 
     if folds < 1 or train_days <= 0 or test_days <= 0 or purge_ms < 0 or embargo_ms < 0:
         raise ValueError("folds >= 1, train and test days > 0, purge and embargo >= 0")
@@ -174,7 +176,7 @@ class FoldScores:
 
 def iso(ms: int) -> str:
     """UTC ISO time of an epoch-ms instant (train_pipeline takes ISO bounds)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _close_lookup(bars: np.ndarray, when: np.ndarray) -> np.ndarray:
@@ -264,8 +266,14 @@ def run_job(job: Job) -> FoldScores:
 
 
 def run_jobs(jobs: Sequence[Job], runner: Runner | None = None) -> list[FoldScores]:
-    """Every job through `runner` (default: one after the other here), results in job order."""
-    return runner.map(run_job, jobs) if runner is not None else [run_job(job) for job in jobs]
+    """Every job through `runner` (default: one after the other here), results in job order,
+    with a live progress line that moves as each fold's model trains."""
+    runner = runner if runner is not None else LocalRunner()
+    progress = Progress(len(jobs), f"compare folds ({runner.name})")
+    try:
+        return runner.map(run_job, jobs, progress=progress)
+    finally:
+        progress.close()
 
 
 def concat(parts: Sequence[Scored]) -> Scored:
@@ -279,10 +287,10 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
                       gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Trade a served artifact (its threshold, its holding period) on a window it never saw,
     apply the gate and write the verdict into its artifact.json as `validation`; the block."""
-    import strategies.threshold as thr
     from daemon.research import stats
     from daemon.trading.scoring import trading_scores
     from models.artifacts import hold_bars, read_meta
+    import strategies.threshold as thr
 
     meta = read_meta(art_dir)
     if meta["target"].get("mode", "classification") != "classification":
@@ -309,7 +317,7 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
         base[name] = {k: b_trade[k] for k in ("sharpe", "total_return", "trades")}
     block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
              "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee, "baselines": base,
-             "data": list(data_dirs), "validated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+             "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_validation(Path(art_dir), block)
     return block
 

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from typing import Callable, Sequence
 
 COMMANDS: dict[str, str] = {
     "run": "daemon.service.app:run_command",
@@ -120,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
                   install=False)
 
-    from daemon.retrain import (
-        cli_args,  # argparse only: research flags beside the runner's
-    )
+    from daemon.retrain import cli_args  # argparse only: research flags beside the runner's
 
     cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
