@@ -45,7 +45,9 @@ from daemon.research.baselines import realised_vol, trailing_return
 
 log = logging.get("calibration")
 HOUR_MS = 3_600_000
-PILOT_SEEDS = (10_007, 10_009, 10_037, 10_039)  # set ic; never measured seeds (those are 0..seeds-1)
+# Seeds that set ic; never measured (those are 0..seeds-1). Sixteen: one seed's oracle Sharpe
+# is off by about 1 / sqrt(years); the mean of sixteen by a quarter of that.
+PILOT_SEEDS = tuple(range(10_000, 10_016))
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ def oracle_sharpe(planted: np.ndarray, y: np.ndarray, rate: float, periods_per_y
 
 def ic_for(target: float, y: np.ndarray, rate: float, periods_per_year: float) -> float:
     """The ic whose oracle earns `target` on average over the pilot seeds (bisection; 0 for a
-    target of 0). One seed alone is off by about 1 / sqrt(years) in Sharpe."""
+    target of 0)."""
     if target <= 0:
         return 0.0
     noises = [np.random.default_rng(s).standard_normal(y.shape) for s in PILOT_SEEDS]
