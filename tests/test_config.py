@@ -41,6 +41,7 @@ def test_config_is_frozen() -> None:
         ("exchange = 3\n", "exchange: expected a table"),
         ("[exchange]\nsymbols = ['ETH/USDT', 'SOL/USDT', 'ETH/USDT']\n", "exchange.symbols[2]: 'ETH/USDT' is listed twice"),
         ("[exchange]\nsymbols = ['ETH/USDT', 'BTC/USDT']\n", "exchange.symbols[1]: 'BTC/USDT' is also the reference symbol"),
+        ("[exchange]\nsymbols = []\n", "exchange.symbols: is empty; list at least one symbol"),
         ("[exchange]\nsymbols = ['ETHUSDT']\n", "exchange.symbols[0]: expected BASE/QUOTE, got 'ETHUSDT'"),
         ("[exchange]\nsymbol = 'ETH/USDT'\nsymbols = ['SOL/USDT']\n", "exchange.symbol: give exchange.symbols or"),
         ("[exchange]\nsymbols = ['ETH/USDT']\n[symbols.'SOL/USDT']\nallow_short = false\n", "symbols.SOL/USDT: overrides a symbol that is not traded"),
@@ -205,7 +206,7 @@ def test_run_refuses_bad_input_as_check_does(write_config, tmp_path) -> None:
                          capture_output=True, text=True, timeout=120)
     check = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(path)], cwd=REPO,
                            capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and check.returncode == 1
+    assert run.returncode == 2 and check.returncode == 2  # one code for the same problems
     assert "Traceback" not in run.stderr and "Traceback" not in run.stdout
     assert run.stderr.replace("sigd run:", "sigd check:") == check.stderr
     assert "models.paths.mtf_transformer: no artifact at" in run.stderr
