@@ -48,6 +48,8 @@ def _start(args: list[str], temp: str, env: dict[str, str]) -> int:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     port = _free_port()
+    # loopback only, a throwaway cluster: no token authentication (the driver must agree)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     head_dir, worker_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp"), tempfile.mkdtemp(prefix="rw-", dir="/tmp")
     groups = []
