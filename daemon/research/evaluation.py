@@ -16,8 +16,9 @@ trade count. The leaderboard calls `evaluate_configs`; the pieces:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
