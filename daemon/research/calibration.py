@@ -393,6 +393,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-features", type=int, default=d.noise_features)
     p.add_argument("--ridge", type=float, default=d.ridge)
     p.add_argument("--cost-bps", type=float, default=d.cost_bps, help="one-way cost on turnover, basis points")
+    p.add_argument("--runner", choices=("local", "ray"), default="local",
+                   help="ray: the trials as Ray tasks, the data shipped once through the object store")
+    p.add_argument("--address", default=None, help="a Ray cluster to join (ray://head:10001 or host:port)")
+    p.add_argument("--num-cpus", type=int, default=None, help="a local Ray's CPUs")
     p.add_argument("--png", default=None, help="write the curve here (PNG)")
     p.add_argument("--json", default=None, help="write every figure here (JSON)")
 
@@ -464,8 +468,12 @@ def calibrate_command(args: argparse.Namespace) -> int:
               flush=True)
 
     try:
-        result = calibrate(ts, close, spec, progress=show)
-    except ValueError as exc:
+        from daemon.retrain.runners import make_runner
+
+        runner = make_runner("ray" if args.address else args.runner, address=args.address, num_cpus=args.num_cpus)
+        chunk = 4 if not args.address and args.runner == "local" else max(4, 2 * int(args.num_cpus or 2))
+        result = calibrate(ts, close, spec, progress=show, runner=runner, chunk=chunk)
+    except (ValueError, RuntimeError) as exc:
         print(f"\nsigd calibrate: {exc}", file=sys.stderr)
         return 2
     print(file=sys.stderr)
