@@ -137,7 +137,8 @@ def plant(y: np.ndarray, ic: float, rng: np.random.Generator) -> np.ndarray:
     """A noisy copy of y with correlation `ic` per symbol (NaN where y is NaN)."""
     sd = np.nanstd(y, axis=0)
     z = (y - np.nanmean(y, axis=0)) / np.where(sd > 0, sd, 1.0)
-    return ic * z + math.sqrt(max(0.0, 1.0 - ic * ic)) * rng.standard_normal(y.shape)
+    out: np.ndarray = ic * z + math.sqrt(max(0.0, 1.0 - ic * ic)) * rng.standard_normal(y.shape)
+    return out
 
 
 def long_short_weights(score: np.ndarray) -> np.ndarray:
@@ -155,7 +156,8 @@ def portfolio_returns(w: np.ndarray, y: np.ndarray, rate: float) -> np.ndarray:
     """[T] Σ w y minus `rate` Σ |Δw| (weights rebalanced to target each bar)."""
     gross = np.nansum(w * np.nan_to_num(y), axis=1)
     turn = np.abs(np.diff(w, axis=0, prepend=np.zeros((1, w.shape[1])))).sum(axis=1)
-    return gross - rate * turn
+    out: np.ndarray = gross - rate * turn
+    return out
 
 
 def annual_sharpe(r: np.ndarray, periods_per_year: float) -> float:
@@ -191,7 +193,8 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
 
 def ridge_predict(x: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """Predictions (NaN where an input is NaN)."""
-    return x @ beta[:-1] + beta[-1]
+    out: np.ndarray = x @ beta[:-1] + beta[-1]
+    return out
 
 
 def cpcv_model(features: np.ndarray, y: np.ndarray, splits: list[cpcv.Split], paths: np.ndarray,
@@ -425,7 +428,8 @@ def _load_closes_from_tapes(data: Path, symbols: Sequence[str], start_ms: int | 
         raise ValueError(f"--symbols: {', '.join(missing)} has no 1h file in {data}")
     if not wanted:
         raise ValueError(f"--data: {data} holds no 1h tape file")
-    rows = {s: load_tape(tape_path(data, s, "1h"), "1h") for s in wanted}
+    paths = {s: tape_path(data, s, "1h") for s in wanted}  # every one found: discover listed it
+    rows = {s: load_tape(p, "1h") for s, p in paths.items() if p is not None}
     lo = min(int(r[0, 0]) for r in rows.values()) if start_ms is None else start_ms
     hi = max(int(r[-1, 0]) for r in rows.values()) + HOUR_MS if end_ms is None else end_ms
     ts = np.arange(lo - lo % HOUR_MS, hi, HOUR_MS, dtype=np.int64)

@@ -120,7 +120,7 @@ class Registry:
         self.client.log_batch(run.info.run_id, metrics=values, params=params)
         self.client.set_terminated(run.info.run_id)
         log.info("trial_recorded", dataset=dataset, config=key, group=group, run=run.info.run_id)
-        return run.info.run_id
+        return str(run.info.run_id)
 
     def trials(self, dataset: str) -> list[Trial]:
         """Every trial recorded on `dataset`, oldest first."""
