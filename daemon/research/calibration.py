@@ -439,6 +439,8 @@ def _load_closes_from_tapes(data: Path, symbols: Sequence[str], start_ms: int | 
         i = np.searchsorted(ts, r[:, 0].astype(np.int64))
         ok = (i < len(ts)) & (ts[np.clip(i, 0, len(ts) - 1)] == r[:, 0].astype(np.int64))
         close[i[ok], j] = r[ok, 4]
+    if symbols and (empty := [s for j, s in enumerate(wanted) if not np.isfinite(close[:, j]).any()]):
+        raise ValueError(f"--symbols: {', '.join(empty)} has no 1h bar in the span")
     return ts, close, wanted
 
 
@@ -462,6 +464,8 @@ def calibrate_command(args: argparse.Namespace) -> int:
         ts, close, names = load_closes(Path(args.data), symbols, start, end)
         if len(ts) < 10 * spec.n_groups:
             raise ValueError(f"--from/--to: {len(ts)} bars are too few for {spec.n_groups} CPCV groups")
+        if np.isfinite(close).any(axis=0).sum() < 2:
+            raise ValueError("--from/--to: fewer than 2 pairs have bars in the span (a long/short book needs 2)")
     except (ValueError, OSError) as exc:
         print(f"sigd calibrate: {exc}", file=sys.stderr)
         return 2
