@@ -18,26 +18,18 @@ import asyncio
 import dataclasses
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from daemon import log as logging
+from daemon.market.bars import Buffers
 from daemon.config import Config
 from daemon.domain import Bar, PredictorLike, timeframe_ms
-from daemon.market.bars import Buffers
-from daemon.research.replay import (
-    Stream,
-    Tape,
-    TapeError,
-    iso,
-    replay_order,
-    warmup_rows,
-)
+from daemon.research.replay import Stream, Tape, TapeError, iso, replay_order, warmup_rows
 from daemon.research.report import BacktestResult, ModelRun
 from daemon.store import Store
 
@@ -77,7 +69,7 @@ def parse_iso(text: str, flag: str) -> int:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{flag} {text!r}: not an ISO 8601 instant (e.g. 2025-06-01T00:00:00Z)") from None
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
 
 
 @dataclass
@@ -158,7 +150,7 @@ async def replay(plan: Plan, predictors: Mapping[str, PredictorLike], store: Sto
     finally:
         await engine.close()
     progress(len(streams_idx) % 1000)
-    return {"bars_replayed": len(streams_idx), "decisions": engine.decisions, **sink.counts}
+    return {"bars_replayed": int(len(streams_idx)), "decisions": engine.decisions, **sink.counts}
 
 
 def model_runs(store: Store, symbol: str, truth_of: Callable[[str, np.ndarray], np.ndarray]) -> list[ModelRun]:
@@ -254,12 +246,7 @@ def batched(plan: Plan, predictors: Mapping[str, Any], bar_ts: np.ndarray, worke
             progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
     """PrecomputedPredictor per model, its table filled by predict_batch over `bar_ts` (in
     `workers` processes; default: the cores this process may use)."""
-    from daemon.research.batch import (
-        PrecomputedPredictor,
-        WindowIndex,
-        default_workers,
-        precompute_parallel,
-    )
+    from daemon.research.batch import PrecomputedPredictor, WindowIndex, default_workers, precompute_parallel
 
     index = WindowIndex(plan.tape, plan.order, plan.trigger, plan.capacity)
     n = batch_workers(predictors, workers, default_workers())
@@ -279,12 +266,7 @@ def batched_portfolio(plan: Plan, predictors: Mapping[str, Any], workers: int | 
                       progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
     """PortfolioPredictor per model: a precomputed table per traded symbol, each built from
     that symbol's windows as the engine would copy them (the engine asks by symbol)."""
-    from daemon.research.batch import (
-        PortfolioPredictor,
-        WindowIndex,
-        default_workers,
-        precompute_parallel,
-    )
+    from daemon.research.batch import PortfolioPredictor, WindowIndex, default_workers, precompute_parallel
 
     n = batch_workers(predictors, workers, default_workers())
     tables: dict[str, dict[str, Any]] = {name: {} for name in predictors}
@@ -387,8 +369,8 @@ def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = Tr
 def backtest_command(args: argparse.Namespace) -> int:
     """`sigd backtest`: replay, print the summary, write the report when --report is given."""
     from daemon import config as config_mod
-    from daemon.research.replay import load_streams
     from daemon.research.report import summarize, terminal_summary, write_report
+    from daemon.research.replay import load_streams
 
     cfg = config_mod.load(args.config)
     # Per-signal info lines would drown the terminal in a long replay; warnings still show.
@@ -459,13 +441,7 @@ def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> in
     then the portfolio total beside the portfolio buy-and-hold (REPORT/portfolio.json)."""
     import json
 
-    from daemon.research.report import (
-        portfolio_summary,
-        portfolio_terminal,
-        summarize,
-        terminal_summary,
-        write_report,
-    )
+    from daemon.research.report import portfolio_summary, portfolio_terminal, summarize, terminal_summary, write_report
 
     for result in results:
         out = Path(report) / result.symbol.replace("/", "_") if report else None

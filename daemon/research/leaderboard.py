@@ -17,28 +17,16 @@ import json
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-import strategies.threshold as thr
 from daemon.research import baselines, stats
-from daemon.research.selection import (
-    DAY_MS,
-    FoldScores,
-    Job,
-    Runner,
-    Scored,
-    Setup,
-    concat,
-    parse_setups,
-    plan_folds,
-    run_jobs,
-    validate_artifact,
-)
+from daemon.research.selection import (DAY_MS, FoldScores, Job, Runner, Scored, Setup, concat, parse_setups,
+                                       plan_folds, run_jobs, validate_artifact)
 from daemon.trading import scoring
+import strategies.threshold as thr
 
 BASELINES = ("always_flat", "persistence", "random", "buy_and_hold", "momentum")
 COLUMNS = ("accuracy", "macro_f1", "log_loss", "brier", "long", "short", "sharpe", "psr", "dsr", "trades",
@@ -76,7 +64,7 @@ def measure(name: str, kind: str, setup: Setup, sides: np.ndarray, probs: np.nda
     thresholds of stats.gate, its defaults when None)."""
     trade, net = scoring.trading_scores(sides, s.step_ret, setup.hold, fee, setup.bars_per_year)
     verdict = stats.gate(net, int(trade["trades"]), n_trials if kind == "model" else 1, **(gate or {}))
-    return {"name": name, "kind": kind, "setup": setup.name, "decisions": len(sides),
+    return {"name": name, "kind": kind, "setup": setup.name, "decisions": int(len(sides)),
             **scoring.forecast_scores(s.y, probs), **scoring.confident_share(sides, s.y), **trade,
             "psr": verdict.psr, "dsr": verdict.dsr, "passed": verdict.passed, "why": verdict.why,
             "calibration": scoring.calibration(s.y, probs)}
@@ -254,6 +242,9 @@ def compare_command(args: argparse.Namespace) -> int:
                 print(f"{b['artifact']}: {'PASS' if b['passed'] else 'FAIL'} — {b['why']} "
                       f"(Sharpe {b['sharpe_annualized']:.2f} annualized, {b['decisions']} decisions {b['window'][0]} → "
                       f"{b['window'][1]})")
+                for name, m in b.get("baselines", {}).items():  # same decisions, holding and unit size
+                    print(f"  baseline {name}: Sharpe {m['sharpe']:.2f} annualized, return {m['total_return'] * 100:+.2f} %, "
+                          f"{m['trades']} trades")
             print(f"verdicts written to {Path(args.out) / 'validation.json'}" +
                   (" and into each artifact.json" if args.write_verdict else " (artifacts untouched; "
                    "--write-verdict writes them into artifact.json)"))

@@ -8,8 +8,8 @@ trigger timeframe; annualization uses 365 days (crypto trades every day).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -202,7 +202,7 @@ def classification(truth: np.ndarray, pred: np.ndarray, n_classes: int = 3) -> d
     truth, pred = np.asarray(truth, dtype=np.int64), np.asarray(pred, dtype=np.int64)
     majority = int(np.bincount(truth, minlength=n_classes).argmax()) if len(truth) else 1
     return {
-        "samples": len(truth),
+        "samples": int(len(truth)),
         **_scores(truth, pred, n_classes),
         "majority_class": majority,
         "majority_baseline": _scores(truth, np.full_like(truth, majority), n_classes),

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
-import numpy as np
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-from daemon.research import performance
+from daemon.research import performance  # noqa: E402
 
 if TYPE_CHECKING:
     from daemon.research.report import BacktestResult
@@ -33,7 +32,7 @@ def _date_axis(ax: plt.Axes) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
-def write_all(result: BacktestResult, curves: dict, trades: Sequence[performance.Trade], out: Path) -> dict[str, str]:
+def write_all(result: "BacktestResult", curves: dict, trades: Sequence[performance.Trade], out: Path) -> dict[str, str]:
     """Write every plot into `out`; return {name: file name} for report.md."""
     images = {
         "equity": equity_plot(result, curves, out / "equity.png"),
@@ -47,7 +46,7 @@ def write_all(result: BacktestResult, curves: dict, trades: Sequence[performance
     return images
 
 
-def equity_plot(result: BacktestResult, curves: dict, path: Path) -> str:
+def equity_plot(result: "BacktestResult", curves: dict, path: Path) -> str:
     """Equity of the strategy and the baselines (relative to the start), drawdown beneath."""
     t = _dates(result.bars[:, 0] + result.bar_ms)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 1.3))
@@ -72,7 +71,7 @@ def equity_plot(result: BacktestResult, curves: dict, path: Path) -> str:
     return _save(fig, path)
 
 
-def price_plot(result: BacktestResult, trades: Sequence[performance.Trade], path: Path) -> str:
+def price_plot(result: "BacktestResult", trades: Sequence[performance.Trade], path: Path) -> str:
     """Close price with each trade's entry and exit marked (long green ▲, short red ▼, exit ×)."""
     fig, ax = plt.subplots(figsize=(11, 4.5))
     ax.plot(_dates(result.bars[:, 0] + result.bar_ms), result.bars[:, 4], color="#444444", lw=0.7, label="close")
@@ -92,7 +91,7 @@ def price_plot(result: BacktestResult, trades: Sequence[performance.Trade], path
     return _save(fig, path)
 
 
-def confidence_plot(result: BacktestResult, path: Path) -> str:
+def confidence_plot(result: "BacktestResult", path: Path) -> str:
     """Distribution of each model's confidence with its threshold as a vertical line."""
     n = max(1, len(result.models))
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.8), squeeze=False)

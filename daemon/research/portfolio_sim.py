@@ -147,3 +147,31 @@ def _ffill(a: np.ndarray) -> np.ndarray:
     np.maximum.accumulate(idx, axis=0, out=idx)
     out = a[idx, np.arange(a.shape[1])[None, :]]
     return out
+
+
+REPORT_COLUMNS = (("Sharpe", "sharpe", "{:.2f}"), ("Sortino", "sortino", "{:.2f}"),
+                  ("max DD", "max_drawdown", "{:.1%}"), ("CAGR", "cagr", "{:+.1%}"),
+                  ("turnover / yr", "turnover_per_year", "{:.1f}"), ("cost drag / yr", "cost_drag_per_year", "{:.2%}"),
+                  ("gross exposure", "gross_exposure", "{:.2f}"), ("net exposure", "net_exposure", "{:.2f}"))
+
+
+def report_table(results: dict[str, PortfolioResult]) -> list[str]:
+    """Markdown rows: one run per row (the strategy first, then its baselines), the headline
+    numbers with turnover, cost drag and mean exposure."""
+    rows = ["| run | " + " | ".join(c[0] for c in REPORT_COLUMNS) + " |",
+            "|---|" + "---:|" * len(REPORT_COLUMNS)]
+    for name, res in results.items():
+        m = res.metrics()
+        rows.append(f"| {name} | " + " | ".join(fmt.format(m[key]) for _, key, fmt in REPORT_COLUMNS) + " |")
+    return rows
+
+
+def exposure_frame(results: dict[str, PortfolioResult], ts: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns for a CSV or a plot of exposure and turnover over time: ts, then per run its
+    gross and net exposure and the turnover traded at each close (0 on the last row)."""
+    out: dict[str, np.ndarray] = {"ts": np.asarray(ts, dtype=np.int64)}
+    for name, res in results.items():
+        out[f"{name}.gross"] = res.gross_exposure
+        out[f"{name}.net"] = res.net_exposure
+        out[f"{name}.turnover"] = np.concatenate([res.turnover, [0.0]])
+    return out

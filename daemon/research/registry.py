@@ -76,11 +76,13 @@ class Registry:
         self.uri = tracking_uri or default_uri()
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        for name in ("mlflow", "alembic", "sqlalchemy"):  # their INFO lines are not ours to print
-            std_logging.getLogger(name).setLevel(std_logging.WARNING)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         warnings.filterwarnings("ignore", message=".*noload.*")  # SQLAlchemy on MLflow's store, not ours
         from mlflow.tracking import MlflowClient
+
+        # after the import: MLflow sets its own logger up when imported
+        for name in ("mlflow", "alembic", "sqlalchemy"):  # their INFO lines are not ours to print
+            std_logging.getLogger(name).setLevel(std_logging.WARNING)
 
         self.client = MlflowClient(tracking_uri=self.uri)
         self._experiments: dict[str, str] = {}
@@ -118,7 +120,7 @@ class Registry:
         self.client.log_batch(run.info.run_id, metrics=values, params=params)
         self.client.set_terminated(run.info.run_id)
         log.info("trial_recorded", dataset=dataset, config=key, group=group, run=run.info.run_id)
-        return run.info.run_id
+        return str(run.info.run_id)
 
     def trials(self, dataset: str) -> list[Trial]:
         """Every trial recorded on `dataset`, oldest first."""

@@ -21,11 +21,10 @@ What a data directory may and may not get away with:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,24 +33,13 @@ from daemon.domain import Bar, timeframe_ms
 from models import data
 from models.data import TapeError, find_tape, load_tape
 
-__all__ = [
-    "Tape",
-    "TapeError",
-    "bars_of",
-    "discover",
-    "find_gaps",
-    "load_streams",
-    "load_tape",
-    "replay_order",
-    "tape_path",
-    "warmup_rows",
-    "write_tape",
-]
+__all__ = ["TapeError", "load_tape", "tape_path", "find_gaps", "Tape", "load_streams", "replay_order",
+           "warmup_rows", "bars_of", "write_tape", "discover"]
 
 
 def iso(ms: int) -> str:
     """ms UTC → ISO 8601 with a Z."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
 Stream = tuple[str, str]  # (symbol, timeframe)
@@ -82,7 +70,7 @@ class Tape:
                               if g["end_ts"] > since_ms and g["start_ts"] < until_ms]
                 for (s, tf), found in self.gaps.items()}
         return {
-            "streams": {f"{s} {tf}": len(a) for (s, tf), a in self.streams.items()},
+            "streams": {f"{s} {tf}": int(len(a)) for (s, tf), a in self.streams.items()},
             "missing_streams": [f"{s} {tf}" for s, tf in self.missing],
             "gaps": {k: v for k, v in gaps.items() if v},
         }

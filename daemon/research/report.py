@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from daemon.research import baselines
+from daemon.research import performance
 from daemon.domain import Fill, Side
-from daemon.research import baselines, performance
 from daemon.research.replay import iso
 
 CLASS_NAMES = ("SHORT", "FLAT", "LONG")
@@ -101,7 +101,7 @@ def summarize(result: BacktestResult) -> dict[str, Any]:
         "timeframe": result.timeframe,
         "period": {"from": iso(int(ts[0])) if len(ts) else None,
                    "to": iso(int(ts[-1]) + result.bar_ms) if len(ts) else None},
-        "bars": len(ts),
+        "bars": int(len(ts)),
         "costs": {"fee_per_side": result.fee, "slippage": result.slippage, "starting_equity": result.cash},
         "position_fraction": result.position_fraction,
         "gate": dict(result.gate),
@@ -121,7 +121,7 @@ def _model_summary(m: ModelRun) -> dict[str, Any]:
     return {
         "version": m.version,
         "threshold": m.threshold,
-        "predictions": len(m.bar_ts),
+        "predictions": int(len(m.bar_ts)),
         "confident_share": float(np.mean(m.confidence >= m.threshold)) if len(m.confidence) else 0.0,
         "argmax": performance.classification(m.truth[known], argmax[known]),
         "thresholded": performance.classification(m.truth[known], np.asarray(m.side)[known]),

@@ -48,7 +48,7 @@ def report_data(result: BacktestResult, summary: dict[str, Any]) -> dict[str, An
         chunk = bars[i:i + step]
         candles.append([int(chunk[0, 0]) // 1000, float(chunk[0, 1]), float(chunk[:, 2].max()),
                         float(chunk[:, 3].min()), float(chunk[-1, 4])])
-    snap = lambda ts: (int(ts) - int(bars[0, 0])) // candle_ms * candle_ms // 1000 + int(bars[0, 0]) // 1000
+    snap = lambda ts: (int(ts) - int(bars[0, 0])) // candle_ms * candle_ms // 1000 + int(bars[0, 0]) // 1000  # noqa: E731
     markers = [{"time": snap(s["bar_ts"]), "kind": "signal", "side": Side(int(s["side"])).name} for s in result.signals]
     markers += [{"time": snap(f.ts), "kind": "fill", "side": f.side, "price": f.price} for f in result.fills]
     ts = bars[:, 0].astype(np.int64) // 1000

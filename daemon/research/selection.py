@@ -20,11 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -109,9 +108,7 @@ def plan_folds(start_ms: int, end_ms: int, *, folds: int, train_days: float, tes
                purge_ms: int, embargo_ms: int = 0) -> list[Fold]:
     """`folds` test windows of `test_days` tiling the end of [start, end); each trains on the
     `train_days` that end purge + embargo before its test starts."""
-    from daemon.research.walkforward import (
-        Fold,  # the backtest's train/test window pair (imports pandas)
-    )
+    from daemon.research.walkforward import Fold  # the backtest's train/test window pair (imports pandas)
 
     if folds < 1 or train_days <= 0 or test_days <= 0 or purge_ms < 0 or embargo_ms < 0:
         raise ValueError("folds >= 1, train and test days > 0, purge and embargo >= 0")
@@ -180,7 +177,7 @@ class FoldScores:
 
 def iso(ms: int) -> str:
     """UTC ISO time of an epoch-ms instant (train_pipeline takes ISO bounds)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _close_lookup(bars: np.ndarray, when: np.ndarray) -> np.ndarray:
@@ -301,10 +298,10 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     """Trade a served artifact (its threshold, its holding period) on a window it never saw and
     apply the gate; the verdict block. Only with `write` does the block go into the artifact's
     artifact.json as `validation` (a shipped, git-tracked artifact is not rewritten by a look at it)."""
-    import strategies.threshold as thr
     from daemon.research import stats
     from daemon.trading.scoring import trading_scores
     from models.artifacts import hold_bars, read_meta
+    import strategies.threshold as thr
 
     meta = read_meta(art_dir)
     if meta["target"].get("mode", "classification") != "classification":
@@ -321,9 +318,17 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     trade, net = trading_scores(sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
     thresholds = {"min_trades": stats.MIN_TRADES, "min_psr": stats.MIN_PSR, "min_dsr": stats.MIN_DSR, **(gate or {})}
     verdict = stats.gate(net, int(trade["trades"]), n_trials, **thresholds)
+    # the baselines on the same decisions, the same holding period and the same unit position
+    from daemon.research.leaderboard import _baseline_sides
+
+    base = {}
+    for name in ("always_flat", "buy_and_hold", "momentum", "persistence"):
+        b_sides, _ = _baseline_sides(name, s, setup, np.ones(3), 0)
+        b_trade, _ = trading_scores(b_sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
+        base[name] = {k: b_trade[k] for k in ("sharpe", "total_return", "trades")}
     block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
-             "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
-             "data": list(data_dirs), "validated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+             "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee, "baselines": base,
+             "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if write:
         write_validation(Path(art_dir), block)
     return block

@@ -28,19 +28,18 @@ import json
 import math
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from daemon import log as logging
 from daemon.research.walkforward import Fold, plan_folds, write_training_tape
 from daemon.retrain import storage
 from daemon.retrain.jobs import ScoreJob, TrainJob, score, train
-from daemon.retrain.progress import Progress
 from models import registry
 from models.targets import TargetSpec
 from pipeline.spec import TrainSpec
+from daemon.retrain.progress import Progress
 
 log = logging.get("sigd.tune")
 METRIC = "score"

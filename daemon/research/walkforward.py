@@ -140,7 +140,7 @@ def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, cont
 
 
 def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
-              train_kwargs: dict) -> list[TrainJob]:
+              train_kwargs: dict) -> list["TrainJob"]:
     """The fold's training tape written to storage, and one TrainJob per served family on it.
 
     Each family keeps the served model's target definition; the rest as the nightly retrain."""
@@ -157,7 +157,7 @@ def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], wo
             for name, served in dirs.items()]
 
 
-def run_fold_jobs(jobs: list[TrainJob], runner: Runner | None = None) -> list[ArtifactRef]:
+def run_fold_jobs(jobs: list["TrainJob"], runner: "Runner | None" = None) -> list["ArtifactRef"]:
     """Every job through the runner (local when none), with progress; ValueError naming a failed job."""
     from daemon.retrain.jobs import JobFailed
     from daemon.retrain.progress import Progress
@@ -175,13 +175,13 @@ def run_fold_jobs(jobs: list[TrainJob], runner: Runner | None = None) -> list[Ar
 
 
 def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
-               train_kwargs: dict, runner: Runner | None = None) -> dict[str, Any]:
+               train_kwargs: dict, runner: "Runner | None" = None) -> dict[str, Any]:
     """Train every served model on the fold's window (nightly retrain path); load the results."""
     refs = run_fold_jobs(fold_jobs(fold, tape, trigger, dirs, work, train_kwargs), runner)
     return _load(refs)
 
 
-def _load(refs: list[ArtifactRef]) -> dict[str, Any]:
+def _load(refs: list["ArtifactRef"]) -> dict[str, Any]:
     from daemon.research.backtest import load_predictors
 
     return load_predictors({r.family: _local(r.uri) for r in refs})
@@ -204,9 +204,9 @@ def nightly_kwargs(cfg: Any) -> dict[str, Any]:
     return {"preset": r.preset, "epochs": r.epochs or 0, "max_batches": r.max_batches, "device": r.device}
 
 
-def run_walk_forward(plan: Plan, data_dir: Path, spec: str, dirs: dict[str, Path], *,
+def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,
                      train_kwargs: dict | None = None, work: Path | None = None,
-                     runner: Runner | None = None, flag: str = "--walk-forward") -> BacktestResult:
+                     runner: "Runner | None" = None, flag: str = "--walk-forward") -> "BacktestResult":
     """Train every fold x family as jobs on the runner (all at once on Ray), then trade each fold's
     test window with its fold's models in one engine run, and report every fold."""
     import tempfile
@@ -248,12 +248,7 @@ def run_walk_forward(plan: Plan, data_dir: Path, spec: str, dirs: dict[str, Path
 def walk_forward_command(args: Any) -> int:
     """`sigd walk-forward`: folds x served families as jobs on the runner, then one engine run."""
     from daemon import config as config_mod
-    from daemon.research.backtest import (
-        artifact_dirs,
-        live_order,
-        make_plan,
-        report_dir,
-    )
+    from daemon.research.backtest import artifact_dirs, live_order, make_plan, report_dir
     from daemon.research.replay import load_streams
     from daemon.research.report import summarize, terminal_summary, write_report
     from daemon.retrain.runners import runner_from_config

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from daemon.research import baselines
+from daemon.research import performance
 from daemon.domain import Fill
-from daemon.research import baselines, performance
 
 DAY = 86_400_000
 

@@ -74,6 +74,7 @@ def test_costs_come_off_turnover() -> None:
     (["--symbols", "FOO/USDT"], "--symbols"),
     (["--sharpes", "1,x"], "--sharpes"),
     (["--seeds", "0"], "--seeds 0"),
+    (["--symbols", "BTC/USDT,SOL/USDT", "--from", "2018-01-01", "--to", "2018-03-01"], "--symbols: SOL/USDT has no 1h bar"),
 ])
 def test_bad_flags_are_one_line_naming_the_flag(flags: list[str], needle: str, capsys) -> None:
     rc = main(["calibrate", "--data", str(HOURLY), *flags])

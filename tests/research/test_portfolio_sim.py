@@ -93,3 +93,20 @@ def test_costs_objects_are_read_through_their_rate() -> None:
     costs = [Costs(fee_bps=10, spread_bps=4, slippage_bps=3)]  # 10 + 4/2 + 3 = 15 bp one way
     res = simulate(np.array([[1.0], [1.0]]), np.ones((2, 1)), costs, 365)
     assert res.costs[0] == pytest.approx(0.0015)
+
+
+def test_report_rows_carry_turnover_cost_drag_and_exposure() -> None:
+    from daemon.research.portfolio_sim import exposure_frame, report_table
+
+    close = np.full((366, 1), 100.0)
+    w = np.zeros((366, 1))
+    w[::2] = 0.5  # in and out every other day: 0.5 traded each day
+    res = simulate(w, close, np.array([0.001]), 365)
+    m = res.metrics()
+    assert m["turnover_per_year"] == pytest.approx(0.5 * 365)
+    assert m["cost_drag_per_year"] == pytest.approx(0.5 * 365 * 0.001)
+    assert m["gross_exposure"] == pytest.approx(0.5 * 183 / 365)  # held on 183 of the 365 periods
+    rows = report_table({"strategy": res, "flat": simulate(np.zeros((366, 1)), close, np.zeros(1), 365)})
+    assert rows[2].startswith("| strategy | ") and "18.25%" in rows[2] and rows[3].startswith("| flat | 0.00")
+    frame = exposure_frame({"strategy": res}, np.arange(366))
+    assert frame["strategy.gross"][:3].tolist() == [0.5, 0.0, 0.5] and len(frame["strategy.turnover"]) == 366
