@@ -47,8 +47,8 @@ class Runner(Protocol):
 
     name: str
 
-    def map(self, fn: Callable[[Job], FoldScores], items: Sequence[Job], *,
-            progress: Progress | None = None) -> list[FoldScores]:
+    def map(self, fn: Callable[["Job"], "FoldScores"], items: Sequence["Job"], *,
+            progress: "Progress | None" = None) -> list["FoldScores"]:
         """`fn` over the items, results in item order; model fits report to `progress`."""
         ...
 

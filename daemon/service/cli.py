@@ -11,8 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Callable, NoReturn, Sequence
 
 COMMANDS: dict[str, str] = {
     "run": "daemon.service.app:run_command",
