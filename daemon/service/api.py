@@ -31,7 +31,6 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from daemon import events, log
-from daemon.events import ControlApplied
 from daemon.domain import TIMEFRAME_MS, Controls
 from daemon.metrics import REGISTRY
 from daemon.service import ports
@@ -284,7 +283,6 @@ class Api:
             outcome = await result if name in ("flat", "retrain") else {"paused": name == "pause", **(result or {})}
         except ValueError as exc:  # e.g. a symbol the daemon does not trade
             return 400, _dumps({"ok": False, "action": name, "error": str(exc)}).encode()
-        events.publish(ControlApplied(name, symbol or "all"))  # pages show it now, not at the next bar
         return 200, _dumps({"ok": True, "action": name, "outcome": outcome}).encode()
 
     def _counts(self, counts: Mapping[str, Any]) -> None:

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType
 from daemon import events
 from daemon.domain import Bar
 from daemon.metrics import REGISTRY
+from daemon.events import ControlApplied
 from daemon.service.api import Api
 from daemon.service.httpserver import Settings
 from tests.alert_fakes import eventually
@@ -62,6 +63,8 @@ class DashboardService:
 
     def pause(self, symbol: str | None = None) -> dict[str, Any]:
         self.read.paused = True
+        # As DaemonControls does for every channel (tests/service/test_readmodel.py checks it).
+        events.publish(ControlApplied("pause", symbol or "all"))
         return {"symbol": symbol or "all"}
 
 
