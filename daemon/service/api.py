@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from daemon import events, log
 from daemon.domain import TIMEFRAME_MS, Controls
 from daemon.metrics import REGISTRY
-from daemon.service import ports
+from daemon import ports
 from daemon.service.httplink import CALL, CONTROL, EVENT, REPLY, Link, LinkClosed, reply
 from daemon.service.httpserver import Settings
 

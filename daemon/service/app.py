@@ -23,7 +23,7 @@ from daemon import config as config_mod
 from daemon import crashpoints
 from daemon.health import FAILURES
 from daemon import log
-from daemon.service import ports
+from daemon import ports
 from daemon.service.api import Api
 from daemon.service.httpserver import Settings
 from daemon.config import Config, ConfigError

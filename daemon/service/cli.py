@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and write an artifact")
     _config_arg(p)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, type=cli_args.family_name)
     p.add_argument("--preset", default="small", choices=cli_args.PRESETS)
     p.add_argument("--data", nargs="+", default=None, type=cli_args.existing_dir,
                    help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)")
