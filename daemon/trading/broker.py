@@ -18,7 +18,7 @@ from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.market.exchange import FatalError
 from daemon.metrics import REGISTRY
-from daemon.trading.orders import UNRESOLVED, Ledger, OrderIntent, order_for, wall_ms
+from daemon.trading.orders import UNRESOLVED, Ledger, LimitsSource, OrderIntent, order_for, wall_ms
 from daemon.store import Store
 
 log = logging.get("broker")
@@ -44,6 +44,10 @@ class OrderClient(Protocol):
 
     async def fetch_balance(self) -> dict[str, float]:
         """Total balance per asset."""
+        ...
+
+    def limits(self, symbol: str) -> Any:
+        """The market's precision and limits (a daemon.market.orders.MarketLimits), or None."""
         ...
 
 
@@ -72,6 +76,8 @@ class TestnetBroker:
         # (Binance recvWindow is 10 s): only after this grace does "not found" mean "never placed".
         self.unknown_grace_ms = unknown_grace_ms
         self.ledger = Ledger(store, sink, clock_ms)
+        # Orders are sized to what the exchange accepts (its precision and minimums, via ccxt).
+        self.limits: LimitsSource = getattr(client, "limits", None) or (lambda symbol: None)
         self._lock = asyncio.Lock()  # one submit or reconciliation at a time
         self._sync_task: asyncio.Task[None] | None = None
 
@@ -133,7 +139,7 @@ class TestnetBroker:
         if self.store.orders(UNRESOLVED, symbol=intent.symbol):
             log.warning("order_blocked_unresolved", symbol=intent.symbol, strategy=intent.strategy)
             return None
-        order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING)
+        order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING, self.limits(intent.symbol))
         if order is None or not self.ledger.record_new(order, intent.not_before_ts):
             return None
         return order

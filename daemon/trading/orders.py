@@ -17,11 +17,17 @@ from daemon import events
 from daemon import log as logging
 from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
+from daemon.market.orders import MarketLimits
+from daemon.metrics import REGISTRY
 from daemon.store import Store
 from strategies.base import EPSILON  # one notion of a zero position everywhere
 
 log = logging.get("orders")
 UNRESOLVED = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.UNKNOWN)
+SKIPPED_ORDERS = REGISTRY.counter("sigd_orders_skipped_total",
+                                  "Orders not sent: below the market's minimum amount or notional, by symbol and reason")
+# The market's limits per symbol (ExchangeClient.limits); None: the market reports none.
+LimitsSource = Callable[[str], "MarketLimits | None"]
 
 
 KV_BOOK = "broker.book"  # which broker's orders and positions the state file holds
@@ -114,17 +120,31 @@ def apply_fill(position: Position, fill: Fill) -> Position:
     return Position(position.symbol, new, entry, realized, position.fees + fill.fee)
 
 
-def order_for(intent: OrderIntent, position: Position, status: OrderStatus) -> Order | None:
-    """The market order that moves `position` to the intent's target; None when already there."""
+def order_for(intent: OrderIntent, position: Position, status: OrderStatus,
+              limits: MarketLimits | None = None) -> Order | None:
+    """The market order that moves `position` to the intent's target; None when already there.
+
+    With the market's `limits` the amount is rounded down to the amount step, and an order
+    below the minimum amount or notional is skipped (counted and logged, never sent).
+    """
     delta = intent.target - position.amount
     if abs(delta) <= EPSILON:
         return None
+    amount = abs(delta)
+    if limits is not None:
+        amount, reason = limits.fit(amount, intent.price)
+        if reason is not None:
+            SKIPPED_ORDERS.inc(symbol=intent.symbol, reason=reason)
+            log.info("order_skipped", symbol=intent.symbol, bar_ts=intent.bar_ts, strategy=intent.strategy,
+                     reason=reason, amount=abs(delta), price=intent.price, min_amount=limits.min_amount,
+                     min_notional=limits.min_notional)
+            return None
     return Order(
         client_order_id=client_order_id(intent.symbol, intent.bar_ts, intent.strategy, intent.leg),
         symbol=intent.symbol,
         side="buy" if delta > 0 else "sell",
         type="market",
-        amount=abs(delta),
+        amount=amount,
         price=None,
         bar_ts=intent.bar_ts,
         status=status,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 
 from daemon import log as logging
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
-from daemon.trading.orders import Ledger, OrderIntent, order_for, wall_ms
+from daemon.trading.orders import Ledger, LimitsSource, OrderIntent, order_for, wall_ms
 from daemon.store import Store
 
 log = logging.get("paper")
@@ -42,11 +42,15 @@ class PaperBroker:
     mode = "paper"
 
     def __init__(self, store: Store, sink: EventSink, *, fee: float = 0.001, slippage: float = 0.0005,
-                 clock_ms: Callable[[], int] = wall_ms, quotes: QuoteSource | None = None) -> None:
+                 clock_ms: Callable[[], int] = wall_ms, quotes: QuoteSource | None = None,
+                 limits: LimitsSource | None = None) -> None:
+        """`limits`: the market's precision and minimums per symbol (the exchange's, through
+        ccxt); paper orders are then sized exactly as the exchange would accept them."""
         if fee < 0 or slippage < 0:
             raise ValueError(f"fee and slippage must be >= 0, got fee={fee} slippage={slippage}")
         self.fee, self.slippage = fee, slippage
         self.quotes = quotes
+        self.limits: LimitsSource = limits or (lambda symbol: None)
         self.ledger = Ledger(store, sink, clock_ms)
         self.store = store
         self._pending: list[tuple[Order, int]] = []
@@ -68,7 +72,7 @@ class PaperBroker:
             # The position is about to change: deciding on top of it would double the trade.
             log.warning("order_blocked_pending", symbol=intent.symbol, strategy=intent.strategy)
             return None
-        order = order_for(intent, self.position(intent.symbol), OrderStatus.OPEN)
+        order = order_for(intent, self.position(intent.symbol), OrderStatus.OPEN, self.limits(intent.symbol))
         if order is None or not self.ledger.record_new(order, intent.not_before_ts):
             return None
         return self.ledger.set_status(order, OrderStatus.OPEN)

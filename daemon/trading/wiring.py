@@ -41,7 +41,8 @@ def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exc
     if bcfg.mode == "paper":
         from daemon.trading.paper import PaperBroker
 
-        return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage, quotes=quotes)
+        limits = getattr(exchange, "limits", None)  # the exchange's minimums, when there is one
+        return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage, quotes=quotes, limits=limits)
     if exchange is None:
         raise ValueError("broker.mode = 'testnet' needs an exchange client")
     if endpoint == "live":
