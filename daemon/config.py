@@ -38,8 +38,9 @@ class ExchangeConfig:
     """Which exchange endpoint to talk to and what to stream from it."""
 
     endpoint: Literal["local", "testnet", "live"] = "local"
-    # The traded symbols, each decided on its own; the reference symbol is streamed once and
-    # shared by all of them. `symbol = "X/Y"` (the first version's key) is a one-element list.
+    # The traded symbols, decided together; the reference symbol is streamed once and shared
+    # by all of them (it may be traded too: its stream is then not subscribed twice).
+    # `symbol = "X/Y"` (the first version's key) is a one-element list.
     symbols: tuple[str, ...] = ()
     symbol: str = ""  # legacy spelling of symbols = [symbol]; after loading: symbols[0]
     reference_symbol: str = REFERENCE_SYMBOL
@@ -76,8 +77,6 @@ class ExchangeConfig:
             where = f"{key}.symbols[{i}]"
             _require(sym.count("/") == 1 and all(sym.split("/")), where, f"expected BASE/QUOTE, got {sym!r}")
             _require(sym not in seen, where, f"{sym!r} is listed twice")
-            _require(sym != self.reference_symbol, where,
-                     f"{sym!r} is also the reference symbol (exchange.reference_symbol); it is streamed once as the reference")
             seen.add(sym)
         _require("/" in self.reference_symbol, f"{key}.reference_symbol", "expected BASE/QUOTE")
         _require(10 <= self.warmup_bars <= 100_000, f"{key}.warmup_bars", "must be within 10..100000")

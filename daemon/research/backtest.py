@@ -410,8 +410,8 @@ def with_symbols(cfg: Config, symbols: str | None) -> Config:
     names = tuple(s.strip() for s in symbols.split(",") if s.strip())
     if not names or any("/" not in n for n in names):
         raise ValueError(f"--symbols {symbols!r}: expected BASE/QUOTE names separated by commas, e.g. ETH/USDT,XRP/USDT")
-    if len(set(names)) != len(names) or cfg.exchange.reference_symbol in names:
-        raise ValueError(f"--symbols {symbols!r}: a symbol twice, or the reference symbol {cfg.exchange.reference_symbol}")
+    if len(set(names)) != len(names):  # the reference symbol may be traded too
+        raise ValueError(f"--symbols {symbols!r}: a symbol is listed twice")
     exchange = dataclasses.replace(cfg.exchange, symbols=names, symbol="")
     overrides = {k: v for k, v in cfg.symbols.items() if k in names}
     return dataclasses.replace(cfg, exchange=exchange, symbols=overrides)
