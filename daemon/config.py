@@ -293,12 +293,20 @@ class Config:
 
     def check(self, key: str) -> None:
         """Rules across sections (each section checked its own keys already)."""
-        _require(self.engine.trigger_timeframe in self.exchange.timeframes, "engine.trigger_timeframe",
-                 f"{self.engine.trigger_timeframe!r} is not streamed (exchange.timeframes: "
-                 f"{list(self.exchange.timeframes)})")
+        decides, tf = self.decision_timeframe()
+        _require(tf in self.exchange.timeframes, decides,
+                 f"{tf!r} is not streamed (exchange.timeframes: {list(self.exchange.timeframes)})")
+        if self.engine.portfolio:  # caps that cannot be met by this many symbols
+            self.portfolio.spec(len(self.exchange.symbols))
         for sym in self.symbols:
             _require(sym in self.exchange.symbols, f"symbols.{sym}",
                      f"overrides a symbol that is not traded (exchange.symbols: {list(self.exchange.symbols)})")
+
+    def decision_timeframe(self) -> tuple[str, str]:
+        """(the key that sets it, the timeframe whose closed bars trigger a decision cycle)."""
+        if self.engine.portfolio:
+            return "portfolio.decision_timeframe", self.portfolio.decision_timeframe
+        return "engine.trigger_timeframe", self.engine.trigger_timeframe
 
     def strategy_for(self, symbol: str) -> StrategyConfig:
         """[strategy] with the symbol's overrides applied."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from daemon.config import BrokerConfig, Config, EngineConfig, StrategyConfig
-from daemon.domain import EventSink, timeframe_ms
+from daemon.config import BrokerConfig, Config, ConfigError, EngineConfig, StrategyConfig
+from daemon.domain import EventSink, PredictorLike, timeframe_ms
 from daemon.store import Store
 from daemon.trading.orders import AlertsBroker, Broker
+from daemon.trading.rebalance import Rebalancer
 from strategies.base import Strategy
 from strategies.confidence import ConfidenceStrategy
 from strategies.risk import PortfolioLimits, RiskParams
@@ -15,6 +16,8 @@ from strategies.risk import PortfolioLimits, RiskParams
 
 def strategies_from_config(scfg: StrategyConfig, ecfg: EngineConfig) -> list[Strategy]:
     """The strategies [engine].strategies names, configured from [strategy] (or a symbol's overrides)."""
+    if ecfg.portfolio:  # the portfolio cycle decides instead (daemon/trading/rebalance.py)
+        return []
     known: dict[str, Callable[[], Strategy]] = {
         "confidence": lambda: ConfidenceStrategy(combine=scfg.combine, weights=dict(scfg.weights),
                                                  min_score=scfg.min_score, exit_on_flat=scfg.exit_on_flat),
@@ -29,7 +32,7 @@ def risk_params_from_config(cfg: Config, symbol: str | None = None) -> RiskParam
         starting_balance=cfg.broker.starting_balance, position_fraction=s.position_fraction,
         max_position=s.max_position, cooldown_bars=s.cooldown_bars, stop_loss=s.stop_loss,
         take_profit=s.take_profit, max_drawdown=s.max_drawdown, allow_short=s.allow_short,
-        bar_ms=timeframe_ms(cfg.engine.trigger_timeframe),
+        bar_ms=timeframe_ms(cfg.decision_timeframe()[1]),
     )
 
 
@@ -66,6 +69,33 @@ def engine_options(cfg: Config, *, store: Store, sink: EventSink, exchange: Any 
         symbols=x.symbols, per_symbol=per_symbol,
         portfolio=PortfolioLimits(p.max_open_positions, p.max_gross_exposure, p.per_symbol_cap),
         reference_symbol=x.reference_symbol, timeframes=x.timeframes, reference_timeframe=x.reference_timeframe,
-        trigger_timeframe=cfg.engine.trigger_timeframe, cycle_deadline_ms=cfg.engine.cycle_deadline_ms,
+        trigger_timeframe=cfg.decision_timeframe()[1], cycle_deadline_ms=cfg.engine.cycle_deadline_ms,
         prewarm_ms=cfg.engine.prewarm_ms, speed=cfg.local_exchange.speed if x.endpoint == "local" else 1.0,
+        rebalancer=rebalancer_from_config(cfg),
     )
+
+
+def rebalancer_from_config(cfg: Config) -> Rebalancer | None:
+    """The portfolio strategy of [portfolio] when [engine].strategies = ["portfolio"], else None.
+    Trading costs (for the cash check) are the paper broker's fee and slippage."""
+    if not cfg.engine.portfolio:
+        return None
+    p = cfg.portfolio
+    return Rebalancer(p.spec(len(cfg.exchange.symbols)), timeframe=p.decision_timeframe, vol_window=p.vol_window,
+                      max_drawdown=p.max_drawdown, cost_rate=cfg.broker.fee + cfg.broker.slippage)
+
+
+def check_model_windows(cfg: Config, predictors: Mapping[str, PredictorLike]) -> None:
+    """ConfigError naming exchange.timeframes (or reference_timeframe) when a model needs the
+    windows of a timeframe the config does not stream (it would decide on a window that never fills)."""
+    x = cfg.exchange
+    base = x.reference_symbol.split("/")[0].lower() + "_"
+    for name, predictor in sorted(predictors.items()):
+        for key in getattr(predictor, "required_windows", {}) or {}:
+            if key.startswith(base):
+                tf, streamed, where = key[len(base):], (x.reference_timeframe,), "exchange.reference_timeframe"
+            else:
+                tf, streamed, where = key, x.timeframes, "exchange.timeframes"
+            if tf not in streamed:
+                raise ConfigError(f"{where}: model {name!r} needs {key!r} windows but {tf!r} is not streamed "
+                                  f"({where} = {list(streamed)})")
