@@ -44,6 +44,7 @@ from daemon.trading.cycle import Cycles, Job
 from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
 from daemon.trading.decide import signal_payload, verdict_for
 from daemon.trading.inference import Inference
+from daemon.trading.ledgers import ShadowLedgers
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
 from daemon.trading.portfoliocycle import PortfolioCycle
 from daemon.trading.rebalance import Plan, Rebalancer
@@ -88,7 +89,7 @@ class Engine(PortfolioCycle):
         timeframes: Sequence[str] = PRIMARY_TIMEFRAMES, reference_timeframe: str = "1m",
         trigger_timeframe: str = "1m", wait_for_decision: bool = False, cycle_deadline_ms: int = 250,
         prewarm_ms: int = 0, speed: float = 1.0, perf_clock: Callable[[], float] = time.perf_counter,
-        rebalancer: Rebalancer | None = None,
+        rebalancer: Rebalancer | None = None, ledgers: ShadowLedgers | None = None,
     ) -> None:
         self.store, self.buffers, self.sink = store, buffers, sink
         self.predictors: dict[str, PredictorLike] = dict(predictors)
@@ -105,6 +106,7 @@ class Engine(PortfolioCycle):
         self.starting_balance = self.states[self.symbol].risk_params.starting_balance
         self.portfolio = portfolio or PortfolioLimits()
         self.rebalancer = rebalancer  # portfolio decisions instead of per-symbol strategies
+        self.ledgers = ledgers  # every model's paper book of what it would have done (trading or shadow)
         self.wait_for_decision = wait_for_decision
         self.perf_clock = perf_clock
         self.paused = False  # the global pause (every symbol)
@@ -211,6 +213,9 @@ class Engine(PortfolioCycle):
                     outcomes, plan = self._decide_all(jobs, answers), None
                 self.last_commit = self.perf_clock()
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs}, plan)
+                if self.ledgers is not None:  # every model's answers, the shadow ones too
+                    self.ledgers.on_cycle(max(j.bar.ts for j in jobs), {j.bar.symbol: j.bar.close for j in jobs},
+                                          {j.bar.symbol: a for j, a in zip(jobs, answers)})
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
             FAILURES.failed("decision", repr(exc))
@@ -466,4 +471,5 @@ class Engine(PortfolioCycle):
             "position": first["position"], "equity": first["equity"], "last_signal": first["last_signal"],
             "last_bar_ts": first["last_bar_ts"], "broker": self.broker.status(), **self.shadow.status(),
             "rebalance": self.rebalancer.status() if self.rebalancer is not None else None,
+            "ledgers": self.ledgers.status() if self.ledgers is not None else None,
         }

@@ -8,7 +8,9 @@ from daemon.config import BrokerConfig, Config, ConfigError, EngineConfig, Strat
 from daemon.domain import EventSink, PredictorLike, timeframe_ms
 from daemon.store import Store
 from daemon.trading.orders import AlertsBroker, Broker
-from daemon.trading.rebalance import Rebalancer
+from daemon.trading.ledgers import ShadowLedgers
+from daemon.trading.rebalance import YEAR_MS, Rebalancer
+from strategies.portfolio import PortfolioSpec
 from strategies.base import Strategy
 from strategies.confidence import ConfidenceStrategy
 from strategies.risk import PortfolioLimits, RiskParams
@@ -71,8 +73,22 @@ def engine_options(cfg: Config, *, store: Store, sink: EventSink, exchange: Any 
         reference_symbol=x.reference_symbol, timeframes=x.timeframes, reference_timeframe=x.reference_timeframe,
         trigger_timeframe=cfg.decision_timeframe()[1], cycle_deadline_ms=cfg.engine.cycle_deadline_ms,
         prewarm_ms=cfg.engine.prewarm_ms, speed=cfg.local_exchange.speed if x.endpoint == "local" else 1.0,
-        rebalancer=rebalancer_from_config(cfg),
+        rebalancer=rebalancer_from_config(cfg), ledgers=ledgers_from_config(cfg),
     )
+
+
+def ledgers_from_config(cfg: Config) -> ShadowLedgers:
+    """Shadow ledgers built like the live book: the portfolio strategy's construction, or for the
+    per-symbol confidence strategy each call held at position_fraction of equity (shorts when allowed)."""
+    n, s = len(cfg.exchange.symbols), cfg.strategy
+    if cfg.engine.portfolio:
+        spec = cfg.portfolio.spec(n)
+    else:
+        size = s.position_fraction * n
+        spec = PortfolioSpec(long_short=s.allow_short, max_weight=s.position_fraction, gross_cap=size, net_cap=size)
+    ppy = YEAR_MS / timeframe_ms(cfg.decision_timeframe()[1])
+    return ShadowLedgers(cfg.exchange.symbols, spec, periods_per_year=ppy, cost_rate=cfg.broker.fee + cfg.broker.slippage,
+                         starting_balance=cfg.broker.starting_balance, by_side=not cfg.engine.portfolio)
 
 
 def rebalancer_from_config(cfg: Config) -> Rebalancer | None:
