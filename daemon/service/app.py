@@ -123,9 +123,8 @@ class Daemon:
     async def _on_bar(self, bar: Bar) -> None:
         """The feed's consumer: stamp freshness, log, then the engine (bar already buffered)."""
         self.freshness.stamp(bar)
-        # Every closed bar is logged; 1s bars (one a second per stream) only at debug level.
-        (_log.debug if bar.timeframe == "1s" else _log.info)(
-            "bar_closed", symbol=bar.symbol, timeframe=bar.timeframe, ts=bar.ts, close=bar.close)
+        # Closed bars at debug level: the terminal gets one line per decision cycle (decision_cycle).
+        _log.debug("bar_closed", symbol=bar.symbol, timeframe=bar.timeframe, ts=bar.ts, close=bar.close)
         if self.parts is not None and self.parts.engine is not None:
             await self.parts.engine.on_bar(bar)
 

@@ -157,6 +157,7 @@ class Engine(PortfolioCycle):
         log.info("engine_started", symbols=list(self.symbols), trigger=self.trigger_timeframe, mode=self.broker.mode,
                  models=sorted(self.predictors), paused=self.paused,
                  halted=sorted(s for s, st in self.states.items() if st.risk_state.halted))
+        self._say_who_trades()
 
     async def close(self) -> None:
         """Decide what is assembled, let the running cycle finish, then stop the inference threads."""
@@ -216,6 +217,7 @@ class Engine(PortfolioCycle):
                 if self.ledgers is not None:  # every model's answers, the shadow ones too
                     self.ledgers.on_cycle(max(j.bar.ts for j in jobs), {j.bar.symbol: j.bar.close for j in jobs},
                                           {j.bar.symbol: a for j, a in zip(jobs, answers)})
+                log.info("decision_cycle", **self.cycle_line(jobs, outcomes, plan))
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
             FAILURES.failed("decision", repr(exc))
@@ -343,15 +345,12 @@ class Engine(PortfolioCycle):
                 SIGNALS.inc(symbol=symbol, side=event["side"])
                 BAR_TO_SIGNAL_MS.observe(elapsed, symbol=symbol)
                 events.publish(events.SignalEmitted.of_payload(event))
-                if plan is None:  # a portfolio cycle says it all in one line
-                    log.info("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
-                             confidence=round(event["confidence"], 4), price=event["price"],
-                             strategy=event["strategy"],
-                             latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
+                # The cycle's one INFO line says it (decision_cycle); the detail is for debugging.
+                log.debug("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
+                          confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],
+                          latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
         if plan is not None and self.rebalancer is not None:
             self.rebalancer.commit(plan)
-            latency = max((self.perf_clock() - r) * 1000.0 for r in received.values()) if received else 0.0
-            log.info("decision_cycle", **self.cycle_line(plan, outcomes, latency))
         orders = sorted((o for out in outcomes for o in out.orders), key=lambda o: o.side != "sell")
         for order in orders:
             try:

@@ -156,6 +156,10 @@ class ShadowLedgers:
             target[known] = min(self.spec.gross_cap, 1.0) / int(known.sum())
         return target
 
+    def brief(self) -> dict[str, str]:
+        """Each book's equity and shadow fills so far, for the cycle's log line."""
+        return {n: f"{b.equity:.2f} ({b.fills} fills)" for n, b in self.books.items()}
+
     def status(self) -> dict[str, Any]:
         """Per book: equity, PnL, drawdown, turnover, positions, recent signals, equity curve."""
         prices = self.prev if np.isfinite(self.prev).any() else None

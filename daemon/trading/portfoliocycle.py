@@ -6,7 +6,8 @@ with their outbox rows, orders, the portfolio state): all of it commits or none 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from daemon import log as logging
 from daemon.domain import EventSink, Prediction, Signal
@@ -17,6 +18,7 @@ from daemon.trading.rebalance import Plan, Rebalancer, side_of
 from strategies.base import EPSILON
 
 if TYPE_CHECKING:
+    from daemon.trading.ledgers import ShadowLedgers
     from daemon.trading.decide import SymbolState
     from daemon.trading.orders import Broker
     from daemon.trading.scoring import Shadow
@@ -38,6 +40,9 @@ class PortfolioCycle:
     starting_balance: float
     paused: bool
     sink: EventSink
+    predictors: dict[str, Any]
+    ledgers: "ShadowLedgers | None"
+    perf_clock: Callable[[], float]
 
     def _emit(self, signal: Signal, received: float | None) -> dict[str, Any] | None:
         raise NotImplementedError("provided by Engine")
@@ -101,11 +106,38 @@ class PortfolioCycle:
         if order is not None:
             out.orders.append(order)
 
-    @staticmethod
-    def cycle_line(plan: Plan, outcomes: Sequence[Outcome], latency_ms: float) -> dict[str, Any]:
-        """The one INFO line of a portfolio cycle: time, symbols, target weights that moved, latency."""
-        moved = {o.bar.symbol: round(float(o.signals[0].get("target_weight", 0.0)), 4) for o in outcomes if o.signals}
-        orders = sum(len(o.orders) for o in outcomes)
-        return {"bar_ts": plan.bar_ts, "symbols": len(outcomes), "targets": moved, "orders": orders,
-                "equity": round(plan.equity, 2), "halted": plan.halted, "latency_ms": round(latency_ms, 1)}
+    def _say_who_trades(self) -> None:
+        """At start, in plain words: which models place real orders, which only keep a shadow ledger."""
+        shadowed = sorted(n for n in self.predictors if n in self.shadow.reasons)
+        if not shadowed:
+            return
+        trading = sorted(n for n in self.predictors if n not in self.shadow.reasons)
+        log.warning("shadow_models", models=shadowed, trading=trading,
+                    message=f"{', '.join(shadowed)} failed the gate: {'it places' if len(shadowed) == 1 else 'they place'} "
+                            f"no real {self.broker.mode} order; {'its' if len(shadowed) == 1 else 'their'} shadow ledger "
+                            "shows what it would have done (decision_cycle lines, sigd status, /status)"
+                            + ("" if trading else "; no model trades, so no order is placed"))
 
+    def cycle_line(self, jobs: Sequence[Job], outcomes: Sequence[Outcome], plan: Plan | None) -> dict[str, Any]:
+        """The one INFO line of a decision cycle: the bars' close time, the symbols decided, the
+        sides (per-symbol strategies) or target weights (portfolio) that moved, the orders, the
+        close → decision latency and each shadow ledger's equity."""
+        close_ts = max(j.bar.close_ts for j in jobs)
+        latency = max((self.perf_clock() - j.received) * 1000.0 for j in jobs)
+        line: dict[str, Any] = {"close": iso_minute(close_ts), "symbols": len(jobs)}
+        if plan is not None:
+            line["targets"] = {o.bar.symbol: round(float(o.signals[0].get("target_weight", 0.0)), 4)
+                               for o in outcomes if o.signals}
+            line["halted"] = plan.halted
+        else:
+            line["sides"] = {o.bar.symbol: "/".join(e["side"] for e in o.signals) for o in outcomes if o.signals}
+        line["orders"] = sum(len(o.orders) for o in outcomes)
+        line["latency_ms"] = round(latency, 1)
+        if self.ledgers is not None:
+            line["shadow_equity"] = self.ledgers.brief()
+        return line
+
+
+def iso_minute(ts_ms: int) -> str:
+    """A bar time for the terminal: 2021-05-19T12:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(ts_ms / 1000))
