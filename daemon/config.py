@@ -26,6 +26,13 @@ from daemon.tradingconfig import BrokerConfig, EngineConfig, PortfolioConfig, St
 __all__ = ["Config", "ConfigError", "load", "secret"]
 
 DEFAULT_SYMBOL = "ETH/USDT"
+
+
+class _Unset(tuple):  # type: ignore[type-arg]
+    """An empty tuple that is not `()`: `exchange.symbols` left out, told from `symbols = []`."""
+
+
+_SYMBOLS_UNSET: tuple[str, ...] = _Unset()
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config.toml"
 
@@ -41,7 +48,7 @@ class ExchangeConfig:
     # The traded symbols, decided together; the reference symbol is streamed once and shared
     # by all of them (it may be traded too: its stream is then not subscribed twice).
     # `symbol = "X/Y"` (the first version's key) is a one-element list.
-    symbols: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = _SYMBOLS_UNSET
     symbol: str = ""  # legacy spelling of symbols = [symbol]; after loading: symbols[0]
     reference_symbol: str = REFERENCE_SYMBOL
     timeframes: tuple[str, ...] = PRIMARY_TIMEFRAMES
@@ -65,6 +72,10 @@ class ExchangeConfig:
     def __post_init__(self) -> None:
         if self.symbols and self.symbol:
             raise ConfigError("exchange.symbol: give exchange.symbols or exchange.symbol, not both")
+        if not self.symbols and self.symbols is not _SYMBOLS_UNSET:
+            # An empty list is a mistake, not a request for the default symbol: trading
+            # ETH/USDT nobody asked for is worse than refusing to start.
+            raise ConfigError("exchange.symbols: is empty; list at least one symbol, e.g. ['ETH/USDT']")
         symbols = self.symbols or ((self.symbol,) if self.symbol else (DEFAULT_SYMBOL,))
         object.__setattr__(self, "symbols", tuple(symbols))
         object.__setattr__(self, "symbol", symbols[0])
@@ -195,8 +206,8 @@ class ServiceConfig:
     stale_after_s: float = 90.0
     shutdown_deadline_s: float = 10.0
     status_interval_s: float = 15.0
-    # Failed decisions (or failed SQLite commits) in a row that turn /healthz red and stop
-    # WATCHDOG=1, so that systemd restarts the service.
+    # Failed decisions in a row that turn /healthz red and stop WATCHDOG=1, so that systemd
+    # restarts the service. A failed SQLite commit or refused write turns it red at once.
     max_consecutive_failures: int = 3
 
     def check(self, key: str) -> None:

@@ -1,8 +1,11 @@
-"""Failures the process must not shrug off: failed decisions and failed SQLite commits.
+"""Failures the process must not shrug off: failed decisions and failed SQLite writes.
 
 Each is logged where it happens and never stops the bar path; here it is also counted, so that
-the watchdog (daemon/service/watchdog.py) can turn /healthz red and stop feeding systemd
-after `[service] max_consecutive_failures` in a row of one kind. A success of the same kind
+the watchdog (daemon/service/watchdog.py) can turn /healthz red and stop feeding systemd.
+Storage failures ("commit": a transaction SQLite did not commit; "write": a decision whose
+writes SQLite refused, e.g. a full disk, RLIMIT_FSIZE, a failing trigger) turn it red at the
+first one: what was not written is not there after a crash. Other failed decisions (a bug)
+turn it red after `[service] max_consecutive_failures` in a row. A success of the same kind
 ends the run. One process-wide counter, like the metrics registry: the store and the engine
 report into it without knowing who reads it.
 """
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from daemon.metrics import REGISTRY
 
 _FAILURES = REGISTRY.counter("sigd_failures_total", "Failed decisions and failed SQLite commits, by kind")
+STORAGE_KINDS = ("commit", "write")  # red at the first failure, whatever the configured limit
 _CONSECUTIVE = REGISTRY.gauge("sigd_consecutive_failures", "Failures in a row, by kind (0 after a success)")
 
 
@@ -44,7 +48,12 @@ class Failures:
         return max(((k, n) for k, n in self.consecutive.items()), key=lambda kn: kn[1], default=("", 0))
 
     def reason(self, limit: int) -> str:
-        """Why health is red ("" when no kind has reached `limit` failures in a row)."""
+        """Why health is red: a storage failure not yet followed by a success of its kind, or
+        `limit` other failures of one kind in a row ("" when neither)."""
+        for kind in STORAGE_KINDS:
+            n = self.consecutive.get(kind, 0)
+            if n:
+                return f"{n} failed SQLite {kind}s in a row (red at the first): {self.last_error.get(kind, '')}"
         kind, n = self.worst()
         if n < limit:
             return ""

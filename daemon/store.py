@@ -78,10 +78,19 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
         "id",
     ),
     "kv": ({"key": str, "value": str}, "key"),
-    # One row per decided trigger bar and symbol, written in the decision's transaction: a
-    # restart never decides the same bar twice.
-    "decisions": ({"symbol": str, "bar_ts": int, "signals": int, "created_ms": int}, ("symbol", "bar_ts")),
+    # One row per trigger bar and symbol, whatever became of it (the audit trail): `reason`
+    # says what (DECIDED, PAUSED, HALTED: decided in the decision's own transaction; SUPERSEDED,
+    # FAILED, FAILED_COMMIT: not decided, and why). The key is unique in SQL, so a bar is never
+    # decided twice, not even across a restart.
+    "decisions": ({"symbol": str, "timeframe": str, "bar_ts": int, "reason": str, "detail": str, "signals": int,
+                   "created_ms": int}, ("symbol", "timeframe", "bar_ts")),
 }
+# Decision rows' reasons (docs/concepts/audit-trail.md).
+DECIDED, PAUSED, HALTED = "decided", "paused", "halted"  # decided; paused/halted: no new entries
+SUPERSEDED = "superseded"  # a newer bar of the symbol arrived while this one waited: not decided
+FAILED = "failed"  # the decision raised (a bug): rolled back, not retried
+FAILED_COMMIT = "failed_commit"  # SQLite refused the decision's writes, also when retried
+SCHEMA_VERSION = 1  # PRAGMA user_version of a database with every step of MIGRATIONS applied
 INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("predictions", ("bar_ts",)),
     ("signals", ("bar_ts",)),
@@ -110,7 +119,9 @@ class Store:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
         self.path = path
-        self._savepoints = 0  # depth of nested transaction() blocks
+        self._savepoints = 0  # savepoints made so far (their names)
+        self._depth = 0  # transaction() blocks open now, the outer one included
+        self._lost = ""  # the error after which SQLite rolled the open transaction back
         self._after_commit: list[Callable[[], None]] = []  # run once the open transaction commits
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -118,7 +129,33 @@ class Store:
         self._migrate()
 
     def _migrate(self) -> None:
+        """Bring any older database to SCHEMA_VERSION; a new one is created at it.
+
+        Steps before numbering (prediction scores, unique indexes) are idempotent and run on
+        every open; numbered steps (MIGRATIONS) run once each, in order, each in its own
+        transaction together with the `PRAGMA user_version` it sets.
+        """
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: state schema version {version} is newer than this sigd knows "
+                               f"({SCHEMA_VERSION}); run the newer sigd, or move the state file away")
+        fresh = not self.db["decisions"].exists()
         self._migrate_prediction_scores()
+        self._create_tables()
+        if fresh:
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        for number, step in MIGRATIONS:
+            if number > version:
+                with self.transaction():
+                    step(self.db.conn)
+                    self.db.conn.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self) -> int:
+        """The database's `PRAGMA user_version`: the newest migration step applied."""
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _create_tables(self) -> None:
         for name, (columns, pk) in SCHEMA.items():
             table = self.db[name]
             if not table.exists():
@@ -239,36 +276,59 @@ class Store:
 
         Nestable: inside an open transaction this is a savepoint, so an inner block that
         raises undoes only its own writes and the outer one decides whether to commit.
+        On some errors (a full disk, an I/O error) SQLite rolls the whole transaction back by
+        itself: every later block of it then raises too, instead of writing outside it
+        (autocommit), and the outer one raises rather than commit nothing.
         """
         conn = self.db.conn
-        if conn.in_transaction:
+        if self._depth:
+            if not conn.in_transaction:
+                raise sqlite3.OperationalError(f"SQLite rolled the transaction back after: {self._lost or 'an error'}")
             self._savepoints += 1
+            self._depth += 1
             name, pending = f"sp{self._savepoints}", len(self._after_commit)
             conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
-            except BaseException:
-                conn.execute(f"ROLLBACK TO {name}")
-                conn.execute(f"RELEASE {name}")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                else:
+                    self._lost = self._lost or f"{type(exc).__name__}: {exc}"
                 del self._after_commit[pending:]  # what this block announced did not happen
                 raise
             finally:
                 self._savepoints -= 1
+                self._depth -= 1
+            if not conn.in_transaction:
+                raise sqlite3.OperationalError(f"SQLite rolled the transaction back after: {self._lost or 'an error'}")
             conn.execute(f"RELEASE {name}")
             return
+        self._depth, self._lost = 1, ""
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 self._after_commit.clear()
                 raise
-            conn.execute("COMMIT")
+            if not conn.in_transaction:
+                raise sqlite3.OperationalError(f"SQLite rolled the transaction back after: {self._lost or 'an error'}")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                if conn.in_transaction:  # a failed COMMIT may leave it open: never carry it into the next
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:  # full disk, read-only file, ...: health counts it (daemon/health.py)
             self._after_commit.clear()
             FAILURES.failed("commit", f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            self._depth = 0
         FAILURES.succeeded("commit")
         callbacks, self._after_commit = self._after_commit, []
         for fn in callbacks:
@@ -288,10 +348,28 @@ class Store:
         return self.db.conn.execute("SELECT 1 FROM decisions WHERE symbol=? AND bar_ts=?",
                                     [symbol, bar_ts]).fetchone() is not None
 
-    def mark_decided(self, symbol: str, bar_ts: int, signals: int, created_ms: int) -> None:
-        """Record a decision (inside its transaction)."""
-        self.db.conn.execute("INSERT OR IGNORE INTO decisions (symbol, bar_ts, signals, created_ms) VALUES (?,?,?,?)",
-                             [symbol, bar_ts, signals, created_ms])
+    def mark_decided(self, symbol: str, timeframe: str, bar_ts: int, signals: int, created_ms: int,
+                     reason: str = DECIDED, detail: str = "") -> bool:
+        """Record what became of a trigger bar (inside the decision's transaction, or alone for
+        a bar that was not decided); False when the bar already has its row (the first stays)."""
+        cur = self.db.conn.execute(
+            "INSERT OR IGNORE INTO decisions (symbol, timeframe, bar_ts, reason, detail, signals, created_ms) "
+            "VALUES (?,?,?,?,?,?,?)", [symbol, timeframe, bar_ts, reason, detail[:300], signals, created_ms])
+        return cur.rowcount > 0
+
+    def adopt_decisions(self, timeframe: str) -> int:
+        """Give rows written before schema version 1 (no timeframe then) the trigger timeframe
+        they were decided on; how many. The engine calls it at start with its own."""
+        with self.transaction():
+            cur = self.db.conn.execute("UPDATE OR IGNORE decisions SET timeframe=? WHERE timeframe=''", [timeframe])
+        return cur.rowcount
+
+    def decision_rows(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Every decision row (of `symbol`), oldest bar first."""
+        sql = "SELECT symbol, timeframe, bar_ts, reason, detail, signals, created_ms FROM decisions"
+        cur = self.db.conn.execute(sql + (" WHERE symbol=?" if symbol else "") + " ORDER BY bar_ts, symbol",
+                                   [symbol] if symbol else [])
+        return self._outbox_dicts(cur)
 
     def add_predictions(self, symbol: str, predictions: Sequence[Prediction], created_ms: int) -> None:
         """Store one trigger bar's predictions (one already stored for the model and bar stays)."""
@@ -488,3 +566,24 @@ class Store:
             "json_extract(scores, '$.p_long'), side, confidence, threshold "
             "FROM predictions WHERE symbol=? ORDER BY bar_ts, model", [symbol])
         return cur.fetchall()
+
+
+def _decisions_v1(conn: sqlite3.Connection) -> None:
+    """Version 1: decision rows carry the trigger timeframe and a reason, keyed (symbol,
+    timeframe, bar_ts). Older rows were all decisions; their timeframe is unknown here ('')
+    until the engine adopts them (Store.adopt_decisions)."""
+    conn.execute("ALTER TABLE decisions RENAME TO decisions_v0")
+    conn.execute('CREATE TABLE "decisions" ("symbol" TEXT NOT NULL, "timeframe" TEXT NOT NULL, '
+                 '"bar_ts" INTEGER NOT NULL, "reason" TEXT, "detail" TEXT, "signals" INTEGER, "created_ms" INTEGER, '
+                 'PRIMARY KEY ("symbol", "timeframe", "bar_ts"))')
+    conn.execute("INSERT INTO decisions (symbol, timeframe, bar_ts, reason, detail, signals, created_ms) "
+                 "SELECT symbol, '', bar_ts, ?, '', signals, created_ms FROM decisions_v0", [DECIDED])
+    conn.execute("DROP TABLE decisions_v0")
+
+
+# Numbered schema steps, oldest first: (the user_version it sets, the step). Append only; a
+# database at version N runs the steps numbered above N (Store._migrate).
+MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
+    (1, _decisions_v1),
+]
+assert MIGRATIONS[-1][0] == SCHEMA_VERSION

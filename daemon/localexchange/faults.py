@@ -37,6 +37,7 @@ class Faults:
     def __init__(self) -> None:
         self.rest: RestFault | None = None
         self.stalls: dict[str, float] = {}  # stream (or ALL) -> wall deadline (monotonic), inf = until resumed
+        self.stalls_until_resubscribed: set[str] = set()  # of `stalls`: those a client's SUBSCRIBE ends
         self.malformed_left: dict[str, tuple[int, str]] = {}
         self.bad_ohlc_left: dict[str, int] = {}
         self.skip_left: dict[str, int] = {}
@@ -56,18 +57,37 @@ class Faults:
         self._note("drop_websockets", sockets=n)
         return n
 
-    def stall(self, stream: str | None = None, seconds: float | None = None) -> None:
-        """Send no frames on `stream` (or all) for `seconds` of wall time, or until `resume`."""
+    def stall(self, stream: str | None = None, seconds: float | None = None,
+              until_resubscribed: bool = False) -> None:
+        """Send no frames on `stream` (or all) for `seconds` of wall time, or until `resume`.
+
+        `until_resubscribed`: the stall also ends when a client subscribes `stream` again (a
+        stream stuck on the exchange's side, which Binance clients heal with an UNSUBSCRIBE and
+        SUBSCRIBE of that stream on the same connection). Needs a named stream.
+        """
+        if until_resubscribed and not stream:
+            raise ValueError("until_resubscribed needs a stream (e.g. 'btcusdt@kline_1m')")
         deadline = float("inf") if seconds is None else time.monotonic() + float(seconds)
         self.stalls[stream or ALL] = deadline
-        self._note("stall", stream=stream or ALL, seconds=seconds)
+        if until_resubscribed:
+            self.stalls_until_resubscribed.add(stream or ALL)
+        self._note("stall", stream=stream or ALL, seconds=seconds, until_resubscribed=until_resubscribed)
+
+    def subscribed(self, stream: str) -> None:
+        """A client subscribed `stream`: a stall that a resubscribe ends is over."""
+        if stream in self.stalls_until_resubscribed:
+            self.stalls_until_resubscribed.discard(stream)
+            self.stalls.pop(stream, None)
+            log.warning("fault_stall_healed", stream=stream)
 
     def resume(self, stream: str | None = None) -> None:
         """End a stall of `stream`, or every stall when `stream` is None."""
         if stream is None:
             self.stalls.clear()
+            self.stalls_until_resubscribed.clear()
         else:
             self.stalls.pop(stream, None)
+            self.stalls_until_resubscribed.discard(stream)
         self._note("resume", stream=stream or ALL)
 
     def malformed(self, count: int = 1, stream: str | None = None, kind: str = "json") -> None:
@@ -123,6 +143,7 @@ class Faults:
         self.rest = None
         self.rest_delay_s = (0.0, None)
         self.stalls.clear()
+        self.stalls_until_resubscribed.clear()
         self.malformed_left.clear()
         self.bad_ohlc_left.clear()
         self.skip_left.clear()
@@ -152,6 +173,7 @@ class Faults:
                 if now < deadline:
                     return True
                 del self.stalls[key]
+                self.stalls_until_resubscribed.discard(key)
         return False
 
     def take(self, table: dict[str, Any], stream: str) -> Any:

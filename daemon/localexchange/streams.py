@@ -112,6 +112,7 @@ class Pump:
         self.sockets: set[web.WebSocketResponse] = set()
         self.wake = asyncio.Event()
         self.frames_sent = 0
+        self.subscribes: dict[str, int] = {}  # stream name -> SUBSCRIBE requests that named it
         # called as f(stream name, bar open ms, time.perf_counter()) right after a closing update
         # is written to every socket (for bar-close latency benchmarks)
         self.close_listeners: list[Callable[[str, int, float], None]] = []
@@ -134,6 +135,8 @@ class Pump:
         now = self.clock.now_ms()
         for name in names:
             market, tf = self.parse(name)  # type: ignore[misc]  # validated by the caller
+            self.subscribes[name] = self.subscribes.get(name, 0) + 1
+            self.faults.subscribed(name)
             if tf == "bookTicker":
                 self.quotes.setdefault(name, QuoteStream(name, market)).sockets.add(ws)
                 continue

@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import random
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import ccxt
@@ -64,6 +65,7 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
     def handle_bids_asks(self, client: Any, message: Any) -> Any:
         # Hand each best bid/ask to the listener as it arrives (no wait for the watch future);
         # a frame that does not parse raises, and the guard in client() counts it.
+        client.sigd_last_frame = time.monotonic()  # data on the connection: it is alive
         for row in message if isinstance(message, list) else [message]:
             if self.sigd_quotes is not None:
                 symbol = self.safe_symbol(row["s"], None, None, "spot")
@@ -75,6 +77,7 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
         # ccxt drops the kline's closed flag; read it here so a bar is emitted on its close.
         # Every kline frame is parsed strictly, so a malformed one raises (and is counted by
         # the guard in client()) instead of being cached with None prices.
+        client.sigd_last_frame = time.monotonic()  # data on the connection (acks do not count)
         k = message.get("k")
         if not isinstance(k, dict):
             raise ValueError("kline event without its 'k' object")
@@ -396,6 +399,41 @@ class ExchangeClient(OrderCalls):
             on_lost(reason, attempt)
             await asyncio.sleep(self.backoff_s(attempt))
             attempt += 1
+
+    def _kline_connection(self) -> Any:
+        """The open ccxt websocket client that carries the kline streams, None when there is none."""
+        index = (self.ex.options.get("streamBySubscriptionsHash") or {}).get("multipleOHLCV")
+        client = None if index is None else (self.ex.clients or {}).get(f"{self.ex.urls['api']['ws']['spot']}/{index}")
+        return None if client is None or client.closed() else client
+
+    def kline_frame_age_s(self) -> float | None:
+        """Seconds since a data frame (a kline update or a quote; not an ack, which our own
+        resubscribe provokes) arrived on the kline connection; None when it is not open or has
+        received no data yet."""
+        client = self._kline_connection()
+        last = getattr(client, "sigd_last_frame", None)
+        return None if last is None else time.monotonic() - last
+
+    async def resubscribe(self, symbol: str, timeframe: str) -> bool:
+        """UNSUBSCRIBE then SUBSCRIBE one kline stream on the open kline connection, as Binance
+        takes them, leaving every other stream on it alone; False when there is no open
+        connection (or sending failed) and only a reconnect can help.
+
+        Sent as raw frames, not through ccxt's un_watch: that rejects a pending watch of the
+        stream with an error the keep-alive could not tell from a real one. ccxt's own
+        subscription record stays as it was, which is right: the stream is subscribed again.
+        """
+        client = self._kline_connection()
+        if client is None:
+            return False
+        name = f"{self.ex.market(symbol)['lowercaseId']}@kline_{self.ex.timeframes.get(timeframe, timeframe)}"
+        try:
+            for method in ("UNSUBSCRIBE", "SUBSCRIBE"):
+                await client.send({"method": method, "params": [name], "id": self.ex.request_id(client.url)})
+        except Exception as exc:  # noqa: BLE001 - ccxt raises its NetworkError or the socket's own
+            log.warning("resubscribe_failed", stream=name, error=repr(exc))
+            return False
+        return True
 
     async def drop_connection(self, reason: str) -> None:
         """Close every websocket so the next watch reconnects and resubscribes."""

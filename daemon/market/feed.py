@@ -5,11 +5,18 @@ bars come from the websocket (a bar is taken only on its closing update). Every 
 proves its continuity: after a reconnect, a stall (no closed bar for longer than its stall
 timeout), a bad frame or a gap (a bar that is not last_ts + timeframe), the missing range
 is fetched over REST before anything newer is emitted; until then the stream is degraded.
+
+A stall of one stream is that stream's trouble: it is resubscribed alone (UNSUBSCRIBE +
+SUBSCRIBE on the live connection) and the other streams on the connection never notice. Only
+a sick connection, one on which no data frame at all arrived for half the shortest stall
+timeout (healthy streams send forming updates every 2 s), is dropped and dialled again (every
+stream then resyncs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import statistics
 import time
 from collections import deque
@@ -29,11 +36,14 @@ from daemon.store import Store
 log = logging.get("sigd.feed")
 OnBar = Callable[[Bar], Awaitable[None]]
 RESYNC = object()  # queue sentinel: wake the stream task to resync over REST
+MAX_UNSTORED = 100_000  # bars kept in memory while SQLite refuses them (older ones: REST has them)
 
 DROPPED = REGISTRY.counter("sigd_feed_dropped_bars_total", "Bars or frames dropped as invalid, per stream")
 BACKFILLED = REGISTRY.counter("sigd_feed_backfilled_bars_total", "Bars fetched over REST to restore continuity")
 RECONNECTS = REGISTRY.counter("sigd_feed_reconnects_total", "Websocket reconnects")
 STALLS = REGISTRY.counter("sigd_feed_stalls_total", "Streams silent beyond their stall timeout")
+RESUBSCRIBES = REGISTRY.counter("sigd_feed_resubscribes_total",
+                                "Stalled streams resubscribed alone on the live connection, per stream")
 DEGRADED = REGISTRY.gauge("sigd_feed_degraded", "1 while a stream cannot prove continuity")
 LATENCY = REGISTRY.histogram("sigd_bar_close_latency_ms", "Exchange closing update (event time) to bar in its ring")
 
@@ -49,6 +59,7 @@ class StreamState:
     degraded: bool = True
     needs_resync: bool = False
     reconnects: int = 0
+    resubscribes: int = 0
     dropped: int = 0
     backfilled: int = 0
     stalls: int = 0
@@ -103,6 +114,7 @@ class Feed:
         self.quotes = Quotes(client, cfg.symbols if quotes else (), clock_ms=self.clock_ms)
         self.socket_error: str | None = None
         self._last_drop = 0.0
+        self._unstored: deque[Bar] = deque(maxlen=MAX_UNSTORED)  # bars SQLite refused, stored with the next
         for sym, tf in self.streams:
             buffers.add(sym, tf, cfg.warmup_bars)
 
@@ -130,6 +142,7 @@ class Feed:
             out[key] = {
                 "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
                 "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
+                "resubscribes": st.resubscribes,
                 "dropped_frames": st.dropped, "backfilled_bars": st.backfilled, "stalls": st.stalls,
                 "gaps": st.gaps, "warmed_from_store": st.from_store,
                 "latency_ms_p50": statistics.median(lat) if lat else None,
@@ -280,10 +293,22 @@ class Feed:
         log.warning("stream_stalled", stream=st.name, silent_s=self.stall_timeout_s(st.timeframe))
         st.set_degraded(True)
         st.needs_resync = True
+        if not self._connection_sick() and await self.client.resubscribe(st.symbol, st.timeframe):
+            st.resubscribes += 1
+            RESUBSCRIBES.inc(stream=st.name)
+            log.warning("stream_resubscribed", stream=st.name)
+            return
         # One reconnect serves every stream: skip it when another stream just did one.
         if time.monotonic() - self._last_drop > self.cfg.stall_floor_s:
             self._last_drop = time.monotonic()
             await self.client.drop_connection(f"{st.name} stalled")
+
+    def _connection_sick(self) -> bool:
+        """No data frame at all on the kline connection for half the shortest stall timeout (or
+        no connection): the connection, not one stream, is what is silent."""
+        age = self.client.kline_frame_age_s()
+        shortest = min(self.stall_timeout_s(tf) for _, tf in self.streams)
+        return age is None or age >= shortest / 2
 
     async def _ingest(self, st: StreamState, bar: Bar, event_ms: int | None) -> None:
         if not self._sound(st, bar):
@@ -350,7 +375,7 @@ class Feed:
             latency = self.clock_ms() - event_ms
             st.latencies_ms.append((event_ms, latency))
             LATENCY.observe(latency, stream=st.name)
-        self.store.add_bars([bar])
+        self._store(st, bar)
         events.publish(events.BarClosed.of(bar))
         st.last_ts, st.last_wall = bar.ts, time.time()
         log.debug("bar_closed", stream=st.name, ts=bar.ts, close=bar.close)
@@ -359,6 +384,21 @@ class Feed:
                 await self.on_bar(bar)
             except Exception:  # noqa: BLE001 - a consumer bug must not stop the feed
                 log.exception("on_bar_failed", stream=st.name, ts=bar.ts)
+
+    def _store(self, st: StreamState, bar: Bar) -> None:
+        """Write the bar (and any SQLite refused before) to SQLite. A refusal (a full disk) does not
+        stop the feed: the store counted it (health turns red), and the bar is kept to be written
+        with the next one; the decision path goes on with the bar in its ring."""
+        self._unstored.append(bar)
+        try:
+            self.store.add_bars(self._unstored)
+        except sqlite3.Error as exc:
+            log.error("bar_store_failed", stream=st.name, ts=bar.ts, unstored=len(self._unstored),
+                      error=f"{type(exc).__name__}: {exc}")
+            return
+        if len(self._unstored) > 1:
+            log.info("bars_stored_after_failure", bars=len(self._unstored))
+        self._unstored.clear()
 
     def _drop(self, st: StreamState, kind: str, reason: str) -> None:
         st.dropped += 1

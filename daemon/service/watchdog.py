@@ -2,8 +2,8 @@
 
 Every closed bar the feed hands over stamps `Freshness`. The keep-alive loop sends WATCHDOG=1
 at half the systemd interval, but only while the newest closed bar arrived within
-`stale_after_s` and fewer than `max_failures` decisions (or SQLite commits) failed in a row
-(daemon/health.py): a feed that dies silently (socket open, no frames, no error) or a full
+`stale_after_s`, no SQLite commit or decision write failed since the last one that succeeded,
+and fewer than `max_failures` decisions failed in a row (daemon/health.py): a feed that dies silently (socket open, no frames, no error) or a full
 disk then starves the watchdog and systemd restarts the daemon. STATUS= lines say what is
 going on.
 """
@@ -32,7 +32,7 @@ class Freshness:
     """When the newest closed bar arrived (monotonic wall clock) and which bar it was."""
 
     stale_after_s: float
-    max_failures: int = 3  # failed decisions or commits in a row (daemon/health.py) that make it unhealthy
+    max_failures: int = 3  # failed decisions in a row that make it unhealthy (a storage failure: one, daemon/health.py)
     failures: Failures = field(default_factory=Failures)  # the daemon passes the process-wide FAILURES
     clock: Callable[[], float] = time.monotonic
     last_wall: float | None = None
@@ -62,7 +62,8 @@ class Freshness:
         return True, ""
 
     def healthy(self) -> tuple[bool, str]:
-        """(healthy?, why not): fresh bars, and fewer than `max_failures` failures in a row."""
+        """(healthy?, why not): fresh bars, no storage failure outstanding, and fewer than
+        `max_failures` failed decisions in a row."""
         failing = self.failures.reason(self.max_failures)
         if failing:
             return False, failing

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -39,7 +40,8 @@ from daemon.health import FAILURES
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
-from daemon.store import Store
+from daemon.store import DECIDED, FAILED, FAILED_COMMIT, HALTED, PAUSED, SUPERSEDED, Store
+from daemon.trading.audit import AuditTrail
 from daemon.trading.cycle import Cycles, Job
 from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
 from daemon.trading.decide import signal_payload, verdict_for
@@ -63,6 +65,7 @@ FAILED = REGISTRY.counter("sigd_decisions_failed_total", "Decisions rolled back 
 SIGNALS = REGISTRY.counter("sigd_signals_total", "Signals emitted, by symbol and side")
 BAR_TO_SIGNAL_MS = REGISTRY.histogram("sigd_bar_to_signal_ms", "Trigger bar received to signal committed, ms")
 DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision committed, ms")
+COMMIT_ATTEMPTS = 3  # a decision SQLite refuses is tried this often in all, then recorded FAILED_COMMIT
 __all__ = ["Engine", "broker_from_config", "risk_params_from_config", "strategies_from_config", "signal_payload"]
 
 
@@ -120,6 +123,7 @@ class Engine(PortfolioCycle):
         self.decisions = self.skipped = 0
         self.shadow = Shadow()  # every model trades unless the service sets trade_only_validated
         self.last_commit = 0.0  # perf clock at the newest cycle's commit (benchmarks read it)
+        self.audit = AuditTrail(store)  # rows of the trigger bars that were not decided
 
     @classmethod
     def from_config(
@@ -149,6 +153,7 @@ class Engine(PortfolioCycle):
     async def start(self) -> None:
         """Restore pause and risk state per symbol, start the broker (reconcile)."""
         self.paused = self.store.get_kv(KV_PAUSED, "0") == "1"
+        self.store.adopt_decisions(self.trigger_timeframe)  # rows from before they had a timeframe
         for i, state in enumerate(self.states.values()):
             state.load(self.store, legacy=i == 0)
         if self.rebalancer is not None:
@@ -164,6 +169,7 @@ class Engine(PortfolioCycle):
         if self._prewarm is not None:
             self._prewarm.cancel()
         await self.cycles.flush()
+        self.audit.flush()  # rows still owed, if SQLite takes them now
         await self.broker.close()
         self.inference.close()
 
@@ -187,6 +193,8 @@ class Engine(PortfolioCycle):
         self.skipped += 1
         SKIPPED.inc(reason=reason, symbol=job.bar.symbol)
         log.warning("decision_skipped", symbol=job.bar.symbol, bar_ts=job.bar.ts, reason=reason)
+        if reason == SUPERSEDED:  # an already decided bar has its row
+            self.audit.record(job.bar, SUPERSEDED)
 
     def _sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -208,10 +216,11 @@ class Engine(PortfolioCycle):
             answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs],
                                                    [j.bar.symbol for j in jobs])
             async with self._act_lock:
+                self.audit.flush()  # rows owed since SQLite last refused writes
                 if self.rebalancer is not None:
                     outcomes, plan = self._decide_portfolio(jobs, answers)
                 else:
-                    outcomes, plan = self._decide_all(jobs, answers), None
+                    outcomes, plan = self._commit(jobs, answers), None
                 self.last_commit = self.perf_clock()
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs}, plan)
                 if self.ledgers is not None:  # every model's answers, the shadow ones too
@@ -221,6 +230,8 @@ class Engine(PortfolioCycle):
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
             FAILURES.failed("decision", repr(exc))
+            for job in jobs:  # those decided keep their row (the first stays)
+                self.audit.record(job.bar, FAILED, repr(exc))
         self._schedule_prewarm()
 
     async def _settle(self, symbol: str) -> None:
@@ -228,10 +239,35 @@ class Engine(PortfolioCycle):
         if settle is not None:
             await settle(symbol)
 
-    def _decide_all(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]) -> list[Outcome]:
-        """Every symbol's decision in its own savepoint of one transaction (all-or-nothing each)."""
+    def _commit(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]) -> list[Outcome]:
+        """_decide_all, the decisions SQLite refused tried again (COMMIT_ATTEMPTS in all); one still
+        refused is recorded FAILED_COMMIT, at once or once SQLite takes writes again."""
+        pending = list(zip(jobs, answers))
+        outcomes: list[Outcome] = []
+        error = ""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                done, refused = self._decide_all([j for j, _ in pending], [a for _, a in pending])
+            except sqlite3.Error as exc:  # the cycle's COMMIT failed: none of it was written (the store counted it)
+                done, refused = [], [(j, a, f"{type(exc).__name__}: {exc}") for j, a in pending]
+            outcomes += done
+            pending = [(j, a) for j, a, _ in refused]
+            if not pending:
+                break
+            error = refused[-1][2]
+            log.warning("decision_commit_retry", attempt=attempt, of=COMMIT_ATTEMPTS,
+                        symbols=[j.bar.symbol for j, _ in pending], error=error)
+        for job, _ in pending:
+            self.audit.record(job.bar, FAILED_COMMIT, error)
+        return outcomes
+
+    def _decide_all(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
+                    ) -> tuple[list[Outcome], list[tuple[Job, Sequence[Prediction], str]]]:
+        """Every symbol's decision in its own savepoint of one transaction (all-or-nothing each):
+        (the outcomes, the decisions whose writes SQLite refused, with the error)."""
         book = self._book({j.bar.symbol: j.bar.close for j in jobs})
         outcomes: list[Outcome] = []
+        refused: list[tuple[Job, Sequence[Prediction], str]] = []
         with self.store.transaction():
             # Live scoring reads every symbol's matured predictions: once per cycle, not per symbol.
             self.shadow.score()
@@ -240,11 +276,19 @@ class Engine(PortfolioCycle):
                     with self.store.transaction():
                         outcomes.append(self._decide(job, predictions, book))
                     FAILURES.succeeded("decision")
+                    FAILURES.succeeded("write")
+                except sqlite3.Error as exc:  # a full disk, a failing trigger: health red at once, retried
+                    FAILED.inc(symbol=job.bar.symbol)
+                    log.error("decision_failed", symbol=job.bar.symbol, bar_ts=job.bar.ts, error=repr(exc), storage=True)
+                    FAILURES.failed("write", f"{type(exc).__name__}: {exc}")
+                    refused.append((job, predictions, f"{type(exc).__name__}: {exc}"))
                 except Exception as exc:
                     FAILED.inc(symbol=job.bar.symbol)
                     log.exception("decision_failed", symbol=job.bar.symbol, bar_ts=job.bar.ts, error=repr(exc))
                     FAILURES.failed("decision", repr(exc))
-        return outcomes
+                    bar = job.bar  # a bug is not retried: the bar's row says so
+                    self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, 0, wall_ms(), FAILED, repr(exc))
+        return outcomes, refused
 
     def _decide_portfolio(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
                           ) -> tuple[list[Outcome], Plan]:
@@ -278,7 +322,8 @@ class Engine(PortfolioCycle):
             self._act(job, out, book)
         if out.risk_state != state.risk_state:  # most bars change nothing: no write for them
             state.save_risk(self.store, out.risk_state)
-        self.store.mark_decided(bar.symbol, bar.ts, len(out.signals), now)
+        reason = PAUSED if self.paused or state.paused else HALTED if out.risk_state.halted else DECIDED
+        self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, len(out.signals), now, reason)
         return out
 
     def _act(self, job: Job, out: Outcome, book: Book) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from daemon import log as logging
 from daemon.domain import EventSink, Prediction, Signal
+from daemon.store import DECIDED, HALTED, PAUSED
 from daemon.trading.cycle import Job
 from daemon.trading.decide import Outcome, portfolio_equity
 from daemon.trading.orders import OrderIntent, wall_ms
@@ -73,7 +74,8 @@ class PortfolioCycle:
             i = index[bar.symbol]
             if abs(plan.amounts[i] - positions[bar.symbol].amount) > EPSILON:
                 self._order_for(job, out, plan, i, tradable[bar.symbol])
-            self.store.mark_decided(bar.symbol, bar.ts, len(out.signals), now)
+            reason = PAUSED if bar.symbol in frozen else HALTED if plan.halted else DECIDED
+            self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, len(out.signals), now, reason)
             outcomes.append(out)
         self.rebalancer.save(self.store, plan)
         return outcomes, plan
