@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -26,6 +27,11 @@ from torch import nn
 from tqdm import tqdm
 
 Batch = dict[str, torch.Tensor]
+# Who wants to hear how far the running fit has got: a callable taking the fraction (0..1) of
+# its epochs done, set by whatever runs the fit (a research runner's live progress line),
+# never by model code. A ContextVar, so two fits in two threads report to their own listener.
+FIT_PROGRESS: ContextVar[Callable[[float], None] | None] = ContextVar("sigd_fit_progress", default=None)
+
 # (model, batch) -> (loss, number of correct argmax predictions or -1 when not classifying, labelled count)
 StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int, int]]
 
@@ -107,12 +113,12 @@ def _scheduler(opt: torch.optim.Optimizer, kind: str, total_steps: int = 1) -> A
 def _epoch(model: nn.Module, step: StepFn, batches: Iterator[Batch], n_batches: int, *, opt: Any = None,
            amp: torch.dtype | None = None, scaler: Any = None, clip: float = 1.0, desc: str = "",
            progress: bool = False, per_step: Any = None, augment: Callable[[Batch], Batch] | None = None,
-           ) -> tuple[float, float]:
+           on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
     """One pass; trains when opt is given. Returns (mean loss, accuracy or NaN)."""
     model.train(opt is not None)
     tot_loss, n_seen, correct, labelled = 0.0, 0, 0, 0
     bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, file=sys.stderr)
-    for batch in bar:
+    for i, batch in enumerate(bar):
         if augment is not None:
             batch = augment(batch)
         ctx = torch.autocast(batch["y"].device.type, dtype=amp) if amp else nullcontext()
@@ -138,7 +144,16 @@ def _epoch(model: nn.Module, step: StepFn, batches: Iterator[Batch], n_batches: 
         acc = correct / labelled if labelled and ok >= 0 else float("nan")
         bar.set_postfix(loss=f"{tot_loss / n_seen:.4f}", acc=f"{acc:.3f}",
                         lr=f"{opt.param_groups[0]['lr']:.2e}" if opt else "-")
+        if on_batch is not None:
+            on_batch(i + 1, n_batches)
     return tot_loss / max(n_seen, 1), (correct / labelled if labelled and ok >= 0 else float("nan"))
+
+
+def _epoch_share(listener: Callable[[float], None] | None, epoch: int, epochs: int) -> Callable[[int, int], None] | None:
+    """Batch i of n in this epoch -> the fraction of the whole fit done, for the listener."""
+    if listener is None:
+        return None
+    return lambda i, n: listener((epoch + i / max(n, 1)) / max(epochs, 1))
 
 
 def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Iterator[Batch], int]],
@@ -152,6 +167,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Ite
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     hist: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")}
     best, best_state, waited = math.inf, None, 0
+    listener = FIT_PROGRESS.get()
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
@@ -161,7 +177,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Ite
             lr = opt.param_groups[0]["lr"]
         tl, ta = _epoch(model, step, it, n, opt=opt, amp=amp, scaler=scaler, clip=cfg.clip_norm,
                         desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=cfg.progress, per_step=per_step,
-                        augment=cfg.augment)
+                        augment=cfg.augment, on_batch=_epoch_share(listener, epoch, cfg.epochs))
         it, n = val_batches()
         vl, va = _epoch(model, step, it, n, amp=amp, desc="validate", progress=cfg.progress)
         if sched is not None:
@@ -179,5 +195,7 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Ite
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if listener is not None:  # early stopping ends the fit before its last epoch
+        listener(1.0)
     hist["best_epoch"] = [float(int(np.argmin(hist["val_loss"])) + 1)] if hist["val_loss"] else []
     return hist

@@ -29,6 +29,8 @@ import numpy as np
 
 from daemon import log as logging
 from daemon.domain import timeframe_ms
+from daemon.retrain.progress import Progress
+from daemon.retrain.runners import LocalRunner
 
 log = logging.get("selection")
 MINUTE_MS = 60_000
@@ -43,8 +45,11 @@ if TYPE_CHECKING:
 class Runner(Protocol):
     """What `run_jobs` needs of a runner (daemon/retrain/runners.py: LocalRunner, RayRunner)."""
 
-    def map(self, fn: Callable[["Job"], "FoldScores"], items: Sequence["Job"]) -> list["FoldScores"]:
-        """`fn` over the items, results in item order."""
+    name: str
+
+    def map(self, fn: Callable[["Job"], "FoldScores"], items: Sequence["Job"], *,
+            progress: "Progress | None" = None) -> list["FoldScores"]:
+        """`fn` over the items, results in item order; model fits report to `progress`."""
         ...
 
 
@@ -261,8 +266,14 @@ def run_job(job: Job) -> FoldScores:
 
 
 def run_jobs(jobs: Sequence[Job], runner: Runner | None = None) -> list[FoldScores]:
-    """Every job through `runner` (default: one after the other here), results in job order."""
-    return runner.map(run_job, jobs) if runner is not None else [run_job(job) for job in jobs]
+    """Every job through `runner` (default: one after the other here), results in job order,
+    with a live progress line that moves as each fold's model trains."""
+    runner = runner if runner is not None else LocalRunner()
+    progress = Progress(len(jobs), f"compare folds ({runner.name})")
+    try:
+        return runner.map(run_job, jobs, progress=progress)
+    finally:
+        progress.close()
 
 
 def concat(parts: Sequence[Scored]) -> Scored:

@@ -23,13 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from daemon import log as logging
 from daemon.retrain import storage
 from daemon.retrain.jobs import ArtifactRef, Job, JobFailed, Result, Scores, TrainJob, execute, failed, from_json, to_json
-from daemon.retrain.progress import Progress
+from daemon.retrain.progress import Progress, fits_reporting
+from models.fit import FIT_PROGRESS
 
 _log = logging.get("sigd.runner")
 REPO = Path(__file__).resolve().parents[2]
@@ -47,9 +49,10 @@ class Runner(Protocol):
         """Every job's result (JobFailed for those that failed or ran out of time)."""
         ...
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, progress: Progress | None = None) -> list[R]:
         """`fn` over picklable items (any module-level function), results in item order; the
-        first exception an item raised is raised here (`sigd compare` runs its folds so)."""
+        first exception an item raised is raised here (`sigd compare` runs its folds so).
+        Model fits inside `fn` report their epochs to `progress`."""
         ...
 
     def cancel(self) -> None:
@@ -94,17 +97,35 @@ class LocalRunner:
             if left <= 0 or self._cancelled:
                 out.append(_out_of_time(job, timeout_s) if left <= 0 else failed(job, "cancelled"))
                 continue
+            key = len(out)
             if progress:
-                progress.start()
-            result = self._child(job, left, timeout_s) if self.in_subprocess else execute(job)
+                progress.start(key)
+            if self.in_subprocess:
+                result = self._child(job, left, timeout_s)
+            else:
+                with fits_reporting(progress, key):
+                    result = execute(job)
             if progress:
-                progress.finish(not isinstance(result, JobFailed), result_score(result))
+                progress.finish(not isinstance(result, JobFailed), result_score(result), key)
             out.append(result)
         return out
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, progress: Progress | None = None) -> list[R]:
         """In this process, one item after another."""
-        return [fn(item) for item in items]
+        out: list[R] = []
+        for key, item in enumerate(items):
+            if progress:
+                progress.start(key)
+            with fits_reporting(progress, key):
+                try:
+                    out.append(fn(item))
+                except BaseException:
+                    if progress:
+                        progress.finish(False, None, key)
+                    raise
+            if progress:
+                progress.finish(True, None, key)
+        return out
 
     def cancel(self) -> None:
         """Kill running child processes; later jobs are not started."""
@@ -157,15 +178,16 @@ class RayRunner:
         blobs: dict[str, Any] = {}  # one object per local directory, shared by every job that reads it
         out: list[Result | None] = [None] * len(jobs)
         index: dict[Any, int] = {}
+        sink = _progress_sink() if progress else None
         for i, job in enumerate(jobs):
             try:
-                index[remote.remote(job, *self._ship(job, blobs))] = i
+                index[remote.remote(job, *self._ship(job, blobs), sink, i)] = i
             except OSError as exc:  # its data or artifact is not there: nothing to run
                 out[i] = failed(job, exc)
         self._pending = list(index)
         if progress:
-            for _ in self._pending:
-                progress.start()
+            for ref in self._pending:
+                progress.start(index[ref])
         deadline = _budget(timeout_s)
         while self._pending:
             left = deadline - time.monotonic()
@@ -174,21 +196,35 @@ class RayRunner:
             ready, self._pending = ray.wait(self._pending, num_returns=1, timeout=min(left, 1.0))
             for ref in ready:
                 i = index[ref]
-                out[i] = self._collect(jobs[i], ref)
+                result = out[i] = self._collect(jobs[i], ref)
                 if progress:
-                    progress.finish(not isinstance(out[i], JobFailed), result_score(out[i]))  # type: ignore[arg-type]
+                    progress.finish(not isinstance(result, JobFailed), result_score(result), i)
+            _poll_sink(sink, progress)
         self.cancel()
         return [r if r is not None else _out_of_time(j, timeout_s) for r, j in zip(out, jobs)]
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, progress: Progress | None = None) -> list[R]:
         """Every item as a Ray task at once (a dead worker is retried, an exception is not);
         paths inside the items must be readable on every node (shared storage on a cluster)."""
         import ray
 
-        remote = ray.remote(fn).options(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
-        self._pending = [remote.remote(item) for item in items]
+        remote = ray.remote(_mapped).options(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
+        sink = _progress_sink() if progress else None
+        refs = [remote.remote(fn, item, sink, key) for key, item in enumerate(items)]
+        self._pending = list(refs)
+        if progress:
+            for key in range(len(refs)):
+                progress.start(key)
+        index = {ref: key for key, ref in enumerate(refs)}
         try:
-            out = list(ray.get(self._pending))  # a task's exception is re-raised as its own type
+            while self._pending:
+                ready, self._pending = ray.wait(self._pending, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    ray.get(ref)  # a task's exception is re-raised as its own type
+                    if progress:
+                        progress.finish(True, None, index[ref])
+                _poll_sink(sink, progress)
+            out = list(ray.get(refs))
         except BaseException:
             self.cancel()  # the first failure decides: the rest is not waited for
             raise
@@ -249,8 +285,75 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     _log.info("ray_started", address=address or "local", cpus=ray.cluster_resources().get("CPU"))
 
 
-def _remote_job(job: Job, data_blob: bytes | None, art_blobs: dict[str, bytes]) -> tuple[Result, bytes | None]:
+class _ProgressSink:
+    """A Ray actor the tasks tell how far their model fits have got; the driver polls it."""
+
+    def __init__(self) -> None:
+        self.fractions: dict[int, float] = {}
+
+    def report(self, key: int, fraction: float) -> None:
+        self.fractions[key] = fraction
+
+    def snapshot(self) -> dict[int, float]:
+        return dict(self.fractions)
+
+
+def _progress_sink() -> Any:
+    import ray
+
+    return ray.remote(_ProgressSink).options(num_cpus=0).remote()
+
+
+def _poll_sink(sink: Any, progress: Progress | None) -> None:
+    """Copy the tasks' reported fractions into the progress display."""
+    if sink is None or progress is None:
+        return
+    import ray
+
+    try:
+        fractions = ray.get(sink.snapshot.remote(), timeout=5.0)
+    except ray.exceptions.RayError:  # progress is a display: never a reason to fail the run
+        return
+    for key, fraction in fractions.items():
+        progress.advance(key, fraction)
+
+
+@contextmanager
+def _reporting_to(sink: Any, key: int, every_s: float = 1.0) -> Iterator[None]:
+    """Inside a Ray task: model fits report to the driver's sink, at most every `every_s`."""
+    if sink is None:
+        yield
+        return
+    last = [0.0]
+
+    def tell(fraction: float) -> None:
+        now = time.monotonic()
+        if fraction >= 1.0 or now - last[0] >= every_s:
+            last[0] = now
+            sink.report.remote(key, fraction)  # fire and forget
+
+    token = FIT_PROGRESS.set(tell)
+    try:
+        yield
+    finally:
+        FIT_PROGRESS.reset(token)
+
+
+def _mapped(fn: Callable[[T], R], item: T, sink: Any, key: int) -> R:
+    """The Ray task of `RayRunner.map`: `fn(item)`, its model fits reporting progress."""
+    with _reporting_to(sink, key):
+        return fn(item)
+
+
+def _remote_job(job: Job, data_blob: bytes | None, art_blobs: dict[str, bytes], sink: Any = None,
+                key: int = 0) -> tuple[Result, bytes | None]:
     """The Ray task: unpack shipped directories, run the job, ship a local-storage artifact back."""
+    with _reporting_to(sink, key):
+        return _run_shipped(job, data_blob, art_blobs)
+
+
+def _run_shipped(job: Job, data_blob: bytes | None, art_blobs: dict[str, bytes]) -> tuple[Result, bytes | None]:
+    """Unpack shipped directories, run the job, ship a local-storage artifact back."""
     with tempfile.TemporaryDirectory(prefix="sigd-task-") as tmp:
         root = Path(tmp)
         if data_blob is not None:
