@@ -18,7 +18,7 @@ from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.market.exchange import FatalError
 from daemon.metrics import REGISTRY
-from daemon.trading.orders import UNRESOLVED, Ledger, LimitsSource, OrderIntent, order_for, wall_ms
+from daemon.trading.orders import UNRESOLVED, Ledger, LimitsSource, OrderIntent, order_for, stale_reason, wall_ms
 from daemon.store import Store
 
 log = logging.get("broker")
@@ -46,6 +46,10 @@ class OrderClient(Protocol):
         """Total balance per asset."""
         ...
 
+    async def server_time_ms(self) -> int:
+        """The exchange's clock."""
+        ...
+
     def limits(self, symbol: str) -> Any:
         """The market's precision and limits (a daemon.market.orders.MarketLimits), or None."""
         ...
@@ -69,12 +73,16 @@ class TestnetBroker:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, store: Store, sink: EventSink, client: OrderClient, *, symbols: Sequence[str] = (),
-                 unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms) -> None:
+                 unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms,
+                 decision_ms: int | None = None) -> None:
+        """`decision_ms`: the decision timeframe; on start an order committed but never sent is
+        sent when its bar is still the newest closed one, else rejected with an alert."""
         self.store, self.client, self.clock_ms = store, client, clock_ms
         self.symbols = tuple(symbols)  # whose positions start() checks against the exchange
         # An order the exchange does not know yet may still arrive until its request expires
         # (Binance recvWindow is 10 s): only after this grace does "not found" mean "never placed".
         self.unknown_grace_ms = unknown_grace_ms
+        self.decision_ms = decision_ms
         self.ledger = Ledger(store, sink, clock_ms)
         # Orders are sized to what the exchange accepts (its precision and minimums, via ccxt).
         self.limits: LimitsSource = getattr(client, "limits", None) or (lambda symbol: None)
@@ -82,8 +90,10 @@ class TestnetBroker:
         self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Settle what a previous run left unresolved, check positions."""
+        """Send or reject what a previous run committed and never sent, settle what it left
+        unresolved, check positions."""
         self.ledger.claim(self.mode)
+        await self._recover_unsent()
         await self.reconcile()
         for symbol in self.symbols:
             await self.check_position(symbol)
@@ -143,6 +153,36 @@ class TestnetBroker:
         if order is None or not self.ledger.record_new(order, intent.not_before_ts):
             return None
         return order
+
+    async def _recover_unsent(self) -> None:
+        """PENDING orders of a previous run (committed; sent or not, we cannot tell): one the
+        exchange knows is settled; one it does not is sent now when its intent is still fresh
+        (same client id: never twice), else rejected with the reason and an alert."""
+        pending = self.store.orders([OrderStatus.PENDING])
+        if not pending or self.decision_ms is None:
+            return
+        try:
+            now = await self.client.server_time_ms()
+        except Exception as exc:  # no clock: the grace rule in reconcile() decides
+            log.warning("recover_unsent_failed", error=repr(exc))
+            return
+        async with self._lock:
+            for order, _ in pending:
+                try:
+                    raw = await self.client.fetch_order(order.client_order_id, order.symbol)
+                except Exception as exc:
+                    log.warning("reconcile_failed", client_order_id=order.client_order_id, error=repr(exc))
+                    continue
+                if raw is not None:
+                    self._apply(order, raw)
+                    continue
+                reason = stale_reason(order, now, self.decision_ms)
+                if reason is not None:
+                    self.ledger.reject_stale(order, reason)
+                else:
+                    log.info("order_resent_after_restart", client_order_id=order.client_order_id, symbol=order.symbol,
+                             bar_ts=order.bar_ts)
+                    await self._send(order)
 
     async def execute(self, order: Order) -> Order | None:
         """Send a stored order once."""

@@ -103,6 +103,21 @@ def client_order_id(symbol: str, bar_ts: int, strategy: str, leg: int = 0) -> st
     return f"sigd-{digest[:24]}-{leg}"
 
 
+def stale_reason(order: Order, now_ms: int, decision_ms: int) -> str | None:
+    """Why an order committed but never sent must not be sent after a restart, or None when it is
+    still fresh: its decision bar is the newest closed bar of the decision timeframe at `now_ms`
+    (the exchange's clock). An older intent was decided on prices the market has left."""
+    newest = (now_ms // decision_ms) * decision_ms - decision_ms  # open time of the newest closed bar
+    if order.bar_ts >= newest:
+        return None
+    return (f"stale intent: decided on the bar opening {_iso(order.bar_ts)}, the newest closed bar opens "
+            f"{_iso(newest)}; not sent after the restart")
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
 def apply_fill(position: Position, fill: Fill) -> Position:
     """Position after a fill: average entry on increase, realized PnL on reduce, flip re-bases."""
     qty = fill.amount if fill.side == "buy" else -fill.amount
@@ -196,6 +211,17 @@ class Ledger:
             self.announce(updated, error)
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         return updated
+
+    def reject_stale(self, order: Order, reason: str) -> Order:
+        """An unsent order too old to send: REJECTED with the reason, and an "error" alert, in one commit."""
+        with self.store.transaction():
+            rejected = self.set_status(order, OrderStatus.REJECTED, error=reason)
+            payload = {"kind": "stale_order", "symbol": order.symbol, "bar_ts": order.bar_ts,
+                       "client_order_id": order.client_order_id, "side": order.side, "amount": order.amount,
+                       "message": f"{order.symbol} {order.side} {order.amount:g}: {reason}"}
+            self.sink.publish("error", payload, event_id=f"stale-order-{order.client_order_id}")
+        log.error("order_stale_rejected", **payload)
+        return rejected
 
     def announce(self, order: Order, error: str | None = None) -> None:
         """Queue the "order" event of the order's status (a stable id: once per status; call it

@@ -39,22 +39,26 @@ def risk_params_from_config(cfg: Config, symbol: str | None = None) -> RiskParam
 
 
 def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exchange: Any = None,
-                       endpoint: str = "local", symbols: Sequence[str] = (), quotes: Any = None) -> Broker:
+                       endpoint: str = "local", symbols: Sequence[str] = (), quotes: Any = None,
+                       decision_ms: int | None = None) -> Broker:
     """The broker of [broker].mode (testnet needs the exchange client; paper uses `quotes` when given)."""
     if bcfg.mode == "alerts":
         return AlertsBroker(store)
     if bcfg.mode == "paper":
         from daemon.trading.paper import PaperBroker
 
-        limits = getattr(exchange, "limits", None)  # the exchange's minimums, when there is one
-        return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage, quotes=quotes, limits=limits)
+        # The exchange's minimums and clock, when there is one (not in a backtest).
+        limits, clock = getattr(exchange, "limits", None), getattr(exchange, "server_time_ms", None)
+        return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage, quotes=quotes, limits=limits,
+                           server_time=clock, decision_ms=decision_ms)
     if exchange is None:
         raise ValueError("broker.mode = 'testnet' needs an exchange client")
     if endpoint == "live":
         raise ValueError("broker.mode = 'testnet' refuses exchange.endpoint = 'live' (real money)")
     from daemon.trading.broker import TestnetBroker  # imports ccxt through daemon.market.exchange
 
-    return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000))
+    return TestnetBroker(store, sink, exchange, symbols=symbols, unknown_grace_ms=int(bcfg.unknown_grace_s * 1000),
+                         decision_ms=decision_ms)
 
 
 def engine_options(cfg: Config, *, store: Store, sink: EventSink, exchange: Any = None,
@@ -67,7 +71,7 @@ def engine_options(cfg: Config, *, store: Store, sink: EventSink, exchange: Any 
     p, x = cfg.portfolio, cfg.exchange
     return dict(
         broker=broker_from_config(cfg.broker, store=store, sink=sink, exchange=exchange, endpoint=x.endpoint,
-                                  symbols=x.symbols, quotes=quotes),
+                                  symbols=x.symbols, quotes=quotes, decision_ms=timeframe_ms(cfg.decision_timeframe()[1])),
         symbols=x.symbols, per_symbol=per_symbol,
         portfolio=PortfolioLimits(p.max_open_positions, p.max_gross_exposure, p.per_symbol_cap),
         reference_symbol=x.reference_symbol, timeframes=x.timeframes, reference_timeframe=x.reference_timeframe,
