@@ -168,13 +168,7 @@ class TestnetBroker:
             return
         async with self._lock:
             for order, _ in pending:
-                try:
-                    raw = await self.client.fetch_order(order.client_order_id, order.symbol)
-                except Exception as exc:
-                    log.warning("reconcile_failed", client_order_id=order.client_order_id, error=repr(exc))
-                    continue
-                if raw is not None:
-                    self._apply(order, raw)
+                if await self._settle_known(order) is not False:  # settled, or the lookup failed
                     continue
                 reason = stale_reason(order, now, self.decision_ms)
                 if reason is not None:
@@ -232,17 +226,23 @@ class TestnetBroker:
 
     async def _reconcile(self, symbol: str | None) -> None:
         for order, _ in self.store.orders(UNRESOLVED, symbol=symbol):
-            try:
-                raw = await self.client.fetch_order(order.client_order_id, order.symbol)
-            except Exception as exc:
-                log.warning("reconcile_failed", client_order_id=order.client_order_id, error=repr(exc))
-                continue
-            if raw is not None:
-                self._apply(order, raw)
-            elif self._age_ms(order) >= self.unknown_grace_ms:
+            if await self._settle_known(order) is False and self._age_ms(order) >= self.unknown_grace_ms:
                 # Not at the exchange and too old to still arrive: it was never placed.
                 self.ledger.set_status(order, OrderStatus.REJECTED, error="not found at the exchange")
         UNRESOLVED_GAUGE.set(len(self.store.orders(UNRESOLVED)))
+
+    async def _settle_known(self, order: Order) -> bool | None:
+        """Look the order up by client id: True (the exchange knows it: settled from its
+        answer), False (it does not), None (the lookup failed: try again later)."""
+        try:
+            raw = await self.client.fetch_order(order.client_order_id, order.symbol)
+        except Exception as exc:
+            log.warning("reconcile_failed", client_order_id=order.client_order_id, error=repr(exc))
+            return None
+        if raw is None:
+            return False
+        self._apply(order, raw)
+        return True
 
     def _age_ms(self, order: Order) -> int:
         return self.clock_ms() - self.store.order_created_ms(order.client_order_id)
