@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "bench.train_throughput",
     "research": "bench.research",  # walk-forward jobs: local runner vs Ray local mode
     "symbols": "bench.symbols",
+    "portfolio": "bench.portfolio",  # 1h portfolio cycle over N symbols: close -> every rebalancing order committed
     "scoring": "bench.scoring",  # live scoring + shadow filter on the decision path  # N symbols in one engine: close -> all decided, CPU, RSS per symbol
 }
 

@@ -48,7 +48,7 @@ from daemon.trading.decide import signal_payload, verdict_for
 from daemon.trading.inference import Inference
 from daemon.trading.ledgers import ShadowLedgers
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
-from daemon.trading.portfoliocycle import PortfolioCycle
+from daemon.trading.portfoliocycle import MODEL_TIMEFRAME, PortfolioCycle, model_bar_ts
 from daemon.trading.rebalance import Plan, Rebalancer
 from daemon.trading.scoring import Shadow
 from daemon.trading.wiring import broker_from_config, check_model_windows, engine_options, risk_params_from_config
@@ -213,8 +213,11 @@ class Engine(PortfolioCycle):
             predictors = dict(self.predictors)  # a swap applies from the next cycle
             for job in jobs:
                 await self._settle(job.bar.symbol)
-            answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs],
+            answers = await self.inference.predict(predictors, [j.windows for j in jobs],
+                                                   [model_bar_ts(j, self.trigger_timeframe) for j in jobs],
                                                    [j.bar.symbol for j in jobs])
+            if self.trigger_timeframe != MODEL_TIMEFRAME:  # stored and scored under the decision bar
+                answers = [[dataclasses.replace(p, bar_ts=j.bar.ts) for p in a] for j, a in zip(jobs, answers)]
             async with self._act_lock:
                 self.audit.flush()  # rows owed since SQLite last refused writes
                 if self.rebalancer is not None:

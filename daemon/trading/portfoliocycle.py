@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 
 log = logging.get("engine")
 PORTFOLIO_STRATEGY = "portfolio"  # the `strategy` of the signals and orders of a portfolio cycle
+MODEL_TIMEFRAME = "1m"  # the served models' own trigger: they predict at the close of a 1m bar
+
+
+def model_bar_ts(job: Job, decision_timeframe: str) -> int:
+    """The bar the models predict at: the decision bar itself at 1m; at a longer decision
+    timeframe, the newest 1m bar in the job's windows (the one that closes with the decision
+    bar, or the one before it when that 1m bar has not arrived yet)."""
+    w = job.windows.get(MODEL_TIMEFRAME)
+    if decision_timeframe == MODEL_TIMEFRAME or w is None or not len(w):
+        return job.bar.ts
+    return int(w[-1][0])
 
 
 class PortfolioCycle:
