@@ -151,9 +151,13 @@ class BrokerConfig:
     slippage: float = 0.0005  # paper: adverse price move per fill, fraction
     starting_balance: float = 10_000.0  # quote currency; equity before any trade
     unknown_grace_s: float = 15.0  # testnet: an order not found this long after sending was never placed
+    # Orders below this notional (quote currency) are skipped where the exchange's own limits
+    # are unknown (backtests); live, the exchange's limits as ccxt reports them apply.
+    min_notional: float = 5.0
 
     def check(self, key: str) -> None:
         _require(0 <= self.fee < 0.1, f"{key}.fee", "must be within [0, 0.1)")
         _require(0 <= self.slippage < 0.1, f"{key}.slippage", "must be within [0, 0.1)")
         _require(self.starting_balance > 0, f"{key}.starting_balance", "must be > 0")
         _require(self.unknown_grace_s >= 0, f"{key}.unknown_grace_s", "must be >= 0")
+        _require(self.min_notional >= 0, f"{key}.min_notional", "must be >= 0 (0 = no minimum)")

@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from daemon.config import BrokerConfig, Config, ConfigError, EngineConfig, StrategyConfig
 from daemon.domain import EventSink, PredictorLike, timeframe_ms
+from daemon.market.orders import MarketLimits
 from daemon.store import Store
 from daemon.trading.orders import AlertsBroker, Broker
 from daemon.trading.ledgers import ShadowLedgers
@@ -49,6 +50,9 @@ def broker_from_config(bcfg: BrokerConfig, *, store: Store, sink: EventSink, exc
 
         # The exchange's minimums and clock, when there is one (not in a backtest).
         limits, clock = getattr(exchange, "limits", None), getattr(exchange, "server_time_ms", None)
+        if limits is None:  # a backtest: the minimum notional the config gives, as an exchange would
+            fallback = MarketLimits(min_notional=bcfg.min_notional)
+            limits = lambda symbol: fallback  # noqa: E731
         return PaperBroker(store, sink, fee=bcfg.fee, slippage=bcfg.slippage, quotes=quotes, limits=limits,
                            server_time=clock, decision_ms=decision_ms)
     if exchange is None:
