@@ -48,19 +48,26 @@ def _control(port: int, action: str, body: dict | None = None) -> dict:
 
 
 def _live_config(world: Path, data: Path, tmp: Path, lx_port: int) -> str:
-    models = world / "models"
     # The replay clock starts almost frozen, so no bar closes while the daemon starts up and warms
     # up; the test speeds it up once every stream is subscribed.
-    symbols = ", ".join(f'"{s}"' for s in SYMBOLS)
-    return TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]") + f"""
+    return live_sections(world, data, tmp, lx_port, SYMBOLS, T0 + 400 * MIN + 30_000, "live.sqlite")
+
+
+def live_sections(world: Path, data: Path, tmp: Path, lx_port: int, symbols: tuple[str, ...], start_ms: int,
+                  store: str, extra: str = "") -> str:
+    """The test config with the live daemon's sections: local exchange (clock almost frozen
+    from `start_ms`), state file, tiny models that may trade, no API, no retrain."""
+    models = world / "models"
+    listed = ", ".join(f'"{s}"' for s in symbols)
+    return TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{listed}]") + extra + f"""
 [local_exchange]
 port = {lx_port}
 tape = "{data}"
-start = "{iso(T0 + 400 * MIN + 30_000)}"
+start = "{iso(start_ms)}"
 speed = 0.001
 
 [store]
-path = "{tmp / 'live.sqlite'}"
+path = "{tmp / store}"
 
 [log]
 format = "json"
@@ -217,11 +224,9 @@ def five_symbol_data(world: Path, tmp: Path) -> Path:
 
 
 def _portfolio_config(world: Path, data: Path, tmp: Path, lx_port: int) -> str:
-    models = world / "models"
-    symbols = ", ".join(f'"{s}"' for s in PORTFOLIO_SYMBOLS)
     # no_trade_band: a drift smaller than 2 % of equity is not traded, on both sides alike (live
     # equity follows fills at the quote, the backtest's the next bar's open: a hair apart).
-    return TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]") + f"""
+    return live_sections(world, data, tmp, lx_port, PORTFOLIO_SYMBOLS, T0 + 6 * HOUR - 20_000, "live1h.sqlite", """
 [engine]
 strategies = ["portfolio"]
 
@@ -233,36 +238,7 @@ max_weight = 0.3
 gross_cap = 1.0
 net_cap = 0.4
 no_trade_band = 0.02
-
-[local_exchange]
-port = {lx_port}
-tape = "{data}"
-start = "{iso(T0 + 6 * HOUR - 20_000)}"
-speed = 0.001
-
-[store]
-path = "{tmp / 'live1h.sqlite'}"
-
-[log]
-format = "json"
-
-[models]
-device = "cpu"
-trade_only_validated = false  # the tiny test models carry no validation verdict
-paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{models / 'cnn_lstm_attn'}" }}
-
-[api]
-enabled = false
-
-[retrain]
-enabled = false
-
-[alerts]
-daily_summary_utc = ""
-
-[alerts.signal_ws]
-enabled = false
-"""
+""")
 
 
 async def _run_live_hours(cfg_path: Path, tmp: Path, lx_port: int) -> None:
