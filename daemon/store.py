@@ -27,6 +27,7 @@ finally:
     if _HIDE_PANDAS:
         del sys.modules["pandas"]
 
+from daemon.config import ConfigError
 from daemon.health import FAILURES
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal, class_scores
 
@@ -80,16 +81,23 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
     "kv": ({"key": str, "value": str}, "key"),
     # One row per trigger bar and symbol, whatever became of it (the audit trail): `reason`
     # says what (DECIDED, PAUSED, HALTED: decided in the decision's own transaction; SUPERSEDED,
-    # FAILED, FAILED_COMMIT: not decided, and why). The key is unique in SQL, so a bar is never
+    # MISSED, FAILED, FAILED_COMMIT: not decided, and why). The key is unique in SQL, so a bar is never
     # decided twice, not even across a restart.
     "decisions": ({"symbol": str, "timeframe": str, "bar_ts": int, "reason": str, "detail": str, "signals": int,
                    "created_ms": int}, ("symbol", "timeframe", "bar_ts")),
 }
-# Decision rows' reasons (docs/concepts/audit-trail.md).
-DECIDED, PAUSED, HALTED = "decided", "paused", "halted"  # decided; paused/halted: no new entries
-SUPERSEDED = "superseded"  # a newer bar of the symbol arrived while this one waited: not decided
-FAILED = "failed"  # the decision raised (a bug): rolled back, not retried
-FAILED_COMMIT = "failed_commit"  # SQLite refused the decision's writes, also when retried
+
+
+class Reason:
+    """What became of a trigger bar: its decision row's `reason` (docs/concepts/audit-trail.md)."""
+
+    DECIDED, PAUSED, HALTED = "decided", "paused", "halted"  # decided; paused/halted: no new entries
+    SUPERSEDED = "superseded"  # a newer bar of the symbol arrived while this one waited: not decided
+    MISSED = "missed"  # closed while sigd was down or warming up: never reached the engine
+    FAILED = "failed"  # the decision raised (a bug): rolled back, not retried
+    FAILED_COMMIT = "failed_commit"  # SQLite refused the decision's writes, also when retried
+
+
 SCHEMA_VERSION = 1  # PRAGMA user_version of a database with every step of MIGRATIONS applied
 INDEXES: list[tuple[str, tuple[str, ...]]] = [
     ("predictions", ("bar_ts",)),
@@ -137,8 +145,8 @@ class Store:
         """
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: state schema version {version} is newer than this sigd knows "
-                               f"({SCHEMA_VERSION}); run the newer sigd, or move the state file away")
+            raise ConfigError(f"store.path: {self.path}: state schema version {version} is newer than this sigd "
+                              f"knows ({SCHEMA_VERSION}); run the newer sigd, or move the state file away")
         fresh = not self.db["decisions"].exists()
         self._migrate_prediction_scores()
         self._create_tables()
@@ -310,7 +318,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield
-            except BaseException as exc:
+            except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._after_commit.clear()
@@ -349,7 +357,7 @@ class Store:
                                     [symbol, bar_ts]).fetchone() is not None
 
     def mark_decided(self, symbol: str, timeframe: str, bar_ts: int, signals: int, created_ms: int,
-                     reason: str = DECIDED, detail: str = "") -> bool:
+                     reason: str = Reason.DECIDED, detail: str = "") -> bool:
         """Record what became of a trigger bar (inside the decision's transaction, or alone for
         a bar that was not decided); False when the bar already has its row (the first stays)."""
         cur = self.db.conn.execute(
@@ -577,7 +585,7 @@ def _decisions_v1(conn: sqlite3.Connection) -> None:
                  '"bar_ts" INTEGER NOT NULL, "reason" TEXT, "detail" TEXT, "signals" INTEGER, "created_ms" INTEGER, '
                  'PRIMARY KEY ("symbol", "timeframe", "bar_ts"))')
     conn.execute("INSERT INTO decisions (symbol, timeframe, bar_ts, reason, detail, signals, created_ms) "
-                 "SELECT symbol, '', bar_ts, ?, '', signals, created_ms FROM decisions_v0", [DECIDED])
+                 "SELECT symbol, '', bar_ts, ?, '', signals, created_ms FROM decisions_v0", [Reason.DECIDED])
     conn.execute("DROP TABLE decisions_v0")
 
 

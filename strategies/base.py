@@ -17,8 +17,15 @@ EPSILON = 1e-12
 class StrategyState(Protocol):
     """The read-only state a strategy may look at (strategies.risk.RiskState implements it)."""
 
-    last_trade_ts: int | None
-    halted: bool
+    @property
+    def last_trade_ts(self) -> int | None:
+        """Bar ts of the last trade, or None."""
+        ...
+
+    @property
+    def halted(self) -> bool:
+        """True while the drawdown halt holds."""
+        ...
 
 
 class Strategy(Protocol):

@@ -133,7 +133,8 @@ def drift(weights: np.ndarray, returns: np.ndarray) -> np.ndarray:
     if equity <= 0.0:
         # The book lost everything: nothing is left to hold.
         return np.zeros_like(weights)
-    return grown / equity
+    out: np.ndarray = grown / equity
+    return out
 
 
 def _select(scores: np.ndarray, spec: PortfolioSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -414,10 +414,11 @@ class ExchangeClient(OrderCalls):
         last = getattr(client, "sigd_last_frame", None)
         return None if last is None else time.monotonic() - last
 
-    async def resubscribe(self, symbol: str, timeframe: str) -> bool:
-        """UNSUBSCRIBE then SUBSCRIBE one kline stream on the open kline connection, as Binance
-        takes them, leaving every other stream on it alone; False when there is no open
-        connection (or sending failed) and only a reconnect can help.
+    async def resubscribe(self, streams: list[tuple[str, str]]) -> bool:
+        """UNSUBSCRIBE then SUBSCRIBE these (symbol, timeframe) kline streams on the open kline
+        connection (two messages, whatever their number), as Binance takes them, leaving every
+        other stream on it alone; False when there is no open connection (or sending failed)
+        and only a reconnect can help.
 
         Sent as raw frames, not through ccxt's un_watch: that rejects a pending watch of the
         stream with an error the keep-alive could not tell from a real one. ccxt's own
@@ -426,12 +427,12 @@ class ExchangeClient(OrderCalls):
         client = self._kline_connection()
         if client is None:
             return False
-        name = f"{self.ex.market(symbol)['lowercaseId']}@kline_{self.ex.timeframes.get(timeframe, timeframe)}"
+        names = [f"{self.ex.market(sym)['lowercaseId']}@kline_{self.ex.timeframes.get(tf, tf)}" for sym, tf in streams]
         try:
             for method in ("UNSUBSCRIBE", "SUBSCRIBE"):
-                await client.send({"method": method, "params": [name], "id": self.ex.request_id(client.url)})
+                await client.send({"method": method, "params": names, "id": self.ex.request_id(client.url)})
         except Exception as exc:  # noqa: BLE001 - ccxt raises its NetworkError or the socket's own
-            log.warning("resubscribe_failed", stream=name, error=repr(exc))
+            log.warning("resubscribe_failed", streams=names, error=repr(exc))
             return False
         return True
 

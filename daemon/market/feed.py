@@ -36,6 +36,10 @@ from daemon.store import Store
 log = logging.get("sigd.feed")
 OnBar = Callable[[Bar], Awaitable[None]]
 RESYNC = object()  # queue sentinel: wake the stream task to resync over REST
+# Binance takes at most 5 messages a second on a connection (more: it disconnects); a resubscribe
+# is two, so batches are this far apart (and streams stalling meanwhile join the next batch).
+RESUBSCRIBE_SPACING_S = 0.5
+RESUBSCRIBE_GATHER_S = 0.05  # streams whose bars close together stall together: one batch for them
 MAX_UNSTORED = 100_000  # bars kept in memory while SQLite refuses them (older ones: REST has them)
 
 DROPPED = REGISTRY.counter("sigd_feed_dropped_bars_total", "Bars or frames dropped as invalid, per stream")
@@ -115,6 +119,8 @@ class Feed:
         self.socket_error: str | None = None
         self._last_drop = 0.0
         self._unstored: deque[Bar] = deque(maxlen=MAX_UNSTORED)  # bars SQLite refused, stored with the next
+        self._to_resubscribe: dict[tuple[str, str], StreamState] = {}  # stalled, waiting for the next batch
+        self._resubscribe_lock = asyncio.Lock()
         for sym, tf in self.streams:
             buffers.add(sym, tf, cfg.warmup_bars)
 
@@ -293,15 +299,30 @@ class Feed:
         log.warning("stream_stalled", stream=st.name, silent_s=self.stall_timeout_s(st.timeframe))
         st.set_degraded(True)
         st.needs_resync = True
-        if not self._connection_sick() and await self.client.resubscribe(st.symbol, st.timeframe):
-            st.resubscribes += 1
-            RESUBSCRIBES.inc(stream=st.name)
-            log.warning("stream_resubscribed", stream=st.name)
+        if not self._connection_sick() and await self._resubscribe(st):
             return
         # One reconnect serves every stream: skip it when another stream just did one.
         if time.monotonic() - self._last_drop > self.cfg.stall_floor_s:
             self._last_drop = time.monotonic()
             await self.client.drop_connection(f"{st.name} stalled")
+
+    async def _resubscribe(self, st: StreamState) -> bool:
+        """Resubscribe `st` with every stream that stalled while the previous batch went out;
+        False when it could not be sent (only a reconnect can help then)."""
+        self._to_resubscribe[(st.symbol, st.timeframe)] = st
+        async with self._resubscribe_lock:
+            if (st.symbol, st.timeframe) not in self._to_resubscribe:
+                return True  # it went out with a batch sent while this one waited
+            await asyncio.sleep(RESUBSCRIBE_GATHER_S)
+            batch, self._to_resubscribe = self._to_resubscribe, {}
+            ok = await self.client.resubscribe(list(batch))
+            if ok:
+                for each in batch.values():
+                    each.resubscribes += 1
+                    RESUBSCRIBES.inc(stream=each.name)
+                log.warning("stream_resubscribed", streams=[each.name for each in batch.values()])
+            await asyncio.sleep(RESUBSCRIBE_SPACING_S)
+            return ok
 
     def _connection_sick(self) -> bool:
         """No data frame at all on the kline connection for half the shortest stall timeout (or

@@ -99,6 +99,7 @@ class Retrainer:
         self._lock = asyncio.Lock()
         self.last: list[Outcome] = []
         migrate_registry(store)
+        clean_leftovers(self.root)  # at start no retrain runs: anything half-done is a crash's
 
     def schedule(self, scheduler: Any) -> None:
         """Add the cron job to an AsyncIOScheduler (UTC)."""
@@ -359,6 +360,27 @@ def install_artifact(src: Path, parent: Path, version: str) -> Path:
     finally:
         os.close(fd)
     return dest
+
+
+def clean_leftovers(root: Path) -> list[Path]:
+    """Remove what a crashed retrain left under `root` (retrain.artifacts_dir): its staging runs
+    (`.staging/`) and the half-installed copies beside the model folders (install_artifact's
+    `.<version>.tmp`, storage.put_dir's `.<name>.tmp-*` and `.<name>.old-*`). Only dot-named
+    entries go: a served or registered artifact directory never has such a name. The paths removed."""
+    if not root.is_dir():
+        return []
+    folders = [root, *(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))]
+    doomed = [root / ".staging"] if (root / ".staging").exists() else []
+    doomed += [p for d in folders for p in d.iterdir()
+               if p.name.startswith(".") and (p.name.endswith(".tmp") or ".tmp-" in p.name or ".old-" in p.name)]
+    for path in doomed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if doomed:
+        _log.warning("retrain_leftovers_removed", paths=[str(p) for p in doomed])
+    return doomed
 
 
 def prune_artifacts(store: Store, parent: Path, name: str) -> None:

@@ -3,9 +3,9 @@
 Every closed bar the feed hands over stamps `Freshness`. The keep-alive loop sends WATCHDOG=1
 at half the systemd interval, but only while the newest closed bar arrived within
 `stale_after_s`, no SQLite commit or decision write failed since the last one that succeeded,
-and fewer than `max_failures` decisions failed in a row (daemon/health.py): a feed that dies silently (socket open, no frames, no error) or a full
-disk then starves the watchdog and systemd restarts the daemon. STATUS= lines say what is
-going on.
+and fewer than `max_failures` decisions failed in a row (daemon/health.py): a feed that dies
+silently (socket open, no frames, no error) or a full disk then starves the watchdog and
+systemd restarts the daemon. STATUS= lines say what is going on.
 """
 
 from __future__ import annotations

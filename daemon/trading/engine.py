@@ -40,7 +40,7 @@ from daemon.health import FAILURES
 from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
 from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
-from daemon.store import DECIDED, FAILED, FAILED_COMMIT, HALTED, PAUSED, SUPERSEDED, Store
+from daemon.store import Reason, Store
 from daemon.trading.audit import AuditTrail
 from daemon.trading.cycle import Cycles, Job
 from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
@@ -65,7 +65,7 @@ FAILED = REGISTRY.counter("sigd_decisions_failed_total", "Decisions rolled back 
 SIGNALS = REGISTRY.counter("sigd_signals_total", "Signals emitted, by symbol and side")
 BAR_TO_SIGNAL_MS = REGISTRY.histogram("sigd_bar_to_signal_ms", "Trigger bar received to signal committed, ms")
 DECISION_MS = REGISTRY.histogram("sigd_decision_ms", "Trigger bar received to decision committed, ms")
-COMMIT_ATTEMPTS = 3  # a decision SQLite refuses is tried this often in all, then recorded FAILED_COMMIT
+COMMIT_ATTEMPTS = 3  # a decision SQLite refuses is tried this often in all, then recorded Reason.FAILED_COMMIT
 __all__ = ["Engine", "broker_from_config", "risk_params_from_config", "strategies_from_config", "signal_payload"]
 
 
@@ -187,14 +187,15 @@ class Engine(PortfolioCycle):
         if bar.ts <= state.last_decided_ts:  # decided before (a restart, a replayed frame)
             self._skip(Job(bar, {}, received), "already_decided")
             return
+        self.audit.catch_up(bar, state.last_decided_ts)  # rows for bars that closed while sigd was down
         await self.cycles.add(Job(bar, self._snapshot(bar.symbol), received))
 
     def _skip(self, job: Job, reason: str) -> None:
         self.skipped += 1
         SKIPPED.inc(reason=reason, symbol=job.bar.symbol)
         log.warning("decision_skipped", symbol=job.bar.symbol, bar_ts=job.bar.ts, reason=reason)
-        if reason == SUPERSEDED:  # an already decided bar has its row
-            self.audit.record(job.bar, SUPERSEDED)
+        if reason == Reason.SUPERSEDED:  # an already decided bar has its row
+            self.audit.record(job.bar, Reason.SUPERSEDED)
 
     def _sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -234,7 +235,7 @@ class Engine(PortfolioCycle):
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
             FAILURES.failed("decision", repr(exc))
             for job in jobs:  # those decided keep their row (the first stays)
-                self.audit.record(job.bar, FAILED, repr(exc))
+                self.audit.record(job.bar, Reason.FAILED, repr(exc))
         self._schedule_prewarm()
 
     async def _settle(self, symbol: str) -> None:
@@ -244,7 +245,7 @@ class Engine(PortfolioCycle):
 
     def _commit(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]) -> list[Outcome]:
         """_decide_all, the decisions SQLite refused tried again (COMMIT_ATTEMPTS in all); one still
-        refused is recorded FAILED_COMMIT, at once or once SQLite takes writes again."""
+        refused is recorded Reason.FAILED_COMMIT, at once or once SQLite takes writes again."""
         pending = list(zip(jobs, answers))
         outcomes: list[Outcome] = []
         error = ""
@@ -261,7 +262,7 @@ class Engine(PortfolioCycle):
             log.warning("decision_commit_retry", attempt=attempt, of=COMMIT_ATTEMPTS,
                         symbols=[j.bar.symbol for j, _ in pending], error=error)
         for job, _ in pending:
-            self.audit.record(job.bar, FAILED_COMMIT, error)
+            self.audit.record(job.bar, Reason.FAILED_COMMIT, error)
         return outcomes
 
     def _decide_all(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
@@ -290,7 +291,7 @@ class Engine(PortfolioCycle):
                     log.exception("decision_failed", symbol=job.bar.symbol, bar_ts=job.bar.ts, error=repr(exc))
                     FAILURES.failed("decision", repr(exc))
                     bar = job.bar  # a bug is not retried: the bar's row says so
-                    self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, 0, wall_ms(), FAILED, repr(exc))
+                    self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, 0, wall_ms(), Reason.FAILED, repr(exc))
         return outcomes, refused
 
     def _decide_portfolio(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
@@ -325,7 +326,8 @@ class Engine(PortfolioCycle):
             self._act(job, out, book)
         if out.risk_state != state.risk_state:  # most bars change nothing: no write for them
             state.save_risk(self.store, out.risk_state)
-        reason = PAUSED if self.paused or state.paused else HALTED if out.risk_state.halted else DECIDED
+        reason = (Reason.PAUSED if self.paused or state.paused else Reason.HALTED if out.risk_state.halted
+                  else Reason.DECIDED)
         self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, len(out.signals), now, reason)
         return out
 

@@ -119,6 +119,7 @@ def label_of(ret: np.ndarray, threshold: float, neutral_zone: float) -> np.ndarr
 # --- live scoring ----------------------------------------------------------------------------
 
 MINUTE_MS = 60_000
+MIN_CALLS = 30  # calls in a full window before their net return can demote a model
 LIVE = REGISTRY.gauge("sigd_model_live_score", "Rolling live score per model and measure")
 
 
@@ -144,8 +145,9 @@ class LiveScorer:
     Labels, the persistence baseline and returns come from the stored 1m bars of the
     prediction's symbol (time from the data: a prediction at bar t is scored once the bar
     t + horizon of that symbol is stored). Rolling over the last `window` scored predictions
-    per model, all symbols together: accuracy, macro-F1, Brier, log-loss, the persistence
-    baseline's accuracy and macro-F1, and the gated Sharpe (mean over std of the net return of
+    per model, all symbols together: accuracy, macro-F1, Brier, log-loss beside the always-FLAT
+    and persistence baselines' accuracy and macro-F1, the hit rate of the calls at the model's
+    own horizon beside its base rate, and the gated Sharpe (mean over std of the net return of
     each LONG/SHORT call over its horizon, per call, round-trip fee); the same figures per
     symbol over that window's rows of the symbol under `by_symbol`.
     """
@@ -166,7 +168,7 @@ class LiveScorer:
         self.check_every, self._unchecked = check_every, 0
 
     def update(self) -> dict[str, str]:
-        """Score what matured since the last call; {model: why} for models below persistence."""
+        """Score what matured since the last call; {model: why} for models below a baseline."""
         for symbol in self.symbols:
             newest = self.store.latest_bars(symbol, "1m", 1)
             if newest:
@@ -175,7 +177,7 @@ class LiveScorer:
         if self._unchecked < self.check_every:
             return {}
         self._unchecked = 0
-        return self._below_persistence()
+        return self._below_baselines()
 
     def _score(self, model: str, symbol: str, now: int) -> None:
         span = self.targets[model].horizon * MINUTE_MS
@@ -207,17 +209,27 @@ class LiveScorer:
         """Every model's rolling scores (also set as sigd_model_live_score gauges)."""
         out = {m: self.model_status(m) for m in self.targets}
         for model, st in out.items():
-            for measure in ("accuracy", "macro_f1", "brier", "gated_sharpe", "persistence_macro_f1"):
+            for measure in ("accuracy", "macro_f1", "brier", "gated_sharpe", "persistence_macro_f1",
+                            "flat_accuracy", "hit_rate", "hit_base_rate"):
                 if isinstance(st.get(measure), float) and math.isfinite(st[measure]):
                     LIVE.set(st[measure], model=model, measure=measure)
         return out
 
-    def _below_persistence(self) -> dict[str, str]:
+    def _below_baselines(self) -> dict[str, str]:
+        """{model: why} for models worse than a baseline over a full window: persistence (on
+        macro-F1: a rule that only repeats the last move), or always-FLAT, which trades nothing
+        and so earns 0: calls whose net return per call is negative lose to it."""
         out = {}
         for model, st in self.status().items():
-            if st["scored"] >= self.window and st["macro_f1"] < st["persistence_macro_f1"]:
+            if st["scored"] < self.window:
+                continue
+            if st["macro_f1"] < st["persistence_macro_f1"]:
                 out[model] = (f"live macro-F1 {st['macro_f1']:.3f} below the persistence baseline's "
                               f"{st['persistence_macro_f1']:.3f} over the last {st['scored']} scored predictions")
+            elif st["calls"] >= MIN_CALLS and st["mean_net_per_call"] < 0.0:
+                out[model] = (f"live calls lose {-st['mean_net_per_call']:.4%} each after fees over the last "
+                              f"{st['calls']} calls (horizon {st['horizon_bars']} bars): worse than always-FLAT, "
+                              f"which earns 0")
         return out
 
 
@@ -230,13 +242,31 @@ def _window_scores(rows: Sequence[tuple[Any, ...]], t: ModelTarget, fee: float) 
     fwd = np.array([r[4] for r in rows])
     y = label_of(fwd, t.threshold, t.neutral_zone)
     persistence = forecast_scores(y, one_hot(sign_sides(np.array([r[5] for r in rows]), t.neutral_zone)))
+    flat = forecast_scores(y, one_hot(np.ones(len(rows), dtype=np.int64)))
     calls = side != 1
     net = (side[calls] - 1) * fwd[calls] - 2 * fee
     # returns that are all the same (a steady trend) have no risk to speak of: no Sharpe
     gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 1e-12 else 0.0
-    return {"scored": len(rows), "last_bar_ts": int(max(r[1] for r in rows)), **forecast_scores(y, probs),
-            "calls": int(calls.sum()), "gated_sharpe": gated,
+    return {"scored": len(rows), "last_bar_ts": int(max(r[1] for r in rows)), "horizon_bars": t.horizon,
+            **forecast_scores(y, probs), "calls": int(calls.sum()), "gated_sharpe": gated,
+            "mean_net_per_call": float(net.mean()) if len(net) else math.nan,
+            **hit_rates(side, fwd),
+            "flat_accuracy": flat["accuracy"], "flat_macro_f1": flat["macro_f1"],
             "persistence_accuracy": persistence["accuracy"], "persistence_macro_f1": persistence["macro_f1"]}
+
+
+def hit_rates(side: np.ndarray, fwd: np.ndarray) -> dict[str, float]:
+    """How often LONG/SHORT calls moved the called way over the model's own horizon, beside the
+    base rate: how often a call of the same mix would have been right by chance over the same
+    rows (the share of rises for the LONG calls, of falls for the SHORT calls)."""
+    side, fwd = np.asarray(side, dtype=np.int64), np.asarray(fwd, dtype=np.float64)
+    longs, shorts = side == 2, side == 0
+    n = int(longs.sum() + shorts.sum())
+    if n == 0 or not len(fwd):
+        return {"hit_rate": math.nan, "hit_base_rate": math.nan}
+    hits = int((fwd[longs] > 0).sum() + (fwd[shorts] < 0).sum())
+    base = (longs.sum() * float(np.mean(fwd > 0)) + shorts.sum() * float(np.mean(fwd < 0))) / n
+    return {"hit_rate": hits / n, "hit_base_rate": float(base)}
 
 
 def _closes(store: Any, symbol: str, wanted: set[int]) -> dict[int, float]:
@@ -318,7 +348,7 @@ class Shadow:
 
     def score(self) -> None:
         """Score the stored predictions whose horizon has passed (every symbol) and demote the
-        models that fell below persistence. The engine asks once per decision cycle, before any
+        models that fell below a baseline (persistence or always-FLAT). The engine asks once per decision cycle, before any
         symbol acts, so a demotion applies from this cycle on."""
         if self.scorer is not None:
             try:
@@ -345,8 +375,10 @@ class Shadow:
             if not st.get("scored"):
                 out[model] = f"nothing scored yet; {trades}"
                 continue
-            out[model] = (f"accuracy {st['accuracy']:.3f}, macro-F1 {st['macro_f1']:.3f} (persistence "
-                          f"{st['persistence_macro_f1']:.3f}), Brier {st['brier']:.3f}, gated Sharpe "
+            out[model] = (f"accuracy {st['accuracy']:.3f} (always-FLAT {st['flat_accuracy']:.3f}, persistence "
+                          f"{st['persistence_accuracy']:.3f}), macro-F1 {st['macro_f1']:.3f} (persistence "
+                          f"{st['persistence_macro_f1']:.3f}), hit rate {_pct(st['hit_rate'])} at {st['horizon_bars']} "
+                          f"bars (base rate {_pct(st['hit_base_rate'])}), Brier {st['brier']:.3f}, gated Sharpe "
                           f"{st['gated_sharpe']:+.3f} over {st['scored']} scored; {trades}")
         return out
 
@@ -354,6 +386,10 @@ class Shadow:
         """For /status: the setting, every shadowed model with the reason, the live scores."""
         return {"trade_only_validated": self.only_validated, "shadow": dict(self.reasons),
                 "live_scores": self.scorer.status() if self.scorer is not None else {}}
+
+
+def _pct(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x:.3f}"
 
 
 def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None, store: Any = None) -> Shadow:

@@ -10,8 +10,15 @@ import numpy as np
 
 from daemon.store import Store
 from tests.exchange_kit import (
-    DAY, Recorder, assert_consecutive, assert_ring_is_the_record, exchange_client, expected_row, feed_config,
-    local_exchange, running_feed,
+    DAY,
+    Recorder,
+    assert_consecutive,
+    assert_ring_is_the_record,
+    exchange_client,
+    expected_row,
+    feed_config,
+    local_exchange,
+    running_feed,
 )
 
 STREAMS = [("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("BTC/USDT", "1m")]
@@ -86,3 +93,24 @@ async def test_a_silent_connection_is_dropped_and_every_stream_resyncs(tmp_path)
                 assert_ring_is_the_record(feed.buffers.ring(sym, tf))
             for sym, tf in [("ETH/USDT", "1m"), ("BTC/USDT", "1m")]:
                 _assert_store_is_the_tape(store, sym, tf, start - 10 * 60_000)
+
+
+async def test_streams_stalling_together_are_resubscribed_in_one_batch(tmp_path) -> None:
+    cfg, rec, speed = feed_config(timeframes=("1m", "1h")), Recorder(), 60.0
+    start = DAY + 3_600_000
+    async with local_exchange(start, speed=speed) as lx, exchange_client(lx, cfg) as client:
+        async with running_feed(client, Store(tmp_path / "s.sqlite"), cfg, speed, rec) as feed:
+            await rec.until(lambda: all(WIRE[k] in lx.pump.subscribes for k in STREAMS), 10)
+            sent = lx.pump.frames_sent
+            requests: list[list[str]] = []
+            subscribe = lx.pump.subscribe
+            lx.pump.subscribe = lambda ws, names: (requests.append(list(names)), subscribe(ws, names))[1]  # type: ignore[method-assign]
+            for key in [("ETH/USDT", "1m"), ("BTC/USDT", "1m")]:
+                lx.faults.stall(WIRE[key], until_resubscribed=True)
+            await rec.until(lambda: not lx.faults.stalls, 10)
+            await rec.until(lambda: lx.now_ms() > start + 6 * 60_000, 30)
+            # Binance takes 5 messages a second per connection: the two streams, whose bars close
+            # together and so stall together, went out in one UNSUBSCRIBE + SUBSCRIBE.
+            assert sorted(map(sorted, requests)) == [sorted([WIRE[("ETH/USDT", "1m")], WIRE[("BTC/USDT", "1m")]])], requests
+            assert all(s["reconnects"] == 0 for s in feed.status().values())
+            assert lx.pump.frames_sent > sent

@@ -173,6 +173,8 @@ async def test_a_crash_mid_install_keeps_serving_the_registered_model(point: str
         second = DaemonProcess(config, tmp_path, CRASH_ENV).start()
         try:
             await second.wait_ready()
+            # The restart removed the half-installed copy and the crashed run's staging folder.
+            assert not installed[0].exists() and not (tmp_path / "models" / ".staging").exists()
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{m.api}/status") as r:
                     served = {x["name"]: x["path"] for x in (await r.json())["models"]}

@@ -112,3 +112,44 @@ async def test_flat_right_after_start_closes_the_stored_position(tmp_path: Path,
             assert await second.wait_exit(20) == 0
         finally:
             second.close()
+
+
+async def test_every_trigger_bar_has_a_decision_row_across_a_stall_and_a_restart(
+        tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    async with market(tmp_path, tiny_artifacts, start=START) as m:
+        daemon = DaemonProcess(m.config, tmp_path, CRASH_ENV).start()
+        try:
+            await daemon.wait_ready()
+            await daemon.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM decisions")[0][0] >= 2, 60, "decisions")
+            # Ten replay minutes of ETH 1m never come over the websocket: they arrive as one
+            # REST backfill burst, while a decision runs; only the newest of a burst is decided.
+            m.lx.faults.stall("ethusdt@kline_1m", seconds=10.0)
+            await daemon.wait_for(lambda: any(e.get("event") == "stream_backfilled" for e in daemon.log_events()),
+                                  60, "the stalled stream backfilled")
+            await daemon.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM decisions WHERE reason='superseded'")
+                                  [0][0] >= 1, 30, "a superseded bar's row")
+            daemon.signal(signal.SIGTERM)
+            assert await daemon.wait_exit(20) == 0
+        finally:
+            daemon.close()
+        await asyncio.sleep(2.0)  # two replay minutes pass while it is down
+        again = DaemonProcess(m.config, tmp_path, CRASH_ENV).start()
+        try:
+            await again.wait_ready()
+            [[before]] = query(m.db, "SELECT MAX(bar_ts) FROM decisions")
+            await again.wait_for(lambda: query(m.db, "SELECT MAX(bar_ts) FROM decisions")[0][0] >= before + 3 * 60_000,
+                                 60, "decisions after the restart")
+            again.signal(signal.SIGTERM)
+            assert await again.wait_exit(20) == 0
+        finally:
+            again.close()
+    reasons = dict(query(m.db, "SELECT reason, COUNT(*) FROM decisions GROUP BY reason"))
+    assert set(reasons) <= {"decided", "superseded", "missed", "paused", "halted"}, reasons
+    assert reasons["superseded"] >= 1 and reasons["missed"] >= 1, reasons  # the burst; the minutes it was down
+    # Every ETH 1m bar from the first decided one on has exactly one row, also the backfilled ones.
+    missing = query(m.db, "SELECT ts FROM bars b WHERE symbol='ETH/USDT' AND timeframe='1m' "
+                          "AND ts >= (SELECT MIN(bar_ts) FROM decisions) "
+                          "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.symbol=b.symbol AND d.bar_ts=b.ts)")
+    assert missing == []
+    assert query(m.db, "SELECT COUNT(*) FROM decisions d WHERE NOT EXISTS (SELECT 1 FROM bars b WHERE "
+                       "b.symbol=d.symbol AND b.timeframe=d.timeframe AND b.ts=d.bar_ts)") == [(0,)]

@@ -8,9 +8,11 @@ import threading
 from pathlib import Path
 
 from daemon.health import FAILURES
-from daemon.store import DECIDED, FAILED_COMMIT, PAUSED, SUPERSEDED
+from daemon.store import Reason, Store
 from daemon.trading.engine import COMMIT_ATTEMPTS
-from tests.engine_parts import MomentumPredictor, series
+from daemon.trading.paper import PaperBroker
+from strategies.risk import RiskParams
+from tests.engine_parts import ListSink, MomentumPredictor, series
 from tests.trading.test_engine import CLOSES, feed, make_engine
 
 
@@ -33,12 +35,12 @@ async def test_superseded_and_paused_bars_have_their_rows(tmp_path: Path) -> Non
     await feed(engine, buffers, [b5])
     await engine.close()
     assert slow.calls == [b1.ts, b3.ts, b4.ts, b5.ts]
-    assert _reasons(engine) == {b1.ts: DECIDED, b2.ts: SUPERSEDED, b3.ts: DECIDED, b4.ts: DECIDED, b5.ts: PAUSED}
+    assert _reasons(engine) == {b1.ts: Reason.DECIDED, b2.ts: Reason.SUPERSEDED, b3.ts: Reason.DECIDED, b4.ts: Reason.DECIDED, b5.ts: Reason.PAUSED}
     rows = engine.store.decision_rows("ETH/USDT")
     assert {r["timeframe"] for r in rows} == {"1m"}
     # The key is unique in SQL: a second row for a bar is refused, the first stays.
-    assert not engine.store.mark_decided("ETH/USDT", "1m", b2.ts, 0, 0, DECIDED)
-    assert _reasons(engine)[b2.ts] == SUPERSEDED
+    assert not engine.store.mark_decided("ETH/USDT", "1m", b2.ts, 0, 0, Reason.DECIDED)
+    assert _reasons(engine)[b2.ts] == Reason.SUPERSEDED
 
 
 async def test_a_refused_decision_is_retried_and_succeeds(tmp_path: Path) -> None:
@@ -59,7 +61,7 @@ async def test_a_refused_decision_is_retried_and_succeeds(tmp_path: Path) -> Non
         "AND sigd_test_refuse() BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     await feed(engine, buffers, bars)
     await engine.close()
-    assert _reasons(engine) == {b.ts: DECIDED for b in bars}
+    assert _reasons(engine) == {b.ts: Reason.DECIDED for b in bars}
     assert engine.store.count("predictions", "bar_ts=?", [bars[2].ts]) == 2  # written once, by the retry
     assert engine.decisions == len(bars)
 
@@ -71,7 +73,7 @@ async def test_a_decision_refused_every_time_is_recorded_failed_commit(tmp_path:
     bars = series(CLOSES[:4])
     await feed(engine, buffers, bars[:1])
     conn = engine.store.db.conn
-    # A full disk: neither the decision nor its FAILED_COMMIT row can be written.
+    # A full disk: neither the decision nor its Reason.FAILED_COMMIT row can be written.
     conn.execute("CREATE TEMP TRIGGER full_p BEFORE INSERT ON predictions BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     conn.execute("CREATE TEMP TRIGGER full_d BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     await feed(engine, buffers, bars[1:2])
@@ -82,12 +84,73 @@ async def test_a_decision_refused_every_time_is_recorded_failed_commit(tmp_path:
     conn.execute("DROP TRIGGER full_d")
     await feed(engine, buffers, bars[2:3])
     reasons = _reasons(engine)
-    assert reasons[bars[1].ts] == FAILED_COMMIT and reasons[bars[2].ts] == FAILED_COMMIT and not engine.audit.owed
+    assert reasons[bars[1].ts] == Reason.FAILED_COMMIT and reasons[bars[2].ts] == Reason.FAILED_COMMIT and not engine.audit.owed
     row = next(r for r in engine.store.decision_rows("ETH/USDT") if r["bar_ts"] == bars[1].ts)
     assert "disk full" in row["detail"]
     # The disk has room again: the next bar is decided and health is green.
     conn.execute("DROP TRIGGER full_p")
     await feed(engine, buffers, bars[3:])
     await engine.close()
-    assert _reasons(engine)[bars[3].ts] == DECIDED and FAILURES.reason(limit=3) == ""
+    assert _reasons(engine)[bars[3].ts] == Reason.DECIDED and FAILURES.reason(limit=3) == ""
     assert engine.store.count("predictions", "bar_ts IN (?, ?)", [bars[1].ts, bars[2].ts]) == 0
+
+
+async def test_a_decision_that_raises_is_recorded_failed_and_not_retried(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sigd.sqlite")
+    sink = ListSink()
+
+    class BrokenBroker(PaperBroker):
+        """A broker with a bug: every order it prepares raises."""
+
+        prepared = 0
+
+        def prepare(self, intent):  # type: ignore[no-untyped-def]
+            BrokenBroker.prepared += 1
+            raise RuntimeError("bug in prepare")
+
+    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, broker=BrokenBroker(store, sink))
+    await engine.start()
+    bars = series(CLOSES)
+    await feed(engine, buffers, bars)
+    await engine.close()
+    rows = {r["bar_ts"]: r for r in engine.store.decision_rows("ETH/USDT")}
+    assert set(rows) == {b.ts for b in bars}  # every trigger bar has its row
+    failed = [r for r in rows.values() if r["reason"] == Reason.FAILED]
+    assert failed and all("bug in prepare" in r["detail"] for r in failed)
+    assert BrokenBroker.prepared == len(failed)  # tried once each: a bug is not retried
+    assert {r["reason"] for r in rows.values()} == {Reason.DECIDED, Reason.FAILED}
+
+
+async def test_bars_that_closed_while_sigd_was_down_are_recorded_missed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sigd.sqlite")
+    bars = series(CLOSES[:8])
+    engine, buffers, _ = make_engine(tmp_path, store=store)
+    await engine.start()
+    await feed(engine, buffers, bars[:3])
+    await engine.close()
+    # Down for four bars: the next start's warm-up stores them, only the bars after reach the engine.
+    store.add_bars(bars[3:7])
+    again, buffers2, _ = make_engine(tmp_path, store=store)
+    await again.start()
+    for b in bars[:7]:
+        buffers2.append(b)
+    await feed(again, buffers2, bars[7:])
+    await again.close()
+    assert _reasons(again) == {**{b.ts: Reason.DECIDED for b in bars[:3]}, **{b.ts: Reason.MISSED for b in bars[3:7]},
+                               bars[7].ts: Reason.DECIDED}
+
+
+async def test_bars_decided_under_a_drawdown_halt_say_so(tmp_path: Path) -> None:
+    store = Store(tmp_path / "sigd.sqlite")
+    sink = ListSink()
+    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink,
+                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+                                     risk_params=RiskParams(position_fraction=0.5, max_drawdown=0.001))
+    await engine.start()
+    bars = series(CLOSES)
+    await feed(engine, buffers, bars)
+    await engine.close()
+    reasons = [_reasons(engine)[b.ts] for b in bars]
+    assert Reason.HALTED in reasons, reasons  # the long position lost more than 0.1 % of equity
+    first = reasons.index(Reason.HALTED)
+    assert set(reasons[:first]) == {Reason.DECIDED} and set(reasons[first:]) == {Reason.HALTED}

@@ -48,6 +48,10 @@ def test_live_scores_by_hand(tmp_path: Path) -> None:
     assert st["calls"] == 8 and st["gated_sharpe"] == pytest.approx(net.mean() / net.std())
     # persistence (trailing 2-bar move): F F L L F S S S against the labels: never right
     assert st["persistence_accuracy"] == 0.0
+    # always-FLAT is right on the 3 FLAT labels of 7; the 8 LONG calls rose twice over 2 bars,
+    # and so did 2 of the 8 scored bars: a hit rate no better than its base rate
+    assert st["flat_accuracy"] == pytest.approx(3 / 7)
+    assert st["horizon_bars"] == 2 and st["hit_rate"] == pytest.approx(2 / 8) and st["hit_base_rate"] == pytest.approx(2 / 8)
     # nothing is scored twice; new bars score the rest
     store.add_bars(series([100, 100], start=T0 + 10 * 60_000))
     scorer.update()
@@ -105,9 +109,33 @@ def test_a_model_below_persistence_is_shadowed_with_an_alert(tmp_path: Path) -> 
     assert len(alert) == 1 and alert[0]["kind"] == "model_demoted" and alert[0]["model"] == "down"
     # the daily summary's line per model
     summary = shadow.summary()
-    assert summary["up"] == ("accuracy 1.000, macro-F1 0.333 (persistence 0.286), Brier 0.060, gated Sharpe "
-                             "+0.000 over 8 scored; trades")
-    assert summary["down"].startswith("accuracy 0.000, macro-F1 0.000") and "; SHADOW: live macro-F1" in summary["down"]
+    assert summary["up"] == ("accuracy 1.000 (always-FLAT 0.000, persistence 0.750), macro-F1 0.333 (persistence "
+                             "0.286), hit rate 1.000 at 2 bars (base rate 1.000), Brier 0.060, gated Sharpe +0.000 "
+                             "over 8 scored; trades")
+    assert summary["down"].startswith("accuracy 0.000 (always-FLAT 0.000, persistence 0.750), macro-F1 0.000") and "; SHADOW: live macro-F1" in summary["down"]
+
+
+def test_calls_that_lose_to_always_flat_are_shadowed(tmp_path: Path) -> None:
+    # A market that goes nowhere over 2 bars: every label FLAT, persistence says FLAT too. The
+    # model's arg-max is FLAT (as good as persistence on every forecast score), but its threshold
+    # rule calls LONG: each call pays the fee for nothing, which always-FLAT does not.
+    closes = [100.0 if i % 2 == 0 else 100.1 for i in range(40)]
+    store = Store(tmp_path / "s.sqlite")
+    bars = series(closes)
+    store.add_bars(bars)
+    for b in bars:
+        store.add_predictions("ETH/USDT", [Prediction("churn", "v1", b.ts, class_scores((0.2, 0.5, 0.3)), Side.LONG,
+                                                      0.3, 0.25)], 0)
+    shadow = Shadow(only_validated=False)
+    shadow.scorer = LiveScorer(store, "ETH/USDT", {"churn": TARGET}, window=30, fee=0.001)
+    assert shadow.review("churn", "v1", None)
+    shadow.score()
+    st = shadow.status()["live_scores"]["churn"]
+    assert st["accuracy"] == st["persistence_accuracy"] == st["flat_accuracy"] == 1.0
+    assert st["mean_net_per_call"] == pytest.approx(-0.002)
+    why = shadow.status()["shadow"]["churn"]
+    assert why == ("live calls lose 0.2000% each after fees over the last 30 calls (horizon 2 bars): "
+                   "worse than always-FLAT, which earns 0")
 
 
 def test_validation_verdicts() -> None:

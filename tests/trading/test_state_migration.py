@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.store import DECIDED, SCHEMA_VERSION, Store
+from daemon.config import ConfigError
+from daemon.store import SCHEMA_VERSION, Reason, Store
 from tests.engine_parts import series
 from tests.trading.test_engine import CLOSES, feed, make_engine
 
@@ -39,7 +40,7 @@ def test_a_v0_database_is_migrated_once_to_the_new_schema(tmp_path: Path) -> Non
     assert fresh.schema_version() == SCHEMA_VERSION
     assert _table_shape(store.db.conn, "decisions") == _table_shape(fresh.db.conn, "decisions")
     rows = store.decision_rows("ETH/USDT")
-    assert [(r["bar_ts"], r["timeframe"], r["reason"]) for r in rows] == [(b.ts, "", DECIDED) for b in bars]
+    assert [(r["bar_ts"], r["timeframe"], r["reason"]) for r in rows] == [(b.ts, "", Reason.DECIDED) for b in bars]
     # (symbol, timeframe, bar_ts) is unique in SQL, whoever writes.
     with pytest.raises(sqlite3.IntegrityError):
         store.db.conn.execute("INSERT INTO decisions (symbol, timeframe, bar_ts, reason) VALUES ('ETH/USDT', '', ?, 'x')",
@@ -56,7 +57,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match="newer than this sigd knows"):
+    with pytest.raises(ConfigError, match="store.path: .* newer than this sigd knows"):
         Store(path)
 
 
