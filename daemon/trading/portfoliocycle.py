@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from daemon import log as logging
 from daemon.domain import EventSink, Prediction, Signal
-from daemon.store import DECIDED, HALTED, PAUSED
+from daemon.store import Reason
 from daemon.trading.cycle import Job
 from daemon.trading.decide import Outcome, portfolio_equity
 from daemon.trading.orders import OrderIntent, wall_ms
@@ -85,7 +85,7 @@ class PortfolioCycle:
             i = index[bar.symbol]
             if abs(plan.amounts[i] - positions[bar.symbol].amount) > EPSILON:
                 self._order_for(job, out, plan, i, tradable[bar.symbol])
-            reason = PAUSED if bar.symbol in frozen else HALTED if plan.halted else DECIDED
+            reason = Reason.PAUSED if bar.symbol in frozen else Reason.HALTED if plan.halted else Reason.DECIDED
             self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, len(out.signals), now, reason)
             outcomes.append(out)
         self.rebalancer.save(self.store, plan)
