@@ -226,7 +226,8 @@ def fund_buys(target: np.ndarray, current: np.ndarray, cost_rate: float) -> np.n
         return target
     spare = 1.0 - float(current.sum()) - float(other.sum()) - cost_rate * float(np.abs(other).sum())
     scale = min(1.0, max(0.0, spare / (need * (1.0 + cost_rate))))
-    return current + other + buys * scale
+    funded: np.ndarray = current + other + buys * scale
+    return funded
 
 
 def portfolio_drawdown(state: RiskState, eq: float, max_drawdown: float) -> RiskState:

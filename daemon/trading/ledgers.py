@@ -77,7 +77,7 @@ class Book:
             self.equity *= 1.0 - cost
             self.signals += int(moved.sum())
             self.fills += int(moved.sum())
-            for i in np.flatnonzero(moved):
+            for i in np.flatnonzero(moved).tolist():
                 self.last_signals.append({"bar_ts": ts, "symbol": symbols[i], "weight": round(float(target[i]), 6),
                                           "price": float(prices[i])})
         self.weights = target.copy()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from daemon import log as logging
 from daemon.domain import EventSink, Prediction, Signal
@@ -54,7 +54,7 @@ class PortfolioCycle:
     sink: EventSink
     predictors: dict[str, Any]
     ledgers: "ShadowLedgers | None"
-    perf_clock: Callable[[], float]
+    last_commit: float
 
     def _emit(self, signal: Signal, received: float | None) -> dict[str, Any] | None:
         raise NotImplementedError("provided by Engine")
@@ -136,7 +136,7 @@ class PortfolioCycle:
         sides (per-symbol strategies) or target weights (portfolio) that moved, the orders, the
         close → decision latency and each shadow ledger's equity."""
         close_ts = max(j.bar.close_ts for j in jobs)
-        latency = max((self.perf_clock() - j.received) * 1000.0 for j in jobs)
+        latency = max((self.last_commit - j.received) * 1000.0 for j in jobs)  # to the cycle's commit
         line: dict[str, Any] = {"close": iso_minute(close_ts), "symbols": len(jobs)}
         if plan is not None:
             line["targets"] = {o.bar.symbol: round(float(o.signals[0].get("target_weight", 0.0)), 4)

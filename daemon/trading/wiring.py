@@ -114,6 +114,7 @@ def check_model_windows(cfg: Config, predictors: Mapping[str, PredictorLike]) ->
     windows of a timeframe the config does not stream (it would decide on a window that never fills)."""
     x = cfg.exchange
     base = x.reference_symbol.split("/")[0].lower() + "_"
+    streamed: tuple[str, ...]
     for name, predictor in sorted(predictors.items()):
         for key in getattr(predictor, "required_windows", {}) or {}:
             if key.startswith(base):
