@@ -14,22 +14,46 @@ PREFIX ?= /opt/sigd
 DESTDIR ?=
 INSTALL_ARGS ?=
 
-.PHONY: setup run test bench clean install-service uninstall-service
+.PHONY: setup run test test-fast docs bench clean install-service uninstall-service
 
 setup: $(STAMP)
 
+# One line per step before it starts (pip stays -q: its own output is thousands of lines).
 $(STAMP): pyproject.toml
+	@echo "setup 1/4: creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "setup 2/4: upgrading pip"
 	$(PY) -m pip install -q --upgrade pip
+	@echo "setup 3/4: installing PyTorch ($(TORCH_SPEC)); the largest download, a minute or more"
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	@echo "setup 4/4: installing sigd and its dependencies (editable, with the dev extra)"
 	$(PY) -m pip install -q -e ".[dev]"
-	touch $(STAMP)
+	@touch $(STAMP)
+	@echo "setup done: $(VENV) is ready"
 
 run: setup
 	$(VENV)/bin/sigd run -c config.toml
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The inner loop (<= 90 s on 2 idle cores): the unit-level test files below, without the `slow`
+# marker; no daemon subprocess, no Ray, no browser, no training beyond a few tiny steps.
+# `make test` runs everything; CI runs `make test`.
+FAST_TESTS ?= tests/test_config.py tests/test_events.py tests/test_log.py tests/test_layers.py \
+	tests/test_docs_reference.py tests/strategies tests/trading tests/alerts tests/market/test_bars.py \
+	tests/models/test_pipeline_threshold.py tests/models/test_pipeline_features.py \
+	tests/models/test_pipeline_data.py tests/models/test_pipeline_shipped.py \
+	tests/models/test_family_blocks.py tests/models/test_training_features.py \
+	tests/research/test_selection_stats.py tests/research/test_backtest_metrics.py \
+	tests/localexchange/test_localexchange_book.py tests/service/test_metrics.py
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not bench" $(FAST_TESTS) $(PYTEST_ARGS)
+
+# The documentation site, built strictly (a broken link, a missing page or anchor fails it);
+# the reference pages are generated from the code by docs/gen_reference.py at build time.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --clean --quiet
 
 bench: setup
 	$(PY) -m bench

@@ -179,7 +179,9 @@ def assemble(per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]
             np.zeros((spec.seq_len, len(spec.feature_names)), np.float32)
         ends[key] = np.concatenate([np.where(ss.ends[key] >= 0, ss.ends[key] + off, -1)
                                     for (ss, _), off in zip(per_symbol, offsets)])
-    cat = lambda name: np.concatenate([getattr(ss, name) for ss, _ in per_symbol])  # noqa: E731
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(ss, name) for ss, _ in per_symbol])
+
     n_total = sum(len(ss.rows) for ss, _ in per_symbol)
     if n_total < MIN_SAMPLES:
         raise ValueError(f"only {n_total} samples; need at least {MIN_SAMPLES} (more bars or a shorter window)")

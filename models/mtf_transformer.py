@@ -124,7 +124,9 @@ class MTFTransformer(nn.Module):
         self.tf_emb = nn.Embedding(len(TIMEFRAMES), c.d_model)
         self.age_emb = nn.Embedding(c.seq_len, c.d_model)
         self.drop = nn.Dropout(c.dropout)
-        block = lambda: Block(c.d_model, c.n_head, c.d_ff, c.dropout, c.attn_dropout)  # noqa: E731
+        def block() -> Block:
+            return Block(c.d_model, c.n_head, c.d_ff, c.dropout, c.attn_dropout)
+
         self.cross = nn.ModuleList(block() for _ in range(c.n_cross))
         self.main = nn.ModuleList(block() for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.d_model)

@@ -79,7 +79,9 @@ class VariableGRN(nn.Module):
 
     def __init__(self, n_vars: int, d: int, dropout: float) -> None:
         super().__init__()
-        init = lambda *shape: nn.Parameter(torch.randn(*shape) / shape[-2] ** 0.5)  # noqa: E731
+        def init(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape) / shape[-2] ** 0.5)
+
         self.w2, self.b2 = init(n_vars, d, d), nn.Parameter(torch.zeros(n_vars, d))
         self.w1, self.b1 = init(n_vars, d, d), nn.Parameter(torch.zeros(n_vars, d))
         self.wg, self.bg = init(n_vars, d, 2 * d), nn.Parameter(torch.zeros(n_vars, 2 * d))

@@ -341,7 +341,9 @@ def _check_writable(folder: Path, what: str) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     """`sigd train --model NAME [--preset] [--data DIR...] [--epochs N] [--out DIR] ...`."""
-    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    def say(s: str) -> None:
+        print(s, file=sys.stderr, flush=True)
+
     try:
         spec = spec_from_args(args)
         if args.out:  # the artifact is written beside its place, then renamed: its parent must take it

@@ -199,7 +199,8 @@ def compare(args: argparse.Namespace, runner: Runner | None = None) -> dict[str,
 
 
 def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """`--validate DIR...`: gate each artifact out of sample, write its block, and a summary in --out."""
+    """`--validate DIR...`: gate each artifact out of sample; the blocks in --out/validation.json
+    (and in each artifact.json only with --write-verdict)."""
     from models.data import load_series
     from pipeline.train import _iso_ms
 
@@ -209,7 +210,8 @@ def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
     start, end = _iso_ms(args.start, "--from"), _iso_ms(args.end, "--to") if args.end else int(primary[-1, 0]) + 60_000
     blocks = [{"artifact": str(d), **validate_artifact(Path(d), args.data, args.symbols[0], int(start), int(end),
                                                         n_trials=1 + args.prior_trials, fee=args.fee,
-                                                        gate=getattr(args, "gate", None))}
+                                                        gate=getattr(args, "gate", None),
+                                                        write=getattr(args, "write_verdict", False))}
               for d in args.validate]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "validation.json").write_text(json.dumps(blocks, indent=1))
@@ -240,6 +242,9 @@ def compare_command(args: argparse.Namespace) -> int:
                 print(f"{b['artifact']}: {'PASS' if b['passed'] else 'FAIL'} — {b['why']} "
                       f"(Sharpe {b['sharpe_annualized']:.2f} annualized, {b['decisions']} decisions {b['window'][0]} → "
                       f"{b['window'][1]})")
+            print(f"verdicts written to {Path(args.out) / 'validation.json'}" +
+                  (" and into each artifact.json" if args.write_verdict else " (artifacts untouched; "
+                   "--write-verdict writes them into artifact.json)"))
             return 0
         if not args.families:
             raise ValueError("name --families to compare (or --validate ARTIFACT_DIR...)")

@@ -142,6 +142,7 @@ class Job:
     max_val: int = 2000
     seed: int = 0
     fee: float = 0.001
+    threads: int = 1  # torch CPU threads: the same count on every runner gives the same floats (sums' order)
 
     @property
     def out_dir(self) -> Path:
@@ -248,7 +249,16 @@ def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: 
 
 
 def run_job(job: Job) -> FoldScores:
-    """Train, choose the threshold on the inner slice, score the test window with it."""
+    """Train, choose the threshold on the inner slice, score the test window with it, with
+    `job.threads` torch threads: a Ray worker (OMP_NUM_THREADS=1) and this process then compute
+    bit-identical weights, versions and scores on the same machine."""
+    from daemon.retrain.jobs import _threads as torch_threads  # the retrain jobs' own pinning
+
+    with torch_threads(job.threads):
+        return _run_job(job)
+
+
+def _run_job(job: Job) -> FoldScores:
     import strategies.threshold as thr
 
     art, version, classes = train_fold(job)
@@ -284,9 +294,10 @@ def concat(parts: Sequence[Scored]) -> Scored:
 
 def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int, *,
                       n_trials: int = 1, fee: float | None = None,
-                      gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Trade a served artifact (its threshold, its holding period) on a window it never saw,
-    apply the gate and write the verdict into its artifact.json as `validation`; the block."""
+                      gate: Mapping[str, Any] | None = None, write: bool = False) -> dict[str, Any]:
+    """Trade a served artifact (its threshold, its holding period) on a window it never saw and
+    apply the gate; the verdict block. Only with `write` does the block go into the artifact's
+    artifact.json as `validation` (a shipped, git-tracked artifact is not rewritten by a look at it)."""
     from daemon.research import stats
     from daemon.trading.scoring import trading_scores
     from models.artifacts import hold_bars, read_meta
@@ -310,7 +321,8 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
              "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
              "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_validation(Path(art_dir), block)
+    if write:
+        write_validation(Path(art_dir), block)
     return block
 
 

@@ -12,9 +12,13 @@ own validation split, inside training, as always; the search covers the target d
 size preset and epochs — `[research] search`, per family `[research.family_search.NAME]`.
 
 Ray Tune runs the trials (local Ray with `num_cpus`, or the cluster at `ray_address`), Optuna
-(TPE) proposes them. A trial whose worker dies is retried (FailureConfig); the experiment
-state lives under `--out/--name`, so rerunning the same command after the driver died resumes
-the study. The leaderboard (`leaderboard.json`, `leaderboard.csv`) is written at the end.
+(TPE) proposes them. A trial whose worker dies is retried (FailureConfig); an error raised
+inside a trial (a bad configuration, too little data) is deterministic: it is that trial's
+result (`error`), never retried, and when every trial failed the command fails. Everything
+that can be checked without Ray (flags, families, the search space, the data and its folds)
+is checked before Ray starts. The experiment state lives under `--out/--name`, so rerunning
+the same command after the driver died resumes the study. The leaderboard
+(`leaderboard.json`, `leaderboard.csv`) is written at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from daemon.retrain.progress import Progress
 
 log = logging.get("sigd.tune")
 METRIC = "score"
+ERROR = "error"  # a trial's own deterministic failure, reported as its result (never retried)
 WHOLE = 10**9  # context bars: "everything before"
 
 
@@ -108,11 +113,13 @@ def trial_args(base: TrainSpec, config: Mapping[str, Any]) -> TrainSpec:
 
 
 def run_trial(config: dict[str, Any], study: Study, data: Path) -> float:
-    """Train and score one configuration on every tuning window; the mean Sharpe (reported as it grows)."""
+    """Train and score one configuration on every tuning window; the mean Sharpe (reported as it
+    grows, with the trades it took: a model that never trades scores 0)."""
     from ray import tune
 
     args = trial_args(study.base, config)
     scores: list[float] = []
+    trades = 0
     with tempfile.TemporaryDirectory(prefix="sigd-trial-") as tmp:
         for w in study.windows:
             out = Path(tmp) / w.name
@@ -120,20 +127,29 @@ def run_trial(config: dict[str, Any], study: Study, data: Path) -> float:
             job = TrainJob(args.replace(data_dirs=(uri,)), uri, storage.to_uri(out))
             ref = train(job, data / w.name, out)
             sj = ScoreJob((ref.uri,), storage.to_uri(data / "score"), study.symbol, w.score_from, w.score_to, args.fee)
-            s = score(sj, data / "score", {ref.uri: out}).by_artifact[ref.uri]["score"]
-            scores.append(s if math.isfinite(s) else 0.0)
-            tune.report({METRIC: sum(scores) / len(scores), "folds": len(scores)})
+            scored = score(sj, data / "score", {ref.uri: out}).by_artifact[ref.uri]
+            scores.append(scored["score"] if math.isfinite(scored["score"]) else 0.0)
+            trades += int(scored.get("trades", 0))
+            tune.report({METRIC: sum(scores) / len(scores), "folds": len(scores), "trades": trades})
     return sum(scores) / len(scores)
 
 
 def _trainable(config: dict[str, Any], study: Study, blob: bytes) -> None:
+    from ray import tune
+
     with tempfile.TemporaryDirectory(prefix="sigd-study-") as tmp:
-        run_trial(config, study, storage.unpack(blob, Path(tmp)))
+        try:
+            run_trial(config, study, storage.unpack(blob, Path(tmp)))
+        except Exception as exc:  # noqa: BLE001 — deterministic: the same config fails again, so no retry
+            # Only a dead worker (no exception here) is retried by FailureConfig.
+            log.error("tune_trial_failed", family=study.family, config=config, error=f"{type(exc).__name__}: {exc}")
+            tune.report({METRIC: float("nan"), "folds": 0, "trades": 0, ERROR: f"{type(exc).__name__}: {exc}"})
 
 
 def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], trials: int, out: Path, name: str,
-                seed: int, concurrent: int) -> list[dict[str, Any]]:
-    """Run (or resume) one family's study; its leaderboard rows, best first."""
+                seed: int, concurrent: int, failures: list[str]) -> list[dict[str, Any]]:
+    """Run (or resume) one family's study; its leaderboard rows, best first. A failed trial is
+    no row: its error goes into `failures`."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -160,9 +176,13 @@ def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], tr
     progress.close()
     rows = []
     for r in grid:
-        if r.metrics and METRIC in r.metrics:
-            rows.append({"family": study.family, METRIC: float(r.metrics[METRIC]), "folds": r.metrics.get("folds"),
-                         **{k: v for k, v in (r.config or {}).items()}})
+        metrics = r.metrics or {}
+        error = metrics.get(ERROR) or (f"worker lost: {type(r.error).__name__}" if r.error is not None else None)
+        if error or METRIC not in metrics:
+            failures.append(f"{study.family}: {error or 'no score reported'}")
+            continue
+        rows.append({"family": study.family, METRIC: float(metrics[METRIC]), "folds": metrics.get("folds"),
+                     "trades": metrics.get("trades"), **{k: v for k, v in (r.config or {}).items()}})
     return sorted(rows, key=lambda row: -row[METRIC])
 
 
@@ -183,7 +203,8 @@ def progress_callback(progress: Progress) -> Any:
             progress.start()
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            progress.finish(True, (trial.last_result or {}).get(METRIC))
+            result = trial.last_result or {}
+            progress.finish(ERROR not in result, None if ERROR in result else result.get(METRIC))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             progress.finish(False)
@@ -215,10 +236,22 @@ def tune_command(args: Any) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"sigd tune: {exc}", file=sys.stderr)
         return 1
+    note = no_trades_note(board)
+    if note:
+        print(f"sigd tune: {note}", file=sys.stderr)
     for row in board[:10]:
         print(json.dumps(row, default=str))
     print(f"leaderboard: {Path(args.out) / args.name / 'leaderboard.json'}")
     return 0
+
+
+def no_trades_note(board: Sequence[Mapping[str, Any]]) -> str | None:
+    """A plain sentence when every trial scored 0 because no trial's model ever traded (None otherwise)."""
+    if not board or any(row.get("trades") for row in board):
+        return None
+    return (f"every trial scored 0 because none traded: no model of the {len(board)} trials took a position on "
+            "any scored window (no probability reached its threshold), so the leaderboard ranks nothing; "
+            "try more data (--folds), more --epochs or a larger --preset")
 
 
 def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
@@ -230,17 +263,24 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
     address = args.address if args.address is not None else (r.ray_address or None)
     if args.runner == "local":
         raise ValueError("sigd tune runs on Ray Tune: drop --runner local (a local single-node Ray is the default)")
-    fold_days = parse_spec(args.folds, "--folds")  # flags first: a Ray start-up takes seconds
+    # Everything that can be wrong is checked before Ray starts (seconds, and a page of its logs).
+    fold_days = parse_spec(args.folds, "--folds")
     families = args.families or sorted(cfg.models.paths)
     for fam in families:
         registry.family(fam)  # an unknown name is a ValueError listing the known ones
-    init_ray(address, args.num_cpus or r.num_cpus or None)
+    check_space(r, families)
+    start_ms = None if args.start is None else _ms(args.start, "--from")
+    end_ms = None if args.end is None else _ms(args.end, "--to")
     trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
     tape = load_streams(Path(args.data), discover(Path(args.data)), trigger)  # every file, as walk-forward
     ts = tape.streams[trigger][:, 0]
-    start = int(ts[0]) if args.start is None else _ms(args.start)
-    end = int(ts[-1]) + 60_000 if args.end is None else _ms(args.end)
+    start = int(ts[0]) if start_ms is None else start_ms
+    end = int(ts[-1]) + 60_000 if end_ms is None else end_ms
     folds = plan_folds(start, end, *fold_days)
+    if len(folds) < 2:
+        raise ValueError(f"--folds {args.folds}: {len(folds)} walk-forward fold(s) in the data; tuning needs at least 2 "
+                         "(the last is the test fold, never tuned on): more data or shorter folds")
+    init_ray(address, args.num_cpus or r.num_cpus or None)
     out = Path(args.out) / args.name
     kw = nightly_kwargs(cfg)
     base = {"preset": args.preset or kw["preset"], "epochs": cfg.retrain.epochs if args.epochs is None else args.epochs,
@@ -249,11 +289,16 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="sigd-tune-") as tmp:
         windows = tuning_windows(tape, trigger, folds, Path(tmp), purge_bars(r, families))
         board: list[dict[str, Any]] = []
+        failures: list[str] = []
         for fam in families:
             study = Study(fam, TrainSpec(fam, data_dirs=(storage.to_uri(tmp),), **base), windows, trigger[0])
             space = {**r.search, **r.family_search.get(fam, {})}
             board += tune_family(study, Path(tmp), space, args.trials, Path(args.out), args.name, args.seed,
-                                 max(1, int(_cpus())))
+                                 max(1, int(_cpus())), failures)
+    if failures:
+        log.error("tune_trials_failed", failed=len(failures), errors=sorted(set(failures)))
+    if not board:
+        raise RuntimeError(f"every trial failed ({len(failures)}): " + "; ".join(sorted(set(failures))))
     write_leaderboard(board, out)
     log.info("tune_done", families=families, trials=len(board), best=board[0] if board else None,
              study=asdict(folds[-1]) | {"role": "test fold, never tuned on"})
@@ -273,7 +318,19 @@ def _cpus() -> float:
     return ray.cluster_resources().get("CPU", 1.0)
 
 
-def _ms(text: str) -> int:
+def check_space(research: Any, families: Sequence[str]) -> None:
+    """The search space's values a trial cannot train with, named by their key, before Ray starts."""
+    from daemon.retrain.cli_args import PRESETS
+
+    spaces = {"research.search": research.search,
+              **{f"research.family_search.{f}": research.family_search.get(f, {}) for f in families}}
+    for key, space in spaces.items():
+        bad = [v for v in space.get("preset", []) if v not in PRESETS]
+        if bad:
+            raise ValueError(f"{key}.preset: unknown preset(s) {bad}; known: {', '.join(PRESETS)}")
+
+
+def _ms(text: str, flag: str) -> int:
     from daemon.market.backfill import parse_instant
 
-    return parse_instant(text, "--from/--to")
+    return parse_instant(text, flag)

@@ -47,15 +47,10 @@ class Fold:
 
 
 def parse_spec(spec: str, flag: str = "--walk-forward") -> tuple[int, int]:
-    """"TRAIN_DAYS:TEST_DAYS" → (train_days, test_days); a clear error otherwise."""
-    parts = spec.split(":")
-    try:
-        train, test = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{flag} {spec!r}: expected TRAIN_DAYS:TEST_DAYS, e.g. 30:7") from None
-    if train < 1 or test < 1:
-        raise ValueError(f"{flag} {spec!r}: both day counts must be >= 1")
-    return train, test
+    """"TRAIN_DAYS:TEST_DAYS" → (train_days, test_days); a clear error naming `flag` otherwise."""
+    from daemon.retrain.cli_args import parse_days
+
+    return parse_days(spec, flag)
 
 
 def plan_folds(start_ms: int, end_ms: int, train_days: int, test_days: int) -> list[Fold]:
@@ -73,6 +68,53 @@ def plan_folds(start_ms: int, end_ms: int, train_days: int, test_days: int) -> l
         raise ValueError(f"walk-forward {train_days}:{test_days} days needs at least {train_days + 1} days of "
                          f"data from the start; the period has {(end_ms - start_ms) / DAY_MS:.1f}")
     return folds
+
+
+def fold_samples(bars: int, input_bars: int, label_bars: int) -> tuple[int, int, int]:
+    """Samples a training window of `bars` 1m bars gives its train / validation / test splits
+    (models.datasets: a sample's input window and label span lie inside its split's block)."""
+    from itertools import pairwise
+
+    from models.datasets import RATIOS
+
+    cuts = [0, int(bars * RATIOS[0]), int(bars * (RATIOS[0] + RATIOS[1])), bars]
+    train, val, test = (max(0, hi - lo - input_bars - label_bars + 1) for lo, hi in pairwise(cuts))
+    return train, val, test
+
+
+def _family_samples(io: Any, seq_len: int, label_bars: int, days: int) -> tuple[int, tuple[int, int, int]]:
+    """(input bars, split samples) of a family's IO on a `days`-day training window."""
+    bars = days * 1440
+    window = io.feature_spec(seq_len, bars, ("1m",), lambda _msg: None).required_windows["1m"]
+    return window, fold_samples(bars, window, label_bars)
+
+
+def check_fold_sizes(train_days: int, dirs: dict[str, Path], train_kwargs: dict, spec: str, flag: str) -> None:
+    """Before any training: a fold's training window must give every family samples in each
+    split (input window + label horizon per sample); ValueError naming `flag` and the days it needs."""
+    from models import registry
+    from models.artifacts import read_meta
+    from models.datasets import MIN_SAMPLES
+    from models.targets import TargetSpec
+
+    def enough(split: tuple[int, int, int]) -> bool:
+        return min(split) >= 1 and sum(split) >= MIN_SAMPLES
+
+    for name, served in dirs.items():
+        fam = registry.family(name)
+        target = TargetSpec.from_dict(read_meta(served)["target"])
+        io = fam.make_io(target.mode)
+        seq_len = fam.make_config(dict(io.config_overrides_base()), train_kwargs.get("preset", "small")).seq_len
+        window, split = _family_samples(io, seq_len, target.span, train_days)
+        if enough(split):
+            continue
+        days = next((d for d in range(train_days + 1, 3660) if enough(_family_samples(io, seq_len, target.span, d)[1])),
+                    None)
+        raise ValueError(
+            f"{flag} {spec}: a {train_days}-day training window gives {name} {split[0]} training, {split[1]} "
+            f"validation and {split[2]} test samples (a sample needs {window} input bars and its {target.span}-bar "
+            f"label inside one split of the window, cut 70/15/15 %): train on at least {days} days, "
+            f"e.g. {flag} {days}:{spec.split(':')[1]}")
 
 
 def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, context_bars: int) -> Path:
@@ -164,7 +206,7 @@ def nightly_kwargs(cfg: Any) -> dict[str, Any]:
 
 def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,
                      train_kwargs: dict | None = None, work: Path | None = None,
-                     runner: "Runner | None" = None) -> "BacktestResult":
+                     runner: "Runner | None" = None, flag: str = "--walk-forward") -> "BacktestResult":
     """Train every fold x family as jobs on the runner (all at once on Ray), then trade each fold's
     test window with its fold's models in one engine run, and report every fold."""
     import tempfile
@@ -174,12 +216,13 @@ def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Pa
     from daemon.research.report import fold_summaries
     from daemon.store import Store
 
-    train_days, test_days = parse_spec(spec)
+    train_days, test_days = parse_spec(spec, flag)
+    kwargs = {**nightly_kwargs(plan.cfg), **(train_kwargs or {})}
+    check_fold_sizes(train_days, dirs, kwargs, spec, flag)  # minutes, not after a family has trained
     folds = plan_folds(plan.start_ms, plan.end_ms, train_days, test_days)
     every = load_streams(data_dir, discover(data_dir), plan.trigger)  # training may use every file
     with tempfile.TemporaryDirectory(prefix="sigd-wf-") as tmp:
         root = work or Path(tmp)
-        kwargs = {**nightly_kwargs(plan.cfg), **(train_kwargs or {})}
         jobs = [j for fold in folds for j in fold_jobs(fold, every, plan.trigger, dirs, root, kwargs)]
         refs = run_fold_jobs(jobs, runner)
         test = Plan(plan.cfg, plan.tape, plan.order, plan.trigger, folds[0].test_start, folds[-1].test_end)
@@ -213,12 +256,14 @@ def walk_forward_command(args: Any) -> int:
     cfg = config_mod.load(args.config)
     logging.setup(cfg.log.level, cfg.log.format)  # progress lines off a terminal are info events
     try:
-        parse_spec(args.folds, "--folds")  # before a Ray start-up, so a typo fails at once
+        # before a Ray start-up: a typo or a window too short for the models fails at once
+        dirs = artifact_dirs(cfg, args.model_dir)
+        check_fold_sizes(parse_spec(args.folds, "--folds")[0], dirs, nightly_kwargs(cfg), args.folds, "--folds")
         report_dir(args.report)
         runner = runner_from_config(cfg.research, kind=args.runner, address=args.address, num_cpus=args.num_cpus)
         trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
         plan = make_plan(cfg, load_streams(Path(args.data), live_order(cfg), trigger), args.start, args.end)
-        result = run_walk_forward(plan, Path(args.data), args.folds, artifact_dirs(cfg, args.model_dir), runner=runner)
+        result = run_walk_forward(plan, Path(args.data), args.folds, dirs, runner=runner, flag="--folds")
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"sigd walk-forward: {exc}", file=sys.stderr)
         return 1

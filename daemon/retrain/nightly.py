@@ -266,7 +266,8 @@ class Retrainer:
         research). Its verdict goes into the artifact's JSON; shadow mode reads it at the swap. A
         validation that cannot run is logged and the promotion goes on (no verdict: shadow mode)."""
         start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.cutoff / 1000))
-        argv = [self.python, "-m", "daemon", "compare", "--validate", str(art), "--data", str(run.data / "all"),
+        argv = [self.python, "-m", "daemon", "compare", "--validate", str(art), "--write-verdict",
+                "--data", str(run.data / "all"),
                 "--from", start, "--symbols", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
                 "--out", str(run.stage / "validation")] + (["-c", self.cfg.source] if self.cfg.source else [])
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 COMMANDS: dict[str, str] = {
     "run": "daemon.service.app:run_command",
@@ -29,13 +29,22 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as ONE line naming the flag (not the whole usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=None, help="config file (default: the repo's config.toml)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole `sigd` argument parser."""
-    parser = argparse.ArgumentParser(prog="sigd", description="Live-trading signal daemon for crypto.")
+    from daemon.retrain import cli_args  # argparse only: the research flags' types beside the runner's
+
+    parser = Parser(prog="sigd", description="Live-trading signal daemon for crypto.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon (the local exchange too, when configured)")
@@ -78,36 +87,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model and write an artifact")
     _config_arg(p)
     p.add_argument("--model", required=True)
-    p.add_argument("--preset", default="small", choices=["tiny", "small", "seed"])
-    p.add_argument("--data", nargs="+", default=None,
+    p.add_argument("--preset", default="small", choices=cli_args.PRESETS)
+    p.add_argument("--data", nargs="+", default=None, type=cli_args.existing_dir,
                    help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)")
     p.add_argument("--symbols", nargs="+", default=None, help="first = primary (default: ETH/USDT BTC/USDT)")
     p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC: first 1m bar used")
     p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC: end of the 1m bars used (exclusive)")
     p.add_argument("--mode", default="classification", choices=["classification", "regression"])
-    p.add_argument("--horizon", type=int, default=15, help="bars ahead for the class label")
-    p.add_argument("--label-threshold", type=float, default=0.002, help="|forward return| for LONG/SHORT")
-    p.add_argument("--neutral-zone", type=float, default=0.001, help="|forward return| below which FLAT")
-    p.add_argument("--hold", type=int, default=None, help="holding period in bars for the threshold rule (default: --horizon)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=0, help="0 = chosen from available memory")
-    p.add_argument("--max-batches", type=int, default=0, help="training batches per epoch (0 = all)")
-    p.add_argument("--max-val", type=int, default=0, help="validation samples for the per-epoch loss (0 = all)")
+    p.add_argument("--horizon", type=cli_args.at_least(1), default=15, help="bars ahead for the class label")
+    p.add_argument("--label-threshold", type=cli_args.number(0, above=True), default=0.002,
+                   help="|forward return| for LONG/SHORT")
+    p.add_argument("--neutral-zone", type=cli_args.number(0, above=False), default=0.001,
+                   help="|forward return| below which FLAT")
+    p.add_argument("--hold", type=cli_args.at_least(0), default=None,
+                   help="holding period in bars for the threshold rule (default: --horizon)")
+    p.add_argument("--epochs", type=cli_args.at_least(0), default=None)
+    p.add_argument("--batch-size", type=cli_args.at_least(0), default=0, help="0 = chosen from available memory")
+    p.add_argument("--max-batches", type=cli_args.at_least(0), default=0, help="training batches per epoch (0 = all)")
+    p.add_argument("--max-val", type=cli_args.at_least(0), default=0,
+                   help="validation samples for the per-epoch loss (0 = all)")
     p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "plateau"])
-    p.add_argument("--jitter", type=float, default=0.0, help="augmentation: noise sd on scaled training inputs")
-    p.add_argument("--scaling", type=float, default=0.0, help="augmentation: per-sample scale sd (training only)")
+    p.add_argument("--jitter", type=cli_args.number(0, above=False, below=1), default=0.0, help="augmentation: noise sd on scaled training inputs")
+    p.add_argument("--scaling", type=cli_args.number(0, above=False, below=1), default=0.0, help="augmentation: per-sample scale sd (training only)")
     p.add_argument("--out", default=None, help="artifact output directory (default: runs/train/<model>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser("backtest", help="replay recorded bars through the live pipeline")
     _config_arg(p)
-    p.add_argument("--data", required=True, help="tape directory")
+    p.add_argument("--data", required=True, type=cli_args.existing_dir, help="tape directory")
     p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC; earlier bars only warm up")
     p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC")
     p.add_argument("--model-dir", default=None)
     p.add_argument("--report", default=None, help="report directory")
-    p.add_argument("--walk-forward", default=None, metavar="TRAIN_DAYS:TEST_DAYS")
+    p.add_argument("--walk-forward", default=None, type=cli_args.days_spec, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
     p.add_argument("--symbols", default=None, metavar="A,B,C",
                    help="trade these symbols (one portfolio, one engine) instead of exchange.symbols")
@@ -118,8 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
                   install=True)
     add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
                   install=False)
-
-    from daemon.retrain import cli_args  # argparse only: research flags beside the runner's
 
     cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))

@@ -26,6 +26,12 @@ class Notifier:
         self.watchdog_s: float | None = int(usec) / 1e6 if usec.isdigit() and int(usec) > 0 and mine else None
 
     @property
+    def keepalive_s(self) -> float | None:
+        """Seconds between two WATCHDOG=1: half the interval, as sd_watchdog_enabled(3) advises
+        (one late keep-alive still leaves the other half); None without a watchdog."""
+        return self.watchdog_s / 2 if self.watchdog_s else None
+
+    @property
     def enabled(self) -> bool:
         """True when running under systemd with a notify socket."""
         return self.address is not None

@@ -73,14 +73,19 @@ class Freshness:
 async def keepalive(notifier: Notifier, freshness: Freshness, stop: asyncio.Event,
                     status_line: Callable[[], str], status_interval_s: float) -> None:
     """Feed the watchdog while bars are fresh; refresh STATUS=; return when `stop` is set."""
-    period = min(notifier.watchdog_s / 2, status_interval_s) if notifier.watchdog_s else status_interval_s
+    # Health is looked at every tick; a keep-alive goes out every half interval (keepalive_s),
+    # and at once when health returns after a starved spell.
+    every = notifier.keepalive_s
+    period = min(every, status_interval_s) if every else status_interval_s
     last_status = 0.0
+    last_ping = float("-inf")
     was_fresh = True
     while not stop.is_set():
         fresh, why = freshness.healthy()
-        if fresh and notifier.watchdog_s:
+        if fresh and every and (not was_fresh or time.monotonic() - last_ping + period / 2 >= every):
             notifier.watchdog()
             _KEEPALIVES.inc()
+            last_ping = time.monotonic()
         if not fresh:
             _STARVED.inc()
             if was_fresh:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from daemon.domain import Side
@@ -10,6 +12,11 @@ from tests.conftest import REPO
 from tests.pipeline_builders import random_bars
 
 START_2025 = 1_735_689_600_000  # 2025-01-01T00:00Z
+# The recorded probabilities were computed on another CPU: float32 kernels differ in their last
+# bits between CPUs (0.3789364695549011 here, 0.3789364993572235 where it was recorded, 8e-8
+# apart), so a probability is compared to 1e-6 relative. A model that moved would differ by
+# far more; the sides must still be exactly the recorded ones.
+RTOL = 1e-6
 
 
 @pytest.mark.parametrize("name", ["cnn_lstm_attn", "mtf_transformer"])
@@ -35,19 +42,21 @@ def test_shipped_artifact_loads_and_predicts(name: str) -> None:
 
 def test_shipped_artifacts_still_give_the_predictions_they_gave_before_the_family_refactor() -> None:
     # Recorded with the code before models became families (the same windows, the same
-    # artifacts): the refactor and the scores mapping must not move a single probability.
-    import json
-
+    # artifacts): the refactor and the scores mapping must not move a probability beyond
+    # float32 rounding.
     recorded = json.loads((REPO / "tests" / "models" / "shipped_predictions.json").read_text())
     start = START_2025
     for name, rows in recorded.items():
         pred = Predictor.load(REPO / "models" / "artifacts" / name, device="cpu")
         for seed, row in enumerate(rows):
             end = start - seed * 3_600_000
-            w = {"1m": random_bars(600, start_ms=end - 600 * 60_000, seed=seed),
-                 "1h": random_bars(600, "1h", start_ms=end - 600 * 3_600_000, vol=0.01, seed=seed + 10),
-                 "1d": random_bars(600, "1d", start_ms=end - 600 * 86_400_000, vol=0.03, seed=seed + 20),
-                 "btc_1m": random_bars(600, start_ms=end - 600 * 60_000, price=60000.0, seed=seed + 30)}
+            w = {
+                "1m": random_bars(600, start_ms=end - 600 * 60_000, seed=seed),
+                "1h": random_bars(600, "1h", start_ms=end - 600 * 3_600_000, vol=0.01, seed=seed + 10),
+                "1d": random_bars(600, "1d", start_ms=end - 600 * 86_400_000, vol=0.03, seed=seed + 20),
+                "btc_1m": random_bars(600, start_ms=end - 600 * 60_000, price=60000.0, seed=seed + 30),
+            }
             p = pred.predict(w, int(w["1m"][-1, 0]))
-            assert list(p.probs) == row["probs"] and int(p.side) == row["side"], (name, seed)
-            assert p.confidence == row["confidence"]
+            assert list(p.probs) == pytest.approx(row["probs"], rel=RTOL), (name, seed)
+            assert int(p.side) == row["side"], (name, seed)
+            assert p.confidence == pytest.approx(row["confidence"], rel=RTOL), (name, seed)

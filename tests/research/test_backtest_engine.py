@@ -147,8 +147,9 @@ def test_command_refuses_bad_input_clearly(world: Path, write_config, tmp_path: 
     assert main(base + ["--data", str(data)]) == 1
     err = capsys.readouterr().err
     assert "ETH_USDT-1h.csv.gz" in err and "line 2" in err  # names the file and the line
-    assert main(base + ["--data", str(world / "data"), "--walk-forward", "7"]) == 1
-    assert "TRAIN_DAYS:TEST_DAYS" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a usage error at parse time, naming the flag
+        main(base + ["--data", str(world / "data"), "--walk-forward", "7"])
+    assert usage.value.code == 2 and "argument --walk-forward: '7': expected TRAIN_DAYS:TEST_DAYS" in capsys.readouterr().err
 
 
 def test_forked_workers_give_the_one_process_table(world: Path, cfg: config.Config, tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def test_compare_command_reports_bad_input(tmp_path: Path, capsys: pytest.Captur
     assert rc == 1 and "days of data" in capsys.readouterr().err
 
 
-def test_validate_writes_the_gate_into_the_artifact(tmp_path: Path, tiny_artifacts: dict[str, Path],
+def test_validate_writes_the_gate_into_the_artifact_only_when_asked(tmp_path: Path, tiny_artifacts: dict[str, Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
@@ -122,13 +122,19 @@ def test_validate_writes_the_gate_into_the_artifact(tmp_path: Path, tiny_artifac
                "--from", iso(trained - leaderboard.DAY_MS)])
     assert rc == 1 and "inside what it was trained on" in capsys.readouterr().err
     assert "validation" not in read_meta(art)
-    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "v"),
-               "--from", iso(late), "--to", iso(late + leaderboard.DAY_MS // 2), "--prior-trials", "9"])
+    window = ["--from", iso(late), "--to", iso(late + leaderboard.DAY_MS // 2), "--prior-trials", "9"]
+    before = (art / "artifact.json").read_bytes()
+    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "look"), *window])
     out = capsys.readouterr().out
-    assert rc == 0 and ("FAIL" in out or "PASS" in out)
+    assert rc == 0 and ("FAIL" in out or "PASS" in out) and "artifacts untouched" in out
+    assert (art / "artifact.json").read_bytes() == before  # a look at an artifact does not rewrite it
+    looked = json.loads((tmp_path / "look" / "validation.json").read_text())[0]
+    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "v"), *window,
+               "--write-verdict"])
+    assert rc == 0 and "into each artifact.json" in capsys.readouterr().out
     meta = read_meta(art)
     block = meta["validation"]
     assert block["n_trials"] == 10 and block["decisions"] > 600 and block["window"][0] == iso(late)[:-1] + ":00Z"
     assert validation_verdict(meta)[0] is block["passed"]
     assert meta["version"] == version and load_artifact(art)[1]["version"] == version  # weights untouched
-    assert json.loads((tmp_path / "v" / "validation.json").read_text())[0]["why"] == block["why"]
+    assert json.loads((tmp_path / "v" / "validation.json").read_text())[0]["why"] == block["why"] == looked["why"]

@@ -168,3 +168,26 @@ async def test_nightly_retrain_on_ray_trains_every_model_and_keeps_uris(
         row = store.current_model(o.model)
         assert row["path"].startswith("file:///") and local_path(row["path"]) == Path(o.path)
         assert (Path(o.path) / "model.safetensors").is_file()
+
+
+def test_a_trial_that_fails_by_itself_is_not_retried_and_a_study_of_failures_fails(
+        ray_local: None, world, tmp_path: Path, write_config) -> None:
+    # horizon 0 is refused by the target (ValueError) inside every trial: deterministic, so it is
+    # the trial's result, not a retry (a retried trial would come back as "worker lost")
+    from daemon.research.tune import run_tune
+
+    data, _ = world
+    cfg = config_mod.load(write_config(TEST_CONFIG + "\n[research]\nsearch = { horizon = [0, 0] }\n"))
+    with pytest.raises(RuntimeError) as err:
+        run_tune(cfg, _tune_args(data, tmp_path / "tune", trials=2))
+    assert str(err.value) == ("every trial failed (2): cnn_lstm_attn: ValueError: horizon must be >= 1 bar, got 0")
+    assert not (tmp_path / "tune" / "t" / "leaderboard.json").exists()
+
+
+def test_a_board_where_nobody_traded_says_so_plainly() -> None:
+    from daemon.research.tune import no_trades_note
+
+    idle = [{"family": "gru", "score": 0.0, "trades": 0}, {"family": "gru", "score": 0.0, "trades": 0}]
+    assert no_trades_note(idle).startswith("every trial scored 0 because none traded: no model of the 2 trials")
+    assert no_trades_note([*idle, {"family": "gru", "score": 0.4, "trades": 3}]) is None
+    assert no_trades_note([]) is None

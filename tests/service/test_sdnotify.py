@@ -82,3 +82,36 @@ async def test_watchdog_is_fed_only_while_bars_are_fresh(tmp_path: Path) -> None
         assert b"WATCHDOG=1" in drain()
         stop.set()
         await asyncio.wait_for(task, 1)
+
+
+async def test_keepalives_go_out_every_half_interval_not_every_status_tick(tmp_path: Path) -> None:
+    # WatchdogSec=120 with [service] status_interval_s = 15 pinged every 15 s; the keep-alive
+    # period is half the interval (60 s there), here scaled down: 400 ms interval, 50 ms ticks.
+    import asyncio
+
+    from daemon.domain import Bar
+    from daemon.service.watchdog import Freshness, keepalive
+
+    path = str(tmp_path / "half.sock")
+    fresh = Freshness(stale_after_s=60.0)
+    fresh.stamp(Bar("ETH/USDT", "1m", 0, 1, 1, 1, 1, 1))
+    stop = asyncio.Event()
+    with _receiver(path) as sock:
+        sock.setblocking(False)
+        n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+        assert n.keepalive_s == 0.2
+        task = asyncio.create_task(keepalive(n, fresh, stop, lambda: "running", status_interval_s=0.05))
+        got: list[bytes] = []
+        end = asyncio.get_running_loop().time() + 1.05
+        while asyncio.get_running_loop().time() < end:  # drain as it goes: a full queue blocks the sender
+            await asyncio.sleep(0.02)
+            while True:
+                try:
+                    got.append(sock.recv(4096))
+                except BlockingIOError:
+                    break
+        stop.set()
+        await asyncio.wait_for(task, 1)
+    pings = got.count(b"WATCHDOG=1")
+    assert 4 <= pings <= 7, got  # about 1.05 / 0.2 + the first; every status tick would be ~21
+    assert sum(1 for g in got if g.startswith(b"STATUS=")) >= 10  # STATUS= still every tick
