@@ -158,6 +158,8 @@ class Engine(PortfolioCycle):
             state.load(self.store, legacy=i == 0)
         if self.rebalancer is not None:
             self.rebalancer.load(self.store)
+        if self.ledgers is not None:
+            self.ledgers.load(self.store)
         await self.broker.start()
         log.info("engine_started", symbols=list(self.symbols), trigger=self.trigger_timeframe, mode=self.broker.mode,
                  models=sorted(self.predictors), paused=self.paused,
@@ -230,6 +232,7 @@ class Engine(PortfolioCycle):
                 if self.ledgers is not None:  # every model's answers, the shadow ones too
                     self.ledgers.on_cycle(max(j.bar.ts for j in jobs), {j.bar.symbol: j.bar.close for j in jobs},
                                           {j.bar.symbol: a for j, a in zip(jobs, answers)})
+                    self.ledgers.save(self.store)
                 log.info("decision_cycle", **self.cycle_line(jobs, outcomes, plan))
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))

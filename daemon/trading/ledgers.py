@@ -19,6 +19,7 @@ buys equal weights (gross_cap / N) at its first cycle and never trades again.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from daemon.domain import Prediction, Side
 from strategies.portfolio import PortfolioSpec, drift, rebalance_cost, target_weights, turnover
 
 FLAT, HOLD = "always_flat", "buy_and_hold"  # the two baseline books
+KV_LEDGERS = "shadow.ledgers"  # the books, so a restart goes on with them
 CURVE_POINTS = 240  # equity points kept per book for the status and the dashboard
 
 
@@ -88,6 +90,23 @@ class Book:
         if self.peak > 0:
             self.max_drawdown = max(self.max_drawdown, 1.0 - self.equity / self.peak)
         self.curve.append((ts, round(self.equity, 6)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state (the store keeps it between runs)."""
+        return {"equity": self.equity, "weights": self.weights.tolist(), "peak": self.peak,
+                "max_drawdown": self.max_drawdown, "turnover": self.turnover, "costs": self.costs,
+                "signals": self.signals, "fills": self.fills, "cycles": self.cycles, "curve": list(self.curve),
+                "last_signals": list(self.last_signals)}
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> "Book":
+        """Inverse of to_dict."""
+        book = cls(name, float(raw["equity"]), np.asarray(raw["weights"], dtype=np.float64), float(raw["peak"]),
+                   float(raw["max_drawdown"]), float(raw["turnover"]), float(raw["costs"]), int(raw["signals"]),
+                   int(raw["fills"]), int(raw["cycles"]))
+        book.curve.extend(tuple(p) for p in raw["curve"])  # type: ignore[misc]
+        book.last_signals.extend(raw["last_signals"])
+        return book
 
     def status(self, symbols: Sequence[str], prices: np.ndarray | None, starting: float) -> dict[str, Any]:
         amounts = {}
@@ -155,6 +174,27 @@ class ShadowLedgers:
         if known.any():
             target[known] = min(self.spec.gross_cap, 1.0) / int(known.sum())
         return target
+
+    def save(self, store: Any) -> None:
+        """Keep the books in the store (one kv row, its own commit)."""
+        raw = {"symbols": list(self.symbols), "starting": self.starting,
+               "prev": [None if not math.isfinite(p) else p for p in self.prev.tolist()],
+               "books": {n: b.to_dict() for n, b in self.books.items()}}
+        with store.transaction():
+            store.set_kv(KV_LEDGERS, json.dumps(raw))
+
+    def load(self, store: Any) -> bool:
+        """Go on with the books a previous run kept, when it traded the same symbols from the
+        same balance; False (fresh books) otherwise."""
+        text = store.get_kv(KV_LEDGERS)
+        if not text:
+            return False
+        raw = json.loads(text)
+        if raw.get("symbols") != list(self.symbols) or raw.get("starting") != self.starting:
+            return False
+        self.prev = np.array([math.nan if p is None else p for p in raw["prev"]], dtype=np.float64)
+        self.books = {n: Book.from_dict(n, b) for n, b in raw["books"].items()}
+        return True
 
     def brief(self) -> dict[str, str]:
         """Each book's equity and shadow fills so far, for the cycle's log line."""

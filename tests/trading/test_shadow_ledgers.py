@@ -97,3 +97,38 @@ async def test_each_model_ledger_equals_its_own_backtest(tmp_path, trading: str 
     text = "\n".join(render_ledgers(engine.status()["ledgers"]))
     assert "fast" in text and "buy_and_hold" in text and "always_flat" in text
     await engine.close()
+
+
+async def test_the_ledgers_go_on_after_a_restart(tmp_path) -> None:
+    warm, n, cut = 6, 30, 18
+    _, bars = closes_and_bars(n)
+    fast = MomentumPredictor("fast", key="1h", lookback=2, k=80.0)
+    rings = Buffers()
+    for s in SYMBOLS:
+        rings.add(s, "1h", 64)
+    store = Store(tmp_path / "s.sqlite")
+
+    def engine() -> Engine:
+        return Engine(store=store, buffers=rings, predictors={"fast": fast}, sink=ListSink(),
+                      broker=PaperBroker(store, ListSink()), symbols=SYMBOLS, timeframes=("1h",),
+                      trigger_timeframe="1h", wait_for_decision=True,
+                      ledgers=ShadowLedgers(SYMBOLS, SPEC, periods_per_year=PPY, cost_rate=COST,
+                                            starting_balance=10_000.0))
+
+    first = engine()
+    await first.start()
+    for i in range(n):
+        for s in SYMBOLS:
+            rings.append(bars[s][i])
+            if i == cut:  # the process ends here; a new one starts on the same state file
+                if first is not None:
+                    await first.close()
+                    first = None
+                    second = engine()
+                    await second.start()
+            if i >= warm:
+                await (first or second).on_bar(bars[s][i])
+    book = second.ledgers.status()["books"]["fast"]
+    assert book["cycles"] == n - warm
+    assert book["equity"] == pytest.approx(backtest_equity(fast, bars, warm, 10_000.0), abs=1e-4)
+    await second.close()
