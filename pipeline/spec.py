@@ -9,17 +9,20 @@ train it again. Artifacts written before it existed get one rebuilt from their J
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from models.targets import TargetSpec
 import strategies.threshold as thr
+from models.labels import LabelSpec
+from models.targets import TargetSpec
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = (str(REPO / "daemon" / "localexchange" / "tape"),)
 DEFAULT_SYMBOLS = ("ETH/USDT", "BTC/USDT")
 SCHEDULERS = ("cosine", "onecycle", "plateau")
+DECISION_TIMEFRAMES = ("1m", "1h", "4h", "1d")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class TrainSpec:
     start: str | None = None  # ISO date/time of the first primary bar (inclusive)
     end: str | None = None  # ... and the end (exclusive)
     target: TargetSpec = field(default_factory=TargetSpec)
+    # panel (pooled, cross-sectional) training: which target family -- triple barrier, forward
+    # return, meta-label, vol forecast (models/labels.py); None for the per-symbol window models
+    label: LabelSpec | None = None
     epochs: int = 0  # 0 = the loop's default (models.fit.FitConfig)
     batch_size: int = 0  # 0 = chosen from free memory
     max_batches: int = 0  # training batches per epoch; 0 = the whole split
@@ -46,6 +52,9 @@ class TrainSpec:
     device: str = "auto"
     fee: float = thr.DEFAULT_FEE  # per side, for the threshold search and the reported Sharpe
     hold: int = 0  # the threshold rule's holding period in bars; 0 = the target's span
+    # Where the model's decisions are made (sigd compare's setup trigger): its out-of-sample
+    # validation decides at these bar closes only, not on every 1m bar.
+    decision_timeframe: str = "1m"
 
     def __post_init__(self) -> None:
         for key in ("data_dirs", "symbols"):
@@ -64,13 +73,15 @@ class TrainSpec:
                 raise ValueError(f"TrainSpec.{key}: must be in [0, 1), got {getattr(self, key)}")
         if not self.lr > 0:
             raise ValueError(f"TrainSpec.lr: must be > 0, got {self.lr}")
+        if self.decision_timeframe not in DECISION_TIMEFRAMES:
+            raise ValueError(f"TrainSpec.decision_timeframe: {self.decision_timeframe!r} is not one of {DECISION_TIMEFRAMES}")
 
     @property
     def hold_bars(self) -> int:
         """The holding period the threshold is optimized with."""
         return self.hold or self.target.span
 
-    def replace(self, **changes: Any) -> "TrainSpec":
+    def replace(self, **changes: Any) -> TrainSpec:
         """A copy with some fields changed (checked again)."""
         return dataclasses.replace(self, **changes)
 
@@ -78,11 +89,11 @@ class TrainSpec:
         """JSON-ready form (saved in the artifact as `train_spec`)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.update(config=dict(self.config), data_dirs=list(self.data_dirs), symbols=list(self.symbols),
-                   target=self.target.to_dict())
+                   target=self.target.to_dict(), label=self.label.to_dict() if self.label else None)
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainSpec:
         """Inverse of to_dict; an unknown key is an error naming it."""
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - known):
@@ -90,6 +101,8 @@ class TrainSpec:
         fields = dict(d)
         if "target" in fields:
             fields["target"] = TargetSpec.from_dict(fields["target"])
+        if fields.get("label") is not None:
+            fields["label"] = LabelSpec.from_dict(fields["label"])
         return cls(**fields)
 
 

@@ -7,15 +7,7 @@ import argparse
 import math
 
 from daemon.retrain import cli_args  # argparse only
-from models.registry import FAMILIES  # a dict of names: no torch
-
-
-def family_name(text: str) -> str:
-    """An argparse type: a registered model family, else a usage error naming it and the known ones
-    (at parse time, before any data is read)."""
-    if text not in FAMILIES:
-        raise argparse.ArgumentTypeError(f"unknown model family {text!r}; known: {', '.join(FAMILIES)}")
-    return text
+from daemon.retrain.cli_args import family_name
 
 
 def fee_fraction(text: str) -> float:

@@ -8,7 +8,17 @@ import math
 import os
 from typing import Callable
 
+from models.registry import FAMILIES  # a dict of names: no torch
+
 PRESETS = ("tiny", "small", "seed")  # every family's size presets (models/*.py PRESETS)
+
+
+def family_name(text: str) -> str:
+    """An argparse type: a registered model family, else a usage error naming it and the known ones
+    (at parse time, before any data is read)."""
+    if text not in FAMILIES:
+        raise argparse.ArgumentTypeError(f"unknown model family {text!r}; known: {', '.join(FAMILIES)}")
+    return text
 
 
 def existing_dir(text: str) -> str:

@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "install-service": "daemon.service.install:install_command",
     "uninstall-service": "daemon.service.install:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
+    "calibrate": "daemon.research.calibration:calibrate_command",
+    "research": "daemon.research.hourly:research_command",
 }
 
 
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and write an artifact")
     _config_arg(p)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, type=cli_args.family_name)
     p.add_argument("--preset", default="small", choices=cli_args.PRESETS)
     p.add_argument("--data", nargs="+", default=None, type=cli_args.existing_dir,
                    help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)")
@@ -136,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
     importlib.import_module("daemon.research.compare_args").add_arguments(p)
+    p = sub.add_parser("calibrate", help="the gate's power: detection rate of a planted edge vs its Sharpe, noise passes")
+    importlib.import_module("daemon.research.calibration").add_arguments(p)
+    p = sub.add_parser("research", help="hourly leaderboard: pooled families x targets x 1h/4h/1d in CPCV, PBO, baselines")
+    importlib.import_module("daemon.research.hourly").add_arguments(p)
     return parser
 
 
