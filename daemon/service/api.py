@@ -411,6 +411,9 @@ def render_status(s: Mapping[str, Any]) -> str:
     rt = s.get("retrain") or {}
     if rt:
         lines.append(f"retrain: last {rt.get('last_outcome', 'never')}  next {rt.get('next_run', '?')}")
+    from daemon.trading.ledgers import render_ledgers
+
+    lines += render_ledgers(s.get("ledgers"))
     return "\n".join(lines)
 
 
