@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from daemon.domain import timeframe_ms
 from models.panel import Panel, resample_panel
@@ -87,6 +86,9 @@ def log_returns(close: np.ndarray) -> np.ndarray:
 
 def rolling(a: np.ndarray, window: int, how: str, min_frac: float = 0.8) -> np.ndarray:
     """Trailing rolling statistic over `window` rows, needing min_frac of them finite."""
+    import pandas as pd  # here, not at the top: pipeline.spec reaches this module from `sigd run`,
+    # whose process stays without pandas (~100 MB; tests/service/test_run_imports.py)
+
     r = pd.DataFrame(a).rolling(window, min_periods=max(2, int(window * min_frac)))
     return getattr(r, how)().to_numpy()
 
@@ -94,6 +96,8 @@ def rolling(a: np.ndarray, window: int, how: str, min_frac: float = 0.8) -> np.n
 def xs_rank(a: np.ndarray) -> np.ndarray:
     """Percentile rank across the columns of each row, centred: -0.5 (lowest) .. 0.5 (highest);
     NaN stays NaN and is not ranked; a row with one value ranks it 0."""
+    import pandas as pd  # kept off the `sigd run` path, as in rolling()
+
     pct = pd.DataFrame(a).rank(axis=1, pct=True).to_numpy()
     n = np.isfinite(a).sum(axis=1, keepdims=True)
     # rank 1..n mapped to -0.5..0.5: (pct*n - 1) / (n - 1) - 0.5

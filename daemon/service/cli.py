@@ -163,7 +163,7 @@ def _cross_check(args: argparse.Namespace) -> tuple[str, str] | None:
         dirs = [data] if isinstance(data, str) else list(data)
         for symbol in symbols:
             stem = symbol.replace("/", "_") + "-"
-            if not any(f.name.startswith(stem) for d in dirs if os.path.isdir(d) for f in os.scandir(d)):
+            if not any(name.startswith(stem) for d in dirs if os.path.isdir(d) for name in os.listdir(d)):
                 return "--symbols", f"{symbol!r} has no tape file ({stem}<timeframe>.csv[.gz]) in --data {' '.join(dirs)}"
     return None
 

@@ -48,8 +48,8 @@ def test_sigd_train_refuses_a_bad_device_or_date_in_one_line(tmp_path: Path) -> 
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "device 'tpu': not a torch device" in res.stderr
     res = _sigd_train("--model", "tcn", "--preset", "tiny", "--from", "2025-13-01", "--out", str(tmp_path / "y"))
-    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    assert "--from '2025-13-01': not an ISO 8601 instant" in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]  # a usage error, at parse time
+    assert "argument --from: '2025-13-01' is not an ISO 8601 instant" in res.stderr
 
 
 def test_sigd_train_on_cuda_without_a_gpu_says_so(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from daemon import config
 from daemon.research import replay
 from daemon.service.cli import main
 from daemon.research.report import curves, iso
-from tests.backtest_builders import T0, TEST_CONFIG, tiny_world
+from tests.backtest_builders import T0, TEST_CONFIG, set_threshold, tiny_world
 
 MIN = 60_000
 FROM, TO = T0 + 300 * MIN, T0 + 600 * MIN  # 300 trigger bars
@@ -41,10 +41,22 @@ def _predictors(world: Path) -> dict:
     return backtest.load_predictors(backtest.artifact_dirs(config.Config(), str(world / "models")))
 
 
-def test_batched_inference_gives_the_bar_by_bar_run(world: Path, cfg: config.Config) -> None:
+def _trading_models(world: Path, cfg: config.Config, out: Path) -> Path:
+    """The world's tiny models with each threshold at the median of its own confidence, so that
+    about half the bars call a side: a barely trained model answers nearly the same everywhere,
+    and a comparison of runs needs decisions that change."""
+    models = Path(shutil.copytree(world / "models", out))
+    first = backtest.run_backtest(_plan(cfg, world / "data"), _predictors(out.parent), batch=True)
+    for m in first.models:
+        set_threshold(models / m.name, float(np.median(np.maximum(m.probs[:, 0], m.probs[:, 2]))))
+    return models
+
+
+def test_batched_inference_gives_the_bar_by_bar_run(world: Path, cfg: config.Config, tmp_path: Path) -> None:
     plan = _plan(cfg, world / "data")
-    fast = backtest.run_backtest(plan, _predictors(world), batch=True)
-    slow = backtest.run_backtest(plan, _predictors(world), batch=False)
+    _trading_models(world, cfg, tmp_path / "models")
+    fast = backtest.run_backtest(plan, _predictors(tmp_path), batch=True)
+    slow = backtest.run_backtest(plan, _predictors(tmp_path), batch=False)
     assert len(fast.signals) > 3 and len(fast.fills) > 3  # the comparison has something to compare
     assert _decisions(fast.signals) == _decisions(slow.signals)
     assert [s["confidence"] for s in fast.signals] == pytest.approx([s["confidence"] for s in slow.signals], abs=1e-6)
@@ -139,8 +151,10 @@ def test_command_writes_the_report(world: Path, write_config, tmp_path: Path, ca
 def test_command_refuses_bad_input_clearly(world: Path, write_config, tmp_path: Path, capsys) -> None:
     cfg_path = write_config(TEST_CONFIG)
     base = ["backtest", "-c", str(cfg_path), "--model-dir", str(world / "models")]
-    assert main(base + ["--data", str(world / "data"), "--from", "yesterday"]) == 1
-    assert "--from 'yesterday': not an ISO 8601 instant" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a usage error at parse time, before any data is read
+        main(base + ["--data", str(world / "data"), "--from", "yesterday"])
+    assert usage.value.code == 2
+    assert "argument --from: 'yesterday' is not an ISO 8601 instant" in capsys.readouterr().err
     data = shutil.copytree(world / "data", tmp_path / "data")
     with gzip.open(data / "ETH_USDT-1h.csv.gz", "wt") as fh:
         fh.write("timestamp,open,high,low,close,volume\n3600000,2,3,1,2,oops\n")
