@@ -234,3 +234,63 @@ async def test_daily_summary_shows_each_shadow_ledger_beside_the_baselines(store
     assert f"equity {expected['alpha']['equity']:.2f}" in alpha and f"pnl {expected['alpha']['pnl']:+.2f}" in alpha
     assert "drawdown" in alpha and "(max " in alpha
     await notifier.stop(0.1)
+
+
+async def test_engine_cycles_reach_only_the_opted_in_webhook(secrets: None, tmp_path: Path) -> None:
+    """The whole path: the engine's decision cycles on the bundled May 2021 tape (6 symbols, 1h),
+    one model in shadow mode, the real Notifier as its sink, two webhook receivers on loopback."""
+    from daemon.market.bars import Buffers
+    from daemon.trading.engine import Engine
+    from daemon.trading.paper import PaperBroker
+    from daemon.trading.rebalance import YEAR_MS, Rebalancer
+    from daemon.trading.scoring import Shadow
+    from tests.engine_parts import MomentumPredictor
+    from tests.trading.test_shadow_ledgers import SPEC, SYMBOLS as TAPE_SYMBOLS, closes_and_bars
+
+    warm, n = 6, 24
+    _, bars = closes_and_bars(n)
+    opted, plain = WebhookReceiver(SECRET_IN), WebhookReceiver(SECRET_OUT)
+    for server in (opted, plain):
+        await server.start()
+    store = Store(tmp_path / "engine.sqlite")
+    notifier = Notifier(alerts_config(webhooks=(replace(webhook("opted", opted.url, "TEST_WH_IN"), shadow=True),
+                                                webhook("plain", plain.url, "TEST_WH_OUT"))), store)
+    await notifier.start()
+    task = asyncio.create_task(notifier.run())
+    rings = Buffers()
+    for s in TAPE_SYMBOLS:
+        rings.add(s, "1h", 64)
+    books = ShadowLedgers(TAPE_SYMBOLS, SPEC, periods_per_year=YEAR_MS / HOUR, cost_rate=0.0015,
+                          starting_balance=10_000.0)
+    engine = Engine(store=store, buffers=rings, predictors={"fast": MomentumPredictor("fast", key="1h", lookback=2, k=80.0)},
+                    sink=notifier, broker=PaperBroker(store, notifier), symbols=TAPE_SYMBOLS, timeframes=("1h",),
+                    trigger_timeframe="1h", wait_for_decision=True,
+                    rebalancer=Rebalancer(SPEC, timeframe="1h", cost_rate=0.0015), ledgers=books)
+    engine.shadow = Shadow()
+    engine.shadow.demote("fast", "test: in shadow mode")
+    await engine.start()
+    for i in range(n):
+        for s in TAPE_SYMBOLS:
+            rings.append(bars[s][i])
+            if i >= warm:
+                await engine.on_bar(bars[s][i])
+    queued = [r for r in store.outbox_rows("webhook:opted") if r["type"] == "shadow_signal"]
+    assert queued, "the momentum model changed no side in 18 hours"
+    await eventually(lambda: sum(b["type"] == "shadow_signal" for b in opted.received) == len(queued),
+                     what="every shadow signal at the opted-in webhook")
+    await engine.close()
+    await notifier.stop(2.0)
+    await task
+    for server in (opted, plain):
+        await server.stop()
+    shadow = [b for b in opted.received if b["type"] == "shadow_signal"]
+    assert all(b["shadow"] is True and b["model"] == "fast" and b["state"] == "shadow" for b in shadow)
+    assert not any(b["type"] == "shadow_signal" or "shadow" in b for b in plain.received)
+    assert not store.outbox_rows("webhook:plain") or all(r["type"] != "shadow_signal"
+                                                          for r in store.outbox_rows("webhook:plain"))
+    # Each symbol's last shadow side is the side of the paper weight the model's book holds now.
+    last = {b["symbol"]: b["side"] for b in sorted(shadow, key=lambda b: b["bar_ts"])}
+    weights = dict(zip(TAPE_SYMBOLS, books.books["fast"].weights.tolist()))
+    for symbol, w in weights.items():
+        assert last.get(symbol, "FLAT") == ("LONG" if w > 0 else "SHORT" if w < 0 else "FLAT"), symbol
+    store.close()
