@@ -290,7 +290,7 @@ async def test_engine_cycles_reach_only_the_opted_in_webhook(secrets: None, tmp_
                                                           for r in store.outbox_rows("webhook:plain"))
     # Each symbol's last shadow side is the side of the paper weight the model's book holds now.
     last = {b["symbol"]: b["side"] for b in sorted(shadow, key=lambda b: b["bar_ts"])}
-    weights = dict(zip(TAPE_SYMBOLS, books.books["fast"].weights.tolist()))
+    weights = dict(zip(TAPE_SYMBOLS, books.books["fast"].weights.tolist(), strict=True))
     for symbol, w in weights.items():
         assert last.get(symbol, "FLAT") == ("LONG" if w > 0 else "SHORT" if w < 0 else "FLAT"), symbol
     store.close()
