@@ -11,6 +11,14 @@ from dataclasses import dataclass, field
 
 from daemon.typedtoml import require as _require
 
+SHADOW_SIGNAL = "shadow_signal"  # the event type of a shadow ledger's signal (daemon/events.py ShadowSignal)
+
+
+def _check_shadow(key: str, types: tuple[str, ...]) -> None:
+    # Shadow signals are taken through `shadow = true` alone, so one switch means one thing.
+    _require(SHADOW_SIGNAL not in types, f"{key}.types",
+             f"{SHADOW_SIGNAL!r} is not a type to list: set {key}.shadow = true to receive shadow signals")
+
 
 def is_loopback_url(url: str) -> bool:
     """True when the URL's host is 127.0.0.1, localhost or ::1."""
@@ -26,8 +34,10 @@ class WebhookConfig:
     url: str = ""
     secret_env: str = "SIGD_WEBHOOK_SECRET"
     types: tuple[str, ...] = ()  # event types sent; () = every type
+    shadow: bool = False  # also send shadow-ledger signals (marked "shadow": true), whatever `types` says
 
     def check(self, key: str) -> None:
+        _check_shadow(key, self.types)
         _require(self.name.replace("_", "").replace("-", "").isalnum(), f"{key}.name", "letters, digits, - and _ only")
         _require(self.url.startswith(("http://", "https://")), f"{key}.url", f"expected an http(s) URL, got {self.url!r}")
         _require(bool(self.secret_env), f"{key}.secret_env", "must name an environment variable")
@@ -45,8 +55,10 @@ class TelegramConfig:
     types: tuple[str, ...] = ("signal", "fill", "error", "daily_summary", "retrain")
     poll_timeout_s: float = 30.0  # getUpdates long-poll timeout
     confirm_s: float = 60.0  # window for "/flat confirm"
+    shadow: bool = False  # also send shadow-ledger signals (text starts with "SHADOW"), whatever `types` says
 
     def check(self, key: str) -> None:
+        _check_shadow(key, self.types)
         _require(self.base_url.startswith("https://") or is_loopback_url(self.base_url), f"{key}.base_url",
                  "must be https:// (the bot token travels in the URL), or http:// on loopback")
         _require(not self.enabled or self.chat_id != 0, f"{key}.chat_id", "must be set when telegram is enabled")
@@ -63,8 +75,10 @@ class SignalWsConfig:
     host: str = "127.0.0.1"
     port: int = 8765  # 0 = an ephemeral port
     types: tuple[str, ...] = ("signal",)
+    shadow: bool = False  # also stream shadow-ledger signals (marked "shadow": true), whatever `types` says
 
     def check(self, key: str) -> None:
+        _check_shadow(key, self.types)
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
         _require(self.host in ("127.0.0.1", "localhost", "::1"), f"{key}.host", "the signal websocket binds loopback only")
 

@@ -108,6 +108,32 @@ class SignalEmitted(Event):
 
 
 @dataclass(frozen=True)
+class ShadowSignal(Event):
+    """A model's shadow ledger changed side in a symbol (entered, left or reversed a position)
+    on paper; committed with the ledger. Not an order: alert channels get it only when they
+    opt in (`shadow = true`), marked `"shadow": true`."""
+
+    kind: ClassVar[str] = "shadow_signal"
+    model: str
+    state: str  # "trading" | "shadow": whether the model also places real orders
+    symbol: str
+    bar_ts: int
+    side: str  # LONG | SHORT | FLAT: the side of the new paper weight
+    weight: float  # target weight of the model's paper equity
+    prev_weight: float
+    price: float  # the quote the paper fill used (the cycle's close)
+
+    @property
+    def event_id(self) -> str:
+        """Stable outbox id: one per model, symbol and decision bar."""
+        return f"shadow_signal-{self.model}-{self.symbol}-{self.bar_ts}"
+
+    def payload(self) -> dict[str, Any]:
+        """The outbox payload: the fields, marked `"shadow": true`."""
+        return {**dataclasses.asdict(self), "shadow": True}
+
+
+@dataclass(frozen=True)
 class OrderUpdated(Event):
     """An order's status change is committed."""
 

@@ -12,7 +12,9 @@ Channels: `log` (one structlog line per event), `webhook:<name>` (signed JSON PO
 from the event bus once the outbox has committed an event; it keeps no outbox rows). Event
 types the daemon publishes: "signal", "order", "fill", "error", "retrain", "daily_summary";
 any other type is delivered too (a generic message). Each channel takes the types in its
-`types` list (empty = all).
+`types` list (empty = all). "shadow_signal" (a model's shadow ledger changed side, what it
+would have done; daemon/trading/ledgers.py) goes only to channels with `shadow = true`, marked
+`"shadow": true` (Telegram: the text starts with "SHADOW"); the log channel never takes it.
 
 For publishers: pass a deterministic `event_id` where the event has a natural key (as the
 engine does: f"signal-{row id}", f"fill-{client_order_id}"), so that re-publishing after a
@@ -61,12 +63,22 @@ def build_channels(cfg: AlertsConfig) -> list[Channel]:
     for wh in cfg.webhooks:
         key = secret(wh.secret_env, f"alerts.webhooks[{wh.name}].secret_env")
         log_mod.register_secret(key)
-        channels.append(WebhookChannel(wh.name, wh.url, key, frozenset(wh.types), cfg.delivery_timeout_s))
+        channels.append(WebhookChannel(wh.name, wh.url, key, frozenset(wh.types), cfg.delivery_timeout_s,
+                                       shadow=wh.shadow))
     tg = cfg.telegram
     if tg.enabled:
         api = TelegramApi(tg.base_url, secret(tg.token_env, "alerts.telegram.token_env"), cfg.delivery_timeout_s)
-        channels.append(TelegramChannel(api, tg.chat_id, frozenset(tg.types)))
+        channels.append(TelegramChannel(api, tg.chat_id, frozenset(tg.types), shadow=tg.shadow))
     return channels
+
+
+LEDGER_FIELDS = ("equity", "pnl", "return", "drawdown", "max_drawdown", "turnover", "fills")
+
+
+def summary_ledgers(status: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per shadow ledger (/status "ledgers": models and baselines), the daily summary's figures."""
+    books = (status or {}).get("books") or {}
+    return {name: {k: book[k] for k in LEDGER_FIELDS if k in book} for name, book in books.items()}
 
 
 def seconds_until(hhmm: str, now: dt.datetime) -> float:
@@ -86,7 +98,7 @@ class Notifier:
         self.store = store
         self.channels = build_channels(cfg)
         ws = cfg.signal_ws  # a live bus subscriber, not an outbox channel (daemon/alerts/signalws.py)
-        self.signal_ws = SignalWebsocket(ws.host, ws.port, frozenset(ws.types)) if ws.enabled else None
+        self.signal_ws = SignalWebsocket(ws.host, ws.port, frozenset(ws.types), ws.shadow) if ws.enabled else None
         policy = RetryPolicy(max_attempts=cfg.max_attempts, max_age_s=cfg.max_age_s,
                              backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s,
                              delivery_timeout_s=cfg.delivery_timeout_s, keep_days=cfg.keep_days)
@@ -158,6 +170,9 @@ class Notifier:
         if self._controls is None:
             raise RuntimeError("a daily summary needs Controls: call start(controls) first")
         payload = {"date": day.isoformat(), **self._controls.pnl()}
+        books = summary_ledgers(self._controls.status().get("ledgers"))
+        if books:  # each model's shadow ledger beside the always-flat and buy-and-hold ones
+            payload["ledgers"] = books
         return self.publish("daily_summary", payload, event_id=f"daily_summary:{day.isoformat()}")
 
     async def _daily_summaries(self) -> None:

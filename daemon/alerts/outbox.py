@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Protocol
 
 from daemon import events
 from daemon import log as log_mod
+from daemon.alertsconfig import SHADOW_SIGNAL
 from daemon.crashpoints import crash_point
 from daemon.metrics import REGISTRY
 from daemon.store import Store
@@ -74,7 +75,8 @@ Event = events.AlertQueued
 
 
 class Channel(Protocol):
-    """A delivery target. `types` empty = every event type."""
+    """A delivery target. `types` empty = every event type; `shadow` (an attribute a channel
+    may leave out: False) opts in to shadow-ledger signals."""
 
     name: str
     types: frozenset[str]
@@ -119,6 +121,14 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def takes(channel: Any, type: str) -> bool:
+    """Whether `channel` receives events of `type`: shadow signals only when it opted in
+    (`shadow = true`, whatever its types), every other type by its `types` (empty = all)."""
+    if type == SHADOW_SIGNAL:
+        return bool(getattr(channel, "shadow", False))
+    return not channel.types or type in channel.types
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -142,7 +152,7 @@ class Outbox:
     # --- the EventSink side (called on the event loop, synchronous, SQLite only) -----------
 
     def publish(self, type: str, payload: Mapping[str, Any], event_id: str | None = None) -> str:
-        """Durably queue one event for every channel that takes its type; return its event id."""
+        """Durably queue one event for every channel that takes its type (`takes`); return its event id."""
         clash = RESERVED_KEYS & set(payload)
         if clash:
             raise ValueError(f"event payload may not use reserved key(s) {sorted(clash)}")
@@ -157,7 +167,7 @@ class Outbox:
              "status": "pending", "attempts": 0, "next_attempt_ms": now, "last_error": "",
              "created_ms": now, "sent_ms": 0}
             for name, ch in self.channels.items()
-            if not ch.types or type in ch.types
+            if takes(ch, type)
         ]
         added = self.store.add_outbox(rows) if rows else 0
         if added or not rows:  # live consumers (the signal websocket) hear it once it is committed

@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 from daemon.ports import listen
 from daemon import events
 from daemon import log as log_mod
-from daemon.alerts.outbox import compact_json
+from daemon.alerts.outbox import compact_json, takes
 from daemon.metrics import REGISTRY
 
 log = log_mod.get("sigd.signalws")
@@ -48,9 +48,11 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 class SignalWebsocket:
     """A websocket server on loopback, on its own thread, broadcasting committed alert events."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, types: frozenset[str] = frozenset()) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, types: frozenset[str] = frozenset(),
+                 shadow: bool = False) -> None:
         self.name = "signal_ws"
         self.types = types
+        self.shadow = shadow  # also stream shadow-ledger signals
         self.host = host
         self._port = port
         self._server: Server | None = None
@@ -143,7 +145,7 @@ class SignalWebsocket:
             sub = events.BUS.subscribe(self.name)
             try:
                 async for event in sub:
-                    if isinstance(event, events.AlertQueued) and (not self.types or event.type in self.types):
+                    if isinstance(event, events.AlertQueued) and takes(self, event.type):
                         self.send(event)
             finally:
                 sub.close()

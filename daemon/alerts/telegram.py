@@ -93,9 +93,11 @@ class TelegramApi:
 class TelegramChannel:
     """Outbox channel: each event becomes one message in the configured chat."""
 
-    def __init__(self, api: TelegramApi, chat_id: int, types: frozenset[str] = frozenset()) -> None:
+    def __init__(self, api: TelegramApi, chat_id: int, types: frozenset[str] = frozenset(),
+                 shadow: bool = False) -> None:
         self.name = "telegram"
         self.types = types
+        self.shadow = shadow  # also send shadow-ledger signals (their text starts with "SHADOW")
         self.api = api
         self.chat_id = chat_id
 
@@ -124,7 +126,10 @@ HEADLINES: dict[str, str] = {
     "error": "error: {message}",
     "retrain": "retrain {outcome}: {model}",
     "daily_summary": "daily summary {date}",
+    "shadow_signal": "{model} would go {side} {symbol} @ {price} (paper weight {prev_weight} -> {weight})",
 }
+SHADOW_PREFIX = "SHADOW "  # a shadow-ledger signal: what a model would have done, not an order
+BASELINES = ("always_flat", "buy_and_hold")  # the baseline books of daemon/trading/ledgers.py, listed last
 
 
 def _value(key: str, v: Any) -> str:
@@ -142,11 +147,36 @@ def render(fields: Mapping[str, Any]) -> str:
     return "\n".join(f"{k}: {_value(k, v)}" for k, v in fields.items())
 
 
+def ledger_lines(books: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per shadow ledger, models first, then the baselines: equity, PnL, drawdown."""
+    order = sorted(books, key=lambda n: (n in BASELINES, BASELINES.index(n) if n in BASELINES else 0, n))
+    return [f"  {n}: equity {books[n]['equity']:.2f}, pnl {books[n]['pnl']:+.2f}, drawdown "
+            f"{books[n]['drawdown']:.2%} (max {books[n]['max_drawdown']:.2%})" for n in order]
+
+
+def _summary_sections(payload: dict[str, Any]) -> list[str]:
+    """The daily summary's per-model lines and shadow ledgers, taken out of `payload`."""
+    lines = []
+    models = payload.pop("models", None)
+    if isinstance(models, Mapping) and models:
+        lines += ["models (live scores):", *(f"  {m}: {text}" for m, text in sorted(models.items()))]
+    elif models is not None:
+        payload["models"] = models
+    books = payload.pop("ledgers", None)
+    if isinstance(books, Mapping) and books:
+        lines += ["shadow ledgers (paper; what each model would have done):", *ledger_lines(books)]
+    return lines
+
+
 def format_event(event: Event) -> str:
-    """The message text for an event: a headline for known types, then the other fields."""
+    """The message text for an event: a headline for known types, then the other fields; a
+    shadow signal starts with "SHADOW"; a daily summary lists models and shadow ledgers."""
     payload = dict(event.payload)
+    shadow = payload.pop("shadow", None) is True
+    sections = _summary_sections(payload) if event.type == "daily_summary" else []
     template = HEADLINES.get(event.type, event.type)
     used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
     headline = template.format_map({k: _value(k, payload.get(k, "?")) for k in used})
     rest = {k: v for k, v in payload.items() if k not in used}
-    return "sigd " + headline + ("\n" + render(rest) if rest else "")
+    lines = ([render(rest)] if rest else []) + sections
+    return (SHADOW_PREFIX if shadow else "") + "sigd " + headline + "".join("\n" + line for line in lines)

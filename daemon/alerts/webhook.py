@@ -2,7 +2,8 @@
 
 The body is the event envelope (`id`, `type`, `created_ms` and the payload's fields:
 `symbol`, `side`, `confidence`, `price`, `bar_ts`, `model_versions`, ... whatever the event
-carries), serialized once with sorted keys. `X-Sigd-Signature: sha256=<hex>` is the
+carries; a shadow-ledger signal, sent only with `shadow = true`, has type "shadow_signal"
+and `"shadow": true`), serialized once with sorted keys. `X-Sigd-Signature: sha256=<hex>` is the
 HMAC-SHA256 of exactly those body bytes under the webhook's secret; the same event is sent
 with the same `id` on every retry, so a receiver uses it as an idempotency key.
 2xx = delivered; 4xx other than 408/429 = dead letter; anything else is retried.
@@ -47,10 +48,11 @@ class WebhookChannel:
     """POSTs each event to one URL, signed with the secret read from the environment."""
 
     def __init__(self, name: str, url: str, secret: str, types: frozenset[str] = frozenset(),
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, shadow: bool = False) -> None:
         self.name = f"webhook:{name}"
         self.url = url
         self.types = types
+        self.shadow = shadow  # also POST shadow-ledger signals (their body has "shadow": true)
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None

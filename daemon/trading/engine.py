@@ -46,7 +46,7 @@ from daemon.trading.cycle import Cycles, Job
 from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
 from daemon.trading.decide import signal_payload, verdict_for
 from daemon.trading.inference import Inference
-from daemon.trading.ledgers import ShadowLedgers
+from daemon.trading.ledgers import ShadowLedgers, publish_signals
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
 from daemon.trading.portfoliocycle import MODEL_TIMEFRAME, PortfolioCycle, model_bar_ts
 from daemon.trading.rebalance import Plan, Rebalancer
@@ -230,9 +230,12 @@ class Engine(PortfolioCycle):
                 self.last_commit = self.perf_clock()
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs}, plan)
                 if self.ledgers is not None:  # every model's answers, the shadow ones too
-                    self.ledgers.on_cycle(max(j.bar.ts for j in jobs), {j.bar.symbol: j.bar.close for j in jobs},
-                                          {j.bar.symbol: a for j, a in zip(jobs, answers)})
-                    self.ledgers.save(self.store)
+                    shadow_signals = self.ledgers.on_cycle(max(j.bar.ts for j in jobs),
+                                                           {j.bar.symbol: j.bar.close for j in jobs},
+                                                           {j.bar.symbol: a for j, a in zip(jobs, answers)})
+                    with self.store.transaction():  # the books and their signals' alerts commit together
+                        self.ledgers.save(self.store)
+                        publish_signals(self.sink, self.store, shadow_signals, self.shadow.reasons)
                 log.info("decision_cycle", **self.cycle_line(jobs, outcomes, plan))
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))

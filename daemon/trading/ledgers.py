@@ -23,16 +23,21 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Container, Mapping, Sequence
 
 import numpy as np
 
+from daemon import events
 from daemon.domain import Prediction, Side
 from strategies.portfolio import PortfolioSpec, drift, rebalance_cost, target_weights, turnover
 
 FLAT, HOLD = "always_flat", "buy_and_hold"  # the two baseline books
 KV_LEDGERS = "shadow.ledgers"  # the books, so a restart goes on with them
 CURVE_POINTS = 240  # equity points kept per book for the status and the dashboard
+
+
+def _side(weight: float) -> str:
+    return Side.LONG.name if weight > 0 else Side.SHORT.name if weight < 0 else Side.FLAT.name
 
 
 def model_scores(predictions: Sequence[Prediction], by_side: bool) -> float:
@@ -69,9 +74,14 @@ class Book:
         self.weights = drift(self.weights, returns)
 
     def trade(self, target: np.ndarray, rates: np.ndarray, ts: int, symbols: Sequence[str],
-              prices: np.ndarray) -> None:
-        """Fill the move to `target` at the cycle's prices, paying `rates` on the notional."""
+              prices: np.ndarray) -> list[dict[str, Any]]:
+        """Fill the move to `target` at the cycle's prices, paying `rates` on the notional.
+        Returns the symbols whose side changed (entered, left or reversed), for the alerts."""
         moved = np.abs(target - self.weights) > 1e-12
+        flipped = [{"symbol": symbols[i], "bar_ts": ts, "side": _side(float(target[i])),
+                    "weight": round(float(target[i]), 6), "prev_weight": round(float(self.weights[i]), 6),
+                    "price": float(prices[i])}
+                   for i in np.flatnonzero(moved & (np.sign(target) != np.sign(self.weights)) & np.isfinite(prices)).tolist()]
         if moved.any():
             cost = rebalance_cost(self.weights, target, rates)
             self.turnover += turnover(self.weights, target)
@@ -83,6 +93,7 @@ class Book:
                 self.last_signals.append({"bar_ts": ts, "symbol": symbols[i], "weight": round(float(target[i]), 6),
                                           "price": float(prices[i])})
         self.weights = target.copy()
+        return flipped
 
     def close_cycle(self, ts: int) -> None:
         self.cycles += 1
@@ -143,8 +154,11 @@ class ShadowLedgers:
             self.books[name] = Book(name, self.starting, np.zeros(len(self.symbols)), peak=self.starting)
         return self.books[name]
 
-    def on_cycle(self, ts: int, closes: Mapping[str, float], predictions: Mapping[str, Sequence[Prediction]]) -> None:
-        """One decision cycle: `closes` and every model's `predictions` per symbol decided now."""
+    def on_cycle(self, ts: int, closes: Mapping[str, float],
+                 predictions: Mapping[str, Sequence[Prediction]]) -> list[dict[str, Any]]:
+        """One decision cycle: `closes` and every model's `predictions` per symbol decided now.
+        Returns the models' shadow signals (a side change in a symbol, with "model"), baselines left out."""
+        signals: list[dict[str, Any]] = []
         prices = self.prev.copy()
         for s, c in closes.items():
             if s in self.index:
@@ -164,9 +178,10 @@ class ShadowLedgers:
                     if s in self.index:
                         scores[self.index[s]] = model_scores([p for p in ps if p.model == name], self.by_side)
                 target = target_weights(scores, book.weights, None, self.spec, self.periods_per_year)
-                book.trade(target, self.rates, ts, self.symbols, prices)
+                signals += [{"model": name, **s} for s in book.trade(target, self.rates, ts, self.symbols, prices)]
             book.close_cycle(ts)
         self.prev = prices
+        return signals
 
     def _hold_target(self, prices: np.ndarray) -> np.ndarray:
         known = np.isfinite(prices)
@@ -205,6 +220,16 @@ class ShadowLedgers:
         prices = self.prev if np.isfinite(self.prev).any() else None
         return {"starting_balance": self.starting, "books": {n: b.status(self.symbols, prices, self.starting)
                                                              for n, b in self.books.items()}}
+
+
+def publish_signals(sink: Any, store: Any, signals: Sequence[Mapping[str, Any]], shadowed: Container[str]) -> None:
+    """Queue a cycle's shadow signals on the alert outbox (`sink`; call inside the transaction
+    that saves the books) and push each on the bus once committed. The outbox hands them only
+    to channels that opted in with `shadow = true`."""
+    for raw in signals:
+        event = events.ShadowSignal(state="shadow" if raw["model"] in shadowed else "trading", **raw)
+        sink.publish(event.kind, event.payload(), event_id=event.event_id)
+        store.after_commit(lambda e=event: events.publish(e))
 
 
 def render_ledgers(status: Mapping[str, Any] | None) -> list[str]:
