@@ -72,16 +72,8 @@ async def _section(page: Any, attr: str) -> str | None:
 
 
 async def _until(page: Any, attr: str, ok: Any, timeout_s: float) -> str:
-    """Poll an attribute of the symbol's section until `ok(value)` (the page's CSP forbids
-    Playwright's string-eval waits, and that is how it ships)."""
-    loop = asyncio.get_running_loop()
-    deadline, value = loop.time() + timeout_s, None
-    while loop.time() < deadline:
-        value = await _section(page, attr)
-        if value and ok(value):
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{attr} = {value!r} after {timeout_s}s")
+    """Poll an attribute of the symbol's section until `ok(value)`."""
+    return await _until_attr(page, f'section[data-symbol="{SYMBOL}"]', attr, ok, timeout_s)
 
 
 def _newest_bar(db: Path) -> int:
@@ -298,14 +290,15 @@ async def _attr(page: Any, selector: str, attr: str) -> str:
 
 
 async def _until_attr(page: Any, selector: str, attr: str, ok: Any, timeout_s: float) -> str:
-    """Poll an attribute until `ok(value)` (no string-eval waits: the CSP forbids them)."""
+    """Poll an attribute until `ok(value)` (the page's CSP forbids Playwright's string-eval
+    waits, and that is how it ships)."""
     loop = asyncio.get_running_loop()
     deadline, value = loop.time() + timeout_s, ""
     while loop.time() < deadline:
         value = await _attr(page, selector, attr)
         if value and ok(value):
             return value
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     raise AssertionError(f"{selector} {attr} = {value!r} after {timeout_s}s")
 
 
