@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from typing import Any, Callable, Mapping, TypeVar
 
 from daemon.config import Config
-from daemon.domain import CLASS_SCORES, Fill, Position, Side, timeframe_ms
+from daemon.domain import CLASS_SCORES, Fill, Position, Side
 from daemon.service.parts import Parts
 from daemon.service.watchdog import Freshness
 from daemon.trading.orders import apply_fill
 
 CHART_BARS = 500  # bars per chart snapshot: a trading day of 1m bars is enough to read
 EQUITY_POINTS = 2000
-LIVE_SCORE_CALLS = 2000  # per model: about a day of 1m calls
+LIVE_SCORES_TTL_S = 5.0  # the page's live scores are at most this old
+RECENT_ORDERS = 20  # the dashboard's rebalancing orders table
+# The live scorer's figures the page and /status's models show (a hit rate only beside its base
+# rate, an accuracy only beside always-FLAT and persistence).
+LIVE_FIGURES = ("scored", "calls", "horizon_bars", "hit_rate", "hit_base_rate", "accuracy", "flat_accuracy",
+                "persistence_accuracy")
 
 
 R = TypeVar("R")
@@ -52,6 +58,7 @@ class ReadModel:
         self.cfg, self.parts, self.freshness = cfg, parts, freshness
         self.started = time.time()
         self._engine_state: dict[str, Any] | None = None
+        self._live_cache: tuple[float, dict[str, dict[str, Any]]] | None = None  # (monotonic s, scores)
 
     # --- the whole daemon -----------------------------------------------------------------
 
@@ -61,18 +68,20 @@ class ReadModel:
         streams = self.streams()
         healthy, reason = self.healthy(streams)
         symbols = {s: self.symbol_state(s) for s in self.symbols()}
+        shadow = self.parts.engine.shadow.status()  # asked once: the live scores are computed on each ask
+        engine = self._engine_state or {}
         return {
             "healthy": healthy, "health_reason": reason, "mode": self.parts.mode,
             "paused": all(v["paused"] for v in symbols.values()), "uptime_s": round(time.time() - self.started, 1),
             "symbol": self.cfg.exchange.symbol, "symbols": symbols, "streams": streams,
             "newest_bar_age_s": _round(self.freshness.age_s()),
-            "models": self.models(), "position": self.position(self.cfg.exchange.symbol),
+            "models": self.models(shadow), "position": self.position(self.cfg.exchange.symbol),
             "positions": self.positions(),  # every symbol's open one ("position": the primary's)
             "last_signal": self.last_signal(), "last_decision": self.last_decision(),
             "outbox": self.outbox_totals(), "retrain": self.retrain(),
-            "shadow": self.parts.engine.shadow.status(),  # which models do not trade and why; live scores
+            "shadow": shadow,  # which models do not trade and why; live scores
             # every model's paper book beside always-flat and buy-and-hold; the portfolio's targets
-            "ledgers": self.parts.engine.status().get("ledgers"), "rebalance": self.parts.engine.status().get("rebalance"),
+            "ledgers": engine.get("ledgers"), "rebalance": engine.get("rebalance"),
         }
 
     def healthy(self, streams: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
@@ -102,26 +111,34 @@ class ReadModel:
             out[name] = {**s, "age_s": _round(now - wall) if wall else None}
         return out
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self, shadow: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Served models: name, version, threshold, artifact directory, state ("trading", or
-        "shadow" with the reason: daemon/trading/scoring.py) and live score."""
-        scores, shadow = self.live_scores(), self.parts.engine.shadow.reasons
+        "shadow" with the reason: daemon/trading/scoring.py) and live scores. `shadow`: the
+        engine's shadow status when the caller has it already."""
+        scores, reasons = self.live_scores(shadow), self.parts.engine.shadow.reasons
         return [{"name": name, "version": p.version, "threshold": p.threshold,
-                 "state": "shadow" if name in shadow else "trading", "shadow": shadow.get(name, ""),
-                 "live": scores.get(name, {"calls": 0, "hit_rate": None}),
+                 "state": "shadow" if name in reasons else "trading", "shadow": reasons.get(name, ""),
+                 "live": scores.get(name, {k: 0 if k in ("scored", "calls") else None for k in LIVE_FIGURES}),
                  "path": str(self.parts.model_dirs.get(name, ""))} for name, p in sorted(self.parts.predictors.items())]
 
-    def live_scores(self, n: int = LIVE_SCORE_CALLS) -> dict[str, dict[str, Any]]:
-        """Per model, over its newest `n` LONG/SHORT answers: how often the next trigger bar
-        closed in the called direction (FLAT answers are not calls)."""
-        tf = self.cfg.engine.trigger_timeframe
-        rows = self.parts.store.db.execute(
-            "SELECT p.model, COUNT(*), SUM((p.side = 2 AND b1.close > b0.close) OR (p.side = 0 AND b1.close < b0.close)) "
-            "FROM (SELECT model, symbol, bar_ts, side FROM predictions WHERE side != 1 ORDER BY id DESC LIMIT ?) p "
-            "JOIN bars b0 ON b0.symbol = p.symbol AND b0.timeframe = ? AND b0.ts = p.bar_ts "
-            "JOIN bars b1 ON b1.symbol = p.symbol AND b1.timeframe = ? AND b1.ts = p.bar_ts + ? GROUP BY p.model",
-            [n, tf, tf, timeframe_ms(tf)]).fetchall()
-        return {r[0]: {"calls": r[1], "hit_rate": round(r[2] / r[1], 4) if r[1] else None} for r in rows}
+    def live_scores(self, shadow: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """Per model, the live scorer's figures (daemon/trading/scoring.py LiveScorer) at the
+        model's own horizon: the hit rate of its LONG/SHORT calls beside their base rate, and its
+        accuracy beside always-FLAT and persistence. Not yet measurable figures are None (the
+        page gets JSON, which has no NaN)."""
+        if shadow is None:
+            # The scores move with the scored window (one bar at a time out of ~1440), and computing
+            # them costs ~8 ms at 5 symbols and 2 models: the page's updates reuse them for a few
+            # seconds instead of paying that on the engine's loop after every bar.
+            now = time.monotonic()
+            if self._live_cache is not None and now - self._live_cache[0] < LIVE_SCORES_TTL_S:
+                return self._live_cache[1]
+            status = getattr(self.parts.engine.shadow, "status", None)
+            scores = self.live_scores(status() if status is not None else {})
+            self._live_cache = (now, scores)
+            return scores
+        return {model: {k: _finite(st.get(k)) for k in LIVE_FIGURES}
+                for model, st in (shadow.get("live_scores") or {}).items()}
 
     def outbox_totals(self) -> dict[str, int]:
         """Pending and dead rows summed over channels."""
@@ -265,11 +282,15 @@ class ReadModel:
 
     @one_read
     def portfolio(self) -> dict[str, Any]:
-        """Positions, PnL net of fees, equity curve (per fill, then now), drawdown, halt flags."""
+        """Positions, PnL net of fees, equity curve (per fill, then at the newest trigger bar's
+        close, so the curve is never empty and moves with the marks), drawdown, halt flags."""
         start = self.cfg.broker.starting_balance
         curve = self.equity_curve()
         pnl = self.pnl()
         now_equity = start + pnl["realized_pnl"] - pnl["fees"] + pnl["unrealized_pnl"]
+        newest = self.newest_bar_ts()
+        if newest is not None and (not curve or curve[-1]["ts"] <= newest):
+            curve.append({"ts": newest, "equity": round(now_equity, 6)})  # marked at the newest close
         peak = max([start, now_equity] + [p["equity"] for p in curve])
         return {"positions": [self.position(s) for s in self.symbols()], "pnl": pnl,
                 "net_pnl": round(now_equity - start, 6), "equity": round(now_equity, 6),
@@ -292,6 +313,36 @@ class ReadModel:
             out.append({"ts": fill.ts, "equity": round(equity, 6)})
         return out
 
+    def newest_bar_ts(self) -> int | None:
+        """Open time of the newest stored trigger-timeframe bar of any traded symbol (bar time,
+        like the fills: the demo replays 2021)."""
+        tf = self.cfg.engine.trigger_timeframe
+        newest = [b[-1].ts for b in (self.parts.store.latest_bars(s, tf, 1) for s in self.symbols()) if b]
+        return max(newest) if newest else None
+
+    @one_read
+    def book(self) -> dict[str, Any]:
+        """The paper books and the portfolio's targets as the engine holds them (no query), and
+        the newest orders with the reason their signal gave."""
+        state = self._engine_state or {}
+        return {"ledgers": state.get("ledgers"), "rebalance": state.get("rebalance"), "orders": self.recent_orders()}
+
+    def recent_orders(self, n: int = RECENT_ORDERS) -> list[dict[str, Any]]:
+        """The newest `n` orders, newest first, each with its signal's strategy and reasons (a
+        portfolio order: the target weight, the weight held, the score; a flatten has no signal)."""
+        rows = self.parts.store.db.execute(
+            "SELECT o.client_order_id, o.symbol, o.side, o.amount, o.price, o.bar_ts, o.status, o.error, o.created_ms, "
+            "(SELECT strategy || char(31) || COALESCE(reasons, '') FROM signals s WHERE s.bar_ts = o.bar_ts "
+            "AND s.symbol = o.symbol ORDER BY s.id DESC LIMIT 1) "
+            "FROM (SELECT * FROM orders ORDER BY rowid DESC LIMIT ?) o ORDER BY o.created_ms DESC", [n]).fetchall()
+        out = []
+        for r in rows:
+            strategy, _, reasons = (r[9] or "").partition("\x1f")
+            out.append({"client_order_id": r[0], "symbol": r[1], "side": r[2], "amount": r[3], "price": r[4],
+                        "bar_ts": r[5], "status": r[6], "error": r[7], "created_ms": r[8],
+                        "strategy": strategy or None, "reasons": _json(reasons) or []})
+        return out
+
     # --- the dashboard's snapshot ---------------------------------------------------------
 
     @one_read
@@ -304,10 +355,10 @@ class ReadModel:
     @one_read
     def state(self) -> dict[str, Any]:
         """What the page shows besides the charts: per symbol flags, position, last decision;
-        portfolio; health."""
+        portfolio; the book (shadow ledgers, target vs actual weights, recent orders); health."""
         return {"mode": self.parts.mode, "symbols": {s: {
             **self.symbol_state(s), "position": self.position(s), "decision": self.last_decision(s)}
-            for s in self.symbols()}, "portfolio": self.portfolio(), "health": self.health()}
+            for s in self.symbols()}, "portfolio": self.portfolio(), "book": self.book(), "health": self.health()}
 
     @one_read
     def snapshot(self, timeframe: str = "1m") -> dict[str, Any]:
@@ -333,6 +384,13 @@ def _json(raw: Any) -> Any:
         return json.loads(raw)
     except (TypeError, ValueError):
         return raw
+
+
+def _finite(v: Any) -> Any:
+    """Numbers rounded to 4 places, NaN and infinities as None; anything else as it is."""
+    if isinstance(v, float):
+        return round(v, 4) if math.isfinite(v) else None
+    return v
 
 
 def _round(v: float | None, nd: int = 3) -> float | None:

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -23,7 +24,8 @@ import aiohttp
 import pytest
 
 from tests.alert_fakes import WebhookReceiver
-from tests.daemon_harness import DaemonProcess
+from tests.daemon_harness import DaemonProcess, free_port
+from tests.service.test_demo_first_minute import shipped_config
 from tests.service.test_service_e2e import API_TOKEN, ENV, SECRET, query, service_config
 
 CHROMIUM = os.environ.get("SIGD_CHROMIUM", "/usr/bin/chromium")
@@ -31,6 +33,7 @@ ARTIFACTS = Path(os.environ.get("SIGD_TEST_ARTIFACTS", Path(__file__).resolve().
 SPEED = 30.0  # one 1m bar every 2 wall seconds
 BAR_WALL_S = 60.0 / SPEED
 SYMBOL = "ETH/USDT"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"  # SIGD_RETAKE_DOCS_SCREENSHOT=1
 TAPE_2021 = Path(__file__).resolve().parents[2] / "daemon" / "localexchange" / "tape_2021"
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install "
@@ -43,7 +46,7 @@ pytestmark = [
 
 
 def _config(tmp: Path, artifacts: dict[str, Path], hook_url: str, api_port: int | None = None,
-            start: str = "", symbols: tuple[str, ...] = (), speed: float = SPEED) -> tuple[Path, int]:
+            start: str = "", symbols: tuple[str, ...] = (), speed: float = SPEED, extra: str = "") -> tuple[Path, int]:
     """The end-to-end service config at SPEED; `api_port` pins the API (a restart keeps the
     page's URL); `symbols` trades several on the bundled May 2021 tape."""
     cfg, _, port = service_config(tmp, artifacts, hook_url, start=start, stale_after_s=10.0)
@@ -53,8 +56,15 @@ def _config(tmp: Path, artifacts: dict[str, Path], hook_url: str, api_port: int 
     if symbols:
         text = text.replace(f'start = "{start}"', f'start = "{start}"\ntape = "{TAPE_2021}"')
         text += f"\n[exchange]\nsymbols = {json.dumps(list(symbols))}\n"
-    cfg.write_text(text)
+    cfg.write_text(text + extra)
     return cfg, api_port or port
+
+
+def _demo_config(tmp: Path) -> tuple[Path, int]:
+    """The shipped config.toml as test_demo_first_minute runs it, the API on a port of its own."""
+    cfg, port = shipped_config(tmp), free_port()
+    cfg.write_text(re.sub(r"(?ms)^(\[api\]\n.*?)^port = 0\b", rf"\g<1>port = {port}", cfg.read_text(), count=1))
+    return cfg, port
 
 
 async def _section(page: Any, attr: str) -> str | None:
@@ -62,16 +72,8 @@ async def _section(page: Any, attr: str) -> str | None:
 
 
 async def _until(page: Any, attr: str, ok: Any, timeout_s: float) -> str:
-    """Poll an attribute of the symbol's section until `ok(value)` (the page's CSP forbids
-    Playwright's string-eval waits, and that is how it ships)."""
-    loop = asyncio.get_running_loop()
-    deadline, value = loop.time() + timeout_s, None
-    while loop.time() < deadline:
-        value = await _section(page, attr)
-        if value and ok(value):
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{attr} = {value!r} after {timeout_s}s")
+    """Poll an attribute of the symbol's section until `ok(value)`."""
+    return await _until_attr(page, f'section[data-symbol="{SYMBOL}"]', attr, ok, timeout_s)
 
 
 def _newest_bar(db: Path) -> int:
@@ -79,11 +81,13 @@ def _newest_bar(db: Path) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _session(tmp_path: Path, artifacts: dict[str, Path], **config: Any) -> AsyncIterator[SimpleNamespace]:
-    """A running daemon (ready) and a Chromium page; `run.daemon` may be replaced (restart)."""
+async def _session(tmp_path: Path, artifacts: dict[str, Path], *, demo: bool = False,
+                   **config: Any) -> AsyncIterator[SimpleNamespace]:
+    """A running daemon (ready) and a Chromium page; `run.daemon` may be replaced (restart).
+    `demo`: the shipped config.toml (its models, 5 symbols at 6x) instead of the test config."""
     receiver = WebhookReceiver(SECRET)
     await receiver.start()
-    cfg, port = _config(tmp_path, artifacts, receiver.url, **config)
+    cfg, port = _demo_config(tmp_path) if demo else _config(tmp_path, artifacts, receiver.url, **config)
     run = SimpleNamespace(daemon=DaemonProcess(cfg, tmp_path, ENV).start(), port=port, receiver=receiver,
                           url=f"http://127.0.0.1:{port}", errors=[], console=[])
     async with playwright_api.async_playwright() as pw:
@@ -206,12 +210,12 @@ async def _controls(page: Any, url: str, daemon: DaemonProcess) -> None:
     await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="false"]', timeout=10 * BAR_WALL_S * 1000)
 
 
-async def _screenshot(page: Any) -> None:
-    """Saved for people (CI artifact); not blank: many colours, not one flat fill."""
+async def _screenshot(page: Any, path: Path | None = None) -> None:
+    """Saved for people (CI artifact, or `path`); not blank: many colours, not one flat fill."""
     from PIL import Image
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    png = await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    png = await page.screenshot(path=str(path or ARTIFACTS / "dashboard.png"), full_page=True)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     colours = image.getcolors(maxcolors=1 << 20) or []
     assert len(colours) > 50, f"screenshot looks blank: {len(colours)} colours"
@@ -278,4 +282,102 @@ async def test_a_control_shows_on_the_page_at_once(tmp_path: Path, tiny_artifact
         await page.locator(f'section[data-symbol="{SYMBOL}"] button[data-action="resume"]').click()
         await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="false"]', timeout=2_000)
         assert await _section(page, "data-last-bar") == last_bar  # no bar came: the controls did it
+        _clean(run)
+
+
+async def _attr(page: Any, selector: str, attr: str) -> str:
+    return await page.get_attribute(selector, attr) or ""
+
+
+async def _until_attr(page: Any, selector: str, attr: str, ok: Any, timeout_s: float) -> str:
+    """Poll an attribute until `ok(value)` (the page's CSP forbids Playwright's string-eval
+    waits, and that is how it ships)."""
+    loop = asyncio.get_running_loop()
+    deadline, value = loop.time() + timeout_s, ""
+    while loop.time() < deadline:
+        value = await _attr(page, selector, attr)
+        if value and ok(value):
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{selector} {attr} = {value!r} after {timeout_s}s")
+
+
+async def _ledger_equity(page: Any, book: str) -> str:
+    return await page.text_content(f"#ledgers tr:has(td:text-is('{book}')) td:nth-child(2)") or ""
+
+
+async def test_the_demo_shows_the_shadow_ledgers_and_a_moving_equity_chart(tmp_path: Path,
+                                                                          tiny_artifacts: dict[str, Path]) -> None:
+    """`make run`'s config: the models fail the gate and place no order, yet within 60 s of the
+    start the page shows every shadow ledger beside always-flat and buy-and-hold, their equity
+    moving, and an equity chart that is not empty and extends with the bars."""
+    async with _session(tmp_path, tiny_artifacts, demo=True) as run:
+        page = run.page
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await page.goto(run.url + "/")
+        await page.wait_for_selector("#conn:text-is('live')", timeout=30_000)
+        books = ("mtf_transformer", "cnn_lstm_attn", "always_flat", "buy_and_hold")
+        await _until_attr(page, "#ledgers", "data-books", lambda v: set(books) <= set(v.split()), 60.0)
+        first = await _ledger_equity(page, "buy_and_hold")
+        points = int(await _until_attr(page, "#equity", "data-points", lambda v: int(v) >= 1, 10.0))
+        await _until_attr(page, "#equity", "data-points", lambda v: int(v) > points, 30.0)  # the line extends
+        await _until_attr(page, "#ledger-chart", "data-points", lambda v: int(v) >= 3, 30.0)
+        deadline = loop.time() + 30.0
+        while await _ledger_equity(page, "buy_and_hold") == first and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        assert await _ledger_equity(page, "buy_and_hold") != first, "the buy-and-hold ledger did not move"
+        assert loop.time() - started < 90.0  # page load included; the daemon's first cycles come within 60 s
+        assert float(await _attr(page, "#equity", "data-last")) == pytest.approx(10_000.0, abs=1e-6)  # no order
+        assert await page.locator("#ledgers tr").count() == 1 + len(books)
+        assert "per-symbol strategies" in (await page.text_content("#rebalance-summary") or "")
+        assert await page.locator("#weights tr").count() == 1 + 5
+        header = await page.text_content("#models tr")
+        assert header and "hit rate @ horizon" in header and "base rate" in header and "always-FLAT" in header
+        _clean(run)
+        await _screenshot(page, DOCS_SCREENSHOT if os.environ.get("SIGD_RETAKE_DOCS_SCREENSHOT") else None)
+
+
+PORTFOLIO_1M = """
+[engine]
+strategies = ["portfolio"]
+
+[portfolio]
+decision_timeframe = "1m"
+top_k = 2
+max_weight = 0.45
+gross_cap = 0.9
+net_cap = 0.9
+"""
+
+
+async def test_a_portfolio_shows_target_vs_actual_weights_and_its_orders_reasons(
+        tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    """The portfolio strategy deciding every 1m bar (the always-LONG test model trades): the
+    Book panel shows each symbol's target beside its actual weight, and the rebalancing orders
+    with the target weight their signal gave as the reason."""
+    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:00Z", symbols=("ETH/USDT", "LTC/USDT"),
+                        extra=PORTFOLIO_1M) as run:
+        page = run.page
+        await page.goto(run.url + "/")
+        await page.wait_for_selector("#conn:text-is('live')", timeout=15_000)
+        await _until_attr(page, "#weights", "data-targets", lambda v: int(v) == 2, 60.0)
+        await _until_attr(page, "#orders", "data-count", lambda v: int(v) >= 2, 60.0)
+        assert "portfolio strategy, decides every 1m" in (await page.text_content("#rebalance-summary") or "")
+        for symbol in ("ETH/USDT", "LTC/USDT"):
+            cells = await page.locator(f"#weights tr:has(td:text-is('{symbol}')) td").all_text_contents()
+            assert float(cells[1]) == pytest.approx(0.45, abs=1e-6), cells  # target: the capped weight
+        # Once filled, the actual weights sit near the targets (the marks move them a little).
+        loop = asyncio.get_running_loop()
+        deadline, actual = loop.time() + 30.0, [0.0]
+        while loop.time() < deadline:
+            actual = [float((await page.locator(f"#weights tr:has(td:text-is('{s}')) td").all_text_contents())[2])
+                      for s in ("ETH/USDT", "LTC/USDT")]
+            if all(abs(a - 0.45) < 0.05 for a in actual):
+                break
+            await asyncio.sleep(0.2)
+        assert all(abs(a - 0.45) < 0.05 for a in actual), actual
+        reasons = await page.locator("#orders td.reason").all_text_contents()
+        assert any("target weight +0.4500" in r for r in reasons), reasons
+        assert "portfolio" in (await page.locator("#orders tr:nth-child(2) td:nth-child(8)").text_content() or "")
         _clean(run)

@@ -135,8 +135,6 @@ function setSymbolState(symbol, s) {
 
 // --- portfolio and health -----------------------------------------------------------------
 
-let equity = null;
-
 function setState(msg) {
   document.getElementById("mode").textContent = msg.mode;
   for (const [symbol, s] of Object.entries(msg.symbols)) setSymbolState(symbol, s);
@@ -149,28 +147,107 @@ function setState(msg) {
     pf.positions.map((p) => [p.symbol, fmt(p.amount, 6), fmt(p.entry_price, 2), fmt(p.last_price, 2),
       fmt(p.unrealized_pnl), fmt(p.realized_pnl), fmt(p.fees)]));
   drawEquity(pf);
+  if (msg.book) setBook(msg.book, pf);
   const h = msg.health;
   table(document.getElementById("streams"), ["stream", "last bar", "age s", "degraded", "reconnects", "backfilled", "dropped"],
     Object.entries(h.streams).map(([n, s]) => [n, iso(s.last_bar_ts), fmt(s.age_s, 1), s.degraded ? "DEGRADED" : "ok",
       s.reconnects, s.backfilled_bars, s.dropped_frames]));
   table(document.getElementById("outbox"), ["channel", "pending", "dead letters"],
     Object.entries(h.outbox).map(([c, d]) => [c, d.pending, d.dead]));
-  table(document.getElementById("models"), ["model", "version", "state", "threshold", "live hit rate", "calls"],
-    h.models.map((m) => [m.name, m.version, m.state, fmt(m.threshold), fmt(m.live.hit_rate, 3), m.live.calls]));
+  // Live figures at each model's own horizon, each beside its baseline (daemon/trading/scoring.py).
+  table(document.getElementById("models"), ["model", "version", "state", "threshold", "live hit rate @ horizon",
+    "base rate", "accuracy", "always-FLAT", "persistence", "calls", "scored"],
+  h.models.map((m) => [m.name, m.version, m.state, fmt(m.threshold),
+    m.live.horizon_bars ? `${fmt(m.live.hit_rate, 3)} @ ${m.live.horizon_bars} bars` : "-",
+    fmt(m.live.hit_base_rate, 3), fmt(m.live.accuracy, 3), fmt(m.live.flat_accuracy, 3),
+    fmt(m.live.persistence_accuracy, 3), m.live.calls, m.live.scored]));
   table(document.getElementById("retrain"), ["retrain: model", "version", "status", "when", "scores"],
     h.retrain_history.map((r) => [r.name, r.version, r.status, iso(r.created_ms), JSON.stringify(r.metrics)]));
 }
 
+const LINE_COLORS = ["#3a9ad9", "#f0c14b", "#26a69a", "#ef5350", "#b39ddb", "#8b98ad"];
+const book = { equity: null, drawdown: null, points: new Map(), ledgerChart: null, ledgers: new Map() };
+
+function lineChart(id) {
+  return LC.createChart(document.getElementById(id), {
+    autoSize: true, layout: { background: { color: "#161b24" }, textColor: "#c9d1e0" },
+    grid: { vertLines: { visible: false }, horzLines: { color: "#202735" } }, timeScale: { timeVisible: true } });
+}
+
 function drawEquity(pf) {
-  if (!equity) {
-    const chart = LC.createChart(document.getElementById("equity"), {
-      autoSize: true, layout: { background: { color: "#161b24" }, textColor: "#c9d1e0" },
-      grid: { vertLines: { visible: false }, horzLines: { color: "#202735" } }, timeScale: { timeVisible: true } });
-    equity = chart.addSeries(LC.LineSeries, { color: "#3a9ad9", lineWidth: 2 });
+  if (!book.equity) {
+    book.equity = lineChart("equity").addSeries(LC.LineSeries, { color: "#3a9ad9", lineWidth: 2 });
+    book.drawdown = lineChart("drawdown").addSeries(LC.AreaSeries, {
+      lineColor: "#ef5350", topColor: "rgba(239, 83, 80, 0.05)", bottomColor: "rgba(239, 83, 80, 0.4)", lineWidth: 1 });
   }
-  const byTime = new Map();  // one point per second: the chart needs strictly rising times
-  for (const p of pf.equity_curve) byTime.set(Math.floor(p.ts / 1000), p.equity);
-  equity.setData([...byTime].sort((a, b) => a[0] - b[0]).map(([time, value]) => ({ time, value })));
+  // The server's curve is per fill plus the newest close; the points of earlier updates are kept,
+  // so the line moves with the marks between fills (one point per second: times must rise).
+  for (const p of pf.equity_curve) book.points.set(Math.floor(p.ts / 1000), p.equity);
+  const points = [...book.points].sort((a, b) => a[0] - b[0]).slice(-4000);
+  book.points = new Map(points);
+  book.equity.setData(points.map(([time, value]) => ({ time, value })));
+  let peak = pf.starting_balance;
+  book.drawdown.setData(points.map(([time, value]) => {
+    peak = Math.max(peak, value);
+    return { time, value: peak > 0 ? -100 * (peak - value) / peak : 0 };
+  }));
+  const box = document.getElementById("equity");
+  box.dataset.points = String(points.length);
+  box.dataset.last = points.length ? String(points[points.length - 1][1]) : "";
+}
+
+function setBook(b, pf) {
+  const r = b.rebalance;
+  const last = r && r.last_cycle;
+  document.getElementById("rebalance-summary").textContent = r
+    ? `portfolio strategy, decides every ${r.decision_timeframe}` + (last ? `; last cycle ${iso(last.bar_ts)}, equity ${fmt(last.equity, 2)}` : "; no cycle yet") +
+      (r.halted ? "; HALTED: drawdown limit (exits still trade)" : "")
+    : "per-symbol strategies: no target weights (actual weights from the positions)";
+  // Actual weight: the position's value over the book's equity; the target is the last cycle's.
+  const actual = Object.fromEntries(pf.positions.map((p) => [p.symbol,
+    p.amount && p.last_price && pf.equity ? p.amount * p.last_price / pf.equity : 0]));
+  const weights = document.getElementById("weights");
+  table(weights, ["symbol", "target", "actual", "held at the cycle", "score"],
+    pf.positions.map((p) => {
+      const w = (last && last.symbols[p.symbol]) || {};
+      return [p.symbol, fmt(w.target), fmt(actual[p.symbol]), fmt(w.weight), fmt(w.score)];
+    }));
+  weights.dataset.targets = String(last ? Object.keys(last.symbols).length : 0);
+  const books = Object.entries((b.ledgers && b.ledgers.books) || {});
+  const ledgers = document.getElementById("ledgers");
+  table(ledgers, ["book", "equity", "PnL", "return", "drawdown", "max drawdown", "turnover", "costs", "fills", "cycles"],
+    books.map(([name, k]) => [name, fmt(k.equity, 2), fmt(k.pnl, 2), `${fmt(k.return * 100, 2)}%`,
+      `${fmt(k.drawdown * 100, 2)}%`, `${fmt(k.max_drawdown * 100, 2)}%`, fmt(k.turnover, 3), fmt(k.costs, 2),
+      k.fills, k.cycles]));
+  ledgers.dataset.books = books.map(([name]) => name).join(" ");
+  drawLedgers(books);
+  const orders = document.getElementById("orders");
+  table(orders, ["created", "symbol", "side", "amount", "price", "status", "bar", "strategy", "reason"],
+    b.orders.map((o) => [iso(o.created_ms), o.symbol, o.side, fmt(o.amount, 6), fmt(o.price, 2),
+      o.status + (o.error ? ` (${o.error})` : ""), iso(o.bar_ts), o.strategy,
+      o.reasons.length ? o.reasons.join("; ") : o.strategy ? "" : "no signal (a flatten or a reconciliation)"]));
+  for (const row of orders.querySelectorAll("tr")) row.lastChild.classList.add("reason");
+  orders.dataset.count = String(b.orders.length);
+}
+
+function drawLedgers(books) {
+  if (!book.ledgerChart) book.ledgerChart = lineChart("ledger-chart");
+  const legend = document.getElementById("ledger-legend");
+  const names = [];
+  for (const [name, k] of books) {
+    if (!book.ledgers.has(name)) {
+      const color = LINE_COLORS[book.ledgers.size % LINE_COLORS.length];
+      book.ledgers.set(name, { series: book.ledgerChart.addSeries(LC.LineSeries, { color, lineWidth: 2 }),
+                               cls: `c${book.ledgers.size % LINE_COLORS.length}` });
+    }
+    const byTime = new Map();
+    for (const [ts, value] of k.equity_curve) byTime.set(Math.floor(ts / 1000), value);
+    book.ledgers.get(name).series.setData([...byTime].sort((a, b) => a[0] - b[0]).map(([time, value]) => ({ time, value })));
+    names.push(el("span", { cls: book.ledgers.get(name).cls, text: `— ${name}` }));
+  }
+  legend.replaceChildren(...names);
+  const box = document.getElementById("ledger-chart");
+  box.dataset.points = String(Math.max(0, ...books.map(([, k]) => k.equity_curve.length)));
 }
 
 // --- the live stream ----------------------------------------------------------------------
