@@ -182,6 +182,9 @@ def collect(plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.n
         for _, s in reversed(store.signals(symbol=symbol, limit=2**31))
     ]
     b = plan.cfg.broker
+    own = plan.cfg.symbols.get(symbol)
+    size = own.position_fraction if own is not None and own.position_fraction is not None else \
+        plan.cfg.strategy.position_fraction
     # gaps that touch the replay or the warm-up of its slowest stream
     since = plan.start_ms - plan.capacity * max(timeframe_ms(tf) for _, tf in plan.order)
     notes = {**plan.tape.notes(since, plan.end_ms), "warmup_bars_per_stream": plan.capacity, "replay": dict(counts),
@@ -189,8 +192,21 @@ def collect(plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.n
     return BacktestResult(
         symbol=symbol, timeframe=plan.trigger[1], bars=rows[(close > plan.start_ms) & (close <= plan.end_ms)],
         fills=store.fills(symbol=symbol), signals=signals, models=model_runs(store, symbol, truth_of),
-        cash=b.starting_balance, fee=b.fee, slippage=b.slippage, notes=notes,
+        cash=b.starting_balance, fee=b.fee, slippage=b.slippage, notes=notes, position_fraction=float(size),
     )
+
+
+def gate_notes(predictors: Mapping[str, Any]) -> dict[str, str]:
+    """{model: why} for each model whose artifact did not pass the gate: the daemon (trading only
+    validated models, its default) would not trade it, whatever this backtest shows."""
+    from daemon.trading.scoring import validation_verdict
+
+    out = {}
+    for name, p in predictors.items():
+        passed, why = validation_verdict(getattr(p, "meta", None))
+        if not passed:
+            out[name] = why
+    return out
 
 
 def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
@@ -376,6 +392,9 @@ def backtest_command(args: argparse.Namespace) -> int:
             device = getattr(getattr(cfg, "models", None), "device", "cpu")
             predictors = load_predictors(artifact_dirs(cfg, args.model_dir), device=device)
             results = run_portfolio(plan, predictors, batch=not getattr(args, "bar_by_bar", False))
+            notes = gate_notes(predictors)
+            for r in results:
+                r.gate = notes
             if len(results) > 1:
                 return print_portfolio(results, args.report)
             result = results[0]
@@ -418,8 +437,11 @@ def with_symbols(cfg: Config, symbols: str | None) -> Config:
 
 
 def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> int:
-    """Each symbol's summary (and report under REPORT/<BASE>_<QUOTE>/) of a multi-symbol run."""
-    from daemon.research.report import summarize, terminal_summary, write_report
+    """Each symbol's summary (and report under REPORT/<BASE>_<QUOTE>/) of a multi-symbol run,
+    then the portfolio total beside the portfolio buy-and-hold (REPORT/portfolio.json)."""
+    import json
+
+    from daemon.research.report import portfolio_summary, portfolio_terminal, summarize, terminal_summary, write_report
 
     for result in results:
         out = Path(report) / result.symbol.replace("/", "_") if report else None
@@ -427,4 +449,10 @@ def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> in
         print(terminal_summary(write_report(result, out) if out else summarize(result)))
         if out:
             print(f"report: {out / 'report.md'}")
+    total = portfolio_summary(results)
+    print("\n== portfolio ==")
+    print(portfolio_terminal(total))
+    if report:
+        (Path(report) / "portfolio.json").write_text(json.dumps(total, indent=2) + "\n")
+        print(f"report: {Path(report) / 'portfolio.json'}")
     return 0

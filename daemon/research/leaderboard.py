@@ -242,6 +242,9 @@ def compare_command(args: argparse.Namespace) -> int:
                 print(f"{b['artifact']}: {'PASS' if b['passed'] else 'FAIL'} — {b['why']} "
                       f"(Sharpe {b['sharpe_annualized']:.2f} annualized, {b['decisions']} decisions {b['window'][0]} → "
                       f"{b['window'][1]})")
+                for name, m in b.get("baselines", {}).items():  # same decisions, holding and unit size
+                    print(f"  baseline {name}: Sharpe {m['sharpe']:.2f} annualized, return {m['total_return'] * 100:+.2f} %, "
+                          f"{m['trades']} trades")
             print(f"verdicts written to {Path(args.out) / 'validation.json'}" +
                   (" and into each artifact.json" if args.write_verdict else " (artifacts untouched; "
                    "--write-verdict writes them into artifact.json)"))

@@ -53,6 +53,9 @@ class BacktestResult:
     slippage: float
     notes: dict[str, Any] = field(default_factory=dict)  # data checks, warm-up, degraded streams
     folds: list[dict[str, Any]] = field(default_factory=list)  # walk-forward fold summaries
+    # the strategy's entry size (a fraction of equity): the baselines are sized the same
+    position_fraction: float = 1.0
+    gate: dict[str, str] = field(default_factory=dict)  # model -> why the daemon would not trade it (gate failed)
 
     @property
     def bar_ms(self) -> int:
@@ -63,12 +66,15 @@ class BacktestResult:
 
 
 def curves(result: BacktestResult) -> dict[str, tuple[np.ndarray, np.ndarray, list[Fill]]]:
-    """(equity, position, fills) of the strategy and of each baseline, per bar of the period."""
+    """(equity, position, fills) of the strategy and of each baseline, per bar of the period.
+    The baselines hold the strategy's own position size (`position_fraction` of equity), so
+    their risk is the strategy's, not all equity."""
     ts, close = result.bars[:, 0].astype(np.int64), result.bars[:, 4]
     out = {"strategy": (*performance.equity_curve(ts, close, result.fills, result.cash), result.fills)}
+    size = result.position_fraction
     targets = {
-        "buy_and_hold": baselines.buy_and_hold_target(len(ts)),
-        "momentum": baselines.momentum_target(ts, close, result.bar_ms),
+        "buy_and_hold": size * baselines.buy_and_hold_target(len(ts)),
+        "momentum": size * baselines.momentum_target(ts, close, result.bar_ms),
     }
     for name, target in targets.items():
         fills = baselines.simulate_targets(result.bars, target, result.cash, result.fee, result.slippage)
@@ -97,6 +103,8 @@ def summarize(result: BacktestResult) -> dict[str, Any]:
                    "to": iso(int(ts[-1]) + result.bar_ms) if len(ts) else None},
         "bars": int(len(ts)),
         "costs": {"fee_per_side": result.fee, "slippage": result.slippage, "starting_equity": result.cash},
+        "position_fraction": result.position_fraction,
+        "gate": dict(result.gate),
         "strategy": runs["strategy"],
         "buy_and_hold": runs["buy_and_hold"],
         "momentum": runs["momentum"],
@@ -213,8 +221,10 @@ def markdown(summary: dict[str, Any], images: dict[str, str]) -> str:
     c = summary["costs"]
     lines = [
         f"# Backtest {summary['symbol']} {summary['timeframe']}: {p['from']} → {p['to']}", "",
-        f"{summary['bars']} bars; fee {c['fee_per_side'] * 100:.3f} % per side, slippage "
-        f"{c['slippage'] * 100:.3f} %; starting equity {c['starting_equity']:.2f}.", "",
+        (f"{summary['bars']} bars; fee {c['fee_per_side'] * 100:.3f} % per side, slippage "
+         f"{c['slippage'] * 100:.3f} %; starting equity {c['starting_equity']:.2f}. The baselines hold the "
+         f"strategy's position size ({summary.get('position_fraction', 1.0) * 100:g} % of equity)."), "",
+        *[line + "\n" for line in gate_lines(summary)],
         "## Performance", "", *headline_table(summary), "", *_no_trade_note(summary),
         f"![equity]({images['equity']})", "", f"![price]({images['price']})", "",
         "## Models", "", "Classification of each trigger bar (arg-max class) against the class the "
@@ -256,7 +266,63 @@ def terminal_summary(summary: dict[str, Any]) -> str:
     """A few aligned lines for the terminal."""
     p = summary["period"]
     head = f"backtest {summary['symbol']} {summary['timeframe']} {p['from']} → {p['to']} ({summary['bars']} bars)"
-    return "\n".join([head, "", _align(headline_table(summary)), "", _align(model_table(summary))])
+    size = f"baselines sized like the strategy: {summary.get('position_fraction', 1.0) * 100:g} % of equity per position"
+    return "\n".join([head, size, *gate_lines(summary), "", _align(headline_table(summary)), "",
+                      _align(model_table(summary))])
+
+
+def gate_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per model that failed the gate (or was never validated): the daemon would not trade it."""
+    return [f"NOTE: the daemon would not trade {name} (models.trade_only_validated, on by default): {why}; this backtest trades it anyway"
+            for name, why in sorted((summary.get("gate") or {}).items())]
+
+
+PORTFOLIO_RUNS = ("strategy", "buy_and_hold", "momentum")
+
+
+def portfolio_summary(results: Sequence[BacktestResult]) -> dict[str, Any]:
+    """The portfolio total of a multi-symbol run, beside the portfolio buy-and-hold and
+    momentum at the same per-symbol sizing: one account, so each symbol's P&L adds to the
+    shared starting equity, marked at every trigger close of any symbol (a symbol's last
+    equity is carried over its gaps)."""
+    cash = results[0].cash
+    grid = np.unique(np.concatenate([r.bars[:, 0].astype(np.int64) for r in results]))
+    bar_ms = results[0].bar_ms
+    out: dict[str, Any] = {"symbols": [r.symbol for r in results], "bars": len(grid)}
+    per_symbol = [curves(r) for r in results]
+    for run in PORTFOLIO_RUNS:
+        pnl = np.zeros(len(grid))
+        trades, fees = 0, 0.0
+        for r, c in zip(results, per_symbol):
+            equity, _, fills = c[run]
+            ts = r.bars[:, 0].astype(np.int64)
+            i = np.searchsorted(ts, grid, side="right") - 1  # the symbol's last close at or before each grid bar
+            pnl += np.where(i >= 0, equity[np.clip(i, 0, None)] - cash, 0.0)
+            trades += len(performance.round_trips(fills, bar_ms, mark=end_mark(r)))
+            fees += float(sum(f.fee for f in fills))
+        equity = cash + pnl
+        rets = performance.bar_returns(equity, cash)
+        out[run] = {"total_return": float(equity[-1] / cash - 1.0) if len(equity) else 0.0,
+                    "sharpe": performance.sharpe(rets, bar_ms), "sortino": performance.sortino(rets, bar_ms),
+                    "max_drawdown": performance.max_drawdown(equity, cash), "trades": trades, "fees_paid": fees,
+                    "final_equity": float(equity[-1]) if len(equity) else cash}
+    return out
+
+
+def portfolio_table(total: dict[str, Any]) -> list[str]:
+    """Markdown rows: the portfolio total beside its baselines."""
+    rows = ["| portfolio | strategy | buy-and-hold | momentum |", "|---|---:|---:|---:|"]
+    for label, key, kind in (("total return", "total_return", "ret"), ("Sharpe (ann.)", "sharpe", "num"),
+                             ("Sortino (ann.)", "sortino", "num"), ("max drawdown", "max_drawdown", "dd"),
+                             ("trades", "trades", "int"), ("fees paid", "fees_paid", "num")):
+        rows.append(f"| {label} | " + " | ".join(_fmt(total[run][key], kind) for run in PORTFOLIO_RUNS) + " |")
+    return rows
+
+
+def portfolio_terminal(total: dict[str, Any]) -> str:
+    """The portfolio total as aligned terminal lines."""
+    head = f"portfolio of {len(total['symbols'])} symbols ({', '.join(total['symbols'])}), one account"
+    return "\n".join([head, "", _align(portfolio_table(total))])
 
 
 def _align(md_rows: list[str]) -> str:

@@ -318,8 +318,16 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     trade, net = trading_scores(sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
     thresholds = {"min_trades": stats.MIN_TRADES, "min_psr": stats.MIN_PSR, "min_dsr": stats.MIN_DSR, **(gate or {})}
     verdict = stats.gate(net, int(trade["trades"]), n_trials, **thresholds)
+    # the baselines on the same decisions, the same holding period and the same unit position
+    from daemon.research.leaderboard import _baseline_sides
+
+    base = {}
+    for name in ("always_flat", "buy_and_hold", "momentum", "persistence"):
+        b_sides, _ = _baseline_sides(name, s, setup, np.ones(3), 0)
+        b_trade, _ = trading_scores(b_sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
+        base[name] = {k: b_trade[k] for k in ("sharpe", "total_return", "trades")}
     block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
-             "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee,
+             "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee, "baselines": base,
              "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if write:
         write_validation(Path(art_dir), block)

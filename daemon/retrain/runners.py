@@ -49,10 +49,13 @@ class Runner(Protocol):
         """Every job's result (JobFailed for those that failed or ran out of time)."""
         ...
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], *, progress: Progress | None = None) -> list[R]:
+    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None,
+            shared: Any = None) -> list[R]:
         """`fn` over picklable items (any module-level function), results in item order; the
         first exception an item raised is raised here (`sigd compare` runs its folds so).
-        Model fits inside `fn` report their epochs to `progress`."""
+        Model fits inside `fn` report their epochs to `progress`. With `shared` (data every
+        item reads, e.g. a data set's arrays) the call is `fn(item, shared)`; on Ray it travels
+        once, through the object store, to whichever node runs the item."""
         ...
 
     def cancel(self) -> None:
@@ -110,15 +113,16 @@ class LocalRunner:
             out.append(result)
         return out
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], *, progress: Progress | None = None) -> list[R]:
-        """In this process, one item after another."""
+    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None,
+            shared: Any = None) -> list[R]:
+        """In this process, one item after another (`fn(item, shared)` when `shared` is given)."""
         out: list[R] = []
         for key, item in enumerate(items):
             if progress:
                 progress.start(key)
             with fits_reporting(progress, key):
                 try:
-                    out.append(fn(item))
+                    out.append(fn(item) if shared is None else fn(item, shared))
                 except BaseException:
                     if progress:
                         progress.finish(False, None, key)
@@ -203,14 +207,18 @@ class RayRunner:
         self.cancel()
         return [r if r is not None else _out_of_time(j, timeout_s) for r, j in zip(out, jobs)]
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], *, progress: Progress | None = None) -> list[R]:
-        """Every item as a Ray task at once (a dead worker is retried, an exception is not);
-        paths inside the items must be readable on every node (shared storage on a cluster)."""
+    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None,
+            shared: Any = None) -> list[R]:
+        """Every item as a Ray task at once (a dead worker is retried, an exception is not).
+        `shared` is put in the object store once and every task gets it from there, on
+        whichever node it runs: no path needs to be readable by the workers. Paths inside the
+        items themselves must still be readable on every node (shared storage on a cluster)."""
         import ray
 
         remote = ray.remote(_mapped).options(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)
         sink = _progress_sink() if progress else None
-        refs = [remote.remote(fn, item, sink, key) for key, item in enumerate(items)]
+        data = (ray.put(shared),) if shared is not None else ()  # one copy, however many tasks read it
+        refs = [remote.remote(fn, item, sink, key, *data) for key, item in enumerate(items)]
         self._pending = list(refs)
         if progress:
             for key in range(len(refs)):
@@ -339,10 +347,11 @@ def _reporting_to(sink: Any, key: int, every_s: float = 1.0) -> Iterator[None]:
         FIT_PROGRESS.reset(token)
 
 
-def _mapped(fn: Callable[[T], R], item: T, sink: Any, key: int) -> R:
-    """The Ray task of `RayRunner.map`: `fn(item)`, its model fits reporting progress."""
+def _mapped(fn: Callable[..., R], item: T, sink: Any, key: int, *shared: Any) -> R:
+    """The Ray task of `RayRunner.map`: `fn(item)` (or `fn(item, shared)`: Ray resolved the
+    object reference to its value here), its model fits reporting progress."""
     with _reporting_to(sink, key):
-        return fn(item)
+        return fn(item, *shared)
 
 
 def _remote_job(job: Job, data_blob: bytes | None, art_blobs: dict[str, bytes], sink: Any = None,

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "install-service": "daemon.service.install:install_command",
     "uninstall-service": "daemon.service.install:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
+    "calibrate": "daemon.research.calibration:calibrate_command",
 }
 
 
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
     importlib.import_module("daemon.research.compare_args").add_arguments(p)
+    p = sub.add_parser("calibrate", help="the gate's power: detection rate of a planted edge vs its Sharpe, noise passes")
+    importlib.import_module("daemon.research.calibration").add_arguments(p)
     return parser
 
 

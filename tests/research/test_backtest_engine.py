@@ -175,3 +175,27 @@ def test_forked_workers_give_the_one_process_table(world: Path, cfg: config.Conf
                 assert (a.side, a.threshold, a.version, a.hold_bars) == (b.side, b.threshold, b.version, b.hold_bars)
                 assert a.hold_bars == p.hold_bars  # the holding period travels with every prediction
                 assert a.probs == pytest.approx(b.probs, abs=1e-6)
+
+
+def test_symbols_print_a_portfolio_total_and_the_gate(world: Path, write_config, tmp_path: Path, capsys) -> None:
+    from tests.research.test_backtest_parity import three_symbol_data
+
+    data = three_symbol_data(world, tmp_path)
+    cfg_path = write_config(TEST_CONFIG)
+    out = tmp_path / "report"
+    rc = main(["backtest", "-c", str(cfg_path), "--data", str(data), "--model-dir", str(world / "models"),
+               "--symbols", "ETH/USDT,SOL/USDT", "--from", iso(FROM), "--to", iso(FROM + 120 * MIN),
+               "--report", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "== portfolio ==" in printed and "portfolio of 2 symbols" in printed
+    assert "baselines sized like the strategy: 10 % of equity" in printed
+    # the tiny test models carry no validation block: the daemon would not trade them
+    assert "NOTE: the daemon would not trade cnn_lstm_attn" in printed
+    total = json.loads((out / "portfolio.json").read_text())
+    per = [json.loads((out / s / "summary.json").read_text()) for s in ("ETH_USDT", "SOL_USDT")]
+    cash = per[0]["costs"]["starting_equity"]
+    # one account: the symbols' P&L adds up
+    pnl = sum(p["strategy"]["final_equity"] - cash for p in per)
+    assert total["strategy"]["final_equity"] == pytest.approx(cash + pnl)
+    assert {"strategy", "buy_and_hold", "momentum"} <= set(total)

@@ -120,3 +120,53 @@ def test_model_table_shows_no_score_without_labelled_bars() -> None:
     rows = model_table({"models": {"a": {"argmax": empty}, "b": {"argmax": some}}})
     assert rows[2] == "| a | 0 | – | – | – | – |"
     assert rows[3] == "| b | 9 | 0.500 | 0.400 | 0.600 | 0.250 |"
+
+
+def _bars(close: list[float], step: int = DAY) -> np.ndarray:
+    c = np.asarray(close, float)
+    return np.column_stack([np.arange(len(c)) * step, c, c, c, c, np.ones(len(c))])
+
+
+def test_baselines_hold_the_strategys_position_size() -> None:
+    from daemon.research.report import BacktestResult, summarize
+
+    bars = _bars([100, 100, 150, 150])
+    result = BacktestResult("ETH/USDT", "1d", bars, [], [], [], 1000.0, 0.0, 0.0, position_fraction=0.1)
+    s = summarize(result)
+    assert s["buy_and_hold"]["total_return"] == pytest.approx(0.1 * 0.5)  # 10 % of equity rode +50 %
+    assert s["position_fraction"] == 0.1
+
+
+def test_portfolio_total_adds_each_symbols_pnl_to_one_account() -> None:
+    from daemon.research.report import (
+        BacktestResult,
+        portfolio_summary,
+        portfolio_terminal,
+    )
+
+    a = BacktestResult("ETH/USDT", "1d", _bars([100, 100, 200, 200]), [], [], [], 1000.0, 0.0, 0.0,
+                       position_fraction=0.1)
+    b = BacktestResult("SOL/USDT", "1d", _bars([10, 10, 5, 5]), [], [], [], 1000.0, 0.0, 0.0, position_fraction=0.2)
+    fill = Fill("f", "ETH/USDT", "buy", 100.0, 1.0, 0.0, DAY)  # the strategy: 1 ETH bought at 100
+    a.fills = [fill]
+    total = portfolio_summary([a, b])
+    assert total["strategy"]["total_return"] == pytest.approx(100 / 1000)
+    # buy-and-hold at the same sizing: +100 % on 10 % and -50 % on 20 % of one account
+    assert total["buy_and_hold"]["total_return"] == pytest.approx(0.1 * 1.0 - 0.2 * 0.5)
+    assert "portfolio of 2 symbols" in portfolio_terminal(total)
+
+
+def test_a_model_that_failed_the_gate_is_named_in_the_summary() -> None:
+    from daemon.research.backtest import gate_notes
+    from daemon.research.report import gate_lines
+
+    class Loaded:  # a loaded predictor as far as the gate is concerned: its artifact's meta
+        def __init__(self, meta: dict) -> None:
+            self.meta = meta
+
+    notes = gate_notes({"good": Loaded({"validation": {"passed": True, "why": "ok"}}),
+                        "bad": Loaded({"validation": {"passed": False, "why": "PSR 0.41 < 0.95"}}),
+                        "new": Loaded({})})
+    assert set(notes) == {"bad", "new"}
+    lines = gate_lines({"gate": notes})
+    assert any("would not trade bad" in line and "PSR 0.41" in line for line in lines)

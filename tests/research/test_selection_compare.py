@@ -134,6 +134,10 @@ def test_validate_writes_the_gate_into_the_artifact_only_when_asked(tmp_path: Pa
     assert rc == 0 and "into each artifact.json" in capsys.readouterr().out
     meta = read_meta(art)
     block = meta["validation"]
+    # the baselines on the same decisions and unit size, printed beside the verdict
+    assert set(block["baselines"]) == {"always_flat", "buy_and_hold", "momentum", "persistence"}
+    assert block["baselines"]["always_flat"] == {"sharpe": 0.0, "total_return": 0.0, "trades": 0}
+    assert "baseline buy_and_hold: Sharpe" in out and "baseline momentum: Sharpe" in out
     assert block["n_trials"] == 10 and block["decisions"] > 600 and block["window"][0] == iso(late)[:-1] + ":00Z"
     assert validation_verdict(meta)[0] is block["passed"]
     assert meta["version"] == version and load_artifact(art)[1]["version"] == version  # weights untouched

@@ -65,18 +65,19 @@ def test_the_terminal_line_keeps_time_between_events() -> None:
     assert out.getvalue().count("\r\033[K") >= 5
 
 
-def _slow_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
-    time.sleep(0.02)  # long enough that the driver polls the fit mid-way on Ray
+def _step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
+    time.sleep(float(batch["pause"]))  # on Ray: long enough that the driver polls the fit mid-way
     loss = nn.functional.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])
     return loss, -1, 0
 
 
-def tiny_fit(seed: int) -> int:
-    """A real (small) model fit of 4 epochs x 20 batches; the epochs it ran."""
+def tiny_fit(item: tuple[int, float]) -> int:
+    """A real (small) model fit of 4 epochs x 20 batches, each batch `pause` s longer; the epochs it ran."""
+    seed, pause = item
     torch.manual_seed(seed)
     model = nn.Linear(3, 1)
-    data = [{"x": torch.randn(8, 3), "y": torch.randn(8)} for _ in range(20)]
-    hist = fit(model, _slow_step, lambda epoch: (iter(data), len(data)), lambda: (iter(data[:2]), 2),
+    data = [{"x": torch.randn(8, 3), "y": torch.randn(8), "pause": torch.tensor(pause)} for _ in range(20)]
+    hist = fit(model, _step, lambda epoch: (iter(data), len(data)), lambda: (iter(data[:2]), 2),
                FitConfig(epochs=4, patience=10, progress=False), torch.device("cpu"))
     return len(hist["val_loss"])
 
@@ -87,7 +88,7 @@ def _mid_way(p: Recording, key: object) -> list[float]:
 
 def test_local_map_reports_each_fit_as_it_trains() -> None:
     p = Recording(2, "compare folds (local)")
-    assert LocalRunner().map(tiny_fit, [1, 2], progress=p) == [4, 4]
+    assert LocalRunner().map(tiny_fit, [(1, 0.0), (2, 0.0)], progress=p) == [4, 4]
     for key in (0, 1):
         fractions = _mid_way(p, key)
         assert len(fractions) >= 40 and fractions == sorted(fractions)  # every batch, in order
@@ -109,6 +110,6 @@ def test_a_walk_forward_fold_reports_its_training(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ray_map_reports_fits_from_the_workers(ray_local: None) -> None:
     p = Recording(2, "compare folds (ray)")
-    assert RayRunner(num_cpus=2).map(tiny_fit, [1, 2], progress=p) == [4, 4]
+    assert RayRunner(num_cpus=2).map(tiny_fit, [(1, 0.06), (2, 0.06)], progress=p) == [4, 4]
     assert any(_mid_way(p, key) for key in (0, 1)), p.seen
     assert sorted(p.finished) == [0, 1] and p.done == 2
