@@ -150,17 +150,35 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """The loopback HTTP API (health, status, metrics, bearer-token actions)."""
+    """The HTTP API and dashboard (health, status, metrics, bearer-token actions), served by
+    their own process; the security model and limits: docs/operations/security.md."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8787  # 0 = an ephemeral port (the bound URL is stored in kv "api_url")
     token_env: str = "SIGD_API_TOKEN"  # bearer token for POST /pause, /resume, /flat
+    # A port in use: bind a free one instead (and log the URL) rather than refuse to start.
+    free_port_fallback: bool = False
+    # Host header names served besides loopback names, IP addresses and `host` (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    max_connections: int = 2000  # open connections (websockets included); more are cut at once
+    handshake_timeout_s: float = 10.0  # a connection that sends no request in this long is cut
+    idle_timeout_s: float = 75.0  # a kept-alive connection idle this long is closed
+    ws_heartbeat_s: float = 20.0  # websocket ping interval; no pong within half of it: closed
+    send_timeout_s: float = 10.0  # a websocket send that does not finish in this long: the page is dropped
+    snapshot_max_age_s: float = 1.0  # /status and /metrics are shared by the requests of this window
 
     def check(self, key: str) -> None:
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
         # Beyond loopback only with the token set: checked at start-up, where the environment is known.
         _require(bool(self.token_env), f"{key}.token_env", "must name an environment variable")
+        for i, name in enumerate(self.allowed_hosts):
+            _require(bool(name) and all(c.isalnum() or c in ".-_" for c in name), f"{key}.allowed_hosts[{i}]",
+                     f"expected a host name such as 'sigd.example.lan' (no scheme, port or path), got {name!r}")
+        _require(1 <= self.max_connections <= 100_000, f"{key}.max_connections", "must be within 1..100000")
+        for name in ("handshake_timeout_s", "idle_timeout_s", "ws_heartbeat_s", "send_timeout_s"):
+            _require(0 < getattr(self, name) <= 3600, f"{key}.{name}", "must be within (0, 3600] seconds")
+        _require(0 <= self.snapshot_max_age_s <= 60, f"{key}.snapshot_max_age_s", "must be within 0..60 seconds")
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,15 @@ class RetrainFinished(Event):
 
 
 @dataclass(frozen=True)
+class ControlApplied(Event):
+    """An operator action (pause, resume, flat, retrain) took effect: pages refresh at once."""
+
+    kind: ClassVar[str] = "control"
+    action: str
+    symbol: str  # "all" when it was not for one symbol
+
+
+@dataclass(frozen=True)
 class AlertQueued(Event):
     """An alert event (signal, fill, order, error, retrain, ...) is committed to the outbox;
     `envelope()` is the JSON object webhooks receive (without a signature)."""

@@ -5,6 +5,12 @@ Every module records into the module-level REGISTRY with labels given at the cal
 names of a metric are fixed by its first use (Prometheus needs one label set per metric);
 a later call with other names is a bug and raises naming the metric.
 
+Every metric is on the first scrape: one declared but not yet updated shows as a single zero
+series without labels (a histogram: empty buckets) until its first update brings its
+labelled series, so dashboards and alert rules work from the start. The standard
+`process_*` (CPU, memory, open files) and `python_*` (interpreter, garbage collector)
+collectors of prometheus-client are registered too.
+
 A series labelled by `stream` ("SYMBOL TIMEFRAME") also carries `symbol`, so a per-symbol
 Grafana panel sums by `symbol` without parsing label values.
 """
@@ -16,6 +22,12 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 # The `_created` series double every counter's lines and no sigd dashboard reads them.
 prometheus_client.disable_created_metrics()
@@ -57,6 +69,11 @@ class _Metric:
         if names != self._names:
             raise ValueError(f"metric {self.name}: labels {list(names)} differ from its labels {list(self._names)}")
         return self._metric.labels(**values) if names else self._metric
+
+    @property
+    def used(self) -> bool:
+        """Updated at least once (its prometheus-client metric exists)."""
+        return self._metric is not None
 
     def _sample(self, suffix: str, labels: dict[str, Any]) -> float:
         """The sum over the series whose labels include `labels` (0 before the first update):
@@ -123,6 +140,34 @@ class Histogram(_Metric):
         return int(self._sample("_count", labels))
 
 
+class _Declared:
+    """A collector of the zero series of metrics declared but never updated."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def describe(self) -> list[Metric]:
+        return []  # names come and go: the registry must not reserve them
+
+    def collect(self) -> list[Metric]:
+        out: list[Metric] = []
+        for m in self.registry.metrics():
+            if m.used:
+                continue
+            if isinstance(m, Counter):
+                out.append(CounterMetricFamily(m.name, m.help, value=0.0))
+            elif isinstance(m, Histogram):
+                buckets = [(_bound(b), 0.0) for b in m._kw["buckets"]] + [("+Inf", 0.0)]
+                out.append(HistogramMetricFamily(m.name, m.help, buckets=buckets, sum_value=0.0))
+            else:
+                out.append(GaugeMetricFamily(m.name, m.help, value=0.0))
+        return out
+
+
+def _bound(b: float) -> str:
+    return str(prometheus_client.utils.floatToGoString(b))  # type: ignore[no-untyped-call]
+
+
 class Registry:
     """Named metrics; asking twice for the same name returns the same object."""
 
@@ -130,6 +175,15 @@ class Registry:
         self.collectors = CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, _Metric] = {}
         self._lock = threading.Lock()
+        self.collectors.register(_Declared(self))
+        prometheus_client.ProcessCollector(registry=self.collectors)
+        prometheus_client.PlatformCollector(registry=self.collectors)
+        prometheus_client.GCCollector(registry=self.collectors)
+
+    def metrics(self) -> list[_Metric]:
+        """Every declared metric."""
+        with self._lock:
+            return list(self._metrics.values())
 
     def _get(self, cls: type[_Metric], name: str, help: str, **kw: Any) -> Any:
         with self._lock:

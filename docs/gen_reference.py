@@ -60,6 +60,9 @@ ROUTE_NOTES: dict[tuple[str, str], str] = {
     ("GET", "/api/snapshot"): "the dashboard's snapshot (`?tf=1m`): every symbol, health, models, positions",
     ("GET", "/api/chart"): "one symbol's candles and markers (`?symbol=ETH/USDT&tf=1h`)",
     ("GET", "/ws/events"): "websocket: a snapshot, then every domain event as it is committed (`?tf=1m`)",
+    ("GET", "/session"): 'whether the data needs a session here (`{"required": true, "active": false}` beyond loopback)',
+    ("POST", "/session"): "open a session with the bearer token: an HttpOnly, SameSite=Strict cookie for the page",
+    ("DELETE", "/session"): "close this page's session",
 }
 
 # Outbox alert types (`EventSink.publish(type, ...)`) and what they announce. Every literal

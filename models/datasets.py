@@ -171,7 +171,15 @@ def assemble(per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]
     raw = [{k: (spec.raw_features(s[k]) if s.get(k) is not None else np.zeros((0, len(spec.feature_names))))
             for k in spec.inputs} for _, s in per_symbol]
     scalers = dict(scalers) if scalers else _fit_scalers(per_symbol, raw, spec, scaler_kind)
-    spec = FeatureSpec(spec.kind, spec.seq_len, spec.inputs, spec.feature_set, scalers, spec.version)
+    clip = {}  # share clipped per input and feature over the training rows (saved in the artifact)
+    for key in spec.inputs:
+        rows = [r[key][train_rows(ss.ends[key], ss.split == TRAIN, spec.seq_len, len(r[key]))]
+                for (ss, _), r in zip(per_symbol, raw)]
+        stacked = np.concatenate(rows) if rows else np.zeros((0, len(spec.feature_names)))
+        stacked = stacked[np.isfinite(stacked).all(axis=1)]
+        clip[key] = tuple(float(v) for v in scalers[key].clipped(stacked).mean(axis=0)) if len(stacked) else \
+            (0.0,) * len(spec.feature_names)
+    spec = FeatureSpec(spec.kind, spec.seq_len, spec.inputs, spec.feature_set, scalers, spec.version, clip)
     feats, ends = {}, {}
     for key in spec.inputs:
         offsets = np.cumsum([0] + [len(r[key]) for r in raw])

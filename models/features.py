@@ -3,9 +3,25 @@
 Two kinds of input, named by `FeatureSpec.kind`:
 
 - "mtf" (hybrid multi-timeframe transformer): per-bar features that depend only on the bar and
-  its predecessor -- log(open, high, low, close / previous close) and the change of log(1 +
-  volume) -- so the encoding of a past bar never changes and can be cached between bars.
+  its predecessor, so the encoding of a past bar never changes and can be cached between bars.
   One window per input key ("1m", "1h", "1d", "btc_1m"; "1s" only when recorded history exists).
+  Two versioned sets:
+    "bar"  (feature version 1, the artifacts shipped before it was found broken): log(open,
+           high, low, close / previous close) and the change of log(1 + volume). Its `log_open`
+           = log(open / previous close) measures the exchange's tick relative to the price, not
+           the market: on Binance the open nearly always equals the previous close, its scaler
+           scale was 1.2e-5, and 20-58 % of the altcoins' values clipped at +-CLIP
+           (`python -m daemon.research.ablation`). Kept only so those artifacts still load.
+    "bar2" (feature version 2, what training uses now): comparable across coins and regimes.
+           `log_open` is replaced by log_range = log(high / low), the bar's range; then the
+           four price features (range, high, low, close against the previous close) are
+           divided by the bar's recent volatility: the root mean square of log(close / previous
+           close) over the VOL_BARS bars before it. So a value reads "this many recent sds",
+           whatever the coin's price, tick or volatility and whatever the regime; the scaler
+           (fitted on one month of one coin) no longer decides what is extreme. A bar's value
+           still depends only on that bar and the bars before it, so a past bar's encoding never
+           changes.
+           The volume change is unchanged (already scale-free).
 - "sequence" (CNN-LSTM-attention and the other sequence models): the causal indicators of
   `models.indicators` over the primary 1m window, or the seed's minimal set as fallback.
 
@@ -20,17 +36,22 @@ same rule, so the model sees exactly what it saw in training.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
 from daemon.domain import timeframe_ms
 from models import indicators
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # what new artifacts are written with
+SUPPORTED_VERSIONS = (1, 2)  # what loads; version 1 knows only the "bar" mtf set
 CLIP = 10.0
-BAR_NAMES: tuple[str, ...] = ("log_open", "log_high", "log_low", "log_close", "log_volume_change")
+BAR_NAMES: tuple[str, ...] = ("log_open", "log_high", "log_low", "log_close", "log_volume_change")  # v1 "bar"
+BAR2_NAMES: tuple[str, ...] = ("log_range", "log_high", "log_low", "log_close", "log_volume_change")  # v2 "bar2"
+MTF_SETS: dict[str, tuple[str, ...]] = {"bar": BAR_NAMES, "bar2": BAR2_NAMES}
+VOL_BARS = 20  # bar2: bars of recent volatility each bar's price features are measured in
 WINDOW_KEYS: tuple[str, ...] = ("1s", "1m", "1h", "1d", "btc_1m")
 
 
@@ -39,13 +60,30 @@ def key_timeframe(key: str) -> str:
     return key.rsplit("_", 1)[-1]
 
 
-def bar_features(bars: np.ndarray) -> np.ndarray:
-    """Per-bar features [n, 5] of bars [n, 6]; row 0 is NaN (it has no predecessor)."""
+def bar_features(bars: np.ndarray, feature_set: str = "bar") -> np.ndarray:
+    """Per-bar features [n, 5] of bars [n, 6] (`MTF_SETS[feature_set]`); row 0 is NaN (no predecessor)."""
+    if feature_set not in MTF_SETS:
+        raise ValueError(f"unknown mtf feature set {feature_set!r}; known: {', '.join(MTF_SETS)}")
     prev_close = np.concatenate([[np.nan], bars[:-1, 4]])
     logv = np.log1p(bars[:, 5])
     prev_logv = np.concatenate([[np.nan], logv[:-1]])
     out = np.log(bars[:, 1:5] / prev_close[:, None])
+    if feature_set == "bar2":
+        out[:, 0] = np.log(bars[:, 2] / bars[:, 3])
+        out /= recent_vol(out[:, 3], VOL_BARS)[:, None]
     return np.concatenate([out, (logv - prev_logv)[:, None]], axis=1)
+
+
+def recent_vol(log_close: np.ndarray, n: int) -> np.ndarray:
+    """Root mean square of the n values before each row ([k] -> [k]; NaN for the first n rows and
+    where that is 0). Summed window by window, so a row's value is bit-identical whether computed
+    over a whole series (training) or over a live window (parity)."""
+    out = np.full(len(log_close), np.nan)
+    if len(log_close) > n:
+        windows = np.lib.stride_tricks.sliding_window_view(log_close[:-1] ** 2, n)  # rows n.. use [i-n, i)
+        rms = np.sqrt(windows.mean(axis=1))
+        out[n:] = np.where(rms > 0, rms, np.nan)
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,7 +95,7 @@ class Scaler:
     scale: tuple[float, ...]
 
     @classmethod
-    def fit(cls, rows: np.ndarray, kind: Literal["standard", "minmax"] = "standard") -> "Scaler":
+    def fit(cls, rows: np.ndarray, kind: Literal["standard", "minmax"] = "standard") -> Scaler:
         """Fit on finite rows [n, F] (training split only)."""
         rows = rows[np.isfinite(rows).all(axis=1)]
         if len(rows) == 0:
@@ -76,12 +114,18 @@ class Scaler:
         z = (x - np.asarray(self.center)) / np.asarray(self.scale)
         return np.clip(z, -CLIP, CLIP).astype(np.float32)
 
+    def clipped(self, x: np.ndarray) -> np.ndarray:
+        """bool [..., F]: which finite values of x `transform` clips at +-CLIP."""
+        z = (x - np.asarray(self.center)) / np.asarray(self.scale)
+        with np.errstate(invalid="ignore"):
+            return np.abs(z) > CLIP
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"kind": self.kind, "center": list(self.center), "scale": list(self.scale)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Scaler":
+    def from_dict(cls, d: Mapping[str, Any]) -> Scaler:
         """Inverse of to_dict."""
         return cls(d["kind"], tuple(float(v) for v in d["center"]), tuple(float(v) for v in d["scale"]))
 
@@ -97,7 +141,8 @@ class FeatureBuilder:
 
 # FeatureSpec.kind -> its builder; a family's IO names the kind it trains on.
 BUILDERS: dict[str, FeatureBuilder] = {
-    "mtf": FeatureBuilder(lambda _: BAR_NAMES, lambda _: 1, lambda bars, _: bar_features(bars)),
+    "mtf": FeatureBuilder(lambda fs: MTF_SETS.get(fs, BAR_NAMES), lambda fs: VOL_BARS + 1 if fs == "bar2" else 1,
+                          bar_features),
     "sequence": FeatureBuilder(indicators.names, indicators.warmup, indicators.indicator_features),
 }
 
@@ -109,13 +154,21 @@ class FeatureSpec:
     kind: str  # a key of BUILDERS: "mtf" (bar features) | "sequence" (indicators)
     seq_len: int
     inputs: tuple[str, ...]  # window keys the model was trained with
-    feature_set: str = "bar"  # "bar" (mtf) | "full" | "minimal"
+    feature_set: str = "bar"  # "bar2" | "bar" (mtf, v1 artifacts only) | "full" | "minimal"
     scalers: Mapping[str, Scaler] = field(default_factory=dict)
     version: int = FEATURE_VERSION
+    # share of values clipped at +-CLIP per input key and feature, on the training rows
+    clip_share: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in BUILDERS:
             raise ValueError(f"unknown feature kind {self.kind!r}; known: {', '.join(BUILDERS)}")
+        if self.version not in SUPPORTED_VERSIONS:
+            raise ValueError(f"feature version {self.version!r} is not one of {SUPPORTED_VERSIONS}")
+        if self.kind == "mtf" and self.feature_set not in MTF_SETS:
+            raise ValueError(f"unknown mtf feature set {self.feature_set!r}; known: {', '.join(MTF_SETS)}")
+        if self.feature_set == "bar2" and self.version < 2:
+            raise ValueError("feature set 'bar2' needs feature version >= 2")
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -138,17 +191,21 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"kind": self.kind, "seq_len": self.seq_len, "inputs": list(self.inputs),
-                "feature_set": self.feature_set, "feature_names": list(self.feature_names),
-                "scalers": {k: s.to_dict() for k, s in self.scalers.items()}, "version": self.version}
+        out = {"kind": self.kind, "seq_len": self.seq_len, "inputs": list(self.inputs),
+               "feature_set": self.feature_set, "feature_names": list(self.feature_names),
+               "scalers": {k: s.to_dict() for k, s in self.scalers.items()}, "version": self.version}
+        if self.clip_share:
+            out["clip_share"] = {k: list(v) for k, v in self.clip_share.items()}
+        return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpec":
-        """Inverse of to_dict; refuses another feature version."""
-        if d.get("version") != FEATURE_VERSION:
-            raise ValueError(f"feature version {d.get('version')!r} != supported {FEATURE_VERSION}")
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of to_dict; refuses a feature version this code does not know."""
+        if d.get("version") not in SUPPORTED_VERSIONS:
+            raise ValueError(f"feature version {d.get('version')!r} is not one of the supported {SUPPORTED_VERSIONS}")
         spec = cls(d["kind"], int(d["seq_len"]), tuple(d["inputs"]), d["feature_set"],
-                   {k: Scaler.from_dict(s) for k, s in d["scalers"].items()}, int(d["version"]))
+                   {k: Scaler.from_dict(s) for k, s in d["scalers"].items()}, int(d["version"]),
+                   {k: tuple(float(x) for x in v) for k, v in d.get("clip_share", {}).items()})
         if list(spec.feature_names) != list(d.get("feature_names", spec.feature_names)):
             raise ValueError(f"feature names {d.get('feature_names')} do not match {list(spec.feature_names)}")
         return spec
@@ -159,7 +216,25 @@ def window_is_contiguous(bars: np.ndarray, timeframe: str) -> bool:
     return bool(np.all(np.diff(bars[:, 0]) == timeframe_ms(timeframe)))
 
 
-def encode_window(bars: np.ndarray | None, key: str, spec: FeatureSpec) -> np.ndarray | None:
+class ClipStats:
+    """Running share of clipped values per input key and feature (live: the Predictor keeps one)."""
+
+    def __init__(self) -> None:
+        self.clipped: dict[str, np.ndarray] = {}
+        self.values: dict[str, int] = {}
+
+    def add(self, key: str, clipped: np.ndarray) -> None:
+        """Count one window's clipped mask [rows, F] (only its newest row is new after the first)."""
+        self.clipped[key] = self.clipped.get(key, 0) + clipped.sum(axis=0)
+        self.values[key] = self.values.get(key, 0) + len(clipped)
+
+    def share(self) -> dict[str, tuple[float, ...]]:
+        """{key: per-feature share of clipped values} so far."""
+        return {k: tuple(float(c) / max(self.values[k], 1) for c in v) for k, v in self.clipped.items()}
+
+
+def encode_window(bars: np.ndarray | None, key: str, spec: FeatureSpec,
+                  stats: ClipStats | None = None) -> np.ndarray | None:
     """One window [n, 6] -> scaled features [seq_len, F] float32, or None (missing/short/gap)."""
     need = spec.required_windows[key]
     if bars is None or len(bars) < need:
@@ -168,9 +243,12 @@ def encode_window(bars: np.ndarray | None, key: str, spec: FeatureSpec) -> np.nd
     if not window_is_contiguous(bars, key_timeframe(key)):
         return None
     rows = spec.raw_features(bars)[-spec.seq_len:]
+    if stats is not None:
+        stats.add(key, spec.scalers[key].clipped(rows[-1:]))  # the newest bar: each bar counted once live
     return spec.scalers[key].transform(rows)
 
 
-def encode_windows(windows: Mapping[str, Any], spec: FeatureSpec) -> dict[str, np.ndarray | None]:
+def encode_windows(windows: Mapping[str, Any], spec: FeatureSpec,
+                   stats: ClipStats | None = None) -> dict[str, np.ndarray | None]:
     """Live windows (the daemon's window convention) -> {key: [seq_len, F] float32 or None}."""
-    return {k: encode_window(windows.get(k), k, spec) for k in spec.inputs}
+    return {k: encode_window(windows.get(k), k, spec, stats) for k in spec.inputs}

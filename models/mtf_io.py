@@ -3,7 +3,8 @@ masks for missing ones, mtf_loss with its auxiliary targets, and the extra heads
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,6 @@ from models.io import Batch, Log, WindowIO, tensor
 from models.losses import FocalLoss
 from models.mtf_transformer import BAR_FEATURES, TIMEFRAMES, mtf_loss
 from models.targets import IGNORE, mtf_aux_targets
-
 
 AUX_KEYS = ("price", "volatility", "trend_strength", "pivots")
 EXTRA_SCORES = ("confidence", "price", "volatility", "trend_strength")  # served beside the class probabilities
@@ -35,8 +35,9 @@ class MTFIO(WindowIO):
         self.focal, self.aux_weight, self.trend_tau = FocalLoss(), aux_weight, {}
 
     def feature_spec(self, seq_len: int, shortest: int, inputs: tuple[str, ...], log: Log) -> FeatureSpec:
-        """Bar features of each input key (no indicator history needed)."""
-        return FeatureSpec(self.feature_kind, seq_len, inputs, "bar")
+        """Bar features of each input key (no indicator history needed): the v2 set, whose inputs
+        are comparable across coins (models/features.py says why v1's log_open was not)."""
+        return FeatureSpec(self.feature_kind, seq_len, inputs, "bar2")
 
     def config_overrides_base(self) -> dict[str, Any]:
         """Nothing: the hybrid has no task switch."""

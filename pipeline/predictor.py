@@ -23,7 +23,7 @@ import torch
 from daemon.domain import Prediction, Side
 from models import registry
 from models.artifacts import hold_bars, load_artifact
-from models.features import encode_windows
+from models.features import ClipStats, encode_windows
 from models.fit import pick_device
 from models.io import WindowIO, decision_scores
 import strategies.threshold as thr
@@ -53,6 +53,7 @@ class Predictor:
         self.hold_bars: int = hold_bars(meta)  # the holding period the threshold was optimized with
         self.required_windows: dict[str, int] = spec.required_windows
         self.io: WindowIO = registry.family(self.name).make_io(self.mode)
+        self.clip_stats = ClipStats()  # share of inputs clipped at +-CLIP since load, per input key
 
     @classmethod
     def load(cls, art_dir: Path | str, device: str = "auto") -> "Predictor":
@@ -65,7 +66,7 @@ class Predictor:
         prim = windows.get("1m")
         if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
             raise InsufficientWindows(f"{self.name}: newest 1m bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
-        enc = encode_windows(windows, self.spec)
+        enc = encode_windows(windows, self.spec, self.clip_stats)
         if enc["1m"] is None or all(v is None for v in enc.values()):
             need = self.required_windows["1m"]
             have = 0 if prim is None else len(prim)
@@ -85,6 +86,11 @@ class Predictor:
         conf = float(thr.confidence(decision, self.mode))  # type: ignore[arg-type]
         return Prediction(self.name, self.version, int(bar_ts), named, side, conf, self.threshold, ms,
                           self.hold_bars)
+
+    def clip_share(self) -> dict[str, tuple[float, ...]]:
+        """Live share of clipped input values per window key and feature (beside the training
+        share in `spec.clip_share`): a coin or regime the scalers do not fit shows here."""
+        return self.clip_stats.share()
 
     @staticmethod
     def _row(scores: dict[str, np.ndarray], i: int) -> dict[str, float]:

@@ -9,12 +9,14 @@ train it again. Artifacts written before it existed get one rebuilt from their J
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from models.targets import TargetSpec
 import strategies.threshold as thr
+from models.labels import LabelSpec
+from models.targets import TargetSpec
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = (str(REPO / "daemon" / "localexchange" / "tape"),)
@@ -34,6 +36,9 @@ class TrainSpec:
     start: str | None = None  # ISO date/time of the first primary bar (inclusive)
     end: str | None = None  # ... and the end (exclusive)
     target: TargetSpec = field(default_factory=TargetSpec)
+    # panel (pooled, cross-sectional) training: which target family -- triple barrier, forward
+    # return, meta-label, vol forecast (models/labels.py); None for the per-symbol window models
+    label: LabelSpec | None = None
     epochs: int = 0  # 0 = the loop's default (models.fit.FitConfig)
     batch_size: int = 0  # 0 = chosen from free memory
     max_batches: int = 0  # training batches per epoch; 0 = the whole split
@@ -70,7 +75,7 @@ class TrainSpec:
         """The holding period the threshold is optimized with."""
         return self.hold or self.target.span
 
-    def replace(self, **changes: Any) -> "TrainSpec":
+    def replace(self, **changes: Any) -> TrainSpec:
         """A copy with some fields changed (checked again)."""
         return dataclasses.replace(self, **changes)
 
@@ -78,11 +83,11 @@ class TrainSpec:
         """JSON-ready form (saved in the artifact as `train_spec`)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.update(config=dict(self.config), data_dirs=list(self.data_dirs), symbols=list(self.symbols),
-                   target=self.target.to_dict())
+                   target=self.target.to_dict(), label=self.label.to_dict() if self.label else None)
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainSpec:
         """Inverse of to_dict; an unknown key is an error naming it."""
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - known):
@@ -90,6 +95,8 @@ class TrainSpec:
         fields = dict(d)
         if "target" in fields:
             fields["target"] = TargetSpec.from_dict(fields["target"])
+        if fields.get("label") is not None:
+            fields["label"] = LabelSpec.from_dict(fields["label"])
         return cls(**fields)
 
 

@@ -1,6 +1,6 @@
 """Property-based fuzzing (hypothesis) of the HTTP API of a real `sigd run` (tiny models, its
 local exchange): raw requests of every shape — methods, paths, headers, tokens, bodies, plain
-garbage — must never crash the process, answer 500, act without the token, or leave the
+garbage — must never crash the process (nor the HTTP server process), answer 500, act without the token, or leave the
 daemon unhealthy."""
 
 from __future__ import annotations
@@ -87,13 +87,15 @@ def test_api_survives_fuzzed_requests(tiny_artifacts: dict[str, Path], tmp_path:
             assert not status.startswith((b"HTTP/1.1 2", b"HTTP/1.0 2")) or not raw.startswith(b"POST"), raw[:300]
 
         fuzz()
-        health = _send(api_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        health = _send(api_port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert health.startswith(b"HTTP/1.1 200"), health[:300]
-        status = json.loads(_send(api_port, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status = json.loads(_send(api_port, b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                             .split(b"\r\n\r\n", 1)[1])
         assert status["healthy"] is True and status["paused"] is False  # no fuzzed POST acted
         crashes = [e for e in daemon.log_events() if e.get("event") == "daemon_failed" or "Traceback" in
                    str(e.get("exception", "")) and "web_protocol" not in str(e.get("exception", ""))]
         assert not crashes, crashes[:3]
+        # The HTTP server process never died either (the daemon would have restarted it).
+        assert not [e for e in daemon.log_events() if e.get("event") == "http_server_exited"]
     finally:
         daemon.close()

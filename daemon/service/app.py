@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Any, Awaitable
@@ -22,7 +23,9 @@ from daemon import config as config_mod
 from daemon import crashpoints
 from daemon.health import FAILURES
 from daemon import log
+from daemon.service import ports
 from daemon.service.api import Api
+from daemon.service.httpserver import Settings
 from daemon.config import Config, ConfigError
 from daemon.service.controls import DaemonControls
 from daemon.domain import Bar
@@ -52,6 +55,7 @@ class Daemon:
         self.parts: Parts | None = None
         self.controls: DaemonControls | None = None
         self.api: Api | None = None
+        self._api_sock: socket.socket | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -62,6 +66,9 @@ class Daemon:
         if self.cfg.api.enabled and not self._api_loopback() and not self.environ.get(self.cfg.api.token_env):
             raise ConfigError(f"{self.cfg.source}: api.host = {self.cfg.api.host!r} is not loopback: set the token "
                               f"in ${self.cfg.api.token_env} (api.token_env) or bind 127.0.0.1")
+        if self.cfg.api.enabled:  # a port in use: one line naming the key, before anything is built
+            self._api_sock = ports.listen(self.cfg.api.host, self.cfg.api.port, "api.port",
+                                          fallback=self.cfg.api.free_port_fallback)
         self.notifier.status("starting: building parts")
         self.parts = await build_parts(self.cfg, self.environ, on_bar=self._on_bar)
         self.controls = DaemonControls(self.cfg, self.parts, self.freshness)
@@ -113,7 +120,9 @@ class Daemon:
             drained = bool(await _step("alerts", parts.notifier.stop(left), left + 1.0, default=False))
         await _step("tasks", _cancel(self._tasks), 3.0)
         if self.api is not None:
-            await _step("api", self.api.stop(), 2.0)
+            await _step("api", self.api.stop(), 5.0)
+        elif self._api_sock is not None:
+            self._api_sock.close()
         if parts is not None:
             await _step("close", close_parts(parts), 12.0)
         _log.info("daemon_stopped", outbox_drained=drained, shutdown_s=round(time.monotonic() - started, 2))
@@ -148,7 +157,17 @@ class Daemon:
         token = self.environ.get(self.cfg.api.token_env) or None
         if token:
             log.register_secret(token)
-        self.api = Api(self.controls, host=self.cfg.api.host, port=self.cfg.api.port, token=token)
+        api = self.cfg.api
+        settings = Settings(allowed_hosts=api.allowed_hosts, max_connections=api.max_connections,
+                            handshake_timeout_s=api.handshake_timeout_s, idle_timeout_s=api.idle_timeout_s,
+                            ws_heartbeat_s=api.ws_heartbeat_s, send_timeout_s=api.send_timeout_s,
+                            snapshot_max_age_s=api.snapshot_max_age_s, log_level=self.cfg.log.level,
+                            log_format=self.cfg.log.format)
+        engine = self.parts.engine
+        # Reads for the HTTP server wait for the running decision cycle: a client never delays one.
+        quiet = engine.cycles.drain if hasattr(engine, "cycles") else None
+        self.api = Api(self.controls, host=api.host, port=api.port, token=token, settings=settings,
+                       sock=self._api_sock, quiet=quiet)
         await self.api.start()
         self.parts.store.set_kv("api_url", self.api.url)
         if not self._api_loopback():

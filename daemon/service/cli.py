@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "uninstall-service": "daemon.service.install:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
     "calibrate": "daemon.research.calibration:calibrate_command",
+    "research": "daemon.research.hourly:research_command",
 }
 
 
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     importlib.import_module("daemon.research.compare_args").add_arguments(p)
     p = sub.add_parser("calibrate", help="the gate's power: detection rate of a planted edge vs its Sharpe, noise passes")
     importlib.import_module("daemon.research.calibration").add_arguments(p)
+    p = sub.add_parser("research", help="hourly leaderboard: pooled families x targets x 1h/4h/1d in CPCV, PBO, baselines")
+    importlib.import_module("daemon.research.hourly").add_arguments(p)
     return parser
 
 

@@ -9,9 +9,10 @@ import inspect
 import time
 from typing import Any, Mapping
 
-from daemon import log
+from daemon import events, log
 from daemon.config import Config
 from daemon.domain import Bar
+from daemon.events import ControlApplied
 from daemon.metrics import REGISTRY
 from daemon.service.parts import Parts
 from daemon.service.readmodel import ReadModel
@@ -19,6 +20,11 @@ from daemon.service.watchdog import Freshness
 
 _log = log.get("sigd.controls")
 _STREAM_AGE = REGISTRY.gauge("sigd_stream_bar_age_seconds", "wall seconds since each stream's newest bar")
+
+
+def _applied(action: str, symbol: str | None) -> None:
+    """Every channel's action (HTTP, dashboard, Telegram) refreshes the pages at once."""
+    events.publish(ControlApplied(action, symbol or "all"))
 
 
 class UnknownSymbol(ValueError):
@@ -77,12 +83,14 @@ class DaemonControls:
         """Stop new signals and orders of one symbol (None: all); persists across restarts."""
         self._engine_call("pause", symbol)
         _log.warning("pause_requested", symbol=symbol or "all")
+        _applied("pause", symbol)
         return {"paused": True, "symbol": symbol or "all"}
 
     def resume(self, symbol: str | None = None) -> dict[str, Any]:
         """Emit signals and orders again (also lifts a drawdown halt)."""
         self._engine_call("resume", symbol)
         _log.warning("resume_requested", symbol=symbol or "all")
+        _applied("resume", symbol)
         return {"paused": False, "symbol": symbol or "all"}
 
     async def flat(self, symbol: str | None = None) -> Mapping[str, Any]:
@@ -103,6 +111,7 @@ class DaemonControls:
         else:
             note = "refused: a close was already sent on this bar; it fills at the next price"
         _log.warning("flat_requested", symbol=symbol or "all", before=before, order_sent=sent, note=note)
+        _applied("flat", symbol)
         # One traded symbol: the amount, as single-symbol clients read it; several: per symbol.
         return {"symbol": symbol or "all", "position_before": before[targets[0]] if len(targets) == 1 else before,
                 "order_sent": sent, "note": note}
@@ -125,6 +134,7 @@ class DaemonControls:
         if self.parts.retrainer.running:
             return {"started": False, "reason": "a retrain is already running"}
         self.parts.spawn_retrain()
+        _applied("retrain", None)
         return {"started": True}
 
     # --- helpers --------------------------------------------------------------------------

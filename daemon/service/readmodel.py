@@ -9,9 +9,10 @@ Works with a single-symbol engine and with one keyed by symbol (`status()["symbo
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from daemon.config import Config
 from daemon.domain import CLASS_SCORES, Fill, Position, Side, timeframe_ms
@@ -24,24 +25,44 @@ EQUITY_POINTS = 2000
 LIVE_SCORE_CALLS = 2000  # per model: about a day of 1m calls
 
 
+R = TypeVar("R")
+
+
+def one_read(method: Callable[..., R]) -> Callable[..., R]:
+    """The engine's status is asked once per read, however many symbols the read covers (asked
+    per symbol, a 50-symbol state cost the engine's loop half a second)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "ReadModel", *args: Any, **kw: Any) -> R:
+        if self._engine_state is not None:  # inside another read: its engine status holds
+            return method(self, *args, **kw)
+        self._engine_state = self.parts.engine.status()
+        try:
+            return method(self, *args, **kw)
+        finally:
+            self._engine_state = None
+
+    return wrapper
+
+
 class ReadModel:
     """Queries over the running daemon's parts; every method is quick and side-effect free."""
 
     def __init__(self, cfg: Config, parts: Parts, freshness: Freshness) -> None:
         self.cfg, self.parts, self.freshness = cfg, parts, freshness
         self.started = time.time()
+        self._engine_state: dict[str, Any] | None = None
 
     # --- the whole daemon -----------------------------------------------------------------
 
+    @one_read
     def status(self) -> dict[str, Any]:
         """Streams and freshness, degraded flags, models, position, last signal, outbox, retrain."""
         streams = self.streams()
-        fresh, why = self.freshness.healthy()
-        degraded = sorted(name for name, s in streams.items() if s.get("degraded"))
-        reason = why or (f"degraded: {', '.join(degraded)}" if degraded else "")
+        healthy, reason = self.healthy(streams)
         symbols = {s: self.symbol_state(s) for s in self.symbols()}
         return {
-            "healthy": fresh and not degraded, "health_reason": reason, "mode": self.parts.mode,
+            "healthy": healthy, "health_reason": reason, "mode": self.parts.mode,
             "paused": all(v["paused"] for v in symbols.values()), "uptime_s": round(time.time() - self.started, 1),
             "symbol": self.cfg.exchange.symbol, "symbols": symbols, "streams": streams,
             "newest_bar_age_s": _round(self.freshness.age_s()),
@@ -52,13 +73,19 @@ class ReadModel:
             "shadow": self.parts.engine.shadow.status(),  # which models do not trade and why; live scores
         }
 
+    def healthy(self, streams: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
+        """(healthy?, why not): fresh bars, no failures in a row, no degraded stream."""
+        fresh, why = self.freshness.healthy()
+        degraded = sorted(name for name, s in streams.items() if s.get("degraded"))
+        return fresh and not degraded, why or (f"degraded: {', '.join(degraded)}" if degraded else "")
+
     def symbols(self) -> list[str]:
         """The traded symbols, in config order."""
         return list(self.cfg.exchange.symbols)
 
     def symbol_state(self, symbol: str) -> dict[str, Any]:
         """Paused and halted flags of one symbol (global ones for a single-symbol engine)."""
-        state = self.parts.engine.status()
+        state = self._engine_state if self._engine_state is not None else self.parts.engine.status()
         per = (state.get("symbols") or {}).get(symbol, {})
         # A global pause pauses every symbol; a symbol's own pause only itself.
         return {"paused": bool(state.get("paused")) or bool(per.get("paused")),
@@ -165,6 +192,7 @@ class ReadModel:
                  "fee": r[5]} for r in fills]
         return sorted(out, key=lambda m: (m["ts"], m["id"]))
 
+    @one_read
     def last_decision(self, symbol: str | None = None) -> dict[str, Any] | None:
         """Every model's answer at the newest decided trigger bar, and why it did (not) signal."""
         symbol = symbol or self.cfg.exchange.symbol
@@ -233,6 +261,7 @@ class ReadModel:
                 "fees": round(sum(r["fees"] for r in rows), 6), "fills": self.parts.store.count("fills"),
                 "models": self.parts.engine.shadow.summary()}  # live scores, one line per model (daily summary)
 
+    @one_read
     def portfolio(self) -> dict[str, Any]:
         """Positions, PnL net of fees, equity curve (per fill, then now), drawdown, halt flags."""
         start = self.cfg.broker.starting_balance
@@ -263,11 +292,14 @@ class ReadModel:
 
     # --- the dashboard's snapshot ---------------------------------------------------------
 
+    @one_read
     def health(self) -> dict[str, Any]:
         """Streams, outbox per channel, models and their state, retrain schedule and history."""
-        return {"healthy": self.status()["healthy"], "streams": self.streams(), "outbox": self.outbox(),
+        streams = self.streams()  # not the whole status(): this runs after every state-changing event
+        return {"healthy": self.healthy(streams)[0], "streams": streams, "outbox": self.outbox(),
                 "models": self.models(), "retrain": self.retrain(), "retrain_history": self.retrain_history()}
 
+    @one_read
     def state(self) -> dict[str, Any]:
         """What the page shows besides the charts: per symbol flags, position, last decision;
         portfolio; health."""
@@ -275,6 +307,7 @@ class ReadModel:
             **self.symbol_state(s), "position": self.position(s), "decision": self.last_decision(s)}
             for s in self.symbols()}, "portfolio": self.portfolio(), "health": self.health()}
 
+    @one_read
     def snapshot(self, timeframe: str = "1m") -> dict[str, Any]:
         """The state and every symbol's chart (what a page loads and resyncs from)."""
         state = self.state()

@@ -145,7 +145,8 @@ async def test_signal_websocket_port_in_use_is_a_clear_error(tmp_path: Path) -> 
     await first.start()
     port = first.channel("signal_ws").port
     second = Notifier(alerts_config(signal_ws=SignalWsConfig(enabled=True, port=port)), Store(tmp_path / "b.sqlite"))
-    with pytest.raises(OSError, match=f"alerts.signal_ws: cannot listen on 127.0.0.1:{port}"):
+    # One line naming the key and, as /proc tells, the process holding the port (this one).
+    with pytest.raises(ConfigError, match=rf"alerts.signal_ws.port = {port}: 127.0.0.1:{port} is already in use"):
         await second.start()
     await first.stop(0.1)
 

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from daemon.service.api import Api, render_status, status_command
+from daemon.service.httpserver import Settings
 from daemon.metrics import REGISTRY
 
 
@@ -68,7 +69,8 @@ class RecordingService:
 @pytest.fixture
 async def served():
     service = RecordingService()
-    api = Api(service, port=0, token="s3cret-token-value")
+    # Reads shared for 0 s: each request sees the service as it is now.
+    api = Api(service, port=0, token="s3cret-token-value", settings=Settings(snapshot_max_age_s=0))
     await api.start()
     async with aiohttp.ClientSession() as http:
         yield service, api, http

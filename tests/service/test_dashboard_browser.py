@@ -43,11 +43,11 @@ pytestmark = [
 
 
 def _config(tmp: Path, artifacts: dict[str, Path], hook_url: str, api_port: int | None = None,
-            start: str = "", symbols: tuple[str, ...] = ()) -> tuple[Path, int]:
+            start: str = "", symbols: tuple[str, ...] = (), speed: float = SPEED) -> tuple[Path, int]:
     """The end-to-end service config at SPEED; `api_port` pins the API (a restart keeps the
     page's URL); `symbols` trades several on the bundled May 2021 tape."""
     cfg, _, port = service_config(tmp, artifacts, hook_url, start=start, stale_after_s=10.0)
-    text = cfg.read_text().replace("speed = 60.0", f"speed = {SPEED}")
+    text = cfg.read_text().replace("speed = 60.0", f"speed = {speed}")
     if api_port is not None:
         text = text.replace(f"port = {port}\n", f"port = {api_port}\n")
     if symbols:
@@ -85,11 +85,14 @@ async def _session(tmp_path: Path, artifacts: dict[str, Path], **config: Any) ->
     await receiver.start()
     cfg, port = _config(tmp_path, artifacts, receiver.url, **config)
     run = SimpleNamespace(daemon=DaemonProcess(cfg, tmp_path, ENV).start(), port=port, receiver=receiver,
-                          url=f"http://127.0.0.1:{port}", errors=[])
+                          url=f"http://127.0.0.1:{port}", errors=[], console=[])
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM)
         run.page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         run.page.on("pageerror", lambda exc: run.errors.append(str(exc)))
+        # Every console error counts (a CSP violation is one): the page must load and run clean
+        # (_clean() asserts it, up to where a test provokes errors on purpose).
+        run.page.on("console", lambda msg: run.console.append(msg.text) if msg.type == "error" else None)
         try:
             await run.daemon.wait_ready()
             yield run
@@ -112,6 +115,7 @@ async def test_dashboard_live_in_chromium(tmp_path: Path, tiny_artifacts: dict[s
 
         await _new_bar_within_one_bar(page, db)
         await _signal_marker_after_decision(page, db, run.daemon)
+        _clean(run)  # what follows provokes errors: a refused action (401), a restart (refused connections)
         await _controls(page, url, run.daemon)
         await _screenshot(page)
 
@@ -129,6 +133,11 @@ async def test_dashboard_live_in_chromium(tmp_path: Path, tiny_artifacts: dict[s
         await page.wait_for_selector("#conn:text-is('live')", timeout=20_000)
         await _until(page, "data-last-bar", lambda v: int(v) > newest, 20.0)
         await _no_duplicate_markers(page, db)
+
+
+def _clean(run: SimpleNamespace) -> None:
+    """Zero console errors so far (CSP violations, failed loads, script errors)."""
+    assert run.console == [], "\n".join(run.console)
 
 
 async def _new_bar_within_one_bar(page: Any, db: Path) -> None:
@@ -248,3 +257,25 @@ async def test_every_symbol_has_its_chart_and_the_timeframe_switches(tmp_path: P
         assert last % 3_600_000 == 0 and last <= minute, (last, minute)  # the newest hour bar
         assert "1h bar" in (await page.text_content(f"{ltc} .last-bar") or "")
         assert await page.locator("#streams tr").count() >= 1 + 2 * 4  # both symbols' four streams
+        _clean(run)
+
+
+async def test_a_control_shows_on_the_page_at_once(tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    """Real time (1x), started 58 s before the next 1m close: no bar and no decision can
+    refresh the page meanwhile, so the PAUSED badge comes from the control's own event."""
+    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:02Z", speed=1.0,
+                        symbols=(SYMBOL,)) as run:
+        page = run.page
+        await page.goto(run.url + "/")
+        await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="false"]', timeout=15_000)
+        last_bar = await _section(page, "data-last-bar")
+        await page.fill("#token", API_TOKEN)
+        await page.click("#token-form button[type=submit]")
+        await page.locator(f'section[data-symbol="{SYMBOL}"] button[data-action="pause"]').click()
+        await page.wait_for_selector("#action-log li:has-text('pause ETH/USDT: done')", timeout=5_000)
+        await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="true"]', timeout=2_000)
+        assert await page.text_content(f'section[data-symbol="{SYMBOL}"] .flags') == "PAUSED"
+        await page.locator(f'section[data-symbol="{SYMBOL}"] button[data-action="resume"]').click()
+        await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="false"]', timeout=2_000)
+        assert await _section(page, "data-last-bar") == last_bar  # no bar came: the controls did it
+        _clean(run)

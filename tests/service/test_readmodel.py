@@ -58,3 +58,32 @@ def test_equity_curve_markers_and_why(tmp_path: Path, write_config) -> None:
     assert read.last_decision("ETH/USDT")["why"] == "signal LONG by confidence: a LONG"
     ids = [m["id"] for m in read.markers("ETH/USDT", 0)]
     assert ids == ["fill-o1", "fill-o2", f"signal-{signal_id}"]
+
+
+async def test_every_control_channel_refreshes_the_pages_at_once(tmp_path: Path, write_config) -> None:
+    # Telegram's /pause calls the same DaemonControls as HTTP and the dashboard: the event that
+    # refreshes the pages comes from the control itself, whichever channel called it.
+    from daemon import events
+    from daemon.events import ControlApplied
+    from daemon.service.controls import DaemonControls
+
+    cfg = config.load(write_config("[exchange]\nsymbols = [\"ETH/USDT\", \"SOL/USDT\"]\n"))
+    calls: list[tuple[str, str | None]] = []
+
+    def pause(symbol: str | None = None) -> None:
+        calls.append(("pause", symbol))
+
+    def resume(symbol: str | None = None) -> None:
+        calls.append(("resume", symbol))
+
+    engine = SimpleNamespace(pause=pause, resume=resume, status=lambda: {"paused": False, "symbols": {}})
+    controls = DaemonControls(cfg, SimpleNamespace(engine=engine, store=Store(tmp_path / "s.sqlite")), None)  # type: ignore[arg-type]
+    sub = events.BUS.subscribe("test")
+    try:
+        controls.pause("SOL/USDT")
+        controls.resume()
+        got = [sub.queue.get_nowait(), sub.queue.get_nowait()]
+    finally:
+        events.BUS.unsubscribe(sub)
+    assert calls == [("pause", "SOL/USDT"), ("resume", None)]
+    assert got == [ControlApplied("pause", "SOL/USDT"), ControlApplied("resume", "all")]

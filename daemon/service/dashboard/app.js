@@ -1,6 +1,8 @@
 // sigd dashboard: a snapshot from the read model, then live events over /ws/events.
 // Everything shown is set with textContent (never innerHTML): no data can become markup.
 // The API token lives in this tab's sessionStorage and travels only in the Authorization header.
+// Beyond loopback the data itself is private: the page opens a session with the token (an
+// HttpOnly, same-site cookie, POST /session) before it connects; a websocket cannot send a header.
 "use strict";
 
 const LC = window.LightweightCharts;
@@ -175,6 +177,7 @@ function drawEquity(pf) {
 
 function onMessage(msg) {
   switch (msg.kind) {
+    case "batch": for (const e of msg.events) onMessage(e); break;  // events that queued up meanwhile
     case "snapshot":
       for (const [symbol, s] of Object.entries(msg.symbols)) setChart(symbol, s.chart);
       setState(msg);
@@ -193,6 +196,32 @@ function onMessage(msg) {
   }
 }
 
+async function sessionNeeded() {
+  // True when the data needs a session this page does not have yet (the API is beyond loopback).
+  try {
+    const r = await fetch("/session");
+    const s = await r.json();
+    return s.required && !s.active;
+  } catch (err) {
+    return false;  // the server is down: connect() retries
+  }
+}
+
+async function openSession(token) {
+  const r = await fetch("/session", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+  return r.ok;
+}
+
+async function start() {
+  const conn = document.getElementById("conn");
+  const token = sessionStorage.getItem("sigd.token");
+  if (await sessionNeeded() && !(token && await openSession(token))) {
+    conn.textContent = "enter the API token to see the data"; conn.className = "badge bad";
+    return;  // the token form calls start() again
+  }
+  if (!view.ws) connect();
+}
+
 function connect() {
   const conn = document.getElementById("conn");
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/events?tf=${view.tf}`);
@@ -202,7 +231,8 @@ function connect() {
   ws.onclose = () => {
     if (ws !== view.ws) return;  // replaced on purpose (timeframe switch)
     conn.textContent = "reconnecting"; conn.className = "badge bad";
-    setTimeout(connect, view.retryMs);  // the next snapshot resyncs everything
+    view.ws = null;
+    setTimeout(start, view.retryMs);  // the next snapshot resyncs everything (a new session if needed)
     view.retryMs = Math.min(view.retryMs * 2, 5000);
   };
 }
@@ -242,7 +272,7 @@ document.addEventListener("click", (ev) => {
     for (const x of document.querySelectorAll(".tf button")) x.classList.toggle("on", x === b);
     const old = view.ws;
     connect();  // the new socket's snapshot carries this timeframe's charts
-    old.close();
+    if (old) old.close();
   }
 });
 document.getElementById("token-form").addEventListener("submit", (ev) => {
@@ -251,8 +281,13 @@ document.getElementById("token-form").addEventListener("submit", (ev) => {
   if (input.value) sessionStorage.setItem("sigd.token", input.value);
   input.value = "";
   showToken();
+  if (!view.ws) start();
 });
-document.getElementById("forget").addEventListener("click", () => { sessionStorage.removeItem("sigd.token"); showToken(); });
+document.getElementById("forget").addEventListener("click", () => {
+  sessionStorage.removeItem("sigd.token");
+  fetch("/session", { method: "DELETE" });
+  showToken();
+});
 
 showToken();
-connect();
+start();

@@ -1,133 +1,235 @@
-"""The dashboard's routes on the API server: the page, its snapshot, and the live event stream.
+"""The dashboard's routes in the HTTP server process: the page, its snapshot, the live stream.
 
-/ws/events first sends a `snapshot` (everything the page shows, from the read model), then
-every domain event from the bus as it is published, and a fresh `state` (portfolio, health,
-decisions; no charts) after events that change it. The page is subscribed before the
-snapshot is read, so nothing falls between the two; what arrives twice carries the same id
-(markers) or bar time (bars) and replaces, never duplicates. A client too slow for its
-bounded queue is dropped by the bus and its socket closed (1013): the page reconnects and
-resyncs from a new snapshot.
+/ws/events first sends a `snapshot` (everything the page shows, from the daemon's read
+model), then every domain event the daemon's bus publishes, and a fresh `state` (portfolio,
+health, decisions; no charts) after events that change it, a control's own event included
+(the PAUSED badge shows at once). Events that queue up while a page is being written to
+travel as one `batch` frame. The page joins the hub before its snapshot is asked for, so
+nothing falls between the two; what arrives twice carries the same id (markers) or bar time
+(bars) and replaces, never duplicates.
+
+A page too slow for its bounded queue, or whose send does not finish within
+`[api] send_timeout_s`, is dropped: closed with 1013 when it can still take the close frame,
+else cut. It reconnects and resyncs from a new snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import base64
+import collections
+import functools
+import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from daemon import events, log
-from daemon.domain import TIMEFRAME_MS
-from daemon.metrics import REGISTRY
+from daemon import log
 
 _log = log.get("sigd.dashboard")
 HERE = Path(__file__).parent
-FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css",
-         "vendor/lightweight-charts.standalone.production.js": "text/javascript"}
-QUEUE = 512  # events per client: minutes of bars even with a burst of backfilled ones
-STATEFUL = frozenset({"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order"})
-_CLIENTS = REGISTRY.gauge("sigd_dashboard_clients", "Dashboard pages connected to /ws/events")
+FILES_CHARTS = "vendor/lightweight-charts.standalone.production.js"
+FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css", FILES_CHARTS: "text/javascript"}
+STYLE_MARK = 'createElement("style"),this.qv.innerText="'  # where the library's one inline style is
+QUEUE = 512  # event frames per page: minutes of bars even with a burst of backfilled ones
+STATEFUL = frozenset({"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order",
+                      "control"})
+GONE = "gone"
+STATE_EVERY_S = 1.0  # at most this often a fresh `state` for every page, however many events
 
 
-def add_routes(app: web.Application, read: Any) -> None:
-    """The page (/ and /ui/...), /api/snapshot, /api/chart and /ws/events over `read` (a ReadModel)."""
-    app.router.add_get("/", _page("index.html"))
+@functools.cache
+def chart_style_hash() -> str:
+    """'sha256-...' of the one <style> element the vendored charts library adds (its
+    attribution logo), for the page's CSP: computed from the file, so an upgrade keeps it right."""
+    lib = (HERE / FILES_CHARTS).read_text()
+    start = lib.index(STYLE_MARK) + len(STYLE_MARK)
+    text = lib[start:lib.index('"', start)]
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+def event_kind(text: str) -> str:
+    """The `kind` of an event's JSON text (the daemon writes it first: {"kind":"...",...})."""
+    if text.startswith('{"kind":"'):
+        return text[9:text.find('"', 9)]
+    return ""
+
+
+class Page:
+    """One connected page: a bounded queue of frames and the task that writes them."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, send_timeout_s: float) -> None:
+        self.ws, self.request, self.send_timeout_s = ws, request, send_timeout_s
+        self.queue: collections.deque[str] = collections.deque()
+        self.wake = asyncio.Event()
+        self.dropped = ""
+        self.started = time.monotonic()  # joined the hub: a snapshot asked for later is complete for it
+
+    def offer(self, text: str) -> None:
+        if self.dropped:
+            return
+        if len(self.queue) >= QUEUE:
+            self.drop("queue full")
+            return
+        self.queue.append(text)
+        self.wake.set()
+
+    def drop(self, why: str) -> None:
+        if not self.dropped:
+            self.dropped = why
+            self.wake.set()
+
+    async def pump(self, first: str) -> None:
+        """The snapshot, then queued frames, several at once as one batch."""
+        await self._send(first)
+        while not self.dropped:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.dropped or not self.queue:
+                continue
+            frames = list(self.queue)
+            self.queue.clear()
+            await self._send(frames[0] if len(frames) == 1 else '{"kind":"batch","events":[' + ",".join(frames) + "]}")
+
+    async def _send(self, text: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.send_str(text), self.send_timeout_s)
+        except TimeoutError:
+            self.drop("send timeout: the page does not read")
+        except (ConnectionError, RuntimeError):  # it went away mid-send
+            self.drop(GONE)
+
+    async def close(self) -> None:
+        """1013 when the page takes the close frame in time, else cut the connection."""
+        if self.dropped == GONE:  # a client reset: one debug line
+            _log.debug("dashboard_client_gone", peer=self.request.remote)
+        else:
+            _log.info("dashboard_client_dropped", peer=self.request.remote, why=self.dropped)
+        try:
+            await asyncio.wait_for(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
+                                                 message=b"too slow: reconnect and resync"), 2.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if self.request.transport is not None:
+            self.request.transport.abort()
+
+
+class Hub:
+    """Fans the daemon's events out to every page; asks for one `state` per burst."""
+
+    def __init__(self, daemon: Any, settings: Any, counts: Any) -> None:
+        self.daemon, self.settings, self.counts = daemon, settings, counts
+        self.pages: set[Page] = set()
+        self._state_due = asyncio.Event()
+        self._last_state = b""
+        self._task: asyncio.Task[None] | None = None  # started by the first state-changing event
+
+    def publish(self, text: str) -> None:
+        """One event (JSON text) to every page; a state-changing one asks for a fresh state."""
+        if not self.pages:
+            return
+        for page in list(self.pages):
+            page.offer(text)
+        if event_kind(text) in STATEFUL:
+            self._state_due.set()
+            if self._task is None:
+                self._task = asyncio.create_task(self._states(), name="dashboard:state")
+
+    def resync(self) -> None:
+        """The daemon lost events for us: every page reconnects and reloads its snapshot."""
+        for page in list(self.pages):
+            page.drop("events lost: resync")
+
+    async def _states(self) -> None:
+        while True:
+            await self._state_due.wait()
+            self._state_due.clear()
+            if self.pages:
+                status, body = await self.daemon.read("state", sent_after=time.monotonic())
+                if status == 200 and body != self._last_state:  # an unchanged state is not sent again
+                    self._last_state = body
+                    text = body.decode()
+                    for page in list(self.pages):
+                        page.offer(text)
+            await asyncio.sleep(STATE_EVERY_S)
+
+    def count(self) -> None:
+        self.counts.set("dashboard_clients", len(self.pages))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for page in list(self.pages):
+            page.drop("server stopping")
+
+
+def add_routes(app: web.Application, daemon: Any, hub: Hub, settings: Any) -> None:
+    """The page (/ and /ui/...), /api/snapshot, /api/chart and /ws/events."""
+    app.router.add_get("/", _file("index.html"))
     for name in FILES:
-        app.router.add_get(f"/ui/{name}", _page(name))
+        app.router.add_get(f"/ui/{name}", _file(name))
+
+    def fresh() -> float:
+        return time.monotonic() - settings.snapshot_max_age_s
 
     async def snapshot(request: web.Request) -> web.Response:
-        return _json(read.snapshot(_timeframe(request)))
+        status, body = await daemon.read("snapshot", request.query.get("tf", "1m"), sent_after=fresh())
+        return web.Response(status=status, body=body, content_type="application/json")
 
     async def chart(request: web.Request) -> web.Response:
-        return _json(read.chart(_symbol(request, read), _timeframe(request)))
+        status, body = await daemon.read("chart", request.query.get("symbol", ""), request.query.get("tf", "1m"),
+                                         sent_after=fresh())
+        return web.Response(status=status, body=body, content_type="application/json")
 
-    shared = SharedState(read)
-
-    async def stream(request: web.Request) -> web.WebSocketResponse:
-        return await _stream(request, read, shared)
+    async def stream(request: web.Request) -> web.StreamResponse:
+        return await _stream(request, daemon, hub, settings)
 
     app.router.add_get("/api/snapshot", snapshot)
     app.router.add_get("/api/chart", chart)
     app.router.add_get("/ws/events", stream)
 
 
-def _page(name: str) -> Any:
+def _file(name: str) -> Any:
+    body = (HERE / name).read_bytes()  # read once: the files ship with the code
+
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=(HERE / name).read_bytes(), content_type=FILES[name], charset="utf-8",
-                            headers={"Cache-Control": "no-cache"})
+        return web.Response(body=body, content_type=FILES[name], charset="utf-8", headers={"Cache-Control": "no-cache"})
 
     return handler
 
 
-def _timeframe(request: web.Request) -> str:
-    tf = request.query.get("tf", "1m")
-    if tf not in TIMEFRAME_MS:
-        raise web.HTTPBadRequest(text=f"unknown timeframe {tf!r}")
-    return tf
-
-
-def _symbol(request: web.Request, read: Any) -> str:
-    symbol = request.query.get("symbol", "")
-    if symbol not in read.symbols():
-        raise web.HTTPBadRequest(text=f"unknown symbol {symbol!r}")
-    return symbol
-
-
-def _json(body: Any) -> web.Response:
-    return web.json_response(body, dumps=dumps)
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON; anything odd as its string."""
-    return json.dumps(obj, default=str, separators=(",", ":"))
-
-
-class SharedState:
-    """The `state` after one event, computed once however many pages are open (the queries
-    run on the event loop: their cost must not grow with the number of pages)."""
-
-    def __init__(self, read: Any) -> None:
-        self.read = read
-        self._after: events.Event | None = None
-        self._text = ""
-
-    def after(self, event: events.Event) -> str:
-        """The state as JSON text, as of `event` (the same object reaches every page)."""
-        if event is not self._after:
-            self._after, self._text = event, dumps({"kind": "state", **self.read.state()})
-        return self._text
-
-
-async def _stream(request: web.Request, read: Any, shared: SharedState) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=20.0)
-    await ws.prepare(request)
-    sub = events.BUS.subscribe(f"dashboard {request.remote}", maxsize=QUEUE)
-    _CLIENTS.inc()
-    pump: asyncio.Task[None] | None = None
+async def _stream(request: web.Request, daemon: Any, hub: Hub, settings: Any) -> web.StreamResponse:
+    # No per-message compression: deflating every frame for every page costs more CPU than the
+    # bytes it saves on loopback or a LAN.
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s, max_msg_size=4096, compress=False)
+    page = Page(ws, request, settings.send_timeout_s)
     try:
-        await ws.send_str(dumps({"kind": "snapshot", **read.snapshot(_timeframe(request))}))
-        pump = asyncio.create_task(_pump(sub, ws, shared))
-        async for _ in ws:  # the page has nothing to say; read until it leaves
-            pass
+        await ws.prepare(request)
+        hub.pages.add(page)  # joined before the snapshot is asked for: nothing falls between
+        hub.count()
+        status, body = await daemon.read("snapshot_event", request.query.get("tf", "1m"), sent_after=page.started)
+        if status != 200:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=body[:120])
+            return ws
+        pump = asyncio.create_task(page.pump(body.decode()))
+        reader = asyncio.create_task(_drain(ws))
+        await asyncio.wait([pump, reader], return_when=asyncio.FIRST_COMPLETED)
+        reader.cancel()
+        if page.dropped and not ws.closed:
+            await page.close()
+        pump.cancel()
+    except ConnectionError as exc:  # the page went away: one debug line, never a traceback
+        _log.debug("dashboard_client_gone", peer=request.remote, error=type(exc).__name__)
     finally:
-        sub.close()
-        if pump is not None:
-            pump.cancel()
-        _CLIENTS.inc(-1)
+        hub.pages.discard(page)
+        hub.count()
     return ws
 
 
-async def _pump(sub: events.Subscription, ws: web.WebSocketResponse, shared: SharedState) -> None:
-    """Bus → socket; after state-changing events a fresh `state`. Closes 1013 when dropped."""
-    try:
-        async for event in sub:
-            await ws.send_str(dumps(event.to_dict()))
-            if event.kind in STATEFUL and sub.queue.empty():  # a burst gets one state, at its end
-                await ws.send_str(shared.after(event))
-        if sub.dropped:
-            _log.warning("dashboard_client_dropped", subscriber=sub.name)
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow: reconnect and resync")
-    except (ConnectionError, RuntimeError) as exc:  # the page went away mid-send
-        _log.info("dashboard_client_gone", subscriber=sub.name, error=repr(exc))
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """The page has nothing to say; read until it leaves (pongs and the close are handled here)."""
+    async for msg in ws:
+        if msg.type == WSMsgType.ERROR:
+            return
