@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "bench.train_throughput",
     "research": "bench.research",  # walk-forward jobs: local runner vs Ray local mode
     "symbols": "bench.symbols",
+    "portfolio": "bench.portfolio",  # 1h portfolio cycle over N symbols: close -> every rebalancing order committed
     "dataset": "bench.dataset",  # research panel: 16 pairs x 8 years, cold (CSV) vs warm (Parquet cache) load
     "http": "bench.http",  # 1,000 idle websockets + 200 /status per s: close -> decision p99, quiet vs loaded
     "scoring": "bench.scoring",  # live scoring + shadow filter on the decision path  # N symbols in one engine: close -> all decided, CPU, RSS per symbol

@@ -45,8 +45,9 @@ class ExchangeConfig:
     """Which exchange endpoint to talk to and what to stream from it."""
 
     endpoint: Literal["local", "testnet", "live"] = "local"
-    # The traded symbols, each decided on its own; the reference symbol is streamed once and
-    # shared by all of them. `symbol = "X/Y"` (the first version's key) is a one-element list.
+    # The traded symbols, decided together; the reference symbol is streamed once and shared
+    # by all of them (it may be traded too: its stream is then not subscribed twice).
+    # `symbol = "X/Y"` (the first version's key) is a one-element list.
     symbols: tuple[str, ...] = _SYMBOLS_UNSET
     symbol: str = ""  # legacy spelling of symbols = [symbol]; after loading: symbols[0]
     reference_symbol: str = REFERENCE_SYMBOL
@@ -87,8 +88,6 @@ class ExchangeConfig:
             where = f"{key}.symbols[{i}]"
             _require(sym.count("/") == 1 and all(sym.split("/")), where, f"expected BASE/QUOTE, got {sym!r}")
             _require(sym not in seen, where, f"{sym!r} is listed twice")
-            _require(sym != self.reference_symbol, where,
-                     f"{sym!r} is also the reference symbol (exchange.reference_symbol); it is streamed once as the reference")
             seen.add(sym)
         _require("/" in self.reference_symbol, f"{key}.reference_symbol", "expected BASE/QUOTE")
         _require(10 <= self.warmup_bars <= 100_000, f"{key}.warmup_bars", "must be within 10..100000")
@@ -323,12 +322,20 @@ class Config:
 
     def check(self, key: str) -> None:
         """Rules across sections (each section checked its own keys already)."""
-        _require(self.engine.trigger_timeframe in self.exchange.timeframes, "engine.trigger_timeframe",
-                 f"{self.engine.trigger_timeframe!r} is not streamed (exchange.timeframes: "
-                 f"{list(self.exchange.timeframes)})")
+        decides, tf = self.decision_timeframe()
+        _require(tf in self.exchange.timeframes, decides,
+                 f"{tf!r} is not streamed (exchange.timeframes: {list(self.exchange.timeframes)})")
+        if self.engine.portfolio:  # caps that cannot be met by this many symbols
+            self.portfolio.spec(len(self.exchange.symbols))
         for sym in self.symbols:
             _require(sym in self.exchange.symbols, f"symbols.{sym}",
                      f"overrides a symbol that is not traded (exchange.symbols: {list(self.exchange.symbols)})")
+
+    def decision_timeframe(self) -> tuple[str, str]:
+        """(the key that sets it, the timeframe whose closed bars trigger a decision cycle)."""
+        if self.engine.portfolio:
+            return "portfolio.decision_timeframe", self.portfolio.decision_timeframe
+        return "engine.trigger_timeframe", self.engine.trigger_timeframe
 
     def strategy_for(self, symbol: str) -> StrategyConfig:
         """[strategy] with the symbol's overrides applied."""

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = (str(REPO / "daemon" / "localexchange" / "tape"),)
 DEFAULT_SYMBOLS = ("ETH/USDT", "BTC/USDT")
 SCHEDULERS = ("cosine", "onecycle", "plateau")
+DECISION_TIMEFRAMES = ("1m", "1h", "4h", "1d")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class TrainSpec:
     device: str = "auto"
     fee: float = thr.DEFAULT_FEE  # per side, for the threshold search and the reported Sharpe
     hold: int = 0  # the threshold rule's holding period in bars; 0 = the target's span
+    # Where the model's decisions are made (sigd compare's setup trigger): its out-of-sample
+    # validation decides at these bar closes only, not on every 1m bar.
+    decision_timeframe: str = "1m"
 
     def __post_init__(self) -> None:
         for key in ("data_dirs", "symbols"):
@@ -69,6 +73,8 @@ class TrainSpec:
                 raise ValueError(f"TrainSpec.{key}: must be in [0, 1), got {getattr(self, key)}")
         if not self.lr > 0:
             raise ValueError(f"TrainSpec.lr: must be > 0, got {self.lr}")
+        if self.decision_timeframe not in DECISION_TIMEFRAMES:
+            raise ValueError(f"TrainSpec.decision_timeframe: {self.decision_timeframe!r} is not one of {DECISION_TIMEFRAMES}")
 
     @property
     def hold_bars(self) -> int:

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from daemon.domain import Bar, Position, Side, Signal
 from strategies.base import position_side
 
@@ -200,3 +202,36 @@ def gate_portfolio(verdict: Verdict, position: Position, book: Mapping[str, floa
     exit_signal = dataclasses.replace(verdict.signal, side=Side.FLAT,
                                       reasons=verdict.signal.reasons + (f"entry blocked: {blocked}",))
     return Verdict(exit_signal, 0.0, blocked)
+
+
+# --- portfolio decisions: rules on target weights (strategies/portfolio.py builds them) ------
+
+
+def halt_exposure(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Target weights while a drawdown halt holds: no new exposure. Each symbol may shrink
+    toward 0 or close, never grow or flip (a flip becomes the exit alone)."""
+    same_side = np.sign(target) == np.sign(current)
+    kept = np.where(same_side, np.sign(current) * np.minimum(np.abs(target), np.abs(current)), 0.0)
+    return np.where(np.abs(current) > 0, kept, 0.0)
+
+
+def fund_buys(target: np.ndarray, current: np.ndarray, cost_rate: float) -> np.ndarray:
+    """Target weights whose purchases the cash pays for: cash after the rebalance, as a
+    fraction of equity (1 - sum of weights - costs), never goes below 0. Only the buys shrink
+    (proportionally); sells and reductions are never touched."""
+    delta = target - current
+    buys, other = np.clip(delta, 0.0, None), np.clip(delta, None, 0.0)
+    need = float(buys.sum())
+    if need <= 0.0:
+        return target
+    spare = 1.0 - float(current.sum()) - float(other.sum()) - cost_rate * float(np.abs(other).sum())
+    scale = min(1.0, max(0.0, spare / (need * (1.0 + cost_rate))))
+    funded: np.ndarray = current + other + buys * scale
+    return funded
+
+
+def portfolio_drawdown(state: RiskState, eq: float, max_drawdown: float) -> RiskState:
+    """Track the book's peak equity; halt new exposure once the drawdown reaches the limit (0 = off)."""
+    peak = max(state.peak_equity or eq, eq)
+    halted = state.halted or (max_drawdown > 0 and peak > 0 and (peak - eq) / peak >= max_drawdown)
+    return dataclasses.replace(state, peak_equity=peak, halted=halted)

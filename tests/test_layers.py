@@ -10,7 +10,7 @@ from tests.conftest import REPO
 # daemon/ subsystems and the daemon subsystems each may import. The shared core
 # (domain, config, typedtoml, store, log, metrics) is open to every subsystem; `service` is
 # the composition root and may import everything.
-SHARED = {"domain", "config", "tradingconfig", "alertsconfig", "typedtoml", "store", "log", "metrics", "crashpoints", "health", "events"}
+SHARED = {"domain", "config", "tradingconfig", "alertsconfig", "typedtoml", "store", "log", "metrics", "crashpoints", "health", "events", "ports"}
 SUBSYSTEMS: dict[str, set[str]] = {
     "market": set(),
     "alerts": set(),

@@ -26,6 +26,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.http11 import Request, Response
 
+from daemon.ports import listen
 from daemon import events
 from daemon import log as log_mod
 from daemon.alerts.outbox import compact_json
@@ -80,8 +81,6 @@ class SignalWebsocket:
         serve and listen to the bus on the server's own thread."""
         if self._thread is not None:
             return
-        from daemon.service.ports import listen
-
         sock = listen(self.host, self._port, "alerts.signal_ws.port")
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(sock, ready), name="signal_ws", daemon=True)

@@ -13,6 +13,8 @@ nothing after the replay instant is ever visible.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import structlog
@@ -48,6 +50,31 @@ def aggregate_series(m1: np.ndarray, step: int) -> np.ndarray:
                             m1[ends, 4], units / 1e8])
 
 
+@dataclass(frozen=True)
+class Filters:
+    """A market's Binance symbol filters (exchangeInfo lists them; orders are checked against
+    them as Binance checks: LOT_SIZE, PRICE_FILTER, NOTIONAL)."""
+
+    tick: Decimal  # PRICE_FILTER tickSize (= minPrice)
+    step: Decimal  # LOT_SIZE stepSize (= minQty)
+    max_price: Decimal = Decimal("1000000")
+    max_qty: Decimal = Decimal("9000000")
+    min_notional: Decimal = Decimal("5")
+    max_notional: Decimal = Decimal("9000000")
+
+    @classmethod
+    def of(cls, price_decimals: int, qty_decimals: int) -> "Filters":
+        return cls(tick=Decimal(1).scaleb(-price_decimals), step=Decimal(1).scaleb(-qty_decimals))
+
+    def lot_ok(self, qty: Decimal) -> bool:
+        """LOT_SIZE: minQty <= qty <= maxQty and (qty - minQty) a multiple of stepSize."""
+        return self.step <= qty <= self.max_qty and (qty - self.step) % self.step == 0
+
+    def price_ok(self, price: Decimal) -> bool:
+        """PRICE_FILTER: minPrice <= price <= maxPrice and (price - minPrice) a multiple of tickSize."""
+        return self.tick <= price <= self.max_price and (price - self.tick) % self.tick == 0
+
+
 def decimals(values: np.ndarray, most: int = 8) -> int:
     """The fewest decimals that write every value exactly (at most `most`)."""
     sample = np.asarray(values[:5000], dtype=np.float64)
@@ -70,6 +97,7 @@ class Market:
         self.end_ms = int(self._m1_ts[-1]) + MINUTE  # close of the last 1m bar: the replay's end
         self.price_decimals = decimals(self.m1[:, 1:5].ravel())
         self.qty_decimals = decimals(self.m1[:, 5])
+        self.filters = Filters.of(self.price_decimals, self.qty_decimals)
         self.real_1s = tape.bars.get("1s")
         self.derived_1s = self.real_1s is None
         self.closed: dict[str, np.ndarray] = {"1m": self.m1}

@@ -6,20 +6,25 @@ otherwise it fills at its limit price as soon as the replayed price reaches it (
 lazily on every account request and on every stream step, over the 1s path in between).
 `newClientOrderId` must be unique per symbol for the whole run (a duplicate is rejected with
 -2010 "Duplicate order sent."; this is stricter than Binance, which only checks open orders).
-No fees.
+Every order is checked against its market's filters as Binance checks them (exchangeInfo
+lists the same ones): more decimals than the asset's precision (8) is -1111; an amount off the
+LOT_SIZE step or outside [minQty, maxQty], a limit price off the PRICE_FILTER tick or range, or
+a notional (limit price, or the current price for a market order) below NOTIONAL's minimum is
+-1013 "Filter failure: <FILTER>". No fees.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from daemon.localexchange.errors import ApiError, insufficient_balance, missing
 from daemon.localexchange.market import Market
 from daemon.localexchange.streams import fmt
 
-MIN_NOTIONAL = 5.0
+ASSET_PRECISION = 8  # baseAssetPrecision / quotePrecision in exchangeInfo
 
 
 @dataclass
@@ -101,18 +106,22 @@ class Account:
         return o.as_json(full=True)
 
     def _new_order(self, m: Market, p: dict[str, str], side: str, typ: str, cid: str, px: float, now: int) -> Order:
-        step = 10.0 ** -m.qty_decimals
+        f = m.filters
         if typ == "MARKET" and "quantity" not in p:
             if "quoteOrderQty" not in p:
                 raise missing("quantity")
-            qty = round(int(_num(p, "quoteOrderQty") / px / step) * step, m.qty_decimals)
+            quote = _decimal(p, "quoteOrderQty")
+            qty_d = (quote / Decimal(repr(px)) / f.step).to_integral_value(rounding="ROUND_DOWN") * f.step
         else:
-            qty = _num(p, "quantity")
-        price = _num(p, "price") if typ != "MARKET" else 0.0
-        if qty < step:
+            qty_d = _decimal(p, "quantity")
+        price_d = _decimal(p, "price") if typ != "MARKET" else Decimal(0)
+        if not f.lot_ok(qty_d):
             raise ApiError(-1013, "Filter failure: LOT_SIZE")
-        if qty * (price or px) < MIN_NOTIONAL:
+        if typ != "MARKET" and not f.price_ok(price_d):
+            raise ApiError(-1013, "Filter failure: PRICE_FILTER")
+        if qty_d * (price_d or Decimal(repr(px))) < f.min_notional:
             raise ApiError(-1013, "Filter failure: NOTIONAL")
+        qty, price = float(qty_d), float(price_d)
         o = Order(m.symbol, self._next_id, cid, side, typ, qty, price, p.get("timeInForce", "GTC"), now)
         if typ == "MARKET":
             self._check_funds(m, side, qty, qty * px)
@@ -226,13 +235,16 @@ class Account:
                 "permissions": ["SPOT"]}
 
 
-def _num(p: dict[str, str], key: str) -> float:
+def _decimal(p: dict[str, str], key: str) -> Decimal:
+    """A positive decimal parameter exactly as sent (filters compare decimals, not floats)."""
     if not p.get(key):
         raise missing(key)
     try:
-        v = float(p[key])
-    except ValueError:
+        v = Decimal(p[key])
+    except InvalidOperation:
         raise ApiError(-1100, f"Illegal characters found in parameter '{key}'.") from None
-    if not v > 0:
+    if not v.is_finite() or not v > 0:
         raise ApiError(-1013, f"Invalid {key}.")
+    if -v.normalize().as_tuple().exponent > ASSET_PRECISION:  # type: ignore[operator]
+        raise ApiError(-1111, "Precision is over the maximum defined for this asset.")
     return v

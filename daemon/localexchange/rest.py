@@ -185,7 +185,8 @@ def exchange_info(lx: Any) -> dict[str, Any]:
     """GET /api/v3/exchangeInfo: one TRADING spot market per tape symbol, with filters."""
     symbols = []
     for m in lx.markets.values():
-        tick, step = fmt(10.0 ** -m.price_decimals), fmt(10.0 ** -m.qty_decimals)
+        f = m.filters
+        tick, step = fmt(float(f.tick)), fmt(float(f.step))
         symbols.append({
             "symbol": m.symbol, "status": "TRADING", "baseAsset": m.base, "baseAssetPrecision": 8,
             "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
@@ -194,11 +195,12 @@ def exchange_info(lx: Any) -> dict[str, Any]:
             "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False, "cancelReplaceAllowed": False,
             "isSpotTradingAllowed": True, "isMarginTradingAllowed": False, "permissionSets": [["SPOT"]],
             "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000", "tickSize": tick},
-                {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000.00000000", "stepSize": step},
-                {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": "1000.00000000", "stepSize": "0.00000000"},
-                {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
-                 "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5}]})
+                {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": fmt(float(f.max_price)), "tickSize": tick},
+                {"filterType": "LOT_SIZE", "minQty": step, "maxQty": fmt(float(f.max_qty)), "stepSize": step},
+                {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": fmt(float(f.max_qty)),
+                 "stepSize": "0.00000000"},
+                {"filterType": "NOTIONAL", "minNotional": fmt(float(f.min_notional)), "applyMinToMarket": True,
+                 "maxNotional": fmt(float(f.max_notional)), "applyMaxToMarket": False, "avgPriceMins": 5}]})
     return {"timezone": "UTC", "serverTime": lx.now_ms(), "rateLimits": [
         {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
         "exchangeFilters": [], "symbols": symbols}

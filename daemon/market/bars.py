@@ -119,10 +119,12 @@ class Buffers:
         """
         wanted = [(symbol, tf) for tf in timeframes] + [(reference_symbol, reference_timeframe)]
         out: dict[str, np.ndarray] = {}
-        for sym, tf in wanted:
+        for i, (sym, tf) in enumerate(wanted):
             ring = self.rings.get((sym, tf))
             if ring is None:
                 continue
-            key = window_key(sym, tf, symbol)
+            # The reference keeps its own key when it is also the symbol decided (BTC/USDT
+            # traded): its 1m is then both "1m" and "btc_1m", from the one ring.
+            key = window_key(sym, tf, "" if i == len(wanted) - 1 else symbol)
             out[key] = ring.window(None if sizes is None else sizes.get(key))
         return out

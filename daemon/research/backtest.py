@@ -99,7 +99,7 @@ class Plan:
 def make_plan(cfg: Config, tape: Tape, start: str | None, end: str | None) -> Plan:
     """The period: default from the first trigger bar with a full warm-up, to the tape's end."""
     order = live_order(cfg)
-    trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
+    trigger = (cfg.exchange.symbol, cfg.decision_timeframe()[1])  # the portfolio strategy's, or engine's
     step = timeframe_ms(trigger[1])
     rows = tape.streams[trigger]
     first, last_close = int(rows[0, 0]), int(rows[-1, 0]) + step
@@ -341,6 +341,9 @@ def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = Tr
     """
     symbols = plan.cfg.exchange.symbols
     serving: Mapping[str, PredictorLike] = predictors
+    # The tables are keyed by the trigger bar; at a decision timeframe longer than the models'
+    # 1m the engine asks them at the newest 1m bar instead: ask the models cycle by cycle.
+    batch = batch and plan.trigger[1] == "1m"
     if batch and len(symbols) > 1:
         bar = Progress(sum(len(dataclasses.replace(plan, trigger=(s, plan.trigger[1])).trigger_ts()) for s in symbols)
                        * len(predictors), "inference", progress)
@@ -378,7 +381,7 @@ def backtest_command(args: argparse.Namespace) -> int:
     try:
         report_dir(args.report)
         cfg = with_symbols(cfg, getattr(args, "symbols", None))
-        trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
+        trigger = (cfg.exchange.symbol, cfg.decision_timeframe()[1])
         tape = load_streams(Path(args.data), live_order(cfg), trigger)
         missing = [s for s in cfg.exchange.symbols if (s, trigger[1]) not in tape.streams]
         if missing:  # e.g. the shipped five symbols against a BTC/ETH-only data directory
@@ -429,8 +432,8 @@ def with_symbols(cfg: Config, symbols: str | None) -> Config:
     names = tuple(s.strip() for s in symbols.split(",") if s.strip())
     if not names or any("/" not in n for n in names):
         raise ValueError(f"--symbols {symbols!r}: expected BASE/QUOTE names separated by commas, e.g. ETH/USDT,XRP/USDT")
-    if len(set(names)) != len(names) or cfg.exchange.reference_symbol in names:
-        raise ValueError(f"--symbols {symbols!r}: a symbol twice, or the reference symbol {cfg.exchange.reference_symbol}")
+    if len(set(names)) != len(names):  # the reference symbol may be traded too
+        raise ValueError(f"--symbols {symbols!r}: a symbol is listed twice")
     exchange = dataclasses.replace(cfg.exchange, symbols=names, symbol="")
     overrides = {k: v for k, v in cfg.symbols.items() if k in names}
     return dataclasses.replace(cfg, exchange=exchange, symbols=overrides)

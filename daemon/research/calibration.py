@@ -41,6 +41,7 @@ import numpy as np
 
 from daemon import log as logging
 from daemon.research import cpcv, stats
+from daemon.retrain import cli_args
 from daemon.research.baselines import realised_vol, trailing_return
 
 log = logging.get("calibration")
@@ -385,8 +386,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = CalibrationSpec()
     p.add_argument("--data", required=True, help="folder of <BASE>_<QUOTE>-1h.csv.gz files (e.g. ../shared/data/hourly)")
     p.add_argument("--symbols", default="", help="comma-separated pairs (default: every pair in --data)")
-    p.add_argument("--from", dest="start", default=None, help="first bar, ISO 8601 UTC (default: the data's first)")
-    p.add_argument("--to", dest="end", default=None, help="end, ISO 8601 UTC, exclusive (default: the data's end)")
+    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="first bar, ISO 8601 UTC (default: the data's first)")
+    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="end, ISO 8601 UTC, exclusive (default: the data's end)")
     p.add_argument("--sharpes", default=",".join(f"{s:g}" for s in d.sharpes), help="planted annualised Sharpes")
     p.add_argument("--seeds", type=int, default=d.seeds)
     p.add_argument("--groups", type=int, default=d.n_groups, help="CPCV groups")

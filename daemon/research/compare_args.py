@@ -7,15 +7,7 @@ import argparse
 import math
 
 from daemon.retrain import cli_args  # argparse only
-from models.registry import FAMILIES  # a dict of names: no torch
-
-
-def family_name(text: str) -> str:
-    """An argparse type: a registered model family, else a usage error naming it and the known ones
-    (at parse time, before any data is read)."""
-    if text not in FAMILIES:
-        raise argparse.ArgumentTypeError(f"unknown model family {text!r}; known: {', '.join(FAMILIES)}")
-    return text
+from daemon.retrain.cli_args import family_name
 
 
 def fee_fraction(text: str) -> float:
@@ -37,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--write-verdict", action="store_true",
                    help="with --validate: also write each verdict into its artifact.json as `validation` "
                    "(what shadow mode reads; the nightly retrain does this for the model it promotes)")
-    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC, with --validate")
-    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC, with --validate (default: data end)")
+    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC, with --validate")
+    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC, with --validate (default: data end)")
     p.add_argument("--data", nargs="+", required=True, type=cli_args.existing_dir, help="tape directories")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--symbols", nargs="+", default=["ETH/USDT"], help="first = the traded symbol")

@@ -37,6 +37,7 @@ import numpy as np
 
 from daemon import log as logging
 from daemon.domain import timeframe_ms
+from daemon.retrain import cli_args
 from models.labels import KINDS, LabelSpec, label_end, make_labels
 from models.panel import Panel
 
@@ -305,8 +306,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = GridSpec()
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder of <BASE>_<QUOTE>-1h.csv.gz files")
     p.add_argument("--symbols", default="", metavar="A,B", help="pairs (default: every pair of --data)")
-    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC")
-    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC (exclusive)")
+    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC")
+    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC (exclusive)")
     p.add_argument("--families", default=",".join(d.families), help="lgbm and/or registry window families")
     p.add_argument("--targets", default=",".join(d.targets))
     p.add_argument("--timeframes", default=",".join(d.timeframes))

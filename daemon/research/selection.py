@@ -210,7 +210,7 @@ def train_fold(job: Job) -> tuple[Path, str, list[int]]:
                      start=iso(job.fold.train_start), end=iso(job.fold.train_end),
                      target=TargetSpec("classification", job.setup.horizon, thr_, neutral), epochs=job.epochs,
                      max_batches=job.max_batches, max_val=job.max_val, seed=job.seed, device="cpu", fee=job.fee,
-                     hold=job.setup.horizon)
+                     hold=job.setup.horizon, decision_timeframe=job.setup.trigger)
     res = train(spec, job.out_dir)
     return res.artifact_dir, res.version, list(res.samples.get("train_classes") or [])
 
@@ -312,10 +312,15 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
         raise ValueError(f"{art_dir}: the window starts {iso(start_ms)}, inside what it was trained on "
                          f"(labels up to {iso(seen)}); validate on later data")
     fee = float(meta["threshold"]["fee"]) if fee is None else fee
-    setup = Setup("1m", horizon)
+    # Decide where the model decides (an artifact trained for 1h decisions is not traded on
+    # every 1m bar); its holding period, kept in 1m bars, becomes a count of those decisions.
+    from pipeline.spec import spec_of_meta
+
+    setup = Setup(spec_of_meta(meta).decision_timeframe, horizon)
+    hold = max(1, hold_bars(meta) // setup.step_minutes)
     s = score_window(Path(art_dir), setup, data_dirs, symbol, start_ms, end_ms, False)
     sides = thr.decide(s.probs, float(meta["threshold"]["value"]))
-    trade, net = trading_scores(sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
+    trade, net = trading_scores(sides, s.step_ret, hold, fee, setup.bars_per_year)
     thresholds = {"min_trades": stats.MIN_TRADES, "min_psr": stats.MIN_PSR, "min_dsr": stats.MIN_DSR, **(gate or {})}
     verdict = stats.gate(net, int(trade["trades"]), n_trials, **thresholds)
     # the baselines on the same decisions, the same holding period and the same unit position
@@ -324,9 +329,10 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     base = {}
     for name in ("always_flat", "buy_and_hold", "momentum", "persistence"):
         b_sides, _ = _baseline_sides(name, s, setup, np.ones(3), 0)
-        b_trade, _ = trading_scores(b_sides, s.step_ret, hold_bars(meta), fee, setup.bars_per_year)
+        b_trade, _ = trading_scores(b_sides, s.step_ret, hold, fee, setup.bars_per_year)
         base[name] = {k: b_trade[k] for k in ("sharpe", "total_return", "trades")}
     block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
+             "decision_timeframe": setup.trigger, "hold_decisions": hold,
              "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee, "baselines": base,
              "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if write:

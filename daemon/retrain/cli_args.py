@@ -8,7 +8,29 @@ import math
 import os
 from typing import Callable
 
+from models.registry import FAMILIES  # a dict of names: no torch
+
 PRESETS = ("tiny", "small", "seed")  # every family's size presets (models/*.py PRESETS)
+
+
+def family_name(text: str) -> str:
+    """An argparse type: a registered model family, else a usage error naming it and the known ones
+    (at parse time, before any data is read)."""
+    if text not in FAMILIES:
+        raise argparse.ArgumentTypeError(f"unknown model family {text!r}; known: {', '.join(FAMILIES)}")
+    return text
+
+
+def iso_instant(text: str) -> str:
+    """An argparse type: an ISO 8601 instant (a date, or a date and time; UTC unless it says),
+    kept as text for the command; a usage error at parse time otherwise."""
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 instant (e.g. 2025-06-01T00:00:00Z)") from None
+    return text
 
 
 def existing_dir(text: str) -> str:
@@ -79,8 +101,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=None, help="config file (default: the repo's config.toml)")
     p.add_argument("--data", required=True, type=existing_dir, help="tape directory")
     p.add_argument("--folds", default="30:7", type=days_spec, metavar="TRAIN_DAYS:TEST_DAYS")
-    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC")
-    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC")
+    p.add_argument("--from", dest="start", default=None, type=iso_instant, help="ISO 8601 UTC")
+    p.add_argument("--to", dest="end", default=None, type=iso_instant, help="ISO 8601 UTC")
     runner(p)
 
 

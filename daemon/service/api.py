@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from daemon import events, log
 from daemon.domain import TIMEFRAME_MS, Controls
 from daemon.metrics import REGISTRY
-from daemon.service import ports
+from daemon import ports
 from daemon.service.httplink import CALL, CONTROL, EVENT, REPLY, Link, LinkClosed, reply
 from daemon.service.httpserver import Settings
 
@@ -411,6 +411,9 @@ def render_status(s: Mapping[str, Any]) -> str:
     rt = s.get("retrain") or {}
     if rt:
         lines.append(f"retrain: last {rt.get('last_outcome', 'never')}  next {rt.get('next_run', '?')}")
+    from daemon.trading.ledgers import render_ledgers
+
+    lines += render_ledgers(s.get("ledgers"))
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from daemon import config as config_mod
 from daemon import crashpoints
 from daemon.health import FAILURES
 from daemon import log
-from daemon.service import ports
+from daemon import ports
 from daemon.service.api import Api
 from daemon.service.httpserver import Settings
 from daemon.config import Config, ConfigError
@@ -57,6 +57,8 @@ class Daemon:
         self.api: Api | None = None
         self._api_sock: socket.socket | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        # The log's renderer: JSON off a terminal (daemon/log.py decides the same way).
+        self._bars_at_info = cfg.log.format == "json" or (cfg.log.format == "auto" and not sys.stderr.isatty())
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -132,8 +134,9 @@ class Daemon:
     async def _on_bar(self, bar: Bar) -> None:
         """The feed's consumer: stamp freshness, log, then the engine (bar already buffered)."""
         self.freshness.stamp(bar)
-        # Every closed bar is logged; 1s bars (one a second per stream) only at debug level.
-        (_log.debug if bar.timeframe == "1s" else _log.info)(
+        # A person's terminal gets one line per decision cycle (decision_cycle), no line per bar;
+        # JSON logs (journald, tools) keep every closed bar but 1s ones at info.
+        (_log.info if self._bars_at_info and bar.timeframe != "1s" else _log.debug)(
             "bar_closed", symbol=bar.symbol, timeframe=bar.timeframe, ts=bar.ts, close=bar.close)
         if self.parts is not None and self.parts.engine is not None:
             await self.parts.engine.on_bar(bar)

@@ -88,13 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and write an artifact")
     _config_arg(p)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, type=cli_args.family_name)
     p.add_argument("--preset", default="small", choices=cli_args.PRESETS)
     p.add_argument("--data", nargs="+", default=None, type=cli_args.existing_dir,
                    help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)")
     p.add_argument("--symbols", nargs="+", default=None, help="first = primary (default: ETH/USDT BTC/USDT)")
-    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC: first 1m bar used")
-    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC: end of the 1m bars used (exclusive)")
+    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: first 1m bar used")
+    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: end of the 1m bars used (exclusive)")
     p.add_argument("--mode", default="classification", choices=["classification", "regression"])
     p.add_argument("--horizon", type=cli_args.at_least(1), default=15, help="bars ahead for the class label")
     p.add_argument("--label-threshold", type=cli_args.number(0, above=True), default=0.002,
@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backtest", help="replay recorded bars through the live pipeline")
     _config_arg(p)
     p.add_argument("--data", required=True, type=cli_args.existing_dir, help="tape directory")
-    p.add_argument("--from", dest="start", default=None, help="ISO 8601 UTC; earlier bars only warm up")
-    p.add_argument("--to", dest="end", default=None, help="ISO 8601 UTC")
+    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC; earlier bars only warm up")
+    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC")
     p.add_argument("--model-dir", default=None)
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, type=cli_args.days_spec, metavar="TRAIN_DAYS:TEST_DAYS")
@@ -150,12 +150,41 @@ def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), func)
 
 
+def _cross_check(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(flag, why) for a combination of flags that cannot work, found before anything loads."""
+    zone, threshold = getattr(args, "neutral_zone", None), getattr(args, "label_threshold", None)
+    if zone is not None and threshold is not None and zone > threshold:
+        return "--neutral-zone", f"{zone} is above --label-threshold {threshold}: a move cannot be both FLAT and a LONG/SHORT"
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if args.command != "local-exchange" and start and end and _instant(start) >= _instant(end):
+        return "--to", f"{end!r} is not after --from {start!r}"
+    data, symbols = getattr(args, "data", None), getattr(args, "symbols", None)
+    if args.command in ("train", "compare") and data and symbols:
+        dirs = [data] if isinstance(data, str) else list(data)
+        for symbol in symbols:
+            stem = symbol.replace("/", "_") + "-"
+            if not any(f.name.startswith(stem) for d in dirs if os.path.isdir(d) for f in os.scandir(d)):
+                return "--symbols", f"{symbol!r} has no tape file ({stem}<timeframe>.csv[.gz]) in --data {' '.join(dirs)}"
+    return None
+
+
+def _instant(text: str) -> float:
+    from datetime import datetime, timezone
+
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sigd` console script and `python -m daemon`."""
     from daemon.config import ConfigError
     from daemon.service.statelock import StateLocked
 
     args = build_parser().parse_args(argv)
+    if problem := _cross_check(args):
+        flag, message = problem
+        print(f"sigd {args.command}: error: argument {flag}: {message} (see: sigd {args.command} --help)", file=sys.stderr)
+        return 2
     try:
         return int(_resolve(COMMANDS[args.command])(args) or 0)
     except ConfigError as exc:

@@ -229,7 +229,7 @@ async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[st
                 clock_ms=(lambda: float(clock.now_ms())) if clock is not None else None,
                 quotes=cfg.broker.mode == "paper")  # only the paper broker fills at the quotes
     engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
-                                exchange=client if cfg.broker.mode == "testnet" else None,
+                                exchange=client,  # testnet sends through it; paper sizes orders to its limits
                                 quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
     engine.shadow = shadow_from_config(cfg, predictors, notifier, store)
     await engine.start()  # restores pause and risk state, reconciles the broker

@@ -71,6 +71,8 @@ class ReadModel:
             "last_signal": self.last_signal(), "last_decision": self.last_decision(),
             "outbox": self.outbox_totals(), "retrain": self.retrain(),
             "shadow": self.parts.engine.shadow.status(),  # which models do not trade and why; live scores
+            # every model's paper book beside always-flat and buy-and-hold; the portfolio's targets
+            "ledgers": self.parts.engine.status().get("ledgers"), "rebalance": self.parts.engine.status().get("rebalance"),
         }
 
     def healthy(self, streams: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:

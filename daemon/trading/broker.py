@@ -18,7 +18,7 @@ from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.market.exchange import FatalError
 from daemon.metrics import REGISTRY
-from daemon.trading.orders import UNRESOLVED, Ledger, OrderIntent, order_for, wall_ms
+from daemon.trading.orders import UNRESOLVED, Ledger, LimitsSource, OrderIntent, order_for, stale_reason, wall_ms
 from daemon.store import Store
 
 log = logging.get("broker")
@@ -46,6 +46,14 @@ class OrderClient(Protocol):
         """Total balance per asset."""
         ...
 
+    async def server_time_ms(self) -> int:
+        """The exchange's clock."""
+        ...
+
+    def limits(self, symbol: str) -> Any:
+        """The market's precision and limits (a daemon.market.orders.MarketLimits), or None."""
+        ...
+
 
 def _fee_in_quote(raw: dict, symbol: str, price: float) -> float:
     """The order's fee in the quote currency (a base-currency fee converted at the fill price)."""
@@ -65,19 +73,27 @@ class TestnetBroker:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, store: Store, sink: EventSink, client: OrderClient, *, symbols: Sequence[str] = (),
-                 unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms) -> None:
+                 unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms,
+                 decision_ms: int | None = None) -> None:
+        """`decision_ms`: the decision timeframe; on start an order committed but never sent is
+        sent when its bar is still the newest closed one, else rejected with an alert."""
         self.store, self.client, self.clock_ms = store, client, clock_ms
         self.symbols = tuple(symbols)  # whose positions start() checks against the exchange
         # An order the exchange does not know yet may still arrive until its request expires
         # (Binance recvWindow is 10 s): only after this grace does "not found" mean "never placed".
         self.unknown_grace_ms = unknown_grace_ms
+        self.decision_ms = decision_ms
         self.ledger = Ledger(store, sink, clock_ms)
+        # Orders are sized to what the exchange accepts (its precision and minimums, via ccxt).
+        self.limits: LimitsSource = getattr(client, "limits", None) or (lambda symbol: None)
         self._lock = asyncio.Lock()  # one submit or reconciliation at a time
         self._sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Settle what a previous run left unresolved, check positions."""
+        """Send or reject what a previous run committed and never sent, settle what it left
+        unresolved, check positions."""
         self.ledger.claim(self.mode)
+        await self._recover_unsent()
         await self.reconcile()
         for symbol in self.symbols:
             await self.check_position(symbol)
@@ -133,10 +149,34 @@ class TestnetBroker:
         if self.store.orders(UNRESOLVED, symbol=intent.symbol):
             log.warning("order_blocked_unresolved", symbol=intent.symbol, strategy=intent.strategy)
             return None
-        order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING)
+        order = order_for(intent, self.position(intent.symbol), OrderStatus.PENDING, self.limits(intent.symbol))
         if order is None or not self.ledger.record_new(order, intent.not_before_ts):
             return None
         return order
+
+    async def _recover_unsent(self) -> None:
+        """PENDING orders of a previous run (committed; sent or not, we cannot tell): one the
+        exchange knows is settled; one it does not is sent now when its intent is still fresh
+        (same client id: never twice), else rejected with the reason and an alert."""
+        pending = self.store.orders([OrderStatus.PENDING])
+        if not pending or self.decision_ms is None:
+            return
+        try:
+            now = await self.client.server_time_ms()
+        except Exception as exc:  # no clock: the grace rule in reconcile() decides
+            log.warning("recover_unsent_failed", error=repr(exc))
+            return
+        async with self._lock:
+            for order, _ in pending:
+                if await self._settle_known(order) is not False:  # settled, or the lookup failed
+                    continue
+                reason = stale_reason(order, now, self.decision_ms)
+                if reason is not None:
+                    self.ledger.reject_stale(order, reason)
+                else:
+                    log.info("order_resent_after_restart", client_order_id=order.client_order_id, symbol=order.symbol,
+                             bar_ts=order.bar_ts)
+                    await self._send(order)
 
     async def execute(self, order: Order) -> Order | None:
         """Send a stored order once."""
@@ -186,17 +226,23 @@ class TestnetBroker:
 
     async def _reconcile(self, symbol: str | None) -> None:
         for order, _ in self.store.orders(UNRESOLVED, symbol=symbol):
-            try:
-                raw = await self.client.fetch_order(order.client_order_id, order.symbol)
-            except Exception as exc:
-                log.warning("reconcile_failed", client_order_id=order.client_order_id, error=repr(exc))
-                continue
-            if raw is not None:
-                self._apply(order, raw)
-            elif self._age_ms(order) >= self.unknown_grace_ms:
+            if await self._settle_known(order) is False and self._age_ms(order) >= self.unknown_grace_ms:
                 # Not at the exchange and too old to still arrive: it was never placed.
                 self.ledger.set_status(order, OrderStatus.REJECTED, error="not found at the exchange")
         UNRESOLVED_GAUGE.set(len(self.store.orders(UNRESOLVED)))
+
+    async def _settle_known(self, order: Order) -> bool | None:
+        """Look the order up by client id: True (the exchange knows it: settled from its
+        answer), False (it does not), None (the lookup failed: try again later)."""
+        try:
+            raw = await self.client.fetch_order(order.client_order_id, order.symbol)
+        except Exception as exc:
+            log.warning("reconcile_failed", client_order_id=order.client_order_id, error=repr(exc))
+            return None
+        if raw is None:
+            return False
+        self._apply(order, raw)
+        return True
 
     def _age_ms(self, order: Order) -> int:
         return self.clock_ms() - self.store.order_created_ms(order.client_order_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sqlite3
 import time
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -45,9 +46,13 @@ from daemon.trading.cycle import Cycles, Job
 from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
 from daemon.trading.decide import signal_payload, verdict_for
 from daemon.trading.inference import Inference
+from daemon.trading.ledgers import ShadowLedgers
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
+from daemon.trading.portfoliocycle import MODEL_TIMEFRAME, PortfolioCycle, model_bar_ts
+from daemon.trading.rebalance import Plan, Rebalancer
 from daemon.trading.scoring import Shadow
-from daemon.trading.wiring import broker_from_config, engine_options, risk_params_from_config, strategies_from_config
+from daemon.trading.wiring import broker_from_config, check_model_windows, engine_options, risk_params_from_config
+from daemon.trading.wiring import strategies_from_config
 from strategies import risk
 from strategies.base import Strategy
 from strategies.confidence import ConfidenceStrategy
@@ -73,8 +78,10 @@ class WindowSource(Protocol):
         ...
 
 
-class Engine:
-    """Runs every model on each cycle of closed trigger bars and turns the answers into signals and orders."""
+class Engine(PortfolioCycle):
+    """Runs every model on each cycle of closed trigger bars and turns the answers into signals and
+    orders: per symbol (strategies → risk → limits), or, with a `rebalancer`, as one portfolio
+    (scores → target weights → rebalancing orders; daemon/trading/portfoliocycle.py)."""
 
     def __init__(
         self, *, store: Store, buffers: WindowSource, predictors: Mapping[str, PredictorLike], sink: EventSink,
@@ -85,6 +92,7 @@ class Engine:
         timeframes: Sequence[str] = PRIMARY_TIMEFRAMES, reference_timeframe: str = "1m",
         trigger_timeframe: str = "1m", wait_for_decision: bool = False, cycle_deadline_ms: int = 250,
         prewarm_ms: int = 0, speed: float = 1.0, perf_clock: Callable[[], float] = time.perf_counter,
+        rebalancer: Rebalancer | None = None, ledgers: ShadowLedgers | None = None,
     ) -> None:
         self.store, self.buffers, self.sink = store, buffers, sink
         self.predictors: dict[str, PredictorLike] = dict(predictors)
@@ -100,6 +108,8 @@ class Engine:
         self.states = {s: SymbolState(s, *(per_symbol or {}).get(s, default)) for s in self.symbols}
         self.starting_balance = self.states[self.symbol].risk_params.starting_balance
         self.portfolio = portfolio or PortfolioLimits()
+        self.rebalancer = rebalancer  # portfolio decisions instead of per-symbol strategies
+        self.ledgers = ledgers  # every model's paper book of what it would have done (trading or shadow)
         self.wait_for_decision = wait_for_decision
         self.perf_clock = perf_clock
         self.paused = False  # the global pause (every symbol)
@@ -126,6 +136,7 @@ class Engine:
         `exchange` (a daemon.market.exchange.ExchangeClient) is needed only for broker.mode = "testnet";
         `quotes` (a QuoteSource) lets paper orders fill at the live bid/ask.
         """
+        check_model_windows(cfg, predictors)
         return cls(store=store, buffers=buffers, predictors=predictors, sink=sink,
                    **engine_options(cfg, store=store, sink=sink, exchange=exchange, quotes=quotes),
                    wait_for_decision=wait_for_decision)
@@ -145,10 +156,15 @@ class Engine:
         self.store.adopt_decisions(self.trigger_timeframe)  # rows from before they had a timeframe
         for i, state in enumerate(self.states.values()):
             state.load(self.store, legacy=i == 0)
+        if self.rebalancer is not None:
+            self.rebalancer.load(self.store)
+        if self.ledgers is not None:
+            self.ledgers.load(self.store)
         await self.broker.start()
         log.info("engine_started", symbols=list(self.symbols), trigger=self.trigger_timeframe, mode=self.broker.mode,
                  models=sorted(self.predictors), paused=self.paused,
                  halted=sorted(s for s, st in self.states.items() if st.risk_state.halted))
+        self._say_who_trades()
 
     async def close(self) -> None:
         """Decide what is assembled, let the running cycle finish, then stop the inference threads."""
@@ -200,13 +216,24 @@ class Engine:
             predictors = dict(self.predictors)  # a swap applies from the next cycle
             for job in jobs:
                 await self._settle(job.bar.symbol)
-            answers = await self.inference.predict(predictors, [j.windows for j in jobs], [j.bar.ts for j in jobs],
+            answers = await self.inference.predict(predictors, [j.windows for j in jobs],
+                                                   [model_bar_ts(j, self.trigger_timeframe) for j in jobs],
                                                    [j.bar.symbol for j in jobs])
+            if self.trigger_timeframe != MODEL_TIMEFRAME:  # stored and scored under the decision bar
+                answers = [[dataclasses.replace(p, bar_ts=j.bar.ts) for p in a] for j, a in zip(jobs, answers)]
             async with self._act_lock:
                 self.audit.flush()  # rows owed since SQLite last refused writes
-                outcomes = self._commit(jobs, answers)
+                if self.rebalancer is not None:
+                    outcomes, plan = self._decide_portfolio(jobs, answers)
+                else:
+                    outcomes, plan = self._commit(jobs, answers), None
                 self.last_commit = self.perf_clock()
-                await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs})
+                await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs}, plan)
+                if self.ledgers is not None:  # every model's answers, the shadow ones too
+                    self.ledgers.on_cycle(max(j.bar.ts for j in jobs), {j.bar.symbol: j.bar.close for j in jobs},
+                                          {j.bar.symbol: a for j, a in zip(jobs, answers)})
+                    self.ledgers.save(self.store)
+                log.info("decision_cycle", **self.cycle_line(jobs, outcomes, plan))
         except Exception as exc:  # one bad cycle never stops the bar path (health counts it)
             log.exception("cycle_failed", symbols=[j.bar.symbol for j in jobs], error=repr(exc))
             FAILURES.failed("decision", repr(exc))
@@ -269,6 +296,21 @@ class Engine:
                     bar = job.bar  # a bug is not retried: the bar's row says so
                     self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, 0, wall_ms(), Reason.FAILED, repr(exc))
         return outcomes, refused
+
+    def _decide_portfolio(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
+                          ) -> tuple[list[Outcome], Plan]:
+        """The cycle as one portfolio decision, in one transaction (all or nothing)."""
+        assert self.rebalancer is not None
+        before = self.rebalancer.risk_state
+        try:
+            with self.store.transaction():
+                self.shadow.score()
+                outcomes, plan = self._rebalance(jobs, answers)
+        except Exception:
+            self.rebalancer.risk_state = before  # rolled back: the book's state too
+            raise
+        FAILURES.succeeded("decision")
+        return outcomes, plan
 
     def _book(self, closes: Mapping[str, float]) -> Book:
         positions = {s: self.broker.position(s) for s in self.symbols}
@@ -335,8 +377,10 @@ class Engine:
         self.sink.publish("signal", payload, event_id=event_id)
         return {"id": event_id, **payload}
 
-    async def _after_commit(self, outcomes: Sequence[Outcome], received: Mapping[str, float]) -> None:
-        """The committed decisions: state in memory, metrics, then the orders are executed."""
+    async def _after_commit(self, outcomes: Sequence[Outcome], received: Mapping[str, float],
+                            plan: Plan | None = None) -> None:
+        """The committed decisions: state in memory, metrics, then the orders are executed
+        (sells first: their proceeds pay for the buys)."""
         if any(out.signals for out in outcomes):
             crash_point("after_signal_commit")
         for out in outcomes:
@@ -354,15 +398,18 @@ class Engine:
                 SIGNALS.inc(symbol=symbol, side=event["side"])
                 BAR_TO_SIGNAL_MS.observe(elapsed, symbol=symbol)
                 events.publish(events.SignalEmitted.of_payload(event))
-                log.info("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
-                         confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],
-                         latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
-        for out in outcomes:
-            for order in out.orders:
-                try:
-                    await self.broker.execute(order)
-                except Exception as exc:  # the order row is committed: reconciliation settles it
-                    log.exception("order_execute_failed", client_order_id=order.client_order_id, error=repr(exc))
+                # The cycle's one INFO line says it (decision_cycle); the detail is for debugging.
+                log.debug("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
+                          confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],
+                          latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
+        if plan is not None and self.rebalancer is not None:
+            self.rebalancer.commit(plan)
+        orders = sorted((o for out in outcomes for o in out.orders), key=lambda o: o.side != "sell")
+        for order in orders:
+            try:
+                await self.broker.execute(order)
+            except Exception as exc:  # the order row is committed: reconciliation settles it
+                log.exception("order_execute_failed", client_order_id=order.client_order_id, error=repr(exc))
 
     # --- prewarm ------------------------------------------------------------------------------
 
@@ -426,6 +473,9 @@ class Engine:
                 eq = risk.equity(position, price, state.risk_params.starting_balance)
                 state.risk_state = dataclasses.replace(state.risk_state, halted=False, peak_equity=eq)
                 state.save_risk(self.store, state.risk_state)
+            if self.rebalancer is not None and symbol is None:  # the book's halt: lifted with all symbols
+                self.rebalancer.resume(self._book({}).equity)
+                self.store.set_kv("portfolio.risk", json.dumps(self.rebalancer.risk_state.to_dict()))
         log.warning("engine_resumed", symbol=symbol or "all")
 
     async def flatten(self, reason: str = "operator", symbol: str | None = None,
@@ -472,4 +522,6 @@ class Engine:
             "symbols": symbols, "portfolio": dataclasses.asdict(self.portfolio),
             "position": first["position"], "equity": first["equity"], "last_signal": first["last_signal"],
             "last_bar_ts": first["last_bar_ts"], "broker": self.broker.status(), **self.shadow.status(),
+            "rebalance": self.rebalancer.status() if self.rebalancer is not None else None,
+            "ledgers": self.ledgers.status() if self.ledgers is not None else None,
         }

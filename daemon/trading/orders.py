@@ -17,11 +17,17 @@ from daemon import events
 from daemon import log as logging
 from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
+from daemon.market.orders import MarketLimits
+from daemon.metrics import REGISTRY
 from daemon.store import Store
 from strategies.base import EPSILON  # one notion of a zero position everywhere
 
 log = logging.get("orders")
 UNRESOLVED = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.UNKNOWN)
+SKIPPED_ORDERS = REGISTRY.counter("sigd_orders_skipped_total",
+                                  "Orders not sent: below the market's minimum amount or notional, by symbol and reason")
+# The market's limits per symbol (ExchangeClient.limits); None: the market reports none.
+LimitsSource = Callable[[str], "MarketLimits | None"]
 
 
 KV_BOOK = "broker.book"  # which broker's orders and positions the state file holds
@@ -97,6 +103,21 @@ def client_order_id(symbol: str, bar_ts: int, strategy: str, leg: int = 0) -> st
     return f"sigd-{digest[:24]}-{leg}"
 
 
+def stale_reason(order: Order, now_ms: int, decision_ms: int) -> str | None:
+    """Why an order committed but never sent must not be sent after a restart, or None when it is
+    still fresh: its decision bar is the newest closed bar of the decision timeframe at `now_ms`
+    (the exchange's clock). An older intent was decided on prices the market has left."""
+    newest = (now_ms // decision_ms) * decision_ms - decision_ms  # open time of the newest closed bar
+    if order.bar_ts >= newest:
+        return None
+    return (f"stale intent: decided on the bar opening {_iso(order.bar_ts)}, the newest closed bar opens "
+            f"{_iso(newest)}; not sent after the restart")
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
 def apply_fill(position: Position, fill: Fill) -> Position:
     """Position after a fill: average entry on increase, realized PnL on reduce, flip re-bases."""
     qty = fill.amount if fill.side == "buy" else -fill.amount
@@ -114,17 +135,31 @@ def apply_fill(position: Position, fill: Fill) -> Position:
     return Position(position.symbol, new, entry, realized, position.fees + fill.fee)
 
 
-def order_for(intent: OrderIntent, position: Position, status: OrderStatus) -> Order | None:
-    """The market order that moves `position` to the intent's target; None when already there."""
+def order_for(intent: OrderIntent, position: Position, status: OrderStatus,
+              limits: MarketLimits | None = None) -> Order | None:
+    """The market order that moves `position` to the intent's target; None when already there.
+
+    With the market's `limits` the amount is rounded down to the amount step, and an order
+    below the minimum amount or notional is skipped (counted and logged, never sent).
+    """
     delta = intent.target - position.amount
     if abs(delta) <= EPSILON:
         return None
+    amount = abs(delta)
+    if limits is not None:
+        amount, reason = limits.fit(amount, intent.price)
+        if reason is not None:
+            SKIPPED_ORDERS.inc(symbol=intent.symbol, reason=reason)
+            log.info("order_skipped", symbol=intent.symbol, bar_ts=intent.bar_ts, strategy=intent.strategy,
+                     reason=reason, amount=abs(delta), price=intent.price, min_amount=limits.min_amount,
+                     min_notional=limits.min_notional)
+            return None
     return Order(
         client_order_id=client_order_id(intent.symbol, intent.bar_ts, intent.strategy, intent.leg),
         symbol=intent.symbol,
         side="buy" if delta > 0 else "sell",
         type="market",
-        amount=abs(delta),
+        amount=amount,
         price=None,
         bar_ts=intent.bar_ts,
         status=status,
@@ -176,6 +211,17 @@ class Ledger:
             self.announce(updated, error)
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         return updated
+
+    def reject_stale(self, order: Order, reason: str) -> Order:
+        """An unsent order too old to send: REJECTED with the reason, and an "error" alert, in one commit."""
+        with self.store.transaction():
+            rejected = self.set_status(order, OrderStatus.REJECTED, error=reason)
+            payload = {"kind": "stale_order", "symbol": order.symbol, "bar_ts": order.bar_ts,
+                       "client_order_id": order.client_order_id, "side": order.side, "amount": order.amount,
+                       "message": f"{order.symbol} {order.side} {order.amount:g}: {reason}"}
+            self.sink.publish("error", payload, event_id=f"stale-order-{order.client_order_id}")
+        log.error("order_stale_rejected", **payload)
+        return rejected
 
     def announce(self, order: Order, error: str | None = None) -> None:
         """Queue the "order" event of the order's status (a stable id: once per status; call it

@@ -12,11 +12,11 @@ SQLite, so a restarted daemon continues with the same position and fills what wa
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from daemon import log as logging
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
-from daemon.trading.orders import Ledger, OrderIntent, order_for, wall_ms
+from daemon.trading.orders import Ledger, LimitsSource, OrderIntent, order_for, stale_reason, wall_ms
 from daemon.store import Store
 
 log = logging.get("paper")
@@ -42,11 +42,20 @@ class PaperBroker:
     mode = "paper"
 
     def __init__(self, store: Store, sink: EventSink, *, fee: float = 0.001, slippage: float = 0.0005,
-                 clock_ms: Callable[[], int] = wall_ms, quotes: QuoteSource | None = None) -> None:
+                 clock_ms: Callable[[], int] = wall_ms, quotes: QuoteSource | None = None,
+                 limits: LimitsSource | None = None, server_time: Callable[[], Awaitable[int]] | None = None,
+                 decision_ms: int | None = None) -> None:
+        """`limits`: the market's precision and minimums per symbol (the exchange's, through
+        ccxt); paper orders are then sized exactly as the exchange would accept them.
+        `server_time` (the exchange's clock) and `decision_ms` (the decision timeframe): on
+        start an order a previous run committed and never filled is filled when its bar is still
+        the newest closed one, else rejected with the reason and an alert."""
         if fee < 0 or slippage < 0:
             raise ValueError(f"fee and slippage must be >= 0, got fee={fee} slippage={slippage}")
         self.fee, self.slippage = fee, slippage
         self.quotes = quotes
+        self.limits: LimitsSource = limits or (lambda symbol: None)
+        self.server_time, self.decision_ms = server_time, decision_ms
         self.ledger = Ledger(store, sink, clock_ms)
         self.store = store
         self._pending: list[tuple[Order, int]] = []
@@ -56,6 +65,13 @@ class PaperBroker:
         """Reload the orders a previous run left pending (they fill at the next price)."""
         self.ledger.claim(self.mode)
         self._pending = [(o, nb or o.bar_ts) for o, nb in self.store.orders([OrderStatus.OPEN, OrderStatus.PENDING])]
+        if self._pending and self.server_time is not None and self.decision_ms is not None:
+            now = await self.server_time()
+            for order, nb in list(self._pending):
+                reason = stale_reason(order, now, self.decision_ms)
+                if reason is not None:
+                    self.ledger.reject_stale(order, reason)
+                    self._pending.remove((order, nb))
         log.info("paper_started", pending=len(self._pending), quotes=self.quotes is not None)
 
     def position(self, symbol: str) -> Position:
@@ -68,7 +84,7 @@ class PaperBroker:
             # The position is about to change: deciding on top of it would double the trade.
             log.warning("order_blocked_pending", symbol=intent.symbol, strategy=intent.strategy)
             return None
-        order = order_for(intent, self.position(intent.symbol), OrderStatus.OPEN)
+        order = order_for(intent, self.position(intent.symbol), OrderStatus.OPEN, self.limits(intent.symbol))
         if order is None or not self.ledger.record_new(order, intent.not_before_ts):
             return None
         return self.ledger.set_status(order, OrderStatus.OPEN)

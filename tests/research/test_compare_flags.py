@@ -40,4 +40,6 @@ def test_unknown_family_is_refused_before_the_data_is_read(tmp_path: Path) -> No
     res = compare("--families", "nosuch", data=str(tmp_path))
     assert res.returncode == 2 and "unknown model family 'nosuch'" in res.stderr, res.stderr[-2000:]
     known = compare("--families", "gru", "--fee", "0", data=str(tmp_path))  # the same data, a known family
-    assert known.returncode == 1 and "nosuch" not in known.stderr and "Traceback" not in known.stderr, known.stderr
+    # ... is refused for the data it lacks instead: the traded symbol's tape, named with its flag
+    assert known.returncode == 2 and "argument --symbols: 'ETH/USDT' has no tape file" in known.stderr, known.stderr
+    assert "nosuch" not in known.stderr and "Traceback" not in known.stderr

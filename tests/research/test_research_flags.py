@@ -21,7 +21,7 @@ TAPE = str(REPO / "daemon" / "localexchange" / "tape_2021")
     (["walk-forward", "--folds", "0:1"], 2, "argument --folds: '0:1': both day counts must be >= 1"),
     (["tune", "--preset", "huge"], 2, "argument --preset: invalid choice: 'huge'"),
     (["tune", "--folds", "4000:7"], 1, "walk-forward 4000:7 days needs at least 4001 days of data"),
-    (["tune", "--from", "yesterday"], 1, "--from: not an ISO 8601 instant: 'yesterday'"),
+    (["tune", "--from", "yesterday"], 2, "argument --from: 'yesterday' is not an ISO 8601 instant"),
     (["backtest", "--walk-forward", "30"], 2, "argument --walk-forward: '30': expected TRAIN_DAYS:TEST_DAYS"),
     (["compare", "--families", "gru", "--out", "/tmp/unused", "--train-days", "0"], 2,
      "argument --train-days: must be > 0, got 0"),
@@ -34,7 +34,7 @@ TAPE = str(REPO / "daemon" / "localexchange" / "tape_2021")
     (["train", "--model", "gru", "--scaling", "2"], 2, "argument --scaling: must be >= 0 and < 1, got 2"),
     (["walk-forward", "--runner", "ray", "--num-cpus", "-1"], 2, "argument --num-cpus: must be >= 0, got -1"),
     (["compare", "--validate", str(REPO / "models" / "artifacts" / "cnn_lstm_attn"), "--from", "notadate", "--out",
-      "/tmp/unused"], 1, "--from 'notadate': not an ISO 8601 instant"),
+      "/tmp/unused"], 2, "argument --from: 'notadate' is not an ISO 8601 instant"),
 ])
 def test_bad_research_flag_is_one_line_naming_it(argv: list[str], code: int, says: str) -> None:
     res = subprocess.run([sys.executable, "-m", "daemon", *argv, "--data", TAPE], capture_output=True, text=True,

@@ -142,3 +142,26 @@ def test_validate_writes_the_gate_into_the_artifact_only_when_asked(tmp_path: Pa
     assert validation_verdict(meta)[0] is block["passed"]
     assert meta["version"] == version and load_artifact(art)[1]["version"] == version  # weights untouched
     assert json.loads((tmp_path / "v" / "validation.json").read_text())[0]["why"] == block["why"] == looked["why"]
+
+
+def test_validate_decides_at_the_artifacts_decision_timeframe(tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    # An artifact trained for 1h decisions (sigd compare's 1h setups record it in its TrainSpec)
+    # is validated on the hour's closes, with its holding period in those decisions.
+    import shutil
+
+    from daemon.research.selection import validate_artifact
+    from models.artifacts import read_meta
+
+    art = Path(shutil.copytree(tiny_artifacts["cnn_lstm_attn"], tmp_path / "art"))
+    late = read_meta(art)["data"]["last_close_ts"] + leaderboard.DAY_MS
+    window = (late, late + leaderboard.DAY_MS)
+    minute = validate_artifact(art, [str(TAPE)], "ETH/USDT", *window)
+    assert minute["decision_timeframe"] == "1m" and minute["decisions"] > 600
+    doc = json.loads((art / "artifact.json").read_text())
+    doc["train_spec"]["decision_timeframe"] = "1h"
+    doc["target"]["horizon"] = doc["train_spec"]["target"]["horizon"] = 60
+    doc["threshold"]["hold_bars"] = 60
+    (art / "artifact.json").write_text(json.dumps(doc))
+    hourly = validate_artifact(art, [str(TAPE)], "ETH/USDT", *window)
+    assert hourly["decision_timeframe"] == "1h" and hourly["hold_decisions"] == 1
+    assert 20 <= hourly["decisions"] <= 24  # one a closed hour, not one a minute

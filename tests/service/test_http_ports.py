@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError
-from daemon.service import ports
+from daemon import ports
 from tests.conftest import REPO
 
 

@@ -44,8 +44,8 @@ async def exchange() -> AsyncIterator[tuple[LocalExchange, ExchangeClient]]:
     await lx.stop()
 
 
-def intent(target: float, ts: int = T0) -> OrderIntent:
-    return OrderIntent(SYM, target, 0.0, ts, ts + MIN, "confidence")
+def intent(target: float, ts: int = T0, price: float = 4000.0) -> OrderIntent:
+    return OrderIntent(SYM, target, price, ts, ts + MIN, "confidence")
 
 
 async def test_a_market_order_fills_and_moves_position_and_balance(exchange, tmp_path: Path) -> None:
