@@ -192,7 +192,8 @@ class ModelsConfig:
     # `sigd compare`) still runs and is scored, but its predictions do not trade.
     trade_only_validated: bool = True
     # Live scoring: the rolling window (scored predictions per model); a model whose macro-F1
-    # over a full window falls below its persistence baseline's goes to shadow mode.
+    # over a full window falls below its persistence baseline's, or whose calls lose to
+    # always-FLAT after fees, goes to shadow mode.
     score_window: int = 1440
     # The gate of `sigd compare`, `--validate` and the nightly retrain's validation
     # (daemon/research/stats.py): trades in the test window, PSR and DSR it must reach.

@@ -161,7 +161,7 @@ def load_panel(data_dir: Path, timeframe: str = "1h", symbols: Sequence[str] | N
         per_symbol[s] = ts[lo:hi], {f: bars[f][lo:hi] for f in FIELDS}
     covering = [s for s in wanted if len(per_symbol[s][0])]
     if not covering:
-        raise DatasetError(f"--start/--end: no pair in {data_dir} has a {timeframe} bar in the span "
+        raise DatasetError(f"--from/--to: no pair in {data_dir} has a {timeframe} bar in the span "
                            f"[{start_ms}, {end_ms})")
     if symbols and (empty := [s for s in wanted if not len(per_symbol[s][0])]):
         raise DatasetError(f"--symbols: {', '.join(empty)} has no {timeframe} bar in the span [{start_ms}, {end_ms})")

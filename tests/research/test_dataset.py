@@ -145,7 +145,7 @@ def test_span_and_symbols(gappy, tmp_path: Path) -> None:
     ({"timeframe": "1m"}, "--timeframe 1m"),
     ({"timeframe": "7x"}, "--timeframe"),
     ({"symbols": ["ZZZ/USDT"]}, "--symbols"),
-    ({"start_ms": 2_000_000_000_000}, "--start/--end"),
+    ({"start_ms": 2_000_000_000_000}, "--from/--to"),
     ({"symbols": ["AAA/USDT", "BBB/USDT"], "end_ms": 1_600_041_600_000 + 20 * HOUR}, "--symbols"),
 ])
 def test_bad_input_is_one_line_naming_the_flag(gappy, tmp_path: Path, kwargs: dict, flag: str) -> None:

@@ -59,7 +59,7 @@ def test_tiny_grid_end_to_end_and_n_counts_across_runs(tmp_path: Path) -> None:
     (["--turnover-penalty", "-1"], "--turnover-penalty"),
     (["--families", "nope"], "--families"),
     (["--data", "/nonexistent"], "--data"),
-    (["--from", "2030-01-01"], "--start/--end"),
+    (["--from", "2030-01-01"], "--from/--to"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, flags: list[str], key: str) -> None:
     cmd = [sys.executable, "-m", "daemon", "research", "--data", str(TAPE_2021), "--timeframes", "1d",
