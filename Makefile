@@ -14,7 +14,7 @@ PREFIX ?= /opt/sigd
 DESTDIR ?=
 INSTALL_ARGS ?=
 
-.PHONY: setup run test test-fast docs bench clean install-service uninstall-service
+.PHONY: setup run test test-fast lint docs bench clean install-service uninstall-service
 
 setup: $(STAMP)
 
@@ -49,6 +49,13 @@ FAST_TESTS ?= tests/test_config.py tests/test_events.py tests/test_log.py tests/
 	tests/localexchange/test_localexchange_book.py tests/service/test_metrics.py
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not bench" $(FAST_TESTS) $(PYTEST_ARGS)
+
+# Habits CI keeps: ruff lint and format check over the tree, mypy (strict on strategies/, the
+# domain types and the decision function; pyproject.toml [tool.mypy]).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The documentation site, built strictly (a broken link, a missing page or anchor fails it);
 # the reference pages are generated from the code by docs/gen_reference.py at build time.

@@ -19,17 +19,23 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon import log
+from daemon.alerts.notify import Notifier
 from daemon.config import AlertsConfig, SignalWsConfig, WebhookConfig
 from daemon.metrics import REGISTRY
-from daemon.alerts.notify import Notifier
 from daemon.store import Store
 
 N_EVENTS = 2000
 
 
 def _payload(i: int) -> dict[str, object]:
-    return {"symbol": "ETH/USDT", "side": "LONG", "confidence": 0.7, "price": 3000.0 + i,
-            "bar_ts": 1_750_000_020_000 + i * 60_000, "model_versions": {"a": "v1", "b": "v2"}}
+    return {
+        "symbol": "ETH/USDT",
+        "side": "LONG",
+        "confidence": 0.7,
+        "price": 3000.0 + i,
+        "bar_ts": 1_750_000_020_000 + i * 60_000,
+        "model_versions": {"a": "v1", "b": "v2"},
+    }
 
 
 async def _receiver() -> tuple[web.AppRunner, str]:

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from daemon.research import backtest
 from daemon import config
-from daemon.research import replay
 from daemon import log as logging
+from daemon.research import backtest, replay
 from daemon.research.report import iso
 from daemon.store import Store
 
@@ -52,8 +51,10 @@ def _ratio(plan: backtest.Plan, predictors: dict, n: int) -> None:
     plan.end_ms = plan.start_ms + n * 60_000
     batched = min(sum(_timed(plan, predictors, batch=True)[:2]) for _ in range(2))
     by_bar = min(sum(_timed(plan, predictors, batch=False)[:2]) for _ in range(2))
-    print(f"\n{n} trigger bars (best of 2): batched {batched:.2f} s ({n / batched:.0f} bars/s), "
-          f"bar by bar {by_bar:.2f} s ({n / by_bar:.0f} bars/s): bar-by-bar / batched = {by_bar / batched:.1f}x")
+    print(
+        f"\n{n} trigger bars (best of 2): batched {batched:.2f} s ({n / batched:.0f} bars/s), "
+        f"bar by bar {by_bar:.2f} s ({n / by_bar:.0f} bars/s): bar-by-bar / batched = {by_bar / batched:.1f}x"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -81,8 +82,10 @@ def main(argv: list[str]) -> int:
     total = len(replay.replay_order(plan.tape, plan.order, plan.start_ms, plan.end_ms)[0])
     infer_s, replay_s, signals = _timed(plan, predictors, batch=True, report=args.report)
     whole = load_s + infer_s + replay_s
-    print(f"data {args.data}: {iso(plan.start_ms)} → {iso(plan.end_ms)}, models "
-          f"{', '.join(f'{n} {p.version}' for n, p in predictors.items())}, torch threads {args.threads}")
+    print(
+        f"data {args.data}: {iso(plan.start_ms)} → {iso(plan.end_ms)}, models "
+        f"{', '.join(f'{n} {p.version}' for n, p in predictors.items())}, torch threads {args.threads}"
+    )
     print(f"{'':34}{'seconds':>10}{'bars/s':>12}")
     print(f"{'load tape + models':34}{load_s:>10.1f}")
     print(f"{'batched inference (' + str(triggers) + ' trigger bars)':34}{infer_s:>10.1f}{triggers / infer_s:>12.0f}")

@@ -34,8 +34,9 @@ print(json.dumps({"s": time.perf_counter() - t0, "T": len(p.ts), "S": len(p.symb
 
 def load_once(data: Path, timeframe: str, cache: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(data), timeframe, str(cache)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(data), timeframe, str(cache)], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -54,8 +55,10 @@ def main(argv: list[str]) -> int:
             cache = Path(tmp) / tf  # a fresh cache per timeframe: cold means cold
             cold = load_once(args.data, tf, cache)
             warm = min((load_once(args.data, tf, cache) for _ in range(3)), key=lambda r: r["s"])
-            print(f"{tf:>9} {warm['S']:>5} {warm['T']:>7} {warm['pair_bars']:>10} {warm['gaps']:>6} "
-                  f"{cold['s']:>7.2f} {warm['s']:>7.2f}")
+            print(
+                f"{tf:>9} {warm['S']:>5} {warm['T']:>7} {warm['pair_bars']:>10} {warm['gaps']:>6} "
+                f"{cold['s']:>7.2f} {warm['s']:>7.2f}"
+            )
     return 0
 
 

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from daemon import log as logging
-from daemon.market.bars import Ring
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar
 from daemon.localexchange.server import LocalExchange
+from daemon.market.bars import Ring
 
 KEY, SECRET = "bench-key", "bench-secret"
 DAY_MS = 86_400_000
@@ -65,10 +65,16 @@ def _time_closing_sends(lx: LocalExchange, lateness_ms: dict[tuple[str, str, int
     lx.pump._send = timed
 
 
-async def _run_feed(speed: float, start_ms: int, stop: Any, warmup_bars: int = 600,
-                    lateness_ms: dict[tuple[str, str, int], float] | None = None,
-                    symbols: tuple[str, ...] = ("ETH/USDT",), tape: Path | None = None,
-                    synthetic: int = 0) -> dict[str, Any]:
+async def _run_feed(
+    speed: float,
+    start_ms: int,
+    stop: Any,
+    warmup_bars: int = 600,
+    lateness_ms: dict[tuple[str, str, int], float] | None = None,
+    symbols: tuple[str, ...] = ("ETH/USDT",),
+    tape: Path | None = None,
+    synthetic: int = 0,
+) -> dict[str, Any]:
     """Run the real feed against a local exchange until stop(lx, feed, n_bars) is true."""
     from daemon.market.bars import Buffers
     from daemon.market.exchange import make_client
@@ -102,11 +108,14 @@ async def _run_feed(speed: float, start_ms: int, stop: Any, warmup_bars: int = 6
         t0, n0 = time.perf_counter(), count
         out.update(warmup_s=t0 - t_warm, streams=len(feed.streams))
         await done.wait()
-        out.update(elapsed_s=time.perf_counter() - t0, bars=count - n0, status=feed.status(),
-                   connections=client.connections(),
-                   quote_updates=feed.quotes.updates,
-                   latencies={(st.symbol, st.timeframe, e): ms for st in feed.streams.values()
-                              for e, ms in st.latencies_ms})
+        out.update(
+            elapsed_s=time.perf_counter() - t0,
+            bars=count - n0,
+            status=feed.status(),
+            connections=client.connections(),
+            quote_updates=feed.quotes.updates,
+            latencies={(st.symbol, st.timeframe, e): ms for st in feed.streams.values() for e, ms in st.latencies_ms},
+        )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await client.close()
@@ -134,8 +143,14 @@ def bench_latency(seconds: float) -> dict[str, float]:
     from_close = res["latencies"]
     from_send = [ms - lateness[k] for k, ms in from_close.items() if k in lateness]
     close = list(from_close.values())
-    return {"n": len(from_send), "send_p50": _pct(from_send, 50), "send_p99": _pct(from_send, 99),
-            "send_max": max(from_send), "close_p50": _pct(close, 50), "close_p99": _pct(close, 99)}
+    return {
+        "n": len(from_send),
+        "send_p50": _pct(from_send, 50),
+        "send_p99": _pct(from_send, 99),
+        "send_max": max(from_send),
+        "close_p50": _pct(close, 50),
+        "close_p99": _pct(close, 99),
+    }
 
 
 def bench_throughput(seconds: float) -> dict[str, float]:
@@ -176,12 +191,29 @@ def bench_symbols(n: int, seconds: float) -> dict[str, float]:
             t_end.append(time.monotonic() + seconds)
         return time.monotonic() > t_end[0]
 
-    res = asyncio.run(_run_feed(1.0, START_2021_MS, stop, lateness_ms=lateness, symbols=symbols,
-                                tape=bundled_tape_dir("2021-05"), synthetic=max(0, n - len(real))))
+    res = asyncio.run(
+        _run_feed(
+            1.0,
+            START_2021_MS,
+            stop,
+            lateness_ms=lateness,
+            symbols=symbols,
+            tape=bundled_tape_dir("2021-05"),
+            synthetic=max(0, n - len(real)),
+        )
+    )
     from_send = [ms - lateness[k] for k, ms in res["latencies"].items() if k in lateness]
-    return {"n": n, "streams": res["streams"], "connections": res["connections"], "warmup_s": res["warmup_s"],
-            "closes": len(from_send), "send_p50": _pct(from_send, 50), "send_p99": _pct(from_send, 99),
-            "quotes_per_s": res["quote_updates"] / res["elapsed_s"], "rss_mib": _rss_mib()}
+    return {
+        "n": n,
+        "streams": res["streams"],
+        "connections": res["connections"],
+        "warmup_s": res["warmup_s"],
+        "closes": len(from_send),
+        "send_p50": _pct(from_send, 50),
+        "send_p99": _pct(from_send, 99),
+        "quotes_per_s": res["quote_updates"] / res["elapsed_s"],
+        "rss_mib": _rss_mib(),
+    }
 
 
 def bench_ring(n_bars: int, window: int = 600) -> dict[str, float]:
@@ -209,17 +241,25 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--latency-s", type=float, default=60.0, help="wall seconds at 1x")
     ap.add_argument("--throughput-s", type=float, default=10.0)
     ap.add_argument("--ring-bars", type=int, default=20_000)
-    ap.add_argument("--symbols", default=None, metavar="N,N,...",
-                    help="instead: N symbols x 4 timeframes each (e.g. 1,5,50) at 1x for --latency-s")
+    ap.add_argument(
+        "--symbols",
+        default=None,
+        metavar="N,N,...",
+        help="instead: N symbols x 4 timeframes each (e.g. 1,5,50) at 1x for --latency-s",
+    )
     args = ap.parse_args(argv)
     logging.setup("warning", "console")  # the feed's per-bar debug lines would flood the table
     if args.symbols:
-        print(f"{'symbols':>7} {'streams':>7} {'conns':>5} {'warm-up s':>9} {'closes':>6} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'quotes/s':>8} {'RSS MiB':>8}")
+        print(
+            f"{'symbols':>7} {'streams':>7} {'conns':>5} {'warm-up s':>9} {'closes':>6} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'quotes/s':>8} {'RSS MiB':>8}"
+        )
         for n in (int(x) for x in args.symbols.split(",")):
             r = bench_symbols(n, args.latency_s)
-            print(f"{n:>7} {r['streams']:>7} {r['connections']:>5} {r['warmup_s']:>9.2f} {r['closes']:>6} "
-                  f"{r['send_p50']:>7.2f} {r['send_p99']:>7.2f} {r['quotes_per_s']:>8.1f} {r['rss_mib']:>8.1f}")
+            print(
+                f"{n:>7} {r['streams']:>7} {r['connections']:>5} {r['warmup_s']:>9.2f} {r['closes']:>6} "
+                f"{r['send_p50']:>7.2f} {r['send_p99']:>7.2f} {r['quotes_per_s']:>8.1f} {r['rss_mib']:>8.1f}"
+            )
         return 0
     ring = bench_ring(args.ring_bars)
     thr = bench_throughput(args.throughput_s)
@@ -231,8 +271,7 @@ def main(argv: list[str]) -> int:
     print(f"{f'bar-close latency p50 at 1x, send -> ring (ms), n={n}':<58} {lat['send_p50']:>14.2f}")
     print(f"{'bar-close latency p99 at 1x, send -> ring (ms, target <= 5)':<58} {lat['send_p99']:>14.2f}")
     print(f"{'bar-close latency max at 1x, send -> ring (ms)':<58} {lat['send_max']:>14.2f}")
-    print(f"{'  from the close instant instead, p50 / p99 (ms)':<58} "
-          f"{lat['close_p50']:>6.2f} / {lat['close_p99']:<5.2f}")
+    print(f"{'  from the close instant instead, p50 / p99 (ms)':<58} {lat['close_p50']:>6.2f} / {lat['close_p99']:<5.2f}")
     print(f"{'ingest throughput at max replay speed (bars/s)':<58} {thr['bars_per_s']:>14.0f}")
     print(f"{'ring append + 600-row window (us/bar)':<58} {ring['ring_us']:>14.2f}")
     print(f"{'pandas DataFrame append + 600-row window (us/bar)':<58} {ring['pandas_us']:>14.2f}")

@@ -43,8 +43,10 @@ async def load(url: str, clients: int, rate: float) -> None:
     loop = asyncio.get_running_loop()
     stats = {"status_ok": 0, "status_failed": 0, "frames": 0, "pages": 0}
     # Pages: one connection each. /status: a monitoring client's pool of kept-alive connections.
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http, \
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as poll:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as poll,
+    ):
         ready = asyncio.Event()
 
         async def page() -> None:
@@ -97,9 +99,19 @@ def parts_of(cfg: Any, engine: Any, store: Any, buffers: Any, predictors: dict[s
     from daemon.service.parts import Parts
 
     feed = SimpleNamespace(status=dict)
-    return Parts(cfg=cfg, store=store, client=None, buffers=buffers, feed=feed, predictors=predictors,  # type: ignore[arg-type]
-                 model_dirs={}, notifier=SimpleNamespace(outbox=sink), broker=engine.broker, engine=engine,
-                 mode="paper")
+    return Parts(
+        cfg=cfg,
+        store=store,
+        client=None,
+        buffers=buffers,
+        feed=feed,
+        predictors=predictors,  # type: ignore[arg-type]
+        model_dirs={},
+        notifier=SimpleNamespace(outbox=sink),
+        broker=engine.broker,
+        engine=engine,
+        mode="paper",
+    )
 
 
 async def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -127,19 +139,29 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         buffers = warm(tapes, btc, start, capacity)
         store = Store(Path(tmp) / "sigd.sqlite")
         sink = Outbox(store, [LogChannel()])
-        engine = Engine(store=store, buffers=buffers, predictors=predictors, sink=sink, symbols=list(tapes),
-                        broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
-                        strategies=[ConfidenceStrategy(combine="either")],
-                        risk_params=RiskParams(position_fraction=0.5 / a.n, max_position=1e9),
-                        portfolio=PortfolioLimits(max_gross_exposure=1.0), timeframes=("1m", "1h", "1d"))
+        engine = Engine(
+            store=store,
+            buffers=buffers,
+            predictors=predictors,
+            sink=sink,
+            symbols=list(tapes),
+            broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
+            strategies=[ConfidenceStrategy(combine="either")],
+            risk_params=RiskParams(position_fraction=0.5 / a.n, max_position=1e9),
+            portfolio=PortfolioLimits(max_gross_exposure=1.0),
+            timeframes=("1m", "1h", "1d"),
+        )
         await engine.start()
         toml = Path(tmp) / "config.toml"
-        toml.write_text(f"[exchange]\nsymbols = {json.dumps(list(tapes))}\n[store]\npath = \"{tmp}/sigd.sqlite\"\n")
+        toml.write_text(f'[exchange]\nsymbols = {json.dumps(list(tapes))}\n[store]\npath = "{tmp}/sigd.sqlite"\n')
         cfg = config_mod.load(toml)
-        controls = DaemonControls(cfg, parts_of(cfg, engine, store, buffers, predictors, sink),
-                                  Freshness(stale_after_s=3600.0))
-        api = Api(controls, port=0, settings=Settings(max_connections=a.clients + 500, log_level="warning",
-                                                       log_format="json"), quiet=engine.cycles.drain)
+        controls = DaemonControls(cfg, parts_of(cfg, engine, store, buffers, predictors, sink), Freshness(stale_after_s=3600.0))
+        api = Api(
+            controls,
+            port=0,
+            settings=Settings(max_connections=a.clients + 500, log_level="warning", log_format="json"),
+            quiet=engine.cycles.drain,
+        )
         await api.start()
         row = start
         out: dict[str, list[float]] = {"quiet": [], "loaded": []}
@@ -168,9 +190,23 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
             for _ in range(a.rounds):
                 await phase("quiet")
                 loader = await asyncio.create_subprocess_exec(
-                    "nice", "-n", str(a.load_nice), sys.executable, "-m", "bench.http", "--load", api.url, "--clients", str(a.clients),
-                    "--rate", str(a.rate), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                    "nice",
+                    "-n",
+                    str(a.load_nice),
+                    sys.executable,
+                    "-m",
+                    "bench.http",
+                    "--load",
+                    api.url,
+                    "--clients",
+                    str(a.clients),
+                    "--rate",
+                    str(a.rate),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    cwd=REPO,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                )
                 assert loader.stdout is not None and loader.stdin is not None
                 line = await asyncio.wait_for(loader.stdout.readline(), 600)
                 if line.strip() != b"ready":
@@ -188,27 +224,38 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     from daemon.metrics import REGISTRY
 
     reads = REGISTRY.histogram("sigd_http_read_ms", "")
-    costs = {call: (reads.count(call=call), reads._sample("_sum", {"call": call}))
-             for call in ("status", "state", "snapshot_event", "metrics")}
-    return {"n": a.n, "clients": a.clients, "rate": a.rate, "quiet": out["quiet"], "loaded": out["loaded"],
-            "load": load_stats, "reads": {c: {"n": n, "mean_ms": total / n} for c, (n, total) in costs.items() if n}}
+    costs = {
+        call: (reads.count(call=call), reads._sample("_sum", {"call": call}))
+        for call in ("status", "state", "snapshot_event", "metrics")
+    }
+    return {
+        "n": a.n,
+        "clients": a.clients,
+        "rate": a.rate,
+        "quiet": out["quiet"],
+        "loaded": out["loaded"],
+        "load": load_stats,
+        "reads": {c: {"n": n, "mean_ms": total / n} for c, (n, total) in costs.items() if n},
+    }
 
 
 def table(r: dict[str, Any], load_before: float, load_after: float) -> str:
-    q50, q99 = pct(r["quiet"], .5), pct(r["quiet"], .99)
-    l50, l99 = pct(r["loaded"], .5), pct(r["loaded"], .99)
+    q50, q99 = pct(r["quiet"], 0.5), pct(r["quiet"], 0.99)
+    l50, l99 = pct(r["loaded"], 0.5), pct(r["loaded"], 0.99)
     rate = sum(s.get("status_per_s", 0.0) for s in r["load"]) / max(1, len(r["load"]))
     failed = sum(s.get("status_failed", 0) for s in r["load"])
-    lines = [f"close -> every symbol decided and committed, ms ({r['n']} symbols, {len(r['quiet'])} cycles per phase)",
-             f"{'phase':<44} {'p50':>8} {'p99':>8} {'max':>8}",
-             f"{'quiet (no HTTP client)':<44} {q50:>8.1f} {q99:>8.1f} {max(r['quiet']):>8.1f}",
-             f"{'loaded (%d ws + %.0f /status per s)' % (r['clients'], rate):<44} "
-             f"{l50:>8.1f} {l99:>8.1f} {max(r['loaded']):>8.1f}",
-             f"loaded / quiet p99: {l99 / q99:.3f} (target <= 1.10); p50 {l50 / q50:.3f}; "
-             f"/status failed: {failed}; load average {load_before:.2f} -> {load_after:.2f}",
-             "engine-loop time of the server's reads (between cycles): " + (", ".join(
-                 f"{c} {v['n']} x {v['mean_ms']:.1f} ms" for c, v in r["reads"].items()) or "none"),
-             f"frames the pages received: {sum(s.get('frames', 0) for s in r['load'])}"]
+    loaded_label = f"loaded ({r['clients']} ws + {rate:.0f} /status per s)"
+    lines = [
+        f"close -> every symbol decided and committed, ms ({r['n']} symbols, {len(r['quiet'])} cycles per phase)",
+        f"{'phase':<44} {'p50':>8} {'p99':>8} {'max':>8}",
+        f"{'quiet (no HTTP client)':<44} {q50:>8.1f} {q99:>8.1f} {max(r['quiet']):>8.1f}",
+        f"{loaded_label:<44} {l50:>8.1f} {l99:>8.1f} {max(r['loaded']):>8.1f}",
+        f"loaded / quiet p99: {l99 / q99:.3f} (target <= 1.10); p50 {l50 / q50:.3f}; "
+        f"/status failed: {failed}; load average {load_before:.2f} -> {load_after:.2f}",
+        "engine-loop time of the server's reads (between cycles): "
+        + (", ".join(f"{c} {v['n']} x {v['mean_ms']:.1f} ms" for c, v in r["reads"].items()) or "none"),
+        f"frames the pages received: {sum(s.get('frames', 0) for s in r['load'])}",
+    ]
     return "\n".join(lines)
 
 
@@ -222,8 +269,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=2, help="quiet/loaded pairs")
     p.add_argument("--every-s", type=float, default=1.0, help="wall seconds between cycles (a compressed 1m)")
     p.add_argument("--threshold", type=float, default=0.34, help="model threshold (0 = the artifacts' own)")
-    p.add_argument("--load-nice", type=int, default=10,
-                   help="niceness of the load process (its CPU stands in for clients on other machines)")
+    p.add_argument(
+        "--load-nice", type=int, default=10, help="niceness of the load process (its CPU stands in for clients on other machines)"
+    )
     p.add_argument("--load", default="", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the latencies as JSON too")
     a = p.parse_args(argv)
@@ -236,9 +284,11 @@ def main(argv: list[str]) -> int:
 
     log.setup("warning", "json")
     before = os.getloadavg()[0]
-    print(f"http benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {before:.2f}, {a.n} symbols, "
-          f"a cycle every {a.every_s:g} s, {a.rounds} x (quiet, loaded) x {a.cycles} cycles; loaded = {a.clients} "
-          f"idle websocket clients + {a.rate:g} GET /status per s from another process (nice {a.load_nice})")
+    print(
+        f"http benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {before:.2f}, {a.n} symbols, "
+        f"a cycle every {a.every_s:g} s, {a.rounds} x (quiet, loaded) x {a.cycles} cycles; loaded = {a.clients} "
+        f"idle websocket clients + {a.rate:g} GET /status per s from another process (nice {a.load_nice})"
+    )
     r = asyncio.run(run(a))
     print(table(r, before, os.getloadavg()[0]))
     if a.json:

@@ -165,8 +165,7 @@ def forward_flops(name: str, model: torch.nn.Module) -> int:
         return counter.get_total_flops() + rnn_flops(model, run)
 
 
-def family_row(name: str, preset: str, device: str, iters: int, batch: int, features: int,
-               steps: int) -> str:
+def family_row(name: str, preset: str, device: str, iters: int, batch: int, features: int, steps: int) -> str:
     """One line of the family table (or the error that kept a family from running)."""
     try:
         model = build(name, preset, device, features)
@@ -174,22 +173,23 @@ def family_row(name: str, preset: str, device: str, iters: int, batch: int, feat
         flops = forward_flops(name, model)
         with torch.inference_mode():
             one = percentiles(lambda r=inputs(name, model, 1, device): _under(amp(device), r), iters, device)[0]
-            many = percentiles(lambda r=inputs(name, model, batch, device): _under(amp(device), r),
-                               max(iters // 5, 5), device)[0]
+            many = percentiles(lambda r=inputs(name, model, batch, device): _under(amp(device), r), max(iters // 5, 5), device)[0]
         rate = train_rate(name, preset, device, batch, features, steps)
-    except Exception as e:  # noqa: BLE001 - a benchmark reports what it could not run
+    except Exception as e:
         return f"{name:<20} {type(e).__name__}: {e}"
-    return (f"{name:<20} {params / 1e3:>9.1f}k {flops / 1e6:>10.2f}M {one:>9.2f} {many:>10.2f} "
-            f"{many / batch * 1e3:>9.1f} {rate:>10.0f}")
+    return (
+        f"{name:<20} {params / 1e3:>9.1f}k {flops / 1e6:>10.2f}M {one:>9.2f} {many:>10.2f} "
+        f"{many / batch * 1e3:>9.1f} {rate:>10.0f}"
+    )
 
 
-def print_families(names: list[str], preset: str, device: str, iters: int, batch: int, features: int,
-                   steps: int) -> None:
+def print_families(names: list[str], preset: str, device: str, iters: int, batch: int, features: int, steps: int) -> None:
     """The table of every family."""
-    print(f"\nfamilies ({preset}, {device}, {torch.get_num_threads()} threads; window families: "
-          f"{features} features)")
-    print(f"{'family':<20} {'params':>10} {'FLOPs/smp':>11} {'b1 p50 ms':>9} {f'b{batch} p50 ms':>10} "
-          f"{'us/sample':>9} {'train s/s':>10}")
+    print(f"\nfamilies ({preset}, {device}, {torch.get_num_threads()} threads; window families: {features} features)")
+    print(
+        f"{'family':<20} {'params':>10} {'FLOPs/smp':>11} {'b1 p50 ms':>9} {f'b{batch} p50 ms':>10} "
+        f"{'us/sample':>9} {'train s/s':>10}"
+    )
     for name in names:
         print(family_row(name, preset, device, iters, batch, features, steps))
 
@@ -214,7 +214,7 @@ def predictor_rows(device: str, iters: int) -> list[tuple[str, float, float]] | 
             pred = Predictor.load(art, device=device)
             windows = random_walk_windows(pred.required_windows, BAR_TS)
             rows.append((f"predictor {art.name}", *percentiles(lambda: pred.predict(windows, BAR_TS), iters, device)))
-        except Exception as e:  # noqa: BLE001 - a benchmark reports what it could not run
+        except Exception as e:
             return f"predictor {art.name}: {type(e).__name__}: {e}"
     return rows or "no shipped artifacts: skipped"
 
@@ -255,8 +255,9 @@ def main(argv: list[str]) -> int:
     preset = args.preset or ("seed" if args.device == "cuda" else "small")
     print(f"torch {torch.__version__}, device {args.device}, preset {preset}, load average {os.getloadavg()[0]:.1f}")
     torch.set_num_threads(threads[0])
-    print_families(args.families or list(registry.FAMILIES), preset, args.device, args.iters, args.batch,
-                   args.features, args.steps)
+    print_families(
+        args.families or list(registry.FAMILIES), preset, args.device, args.iters, args.batch, args.features, args.steps
+    )
     for n in threads if args.device == "cpu" else threads[:1]:
         torch.set_num_threads(n)
         mtf_p50 = print_latency(preset, args.device, args.iters, args.features)
@@ -294,5 +295,7 @@ def print_gpu_efficiency(preset: str, mtf_p50_ms: float) -> None:
     fp32, bf16 = matmul_tflops("cuda", torch.float32), matmul_tflops("cuda", torch.bfloat16)
     print(f"\nmatmul 8192²: fp32 {fp32:.0f} TFLOP/s, bf16 {bf16:.0f} TFLOP/s")
     ideal = mtf_flops(MTFConfig.preset(preset)) / (bf16 * 1e12) * 1e3
-    print(f"MTF {preset} bf16 batch 1: p50 {mtf_p50_ms:.2f} ms vs FLOPs / bf16 rate {ideal:.2f} ms "
-          f"({ideal / mtf_p50_ms:.0%} of the measured matmul rate)")
+    print(
+        f"MTF {preset} bf16 batch 1: p50 {mtf_p50_ms:.2f} ms vs FLOPs / bf16 rate {ideal:.2f} ms "
+        f"({ideal / mtf_p50_ms:.0%} of the measured matmul rate)"
+    )

@@ -43,8 +43,9 @@ def spec_for(n: int) -> Any:
     from strategies.portfolio import PortfolioSpec
 
     top = max(2, n // 4)
-    return PortfolioSpec(long_short=True, top_k=top, max_weight=min(0.25, 1.0 / top), gross_cap=1.0, net_cap=0.2,
-                         no_trade_band=0.001)
+    return PortfolioSpec(
+        long_short=True, top_k=top, max_weight=min(0.25, 1.0 / top), gross_cap=1.0, net_cap=0.2, no_trade_band=0.001
+    )
 
 
 async def run_one(n: int, cycles: int, threshold: float, threads: int) -> dict[str, Any]:
@@ -79,12 +80,18 @@ async def run_one(n: int, cycles: int, threshold: float, threads: int) -> dict[s
         limits = MarketLimits(amount_step=1e-6, price_step=0.01, min_amount=1e-6, min_notional=5.0)
         spec = spec_for(n)
         symbols = list(tapes)
-        engine = Engine(store=store, buffers=buffers, predictors=predictors, sink=sink, symbols=symbols,
-                        broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005, limits=lambda s: limits),
-                        timeframes=("1m", "1h", "1d"), trigger_timeframe="1h",
-                        rebalancer=Rebalancer(spec, timeframe="1h", cost_rate=0.0015),
-                        ledgers=ShadowLedgers(symbols, spec, periods_per_year=YEAR_MS / HOUR, cost_rate=0.0015,
-                                              starting_balance=10_000.0))
+        engine = Engine(
+            store=store,
+            buffers=buffers,
+            predictors=predictors,
+            sink=sink,
+            symbols=symbols,
+            broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005, limits=lambda s: limits),
+            timeframes=("1m", "1h", "1d"),
+            trigger_timeframe="1h",
+            rebalancer=Rebalancer(spec, timeframe="1h", cost_rate=0.0015),
+            ledgers=ShadowLedgers(symbols, spec, periods_per_year=YEAR_MS / HOUR, cost_rate=0.0015, starting_balance=10_000.0),
+        )
         await engine.start()
         warmup_s = time.perf_counter() - t0
         latencies, cpu, orders = [], [], []
@@ -109,16 +116,38 @@ async def run_one(n: int, cycles: int, threshold: float, threads: int) -> dict[s
         await engine.close()
         store.close()
     steady = latencies[1:] or latencies
-    return {"n": n, "cycles": len(hours), "first_ms": latencies[0], "p50_ms": pct(steady, .5),
-            "p99_ms": pct(steady, .99), "max_ms": max(steady), "cpu_s": pct(cpu[1:] or cpu, .5),
-            "rss_models_mb": rss_models, "rss_end_mb": rss_mb(), "warmup_s": warmup_s,
-            "orders_per_cycle": float(np.mean(orders)), "decisions": status["decisions"], "late": status["late"]}
+    return {
+        "n": n,
+        "cycles": len(hours),
+        "first_ms": latencies[0],
+        "p50_ms": pct(steady, 0.5),
+        "p99_ms": pct(steady, 0.99),
+        "max_ms": max(steady),
+        "cpu_s": pct(cpu[1:] or cpu, 0.5),
+        "rss_models_mb": rss_models,
+        "rss_end_mb": rss_mb(),
+        "warmup_s": warmup_s,
+        "orders_per_cycle": float(np.mean(orders)),
+        "decisions": status["decisions"],
+        "late": status["late"],
+    }
 
 
 def child(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """Run one N in a fresh process (its RSS is its own); its result line."""
-    cmd = [sys.executable, "-m", "bench.portfolio", "--one", str(n), "--cycles", str(args.cycles),
-           "--threshold", str(args.threshold), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.portfolio",
+        "--one",
+        str(n),
+        "--cycles",
+        str(args.cycles),
+        "--threshold",
+        str(args.threshold),
+        "--threads",
+        str(args.threads),
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
         raise RuntimeError(f"N={n} failed:\n{done.stderr[-3000:]}")
@@ -128,14 +157,18 @@ def child(args: argparse.Namespace, n: int) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     base = min(rows, key=lambda r: r["n"])
-    head = (f"{'N':>5} {'first':>8} {'p50':>8} {'p99':>8} {'max':>8} {'cpu s':>7} {'RSS MB':>8} {'MB/sym':>7} "
-            f"{'orders':>7} {'warm s':>7}")
+    head = (
+        f"{'N':>5} {'first':>8} {'p50':>8} {'p99':>8} {'max':>8} {'cpu s':>7} {'RSS MB':>8} {'MB/sym':>7} "
+        f"{'orders':>7} {'warm s':>7}"
+    )
     lines = ["1h close -> every rebalancing order committed, ms (first = the cold first cycle)", head]
     for r in rows:
         per = (r["rss_end_mb"] - base["rss_end_mb"]) / (r["n"] - base["n"]) if r["n"] > base["n"] else float("nan")
-        lines.append(f"{r['n']:>5} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
-                     f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['orders_per_cycle']:>7.1f} "
-                     f"{r['warmup_s']:>7.2f}")
+        lines.append(
+            f"{r['n']:>5} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
+            f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['orders_per_cycle']:>7.1f} "
+            f"{r['warmup_s']:>7.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -155,9 +188,11 @@ def main(argv: list[str]) -> int:
     if a.one:
         print(json.dumps(asyncio.run(run_one(a.one, a.cycles, a.threshold, a.threads))))
         return 0
-    print(f"portfolio benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {os.getloadavg()[0]:.1f}, "
-          f"preset small on cpu ({a.threads} thread(s) per model), {a.cycles} hourly cycles; symbols past ETH/USDT "
-          "are SYNTHETIC time-shifted copies of the real bundled tape")
+    print(
+        f"portfolio benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {os.getloadavg()[0]:.1f}, "
+        f"preset small on cpu ({a.threads} thread(s) per model), {a.cycles} hourly cycles; symbols past ETH/USDT "
+        "are SYNTHETIC time-shifted copies of the real bundled tape"
+    )
     rows = [child(a, int(n)) for n in a.n.split(",")]
     print(table(rows))
     within = max((r["n"] for r in rows if r["p99_ms"] <= 1000.0), default=0)

@@ -26,16 +26,19 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from daemon.research import replay, walkforward
 from daemon.retrain.jobs import ArtifactRef, TrainJob
 from daemon.retrain.runners import LocalRunner, RayRunner
 from pipeline.spec import DEFAULT_DATA, REPO
 
-FAMILIES = {"cnn_lstm_attn": REPO / "models" / "artifacts" / "cnn_lstm_attn",
-            "mtf_transformer": REPO / "models" / "artifacts" / "mtf_transformer"}
+FAMILIES = {
+    "cnn_lstm_attn": REPO / "models" / "artifacts" / "cnn_lstm_attn",
+    "mtf_transformer": REPO / "models" / "artifacts" / "mtf_transformer",
+}
 TRIGGER = ("ETH/USDT", "1m")
 
 
@@ -55,7 +58,7 @@ class PeakRSS:
         self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -116,9 +119,11 @@ def cpcv_grid(a: argparse.Namespace) -> int:
     spec = calibration.CalibrationSpec(sharpes=(1.5,), seeds=a.trials, n_groups=a.groups, n_test_groups=a.test_groups)
     trials = [calibration.Trial(seed, 0, 0.02, False, spec) for seed in range(a.trials)]
     data = {"ts": ts, "close": close}
-    print(f"{len(trials)} trials x {len(calibration.cpcv.cpcv_splits(ts, a.groups, a.test_groups, ts, 0))} CPCV splits; "
-          f"{len(names)} pairs x {len(ts)} hourly bars ({len(ts) / 8760:.1f} years), 1h decisions; "
-          f"load {load_s:.1f} s; load average before: {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(trials)} trials x {len(calibration.cpcv.cpcv_splits(ts, a.groups, a.test_groups, ts, 0))} CPCV splits; "
+        f"{len(names)} pairs x {len(ts)} hourly bars ({len(ts) / 8760:.1f} years), 1h decisions; "
+        f"load {load_s:.1f} s; load average before: {os.getloadavg()[0]:.1f}"
+    )
     local_s, local, local_rss = timed(lambda: LocalRunner().map(calibration.run_trial, trials, shared=data))
     t0 = time.perf_counter()
     ray_runner = RayRunner(num_cpus=a.cpus)
@@ -126,20 +131,33 @@ def cpcv_grid(a: argparse.Namespace) -> int:
     ray_s, on_ray, ray_rss = timed(lambda: ray_runner.map(calibration.run_trial, trials, shared=data))
     # compared to float rounding (BLAS may sum in another order with another thread count),
     # relative to the predictions' scale; NaN (no inputs) where the other runner has NaN
-    gap = max(float(np.nanmax(np.abs(p - q)) / np.nanmax(np.abs(p)))
-              for x, y in zip(local, on_ray) for p, q in zip(x.split_predictions, y.split_predictions))
-    same = gap < 1e-9 and all(x.passed == y.passed and abs(x.dsr - y.dsr) < 1e-9 for x, y in zip(local, on_ray)) \
-        and all(np.array_equal(np.isnan(p), np.isnan(q))  # the same decisions without a prediction
-                for x, y in zip(local, on_ray) for p, q in zip(x.split_predictions, y.split_predictions))
-    rows = [("trials (configurations), each every CPCV split", f"{len(trials)}"),
-            ("local runner: per trial / whole grid", f"{local_s / len(trials):.2f} s / {local_s:.1f} s"),
-            (f"Ray ({a.cpus} CPUs): per trial (wall / trials) / whole grid", f"{ray_s / len(trials):.2f} s / {ray_s:.1f} s"),
-            ("Ray start-up (ray.init, once per process)", f"{start_s:.1f} s"),
-            ("speed-up, grid only / including start-up", f"{local_s / ray_s:.2f}x / {local_s / (ray_s + start_s):.2f}x"),
-            ("peak RSS, process tree: local / Ray", f"{local_rss / 2**20:.0f} / {ray_rss / 2**20:.0f} MiB"),
-            ("same predictions split by split and same verdicts on both runners",
-             f"{'yes' if same else 'NO'} (largest gap {gap:.1e} of the predictions' scale)"),
-            ("load average after", f"{os.getloadavg()[0]:.1f}")]
+    gap = max(
+        float(np.nanmax(np.abs(p - q)) / np.nanmax(np.abs(p)))
+        for x, y in zip(local, on_ray)
+        for p, q in zip(x.split_predictions, y.split_predictions)
+    )
+    same = (
+        gap < 1e-9
+        and all(x.passed == y.passed and abs(x.dsr - y.dsr) < 1e-9 for x, y in zip(local, on_ray))
+        and all(
+            np.array_equal(np.isnan(p), np.isnan(q))  # the same decisions without a prediction
+            for x, y in zip(local, on_ray)
+            for p, q in zip(x.split_predictions, y.split_predictions)
+        )
+    )
+    rows = [
+        ("trials (configurations), each every CPCV split", f"{len(trials)}"),
+        ("local runner: per trial / whole grid", f"{local_s / len(trials):.2f} s / {local_s:.1f} s"),
+        (f"Ray ({a.cpus} CPUs): per trial (wall / trials) / whole grid", f"{ray_s / len(trials):.2f} s / {ray_s:.1f} s"),
+        ("Ray start-up (ray.init, once per process)", f"{start_s:.1f} s"),
+        ("speed-up, grid only / including start-up", f"{local_s / ray_s:.2f}x / {local_s / (ray_s + start_s):.2f}x"),
+        ("peak RSS, process tree: local / Ray", f"{local_rss / 2**20:.0f} / {ray_rss / 2**20:.0f} MiB"),
+        (
+            "same predictions split by split and same verdicts on both runners",
+            f"{'yes' if same else 'NO'} (largest gap {gap:.1e} of the predictions' scale)",
+        ),
+        ("load average after", f"{os.getloadavg()[0]:.1f}"),
+    ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -149,8 +167,12 @@ def cpcv_grid(a: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     """Run the comparison and print the table."""
     ap = argparse.ArgumentParser(prog="python -m bench research")
-    ap.add_argument("--grid", choices=("walk-forward", "cpcv"), default="walk-forward",
-                    help="cpcv: the CPCV x configurations grid of sigd calibrate on --data")
+    ap.add_argument(
+        "--grid",
+        choices=("walk-forward", "cpcv"),
+        default="walk-forward",
+        help="cpcv: the CPCV x configurations grid of sigd calibrate on --data",
+    )
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hourly"), help="--grid cpcv: hourly tape folder")
     ap.add_argument("--trials", type=int, default=4, help="--grid cpcv: configurations")
     ap.add_argument("--groups", type=int, default=6, help="--grid cpcv: CPCV groups")
@@ -164,13 +186,21 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if a.grid == "cpcv":
         return cpcv_grid(a)
-    kw = {"preset": a.preset, "epochs": a.epochs, "max_batches": a.max_batches, "device": "cpu", "seed": 1,
-          "symbols": ["ETH/USDT"]}
+    kw = {
+        "preset": a.preset,
+        "epochs": a.epochs,
+        "max_batches": a.max_batches,
+        "device": "cpu",
+        "seed": 1,
+        "symbols": ["ETH/USDT"],
+    }
     with tempfile.TemporaryDirectory(prefix="bench-research-") as tmp:
         root = Path(tmp)
         jobs = jobs_for(root / "local", a.folds, a.train_days, kw)
-        print(f"{len(jobs)} jobs: {a.folds} folds x {len(FAMILIES)} families, preset {a.preset}, "
-              f"{a.epochs} epoch(s) of <= {a.max_batches} batches, {a.train_days} training days per fold")
+        print(
+            f"{len(jobs)} jobs: {a.folds} folds x {len(FAMILIES)} families, preset {a.preset}, "
+            f"{a.epochs} epoch(s) of <= {a.max_batches} batches, {a.train_days} training days per fold"
+        )
         local_s, local, local_rss = timed(lambda: LocalRunner().run(jobs))
         t0 = time.perf_counter()
         ray_runner = RayRunner(num_cpus=a.cpus)
@@ -180,16 +210,19 @@ def main(argv: list[str]) -> int:
         one = ray_jobs[:1]
         one_local_s, _, _ = timed(lambda: LocalRunner().run(one))
         one_ray_s, _, _ = timed(lambda: ray_runner.run(one))  # a warm worker: torch already imported
-    same = all(isinstance(x, ArtifactRef) and isinstance(y, ArtifactRef) and x.version == y.version
-               for x, y in zip(local, on_ray))
-    rows = [("jobs", f"{len(jobs)}"),
-            ("local runner wall (sequential, in-process)", f"{local_s:.1f} s"),
-            (f"Ray local mode wall ({a.cpus} CPUs, jobs only)", f"{ray_s:.1f} s"),
-            ("Ray start-up (ray.init, once per process)", f"{start_s:.1f} s"),
-            ("speed-up, jobs only / including start-up", f"{local_s / ray_s:.2f}x / {local_s / (ray_s + start_s):.2f}x"),
-            ("peak RSS, process tree: local / Ray", f"{local_rss / 2**20:.0f} / {ray_rss / 2**20:.0f} MiB"),
-            ("Ray overhead per job (one job, warm worker, minus local)", f"{one_ray_s - one_local_s:+.2f} s"),
-            ("same artifact versions on both runners", "yes" if same else "NO")]
+    same = all(
+        isinstance(x, ArtifactRef) and isinstance(y, ArtifactRef) and x.version == y.version for x, y in zip(local, on_ray)
+    )
+    rows = [
+        ("jobs", f"{len(jobs)}"),
+        ("local runner wall (sequential, in-process)", f"{local_s:.1f} s"),
+        (f"Ray local mode wall ({a.cpus} CPUs, jobs only)", f"{ray_s:.1f} s"),
+        ("Ray start-up (ray.init, once per process)", f"{start_s:.1f} s"),
+        ("speed-up, jobs only / including start-up", f"{local_s / ray_s:.2f}x / {local_s / (ray_s + start_s):.2f}x"),
+        ("peak RSS, process tree: local / Ray", f"{local_rss / 2**20:.0f} / {ray_rss / 2**20:.0f} MiB"),
+        ("Ray overhead per job (one job, warm worker, minus local)", f"{one_ray_s - one_local_s:+.2f} s"),
+        ("same artifact versions on both runners", "yes" if same else "NO"),
+    ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -52,15 +52,16 @@ def main(argv: list[str]) -> int:
         shadow.tradable([])
         first = (time.perf_counter() - t) * 1000
         times = []
-        for b in bars[warm:warm + a.decisions]:
+        for b in bars[warm : warm + a.decisions]:
             store.add_predictions("ETH/USDT", _predictions(b.ts, rng), 0)  # as the engine does, then asks
             t = time.perf_counter()
             shadow.tradable([])
             times.append((time.perf_counter() - t) * 1000)
         scored = shadow.scorer.status()["a"]["scored"]
         store.close()
-    print(f"| models | window | first call | per decision p50 / p99 | scored |")
+    print("| models | window | first call | per decision p50 / p99 | scored |")
     print("|---|---|---|---|---|")
-    print(f"| {len(MODELS)} | {a.window} | {first:.1f} ms | {np.median(times):.2f} / {np.percentile(times, 99):.2f} ms "
-          f"| {scored} |")
+    print(
+        f"| {len(MODELS)} | {a.window} | {first:.1f} ms | {np.median(times):.2f} / {np.percentile(times, 99):.2f} ms | {scored} |"
+    )
     return 0

@@ -30,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from daemon import config as config_mod
 from daemon import log
@@ -72,19 +73,26 @@ def _config(tmp: Path, speed: float, base: Path, threshold: float) -> config_mod
     dirs = _trading_copies(tmp, shipped, threshold)
     paths = ", ".join(f'{n} = "{d}"' for n, d in dirs.items())
     cfg_path = tmp / "bench.toml"
-    cfg_path.write_text(_override(text, {
-        # The copy lives elsewhere: a tape path relative to the given config must stay pointing there.
-        "local_exchange": {"speed": speed, **({"tape": f'"{shipped.path(shipped.local_exchange.tape)}"'}
-                                              if shipped.local_exchange.tape else {})},
-        "store": {"path": f'"{tmp / "bench.sqlite"}"'},
-        "api": {"enabled": "false"},
-        "alerts.signal_ws": {"enabled": "false"},
-        "retrain": {"enabled": "false"},
-        # Shadow mode off: the shipped artifacts fail the gate and would never trade (nor fill).
-        "models": {"paths": "{ " + paths + " }", "device": '"cpu"', "trade_only_validated": "false"},
-        # Frequent signals: either model may open, tight exits, no cooldown.
-        "strategy": {"combine": '"either"', "cooldown_bars": 0, "stop_loss": 0.0005, "take_profit": 0.0005},
-    }))
+    cfg_path.write_text(
+        _override(
+            text,
+            {
+                # The copy lives elsewhere: a tape path relative to the given config must stay pointing there.
+                "local_exchange": {
+                    "speed": speed,
+                    **({"tape": f'"{shipped.path(shipped.local_exchange.tape)}"'} if shipped.local_exchange.tape else {}),
+                },
+                "store": {"path": f'"{tmp / "bench.sqlite"}"'},
+                "api": {"enabled": "false"},
+                "alerts.signal_ws": {"enabled": "false"},
+                "retrain": {"enabled": "false"},
+                # Shadow mode off: the shipped artifacts fail the gate and would never trade (nor fill).
+                "models": {"paths": "{ " + paths + " }", "device": '"cpu"', "trade_only_validated": "false"},
+                # Frequent signals: either model may open, tight exits, no cooldown.
+                "strategy": {"combine": '"either"', "cooldown_bars": 0, "stop_loss": 0.0005, "take_profit": 0.0005},
+            },
+        )
+    )
     return config_mod.load(cfg_path)
 
 
@@ -215,21 +223,24 @@ def _process(base: Path, seconds: float, speed: float, threshold: float) -> dict
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(Path(tmp), speed, base, threshold)
         err = open(Path(tmp) / "stderr", "w+")
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(cfg.source)],
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "-c", str(cfg.source)], stdout=subprocess.DEVNULL, stderr=err
+        )
         out: dict[str, float] = {}
         t0 = time.monotonic()
         try:
             while time.monotonic() - t0 < seconds + 120 and proc.poll() is None:
                 time.sleep(0.5)
                 if "ready_mb" not in out and "daemon_ready" in (Path(tmp) / "stderr").read_text():
-                    out["ready_mb"], out["ready_s"], t_ready = _status_kb(proc.pid, "VmRSS") / 1024, \
-                        time.monotonic() - t0, time.monotonic()
+                    out["ready_mb"], out["ready_s"], t_ready = (
+                        _status_kb(proc.pid, "VmRSS") / 1024,
+                        time.monotonic() - t0,
+                        time.monotonic(),
+                    )
                 if "ready_mb" in out and time.monotonic() - t_ready >= seconds:
                     break
             if proc.poll() is not None:
-                raise RuntimeError(f"sigd run exited with {proc.returncode}: "
-                                   f"{(Path(tmp) / 'stderr').read_text()[-3000:]}")
+                raise RuntimeError(f"sigd run exited with {proc.returncode}: {(Path(tmp) / 'stderr').read_text()[-3000:]}")
             out["end_mb"] = _status_kb(proc.pid, "VmRSS") / 1024
             out["peak_mb"] = _status_kb(proc.pid, "VmHWM") / 1024
         finally:
@@ -242,7 +253,7 @@ def _process(base: Path, seconds: float, speed: float, threshold: float) -> dict
 
 def _row(label: str, values: list[float]) -> str:
     top = max(values) if values else float("nan")
-    return f"{label:<50} {len(values):>6} {_pct(values, .5):>9.2f} {_pct(values, .99):>9.2f} {top:>9.2f}"
+    return f"{label:<50} {len(values):>6} {_pct(values, 0.5):>9.2f} {_pct(values, 0.99):>9.2f} {top:>9.2f}"
 
 
 def main(argv: list[str]) -> int:
@@ -252,32 +263,45 @@ def main(argv: list[str]) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="wall minutes of the latency run (0 = none)")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed of the latency run (target: 1)")
     p.add_argument("--hours", type=float, default=24.0, help="market hours replayed for memory (0 = none)")
-    p.add_argument("--process-minutes", type=float, default=5.0,
-                   help="wall minutes of a real `sigd run` process at --process-speed, for its RSS (0 = none)")
+    p.add_argument(
+        "--process-minutes",
+        type=float,
+        default=5.0,
+        help="wall minutes of a real `sigd run` process at --process-speed, for its RSS (0 = none)",
+    )
     p.add_argument("--process-speed", type=float, default=60.0, help="replay speed of that process")
-    p.add_argument("--threshold", type=float, default=0.34,
-                   help="threshold of the benchmarked artifact copies (0 = keep the artifacts' own)")
+    p.add_argument(
+        "--threshold", type=float, default=0.34, help="threshold of the benchmarked artifact copies (0 = keep the artifacts' own)"
+    )
     a = p.parse_args(argv)
     log.setup("warning", "json")
-    print(f"service benchmark: {len(os.sched_getaffinity(0))} CPU core(s), models of {a.config}, "
-          f"thresholds {a.threshold or 'as trained'}, trade_only_validated off (shadow mode would never fill)")
+    print(
+        f"service benchmark: {len(os.sched_getaffinity(0))} CPU core(s), models of {a.config}, "
+        f"thresholds {a.threshold or 'as trained'}, trade_only_validated off (shadow mode would never fill)"
+    )
     if a.minutes > 0:
         lat, fills = asyncio.run(_latency(a.config, a.minutes, a.speed, a.threshold))
-        print(f"{f'wall ms from bar close ({a.minutes:g} min at {a.speed:g}x) to ...':<50} {'n':>6} {'p50':>9}"
-              f" {'p99':>9} {'max':>9}")
+        print(
+            f"{f'wall ms from bar close ({a.minutes:g} min at {a.speed:g}x) to ...':<50} {'n':>6} {'p50':>9}"
+            f" {'p99':>9} {'max':>9}"
+        )
         print(_row("  predictions of both models committed", lat.decisions_ms))
         print(_row("  signal committed in SQLite + queued in outbox", lat.signals_ms))
         print(_row("  paper fill committed (all symbols)", fills.fills_ms))
     if a.process_minutes > 0:
         pm = _process(a.config, a.process_minutes * 60, a.process_speed, a.threshold)
         label = f"sigd run process RSS (MB), {a.process_minutes:g} min at {a.process_speed:g}x"
-        print(f"{label:<50} ready {pm['ready_mb']:.1f} (after {pm['ready_s']:.0f} s), end {pm['end_mb']:.1f},"
-              f" peak (VmHWM) {pm['peak_mb']:.1f}")
+        print(
+            f"{label:<50} ready {pm['ready_mb']:.1f} (after {pm['ready_s']:.0f} s), end {pm['end_mb']:.1f},"
+            f" peak (VmHWM) {pm['peak_mb']:.1f}"
+        )
     if a.hours > 0:
         mem = asyncio.run(_memory(a.config, a.hours, a.threshold))
         for h, (rss, wall) in sorted(mem["marks"].items()):
             print(f"{f'RSS after {h:g} h of market time at max speed (MB)':<50} {rss:>26.1f}   ({wall:.0f} s wall)")
         first, last = min(mem["marks"]), max(mem["marks"])
-        print(f"{'RSS growth (MB)':<50} {mem['marks'][last][0] - mem['marks'][first][0]:>26.1f}"
-              f"   decisions {mem['decisions']}, skipped while busy {mem['skipped']}")
+        print(
+            f"{'RSS growth (MB)':<50} {mem['marks'][last][0] - mem['marks'][first][0]:>26.1f}"
+            f"   decisions {mem['decisions']}, skipped while busy {mem['skipped']}"
+        )
     return 0

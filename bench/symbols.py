@@ -63,8 +63,7 @@ def seed_artifacts(out: Path) -> dict[str, Path]:
         small = meta["model"]["config"]
         config = registry.make_config(name, preset="seed").to_dict()
         config.update({k: v for k, v in small.items() if "features" in k})  # the inputs the features give
-        keep = {k: v for k, v in meta.items() if k not in ("model", "classes", "version", "weights", "format",
-                                                           "format_version")}
+        keep = {k: v for k, v in meta.items() if k not in ("model", "classes", "version", "weights", "format", "format_version")}
         keep["features"] = dict(meta["features"], seq_len=config["seq_len"])
         dirs[name] = save_artifact(out / name, registry.build(name, config), name, config, keep)
     return dirs
@@ -74,8 +73,11 @@ def load_models(preset: str, device: str, threshold: float, tmp: Path, threads: 
     from pipeline.predictor import Predictor, set_inference_threads
 
     set_inference_threads(threads)
-    dirs = ({n: REPO / "models" / "artifacts" / n for n in ("mtf_transformer", "cnn_lstm_attn")}
-            if preset == "small" else seed_artifacts(tmp))
+    dirs = (
+        {n: REPO / "models" / "artifacts" / n for n in ("mtf_transformer", "cnn_lstm_attn")}
+        if preset == "small"
+        else seed_artifacts(tmp)
+    )
     out = {}
     for name, d in dirs.items():
         p = Predictor.load(d, device)
@@ -106,8 +108,11 @@ def symbol_tapes(n: int) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
     for i in range(n):
         symbol = "ETH/USDT" if i == 0 else f"SYN{i:04d}/USDT"
         shift = i * SHIFT_ROWS
-        out[symbol] = {"1m": synthetic(eth["1m"], i, shift), "1h": synthetic(eth["1h"], i, shift // 60 + i),
-                       "1d": synthetic(eth["1d"], i, shift // 1440 + i)}
+        out[symbol] = {
+            "1m": synthetic(eth["1m"], i, shift),
+            "1h": synthetic(eth["1h"], i, shift // 60 + i),
+            "1d": synthetic(eth["1d"], i, shift // 1440 + i),
+        }
     return out, btc
 
 
@@ -129,8 +134,9 @@ def warm(tapes: dict[str, dict[str, np.ndarray]], btc: np.ndarray, start: int, c
     return buffers
 
 
-async def run_one(n: int, cycles: int, idle_s: float, prewarm_ms: int, preset: str, device: str,
-                  threshold: float, threads: int = 1) -> dict[str, Any]:
+async def run_one(
+    n: int, cycles: int, idle_s: float, prewarm_ms: int, preset: str, device: str, threshold: float, threads: int = 1
+) -> dict[str, Any]:
     """One child's run: N symbols, `cycles` decision cycles; the figures as a dict."""
     from daemon.alerts.notify import LogChannel
     from daemon.alerts.outbox import Outbox
@@ -151,12 +157,20 @@ async def run_one(n: int, cycles: int, idle_s: float, prewarm_ms: int, preset: s
         buffers = warm(tapes, btc, start, capacity)
         store = Store(Path(tmp) / "sigd.sqlite")
         sink = Outbox(store, [LogChannel()])  # rows are written as live; no sender runs
-        engine = Engine(store=store, buffers=buffers, predictors=predictors, sink=sink, symbols=list(tapes),
-                        broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
-                        strategies=[ConfidenceStrategy(combine="either")],
-                        risk_params=RiskParams(position_fraction=0.5 / n, max_position=1e9),
-                        portfolio=PortfolioLimits(max_gross_exposure=1.0), timeframes=("1m", "1h", "1d"),
-                        prewarm_ms=prewarm_ms, speed=60.0 / idle_s if idle_s > 0 else 1.0)
+        engine = Engine(
+            store=store,
+            buffers=buffers,
+            predictors=predictors,
+            sink=sink,
+            symbols=list(tapes),
+            broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
+            strategies=[ConfidenceStrategy(combine="either")],
+            risk_params=RiskParams(position_fraction=0.5 / n, max_position=1e9),
+            portfolio=PortfolioLimits(max_gross_exposure=1.0),
+            timeframes=("1m", "1h", "1d"),
+            prewarm_ms=prewarm_ms,
+            speed=60.0 / idle_s if idle_s > 0 else 1.0,
+        )
         await engine.start()
         warmup_s = time.perf_counter() - t0
         rss_warm = rss_mb()
@@ -179,17 +193,51 @@ async def run_one(n: int, cycles: int, idle_s: float, prewarm_ms: int, preset: s
         signals = store.count("signals")
         store.close()
     steady = latencies[1:] or latencies
-    return {"n": n, "cycles": cycles, "idle_s": idle_s, "prewarm_ms": prewarm_ms, "preset": preset, "device": device,
-            "first_ms": latencies[0], "p50_ms": pct(steady, .5), "p99_ms": pct(steady, .99), "max_ms": max(steady),
-            "cpu_s": pct(cpu[1:] or cpu, .5), "rss_models_mb": rss_models, "rss_mb": rss_warm, "rss_end_mb": rss_mb(),
-            "warmup_s": warmup_s, "decisions": status["decisions"], "late": status["late"], "signals": signals}
+    return {
+        "n": n,
+        "cycles": cycles,
+        "idle_s": idle_s,
+        "prewarm_ms": prewarm_ms,
+        "preset": preset,
+        "device": device,
+        "first_ms": latencies[0],
+        "p50_ms": pct(steady, 0.5),
+        "p99_ms": pct(steady, 0.99),
+        "max_ms": max(steady),
+        "cpu_s": pct(cpu[1:] or cpu, 0.5),
+        "rss_models_mb": rss_models,
+        "rss_mb": rss_warm,
+        "rss_end_mb": rss_mb(),
+        "warmup_s": warmup_s,
+        "decisions": status["decisions"],
+        "late": status["late"],
+        "signals": signals,
+    }
 
 
 def child(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """Run one N in a fresh process (its RSS is its own); its result line."""
-    cmd = [sys.executable, "-m", "bench.symbols", "--one", str(n), "--cycles", str(args.cycles),
-           "--idle-s", str(args.idle_s), "--prewarm-ms", str(args.prewarm_ms), "--preset", args.preset,
-           "--device", args.device, "--threshold", str(args.threshold), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.symbols",
+        "--one",
+        str(n),
+        "--cycles",
+        str(args.cycles),
+        "--idle-s",
+        str(args.idle_s),
+        "--prewarm-ms",
+        str(args.prewarm_ms),
+        "--preset",
+        args.preset,
+        "--device",
+        args.device,
+        "--threshold",
+        str(args.threshold),
+        "--threads",
+        str(args.threads),
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
         raise RuntimeError(f"N={n} failed:\n{done.stderr[-3000:]}")
@@ -198,13 +246,17 @@ def child(args: argparse.Namespace, n: int) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     base = next((r for r in rows if r["n"] == 1), None)
-    head = (f"{'N':>5} {'first':>8} {'p50':>8} {'p99':>8} {'max':>8} {'cpu s':>7} {'RSS MB':>8} "
-            f"{'MB/sym':>7} {'warm s':>7} {'signals':>8}")
+    head = (
+        f"{'N':>5} {'first':>8} {'p50':>8} {'p99':>8} {'max':>8} {'cpu s':>7} {'RSS MB':>8} "
+        f"{'MB/sym':>7} {'warm s':>7} {'signals':>8}"
+    )
     lines = ["bar close -> every symbol decided and committed, ms (first = the cold first cycle)", head]
     for r in rows:
         per = (r["rss_end_mb"] - base["rss_end_mb"]) / (r["n"] - 1) if base and r["n"] > 1 else float("nan")
-        lines.append(f"{r['n']:>5} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
-                     f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['warmup_s']:>7.2f} {r['signals']:>8}")
+        lines.append(
+            f"{r['n']:>5} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
+            f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['warmup_s']:>7.2f} {r['signals']:>8}"
+        )
     return "\n".join(lines)
 
 
@@ -216,8 +268,10 @@ def floor(rows: list[dict[str, Any]], preset: str, device: str) -> str:
     within = max((r["n"] for r in rows if r["p99_ms"] <= 1000.0), default=0)
     flops = mtf_flops(registry.make_config("mtf_transformer", preset=preset))
     n = max(r["n"] for r in rows)
-    line = (f"symbols decided within 1 s of the close (p99): {within} of those tried; mtf_transformer forward "
-            f"{flops / 1e9:.2f} GFLOP per symbol, {n * flops / 1e9:.1f} GFLOP for N={n}")
+    line = (
+        f"symbols decided within 1 s of the close (p99): {within} of those tried; mtf_transformer forward "
+        f"{flops / 1e9:.2f} GFLOP per symbol, {n * flops / 1e9:.1f} GFLOP for N={n}"
+    )
     if device.startswith("cuda"):
         import torch
 
@@ -244,13 +298,16 @@ def main(argv: list[str]) -> int:
 
     log.setup("warning", "json")
     if a.one:
-        print(json.dumps(asyncio.run(run_one(a.one, a.cycles, a.idle_s, a.prewarm_ms, a.preset, a.device,
-                                             a.threshold, a.threads))))
+        print(
+            json.dumps(asyncio.run(run_one(a.one, a.cycles, a.idle_s, a.prewarm_ms, a.preset, a.device, a.threshold, a.threads)))
+        )
         return 0
-    print(f"symbols benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {os.getloadavg()[0]:.1f}, "
-          f"preset {a.preset} on {a.device} ({a.threads} thread(s)), "
-          f"{a.cycles} cycles, idle {a.idle_s:g} s between cycles, prewarm {a.prewarm_ms} ms; "
-          f"symbols past ETH/USDT are SYNTHETIC time-shifted copies of the real bundled tape")
+    print(
+        f"symbols benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {os.getloadavg()[0]:.1f}, "
+        f"preset {a.preset} on {a.device} ({a.threads} thread(s)), "
+        f"{a.cycles} cycles, idle {a.idle_s:g} s between cycles, prewarm {a.prewarm_ms} ms; "
+        f"symbols past ETH/USDT are SYNTHETIC time-shifted copies of the real bundled tape"
+    )
     rows = [child(a, int(n)) for n in a.n.split(",")]
     print(table(rows))
     print(floor(rows, a.preset, a.device))

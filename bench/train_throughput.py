@@ -35,8 +35,12 @@ def _setup(name: str, preset: str, device: torch.device) -> tuple[Any, Any, torc
     family = registry.family(name)
     adapter = family.make_io()
     base = family.make_config(adapter.config_overrides_base(), preset)
-    series = {"1m": _bars(6000, 60_000, 0), "1h": _bars(2000, 3_600_000, 1),
-              "1d": _bars(700, 86_400_000, 2), "btc_1m": _bars(6000, 60_000, 3)}
+    series = {
+        "1m": _bars(6000, 60_000, 0),
+        "1h": _bars(2000, 3_600_000, 1),
+        "1d": _bars(700, 86_400_000, 2),
+        "btc_1m": _bars(6000, 60_000, 3),
+    }
     keys = tuple(k for k in adapter.window_keys if k in series)
     spec = adapter.feature_spec(base.seq_len, len(series["1m"]), keys, lambda s: None)
     samples = build_symbol_samples("ETH/USDT", series, spec, TargetSpec(), aux_targets=adapter.aux_targets)

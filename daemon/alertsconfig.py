@@ -16,8 +16,11 @@ SHADOW_SIGNAL = "shadow_signal"  # the event type of a shadow ledger's signal (d
 
 def _check_shadow(key: str, types: tuple[str, ...]) -> None:
     # Shadow signals are taken through `shadow = true` alone, so one switch means one thing.
-    _require(SHADOW_SIGNAL not in types, f"{key}.types",
-             f"{SHADOW_SIGNAL!r} is not a type to list: set {key}.shadow = true to receive shadow signals")
+    _require(
+        SHADOW_SIGNAL not in types,
+        f"{key}.types",
+        f"{SHADOW_SIGNAL!r} is not a type to list: set {key}.shadow = true to receive shadow signals",
+    )
 
 
 def is_loopback_url(url: str) -> bool:
@@ -59,8 +62,11 @@ class TelegramConfig:
 
     def check(self, key: str) -> None:
         _check_shadow(key, self.types)
-        _require(self.base_url.startswith("https://") or is_loopback_url(self.base_url), f"{key}.base_url",
-                 "must be https:// (the bot token travels in the URL), or http:// on loopback")
+        _require(
+            self.base_url.startswith("https://") or is_loopback_url(self.base_url),
+            f"{key}.base_url",
+            "must be https:// (the bot token travels in the URL), or http:// on loopback",
+        )
         _require(not self.enabled or self.chat_id != 0, f"{key}.chat_id", "must be set when telegram is enabled")
         _require(all(u > 0 for u in self.allowed_user_ids), f"{key}.allowed_user_ids", "user ids are positive integers")
         _require(0 < self.poll_timeout_s <= 50, f"{key}.poll_timeout_s", "must be within (0, 50]")
@@ -104,10 +110,13 @@ class AlertsConfig:
         _require(len(names) == len(set(names)), f"{key}.webhooks", "webhook names must be unique")
         _require(self.max_attempts >= 1, f"{key}.max_attempts", "must be >= 1")
         _require(self.max_age_s > 0, f"{key}.max_age_s", "must be > 0")
-        _require(0 < self.backoff_base_s <= self.backoff_max_s, f"{key}.backoff_base_s",
-                 "must be > 0 and <= backoff_max_s")
+        _require(0 < self.backoff_base_s <= self.backoff_max_s, f"{key}.backoff_base_s", "must be > 0 and <= backoff_max_s")
         _require(self.delivery_timeout_s > 0, f"{key}.delivery_timeout_s", "must be > 0")
         _require(self.keep_days > 0, f"{key}.keep_days", "must be > 0")
         hhmm = self.daily_summary_utc.split(":")
-        _require(self.daily_summary_utc == "" or (len(hhmm) == 2 and all(p.isdigit() for p in hhmm)
-                 and int(hhmm[0]) < 24 and int(hhmm[1]) < 60), f"{key}.daily_summary_utc", "expected HH:MM or \"\"")
+        _require(
+            self.daily_summary_utc == ""
+            or (len(hhmm) == 2 and all(p.isdigit() for p in hhmm) and int(hhmm[0]) < 24 and int(hhmm[1]) < 60),
+            f"{key}.daily_summary_utc",
+            'expected HH:MM or ""',
+        )

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, TIMEFRAME_MS
-from daemon.typedtoml import ConfigError, build as _build, require as _require
 # Sections split out by concept; re-exported so `from daemon.config import X` keeps working.
-from daemon.alertsconfig import AlertsConfig, SignalWsConfig, TelegramConfig, WebhookConfig  # noqa: F401
-from daemon.alertsconfig import is_loopback_url
-from daemon.tradingconfig import BrokerConfig, EngineConfig, PortfolioConfig, StrategyConfig, SymbolConfig  # noqa: F401
+from daemon.alertsconfig import AlertsConfig, SignalWsConfig, TelegramConfig, WebhookConfig, is_loopback_url  # noqa: F401
+from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, TIMEFRAME_MS
+from daemon.tradingconfig import BrokerConfig, EngineConfig, PortfolioConfig, StrategyConfig, SymbolConfig
+from daemon.typedtoml import ConfigError
+from daemon.typedtoml import build as _build
+from daemon.typedtoml import require as _require
 
 __all__ = ["Config", "ConfigError", "load", "secret"]
 
@@ -115,8 +116,11 @@ class LocalExchangeConfig:
     url: str = ""
 
     def check(self, key: str) -> None:
-        _require(not self.url or is_loopback_url(self.url), f"{key}.url",
-                 f"expected a loopback http:// URL of a running `sigd local-exchange`, got {self.url!r}")
+        _require(
+            not self.url or is_loopback_url(self.url),
+            f"{key}.url",
+            f"expected a loopback http:// URL of a running `sigd local-exchange`, got {self.url!r}",
+        )
         _require(0 <= self.port <= 65535, f"{key}.port", "must be within 0..65535")
         _require(self.speed >= 0, f"{key}.speed", "must be >= 0 (0 = as fast as possible)")
         _require(0 <= self.spread_bps <= 1000, f"{key}.spread_bps", "must be within 0..1000")
@@ -172,8 +176,11 @@ class ApiConfig:
         # Beyond loopback only with the token set: checked at start-up, where the environment is known.
         _require(bool(self.token_env), f"{key}.token_env", "must name an environment variable")
         for i, name in enumerate(self.allowed_hosts):
-            _require(bool(name) and all(c.isalnum() or c in ".-_" for c in name), f"{key}.allowed_hosts[{i}]",
-                     f"expected a host name such as 'sigd.example.lan' (no scheme, port or path), got {name!r}")
+            _require(
+                bool(name) and all(c.isalnum() or c in ".-_" for c in name),
+                f"{key}.allowed_hosts[{i}]",
+                f"expected a host name such as 'sigd.example.lan' (no scheme, port or path), got {name!r}",
+            )
         _require(1 <= self.max_connections <= 100_000, f"{key}.max_connections", "must be within 1..100000")
         for name in ("handshake_timeout_s", "idle_timeout_s", "ws_heartbeat_s", "send_timeout_s"):
             _require(0 < getattr(self, name) <= 3600, f"{key}.{name}", "must be within (0, 3600] seconds")
@@ -201,9 +208,11 @@ class ModelsConfig:
     gate_min_psr: float = 0.95
     gate_min_dsr: float = 0.95
     # Without a [models] table: the artifacts shipped with the package, wherever the config lives.
-    paths: dict[str, str] = field(default_factory=lambda: {
-        name: str(REPO_ROOT / "models" / "artifacts" / name) for name in ("mtf_transformer", "cnn_lstm_attn")
-    })
+    paths: dict[str, str] = field(
+        default_factory=lambda: {
+            name: str(REPO_ROOT / "models" / "artifacts" / name) for name in ("mtf_transformer", "cnn_lstm_attn")
+        }
+    )
 
     def check(self, key: str) -> None:
         _require(bool(self.paths), f"{key}.paths", "name at least one model")
@@ -213,8 +222,11 @@ class ModelsConfig:
         for name in ("gate_min_psr", "gate_min_dsr"):
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"{key}.{name}", f"a probability in [0, 1), got {value}")
-        _require(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"{key}.device",
-                 f"expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        _require(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            f"{key}.device",
+            f"expected auto, cpu, cuda[:N] or mps, got {self.device!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -274,15 +286,19 @@ class ResearchConfig:
     max_retries: int = 3  # Ray retries of a job whose worker died
     # `sigd tune` search space: name = [low, high] (a range; ints stay ints) or [a, b, c, ...] / strings (a choice).
     # Names: preset, epochs, horizon, label_threshold, neutral_zone, hold.
-    search: dict[str, tuple[Any, ...]] = field(default_factory=lambda: {
-        "horizon": (5, 30), "label_threshold": (0.001, 0.004), "hold": (1, 30)})
+    search: dict[str, tuple[Any, ...]] = field(
+        default_factory=lambda: {"horizon": (5, 30), "label_threshold": (0.001, 0.004), "hold": (1, 30)}
+    )
     family_search: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)  # per family, over `search`
 
     def check(self, key: str) -> None:
         _require(self.num_cpus >= 0, f"{key}.num_cpus", "must be >= 0")
         _require(self.max_retries >= 0, f"{key}.max_retries", "must be >= 0")
-        _require(not self.ray_address or "://" in self.ray_address or ":" in self.ray_address,
-                 f"{key}.ray_address", f"expected ray://host:port or host:port, got {self.ray_address!r}")
+        _require(
+            not self.ray_address or "://" in self.ray_address or ":" in self.ray_address,
+            f"{key}.ray_address",
+            f"expected ray://host:port or host:port, got {self.ray_address!r}",
+        )
         for fam, space in [("", self.search), *self.family_search.items()]:
             for name, values in space.items():
                 where = f"{key}.{'family_search.' + fam + '.' if fam else 'search.'}{name}"
@@ -324,13 +340,19 @@ class Config:
     def check(self, key: str) -> None:
         """Rules across sections (each section checked its own keys already)."""
         decides, tf = self.decision_timeframe()
-        _require(tf in self.exchange.timeframes, decides,
-                 f"{tf!r} is not streamed (exchange.timeframes: {list(self.exchange.timeframes)})")
+        _require(
+            tf in self.exchange.timeframes,
+            decides,
+            f"{tf!r} is not streamed (exchange.timeframes: {list(self.exchange.timeframes)})",
+        )
         if self.engine.portfolio:  # caps that cannot be met by this many symbols
             self.portfolio.spec(len(self.exchange.symbols))
         for sym in self.symbols:
-            _require(sym in self.exchange.symbols, f"symbols.{sym}",
-                     f"overrides a symbol that is not traded (exchange.symbols: {list(self.exchange.symbols)})")
+            _require(
+                sym in self.exchange.symbols,
+                f"symbols.{sym}",
+                f"overrides a symbol that is not traded (exchange.symbols: {list(self.exchange.symbols)})",
+            )
 
     def decision_timeframe(self) -> tuple[str, str]:
         """(the key that sets it, the timeframe whose closed bars trigger a decision cycle)."""

@@ -8,9 +8,10 @@ Classes follow one convention everywhere: 0 = SHORT, 1 = FLAT, 2 = LONG.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 # Timeframes spelled as ccxt spells them, with their length in milliseconds.
 TIMEFRAME_MS: Mapping[str, int] = {

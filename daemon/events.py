@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from daemon import log as logging
 from daemon.domain import Bar, Fill, Order, Position, Prediction, Signal
@@ -26,8 +27,9 @@ from daemon.metrics import REGISTRY
 
 _log = logging.get("sigd.events")
 _PUBLISHED = REGISTRY.counter("sigd_events_published_total", "Domain events published to the bus, by kind")
-_DROPPED = REGISTRY.counter("sigd_event_subscribers_dropped_total",
-                            "Bus subscribers dropped because their queue was full, by subscriber")
+_DROPPED = REGISTRY.counter(
+    "sigd_event_subscribers_dropped_total", "Bus subscribers dropped because their queue was full, by subscriber"
+)
 DEFAULT_QUEUE = 1024
 
 
@@ -57,7 +59,7 @@ class BarClosed(Event):
     volume: float
 
     @classmethod
-    def of(cls, bar: Bar) -> "BarClosed":
+    def of(cls, bar: Bar) -> BarClosed:
         """From the domain Bar."""
         return cls(bar.symbol, bar.timeframe, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
 
@@ -73,11 +75,23 @@ class DecisionMade(Event):
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, symbol: str, bar_ts: int, predictions: Sequence[Prediction], paused: bool) -> "DecisionMade":
+    def of(cls, symbol: str, bar_ts: int, predictions: Sequence[Prediction], paused: bool) -> DecisionMade:
         """From the stored predictions."""
-        return cls(symbol, bar_ts, paused, {p.model: {
-            "version": p.version, "side": p.side.name, "confidence": round(p.confidence, 4),
-            "threshold": p.threshold, "probs": [round(x, 4) for x in p.probs]} for p in predictions})
+        return cls(
+            symbol,
+            bar_ts,
+            paused,
+            {
+                p.model: {
+                    "version": p.version,
+                    "side": p.side.name,
+                    "confidence": round(p.confidence, 4),
+                    "threshold": p.threshold,
+                    "probs": [round(x, 4) for x in p.probs],
+                }
+                for p in predictions
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -95,16 +109,23 @@ class SignalEmitted(Event):
     reasons: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, signal_id: int, s: Signal) -> "SignalEmitted":
+    def of(cls, signal_id: int, s: Signal) -> SignalEmitted:
         """From the domain Signal and its row id."""
-        return cls(signal_id, s.symbol, s.bar_ts, s.side.name, round(s.confidence, 4), s.price, s.strategy,
-                   tuple(s.reasons))
+        return cls(signal_id, s.symbol, s.bar_ts, s.side.name, round(s.confidence, 4), s.price, s.strategy, tuple(s.reasons))
 
     @classmethod
-    def of_payload(cls, p: Mapping[str, Any]) -> "SignalEmitted":
+    def of_payload(cls, p: Mapping[str, Any]) -> SignalEmitted:
         """From the outbox's "signal" payload (daemon.trading.engine.signal_payload)."""
-        return cls(int(p["signal_id"]), p["symbol"], int(p["bar_ts"]), str(p["side"]), round(float(p["confidence"]), 4),
-                   float(p["price"]), str(p["strategy"]), tuple(p.get("reasons") or ()))
+        return cls(
+            int(p["signal_id"]),
+            p["symbol"],
+            int(p["bar_ts"]),
+            str(p["side"]),
+            round(float(p["confidence"]), 4),
+            float(p["price"]),
+            str(p["strategy"]),
+            tuple(p.get("reasons") or ()),
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +167,7 @@ class OrderUpdated(Event):
     bar_ts: int
 
     @classmethod
-    def of(cls, order: Order) -> "OrderUpdated":
+    def of(cls, order: Order) -> OrderUpdated:
         """From the domain Order (with its new status)."""
         return cls(order.client_order_id, order.symbol, order.side, order.amount, order.status.value, order.bar_ts)
 
@@ -165,7 +186,7 @@ class FillRecorded(Event):
     ts: int
 
     @classmethod
-    def of(cls, fill: Fill) -> "FillRecorded":
+    def of(cls, fill: Fill) -> FillRecorded:
         """From the domain Fill."""
         return cls(fill.client_order_id, fill.symbol, fill.side, fill.price, fill.amount, fill.fee, fill.ts)
 
@@ -182,7 +203,7 @@ class PositionChanged(Event):
     fees: float
 
     @classmethod
-    def of(cls, p: Position) -> "PositionChanged":
+    def of(cls, p: Position) -> PositionChanged:
         """From the domain Position."""
         return cls(p.symbol, p.amount, p.entry_price, p.realized_pnl, p.fees)
 
@@ -255,7 +276,7 @@ class AlertQueued(Event):
 class Subscription:
     """One subscriber's bounded queue; iterate it with `async for`. Ends when dropped or closed."""
 
-    def __init__(self, bus: "Bus", name: str, maxsize: int) -> None:
+    def __init__(self, bus: Bus, name: str, maxsize: int) -> None:
         self.bus, self.name = bus, name
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self.loop = asyncio.get_running_loop()

@@ -11,7 +11,8 @@ import logging
 import re
 import sys
 import threading
-from typing import Any, MutableMapping, TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 

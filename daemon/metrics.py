@@ -64,8 +64,7 @@ class _Metric:
         with self._lock:
             if self._metric is None:
                 self._names = names
-                self._metric = self._factory()(self.name, self.help, labelnames=names, registry=self._registry,
-                                               **self._kw)
+                self._metric = self._factory()(self.name, self.help, labelnames=names, registry=self._registry, **self._kw)
         if names != self._names:
             raise ValueError(f"metric {self.name}: labels {list(names)} differ from its labels {list(self._names)}")
         return self._metric.labels(**values) if names else self._metric
@@ -81,8 +80,7 @@ class _Metric:
         want, name = _labels(labels).items(), self.name.removesuffix("_total") + suffix
         if self._metric is None:
             return 0.0
-        return sum(s.value for m in self._metric.collect() for s in m.samples
-                   if s.name == name and want <= s.labels.items())
+        return sum(s.value for m in self._metric.collect() for s in m.samples if s.name == name and want <= s.labels.items())
 
 
 class Counter(_Metric):

@@ -30,11 +30,13 @@ def listen(host: str, port: int, key: str, *, fallback: bool = False, backlog: i
             raise ConfigError(f"{key}: cannot listen on {host}:{port}: {exc.strerror}") from None
         who = holder(port)
         if not fallback:
-            raise ConfigError(f"{key} = {port}: {host}:{port} is already in use"
-                              + (f" by {who}" if who else "") + f"; stop it or choose another {key}") from None
+            raise ConfigError(
+                f"{key} = {port}: {host}:{port} is already in use"
+                + (f" by {who}" if who else "")
+                + f"; stop it or choose another {key}"
+            ) from None
         sock = _bind(host, 0, backlog)
-        _log.warning("port_in_use_fallback", key=key, port=port, held_by=who or "unknown",
-                     bound=sock.getsockname()[1])
+        _log.warning("port_in_use_fallback", key=key, port=port, held_by=who or "unknown", bound=sock.getsockname()[1])
         return sock
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 # sqlite-utils imports pandas (~100 MB of RSS) only to convert pandas values, which sigd never
 # stores: hidden during that import unless something loaded it already (bench service: measured).
@@ -28,54 +29,104 @@ finally:
         del sys.modules["pandas"]
 
 from daemon.config import ConfigError
-from daemon.health import FAILURES
 from daemon.domain import Bar, Fill, Order, OrderStatus, Position, Prediction, Side, Signal, class_scores
+from daemon.health import FAILURES
 
 # Table name -> (columns, primary key). Columns map to sqlite-utils types.
 SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
     "bars": (
-        {"symbol": str, "timeframe": str, "ts": int, "open": float, "high": float,
-         "low": float, "close": float, "volume": float},
+        {"symbol": str, "timeframe": str, "ts": int, "open": float, "high": float, "low": float, "close": float, "volume": float},
         ("symbol", "timeframe", "ts"),
     ),
     "predictions": (
         # scores: JSON {name: value}, the class probabilities p_short/p_flat/p_long and any other
         # output of the model's family (Prediction.scores); no column per class.
-        {"id": int, "symbol": str, "bar_ts": int, "model": str, "version": str, "scores": str,
-         "side": int, "confidence": float, "threshold": float, "inference_ms": float, "created_ms": int},
+        {
+            "id": int,
+            "symbol": str,
+            "bar_ts": int,
+            "model": str,
+            "version": str,
+            "scores": str,
+            "side": int,
+            "confidence": float,
+            "threshold": float,
+            "inference_ms": float,
+            "created_ms": int,
+        },
         "id",
     ),
     "signals": (
-        {"id": int, "symbol": str, "bar_ts": int, "strategy": str, "side": int, "confidence": float,
-         "price": float, "reasons": str, "model_versions": str, "latency_ms": float, "created_ms": int,
-         "event_id": str},
+        {
+            "id": int,
+            "symbol": str,
+            "bar_ts": int,
+            "strategy": str,
+            "side": int,
+            "confidence": float,
+            "price": float,
+            "reasons": str,
+            "model_versions": str,
+            "latency_ms": float,
+            "created_ms": int,
+            "event_id": str,
+        },
         "id",
     ),
     "orders": (
-        {"client_order_id": str, "symbol": str, "side": str, "type": str, "amount": float,
-         "price": float, "bar_ts": int, "status": str, "exchange_id": str, "error": str,
-         "created_ms": int, "updated_ms": int, "not_before_ts": int},
+        {
+            "client_order_id": str,
+            "symbol": str,
+            "side": str,
+            "type": str,
+            "amount": float,
+            "price": float,
+            "bar_ts": int,
+            "status": str,
+            "exchange_id": str,
+            "error": str,
+            "created_ms": int,
+            "updated_ms": int,
+            "not_before_ts": int,
+        },
         "client_order_id",
     ),
     "fills": (
-        {"id": int, "client_order_id": str, "symbol": str, "side": str, "price": float,
-         "amount": float, "fee": float, "ts": int, "event_id": str},
+        {
+            "id": int,
+            "client_order_id": str,
+            "symbol": str,
+            "side": str,
+            "price": float,
+            "amount": float,
+            "fee": float,
+            "ts": int,
+            "event_id": str,
+        },
         "id",
     ),
     "positions": (
-        {"symbol": str, "amount": float, "entry_price": float, "realized_pnl": float,
-         "fees": float, "updated_ms": int},
+        {"symbol": str, "amount": float, "entry_price": float, "realized_pnl": float, "fees": float, "updated_ms": int},
         "symbol",
     ),
     "outbox": (
-        {"id": str, "event_id": str, "channel": str, "type": str, "payload": str, "status": str,
-         "attempts": int, "next_attempt_ms": int, "last_error": str, "created_ms": int,
-         "sent_ms": int},
+        {
+            "id": str,
+            "event_id": str,
+            "channel": str,
+            "type": str,
+            "payload": str,
+            "status": str,
+            "attempts": int,
+            "next_attempt_ms": int,
+            "last_error": str,
+            "created_ms": int,
+            "sent_ms": int,
+        },
         "id",
     ),
     "models": (
-        {"id": int, "name": str, "version": str, "path": str, "status": str, "metrics": str,
-         "created_ms": int},
+        {"id": int, "name": str, "version": str, "path": str, "status": str, "metrics": str, "created_ms": int},
         "id",
     ),
     "kv": ({"key": str, "value": str}, "key"),
@@ -83,8 +134,10 @@ SCHEMA: dict[str, tuple[dict[str, type], str | tuple[str, ...]]] = {
     # says what (DECIDED, PAUSED, HALTED: decided in the decision's own transaction; SUPERSEDED,
     # MISSED, FAILED, FAILED_COMMIT: not decided, and why). The key is unique in SQL, so a bar is never
     # decided twice, not even across a restart.
-    "decisions": ({"symbol": str, "timeframe": str, "bar_ts": int, "reason": str, "detail": str, "signals": int,
-                   "created_ms": int}, ("symbol", "timeframe", "bar_ts")),
+    "decisions": (
+        {"symbol": str, "timeframe": str, "bar_ts": int, "reason": str, "detail": str, "signals": int, "created_ms": int},
+        ("symbol", "timeframe", "bar_ts"),
+    ),
 }
 
 
@@ -145,8 +198,10 @@ class Store:
         """
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise ConfigError(f"store.path: {self.path}: state schema version {version} is newer than this sigd "
-                              f"knows ({SCHEMA_VERSION}); run the newer sigd, or move the state file away")
+            raise ConfigError(
+                f"store.path: {self.path}: state schema version {version} is newer than this sigd "
+                f"knows ({SCHEMA_VERSION}); run the newer sigd, or move the state file away"
+            )
         fresh = not self.db["decisions"].exists()
         self._migrate_prediction_scores()
         self._create_tables()
@@ -185,8 +240,7 @@ class Store:
             return
         with self.transaction():
             table.add_column("scores", str)
-            self.db.execute("UPDATE predictions SET scores = json_object('p_short', p_short, 'p_flat', p_flat, "
-                            "'p_long', p_long)")
+            self.db.execute("UPDATE predictions SET scores = json_object('p_short', p_short, 'p_flat', p_flat, 'p_long', p_long)")
             table.transform(drop={"p_short", "p_flat", "p_long"})
 
     def close(self) -> None:
@@ -212,8 +266,7 @@ class Store:
     def latest_bars(self, symbol: str, timeframe: str, n: int) -> list[Bar]:
         """The newest `n` stored bars of a stream, oldest first."""
         cur = self.db.execute(
-            "SELECT ts, open, high, low, close, volume FROM bars WHERE symbol=? AND timeframe=? "
-            "ORDER BY ts DESC LIMIT ?",
+            "SELECT ts, open, high, low, close, volume FROM bars WHERE symbol=? AND timeframe=? ORDER BY ts DESC LIMIT ?",
             [symbol, timeframe, n],
         )
         return [Bar(symbol, timeframe, *row) for row in reversed(cur.fetchall())]
@@ -221,8 +274,7 @@ class Store:
     def iter_bars(self, symbol: str, timeframe: str, start: int = 0, end: int | None = None) -> Iterator[Bar]:
         """Stored bars of a stream with start <= ts < end, oldest first."""
         cur = self.db.execute(
-            "SELECT ts, open, high, low, close, volume FROM bars WHERE symbol=? AND timeframe=? "
-            "AND ts>=? AND ts<? ORDER BY ts",
+            "SELECT ts, open, high, low, close, volume FROM bars WHERE symbol=? AND timeframe=? AND ts>=? AND ts<? ORDER BY ts",
             [symbol, timeframe, start, end if end is not None else 2**62],
         )
         for row in cur:
@@ -267,7 +319,8 @@ class Store:
                 conn.execute("UPDATE models SET status='previous' WHERE name=? AND status='current'", [name])
             cur = conn.execute(
                 "INSERT INTO models (name, version, path, status, metrics, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                [name, version, path, status, metrics, now_ms])
+                [name, version, path, status, metrics, now_ms],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -353,16 +406,27 @@ class Store:
 
     def decided(self, symbol: str, bar_ts: int) -> bool:
         """Whether the trigger bar of `symbol` at `bar_ts` was decided (and committed) before."""
-        return self.db.conn.execute("SELECT 1 FROM decisions WHERE symbol=? AND bar_ts=?",
-                                    [symbol, bar_ts]).fetchone() is not None
+        return (
+            self.db.conn.execute("SELECT 1 FROM decisions WHERE symbol=? AND bar_ts=?", [symbol, bar_ts]).fetchone() is not None
+        )
 
-    def mark_decided(self, symbol: str, timeframe: str, bar_ts: int, signals: int, created_ms: int,
-                     reason: str = Reason.DECIDED, detail: str = "") -> bool:
+    def mark_decided(
+        self,
+        symbol: str,
+        timeframe: str,
+        bar_ts: int,
+        signals: int,
+        created_ms: int,
+        reason: str = Reason.DECIDED,
+        detail: str = "",
+    ) -> bool:
         """Record what became of a trigger bar (inside the decision's transaction, or alone for
         a bar that was not decided); False when the bar already has its row (the first stays)."""
         cur = self.db.conn.execute(
             "INSERT OR IGNORE INTO decisions (symbol, timeframe, bar_ts, reason, detail, signals, created_ms) "
-            "VALUES (?,?,?,?,?,?,?)", [symbol, timeframe, bar_ts, reason, detail[:300], signals, created_ms])
+            "VALUES (?,?,?,?,?,?,?)",
+            [symbol, timeframe, bar_ts, reason, detail[:300], signals, created_ms],
+        )
         return cur.rowcount > 0
 
     def adopt_decisions(self, timeframe: str) -> int:
@@ -375,8 +439,9 @@ class Store:
     def decision_rows(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """Every decision row (of `symbol`), oldest bar first."""
         sql = "SELECT symbol, timeframe, bar_ts, reason, detail, signals, created_ms FROM decisions"
-        cur = self.db.conn.execute(sql + (" WHERE symbol=?" if symbol else "") + " ORDER BY bar_ts, symbol",
-                                   [symbol] if symbol else [])
+        cur = self.db.conn.execute(
+            sql + (" WHERE symbol=?" if symbol else "") + " ORDER BY bar_ts, symbol", [symbol] if symbol else []
+        )
         return self._outbox_dicts(cur)
 
     def add_predictions(self, symbol: str, predictions: Sequence[Prediction], created_ms: int) -> None:
@@ -384,9 +449,21 @@ class Store:
         self.db.conn.executemany(
             "INSERT OR IGNORE INTO predictions (symbol, bar_ts, model, version, scores, side, "
             "confidence, threshold, inference_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(symbol, p.bar_ts, p.model, p.version, json.dumps({**class_scores(p.probs), **p.scores}),
-              int(p.side), float(p.confidence),
-              float(p.threshold), float(p.inference_ms), created_ms) for p in predictions],
+            [
+                (
+                    symbol,
+                    p.bar_ts,
+                    p.model,
+                    p.version,
+                    json.dumps({**class_scores(p.probs), **p.scores}),
+                    int(p.side),
+                    float(p.confidence),
+                    float(p.threshold),
+                    float(p.inference_ms),
+                    created_ms,
+                )
+                for p in predictions
+            ],
         )
 
     def add_signal(self, signal: Signal, latency_ms: float, created_ms: int) -> int | None:
@@ -397,8 +474,18 @@ class Store:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO signals (symbol, bar_ts, strategy, side, confidence, price, reasons, "
                 "model_versions, latency_ms, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [signal.symbol, signal.bar_ts, signal.strategy, int(signal.side), signal.confidence, signal.price,
-                 json.dumps(list(signal.reasons)), json.dumps(dict(signal.model_versions)), latency_ms, created_ms],
+                [
+                    signal.symbol,
+                    signal.bar_ts,
+                    signal.strategy,
+                    int(signal.side),
+                    signal.confidence,
+                    signal.price,
+                    json.dumps(list(signal.reasons)),
+                    json.dumps(dict(signal.model_versions)),
+                    latency_ms,
+                    created_ms,
+                ],
             )
             if cur.rowcount != 1:
                 return None
@@ -408,15 +495,18 @@ class Store:
 
     def _signal(self, row: sqlite3.Row | tuple) -> Signal:
         symbol, bar_ts, strategy, side, conf, price, reasons, versions = row
-        return Signal(symbol, bar_ts, Side(side), conf, price, strategy, tuple(json.loads(reasons or "[]")),
-                      json.loads(versions or "{}"))
+        return Signal(
+            symbol, bar_ts, Side(side), conf, price, strategy, tuple(json.loads(reasons or "[]")), json.loads(versions or "{}")
+        )
 
     def signals(self, *, symbol: str | None = None, limit: int = 100) -> list[tuple[int, Signal]]:
         """(id, Signal), newest first (all symbols, or one)."""
         where, params = ("WHERE symbol=?", [symbol]) if symbol else ("", [])
         cur = self.db.conn.execute(
             "SELECT id, symbol, bar_ts, strategy, side, confidence, price, reasons, model_versions "
-            f"FROM signals {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+            f"FROM signals {where} ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
         return [(row[0], self._signal(row[1:])) for row in cur.fetchall()]
 
     def put_order(self, order: Order, created_ms: int, not_before_ts: int | None = None) -> bool:
@@ -424,13 +514,32 @@ class Store:
         cur = self.db.conn.execute(
             "INSERT OR IGNORE INTO orders (client_order_id, symbol, side, type, amount, price, bar_ts, "
             "status, exchange_id, created_ms, updated_ms, not_before_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [order.client_order_id, order.symbol, order.side, order.type, order.amount, order.price,
-             order.bar_ts, order.status.value, order.exchange_id, created_ms, created_ms, not_before_ts],
+            [
+                order.client_order_id,
+                order.symbol,
+                order.side,
+                order.type,
+                order.amount,
+                order.price,
+                order.bar_ts,
+                order.status.value,
+                order.exchange_id,
+                created_ms,
+                created_ms,
+                not_before_ts,
+            ],
         )
         return cur.rowcount == 1
 
-    def set_order_status(self, client_order_id: str, status: OrderStatus, updated_ms: int, *,
-                         exchange_id: str | None = None, error: str | None = None) -> None:
+    def set_order_status(
+        self,
+        client_order_id: str,
+        status: OrderStatus,
+        updated_ms: int,
+        *,
+        exchange_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
         """Update an order's status (keeping a known exchange id and error)."""
         self.db.conn.execute(
             "UPDATE orders SET status=?, exchange_id=COALESCE(?, exchange_id), error=COALESCE(?, error), "
@@ -438,8 +547,9 @@ class Store:
             [status.value, exchange_id, error, updated_ms, client_order_id],
         )
 
-    def orders(self, statuses: Iterable[OrderStatus] | None = None, symbol: str | None = None,
-               client_order_id: str | None = None) -> list[tuple[Order, int | None]]:
+    def orders(
+        self, statuses: Iterable[OrderStatus] | None = None, symbol: str | None = None, client_order_id: str | None = None
+    ) -> list[tuple[Order, int | None]]:
         """(Order, not_before_ts) filtered by status / symbol / client id, oldest first."""
         clauses, params = [], []
         if statuses is not None:
@@ -453,7 +563,9 @@ class Store:
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         cur = self.db.conn.execute(
             "SELECT client_order_id, symbol, side, type, amount, price, bar_ts, status, exchange_id, "
-            f"not_before_ts FROM orders {where} ORDER BY created_ms, rowid", params)
+            f"not_before_ts FROM orders {where} ORDER BY created_ms, rowid",
+            params,
+        )
         return [(Order(*row[:7], status=OrderStatus(row[7]), exchange_id=row[8]), row[9]) for row in cur]
 
     def order_created_ms(self, client_order_id: str) -> int:
@@ -468,8 +580,17 @@ class Store:
         cur = self.db.conn.execute(
             "INSERT INTO fills (client_order_id, symbol, side, price, amount, fee, ts, event_id) "
             "SELECT ?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM fills WHERE client_order_id=?)",
-            [fill.client_order_id, fill.symbol, fill.side, fill.price, fill.amount, fill.fee, fill.ts,
-             f"fill-{fill.client_order_id}", fill.client_order_id],
+            [
+                fill.client_order_id,
+                fill.symbol,
+                fill.side,
+                fill.price,
+                fill.amount,
+                fill.fee,
+                fill.ts,
+                f"fill-{fill.client_order_id}",
+                fill.client_order_id,
+            ],
         )
         return cur.rowcount == 1
 
@@ -478,29 +599,41 @@ class Store:
         where = "WHERE symbol=?" if symbol else ""
         cur = self.db.conn.execute(
             f"SELECT client_order_id, symbol, side, price, amount, fee, ts FROM fills {where} ORDER BY id",
-            [symbol] if symbol else [])
+            [symbol] if symbol else [],
+        )
         return [Fill(*row) for row in cur]
 
     def get_position(self, symbol: str) -> Position:
         """The stored position (flat when none)."""
         row = self.db.conn.execute(
-            "SELECT amount, entry_price, realized_pnl, fees FROM positions WHERE symbol=?", [symbol]).fetchone()
+            "SELECT amount, entry_price, realized_pnl, fees FROM positions WHERE symbol=?", [symbol]
+        ).fetchone()
         return Position(symbol, *row) if row else Position(symbol)
 
     def put_position(self, position: Position, updated_ms: int) -> None:
         """Store a position."""
         self.db.conn.execute(
-            "INSERT OR REPLACE INTO positions (symbol, amount, entry_price, realized_pnl, fees, updated_ms) "
-            "VALUES (?,?,?,?,?,?)",
-            [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees,
-             updated_ms],
+            "INSERT OR REPLACE INTO positions (symbol, amount, entry_price, realized_pnl, fees, updated_ms) VALUES (?,?,?,?,?,?)",
+            [position.symbol, position.amount, position.entry_price, position.realized_pnl, position.fees, updated_ms],
         )
+
     # --- outbox (daemon/alerts/outbox.py) --------------------------------------------------------
     # Row status: pending -> sent | skipped | dead. `id` is "<event_id>/<channel>", so adding
     # the same event twice is a no-op (INSERT OR IGNORE), which makes publish idempotent.
 
-    _OUTBOX_COLUMNS = ("id", "event_id", "channel", "type", "payload", "status", "attempts",
-                       "next_attempt_ms", "last_error", "created_ms", "sent_ms")
+    _OUTBOX_COLUMNS = (
+        "id",
+        "event_id",
+        "channel",
+        "type",
+        "payload",
+        "status",
+        "attempts",
+        "next_attempt_ms",
+        "last_error",
+        "created_ms",
+        "sent_ms",
+    )
 
     def add_outbox(self, rows: list[dict[str, Any]]) -> int:
         """Insert outbox rows in one transaction; rows whose id exists are ignored. Returns rows added."""
@@ -515,8 +648,7 @@ class Store:
     def due_outbox(self, channel: str, now_ms: int, limit: int = 50) -> list[dict[str, Any]]:
         """Pending rows of a channel whose next attempt is due, oldest first."""
         cur = self.db.execute(
-            "SELECT * FROM outbox WHERE channel=? AND status='pending' AND next_attempt_ms<=? "
-            "ORDER BY created_ms, rowid LIMIT ?",
+            "SELECT * FROM outbox WHERE channel=? AND status='pending' AND next_attempt_ms<=? ORDER BY created_ms, rowid LIMIT ?",
             [channel, now_ms, limit],
         )
         return self._outbox_dicts(cur)
@@ -539,8 +671,7 @@ class Store:
     def outbox_depth(self) -> dict[tuple[str, str], int]:
         """Count of pending and dead rows per (channel, status)."""
         cur = self.db.execute(
-            "SELECT channel, status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') "
-            "GROUP BY channel, status"
+            "SELECT channel, status, COUNT(*) FROM outbox WHERE status IN ('pending', 'dead') GROUP BY channel, status"
         )
         return {(ch, st): n for ch, st, n in cur.fetchall()}
 
@@ -560,9 +691,7 @@ class Store:
 
     def purge_outbox(self, before_ms: int) -> int:
         """Delete finished rows (sent, skipped, dead) created before `before_ms`; returns rows deleted."""
-        cur = self.db.execute(
-            "DELETE FROM outbox WHERE status IN ('sent', 'skipped', 'dead') AND created_ms<?", [before_ms]
-        )
+        cur = self.db.execute("DELETE FROM outbox WHERE status IN ('sent', 'skipped', 'dead') AND created_ms<?", [before_ms])
         return cur.rowcount
 
     # --- backtest: reading a run back (owner: backtest) ------------------------------------
@@ -572,7 +701,9 @@ class Store:
         cur = self.db.conn.execute(
             "SELECT bar_ts, model, version, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
             "json_extract(scores, '$.p_long'), side, confidence, threshold "
-            "FROM predictions WHERE symbol=? ORDER BY bar_ts, model", [symbol])
+            "FROM predictions WHERE symbol=? ORDER BY bar_ts, model",
+            [symbol],
+        )
         return cur.fetchall()
 
 
@@ -581,11 +712,16 @@ def _decisions_v1(conn: sqlite3.Connection) -> None:
     timeframe, bar_ts). Older rows were all decisions; their timeframe is unknown here ('')
     until the engine adopts them (Store.adopt_decisions)."""
     conn.execute("ALTER TABLE decisions RENAME TO decisions_v0")
-    conn.execute('CREATE TABLE "decisions" ("symbol" TEXT NOT NULL, "timeframe" TEXT NOT NULL, '
-                 '"bar_ts" INTEGER NOT NULL, "reason" TEXT, "detail" TEXT, "signals" INTEGER, "created_ms" INTEGER, '
-                 'PRIMARY KEY ("symbol", "timeframe", "bar_ts"))')
-    conn.execute("INSERT INTO decisions (symbol, timeframe, bar_ts, reason, detail, signals, created_ms) "
-                 "SELECT symbol, '', bar_ts, ?, '', signals, created_ms FROM decisions_v0", [Reason.DECIDED])
+    conn.execute(
+        'CREATE TABLE "decisions" ("symbol" TEXT NOT NULL, "timeframe" TEXT NOT NULL, '
+        '"bar_ts" INTEGER NOT NULL, "reason" TEXT, "detail" TEXT, "signals" INTEGER, "created_ms" INTEGER, '
+        'PRIMARY KEY ("symbol", "timeframe", "bar_ts"))'
+    )
+    conn.execute(
+        "INSERT INTO decisions (symbol, timeframe, bar_ts, reason, detail, signals, created_ms) "
+        "SELECT symbol, '', bar_ts, ?, '', signals, created_ms FROM decisions_v0",
+        [Reason.DECIDED],
+    )
     conn.execute("DROP TABLE decisions_v0")
 
 

@@ -32,15 +32,19 @@ class EngineConfig:
     prewarm_ms: int = 1500  # one throwaway forward pass this long before each expected close; 0 = off
 
     def check(self, key: str) -> None:
-        _require(self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe",
-                 f"unknown timeframe {self.trigger_timeframe!r}")
+        _require(
+            self.trigger_timeframe in TIMEFRAME_MS, f"{key}.trigger_timeframe", f"unknown timeframe {self.trigger_timeframe!r}"
+        )
         _require(len(self.strategies) > 0, f"{key}.strategies", "name at least one strategy")
         _require(0 <= self.cycle_deadline_ms <= 60_000, f"{key}.cycle_deadline_ms", "must be within [0, 60000]")
         _require(0 <= self.prewarm_ms <= 60_000, f"{key}.prewarm_ms", "must be within [0, 60000] (0 = off)")
         for name in self.strategies:
             _require(name in STRATEGIES, f"{key}.strategies", f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
-        _require(not ("portfolio" in self.strategies and len(self.strategies) > 1), f"{key}.strategies",
-                 "the portfolio strategy decides the whole book: list it alone")
+        _require(
+            not ("portfolio" in self.strategies and len(self.strategies) > 1),
+            f"{key}.strategies",
+            "the portfolio strategy decides the whole book: list it alone",
+        )
 
     @property
     def portfolio(self) -> bool:
@@ -119,22 +123,32 @@ class PortfolioConfig:
         _require(self.max_open_positions >= 0, f"{key}.max_open_positions", "must be >= 0 (0 = no limit)")
         _require(0 < self.max_gross_exposure <= 10, f"{key}.max_gross_exposure", "must be within (0, 10]")
         _require(0 < self.per_symbol_cap <= 10, f"{key}.per_symbol_cap", "must be within (0, 10]")
-        _require(self.decision_timeframe in DECISION_TIMEFRAMES, f"{key}.decision_timeframe",
-                 f"expected one of {', '.join(DECISION_TIMEFRAMES)}, got {self.decision_timeframe!r}")
+        _require(
+            self.decision_timeframe in DECISION_TIMEFRAMES,
+            f"{key}.decision_timeframe",
+            f"expected one of {', '.join(DECISION_TIMEFRAMES)}, got {self.decision_timeframe!r}",
+        )
         _require(self.top_k >= 0, f"{key}.top_k", "must be >= 0 (0 = no limit)")
         _require(self.vol_window >= 2, f"{key}.vol_window", "must be >= 2 bars")
         _require(0 <= self.max_drawdown < 1, f"{key}.max_drawdown", "must be within [0, 1) (0 = off)")
         self.spec()  # the construction keys, validated by strategies/portfolio.py
 
-    def spec(self, n_symbols: int | None = None) -> "PortfolioSpec":
+    def spec(self, n_symbols: int | None = None) -> PortfolioSpec:
         """The strategies/portfolio.py settings; ConfigError naming `portfolio.<key>` when they cannot work
         (e.g. per-symbol caps that sum below gross_cap for `n_symbols` symbols)."""
         from strategies.portfolio import PortfolioError, PortfolioSpec
 
-        spec = PortfolioSpec(long_short=self.long_short, top_k=self.top_k or None, max_weight=self.max_weight,
-                             gross_cap=self.gross_cap, net_cap=self.net_cap, vol_target=self.vol_target or None,
-                             no_trade_band=self.no_trade_band, turnover_penalty=self.turnover_penalty,
-                             min_score=self.min_score)
+        spec = PortfolioSpec(
+            long_short=self.long_short,
+            top_k=self.top_k or None,
+            max_weight=self.max_weight,
+            gross_cap=self.gross_cap,
+            net_cap=self.net_cap,
+            vol_target=self.vol_target or None,
+            no_trade_band=self.no_trade_band,
+            turnover_penalty=self.turnover_penalty,
+            min_score=self.min_score,
+        )
         try:
             spec.validate(n_symbols)
         except PortfolioError as exc:

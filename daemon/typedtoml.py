@@ -59,8 +59,12 @@ def build(cls: type, raw: Any, key: str, skip: tuple[str, ...] = ()) -> Any:
     if unknown:
         where = f"{key}." if key else ""
         raise ConfigError(f"unknown key {clip(where + unknown[0])} (known: {', '.join(sorted(fields))})")
-    kwargs = {name: coerce(hints[name], raw[name], f"{key}.{name}" if key else name,
-                           finite=not fields[name].metadata.get(ALLOW_NONFINITE, False)) for name in raw}
+    kwargs = {
+        name: coerce(
+            hints[name], raw[name], f"{key}.{name}" if key else name, finite=not fields[name].metadata.get(ALLOW_NONFINITE, False)
+        )
+        for name in raw
+    }
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check is not None:

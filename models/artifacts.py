@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -54,8 +55,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_artifact(out_dir: Path | str, model: nn.Module, name: str, config: Mapping[str, Any],
-                  meta: Mapping[str, Any]) -> Path:
+def save_artifact(out_dir: Path | str, model: nn.Module, name: str, config: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
     """Write weights + JSON atomically into out_dir (replacing it); return the directory."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -64,11 +64,15 @@ def save_artifact(out_dir: Path | str, model: nn.Module, name: str, config: Mapp
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS))
         digest = _sha256(tmp / WEIGHTS)
-        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
-               "model": {"name": name, "config": dict(config)}, "classes": CLASSES,
-               "version": f"{name}-{digest[:12]}",
-               "weights": {"file": WEIGHTS, "sha256": digest,
-                           "tensors": {k: list(v.shape) for k, v in tensors.items()}}}
+        doc = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **meta,
+            "model": {"name": name, "config": dict(config)},
+            "classes": CLASSES,
+            "version": f"{name}-{digest[:12]}",
+            "weights": {"file": WEIGHTS, "sha256": digest, "tensors": {k: list(v.shape) for k, v in tensors.items()}},
+        }
         with open(tmp / META, "w") as fh:
             json.dump(doc, fh, indent=1, sort_keys=True, allow_nan=False)
             fh.flush()
@@ -121,8 +125,9 @@ def _check_shapes(art_dir: Path, model: nn.Module, tensors: Mapping[str, torch.T
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     wrong = [f"{k}: file {got[k]} != model {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
     if missing or extra or wrong:
-        raise ArtifactError(f"{art_dir}: weights do not match the config: missing {missing[:5]}, "
-                            f"unexpected {extra[:5]}, wrong shape {wrong[:5]}")
+        raise ArtifactError(
+            f"{art_dir}: weights do not match the config: missing {missing[:5]}, unexpected {extra[:5]}, wrong shape {wrong[:5]}"
+        )
 
 
 def load_artifact(art_dir: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], FeatureSpec]:

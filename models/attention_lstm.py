@@ -50,10 +50,15 @@ class AttentionLSTM(SequenceModel):
         self.lstm = LSTMStack(c.n_features, c.lstm_units, c.dropout)
         hidden = c.lstm_units[-1]
         self.score = nn.Sequential(  # additive attention: v·tanh(W h)
-            nn.Linear(hidden, c.attention_units), nn.Tanh(), nn.Linear(c.attention_units, 1, bias=False),
+            nn.Linear(hidden, c.attention_units),
+            nn.Tanh(),
+            nn.Linear(c.attention_units, 1, bias=False),
         )
         self.head = nn.Sequential(
-            nn.Linear(hidden, c.dense_units), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(c.dense_units, c.n_out),
+            nn.Linear(hidden, c.dense_units),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.dense_units, c.n_out),
         )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,10 +55,10 @@ class CNNLSTM(SequenceModel):
         c = self.config = config
         widths = (c.n_features, *c.filters)
         self.convs = nn.ModuleList(CausalConv(i, o, c.kernel_size) for i, o in zip(widths, widths[1:]))
-        self.lstm = nn.LSTM(c.filters[-1], c.hidden, c.layers, batch_first=True,
-                            dropout=c.dropout if c.layers > 1 else 0.0)
-        self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.hidden, c.dense), nn.ReLU(),
-                                  nn.Dropout(c.dropout), nn.Linear(c.dense, c.n_out))
+        self.lstm = nn.LSTM(c.filters[-1], c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+        self.head = nn.Sequential(
+            nn.Dropout(c.dropout), nn.Linear(c.hidden, c.dense), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(c.dense, c.n_out)
+        )
 
     def forward_steps(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """x [B, T, F] → [B, T, n_out] (or [B, 1, n_out] for the last step only)."""

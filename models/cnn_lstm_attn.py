@@ -77,13 +77,18 @@ class CNNLSTMAttn(SequenceModel):
         c = self.config = config
         self.cnn = CausalCNN(c.n_features, c.cnn_features, c.kernel_size, c.dropout) if c.use_cnn else None
         self.lstm = nn.LSTM(
-            c.cnn_features if c.use_cnn else c.n_features, c.lstm_hidden, c.lstm_layers,
-            batch_first=True, dropout=c.dropout if c.lstm_layers > 1 else 0.0,
+            c.cnn_features if c.use_cnn else c.n_features,
+            c.lstm_hidden,
+            c.lstm_layers,
+            batch_first=True,
+            dropout=c.dropout if c.lstm_layers > 1 else 0.0,
         )
         self.attn = nn.MultiheadAttention(c.lstm_hidden, c.n_head, batch_first=True) if c.use_attention else None
         self.ln = nn.LayerNorm(c.lstm_hidden)
         self.head = nn.Sequential(
-            nn.Linear(c.lstm_hidden, c.lstm_hidden), nn.ReLU(), nn.Dropout(c.dropout),
+            nn.Linear(c.lstm_hidden, c.lstm_hidden),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
             nn.Linear(c.lstm_hidden, c.n_out),
         )
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -90,7 +91,7 @@ def load_tape(path: Path | str, timeframe: str) -> np.ndarray:
     _bad_row(path, ts != np.round(ts), "timestamp is not an integer of milliseconds")
     _bad_row(path, ts % timeframe_ms(timeframe) != 0, f"timestamp not aligned to {timeframe}")
     _bad_row(path, np.diff(ts, prepend=-np.inf) <= 0, "timestamp not strictly after the previous row")
-    _bad_row(path, (arr[:, OPEN:CLOSE + 1] <= 0).any(axis=1), "price <= 0")
+    _bad_row(path, (arr[:, OPEN : CLOSE + 1] <= 0).any(axis=1), "price <= 0")
     body_hi = np.maximum(arr[:, OPEN], arr[:, CLOSE])
     body_lo = np.minimum(arr[:, OPEN], arr[:, CLOSE])
     _bad_row(path, (arr[:, HIGH] < body_hi) | (arr[:, LOW] > body_lo), "OHLC out of order (need low <= open,close <= high)")
@@ -115,9 +116,15 @@ def contiguous_ends(bars: np.ndarray, timeframe: str) -> np.ndarray:
     return np.arange(len(ok)) - np.maximum.accumulate(breaks) + 1
 
 
-def load_series(dirs: Sequence[Path | str], symbol: str, timeframe: str, *,
-                start_ms: int | None = None, end_ms: int | None = None,
-                required: bool = True) -> np.ndarray | None:
+def load_series(
+    dirs: Sequence[Path | str],
+    symbol: str,
+    timeframe: str,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    required: bool = True,
+) -> np.ndarray | None:
     """One (symbol, timeframe) from the first directory holding it, cut to [start, end)."""
     path = find_tape(dirs, symbol, timeframe)
     if path is None:

@@ -13,8 +13,8 @@ checked to lie inside its own symbol's rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -71,16 +71,20 @@ def _next_ok(bars: np.ndarray | None, key: str, ends: np.ndarray, block_end_ts: 
     tf = timeframe_ms(key_timeframe(key))
     ts = bars[:, 0].astype(np.int64)
     nxt = np.clip(ends + 1, 0, len(ts) - 1)
-    return (ends >= 0) & (ends + 1 < len(ts)) & (ts[nxt] - ts[np.clip(ends, 0, None)] == tf) & \
-        (ts[nxt] + tf <= block_end_ts)
+    return (ends >= 0) & (ends + 1 < len(ts)) & (ts[nxt] - ts[np.clip(ends, 0, None)] == tf) & (ts[nxt] + tf <= block_end_ts)
 
 
 AuxTargets = Callable[[np.ndarray, np.ndarray, int], dict[str, np.ndarray]]
 
 
-def build_symbol_samples(symbol: str, series: dict[str, np.ndarray | None], spec: FeatureSpec,
-                         target: TargetSpec, ratios: tuple[float, float, float] = RATIOS,
-                         aux_targets: AuxTargets | None = None) -> SymbolSamples:
+def build_symbol_samples(
+    symbol: str,
+    series: dict[str, np.ndarray | None],
+    spec: FeatureSpec,
+    target: TargetSpec,
+    ratios: tuple[float, float, float] = RATIOS,
+    aux_targets: AuxTargets | None = None,
+) -> SymbolSamples:
     """Samples of one symbol. `series['1m']` is the primary trigger series; other keys context.
     aux_targets(bars, rows, horizon): a family's extra targets (its IO's `aux_targets`)."""
     prim = series["1m"]
@@ -107,8 +111,9 @@ def build_symbol_samples(symbol: str, series: dict[str, np.ndarray | None], spec
     block_end = close_ts[np.clip(bounds[block[sel] + 1] - 1, 0, None)]
     next_ok = {k: _next_ok(series.get(k), k, ends[k], block_end) for k in spec.inputs}
     aux = aux_targets(prim, sel, target.horizon) if aux_targets is not None else {}
-    return SymbolSamples(symbol, sel, block[sel].astype(np.int64), ends, y[sel], next_ret[sel],
-                         close_ts[sel], block_end, next_ok, aux)
+    return SymbolSamples(
+        symbol, sel, block[sel].astype(np.int64), ends, y[sel], next_ret[sel], close_ts[sel], block_end, next_ok, aux
+    )
 
 
 def train_rows(ends: np.ndarray, is_train: np.ndarray, seq_len: int, n_rows: int) -> np.ndarray:
@@ -152,41 +157,58 @@ class SampleSet:
         return x, mask
 
 
-def _fit_scalers(per_symbol: list, raw: list[dict[str, np.ndarray]], spec: FeatureSpec,
-                 kind: str) -> dict[str, Scaler]:
+def _fit_scalers(per_symbol: list, raw: list[dict[str, np.ndarray]], spec: FeatureSpec, kind: str) -> dict[str, Scaler]:
     """One scaler per input key over the rows of training windows of every symbol."""
     scalers = {}
     for key in spec.inputs:
-        stacked = np.concatenate([r[key][train_rows(ss.ends[key], ss.split == TRAIN, spec.seq_len, len(r[key]))]
-                                  for (ss, _), r in zip(per_symbol, raw)])
+        stacked = np.concatenate(
+            [
+                r[key][train_rows(ss.ends[key], ss.split == TRAIN, spec.seq_len, len(r[key]))]
+                for (ss, _), r in zip(per_symbol, raw)
+            ]
+        )
         finite = np.isfinite(stacked).all(axis=1).any()
-        scalers[key] = Scaler.fit(stacked, kind) if finite else \
-            Scaler(kind, (0.0,) * stacked.shape[1], (1.0,) * stacked.shape[1])  # type: ignore[arg-type]
+        scalers[key] = Scaler.fit(stacked, kind) if finite else Scaler(kind, (0.0,) * stacked.shape[1], (1.0,) * stacked.shape[1])  # type: ignore[arg-type]
     return scalers
 
 
-def assemble(per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]], spec: FeatureSpec,
-             scaler_kind: str = "standard", scalers: Mapping[str, Scaler] | None = None) -> SampleSet:
+def assemble(
+    per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]],
+    spec: FeatureSpec,
+    scaler_kind: str = "standard",
+    scalers: Mapping[str, Scaler] | None = None,
+) -> SampleSet:
     """Fit scalers on training windows only (or use given ones), scale, and concatenate symbols."""
-    raw = [{k: (spec.raw_features(s[k]) if s.get(k) is not None else np.zeros((0, len(spec.feature_names))))
-            for k in spec.inputs} for _, s in per_symbol]
+    raw = [
+        {k: (spec.raw_features(s[k]) if s.get(k) is not None else np.zeros((0, len(spec.feature_names)))) for k in spec.inputs}
+        for _, s in per_symbol
+    ]
     scalers = dict(scalers) if scalers else _fit_scalers(per_symbol, raw, spec, scaler_kind)
     clip = {}  # share clipped per input and feature over the training rows (saved in the artifact)
     for key in spec.inputs:
-        rows = [r[key][train_rows(ss.ends[key], ss.split == TRAIN, spec.seq_len, len(r[key]))]
-                for (ss, _), r in zip(per_symbol, raw)]
+        rows = [
+            r[key][train_rows(ss.ends[key], ss.split == TRAIN, spec.seq_len, len(r[key]))] for (ss, _), r in zip(per_symbol, raw)
+        ]
         stacked = np.concatenate(rows) if rows else np.zeros((0, len(spec.feature_names)))
         stacked = stacked[np.isfinite(stacked).all(axis=1)]
-        clip[key] = tuple(float(v) for v in scalers[key].clipped(stacked).mean(axis=0)) if len(stacked) else \
-            (0.0,) * len(spec.feature_names)
+        clip[key] = (
+            tuple(float(v) for v in scalers[key].clipped(stacked).mean(axis=0))
+            if len(stacked)
+            else (0.0,) * len(spec.feature_names)
+        )
     spec = FeatureSpec(spec.kind, spec.seq_len, spec.inputs, spec.feature_set, scalers, spec.version, clip)
     feats, ends = {}, {}
     for key in spec.inputs:
         offsets = np.cumsum([0] + [len(r[key]) for r in raw])
-        feats[key] = np.concatenate([scalers[key].transform(r[key]) for r in raw]) if offsets[-1] else \
-            np.zeros((spec.seq_len, len(spec.feature_names)), np.float32)
-        ends[key] = np.concatenate([np.where(ss.ends[key] >= 0, ss.ends[key] + off, -1)
-                                    for (ss, _), off in zip(per_symbol, offsets)])
+        feats[key] = (
+            np.concatenate([scalers[key].transform(r[key]) for r in raw])
+            if offsets[-1]
+            else np.zeros((spec.seq_len, len(spec.feature_names)), np.float32)
+        )
+        ends[key] = np.concatenate(
+            [np.where(ss.ends[key] >= 0, ss.ends[key] + off, -1) for (ss, _), off in zip(per_symbol, offsets)]
+        )
+
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(ss, name) for ss, _ in per_symbol])
 
@@ -198,13 +220,21 @@ def assemble(per_symbol: list[tuple[SymbolSamples, dict[str, np.ndarray | None]]
     for key in spec.inputs:
         extra[f"next_ok_{key}"] = np.concatenate([ss.next_ok[key] for ss, _ in per_symbol])
         # rho = log(close_next / close_newest): the unscaled log_close feature of the next bar
-        extra[f"next_rho_{key}"] = np.concatenate([
-            np.where(ss.next_ok[key], r[key][np.clip(ss.ends[key] + 1, 0, max(len(r[key]) - 1, 0))][:, 3]
-                     if len(r[key]) else 0.0, np.nan) for (ss, _), r in zip(per_symbol, raw)])
+        extra[f"next_rho_{key}"] = np.concatenate(
+            [
+                np.where(
+                    ss.next_ok[key],
+                    r[key][np.clip(ss.ends[key] + 1, 0, max(len(r[key]) - 1, 0))][:, 3] if len(r[key]) else 0.0,
+                    np.nan,
+                )
+                for (ss, _), r in zip(per_symbol, raw)
+            ]
+        )
     for name in per_symbol[0][0].aux:
         extra[f"aux_{name}"] = np.concatenate([ss.aux[name] for ss, _ in per_symbol])
-    return SampleSet(spec, feats, ends, cat("split"), cat("y"), cat("next_ret"), sym_id,
-                     [ss.symbol for ss, _ in per_symbol], extra)
+    return SampleSet(
+        spec, feats, ends, cat("split"), cat("y"), cat("next_ret"), sym_id, [ss.symbol for ss, _ in per_symbol], extra
+    )
 
 
 def live_windows(series: dict[str, np.ndarray | None], bar_ts: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
@@ -217,5 +247,5 @@ def live_windows(series: dict[str, np.ndarray | None], bar_ts: int, sizes: dict[
         if bars is None:
             continue
         end = int(np.searchsorted(bars[:, 0] + timeframe_ms(key_timeframe(key)), close, side="right"))
-        out[key] = bars[max(0, end - n):end]
+        out[key] = bars[max(0, end - n) : end]
     return out

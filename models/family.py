@@ -14,8 +14,9 @@ family's IO (`models.io.WindowIO` or a subclass in the model's own file) for
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,7 @@ class FeatureBuilder:
 
 # FeatureSpec.kind -> its builder; a family's IO names the kind it trains on.
 BUILDERS: dict[str, FeatureBuilder] = {
-    "mtf": FeatureBuilder(lambda fs: MTF_SETS.get(fs, BAR_NAMES), lambda fs: VOL_BARS + 1 if fs == "bar2" else 1,
-                          bar_features),
+    "mtf": FeatureBuilder(lambda fs: MTF_SETS.get(fs, BAR_NAMES), lambda fs: VOL_BARS + 1 if fs == "bar2" else 1, bar_features),
     "sequence": FeatureBuilder(indicators.names, indicators.warmup, indicators.indicator_features),
 }
 
@@ -191,9 +190,15 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        out = {"kind": self.kind, "seq_len": self.seq_len, "inputs": list(self.inputs),
-               "feature_set": self.feature_set, "feature_names": list(self.feature_names),
-               "scalers": {k: s.to_dict() for k, s in self.scalers.items()}, "version": self.version}
+        out = {
+            "kind": self.kind,
+            "seq_len": self.seq_len,
+            "inputs": list(self.inputs),
+            "feature_set": self.feature_set,
+            "feature_names": list(self.feature_names),
+            "scalers": {k: s.to_dict() for k, s in self.scalers.items()},
+            "version": self.version,
+        }
         if self.clip_share:
             out["clip_share"] = {k: list(v) for k, v in self.clip_share.items()}
         return out
@@ -203,9 +208,15 @@ class FeatureSpec:
         """Inverse of to_dict; refuses a feature version this code does not know."""
         if d.get("version") not in SUPPORTED_VERSIONS:
             raise ValueError(f"feature version {d.get('version')!r} is not one of the supported {SUPPORTED_VERSIONS}")
-        spec = cls(d["kind"], int(d["seq_len"]), tuple(d["inputs"]), d["feature_set"],
-                   {k: Scaler.from_dict(s) for k, s in d["scalers"].items()}, int(d["version"]),
-                   {k: tuple(float(x) for x in v) for k, v in d.get("clip_share", {}).items()})
+        spec = cls(
+            d["kind"],
+            int(d["seq_len"]),
+            tuple(d["inputs"]),
+            d["feature_set"],
+            {k: Scaler.from_dict(s) for k, s in d["scalers"].items()},
+            int(d["version"]),
+            {k: tuple(float(x) for x in v) for k, v in d.get("clip_share", {}).items()},
+        )
         if list(spec.feature_names) != list(d.get("feature_names", spec.feature_names)):
             raise ValueError(f"feature names {d.get('feature_names')} do not match {list(spec.feature_names)}")
         return spec
@@ -233,8 +244,7 @@ class ClipStats:
         return {k: tuple(float(c) / max(self.values[k], 1) for c in v) for k, v in self.clipped.items()}
 
 
-def encode_window(bars: np.ndarray | None, key: str, spec: FeatureSpec,
-                  stats: ClipStats | None = None) -> np.ndarray | None:
+def encode_window(bars: np.ndarray | None, key: str, spec: FeatureSpec, stats: ClipStats | None = None) -> np.ndarray | None:
     """One window [n, 6] -> scaled features [seq_len, F] float32, or None (missing/short/gap)."""
     need = spec.required_windows[key]
     if bars is None or len(bars) < need:
@@ -242,13 +252,12 @@ def encode_window(bars: np.ndarray | None, key: str, spec: FeatureSpec,
     bars = np.asarray(bars, dtype=np.float64)[-need:]
     if not window_is_contiguous(bars, key_timeframe(key)):
         return None
-    rows = spec.raw_features(bars)[-spec.seq_len:]
+    rows = spec.raw_features(bars)[-spec.seq_len :]
     if stats is not None:
         stats.add(key, spec.scalers[key].clipped(rows[-1:]))  # the newest bar: each bar counted once live
     return spec.scalers[key].transform(rows)
 
 
-def encode_windows(windows: Mapping[str, Any], spec: FeatureSpec,
-                   stats: ClipStats | None = None) -> dict[str, np.ndarray | None]:
+def encode_windows(windows: Mapping[str, Any], spec: FeatureSpec, stats: ClipStats | None = None) -> dict[str, np.ndarray | None]:
     """Live windows (the daemon's window convention) -> {key: [seq_len, F] float32 or None}."""
     return {k: encode_window(windows.get(k), k, spec, stats) for k in spec.inputs}

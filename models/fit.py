@@ -16,10 +16,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,9 +86,13 @@ def memory_estimate(model: nn.Module, sample_floats: int, batch_size: int) -> di
     """MB for weights, training state (grads + 2 AdamW moments) and one batch's inputs."""
     params = sum(p.numel() for p in model.parameters())
     mb = 1024 * 1024
-    return {"params": float(params), "weights_mb": params * 4 / mb, "training_state_mb": params * 12 / mb,
-            "batch_inputs_mb": batch_size * sample_floats * 4 / mb,
-            "activations_mb_guess": batch_size * sample_floats * 4 * 16 / mb}
+    return {
+        "params": float(params),
+        "weights_mb": params * 4 / mb,
+        "training_state_mb": params * 12 / mb,
+        "batch_inputs_mb": batch_size * sample_floats * 4 / mb,
+        "activations_mb_guess": batch_size * sample_floats * 4 * 16 / mb,
+    }
 
 
 def choose_batch_size(device: torch.device, sample_floats: int, cnn: bool) -> int:
@@ -110,10 +115,22 @@ def _scheduler(opt: torch.optim.Optimizer, kind: str, total_steps: int = 1) -> A
     raise ValueError(f"unknown scheduler {kind!r}; expected 'cosine', 'onecycle' or 'plateau'")
 
 
-def _epoch(model: nn.Module, step: StepFn, batches: Iterator[Batch], n_batches: int, *, opt: Any = None,
-           amp: torch.dtype | None = None, scaler: Any = None, clip: float = 1.0, desc: str = "",
-           progress: bool = False, per_step: Any = None, augment: Callable[[Batch], Batch] | None = None,
-           on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+def _epoch(
+    model: nn.Module,
+    step: StepFn,
+    batches: Iterator[Batch],
+    n_batches: int,
+    *,
+    opt: Any = None,
+    amp: torch.dtype | None = None,
+    scaler: Any = None,
+    clip: float = 1.0,
+    desc: str = "",
+    progress: bool = False,
+    per_step: Any = None,
+    augment: Callable[[Batch], Batch] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[float, float]:
     """One pass; trains when opt is given. Returns (mean loss, accuracy or NaN)."""
     model.train(opt is not None)
     tot_loss, n_seen, correct, labelled = 0.0, 0, 0, 0
@@ -122,7 +139,7 @@ def _epoch(model: nn.Module, step: StepFn, batches: Iterator[Batch], n_batches: 
         if augment is not None:
             batch = augment(batch)
         ctx = torch.autocast(batch["y"].device.type, dtype=amp) if amp else nullcontext()
-        with ctx, (nullcontext() if opt is not None else torch.no_grad()):
+        with ctx, nullcontext() if opt is not None else torch.no_grad():
             loss, ok, lab = step(model, batch)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
@@ -142,8 +159,7 @@ def _epoch(model: nn.Module, step: StepFn, batches: Iterator[Batch], n_batches: 
         tot_loss, n_seen = tot_loss + float(loss.detach()) * b, n_seen + b
         correct, labelled = correct + max(ok, 0), labelled + lab
         acc = correct / labelled if labelled and ok >= 0 else float("nan")
-        bar.set_postfix(loss=f"{tot_loss / n_seen:.4f}", acc=f"{acc:.3f}",
-                        lr=f"{opt.param_groups[0]['lr']:.2e}" if opt else "-")
+        bar.set_postfix(loss=f"{tot_loss / n_seen:.4f}", acc=f"{acc:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}" if opt else "-")
         if on_batch is not None:
             on_batch(i + 1, n_batches)
     return tot_loss / max(n_seen, 1), (correct / labelled if labelled and ok >= 0 else float("nan"))
@@ -156,9 +172,15 @@ def _epoch_share(listener: Callable[[float], None] | None, epoch: int, epochs: i
     return lambda i, n: listener((epoch + i / max(n, 1)) / max(epochs, 1))
 
 
-def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Iterator[Batch], int]],
-        val_batches: Callable[[], tuple[Iterator[Batch], int]], cfg: FitConfig,
-        device: torch.device, log: Callable[[str], None] = lambda s: None) -> dict[str, list[float]]:
+def fit(
+    model: nn.Module,
+    step: StepFn,
+    train_batches: Callable[[int], tuple[Iterator[Batch], int]],
+    val_batches: Callable[[], tuple[Iterator[Batch], int]],
+    cfg: FitConfig,
+    device: torch.device,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, list[float]]:
     """Train with early stopping; the model ends with its best-validation weights. Returns history."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-8)
     sched = None if cfg.scheduler == "onecycle" else _scheduler(opt, cfg.scheduler)
@@ -175,9 +197,21 @@ def fit(model: nn.Module, step: StepFn, train_batches: Callable[[int], tuple[Ite
         if cfg.scheduler == "onecycle" and per_step is None:  # its length needs the batches per epoch
             per_step = _scheduler(opt, "onecycle", cfg.epochs * n)
             lr = opt.param_groups[0]["lr"]
-        tl, ta = _epoch(model, step, it, n, opt=opt, amp=amp, scaler=scaler, clip=cfg.clip_norm,
-                        desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=cfg.progress, per_step=per_step,
-                        augment=cfg.augment, on_batch=_epoch_share(listener, epoch, cfg.epochs))
+        tl, ta = _epoch(
+            model,
+            step,
+            it,
+            n,
+            opt=opt,
+            amp=amp,
+            scaler=scaler,
+            clip=cfg.clip_norm,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            progress=cfg.progress,
+            per_step=per_step,
+            augment=cfg.augment,
+            on_batch=_epoch_share(listener, epoch, cfg.epochs),
+        )
         it, n = val_batches()
         vl, va = _epoch(model, step, it, n, amp=amp, desc="validate", progress=cfg.progress)
         if sched is not None:

@@ -44,10 +44,10 @@ class GRUNet(SequenceModel):
     def __init__(self, config: GRUConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.gru = nn.GRU(c.n_features, c.hidden, c.layers, batch_first=True,
-                          dropout=c.dropout if c.layers > 1 else 0.0)
-        self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.hidden, c.dense), nn.ReLU(),
-                                  nn.Dropout(c.dropout), nn.Linear(c.dense, c.n_out))
+        self.gru = nn.GRU(c.n_features, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+        self.head = nn.Sequential(
+            nn.Dropout(c.dropout), nn.Linear(c.hidden, c.dense), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(c.dense, c.n_out)
+        )
 
     def forward_steps(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """x [B, T, F] → [B, T, n_out] (or [B, 1, n_out] for the last step only)."""

@@ -16,9 +16,25 @@ from numpy.lib.stride_tricks import sliding_window_view
 OPEN, HIGH, LOW, CLOSE, VOLUME = 1, 2, 3, 4, 5
 
 FULL_NAMES: tuple[str, ...] = (
-    "ret1", "range", "body", "upper_wick", "lower_wick", "volume_change", "ret5", "ret15",
-    "rsi14", "macd", "macd_signal", "macd_hist", "bb_pct20", "bb_width20", "atr14",
-    "sma_ratio50", "stoch_k14", "volume_z20", "volatility20",
+    "ret1",
+    "range",
+    "body",
+    "upper_wick",
+    "lower_wick",
+    "volume_change",
+    "ret5",
+    "ret15",
+    "rsi14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_pct20",
+    "bb_width20",
+    "atr14",
+    "sma_ratio50",
+    "stoch_k14",
+    "volume_z20",
+    "volatility20",
 )
 # The seed's fallback when there is too little history for the indicators.
 MINIMAL_NAMES: tuple[str, ...] = ("ret1", "range", "body", "volume_change")
@@ -38,7 +54,7 @@ def _rolling(x: np.ndarray, w: int, fn) -> np.ndarray:
     """fn over trailing windows of length w; NaN where fewer than w values exist. x: [n]."""
     out = np.full(len(x), np.nan)
     if len(x) >= w:
-        out[w - 1:] = fn(sliding_window_view(x, w), axis=-1)
+        out[w - 1 :] = fn(sliding_window_view(x, w), axis=-1)
     return out
 
 
@@ -50,7 +66,7 @@ def _ema(x: np.ndarray, span: int) -> np.ndarray:
     w /= w.sum()
     out = np.full(len(x), np.nan)
     if len(x) >= n:
-        out[n - 1:] = (sliding_window_view(x, n) * w).sum(axis=-1)
+        out[n - 1 :] = (sliding_window_view(x, n) * w).sum(axis=-1)
     return out
 
 
@@ -91,7 +107,9 @@ def _oscillators(bars: np.ndarray, ret1: np.ndarray) -> dict[str, np.ndarray]:
     hi14, lo14 = _rolling(h, 14, np.max), _rolling(l, 14, np.min)
     return {
         "rsi14": rsi,
-        "macd": macd, "macd_signal": signal, "macd_hist": macd - signal,
+        "macd": macd,
+        "macd_signal": signal,
+        "macd_hist": macd - signal,
         "atr14": atr / c,
         "stoch_k14": (c - lo14) / np.maximum(hi14 - lo14, 1e-12 * c) - 0.5,
     }

@@ -139,7 +139,7 @@ class Informer(SequenceModel):
         self.check_input(x)
         if last_only:
             return self.last(x)[:, None]
-        return torch.stack([self.last(x[:, :t + 1]) for t in range(x.shape[1])], dim=1)
+        return torch.stack([self.last(x[:, : t + 1]) for t in range(x.shape[1])], dim=1)
 
 
 FAMILY = Family("informer", Informer, InformerConfig, WindowIO)

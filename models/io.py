@@ -8,7 +8,8 @@ Predictor and the benchmarks only call these methods: no family is named outside
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,17 +86,19 @@ class WindowIO:
         y = ss.y[idx].astype(np.int64 if self.mode == "classification" else np.float32)
         return {**self.inputs(ss, idx, device), "y": tensor(y, device)}
 
-    def stack(self, encoded: Sequence[Mapping[str, np.ndarray | None]], spec: FeatureSpec,
-              device: torch.device) -> Batch:
+    def stack(self, encoded: Sequence[Mapping[str, np.ndarray | None]], spec: FeatureSpec, device: torch.device) -> Batch:
         """Model inputs from live encoded windows (models.features.encode_windows), one per sample."""
         return {"x": tensor(np.stack([e["1m"] for e in encoded]), device)}
 
-    def example(self, config: Any, batch: int, device: torch.device, generator: torch.Generator | None = None,
-                steps: int | None = None) -> Batch:
+    def example(
+        self, config: Any, batch: int, device: torch.device, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> Batch:
         """Random inputs of the model's shape and random labels (benchmarks, tests): `step` runs on it."""
         t = steps or config.seq_len
-        return {"x": torch.randn(batch, t, config.n_features, generator=generator).to(device),
-                "y": self.random_labels(batch, device, generator)}
+        return {
+            "x": torch.randn(batch, t, config.n_features, generator=generator).to(device),
+            "y": self.random_labels(batch, device, generator),
+        }
 
     def random_labels(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """Classes [B] (classification) or returns [B] (regression), for `example`."""

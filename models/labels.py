@@ -97,12 +97,11 @@ def _path_ok(close: np.ndarray, horizon: int) -> np.ndarray:
     ok = np.isfinite(close).copy()
     for i in range(1, horizon + 1):
         ok[:-i] &= np.isfinite(close[i:])
-        ok[len(close) - i:] = False
+        ok[len(close) - i :] = False
     return ok
 
 
-def triple_barrier(close: np.ndarray, vol: np.ndarray, horizon: int, width: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def triple_barrier(close: np.ndarray, vol: np.ndarray, horizon: int, width: float) -> tuple[np.ndarray, np.ndarray]:
     """(label in {-1, 0, +1} or NaN, bars until the label was decided 1..H) per (t, s)."""
     barrier = width * vol * np.sqrt(horizon)
     label = np.zeros(close.shape)

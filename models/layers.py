@@ -45,6 +45,11 @@ class Block(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)  # 3 × (B, nh, L, hs)
         mask = None if keep is None else keep[:, None, None, :]  # (B, 1, 1, L) broadcast over heads and queries
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0, is_causal=causal,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=causal,
         )  # (B, nh, L, hs)
         return self.proj(y.transpose(1, 2).reshape(B, L, d))  # (B, L, d)

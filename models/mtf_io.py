@@ -86,24 +86,29 @@ class MTFIO(WindowIO):
         b["targets"] = t
         return b
 
-    def stack(self, encoded: Sequence[Mapping[str, np.ndarray | None]], spec: FeatureSpec,
-              device: torch.device) -> Batch:
+    def stack(self, encoded: Sequence[Mapping[str, np.ndarray | None]], spec: FeatureSpec, device: torch.device) -> Batch:
         """bars per trained key (zeros where a window is missing) and the present masks."""
         shape = (spec.seq_len, len(spec.feature_names))
-        bars = {k: tensor(np.stack([e[k] if e[k] is not None else np.zeros(shape, np.float32) for e in encoded]),
-                          device) for k in spec.inputs}
+        bars = {
+            k: tensor(np.stack([e[k] if e[k] is not None else np.zeros(shape, np.float32) for e in encoded]), device)
+            for k in spec.inputs
+        }
         present = {k: tensor(np.array([e[k] is not None for e in encoded]), device) for k in spec.inputs}
         return {"bars": bars, "present": present}
 
-    def example(self, config: Any, batch: int, device: torch.device, generator: torch.Generator | None = None,
-                steps: int | None = None) -> Batch:
+    def example(
+        self, config: Any, batch: int, device: torch.device, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> Batch:
         """Random bars of every timeframe but 1s (the daemon's usual inputs) and action labels."""
         t = steps or config.seq_len
         keys = [k for k in TIMEFRAMES if k != "1s"]
         y = self.random_labels(batch, device, generator)
-        return {"bars": {k: torch.randn(batch, t, BAR_FEATURES, generator=generator).to(device) for k in keys},
-                "present": {k: torch.ones(batch, dtype=torch.bool, device=device) for k in keys},
-                "y": y, "targets": {"action": y}}
+        return {
+            "bars": {k: torch.randn(batch, t, BAR_FEATURES, generator=generator).to(device) for k in keys},
+            "present": {k: torch.ones(batch, dtype=torch.bool, device=device) for k in keys},
+            "y": y,
+            "targets": {"action": y},
+        }
 
     def float_inputs(self, b: Batch) -> list[tuple[Any, str]]:
         """Every timeframe's bars."""
@@ -130,4 +135,3 @@ class MTFIO(WindowIO):
     def attention(self, model: nn.Module, b: Batch) -> np.ndarray | None:
         """The summary token's attention over the window's ages (last main layer)."""
         return model.attention_weights(b["bars"], b["present"]).detach().float().cpu().numpy()
-

@@ -85,14 +85,14 @@ class MTFConfig(ModelConfig):
     position_features: int = 5
 
     PRESETS = {
-        "tiny": dict(seq_len=12, encoder_hidden=(16, 16), d_model=16, n_head=2, d_ff=32, n_cross=1, n_layer=1,
-                     attn_dropout=0.0),
+        "tiny": dict(seq_len=12, encoder_hidden=(16, 16), d_model=16, n_head=2, d_ff=32, n_cross=1, n_layer=1, attn_dropout=0.0),
         # ~0.08 GFLOP per sample (bench/models.py): a few ms per bar on 2 CPU cores, and cheap
         # enough to train on a CPU. The encoder is ~10% of it, so caching per-bar encodings
         # (possible: `encode_bars` depends on one bar only) would save little; not done.
         # attn_dropout 0: CPU training runs ~3x faster (bench/models.py) on the fused kernel.
-        "small": dict(seq_len=48, encoder_hidden=(64, 128), d_model=64, n_head=4, d_ff=128, n_cross=2, n_layer=2,
-                      attn_dropout=0.0),
+        "small": dict(
+            seq_len=48, encoder_hidden=(64, 128), d_model=64, n_head=4, d_ff=128, n_cross=2, n_layer=2, attn_dropout=0.0
+        ),
         "seed": dict(),
     }
 
@@ -124,6 +124,7 @@ class MTFTransformer(nn.Module):
         self.tf_emb = nn.Embedding(len(TIMEFRAMES), c.d_model)
         self.age_emb = nn.Embedding(c.seq_len, c.d_model)
         self.drop = nn.Dropout(c.dropout)
+
         def block() -> Block:
             return Block(c.d_model, c.n_head, c.d_ff, c.dropout, c.attn_dropout)
 
@@ -132,11 +133,13 @@ class MTFTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(c.d_model)
         self.summary = nn.Parameter(torch.zeros(1, 1, c.d_model))
         self.order_book_proj = nn.Linear(c.order_book_features, c.d_model)
-        self.extra_proj = nn.ModuleDict({
-            "indicators": nn.Linear(c.indicator_features, c.d_model),
-            "market": nn.Linear(c.market_features, c.d_model),
-            "position": nn.Linear(c.position_features, c.d_model),
-        })
+        self.extra_proj = nn.ModuleDict(
+            {
+                "indicators": nn.Linear(c.indicator_features, c.d_model),
+                "market": nn.Linear(c.market_features, c.d_model),
+                "position": nn.Linear(c.position_features, c.d_model),
+            }
+        )
         self.action_head = nn.Linear(c.d_model, N_ACTIONS + 1)  # 3 logits + confidence
         self.timeframe_head = nn.Linear(c.d_model, BAR_FEATURES + 3)  # per timeframe: next bar + trend
         self.market_head = nn.Linear(c.d_model, 3)  # price, volatility, trend strength
@@ -164,10 +167,16 @@ class MTFTransformer(nn.Module):
             h = block(h, keep)
         return self.heads(self.ln_f(h[:, 0]))  # (B, d) → heads
 
-    def trunk(self, bars: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None,
-              padding: Mapping[str, torch.Tensor] | None, order_book: torch.Tensor | None = None,
-              indicators: torch.Tensor | None = None, market: torch.Tensor | None = None,
-              position: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def trunk(
+        self,
+        bars: Mapping[str, torch.Tensor],
+        present: Mapping[str, torch.Tensor] | None,
+        padding: Mapping[str, torch.Tensor] | None,
+        order_book: torch.Tensor | None = None,
+        indicators: torch.Tensor | None = None,
+        market: torch.Tensor | None = None,
+        position: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Everything before the main stack → its input [B, 1+T, d] and key mask [B, 1+T] (or None)."""
         names, x, valid = self.stack_inputs(bars, present or {}, padding or {})  # (B, K, T, 5), (B, K, T)
         B, K, T, _ = x.shape
@@ -185,8 +194,9 @@ class MTFTransformer(nn.Module):
         h = torch.cat([s, h], dim=1)  # (B, 1+T, d): the summary token reads the whole window
         return h, _unless_all(torch.cat([pos_valid.new_ones(B, 1), pos_valid], dim=1))  # (B, 1+T)
 
-    def attention_weights(self, bars: Mapping[str, torch.Tensor],
-                          present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def attention_weights(
+        self, bars: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """The summary token's attention over the window's ages in the last main layer [B, T]
         (oldest first; mean over heads): which bars the action head read."""
         h, keep = self.trunk(bars, present, None)
@@ -299,9 +309,7 @@ def _checked(t: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor
 ActionLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def mtf_loss(
-    out: Outputs, targets: Outputs, *, aux_weight: float = 0.0, action_loss: ActionLoss | None = None
-) -> torch.Tensor:
+def mtf_loss(out: Outputs, targets: Outputs, *, aux_weight: float = 0.0, action_loss: ActionLoss | None = None) -> torch.Tensor:
     """Action loss + 0.1 × mean MSE over the next-bar targets present (+ aux_weight × aux heads).
 
     targets (definitions in the module docstring; every term but the action is optional):
@@ -329,8 +337,9 @@ def mtf_loss(
     return loss
 
 
-def _present_terms(pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
-                   mask: Mapping[str, torch.Tensor], fn: ActionLoss) -> list[torch.Tensor]:
+def _present_terms(
+    pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], fn: ActionLoss
+) -> list[torch.Tensor]:
     """fn(pred[tf], target[tf]) over the samples whose mask is True, for every tf with one."""
     terms = []
     for tf, t in target.items():

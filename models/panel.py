@@ -51,8 +51,7 @@ class Panel:
         """One pair's present bars as rows [n, 6] (ts, o, h, l, c, v), the tape-file layout."""
         j = self.column(symbol)
         ok = self.present[:, j]
-        return np.column_stack([self.ts[ok].astype(np.float64)]
-                               + [getattr(self, f)[ok, j] for f in FIELDS])
+        return np.column_stack([self.ts[ok].astype(np.float64)] + [getattr(self, f)[ok, j] for f in FIELDS])
 
 
 def resample_panel(panel: Panel, timeframe: str) -> Panel:
@@ -78,8 +77,13 @@ def resample_panel(panel: Panel, timeframe: str) -> Panel:
     def keep(a: np.ndarray) -> np.ndarray:
         return np.where(complete, a, np.nan)
 
-    out = {"open": keep(o[:, 0]), "high": keep(h.max(axis=1)), "low": keep(lo.min(axis=1)),
-           "close": keep(c[:, -1]), "volume": keep(v.sum(axis=1))}
+    out = {
+        "open": keep(o[:, 0]),
+        "high": keep(h.max(axis=1)),
+        "low": keep(lo.min(axis=1)),
+        "close": keep(c[:, -1]),
+        "volume": keep(v.sum(axis=1)),
+    }
     ts = first + np.arange(n_periods, dtype=np.int64) * period
     gaps = {}
     for j, s in enumerate(panel.symbols):

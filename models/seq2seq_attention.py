@@ -51,8 +51,7 @@ class Seq2SeqAttention(SequenceModel):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.encoder = nn.GRU(c.n_features, c.hidden, c.layers, batch_first=True,
-                              dropout=c.dropout if c.layers > 1 else 0.0)
+        self.encoder = nn.GRU(c.n_features, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
         self.w_s = nn.Linear(c.hidden, c.attention_units, bias=False)
         self.w_h = nn.Linear(c.hidden, c.attention_units)
         self.v = nn.Linear(c.attention_units, 1, bias=False)

@@ -12,8 +12,9 @@ Regression: the target is the next bar's return close[t + 1] / close[t] - 1.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class TargetSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TargetSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> TargetSpec:
         """Inverse of to_dict."""
         return cls(**d)
 
@@ -79,8 +80,9 @@ def balance(indices: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.
     per_class = [indices[y[indices] == c] for c in (Side.SHORT, Side.FLAT, Side.LONG)]
     n = min(len(p) for p in per_class)
     if n == 0:
-        raise ValueError("cannot balance: a class has no training sample "
-                         f"(counts {[len(p) for p in per_class]}); lower the target threshold")
+        raise ValueError(
+            f"cannot balance: a class has no training sample (counts {[len(p) for p in per_class]}); lower the target threshold"
+        )
     for p in per_class:
         keep.append(rng.choice(p, size=n, replace=False))
     return np.sort(np.concatenate(keep))
@@ -109,7 +111,7 @@ def mtf_aux_targets(bars: np.ndarray, rows: np.ndarray, horizon: int) -> dict[st
     levels = np.stack([p - (hh - ll), 2 * p - hh, p, 2 * p - ll, p + (hh - ll)], axis=1)
     return {
         "price": price[:, None],
-        "volatility": np.sqrt((r ** 2).mean(axis=1))[:, None],
+        "volatility": np.sqrt((r**2).mean(axis=1))[:, None],
         "trend_strength": np.where(abs_sum > 0, price / np.where(abs_sum > 0, abs_sum, 1.0), 0.0)[:, None],
         "pivots": np.log(levels / c[rows][:, None]),
     }

@@ -43,7 +43,7 @@ class TCNConfig(SequenceConfig):
     @property
     def receptive_field(self) -> int:
         """Steps of history one output sees."""
-        return 1 + 2 * (self.kernel_size - 1) * sum(2 ** i for i in range(len(self.channels)))
+        return 1 + 2 * (self.kernel_size - 1) * sum(2**i for i in range(len(self.channels)))
 
 
 class CausalConv(nn.Conv1d):
@@ -82,8 +82,9 @@ class TCN(SequenceModel):
         super().__init__()
         c = self.config = config
         widths = (c.n_features, *c.channels)
-        self.blocks = nn.Sequential(*(TemporalBlock(i, o, c.kernel_size, 2 ** k, c.dropout)
-                                      for k, (i, o) in enumerate(zip(widths, widths[1:]))))
+        self.blocks = nn.Sequential(
+            *(TemporalBlock(i, o, c.kernel_size, 2**k, c.dropout) for k, (i, o) in enumerate(zip(widths, widths[1:])))
+        )
         self.head = nn.Linear(c.channels[-1], c.n_out)
 
     def forward_steps(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:

@@ -79,6 +79,7 @@ class VariableGRN(nn.Module):
 
     def __init__(self, n_vars: int, d: int, dropout: float) -> None:
         super().__init__()
+
         def init(*shape: int) -> nn.Parameter:
             return nn.Parameter(torch.randn(*shape) / shape[-2] ** 0.5)
 
@@ -127,7 +128,7 @@ class InterpretableAttention(nn.Module):
         q = x[:, -1:] if last_only else x
         q = self.q(q).view(B, -1, self.n_head, self.hs).transpose(1, 2)  # (B, nh, Tq, hs)
         k = self.k(x).view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-        att = q @ k.transpose(-2, -1) / self.hs ** 0.5  # (B, nh, Tq, T)
+        att = q @ k.transpose(-2, -1) / self.hs**0.5  # (B, nh, Tq, T)
         if not last_only:
             att = att.masked_fill(causal_mask(T, x.device), float("-inf"))
         a = torch.softmax(att, dim=-1).mean(1)  # (B, Tq, T): one map for all heads

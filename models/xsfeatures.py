@@ -53,8 +53,7 @@ class XSConfig:
         if not self.horizons or min(self.horizons) < 1:
             raise ValueError(f"XSConfig.horizons: need bar counts >= 1, got {self.horizons}")
         if not 2 <= self.vol_window <= self.long_window:
-            raise ValueError(f"XSConfig.vol_window: need 2 <= vol_window ({self.vol_window}) "
-                             f"<= long_window ({self.long_window})")
+            raise ValueError(f"XSConfig.vol_window: need 2 <= vol_window ({self.vol_window}) <= long_window ({self.long_window})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (saved with every research trial)."""
@@ -63,9 +62,11 @@ class XSConfig:
     @classmethod
     def for_timeframe(cls, timeframe: str) -> XSConfig:
         """The defaults used by research: 1h decisions see 4h and 1d context, 4h see 1d."""
-        return {"1h": cls(context=("4h", "1d")),
-                "4h": cls(horizons=(1, 6, 24, 84), vol_window=42, long_window=360, context=("1d",)),
-                "1d": cls(horizons=(1, 3, 7, 30), vol_window=20, long_window=120)}.get(timeframe, cls())
+        return {
+            "1h": cls(context=("4h", "1d")),
+            "4h": cls(horizons=(1, 6, 24, 84), vol_window=42, long_window=360, context=("1d",)),
+            "1d": cls(horizons=(1, 3, 7, 30), vol_window=20, long_window=120),
+        }.get(timeframe, cls())
 
 
 def feature_names(cfg: XSConfig) -> tuple[str, ...]:
@@ -134,8 +135,7 @@ def _base(panel: Panel, cfg: XSConfig) -> dict[str, np.ndarray]:
     m1b = np.broadcast_to(m1, r1.shape)
     both = np.isfinite(r1) & np.isfinite(m1b)
     x, y = np.where(both, m1b, np.nan), np.where(both, r1, np.nan)
-    cov = rolling(x * y, cfg.long_window, "mean") - rolling(x, cfg.long_window, "mean") * rolling(
-        y, cfg.long_window, "mean")
+    cov = rolling(x * y, cfg.long_window, "mean") - rolling(x, cfg.long_window, "mean") * rolling(y, cfg.long_window, "mean")
     var = rolling(x * x, cfg.long_window, "mean") - rolling(x, cfg.long_window, "mean") ** 2
     out["beta"] = cov / np.where(var > 0, var, np.nan)
     out["log_vol"] = np.log(safe_vol)

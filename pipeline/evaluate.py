@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from models.targets import IGNORE
 import strategies.threshold as thr
+from models.targets import IGNORE
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 3) -> float:
@@ -36,8 +36,9 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray, majority_class:
     }
 
 
-def trading_report(scores: np.ndarray, next_ret: np.ndarray, threshold: float, mode: str,
-                   fee: float, bars_per_year: float, hold: int = 1) -> dict[str, float]:
+def trading_report(
+    scores: np.ndarray, next_ret: np.ndarray, threshold: float, mode: str, fee: float, bars_per_year: float, hold: int = 1
+) -> dict[str, float]:
     """Sharpe of trading the thresholded signals (holding period `hold`) net of fees beside
     buy-and-hold, same bars."""
     pos = thr.positions(thr.decide(scores, threshold, mode), hold)  # type: ignore[arg-type]

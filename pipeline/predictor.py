@@ -14,19 +14,20 @@ scores; every Prediction carries them all (class probabilities and any extra hea
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+import strategies.threshold as thr
 from daemon.domain import Prediction, Side
 from models import registry
 from models.artifacts import hold_bars, load_artifact
 from models.features import ClipStats, encode_windows
 from models.fit import pick_device
 from models.io import WindowIO, decision_scores
-import strategies.threshold as thr
 
 
 def set_inference_threads(n: int) -> None:
@@ -56,7 +57,7 @@ class Predictor:
         self.clip_stats = ClipStats()  # share of inputs clipped at +-CLIP since load, per input key
 
     @classmethod
-    def load(cls, art_dir: Path | str, device: str = "auto") -> "Predictor":
+    def load(cls, art_dir: Path | str, device: str = "auto") -> Predictor:
         """Load an artifact directory onto `device` ('auto' = GPU when available)."""
         dev = pick_device(device)
         model, meta, spec = load_artifact(art_dir, dev)
@@ -77,15 +78,14 @@ class Predictor:
         out: list[dict[str, np.ndarray]] = []
         with torch.inference_mode():
             for i in range(0, len(encoded), CHUNK):
-                out.append(self.io.outputs(self.model, self.io.stack(encoded[i:i + CHUNK], self.spec, self.device)))
+                out.append(self.io.outputs(self.model, self.io.stack(encoded[i : i + CHUNK], self.spec, self.device)))
         return {k: np.concatenate([o[k] for o in out]) for k in out[0]} if out else {}
 
     def _prediction(self, named: dict[str, float], bar_ts: int, ms: float) -> Prediction:
         decision = decision_scores(named, self.mode)
         side = Side(int(thr.decide(decision, self.threshold, self.mode)))  # type: ignore[arg-type]
         conf = float(thr.confidence(decision, self.mode))  # type: ignore[arg-type]
-        return Prediction(self.name, self.version, int(bar_ts), named, side, conf, self.threshold, ms,
-                          self.hold_bars)
+        return Prediction(self.name, self.version, int(bar_ts), named, side, conf, self.threshold, ms, self.hold_bars)
 
     def clip_share(self) -> dict[str, tuple[float, ...]]:
         """Live share of clipped input values per window key and feature (beside the training

@@ -88,8 +88,13 @@ class TrainSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (saved in the artifact as `train_spec`)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out.update(config=dict(self.config), data_dirs=list(self.data_dirs), symbols=list(self.symbols),
-                   target=self.target.to_dict(), label=self.label.to_dict() if self.label else None)
+        out.update(
+            config=dict(self.config),
+            data_dirs=list(self.data_dirs),
+            symbols=list(self.symbols),
+            target=self.target.to_dict(),
+            label=self.label.to_dict() if self.label else None,
+        )
         return out
 
     @classmethod
@@ -112,9 +117,15 @@ def spec_of_meta(meta: Mapping[str, Any]) -> TrainSpec:
         return TrainSpec.from_dict(meta["train_spec"])
     training, data = meta.get("training", {}), meta.get("data", {})
     return TrainSpec(
-        model=meta["model"]["name"], preset=training.get("preset", "small"),
-        data_dirs=tuple(data.get("dirs") or DEFAULT_DATA), symbols=tuple(meta.get("samples", {}).get("symbols")
-                                                                          or DEFAULT_SYMBOLS),
-        start=data.get("start"), end=data.get("end"), target=TargetSpec.from_dict(meta["target"]),
-        batch_size=int(training.get("batch_size") or 0), seed=int(training.get("seed", 0)),
-        fee=float(meta["threshold"].get("fee", thr.DEFAULT_FEE)), hold=int(meta["threshold"].get("hold_bars", 1)))
+        model=meta["model"]["name"],
+        preset=training.get("preset", "small"),
+        data_dirs=tuple(data.get("dirs") or DEFAULT_DATA),
+        symbols=tuple(meta.get("samples", {}).get("symbols") or DEFAULT_SYMBOLS),
+        start=data.get("start"),
+        end=data.get("end"),
+        target=TargetSpec.from_dict(meta["target"]),
+        batch_size=int(training.get("batch_size") or 0),
+        seed=int(training.get("seed", 0)),
+        fee=float(meta["threshold"].get("fee", thr.DEFAULT_FEE)),
+        hold=int(meta["threshold"].get("hold_bars", 1)),
+    )

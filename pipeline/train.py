@@ -18,18 +18,20 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+import strategies.threshold as thr
 from models import plots, registry
 from models.artifacts import hold_bars, load_artifact, save_artifact
 from models.augment import augment
-from models.data import fingerprint, find_gaps, load_series
+from models.data import find_gaps, fingerprint, load_series
 from models.datasets import TEST, TRAIN, VAL, SampleSet, assemble, build_symbol_samples
 from models.features import key_timeframe
 from models.fit import FitConfig, choose_batch_size, fit, memory_estimate, pick_device
@@ -37,7 +39,6 @@ from models.io import WindowIO
 from models.targets import IGNORE, TargetSpec, balance, class_counts
 from pipeline import evaluate
 from pipeline.spec import DEFAULT_DATA, DEFAULT_SYMBOLS, REPO, TrainSpec
-import strategies.threshold as thr
 
 REFERENCE = "BTC/USDT"
 BARS_PER_YEAR_1M = thr.MINUTES_PER_YEAR
@@ -63,11 +64,12 @@ def _iso_ms(text: str | None, what: str = "date") -> int | None:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(f"{what} {text!r}: not an ISO 8601 instant (e.g. 2025-06-01T00:00:00Z): {exc}") from None
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
-def load_symbol(dirs: Sequence[Path], symbol: str, keys: Sequence[str], start: int | None, end: int | None,
-                log: Log) -> dict[str, np.ndarray | None]:
+def load_symbol(
+    dirs: Sequence[Path], symbol: str, keys: Sequence[str], start: int | None, end: int | None, log: Log
+) -> dict[str, np.ndarray | None]:
     """Series per window key for one symbol; the primary 1m cut to [start, end), context whole."""
     out: dict[str, np.ndarray | None] = {"1m": load_series(dirs, symbol, "1m", start_ms=start, end_ms=end)}
     for key in keys:
@@ -79,53 +81,74 @@ def load_symbol(dirs: Sequence[Path], symbol: str, keys: Sequence[str], start: i
         if bars is not None:
             gaps = find_gaps(bars, key_timeframe(key))
             if gaps:
-                log(f"{symbol} {key}: {len(gaps)} gap(s), {sum(g.missing for g in gaps)} missing bars "
-                    "(windows spanning them are not used)")
+                log(
+                    f"{symbol} {key}: {len(gaps)} gap(s), {sum(g.missing for g in gaps)} missing bars "
+                    "(windows spanning them are not used)"
+                )
     return out
 
 
-def build_sampleset(io: WindowIO, seq_len: int, dirs: Sequence[Path], symbols: Sequence[str],
-                    start: int | None, end: int | None, target: TargetSpec, log: Log) -> tuple[SampleSet, list]:
+def build_sampleset(
+    io: WindowIO,
+    seq_len: int,
+    dirs: Sequence[Path],
+    symbols: Sequence[str],
+    start: int | None,
+    end: int | None,
+    target: TargetSpec,
+    log: Log,
+) -> tuple[SampleSet, list]:
     """Load every symbol's windows the family needs, pick its features, build and assemble samples."""
     loaded = [load_symbol(dirs, s, io.window_keys, start, end, log) for s in symbols]
     inputs = tuple(k for k in io.window_keys if any(series.get(k) is not None for series in loaded))
     shortest = min(len(series["1m"]) for series in loaded)
     spec = io.feature_spec(seq_len, shortest, inputs, log)
-    per_symbol = [(build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series)
-                  for s, series in zip(symbols, loaded)]
+    per_symbol = [
+        (build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series) for s, series in zip(symbols, loaded)
+    ]
     return assemble(per_symbol, spec), loaded
 
 
-def _batches(io: WindowIO, ss: SampleSet, idx: np.ndarray, bs: int, device: torch.device,
-             rng: np.random.Generator | None = None, max_batches: int = 0) -> tuple[Iterator[dict[str, Any]], int]:
+def _batches(
+    io: WindowIO,
+    ss: SampleSet,
+    idx: np.ndarray,
+    bs: int,
+    device: torch.device,
+    rng: np.random.Generator | None = None,
+    max_batches: int = 0,
+) -> tuple[Iterator[dict[str, Any]], int]:
     order = rng.permutation(idx) if rng is not None else idx
     if max_batches:
         order = order[: max_batches * bs]
     n = (len(order) + bs - 1) // bs
-    return (io.batch(ss, order[i * bs:(i + 1) * bs], device) for i in range(n)), n
+    return (io.batch(ss, order[i * bs : (i + 1) * bs], device) for i in range(n)), n
 
 
-def predict_scores(io: WindowIO, model: torch.nn.Module, ss: SampleSet, idx: np.ndarray,
-                   device: torch.device, bs: int = 512) -> np.ndarray:
+def predict_scores(
+    io: WindowIO, model: torch.nn.Module, ss: SampleSet, idx: np.ndarray, device: torch.device, bs: int = 512
+) -> np.ndarray:
     """Scores (probabilities or returns) for samples idx, in order."""
     model.eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(idx), bs):
-            out.append(io.scores(model, io.inputs(ss, idx[i:i + bs], device)))
+            out.append(io.scores(model, io.inputs(ss, idx[i : i + bs], device)))
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
 def _primary(ss: SampleSet, part: int) -> np.ndarray:
     idx = np.flatnonzero((ss.split == part) & (ss.symbol_id == 0))
     if len(idx) == 0:
-        raise ValueError(f"the primary symbol {ss.symbols[0]} has no {('train', 'validation', 'test')[part]} "
-                         "samples (more bars needed)")
+        raise ValueError(
+            f"the primary symbol {ss.symbols[0]} has no {('train', 'validation', 'test')[part]} samples (more bars needed)"
+        )
     return idx
 
 
-def test_report(io: WindowIO, model: torch.nn.Module, ss: SampleSet, device: torch.device,
-                threshold: float, fee: float, hold: int = 1) -> tuple[dict[str, Any], np.ndarray]:
+def test_report(
+    io: WindowIO, model: torch.nn.Module, ss: SampleSet, device: torch.device, threshold: float, fee: float, hold: int = 1
+) -> tuple[dict[str, Any], np.ndarray]:
     """Every test-split number of the primary symbol at a given threshold and holding period, and
     the test scores."""
     test = _primary(ss, TEST)
@@ -139,16 +162,18 @@ def test_report(io: WindowIO, model: torch.nn.Module, ss: SampleSet, device: tor
     return report, scores
 
 
-def _evaluate(io: WindowIO, model: torch.nn.Module, ss: SampleSet, device: torch.device,
-              fee: float, hold: int) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
+def _evaluate(
+    io: WindowIO, model: torch.nn.Module, ss: SampleSet, device: torch.device, fee: float, hold: int
+) -> tuple[dict[str, Any], thr.ThresholdResult, np.ndarray]:
     """Threshold on validation (primary symbol) under holding period `hold`, then every test number."""
     val = _primary(ss, VAL)
     val_scores = predict_scores(io, model, ss, val, device)
-    chosen = thr.optimize(val_scores, ss.next_ret[val], io.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M,
-                          hold=hold)
+    chosen = thr.optimize(val_scores, ss.next_ret[val], io.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M, hold=hold)
     report, test_scores = test_report(io, model, ss, device, chosen.threshold, fee, hold)
-    metrics = {"test": report, "validation": {"threshold": chosen.threshold, "sharpe": chosen.sharpe,
-                                              "trades": chosen.trades, "hold_bars": hold}}
+    metrics = {
+        "test": report,
+        "validation": {"threshold": chosen.threshold, "sharpe": chosen.sharpe, "trades": chosen.trades, "hold_bars": hold},
+    }
     return metrics, chosen, test_scores
 
 
@@ -156,8 +181,15 @@ def _fit_config(spec: TrainSpec, io: WindowIO, batch_size: int, progress: bool) 
     """The loop's knobs from the spec; augmentation draws from its own seeded generator."""
     gen = torch.Generator().manual_seed(spec.seed + 1)
     aug = (lambda b: augment(b, io, spec.jitter, spec.scaling, gen)) if spec.jitter or spec.scaling else None
-    return FitConfig(epochs=spec.epochs or FitConfig.epochs, batch_size=batch_size, lr=spec.lr,
-                     max_train_batches=spec.max_batches, scheduler=spec.scheduler, progress=progress, augment=aug)
+    return FitConfig(
+        epochs=spec.epochs or FitConfig.epochs,
+        batch_size=batch_size,
+        lr=spec.lr,
+        max_train_batches=spec.max_batches,
+        scheduler=spec.scheduler,
+        progress=progress,
+        augment=aug,
+    )
 
 
 def _train_indices(ss: SampleSet, mode: str, rng: np.random.Generator, log: Log) -> np.ndarray:
@@ -173,8 +205,9 @@ def _labelled(ss: SampleSet, part: int, mode: str) -> np.ndarray:
     return idx[ss.y[idx] != IGNORE] if mode == "classification" else idx[np.isfinite(ss.y[idx])]
 
 
-def _write_report(out: Path, io: WindowIO, model: torch.nn.Module, ss: SampleSet,
-                  history: dict, test_scores: np.ndarray, device: torch.device) -> None:
+def _write_report(
+    out: Path, io: WindowIO, model: torch.nn.Module, ss: SampleSet, history: dict, test_scores: np.ndarray, device: torch.device
+) -> None:
     """history.json, curves, the attention of the last test window (families that attend) and
     predictions vs truth on the test split, next to the artifact."""
     (out / "history.json").write_text(json.dumps(_json_history(history), indent=1))
@@ -200,8 +233,12 @@ def _prepare(spec: TrainSpec, log: Log) -> tuple[WindowIO, SampleSet, Any, str]:
     start, end = _iso_ms(spec.start, "--from"), _iso_ms(spec.end, "--to")
     ss, loaded = build_sampleset(io, base.seq_len, dirs, spec.symbols, start, end, spec.target, log)
     config = family.make_config({**base.to_dict(), **io.config_overrides(ss.spec)})
-    fp = fingerprint((f"{s}:{k}", a[a[:, 0] < ss.extra["close_ts"].max()])
-                     for s, series in zip(spec.symbols, loaded) for k, a in sorted(series.items()) if a is not None)
+    fp = fingerprint(
+        (f"{s}:{k}", a[a[:, 0] < ss.extra["close_ts"].max()])
+        for s, series in zip(spec.symbols, loaded)
+        for k, a in sorted(series.items())
+        if a is not None
+    )
     return io, ss, config, fp
 
 
@@ -210,35 +247,70 @@ def _batch_size(net: torch.nn.Module, ss: SampleSet, dev: torch.device, given: i
     sample_floats = ss.spec.seq_len * len(ss.spec.feature_names) * len(ss.spec.inputs)
     bs = given or choose_batch_size(dev, sample_floats, cnn=cnn)
     est = memory_estimate(net, sample_floats, bs)
-    log(f"device {dev}; batch {bs}; memory estimate: {int(est['params'])} params, weights {est['weights_mb']:.2f} MB, "
+    log(
+        f"device {dev}; batch {bs}; memory estimate: {int(est['params'])} params, weights {est['weights_mb']:.2f} MB, "
         f"training state {est['training_state_mb']:.2f} MB, batch inputs {est['batch_inputs_mb']:.2f} MB, "
-        f"activations ~{est['activations_mb_guess']:.1f} MB")
+        f"activations ~{est['activations_mb_guess']:.1f} MB"
+    )
     return bs
 
 
-def _meta(ss: SampleSet, spec: TrainSpec, chosen: thr.ThresholdResult, metrics: dict[str, Any],
-          history: dict[str, list[float]], train_idx: np.ndarray, run: dict[str, Any]) -> dict[str, Any]:
+def _meta(
+    ss: SampleSet,
+    spec: TrainSpec,
+    chosen: thr.ThresholdResult,
+    metrics: dict[str, Any],
+    history: dict[str, list[float]],
+    train_idx: np.ndarray,
+    run: dict[str, Any],
+) -> dict[str, Any]:
     """The artifact's JSON content besides model and weights."""
     mode = spec.target.mode
-    samples = {"train": int(len(train_idx)), "train_unbalanced": int(len(ss.indices(TRAIN))),
-               "validation": int(len(ss.indices(VAL))), "test": int(len(ss.indices(TEST))),
-               "train_classes": class_counts(ss.y[train_idx]) if mode == "classification" else None,
-               "symbols": list(ss.symbols)}
+    samples = {
+        "train": int(len(train_idx)),
+        "train_unbalanced": int(len(ss.indices(TRAIN))),
+        "validation": int(len(ss.indices(VAL))),
+        "test": int(len(ss.indices(TEST))),
+        "train_classes": class_counts(ss.y[train_idx]) if mode == "classification" else None,
+        "symbols": list(ss.symbols),
+    }
     training = {"preset": spec.preset, "seed": spec.seed, **{k: run[k] for k in ("device", "batch_size", "trend_tau")}}
-    training.update({"epochs_trained": len(history["train_loss"]), "best_epoch": history.get("best_epoch"),
-                     "best_val_loss": float(min(history["val_loss"])), "final_lr": history["lr"][-1],
-                     "seconds": round(time.time() - run["started"], 1), "torch": torch.__version__,
-                     "trained_at": datetime.now(timezone.utc).isoformat()})
+    training.update(
+        {
+            "epochs_trained": len(history["train_loss"]),
+            "best_epoch": history.get("best_epoch"),
+            "best_val_loss": float(min(history["val_loss"])),
+            "final_lr": history["lr"][-1],
+            "seconds": round(time.time() - run["started"], 1),
+            "torch": torch.__version__,
+            "trained_at": datetime.now(UTC).isoformat(),
+        }
+    )
     return {
-        "features": ss.spec.to_dict(), "target": spec.target.to_dict(), "train_spec": spec.to_dict(),
-        "threshold": {"value": chosen.threshold, "validation_sharpe": chosen.sharpe, "mode": mode,
-                      "hold_bars": chosen.hold, "fee": spec.fee, "bars_per_year": BARS_PER_YEAR_1M,
-                      "grid": [list(g) for g in chosen.grid]},
+        "features": ss.spec.to_dict(),
+        "target": spec.target.to_dict(),
+        "train_spec": spec.to_dict(),
+        "threshold": {
+            "value": chosen.threshold,
+            "validation_sharpe": chosen.sharpe,
+            "mode": mode,
+            "hold_bars": chosen.hold,
+            "fee": spec.fee,
+            "bars_per_year": BARS_PER_YEAR_1M,
+            "grid": [list(g) for g in chosen.grid],
+        },
         "training": training,
-        "data": {"fingerprint": run["fingerprint"], "dirs": list(spec.data_dirs), "start": spec.start,
-                 "end": spec.end, "first_close_ts": int(ss.extra["close_ts"].min()),
-                 "last_close_ts": int(ss.extra["close_ts"].max())},
-        "samples": samples, "metrics": metrics, "history": _json_history(history),
+        "data": {
+            "fingerprint": run["fingerprint"],
+            "dirs": list(spec.data_dirs),
+            "start": spec.start,
+            "end": spec.end,
+            "first_close_ts": int(ss.extra["close_ts"].min()),
+            "last_close_ts": int(ss.extra["close_ts"].max()),
+        },
+        "samples": samples,
+        "metrics": metrics,
+        "history": _json_history(history),
     }
 
 
@@ -247,8 +319,9 @@ def _json_history(history: dict[str, list[float]]) -> dict[str, list[float | Non
     return {k: [v if np.isfinite(v) else None for v in vals] for k, vals in history.items()}
 
 
-def train(spec: TrainSpec, out_dir: Path | str | None = None, *, progress: bool = False,
-          log: Log = lambda s: None) -> TrainResult:
+def train(
+    spec: TrainSpec, out_dir: Path | str | None = None, *, progress: bool = False, log: Log = lambda s: None
+) -> TrainResult:
     """Train as `spec` says and write an artifact to out_dir (default runs/train/<model>)."""
     t_start = time.time()
     torch.manual_seed(spec.seed)
@@ -265,8 +338,15 @@ def train(spec: TrainSpec, out_dir: Path | str | None = None, *, progress: bool 
     bs = _batch_size(net, ss, dev, spec.batch_size, bool(getattr(config, "use_cnn", False)), log)
     log(f"samples train {len(train_idx)} (balanced) / val {len(val_idx)} / test {len(ss.indices(TEST))}")
     cfg = _fit_config(spec, io, bs, progress)
-    history = fit(net, io.step, lambda e: _batches(io, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
-                  lambda: _batches(io, ss, val_idx, bs, dev), cfg, dev, log)
+    history = fit(
+        net,
+        io.step,
+        lambda e: _batches(io, ss, train_idx, bs, dev, rng, cfg.max_train_batches),
+        lambda: _batches(io, ss, val_idx, bs, dev),
+        cfg,
+        dev,
+        log,
+    )
     metrics, chosen, test_scores = _evaluate(io, net, ss, dev, spec.fee, spec.hold_bars)
     run = {"device": str(dev), "batch_size": bs, "started": t_start, "trend_tau": io.state(), "fingerprint": fp}
     meta = _meta(ss, spec, chosen, metrics, history, train_idx, run)
@@ -277,26 +357,41 @@ def train(spec: TrainSpec, out_dir: Path | str | None = None, *, progress: bool 
     return TrainResult(out, version, metrics, history, meta["samples"])
 
 
-def evaluate_artifact(art_dir: Path | str, *, data_dirs: Sequence[Path | str] = DEFAULT_DATA,
-                      symbols: Sequence[str] = DEFAULT_SYMBOLS, start: str | None = None, end: str | None = None,
-                      device: str = "auto", fee: float | None = None, log: Log = lambda s: None) -> dict[str, Any]:
+def evaluate_artifact(
+    art_dir: Path | str,
+    *,
+    data_dirs: Sequence[Path | str] = DEFAULT_DATA,
+    symbols: Sequence[str] = DEFAULT_SYMBOLS,
+    start: str | None = None,
+    end: str | None = None,
+    device: str = "auto",
+    fee: float | None = None,
+    log: Log = lambda s: None,
+) -> dict[str, Any]:
     """Test-split report of an existing artifact on this data, with the very splits `train` would
     make, the artifact's own scalers and threshold: champion vs challenger on equal terms."""
     dev = pick_device(device)
     model, meta, spec = load_artifact(art_dir, dev)
     io = registry.family(meta["model"]["name"]).make_io(meta["threshold"]["mode"])
     target = TargetSpec.from_dict(meta["target"])
-    loaded = [load_symbol([Path(d) for d in data_dirs], s, spec.inputs, _iso_ms(start), _iso_ms(end), log)
-              for s in symbols]
-    per_symbol = [(build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series)
-                  for s, series in zip(symbols, loaded)]
+    loaded = [load_symbol([Path(d) for d in data_dirs], s, spec.inputs, _iso_ms(start), _iso_ms(end), log) for s in symbols]
+    per_symbol = [
+        (build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series) for s, series in zip(symbols, loaded)
+    ]
     ss = assemble(per_symbol, spec, scalers=spec.scalers)
     io.restore(meta["training"].get("trend_tau"))
-    report, _ = test_report(io, model, ss, dev, float(meta["threshold"]["value"]),
-                            meta["threshold"]["fee"] if fee is None else fee, hold_bars(meta))
-    return {"test": report, "validation": {"threshold": float(meta["threshold"]["value"]),
-                                           "sharpe": float(meta["threshold"]["validation_sharpe"]), "trades": -1},
-            "version": meta["version"]}
+    report, _ = test_report(
+        io, model, ss, dev, float(meta["threshold"]["value"]), meta["threshold"]["fee"] if fee is None else fee, hold_bars(meta)
+    )
+    return {
+        "test": report,
+        "validation": {
+            "threshold": float(meta["threshold"]["value"]),
+            "sharpe": float(meta["threshold"]["validation_sharpe"]),
+            "trades": -1,
+        },
+        "version": meta["version"],
+    }
 
 
 def format_metrics(name: str, m: dict[str, Any]) -> str:
@@ -307,24 +402,42 @@ def format_metrics(name: str, m: dict[str, Any]) -> str:
         # The baseline always answers the training split's most frequent class: name that class, not
         # "majority" (it need not be the test split's majority).
         always = ("SHORT", "FLAT", "LONG")[t["baseline_class"]]
-        lines.append(f"  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}   always-{always} baseline "
-                     f"(most frequent in training): accuracy {t['baseline_accuracy']:.3f}  macro-F1 {t['baseline_macro_f1']:.3f}")
-    lines.append(f"  Sharpe net of fees {t['sharpe']:.2f} (threshold {m['validation']['threshold']:.3f}, "
-                 f"hold {m['validation'].get('hold_bars', 1)} bars, {t['trades']} trades)   buy-and-hold {t['buy_and_hold_sharpe']:.2f}")
-    lines.append(f"  total return {t['total_return']:+.2%}   buy-and-hold {t['buy_and_hold_return']:+.2%}   "
-                 f"validation Sharpe {m['validation']['sharpe']:.2f}")
+        lines.append(
+            f"  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}   always-{always} baseline "
+            f"(most frequent in training): accuracy {t['baseline_accuracy']:.3f}  macro-F1 {t['baseline_macro_f1']:.3f}"
+        )
+    lines.append(
+        f"  Sharpe net of fees {t['sharpe']:.2f} (threshold {m['validation']['threshold']:.3f}, "
+        f"hold {m['validation'].get('hold_bars', 1)} bars, {t['trades']} trades)   buy-and-hold {t['buy_and_hold_sharpe']:.2f}"
+    )
+    lines.append(
+        f"  total return {t['total_return']:+.2%}   buy-and-hold {t['buy_and_hold_return']:+.2%}   "
+        f"validation Sharpe {m['validation']['sharpe']:.2f}"
+    )
     return "\n".join(lines)
 
 
 def spec_from_args(args: argparse.Namespace) -> TrainSpec:
     """The TrainSpec of a `sigd train` command line."""
     return TrainSpec(
-        model=args.model, preset=args.preset, data_dirs=tuple(args.data or DEFAULT_DATA),
-        symbols=tuple(args.symbols or DEFAULT_SYMBOLS), start=args.start, end=args.end,
+        model=args.model,
+        preset=args.preset,
+        data_dirs=tuple(args.data or DEFAULT_DATA),
+        symbols=tuple(args.symbols or DEFAULT_SYMBOLS),
+        start=args.start,
+        end=args.end,
         target=TargetSpec(args.mode, args.horizon, args.label_threshold, args.neutral_zone),
-        epochs=args.epochs or 0, batch_size=args.batch_size or 0, max_batches=args.max_batches or 0,
-        max_val=args.max_val or 0, scheduler=args.scheduler, jitter=getattr(args, "jitter", 0.0),
-        scaling=getattr(args, "scaling", 0.0), seed=args.seed, device=args.device, hold=args.hold or 0)
+        epochs=args.epochs or 0,
+        batch_size=args.batch_size or 0,
+        max_batches=args.max_batches or 0,
+        max_val=args.max_val or 0,
+        scheduler=args.scheduler,
+        jitter=getattr(args, "jitter", 0.0),
+        scaling=getattr(args, "scaling", 0.0),
+        seed=args.seed,
+        device=args.device,
+        hold=args.hold or 0,
+    )
 
 
 def _check_writable(folder: Path, what: str) -> None:
@@ -341,6 +454,7 @@ def _check_writable(folder: Path, what: str) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     """`sigd train --model NAME [--preset] [--data DIR...] [--epochs N] [--out DIR] ...`."""
+
     def say(s: str) -> None:
         print(s, file=sys.stderr, flush=True)
 

@@ -6,7 +6,8 @@ depend on is an argument, so the same bars give the same signals live and in a b
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from daemon.domain import Bar, Position, Prediction, Side, Signal
 

@@ -18,8 +18,9 @@ positions `optimize()` measured.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 from daemon.domain import Bar, Position, Prediction, Side, Signal, timeframe_ms
 from strategies.base import StrategyState, model_versions, position_side
@@ -46,8 +47,7 @@ def bars_since_trade(bar: Bar, state: StrategyState) -> int:
     return (bar.ts - state.last_trade_ts) // timeframe_ms(bar.timeframe)
 
 
-def held_side(wanted: Side, predictions: Sequence[Prediction], position: Position, bar: Bar,
-              state: StrategyState) -> Side:
+def held_side(wanted: Side, predictions: Sequence[Prediction], position: Position, bar: Bar, state: StrategyState) -> Side:
     """The side to be in after `wanted` under the predictions' holding period (threshold rule)."""
     hold = max((p.hold_bars for p in predictions), default=1)
     current = int(position_side(position)) - 1
@@ -80,9 +80,7 @@ def combine_either(predictions: Sequence[Prediction]) -> Combined:
     return Combined(active[0].side, conf, reasons + (f"{len(active)} of {len(predictions)} say it",))
 
 
-def combine_weighted(
-    predictions: Sequence[Prediction], weights: Mapping[str, float], min_score: float
-) -> Combined:
+def combine_weighted(predictions: Sequence[Prediction], weights: Mapping[str, float], min_score: float) -> Combined:
     """Weighted vote of each model's direction times its confidence."""
     reasons = tuple(_describe(p) for p in predictions)
     # A configured model that did not answer still counts in the denominator: missing input
@@ -123,9 +121,7 @@ class ConfidenceStrategy:
             return combine_either(predictions)
         return combine_weighted(predictions, self.weights, self.min_score)
 
-    def decide(
-        self, predictions: Sequence[Prediction], position: Position, bar: Bar, state: StrategyState
-    ) -> Signal | None:
+    def decide(self, predictions: Sequence[Prediction], position: Position, bar: Bar, state: StrategyState) -> Signal | None:
         """A Signal when the combined side, held for the holding period, differs from the position's."""
         joint = self.joint(predictions)
         current = position_side(position)

@@ -75,7 +75,10 @@ class PortfolioSpec:
                 raise PortfolioError("top_k", f"must be >= 1 (or unset), got {self.top_k}")
             if n_symbols is not None and self.top_k * (2 if self.long_short else 1) > n_symbols:
                 per = "2 x top_k" if self.long_short else "top_k"
-                raise PortfolioError("top_k", f"{per} = {self.top_k * (2 if self.long_short else 1)} is larger than the universe ({n_symbols} symbols)")
+                raise PortfolioError(
+                    "top_k",
+                    f"{per} = {self.top_k * (2 if self.long_short else 1)} is larger than the universe ({n_symbols} symbols)",
+                )
         # Weights that cannot be met: the per-symbol caps of the most symbols that can be held
         # sum below the book's size, so the book could never be as large as gross_cap says.
         most = self.top_k * (2 if self.long_short else 1) if self.top_k is not None else n_symbols
@@ -107,7 +110,7 @@ class Costs:
         return (self.fee_bps + self.spread_bps / 2.0 + self.slippage_bps) / 10_000.0
 
 
-def cost_rates(costs: "list[Costs] | tuple[Costs, ...]") -> np.ndarray:
+def cost_rates(costs: list[Costs] | tuple[Costs, ...]) -> np.ndarray:
     """(S,) one-way cost fractions from per-symbol Costs."""
     return np.array([c.rate for c in costs], dtype=np.float64)
 
@@ -159,7 +162,9 @@ def _top(values: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _size(longs: np.ndarray, shorts: np.ndarray, vol: np.ndarray | None, spec: PortfolioSpec, periods_per_year: float) -> np.ndarray:
+def _size(
+    longs: np.ndarray, shorts: np.ndarray, vol: np.ndarray | None, spec: PortfolioSpec, periods_per_year: float
+) -> np.ndarray:
     """Signed weights for the selected symbols, before caps.
 
     Without a volatility target each side shares its half (long/short) or all (long-only) of
@@ -216,7 +221,10 @@ def target_weights(
     scores = np.asarray(scores, dtype=np.float64)
     current = np.nan_to_num(np.asarray(current, dtype=np.float64))
     if scores.shape != current.shape or (vol is not None and np.shape(vol) != scores.shape):
-        raise PortfolioError("scores", f"shapes differ: scores {scores.shape}, current {current.shape}, vol {None if vol is None else np.shape(vol)}")
+        raise PortfolioError(
+            "scores",
+            f"shapes differ: scores {scores.shape}, current {current.shape}, vol {None if vol is None else np.shape(vol)}",
+        )
     known = np.isfinite(scores)
     longs, shorts = _select(scores, spec)
     target = _cap(_size(longs, shorts, vol, spec, periods_per_year), spec)

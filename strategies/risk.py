@@ -8,8 +8,9 @@ rule blocks them. Time is the bars' time: the cooldown counts trigger bars by ti
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class RiskState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "RiskState":
+    def from_dict(cls, raw: Mapping[str, Any]) -> RiskState:
         """Inverse of to_dict."""
         return cls(**{k: raw[k] for k in ("last_trade_ts", "peak_equity", "halted") if k in raw})
 
@@ -97,8 +98,11 @@ def protective_exit(position: Position, bar: Bar, params: RiskParams) -> Signal 
     extreme = "low" if (rule == "stop_loss") == (side == Side.LONG) else "high"  # the bar price that hit
     # The rule's name comes first and alone, so that a reader (or a filter) sees why the
     # position closed, and that a risk exit does not wait for the models' holding period.
-    reasons = (rule, f"{side.name} entry {position.entry_price:g}, bar {extreme} {price:g}: "
-               f"{move * 100:+.2f} % (limit {level * 100:.2f} %)", "risk exit: overrides the holding period")
+    reasons = (
+        rule,
+        f"{side.name} entry {position.entry_price:g}, bar {extreme} {price:g}: {move * 100:+.2f} % (limit {level * 100:.2f} %)",
+        "risk exit: overrides the holding period",
+    )
     return Signal(bar.symbol, bar.ts, Side.FLAT, 1.0, bar.close, RISK_STRATEGY, reasons)
 
 
@@ -140,9 +144,7 @@ def gate(signal: Signal, position: Position, state: RiskState, params: RiskParam
     if current == Side.FLAT:
         return Verdict(None, None, blocked)
     # Flipping while entries are blocked: close the opposite position, open nothing.
-    exit_signal = dataclasses.replace(
-        signal, side=Side.FLAT, reasons=signal.reasons + (f"entry blocked: {blocked}",)
-    )
+    exit_signal = dataclasses.replace(signal, side=Side.FLAT, reasons=signal.reasons + (f"entry blocked: {blocked}",))
     return Verdict(exit_signal, 0.0, blocked)
 
 
@@ -166,8 +168,9 @@ class PortfolioLimits:
 TOLERANCE = 1e-9  # relative slack so that an entry sized exactly at a cap passes
 
 
-def portfolio_block(symbol: str, target_notional: float, book: Mapping[str, float], eq: float,
-                    limits: PortfolioLimits) -> str | None:
+def portfolio_block(
+    symbol: str, target_notional: float, book: Mapping[str, float], eq: float, limits: PortfolioLimits
+) -> str | None:
     """Why an entry that makes `symbol`'s |notional| `target_notional` breaks a limit, or None.
 
     `book` maps every symbol to its |notional| now (positions and orders already decided).
@@ -184,8 +187,9 @@ def portfolio_block(symbol: str, target_notional: float, book: Mapping[str, floa
     return None
 
 
-def gate_portfolio(verdict: Verdict, position: Position, book: Mapping[str, float], eq: float,
-                   limits: PortfolioLimits) -> Verdict:
+def gate_portfolio(
+    verdict: Verdict, position: Position, book: Mapping[str, float], eq: float, limits: PortfolioLimits
+) -> Verdict:
     """Apply the portfolio limits to the risk gate's verdict: exits and reductions always pass;
     an entry or increase that breaks a limit is blocked (a flip becomes the exit alone)."""
     if verdict.signal is None or verdict.target is None:
@@ -199,8 +203,9 @@ def gate_portfolio(verdict: Verdict, position: Position, book: Mapping[str, floa
         return verdict
     if position_side(position) == Side.FLAT:
         return Verdict(None, None, blocked)
-    exit_signal = dataclasses.replace(verdict.signal, side=Side.FLAT,
-                                      reasons=verdict.signal.reasons + (f"entry blocked: {blocked}",))
+    exit_signal = dataclasses.replace(
+        verdict.signal, side=Side.FLAT, reasons=verdict.signal.reasons + (f"entry blocked: {blocked}",)
+    )
     return Verdict(exit_signal, 0.0, blocked)
 
 

@@ -97,8 +97,7 @@ def net_returns(pos: np.ndarray, returns: np.ndarray, fee: float = DEFAULT_FEE) 
     return pos * np.asarray(returns, dtype=np.float64) - fee * turnover
 
 
-def sharpe(pos: np.ndarray, returns: np.ndarray, fee: float = DEFAULT_FEE,
-           bars_per_year: float = MINUTES_PER_YEAR) -> float:
+def sharpe(pos: np.ndarray, returns: np.ndarray, fee: float = DEFAULT_FEE, bars_per_year: float = MINUTES_PER_YEAR) -> float:
     """Annualized Sharpe ratio of holding `pos` (-1/0/+1) over `returns`, net of fees; 0 when flat."""
     r = net_returns(pos, returns, fee)
     sd = r.std()
@@ -107,8 +106,7 @@ def sharpe(pos: np.ndarray, returns: np.ndarray, fee: float = DEFAULT_FEE,
     return float(r.mean() / sd * math.sqrt(bars_per_year))
 
 
-def buy_and_hold_sharpe(returns: np.ndarray, fee: float = DEFAULT_FEE,
-                        bars_per_year: float = MINUTES_PER_YEAR) -> float:
+def buy_and_hold_sharpe(returns: np.ndarray, fee: float = DEFAULT_FEE, bars_per_year: float = MINUTES_PER_YEAR) -> float:
     """Sharpe of being long the whole period (one entry fee)."""
     return sharpe(np.ones(len(returns)), returns, fee, bars_per_year)
 
@@ -132,9 +130,16 @@ class ThresholdResult:
     hold: int = 1  # holding period (bars) the Sharpe was measured with
 
 
-def optimize(scores: np.ndarray, returns: np.ndarray, mode: Mode = "classification", *,
-             fee: float = DEFAULT_FEE, bars_per_year: float = MINUTES_PER_YEAR,
-             grid: np.ndarray | None = None, hold: int = 1) -> ThresholdResult:
+def optimize(
+    scores: np.ndarray,
+    returns: np.ndarray,
+    mode: Mode = "classification",
+    *,
+    fee: float = DEFAULT_FEE,
+    bars_per_year: float = MINUTES_PER_YEAR,
+    grid: np.ndarray | None = None,
+    hold: int = 1,
+) -> ThresholdResult:
     """Grid-search the threshold maximizing annualized Sharpe net of fees under holding period
     `hold` (ties: the higher threshold)."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -12,8 +12,9 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -22,8 +23,14 @@ from daemon.config import AlertsConfig, SignalWsConfig, TelegramConfig, WebhookC
 
 def alerts_config(**overrides: Any) -> AlertsConfig:
     """[alerts] for tests: fast backoff, no websocket, no daily summary unless asked."""
-    base = AlertsConfig(log=False, signal_ws=SignalWsConfig(enabled=False), backoff_base_s=0.05,
-                        backoff_max_s=0.2, delivery_timeout_s=1.0, daily_summary_utc="")
+    base = AlertsConfig(
+        log=False,
+        signal_ws=SignalWsConfig(enabled=False),
+        backoff_base_s=0.05,
+        backoff_max_s=0.2,
+        delivery_timeout_s=1.0,
+        daily_summary_utc="",
+    )
     return replace(base, **overrides)
 
 
@@ -34,14 +41,28 @@ def webhook(name: str, url: str, secret_env: str, types: tuple[str, ...] = ()) -
 
 def telegram(base_url: str, chat_id: int, allowed: tuple[int, ...], token_env: str = "TEST_TG_TOKEN") -> TelegramConfig:
     """[alerts.telegram] pointing at the fake Bot API."""
-    return TelegramConfig(enabled=True, base_url=base_url, token_env=token_env, chat_id=chat_id,
-                          allowed_user_ids=allowed, poll_timeout_s=1.0, confirm_s=60.0)
+    return TelegramConfig(
+        enabled=True,
+        base_url=base_url,
+        token_env=token_env,
+        chat_id=chat_id,
+        allowed_user_ids=allowed,
+        poll_timeout_s=1.0,
+        confirm_s=60.0,
+    )
 
 
 def signal_payload(bar_ts: int, side: str = "LONG", price: float = 3120.5) -> dict[str, Any]:
     """A signal event payload as the engine publishes it."""
-    return {"symbol": "ETH/USDT", "side": side, "confidence": 0.71, "price": price, "bar_ts": bar_ts,
-            "strategy": "threshold", "model_versions": {"mtf_transformer": "v3", "cnn_lstm_attn": "v2"}}
+    return {
+        "symbol": "ETH/USDT",
+        "side": side,
+        "confidence": 0.71,
+        "price": price,
+        "bar_ts": bar_ts,
+        "strategy": "threshold",
+        "model_versions": {"mtf_transformer": "v3", "cnn_lstm_attn": "v2"},
+    }
 
 
 async def eventually(cond: Any, timeout_s: float = 10.0, what: str = "condition") -> None:
@@ -79,8 +100,7 @@ class _Server:
 class WebhookReceiver(_Server):
     """Records verified webhook bodies; answers `status` (e.g. 503 for "down", 400 for "reject")."""
 
-    def __init__(self, secret: str, status: int = 200, delay_s: float = 0.0, throttle: int = 0,
-                 retry_after: str = "1") -> None:
+    def __init__(self, secret: str, status: int = 200, delay_s: float = 0.0, throttle: int = 0, retry_after: str = "1") -> None:
         super().__init__()
         self.secret = secret.encode()
         self.status = status
@@ -149,10 +169,18 @@ class FakeBotApi(_Server):
     def message(self, user_id: int, text: str, chat_id: int | None = None) -> None:
         """Queue a text message from `user_id` (in their private chat unless `chat_id`)."""
         self._next_id += 1
-        self.updates.append({"update_id": self._next_id, "message": {
-            "message_id": self._next_id, "date": int(time.time()), "text": text,
-            "from": {"id": user_id, "is_bot": False, "first_name": "t"},
-            "chat": {"id": chat_id if chat_id is not None else user_id, "type": "private"}}})
+        self.updates.append(
+            {
+                "update_id": self._next_id,
+                "message": {
+                    "message_id": self._next_id,
+                    "date": int(time.time()),
+                    "text": text,
+                    "from": {"id": user_id, "is_bot": False, "first_name": "t"},
+                    "chat": {"id": chat_id if chat_id is not None else user_id, "type": "private"},
+                },
+            }
+        )
         self._arrived.set()
 
     @property

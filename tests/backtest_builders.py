@@ -40,11 +40,17 @@ def aggregate(rows: np.ndarray, timeframe: str) -> np.ndarray:
     return np.array(out)
 
 
-def tape_dir(root: Path, minutes: int = 3000, *, symbol: str = "ETH/USDT", seed: int = 0,
-             hours_before: int = 48, days_before: int = 30) -> Path:
+def tape_dir(
+    root: Path, minutes: int = 3000, *, symbol: str = "ETH/USDT", seed: int = 0, hours_before: int = 48, days_before: int = 30
+) -> Path:
     """A data dir: symbol 1m/1h/1d and BTC/USDT 1m, with 1h/1d history reaching before the 1m span."""
-    m = walk("1m", minutes + hours_before * 60 + days_before * 1440, start=T0 - (days_before * 1440 + hours_before * 60) * 60_000, seed=seed)
-    write_tape(root, symbol, "1m", m[days_before * 1440 + hours_before * 60:])
+    m = walk(
+        "1m",
+        minutes + hours_before * 60 + days_before * 1440,
+        start=T0 - (days_before * 1440 + hours_before * 60) * 60_000,
+        seed=seed,
+    )
+    write_tape(root, symbol, "1m", m[days_before * 1440 + hours_before * 60 :])
     write_tape(root, symbol, "1h", aggregate(m, "1h"))
     write_tape(root, symbol, "1d", aggregate(m, "1d"))
     btc = walk("1m", minutes, start=T0, seed=seed + 1, price=30_000.0)
@@ -73,8 +79,20 @@ def train_tiny(data: Path, out: Path, names: tuple[str, ...] = ("mtf_transformer
     from pipeline.train import train
 
     for name in names:
-        train(TrainSpec(name, preset="tiny", data_dirs=(str(data),), symbols=("ETH/USDT",), epochs=1, max_batches=2,
-                        device="cpu", target=TargetSpec(**TINY_TARGET), **kw), out / name)
+        train(
+            TrainSpec(
+                name,
+                preset="tiny",
+                data_dirs=(str(data),),
+                symbols=("ETH/USDT",),
+                epochs=1,
+                max_batches=2,
+                device="cpu",
+                target=TargetSpec(**TINY_TARGET),
+                **kw,
+            ),
+            out / name,
+        )
     return out
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
-
-import logging
 
 import pytest
 import structlog

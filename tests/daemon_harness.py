@@ -14,8 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from tests.conftest import REPO
 
@@ -40,15 +41,14 @@ class DaemonProcess:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.sock_path)
         self.sock.setblocking(False)
-        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": self.sock_path,
-                    **env}
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": self.sock_path, **env}
         if watchdog_usec:
             self.env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.datagrams: list[tuple[float, bytes]] = []
 
-    def start(self, piped: bool = False) -> "DaemonProcess":
+    def start(self, piped: bool = False) -> DaemonProcess:
         """Start the daemon; `piped` sends its output through a pipe (a thread here writes the
         log file), so that a file-size limit put on the daemon limits only its own files."""
         argv = [sys.executable, "-m", "daemon", "run", "-c", str(self.config)]
@@ -145,8 +145,17 @@ def build_tiny_artifacts(out: Path) -> dict[str, Path]:
 
     dirs: dict[str, Path] = {}
     for name in ("mtf_transformer", "cnn_lstm_attn"):
-        spec = TrainSpec(name, preset="tiny", data_dirs=(str(TAPE),), symbols=("ETH/USDT",), end=TRAIN_END, epochs=1,
-                         max_batches=3, seed=1, device="cpu")
+        spec = TrainSpec(
+            name,
+            preset="tiny",
+            data_dirs=(str(TAPE),),
+            symbols=("ETH/USDT",),
+            end=TRAIN_END,
+            epochs=1,
+            max_batches=3,
+            seed=1,
+            device="cpu",
+        )
         res = train(spec, out / name)
         dirs[name] = res.artifact_dir
     dirs["mtf_transformer-flat"] = Path(shutil.copytree(dirs["mtf_transformer"], out / "mtf_transformer-flat"))
@@ -201,8 +210,7 @@ def make_constant(artifact: Path, side: int) -> None:
     with torch.no_grad():
         head.weight.zero_()
         head.bias.copy_(torch.tensor([20.0 if i == side else 0.0 for i in range(3)]))
-    meta = {k: v for k, v in doc.items() if k not in ("format", "format_version", "model", "classes", "version",
-                                                       "weights")}
+    meta = {k: v for k, v in doc.items() if k not in ("format", "format_version", "model", "classes", "version", "weights")}
     meta["threshold"] = {**doc["threshold"], "value": 0.34}
     save_artifact(artifact, model, doc["model"]["name"], doc["model"]["config"], meta)
 
@@ -214,27 +222,43 @@ API_TOKEN = "api-crash-token-9876"
 CRASH_ENV = {"CRASH_WEBHOOK_SECRET": WEBHOOK_SECRET, "SIGD_API_TOKEN": API_TOKEN}
 
 
-def trading_sections(tmp: Path, artifacts: dict[str, Path], hook_url: str, *, mode: str = "paper",
-                     lx_url: str = "", start: str = "", speed: float = 60.0) -> dict[str, dict[str, Any]]:
+def trading_sections(
+    tmp: Path,
+    artifacts: dict[str, Path],
+    hook_url: str,
+    *,
+    mode: str = "paper",
+    lx_url: str = "",
+    start: str = "",
+    speed: float = 60.0,
+) -> dict[str, dict[str, Any]]:
     """Config sections for a daemon that trades all the time (shaped tiny models, +-5 bp exits)
     and whose only alert channel is one webhook, so every alert is visible to the receiver.
     `lx_url` points at a local exchange the test runs (it outlives the daemon); else one is embedded."""
     return {
-        "local_exchange": {"url": lx_url, "speed": speed, "start": start} if lx_url
+        "local_exchange": {"url": lx_url, "speed": speed, "start": start}
+        if lx_url
         else {"port": free_port(), "speed": speed, "start": start},
         "store": {"path": tmp / "state.sqlite"},
         "log": {"format": "json"},
-        "models": {"device": "cpu", "paths": {"mtf_transformer": artifacts["mtf_transformer-flat"],
-                                               "cnn_lstm_attn": artifacts["cnn_lstm_attn-long"]},
-                   "trade_only_validated": False},  # the shaped test models have no validation block
+        "models": {
+            "device": "cpu",
+            "paths": {"mtf_transformer": artifacts["mtf_transformer-flat"], "cnn_lstm_attn": artifacts["cnn_lstm_attn-long"]},
+            "trade_only_validated": False,
+        },  # the shaped test models have no validation block
         "api": {"port": free_port()},
         "service": {"stale_after_s": 5.0, "shutdown_deadline_s": 5.0, "status_interval_s": 1.0},
         "retrain": {"enabled": False},
         "broker": {"mode": mode, "unknown_grace_s": 1.0},
         "strategy": {"combine": "either", "cooldown_bars": 0, "stop_loss": 0.0005, "take_profit": 0.0005},
-        "alerts": {"log": False, "backoff_base_s": 0.2, "backoff_max_s": 1.0, "delivery_timeout_s": 2.0,
-                   "daily_summary_utc": "",
-                   "webhooks": [{"name": "hook", "url": hook_url, "secret_env": "CRASH_WEBHOOK_SECRET"}]},
+        "alerts": {
+            "log": False,
+            "backoff_base_s": 0.2,
+            "backoff_max_s": 1.0,
+            "delivery_timeout_s": 2.0,
+            "daily_summary_utc": "",
+            "webhooks": [{"name": "hook", "url": hook_url, "secret_env": "CRASH_WEBHOOK_SECRET"}],
+        },
         "alerts.signal_ws": {"enabled": False},
     }
 
@@ -258,8 +282,9 @@ async def wait_crash(daemon: DaemonProcess, timeout: float) -> int:
     return int(daemon.proc.returncode)
 
 
-def assert_invariants(db: Path, received: list[dict[str, Any]], account: Any = None,
-                      start_balance: float = 0.0, symbol: str = "ETH/USDT") -> None:
+def assert_invariants(
+    db: Path, received: list[dict[str, Any]], account: Any = None, start_balance: float = 0.0, symbol: str = "ETH/USDT"
+) -> None:
     """The written invariants (README, "Operations: crash recovery"), checked after a restart.
 
     `received` is what the webhook receiver got; `account` the local exchange's account
@@ -288,8 +313,9 @@ def assert_invariants(db: Path, received: list[dict[str, Any]], account: Any = N
             opened = f"order-{e['client_order_id']}-open"
             assert first.get(opened, len(received)) < first[e["id"]], f"I7: {e['id']} without {opened} before it"
     # I3. No duplicate order: one order per decision (symbol, bar, strategy), one fill per order.
-    per_decision = query(db, "SELECT symbol, bar_ts, side, COUNT(*) FROM orders GROUP BY symbol, bar_ts, side "
-                             "HAVING COUNT(*) > 1")
+    per_decision = query(
+        db, "SELECT symbol, bar_ts, side, COUNT(*) FROM orders GROUP BY symbol, bar_ts, side HAVING COUNT(*) > 1"
+    )
     per_order = query(db, "SELECT client_order_id, COUNT(*) FROM fills GROUP BY 1 HAVING COUNT(*) > 1")
     assert per_decision == [] and per_order == [], f"I3: {per_decision} {per_order}"
     # I4. Whatever a crash left unresolved is settled after the restart: only the newest order of
@@ -312,13 +338,12 @@ def _assert_exchange_agrees(db: Path, account: Any, start_balance: float, positi
     at_exchange = [o.client_id for o in account.orders.values() if o.symbol == symbol.replace("/", "")]
     # I3 at the exchange: every order sigd placed is one sigd stored first, and none twice.
     assert len(at_exchange) == len(set(at_exchange)), f"I3: duplicate client ids at the exchange {at_exchange}"
-    assert set(at_exchange) <= set(ours), f"I3: orders at the exchange that sigd never stored"
+    assert set(at_exchange) <= set(ours), "I3: orders at the exchange that sigd never stored"
     assert all(ours[c] == "filled" for c in at_exchange), f"I3: exchange orders not recorded as filled: {ours}"
     # I6. Position equals the exchange's: base balance = start balance + our position.
     base = symbol.split("/")[0]
     held = account.free.get(base, 0.0) + account.locked.get(base, 0.0)
-    assert abs(held - (start_balance + position)) < 1e-6, f"I6: exchange holds {held}, ledger implies " \
-                                                           f"{start_balance + position}"
+    assert abs(held - (start_balance + position)) < 1e-6, f"I6: exchange holds {held}, ledger implies {start_balance + position}"
 
 
 class Market:

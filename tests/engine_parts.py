@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from daemon.market.bars import Buffers
-from daemon.domain import Bar, Prediction, Side, class_scores, timeframe_ms
 from daemon.alerts.outbox import RESERVED_KEYS
+from daemon.domain import Bar, Prediction, Side, class_scores, timeframe_ms
+from daemon.market.bars import Buffers
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 
 
-def bar(ts: int, close: float, *, symbol: str = "ETH/USDT", timeframe: str = "1m", open: float | None = None,
-        high: float | None = None, low: float | None = None, volume: float = 1.0) -> Bar:
+def bar(
+    ts: int,
+    close: float,
+    *,
+    symbol: str = "ETH/USDT",
+    timeframe: str = "1m",
+    open: float | None = None,
+    high: float | None = None,
+    low: float | None = None,
+    volume: float = 1.0,
+) -> Bar:
     """A valid bar around `close` (open defaults to close; high/low enclose both)."""
     o = close if open is None else open
-    return Bar(symbol, timeframe, ts, o, max(o, close) if high is None else high,
-               min(o, close) if low is None else low, close, volume)
+    return Bar(
+        symbol, timeframe, ts, o, max(o, close) if high is None else high, min(o, close) if low is None else low, close, volume
+    )
 
 
 def series(closes: list[float], *, start: int = T0, symbol: str = "ETH/USDT", timeframe: str = "1m") -> list[Bar]:
@@ -104,8 +115,7 @@ class FixedPredictor(MomentumPredictor):
         rest = (1.0 - self.confidence) / 2
         probs = [rest, rest, rest]
         probs[int(self.side)] = self.confidence
-        return Prediction(self.name, self.version, bar_ts, class_scores(probs), self.side,
-                          self.confidence, self.threshold)
+        return Prediction(self.name, self.version, bar_ts, class_scores(probs), self.side, self.confidence, self.threshold)
 
 
 class FailingPredictor(MomentumPredictor):

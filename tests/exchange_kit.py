@@ -6,20 +6,20 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import numpy as np
 
-from daemon.market.bars import Buffers, Ring
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar, timeframe_ms
+from daemon.localexchange import LocalExchange, bundled_tape_dir
+from daemon.market.bars import Buffers, Ring
 from daemon.market.exchange import ExchangeClient, make_client
 from daemon.market.feed import Feed
-from daemon.localexchange import LocalExchange, bundled_tape_dir
 from daemon.store import Store
 
 KEY, SECRET = "feed-test-key", "feed-test-secret"
@@ -30,8 +30,15 @@ DAY = 1_754_784_000_000
 
 def feed_config(**kw: object) -> ExchangeConfig:
     """Defaults for tests: fast backoff, short stall timeouts, no client-side throttle."""
-    base = dict(enable_rate_limit=False, stall_factor=1.5, stall_floor_s=1.0, backoff_base_s=0.05,
-                backoff_max_s=0.5, request_timeout_s=2.0, max_retries=6)
+    base = dict(
+        enable_rate_limit=False,
+        stall_factor=1.5,
+        stall_floor_s=1.0,
+        backoff_base_s=0.05,
+        backoff_max_s=0.5,
+        request_timeout_s=2.0,
+        max_retries=6,
+    )
     base.update(kw)
     return ExchangeConfig(**base)  # type: ignore[arg-type]
 
@@ -43,8 +50,7 @@ DAY_2021 = 1_621_296_000_000  # 2021-05-18T00:00:00Z: 1440 1m bars of history be
 
 
 @asynccontextmanager
-async def local_exchange(start_ms: int, speed: float, tape: Path | None = None,
-                         **kw: object) -> AsyncIterator[LocalExchange]:
+async def local_exchange(start_ms: int, speed: float, tape: Path | None = None, **kw: object) -> AsyncIterator[LocalExchange]:
     """A running local exchange on 127.0.0.1, an ephemeral port (the bundled 2025 tape by default)."""
     lx = LocalExchange(tape, start_ms=start_ms, speed=speed, api_key=KEY, api_secret=SECRET, **kw)  # type: ignore[arg-type]
     await lx.start()
@@ -55,8 +61,9 @@ async def local_exchange(start_ms: int, speed: float, tape: Path | None = None,
 
 
 @asynccontextmanager
-async def exchange_client(lx: LocalExchange, cfg: ExchangeConfig, *, key: str = KEY,
-                          secret: str = SECRET) -> AsyncIterator[ExchangeClient]:
+async def exchange_client(
+    lx: LocalExchange, cfg: ExchangeConfig, *, key: str = KEY, secret: str = SECRET
+) -> AsyncIterator[ExchangeClient]:
     """The real ccxt client pointed at `lx`."""
     client = make_client(cfg, rest_url=lx.rest_url, ws_url=lx.ws_url, api_key=key, api_secret=secret)
     try:
@@ -80,6 +87,7 @@ class Recorder:
 
     async def until(self, cond: Callable[[], bool], timeout: float) -> None:
         """Wait until `cond()` holds (checked after every bar and every 50 ms)."""
+
         async def loop() -> None:
             while not cond():
                 self.wake.clear()
@@ -87,12 +95,14 @@ class Recorder:
                     await asyncio.wait_for(self.wake.wait(), 0.05)
                 except TimeoutError:
                     pass
+
         await asyncio.wait_for(loop(), timeout)
 
 
 @asynccontextmanager
-async def running_feed(client: ExchangeClient, store: Store, cfg: ExchangeConfig, speed: float,
-                       recorder: Recorder | None = None) -> AsyncIterator[Feed]:
+async def running_feed(
+    client: ExchangeClient, store: Store, cfg: ExchangeConfig, speed: float, recorder: Recorder | None = None
+) -> AsyncIterator[Feed]:
     """A started feed (warmed up when entered); cancelled on exit."""
     await client.start()
     feed = Feed(client, store, Buffers(), cfg, recorder, speed=speed)
@@ -108,7 +118,7 @@ async def running_feed(client: ExchangeClient, store: Store, cfg: ExchangeConfig
         await asyncio.gather(task, return_exceptions=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def tape(symbol: str, timeframe: str, directory: Path | None = None) -> dict[int, tuple[float, ...]]:
     """A bundled tape of one stream (the 2025 one by default): ts -> (ts, o, h, l, c, v)."""
     path = Path(directory or bundled_tape_dir()) / f"{symbol.replace('/', '_')}-{timeframe}.csv.gz"

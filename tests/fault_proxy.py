@@ -57,7 +57,7 @@ class FaultProxy:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
-    async def start(self) -> "FaultProxy":
+    async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -203,8 +203,7 @@ def _truncated(frame: bytes, header_len: int, rng: random.Random) -> bytes:
     payload = frame[header_len:]
     cut = payload[: rng.randrange(0, max(1, len(payload)))]
     n = len(cut)
-    length = bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n) if n < 65536 else \
-        bytes([127]) + struct.pack(">Q", n)
+    length = bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n) if n < 65536 else bytes([127]) + struct.pack(">Q", n)
     return bytes([frame[0]]) + length + cut
 
 

@@ -12,8 +12,9 @@ from daemon.domain import timeframe_ms
 START_MS = 1_722_470_400_000  # 2024-08-01T00:00Z, aligned to 1m, 1h and 1d
 
 
-def random_bars(n: int, timeframe: str = "1m", *, seed: int = 0, start_ms: int = START_MS,
-                price: float = 3000.0, vol: float = 0.002) -> np.ndarray:
+def random_bars(
+    n: int, timeframe: str = "1m", *, seed: int = 0, start_ms: int = START_MS, price: float = 3000.0, vol: float = 0.002
+) -> np.ndarray:
     """n valid bars [n, 6] of a random walk (ts, open, high, low, close, volume)."""
     rng = np.random.default_rng(seed)
     step = timeframe_ms(timeframe)
@@ -48,9 +49,17 @@ def write_market(directory: Path, n_1m: int = 3000, seed: int = 0) -> Path:
     for k, (symbol, price) in enumerate((("ETH/USDT", 3000.0), ("BTC/USDT", 60000.0))):
         write_tape(directory, symbol, "1m", random_bars(n_1m, "1m", seed=seed + k, price=price))
         n_h = 400
-        write_tape(directory, symbol, "1h", random_bars(n_h, "1h", seed=seed + 10 + k, price=price,
-                                                        start_ms=end - n_h * 3_600_000, vol=0.01))
+        write_tape(
+            directory,
+            symbol,
+            "1h",
+            random_bars(n_h, "1h", seed=seed + 10 + k, price=price, start_ms=end - n_h * 3_600_000, vol=0.01),
+        )
         n_d = 60
-        write_tape(directory, symbol, "1d", random_bars(n_d, "1d", seed=seed + 20 + k, price=price,
-                                                        start_ms=end - n_d * 86_400_000, vol=0.03))
+        write_tape(
+            directory,
+            symbol,
+            "1d",
+            random_bars(n_d, "1d", seed=seed + 20 + k, price=price, start_ms=end - n_d * 86_400_000, vol=0.03),
+        )
     return directory

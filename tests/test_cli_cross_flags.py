@@ -14,14 +14,23 @@ TAPE = str(REPO / "daemon" / "localexchange" / "tape")
 @pytest.mark.parametrize(
     ("argv", "flag", "says"),
     [
-        (["train", "--model", "gru", "--neutral-zone", "0.01", "--label-threshold", "0.002"], "--neutral-zone",
-         "is above --label-threshold"),
+        (
+            ["train", "--model", "gru", "--neutral-zone", "0.01", "--label-threshold", "0.002"],
+            "--neutral-zone",
+            "is above --label-threshold",
+        ),
         (["train", "--model", "gru", "--from", "2025-02-01", "--to", "2025-01-01"], "--to", "is not after --from"),
-        (["compare", "--families", "gru", "--data", TAPE, "--symbols", "FOO/USDT", "--out", "x"], "--symbols",
-         "'FOO/USDT' has no tape file"),
+        (
+            ["compare", "--families", "gru", "--data", TAPE, "--symbols", "FOO/USDT", "--out", "x"],
+            "--symbols",
+            "'FOO/USDT' has no tape file",
+        ),
         (["tune", "--data", TAPE, "--from", "nope"], "--from", "'nope' is not an ISO 8601 instant"),
-        (["compare", "--validate", TAPE, "--data", TAPE, "--from", "2025-13-01", "--out", "x"], "--from",
-         "is not an ISO 8601 instant"),
+        (
+            ["compare", "--validate", TAPE, "--data", TAPE, "--from", "2025-13-01", "--out", "x"],
+            "--from",
+            "is not an ISO 8601 instant",
+        ),
         (["research", "--data", TAPE, "--to", "yesterday"], "--to", "is not an ISO 8601 instant"),
         (["train", "--model", "nope"], "--model", "unknown model family 'nope'"),
     ],

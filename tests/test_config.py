@@ -43,8 +43,14 @@ def test_config_is_frozen() -> None:
         ("[exchange]\nsymbols = []\n", "exchange.symbols: is empty; list at least one symbol"),
         ("[exchange]\nsymbols = ['ETHUSDT']\n", "exchange.symbols[0]: expected BASE/QUOTE, got 'ETHUSDT'"),
         ("[exchange]\nsymbol = 'ETH/USDT'\nsymbols = ['SOL/USDT']\n", "exchange.symbol: give exchange.symbols or"),
-        ("[exchange]\nsymbols = ['ETH/USDT']\n[symbols.'SOL/USDT']\nallow_short = false\n", "symbols.SOL/USDT: overrides a symbol that is not traded"),
-        ("[exchange]\nsymbols = ['ETH/USDT']\n[symbols.'ETH/USDT']\nposition_fraction = 2.0\n", "symbols.ETH/USDT.position_fraction"),
+        (
+            "[exchange]\nsymbols = ['ETH/USDT']\n[symbols.'SOL/USDT']\nallow_short = false\n",
+            "symbols.SOL/USDT: overrides a symbol that is not traded",
+        ),
+        (
+            "[exchange]\nsymbols = ['ETH/USDT']\n[symbols.'ETH/USDT']\nposition_fraction = 2.0\n",
+            "symbols.ETH/USDT.position_fraction",
+        ),
         ("[portfolio]\nmax_open_positions = -1\n", "portfolio.max_open_positions"),
     ],
 )
@@ -60,7 +66,8 @@ def test_symbols_list_legacy_symbol_and_overrides(write_config) -> None:
     legacy = config.load(write_config("[exchange]\nsymbol = 'SOL/USDT'\n"))
     assert legacy.exchange.symbols == ("SOL/USDT",) and legacy.exchange.symbol == "SOL/USDT"
     assert config.load(write_config("")).exchange.symbols == ("ETH/USDT",)
-    many = config.load(write_config("""
+    many = config.load(
+        write_config("""
         [exchange]
         symbols = ["ETH/USDT", "SOL/USDT", "XRP/USDT"]
         [strategy]
@@ -70,7 +77,8 @@ def test_symbols_list_legacy_symbol_and_overrides(write_config) -> None:
         allow_short = false
         [portfolio]
         max_open_positions = 2
-    """))
+    """)
+    )
     assert many.exchange.symbols == ("ETH/USDT", "SOL/USDT", "XRP/USDT")
     sol, eth = many.strategy_for("SOL/USDT"), many.strategy_for("ETH/USDT")
     assert (sol.position_fraction, sol.allow_short) == (0.05, False)
@@ -132,8 +140,9 @@ def test_unreadable_files_exit_2_with_one_line(tmp_path, capsys, content: bytes,
 
 
 def test_directory_as_config_exits_2(tmp_path) -> None:
-    out = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "daemon", "check", "-c", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     assert out.stderr == f"sigd: config error: {tmp_path}: is a directory, not a config file\n"
 
@@ -175,10 +184,10 @@ def test_non_finite_allowed_only_where_a_field_says_so() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "[exchange]\nsymbols = ['{big}']\n",       # a section's check() echoes it
-        "[exchange]\nendpoint = '{big}'\n",              # a Literal echoes it
-        "[exchange]\nwarmup_bars = '{big}'\n",           # a wrong type echoes it
-        "[exchange]\n{big} = 1\n",                       # an unknown key
+        "[exchange]\nsymbols = ['{big}']\n",  # a section's check() echoes it
+        "[exchange]\nendpoint = '{big}'\n",  # a Literal echoes it
+        "[exchange]\nwarmup_bars = '{big}'\n",  # a wrong type echoes it
+        "[exchange]\n{big} = 1\n",  # an unknown key
     ],
 )
 def test_echoed_values_are_truncated(tmp_path, capsys, text: str) -> None:
@@ -192,19 +201,28 @@ def test_echoed_values_are_truncated(tmp_path, capsys, text: str) -> None:
 def test_run_refuses_bad_input_as_check_does(write_config, tmp_path) -> None:
     # A missing file and a missing model: one clean line per problem and exit 2, no traceback
     # in a JSON log line, no store created.
-    missing = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(tmp_path / "missing.toml")],
-                             cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 2 and missing.stderr == f"sigd: config error: {tmp_path / 'missing.toml'}: config file not found\n"
+    missing = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "-c", str(tmp_path / "missing.toml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        missing.returncode == 2 and missing.stderr == f"sigd: config error: {tmp_path / 'missing.toml'}: config file not found\n"
+    )
     path = write_config(f"""
         [store]
-        path = "{tmp_path / 'state' / 'sigd.sqlite'}"
+        path = "{tmp_path / "state" / "sigd.sqlite"}"
         [models]
-        paths = {{ mtf_transformer = "{tmp_path / 'none'}", cnn_lstm_attn = "{REPO / 'models/artifacts/cnn_lstm_attn'}" }}
+        paths = {{ mtf_transformer = "{tmp_path / "none"}", cnn_lstm_attn = "{REPO / "models/artifacts/cnn_lstm_attn"}" }}
     """)
-    run = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
-    check = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(path)], cwd=REPO,
-                           capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "-c", str(path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "daemon", "check", "-c", str(path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 2 and check.returncode == 2  # one code for the same problems
     assert "Traceback" not in run.stderr and "Traceback" not in run.stdout
     assert run.stderr.replace("sigd run:", "sigd check:") == check.stderr

@@ -23,8 +23,17 @@ async def test_every_subscriber_gets_every_event_in_order() -> None:
     got_a = [e.ts async for e in a]
     got_b = [e.to_dict() async for e in b]
     assert got_a == [60_000, 120_000]
-    assert got_b[0] == {"kind": "bar_closed", "symbol": "ETH/USDT", "timeframe": "1m", "ts": 60_000, "open": 1.0,
-                        "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0}
+    assert got_b[0] == {
+        "kind": "bar_closed",
+        "symbol": "ETH/USDT",
+        "timeframe": "1m",
+        "ts": 60_000,
+        "open": 1.0,
+        "high": 2.0,
+        "low": 0.5,
+        "close": 1.5,
+        "volume": 10.0,
+    }
 
 
 async def test_a_slow_subscriber_is_dropped_and_counted_never_blocking_the_publisher() -> None:

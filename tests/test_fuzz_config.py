@@ -32,12 +32,22 @@ def _keys(cls: type, prefix: str = "") -> list[tuple[str, str]]:
 
 
 KEYS = _keys(config.Config)
-SCALAR = (st.integers(-2**63, 2**63 - 1) | st.floats() | st.sampled_from([math.inf, -math.inf, math.nan, 0.5, 2.0])
-          | st.booleans() | st.text(max_size=30)
-          | st.sampled_from(["ETH/USDT", "1m", "local", "cpu", "auto", "127.0.0.1", ""]))
-VALUE = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=3)
-                     | st.dictionaries(st.sampled_from(["mtf_transformer", "cnn_lstm_attn", "x"]), inner, max_size=2),
-                     max_leaves=6)
+SCALAR = (
+    st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.sampled_from([math.inf, -math.inf, math.nan, 0.5, 2.0])
+    | st.booleans()
+    | st.text(max_size=30)
+    | st.sampled_from(["ETH/USDT", "1m", "local", "cpu", "auto", "127.0.0.1", ""])
+)
+VALUE = st.recursive(
+    SCALAR,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["mtf_transformer", "cnn_lstm_attn", "x"]), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
 
 
 @st.composite

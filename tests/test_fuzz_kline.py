@@ -18,9 +18,11 @@ from daemon.domain import Bar
 from daemon.market.exchange import make_client
 
 WS = "ws://127.0.0.1:9/stream/ws"  # never dialled: frames are handed to the client directly
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
 SYMBOL = "ETHUSDT"  # what a market id maps to before markets are loaded
 NUMBER_TEXT = st.floats(min_value=1e-6, max_value=1e7, allow_nan=False).map(lambda f: f"{f:.8f}")
 
@@ -38,17 +40,40 @@ class Listener:
 
 
 def kline(t: int, o: str, h: str, l: str, c: str, v: str, closed: bool, s: str = "ETHUSDT", i: str = "1m") -> dict:
-    return {"e": "kline", "E": t + 60_000, "s": s,
-            "k": {"t": t, "T": t + 59_999, "s": s, "i": i, "o": o, "h": h, "l": l, "c": c, "v": v, "x": closed,
-                  "n": 10, "q": "1.0", "V": "0.5", "Q": "0.5", "B": "0"}}
+    return {
+        "e": "kline",
+        "E": t + 60_000,
+        "s": s,
+        "k": {
+            "t": t,
+            "T": t + 59_999,
+            "s": s,
+            "i": i,
+            "o": o,
+            "h": h,
+            "l": l,
+            "c": c,
+            "v": v,
+            "x": closed,
+            "n": 10,
+            "q": "1.0",
+            "V": "0.5",
+            "Q": "0.5",
+            "B": "0",
+        },
+    }
 
 
 @st.composite
 def mutated_kline(draw: st.DrawFn) -> Any:
     """A kline frame with some fields replaced, removed or retyped."""
-    frame = kline(draw(st.integers(0, 2**41)) // 60_000 * 60_000, *(draw(NUMBER_TEXT) for _ in range(5)),
-                  closed=draw(st.booleans()), s=draw(st.sampled_from(["ETHUSDT", "BTCUSDT", "XYZ", ""])),
-                  i=draw(st.sampled_from(["1m", "1s", "1h", "1d", "7x", ""])))
+    frame = kline(
+        draw(st.integers(0, 2**41)) // 60_000 * 60_000,
+        *(draw(NUMBER_TEXT) for _ in range(5)),
+        closed=draw(st.booleans()),
+        s=draw(st.sampled_from(["ETHUSDT", "BTCUSDT", "XYZ", ""])),
+        i=draw(st.sampled_from(["1m", "1s", "1h", "1d", "7x", ""])),
+    )
     for _ in range(draw(st.integers(0, 3))):
         where = frame["k"] if isinstance(frame.get("k"), dict) and draw(st.booleans()) else frame
         if not where:

@@ -10,7 +10,20 @@ from tests.conftest import REPO
 # daemon/ subsystems and the daemon subsystems each may import. The shared core
 # (domain, config, typedtoml, store, log, metrics) is open to every subsystem; `service` is
 # the composition root and may import everything.
-SHARED = {"domain", "config", "tradingconfig", "alertsconfig", "typedtoml", "store", "log", "metrics", "crashpoints", "health", "events", "ports"}
+SHARED = {
+    "domain",
+    "config",
+    "tradingconfig",
+    "alertsconfig",
+    "typedtoml",
+    "store",
+    "log",
+    "metrics",
+    "crashpoints",
+    "health",
+    "events",
+    "ports",
+}
 SUBSYSTEMS: dict[str, set[str]] = {
     "market": set(),
     "alerts": set(),
@@ -57,8 +70,21 @@ def test_pipeline_uses_only_models_strategies_and_the_domain() -> None:
 
 
 def test_strategies_are_pure() -> None:
-    allowed = {"__future__", "math", "dataclasses", "enum", "typing", "collections", "numpy",
-               "daemon", "strategies", "statistics", "functools", "itertools", "abc"}
+    allowed = {
+        "__future__",
+        "math",
+        "dataclasses",
+        "enum",
+        "typing",
+        "collections",
+        "numpy",
+        "daemon",
+        "strategies",
+        "statistics",
+        "functools",
+        "itertools",
+        "abc",
+    }
     for f in _files("strategies"):
         for name in _imports(f):
             assert name.split(".")[0] in allowed, f"{f}: {name}"

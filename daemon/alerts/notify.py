@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from daemon import log as log_mod
-from daemon.config import AlertsConfig, secret
-from daemon.domain import Controls
 from daemon.alerts.outbox import Channel, Event, Outbox, Outcome, RetryPolicy
 from daemon.alerts.signalws import SignalWebsocket
-from daemon.store import Store
 from daemon.alerts.telegram import TelegramApi, TelegramChannel
 from daemon.alerts.telegram_bot import TelegramCommands
 from daemon.alerts.webhook import WebhookChannel
+from daemon.config import AlertsConfig, secret
+from daemon.domain import Controls
+from daemon.store import Store
 
 log = log_mod.get("sigd.alerts")
 
@@ -63,8 +64,7 @@ def build_channels(cfg: AlertsConfig) -> list[Channel]:
     for wh in cfg.webhooks:
         key = secret(wh.secret_env, f"alerts.webhooks[{wh.name}].secret_env")
         log_mod.register_secret(key)
-        channels.append(WebhookChannel(wh.name, wh.url, key, frozenset(wh.types), cfg.delivery_timeout_s,
-                                       shadow=wh.shadow))
+        channels.append(WebhookChannel(wh.name, wh.url, key, frozenset(wh.types), cfg.delivery_timeout_s, shadow=wh.shadow))
     tg = cfg.telegram
     if tg.enabled:
         api = TelegramApi(tg.base_url, secret(tg.token_env, "alerts.telegram.token_env"), cfg.delivery_timeout_s)
@@ -99,9 +99,14 @@ class Notifier:
         self.channels = build_channels(cfg)
         ws = cfg.signal_ws  # a live bus subscriber, not an outbox channel (daemon/alerts/signalws.py)
         self.signal_ws = SignalWebsocket(ws.host, ws.port, frozenset(ws.types), ws.shadow) if ws.enabled else None
-        policy = RetryPolicy(max_attempts=cfg.max_attempts, max_age_s=cfg.max_age_s,
-                             backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s,
-                             delivery_timeout_s=cfg.delivery_timeout_s, keep_days=cfg.keep_days)
+        policy = RetryPolicy(
+            max_attempts=cfg.max_attempts,
+            max_age_s=cfg.max_age_s,
+            backoff_base_s=cfg.backoff_base_s,
+            backoff_max_s=cfg.backoff_max_s,
+            delivery_timeout_s=cfg.delivery_timeout_s,
+            keep_days=cfg.keep_days,
+        )
         self.outbox = Outbox(store, self.channels, policy, seed=seed)
         self.commands: TelegramCommands | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -127,8 +132,14 @@ class Notifier:
         tg = self.cfg.telegram
         telegram = next((c for c in self.channels if isinstance(c, TelegramChannel)), None)
         if telegram is not None and controls is not None and tg.allowed_user_ids:
-            self.commands = TelegramCommands(telegram.api, controls, frozenset(tg.allowed_user_ids), self.store,
-                                             poll_timeout_s=tg.poll_timeout_s, confirm_s=tg.confirm_s)
+            self.commands = TelegramCommands(
+                telegram.api,
+                controls,
+                frozenset(tg.allowed_user_ids),
+                self.store,
+                poll_timeout_s=tg.poll_timeout_s,
+                confirm_s=tg.confirm_s,
+            )
         elif telegram is not None:
             log.info("telegram_commands_off", reason="no allowed_user_ids" if controls else "no controls")
         log.info("alerts_started", channels=[c.name for c in self.channels], depth=self.outbox.depth())
@@ -162,8 +173,11 @@ class Notifier:
     def status(self) -> dict[str, Any]:
         """Outbox depth per channel and the websocket's client count, for /status."""
         ws = self.signal_ws
-        return {"outbox": self.outbox.depth(), "signal_ws_clients": ws.clients if ws else None,
-                "telegram_commands": self.commands is not None}
+        return {
+            "outbox": self.outbox.depth(),
+            "signal_ws_clients": ws.clients if ws else None,
+            "telegram_commands": self.commands is not None,
+        }
 
     def publish_daily_summary(self, day: dt.date) -> str:
         """Queue the summary labelled `day` (id "daily_summary:<date>": a restart never repeats it)."""

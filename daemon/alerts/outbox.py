@@ -19,8 +19,9 @@ import json
 import random
 import time
 import uuid
-from dataclasses import dataclass, is_dataclass, asdict
-from typing import Any, Iterable, Mapping, Protocol
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, Protocol
 
 from daemon import events
 from daemon import log as log_mod
@@ -136,8 +137,9 @@ def _now_ms() -> int:
 class Outbox:
     """Durable per-channel queue in SQLite with one sender task per channel (an EventSink)."""
 
-    def __init__(self, store: Store, channels: Iterable[Channel], policy: RetryPolicy | None = None,
-                 *, seed: int | None = None) -> None:
+    def __init__(
+        self, store: Store, channels: Iterable[Channel], policy: RetryPolicy | None = None, *, seed: int | None = None
+    ) -> None:
         self.store = store
         self.channels = {c.name: c for c in channels}
         self.policy = policy or RetryPolicy()
@@ -163,9 +165,19 @@ class Outbox:
             raise ValueError(f"{type} event payload is not JSON data: {exc}") from None
         now = _now_ms()
         rows = [
-            {"id": f"{eid}/{name}", "event_id": eid, "channel": name, "type": type, "payload": body,
-             "status": "pending", "attempts": 0, "next_attempt_ms": now, "last_error": "",
-             "created_ms": now, "sent_ms": 0}
+            {
+                "id": f"{eid}/{name}",
+                "event_id": eid,
+                "channel": name,
+                "type": type,
+                "payload": body,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_ms": now,
+                "last_error": "",
+                "created_ms": now,
+                "sent_ms": 0,
+            }
             for name, ch in self.channels.items()
             if takes(ch, type)
         ]
@@ -281,14 +293,14 @@ class Outbox:
             self._busy.discard(channel.name)
         crash_point("mid_outbox_delivery")
         now = _now_ms()
-        self.store.update_outbox(row["id"], status=Outcome(outcome).value, attempts=row["attempts"] + 1,
-                                 sent_ms=now, last_error="")
+        self.store.update_outbox(
+            row["id"], status=Outcome(outcome).value, attempts=row["attempts"] + 1, sent_ms=now, last_error=""
+        )
         (_DELIVERED if outcome == Outcome.SENT else _SKIPPED).inc(channel=channel.name)
         _LATENCY.observe(now - row["created_ms"], channel=channel.name)
         return None
 
-    def _failed(self, name: str, row: dict[str, Any], error: str, permanent: bool,
-                retry_after_s: float | None) -> int | None:
+    def _failed(self, name: str, row: dict[str, Any], error: str, permanent: bool, retry_after_s: float | None) -> int | None:
         """Record a failed attempt; dead-letter or reschedule. Returns the retry time, if any."""
         error = log_mod.redact(error)[:500]  # never store a secret an exception may carry
         attempts, now = row["attempts"] + 1, _now_ms()
@@ -298,16 +310,24 @@ class Outbox:
             self.store.update_outbox(row["id"], status="dead", attempts=attempts, last_error=error)
             _DEAD.inc(channel=name)
             events.publish(events.AlertDeadLettered(name, row["event_id"], row["type"], error))
-            log.error("alert_dead_letter", channel=name, event_id=row["event_id"], type=row["type"],
-                      attempts=attempts, error=error, permanent=permanent)
+            log.error(
+                "alert_dead_letter",
+                channel=name,
+                event_id=row["event_id"],
+                type=row["type"],
+                attempts=attempts,
+                error=error,
+                permanent=permanent,
+            )
             return None
         # A receiver's Retry-After is honoured, but never past the row's dead-letter age
         # (an absurd or infinite value must not overflow the schedule).
         delay_s = min(max(self.policy.backoff_s(attempts, self._rng), retry_after_s or 0.0), self.policy.max_age_s)
         retry_at = now + int(delay_s * 1000)
         self.store.update_outbox(row["id"], attempts=attempts, next_attempt_ms=retry_at, last_error=error)
-        log.warning("alert_retry", channel=name, event_id=row["event_id"], attempts=attempts,
-                    retry_in_s=round(delay_s, 3), error=error)
+        log.warning(
+            "alert_retry", channel=name, event_id=row["event_id"], attempts=attempts, retry_in_s=round(delay_s, 3), error=error
+        )
         return retry_at
 
     async def _housekeeping(self) -> None:

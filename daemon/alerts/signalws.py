@@ -26,18 +26,17 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.http11 import Request, Response
 
-from daemon.ports import listen
 from daemon import events
 from daemon import log as log_mod
 from daemon.alerts.outbox import compact_json, takes
 from daemon.metrics import REGISTRY
+from daemon.ports import listen
 
 log = log_mod.get("sigd.signalws")
 
 _CLIENTS = REGISTRY.gauge("sigd_signal_ws_clients", "Clients connected to the signal websocket")
 _SENT = REGISTRY.counter("sigd_signal_ws_broadcasts_total", "Alert events broadcast to signal websocket clients")
-_REFUSED = REGISTRY.counter("sigd_signal_ws_refused_total",
-                            "Signal websocket handshakes refused or clients dropped, by reason")
+_REFUSED = REGISTRY.counter("sigd_signal_ws_refused_total", "Signal websocket handshakes refused or clients dropped, by reason")
 MAX_CLIENTS = 256
 OPEN_TIMEOUT_S = 10.0
 PING_S = 20.0
@@ -48,8 +47,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 class SignalWebsocket:
     """A websocket server on loopback, on its own thread, broadcasting committed alert events."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, types: frozenset[str] = frozenset(),
-                 shadow: bool = False) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, types: frozenset[str] = frozenset(), shadow: bool = False) -> None:
         self.name = "signal_ws"
         self.types = types
         self.shadow = shadow  # also stream shadow-ledger signals
@@ -113,9 +111,17 @@ class SignalWebsocket:
 
     async def _main(self, sock: Any, ready: concurrent.futures.Future[None]) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        self._server = await serve(self._handle, sock=sock, origins=[None], process_request=self._check,
-                                   open_timeout=OPEN_TIMEOUT_S, ping_interval=PING_S, ping_timeout=PING_S,
-                                   max_size=4096, write_limit=WRITE_LIMIT)
+        self._server = await serve(
+            self._handle,
+            sock=sock,
+            origins=[None],
+            process_request=self._check,
+            open_timeout=OPEN_TIMEOUT_S,
+            ping_interval=PING_S,
+            ping_timeout=PING_S,
+            max_size=4096,
+            write_limit=WRITE_LIMIT,
+        )
         pump = asyncio.create_task(self._listen(), name="signal_ws:bus")
         ready.set_result(None)
         await self._stop.wait()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import string
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 
@@ -79,22 +80,23 @@ class TelegramApi:
         retry_after = params.get("retry_after") if isinstance(params, dict) else None
         code = body.get("error_code") if isinstance(body.get("error_code"), int) else status
         description = self.scrub(str(body.get("description", "")))[:200]
-        raise TelegramError(f"telegram {method}: {code} {description}", code=code,
-                            retry_after_s=float(retry_after) if isinstance(retry_after, (int, float)) else None)
+        raise TelegramError(
+            f"telegram {method}: {code} {description}",
+            code=code,
+            retry_after_s=float(retry_after) if isinstance(retry_after, (int, float)) else None,
+        )
 
     async def send_message(self, chat_id: int, text: str) -> Any:
         """sendMessage with plain text, cut to the API's limit."""
         if len(text) > MAX_TEXT:
             text = text[: MAX_TEXT - 1] + "…"
-        return await self.call("sendMessage", {"chat_id": chat_id, "text": text,
-                                               "link_preview_options": {"is_disabled": True}})
+        return await self.call("sendMessage", {"chat_id": chat_id, "text": text, "link_preview_options": {"is_disabled": True}})
 
 
 class TelegramChannel:
     """Outbox channel: each event becomes one message in the configured chat."""
 
-    def __init__(self, api: TelegramApi, chat_id: int, types: frozenset[str] = frozenset(),
-                 shadow: bool = False) -> None:
+    def __init__(self, api: TelegramApi, chat_id: int, types: frozenset[str] = frozenset(), shadow: bool = False) -> None:
         self.name = "telegram"
         self.types = types
         self.shadow = shadow  # also send shadow-ledger signals (their text starts with "SHADOW")
@@ -150,8 +152,11 @@ def render(fields: Mapping[str, Any]) -> str:
 def ledger_lines(books: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One line per shadow ledger, models first, then the baselines: equity, PnL, drawdown."""
     order = sorted(books, key=lambda n: (n in BASELINES, BASELINES.index(n) if n in BASELINES else 0, n))
-    return [f"  {n}: equity {books[n]['equity']:.2f}, pnl {books[n]['pnl']:+.2f}, drawdown "
-            f"{books[n]['drawdown']:.2%} (max {books[n]['max_drawdown']:.2%})" for n in order]
+    return [
+        f"  {n}: equity {books[n]['equity']:.2f}, pnl {books[n]['pnl']:+.2f}, drawdown "
+        f"{books[n]['drawdown']:.2%} (max {books[n]['max_drawdown']:.2%})"
+        for n in order
+    ]
 
 
 def _summary_sections(payload: dict[str, Any]) -> list[str]:

@@ -13,19 +13,22 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from daemon import log as log_mod
+from daemon.alerts.telegram import TelegramApi, TelegramError, render
 from daemon.domain import Controls
 from daemon.metrics import REGISTRY
 from daemon.store import Store
-from daemon.alerts.telegram import TelegramApi, TelegramError, render
 
 log = log_mod.get("sigd.telegram")
 
 OFFSET_KEY = "telegram.update_offset"
-HELP = ("commands: /status /positions /signals [n] /pnl /pause [SYMBOL] /resume [SYMBOL] /flat [SYMBOL] "
-        "(then /flat confirm); without SYMBOL: every symbol")
+HELP = (
+    "commands: /status /positions /signals [n] /pnl /pause [SYMBOL] /resume [SYMBOL] /flat [SYMBOL] "
+    "(then /flat confirm); without SYMBOL: every symbol"
+)
 
 _COMMANDS = REGISTRY.counter("sigd_telegram_commands_total", "Telegram commands, by command and outcome")
 
@@ -45,8 +48,16 @@ def _render_list(items: list[Mapping[str, Any]], empty: str) -> str:
 class TelegramCommands:
     """Long-polls getUpdates and answers allow-listed users through `Controls`."""
 
-    def __init__(self, api: TelegramApi, controls: Controls, allowed_user_ids: frozenset[int], store: Store,
-                 *, poll_timeout_s: float = 30.0, confirm_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        api: TelegramApi,
+        controls: Controls,
+        allowed_user_ids: frozenset[int],
+        store: Store,
+        *,
+        poll_timeout_s: float = 30.0,
+        confirm_s: float = 60.0,
+    ) -> None:
         self.api = api
         self.controls = controls
         self.allowed = allowed_user_ids
@@ -56,9 +67,15 @@ class TelegramCommands:
         self._flat_armed: dict[int, tuple[float, list[str]]] = {}  # user id -> (monotonic deadline, symbol)
         self._rng = random.Random()
         self._handlers: dict[str, Callable[[int, list[str]], Awaitable[str]]] = {
-            "/status": self._status, "/positions": self._positions, "/signals": self._signals,
-            "/pnl": self._pnl, "/pause": self._pause, "/resume": self._resume, "/flat": self._flat,
-            "/help": self._help, "/start": self._help,
+            "/status": self._status,
+            "/positions": self._positions,
+            "/signals": self._signals,
+            "/pnl": self._pnl,
+            "/pause": self._pause,
+            "/resume": self._resume,
+            "/flat": self._flat,
+            "/help": self._help,
+            "/start": self._help,
         }
 
     async def run(self) -> None:

@@ -47,8 +47,9 @@ def _retry_after_s(value: str | None) -> float | None:
 class WebhookChannel:
     """POSTs each event to one URL, signed with the secret read from the environment."""
 
-    def __init__(self, name: str, url: str, secret: str, types: frozenset[str] = frozenset(),
-                 timeout_s: float = 10.0, shadow: bool = False) -> None:
+    def __init__(
+        self, name: str, url: str, secret: str, types: frozenset[str] = frozenset(), timeout_s: float = 10.0, shadow: bool = False
+    ) -> None:
         self.name = f"webhook:{name}"
         self.url = url
         self.types = types
@@ -73,8 +74,12 @@ class WebhookChannel:
         await self.start()
         assert self._session is not None
         body = encode(event)
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._secret, body),
-                   "X-Sigd-Event-Id": event.id, "X-Sigd-Event-Type": event.type}
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self._secret, body),
+            "X-Sigd-Event-Id": event.id,
+            "X-Sigd-Event-Type": event.type,
+        }
         try:
             async with self._session.post(self.url, data=body, headers=headers) as resp:
                 await resp.read()

@@ -43,7 +43,7 @@ def touch(market: Market, now: int, spread_bps: float) -> Touch | None:
     price = market.price(now)
     if price is None:
         return None
-    tick = 10.0 ** -market.price_decimals
+    tick = 10.0**-market.price_decimals
     half = price * spread_bps / 20_000
     bid = _on_tick(math.floor((price - half) / tick + 1e-9) * tick, market.price_decimals)
     ask = _on_tick(math.ceil((price + half) / tick - 1e-9) * tick, market.price_decimals)
@@ -58,7 +58,7 @@ def _on_tick(value: float, decimals: int) -> float:
 
 
 def _level_qty(market: Market, now: int) -> float:
-    step = 10.0 ** -market.qty_decimals
+    step = 10.0**-market.qty_decimals
     minute = now - now % MINUTE
     prev = market.m1_row(minute - MINUTE)
     volume = float(prev[5]) if prev is not None else 0.0
@@ -83,6 +83,12 @@ def day_stats(market: Market, now: int) -> dict[str, float] | None:
     last = market.price(now)
     if len(rows) == 0 or last is None:
         return None
-    return {"open": float(rows[0, 1]), "high": float(rows[:, 2].max()), "low": float(rows[:, 3].min()),
-            "last": last, "volume": float(rows[:, 5].sum()), "quote_volume": float((rows[:, 5] * rows[:, 4]).sum()),
-            "open_ms": int(rows[0, 0])}
+    return {
+        "open": float(rows[0, 1]),
+        "high": float(rows[:, 2].max()),
+        "low": float(rows[:, 3].min()),
+        "last": last,
+        "volume": float(rows[:, 5].sum()),
+        "quote_volume": float((rows[:, 5] * rows[:, 4]).sum()),
+        "open_ms": int(rows[0, 0]),
+    }

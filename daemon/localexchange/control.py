@@ -11,9 +11,21 @@ from daemon.localexchange.rest import LX_KEY
 
 # action -> (target, method): "faults" = LocalExchange.faults, "lx" = the LocalExchange itself
 ACTIONS: dict[str, tuple[str, str]] = {
-    **{name: ("faults", name) for name in (
-        "drop_websockets", "rest_error", "rest_timeout", "rest_delay", "stall", "resume", "malformed", "bad_ohlc",
-        "skip_bars", "clear")},
+    **{
+        name: ("faults", name)
+        for name in (
+            "drop_websockets",
+            "rest_error",
+            "rest_timeout",
+            "rest_delay",
+            "stall",
+            "resume",
+            "malformed",
+            "bad_ohlc",
+            "skip_bars",
+            "clear",
+        )
+    },
     "pause_clock": ("lx", "pause_clock"),
     "resume_clock": ("lx", "resume_clock"),
     "set_speed": ("lx", "set_speed"),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
@@ -57,8 +58,7 @@ class Faults:
         self._note("drop_websockets", sockets=n)
         return n
 
-    def stall(self, stream: str | None = None, seconds: float | None = None,
-              until_resubscribed: bool = False) -> None:
+    def stall(self, stream: str | None = None, seconds: float | None = None, until_resubscribed: bool = False) -> None:
         """Send no frames on `stream` (or all) for `seconds` of wall time, or until `resume`.
 
         `until_resubscribed`: the stall also ends when a client subscribes `stream` again (a

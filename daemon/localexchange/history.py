@@ -30,8 +30,7 @@ def query_bars(market: Market, tf: str, now: int, start: int | None, end: int | 
     if tf == "1s" and market.derived_1s:
         closed = _derived_seconds(market, lo, closed_hi, limit if start is not None else room, start is not None)
     else:
-        closed = _from_array(market.closed[tf], lo, closed_hi, limit if start is not None else room,
-                             start is not None)
+        closed = _from_array(market.closed[tf], lo, closed_hi, limit if start is not None else room, start is not None)
     if forming is not None and len(closed) < limit:
         closed = np.vstack([closed, forming[None, :]])
     return closed
@@ -42,7 +41,7 @@ def _from_array(arr: np.ndarray, lo: int, hi: int, n: int, from_start: bool) -> 
         return _EMPTY
     i = int(np.searchsorted(arr[:, 0], lo, side="left"))
     j = int(np.searchsorted(arr[:, 0], hi, side="right"))
-    return arr[i:min(j, i + n)] if from_start else arr[max(i, j - n):j]
+    return arr[i : min(j, i + n)] if from_start else arr[max(i, j - n) : j]
 
 
 def _derived_seconds(market: Market, lo: int, hi: int, n: int, from_start: bool) -> np.ndarray:

@@ -45,9 +45,16 @@ def aggregate_series(m1: np.ndarray, step: int) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     ends = np.r_[starts[1:], len(m1)] - 1
     units = np.add.reduceat(volume_units(m1[:, 5]), starts)
-    return np.column_stack([keys[starts].astype(np.float64), m1[starts, 1],
-                            np.maximum.reduceat(m1[:, 2], starts), np.minimum.reduceat(m1[:, 3], starts),
-                            m1[ends, 4], units / 1e8])
+    return np.column_stack(
+        [
+            keys[starts].astype(np.float64),
+            m1[starts, 1],
+            np.maximum.reduceat(m1[:, 2], starts),
+            np.minimum.reduceat(m1[:, 3], starts),
+            m1[ends, 4],
+            units / 1e8,
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class Filters:
     max_notional: Decimal = Decimal("9000000")
 
     @classmethod
-    def of(cls, price_decimals: int, qty_decimals: int) -> "Filters":
+    def of(cls, price_decimals: int, qty_decimals: int) -> Filters:
         return cls(tick=Decimal(1).scaleb(-price_decimals), step=Decimal(1).scaleb(-qty_decimals))
 
     def lot_ok(self, qty: Decimal) -> bool:
@@ -130,8 +137,14 @@ class Market:
         a, b = recorded[ri], covered[ci]
         bad = ~(np.all(a[:, 1:5] == b[:, 1:5], axis=1) & (volume_units(a[:, 5]) == volume_units(b[:, 5])))
         if bad.any():
-            log.warning("aggregation_disagrees_with_recorded", symbol=self.symbol, timeframe=tf,
-                        bars=int(bad.sum()), of=len(common), first_ts=int(common[bad][0]))
+            log.warning(
+                "aggregation_disagrees_with_recorded",
+                symbol=self.symbol,
+                timeframe=tf,
+                bars=int(bad.sum()),
+                of=len(common),
+                first_ts=int(common[bad][0]),
+            )
 
     # -- 1s ------------------------------------------------------------------------------
     def minute_seconds(self, minute_ts: int) -> np.ndarray | None:

@@ -49,12 +49,27 @@ class Order:
     def as_json(self, full: bool = False) -> dict[str, Any]:
         """The order as Binance answers GET /api/v3/order (POST adds transactTime and fills)."""
         d: dict[str, Any] = {
-            "symbol": self.symbol, "orderId": self.order_id, "orderListId": -1, "clientOrderId": self.client_id,
-            "price": fmt(self.price), "origQty": fmt(self.qty), "executedQty": fmt(self.executed),
-            "cummulativeQuoteQty": fmt(self.quote), "status": self.status, "timeInForce": self.tif,
-            "type": self.type, "side": self.side, "stopPrice": fmt(0), "icebergQty": fmt(0), "time": self.time,
-            "updateTime": self.update_time or self.time, "isWorking": self.status in ("NEW", "PARTIALLY_FILLED"),
-            "workingTime": self.time, "origQuoteOrderQty": fmt(0), "selfTradePreventionMode": "NONE"}
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "clientOrderId": self.client_id,
+            "price": fmt(self.price),
+            "origQty": fmt(self.qty),
+            "executedQty": fmt(self.executed),
+            "cummulativeQuoteQty": fmt(self.quote),
+            "status": self.status,
+            "timeInForce": self.tif,
+            "type": self.type,
+            "side": self.side,
+            "stopPrice": fmt(0),
+            "icebergQty": fmt(0),
+            "time": self.time,
+            "updateTime": self.update_time or self.time,
+            "isWorking": self.status in ("NEW", "PARTIALLY_FILLED"),
+            "workingTime": self.time,
+            "origQuoteOrderQty": fmt(0),
+            "selfTradePreventionMode": "NONE",
+        }
         if full:
             d["transactTime"] = self.time
             d["fills"] = self.fills
@@ -161,8 +176,7 @@ class Account:
             self._move(m.base, free=0.0 if locked else -o.qty, locked=-o.qty if locked else 0.0)
             self._move(m.quote, free=cost)
         o.executed, o.quote, o.status, o.update_time = o.qty, cost, "FILLED", now
-        o.fills = [{"price": fmt(px), "qty": fmt(o.qty), "commission": fmt(0), "commissionAsset": m.quote,
-                    "tradeId": o.order_id}]
+        o.fills = [{"price": fmt(px), "qty": fmt(o.qty), "commission": fmt(0), "commissionAsset": m.quote, "tradeId": o.order_id}]
 
     # -- matching -----------------------------------------------------------------------
     def sync(self, now: int) -> None:
@@ -227,12 +241,24 @@ class Account:
         """GET /api/v3/account."""
         self.sync(now)
         assets = sorted(set(self.free) | set(self.locked))
-        return {"makerCommission": 0, "takerCommission": 0, "buyerCommission": 0, "sellerCommission": 0,
-                "canTrade": True, "canWithdraw": False, "canDeposit": False, "brokered": False,
-                "requireSelfTradePrevention": False, "updateTime": now, "accountType": "SPOT",
-                "balances": [{"asset": a, "free": fmt(max(self.free.get(a, 0.0), 0.0)),
-                              "locked": fmt(max(self.locked.get(a, 0.0), 0.0))} for a in assets],
-                "permissions": ["SPOT"]}
+        return {
+            "makerCommission": 0,
+            "takerCommission": 0,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "canTrade": True,
+            "canWithdraw": False,
+            "canDeposit": False,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "updateTime": now,
+            "accountType": "SPOT",
+            "balances": [
+                {"asset": a, "free": fmt(max(self.free.get(a, 0.0), 0.0)), "locked": fmt(max(self.locked.get(a, 0.0), 0.0))}
+                for a in assets
+            ],
+            "permissions": ["SPOT"],
+        }
 
 
 def _decimal(p: dict[str, str], key: str) -> Decimal:

@@ -15,7 +15,8 @@ import hmac
 import json
 import re
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
@@ -65,7 +66,7 @@ async def _faulted(lx: Any, request: web.Request, handler: Handler) -> web.Strea
     if fault.kind == "timeout":
         try:
             await asyncio.wait_for(lx.faults.released.wait(), timeout=fault.hang_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return web.Response(status=504, text="local exchange: injected timeout")
     headers = {"Retry-After": str(fault.retry_after)} if fault.status in (418, 429) else None
@@ -109,8 +110,23 @@ def bars_response(lx: Any, q: dict[str, str]) -> list[list[Any]]:
         raise ApiError(-1023, "Start time is greater than end time.")
     step = TIMEFRAME_MS[tf]
     rows = query_bars(m, tf, lx.now_ms(), start, end, limit)
-    return [[int(r[0]), fmt(r[1]), fmt(r[2]), fmt(r[3]), fmt(r[4]), fmt(r[5]), int(r[0]) + step - 1,
-             fmt(r[5] * r[4]), 0, "0", "0", "0"] for r in rows]
+    return [
+        [
+            int(r[0]),
+            fmt(r[1]),
+            fmt(r[2]),
+            fmt(r[3]),
+            fmt(r[4]),
+            fmt(r[5]),
+            int(r[0]) + step - 1,
+            fmt(r[5] * r[4]),
+            0,
+            "0",
+            "0",
+            "0",
+        ]
+        for r in rows
+    ]
 
 
 def _touch(lx: Any, m: Market) -> Touch:
@@ -137,8 +153,13 @@ def _markets(lx: Any, q: dict[str, str]) -> tuple[list[Market], bool]:
 
 def book_ticker_json(m: Market, t: Touch) -> dict[str, Any]:
     """One `/api/v3/ticker/bookTicker` entry."""
-    return {"symbol": m.symbol, "bidPrice": fmt(t.bid), "bidQty": fmt(t.bid_qty),
-            "askPrice": fmt(t.ask), "askQty": fmt(t.ask_qty)}
+    return {
+        "symbol": m.symbol,
+        "bidPrice": fmt(t.bid),
+        "bidQty": fmt(t.bid_qty),
+        "askPrice": fmt(t.ask),
+        "askQty": fmt(t.ask_qty),
+    }
 
 
 def _day_json(lx: Any, m: Market) -> dict[str, Any]:
@@ -147,12 +168,25 @@ def _day_json(lx: Any, m: Market) -> dict[str, Any]:
     if d is None:
         raise ApiError(-1121, f"Invalid symbol: {m.symbol} has no bars before the replay instant.")
     change = d["last"] - d["open"]
-    return {**book_ticker_json(m, t), "priceChange": fmt(change), "priceChangePercent": f"{100 * change / d['open']:.3f}",
-            "weightedAvgPrice": fmt(d["quote_volume"] / d["volume"] if d["volume"] else d["last"]),
-            "prevClosePrice": fmt(d["open"]), "lastPrice": fmt(d["last"]), "lastQty": "0.00000000",
-            "openPrice": fmt(d["open"]), "highPrice": fmt(d["high"]), "lowPrice": fmt(d["low"]),
-            "volume": fmt(d["volume"]), "quoteVolume": fmt(d["quote_volume"]), "openTime": d["open_ms"],
-            "closeTime": now, "firstId": -1, "lastId": -1, "count": 0}
+    return {
+        **book_ticker_json(m, t),
+        "priceChange": fmt(change),
+        "priceChangePercent": f"{100 * change / d['open']:.3f}",
+        "weightedAvgPrice": fmt(d["quote_volume"] / d["volume"] if d["volume"] else d["last"]),
+        "prevClosePrice": fmt(d["open"]),
+        "lastPrice": fmt(d["last"]),
+        "lastQty": "0.00000000",
+        "openPrice": fmt(d["open"]),
+        "highPrice": fmt(d["high"]),
+        "lowPrice": fmt(d["low"]),
+        "volume": fmt(d["volume"]),
+        "quoteVolume": fmt(d["quote_volume"]),
+        "openTime": d["open_ms"],
+        "closeTime": now,
+        "firstId": -1,
+        "lastId": -1,
+        "count": 0,
+    }
 
 
 def ticker_response(lx: Any, kind: str, q: dict[str, str]) -> Any:
@@ -177,8 +211,7 @@ def depth_response(lx: Any, q: dict[str, str]) -> dict[str, Any]:
         raise ApiError(-1100, f"Illegal characters found in parameter 'limit'; legal values are {DEPTH_LIMITS}.")
     t = _touch(lx, m)
     bids, asks = depth(t, limit, m.price_decimals)
-    return {"lastUpdateId": lx.now_ms(), "bids": [[fmt(p), fmt(v)] for p, v in bids],
-            "asks": [[fmt(p), fmt(v)] for p, v in asks]}
+    return {"lastUpdateId": lx.now_ms(), "bids": [[fmt(p), fmt(v)] for p, v in bids], "asks": [[fmt(p), fmt(v)] for p, v in asks]}
 
 
 def exchange_info(lx: Any) -> dict[str, Any]:
@@ -187,23 +220,53 @@ def exchange_info(lx: Any) -> dict[str, Any]:
     for m in lx.markets.values():
         f = m.filters
         tick, step = fmt(float(f.tick)), fmt(float(f.step))
-        symbols.append({
-            "symbol": m.symbol, "status": "TRADING", "baseAsset": m.base, "baseAssetPrecision": 8,
-            "quoteAsset": m.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
-            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"], "icebergAllowed": False, "ocoAllowed": False,
-            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False, "cancelReplaceAllowed": False,
-            "isSpotTradingAllowed": True, "isMarginTradingAllowed": False, "permissionSets": [["SPOT"]],
-            "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": fmt(float(f.max_price)), "tickSize": tick},
-                {"filterType": "LOT_SIZE", "minQty": step, "maxQty": fmt(float(f.max_qty)), "stepSize": step},
-                {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": fmt(float(f.max_qty)),
-                 "stepSize": "0.00000000"},
-                {"filterType": "NOTIONAL", "minNotional": fmt(float(f.min_notional)), "applyMinToMarket": True,
-                 "maxNotional": fmt(float(f.max_notional)), "applyMaxToMarket": False, "avgPriceMins": 5}]})
-    return {"timezone": "UTC", "serverTime": lx.now_ms(), "rateLimits": [
-        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
-        "exchangeFilters": [], "symbols": symbols}
+        symbols.append(
+            {
+                "symbol": m.symbol,
+                "status": "TRADING",
+                "baseAsset": m.base,
+                "baseAssetPrecision": 8,
+                "quoteAsset": m.quote,
+                "quotePrecision": 8,
+                "quoteAssetPrecision": 8,
+                "baseCommissionPrecision": 8,
+                "quoteCommissionPrecision": 8,
+                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
+                "icebergAllowed": False,
+                "ocoAllowed": False,
+                "quoteOrderQtyMarketAllowed": True,
+                "allowTrailingStop": False,
+                "cancelReplaceAllowed": False,
+                "isSpotTradingAllowed": True,
+                "isMarginTradingAllowed": False,
+                "permissionSets": [["SPOT"]],
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": fmt(float(f.max_price)), "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "minQty": step, "maxQty": fmt(float(f.max_qty)), "stepSize": step},
+                    {
+                        "filterType": "MARKET_LOT_SIZE",
+                        "minQty": "0.00000000",
+                        "maxQty": fmt(float(f.max_qty)),
+                        "stepSize": "0.00000000",
+                    },
+                    {
+                        "filterType": "NOTIONAL",
+                        "minNotional": fmt(float(f.min_notional)),
+                        "applyMinToMarket": True,
+                        "maxNotional": fmt(float(f.max_notional)),
+                        "applyMaxToMarket": False,
+                        "avgPriceMins": 5,
+                    },
+                ],
+            }
+        )
+    return {
+        "timezone": "UTC",
+        "serverTime": lx.now_ms(),
+        "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
+        "exchangeFilters": [],
+        "symbols": symbols,
+    }
 
 
 def verify_signature(lx: Any, request: web.Request, body: str) -> dict[str, str]:

@@ -47,7 +47,7 @@ def derive_minute(row: np.ndarray, seed: int, symbol: str, decimals: int = 2) ->
     closes[-1] = c
     opens = np.concatenate(([o], closes[:-1]))
     body_hi, body_lo = np.maximum(opens, closes), np.minimum(opens, closes)
-    wick = np.abs(rng.normal(0.0, (h - l) / 8 + 10.0 ** -decimals, (2, SECONDS)))
+    wick = np.abs(rng.normal(0.0, (h - l) / 8 + 10.0**-decimals, (2, SECONDS)))
     highs = np.maximum(np.clip(np.round(body_hi + wick[0], decimals), l, h), body_hi)
     lows = np.minimum(np.clip(np.round(body_lo - wick[1], decimals), l, h), body_lo)
     hi_i, lo_i = rng.choice(SECONDS, size=2, replace=False)

@@ -1,7 +1,7 @@
 """The local exchange: REST + websockets + control on one loopback aiohttp port.
 
-    async with LocalExchange(speed=0, paused=True) as lx:   # bundled tape, dev credentials
-        ...  # point ccxt at lx.rest_url / lx.ws_url, then lx.resume_clock()
+async with LocalExchange(speed=0, paused=True) as lx:   # bundled tape, dev credentials
+    ...  # point ccxt at lx.rest_url / lx.ws_url, then lx.resume_clock()
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,10 +42,22 @@ DAY_MS = 86_400_000
 class LocalExchange:
     """A Binance-spot-protocol server replaying a tape on one replay clock."""
 
-    def __init__(self, tape: Path | None = None, *, start_ms: int | None = None, speed: float = 1.0,
-                 host: str = "127.0.0.1", port: int = 0, seed: int = 7, api_key: str = DEV_API_KEY,
-                 api_secret: str = DEV_API_SECRET, balances: dict[str, float] | None = None,
-                 paused: bool = False, spread_bps: float = 2.0, synthetic: int = 0) -> None:
+    def __init__(
+        self,
+        tape: Path | None = None,
+        *,
+        start_ms: int | None = None,
+        speed: float = 1.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 7,
+        api_key: str = DEV_API_KEY,
+        api_secret: str = DEV_API_SECRET,
+        balances: dict[str, float] | None = None,
+        paused: bool = False,
+        spread_bps: float = 2.0,
+        synthetic: int = 0,
+    ) -> None:
         """`spread_bps`: the derived bid/ask spread around the replay price (book.py);
         `synthetic`: that many SYNTHETIC symbols SYN001.. (load tests only, see tape.py)."""
         if (api_key, api_secret) == (DEV_API_KEY, DEV_API_SECRET) and not _is_loopback(host):
@@ -60,13 +72,14 @@ class LocalExchange:
         end = min(m.end_ms for m in self.markets.values())
         start = _default_start(first, end) if start_ms is None else int(start_ms)
         if not first <= start < end:
-            raise TapeError(f"{self.tape_dir}: replay start {_iso(start)} outside the 1m tape "
-                            f"[{_iso(first)}, {_iso(end)})")
+            raise TapeError(f"{self.tape_dir}: replay start {_iso(start)} outside the 1m tape [{_iso(first)}, {_iso(end)})")
         self.clock = ReplayClock(start, end, speed, paused=True)  # runs from start() on
         self._paused_at_start = paused
         self.faults = Faults()
-        self.account = Account(self.markets, {**{m.base: 0.0 for m in self.markets.values()},
-                                              **(balances if balances is not None else DEFAULT_BALANCES)})
+        self.account = Account(
+            self.markets,
+            {**{m.base: 0.0 for m in self.markets.values()}, **(balances if balances is not None else DEFAULT_BALANCES)},
+        )
         if not 0 <= spread_bps <= 1000:
             raise ValueError(f"spread_bps must be within 0..1000, got {spread_bps}")
         self.spread_bps = float(spread_bps)
@@ -97,14 +110,27 @@ class LocalExchange:
         self._spawn(self.pump.run())
         synthetic = sorted(m.symbol for m in self.markets.values() if m.base.startswith(SYNTHETIC_BASE))
         if synthetic:
-            log.warning("synthetic_symbols", count=len(synthetic),
-                        note="time-shifted copies of real tapes for load tests: never train on them")
+            log.warning(
+                "synthetic_symbols",
+                count=len(synthetic),
+                note="time-shifted copies of real tapes for load tests: never train on them",
+            )
         derived = sorted(m.symbol for m in self.markets.values() if m.derived_1s)
         if derived:
-            log.warning("derived_1s_bars", symbols=derived,
-                        note="no 1s tape: 1s bars are DERIVED from 1m bars by a seeded path, not recorded")
-        log.info("local_exchange_started", url=self.base_url, tape=str(self.tape_dir), speed=self.clock.speed,
-                 replay_start_ms=self.clock.now_ms(), tape_end_ms=self.clock.end_ms, symbols=sorted(self.markets))
+            log.warning(
+                "derived_1s_bars",
+                symbols=derived,
+                note="no 1s tape: 1s bars are DERIVED from 1m bars by a seeded path, not recorded",
+            )
+        log.info(
+            "local_exchange_started",
+            url=self.base_url,
+            tape=str(self.tape_dir),
+            speed=self.clock.speed,
+            replay_start_ms=self.clock.now_ms(),
+            tape_end_ms=self.clock.end_ms,
+            symbols=sorted(self.markets),
+        )
 
     async def stop(self) -> None:
         """Close every socket, end hanging calls and release the port."""
@@ -118,12 +144,11 @@ class LocalExchange:
             self._runner = None
         log.info("local_exchange_stopped")
 
-    async def __aenter__(self) -> "LocalExchange":
+    async def __aenter__(self) -> LocalExchange:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
 
     def _spawn(self, coro: Any) -> None:
@@ -185,12 +210,20 @@ class LocalExchange:
 
     def status(self) -> dict[str, Any]:
         """Clock, streams, sockets and faults, for `GET /_control/status`."""
-        return {"replay_ms": self.now_ms(), "speed": self.clock.speed, "paused": self.clock.paused,
-                "ended": self.clock.ended, "tape_end_ms": self.clock.end_ms, "symbols": sorted(self.markets),
-                "streams": self.pump.subscriptions(), "sockets": len(self.pump.sockets),
-                "frames_sent": self.pump.frames_sent, "orders": len(self.account.orders),
-                "rest_in_flight_max": self.rest_in_flight_max,
-                "faults": self.faults.snapshot()}
+        return {
+            "replay_ms": self.now_ms(),
+            "speed": self.clock.speed,
+            "paused": self.clock.paused,
+            "ended": self.clock.ended,
+            "tape_end_ms": self.clock.end_ms,
+            "symbols": sorted(self.markets),
+            "streams": self.pump.subscriptions(),
+            "sockets": len(self.pump.sockets),
+            "frames_sent": self.pump.frames_sent,
+            "orders": len(self.account.orders),
+            "rest_in_flight_max": self.rest_in_flight_max,
+            "faults": self.faults.snapshot(),
+        }
 
 
 def _default_start(first: int, end: int) -> int:
@@ -214,14 +247,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_start(text: str) -> int:
     """ISO 8601 UTC (e.g. 2025-08-10T12:00:00Z, or a date) → ms since the epoch."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1000)
 
 
@@ -262,8 +295,12 @@ def _log_processors() -> list[Any]:
     """JSON lines unless a person watches both stdout and stderr (`> file`, journald: JSON)."""
     if sys.stdout.isatty() and sys.stderr.isatty():
         return structlog.get_config()["processors"]  # structlog's readable console default
-    return [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        structlog.processors.JSONRenderer(),
+    ]
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -274,15 +311,24 @@ def serve_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--port {args.port}: must be within 0..65535 (0 = an ephemeral port)")
         start_ms = _start_flag(args.start) if args.start else None
         key, secret, source = credentials(args.api_key_env, args.api_secret_env)
-        lx = LocalExchange(Path(args.tape) if args.tape else None, host=args.host, port=args.port,
-                           start_ms=start_ms, speed=args.speed,
-                           seed=args.seed, api_key=key, api_secret=secret,
-                           paused=getattr(args, "paused", False), balances=_balances(getattr(args, "balances", None)),
-                           spread_bps=getattr(args, "spread_bps", 2.0), synthetic=getattr(args, "synthetic", 0))
+        lx = LocalExchange(
+            Path(args.tape) if args.tape else None,
+            host=args.host,
+            port=args.port,
+            start_ms=start_ms,
+            speed=args.speed,
+            seed=args.seed,
+            api_key=key,
+            api_secret=secret,
+            paused=getattr(args, "paused", False),
+            balances=_balances(getattr(args, "balances", None)),
+            spread_bps=getattr(args, "spread_bps", 2.0),
+            synthetic=getattr(args, "synthetic", 0),
+        )
         for spec in getattr(args, "fault", None) or []:
             fault = _json_flag("--fault", spec)
             if not isinstance(fault, dict) or "action" not in fault:
-                raise ValueError(f"--fault {spec!r}: expected a JSON object with an \"action\"")
+                raise ValueError(f'--fault {spec!r}: expected a JSON object with an "action"')
             apply(lx, fault.pop("action"), fault)
     except (TapeError, ValueError, TypeError, KeyError, OSError) as e:
         print(f"sigd local-exchange: {e}", file=sys.stderr)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import structlog
@@ -36,7 +36,7 @@ MIN_WALL_GAP_S = 0.1
 MINUTE_MS = 60_000
 IDLE_WAKE_S = 0.25
 CLOSE_TIMEOUT_S = 1.0  # how long a close waits for the client's close frame
-PUMP_KEY: web.AppKey["Pump"] = web.AppKey("pump", object)  # type: ignore[arg-type]
+PUMP_KEY: web.AppKey[Pump] = web.AppKey("pump", object)  # type: ignore[arg-type]
 
 
 def fmt(x: float) -> str:
@@ -47,10 +47,30 @@ def fmt(x: float) -> str:
 def bar_event(symbol: str, tf: str, bar: np.ndarray, closed: bool, event_ms: int) -> dict:
     """A Binance kline event for one bar (ts, o, h, l, c, v)."""
     t = int(bar[0])
-    return {"e": "kline", "E": event_ms, "s": symbol, "k": {
-        "t": t, "T": t + TIMEFRAME_MS[tf] - 1, "s": symbol, "i": tf, "f": -1, "L": -1,
-        "o": fmt(bar[1]), "c": fmt(bar[4]), "h": fmt(bar[2]), "l": fmt(bar[3]), "v": fmt(bar[5]),
-        "n": 0, "x": closed, "q": fmt(bar[5] * bar[4]), "V": "0", "Q": "0", "B": "0"}}
+    return {
+        "e": "kline",
+        "E": event_ms,
+        "s": symbol,
+        "k": {
+            "t": t,
+            "T": t + TIMEFRAME_MS[tf] - 1,
+            "s": symbol,
+            "i": tf,
+            "f": -1,
+            "L": -1,
+            "o": fmt(bar[1]),
+            "c": fmt(bar[4]),
+            "h": fmt(bar[2]),
+            "l": fmt(bar[3]),
+            "v": fmt(bar[5]),
+            "n": 0,
+            "x": closed,
+            "q": fmt(bar[5] * bar[4]),
+            "V": "0",
+            "Q": "0",
+            "B": "0",
+        },
+    }
 
 
 def malformed_frame(kind: str, symbol: str, tf: str, event_ms: int) -> str:
@@ -103,8 +123,7 @@ class QuoteStream:
 class Pump:
     """Sends every subscribed stream's frames on the replay clock."""
 
-    def __init__(self, markets: dict[str, Market], clock: ReplayClock, faults: Faults,
-                 spread_bps: float = 2.0) -> None:
+    def __init__(self, markets: dict[str, Market], clock: ReplayClock, faults: Faults, spread_bps: float = 2.0) -> None:
         self.markets, self.clock, self.faults, self.spread_bps = markets, clock, faults, spread_bps
         self.streams: dict[str, Stream] = {}
         self.quotes: dict[str, QuoteStream] = {}
@@ -164,8 +183,10 @@ class Pump:
     async def drop_all(self) -> int:
         """Close every websocket (code 1001 going away)."""
         sockets = list(self.sockets)
-        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"local exchange: drop_websockets")
-                               for ws in sockets), return_exceptions=True)
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"local exchange: drop_websockets") for ws in sockets),
+            return_exceptions=True,
+        )
         return len(sockets)
 
     # -- the pump -----------------------------------------------------------------------
@@ -192,7 +213,7 @@ class Pump:
                 continue
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=self._sleep_s(now))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _sleep_s(self, now: int) -> float:
@@ -221,8 +242,15 @@ class Pump:
         if t is None or self.faults.stalled(q.name):
             return
         self.update_id += 1
-        frame = {"u": self.update_id, "s": q.market.symbol, "b": fmt(t.bid), "B": fmt(t.bid_qty),
-                 "a": fmt(t.ask), "A": fmt(t.ask_qty), "E": now}
+        frame = {
+            "u": self.update_id,
+            "s": q.market.symbol,
+            "b": fmt(t.bid),
+            "B": fmt(t.bid_qty),
+            "a": fmt(t.ask),
+            "A": fmt(t.ask_qty),
+            "E": now,
+        }
         frames = [json.dumps(frame)]
         if self.faults.take(self.faults.malformed_left, q.name):  # prices that are not numbers
             frames.insert(0, json.dumps({**frame, "b": "abc", "a": ""}))
@@ -306,8 +334,9 @@ async def _on_request(pump: Pump, ws: web.WebSocketResponse, text: str) -> None:
         await ws.send_json({"error": {"code": 3, "msg": f"Invalid JSON: {e}"}, "id": None})
         return
     if method == "LIST_SUBSCRIPTIONS":
-        await ws.send_json({"result": [n for table in (pump.streams, pump.quotes) for n, s in table.items()
-                                       if ws in s.sockets], "id": rid})
+        await ws.send_json(
+            {"result": [n for table in (pump.streams, pump.quotes) for n, s in table.items() if ws in s.sockets], "id": rid}
+        )
         return
     bad = [p for p in params if not isinstance(p, str) or pump.parse(p) is None]
     if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or bad:

@@ -102,9 +102,15 @@ def _valid(arr: np.ndarray, step: int) -> bool:
     if arr.ndim != 2 or arr.shape[1] != 6 or not np.isfinite(arr).all():
         return False
     ts, o, h, l, c, v = arr.T
-    return bool(np.all(ts == np.rint(ts)) and np.all(ts % step == 0) and np.all(np.diff(ts) > 0)
-                and np.all(l <= np.minimum(o, c)) and np.all(np.maximum(o, c) <= h) and np.all(v >= 0)
-                and np.all(l > 0))
+    return bool(
+        np.all(ts == np.rint(ts))
+        and np.all(ts % step == 0)
+        and np.all(np.diff(ts) > 0)
+        and np.all(l <= np.minimum(o, c))
+        and np.all(np.maximum(o, c) <= h)
+        and np.all(v >= 0)
+        and np.all(l > 0)
+    )
 
 
 def _read_rows(path: Path, timeframe: str) -> np.ndarray:
@@ -135,8 +141,11 @@ def load_tape(directory: Path) -> dict[str, SymbolTape]:
     directory = Path(directory)
     if not directory.is_dir():
         raise TapeError(f"{directory}: tape directory does not exist")
-    files = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(directory.iterdir())
-                  if _NAME.match(p.name) and _NAME.match(p.name)["tf"] in TIMEFRAME_MS)  # type: ignore[index]
+    files = tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(directory.iterdir())
+        if _NAME.match(p.name) and _NAME.match(p.name)["tf"] in TIMEFRAME_MS
+    )  # type: ignore[index]
     return _load(directory.resolve(), files)
 
 
@@ -178,4 +187,3 @@ def synthetic_tapes(tapes: dict[str, SymbolTape], count: int, reference: str = "
         tape = SymbolTape(f"{SYNTHETIC_BASE}{i:03d}", src.quote, {"1m": m1})
         out[tape.symbol] = tape
     return out
-

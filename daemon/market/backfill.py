@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import gzip
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon import config as config_mod
@@ -33,7 +33,7 @@ def parse_instant(text: str, what: str) -> int:
     except ValueError:
         raise ConfigError(f"{what}: not an ISO 8601 instant: {text!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 
@@ -58,8 +58,9 @@ def _format(bar: Bar) -> str:
     return f"{bar.ts},{bar.open!r},{bar.high!r},{bar.low!r},{bar.close!r},{bar.volume!r}\n"
 
 
-async def backfill_stream(client: ExchangeClient, out: Path, symbol: str, timeframe: str,
-                          since_ms: int, until_ms: int | None) -> int:
+async def backfill_stream(
+    client: ExchangeClient, out: Path, symbol: str, timeframe: str, since_ms: int, until_ms: int | None
+) -> int:
     """Append the missing closed bars of one stream to its tape; the number of rows written."""
     path = tape_path(out, symbol, timeframe)
     last = last_tape_ts(path)
@@ -85,8 +86,15 @@ async def backfill_stream(client: ExchangeClient, out: Path, symbol: str, timefr
     return written
 
 
-async def backfill(cfg: ExchangeConfig, out: Path, symbols: list[str], timeframes: list[str],
-                   since_ms: int, until_ms: int | None, rest_url: str | None) -> dict[str, int]:
+async def backfill(
+    cfg: ExchangeConfig,
+    out: Path,
+    symbols: list[str],
+    timeframes: list[str],
+    since_ms: int,
+    until_ms: int | None,
+    rest_url: str | None,
+) -> dict[str, int]:
     """Backfill every (symbol, timeframe); rows written per file name."""
     # The client checks its symbols against the exchange's markets: these, not the traded ones.
     cfg = dataclasses.replace(cfg, symbols=tuple(symbols), symbol="")

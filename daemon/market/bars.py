@@ -7,7 +7,7 @@ contiguous slice, copied with a single memcpy of n rows — never the whole hist
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Ring:
         """The newest n rows [n, 6] as a read-only view; valid only until the next append."""
         n = len(self) if n is None else min(n, len(self))
         end = (self._count - 1) % self.capacity + self.capacity + 1 if self._count else 0
-        out = self._data[end - n:end]
+        out = self._data[end - n : end]
         out.flags.writeable = False
         return out
 

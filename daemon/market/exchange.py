@@ -15,7 +15,8 @@ import json
 import math
 import random
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import ccxt
 import ccxt.pro as ccxtpro
@@ -23,13 +24,22 @@ import ccxt.pro as ccxtpro
 from daemon import log as logging
 from daemon.config import ConfigError, ExchangeConfig
 from daemon.domain import Bar, timeframe_ms
-from daemon.market.errors import (AuthError, ExchangeFailure, FatalError, OrderRejected, RateLimited, TemporaryError,
-                                  UnknownOrder)
+from daemon.market.errors import AuthError, ExchangeFailure, FatalError, OrderRejected, RateLimited, TemporaryError, UnknownOrder
 from daemon.market.orders import OrderCalls
 from daemon.metrics import REGISTRY
 
-__all__ = ["AuthError", "ExchangeClient", "ExchangeFailure", "FatalError", "OrderRejected", "RateLimited",
-           "TemporaryError", "UnknownOrder", "make_client", "unknown_symbols"]
+__all__ = [
+    "AuthError",
+    "ExchangeClient",
+    "ExchangeFailure",
+    "FatalError",
+    "OrderRejected",
+    "RateLimited",
+    "TemporaryError",
+    "UnknownOrder",
+    "make_client",
+    "unknown_symbols",
+]
 log = logging.get("sigd.exchange")
 T = TypeVar("T")
 PAGE_LIMIT = 1000  # Binance's cap on klines per request
@@ -82,8 +92,7 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
         if not isinstance(k, dict):
             raise ValueError("kline event without its 'k' object")
         symbol = self.safe_symbol(k["s"], None, None, "spot")
-        bar = Bar(symbol, str(k["i"]), int(k["t"]), float(k["o"]), float(k["h"]), float(k["l"]),
-                  float(k["c"]), float(k["v"]))
+        bar = Bar(symbol, str(k["i"]), int(k["t"]), float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"]))
         if k.get("x") is True and self.sigd_listener is not None:
             self.sigd_listener.closed_bar(bar, message.get("E"))
         return super().handle_ohlcv(client, message)
@@ -105,7 +114,7 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
             def guarded(data: Any) -> None:
                 try:
                     inner(data)
-                except Exception as exc:  # noqa: BLE001 - any bad frame must be survivable
+                except Exception as exc:
                     self._bad_frame(data, exc)
 
             c.handle_text_or_binary_message = guarded
@@ -121,7 +130,7 @@ class _Binance(ccxtpro.binance):  # type: ignore[misc]
             symbol = self.safe_symbol(k.get("s") or msg.get("s"), None, None, "spot")
             timeframe = k.get("i")
             quote = "e" not in msg and "b" in msg and "a" in msg  # a bookTicker frame: no bar is missing
-        except Exception:  # noqa: BLE001 - not even JSON: the stream is unknown
+        except Exception:
             pass
         reason = f"{type(exc).__name__}: {exc}"
         stream = f"{symbol} bookTicker" if quote else f"{symbol} {timeframe}" if timeframe else "unknown"
@@ -148,21 +157,23 @@ def make_client(
         raise ValueError("exchange.endpoint = 'local' needs the local exchange's rest_url (and ws_url to stream)")
     logging.register_secret(api_key)
     logging.register_secret(api_secret)
-    ex = _Binance({
-        "apiKey": api_key,
-        "secret": api_secret,
-        "enableRateLimit": cfg.enable_rate_limit,
-        "timeout": int(cfg.request_timeout_s * 1000),
-        "options": {
-            "defaultType": "spot",
-            "fetchMarkets": {"types": ["spot"]},  # no futures hosts (research note P3)
-            "fetchCurrencies": False,  # no signed sapi calls in load_markets (P2)
-            "fetchMargins": False,
-            # Sign with the wall clock (NTP-synced under systemd): a replay clock running
-            # faster than 1x would drift out of recvWindow after the one-time adjustment.
-            "adjustForTimeDifference": False,
-        },
-    })
+    ex = _Binance(
+        {
+            "apiKey": api_key,
+            "secret": api_secret,
+            "enableRateLimit": cfg.enable_rate_limit,
+            "timeout": int(cfg.request_timeout_s * 1000),
+            "options": {
+                "defaultType": "spot",
+                "fetchMarkets": {"types": ["spot"]},  # no futures hosts (research note P3)
+                "fetchCurrencies": False,  # no signed sapi calls in load_markets (P2)
+                "fetchMargins": False,
+                # Sign with the wall clock (NTP-synced under systemd): a replay clock running
+                # faster than 1x would drift out of recvWindow after the one-time adjustment.
+                "adjustForTimeDifference": False,
+            },
+        }
+    )
     if cfg.endpoint == "testnet":
         ex.set_sandbox_mode(True)  # replaces urls["api"]: override only after it (P4)
     if rest_url:
@@ -183,8 +194,9 @@ def unknown_symbols(cfg: ExchangeConfig, listed: set[str]) -> list[str]:
     """`exchange.symbols[i]: ...` for each configured symbol (and the reference) not in `listed`."""
     keyed = [(f"exchange.symbols[{i}]", sym) for i, sym in enumerate(cfg.symbols)]
     keyed.append(("exchange.reference_symbol", cfg.reference_symbol))
-    return [f"{key}: {sym!r} is not a market on the exchange (endpoint {cfg.endpoint!r})"
-            for key, sym in keyed if sym not in listed]
+    return [
+        f"{key}: {sym!r} is not a market on the exchange (endpoint {cfg.endpoint!r})" for key, sym in keyed if sym not in listed
+    ]
 
 
 def _row_to_bar(symbol: str, timeframe: str, row: list[Any]) -> Bar:
@@ -216,7 +228,8 @@ class ExchangeClient(OrderCalls):
             raise ConfigError(
                 f"exchange.symbols: {len(self.cfg.symbols)} symbols x {len(self.cfg.timeframes)} timeframes + the "
                 f"reference = {kline_streams} kline streams; Binance takes at most {STREAMS_PER_CONNECTION} on one "
-                f"connection (at most {(STREAMS_PER_CONNECTION - 1) // len(self.cfg.timeframes)} symbols)")
+                f"connection (at most {(STREAMS_PER_CONNECTION - 1) // len(self.cfg.timeframes)} symbols)"
+            )
         await self._call("load_markets", self.ex.load_markets)
         problems = unknown_symbols(self.cfg, set(self.ex.markets or ()))
         if problems:
@@ -305,8 +318,9 @@ class ExchangeClient(OrderCalls):
         """Closed bars with since_ms <= ts < until_ms, oldest first (see iter_bar_pages)."""
         return [bar async for page in self.iter_bar_pages(symbol, timeframe, since_ms, until_ms) for bar in page]
 
-    async def iter_bar_pages(self, symbol: str, timeframe: str, since_ms: int,
-                             until_ms: int | None = None) -> AsyncIterator[list[Bar]]:
+    async def iter_bar_pages(
+        self, symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None
+    ) -> AsyncIterator[list[Bar]]:
         """Pages of closed bars with since_ms <= ts < until_ms, oldest first.
 
         Without `until_ms` the history runs to the present and its newest row, the forming
@@ -318,8 +332,7 @@ class ExchangeClient(OrderCalls):
         while until_ms is None or cursor < until_ms:
             params = {} if until_ms is None else {"until": until_ms - 1}
             rows = await self._call("fetch_ohlcv", self.ex.fetch_ohlcv, symbol, timeframe, cursor, PAGE_LIMIT, params)
-            fresh = [_row_to_bar(symbol, timeframe, r) for r in rows
-                     if r[0] >= cursor and (until_ms is None or r[0] < until_ms)]
+            fresh = [_row_to_bar(symbol, timeframe, r) for r in rows if r[0] >= cursor and (until_ms is None or r[0] < until_ms)]
             if not fresh:
                 break
             page, held = held + fresh[:-1], fresh[-1:]
@@ -431,7 +444,7 @@ class ExchangeClient(OrderCalls):
         try:
             for method in ("UNSUBSCRIBE", "SUBSCRIBE"):
                 await client.send({"method": method, "params": names, "id": self.ex.request_id(client.url)})
-        except Exception as exc:  # noqa: BLE001 - ccxt raises its NetworkError or the socket's own
+        except Exception as exc:
             log.warning("resubscribe_failed", streams=names, error=repr(exc))
             return False
         return True

@@ -20,15 +20,16 @@ import sqlite3
 import statistics
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+from daemon import events
 from daemon import log as logging
-from daemon.market.bars import Buffers
 from daemon.config import ExchangeConfig
 from daemon.domain import Bar, BarError, timeframe_ms
+from daemon.market.bars import Buffers
 from daemon.market.exchange import ExchangeClient, ExchangeFailure, FatalError
-from daemon import events
 from daemon.market.quotes import Quotes
 from daemon.metrics import REGISTRY
 from daemon.store import Store
@@ -46,8 +47,9 @@ DROPPED = REGISTRY.counter("sigd_feed_dropped_bars_total", "Bars or frames dropp
 BACKFILLED = REGISTRY.counter("sigd_feed_backfilled_bars_total", "Bars fetched over REST to restore continuity")
 RECONNECTS = REGISTRY.counter("sigd_feed_reconnects_total", "Websocket reconnects")
 STALLS = REGISTRY.counter("sigd_feed_stalls_total", "Streams silent beyond their stall timeout")
-RESUBSCRIBES = REGISTRY.counter("sigd_feed_resubscribes_total",
-                                "Stalled streams resubscribed alone on the live connection, per stream")
+RESUBSCRIBES = REGISTRY.counter(
+    "sigd_feed_resubscribes_total", "Stalled streams resubscribed alone on the live connection, per stream"
+)
 DEGRADED = REGISTRY.gauge("sigd_feed_degraded", "1 while a stream cannot prove continuity")
 LATENCY = REGISTRY.histogram("sigd_bar_close_latency_ms", "Exchange closing update (event time) to bar in its ring")
 
@@ -103,9 +105,18 @@ def feed_streams(cfg: ExchangeConfig) -> list[tuple[str, str]]:
 class Feed:
     """Warm-up and live streaming of every configured stream (see module docstring)."""
 
-    def __init__(self, client: ExchangeClient, store: Store, buffers: Buffers, cfg: ExchangeConfig,
-                 on_bar: OnBar | None = None, *, speed: float = 1.0,
-                 clock_ms: Callable[[], float] | None = None, quotes: bool = True) -> None:
+    def __init__(
+        self,
+        client: ExchangeClient,
+        store: Store,
+        buffers: Buffers,
+        cfg: ExchangeConfig,
+        on_bar: OnBar | None = None,
+        *,
+        speed: float = 1.0,
+        clock_ms: Callable[[], float] | None = None,
+        quotes: bool = True,
+    ) -> None:
         """`speed` is the replay speed of a local exchange (stall timeouts shrink with it);
         `clock_ms` is the clock the closing update's event time is compared to (latency);
         `quotes`: also stream best bid/ask (`self.quotes`; off, it never has a quote)."""
@@ -146,11 +157,18 @@ class Feed:
         for key, st in self.streams.items():
             lat = [ms for _, ms in st.latencies_ms]
             out[key] = {
-                "symbol": st.symbol, "timeframe": st.timeframe, "last_bar_ts": st.last_ts,
-                "last_bar_wall": st.last_wall, "degraded": st.degraded, "reconnects": st.reconnects,
+                "symbol": st.symbol,
+                "timeframe": st.timeframe,
+                "last_bar_ts": st.last_ts,
+                "last_bar_wall": st.last_wall,
+                "degraded": st.degraded,
+                "reconnects": st.reconnects,
                 "resubscribes": st.resubscribes,
-                "dropped_frames": st.dropped, "backfilled_bars": st.backfilled, "stalls": st.stalls,
-                "gaps": st.gaps, "warmed_from_store": st.from_store,
+                "dropped_frames": st.dropped,
+                "backfilled_bars": st.backfilled,
+                "stalls": st.stalls,
+                "gaps": st.gaps,
+                "warmed_from_store": st.from_store,
                 "latency_ms_p50": statistics.median(lat) if lat else None,
             }
         return out
@@ -204,8 +222,13 @@ class Feed:
             left[st.symbol] -= 1
             if left[st.symbol] == 0:
                 done[0] += 1
-                log.info("symbol_warmed_up", symbol=st.symbol, done=done[0], of=len(left),
-                         elapsed_s=round(time.monotonic() - started, 3))
+                log.info(
+                    "symbol_warmed_up",
+                    symbol=st.symbol,
+                    done=done[0],
+                    of=len(left),
+                    elapsed_s=round(time.monotonic() - started, 3),
+                )
 
         # gather, not a TaskGroup: the first failure is raised as itself (a FatalError or
         # ConfigError the caller handles), not wrapped in an ExceptionGroup.
@@ -242,8 +265,9 @@ class Feed:
         st.last_ts = bars[-1].ts if bars else None
         st.last_wall = time.time()
         st.set_degraded(False)
-        log.info("stream_warmed_up", stream=st.name, bars=len(bars), from_store=len(stored),
-                 from_rest=len(fetched), last_ts=st.last_ts)
+        log.info(
+            "stream_warmed_up", stream=st.name, bars=len(bars), from_store=len(stored), from_rest=len(fetched), last_ts=st.last_ts
+        )
 
     def _sound(self, st: StreamState, bar: Bar) -> bool:
         try:
@@ -403,7 +427,7 @@ class Feed:
         if self.on_bar is not None:
             try:
                 await self.on_bar(bar)
-            except Exception:  # noqa: BLE001 - a consumer bug must not stop the feed
+            except Exception:
                 log.exception("on_bar_failed", stream=st.name, ts=bar.ts)
 
     def _store(self, st: StreamState, bar: Bar) -> None:
@@ -414,8 +438,9 @@ class Feed:
         try:
             self.store.add_bars(self._unstored)
         except sqlite3.Error as exc:
-            log.error("bar_store_failed", stream=st.name, ts=bar.ts, unstored=len(self._unstored),
-                      error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "bar_store_failed", stream=st.name, ts=bar.ts, unstored=len(self._unstored), error=f"{type(exc).__name__}: {exc}"
+            )
             return
         if len(self._unstored) > 1:
             log.info("bars_stored_after_failure", bars=len(self._unstored))

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from daemon import log as logging
 from daemon.config import ExchangeConfig
@@ -29,17 +30,20 @@ class MarketLimits:
     min_notional: float = 0.0
 
     @classmethod
-    def from_ccxt(cls, market: dict[str, Any]) -> "MarketLimits":
+    def from_ccxt(cls, market: dict[str, Any]) -> MarketLimits:
         """From a ccxt market dict (`precision`, `limits`); a missing value means no limit."""
         precision, limits = market.get("precision") or {}, market.get("limits") or {}
 
         def num(v: Any, default: float) -> float:
             return float(v) if v is not None else default
 
-        return cls(amount_step=num(precision.get("amount"), 0.0), price_step=num(precision.get("price"), 0.0),
-                   min_amount=num((limits.get("amount") or {}).get("min"), 0.0),
-                   max_amount=num((limits.get("amount") or {}).get("max"), math.inf),
-                   min_notional=num((limits.get("cost") or {}).get("min"), 0.0))
+        return cls(
+            amount_step=num(precision.get("amount"), 0.0),
+            price_step=num(precision.get("price"), 0.0),
+            min_amount=num((limits.get("amount") or {}).get("min"), 0.0),
+            max_amount=num((limits.get("amount") or {}).get("max"), math.inf),
+            min_notional=num((limits.get("cost") or {}).get("min"), 0.0),
+        )
 
     def amount(self, amount: float) -> float:
         """`amount` rounded DOWN to the amount step (never more than asked)."""
@@ -53,8 +57,7 @@ class MarketLimits:
         """The amount the exchange would accept for an order of `amount` at about `price`, and
         None; or (0, the reason) when no acceptable order exists (below the minimum amount or
         notional after rounding: such an order is skipped, never sent to be rejected)."""
-        rounded = min(self.amount(amount), self.amount(self.max_amount)) if self.max_amount < math.inf \
-            else self.amount(amount)
+        rounded = min(self.amount(amount), self.amount(self.max_amount)) if self.max_amount < math.inf else self.amount(amount)
         if rounded <= 0 or rounded < self.min_amount:
             return 0.0, "min_amount"
         if rounded * price < self.min_notional:
@@ -91,8 +94,9 @@ class OrderCalls:
         market = (self.ex.markets or {}).get(symbol)
         return MarketLimits.from_ccxt(market) if market else None
 
-    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
-                           client_order_id: str) -> dict:
+    async def create_order(
+        self, symbol: str, side: str, type: str, amount: float, price: float | None, client_order_id: str
+    ) -> dict:
         """Place an order exactly once, identified by `client_order_id`; the exchange's order.
 
         After an ambiguous outcome (timeout, 5xx) the order is looked up by its client id
@@ -133,8 +137,7 @@ class OrderCalls:
         """Cancel by client id; None when it was no longer open (filled, canceled, unknown)."""
         return await self._by_client_id("cancel_order", self.ex.cancel_order, client_order_id, symbol)
 
-    async def _by_client_id(self, op: str, fn: Callable[..., Awaitable[dict]], client_order_id: str,
-                            symbol: str) -> dict | None:
+    async def _by_client_id(self, op: str, fn: Callable[..., Awaitable[dict]], client_order_id: str, symbol: str) -> dict | None:
         """Call an order method addressed by client id; None when the exchange has no such order."""
         try:
             return await self._call(op, fn, None, symbol, {"origClientOrderId": client_order_id})

@@ -10,7 +10,7 @@ caller (the paper broker) falls back to its own rule rather than fill at a stale
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from daemon import log as logging
 from daemon.market.exchange import ExchangeClient, FatalError
@@ -23,8 +23,9 @@ UPDATES = REGISTRY.counter("sigd_quote_updates_total", "Best bid/ask updates rec
 class Quotes:
     """The newest (bid, ask, exchange ts_ms) per symbol; `run()` keeps the subscription alive."""
 
-    def __init__(self, client: ExchangeClient, symbols: tuple[str, ...] | list[str],
-                 clock_ms: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, client: ExchangeClient, symbols: tuple[str, ...] | list[str], clock_ms: Callable[[], float] | None = None
+    ) -> None:
         """`clock_ms` stamps a frame that carries no event time (Binance spot's bookTicker has
         none; the local exchange sends its replay instant)."""
         self.client, self.symbols = client, list(symbols)

@@ -37,6 +37,7 @@ DEFAULT_ARTIFACT = REPO / "models" / "artifacts" / "mtf_transformer"
 def load_series(tape: Path, symbols: Sequence[str], keys: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
     """{symbol: {window key: rows [n, 6]}} in the window convention (btc_1m = BTC/USDT 1m)."""
     import pandas as pd
+
     out: dict[str, dict[str, np.ndarray]] = {}
     for s in symbols:
         out[s] = {}
@@ -56,7 +57,7 @@ def raw_z(bars: np.ndarray | None, key: str, spec: FeatureSpec) -> np.ndarray | 
     bars = bars[-need:]
     if not window_is_contiguous(bars, key_timeframe(key)):
         return None
-    rows = spec.raw_features(bars)[-spec.seq_len:]
+    rows = spec.raw_features(bars)[-spec.seq_len :]
     sc = spec.scalers[key]
     return (rows - np.asarray(sc.center)) / np.asarray(sc.scale)
 
@@ -64,11 +65,13 @@ def raw_z(bars: np.ndarray | None, key: str, spec: FeatureSpec) -> np.ndarray | 
 def windows_at(series: Mapping[str, np.ndarray], bar_ts: int, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
     """Windows closed by the close of the 1m bar opening at bar_ts (models.datasets.live_windows)."""
     from models.datasets import live_windows
+
     return live_windows(dict(series), bar_ts, dict(sizes))
 
 
-def scaling_health(spec: FeatureSpec, windows: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
-                   ) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
+def scaling_health(
+    spec: FeatureSpec, windows: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
+) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
     """{symbol: {key: {feature: (median |z|, clipped share)}}} over the given windows."""
     out: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
     for s, per_bar in windows.items():
@@ -78,15 +81,16 @@ def scaling_health(spec: FeatureSpec, windows: Mapping[str, Sequence[Mapping[str
             if not zs:
                 continue
             z = np.abs(np.concatenate(zs))
-            out[s][key] = {n: (float(np.median(z[:, i])), float(np.mean(z[:, i] > CLIP)))
-                           for i, n in enumerate(spec.feature_names)}
+            out[s][key] = {
+                n: (float(np.median(z[:, i])), float(np.mean(z[:, i] > CLIP))) for i, n in enumerate(spec.feature_names)
+            }
     return out
 
 
-def ablate(predictor: Any, windows: Mapping[str, Sequence[dict[str, np.ndarray]]], bar_ts: Sequence[int]
-           ) -> dict[str, float]:
+def ablate(predictor: Any, windows: Mapping[str, Sequence[dict[str, np.ndarray]]], bar_ts: Sequence[int]) -> dict[str, float]:
     """Mean |dP(long)| of each ablation (see the module doc), plus the spreads for scale."""
     from models import features as F
+
     spec: FeatureSpec = predictor.spec
     symbols = list(windows)
     ref = symbols[0]
@@ -102,15 +106,19 @@ def ablate(predictor: Any, windows: Mapping[str, Sequence[dict[str, np.ndarray]]
         return out
 
     base = p_long(windows)
-    result = {"spread_across_symbols": float(np.nanmean(np.nanstd(base, axis=0))),
-              "spread_over_time": float(np.nanmean(np.nanstd(base, axis=1))),
-              "p_long_mean": float(np.nanmean(base))}
+    result = {
+        "spread_across_symbols": float(np.nanmean(np.nanstd(base, axis=0))),
+        "spread_over_time": float(np.nanmean(np.nanstd(base, axis=1))),
+        "p_long_mean": float(np.nanmean(base)),
+    }
     others = [s for s in symbols if s != ref]
     for key in spec.inputs:
         # the BTC stream is the same for every symbol: swap it for the reference symbol's own 1m
         donor = "1m" if key.startswith("btc_") else key
-        swapped = {s: [{**w, key: windows[ref][j][donor]} if donor in windows[ref][j] else w
-                       for j, w in enumerate(windows[s])] for s in symbols}
+        swapped = {
+            s: [{**w, key: windows[ref][j][donor]} if donor in windows[ref][j] else w for j, w in enumerate(windows[s])]
+            for s in symbols
+        }
         result[f"swap:{key}"] = float(np.nanmean(np.abs(p_long(swapped) - base)[[symbols.index(s) for s in others]]))
         masked = {s: [{k: v for k, v in w.items() if k != key} for w in windows[s]] for s in symbols}
         change = np.abs(p_long(masked) - base)
@@ -118,10 +126,12 @@ def ablate(predictor: Any, windows: Mapping[str, Sequence[dict[str, np.ndarray]]
         result[f"mask:{key}"] = float(np.nanmean(change)) if np.isfinite(change).any() else float("nan")
     original = F.Scaler.transform
     for i, name in enumerate(spec.feature_names):
+
         def zeroed(self: Any, x: np.ndarray, _i: int = i) -> np.ndarray:
             z = original(self, x)
             z[..., _i] = 0.0
             return z
+
         F.Scaler.transform = zeroed  # type: ignore[method-assign]
         try:
             result[f"zero:{name}"] = float(np.nanmean(np.abs(p_long(windows) - base)))
@@ -145,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{flag}: {path} is not a folder", file=sys.stderr)
             return 2
     from pipeline.predictor import Predictor
+
     predictor = Predictor.load(args.artifact, "cpu")
     spec: FeatureSpec = predictor.spec
     symbols = args.symbols.split(",")
@@ -158,8 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = np.linspace(first, last, args.bars).astype(np.int64)
     grid -= grid % timeframe_ms("1m")
     windows = {s: [windows_at(series[s], int(t), sizes) for t in grid] for s in symbols}
-    print(f"artifact {args.artifact} (features: {spec.feature_set} v{spec.version}), tape {args.tape}, "
-          f"{len(grid)} bars x {len(symbols)} symbols")
+    print(
+        f"artifact {args.artifact} (features: {spec.feature_set} v{spec.version}), tape {args.tape}, "
+        f"{len(grid)} bars x {len(symbols)} symbols"
+    )
     health = scaling_health(spec, windows)
     print(f"\nscaling health: median |z| / share clipped at +-{CLIP:g}, per input and feature")
     print(f"{'symbol':<10} {'input':<7} " + " ".join(f"{n:>22}" for n in spec.feature_names))

@@ -18,17 +18,18 @@ import asyncio
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from daemon import log as logging
-from daemon.market.bars import Buffers
 from daemon.config import Config
 from daemon.domain import Bar, PredictorLike, timeframe_ms
+from daemon.market.bars import Buffers
 from daemon.research.replay import Stream, Tape, TapeError, iso, replay_order, warmup_rows
 from daemon.research.report import BacktestResult, ModelRun
 from daemon.store import Store
@@ -69,7 +70,7 @@ def parse_iso(text: str, flag: str) -> int:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{flag} {text!r}: not an ISO 8601 instant (e.g. 2025-06-01T00:00:00Z)") from None
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 @dataclass
@@ -108,8 +109,10 @@ def make_plan(cfg: Config, tape: Tape, start: str | None, end: str | None) -> Pl
     if end_ms <= start_ms:
         raise ValueError(f"--to must be after --from (got {iso(start_ms)} >= {iso(end_ms)})")
     if start_ms >= last_close or end_ms <= first:
-        raise TapeError(f"the period {iso(start_ms)}..{iso(end_ms)} holds no {trigger[0]} {trigger[1]} bar "
-                        f"(the tape covers {iso(first)}..{iso(last_close)})")
+        raise TapeError(
+            f"the period {iso(start_ms)}..{iso(end_ms)} holds no {trigger[0]} {trigger[1]} bar "
+            f"(the tape covers {iso(first)}..{iso(last_close)})"
+        )
     return Plan(cfg, tape, order, trigger, start_ms, end_ms)
 
 
@@ -120,16 +123,16 @@ def _warm(buffers: Buffers, plan: Plan) -> None:
             ring.append_row(row)
 
 
-async def replay(plan: Plan, predictors: Mapping[str, PredictorLike], store: Store,
-                 progress: Callable[[int], None] = lambda n: None) -> dict[str, int]:
+async def replay(
+    plan: Plan, predictors: Mapping[str, PredictorLike], store: Store, progress: Callable[[int], None] = lambda n: None
+) -> dict[str, int]:
     """Drive the engine over the plan's bars; the engine writes to `store`. Returns event counts."""
     from daemon.trading.engine import Engine
 
     cfg = dataclasses.replace(plan.cfg, broker=dataclasses.replace(plan.cfg.broker, mode="paper"))
     buffers, sink = Buffers(), MemorySink()
     _warm(buffers, plan)
-    engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=sink,
-                                wait_for_decision=True)
+    engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=sink, wait_for_decision=True)
     await engine.start()
     swaps = sorted(plan.swaps, key=lambda s: s[0])
     streams_idx, rows_idx = replay_order(plan.tape, plan.order, plan.start_ms, plan.end_ms)
@@ -138,8 +141,7 @@ async def replay(plan: Plan, predictors: Mapping[str, PredictorLike], store: Sto
         for k, (s, r) in enumerate(zip(streams_idx.tolist(), rows_idx.tolist())):
             symbol, timeframe = plan.order[s]
             row = arrays[s][r]
-            bar = Bar(symbol, timeframe, int(row[0]), float(row[1]), float(row[2]), float(row[3]),
-                      float(row[4]), float(row[5]))
+            bar = Bar(symbol, timeframe, int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]))
             while swaps and (symbol, timeframe) == plan.trigger and bar.ts >= swaps[0][0]:
                 for name, predictor in swaps.pop(0)[1].items():
                     engine.swap_predictor(name, predictor)
@@ -160,39 +162,63 @@ def model_runs(store: Store, symbol: str, truth_of: Callable[[str, np.ndarray], 
     for name in sorted({r[1] for r in rows}):
         mine = [r for r in rows if r[1] == name]
         bar_ts = np.array([r[0] for r in mine], dtype=np.int64)
-        runs.append(ModelRun(
-            name=name, version=",".join(sorted({r[2] for r in mine})), threshold=float(mine[-1][8]),
-            bar_ts=bar_ts, probs=np.array([r[3:6] for r in mine], dtype=np.float64).reshape(-1, 3),
-            side=np.array([r[6] for r in mine], dtype=np.int64),
-            confidence=np.array([r[7] for r in mine], dtype=np.float64), truth=truth_of(name, bar_ts),
-        ))
+        runs.append(
+            ModelRun(
+                name=name,
+                version=",".join(sorted({r[2] for r in mine})),
+                threshold=float(mine[-1][8]),
+                bar_ts=bar_ts,
+                probs=np.array([r[3:6] for r in mine], dtype=np.float64).reshape(-1, 3),
+                side=np.array([r[6] for r in mine], dtype=np.int64),
+                confidence=np.array([r[7] for r in mine], dtype=np.float64),
+                truth=truth_of(name, bar_ts),
+            )
+        )
     return runs
 
 
-def collect(plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.ndarray],
-            counts: Mapping[str, int]) -> BacktestResult:
+def collect(
+    plan: Plan, store: Store, truth_of: Callable[[str, np.ndarray], np.ndarray], counts: Mapping[str, int]
+) -> BacktestResult:
     """The run as the report reads it, for the plan's trigger symbol: trigger bars of the period,
     fills, signals, predictions (a multi-symbol run is collected once per symbol)."""
     symbol = plan.trigger[0]
     rows = plan.tape.streams[plan.trigger]
     close = rows[:, 0].astype(np.int64) + timeframe_ms(plan.trigger[1])
     signals = [
-        {"bar_ts": s.bar_ts, "strategy": s.strategy, "side": int(s.side), "confidence": s.confidence,
-         "price": s.price, "reasons": "; ".join(s.reasons)}
+        {
+            "bar_ts": s.bar_ts,
+            "strategy": s.strategy,
+            "side": int(s.side),
+            "confidence": s.confidence,
+            "price": s.price,
+            "reasons": "; ".join(s.reasons),
+        }
         for _, s in reversed(store.signals(symbol=symbol, limit=2**31))
     ]
     b = plan.cfg.broker
     own = plan.cfg.symbols.get(symbol)
-    size = own.position_fraction if own is not None and own.position_fraction is not None else \
-        plan.cfg.strategy.position_fraction
+    size = own.position_fraction if own is not None and own.position_fraction is not None else plan.cfg.strategy.position_fraction
     # gaps that touch the replay or the warm-up of its slowest stream
     since = plan.start_ms - plan.capacity * max(timeframe_ms(tf) for _, tf in plan.order)
-    notes = {**plan.tape.notes(since, plan.end_ms), "warmup_bars_per_stream": plan.capacity, "replay": dict(counts),
-             "stream_order_at_equal_close": [f"{s} {tf}" for s, tf in plan.order]}
+    notes = {
+        **plan.tape.notes(since, plan.end_ms),
+        "warmup_bars_per_stream": plan.capacity,
+        "replay": dict(counts),
+        "stream_order_at_equal_close": [f"{s} {tf}" for s, tf in plan.order],
+    }
     return BacktestResult(
-        symbol=symbol, timeframe=plan.trigger[1], bars=rows[(close > plan.start_ms) & (close <= plan.end_ms)],
-        fills=store.fills(symbol=symbol), signals=signals, models=model_runs(store, symbol, truth_of),
-        cash=b.starting_balance, fee=b.fee, slippage=b.slippage, notes=notes, position_fraction=float(size),
+        symbol=symbol,
+        timeframe=plan.trigger[1],
+        bars=rows[(close > plan.start_ms) & (close <= plan.end_ms)],
+        fills=store.fills(symbol=symbol),
+        signals=signals,
+        models=model_runs(store, symbol, truth_of),
+        cash=b.starting_balance,
+        fee=b.fee,
+        slippage=b.slippage,
+        notes=notes,
+        position_fraction=float(size),
     )
 
 
@@ -220,8 +246,9 @@ def artifact_dirs(cfg: Config, model_dir: str | None) -> dict[str, Path]:
             raise ValueError(f"--model-dir {root}: no artifact (a folder with artifact.json) in it")
         # the daemon asks its models in the config's order (it shows in every signal's reasons)
         configured = list(getattr(getattr(cfg, "models", None), "paths", {}) or {})
-        return {n: found[n] for n in sorted(found, key=lambda n: (configured.index(n) if n in configured
-                                                                   else len(configured), n))}
+        return {
+            n: found[n] for n in sorted(found, key=lambda n: (configured.index(n) if n in configured else len(configured), n))
+        }
     paths = getattr(getattr(cfg, "models", None), "paths", None)
     if paths:
         return {name: cfg.path(p) for name, p in paths.items()}
@@ -242,8 +269,13 @@ def load_predictors(dirs: Mapping[str, Path], device: str = "cpu") -> dict[str, 
     return out
 
 
-def batched(plan: Plan, predictors: Mapping[str, Any], bar_ts: np.ndarray, workers: int | None = None,
-            progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
+def batched(
+    plan: Plan,
+    predictors: Mapping[str, Any],
+    bar_ts: np.ndarray,
+    workers: int | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> dict[str, PredictorLike]:
     """PrecomputedPredictor per model, its table filled by predict_batch over `bar_ts` (in
     `workers` processes; default: the cores this process may use)."""
     from daemon.research.batch import PrecomputedPredictor, WindowIndex, default_workers, precompute_parallel
@@ -262,8 +294,9 @@ def batch_workers(predictors: Mapping[str, Any], workers: int | None, default: i
     return 1 if on_gpu else (default if workers is None else workers)
 
 
-def batched_portfolio(plan: Plan, predictors: Mapping[str, Any], workers: int | None = None,
-                      progress: Callable[[int], None] = lambda n: None) -> dict[str, PredictorLike]:
+def batched_portfolio(
+    plan: Plan, predictors: Mapping[str, Any], workers: int | None = None, progress: Callable[[int], None] = lambda n: None
+) -> dict[str, PredictorLike]:
     """PortfolioPredictor per model: a precomputed table per traded symbol, each built from
     that symbol's windows as the engine would copy them (the engine asks by symbol)."""
     from daemon.research.batch import PortfolioPredictor, WindowIndex, default_workers, precompute_parallel
@@ -326,15 +359,17 @@ class Progress:
             self.bar.close()
 
 
-def run_backtest(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None,
-                 progress: bool | None = None) -> BacktestResult:
+def run_backtest(
+    plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None, progress: bool | None = None
+) -> BacktestResult:
     """One backtest over the plan with the given (loaded) predictors (the first symbol's result
     when the config trades several; see run_portfolio)."""
     return run_portfolio(plan, predictors, batch=batch, workers=workers, progress=progress)[0]
 
 
-def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None,
-                  progress: bool | None = None) -> list[BacktestResult]:
+def run_portfolio(
+    plan: Plan, predictors: Mapping[str, Any], *, batch: bool = True, workers: int | None = None, progress: bool | None = None
+) -> list[BacktestResult]:
     """One backtest of every symbol the config trades, through one engine (one portfolio);
     a result per symbol, in the config's order. With `batch`, every symbol's predictions are
     computed up front (a table per symbol); the engine's cycles then ask the tables by symbol.
@@ -345,8 +380,11 @@ def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = Tr
     # 1m the engine asks them at the newest 1m bar instead: ask the models cycle by cycle.
     batch = batch and plan.trigger[1] == "1m"
     if batch and len(symbols) > 1:
-        bar = Progress(sum(len(dataclasses.replace(plan, trigger=(s, plan.trigger[1])).trigger_ts()) for s in symbols)
-                       * len(predictors), "inference", progress)
+        bar = Progress(
+            sum(len(dataclasses.replace(plan, trigger=(s, plan.trigger[1])).trigger_ts()) for s in symbols) * len(predictors),
+            "inference",
+            progress,
+        )
         serving = batched_portfolio(plan, predictors, workers, bar)
         bar.close()
     elif batch:
@@ -372,8 +410,8 @@ def run_portfolio(plan: Plan, predictors: Mapping[str, Any], *, batch: bool = Tr
 def backtest_command(args: argparse.Namespace) -> int:
     """`sigd backtest`: replay, print the summary, write the report when --report is given."""
     from daemon import config as config_mod
-    from daemon.research.report import summarize, terminal_summary, write_report
     from daemon.research.replay import load_streams
+    from daemon.research.report import summarize, terminal_summary, write_report
 
     cfg = config_mod.load(args.config)
     # Per-signal info lines would drown the terminal in a long replay; warnings still show.

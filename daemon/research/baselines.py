@@ -51,8 +51,7 @@ def simulate_targets(bars: np.ndarray, target: np.ndarray, cash: float, fee: flo
         fee_paid = abs(qty) * fill_px * fee
         cash -= qty * fill_px + fee_paid
         pos += qty
-        fills.append(Fill(f"baseline-{i}", "", "buy" if qty > 0 else "sell", fill_px, abs(qty), fee_paid,
-                          int(bars[i + 1, 0])))
+        fills.append(Fill(f"baseline-{i}", "", "buy" if qty > 0 else "sell", fill_px, abs(qty), fee_paid, int(bars[i + 1, 0])))
     return fills
 
 
@@ -215,8 +214,9 @@ def _centre(scores: np.ndarray) -> np.ndarray:
     return pd.DataFrame(scores).rank(axis=1, pct=True).to_numpy()
 
 
-def _drifting_equal_weights(px: np.ndarray, rets: np.ndarray, spec: Any, periods_per_year: float,
-                            target_weights: Callable[..., np.ndarray]) -> np.ndarray:
+def _drifting_equal_weights(
+    px: np.ndarray, rets: np.ndarray, spec: Any, periods_per_year: float, target_weights: Callable[..., np.ndarray]
+) -> np.ndarray:
     """Equal weights (the spec's sizing of 'every symbol') bought once and left to drift; bought
     again only when the set of symbols with prices changes (a listing)."""
     from strategies.portfolio import drift
@@ -231,8 +231,7 @@ def _drifting_equal_weights(px: np.ndarray, rets: np.ndarray, spec: Any, periods
             held = drift(held, rets[t])
         if (ever[t] != universe).any():
             universe = ever[t]
-            held = target_weights(np.where(universe, 1.0, np.nan), np.zeros(px.shape[1]), None, long_only,
-                                  periods_per_year)
+            held = target_weights(np.where(universe, 1.0, np.nan), np.zeros(px.shape[1]), None, long_only, periods_per_year)
         out[t] = held
     return out
 
@@ -240,14 +239,15 @@ def _drifting_equal_weights(px: np.ndarray, rets: np.ndarray, spec: Any, periods
 def _long_only(spec: Any) -> Any:
     import dataclasses
 
-    return dataclasses.replace(spec, long_short=False, top_k=None, vol_target=None, no_trade_band=0.0,
-                               turnover_penalty=0.0, min_score=0.0)
+    return dataclasses.replace(
+        spec, long_short=False, top_k=None, vol_target=None, no_trade_band=0.0, turnover_penalty=0.0, min_score=0.0
+    )
 
 
-def baseline_results(ts: np.ndarray, close: np.ndarray, spec: Any, costs: Any, periods_per_year: float,
-                     names: Sequence[str] = BASELINE_NAMES) -> dict[str, Any]:
+def baseline_results(
+    ts: np.ndarray, close: np.ndarray, spec: Any, costs: Any, periods_per_year: float, names: Sequence[str] = BASELINE_NAMES
+) -> dict[str, Any]:
     """{name: PortfolioResult} of each baseline, simulated with the strategy's costs."""
     from daemon.research.portfolio_sim import simulate
 
-    return {n: simulate(baseline_weights(n, ts, close, spec, periods_per_year), close, costs, periods_per_year)
-            for n in names}
+    return {n: simulate(baseline_weights(n, ts, close, spec, periods_per_year), close, costs, periods_per_year) for n in names}

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class WindowIndex:
                 continue
             rows, close, side = self.streams[key]
             end = int(np.searchsorted(close, t_close, side=side))
-            out[key] = rows[max(0, end - min(int(n), self.capacity)):end]
+            out[key] = rows[max(0, end - min(int(n), self.capacity)) : end]
         return out
 
 
@@ -74,8 +75,9 @@ def _chunk(predictor: Any, windows: list[dict[str, np.ndarray]], ts: list[int]) 
     return preds
 
 
-def precompute(predictor: Any, index: WindowIndex, bar_ts: Sequence[int],
-               progress: Callable[[int], None] = lambda n: None) -> dict[int, Prediction | Exception]:
+def precompute(
+    predictor: Any, index: WindowIndex, bar_ts: Sequence[int], progress: Callable[[int], None] = lambda n: None
+) -> dict[int, Prediction | Exception]:
     """Prediction (or the error predict would raise) for every trigger bar, in chunks.
 
     A chunk in which some bar cannot be predicted (short window, gap) is redone bar by bar,
@@ -84,7 +86,7 @@ def precompute(predictor: Any, index: WindowIndex, bar_ts: Sequence[int],
     table: dict[int, Prediction | Exception] = {}
     req = predictor.required_windows
     for i in range(0, len(bar_ts), CHUNK):
-        chunk = [int(t) for t in bar_ts[i:i + CHUNK]]
+        chunk = [int(t) for t in bar_ts[i : i + CHUNK]]
         table.update(zip(chunk, _chunk(predictor, [index.windows(t, req) for t in chunk], chunk)))
         progress(len(chunk))
     return table
@@ -97,9 +99,14 @@ def default_workers() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
-def precompute_parallel(predictor: Any, index: WindowIndex, bar_ts: Sequence[int], workers: int,
-                        chunk: int = CHUNK, progress: Callable[[int], None] = lambda n: None,
-                        ) -> dict[int, Prediction | Exception]:
+def precompute_parallel(
+    predictor: Any,
+    index: WindowIndex,
+    bar_ts: Sequence[int],
+    workers: int,
+    chunk: int = CHUNK,
+    progress: Callable[[int], None] = lambda n: None,
+) -> dict[int, Prediction | Exception]:
     """`precompute` split over forked worker processes (one torch thread each).
 
     Fork, not spawn: the children inherit the loaded model and the tape arrays, nothing is
@@ -116,8 +123,9 @@ def precompute_parallel(predictor: Any, index: WindowIndex, bar_ts: Sequence[int
         path = Path(tmp) / "predictions.npy"
         np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(len(ts), 7)).flush()
         ctx = multiprocessing.get_context("fork")
-        procs = [ctx.Process(target=_worker, args=(predictor, index, ts, w, workers, chunk, path), daemon=True)
-                 for w in range(workers)]
+        procs = [
+            ctx.Process(target=_worker, args=(predictor, index, ts, w, workers, chunk, path), daemon=True) for w in range(workers)
+        ]
         for p in procs:
             p.start()
         _watch(procs, np.load(path, mmap_mode="r"), progress)
@@ -129,8 +137,17 @@ def precompute_parallel(predictor: Any, index: WindowIndex, bar_ts: Sequence[int
     for t, row in zip(ts, out):
         if row[6] == 1.0:
             probs = (float(row[0]), float(row[1]), float(row[2]))
-            table[t] = Prediction(predictor.name, predictor.version, t, class_scores(probs), Side(int(row[3])),
-                                  float(row[4]), predictor.threshold, float(row[5]), predictor.hold_bars)
+            table[t] = Prediction(
+                predictor.name,
+                predictor.version,
+                t,
+                class_scores(probs),
+                Side(int(row[3])),
+                float(row[4]),
+                predictor.threshold,
+                float(row[5]),
+                predictor.hold_bars,
+            )
         else:
             try:
                 table[t] = predictor.predict(index.windows(t, predictor.required_windows), t)
@@ -146,7 +163,7 @@ def _worker(predictor: Any, index: WindowIndex, ts: list[int], w: int, workers: 
     out = np.load(path, mmap_mode="r+")
     req = predictor.required_windows
     for start in range(w * chunk, len(ts), workers * chunk):
-        part = ts[start:start + chunk]
+        part = ts[start : start + chunk]
         for i, p in enumerate(_chunk(predictor, [index.windows(t, req) for t in part], part)):
             if isinstance(p, Prediction):
                 out[start + i] = (*p.probs, int(p.side), p.confidence, p.inference_ms, 1.0)
@@ -178,8 +195,7 @@ class PrecomputedPredictor:
         """The table's prediction for bar_ts (raising the error bar-by-bar inference raised)."""
         return self._answer(self.table, windows, bar_ts)
 
-    def _answer(self, table: Mapping[int, Prediction | Exception], windows: Mapping[str, Any],
-                bar_ts: int) -> Prediction:
+    def _answer(self, table: Mapping[int, Prediction | Exception], windows: Mapping[str, Any], bar_ts: int) -> Prediction:
         found = table.get(int(bar_ts))
         if found is None:
             return self.source.predict(windows, bar_ts)

@@ -41,8 +41,8 @@ import numpy as np
 
 from daemon import log as logging
 from daemon.research import cpcv, stats
-from daemon.retrain import cli_args
 from daemon.research.baselines import realised_vol, trailing_return
+from daemon.retrain import cli_args
 
 log = logging.get("calibration")
 HOUR_MS = 3_600_000
@@ -120,9 +120,15 @@ class CalibrationResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         lv = [{**asdict(x), "rate": x.rate} for x in self.levels]
-        return {"spec": asdict(self.spec), "symbols": self.symbols, "periods": self.periods,
-                "periods_per_year": self.periods_per_year, "levels": lv,
-                "shuffled": {**asdict(self.shuffled), "rate": self.shuffled.rate}, "seconds": self.seconds}
+        return {
+            "spec": asdict(self.spec),
+            "symbols": self.symbols,
+            "periods": self.periods,
+            "periods_per_year": self.periods_per_year,
+            "levels": lv,
+            "shuffled": {**asdict(self.shuffled), "rate": self.shuffled.rate},
+            "seconds": self.seconds,
+        }
 
 
 def forward_returns(close: np.ndarray) -> np.ndarray:
@@ -198,9 +204,14 @@ def ridge_predict(x: np.ndarray, beta: np.ndarray) -> np.ndarray:
     return out
 
 
-def cpcv_model(features: np.ndarray, y: np.ndarray, splits: list[cpcv.Split], paths: np.ndarray,
-               spec: CalibrationSpec, periods_per_year: float
-               ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
+def cpcv_model(
+    features: np.ndarray,
+    y: np.ndarray,
+    splits: list[cpcv.Split],
+    paths: np.ndarray,
+    spec: CalibrationSpec,
+    periods_per_year: float,
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
     """(predictions per split, path Sharpes, path returns, path trade counts) of the ridge model in CPCV."""
     t_n, s_n, f_n = features.shape
     rate = spec.cost_bps / 10_000.0
@@ -242,8 +253,16 @@ def ic_for(target: float, y: np.ndarray, rate: float, periods_per_year: float) -
     z = (y - np.nanmean(y, axis=0)) / np.where(sd > 0, sd, 1.0)
 
     def sharpe_at(ic: float) -> float:
-        return float(np.mean([annual_sharpe(portfolio_returns(long_short_weights(ic * z + math.sqrt(1 - ic * ic) * n),
-                                                                y, rate), periods_per_year) for n in noises]))
+        return float(
+            np.mean(
+                [
+                    annual_sharpe(
+                        portfolio_returns(long_short_weights(ic * z + math.sqrt(1 - ic * ic) * n), y, rate), periods_per_year
+                    )
+                    for n in noises
+                ]
+            )
+        )
 
     lo, hi = 0.0, 0.5
     if sharpe_at(hi) < target:
@@ -289,8 +308,9 @@ def run_trial(trial: Trial, data: dict[str, np.ndarray]) -> TrialResult:
     ppy = 365 * 86_400_000 / trial.step_ms
     y = forward_returns(px)
     decisions = np.asarray(data["ts"], dtype=np.int64) + trial.step_ms  # decided at the bar's close
-    splits = cpcv.cpcv_splits(decisions, spec.n_groups, spec.n_test_groups, decisions + trial.step_ms,
-                              spec.embargo_bars * trial.step_ms)
+    splits = cpcv.cpcv_splits(
+        decisions, spec.n_groups, spec.n_test_groups, decisions + trial.step_ms, spec.embargo_bars * trial.step_ms
+    )
     paths = cpcv.cpcv_paths(splits, spec.n_groups)
     rng = np.random.default_rng([trial.seed, trial.level])
     planted = np.where(np.isfinite(y), plant(y, trial.ic, rng), np.nan)
@@ -301,13 +321,27 @@ def run_trial(trial: Trial, data: dict[str, np.ndarray]) -> TrialResult:
     preds, sharpes, returns, trades = cpcv_model(features, y, splits, paths, spec, ppy)
     median = int(np.argsort(sharpes)[len(sharpes) // 2])
     verdict = stats.gate(returns[median], int(trades[median]), spec.n_trials)
-    return TrialResult(trial, preds, sharpes, oracle_sharpe(planted, y, rate, ppy), float(sharpes[median]),
-                       bool(verdict.passed), float(verdict.psr), float(verdict.dsr))
+    return TrialResult(
+        trial,
+        preds,
+        sharpes,
+        oracle_sharpe(planted, y, rate, ppy),
+        float(sharpes[median]),
+        bool(verdict.passed),
+        float(verdict.psr),
+        float(verdict.dsr),
+    )
 
 
-def calibrate(ts: np.ndarray, close: np.ndarray, spec: CalibrationSpec, step_ms: int = HOUR_MS,
-              progress: Callable[[int, int, float], None] = lambda done, total, elapsed: None,
-              runner: Any = None, chunk: int = 4) -> CalibrationResult:
+def calibrate(
+    ts: np.ndarray,
+    close: np.ndarray,
+    spec: CalibrationSpec,
+    step_ms: int = HOUR_MS,
+    progress: Callable[[int, int, float], None] = lambda done, total, elapsed: None,
+    runner: Any = None,
+    chunk: int = 4,
+) -> CalibrationResult:
     """The detection curve and the shuffled-label false-pass rate on these closes [T, S].
     Trials run on `runner` (daemon/retrain/runners.py; default: here, one after another),
     `chunk` at a time so that progress moves; the data reaches the workers once."""
@@ -325,7 +359,7 @@ def calibrate(ts: np.ndarray, close: np.ndarray, spec: CalibrationSpec, step_ms:
     trials += [Trial(seed, len(levels), shuffled.ic, True, spec, step_ms) for seed in range(spec.seeds)]
     runner = runner or LocalRunner()
     for i in range(0, len(trials), chunk):
-        for r in runner.map(run_trial, trials[i:i + chunk], shared=data):
+        for r in runner.map(run_trial, trials[i : i + chunk], shared=data):
             level = shuffled if r.trial.shuffled else levels[r.trial.level]
             level.oracle_sharpe.append(r.oracle_sharpe)
             level.model_sharpe.append(r.model_sharpe)
@@ -342,13 +376,16 @@ def calibrate(ts: np.ndarray, close: np.ndarray, spec: CalibrationSpec, step_ms:
 
 def table(result: CalibrationResult) -> list[str]:
     """Markdown rows: one planted level per row, then the shuffled labels."""
-    rows = [("| planted Sharpe (ann.) | ic | oracle Sharpe (mean) | model Sharpe, median path (mean) | "
-             "median DSR | gate passes |"), "|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        ("| planted Sharpe (ann.) | ic | oracle Sharpe (mean) | model Sharpe, median path (mean) | median DSR | gate passes |"),
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for lv in [*result.levels, result.shuffled]:
-        name = f"{lv.planted_sharpe:.2f}" if lv is not result.shuffled else \
-            f"shuffled labels ({lv.planted_sharpe:.2f} feature)"
-        rows.append(f"| {name} | {lv.ic:.4f} | {np.mean(lv.oracle_sharpe):.2f} | {np.mean(lv.model_sharpe):.2f} | "
-                    f"{np.median(lv.dsr):.3f} | {sum(lv.passed)}/{len(lv.passed)} ({lv.rate * 100:.0f} %) |")
+        name = f"{lv.planted_sharpe:.2f}" if lv is not result.shuffled else f"shuffled labels ({lv.planted_sharpe:.2f} feature)"
+        rows.append(
+            f"| {name} | {lv.ic:.4f} | {np.mean(lv.oracle_sharpe):.2f} | {np.mean(lv.model_sharpe):.2f} | "
+            f"{np.median(lv.dsr):.3f} | {sum(lv.passed)}/{len(lv.passed)} ({lv.rate * 100:.0f} %) |"
+        )
     return rows
 
 
@@ -362,8 +399,9 @@ def plot(result: CalibrationResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     xs = [lv.planted_sharpe for lv in result.levels]
     ax.plot(xs, [lv.rate for lv in result.levels], "o-", label="planted edge: gate passes")
-    ax.plot([result.shuffled.planted_sharpe], [result.shuffled.rate], "x", ms=10, color="C3",
-            label="shuffled labels: false passes")
+    ax.plot(
+        [result.shuffled.planted_sharpe], [result.shuffled.rate], "x", ms=10, color="C3", label="shuffled labels: false passes"
+    )
     ax.axhline(0.9, ls="--", lw=0.8, color="grey")
     ax.axhline(0.05, ls=":", lw=0.8, color="grey")
     ax.axvline(1.5, ls="--", lw=0.8, color="C2")
@@ -371,8 +409,11 @@ def plot(result: CalibrationResult, path: Path) -> Path:
     ax.set_ylabel("share of seeds the gate passes")
     ax.set_ylim(-0.03, 1.03)
     s = result.spec
-    ax.set_title(f"Gate power: {len(result.symbols)} pairs, {result.periods} bars, CPCV {s.n_groups}/{s.n_test_groups}, "
-                 f"DSR N={s.n_trials}, {s.seeds} seeds", fontsize=9)
+    ax.set_title(
+        f"Gate power: {len(result.symbols)} pairs, {result.periods} bars, CPCV {s.n_groups}/{s.n_test_groups}, "
+        f"DSR N={s.n_trials}, {s.seeds} seeds",
+        fontsize=9,
+    )
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -386,8 +427,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = CalibrationSpec()
     p.add_argument("--data", required=True, help="folder of <BASE>_<QUOTE>-1h.csv.gz files (e.g. ../shared/data/hourly)")
     p.add_argument("--symbols", default="", help="comma-separated pairs (default: every pair in --data)")
-    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="first bar, ISO 8601 UTC (default: the data's first)")
-    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="end, ISO 8601 UTC, exclusive (default: the data's end)")
+    p.add_argument(
+        "--from",
+        dest="start",
+        default=None,
+        type=cli_args.iso_instant,
+        help="first bar, ISO 8601 UTC (default: the data's first)",
+    )
+    p.add_argument(
+        "--to", dest="end", default=None, type=cli_args.iso_instant, help="end, ISO 8601 UTC, exclusive (default: the data's end)"
+    )
     p.add_argument("--sharpes", default=",".join(f"{s:g}" for s in d.sharpes), help="planted annualised Sharpes")
     p.add_argument("--seeds", type=int, default=d.seeds)
     p.add_argument("--groups", type=int, default=d.n_groups, help="CPCV groups")
@@ -397,16 +446,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-features", type=int, default=d.noise_features)
     p.add_argument("--ridge", type=float, default=d.ridge)
     p.add_argument("--cost-bps", type=float, default=d.cost_bps, help="one-way cost on turnover, basis points")
-    p.add_argument("--runner", choices=("local", "ray"), default="local",
-                   help="ray: the trials as Ray tasks, the data shipped once through the object store")
+    p.add_argument(
+        "--runner",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: the trials as Ray tasks, the data shipped once through the object store",
+    )
     p.add_argument("--address", default=None, help="a Ray cluster to join (ray://head:10001 or host:port)")
     p.add_argument("--num-cpus", type=int, default=None, help="a local Ray's CPUs")
     p.add_argument("--png", default=None, help="write the curve here (PNG)")
     p.add_argument("--json", default=None, help="write every figure here (JSON)")
 
 
-def load_closes(data: Path, symbols: Sequence[str], start_ms: int | None, end_ms: int | None) -> tuple[
-        np.ndarray, np.ndarray, list[str]]:
+def load_closes(
+    data: Path, symbols: Sequence[str], start_ms: int | None, end_ms: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(ts, close [T, S], symbols) at 1h from the data set layer (daemon/research/dataset.py),
     or from the tape files directly where that layer is not installed."""
     try:
@@ -417,8 +471,9 @@ def load_closes(data: Path, symbols: Sequence[str], start_ms: int | None, end_ms
     return panel.ts, panel.close, list(panel.symbols)
 
 
-def _load_closes_from_tapes(data: Path, symbols: Sequence[str], start_ms: int | None,
-                            end_ms: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _load_closes_from_tapes(
+    data: Path, symbols: Sequence[str], start_ms: int | None, end_ms: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     from daemon.research.replay import discover, load_tape, tape_path
 
     if not data.is_dir():
@@ -455,8 +510,17 @@ def calibrate_command(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"sigd calibrate: --sharpes {args.sharpes!r}: expected numbers separated by commas", file=sys.stderr)
         return 2
-    spec = CalibrationSpec(sharpes, args.seeds, args.groups, args.test_groups, args.embargo_bars, args.trials,
-                           args.noise_features, args.ridge, args.cost_bps)
+    spec = CalibrationSpec(
+        sharpes,
+        args.seeds,
+        args.groups,
+        args.test_groups,
+        args.embargo_bars,
+        args.trials,
+        args.noise_features,
+        args.ridge,
+        args.cost_bps,
+    )
     try:
         spec.validate()
         start = parse_iso(args.start, "--from") if args.start else None
@@ -473,8 +537,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
     def show(done: int, total: int, elapsed: float) -> None:
         eta = elapsed / done * (total - done)
-        print(f"\r{done}/{total} configurations, {elapsed:.0f} s elapsed, ETA {eta:.0f} s", end="", file=sys.stderr,
-              flush=True)
+        print(f"\r{done}/{total} configurations, {elapsed:.0f} s elapsed, ETA {eta:.0f} s", end="", file=sys.stderr, flush=True)
 
     try:
         from daemon.retrain.runners import make_runner
@@ -487,9 +550,11 @@ def calibrate_command(args: argparse.Namespace) -> int:
         return 2
     print(file=sys.stderr)
     result.symbols = names
-    print(f"calibration: {len(names)} pairs, {result.periods} hourly bars, CPCV {spec.n_groups} groups / "
-          f"{spec.n_test_groups} tested, DSR N={spec.n_trials}, cost {spec.cost_bps:g} bp, {spec.seeds} seeds, "
-          f"{result.seconds:.0f} s\n")
+    print(
+        f"calibration: {len(names)} pairs, {result.periods} hourly bars, CPCV {spec.n_groups} groups / "
+        f"{spec.n_test_groups} tested, DSR N={spec.n_trials}, cost {spec.cost_bps:g} bp, {spec.seeds} seeds, "
+        f"{result.seconds:.0f} s\n"
+    )
     print("\n".join(table(result)))
     if args.png:
         print(f"\nplot: {plot(result, Path(args.png))}")

@@ -24,13 +24,23 @@ def fee_fraction(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `sigd compare` options."""
     p.add_argument("--families", nargs="+", type=family_name, default=[], help="model families to compare")
-    p.add_argument("--validate", nargs="+", default=[], metavar="ARTIFACT_DIR",
-                   help="instead: gate these artifacts on [--from, --to); the verdicts go to --out/validation.json")
-    p.add_argument("--write-verdict", action="store_true",
-                   help="with --validate: also write each verdict into its artifact.json as `validation` "
-                   "(what shadow mode reads; the nightly retrain does this for the model it promotes)")
+    p.add_argument(
+        "--validate",
+        nargs="+",
+        default=[],
+        metavar="ARTIFACT_DIR",
+        help="instead: gate these artifacts on [--from, --to); the verdicts go to --out/validation.json",
+    )
+    p.add_argument(
+        "--write-verdict",
+        action="store_true",
+        help="with --validate: also write each verdict into its artifact.json as `validation` "
+        "(what shadow mode reads; the nightly retrain does this for the model it promotes)",
+    )
     p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC, with --validate")
-    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC, with --validate (default: data end)")
+    p.add_argument(
+        "--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC, with --validate (default: data end)"
+    )
     p.add_argument("--data", nargs="+", required=True, type=cli_args.existing_dir, help="tape directories")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--symbols", nargs="+", default=["ETH/USDT"], help="first = the traded symbol")
@@ -40,13 +50,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-days", type=cli_args.number(0, above=True), default=14.0)
     p.add_argument("--test-days", type=cli_args.number(0, above=True), default=7.0)
     p.add_argument("--embargo-minutes", type=cli_args.number(0, above=False), default=60.0)
-    p.add_argument("--end-days-ago", type=cli_args.number(0, above=False), default=0.0,
-                   help="stop the folds this long before the data ends")
+    p.add_argument(
+        "--end-days-ago", type=cli_args.number(0, above=False), default=0.0, help="stop the folds this long before the data ends"
+    )
     p.add_argument("--epochs", type=cli_args.at_least(0), default=2, help="0 = the training loop's default")
     p.add_argument("--max-batches", type=cli_args.at_least(0), default=50, help="training batches per epoch (0 = all)")
     p.add_argument("--prior-trials", type=cli_args.at_least(0), default=0, help="configurations tried before this run (for DSR)")
     p.add_argument("--fee", type=fee_fraction, default=None, help="fee per side (default 0.001; --validate: the artifact's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-c", "--config", default=None, help="config file: [research] runner defaults, [models] gate "
-                   "thresholds (default: the repo's config.toml)")
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="config file: [research] runner defaults, [models] gate thresholds (default: the repo's config.toml)",
+    )
     cli_args.runner(p)

@@ -54,8 +54,7 @@ def group_of(n: int, n_groups: int) -> np.ndarray:
     return np.repeat(np.arange(n_groups), [len(a) for a in np.array_split(np.arange(n), n_groups)])
 
 
-def cpcv_splits(ts: np.ndarray, n_groups: int, n_test_groups: int, label_end_ts: np.ndarray,
-                embargo_ms: int) -> list[Split]:
+def cpcv_splits(ts: np.ndarray, n_groups: int, n_test_groups: int, label_end_ts: np.ndarray, embargo_ms: int) -> list[Split]:
     """Every C(n_groups, n_test_groups) split with purge and embargo (see the module doc)."""
     t = np.asarray(ts, dtype=np.int64)
     end = np.asarray(label_end_ts, dtype=np.int64)

@@ -56,8 +56,9 @@ def _cache_path(source: Path, cache_dir: Path) -> Path:
 
 def _parse_csv(source: Path) -> pa.Table:
     types = {"timestamp": pa.int64(), **{f: pa.float64() for f in FIELDS}}
-    table = pacsv.read_csv(source, convert_options=pacsv.ConvertOptions(column_types=types,
-                                                                         include_columns=["timestamp", *FIELDS]))
+    table = pacsv.read_csv(
+        source, convert_options=pacsv.ConvertOptions(column_types=types, include_columns=["timestamp", *FIELDS])
+    )
     return table
 
 
@@ -90,8 +91,9 @@ def _source_of(streams: set[tuple[str, str]], symbol: str, timeframe: str) -> st
     return None
 
 
-def aggregate(ts: np.ndarray, cols: dict[str, np.ndarray], source_tf: str, timeframe: str
-              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def aggregate(
+    ts: np.ndarray, cols: dict[str, np.ndarray], source_tf: str, timeframe: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Bars at `source_tf` (sorted, gaps allowed) -> complete bars at `timeframe`, UTC-aligned.
 
     A period exists only when every source bar in it is present; others are left out.
@@ -110,14 +112,25 @@ def aggregate(ts: np.ndarray, cols: dict[str, np.ndarray], source_tf: str, timef
         grid[f][slot] = cols[f]
     shaped = {f: grid[f].reshape(n_periods, k) for f in FIELDS}
     complete = np.isfinite(shaped["close"]).all(axis=1)
-    out = {"open": shaped["open"][:, 0], "high": shaped["high"].max(axis=1), "low": shaped["low"].min(axis=1),
-           "close": shaped["close"][:, -1], "volume": shaped["volume"].sum(axis=1)}
+    out = {
+        "open": shaped["open"][:, 0],
+        "high": shaped["high"].max(axis=1),
+        "low": shaped["low"].min(axis=1),
+        "close": shaped["close"][:, -1],
+        "volume": shaped["volume"].sum(axis=1),
+    }
     out_ts = first + np.arange(n_periods, dtype=np.int64) * period
     return out_ts[complete], {f: v[complete] for f, v in out.items()}
 
 
-def load_panel(data_dir: Path, timeframe: str = "1h", symbols: Sequence[str] | None = None,
-               start_ms: int | None = None, end_ms: int | None = None, cache_dir: Path | None = None) -> Panel:
+def load_panel(
+    data_dir: Path,
+    timeframe: str = "1h",
+    symbols: Sequence[str] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    cache_dir: Path | None = None,
+) -> Panel:
     """Every pair (or `symbols`) of `data_dir` at `timeframe` as one Panel on [start_ms, end_ms).
 
     Raises DatasetError (one line naming the flag) for a missing folder, an unknown symbol, a
@@ -139,16 +152,18 @@ def load_panel(data_dir: Path, timeframe: str = "1h", symbols: Sequence[str] | N
     if symbols:
         if cannot := [s for s, src in sources.items() if src is None]:
             have = sorted(tf for s2, tf in streams if s2 == cannot[0])
-            raise DatasetError(f"--timeframe {timeframe}: {cannot[0]} has only {', '.join(have)} files in {data_dir}; "
-                               f"{timeframe} needs a {timeframe} file" + (" or a 1h file" if timeframe in DERIVED_FROM_1H
-                                                                         else ""))
+            raise DatasetError(
+                f"--timeframe {timeframe}: {cannot[0]} has only {', '.join(have)} files in {data_dir}; "
+                f"{timeframe} needs a {timeframe} file" + (" or a 1h file" if timeframe in DERIVED_FROM_1H else "")
+            )
     else:
         wanted = [s for s in wanted if sources[s] is not None]
         if not wanted:
             have = sorted({tf for _, tf in streams})
-            raise DatasetError(f"--timeframe {timeframe}: {data_dir} has only {', '.join(have)} files; "
-                               f"{timeframe} bars need {timeframe}" + (" or 1h" if timeframe in DERIVED_FROM_1H
-                                                                      else "") + " files")
+            raise DatasetError(
+                f"--timeframe {timeframe}: {data_dir} has only {', '.join(have)} files; "
+                f"{timeframe} bars need {timeframe}" + (" or 1h" if timeframe in DERIVED_FROM_1H else "") + " files"
+            )
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     per_symbol: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     for s in wanted:
@@ -161,8 +176,7 @@ def load_panel(data_dir: Path, timeframe: str = "1h", symbols: Sequence[str] | N
         per_symbol[s] = ts[lo:hi], {f: bars[f][lo:hi] for f in FIELDS}
     covering = [s for s in wanted if len(per_symbol[s][0])]
     if not covering:
-        raise DatasetError(f"--from/--to: no pair in {data_dir} has a {timeframe} bar in the span "
-                           f"[{start_ms}, {end_ms})")
+        raise DatasetError(f"--from/--to: no pair in {data_dir} has a {timeframe} bar in the span [{start_ms}, {end_ms})")
     if symbols and (empty := [s for s in wanted if not len(per_symbol[s][0])]):
         raise DatasetError(f"--symbols: {', '.join(empty)} has no {timeframe} bar in the span [{start_ms}, {end_ms})")
     step = timeframe_ms(timeframe)
@@ -179,7 +193,14 @@ def load_panel(data_dir: Path, timeframe: str = "1h", symbols: Sequence[str] | N
         for f in FIELDS:
             arrays[f][rows, j] = bars[f]
         gaps[s] = int(rows[-1] - rows[0] + 1 - len(rows))
-    log.info("dataset.loaded", data_dir=str(data_dir), timeframe=timeframe, symbols=len(covering), bars=len(grid),
-             gaps=sum(gaps.values()))
-    return Panel(timeframe, tuple(covering), grid, arrays["open"], arrays["high"], arrays["low"], arrays["close"],
-                 arrays["volume"], gaps)
+    log.info(
+        "dataset.loaded",
+        data_dir=str(data_dir),
+        timeframe=timeframe,
+        symbols=len(covering),
+        bars=len(grid),
+        gaps=sum(gaps.values()),
+    )
+    return Panel(
+        timeframe, tuple(covering), grid, arrays["open"], arrays["high"], arrays["low"], arrays["close"], arrays["volume"], gaps
+    )

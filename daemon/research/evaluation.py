@@ -54,10 +54,18 @@ def _clean(r: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.asarray(r, dtype=np.float64), nan=0.0)
 
 
-def evaluate_configs(path_returns: Mapping[str, np.ndarray], trades: Mapping[str, int], periods_per_year: float, *,
-                     configs: Mapping[str, Mapping[str, Any]] | None = None, dataset: str | None = None,
-                     registry: Any = None, group: str = "", pbo_blocks: int = 16,
-                     gate: Mapping[str, Any] | None = None) -> RunVerdict:
+def evaluate_configs(
+    path_returns: Mapping[str, np.ndarray],
+    trades: Mapping[str, int],
+    periods_per_year: float,
+    *,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset: str | None = None,
+    registry: Any = None,
+    group: str = "",
+    pbo_blocks: int = 16,
+    gate: Mapping[str, Any] | None = None,
+) -> RunVerdict:
     """The verdict of a run (see the module doc). Without a registry, N is this run's count."""
     if not path_returns:
         raise ValueError("no configuration to evaluate")
@@ -70,9 +78,12 @@ def evaluate_configs(path_returns: Mapping[str, np.ndarray], trades: Mapping[str
     notes = []
     if registry is not None and dataset:
         for n in names:
-            registry.record_trial(dataset, dict((configs or {}).get(n, {"name": n})),
-                                  {"median_sharpe": float(np.median(sharpes[n])), "trades": float(trades.get(n, 0))},
-                                  group=group)
+            registry.record_trial(
+                dataset,
+                dict((configs or {}).get(n, {"name": n})),
+                {"median_sharpe": float(np.median(sharpes[n])), "trades": float(trades.get(n, 0))},
+                group=group,
+            )
         n_trials = max(registry.trials_count(dataset), len(names))
         notes.append(f"N = {n_trials}: every configuration ever tried on data set {dataset}")
     else:
@@ -83,10 +94,23 @@ def evaluate_configs(path_returns: Mapping[str, np.ndarray], trades: Mapping[str
     out = []
     for n in names:
         s = sharpes[n]
-        verdict = stats.gate(paths[n][median_path[n]], int(trades.get(n, 0)), n_trials,
-                             trial_sharpes=per_period if len(names) >= 2 else None, **(gate or {}))
-        out.append(ConfigVerdict(n, [float(x) for x in s], float(np.median(s)), float(np.percentile(s, 5)),
-                                 float(np.percentile(s, 95)), verdict.to_dict()))
+        verdict = stats.gate(
+            paths[n][median_path[n]],
+            int(trades.get(n, 0)),
+            n_trials,
+            trial_sharpes=per_period if len(names) >= 2 else None,
+            **(gate or {}),
+        )
+        out.append(
+            ConfigVerdict(
+                n,
+                [float(x) for x in s],
+                float(np.median(s)),
+                float(np.percentile(s, 5)),
+                float(np.percentile(s, 95)),
+                verdict.to_dict(),
+            )
+        )
     overfit = None
     if len(names) >= 2:
         matrix = np.column_stack([paths[n].mean(axis=0) for n in names])
@@ -98,15 +122,21 @@ def evaluate_configs(path_returns: Mapping[str, np.ndarray], trades: Mapping[str
 
 def markdown(verdict: RunVerdict) -> list[str]:
     """Rows: one configuration each (Sharpe distribution, gate), then PBO and N."""
-    rows = ["| configuration | CPCV paths | Sharpe median | 5 % | 95 % | PSR | DSR | gate |",
-            "|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = [
+        "| configuration | CPCV paths | Sharpe median | 5 % | 95 % | PSR | DSR | gate |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for c in verdict.configs:
         g = c.gate
-        rows.append(f"| {c.name} | {len(c.path_sharpes)} | {c.median_sharpe:.2f} | {c.p05:.2f} | {c.p95:.2f} | "
-                    f"{g['psr']:.3f} | {g['dsr']:.3f} | {'PASS' if g['passed'] else 'fail'} |")
+        rows.append(
+            f"| {c.name} | {len(c.path_sharpes)} | {c.median_sharpe:.2f} | {c.p05:.2f} | {c.p95:.2f} | "
+            f"{g['psr']:.3f} | {g['dsr']:.3f} | {'PASS' if g['passed'] else 'fail'} |"
+        )
     rows.append("")
     if verdict.pbo is not None:
-        rows.append(f"PBO across the {verdict.pbo['n_configs']} configurations: {verdict.pbo['pbo']:.2f} "
-                    f"({verdict.pbo['n_splits']} CSCV splits).")
+        rows.append(
+            f"PBO across the {verdict.pbo['n_configs']} configurations: {verdict.pbo['pbo']:.2f} "
+            f"({verdict.pbo['n_splits']} CSCV splits)."
+        )
     rows += verdict.notes
     return rows

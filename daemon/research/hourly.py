@@ -45,9 +45,11 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hourly"
 PERIODS_PER_YEAR = {"1h": 24 * 365.0, "4h": 6 * 365.0, "1d": 365.0}
 # per timeframe: label horizon (bars, ~1 day or a week for 1d), vol window, momentum lookback
-LABELS = {"1h": {"horizon": 24, "vol_window": 48, "momentum": 168},
-          "4h": {"horizon": 6, "vol_window": 42, "momentum": 42},
-          "1d": {"horizon": 5, "vol_window": 20, "momentum": 30}}
+LABELS = {
+    "1h": {"horizon": 24, "vol_window": 48, "momentum": 168},
+    "4h": {"horizon": 6, "vol_window": 42, "momentum": 42},
+    "1d": {"horizon": 5, "vol_window": 20, "momentum": 30},
+}
 Progress = Callable[[int, int, float], None]
 
 
@@ -94,12 +96,20 @@ class GridSpec:
     def portfolio(self) -> Any:
         """The portfolio rule every configuration and baseline trades with."""
         from strategies.portfolio import PortfolioSpec
-        return PortfolioSpec(long_short=self.long_short, top_k=self.top_k, max_weight=1.0 / self.top_k,
-                             gross_cap=1.0, no_trade_band=self.no_trade_band, turnover_penalty=self.turnover_penalty)
+
+        return PortfolioSpec(
+            long_short=self.long_short,
+            top_k=self.top_k,
+            max_weight=1.0 / self.top_k,
+            gross_cap=1.0,
+            no_trade_band=self.no_trade_band,
+            turnover_penalty=self.turnover_penalty,
+        )
 
     def configs(self, timeframe: str) -> list[Any]:
         """The PanelModelSpecs tried at a timeframe."""
         from daemon.research.panelmodels import PanelModelSpec
+
         out = []
         for fam in self.families:
             deep = fam != "lgbm"
@@ -110,8 +120,9 @@ class GridSpec:
                     continue
                 label = LabelSpec(kind, cost=2 * self.cost_bps / 1e4, **LABELS[timeframe])  # type: ignore[arg-type]
                 params = {"n_estimators": self.lgbm_trees} if not deep else {}
-                out.append(PanelModelSpec(fam, label, params=params, max_train=self.max_train,
-                                          epochs=self.deep_epochs, seed=self.seed))
+                out.append(
+                    PanelModelSpec(fam, label, params=params, max_train=self.max_train, epochs=self.deep_epochs, seed=self.seed)
+                )
         return out
 
 
@@ -133,16 +144,24 @@ class ConfigResult:
     def row(self) -> dict[str, Any]:
         """JSON-ready summary."""
         s = np.array(self.path_sharpes)
-        return {"timeframe": self.timeframe, "config": self.name, "params": self.config,
-                "sharpe_paths": [round(x, 4) for x in self.path_sharpes], "sharpe_median": float(np.median(s)),
-                "sharpe_min": float(s.min()), "sharpe_max": float(s.max()), **self.metrics, "gate": self.gate,
-                "seconds": round(self.seconds, 1)}
+        return {
+            "timeframe": self.timeframe,
+            "config": self.name,
+            "params": self.config,
+            "sharpe_paths": [round(x, 4) for x in self.path_sharpes],
+            "sharpe_median": float(np.median(s)),
+            "sharpe_min": float(s.min()),
+            "sharpe_max": float(s.max()),
+            **self.metrics,
+            "gate": self.gate,
+            "seconds": round(self.seconds, 1),
+        }
 
 
-def path_scores(splits: Sequence[Any], paths: np.ndarray, oos: Sequence[np.ndarray], shape: tuple[int, int]
-                ) -> list[np.ndarray]:
+def path_scores(splits: Sequence[Any], paths: np.ndarray, oos: Sequence[np.ndarray], shape: tuple[int, int]) -> list[np.ndarray]:
     """(T, S) out-of-sample scores of every CPCV path (NaN where no test covered a row)."""
     from daemon.research.cpcv import group_of
+
     group = group_of(shape[0], paths.shape[1])
     out = []
     for row in paths:
@@ -159,6 +178,7 @@ def evaluate_scores(scores: np.ndarray, panel: Panel, grid: GridSpec, vol: np.nd
     """Scores (T, S) -> the simulated portfolio (weights by the portfolio module, costs charged)."""
     from daemon.research.portfolio_sim import simulate
     from strategies.portfolio import weights_path
+
     ppy = PERIODS_PER_YEAR[panel.timeframe]
     rets = _period_returns(panel.close)
     w = weights_path(scores, vol, grid.portfolio(), ppy, rets)
@@ -172,33 +192,45 @@ def _period_returns(close: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out)
 
 
-def run_config(panel: Panel, X: np.ndarray, spec: Any, grid: GridSpec, vol: np.ndarray,
-               on_fold: Callable[[], None]) -> ConfigResult:
+def run_config(
+    panel: Panel, X: np.ndarray, spec: Any, grid: GridSpec, vol: np.ndarray, on_fold: Callable[[], None]
+) -> ConfigResult:
     """CPCV of one configuration: scores per split, paths, portfolios (the gate comes later,
     once N is known: `judge`)."""
     from daemon.research.cpcv import cpcv_paths, cpcv_splits
     from daemon.research.panelmodels import fold_scores
+
     t0 = time.perf_counter()
     step = timeframe_ms(panel.timeframe)
     y = make_labels(panel.close, spec.label)
-    splits = cpcv_splits(panel.ts, grid.n_groups, grid.n_test_groups, label_end(panel.ts, spec.label, step),
-                         spec.label.horizon * step)
+    splits = cpcv_splits(
+        panel.ts, grid.n_groups, grid.n_test_groups, label_end(panel.ts, spec.label, step), spec.label.horizon * step
+    )
     oos = fold_scores(X, y, panel.close, spec, splits, progress=lambda i, n: on_fold())
     paths = cpcv_paths(splits, grid.n_groups)
     results = [evaluate_scores(sc, panel, grid, vol) for sc in path_scores(splits, paths, oos, panel.close.shape)]
     sharpes = [r.metrics()["sharpe"] for r in results]
     median_path = results[int(np.argsort(sharpes)[len(sharpes) // 2])]
     m = median_path.metrics()
-    metrics = {k: float(m[k]) for k in ("turnover_per_year", "cost_drag_per_year", "gross_exposure", "max_drawdown",
-                                        "cagr")}
-    return ConfigResult(panel.timeframe, spec.name, spec.to_dict(), sharpes,
-                        np.mean([r.returns for r in results], axis=0), metrics, {}, time.perf_counter() - t0,
-                        median_path.returns, int(np.count_nonzero(median_path.turnover > 1e-9)))
+    metrics = {k: float(m[k]) for k in ("turnover_per_year", "cost_drag_per_year", "gross_exposure", "max_drawdown", "cagr")}
+    return ConfigResult(
+        panel.timeframe,
+        spec.name,
+        spec.to_dict(),
+        sharpes,
+        np.mean([r.returns for r in results], axis=0),
+        metrics,
+        {},
+        time.perf_counter() - t0,
+        median_path.returns,
+        int(np.count_nonzero(median_path.turnover > 1e-9)),
+    )
 
 
 def judge(res: ConfigResult, n_trials: int, trial_sharpes: Sequence[float]) -> None:
     """The gate on the path of median Sharpe, N = every configuration tried on the data set."""
     from daemon.research.stats import gate
+
     verdict = gate(res.median_returns, res.trades, max(1, n_trials), trial_sharpes=trial_sharpes)
     res.metrics.update(psr=verdict.psr, dsr=verdict.dsr)
     res.gate = {"passed": verdict.passed, "why": verdict.why, "n_trials": verdict.n_trials}
@@ -207,17 +239,31 @@ def judge(res: ConfigResult, n_trials: int, trial_sharpes: Sequence[float]) -> N
 def baselines(panel: Panel, grid: GridSpec) -> dict[str, dict[str, float]]:
     """Every baseline under the same portfolio rule and costs, over the whole span."""
     from daemon.research.baselines import BASELINE_NAMES, baseline_results
+
     ppy = PERIODS_PER_YEAR[panel.timeframe]
-    res = baseline_results(panel.ts, panel.close, grid.portfolio(), np.full(len(panel.symbols), grid.cost_bps / 1e4),
-                           ppy, BASELINE_NAMES)
-    return {n: {k: float(v) for k, v in r.metrics().items() if k in ("sharpe", "cagr", "max_drawdown",
-                                                                     "turnover_per_year", "cost_drag_per_year")}
-            for n, r in res.items()}
+    res = baseline_results(
+        panel.ts, panel.close, grid.portfolio(), np.full(len(panel.symbols), grid.cost_bps / 1e4), ppy, BASELINE_NAMES
+    )
+    return {
+        n: {
+            k: float(v)
+            for k, v in r.metrics().items()
+            if k in ("sharpe", "cagr", "max_drawdown", "turnover_per_year", "cost_drag_per_year")
+        }
+        for n, r in res.items()
+    }
 
 
-def run_grid(data: Path, grid: GridSpec, symbols: Sequence[str] | None, start_ms: int | None, end_ms: int | None,
-             tracking_uri: str | None, progress: Progress | None = None, cache_dir: Path | None = None
-             ) -> dict[str, Any]:
+def run_grid(
+    data: Path,
+    grid: GridSpec,
+    symbols: Sequence[str] | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    tracking_uri: str | None,
+    progress: Progress | None = None,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
     """The whole leaderboard as a JSON-ready dict (see the module doc)."""
     from daemon.research.dataset import load_panel
     from daemon.research.pbo import pbo
@@ -245,27 +291,46 @@ def run_grid(data: Path, grid: GridSpec, symbols: Sequence[str] | None, start_ms
         vol = realised_vol(panel.close, LABELS[tf]["vol_window"])
         rows: list[ConfigResult] = []
         for spec in grid.configs(tf):
-            config = {"timeframe": tf, **spec.to_dict(), "cpcv": [grid.n_groups, grid.n_test_groups],
-                      "cost_bps": grid.cost_bps, "portfolio": dataclasses.asdict(grid.portfolio())}
+            config = {
+                "timeframe": tf,
+                **spec.to_dict(),
+                "cpcv": [grid.n_groups, grid.n_test_groups],
+                "cost_bps": grid.cost_bps,
+                "portfolio": dataclasses.asdict(grid.portfolio()),
+            }
             res = run_config(panel, X, spec, grid, vol, tick)
-            registry.record_trial(ds, config, {"sharpe_median": float(np.median(res.path_sharpes)),
-                                               "sharpe_min": float(min(res.path_sharpes)),
-                                               "sharpe_max": float(max(res.path_sharpes))}, group=f"research-{tf}")
+            registry.record_trial(
+                ds,
+                config,
+                {
+                    "sharpe_median": float(np.median(res.path_sharpes)),
+                    "sharpe_min": float(min(res.path_sharpes)),
+                    "sharpe_max": float(max(res.path_sharpes)),
+                },
+                group=f"research-{tf}",
+            )
             rows.append(res)
         n_trials = registry.trials_count(ds)
         # the spread of Sharpe across every trial on record sets the DSR's bar (per period)
         ppy = PERIODS_PER_YEAR[tf]
-        trial_sharpes = [t.metrics["sharpe_median"] / math.sqrt(ppy) for t in registry.trials(ds)
-                         if "sharpe_median" in t.metrics]
+        trial_sharpes = [t.metrics["sharpe_median"] / math.sqrt(ppy) for t in registry.trials(ds) if "sharpe_median" in t.metrics]
         for res in rows:
             judge(res, n_trials, trial_sharpes)
         matrix = np.column_stack([r.mean_returns for r in rows]) if len(rows) >= 2 else None
         p = pbo(matrix, n_blocks=16, seed=grid.seed).to_dict() if matrix is not None else None
         out["timeframes"][tf] = {
-            "dataset_id": ds, "n_trials": n_trials, "bars": len(panel.ts),
-            "symbols": list(panel.symbols), "gaps": panel.gaps, "features": list(names),
-            "first": int(panel.ts[0]), "last": int(panel.ts[-1]), "configs": [r.row() for r in rows],
-            "pbo": p, "baselines": baselines(panel, grid)}
+            "dataset_id": ds,
+            "n_trials": n_trials,
+            "bars": len(panel.ts),
+            "symbols": list(panel.symbols),
+            "gaps": panel.gaps,
+            "features": list(names),
+            "first": int(panel.ts[0]),
+            "last": int(panel.ts[-1]),
+            "configs": [r.row() for r in rows],
+            "pbo": p,
+            "baselines": baselines(panel, grid),
+        }
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -277,26 +342,37 @@ def _iso(ms: int) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The leaderboard as Markdown tables, one per timeframe."""
     g = result["grid"]
-    head = (f"Hourly leaderboard: {result['data']}; CPCV {g['n_groups']} groups / {g['n_test_groups']} tested "
-            f"({math.comb(g['n_groups'] - 1, g['n_test_groups'] - 1)} paths); costs {g['cost_bps']:g} bp one way; "
-            f"portfolio {'long/short' if g['long_short'] else 'long-only'} top-{g['top_k']}, "
-            f"no-trade band {g['no_trade_band']:g}, turnover penalty {g.get('turnover_penalty', 0.0):g}; "
-            f"{result['seconds']:.0f} s.")
+    head = (
+        f"Hourly leaderboard: {result['data']}; CPCV {g['n_groups']} groups / {g['n_test_groups']} tested "
+        f"({math.comb(g['n_groups'] - 1, g['n_test_groups'] - 1)} paths); costs {g['cost_bps']:g} bp one way; "
+        f"portfolio {'long/short' if g['long_short'] else 'long-only'} top-{g['top_k']}, "
+        f"no-trade band {g['no_trade_band']:g}, turnover penalty {g.get('turnover_penalty', 0.0):g}; "
+        f"{result['seconds']:.0f} s."
+    )
     lines = [head, ""]
     for tf, r in result["timeframes"].items():
         p = r["pbo"]
         pbo_text = f"PBO = {p['pbo']:.2f}" if p else "PBO: needs 2+ configurations"
-        lines += [(f"### {tf}: {len(r['symbols'])} pairs, {r['bars']} bars, {_iso(r['first'])} to {_iso(r['last'])}; "
-                   f"N = {r['n_trials']} configurations ever tried on this data set; {pbo_text}"), "",
-                  "| config | CPCV Sharpe median [min, max] | PSR | DSR | turnover/yr | cost drag/yr | gate |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            (
+                f"### {tf}: {len(r['symbols'])} pairs, {r['bars']} bars, {_iso(r['first'])} to {_iso(r['last'])}; "
+                f"N = {r['n_trials']} configurations ever tried on this data set; {pbo_text}"
+            ),
+            "",
+            "| config | CPCV Sharpe median [min, max] | PSR | DSR | turnover/yr | cost drag/yr | gate |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for c in sorted(r["configs"], key=lambda c: -c["sharpe_median"]):
-            lines.append(f"| {c['config']} | {c['sharpe_median']:.2f} [{c['sharpe_min']:.2f}, {c['sharpe_max']:.2f}] "
-                         f"| {c['psr']:.2f} | {c['dsr']:.2f} | {c['turnover_per_year']:.0f} | "
-                         f"{c['cost_drag_per_year']:.1%} | {'PASS' if c['gate']['passed'] else 'fail'} |")
+            lines.append(
+                f"| {c['config']} | {c['sharpe_median']:.2f} [{c['sharpe_min']:.2f}, {c['sharpe_max']:.2f}] "
+                f"| {c['psr']:.2f} | {c['dsr']:.2f} | {c['turnover_per_year']:.0f} | "
+                f"{c['cost_drag_per_year']:.1%} | {'PASS' if c['gate']['passed'] else 'fail'} |"
+            )
         for name, b in r["baselines"].items():
-            lines.append(f"| baseline: {name} | {b['sharpe']:.2f} (whole span) | | | {b['turnover_per_year']:.0f} | "
-                         f"{b['cost_drag_per_year']:.1%} | |")
+            lines.append(
+                f"| baseline: {name} | {b['sharpe']:.2f} (whole span) | | | {b['turnover_per_year']:.0f} | "
+                f"{b['cost_drag_per_year']:.1%} | |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -322,8 +398,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=d.top_k)
     p.add_argument("--long-short", action="store_true")
     p.add_argument("--no-trade-band", type=float, default=d.no_trade_band, help="weight moves smaller than this are not made")
-    p.add_argument("--turnover-penalty", type=float, default=d.turnover_penalty,
-                   help="each rebalance moves 1 / (1 + penalty) of the way to the target")
+    p.add_argument(
+        "--turnover-penalty",
+        type=float,
+        default=d.turnover_penalty,
+        help="each rebalance moves 1 / (1 + penalty) of the way to the target",
+    )
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SIGD_TRACKING_URI or local SQLite)")
     p.add_argument("--out", default="runs/research", help="folder for leaderboard.md and leaderboard.json")
 
@@ -339,13 +419,27 @@ def research_command(args: argparse.Namespace) -> int:
 
     logging.setup("warning", "auto")
     try:
-        grid = GridSpec(_split(args.families), _split(args.targets), _split(args.timeframes),
-                        _split(args.deep_timeframes), _split(args.deep_targets), args.groups, args.test_groups,
-                        args.cost_bps, args.max_train, args.trees, args.epochs, args.top_k, args.long_short,
-                        args.no_trade_band, turnover_penalty=args.turnover_penalty)
+        grid = GridSpec(
+            _split(args.families),
+            _split(args.targets),
+            _split(args.timeframes),
+            _split(args.deep_timeframes),
+            _split(args.deep_targets),
+            args.groups,
+            args.test_groups,
+            args.cost_bps,
+            args.max_train,
+            args.trees,
+            args.epochs,
+            args.top_k,
+            args.long_short,
+            args.no_trade_band,
+            turnover_penalty=args.turnover_penalty,
+        )
         for fam in grid.families:
             if fam != "lgbm":
                 from models import registry
+
                 try:
                     registry.family(fam)
                 except (KeyError, ValueError) as e:

@@ -17,20 +17,45 @@ import json
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from daemon.research import baselines, stats
-from daemon.research.selection import (DAY_MS, FoldScores, Job, Runner, Scored, Setup, concat, parse_setups,
-                                       plan_folds, run_jobs, validate_artifact)
-from daemon.trading import scoring
 import strategies.threshold as thr
+from daemon.research import baselines, stats
+from daemon.research.selection import (
+    DAY_MS,
+    FoldScores,
+    Job,
+    Runner,
+    Scored,
+    Setup,
+    concat,
+    parse_setups,
+    plan_folds,
+    run_jobs,
+    validate_artifact,
+)
+from daemon.trading import scoring
 
 BASELINES = ("always_flat", "persistence", "random", "buy_and_hold", "momentum")
-COLUMNS = ("accuracy", "macro_f1", "log_loss", "brier", "long", "short", "sharpe", "psr", "dsr", "trades",
-           "turnover", "fee_share", "passed")
+COLUMNS = (
+    "accuracy",
+    "macro_f1",
+    "log_loss",
+    "brier",
+    "long",
+    "short",
+    "sharpe",
+    "psr",
+    "dsr",
+    "trades",
+    "turnover",
+    "fee_share",
+    "passed",
+)
 
 
 def _common(parts: Sequence[FoldScores]) -> np.ndarray:
@@ -51,27 +76,49 @@ def _baseline_sides(name: str, s: Scored, setup: Setup, shares: np.ndarray, seed
     n = len(s.close_ts)
     if name == "random":
         return baselines.random_sides(n, shares, seed), np.tile(shares / shares.sum(), (n, 1))
-    sides = {"always_flat": lambda: np.ones(n, dtype=np.int64),
-             "persistence": lambda: baselines.persistence_sides(s.trailing_ret, setup.label_thresholds()[1]),
-             "buy_and_hold": lambda: np.full(n, 2, dtype=np.int64),
-             "momentum": lambda: baselines.momentum_sides(s.close_ts, s.day_ret)}[name]()
+    sides = {
+        "always_flat": lambda: np.ones(n, dtype=np.int64),
+        "persistence": lambda: baselines.persistence_sides(s.trailing_ret, setup.label_thresholds()[1]),
+        "buy_and_hold": lambda: np.full(n, 2, dtype=np.int64),
+        "momentum": lambda: baselines.momentum_sides(s.close_ts, s.day_ret),
+    }[name]()
     return sides, scoring.one_hot(sides)
 
 
-def measure(name: str, kind: str, setup: Setup, sides: np.ndarray, probs: np.ndarray, s: Scored, fee: float,
-            n_trials: int, gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def measure(
+    name: str,
+    kind: str,
+    setup: Setup,
+    sides: np.ndarray,
+    probs: np.ndarray,
+    s: Scored,
+    fee: float,
+    n_trials: int,
+    gate: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every leaderboard column for one rule over the out-of-sample decisions (`gate`: the
     thresholds of stats.gate, its defaults when None)."""
     trade, net = scoring.trading_scores(sides, s.step_ret, setup.hold, fee, setup.bars_per_year)
     verdict = stats.gate(net, int(trade["trades"]), n_trials if kind == "model" else 1, **(gate or {}))
-    return {"name": name, "kind": kind, "setup": setup.name, "decisions": int(len(sides)),
-            **scoring.forecast_scores(s.y, probs), **scoring.confident_share(sides, s.y), **trade,
-            "psr": verdict.psr, "dsr": verdict.dsr, "passed": verdict.passed, "why": verdict.why,
-            "calibration": scoring.calibration(s.y, probs)}
+    return {
+        "name": name,
+        "kind": kind,
+        "setup": setup.name,
+        "decisions": int(len(sides)),
+        **scoring.forecast_scores(s.y, probs),
+        **scoring.confident_share(sides, s.y),
+        **trade,
+        "psr": verdict.psr,
+        "dsr": verdict.dsr,
+        "passed": verdict.passed,
+        "why": verdict.why,
+        "calibration": scoring.calibration(s.y, probs),
+    }
 
 
-def setup_rows(setup: Setup, results: Sequence[FoldScores], fee: float, n_trials: int, seed: int,
-               gate: Mapping[str, Any] | None = None) -> list[dict]:
+def setup_rows(
+    setup: Setup, results: Sequence[FoldScores], fee: float, n_trials: int, seed: int, gate: Mapping[str, Any] | None = None
+) -> list[dict]:
     """Model and baseline rows of one setup (results: every family's folds for it)."""
     by_fold: dict[int, list[FoldScores]] = defaultdict(list)
     for r in results:
@@ -90,21 +137,44 @@ def setup_rows(setup: Setup, results: Sequence[FoldScores], fee: float, n_trials
         for name in BASELINES:
             rules[("baseline", name)].append(_baseline_sides(name, s, setup, shares, seed + k))
     s = concat(tests)
-    return [measure(name, kind, setup, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                    s, fee, n_trials, gate) for (kind, name), parts in rules.items()]
+    return [
+        measure(
+            name,
+            kind,
+            setup,
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            s,
+            fee,
+            n_trials,
+            gate,
+        )
+        for (kind, name), parts in rules.items()
+    ]
 
 
-def leaderboard(results: Sequence[FoldScores], fee: float, prior_trials: int = 0, seed: int = 0,
-                gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def leaderboard(
+    results: Sequence[FoldScores], fee: float, prior_trials: int = 0, seed: int = 0, gate: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The whole board: rows per setup, folds, the number of configurations tried."""
     by_setup: dict[Setup, list[FoldScores]] = defaultdict(list)
     for r in results:
         by_setup[r.job.setup].append(r)
     n_trials = prior_trials + len({(r.job.family, r.job.setup) for r in results})
     rows = [row for setup, rs in by_setup.items() for row in setup_rows(setup, rs, fee, n_trials, seed, gate)]
-    folds = [{"setup": r.job.setup.name, "family": r.job.family, "fold": r.job.fold.index,
-              "train": [r.job.fold.train_start, r.job.fold.train_end], "test": [r.job.fold.test_start, r.job.fold.test_end],
-              "threshold": r.threshold, "inner_sharpe": r.inner_sharpe, "version": r.version} for r in results]
+    folds = [
+        {
+            "setup": r.job.setup.name,
+            "family": r.job.family,
+            "fold": r.job.fold.index,
+            "train": [r.job.fold.train_start, r.job.fold.train_end],
+            "test": [r.job.fold.test_start, r.job.fold.test_end],
+            "threshold": r.threshold,
+            "inner_sharpe": r.inner_sharpe,
+            "version": r.version,
+        }
+        for r in results
+    ]
     return {"n_trials": n_trials, "fee_per_side": fee, "rows": rows, "folds": folds}
 
 
@@ -123,8 +193,7 @@ def markdown(board: dict[str, Any]) -> str:
     """The leaderboard as Markdown tables, one per setup."""
     lines = [f"Configurations tried (deflates the Sharpe): {board['n_trials']}; fee {board['fee_per_side']:.2%} per side.", ""]
     for setup in dict.fromkeys(r["setup"] for r in board["rows"]):
-        lines += [f"### {setup}", "", "| rule | " + " | ".join(COLUMNS) + " | why |",
-                  "|---" * (len(COLUMNS) + 2) + "|"]
+        lines += [f"### {setup}", "", "| rule | " + " | ".join(COLUMNS) + " | why |", "|---" * (len(COLUMNS) + 2) + "|"]
         for row in (r for r in board["rows"] if r["setup"] == setup):
             name = row["name"] if row["kind"] == "model" else f"*{row['name']}*"
             lines.append(f"| {name} | " + " | ".join(_cell(row, c) for c in COLUMNS) + f" | {row['why']} |")
@@ -147,13 +216,20 @@ def plot(board: dict[str, Any], path: Path) -> None:
         ax.plot([1 / 3, 1], [1 / 3, 1], color="grey", lw=0.8, ls="--")
         for r in rows:
             if r["kind"] == "model" and r["calibration"]:
-                ax.plot([c["confidence"] for c in r["calibration"]], [c["hit_rate"] for c in r["calibration"]],
-                        marker="o", label=r["name"])
+                ax.plot(
+                    [c["confidence"] for c in r["calibration"]],
+                    [c["hit_rate"] for c in r["calibration"]],
+                    marker="o",
+                    label=r["name"],
+                )
         ax.set(title=f"{setup}: calibration", xlabel="arg-max confidence", ylabel="hit rate")
         ax.legend(fontsize=7)
         ax = axes[1][j]
-        ax.barh([r["name"] for r in rows], [r["sharpe"] for r in rows],
-                color=["#2ca02c" if r["passed"] else "#1f77b4" if r["kind"] == "model" else "#7f7f7f" for r in rows])
+        ax.barh(
+            [r["name"] for r in rows],
+            [r["sharpe"] for r in rows],
+            color=["#2ca02c" if r["passed"] else "#1f77b4" if r["kind"] == "model" else "#7f7f7f" for r in rows],
+        )
         ax.set(title=f"{setup}: annualized Sharpe net of fees", xlabel="Sharpe")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -180,12 +256,32 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         end -= int(args.end_days_ago * DAY_MS)
     jobs = []
     for setup in parse_setups(args.setups):
-        folds = plan_folds(start, end, folds=args.folds, train_days=args.train_days, test_days=args.test_days,
-                           purge_ms=setup.horizon * 60_000, embargo_ms=int(args.embargo_minutes * 60_000))
-        jobs += [Job(f, args.preset, setup, fold, tuple(args.data), tuple(args.symbols), str(Path(args.out) / "folds"),
-                     epochs=args.epochs, max_batches=args.max_batches, seed=args.seed,
-                     fee=thr.DEFAULT_FEE if args.fee is None else args.fee)
-                 for f in args.families for fold in folds]
+        folds = plan_folds(
+            start,
+            end,
+            folds=args.folds,
+            train_days=args.train_days,
+            test_days=args.test_days,
+            purge_ms=setup.horizon * 60_000,
+            embargo_ms=int(args.embargo_minutes * 60_000),
+        )
+        jobs += [
+            Job(
+                f,
+                args.preset,
+                setup,
+                fold,
+                tuple(args.data),
+                tuple(args.symbols),
+                str(Path(args.out) / "folds"),
+                epochs=args.epochs,
+                max_batches=args.max_batches,
+                seed=args.seed,
+                fee=thr.DEFAULT_FEE if args.fee is None else args.fee,
+            )
+            for f in args.families
+            for fold in folds
+        ]
     return jobs
 
 
@@ -208,11 +304,23 @@ def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise ValueError("--validate needs --from ISO (a window after the artifact's training data)")
     primary = load_series([Path(d) for d in args.data], args.symbols[0], "1m")
     start, end = _iso_ms(args.start, "--from"), _iso_ms(args.end, "--to") if args.end else int(primary[-1, 0]) + 60_000
-    blocks = [{"artifact": str(d), **validate_artifact(Path(d), args.data, args.symbols[0], int(start), int(end),
-                                                        n_trials=1 + args.prior_trials, fee=args.fee,
-                                                        gate=getattr(args, "gate", None),
-                                                        write=getattr(args, "write_verdict", False))}
-              for d in args.validate]
+    blocks = [
+        {
+            "artifact": str(d),
+            **validate_artifact(
+                Path(d),
+                args.data,
+                args.symbols[0],
+                int(start),
+                int(end),
+                n_trials=1 + args.prior_trials,
+                fee=args.fee,
+                gate=getattr(args, "gate", None),
+                write=getattr(args, "write_verdict", False),
+            ),
+        }
+        for d in args.validate
+    ]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "validation.json").write_text(json.dumps(blocks, indent=1))
     return blocks
@@ -239,15 +347,24 @@ def compare_command(args: argparse.Namespace) -> int:
     try:
         if args.validate:
             for b in validate(args):
-                print(f"{b['artifact']}: {'PASS' if b['passed'] else 'FAIL'} — {b['why']} "
-                      f"(Sharpe {b['sharpe_annualized']:.2f} annualized, {b['decisions']} decisions {b['window'][0]} → "
-                      f"{b['window'][1]})")
+                print(
+                    f"{b['artifact']}: {'PASS' if b['passed'] else 'FAIL'} — {b['why']} "
+                    f"(Sharpe {b['sharpe_annualized']:.2f} annualized, {b['decisions']} decisions {b['window'][0]} → "
+                    f"{b['window'][1]})"
+                )
                 for name, m in b.get("baselines", {}).items():  # same decisions, holding and unit size
-                    print(f"  baseline {name}: Sharpe {m['sharpe']:.2f} annualized, return {m['total_return'] * 100:+.2f} %, "
-                          f"{m['trades']} trades")
-            print(f"verdicts written to {Path(args.out) / 'validation.json'}" +
-                  (" and into each artifact.json" if args.write_verdict else " (artifacts untouched; "
-                   "--write-verdict writes them into artifact.json)"))
+                    print(
+                        f"  baseline {name}: Sharpe {m['sharpe']:.2f} annualized, return {m['total_return'] * 100:+.2f} %, "
+                        f"{m['trades']} trades"
+                    )
+            print(
+                f"verdicts written to {Path(args.out) / 'validation.json'}"
+                + (
+                    " and into each artifact.json"
+                    if args.write_verdict
+                    else " (artifacts untouched; --write-verdict writes them into artifact.json)"
+                )
+            )
             return 0
         if not args.families:
             raise ValueError("name --families to compare (or --validate ARTIFACT_DIR...)")

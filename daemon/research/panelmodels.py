@@ -34,9 +34,17 @@ from models.labels import LabelSpec, scores
 log = logging.get("panelmodels")
 
 TABULAR = ("lgbm",)
-LGBM_DEFAULTS: dict[str, Any] = {"n_estimators": 150, "learning_rate": 0.05, "num_leaves": 31,
-                                 "min_child_samples": 200, "subsample": 0.7, "subsample_freq": 1,
-                                 "colsample_bytree": 0.8, "reg_lambda": 1.0, "verbose": -1}
+LGBM_DEFAULTS: dict[str, Any] = {
+    "n_estimators": 150,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_samples": 200,
+    "subsample": 0.7,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "verbose": -1,
+}
 Progress = Callable[[int, int], None]
 
 
@@ -59,6 +67,7 @@ class PanelModelSpec:
     def __post_init__(self) -> None:
         if self.family not in TABULAR:
             from models import registry
+
             registry.family(self.family)  # a clear error naming the known families
         for key in ("max_train", "epochs", "batch_size", "seq_len", "threads"):
             if getattr(self, key) < 1:
@@ -78,8 +87,7 @@ class PanelModelSpec:
         return out
 
 
-def training_rows(y: np.ndarray, t_rows: np.ndarray, limit: int, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def training_rows(y: np.ndarray, t_rows: np.ndarray, limit: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(t, s) positions with a known label among time rows `t_rows`, at most `limit` (seeded sample)."""
     sub = y[t_rows]
     ti, si = np.nonzero(np.isfinite(sub))
@@ -96,6 +104,7 @@ class _LGBM:
 
     def fit(self, X: np.ndarray, y: np.ndarray, ti: np.ndarray, si: np.ndarray) -> None:
         import lightgbm as lgb
+
         params = {**LGBM_DEFAULTS, **self.spec.params, "random_state": self.spec.seed, "n_jobs": self.spec.threads}
         rows, target = X[ti, si], y[ti, si]
         if self.spec.label.classes:
@@ -133,6 +142,7 @@ class _Window:
         import torch
 
         from models import registry
+
         spec, label = self.spec, self.spec.label
         torch.manual_seed(spec.seed)
         torch.set_num_threads(spec.threads)
@@ -144,8 +154,9 @@ class _Window:
         self.scale = np.where(sd > 1e-9, sd, 1.0)
         task = "classification" if label.classes else "regression"
         fam = registry.family(spec.family)
-        self.net = fam.build({**spec.params, "n_features": X.shape[-1], "seq_len": spec.seq_len, "task": task},
-                             preset=spec.preset)
+        self.net = fam.build(
+            {**spec.params, "n_features": X.shape[-1], "seq_len": spec.seq_len, "task": task}, preset=spec.preset
+        )
         target = y[ti, si]
         if not label.classes:
             self.y_center, self.y_scale = float(np.mean(target)), float(np.std(target) or 1.0)
@@ -157,7 +168,7 @@ class _Window:
         for _ in range(spec.epochs):
             order = rng.permutation(len(ti))
             for b in range(0, len(order), spec.batch_size):
-                idx = order[b: b + spec.batch_size]
+                idx = order[b : b + spec.batch_size]
                 x = torch.from_numpy(self._windows(X, ti[idx], si[idx]))
                 out = self.net(x)
                 if label.classes:
@@ -171,10 +182,11 @@ class _Window:
 
     def predict(self, X: np.ndarray, ti: np.ndarray, si: np.ndarray) -> np.ndarray:
         import torch
+
         outs = []
         with torch.no_grad():
             for b in range(0, len(ti), 4096):
-                x = torch.from_numpy(self._windows(X, ti[b: b + 4096], si[b: b + 4096]))
+                x = torch.from_numpy(self._windows(X, ti[b : b + 4096], si[b : b + 4096]))
                 outs.append(self.net(x).float().numpy())
         out = np.concatenate(outs) if outs else np.zeros((0, 3 if self.spec.label.classes else 1))
         k = self.spec.label.classes
@@ -190,8 +202,9 @@ def make_model(spec: PanelModelSpec) -> _LGBM | _Window:
     return _LGBM(spec) if spec.family in TABULAR else _Window(spec)
 
 
-def fit_predict(X: np.ndarray, y: np.ndarray, close: np.ndarray, spec: PanelModelSpec, train_t: np.ndarray,
-                test_t: np.ndarray) -> np.ndarray:
+def fit_predict(
+    X: np.ndarray, y: np.ndarray, close: np.ndarray, spec: PanelModelSpec, train_t: np.ndarray, test_t: np.ndarray
+) -> np.ndarray:
     """Train on the labelled (t, s) of time rows `train_t`, score every pair at rows `test_t`.
 
     Returns signed scores (len(test_t), S); NaN where the pair has no bar or no features.
@@ -214,16 +227,16 @@ def fit_predict(X: np.ndarray, y: np.ndarray, close: np.ndarray, spec: PanelMode
     return np.where(present, out, np.nan)
 
 
-def fold_scores(X: np.ndarray, y: np.ndarray, close: np.ndarray, spec: PanelModelSpec,
-                splits: Sequence[Any], progress: Progress | None = None) -> list[np.ndarray]:
+def fold_scores(
+    X: np.ndarray, y: np.ndarray, close: np.ndarray, spec: PanelModelSpec, splits: Sequence[Any], progress: Progress | None = None
+) -> list[np.ndarray]:
     """Out-of-sample scores per split: `splits[i].train_idx` / `.test_idx` are time rows (the
     eval module's `cpcv_splits`); result i is (len(test_idx), S)."""
     out = []
     for i, split in enumerate(splits):
         t0 = time.perf_counter()
         out.append(fit_predict(X, y, close, spec, split.train_idx, split.test_idx))
-        log.info("panelmodels.fold", config=spec.name, fold=i, folds=len(splits),
-                 seconds=round(time.perf_counter() - t0, 2))
+        log.info("panelmodels.fold", config=spec.name, fold=i, folds=len(splits), seconds=round(time.perf_counter() - t0, 2))
         if progress:
             progress(i + 1, len(splits))
     return out

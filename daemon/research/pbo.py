@@ -39,15 +39,20 @@ class PBOResult:
 
     def to_dict(self) -> dict[str, float | int]:
         """JSON-ready summary (the arrays summarised)."""
-        return {"pbo": self.pbo, "n_configs": self.n_configs, "n_splits": self.n_splits,
-                "logit_median": float(np.median(self.logits)), "degradation_slope": self.degradation_slope,
-                "oos_sharpe_of_best_median": float(np.median(self.oos_sharpe_of_best))}
+        return {
+            "pbo": self.pbo,
+            "n_configs": self.n_configs,
+            "n_splits": self.n_splits,
+            "logit_median": float(np.median(self.logits)),
+            "degradation_slope": self.degradation_slope,
+            "oos_sharpe_of_best_median": float(np.median(self.oos_sharpe_of_best)),
+        }
 
 
 def _sharpe(total: np.ndarray, squares: np.ndarray, n: int) -> np.ndarray:
     """Per-period Sharpe from sums over n periods (population std; a constant series scores 0)."""
     mean = total / n
-    var = np.maximum(squares / n - mean ** 2, 0.0)
+    var = np.maximum(squares / n - mean**2, 0.0)
     sd = np.sqrt(var)
     return np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 1e-15)
 
@@ -81,7 +86,7 @@ def pbo(returns: np.ndarray, n_blocks: int = 16, seed: int = 0) -> PBOResult:
         oos_sr = _sharpe(everything - is_sum, everything_sq - is_sq, total_n - is_n)
         best = int(np.argmax(is_sr))
         # rank 1 = worst OOS; ties share the mean rank
-        rank = (np.sum(oos_sr < oos_sr[best]) + (np.sum(oos_sr == oos_sr[best]) + 1) / 2.0)
+        rank = np.sum(oos_sr < oos_sr[best]) + (np.sum(oos_sr == oos_sr[best]) + 1) / 2.0
         w = rank / (n + 1)
         logits.append(math.log(w / (1.0 - w)))
         best_is.append(is_sr[best])

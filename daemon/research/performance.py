@@ -8,8 +8,8 @@ trigger timeframe; annualization uses 365 days (crypto trades every day).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -73,8 +73,16 @@ def round_trips(fills: Sequence[Fill], bar_ms: int = 0, mark: tuple[int, float] 
         remaining = signed
         while abs(remaining) > 1e-12:
             if cur is None:
-                cur = {"dir": math.copysign(1.0, remaining), "entry_ts": f.ts, "in_q": 0.0, "in_v": 0.0,
-                       "out_q": 0.0, "out_v": 0.0, "fees": 0.0, "max": 0.0}
+                cur = {
+                    "dir": math.copysign(1.0, remaining),
+                    "entry_ts": f.ts,
+                    "in_q": 0.0,
+                    "in_v": 0.0,
+                    "out_q": 0.0,
+                    "out_v": 0.0,
+                    "fees": 0.0,
+                    "max": 0.0,
+                }
             adds = remaining * cur["dir"] > 0
             # an add takes the whole rest; a reduction stops at flat
             part = remaining if adds else math.copysign(min(abs(remaining), abs(pos)), remaining)
@@ -102,8 +110,14 @@ def _close_trade(cur: dict, exit_ts: int, bar_ms: int) -> Trade:
     gross = d * (cur["out_v"] - cur["in_v"] * cur["out_q"] / cur["in_q"])
     pnl = gross - cur["fees"]
     return Trade(
-        direction="long" if d > 0 else "short", entry_ts=cur["entry_ts"], exit_ts=exit_ts,
-        entry_price=entry_px, exit_price=exit_px, amount=cur["max"], pnl=pnl, fees=cur["fees"],
+        direction="long" if d > 0 else "short",
+        entry_ts=cur["entry_ts"],
+        exit_ts=exit_ts,
+        entry_price=entry_px,
+        exit_price=exit_px,
+        amount=cur["max"],
+        pnl=pnl,
+        fees=cur["fees"],
         ret=pnl / cur["in_v"] if cur["in_v"] else 0.0,
         bars_held=(exit_ts - cur["entry_ts"]) // bar_ms if bar_ms else 0,
     )
@@ -170,19 +184,24 @@ class Performance:
         return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
 
 
-def evaluate(equity: np.ndarray, position: np.ndarray, fills: Sequence[Fill], trades: Sequence[Trade],
-             start: float, bar_ms: int) -> Performance:
+def evaluate(
+    equity: np.ndarray, position: np.ndarray, fills: Sequence[Fill], trades: Sequence[Trade], start: float, bar_ms: int
+) -> Performance:
     """All headline numbers of one run."""
     r = bar_returns(equity, start)
     pnls = np.array([t.pnl for t in trades])
     gains, losses = pnls[pnls > 0].sum(), -pnls[pnls < 0].sum()
     pf = None if not len(pnls) else (float(gains / losses) if losses > 0 else math.inf)
     return Performance(
-        bars=len(equity), trades=len(trades),
+        bars=len(equity),
+        trades=len(trades),
         exposure=float(np.mean(np.abs(position) > 1e-12)) if len(position) else 0.0,
         total_return=float(equity[-1] / start - 1.0) if len(equity) else 0.0,
-        sharpe=sharpe(r, bar_ms), sortino=sortino(r, bar_ms), max_drawdown=max_drawdown(equity, start),
-        win_rate=float(np.mean(pnls > 0)) if len(pnls) else None, profit_factor=pf,
+        sharpe=sharpe(r, bar_ms),
+        sortino=sortino(r, bar_ms),
+        max_drawdown=max_drawdown(equity, start),
+        win_rate=float(np.mean(pnls > 0)) if len(pnls) else None,
+        profit_factor=pf,
         avg_trade=float(np.mean([t.ret for t in trades])) if trades else None,
         avg_trade_pnl=float(pnls.mean()) if len(pnls) else None,
         turnover=float(sum(f.amount * f.price for f in fills) / start),
@@ -215,8 +234,7 @@ def _scores(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> dict:
     tp = np.diag(cm).astype(float)
     precision = np.divide(tp, cm.sum(axis=0), out=np.zeros(n_classes), where=cm.sum(axis=0) > 0)
     recall = np.divide(tp, cm.sum(axis=1), out=np.zeros(n_classes), where=cm.sum(axis=1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes),
-                   where=(precision + recall) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes), where=(precision + recall) > 0)
     present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
     return {
         "accuracy": float(tp.sum() / cm.sum()) if cm.sum() else 0.0,

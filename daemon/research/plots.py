@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
 
-from daemon.research import performance  # noqa: E402
+from daemon.research import performance
 
 if TYPE_CHECKING:
     from daemon.research.report import BacktestResult
@@ -32,7 +33,7 @@ def _date_axis(ax: plt.Axes) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
-def write_all(result: "BacktestResult", curves: dict, trades: Sequence[performance.Trade], out: Path) -> dict[str, str]:
+def write_all(result: BacktestResult, curves: dict, trades: Sequence[performance.Trade], out: Path) -> dict[str, str]:
     """Write every plot into `out`; return {name: file name} for report.md."""
     images = {
         "equity": equity_plot(result, curves, out / "equity.png"),
@@ -46,16 +47,24 @@ def write_all(result: "BacktestResult", curves: dict, trades: Sequence[performan
     return images
 
 
-def equity_plot(result: "BacktestResult", curves: dict, path: Path) -> str:
+def equity_plot(result: BacktestResult, curves: dict, path: Path) -> str:
     """Equity of the strategy and the baselines (relative to the start), drawdown beneath."""
     t = _dates(result.bars[:, 0] + result.bar_ms)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 1.3))
     for name, (equity, _pos, _fills) in curves.items():
-        top.plot(t, (equity / result.cash - 1) * 100, color=COLORS[name], lw=1.2 if name == "strategy" else 0.9,
-                 label=LABELS[name])
+        top.plot(
+            t, (equity / result.cash - 1) * 100, color=COLORS[name], lw=1.2 if name == "strategy" else 0.9, label=LABELS[name]
+        )
         if name != "momentum":
-            bottom.fill_between(t, performance.drawdown_series(equity) * 100, 0, color=COLORS[name],
-                                alpha=0.35 if name == "strategy" else 0.2, lw=0, label=LABELS[name])
+            bottom.fill_between(
+                t,
+                performance.drawdown_series(equity) * 100,
+                0,
+                color=COLORS[name],
+                alpha=0.35 if name == "strategy" else 0.2,
+                lw=0,
+                label=LABELS[name],
+            )
     top.axhline(0, color="black", lw=0.6)
     for fold in result.folds[1:]:  # walk-forward: where the next fold's models took over
         for ax in (top, bottom):
@@ -71,18 +80,32 @@ def equity_plot(result: "BacktestResult", curves: dict, path: Path) -> str:
     return _save(fig, path)
 
 
-def price_plot(result: "BacktestResult", trades: Sequence[performance.Trade], path: Path) -> str:
+def price_plot(result: BacktestResult, trades: Sequence[performance.Trade], path: Path) -> str:
     """Close price with each trade's entry and exit marked (long green ▲, short red ▼, exit ×)."""
     fig, ax = plt.subplots(figsize=(11, 4.5))
     ax.plot(_dates(result.bars[:, 0] + result.bar_ms), result.bars[:, 4], color="#444444", lw=0.7, label="close")
     for direction, marker, color in (("long", "^", "#2ca02c"), ("short", "v", "#d62728")):
         sel = [t for t in trades if t.direction == direction]
         if sel:
-            ax.scatter(_dates([t.entry_ts for t in sel]), [t.entry_price for t in sel], marker=marker, s=36,
-                       color=color, zorder=3, label=f"{direction} entry ({len(sel)})")
+            ax.scatter(
+                _dates([t.entry_ts for t in sel]),
+                [t.entry_price for t in sel],
+                marker=marker,
+                s=36,
+                color=color,
+                zorder=3,
+                label=f"{direction} entry ({len(sel)})",
+            )
     if trades:
-        ax.scatter(_dates([t.exit_ts for t in trades]), [t.exit_price for t in trades], marker="x", s=28,
-                   color="black", zorder=3, label="exit")
+        ax.scatter(
+            _dates([t.exit_ts for t in trades]),
+            [t.exit_price for t in trades],
+            marker="x",
+            s=28,
+            color="black",
+            zorder=3,
+            label="exit",
+        )
     ax.set_title(f"{result.symbol} {result.timeframe}: price with entries and exits")
     ax.set_ylabel(result.symbol.split("/")[-1])
     ax.grid(alpha=0.3)
@@ -91,7 +114,7 @@ def price_plot(result: "BacktestResult", trades: Sequence[performance.Trade], pa
     return _save(fig, path)
 
 
-def confidence_plot(result: "BacktestResult", path: Path) -> str:
+def confidence_plot(result: BacktestResult, path: Path) -> str:
     """Distribution of each model's confidence with its threshold as a vertical line."""
     n = max(1, len(result.models))
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.8), squeeze=False)
@@ -115,8 +138,15 @@ def confusion_plot(cm: np.ndarray, name: str, path: Path) -> str:
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{cm[i, j]}\n{share[i, j] * 100:.0f} %", ha="center", va="center",
-                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{share[i, j] * 100:.0f} %",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(3), CLASS_NAMES)
     ax.set_yticks(range(3), CLASS_NAMES)
     ax.set_xlabel("predicted")

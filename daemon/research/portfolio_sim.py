@@ -100,8 +100,9 @@ def cost_rates(costs: Sequence[Any] | np.ndarray, n_symbols: int) -> np.ndarray:
     return rates
 
 
-def simulate(weights: np.ndarray, close: np.ndarray, costs: Sequence[Any] | np.ndarray,
-             periods_per_year: float) -> PortfolioResult:
+def simulate(
+    weights: np.ndarray, close: np.ndarray, costs: Sequence[Any] | np.ndarray, periods_per_year: float
+) -> PortfolioResult:
     """The portfolio that trades to `weights` [T, S] at each close (see the module doc)."""
     w = np.asarray(weights, dtype=np.float64)
     px = np.asarray(close, dtype=np.float64)
@@ -137,8 +138,9 @@ def simulate(weights: np.ndarray, close: np.ndarray, costs: Sequence[Any] | np.n
         held[-1] = np.where(priced[-1], before, 0.0)  # the last row is not traded
     equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
     drawdown = equity / np.maximum.accumulate(equity) - 1.0
-    return PortfolioResult(net, gross, cost, turn, equity, drawdown, held, np.abs(held).sum(axis=1),
-                           held.sum(axis=1), float(periods_per_year))
+    return PortfolioResult(
+        net, gross, cost, turn, equity, drawdown, held, np.abs(held).sum(axis=1), held.sum(axis=1), float(periods_per_year)
+    )
 
 
 def _ffill(a: np.ndarray) -> np.ndarray:
@@ -149,17 +151,22 @@ def _ffill(a: np.ndarray) -> np.ndarray:
     return out
 
 
-REPORT_COLUMNS = (("Sharpe", "sharpe", "{:.2f}"), ("Sortino", "sortino", "{:.2f}"),
-                  ("max DD", "max_drawdown", "{:.1%}"), ("CAGR", "cagr", "{:+.1%}"),
-                  ("turnover / yr", "turnover_per_year", "{:.1f}"), ("cost drag / yr", "cost_drag_per_year", "{:.2%}"),
-                  ("gross exposure", "gross_exposure", "{:.2f}"), ("net exposure", "net_exposure", "{:.2f}"))
+REPORT_COLUMNS = (
+    ("Sharpe", "sharpe", "{:.2f}"),
+    ("Sortino", "sortino", "{:.2f}"),
+    ("max DD", "max_drawdown", "{:.1%}"),
+    ("CAGR", "cagr", "{:+.1%}"),
+    ("turnover / yr", "turnover_per_year", "{:.1f}"),
+    ("cost drag / yr", "cost_drag_per_year", "{:.2%}"),
+    ("gross exposure", "gross_exposure", "{:.2f}"),
+    ("net exposure", "net_exposure", "{:.2f}"),
+)
 
 
 def report_table(results: dict[str, PortfolioResult]) -> list[str]:
     """Markdown rows: one run per row (the strategy first, then its baselines), the headline
     numbers with turnover, cost drag and mean exposure."""
-    rows = ["| run | " + " | ".join(c[0] for c in REPORT_COLUMNS) + " |",
-            "|---|" + "---:|" * len(REPORT_COLUMNS)]
+    rows = ["| run | " + " | ".join(c[0] for c in REPORT_COLUMNS) + " |", "|---|" + "---:|" * len(REPORT_COLUMNS)]
     for name, res in results.items():
         m = res.metrics()
         rows.append(f"| {name} | " + " | ".join(fmt.format(m[key]) for _, key, fmt in REPORT_COLUMNS) + " |")

@@ -40,8 +40,7 @@ ENV_URI = "SIGD_TRACKING_URI"
 MAX_PARAM = 500  # MLflow's limit on a param value's length
 
 
-def dataset_id(files: Sequence[Path], *, timeframe: str, symbols: Sequence[str], start_ms: int | None,
-               end_ms: int | None) -> str:
+def dataset_id(files: Sequence[Path], *, timeframe: str, symbols: Sequence[str], start_ms: int | None, end_ms: int | None) -> str:
     """16 hex digits naming the data a run read: file names and sizes, symbols, timeframe, range."""
     parts = sorted((Path(f).name, Path(f).stat().st_size) for f in files)
     doc = {"files": parts, "timeframe": timeframe, "symbols": sorted(symbols), "start_ms": start_ms, "end_ms": end_ms}
@@ -104,18 +103,30 @@ class Registry:
             self._experiments[dataset] = exp_id
         return self._experiments[dataset]
 
-    def record_trial(self, dataset: str, config: Mapping[str, Any], metrics: Mapping[str, float], *,
-                     group: str = "", tags: Mapping[str, str] | None = None) -> str:
+    def record_trial(
+        self,
+        dataset: str,
+        config: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        *,
+        group: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         """Record one configuration tried on `dataset` (its out-of-sample figures); the run id."""
         from mlflow.entities import Metric, Param
 
         exp = self._experiment(dataset)
         key = config_key(config)
-        run = self.client.create_run(exp, run_name=f"trial-{key}", tags={
-            "sigd.dataset_id": dataset, "sigd.config_key": key, "sigd.group": group, **(tags or {})})
+        run = self.client.create_run(
+            exp,
+            run_name=f"trial-{key}",
+            tags={"sigd.dataset_id": dataset, "sigd.config_key": key, "sigd.group": group, **(tags or {})},
+        )
         now = run.info.start_time
-        params = [Param(str(k), json.dumps(v, default=str)[:MAX_PARAM] if not isinstance(v, str) else v[:MAX_PARAM])
-                  for k, v in sorted(config.items())]
+        params = [
+            Param(str(k), json.dumps(v, default=str)[:MAX_PARAM] if not isinstance(v, str) else v[:MAX_PARAM])
+            for k, v in sorted(config.items())
+        ]
         values = [Metric(str(k), float(v), now, 0) for k, v in sorted(metrics.items()) if v is not None]
         self.client.log_batch(run.info.run_id, metrics=values, params=params)
         self.client.set_terminated(run.info.run_id)
@@ -130,8 +141,15 @@ class Registry:
         while True:
             page = self.client.search_runs([exp], max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
             for r in page:
-                out.append(Trial(r.data.tags.get("sigd.config_key", r.info.run_id), dict(r.data.params),
-                                 dict(r.data.metrics), r.data.tags.get("sigd.group", ""), int(r.info.start_time)))
+                out.append(
+                    Trial(
+                        r.data.tags.get("sigd.config_key", r.info.run_id),
+                        dict(r.data.params),
+                        dict(r.data.metrics),
+                        r.data.tags.get("sigd.group", ""),
+                        int(r.info.start_time),
+                    )
+                )
             token = page.token
             if not token:
                 return out

@@ -21,10 +21,11 @@ What a data directory may and may not get away with:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,13 +34,25 @@ from daemon.domain import Bar, timeframe_ms
 from models import data
 from models.data import TapeError, find_tape, load_tape
 
-__all__ = ["TapeError", "load_tape", "tape_path", "find_gaps", "Tape", "load_streams", "replay_order",
-           "warmup_rows", "bars_of", "write_tape", "discover"]
+__all__ = [
+    "TapeError",
+    "load_tape",
+    "tape_path",
+    "find_gaps",
+    "Tape",
+    "load_streams",
+    "replay_order",
+    "warmup_rows",
+    "bars_of",
+    "write_tape",
+    "discover",
+]
 
 
 def iso(ms: int) -> str:
     """ms UTC → ISO 8601 with a Z."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 HEADER = ["timestamp", "open", "high", "low", "close", "volume"]
 Stream = tuple[str, str]  # (symbol, timeframe)
@@ -52,8 +65,10 @@ def tape_path(data_dir: Path, symbol: str, timeframe: str) -> Path | None:
 
 def find_gaps(rows: np.ndarray, timeframe: str) -> list[dict[str, Any]]:
     """Missing bars inside a stream, for the report: first missing open time, next bar, count."""
-    return [{"from": iso(g.start_ts), "next_bar": iso(g.end_ts), "missing": g.missing,
-             "start_ts": g.start_ts, "end_ts": g.end_ts} for g in data.find_gaps(rows, timeframe)]
+    return [
+        {"from": iso(g.start_ts), "next_bar": iso(g.end_ts), "missing": g.missing, "start_ts": g.start_ts, "end_ts": g.end_ts}
+        for g in data.find_gaps(rows, timeframe)
+    ]
 
 
 @dataclass
@@ -66,9 +81,14 @@ class Tape:
 
     def notes(self, since_ms: int = 0, until_ms: int = 2**62) -> dict:
         """The data section of the report; gaps only where they touch [since_ms, until_ms)."""
-        gaps = {f"{s} {tf}": [{k: v for k, v in g.items() if not k.endswith("_ts")} for g in found
-                              if g["end_ts"] > since_ms and g["start_ts"] < until_ms]
-                for (s, tf), found in self.gaps.items()}
+        gaps = {
+            f"{s} {tf}": [
+                {k: v for k, v in g.items() if not k.endswith("_ts")}
+                for g in found
+                if g["end_ts"] > since_ms and g["start_ts"] < until_ms
+            ]
+            for (s, tf), found in self.gaps.items()
+        }
         return {
             "streams": {f"{s} {tf}": int(len(a)) for (s, tf), a in self.streams.items()},
             "missing_streams": [f"{s} {tf}" for s, tf in self.missing],
@@ -124,7 +144,7 @@ def warmup_rows(tape: Tape, stream: Stream, start_ms: int, n: int) -> np.ndarray
         return np.zeros((0, 6))
     close = a[:, 0].astype(np.int64) + timeframe_ms(stream[1])
     end = int(np.searchsorted(close, start_ms, side="right"))
-    return a[max(0, end - n):end]
+    return a[max(0, end - n) : end]
 
 
 def bars_of(symbol: str, timeframe: str, rows: np.ndarray) -> Iterator[Bar]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from daemon.research import baselines
-from daemon.research import performance
 from daemon.domain import Fill, Side
+from daemon.research import baselines, performance
 from daemon.research.replay import iso
 
 CLASS_NAMES = ("SHORT", "FLAT", "LONG")
@@ -99,8 +99,7 @@ def summarize(result: BacktestResult) -> dict[str, Any]:
     return {
         "symbol": result.symbol,
         "timeframe": result.timeframe,
-        "period": {"from": iso(int(ts[0])) if len(ts) else None,
-                   "to": iso(int(ts[-1]) + result.bar_ms) if len(ts) else None},
+        "period": {"from": iso(int(ts[0])) if len(ts) else None, "to": iso(int(ts[-1]) + result.bar_ms) if len(ts) else None},
         "bars": int(len(ts)),
         "costs": {"fee_per_side": result.fee, "slippage": result.slippage, "starting_equity": result.cash},
         "position_fraction": result.position_fraction,
@@ -145,7 +144,7 @@ def write_report(result: BacktestResult, out: Path) -> dict[str, Any]:
     summary = summarize(result)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     trades = performance.round_trips(result.fills, result.bar_ms, mark=end_mark(result))
-    _write_csv(out / "trades.csv", [_trade_row(t) for t in trades], list(performance.Trade.__slots__) )
+    _write_csv(out / "trades.csv", [_trade_row(t) for t in trades], list(performance.Trade.__slots__))
     _write_csv(out / "signals.csv", [_signal_row(s) for s in result.signals], list(SIGNAL_COLUMNS))
     images = plots.write_all(result, curves(result), trades, out)
     (out / "report.md").write_text(markdown(summary, images))
@@ -157,9 +156,15 @@ SIGNAL_COLUMNS = ("bar_ts", "time", "strategy", "side", "confidence", "price", "
 
 
 def _signal_row(s: dict[str, Any]) -> dict[str, Any]:
-    return {"bar_ts": s["bar_ts"], "time": iso(int(s["bar_ts"])), "strategy": s.get("strategy", ""),
-            "side": Side(int(s["side"])).name, "confidence": s["confidence"], "price": s["price"],
-            "reasons": s.get("reasons", "")}
+    return {
+        "bar_ts": s["bar_ts"],
+        "time": iso(int(s["bar_ts"])),
+        "strategy": s.get("strategy", ""),
+        "side": Side(int(s["side"])).name,
+        "confidence": s["confidence"],
+        "price": s["price"],
+        "reasons": s.get("reasons", ""),
+    }
 
 
 def _trade_row(t: performance.Trade) -> dict[str, Any]:
@@ -179,15 +184,26 @@ def _fmt(v: Any, kind: str = "num") -> str:
     """kind: "ret" signed percent, "pct" percent, "dd" drawdown shown negative, "int", "num"."""
     if v is None or isinstance(v, str):
         return "–" if v is None else v
-    return {"ret": f"{v * 100:+.2f} %", "pct": f"{v * 100:.1f} %", "dd": f"{-v * 100:.2f} %",
-            "int": f"{int(v)}", "num": f"{v:.2f}"}[kind]
+    return {
+        "ret": f"{v * 100:+.2f} %",
+        "pct": f"{v * 100:.1f} %",
+        "dd": f"{-v * 100:.2f} %",
+        "int": f"{int(v)}",
+        "num": f"{v:.2f}",
+    }[kind]
 
 
 HEADLINE = (
-    ("total return", "total_return", "ret"), ("Sharpe (ann.)", "sharpe", "num"),
-    ("Sortino (ann.)", "sortino", "num"), ("max drawdown", "max_drawdown", "dd"),
-    ("trades", "trades", "int"), ("win rate", "win_rate", "pct"), ("profit factor", "profit_factor", "num"),
-    ("average trade", "avg_trade", "ret"), ("exposure", "exposure", "pct"), ("turnover", "turnover", "num"),
+    ("total return", "total_return", "ret"),
+    ("Sharpe (ann.)", "sharpe", "num"),
+    ("Sortino (ann.)", "sortino", "num"),
+    ("max drawdown", "max_drawdown", "dd"),
+    ("trades", "trades", "int"),
+    ("win rate", "win_rate", "pct"),
+    ("profit factor", "profit_factor", "num"),
+    ("average trade", "avg_trade", "ret"),
+    ("exposure", "exposure", "pct"),
+    ("turnover", "turnover", "num"),
     ("fees paid", "fees_paid", "num"),
 )
 
@@ -203,15 +219,15 @@ def headline_table(summary: dict[str, Any]) -> list[str]:
 
 def model_table(summary: dict[str, Any]) -> list[str]:
     """Markdown table rows: each model's classification quality beside the majority class."""
-    rows = ["| model | samples | accuracy | macro-F1 | majority accuracy | majority macro-F1 |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| model | samples | accuracy | macro-F1 | majority accuracy | majority macro-F1 |", "|---|---:|---:|---:|---:|---:|"]
     for name, m in summary["models"].items():
         a, b = m["argmax"], m["argmax"]["majority_baseline"]
         if not a["samples"]:  # no labelled bar (a period shorter than the target horizon): no score, not 0
             rows.append(f"| {name} | 0 | – | – | – | – |")
             continue
-        rows.append(f"| {name} | {a['samples']} | {a['accuracy']:.3f} | {a['macro_f1']:.3f} | "
-                    f"{b['accuracy']:.3f} | {b['macro_f1']:.3f} |")
+        rows.append(
+            f"| {name} | {a['samples']} | {a['accuracy']:.3f} | {a['macro_f1']:.3f} | {b['accuracy']:.3f} | {b['macro_f1']:.3f} |"
+        )
     return rows
 
 
@@ -220,19 +236,39 @@ def markdown(summary: dict[str, Any], images: dict[str, str]) -> str:
     p = summary["period"]
     c = summary["costs"]
     lines = [
-        f"# Backtest {summary['symbol']} {summary['timeframe']}: {p['from']} → {p['to']}", "",
-        (f"{summary['bars']} bars; fee {c['fee_per_side'] * 100:.3f} % per side, slippage "
-         f"{c['slippage'] * 100:.3f} %; starting equity {c['starting_equity']:.2f}. The baselines hold the "
-         f"strategy's position size ({summary.get('position_fraction', 1.0) * 100:g} % of equity)."), "",
+        f"# Backtest {summary['symbol']} {summary['timeframe']}: {p['from']} → {p['to']}",
+        "",
+        (
+            f"{summary['bars']} bars; fee {c['fee_per_side'] * 100:.3f} % per side, slippage "
+            f"{c['slippage'] * 100:.3f} %; starting equity {c['starting_equity']:.2f}. The baselines hold the "
+            f"strategy's position size ({summary.get('position_fraction', 1.0) * 100:g} % of equity)."
+        ),
+        "",
         *[line + "\n" for line in gate_lines(summary)],
-        "## Performance", "", *headline_table(summary), "", *_no_trade_note(summary),
-        f"![equity]({images['equity']})", "", f"![price]({images['price']})", "",
-        "## Models", "", "Classification of each trigger bar (arg-max class) against the class the "
-        "artifact's target definition gives, beside always answering the majority class.", "",
-        *model_table(summary), "", f"![confidence]({images['confidence']})", "",
+        "## Performance",
+        "",
+        *headline_table(summary),
+        "",
+        *_no_trade_note(summary),
+        f"![equity]({images['equity']})",
+        "",
+        f"![price]({images['price']})",
+        "",
+        "## Models",
+        "",
+        "Classification of each trigger bar (arg-max class) against the class the "
+        "artifact's target definition gives, beside always answering the majority class.",
+        "",
+        *model_table(summary),
+        "",
+        f"![confidence]({images['confidence']})",
+        "",
     ]
-    lines += [f"![confusion matrix, {name.removeprefix('confusion_')}]({path})"
-              for name, path in images.items() if name.startswith("confusion_")]
+    lines += [
+        f"![confusion matrix, {name.removeprefix('confusion_')}]({path})"
+        for name, path in images.items()
+        if name.startswith("confusion_")
+    ]
     if summary["folds"]:
         lines += ["", "## Walk-forward folds", "", *fold_table(summary["folds"])]
     if summary["data"]:
@@ -244,21 +280,27 @@ def _no_trade_note(summary: dict[str, Any]) -> list[str]:
     """Why a strategy that never traded did not: how often each model was confident enough."""
     if summary["strategy"]["trades"]:
         return []
-    parts = [f"{name} {m['confident_share'] * 100:.1f} % of bars at or above its threshold {m['threshold']:.2f}"
-             for name, m in summary["models"].items()]
+    parts = [
+        f"{name} {m['confident_share'] * 100:.1f} % of bars at or above its threshold {m['threshold']:.2f}"
+        for name, m in summary["models"].items()
+    ]
     return ["**No trades.** " + "; ".join(parts) + ".", ""]
 
 
 def fold_table(folds: Sequence[dict[str, Any]]) -> list[str]:
     """Markdown rows: one walk-forward fold per row."""
-    rows = ["| fold | train | test | bars | trades | return | Sharpe | max DD | buy-and-hold |",
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| fold | train | test | bars | trades | return | Sharpe | max DD | buy-and-hold |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for f in folds:
         s = f["strategy"]
-        rows.append(f"| {f['fold']} | {f['train_from'][:16]} → {f['train_to'][:16]} | {f['test_from'][:16]} → "
-                    f"{f['test_to'][:16]} | {f['bars']} | {s['trades']} | {_fmt(s['total_return'], 'ret')} | "
-                    f"{_fmt(s['sharpe'])} | {_fmt(s['max_drawdown'], 'dd')} | "
-                    f"{_fmt(f['buy_and_hold']['total_return'], 'ret')} |")
+        rows.append(
+            f"| {f['fold']} | {f['train_from'][:16]} → {f['train_to'][:16]} | {f['test_from'][:16]} → "
+            f"{f['test_to'][:16]} | {f['bars']} | {s['trades']} | {_fmt(s['total_return'], 'ret')} | "
+            f"{_fmt(s['sharpe'])} | {_fmt(s['max_drawdown'], 'dd')} | "
+            f"{_fmt(f['buy_and_hold']['total_return'], 'ret')} |"
+        )
     return rows
 
 
@@ -267,14 +309,15 @@ def terminal_summary(summary: dict[str, Any]) -> str:
     p = summary["period"]
     head = f"backtest {summary['symbol']} {summary['timeframe']} {p['from']} → {p['to']} ({summary['bars']} bars)"
     size = f"baselines sized like the strategy: {summary.get('position_fraction', 1.0) * 100:g} % of equity per position"
-    return "\n".join([head, size, *gate_lines(summary), "", _align(headline_table(summary)), "",
-                      _align(model_table(summary))])
+    return "\n".join([head, size, *gate_lines(summary), "", _align(headline_table(summary)), "", _align(model_table(summary))])
 
 
 def gate_lines(summary: dict[str, Any]) -> list[str]:
     """One line per model that failed the gate (or was never validated): the daemon would not trade it."""
-    return [f"NOTE: the daemon would not trade {name} (models.trade_only_validated, on by default): {why}; this backtest trades it anyway"
-            for name, why in sorted((summary.get("gate") or {}).items())]
+    return [
+        f"NOTE: the daemon would not trade {name} (models.trade_only_validated, on by default): {why}; this backtest trades it anyway"
+        for name, why in sorted((summary.get("gate") or {}).items())
+    ]
 
 
 PORTFOLIO_RUNS = ("strategy", "buy_and_hold", "momentum")
@@ -302,19 +345,29 @@ def portfolio_summary(results: Sequence[BacktestResult]) -> dict[str, Any]:
             fees += float(sum(f.fee for f in fills))
         equity = cash + pnl
         rets = performance.bar_returns(equity, cash)
-        out[run] = {"total_return": float(equity[-1] / cash - 1.0) if len(equity) else 0.0,
-                    "sharpe": performance.sharpe(rets, bar_ms), "sortino": performance.sortino(rets, bar_ms),
-                    "max_drawdown": performance.max_drawdown(equity, cash), "trades": trades, "fees_paid": fees,
-                    "final_equity": float(equity[-1]) if len(equity) else cash}
+        out[run] = {
+            "total_return": float(equity[-1] / cash - 1.0) if len(equity) else 0.0,
+            "sharpe": performance.sharpe(rets, bar_ms),
+            "sortino": performance.sortino(rets, bar_ms),
+            "max_drawdown": performance.max_drawdown(equity, cash),
+            "trades": trades,
+            "fees_paid": fees,
+            "final_equity": float(equity[-1]) if len(equity) else cash,
+        }
     return out
 
 
 def portfolio_table(total: dict[str, Any]) -> list[str]:
     """Markdown rows: the portfolio total beside its baselines."""
     rows = ["| portfolio | strategy | buy-and-hold | momentum |", "|---|---:|---:|---:|"]
-    for label, key, kind in (("total return", "total_return", "ret"), ("Sharpe (ann.)", "sharpe", "num"),
-                             ("Sortino (ann.)", "sortino", "num"), ("max drawdown", "max_drawdown", "dd"),
-                             ("trades", "trades", "int"), ("fees paid", "fees_paid", "num")):
+    for label, key, kind in (
+        ("total return", "total_return", "ret"),
+        ("Sharpe (ann.)", "sharpe", "num"),
+        ("Sortino (ann.)", "sortino", "num"),
+        ("max drawdown", "max_drawdown", "dd"),
+        ("trades", "trades", "int"),
+        ("fees paid", "fees_paid", "num"),
+    ):
         rows.append(f"| {label} | " + " | ".join(_fmt(total[run][key], kind) for run in PORTFOLIO_RUNS) + " |")
     return rows
 
@@ -328,8 +381,9 @@ def portfolio_terminal(total: dict[str, Any]) -> str:
 def _align(md_rows: list[str]) -> str:
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in md_rows if not r.startswith("|---")]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     for row in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells
+    )
 
 
 def fold_summaries(result: BacktestResult, folds: Sequence[Any]) -> list[dict[str, Any]]:
@@ -344,15 +398,24 @@ def fold_summaries(result: BacktestResult, folds: Sequence[Any]) -> list[dict[st
         if not m.any():
             continue
         first = int(np.argmax(m))
-        row: dict[str, Any] = {"fold": f.index, "train_from": iso(f.train_start), "train_to": iso(f.train_end),
-                               "test_from": iso(f.test_start), "test_to": iso(f.test_end), "bars": int(m.sum())}
+        row: dict[str, Any] = {
+            "fold": f.index,
+            "train_from": iso(f.train_start),
+            "train_to": iso(f.train_end),
+            "test_from": iso(f.test_start),
+            "test_to": iso(f.test_end),
+            "bars": int(m.sum()),
+        }
         for name in ("strategy", "buy_and_hold"):
             equity, position, fills = all_curves[name]
             start = float(equity[first - 1]) if first else result.cash
             inside = [x for x in fills if f.test_start <= x.ts < f.test_end]
             # a position still open at the end is marked at the end instant: the last fold's
-            trades = [t for t in performance.round_trips(fills, result.bar_ms, mark=mark)
-                      if f.test_start <= t.exit_ts < f.test_end or (mark and t.exit_ts == mark[0] == f.test_end)]
+            trades = [
+                t
+                for t in performance.round_trips(fills, result.bar_ms, mark=mark)
+                if f.test_start <= t.exit_ts < f.test_end or (mark and t.exit_ts == mark[0] == f.test_end)
+            ]
             row[name] = performance.evaluate(equity[m], position[m], inside, trades, start, result.bar_ms).as_dict()
         rows.append(row)
     return rows

@@ -22,17 +22,21 @@ from daemon.domain import Side
 from daemon.research.report import BacktestResult, curves
 
 # The dashboard's vendored copy (read as a file: research does not import the service layer).
-CHART_LIBRARY = (Path(__file__).resolve().parent.parent / "service" / "dashboard" / "vendor"
-                 / "lightweight-charts.standalone.production.js")
+CHART_LIBRARY = (
+    Path(__file__).resolve().parent.parent / "service" / "dashboard" / "vendor" / "lightweight-charts.standalone.production.js"
+)
 MAX_POINTS = 20_000
 
 
 def write_html(result: BacktestResult, summary: dict[str, Any], out: Path) -> Path:
     """Write out/report.html; returns its path."""
     data = report_data(result, summary)
-    page = PAGE.format(title=html.escape(f"sigd backtest {result.symbol} {summary['period']['from']}"),
-                       library=CHART_LIBRARY.read_text(encoding="utf-8").replace("</script", "<\\/script"),
-                       data=_script_json(data), script=SCRIPT)
+    page = PAGE.format(
+        title=html.escape(f"sigd backtest {result.symbol} {summary['period']['from']}"),
+        library=CHART_LIBRARY.read_text(encoding="utf-8").replace("</script", "<\\/script"),
+        data=_script_json(data),
+        script=SCRIPT,
+    )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -45,21 +49,40 @@ def report_data(result: BacktestResult, summary: dict[str, Any]) -> dict[str, An
     bars = result.bars
     candles = []
     for i in range(0, len(bars), step):
-        chunk = bars[i:i + step]
-        candles.append([int(chunk[0, 0]) // 1000, float(chunk[0, 1]), float(chunk[:, 2].max()),
-                        float(chunk[:, 3].min()), float(chunk[-1, 4])])
+        chunk = bars[i : i + step]
+        candles.append(
+            [
+                int(chunk[0, 0]) // 1000,
+                float(chunk[0, 1]),
+                float(chunk[:, 2].max()),
+                float(chunk[:, 3].min()),
+                float(chunk[-1, 4]),
+            ]
+        )
     snap = lambda ts: (int(ts) - int(bars[0, 0])) // candle_ms * candle_ms // 1000 + int(bars[0, 0]) // 1000  # noqa: E731
     markers = [{"time": snap(s["bar_ts"]), "kind": "signal", "side": Side(int(s["side"])).name} for s in result.signals]
     markers += [{"time": snap(f.ts), "kind": "fill", "side": f.side, "price": f.price} for f in result.fills]
     ts = bars[:, 0].astype(np.int64) // 1000
     equity = {name: _series(ts, eq, step) for name, (eq, _, _) in curves(result).items()}
-    models = {m.name: {"threshold": m.threshold,
-                       "short": _series(m.bar_ts.astype(np.int64) // 1000, m.probs[:, 0], step),
-                       "long": _series(m.bar_ts.astype(np.int64) // 1000, m.probs[:, 2], step)}
-              for m in result.models if len(m.bar_ts)}
-    return {"symbol": result.symbol, "timeframe": result.timeframe, "candle_minutes": candle_ms / 60_000,
-            "candles": candles, "markers": sorted(markers, key=lambda m: m["time"]), "equity": equity,
-            "models": models, "headline": _headline(summary)}
+    models = {
+        m.name: {
+            "threshold": m.threshold,
+            "short": _series(m.bar_ts.astype(np.int64) // 1000, m.probs[:, 0], step),
+            "long": _series(m.bar_ts.astype(np.int64) // 1000, m.probs[:, 2], step),
+        }
+        for m in result.models
+        if len(m.bar_ts)
+    }
+    return {
+        "symbol": result.symbol,
+        "timeframe": result.timeframe,
+        "candle_minutes": candle_ms / 60_000,
+        "candles": candles,
+        "markers": sorted(markers, key=lambda m: m["time"]),
+        "equity": equity,
+        "models": models,
+        "headline": _headline(summary),
+    }
 
 
 def _series(ts: np.ndarray, values: np.ndarray, step: int) -> list[list[float]]:

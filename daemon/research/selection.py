@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -47,8 +48,7 @@ class Runner(Protocol):
 
     name: str
 
-    def map(self, fn: Callable[["Job"], "FoldScores"], items: Sequence["Job"], *,
-            progress: "Progress | None" = None) -> list["FoldScores"]:
+    def map(self, fn: Callable[[Job], FoldScores], items: Sequence[Job], *, progress: Progress | None = None) -> list[FoldScores]:
         """`fn` over the items, results in item order; model fits report to `progress`."""
         ...
 
@@ -104,8 +104,9 @@ def parse_setups(text: Sequence[str]) -> list[Setup]:
     return out
 
 
-def plan_folds(start_ms: int, end_ms: int, *, folds: int, train_days: float, test_days: float,
-               purge_ms: int, embargo_ms: int = 0) -> list[Fold]:
+def plan_folds(
+    start_ms: int, end_ms: int, *, folds: int, train_days: float, test_days: float, purge_ms: int, embargo_ms: int = 0
+) -> list[Fold]:
     """`folds` test windows of `test_days` tiling the end of [start, end); each trains on the
     `train_days` that end purge + embargo before its test starts."""
     from daemon.research.walkforward import Fold  # the backtest's train/test window pair (imports pandas)
@@ -116,8 +117,10 @@ def plan_folds(start_ms: int, end_ms: int, *, folds: int, train_days: float, tes
     first_test = end_ms - folds * test_ms
     if first_test - gap - train_ms < start_ms:
         need = (folds * test_ms + gap + train_ms) / DAY_MS
-        raise ValueError(f"{folds} folds of {test_days} test days after {train_days} training days need "
-                         f"{need:.2f} days of data; the period has {(end_ms - start_ms) / DAY_MS:.2f}")
+        raise ValueError(
+            f"{folds} folds of {test_days} test days after {train_days} training days need "
+            f"{need:.2f} days of data; the period has {(end_ms - start_ms) / DAY_MS:.2f}"
+        )
     out = []
     for k in range(folds):
         test_start = first_test + k * test_ms
@@ -177,7 +180,7 @@ class FoldScores:
 
 def iso(ms: int) -> str:
     """UTC ISO time of an epoch-ms instant (train_pipeline takes ISO bounds)."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _close_lookup(bars: np.ndarray, when: np.ndarray) -> np.ndarray:
@@ -187,8 +190,7 @@ def _close_lookup(bars: np.ndarray, when: np.ndarray) -> np.ndarray:
     return np.where(closes[i] == when, bars[i, 4], np.nan)
 
 
-def _decisions(setup: Setup, close_ts: np.ndarray, probs: np.ndarray, y: np.ndarray,
-               prim: np.ndarray) -> Scored:
+def _decisions(setup: Setup, close_ts: np.ndarray, probs: np.ndarray, y: np.ndarray, prim: np.ndarray) -> Scored:
     """Decisions (samples at the setup's decision instants) with the returns the baselines use."""
     now = _close_lookup(prim, close_ts)
     ahead = _close_lookup(prim, close_ts + setup.step_minutes * MINUTE_MS)
@@ -206,17 +208,30 @@ def train_fold(job: Job) -> tuple[Path, str, list[int]]:
     from pipeline.train import train
 
     thr_, neutral = job.setup.label_thresholds()
-    spec = TrainSpec(job.family, preset=job.preset, data_dirs=job.data_dirs, symbols=job.symbols,
-                     start=iso(job.fold.train_start), end=iso(job.fold.train_end),
-                     target=TargetSpec("classification", job.setup.horizon, thr_, neutral), epochs=job.epochs,
-                     max_batches=job.max_batches, max_val=job.max_val, seed=job.seed, device="cpu", fee=job.fee,
-                     hold=job.setup.horizon, decision_timeframe=job.setup.trigger)
+    spec = TrainSpec(
+        job.family,
+        preset=job.preset,
+        data_dirs=job.data_dirs,
+        symbols=job.symbols,
+        start=iso(job.fold.train_start),
+        end=iso(job.fold.train_end),
+        target=TargetSpec("classification", job.setup.horizon, thr_, neutral),
+        epochs=job.epochs,
+        max_batches=job.max_batches,
+        max_val=job.max_val,
+        seed=job.seed,
+        device="cpu",
+        fee=job.fee,
+        hold=job.setup.horizon,
+        decision_timeframe=job.setup.trigger,
+    )
     res = train(spec, job.out_dir)
     return res.artifact_dir, res.version, list(res.samples.get("train_classes") or [])
 
 
-def score_window(art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int,
-                 inner: bool) -> Scored:
+def score_window(
+    art_dir: Path, setup: Setup, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int, inner: bool
+) -> Scored:
     """The artifact's class probabilities on the primary symbol: the training window's last
     (inner) slice when `inner`, else every decision in [start_ms, end_ms)."""
     from models import registry
@@ -264,14 +279,25 @@ def _run_job(job: Job) -> FoldScores:
     art, version, classes = train_fold(job)
     inner = score_window(art, job.setup, job.data_dirs, job.symbols[0], job.fold.train_start, job.fold.train_end, True)
     if len(inner.close_ts) < 2:
-        raise ValueError(f"{job.family} {job.setup.name} fold {job.fold.index}: the inner validation slice (the last "
-                         f"15 % of {iso(job.fold.train_start)}..{iso(job.fold.train_end)}) holds "
-                         f"{len(inner.close_ts)} decisions; train on more days")
-    chosen = thr.optimize(inner.probs, inner.step_ret, "classification", fee=job.fee,
-                          bars_per_year=job.setup.bars_per_year, hold=job.setup.hold)
+        raise ValueError(
+            f"{job.family} {job.setup.name} fold {job.fold.index}: the inner validation slice (the last "
+            f"15 % of {iso(job.fold.train_start)}..{iso(job.fold.train_end)}) holds "
+            f"{len(inner.close_ts)} decisions; train on more days"
+        )
+    chosen = thr.optimize(
+        inner.probs, inner.step_ret, "classification", fee=job.fee, bars_per_year=job.setup.bars_per_year, hold=job.setup.hold
+    )
     test = score_window(art, job.setup, job.data_dirs, job.symbols[0], job.fold.test_start, job.fold.test_end, False)
-    log.info("fold_scored", family=job.family, setup=job.setup.name, fold=job.fold.index, version=version,
-             threshold=chosen.threshold, inner_sharpe=round(chosen.sharpe, 3), test_decisions=len(test.close_ts))
+    log.info(
+        "fold_scored",
+        family=job.family,
+        setup=job.setup.name,
+        fold=job.fold.index,
+        version=version,
+        threshold=chosen.threshold,
+        inner_sharpe=round(chosen.sharpe, 3),
+        test_decisions=len(test.close_ts),
+    )
     return FoldScores(job, chosen.threshold, chosen.sharpe, inner, test, classes, version)
 
 
@@ -288,20 +314,33 @@ def run_jobs(jobs: Sequence[Job], runner: Runner | None = None) -> list[FoldScor
 
 def concat(parts: Sequence[Scored]) -> Scored:
     """Test windows of consecutive folds as one out-of-sample series."""
-    return Scored(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                    ("close_ts", "probs", "y", "step_ret", "trailing_ret", "day_ret")))
+    return Scored(
+        *(
+            np.concatenate([getattr(p, name) for p in parts])
+            for name in ("close_ts", "probs", "y", "step_ret", "trailing_ret", "day_ret")
+        )
+    )
 
 
-def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, start_ms: int, end_ms: int, *,
-                      n_trials: int = 1, fee: float | None = None,
-                      gate: Mapping[str, Any] | None = None, write: bool = False) -> dict[str, Any]:
+def validate_artifact(
+    art_dir: Path,
+    data_dirs: Sequence[str],
+    symbol: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    n_trials: int = 1,
+    fee: float | None = None,
+    gate: Mapping[str, Any] | None = None,
+    write: bool = False,
+) -> dict[str, Any]:
     """Trade a served artifact (its threshold, its holding period) on a window it never saw and
     apply the gate; the verdict block. Only with `write` does the block go into the artifact's
     artifact.json as `validation` (a shipped, git-tracked artifact is not rewritten by a look at it)."""
+    import strategies.threshold as thr
     from daemon.research import stats
     from daemon.trading.scoring import trading_scores
     from models.artifacts import hold_bars, read_meta
-    import strategies.threshold as thr
 
     meta = read_meta(art_dir)
     if meta["target"].get("mode", "classification") != "classification":
@@ -309,8 +348,10 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
     horizon = int(meta["target"]["horizon"])
     seen = int(meta["data"]["last_close_ts"]) + horizon * MINUTE_MS  # its last label's end
     if start_ms < seen:
-        raise ValueError(f"{art_dir}: the window starts {iso(start_ms)}, inside what it was trained on "
-                         f"(labels up to {iso(seen)}); validate on later data")
+        raise ValueError(
+            f"{art_dir}: the window starts {iso(start_ms)}, inside what it was trained on "
+            f"(labels up to {iso(seen)}); validate on later data"
+        )
     fee = float(meta["threshold"]["fee"]) if fee is None else fee
     # Decide where the model decides (an artifact trained for 1h decisions is not traded on
     # every 1m bar); its holding period, kept in 1m bars, becomes a count of those decisions.
@@ -331,10 +372,21 @@ def validate_artifact(art_dir: Path, data_dirs: Sequence[str], symbol: str, star
         b_sides, _ = _baseline_sides(name, s, setup, np.ones(3), 0)
         b_trade, _ = trading_scores(b_sides, s.step_ret, hold, fee, setup.bars_per_year)
         base[name] = {k: b_trade[k] for k in ("sharpe", "total_return", "trades")}
-    block = {**verdict.to_dict(), "gate": thresholds, "window": [iso(start_ms), iso(end_ms)], "symbol": symbol, "decisions": len(net),
-             "decision_timeframe": setup.trigger, "hold_decisions": hold,
-             "sharpe_annualized": trade["sharpe"], "total_return": trade["total_return"], "fee": fee, "baselines": base,
-             "data": list(data_dirs), "validated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    block = {
+        **verdict.to_dict(),
+        "gate": thresholds,
+        "window": [iso(start_ms), iso(end_ms)],
+        "symbol": symbol,
+        "decisions": len(net),
+        "decision_timeframe": setup.trigger,
+        "hold_decisions": hold,
+        "sharpe_annualized": trade["sharpe"],
+        "total_return": trade["total_return"],
+        "fee": fee,
+        "baselines": base,
+        "data": list(data_dirs),
+        "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     if write:
         write_validation(Path(art_dir), block)
     return block

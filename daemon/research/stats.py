@@ -17,9 +17,10 @@ annualization only when both sides are in the same unit.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,14 +52,14 @@ def moments(returns: Sequence[float] | np.ndarray) -> Moments:
     if sd == 0.0:
         return Moments(0.0, 0.0, 3.0, len(r))
     z = (r - r.mean()) / sd
-    return Moments(float(r.mean()) / sd, float(np.mean(z ** 3)), float(np.mean(z ** 4)), len(r))
+    return Moments(float(r.mean()) / sd, float(np.mean(z**3)), float(np.mean(z**4)), len(r))
 
 
 def psr(m: Moments, benchmark: float = 0.0) -> float:
     """Probabilistic Sharpe Ratio: P(true per-period Sharpe > benchmark)."""
     if m.n < 2:
         return 0.0
-    var = 1.0 - m.skew * m.sharpe + (m.kurtosis - 1.0) / 4.0 * m.sharpe ** 2
+    var = 1.0 - m.skew * m.sharpe + (m.kurtosis - 1.0) / 4.0 * m.sharpe**2
     if var <= 0.0:  # extreme skew: the formula breaks down; no evidence either way
         return 0.5
     return NORMAL.cdf((m.sharpe - benchmark) * math.sqrt(m.n - 1) / math.sqrt(var))
@@ -108,9 +109,16 @@ class GateResult:
         return asdict(self)
 
 
-def gate(returns: Sequence[float] | np.ndarray, trades: int, n_trials: int, *,
-         trial_sharpes: Sequence[float] | None = None, min_trades: int = MIN_TRADES,
-         min_psr: float = MIN_PSR, min_dsr: float = MIN_DSR) -> GateResult:
+def gate(
+    returns: Sequence[float] | np.ndarray,
+    trades: int,
+    n_trials: int,
+    *,
+    trial_sharpes: Sequence[float] | None = None,
+    min_trades: int = MIN_TRADES,
+    min_psr: float = MIN_PSR,
+    min_dsr: float = MIN_DSR,
+) -> GateResult:
     """Pass only with enough trades, PSR(0) >= min_psr and DSR >= min_dsr on out-of-sample returns."""
     r = np.asarray(returns, dtype=np.float64)
     m = moments(r) if len(r) >= 2 else Moments(0.0, 0.0, 3.0, len(r))
@@ -122,6 +130,5 @@ def gate(returns: Sequence[float] | np.ndarray, trades: int, n_trials: int, *,
         failed.append(f"PSR {p:.3f} < {min_psr}")
     if d < min_dsr:
         failed.append(f"DSR {d:.3f} < {min_dsr} after {n_trials} configurations")
-    why = "; ".join(failed) if failed else \
-        f"{trades} trades, PSR {p:.3f}, DSR {d:.3f} after {n_trials} configurations"
+    why = "; ".join(failed) if failed else f"{trades} trades, PSR {p:.3f}, DSR {d:.3f} after {n_trials} configurations"
     return GateResult(not failed, m.sharpe, p, d, int(trades), int(n_trials), len(r), why)

@@ -28,18 +28,19 @@ import json
 import math
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from daemon import log as logging
 from daemon.research.walkforward import Fold, plan_folds, write_training_tape
 from daemon.retrain import storage
 from daemon.retrain.jobs import ScoreJob, TrainJob, score, train
+from daemon.retrain.progress import Progress
 from models import registry
 from models.targets import TargetSpec
 from pipeline.spec import TrainSpec
-from daemon.retrain.progress import Progress
 
 log = logging.get("sigd.tune")
 METRIC = "score"
@@ -66,16 +67,14 @@ class Study:
     symbol: str
 
 
-def tuning_windows(tape: Any, trigger: tuple[str, str], folds: Sequence[Fold], out: Path,
-                   purge_bars: int) -> tuple[Window, ...]:
+def tuning_windows(tape: Any, trigger: tuple[str, str], folds: Sequence[Fold], out: Path, purge_bars: int) -> tuple[Window, ...]:
     """Training tapes of every fold but the last (the test fold) and one scoring tape, all ending
     where the test fold begins."""
     if len(folds) < 2:
         raise ValueError(f"tuning needs at least 2 walk-forward folds (the last is the test fold); got {len(folds)}")
     tuning, test = folds[:-1], folds[-1]
     first = int(tape.streams[trigger][0, 0])
-    write_training_tape(tape, trigger, Fold(-1, first, test.test_start, test.test_start, test.test_start),
-                        out / "score", WHOLE)
+    write_training_tape(tape, trigger, Fold(-1, first, test.test_start, test.test_start, test.test_start), out / "score", WHOLE)
     step = 60_000 if trigger[1] == "1m" else 0
     windows = []
     for f in tuning:
@@ -140,14 +139,23 @@ def _trainable(config: dict[str, Any], study: Study, blob: bytes) -> None:
     with tempfile.TemporaryDirectory(prefix="sigd-study-") as tmp:
         try:
             run_trial(config, study, storage.unpack(blob, Path(tmp)))
-        except Exception as exc:  # noqa: BLE001 — deterministic: the same config fails again, so no retry
+        except Exception as exc:
             # Only a dead worker (no exception here) is retried by FailureConfig.
             log.error("tune_trial_failed", family=study.family, config=config, error=f"{type(exc).__name__}: {exc}")
             tune.report({METRIC: float("nan"), "folds": 0, "trades": 0, ERROR: f"{type(exc).__name__}: {exc}"})
 
 
-def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], trials: int, out: Path, name: str,
-                seed: int, concurrent: int, failures: list[str]) -> list[dict[str, Any]]:
+def tune_family(
+    study: Study,
+    data: Path,
+    space: Mapping[str, Sequence[Any]],
+    trials: int,
+    out: Path,
+    name: str,
+    seed: int,
+    concurrent: int,
+    failures: list[str],
+) -> list[dict[str, Any]]:
     """Run (or resume) one family's study; its leaderboard rows, best first. A failed trial is
     no row: its error goes into `failures`."""
     from ray import tune
@@ -168,10 +176,17 @@ def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], tr
     else:
         search = ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode="max", seed=seed), max_concurrent=concurrent)
         tuner = tune.Tuner(
-            trainable, param_space=param_space(space),
+            trainable,
+            param_space=param_space(space),
             tune_config=tune.TuneConfig(search_alg=search, num_samples=trials, metric=METRIC, mode="max"),
-            run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=0, callbacks=callbacks,
-                                      failure_config=tune.FailureConfig(max_failures=3)))
+            run_config=tune.RunConfig(
+                name=path.name,
+                storage_path=str(path.parent),
+                verbose=0,
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=3),
+            ),
+        )
     grid = tuner.fit()
     progress.close()
     rows = []
@@ -181,8 +196,15 @@ def tune_family(study: Study, data: Path, space: Mapping[str, Sequence[Any]], tr
         if error or METRIC not in metrics:
             failures.append(f"{study.family}: {error or 'no score reported'}")
             continue
-        rows.append({"family": study.family, METRIC: float(metrics[METRIC]), "folds": metrics.get("folds"),
-                     "trades": metrics.get("trades"), **{k: v for k, v in (r.config or {}).items()}})
+        rows.append(
+            {
+                "family": study.family,
+                METRIC: float(metrics[METRIC]),
+                "folds": metrics.get("folds"),
+                "trades": metrics.get("trades"),
+                **{k: v for k, v in (r.config or {}).items()},
+            }
+        )
     return sorted(rows, key=lambda row: -row[METRIC])
 
 
@@ -190,7 +212,7 @@ def finished_trials(tuner: Any, folds: int) -> int:
     """Trials of a restored study that already scored every fold (0 when Tune cannot tell)."""
     try:
         return sum(1 for r in tuner.get_results() if r.error is None and (r.metrics or {}).get("folds") == folds)
-    except Exception:  # noqa: BLE001 — only the progress count depends on it
+    except Exception:
         return 0
 
 
@@ -249,9 +271,11 @@ def no_trades_note(board: Sequence[Mapping[str, Any]]) -> str | None:
     """A plain sentence when every trial scored 0 because no trial's model ever traded (None otherwise)."""
     if not board or any(row.get("trades") for row in board):
         return None
-    return (f"every trial scored 0 because none traded: no model of the {len(board)} trials took a position on "
-            "any scored window (no probability reached its threshold), so the leaderboard ranks nothing; "
-            "try more data (--folds), more --epochs or a larger --preset")
+    return (
+        f"every trial scored 0 because none traded: no model of the {len(board)} trials took a position on "
+        "any scored window (no probability reached its threshold), so the leaderboard ranks nothing; "
+        "try more data (--folds), more --epochs or a larger --preset"
+    )
 
 
 def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
@@ -259,6 +283,7 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
     from daemon.research.replay import discover, load_streams
     from daemon.research.walkforward import nightly_kwargs, parse_spec
     from daemon.retrain.runners import init_ray
+
     r = cfg.research
     address = args.address if args.address is not None else (r.ray_address or None)
     if args.runner == "local":
@@ -278,14 +303,22 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
     end = int(ts[-1]) + 60_000 if end_ms is None else end_ms
     folds = plan_folds(start, end, *fold_days)
     if len(folds) < 2:
-        raise ValueError(f"--folds {args.folds}: {len(folds)} walk-forward fold(s) in the data; tuning needs at least 2 "
-                         "(the last is the test fold, never tuned on): more data or shorter folds")
+        raise ValueError(
+            f"--folds {args.folds}: {len(folds)} walk-forward fold(s) in the data; tuning needs at least 2 "
+            "(the last is the test fold, never tuned on): more data or shorter folds"
+        )
     init_ray(address, args.num_cpus or r.num_cpus or None)
     out = Path(args.out) / args.name
     kw = nightly_kwargs(cfg)
-    base = {"preset": args.preset or kw["preset"], "epochs": cfg.retrain.epochs if args.epochs is None else args.epochs,
-            "max_batches": kw["max_batches"] if args.max_batches is None else args.max_batches,
-            "seed": args.seed, "fee": cfg.broker.fee, "symbols": (trigger[0],), "device": kw["device"]}
+    base = {
+        "preset": args.preset or kw["preset"],
+        "epochs": cfg.retrain.epochs if args.epochs is None else args.epochs,
+        "max_batches": kw["max_batches"] if args.max_batches is None else args.max_batches,
+        "seed": args.seed,
+        "fee": cfg.broker.fee,
+        "symbols": (trigger[0],),
+        "device": kw["device"],
+    }
     with tempfile.TemporaryDirectory(prefix="sigd-tune-") as tmp:
         windows = tuning_windows(tape, trigger, folds, Path(tmp), purge_bars(r, families))
         board: list[dict[str, Any]] = []
@@ -293,15 +326,21 @@ def run_tune(cfg: Any, args: Any) -> list[dict[str, Any]]:
         for fam in families:
             study = Study(fam, TrainSpec(fam, data_dirs=(storage.to_uri(tmp),), **base), windows, trigger[0])
             space = {**r.search, **r.family_search.get(fam, {})}
-            board += tune_family(study, Path(tmp), space, args.trials, Path(args.out), args.name, args.seed,
-                                 max(1, int(_cpus())), failures)
+            board += tune_family(
+                study, Path(tmp), space, args.trials, Path(args.out), args.name, args.seed, max(1, int(_cpus())), failures
+            )
     if failures:
         log.error("tune_trials_failed", failed=len(failures), errors=sorted(set(failures)))
     if not board:
         raise RuntimeError(f"every trial failed ({len(failures)}): " + "; ".join(sorted(set(failures))))
     write_leaderboard(board, out)
-    log.info("tune_done", families=families, trials=len(board), best=board[0] if board else None,
-             study=asdict(folds[-1]) | {"role": "test fold, never tuned on"})
+    log.info(
+        "tune_done",
+        families=families,
+        trials=len(board),
+        best=board[0] if board else None,
+        study=asdict(folds[-1]) | {"role": "test fold, never tuned on"},
+    )
     return sorted(board, key=lambda row: -row[METRIC])
 
 
@@ -322,8 +361,10 @@ def check_space(research: Any, families: Sequence[str]) -> None:
     """The search space's values a trial cannot train with, named by their key, before Ray starts."""
     from daemon.retrain.cli_args import PRESETS
 
-    spaces = {"research.search": research.search,
-              **{f"research.family_search.{f}": research.family_search.get(f, {}) for f in families}}
+    spaces = {
+        "research.search": research.search,
+        **{f"research.family_search.{f}": research.family_search.get(f, {}) for f in families},
+    }
     for key, space in spaces.items():
         bad = [v for v in space.get("preset", []) if v not in PRESETS]
         if bad:

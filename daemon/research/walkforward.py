@@ -47,7 +47,7 @@ class Fold:
 
 
 def parse_spec(spec: str, flag: str = "--walk-forward") -> tuple[int, int]:
-    """"TRAIN_DAYS:TEST_DAYS" → (train_days, test_days); a clear error naming `flag` otherwise."""
+    """ "TRAIN_DAYS:TEST_DAYS" → (train_days, test_days); a clear error naming `flag` otherwise."""
     from daemon.retrain.cli_args import parse_days
 
     return parse_days(spec, flag)
@@ -65,8 +65,10 @@ def plan_folds(start_ms: int, end_ms: int, train_days: int, test_days: int) -> l
         folds.append(Fold(len(folds), train_start, test_start, test_start, test_end))
         train_start += test_days * DAY_MS
     if not folds:
-        raise ValueError(f"walk-forward {train_days}:{test_days} days needs at least {train_days + 1} days of "
-                         f"data from the start; the period has {(end_ms - start_ms) / DAY_MS:.1f}")
+        raise ValueError(
+            f"walk-forward {train_days}:{test_days} days needs at least {train_days + 1} days of "
+            f"data from the start; the period has {(end_ms - start_ms) / DAY_MS:.1f}"
+        )
     return folds
 
 
@@ -108,13 +110,13 @@ def check_fold_sizes(train_days: int, dirs: dict[str, Path], train_kwargs: dict,
         window, split = _family_samples(io, seq_len, target.span, train_days)
         if enough(split):
             continue
-        days = next((d for d in range(train_days + 1, 3660) if enough(_family_samples(io, seq_len, target.span, d)[1])),
-                    None)
+        days = next((d for d in range(train_days + 1, 3660) if enough(_family_samples(io, seq_len, target.span, d)[1])), None)
         raise ValueError(
             f"{flag} {spec}: a {train_days}-day training window gives {name} {split[0]} training, {split[1]} "
             f"validation and {split[2]} test samples (a sample needs {window} input bars and its {target.span}-bar "
             f"label inside one split of the window, cut 70/15/15 %): train on at least {days} days, "
-            f"e.g. {flag} {days}:{spec.split(':')[1]}")
+            f"e.g. {flag} {days}:{spec.split(':')[1]}"
+        )
 
 
 def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, context_bars: int) -> Path:
@@ -139,8 +141,7 @@ def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, cont
     return out
 
 
-def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
-              train_kwargs: dict) -> list["TrainJob"]:
+def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path, train_kwargs: dict) -> list[TrainJob]:
     """The fold's training tape written to storage, and one TrainJob per served family on it.
 
     Each family keeps the served model's target definition; the rest as the nightly retrain."""
@@ -152,12 +153,18 @@ def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], wo
 
     data = write_training_tape(tape, trigger, fold, work / f"fold{fold.index}" / "data", CONTEXT_BARS)
     fields = {"symbols": (trigger[0],), **train_kwargs}
-    return [TrainJob(TrainSpec(name, data_dirs=(to_uri(data),), target=TargetSpec.from_dict(read_meta(served)["target"]),
-                               **fields), to_uri(data), to_uri(work / f"fold{fold.index}" / name), fold.index)
-            for name, served in dirs.items()]
+    return [
+        TrainJob(
+            TrainSpec(name, data_dirs=(to_uri(data),), target=TargetSpec.from_dict(read_meta(served)["target"]), **fields),
+            to_uri(data),
+            to_uri(work / f"fold{fold.index}" / name),
+            fold.index,
+        )
+        for name, served in dirs.items()
+    ]
 
 
-def run_fold_jobs(jobs: list["TrainJob"], runner: "Runner | None" = None) -> list["ArtifactRef"]:
+def run_fold_jobs(jobs: list[TrainJob], runner: Runner | None = None) -> list[ArtifactRef]:
     """Every job through the runner (local when none), with progress; ValueError naming a failed job."""
     from daemon.retrain.jobs import JobFailed
     from daemon.retrain.progress import Progress
@@ -174,14 +181,15 @@ def run_fold_jobs(jobs: list["TrainJob"], runner: "Runner | None" = None) -> lis
     return results  # type: ignore[return-value]
 
 
-def train_fold(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path,
-               train_kwargs: dict, runner: "Runner | None" = None) -> dict[str, Any]:
+def train_fold(
+    fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path, train_kwargs: dict, runner: Runner | None = None
+) -> dict[str, Any]:
     """Train every served model on the fold's window (nightly retrain path); load the results."""
     refs = run_fold_jobs(fold_jobs(fold, tape, trigger, dirs, work, train_kwargs), runner)
     return _load(refs)
 
 
-def _load(refs: list["ArtifactRef"]) -> dict[str, Any]:
+def _load(refs: list[ArtifactRef]) -> dict[str, Any]:
     from daemon.research.backtest import load_predictors
 
     return load_predictors({r.family: _local(r.uri) for r in refs})
@@ -204,9 +212,17 @@ def nightly_kwargs(cfg: Any) -> dict[str, Any]:
     return {"preset": r.preset, "epochs": r.epochs or 0, "max_batches": r.max_batches, "device": r.device}
 
 
-def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Path], *,
-                     train_kwargs: dict | None = None, work: Path | None = None,
-                     runner: "Runner | None" = None, flag: str = "--walk-forward") -> "BacktestResult":
+def run_walk_forward(
+    plan: Plan,
+    data_dir: Path,
+    spec: str,
+    dirs: dict[str, Path],
+    *,
+    train_kwargs: dict | None = None,
+    work: Path | None = None,
+    runner: Runner | None = None,
+    flag: str = "--walk-forward",
+) -> BacktestResult:
     """Train every fold x family as jobs on the runner (all at once on Ray), then trade each fold's
     test window with its fold's models in one engine run, and report every fold."""
     import tempfile
@@ -240,8 +256,16 @@ def run_walk_forward(plan: "Plan", data_dir: Path, spec: str, dirs: dict[str, Pa
         finally:
             store.close()
     result.folds = fold_summaries(result, folds)
-    result.notes["fold_models"] = [{"fold": r.fold, "family": r.family, "version": r.version, "train_end_ms": r.train_end_ms,
-                           "validation_sharpe": r.metrics.get("validation", {}).get("sharpe")} for r in refs]
+    result.notes["fold_models"] = [
+        {
+            "fold": r.fold,
+            "family": r.family,
+            "version": r.version,
+            "train_end_ms": r.train_end_ms,
+            "validation_sharpe": r.metrics.get("validation", {}).get("sharpe"),
+        }
+        for r in refs
+    ]
     return result
 
 

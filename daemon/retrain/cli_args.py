@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from models.registry import FAMILIES  # a dict of names: no torch
 
@@ -45,6 +45,7 @@ def existing_dir(text: str) -> str:
 def number(low: float, *, above: bool, below: float | None = None) -> Callable[[str], float]:
     """An argparse type: a finite number > low (`above`) or >= low, and < `below` when given;
     else a usage error naming the flag."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -54,11 +55,12 @@ def number(low: float, *, above: bool, below: float | None = None) -> Callable[[
             bounds = f"{'>' if above else '>='} {low:g}" + (f" and < {below:g}" if below is not None else "")
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
         return value
+
     return parse
 
 
 def parse_days(spec: str, flag: str) -> tuple[int, int]:
-    """"TRAIN_DAYS:TEST_DAYS" -> (train_days, test_days); ValueError naming `flag` otherwise."""
+    """ "TRAIN_DAYS:TEST_DAYS" -> (train_days, test_days); ValueError naming `flag` otherwise."""
     try:
         train, test = (int(p) for p in spec.split(":"))
     except ValueError:
@@ -79,6 +81,7 @@ def days_spec(text: str) -> str:
 
 def at_least(low: int) -> Callable[[str], int]:
     """An argparse type: an integer >= low, else a usage error naming the flag (before any Ray start-up)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -87,6 +90,7 @@ def at_least(low: int) -> Callable[[str], int]:
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
         return value
+
     return parse
 
 
@@ -118,8 +122,7 @@ def tune(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--families", nargs="+", default=None, help="default: the served models of [models]")
     p.add_argument("--trials", type=at_least(1), default=20, help="trials per family")
-    p.add_argument("--preset", default=None, choices=PRESETS,
-                   help="fixed model size unless searched (default: [retrain] preset)")
+    p.add_argument("--preset", default=None, choices=PRESETS, help="fixed model size unless searched (default: [retrain] preset)")
     p.add_argument("--epochs", type=at_least(0), default=None, help="fixed epochs unless searched (default: [retrain] epochs)")
     p.add_argument("--max-batches", type=at_least(0), default=None, help="training batches per epoch")
     p.add_argument("--out", default="runs/tune", help="study directory: Tune's experiment state + leaderboard")

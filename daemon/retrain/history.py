@@ -10,8 +10,9 @@ even that is not enough ("need 7 days of 1m before the 24 h holdout, have 0.4").
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Mapping, Protocol, Sequence
+from typing import Protocol
 
 from daemon import log
 from daemon.domain import Bar, BarError, timeframe_ms
@@ -31,8 +32,7 @@ class HistoryShort(RuntimeError):
 class BarSource(Protocol):
     """What the retrain needs of an exchange client (daemon/market/exchange.py's ExchangeClient)."""
 
-    def iter_bar_pages(self, symbol: str, timeframe: str, since_ms: int,
-                       until_ms: int | None = None) -> AsyncIterator[list[Bar]]:
+    def iter_bar_pages(self, symbol: str, timeframe: str, since_ms: int, until_ms: int | None = None) -> AsyncIterator[list[Bar]]:
         """Pages of closed bars with since_ms <= ts < until_ms, oldest first."""
         ...
 
@@ -57,8 +57,9 @@ class HistoryNeed:
         return int(days * DAY_MS + self.holdout_hours * 3_600_000) + extra
 
 
-def need_for(symbols: Sequence[str], timeframes: Sequence[str], reference: tuple[str, str], train_days: float,
-             holdout_hours: float) -> HistoryNeed:
+def need_for(
+    symbols: Sequence[str], timeframes: Sequence[str], reference: tuple[str, str], train_days: float, holdout_hours: float
+) -> HistoryNeed:
     """The retrain's declaration: `train_days` of every trained timeframe (1s is not trained on) of
     every traded symbol, and the reference stream."""
     streams = tuple((s, tf) for s in symbols for tf in timeframes if tf != "1s") + (reference,)
@@ -91,7 +92,7 @@ async def newest_closed(store: Store, source: BarSource | None, symbol: str) -> 
     if source is not None:
         try:
             now = await source.server_time_ms()
-        except Exception as exc:  # noqa: BLE001 — an unreachable exchange leaves SQLite's history
+        except Exception as exc:
             _log.warning("history_exchange_unreachable", symbol=symbol, error=str(exc))
         else:
             step = timeframe_ms(TRIGGER)
@@ -141,5 +142,7 @@ def check_history(store: Store, symbol: str, need: HistoryNeed, cutoff_ms: int) 
     have = sum(1 for _ in store.iter_bars(symbol, TRIGGER, start, cutoff_ms - step + 1))
     wanted = days * DAY_MS / step
     if have < COVERAGE * wanted:
-        raise HistoryShort(f"need {days:g} days of {symbol} {TRIGGER} before the {need.holdout_hours:g} h holdout, "
-                           f"have {have * step / DAY_MS:.1f}")
+        raise HistoryShort(
+            f"need {days:g} days of {symbol} {TRIGGER} before the {need.holdout_hours:g} h holdout, "
+            f"have {have * step / DAY_MS:.1f}"
+        )

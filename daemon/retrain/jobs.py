@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any
 
 from daemon.retrain import storage
 from pipeline.spec import TrainSpec
@@ -84,8 +85,8 @@ class JobFailed:
     family: str = ""
 
 
-Job = Union[TrainJob, ScoreJob]
-Result = Union[ArtifactRef, Scores, JobFailed]
+Job = TrainJob | ScoreJob
+Result = ArtifactRef | Scores | JobFailed
 
 
 @contextmanager
@@ -131,7 +132,7 @@ def execute(job: Job) -> Result:
             return score(job, data, arts)
     except SystemExit as exc:  # the worker's own "cannot score this" (a message, not a crash)
         return failed(job, str(exc))
-    except Exception as exc:  # noqa: BLE001 — the runner reports it; the caller decides
+    except Exception as exc:
         return failed(job, exc)
 
 
@@ -148,11 +149,13 @@ def pooled(by_symbol: Mapping[str, Scores]) -> Scores:
     out: dict[str, dict[str, Any]] = {}
     for uri in runs[0].by_artifact:
         each = {sym: s.by_artifact[uri] for sym, s in by_symbol.items()}
-        out[uri] = {"version": runs[0].by_artifact[uri].get("version", ""),
-                    "score": sum(float(e["score"]) for e in each.values()) / len(each),
-                    "trades": sum(int(e["trades"]) for e in each.values()),
-                    "total_return": sum(float(e["total_return"]) for e in each.values()) / len(each),
-                    "symbols": {sym: float(e["score"]) for sym, e in each.items()}}
+        out[uri] = {
+            "version": runs[0].by_artifact[uri].get("version", ""),
+            "score": sum(float(e["score"]) for e in each.values()) / len(each),
+            "trades": sum(int(e["trades"]) for e in each.values()),
+            "total_return": sum(float(e["total_return"]) for e in each.values()) / len(each),
+            "symbols": {sym: float(e["score"]) for sym, e in each.items()},
+        }
     return Scores(out, sum(s.bars for s in runs), runs[0].fold)
 
 

@@ -23,19 +23,20 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from daemon import events, log
-from daemon.crashpoints import crash_point
 from daemon.config import Config
+from daemon.crashpoints import crash_point
 from daemon.domain import EventSink, timeframe_ms
 from daemon.metrics import REGISTRY
-from daemon.retrain.jobs import JobFailed, Scores, ScoreJob, TrainJob, failed, pooled
+from daemon.retrain.history import BarSource, HistoryShort, check_history, ensure_history, need_for, newest_closed
+from daemon.retrain.jobs import JobFailed, ScoreJob, Scores, TrainJob, failed, pooled
 from daemon.retrain.runners import LocalRunner, Runner, runner_from_config
 from daemon.retrain.storage import fetched, local_path, to_uri
-from daemon.retrain.history import BarSource, HistoryShort, check_history, ensure_history, need_for, newest_closed
 from daemon.store import Store
 from pipeline.spec import TrainSpec
 
@@ -87,9 +88,18 @@ class Retrainer:
     niced subprocess after another; with `[research] runner = "ray"` all models at once on Ray
     (local, or the cluster at `ray_address`). Promotion stays here, in the daemon."""
 
-    def __init__(self, cfg: Config, store: Store, sink: EventSink, swap: Swap,
-                 current_dirs: Callable[[], dict[str, Path]], *, python: str = sys.executable,
-                 source: BarSource | None = None, runner: Runner | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        sink: EventSink,
+        swap: Swap,
+        current_dirs: Callable[[], dict[str, Path]],
+        *,
+        python: str = sys.executable,
+        source: BarSource | None = None,
+        runner: Runner | None = None,
+    ) -> None:
         self.cfg, self.store, self.sink, self.swap = cfg, store, sink, swap
         self.source = source  # the exchange client: backfills the history SQLite lacks
         self.current_dirs = current_dirs  # name -> artifact dir serving now
@@ -103,8 +113,15 @@ class Retrainer:
 
     def schedule(self, scheduler: Any) -> None:
         """Add the cron job to an AsyncIOScheduler (UTC)."""
-        scheduler.add_job(self.run_once, cron_trigger(self.cfg.retrain.cron), id="retrain", max_instances=1,
-                          coalesce=True, misfire_grace_time=3600, replace_existing=True)
+        scheduler.add_job(
+            self.run_once,
+            cron_trigger(self.cfg.retrain.cron),
+            id="retrain",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+            replace_existing=True,
+        )
 
     @property
     def running(self) -> bool:
@@ -116,8 +133,11 @@ class Retrainer:
         """The configured runner, made on first use (Ray starts only when a retrain runs)."""
         if self._runner is None:
             r = self.cfg.research
-            self._runner = (runner_from_config(r) if r.runner == "ray" or r.ray_address
-                            else LocalRunner(in_subprocess=True, python=self.python))
+            self._runner = (
+                runner_from_config(r)
+                if r.runner == "ray" or r.ray_address
+                else LocalRunner(in_subprocess=True, python=self.python)
+            )
         return self._runner
 
     async def run_once(self) -> list[Outcome]:
@@ -162,7 +182,7 @@ class Retrainer:
         symbols = self.cfg.exchange.symbols
         results = await self._jobs([self._score_job(r, s) for r in live for s in symbols], deadline)
         for i, run in enumerate(live):
-            mine = dict(zip(symbols, results[i * len(symbols):(i + 1) * len(symbols)]))
+            mine = dict(zip(symbols, results[i * len(symbols) : (i + 1) * len(symbols)]))
             bad = [f"{sym}: {res.error}" for sym, res in mine.items() if isinstance(res, JobFailed)]
             if bad:
                 run.fail(f"score {bad[0]}")
@@ -176,7 +196,7 @@ class Retrainer:
             raise
         except (RetrainFailed, HistoryShort) as exc:  # the message is the reason a user reads
             run.fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 — any failure leaves the current model serving
+        except Exception as exc:
             run.fail(f"{type(exc).__name__}: {exc}")
 
     async def _jobs(self, jobs: list[Any], deadline: float) -> list[Any]:
@@ -206,13 +226,20 @@ class Retrainer:
         symbols: pipeline.train builds each symbol's samples apart; the first is the primary)."""
         r = self.cfg.retrain
         data = to_uri(run.data / "train")
-        spec = TrainSpec(run.name, preset=r.preset, epochs=r.epochs, max_batches=r.max_batches, device=r.device,
-                         fee=self.cfg.broker.fee, symbols=self.cfg.exchange.symbols, data_dirs=(data,))
+        spec = TrainSpec(
+            run.name,
+            preset=r.preset,
+            epochs=r.epochs,
+            max_batches=r.max_batches,
+            device=r.device,
+            fee=self.cfg.broker.fee,
+            symbols=self.cfg.exchange.symbols,
+            data_dirs=(data,),
+        )
         return TrainJob(spec, data, to_uri(run.stage / "new"))
 
     def _score_job(self, run: _Run, symbol: str) -> ScoreJob:
-        return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.data / "all"), symbol, run.cutoff,
-                        fee=self.cfg.broker.fee)
+        return ScoreJob((to_uri(run.current), run.new_uri), to_uri(run.data / "all"), symbol, run.cutoff, fee=self.cfg.broker.fee)
 
     async def _holdout(self, current: Path) -> tuple[int, int]:
         """(cutoff, newest): train on bars closed before cutoff, score on [cutoff, newest].
@@ -224,16 +251,17 @@ class Retrainer:
         newest = await newest_closed(self.store, self.source, symbol)
         if newest is None:
             raise RetrainFailed(f"no stored {symbol} {TRIGGER_TIMEFRAME} bars to retrain on and no exchange to ask")
-        need = need_for(ex.symbols, ex.timeframes, (ex.reference_symbol, ex.reference_timeframe), r.train_days,
-                        r.holdout_hours)
+        need = need_for(ex.symbols, ex.timeframes, (ex.reference_symbol, ex.reference_timeframe), r.train_days, r.holdout_hours)
         await ensure_history(self.store, self.source, need, newest)
         cutoff = newest - int(self.cfg.retrain.holdout_hours * 3_600_000)
         trained_until = _trained_until(current)
         # The current model must not have seen the holdout either.
         cutoff = max(cutoff, trained_until)
         if newest - cutoff < 60 * timeframe_ms(TRIGGER_TIMEFRAME):
-            raise RetrainFailed(f"less than an hour of stored data after the current model's training end "
-                                f"({trained_until}): nothing unseen to compare on")
+            raise RetrainFailed(
+                f"less than an hour of stored data after the current model's training end "
+                f"({trained_until}): nothing unseen to compare on"
+            )
         cutoff -= cutoff % timeframe_ms(TRIGGER_TIMEFRAME)
         for each in ex.symbols:  # the first symbol short of history is the one line a user reads
             check_history(self.store, each, need, cutoff)
@@ -249,8 +277,14 @@ class Retrainer:
         now = int(time.time() * 1000)
         if not better:
             self.store.record_model(name, version, "", "rejected", metrics, now)
-            run.outcome = Outcome(name, "rejected", f"holdout score {new['score']:.4f} <= current {cur['score']:.4f}"
-                                  f" + {self.cfg.retrain.min_improvement:g}", version, new["score"], cur["score"])
+            run.outcome = Outcome(
+                name,
+                "rejected",
+                f"holdout score {new['score']:.4f} <= current {cur['score']:.4f} + {self.cfg.retrain.min_improvement:g}",
+                version,
+                new["score"],
+                cur["score"],
+            )
             return
         with fetched(run.new_uri) as new_dir:  # a copy from remote storage, or the staged directory
             await self._validate(new_dir, run)
@@ -258,32 +292,51 @@ class Retrainer:
         self.store.record_model(name, version, to_uri(dest), "current", metrics, now)
         await self.swap(name, dest)
         await asyncio.to_thread(prune_artifacts, self.store, self.root / name, name)
-        run.outcome = Outcome(name, "promoted", f"holdout score {new['score']:.4f} > current {cur['score']:.4f}",
-                              version, new["score"], cur["score"], str(dest))
+        run.outcome = Outcome(
+            name,
+            "promoted",
+            f"holdout score {new['score']:.4f} > current {cur['score']:.4f}",
+            version,
+            new["score"],
+            cur["score"],
+            str(dest),
+        )
 
     async def _validate(self, art: Path, run: _Run) -> None:
         """The gate of `sigd compare --validate` on the holdout (a subprocess: retrain does not import
         research). Its verdict goes into the artifact's JSON; shadow mode reads it at the swap. A
         validation that cannot run is logged and the promotion goes on (no verdict: shadow mode)."""
         start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.cutoff / 1000))
-        argv = [self.python, "-m", "daemon", "compare", "--validate", str(art), "--write-verdict",
-                "--data", str(run.data / "all"),
-                "--from", start, "--symbols", self.cfg.exchange.symbol, "--fee", str(self.cfg.broker.fee),
-                "--out", str(run.stage / "validation")] + (["-c", self.cfg.source] if self.cfg.source else [])
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE)
+        argv = [
+            self.python,
+            "-m",
+            "daemon",
+            "compare",
+            "--validate",
+            str(art),
+            "--write-verdict",
+            "--data",
+            str(run.data / "all"),
+            "--from",
+            start,
+            "--symbols",
+            self.cfg.exchange.symbol,
+            "--fee",
+            str(self.cfg.broker.fee),
+            "--out",
+            str(run.stage / "validation"),
+        ] + (["-c", self.cfg.source] if self.cfg.source else [])
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=self.cfg.retrain.timeout_s)
         if proc.returncode:  # no verdict written: the promoted model runs in shadow mode ("no validation block")
-            _log.warning("retrain_validate_failed", model=run.name, rc=proc.returncode,
-                         error=err.decode(errors="replace")[-300:])
+            _log.warning("retrain_validate_failed", model=run.name, rc=proc.returncode, error=err.decode(errors="replace")[-300:])
 
     def _announce(self, o: Outcome) -> None:
         events.publish(events.RetrainFinished(o.model, o.status, o.reason))
         payload = {k: v for k, v in asdict(o).items() if v not in (None, "")}
         if o.status == "failed":
             _log.error("retrain_failed", **payload)
-            self.sink.publish("error", {"source": "retrain", "message": f"retrain of {o.model} failed: {o.reason}",
-                                        **payload})
+            self.sink.publish("error", {"source": "retrain", "message": f"retrain of {o.model} failed: {o.reason}", **payload})
         else:
             _log.info("retrain_done", **payload)
             self.sink.publish("retrain", payload)
@@ -372,8 +425,12 @@ def clean_leftovers(root: Path) -> list[Path]:
         return []
     folders = [root, *(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))]
     doomed = [root / ".staging"] if (root / ".staging").exists() else []
-    doomed += [p for d in folders for p in d.iterdir()
-               if p.name.startswith(".") and (p.name.endswith(".tmp") or ".tmp-" in p.name or ".old-" in p.name)]
+    doomed += [
+        p
+        for d in folders
+        for p in d.iterdir()
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or ".tmp-" in p.name or ".old-" in p.name)
+    ]
     for path in doomed:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -386,8 +443,11 @@ def clean_leftovers(root: Path) -> list[Path]:
 
 def prune_artifacts(store: Store, parent: Path, name: str) -> None:
     """Delete promoted artifact directories that are neither current nor previous."""
-    keep = {(local_path(r["path"]) or Path(r["path"])).name for r in store.model_rows(name)
-            if r["status"] in ("current", "previous") and r["path"]}
+    keep = {
+        (local_path(r["path"]) or Path(r["path"])).name
+        for r in store.model_rows(name)
+        if r["status"] in ("current", "previous") and r["path"]
+    }
     for d in parent.iterdir():
         if d.is_dir() and not d.name.startswith(".") and d.name not in keep:
             shutil.rmtree(d, ignore_errors=True)

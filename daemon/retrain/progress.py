@@ -11,8 +11,9 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any, Callable, Hashable, Iterator
+from typing import IO, Any
 
 from daemon import log as logging
 from models.fit import FIT_PROGRESS
@@ -28,9 +29,17 @@ class Progress:
     ticker thread redraws the line every second, so elapsed time never sits still.
     """
 
-    def __init__(self, total: int, title: str, *, tty: bool | None = None, every_s: float = 30.0,
-                 stream: IO[str] | None = None, clock: Callable[[], float] = time.monotonic,
-                 tick_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        title: str,
+        *,
+        tty: bool | None = None,
+        every_s: float = 30.0,
+        stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick_s: float = 1.0,
+    ) -> None:
         self.total, self.title = total, title
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
@@ -108,8 +117,10 @@ class Progress:
         best = "-" if self.best is None else f"{self.best:.3f}"
         work = self.work_done()
         shown = f"{self.done}" if work == self.done else f"{work:.1f}"
-        return (f"{self.title}: {shown}/{self.total} done, {self.running} running, {self.failed} failed, "
-                f"best {best}, {_dur(self.clock() - self.started)} elapsed, ETA {'?' if eta is None else _dur(eta)}")
+        return (
+            f"{self.title}: {shown}/{self.total} done, {self.running} running, {self.failed} failed, "
+            f"best {best}, {_dur(self.clock() - self.started)} elapsed, ETA {'?' if eta is None else _dur(eta)}"
+        )
 
     def _start_ticker(self) -> None:
         if not self.tty or self._ticker is not None or self.tick_s <= 0:
@@ -130,9 +141,18 @@ class Progress:
             elif (final and self._counts() != self._logged) or now - self.last_shown >= self.every_s:
                 self.last_shown, self._logged = now, self._counts()
                 eta = self.eta_s()
-                _log.info("progress", title=self.title, done=self.done, total=self.total, running=self.running,
-                          failed=self.failed, work_done=round(self.work_done(), 2), best=self.best,
-                          elapsed_s=round(now - self.started, 1), eta_s=None if eta is None else round(eta, 1))
+                _log.info(
+                    "progress",
+                    title=self.title,
+                    done=self.done,
+                    total=self.total,
+                    running=self.running,
+                    failed=self.failed,
+                    work_done=round(self.work_done(), 2),
+                    best=self.best,
+                    elapsed_s=round(now - self.started, 1),
+                    eta_s=None if eta is None else round(eta, 1),
+                )
 
 
 @contextmanager

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from daemon import log as logging
 from daemon.retrain import storage
@@ -44,13 +45,11 @@ class Runner(Protocol):
 
     name: str
 
-    def run(self, jobs: Sequence[Job], *, timeout_s: float | None = None,
-            progress: Progress | None = None) -> list[Result]:
+    def run(self, jobs: Sequence[Job], *, timeout_s: float | None = None, progress: Progress | None = None) -> list[Result]:
         """Every job's result (JobFailed for those that failed or ran out of time)."""
         ...
 
-    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None,
-            shared: Any = None) -> list[R]:
+    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None, shared: Any = None) -> list[R]:
         """`fn` over picklable items (any module-level function), results in item order; the
         first exception an item raised is raised here (`sigd compare` runs its folds so).
         Model fits inside `fn` report their epochs to `progress`. With `shared` (data every
@@ -90,8 +89,7 @@ class LocalRunner:
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._cancelled = False
 
-    def run(self, jobs: Sequence[Job], *, timeout_s: float | None = None,
-            progress: Progress | None = None) -> list[Result]:
+    def run(self, jobs: Sequence[Job], *, timeout_s: float | None = None, progress: Progress | None = None) -> list[Result]:
         """Sequentially; jobs not started when the budget is spent are JobFailed."""
         deadline, out = _budget(timeout_s), []
         self._cancelled = False
@@ -113,8 +111,7 @@ class LocalRunner:
             out.append(result)
         return out
 
-    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None,
-            shared: Any = None) -> list[R]:
+    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None, shared: Any = None) -> list[R]:
         """In this process, one item after another (`fn(item, shared)` when `shared` is given)."""
         out: list[R] = []
         for key, item in enumerate(items):
@@ -143,9 +140,15 @@ class LocalRunner:
             spec.write_text(to_json(job))
             argv = [self.python, "-m", "daemon.retrain.worker", "job", "--spec", str(spec), "--out", str(res)]
             with logf.open("wb") as fh:
-                proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, cwd=REPO,
-                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=REPO,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"},
+                )
             _renice(proc.pid, self.nice)
             self._procs.add(proc)
             _log.info("job_started", runner="local", pid=proc.pid, fold=job.fold, family=getattr(job, "family", ""))
@@ -173,8 +176,7 @@ class RayRunner:
         init_ray(address, num_cpus)
         self._pending: list[Any] = []
 
-    def run(self, jobs: Sequence[Job], *, timeout_s: float | None = None,
-            progress: Progress | None = None) -> list[Result]:
+    def run(self, jobs: Sequence[Job], *, timeout_s: float | None = None, progress: Progress | None = None) -> list[Result]:
         """Submit all, collect as they finish; JobFailed for crashes past retries and overtime."""
         import ray
 
@@ -207,8 +209,7 @@ class RayRunner:
         self.cancel()
         return [r if r is not None else _out_of_time(j, timeout_s) for r, j in zip(out, jobs)]
 
-    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None,
-            shared: Any = None) -> list[R]:
+    def map(self, fn: Callable[..., R], items: Sequence[T], *, progress: Progress | None = None, shared: Any = None) -> list[R]:
         """Every item as a Ray task at once (a dead worker is retried, an exception is not).
         `shared` is put in the object store once and every task gets it from there, on
         whichever node it runs: no path needs to be readable by the workers. Paths inside the
@@ -288,8 +289,14 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     if address:  # cluster nodes run their own installed sigd; only the thread cap travels
         ray.init(address=address, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env},
-                 object_store_memory=256 * 1024 * 1024, configure_logging=False)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": env},
+            object_store_memory=256 * 1024 * 1024,
+            configure_logging=False,
+        )
     _log.info("ray_started", address=address or "local", cpus=ray.cluster_resources().get("CPU"))
 
 
@@ -354,8 +361,9 @@ def _mapped(fn: Callable[..., R], item: T, sink: Any, key: int, *shared: Any) ->
         return fn(item, *shared)
 
 
-def _remote_job(job: Job, data_blob: bytes | None, art_blobs: dict[str, bytes], sink: Any = None,
-                key: int = 0) -> tuple[Result, bytes | None]:
+def _remote_job(
+    job: Job, data_blob: bytes | None, art_blobs: dict[str, bytes], sink: Any = None, key: int = 0
+) -> tuple[Result, bytes | None]:
     """The Ray task: unpack shipped directories, run the job, ship a local-storage artifact back."""
     with _reporting_to(sink, key):
         return _run_shipped(job, data_blob, art_blobs)
@@ -401,9 +409,10 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
             pass
 
 
-def make_runner(kind: str, *, address: str | None = None, num_cpus: int | None = None,
-                in_subprocess: bool = False, max_retries: int = 3) -> Runner:
-    """"local" or "ray" (a clear error when Ray is not installed)."""
+def make_runner(
+    kind: str, *, address: str | None = None, num_cpus: int | None = None, in_subprocess: bool = False, max_retries: int = 3
+) -> Runner:
+    """ "local" or "ray" (a clear error when Ray is not installed)."""
     if kind == "ray":
         return RayRunner(address=address, num_cpus=num_cpus, max_retries=max_retries)
     if kind == "local":
@@ -411,11 +420,16 @@ def make_runner(kind: str, *, address: str | None = None, num_cpus: int | None =
     raise ValueError(f"unknown runner {kind!r}; expected local or ray")
 
 
-def runner_from_config(research: Any, *, kind: str | None = None, address: str | None = None,
-                       num_cpus: int | None = None, in_subprocess: bool = False) -> Runner:
+def runner_from_config(
+    research: Any,
+    *,
+    kind: str | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    in_subprocess: bool = False,
+) -> Runner:
     """The runner `[research]` asks for, command-line flags over it; an address alone means Ray."""
     address = address if address is not None else (research.ray_address or None)
     kind = kind or ("ray" if address else research.runner)
     cpus = num_cpus if num_cpus is not None else (research.num_cpus or None)
-    return make_runner(kind, address=address, num_cpus=cpus, in_subprocess=in_subprocess,
-                       max_retries=research.max_retries)
+    return make_runner(kind, address=address, num_cpus=cpus, in_subprocess=in_subprocess, max_retries=research.max_retries)

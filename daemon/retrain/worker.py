@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,9 @@ def load_streams(data: Path, symbol: str) -> dict[str, np.ndarray]:
     return out
 
 
-def holdout(streams: Mapping[str, np.ndarray], from_ms: int, need: Mapping[str, int], to_ms: int | None = None
-            ) -> tuple[list[dict[str, np.ndarray]], list[int], np.ndarray]:
+def holdout(
+    streams: Mapping[str, np.ndarray], from_ms: int, need: Mapping[str, int], to_ms: int | None = None
+) -> tuple[list[dict[str, np.ndarray]], list[int], np.ndarray]:
     """(windows per bar, bar_ts per bar, next-bar return per bar) for 1m bars opening in
     [from_ms, to_ms) whose next bar also opens before to_ms."""
     m1 = streams["1m"]
@@ -72,7 +74,7 @@ def holdout(streams: Mapping[str, np.ndarray], from_ms: int, need: Mapping[str, 
                 continue
             end = int(np.searchsorted(closes[key], close_t, side="right"))  # bars closed by close_t
             if end >= n:
-                w[key] = streams[key][end - n:end]
+                w[key] = streams[key][end - n : end]
         if "1m" not in w:
             continue
         windows.append(w)
@@ -97,8 +99,9 @@ def sides(predictor: Any, windows: Sequence[Mapping[str, np.ndarray]], bar_ts: S
         return np.array(out, dtype=np.int64)
 
 
-def score_artifacts(data: Path, from_ms: int, to_ms: int | None, symbol: str, artifacts: Mapping[str, Path],
-                    fee: float) -> dict[str, Any]:
+def score_artifacts(
+    data: Path, from_ms: int, to_ms: int | None, symbol: str, artifacts: Mapping[str, Path], fee: float
+) -> dict[str, Any]:
     """Every artifact (keyed by any name) scored on the same bars of [from_ms, to_ms)."""
     from pipeline.predictor import Predictor
     from strategies import threshold as thr
@@ -117,11 +120,14 @@ def score_artifacts(data: Path, from_ms: int, to_ms: int | None, symbol: str, ar
     out: dict[str, Any] = {"from": from_ms, "bars": len(bar_ts), "fee": fee, "by_artifact": {}}
     for key, p in predictors.items():
         # Each model gets exactly the window lengths it asks for (the newest bars).
-        own = [{k: v[-int(p.required_windows[k]):] for k, v in w.items() if k in p.required_windows} for w in windows]
+        own = [{k: v[-int(p.required_windows[k]) :] for k, v in w.items() if k in p.required_windows} for w in windows]
         pos = thr.positions(sides(p, own, bar_ts))
-        out["by_artifact"][key] = {"version": p.version, "score": thr.sharpe(pos, rets, fee),
-                                   "trades": int(np.count_nonzero(np.diff(pos, prepend=0))),
-                                   "total_return": float(np.prod(1.0 + thr.net_returns(pos, rets, fee)) - 1.0)}
+        out["by_artifact"][key] = {
+            "version": p.version,
+            "score": thr.sharpe(pos, rets, fee),
+            "trades": int(np.count_nonzero(np.diff(pos, prepend=0))),
+            "total_return": float(np.prod(1.0 + thr.net_returns(pos, rets, fee)) - 1.0),
+        }
     return out
 
 
@@ -136,8 +142,17 @@ def train(a: argparse.Namespace) -> int:
     from pipeline.spec import TrainSpec
     from pipeline.train import format_metrics, train
 
-    spec = TrainSpec(a.model, preset=a.preset, data_dirs=(str(a.data),), symbols=(a.symbol,), epochs=a.epochs or 0,
-                     seed=a.seed, device=a.device, fee=a.fee, max_batches=a.max_batches)
+    spec = TrainSpec(
+        a.model,
+        preset=a.preset,
+        data_dirs=(str(a.data),),
+        symbols=(a.symbol,),
+        epochs=a.epochs or 0,
+        seed=a.seed,
+        device=a.device,
+        fee=a.fee,
+        max_batches=a.max_batches,
+    )
     res = train(spec, a.out, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_metrics(a.model, res.metrics))
     print(f"artifact {res.artifact_dir} (version {res.version})")

@@ -30,10 +30,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from typing import Any, Protocol
 
-from daemon import events, log
+from daemon import events, log, ports
 from daemon.domain import TIMEFRAME_MS, Controls
 from daemon.metrics import REGISTRY
-from daemon import ports
 from daemon.service.httplink import CALL, CONTROL, EVENT, REPLY, Link, LinkClosed, reply
 from daemon.service.httpserver import Settings
 
@@ -45,9 +44,11 @@ LINK_BUFFER = 16 * 1024 * 1024  # bytes the server process may fall behind befor
 QUIET_WAIT_S = 5.0  # longest a read waits for the running decision cycle
 _CONNECTIONS = REGISTRY.gauge("sigd_http_connections", "Open connections to the HTTP API and dashboard")
 _PAGES = REGISTRY.gauge("sigd_dashboard_clients", "Dashboard pages connected to /ws/events")
-_REFUSED = REGISTRY.counter("sigd_http_refused_total",
-                            "Requests and connections the HTTP server refused, by reason (host, cross-origin, "
-                            "unauthorized, max_connections, handshake_timeout)")
+_REFUSED = REGISTRY.counter(
+    "sigd_http_refused_total",
+    "Requests and connections the HTTP server refused, by reason (host, cross-origin, "
+    "unauthorized, max_connections, handshake_timeout)",
+)
 _READ_MS = REGISTRY.histogram("sigd_http_read_ms", "Engine-loop time of one read for the HTTP server, by call")
 _RESTARTS = REGISTRY.counter("sigd_http_server_restarts_total", "Times the HTTP server process was restarted")
 
@@ -69,14 +70,24 @@ class Api:
     """The HTTP server process and its link; `await start()` binds and starts it, `.url` says
     where, `await stop()` ends it. `quiet` (optional) waits until no decision is running."""
 
-    def __init__(self, service: Service, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 settings: Settings | None = None, sock: socket.socket | None = None,
-                 quiet: Callable[[], Awaitable[Any]] | None = None, key: str = "api.port",
-                 fallback: bool = False) -> None:
+    def __init__(
+        self,
+        service: Service,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        settings: Settings | None = None,
+        sock: socket.socket | None = None,
+        quiet: Callable[[], Awaitable[Any]] | None = None,
+        key: str = "api.port",
+        fallback: bool = False,
+    ) -> None:
         self.service, self.host, self.port, self.key, self.fallback = service, host, port, key, fallback
         base = settings or Settings()
-        self.settings = Settings(**{**asdict(base), "host": host, "token": token or None,
-                                    "dashboard": getattr(service, "read", None) is not None})
+        self.settings = Settings(
+            **{**asdict(base), "host": host, "token": token or None, "dashboard": getattr(service, "read", None) is not None}
+        )
         self.sock, self.quiet = sock, quiet
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
@@ -103,10 +114,16 @@ class Api:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{port}"
         await self._spawn()
-        self._tasks += [asyncio.create_task(self._forward(), name="api:events"),
-                        asyncio.create_task(self._supervise(), name="api:server")]
-        _log.info("api_listening", url=self.url, actions_enabled=self.settings.token is not None,
-                  pid=self._proc.pid if self._proc else None)
+        self._tasks += [
+            asyncio.create_task(self._forward(), name="api:events"),
+            asyncio.create_task(self._supervise(), name="api:server"),
+        ]
+        _log.info(
+            "api_listening",
+            url=self.url,
+            actions_enabled=self.settings.token is not None,
+            pid=self._proc.pid if self._proc else None,
+        )
 
     async def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -114,9 +131,17 @@ class Api:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "daemon.service.httpserver", "--listen-fd", str(self.sock.fileno()),
-                "--link-fd", str(theirs.fileno()), pass_fds=(self.sock.fileno(), theirs.fileno()), env=env,
-                stdin=asyncio.subprocess.DEVNULL)
+                sys.executable,
+                "-m",
+                "daemon.service.httpserver",
+                "--listen-fd",
+                str(self.sock.fileno()),
+                "--link-fd",
+                str(theirs.fileno()),
+                pass_fds=(self.sock.fileno(), theirs.fileno()),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
         finally:
             theirs.close()
         link = await Link.open(ours)
@@ -365,8 +390,10 @@ def _of(row: Mapping[str, Any]) -> str:
 def _position(pos: Mapping[str, Any] | None) -> str:
     if not pos or not pos.get("amount"):
         return "  flat"
-    return (f"  {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"
-            f"  realized {pos.get('realized_pnl', 0):+.4f}  fees {pos.get('fees', 0):.4f}")
+    return (
+        f"  {pos.get('amount', 0):+g} @ {pos.get('entry_price', 0):g}"
+        f"  realized {pos.get('realized_pnl', 0):+.4f}  fees {pos.get('fees', 0):.4f}"
+    )
 
 
 def render_status(s: Mapping[str, Any]) -> str:
@@ -386,8 +413,10 @@ def render_status(s: Mapping[str, Any]) -> str:
         )
     lines.append("models:")
     for m in s.get("models") or []:
-        lines.append(f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}"
-                     + (f"  SHADOW (not trading): {m['shadow']}" if m.get("shadow") else ""))
+        lines.append(
+            f"  {m.get('name', '?'):<16} {m.get('version', '?')}  threshold {m.get('threshold', '?')}"
+            + (f"  SHADOW (not trading): {m['shadow']}" if m.get("shadow") else "")
+        )
     lines += ["symbols:"] if s.get("symbols") else []
     held = {p.get("symbol"): p for p in s.get("positions") or []}
     for symbol, st in sorted((s.get("symbols") or {}).items()):
@@ -397,13 +426,17 @@ def render_status(s: Mapping[str, Any]) -> str:
         lines.append(f"position: {(s.get('position') or {}).get('symbol', '?')}{_position(s.get('position'))}")
     dec = s.get("last_decision")
     if dec:
-        answers = "  ".join(f"{m} {a.get('side')} {a.get('confidence', 0):.3f}/{a.get('threshold')}"
-                            for m, a in sorted((dec.get("models") or {}).items()))
+        answers = "  ".join(
+            f"{m} {a.get('side')} {a.get('confidence', 0):.3f}/{a.get('threshold')}"
+            for m, a in sorted((dec.get("models") or {}).items())
+        )
         lines.append(f"last decision: {_of(dec)}bar {_iso(dec.get('bar_ts'))}  {answers}")
     sig = s.get("last_signal")
     if sig:
-        lines.append(f"last signal: {_of(sig)}{sig.get('side')} conf {sig.get('confidence', 0):.3f} @ {sig.get('price')}"
-                     f"  bar {_iso(sig.get('bar_ts'))}")
+        lines.append(
+            f"last signal: {_of(sig)}{sig.get('side')} conf {sig.get('confidence', 0):.3f} @ {sig.get('price')}"
+            f"  bar {_iso(sig.get('bar_ts'))}"
+        )
     else:
         lines.append("last signal: none yet")
     out = s.get("outbox") or {}

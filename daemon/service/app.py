@@ -17,20 +17,19 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from daemon import config as config_mod
-from daemon import crashpoints
-from daemon.health import FAILURES
-from daemon import log
-from daemon import ports
-from daemon.service.api import Api
-from daemon.service.httpserver import Settings
+from daemon import crashpoints, log, ports
 from daemon.config import Config, ConfigError
-from daemon.service.controls import DaemonControls
 from daemon.domain import Bar
-from daemon.service.parts import Parts, build_parts, close_parts
+from daemon.health import FAILURES
+from daemon.service.api import Api
 from daemon.service.check import report, run_checks
+from daemon.service.controls import DaemonControls
+from daemon.service.httpserver import Settings
+from daemon.service.parts import Parts, build_parts, close_parts
 from daemon.service.sdnotify import Notifier
 from daemon.service.statelock import lock_for_store
 from daemon.service.watchdog import Freshness, keepalive
@@ -49,8 +48,9 @@ class Daemon:
         self.cfg = cfg
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier(self.environ)
-        self.freshness = Freshness(stale_after_s=cfg.service.stale_after_s,
-                                   max_failures=cfg.service.max_consecutive_failures, failures=FAILURES)
+        self.freshness = Freshness(
+            stale_after_s=cfg.service.stale_after_s, max_failures=cfg.service.max_consecutive_failures, failures=FAILURES
+        )
         self.stop = asyncio.Event()
         self.parts: Parts | None = None
         self.controls: DaemonControls | None = None
@@ -66,11 +66,14 @@ class Daemon:
         """Build every part, warm up the feed, start the servers; then READY=1."""
         started = time.monotonic()
         if self.cfg.api.enabled and not self._api_loopback() and not self.environ.get(self.cfg.api.token_env):
-            raise ConfigError(f"{self.cfg.source}: api.host = {self.cfg.api.host!r} is not loopback: set the token "
-                              f"in ${self.cfg.api.token_env} (api.token_env) or bind 127.0.0.1")
+            raise ConfigError(
+                f"{self.cfg.source}: api.host = {self.cfg.api.host!r} is not loopback: set the token "
+                f"in ${self.cfg.api.token_env} (api.token_env) or bind 127.0.0.1"
+            )
         if self.cfg.api.enabled:  # a port in use: one line naming the key, before anything is built
-            self._api_sock = ports.listen(self.cfg.api.host, self.cfg.api.port, "api.port",
-                                          fallback=self.cfg.api.free_port_fallback)
+            self._api_sock = ports.listen(
+                self.cfg.api.host, self.cfg.api.port, "api.port", fallback=self.cfg.api.free_port_fallback
+            )
         self.notifier.status("starting: building parts")
         self.parts = await build_parts(self.cfg, self.environ, on_bar=self._on_bar)
         self.controls = DaemonControls(self.cfg, self.parts, self.freshness)
@@ -83,11 +86,18 @@ class Daemon:
             _log.info("engine_prewarmed", ms=round(await self.parts.engine.prewarm(), 1))
         await self._start_api()
         self.parts.start_scheduler()
-        self._spawn("watchdog", keepalive(self.notifier, self.freshness, self.stop,
-                                          self.controls.status_line, self.cfg.service.status_interval_s))
+        self._spawn(
+            "watchdog",
+            keepalive(self.notifier, self.freshness, self.stop, self.controls.status_line, self.cfg.service.status_interval_s),
+        )
         self.freshness.started = self.freshness.clock()
-        _log.info("daemon_ready", warmup_s=round(time.monotonic() - started, 2), mode=self.parts.mode,
-                  models=[p.name for p in self.parts.predictors.values()], api=self.api.url if self.api else None)
+        _log.info(
+            "daemon_ready",
+            warmup_s=round(time.monotonic() - started, 2),
+            mode=self.parts.mode,
+            models=[p.name for p in self.parts.predictors.values()],
+            api=self.api.url if self.api else None,
+        )
         self.notifier.ready(self.controls.status_line())
 
     async def run(self) -> None:
@@ -137,7 +147,8 @@ class Daemon:
         # A person's terminal gets one line per decision cycle (decision_cycle), no line per bar;
         # JSON logs (journald, tools) keep every closed bar but 1s ones at info.
         (_log.info if self._bars_at_info and bar.timeframe != "1s" else _log.debug)(
-            "bar_closed", symbol=bar.symbol, timeframe=bar.timeframe, ts=bar.ts, close=bar.close)
+            "bar_closed", symbol=bar.symbol, timeframe=bar.timeframe, ts=bar.ts, close=bar.close
+        )
         if self.parts is not None and self.parts.engine is not None:
             await self.parts.engine.on_bar(bar)
 
@@ -161,16 +172,23 @@ class Daemon:
         if token:
             log.register_secret(token)
         api = self.cfg.api
-        settings = Settings(allowed_hosts=api.allowed_hosts, max_connections=api.max_connections,
-                            handshake_timeout_s=api.handshake_timeout_s, idle_timeout_s=api.idle_timeout_s,
-                            ws_heartbeat_s=api.ws_heartbeat_s, send_timeout_s=api.send_timeout_s,
-                            snapshot_max_age_s=api.snapshot_max_age_s, log_level=self.cfg.log.level,
-                            log_format=self.cfg.log.format)
+        settings = Settings(
+            allowed_hosts=api.allowed_hosts,
+            max_connections=api.max_connections,
+            handshake_timeout_s=api.handshake_timeout_s,
+            idle_timeout_s=api.idle_timeout_s,
+            ws_heartbeat_s=api.ws_heartbeat_s,
+            send_timeout_s=api.send_timeout_s,
+            snapshot_max_age_s=api.snapshot_max_age_s,
+            log_level=self.cfg.log.level,
+            log_format=self.cfg.log.format,
+        )
         engine = self.parts.engine
         # Reads for the HTTP server wait for the running decision cycle: a client never delays one.
         quiet = engine.cycles.drain if hasattr(engine, "cycles") else None
-        self.api = Api(self.controls, host=api.host, port=api.port, token=token, settings=settings,
-                       sock=self._api_sock, quiet=quiet)
+        self.api = Api(
+            self.controls, host=api.host, port=api.port, token=token, settings=settings, sock=self._api_sock, quiet=quiet
+        )
         await self.api.start()
         self.parts.store.set_kv("api_url", self.api.url)
         if not self._api_loopback():
@@ -225,7 +243,7 @@ async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
         raise  # the CLI prints it and exits 2 (after the shutdown below)
     except StartupAborted as exc:
         _log.info("startup_aborted", reason=str(exc))
-    except Exception as exc:  # noqa: BLE001 — logged, then a non-zero exit for systemd
+    except Exception as exc:
         _log.exception("daemon_failed", error=str(exc))
         code = 1
     finally:
@@ -266,7 +284,6 @@ def run_bounded(main: Awaitable[int], grace_s: float = 3.0) -> int:
                 _log.error("tasks_left_running", tasks=sorted(t.get_name() for t in stuck))
         try:
             loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), grace_s))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             _log.error("executor_threads_left_running")
         loop.close()
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from daemon import config as config_mod
 from daemon.config import Config
@@ -26,8 +26,9 @@ def _check_store(cfg: Config) -> list[str]:
 def _check_broker(cfg: Config) -> list[str]:
     """Testnet orders only on a testnet or the local exchange (the keys: _check_exchange)."""
     if cfg.broker.mode == "testnet" and cfg.exchange.endpoint == "live":
-        return ["broker.mode: 'testnet' sends real orders; exchange.endpoint 'live' is refused "
-                "(use endpoint 'testnet' or 'local')"]
+        return [
+            "broker.mode: 'testnet' sends real orders; exchange.endpoint 'live' is refused (use endpoint 'testnet' or 'local')"
+        ]
     return []
 
 
@@ -46,9 +47,11 @@ def _check_exchange(cfg: Config) -> list[str]:
     ex = cfg.exchange
     if ex.endpoint == "local":
         return []
-    return [f"exchange.{key}: environment variable {env} is not set (needed for endpoint {ex.endpoint!r})"
-            for key, env in (("api_key_env", ex.api_key_env), ("api_secret_env", ex.api_secret_env))
-            if not os.environ.get(env)]
+    return [
+        f"exchange.{key}: environment variable {env} is not set (needed for endpoint {ex.endpoint!r})"
+        for key, env in (("api_key_env", ex.api_key_env), ("api_secret_env", ex.api_secret_env))
+        if not os.environ.get(env)
+    ]
 
 
 def _check_local_exchange(cfg: Config) -> list[str]:
@@ -95,8 +98,7 @@ def _check_models(cfg: Config) -> list[str]:
     for name, value in cfg.models.paths.items():
         where = cfg.path(value)
         if not (where / "artifact.json").is_file():
-            problems.append(f"models.paths.{name}: no artifact at {where} (train one: sigd train --model {name} "
-                            f"--out {where})")
+            problems.append(f"models.paths.{name}: no artifact at {where} (train one: sigd train --model {name} --out {where})")
             continue
         from models.artifacts import ArtifactError, load_artifact  # torch: only when there is one to load
 
@@ -123,8 +125,15 @@ def _check_retrain(cfg: Config) -> list[str]:
     return []
 
 
-CHECKS: list[Check] = [_check_store, _check_exchange, _check_local_exchange, _check_broker, _check_alert_secrets,
-                       _check_models, _check_retrain]
+CHECKS: list[Check] = [
+    _check_store,
+    _check_exchange,
+    _check_local_exchange,
+    _check_broker,
+    _check_alert_secrets,
+    _check_models,
+    _check_retrain,
+]
 
 
 def run_checks(cfg: Config) -> list[str]:
@@ -144,8 +153,11 @@ def report(cfg: Config, problems: list[str], command: str = "check") -> None:
     for p in problems[:REPORTED]:
         print(f"sigd {command}: {cfg.source}: {clip(p, MESSAGE_CHARS)}", file=sys.stderr)  # a 1 MB symbol: not 1 MB
     if len(problems) > REPORTED:
-        print(f"sigd {command}: {cfg.source}: ... and {len(problems) - REPORTED} more problems "
-              f"({len(problems)} in all; the first {REPORTED} are above)", file=sys.stderr)
+        print(
+            f"sigd {command}: {cfg.source}: ... and {len(problems) - REPORTED} more problems "
+            f"({len(problems)} in all; the first {REPORTED} are above)",
+            file=sys.stderr,
+        )
 
 
 def check_command(args: argparse.Namespace) -> int:

@@ -11,7 +11,9 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC
+from typing import NoReturn
 
 COMMANDS: dict[str, str] = {
     "run": "daemon.service.app:run_command",
@@ -67,15 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
     p.add_argument("--seed", type=int, default=7, help="seed for derived 1s bars")
     p.add_argument("--spread-bps", type=float, default=2.0, help="derived bid/ask spread around the replay price")
-    p.add_argument("--synthetic", type=int, default=0, metavar="N",
-                   help="also serve N SYNTHETIC symbols SYN001/USDT.. (time-shifted copies; load tests only)")
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also serve N SYNTHETIC symbols SYN001/USDT.. (time-shifted copies; load tests only)",
+    )
     p.add_argument("--api-key-env", default="SIGD_API_KEY", help="env var holding the accepted API key")
     p.add_argument("--api-secret-env", default="SIGD_API_SECRET", help="env var holding the accepted secret")
     p.add_argument("--paused", action="store_true", help="start with the replay clock paused (POST /_control/resume_clock)")
-    p.add_argument("--balances", default=None, metavar="JSON",
-                   help='start balances, e.g. \'{"USDT": 100000, "BTC": 1, "ETH": 10}\' (the default)')
-    p.add_argument("--fault", action="append", default=[], metavar="JSON",
-                   help='fault at start-up, e.g. \'{"action": "rest_error", "status": 429, "count": 3}\' (repeatable)')
+    p.add_argument(
+        "--balances",
+        default=None,
+        metavar="JSON",
+        help='start balances, e.g. \'{"USDT": 100000, "BTC": 1, "ETH": 10}\' (the default)',
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='fault at start-up, e.g. \'{"action": "rest_error", "status": 429, "count": 3}\' (repeatable)',
+    )
 
     p = sub.add_parser("backfill", help="download history into tape files")
     _config_arg(p)
@@ -90,27 +106,49 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--model", required=True, type=cli_args.family_name)
     p.add_argument("--preset", default="small", choices=cli_args.PRESETS)
-    p.add_argument("--data", nargs="+", default=None, type=cli_args.existing_dir,
-                   help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        type=cli_args.existing_dir,
+        help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)",
+    )
     p.add_argument("--symbols", nargs="+", default=None, help="first = primary (default: ETH/USDT BTC/USDT)")
     p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: first 1m bar used")
-    p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: end of the 1m bars used (exclusive)")
+    p.add_argument(
+        "--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: end of the 1m bars used (exclusive)"
+    )
     p.add_argument("--mode", default="classification", choices=["classification", "regression"])
     p.add_argument("--horizon", type=cli_args.at_least(1), default=15, help="bars ahead for the class label")
-    p.add_argument("--label-threshold", type=cli_args.number(0, above=True), default=0.002,
-                   help="|forward return| for LONG/SHORT")
-    p.add_argument("--neutral-zone", type=cli_args.number(0, above=False), default=0.001,
-                   help="|forward return| below which FLAT")
-    p.add_argument("--hold", type=cli_args.at_least(0), default=None,
-                   help="holding period in bars for the threshold rule (default: --horizon)")
+    p.add_argument(
+        "--label-threshold", type=cli_args.number(0, above=True), default=0.002, help="|forward return| for LONG/SHORT"
+    )
+    p.add_argument(
+        "--neutral-zone", type=cli_args.number(0, above=False), default=0.001, help="|forward return| below which FLAT"
+    )
+    p.add_argument(
+        "--hold",
+        type=cli_args.at_least(0),
+        default=None,
+        help="holding period in bars for the threshold rule (default: --horizon)",
+    )
     p.add_argument("--epochs", type=cli_args.at_least(0), default=None)
     p.add_argument("--batch-size", type=cli_args.at_least(0), default=0, help="0 = chosen from available memory")
     p.add_argument("--max-batches", type=cli_args.at_least(0), default=0, help="training batches per epoch (0 = all)")
-    p.add_argument("--max-val", type=cli_args.at_least(0), default=0,
-                   help="validation samples for the per-epoch loss (0 = all)")
+    p.add_argument("--max-val", type=cli_args.at_least(0), default=0, help="validation samples for the per-epoch loss (0 = all)")
     p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "plateau"])
-    p.add_argument("--jitter", type=cli_args.number(0, above=False, below=1), default=0.0, help="augmentation: noise sd on scaled training inputs")
-    p.add_argument("--scaling", type=cli_args.number(0, above=False, below=1), default=0.0, help="augmentation: per-sample scale sd (training only)")
+    p.add_argument(
+        "--jitter",
+        type=cli_args.number(0, above=False, below=1),
+        default=0.0,
+        help="augmentation: noise sd on scaled training inputs",
+    )
+    p.add_argument(
+        "--scaling",
+        type=cli_args.number(0, above=False, below=1),
+        default=0.0,
+        help="augmentation: per-sample scale sd (training only)",
+    )
     p.add_argument("--out", default=None, help="artifact output directory (default: runs/train/<model>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -118,21 +156,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backtest", help="replay recorded bars through the live pipeline")
     _config_arg(p)
     p.add_argument("--data", required=True, type=cli_args.existing_dir, help="tape directory")
-    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC; earlier bars only warm up")
+    p.add_argument(
+        "--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC; earlier bars only warm up"
+    )
     p.add_argument("--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC")
     p.add_argument("--model-dir", default=None)
     p.add_argument("--report", default=None, help="report directory")
     p.add_argument("--walk-forward", default=None, type=cli_args.days_spec, metavar="TRAIN_DAYS:TEST_DAYS")
     p.add_argument("--bar-by-bar", action="store_true", help="no batched inference (slower; same result)")
-    p.add_argument("--symbols", default=None, metavar="A,B,C",
-                   help="trade these symbols (one portfolio, one engine) instead of exchange.symbols")
+    p.add_argument(
+        "--symbols",
+        default=None,
+        metavar="A,B,C",
+        help="trade these symbols (one portfolio, one engine) instead of exchange.symbols",
+    )
 
     from daemon.service.install import add_arguments  # argparse only: no side effects
 
-    add_arguments(sub.add_parser("install-service", help="install sigd as a systemd service (venv, /etc/sigd, unit)"),
-                  install=True)
-    add_arguments(sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"),
-                  install=False)
+    add_arguments(
+        sub.add_parser("install-service", help="install sigd as a systemd service (venv, /etc/sigd, unit)"), install=True
+    )
+    add_arguments(
+        sub.add_parser("uninstall-service", help="stop and remove the service (--purge: config and state)"), install=False
+    )
 
     cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
@@ -169,10 +215,10 @@ def _cross_check(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def _instant(text: str) -> float:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from daemon import events, log
 from daemon.config import Config
@@ -64,11 +65,16 @@ class DaemonControls:
         """One line for systemd's STATUS=."""
         bar = self.freshness.last_bar
         paused = all(self.read.symbol_state(s)["paused"] for s in self.read.symbols())
-        last = f"last bar {bar.symbol} {bar.timeframe} {time.strftime('%H:%M:%S', time.gmtime(bar.ts / 1000))}Z" \
-            if bar else "no live bar yet"
+        last = (
+            f"last bar {bar.symbol} {bar.timeframe} {time.strftime('%H:%M:%S', time.gmtime(bar.ts / 1000))}Z"
+            if bar
+            else "no live bar yet"
+        )
         positions = " ".join(f"{p['symbol']} {p['amount']:+g}" for p in self.read.positions()) or "flat"
-        return (f"{self.parts.mode}{' PAUSED' if paused else ''}; {last}; "
-                f"position {positions}; outbox pending {self.read.outbox_totals().get('pending', 0)}")
+        return (
+            f"{self.parts.mode}{' PAUSED' if paused else ''}; {last}; "
+            f"position {positions}; outbox pending {self.read.outbox_totals().get('pending', 0)}"
+        )
 
     def refresh_metrics(self) -> None:
         """Gauges that are read, not pushed: outbox depth, per-stream bar age."""
@@ -113,8 +119,12 @@ class DaemonControls:
         _log.warning("flat_requested", symbol=symbol or "all", before=before, order_sent=sent, note=note)
         _applied("flat", symbol)
         # One traded symbol: the amount, as single-symbol clients read it; several: per symbol.
-        return {"symbol": symbol or "all", "position_before": before[targets[0]] if len(targets) == 1 else before,
-                "order_sent": sent, "note": note}
+        return {
+            "symbol": symbol or "all",
+            "position_before": before[targets[0]] if len(targets) == 1 else before,
+            "order_sent": sent,
+            "note": note,
+        }
 
     def _newest_trigger_bar(self, symbol: str) -> Bar | None:
         timeframe = self.cfg.engine.trigger_timeframe

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 
@@ -25,8 +25,7 @@ _log = log.get("sigd.exchangeclock")
 class ExchangeClock:
     """The time of an exchange at `base_url` (ms), extrapolated between syncs at `speed`."""
 
-    def __init__(self, base_url: str, speed: float, *, resync_s: float = 10.0,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, base_url: str, speed: float, *, resync_s: float = 10.0, wall: Callable[[], float] = time.time) -> None:
         self.url = base_url.rstrip("/") + "/api/v3/time"
         self.speed, self.resync_s, self.wall = speed, resync_s, wall
         self._anchor: tuple[float, float] | None = None  # (server ms, wall s) at the last sync
@@ -56,7 +55,7 @@ class ExchangeClock:
     async def _quiet_sync(self) -> None:
         try:
             await self.sync()
-        except Exception as exc:  # noqa: BLE001 - latency figures only: keep the old anchor
+        except Exception as exc:
             _log.warning("exchange_clock_sync_failed", url=self.url, error=repr(exc))
 
     async def close(self) -> None:

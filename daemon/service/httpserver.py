@@ -60,8 +60,10 @@ def csp() -> str:
     talks only to this server and cannot be framed."""
     from daemon.service.dashboard.server import chart_style_hash
 
-    return (f"default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' '{chart_style_hash()}'; "
-            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+    return (
+        f"default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' '{chart_style_hash()}'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
 
 
 CSP = csp()
@@ -254,8 +256,9 @@ class Server:
 
     async def start(self, sock: socket.socket) -> None:
         """Serve the listening socket, with the connection limits."""
-        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                    keepalive_timeout=self.settings.idle_timeout_s)
+        self.runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, keepalive_timeout=self.settings.idle_timeout_s
+        )
         await self.runner.setup()
         manager = self.runner.server
         assert manager is not None
@@ -271,8 +274,7 @@ class Server:
                 asyncio.get_running_loop().call_soon(transport.abort)
                 return
             self.counts.set("connections", n)
-            asyncio.get_running_loop().call_later(self.settings.handshake_timeout_s, self._handshake_due, handler,
-                                                  transport)
+            asyncio.get_running_loop().call_later(self.settings.handshake_timeout_s, self._handshake_due, handler, transport)
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
             lost(handler, exc)
@@ -304,8 +306,7 @@ class Server:
         refusal = self._refusal(request)
         if refusal is not None:
             self.counts.refuse(refusal.reason or "refused")
-            _log.debug("http_refused", path=request.path, status=refusal.status, why=refusal.reason,
-                       peer=request.remote)
+            _log.debug("http_refused", path=request.path, status=refusal.status, why=refusal.reason, peer=request.remote)
             return _secure(refusal)
         try:
             response = await handler(request)
@@ -324,13 +325,18 @@ class Server:
         origin = request.headers.get("Origin")
         if origin is not None and origin != f"{request.scheme}://{request.host}":
             return _error(403, "cross-origin request refused", "cross-origin")
-        if self.settings.loopback or request.path in OPEN_PATHS or request.path.startswith("/ui/") \
-                or request.method == "POST":  # actions check the bearer token themselves
+        if (
+            self.settings.loopback or request.path in OPEN_PATHS or request.path.startswith("/ui/") or request.method == "POST"
+        ):  # actions check the bearer token themselves
             return None
         if self._bearer_ok(request) or self._session_ok(request):
             return None
-        return _error(401, "private data: send the bearer token, or open a session with it (POST /session)",
-                      "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        return _error(
+            401,
+            "private data: send the bearer token, or open a session with it (POST /session)",
+            "unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     def _bearer_ok(self, request: web.Request) -> bool:
         token = self.settings.token
@@ -358,8 +364,9 @@ class Server:
         sid = secrets.token_urlsafe(32)
         self._sessions[sid] = now + SESSION_S
         response = web.json_response({"ok": True, "expires_in_s": SESSION_S})
-        response.set_cookie(SESSION_COOKIE, sid, max_age=int(SESSION_S), path="/", httponly=True, samesite="Strict",
-                            secure=request.secure)
+        response.set_cookie(
+            SESSION_COOKIE, sid, max_age=int(SESSION_S), path="/", httponly=True, samesite="Strict", secure=request.secure
+        )
         return response
 
     async def _session_close(self, request: web.Request) -> web.Response:
@@ -398,8 +405,7 @@ class Server:
                 return _error(403, "actions disabled: no API token configured", "no token configured")
             if not self._bearer_ok(request):
                 _log.warning("api_action_refused", action=name, peer=request.remote, why="unauthorized")
-                return _error(401, "missing or wrong bearer token", "unauthorized",
-                              headers={"WWW-Authenticate": "Bearer"})
+                return _error(401, "missing or wrong bearer token", "unauthorized", headers={"WWW-Authenticate": "Bearer"})
             symbol = request.query.get("symbol") or None
             _log.info("api_action", action=name, peer=request.remote, symbol=symbol)
             answer = await self.daemon.call("action", name, symbol)
@@ -444,8 +450,11 @@ async def serve(listen_fd: int, link_fd: int) -> int:
         log.register_secret(settings.token)
     counts = Counts()
     server: Server | None = None
-    daemon = Daemon(link, lambda text: server.hub.publish(text) if server and server.hub else None,
-                    lambda: server.hub.resync() if server and server.hub else None)
+    daemon = Daemon(
+        link,
+        lambda text: server.hub.publish(text) if server and server.hub else None,
+        lambda: server.hub.resync() if server and server.hub else None,
+    )
     server = Server(settings, daemon, counts)
     await server.start(socket.socket(fileno=listen_fd))
     link.send_json(CONTROL, {"ready": True})

@@ -30,9 +30,9 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from daemon.service.servicefiles import render_config, render_unit
 
@@ -40,16 +40,25 @@ SOURCE = Path(__file__).resolve().parents[2]  # the checkout holding pyproject.t
 MIN_PYTHON = (3, 11)  # pyproject's requires-python
 HOMES = (Path("/root"), Path("/home"), Path("/run/user"))  # what ProtectHome=yes hides from the service
 # Where a usable interpreter is looked for when the one running the installer is not usable.
-SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3", "/usr/bin/python3.13", "/usr/bin/python3.12",
-                  "/usr/bin/python3.11")
+SYSTEM_PYTHONS = (
+    "/usr/bin/python3",
+    "/usr/local/bin/python3",
+    "/usr/bin/python3.13",
+    "/usr/bin/python3.12",
+    "/usr/bin/python3.11",
+)
 # Asked of a candidate: the real interpreter behind it (a shim or a venv's python names another) and its stdlib.
-_PROBE = ("import os, sys, venv; print(os.path.realpath(getattr(sys, '_base_executable', sys.executable))); "
-          "print(sys.version_info[0], sys.version_info[1]); print(os.path.dirname(os.__file__)); "
-          "import importlib.util as u; print(u.find_spec('ensurepip') is not None)")
+_PROBE = (
+    "import os, sys, venv; print(os.path.realpath(getattr(sys, '_base_executable', sys.executable))); "
+    "print(sys.version_info[0], sys.version_info[1]); print(os.path.dirname(os.__file__)); "
+    "import importlib.util as u; print(u.find_spec('ensurepip') is not None)"
+)
 
 
 class Refused(Exception):
     """A flag or the host cannot give a working install: one line for a person, exit 2."""
+
+
 ENV_TEMPLATE = """\
 # sigd secrets, one NAME=value a line (read by systemd as root; never put them in config.toml).
 # SIGD_API_TOKEN=        bearer token of the HTTP API's actions
@@ -97,8 +106,9 @@ def _sh(*cmd: str | Path) -> Callable[[], None]:
     return lambda: subprocess.run([str(c) for c in cmd], check=True)
 
 
-def install_plan(lay: Layout, *, python: Path, reuse_site_packages: bool = False, torch_spec: str = "",
-                 extras: tuple[str, ...] = ()) -> list[Step]:
+def install_plan(
+    lay: Layout, *, python: Path, reuse_site_packages: bool = False, torch_spec: str = "", extras: tuple[str, ...] = ()
+) -> list[Step]:
     """Every step of an install, in order: `python` builds the venv (choose_python), `extras` of
     sigd are installed with it (the research extra when the config runs on Ray)."""
     venv, py = lay.at(lay.venv), lay.at(lay.venv) / "bin" / "python"
@@ -106,30 +116,52 @@ def install_plan(lay: Layout, *, python: Path, reuse_site_packages: bool = False
     sigd = f"<sigd{'[' + ','.join(extras) + ']' if extras else ''} from {SOURCE}>"
     steps: list[Step] = []
     if lay.destdir is None:
-        steps.append(Step(f"create system group {lay.group} and user {lay.user} unless they exist",
-                          lambda: _ensure_account(lay)))
+        steps.append(Step(f"create system group {lay.group} and user {lay.user} unless they exist", lambda: _ensure_account(lay)))
     if reuse_site_packages:
         # Tests and offline machines: the venv sees this interpreter's packages instead of downloading them.
-        steps.append(Step(f"{python} -m venv --without-pip --clear {venv}"
-                          f" (+ a .pth onto {', '.join(site.getsitepackages())})", lambda: _reuse_venv(python, venv)))
-        steps.append(Step(f"{py} -m pip install --no-deps --no-build-isolation {sigd}",
-                          lambda: _pip_install_source(py, extras, "--no-deps", "--no-build-isolation")))
+        steps.append(
+            Step(
+                f"{python} -m venv --without-pip --clear {venv} (+ a .pth onto {', '.join(site.getsitepackages())})",
+                lambda: _reuse_venv(python, venv),
+            )
+        )
+        steps.append(
+            Step(
+                f"{py} -m pip install --no-deps --no-build-isolation {sigd}",
+                lambda: _pip_install_source(py, extras, "--no-deps", "--no-build-isolation"),
+            )
+        )
     else:
         steps.append(Step(f"{python} -m venv --clear {venv}", _sh(python, "-m", "venv", "--clear", venv)))
         steps.append(Step(f"{py} -m pip install {torch_spec!r}", _sh(py, "-m", "pip", "install", "-q", torch_spec)))
         steps.append(Step(f"{py} -m pip install {sigd}", lambda: _pip_install_source(py, extras)))
     if lay.destdir is not None:
         steps.append(Step(f"rewrite {lay.destdir} out of the venv's scripts", lambda: _strip_destdir(lay)))
-    steps.append(Step(f"install -m 0644 README.md {lay.at(lay.prefix / 'README.md')}",
-                      lambda: _write(lay.at(lay.prefix / "README.md"), (SOURCE / "README.md").read_text(), 0o644)))
+    steps.append(
+        Step(
+            f"install -m 0644 README.md {lay.at(lay.prefix / 'README.md')}",
+            lambda: _write(lay.at(lay.prefix / "README.md"), (SOURCE / "README.md").read_text(), 0o644),
+        )
+    )
     steps.append(Step(f"install -d -m 0750 -g {lay.group} {lay.at(lay.etc)}", lambda: _etc_dir(lay)))
-    steps.append(Step(f"install -m 0640 -g {lay.group} config.toml {lay.at(lay.etc / 'config.toml')} "
-                      f"(absolute paths; kept if it exists)", lambda: _config(lay)))
-    steps.append(Step(f"install -m 0640 -g {lay.group} /dev/null {lay.at(lay.etc / 'env')} (secrets; kept if it exists)",
-                      lambda: _keep_or_write(lay, lay.etc / "env", ENV_TEMPLATE)))
-    steps.append(Step(f"install -m 0644 systemd/sigd.service {lay.at(lay.unit)} (paths of {lay.prefix})",
-                      lambda: _write(lay.at(lay.unit), render_unit((SOURCE / "systemd" / "sigd.service").read_text(),
-                                                                   lay), 0o644)))
+    steps.append(
+        Step(
+            f"install -m 0640 -g {lay.group} config.toml {lay.at(lay.etc / 'config.toml')} (absolute paths; kept if it exists)",
+            lambda: _config(lay),
+        )
+    )
+    steps.append(
+        Step(
+            f"install -m 0640 -g {lay.group} /dev/null {lay.at(lay.etc / 'env')} (secrets; kept if it exists)",
+            lambda: _keep_or_write(lay, lay.etc / "env", ENV_TEMPLATE),
+        )
+    )
+    steps.append(
+        Step(
+            f"install -m 0644 systemd/sigd.service {lay.at(lay.unit)} (paths of {lay.prefix})",
+            lambda: _write(lay.at(lay.unit), render_unit((SOURCE / "systemd" / "sigd.service").read_text(), lay), 0o644),
+        )
+    )
     if lay.destdir is None:
         steps.append(_daemon_reload())
     return steps
@@ -158,12 +190,17 @@ def systemd_running() -> bool:
 def _daemon_reload() -> Step:
     """`systemctl daemon-reload`, skipped with a line saying so where systemd is not running (a
     container, a chroot, an image build): the files are in place and load at the next boot."""
+
     def run() -> None:
         if not systemd_running():
-            print("systemd is not running: daemon-reload skipped (systemd reads the unit directory when it "
-                  "starts; on a running systemd, run: systemctl daemon-reload)", flush=True)
+            print(
+                "systemd is not running: daemon-reload skipped (systemd reads the unit directory when it "
+                "starts; on a running systemd, run: systemctl daemon-reload)",
+                flush=True,
+            )
             return
         subprocess.run(["systemctl", "daemon-reload"], check=True)
+
     return Step("systemctl daemon-reload", run)
 
 
@@ -199,8 +236,7 @@ class Interpreter:
 def probe(candidate: str | Path) -> Interpreter | None:
     """What `candidate` really runs (a shim or a venv names another interpreter); None if it does not run."""
     try:
-        res = subprocess.run([str(candidate), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30,
-                             check=False)
+        res = subprocess.run([str(candidate), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = res.stdout.split("\n")
@@ -262,8 +298,9 @@ def choose_python(lay: Layout, given: str | None, *, need_ensurepip: bool) -> Pa
             raise Refused(f"--python {given}: does not run as a Python interpreter")
         why = unusable(interp, lay, need_ensurepip=need_ensurepip)
         if why:
-            raise Refused(f"--python {given}: {why}; pass a python3 >= 3.11 outside /root and /home "
-                          "(e.g. --python /usr/bin/python3)")
+            raise Refused(
+                f"--python {given}: {why}; pass a python3 >= 3.11 outside /root and /home (e.g. --python /usr/bin/python3)"
+            )
         return interp.path
     reasons = []
     candidates = [sys._base_executable, shutil.which("python3"), *SYSTEM_PYTHONS]  # type: ignore[attr-defined]
@@ -275,8 +312,11 @@ def choose_python(lay: Layout, given: str | None, *, need_ensurepip: bool) -> Pa
         if why is None:
             return interp.path
         reasons.append(why)
-    raise Refused("no python3 the service can run: " + "; ".join(dict.fromkeys(reasons) or ["none found"]) +
-                  ". Install one outside /root and /home (e.g. apt install python3 python3-venv) and pass --python PATH")
+    raise Refused(
+        "no python3 the service can run: "
+        + "; ".join(dict.fromkeys(reasons) or ["none found"])
+        + ". Install one outside /root and /home (e.g. apt install python3 python3-venv) and pass --python PATH"
+    )
 
 
 def check_group(lay: Layout) -> None:
@@ -286,8 +326,10 @@ def check_group(lay: Layout) -> None:
     try:
         grp.getgrnam(lay.group)
     except KeyError:
-        raise Refused(f"--group {lay.group}: no such group; with --destdir the installer creates no accounts "
-                      "(create it: groupadd --system NAME, or name an existing one)") from None
+        raise Refused(
+            f"--group {lay.group}: no such group; with --destdir the installer creates no accounts "
+            "(create it: groupadd --system NAME, or name an existing one)"
+        ) from None
 
 
 def _ensure_account(lay: Layout) -> None:
@@ -298,8 +340,21 @@ def _ensure_account(lay: Layout) -> None:
     try:
         pwd.getpwnam(lay.user)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--gid", lay.group, "--no-create-home", "--home-dir", str(lay.state),
-                        "--shell", "/usr/sbin/nologin", lay.user], check=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--gid",
+                lay.group,
+                "--no-create-home",
+                "--home-dir",
+                str(lay.state),
+                "--shell",
+                "/usr/sbin/nologin",
+                lay.user,
+            ],
+            check=True,
+        )
 
 
 def _reuse_venv(python: Path, venv: Path) -> None:
@@ -345,8 +400,9 @@ def _gid(lay: Layout) -> int:
     try:
         return grp.getgrnam(lay.group).gr_gid
     except KeyError:
-        raise SystemExit(f"sigd install-service: group {lay.group!r} does not exist "
-                         "(create it, or pass --group of an existing one)") from None
+        raise SystemExit(
+            f"sigd install-service: group {lay.group!r} does not exist (create it, or pass --group of an existing one)"
+        ) from None
 
 
 def _write(path: Path, text: str, mode: int, gid: int = -1) -> None:
@@ -373,8 +429,7 @@ def _keep_or_write(lay: Layout, path: Path, text: str) -> None:
 def _config(lay: Layout) -> None:
     (purelib,) = lay.at(lay.venv).joinpath("lib").glob("python3*/site-packages")
     site_packages = lay.venv / purelib.relative_to(lay.at(lay.venv))
-    _keep_or_write(lay, lay.etc / "config.toml",
-                   render_config((SOURCE / "config.toml").read_text(), lay.state, site_packages))
+    _keep_or_write(lay, lay.etc / "config.toml", render_config((SOURCE / "config.toml").read_text(), lay.state, site_packages))
 
 
 def _quiet(*cmd: str) -> None:
@@ -389,9 +444,14 @@ def _layout(args: argparse.Namespace) -> Layout:
         # what useradd/groupadd accept (and systemd's User=), checked before any step runs
         if name is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
             raise SystemExit(f"sigd: {flag} {name!r}: not a system user/group name (lower case, digits, _ and -)")
-    return Layout(prefix=prefix, etc=Path(args.etc_dir), unit_dir=Path(args.unit_dir),
-                  destdir=Path(args.destdir).resolve() if args.destdir else None,
-                  user=args.user, group=args.group or args.user)
+    return Layout(
+        prefix=prefix,
+        etc=Path(args.etc_dir),
+        unit_dir=Path(args.unit_dir),
+        destdir=Path(args.destdir).resolve() if args.destdir else None,
+        user=args.user,
+        group=args.group or args.user,
+    )
 
 
 def _carry_out(steps: list[Step], dry_run: bool, verb: str) -> int:
@@ -418,8 +478,9 @@ def install_command(args: argparse.Namespace) -> int:
     except Refused as exc:
         print(f"sigd install-service: {exc}", file=sys.stderr)
         return 2
-    steps = install_plan(lay, python=python, reuse_site_packages=args.reuse_site_packages, torch_spec=args.torch_spec,
-                         extras=config_extras(lay))
+    steps = install_plan(
+        lay, python=python, reuse_site_packages=args.reuse_site_packages, torch_spec=args.torch_spec, extras=config_extras(lay)
+    )
     code = _carry_out(steps, args.dry_run, "install-service")
     if code == 0 and not args.dry_run and lay.destdir is None:
         print(f"installed: edit {lay.etc / 'config.toml'} and {lay.etc / 'env'}, then: systemctl enable --now sigd")
@@ -441,12 +502,23 @@ def add_arguments(p: argparse.ArgumentParser, *, install: bool) -> None:
     p.add_argument("--group", default=None, help="service group (default: the user's name)")
     p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
     if install:
-        p.add_argument("--torch-spec", default="", help="pip requirement for PyTorch, installed first "
-                       "(default: the Makefile's TORCH_SPEC, the build `make setup` installs)")
-        p.add_argument("--python", default=None, metavar="PATH",
-                       help="interpreter of the service's venv: python3 >= 3.11 outside /root and /home "
-                       "(default: the first such one, e.g. /usr/bin/python3)")
-        p.add_argument("--reuse-site-packages", action="store_true",
-                       help="no downloads: the venv sees this interpreter's installed packages (tests, offline)")
+        p.add_argument(
+            "--torch-spec",
+            default="",
+            help="pip requirement for PyTorch, installed first "
+            "(default: the Makefile's TORCH_SPEC, the build `make setup` installs)",
+        )
+        p.add_argument(
+            "--python",
+            default=None,
+            metavar="PATH",
+            help="interpreter of the service's venv: python3 >= 3.11 outside /root and /home "
+            "(default: the first such one, e.g. /usr/bin/python3)",
+        )
+        p.add_argument(
+            "--reuse-site-packages",
+            action="store_true",
+            help="no downloads: the venv sees this interpreter's installed packages (tests, offline)",
+        )
     else:
-        p.add_argument("--purge", action="store_true", help=f"also delete the config, secrets and state")
+        p.add_argument("--purge", action="store_true", help="also delete the config, secrets and state")

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from daemon import events, log
-from daemon.market.bars import Buffers
+from daemon.alerts.notify import Notifier
 from daemon.config import Config, ConfigError, secret
 from daemon.domain import Bar, PredictorLike, timeframe_ms
+from daemon.market.bars import Buffers
 from daemon.market.exchange import ExchangeClient, make_client
 from daemon.market.feed import Feed
-from daemon.alerts.notify import Notifier
 from daemon.retrain.nightly import Retrainer
 from daemon.retrain.storage import local_path
 from daemon.store import Store
@@ -64,7 +65,7 @@ class Parts:
         """APScheduler on the running loop, with the retrain cron job."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
         if self.retrainer is not None:
             self.retrainer.schedule(self.scheduler)
         self.scheduler.start()
@@ -111,13 +112,18 @@ def replay_start_ms(cfg: Config, store: Store | None) -> int | None:
     resume = newest_close_ms(store) if store is not None else None
     if resume is None or (configured is not None and configured >= resume):
         return configured
-    _log.info("replay_resumes", after_ms=resume, configured_start_ms=configured,
-              note="the replay goes on after the newest stored bar; delete the state file to start over")
+    _log.info(
+        "replay_resumes",
+        after_ms=resume,
+        configured_start_ms=configured,
+        note="the replay goes on after the newest stored bar; delete the state file to start over",
+    )
     return resume
 
 
-async def _exchange(cfg: Config, environ: dict[str, str], opened: list[Callable[[], Awaitable[Any]]],
-                    store: Store | None = None) -> tuple[Any, ExchangeClient]:
+async def _exchange(
+    cfg: Config, environ: dict[str, str], opened: list[Callable[[], Awaitable[Any]]], store: Store | None = None
+) -> tuple[Any, ExchangeClient]:
     """The local exchange (endpoint "local") and the real ccxt client pointed at it; each one's
     close goes into `opened` as soon as it runs. With `store`, an embedded replay resumes after
     the newest stored bar."""
@@ -139,14 +145,24 @@ async def _exchange(cfg: Config, environ: dict[str, str], opened: list[Callable[
         else:
             start_ms = replay_start_ms(cfg, store)
             try:
-                local = LocalExchange(cfg.path(lx.tape) if lx.tape else None, start_ms=start_ms, speed=lx.speed,
-                                      host=lx.host, port=lx.port, seed=lx.seed, api_key=api_key, api_secret=api_secret,
-                                      spread_bps=lx.spread_bps)
+                local = LocalExchange(
+                    cfg.path(lx.tape) if lx.tape else None,
+                    start_ms=start_ms,
+                    speed=lx.speed,
+                    host=lx.host,
+                    port=lx.port,
+                    seed=lx.seed,
+                    api_key=api_key,
+                    api_secret=api_secret,
+                    spread_bps=lx.spread_bps,
+                )
             except TapeError as exc:
                 if start_ms is None or start_ms == replay_start_ms(cfg, None):
                     raise
-                raise TapeError(f"{exc}; the replay resumes after the newest bar stored in {cfg.store.path} and the "
-                                f"tape has nothing after it: delete that file to replay from the start") from None
+                raise TapeError(
+                    f"{exc}; the replay resumes after the newest bar stored in {cfg.store.path} and the "
+                    f"tape has nothing after it: delete that file to replay from the start"
+                ) from None
             await local.start()
             opened.append(local.stop)
             rest_url, ws_url = local.rest_url, local.ws_url
@@ -218,27 +234,59 @@ async def exchange_clock(cfg: Config, local: Any, opened: list[Callable[[], Awai
     return clock
 
 
-async def _assemble(cfg: Config, store: Store, notifier: Notifier, dirs: dict[str, Path],
-                    predictors: dict[str, PredictorLike], local: Any, client: ExchangeClient, on_bar: OnBar,
-                    clock: Any = None) -> Parts:
+async def _assemble(
+    cfg: Config,
+    store: Store,
+    notifier: Notifier,
+    dirs: dict[str, Path],
+    predictors: dict[str, PredictorLike],
+    local: Any,
+    client: ExchangeClient,
+    on_bar: OnBar,
+    clock: Any = None,
+) -> Parts:
     """Buffers, feed, engine (+ broker) and retrainer over the parts already open."""
     from daemon.trading.engine import Engine
 
     buffers = Buffers()
-    feed = Feed(client, store, buffers, cfg.exchange, on_bar, speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
-                clock_ms=(lambda: float(clock.now_ms())) if clock is not None else None,
-                quotes=cfg.broker.mode == "paper")  # only the paper broker fills at the quotes
-    engine = Engine.from_config(cfg, store=store, buffers=buffers, predictors=predictors, sink=notifier,
-                                exchange=client,  # testnet sends through it; paper sizes orders to its limits
-                                quotes=feed.quotes)  # the feed runs it: paper fills at the live bid/ask
+    feed = Feed(
+        client,
+        store,
+        buffers,
+        cfg.exchange,
+        on_bar,
+        speed=cfg.local_exchange.speed if cfg.exchange.endpoint == "local" else 1.0,
+        clock_ms=(lambda: float(clock.now_ms())) if clock is not None else None,
+        quotes=cfg.broker.mode == "paper",
+    )  # only the paper broker fills at the quotes
+    engine = Engine.from_config(
+        cfg,
+        store=store,
+        buffers=buffers,
+        predictors=predictors,
+        sink=notifier,
+        exchange=client,  # testnet sends through it; paper sizes orders to its limits
+        quotes=feed.quotes,
+    )  # the feed runs it: paper fills at the live bid/ask
     engine.shadow = shadow_from_config(cfg, predictors, notifier, store)
     await engine.start()  # restores pause and risk state, reconciles the broker
-    parts = Parts(cfg=cfg, store=store, client=client, buffers=buffers, feed=feed, predictors=predictors,
-                  model_dirs=dirs, notifier=notifier, broker=engine.broker, engine=engine, mode=engine.broker.mode,
-                  local_exchange=local, exchange_clock=clock if clock is not local else None)
+    parts = Parts(
+        cfg=cfg,
+        store=store,
+        client=client,
+        buffers=buffers,
+        feed=feed,
+        predictors=predictors,
+        model_dirs=dirs,
+        notifier=notifier,
+        broker=engine.broker,
+        engine=engine,
+        mode=engine.broker.mode,
+        local_exchange=local,
+        exchange_clock=clock if clock is not local else None,
+    )
     if cfg.retrain.enabled:
-        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs),
-                                    source=parts.client)
+        parts.retrainer = Retrainer(cfg, store, notifier, parts.swap, lambda: dict(parts.model_dirs), source=parts.client)
     return parts
 
 
@@ -252,6 +300,6 @@ async def close_parts(parts: Parts) -> None:
     for name, step in steps:
         try:
             await asyncio.wait_for(step(), timeout=5)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _log.warning("close_failed", part=name, error=str(exc))
     parts.store.close()

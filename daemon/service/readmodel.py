@@ -13,7 +13,8 @@ import functools
 import json
 import math
 import time
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from daemon.config import Config
 from daemon.domain import CLASS_SCORES, Fill, Position, Side
@@ -27,8 +28,16 @@ LIVE_SCORES_TTL_S = 5.0  # the page's live scores are at most this old
 RECENT_ORDERS = 20  # the dashboard's rebalancing orders table
 # The live scorer's figures the page and /status's models show (a hit rate only beside its base
 # rate, an accuracy only beside always-FLAT and persistence).
-LIVE_FIGURES = ("scored", "calls", "horizon_bars", "hit_rate", "hit_base_rate", "accuracy", "flat_accuracy",
-                "persistence_accuracy")
+LIVE_FIGURES = (
+    "scored",
+    "calls",
+    "horizon_bars",
+    "hit_rate",
+    "hit_base_rate",
+    "accuracy",
+    "flat_accuracy",
+    "persistence_accuracy",
+)
 
 
 R = TypeVar("R")
@@ -39,7 +48,7 @@ def one_read(method: Callable[..., R]) -> Callable[..., R]:
     per symbol, a 50-symbol state cost the engine's loop half a second)."""
 
     @functools.wraps(method)
-    def wrapper(self: "ReadModel", *args: Any, **kw: Any) -> R:
+    def wrapper(self: ReadModel, *args: Any, **kw: Any) -> R:
         if self._engine_state is not None:  # inside another read: its engine status holds
             return method(self, *args, **kw)
         self._engine_state = self.parts.engine.status()
@@ -71,17 +80,26 @@ class ReadModel:
         shadow = self.parts.engine.shadow.status()  # asked once: the live scores are computed on each ask
         engine = self._engine_state or {}
         return {
-            "healthy": healthy, "health_reason": reason, "mode": self.parts.mode,
-            "paused": all(v["paused"] for v in symbols.values()), "uptime_s": round(time.time() - self.started, 1),
-            "symbol": self.cfg.exchange.symbol, "symbols": symbols, "streams": streams,
+            "healthy": healthy,
+            "health_reason": reason,
+            "mode": self.parts.mode,
+            "paused": all(v["paused"] for v in symbols.values()),
+            "uptime_s": round(time.time() - self.started, 1),
+            "symbol": self.cfg.exchange.symbol,
+            "symbols": symbols,
+            "streams": streams,
             "newest_bar_age_s": _round(self.freshness.age_s()),
-            "models": self.models(shadow), "position": self.position(self.cfg.exchange.symbol),
+            "models": self.models(shadow),
+            "position": self.position(self.cfg.exchange.symbol),
             "positions": self.positions(),  # every symbol's open one ("position": the primary's)
-            "last_signal": self.last_signal(), "last_decision": self.last_decision(),
-            "outbox": self.outbox_totals(), "retrain": self.retrain(),
+            "last_signal": self.last_signal(),
+            "last_decision": self.last_decision(),
+            "outbox": self.outbox_totals(),
+            "retrain": self.retrain(),
             "shadow": shadow,  # which models do not trade and why; live scores
             # every model's paper book beside always-flat and buy-and-hold; the portfolio's targets
-            "ledgers": engine.get("ledgers"), "rebalance": engine.get("rebalance"),
+            "ledgers": engine.get("ledgers"),
+            "rebalance": engine.get("rebalance"),
         }
 
     def healthy(self, streams: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
@@ -99,8 +117,10 @@ class ReadModel:
         state = self._engine_state if self._engine_state is not None else self.parts.engine.status()
         per = (state.get("symbols") or {}).get(symbol, {})
         # A global pause pauses every symbol; a symbol's own pause only itself.
-        return {"paused": bool(state.get("paused")) or bool(per.get("paused")),
-                "halted": bool(per.get("halted", state.get("halted")))}
+        return {
+            "paused": bool(state.get("paused")) or bool(per.get("paused")),
+            "halted": bool(per.get("halted", state.get("halted"))),
+        }
 
     def streams(self) -> dict[str, dict[str, Any]]:
         """Per stream: last bar, wall age, degraded flag, reconnects, backfills, drops."""
@@ -116,10 +136,18 @@ class ReadModel:
         "shadow" with the reason: daemon/trading/scoring.py) and live scores. `shadow`: the
         engine's shadow status when the caller has it already."""
         scores, reasons = self.live_scores(shadow), self.parts.engine.shadow.reasons
-        return [{"name": name, "version": p.version, "threshold": p.threshold,
-                 "state": "shadow" if name in reasons else "trading", "shadow": reasons.get(name, ""),
-                 "live": scores.get(name, {k: 0 if k in ("scored", "calls") else None for k in LIVE_FIGURES}),
-                 "path": str(self.parts.model_dirs.get(name, ""))} for name, p in sorted(self.parts.predictors.items())]
+        return [
+            {
+                "name": name,
+                "version": p.version,
+                "threshold": p.threshold,
+                "state": "shadow" if name in reasons else "trading",
+                "shadow": reasons.get(name, ""),
+                "live": scores.get(name, {k: 0 if k in ("scored", "calls") else None for k in LIVE_FIGURES}),
+                "path": str(self.parts.model_dirs.get(name, "")),
+            }
+            for name, p in sorted(self.parts.predictors.items())
+        ]
 
     def live_scores(self, shadow: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Per model, the live scorer's figures (daemon/trading/scoring.py LiveScorer) at the
@@ -137,8 +165,7 @@ class ReadModel:
             scores = self.live_scores(status() if status is not None else {})
             self._live_cache = (now, scores)
             return scores
-        return {model: {k: _finite(st.get(k)) for k in LIVE_FIGURES}
-                for model, st in (shadow.get("live_scores") or {}).items()}
+        return {model: {k: _finite(st.get(k)) for k in LIVE_FIGURES} for model, st in (shadow.get("live_scores") or {}).items()}
 
     def outbox_totals(self) -> dict[str, int]:
         """Pending and dead rows summed over channels."""
@@ -158,15 +185,27 @@ class ReadModel:
         if r is None:
             return {"enabled": False}
         job = self.parts.scheduler.get_job("retrain") if self.parts.scheduler else None
-        return {"enabled": True, "running": r.running, "cron": self.cfg.retrain.cron,
-                "next_run": str(job.next_run_time) if job and job.next_run_time else None,
-                "last_outcome": json.loads(json.dumps([o.__dict__ for o in r.last])) if r.last else "never"}
+        return {
+            "enabled": True,
+            "running": r.running,
+            "cron": self.cfg.retrain.cron,
+            "next_run": str(job.next_run_time) if job and job.next_run_time else None,
+            "last_outcome": json.loads(json.dumps([o.__dict__ for o in r.last])) if r.last else "never",
+        }
 
     def retrain_history(self, n: int = 20) -> list[dict[str, Any]]:
         """The model registry, newest first: version, status (current/previous/retired), scores."""
         rows = self.parts.store.model_rows()[:n]
-        return [{"name": r["name"], "version": r["version"], "status": r["status"], "created_ms": r["created_ms"],
-                 "metrics": _json(r.get("metrics"))} for r in rows]
+        return [
+            {
+                "name": r["name"],
+                "version": r["version"],
+                "status": r["status"],
+                "created_ms": r["created_ms"],
+                "metrics": _json(r.get("metrics")),
+            }
+            for r in rows
+        ]
 
     # --- one symbol -----------------------------------------------------------------------
 
@@ -175,9 +214,17 @@ class ReadModel:
         p = self.parts.broker.position(symbol)
         last = self.parts.last_close(symbol)
         unreal = (last - p.entry_price) * p.amount if p.amount and last else 0.0
-        return {"symbol": symbol, "amount": p.amount, "entry_price": p.entry_price, "last_price": last,
-                "realized_pnl": round(p.realized_pnl, 6), "unrealized_pnl": round(unreal, 6), "fees": round(p.fees, 6),
-                "net_pnl": round(p.realized_pnl - p.fees + unreal, 6), **self.levels(symbol, p)}
+        return {
+            "symbol": symbol,
+            "amount": p.amount,
+            "entry_price": p.entry_price,
+            "last_price": last,
+            "realized_pnl": round(p.realized_pnl, 6),
+            "unrealized_pnl": round(unreal, 6),
+            "fees": round(p.fees, 6),
+            "net_pnl": round(p.realized_pnl - p.fees + unreal, 6),
+            **self.levels(symbol, p),
+        }
 
     def levels(self, symbol: str, p: Position) -> dict[str, float | None]:
         """Stop-loss and take-profit prices of an open position (None when flat or unset)."""
@@ -193,22 +240,43 @@ class ReadModel:
         """Bars of one stream and the signal and fill markers inside their time range."""
         bars = self.parts.store.latest_bars(symbol, timeframe, n)
         start = bars[0].ts if bars else 0
-        return {"symbol": symbol, "timeframe": timeframe,
-                "bars": [{"ts": b.ts, "open": b.open, "high": b.high, "low": b.low, "close": b.close,
-                          "volume": b.volume} for b in bars],
-                "markers": self.markers(symbol, start)}
+        return {
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "bars": [
+                {"ts": b.ts, "open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume} for b in bars
+            ],
+            "markers": self.markers(symbol, start),
+        }
 
     def markers(self, symbol: str, since_ts: int) -> list[dict[str, Any]]:
         """Signals and fills of a symbol from `since_ts` on, oldest first, with stable ids."""
         db = self.parts.store.db
-        sig = db.execute("SELECT id, bar_ts, side, confidence, price, strategy FROM signals "
-                         "WHERE symbol=? AND bar_ts>=? ORDER BY id DESC LIMIT 500", [symbol, since_ts]).fetchall()
-        fills = db.execute("SELECT client_order_id, ts, side, price, amount, fee FROM fills "
-                           "WHERE symbol=? AND ts>=? ORDER BY id DESC LIMIT 500", [symbol, since_ts]).fetchall()
-        out = [{"id": f"signal-{r[0]}", "kind": "signal", "ts": r[1], "side": Side(r[2]).name,
-                "confidence": round(r[3], 4), "price": r[4], "strategy": r[5]} for r in sig]
-        out += [{"id": f"fill-{r[0]}", "kind": "fill", "ts": r[1], "side": r[2], "price": r[3], "amount": r[4],
-                 "fee": r[5]} for r in fills]
+        sig = db.execute(
+            "SELECT id, bar_ts, side, confidence, price, strategy FROM signals "
+            "WHERE symbol=? AND bar_ts>=? ORDER BY id DESC LIMIT 500",
+            [symbol, since_ts],
+        ).fetchall()
+        fills = db.execute(
+            "SELECT client_order_id, ts, side, price, amount, fee FROM fills WHERE symbol=? AND ts>=? ORDER BY id DESC LIMIT 500",
+            [symbol, since_ts],
+        ).fetchall()
+        out = [
+            {
+                "id": f"signal-{r[0]}",
+                "kind": "signal",
+                "ts": r[1],
+                "side": Side(r[2]).name,
+                "confidence": round(r[3], 4),
+                "price": r[4],
+                "strategy": r[5],
+            }
+            for r in sig
+        ]
+        out += [
+            {"id": f"fill-{r[0]}", "kind": "fill", "ts": r[1], "side": r[2], "price": r[3], "amount": r[4], "fee": r[5]}
+            for r in fills
+        ]
         return sorted(out, key=lambda m: (m["ts"], m["id"]))
 
     @one_read
@@ -218,20 +286,22 @@ class ReadModel:
         rows = self.parts.store.db.execute(
             "SELECT bar_ts, model, version, scores, side, confidence, threshold FROM predictions "
             "WHERE symbol=? AND bar_ts = (SELECT MAX(bar_ts) FROM predictions WHERE symbol=?) ORDER BY model",
-            [symbol, symbol]).fetchall()
+            [symbol, symbol],
+        ).fetchall()
         if not rows:
             return None
         bar_ts = rows[0][0]
-        models = {r[1]: {"version": r[2], **_scores(r[3]), "side": Side(r[4]).name,
-                         "confidence": round(r[5], 4), "threshold": r[6]} for r in rows}
-        return {"symbol": symbol, "bar_ts": bar_ts, "models": models,
-                "why": self._why(symbol, bar_ts, models)}
+        models = {
+            r[1]: {"version": r[2], **_scores(r[3]), "side": Side(r[4]).name, "confidence": round(r[5], 4), "threshold": r[6]}
+            for r in rows
+        }
+        return {"symbol": symbol, "bar_ts": bar_ts, "models": models, "why": self._why(symbol, bar_ts, models)}
 
     def _why(self, symbol: str, bar_ts: int, models: Mapping[str, Mapping[str, Any]]) -> str:
         """A sentence on the decision: the signal's reasons, or why there was none."""
         row = self.parts.store.db.execute(
-            "SELECT side, strategy, reasons FROM signals WHERE symbol=? AND bar_ts=? ORDER BY id DESC LIMIT 1",
-            [symbol, bar_ts]).fetchone()
+            "SELECT side, strategy, reasons FROM signals WHERE symbol=? AND bar_ts=? ORDER BY id DESC LIMIT 1", [symbol, bar_ts]
+        ).fetchone()
         if row is not None:
             reasons = "; ".join(_json(row[2]) or [])
             return f"signal {Side(row[0]).name} by {row[1]}" + (f": {reasons}" if reasons else "")
@@ -243,9 +313,11 @@ class ReadModel:
         # A shadowed model's answer never reaches the strategies: say so, or the line reads as if
         # confident answers had been ignored.
         shadow = getattr(getattr(self.parts.engine, "shadow", None), "reasons", None) or {}
-        answers = ", ".join(f"{m} {a['side']} {a['confidence']:.3f} vs {a['threshold']:.3f}"
-                            + (" (shadow mode: not traded)" if m in shadow else "")
-                            for m, a in sorted(models.items()))
+        answers = ", ".join(
+            f"{m} {a['side']} {a['confidence']:.3f} vs {a['threshold']:.3f}"
+            + (" (shadow mode: not traded)" if m in shadow else "")
+            for m, a in sorted(models.items())
+        )
         held = self.parts.store.get_position(symbol).amount  # committed with the decision's fills
         holding = f"; holding {'LONG' if held > 0 else 'SHORT'} {abs(held):g}" if held else ""
         every = "every model is in shadow mode; " if models and all(m in shadow for m in models) else ""
@@ -259,10 +331,20 @@ class ReadModel:
     def recent_signals(self, n: int) -> list[dict[str, Any]]:
         """The newest `n` signals, newest first."""
         rows = self.parts.store.db.execute(
-            "SELECT bar_ts, strategy, side, confidence, price, latency_ms, symbol FROM signals ORDER BY id DESC LIMIT ?",
-            [n]).fetchall()
-        return [{"bar_ts": r[0], "strategy": r[1], "side": Side(r[2]).name, "confidence": round(r[3], 4),
-                 "price": r[4], "latency_ms": _round(r[5]), "symbol": r[6]} for r in rows]
+            "SELECT bar_ts, strategy, side, confidence, price, latency_ms, symbol FROM signals ORDER BY id DESC LIMIT ?", [n]
+        ).fetchall()
+        return [
+            {
+                "bar_ts": r[0],
+                "strategy": r[1],
+                "side": Side(r[2]).name,
+                "confidence": round(r[3], 4),
+                "price": r[4],
+                "latency_ms": _round(r[5]),
+                "symbol": r[6],
+            }
+            for r in rows
+        ]
 
     # --- the portfolio --------------------------------------------------------------------
 
@@ -274,11 +356,14 @@ class ReadModel:
         """Realized and unrealized PnL, fees and the number of fills, over all symbols; each
         model's live scores."""
         rows = [self.position(s) for s in self.symbols()]
-        return {"symbol": self.cfg.exchange.symbol if len(rows) == 1 else "all",
-                "realized_pnl": round(sum(r["realized_pnl"] for r in rows), 6),
-                "unrealized_pnl": round(sum(r["unrealized_pnl"] for r in rows), 6),
-                "fees": round(sum(r["fees"] for r in rows), 6), "fills": self.parts.store.count("fills"),
-                "models": self.parts.engine.shadow.summary()}  # live scores, one line per model (daily summary)
+        return {
+            "symbol": self.cfg.exchange.symbol if len(rows) == 1 else "all",
+            "realized_pnl": round(sum(r["realized_pnl"] for r in rows), 6),
+            "unrealized_pnl": round(sum(r["unrealized_pnl"] for r in rows), 6),
+            "fees": round(sum(r["fees"] for r in rows), 6),
+            "fills": self.parts.store.count("fills"),
+            "models": self.parts.engine.shadow.summary(),
+        }  # live scores, one line per model (daily summary)
 
     @one_read
     def portfolio(self) -> dict[str, Any]:
@@ -292,17 +377,22 @@ class ReadModel:
         if newest is not None and (not curve or curve[-1]["ts"] <= newest):
             curve.append({"ts": newest, "equity": round(now_equity, 6)})  # marked at the newest close
         peak = max([start, now_equity] + [p["equity"] for p in curve])
-        return {"positions": [self.position(s) for s in self.symbols()], "pnl": pnl,
-                "net_pnl": round(now_equity - start, 6), "equity": round(now_equity, 6),
-                "starting_balance": start, "equity_curve": curve,
-                "drawdown": round((peak - now_equity) / peak, 6) if peak > 0 else 0.0,
-                "halted": {s: self.symbol_state(s)["halted"] for s in self.symbols()}}
+        return {
+            "positions": [self.position(s) for s in self.symbols()],
+            "pnl": pnl,
+            "net_pnl": round(now_equity - start, 6),
+            "equity": round(now_equity, 6),
+            "starting_balance": start,
+            "equity_curve": curve,
+            "drawdown": round((peak - now_equity) / peak, 6) if peak > 0 else 0.0,
+            "halted": {s: self.symbol_state(s)["halted"] for s in self.symbols()},
+        }
 
     def equity_curve(self) -> list[dict[str, Any]]:
         """Equity (start + realized - fees) after each fill, from the fills table (bar time)."""
         rows = self.parts.store.db.execute(
-            "SELECT client_order_id, symbol, side, price, amount, fee, ts FROM fills ORDER BY ts, id LIMIT ?",
-            [EQUITY_POINTS]).fetchall()
+            "SELECT client_order_id, symbol, side, price, amount, fee, ts FROM fills ORDER BY ts, id LIMIT ?", [EQUITY_POINTS]
+        ).fetchall()
         positions: dict[str, Position] = {}
         equity, out = self.cfg.broker.starting_balance, []
         for r in rows:
@@ -334,13 +424,27 @@ class ReadModel:
             "SELECT o.client_order_id, o.symbol, o.side, o.amount, o.price, o.bar_ts, o.status, o.error, o.created_ms, "
             "(SELECT strategy || char(31) || COALESCE(reasons, '') FROM signals s WHERE s.bar_ts = o.bar_ts "
             "AND s.symbol = o.symbol ORDER BY s.id DESC LIMIT 1) "
-            "FROM (SELECT * FROM orders ORDER BY rowid DESC LIMIT ?) o ORDER BY o.created_ms DESC", [n]).fetchall()
+            "FROM (SELECT * FROM orders ORDER BY rowid DESC LIMIT ?) o ORDER BY o.created_ms DESC",
+            [n],
+        ).fetchall()
         out = []
         for r in rows:
             strategy, _, reasons = (r[9] or "").partition("\x1f")
-            out.append({"client_order_id": r[0], "symbol": r[1], "side": r[2], "amount": r[3], "price": r[4],
-                        "bar_ts": r[5], "status": r[6], "error": r[7], "created_ms": r[8],
-                        "strategy": strategy or None, "reasons": _json(reasons) or []})
+            out.append(
+                {
+                    "client_order_id": r[0],
+                    "symbol": r[1],
+                    "side": r[2],
+                    "amount": r[3],
+                    "price": r[4],
+                    "bar_ts": r[5],
+                    "status": r[6],
+                    "error": r[7],
+                    "created_ms": r[8],
+                    "strategy": strategy or None,
+                    "reasons": _json(reasons) or [],
+                }
+            )
         return out
 
     # --- the dashboard's snapshot ---------------------------------------------------------
@@ -349,16 +453,29 @@ class ReadModel:
     def health(self) -> dict[str, Any]:
         """Streams, outbox per channel, models and their state, retrain schedule and history."""
         streams = self.streams()  # not the whole status(): this runs after every state-changing event
-        return {"healthy": self.healthy(streams)[0], "streams": streams, "outbox": self.outbox(),
-                "models": self.models(), "retrain": self.retrain(), "retrain_history": self.retrain_history()}
+        return {
+            "healthy": self.healthy(streams)[0],
+            "streams": streams,
+            "outbox": self.outbox(),
+            "models": self.models(),
+            "retrain": self.retrain(),
+            "retrain_history": self.retrain_history(),
+        }
 
     @one_read
     def state(self) -> dict[str, Any]:
         """What the page shows besides the charts: per symbol flags, position, last decision;
         portfolio; the book (shadow ledgers, target vs actual weights, recent orders); health."""
-        return {"mode": self.parts.mode, "symbols": {s: {
-            **self.symbol_state(s), "position": self.position(s), "decision": self.last_decision(s)}
-            for s in self.symbols()}, "portfolio": self.portfolio(), "book": self.book(), "health": self.health()}
+        return {
+            "mode": self.parts.mode,
+            "symbols": {
+                s: {**self.symbol_state(s), "position": self.position(s), "decision": self.last_decision(s)}
+                for s in self.symbols()
+            },
+            "portfolio": self.portfolio(),
+            "book": self.book(),
+            "health": self.health(),
+        }
 
     @one_read
     def snapshot(self, timeframe: str = "1m") -> dict[str, Any]:
@@ -373,8 +490,10 @@ def _scores(raw: str | None) -> dict[str, Any]:
     """`probs` [P(SHORT), P(FLAT), P(LONG)] (None where a model has no class scores) and the
     model's other named scores (e.g. a regression's "return")."""
     scores = _json(raw) or {}
-    return {"probs": [_round(scores.get(k), 4) for k in CLASS_SCORES],
-            "scores": {k: _round(v, 6) for k, v in scores.items() if k not in CLASS_SCORES}}
+    return {
+        "probs": [_round(scores.get(k), 4) for k in CLASS_SCORES],
+        "scores": {k: _round(v, 6) for k, v in scores.items() if k not in CLASS_SCORES},
+    }
 
 
 def _json(raw: Any) -> Any:

@@ -26,7 +26,7 @@ class StateLock:
         self.path = directory / LOCK_NAME
         self._fd: int | None = None
 
-    def acquire(self) -> "StateLock":
+    def acquire(self) -> StateLock:
         """Take the lock without waiting; StateLocked names the holder's pid when it is taken."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Not O_TRUNC: the holder's pid must stay readable until we own the lock.
@@ -36,8 +36,9 @@ class StateLock:
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            raise StateLocked(f"state directory {self.path.parent} is in use by another sigd "
-                              f"(pid {holder or 'unknown'}; lock file {self.path})") from None
+            raise StateLocked(
+                f"state directory {self.path.parent} is in use by another sigd (pid {holder or 'unknown'}; lock file {self.path})"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -49,7 +50,7 @@ class StateLock:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
 
-    def __enter__(self) -> "StateLock":
+    def __enter__(self) -> StateLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from daemon import log
 from daemon.domain import Bar
@@ -70,8 +70,9 @@ class Freshness:
         return self.fresh()
 
 
-async def keepalive(notifier: Notifier, freshness: Freshness, stop: asyncio.Event,
-                    status_line: Callable[[], str], status_interval_s: float) -> None:
+async def keepalive(
+    notifier: Notifier, freshness: Freshness, stop: asyncio.Event, status_line: Callable[[], str], status_interval_s: float
+) -> None:
     """Feed the watchdog while bars are fresh; refresh STATUS=; return when `stop` is set."""
     # Health is looked at every tick; a keep-alive goes out every half interval (keepalive_s),
     # and at once when health returns after a starved spell.
@@ -100,5 +101,5 @@ async def keepalive(notifier: Notifier, freshness: Freshness, stop: asyncio.Even
             last_status = now
         try:
             await asyncio.wait_for(stop.wait(), timeout=period)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass

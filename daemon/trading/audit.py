@@ -43,8 +43,7 @@ class AuditTrail:
         for b in missed:
             self.owed.setdefault((b.symbol, b.timeframe, b.ts), (Reason.MISSED, "closed while sigd was down or warming up"))
         if missed:
-            log.info("decisions_missed", symbol=bar.symbol, bars=len(missed), first_ts=missed[0].ts,
-                     last_ts=missed[-1].ts)
+            log.info("decisions_missed", symbol=bar.symbol, bars=len(missed), first_ts=missed[0].ts, last_ts=missed[-1].ts)
             self.flush()
 
     def record(self, bar: Bar, reason: str, detail: str = "") -> None:
@@ -60,8 +59,10 @@ class AuditTrail:
         now = wall_ms()
         try:
             with self.store.transaction():
-                written = sum(self.store.mark_decided(symbol, tf, ts, 0, now, reason, detail)
-                              for (symbol, tf, ts), (reason, detail) in self.owed.items())
+                written = sum(
+                    self.store.mark_decided(symbol, tf, ts, 0, now, reason, detail)
+                    for (symbol, tf, ts), (reason, detail) in self.owed.items()
+                )
         except sqlite3.Error as exc:  # the store counted it (health is red): kept for the next try
             log.error("decision_rows_owed", rows=len(self.owed), error=f"{type(exc).__name__}: {exc}")
             OWED.set(len(self.owed))

@@ -11,30 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from daemon import log as logging
 from daemon.crashpoints import crash_point
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
 from daemon.market.exchange import FatalError
 from daemon.metrics import REGISTRY
-from daemon.trading.orders import UNRESOLVED, Ledger, LimitsSource, OrderIntent, order_for, stale_reason, wall_ms
 from daemon.store import Store
+from daemon.trading.orders import UNRESOLVED, Ledger, LimitsSource, OrderIntent, order_for, stale_reason, wall_ms
 
 log = logging.get("broker")
 UNRESOLVED_GAUGE = REGISTRY.gauge("sigd_orders_unresolved", "Orders whose outcome is not yet known")
 MISMATCH = REGISTRY.gauge("sigd_position_mismatch", "Exchange balance minus the balance our fills imply, base units")
 _CCXT_STATUS = {
-    "open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
-    "expired": OrderStatus.CANCELED, "rejected": OrderStatus.REJECTED,
+    "open": OrderStatus.OPEN,
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,
+    "expired": OrderStatus.CANCELED,
+    "rejected": OrderStatus.REJECTED,
 }
 
 
 class OrderClient(Protocol):
     """The order methods of daemon.market.exchange.ExchangeClient the broker uses."""
 
-    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
-                           client_order_id: str) -> dict:
+    async def create_order(
+        self, symbol: str, side: str, type: str, amount: float, price: float | None, client_order_id: str
+    ) -> dict:
         """Place an order exactly once under `client_order_id`; the exchange's order."""
         ...
 
@@ -72,9 +77,17 @@ class TestnetBroker:
     mode = "testnet"
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, store: Store, sink: EventSink, client: OrderClient, *, symbols: Sequence[str] = (),
-                 unknown_grace_ms: int = 15_000, clock_ms: Callable[[], int] = wall_ms,
-                 decision_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sink: EventSink,
+        client: OrderClient,
+        *,
+        symbols: Sequence[str] = (),
+        unknown_grace_ms: int = 15_000,
+        clock_ms: Callable[[], int] = wall_ms,
+        decision_ms: int | None = None,
+    ) -> None:
         """`decision_ms`: the decision timeframe; on start an order committed but never sent is
         sent when its bar is still the newest closed one, else rejected with an alert."""
         self.store, self.client, self.clock_ms = store, client, clock_ms
@@ -174,8 +187,12 @@ class TestnetBroker:
                 if reason is not None:
                     self.ledger.reject_stale(order, reason)
                 else:
-                    log.info("order_resent_after_restart", client_order_id=order.client_order_id, symbol=order.symbol,
-                             bar_ts=order.bar_ts)
+                    log.info(
+                        "order_resent_after_restart",
+                        client_order_id=order.client_order_id,
+                        symbol=order.symbol,
+                        bar_ts=order.bar_ts,
+                    )
                     await self._send(order)
 
     async def execute(self, order: Order) -> Order | None:
@@ -192,8 +209,9 @@ class TestnetBroker:
     async def _send(self, order: Order) -> Order:
         crash_point("after_order_recorded")
         try:
-            raw = await self.client.create_order(order.symbol, order.side, order.type, order.amount,
-                                                 order.price, order.client_order_id)
+            raw = await self.client.create_order(
+                order.symbol, order.side, order.type, order.amount, order.price, order.client_order_id
+            )
         except FatalError as exc:  # the exchange answered no (after checking our id is not there)
             return self.ledger.set_status(order, OrderStatus.REJECTED, error=str(exc))
         except Exception as exc:  # timeout, disconnect, anything else: we do not know
@@ -211,8 +229,9 @@ class TestnetBroker:
         if done and filled > 0:
             price = float(raw.get("average") or raw.get("price") or 0.0)
             ts = int(raw.get("timestamp") or self.clock_ms())
-            fill = Fill(order.client_order_id, order.symbol, order.side, price, filled,
-                        _fee_in_quote(raw, order.symbol, price), ts)
+            fill = Fill(
+                order.client_order_id, order.symbol, order.side, price, filled, _fee_in_quote(raw, order.symbol, price), ts
+            )
             self.ledger.record_fill(order, fill, status, exchange_id)
             return dataclasses.replace(order, status=status, exchange_id=exchange_id)
         if status != order.status:

@@ -15,8 +15,8 @@ or a newer instant) and `add` returns after the cycles it closed are decided.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -26,8 +26,9 @@ from daemon.metrics import REGISTRY
 
 log = logging.get("cycle")
 LATE = REGISTRY.counter("sigd_cycle_late_total", "Trigger bars that missed their cycle's assembly deadline, by symbol")
-CYCLE_SIZE = REGISTRY.histogram("sigd_cycle_symbols", "Symbols decided together in one cycle",
-                                (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+CYCLE_SIZE = REGISTRY.histogram(
+    "sigd_cycle_symbols", "Symbols decided together in one cycle", (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,15 @@ class Job:
 class Cycles:
     """Assembles trigger bars into cycles and runs them, one at a time, through `run`."""
 
-    def __init__(self, symbols: Sequence[str], deadline_s: float, run: Callable[[list[Job]], Awaitable[None]],
-                 skip: Callable[[Job, str], None], *, wait: bool = False) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        deadline_s: float,
+        run: Callable[[list[Job]], Awaitable[None]],
+        skip: Callable[[Job, str], None],
+        *,
+        wait: bool = False,
+    ) -> None:
         self.order = {s: i for i, s in enumerate(symbols)}
         self.deadline_s, self.run, self.skip, self.wait = deadline_s, run, skip, wait
         self._open: dict[str, Job] = {}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from daemon import log as logging
 from daemon.domain import Bar, Order, Position, Prediction, Signal
@@ -71,10 +72,15 @@ class SymbolState:
         if self.risk_state.last_trade_ts is not None and self.risk_params.cooldown_bars > 0:
             cooldown_until = self.risk_state.last_trade_ts + self.risk_params.cooldown_bars * self.risk_params.bar_ms
         return {
-            "position": dataclasses.asdict(position), "paused": self.paused, "halted": self.risk_state.halted,
-            "cooldown_until_ts": cooldown_until, "decisions": self.decisions,
-            "last_bar_ts": self.last_bar.ts if self.last_bar else None, "last_decision": self.last_decision,
-            "last_signal": self.last_signal, "equity": risk.equity(position, price, starting_balance),
+            "position": dataclasses.asdict(position),
+            "paused": self.paused,
+            "halted": self.risk_state.halted,
+            "cooldown_until_ts": cooldown_until,
+            "decisions": self.decisions,
+            "last_bar_ts": self.last_bar.ts if self.last_bar else None,
+            "last_decision": self.last_decision,
+            "last_signal": self.last_signal,
+            "equity": risk.equity(position, price, starting_balance),
         }
 
 
@@ -105,15 +111,22 @@ def signal_payload(signal_id: int, signal: Signal, latency_ms: float | None) -> 
     The event id ("signal-<row id>") travels beside the payload: the outbox adds it as `id`.
     """
     return {
-        "signal_id": signal_id, "symbol": signal.symbol, "side": signal.side.name,
-        "confidence": signal.confidence, "price": signal.price, "bar_ts": signal.bar_ts,
-        "strategy": signal.strategy, "reasons": list(signal.reasons),
-        "model_versions": dict(signal.model_versions), "latency_ms": latency_ms,
+        "signal_id": signal_id,
+        "symbol": signal.symbol,
+        "side": signal.side.name,
+        "confidence": signal.confidence,
+        "price": signal.price,
+        "bar_ts": signal.bar_ts,
+        "strategy": signal.strategy,
+        "reasons": list(signal.reasons),
+        "model_versions": dict(signal.model_versions),
+        "latency_ms": latency_ms,
     }
 
 
-def strategy_signals(strategies: Sequence[Strategy], predictions: Sequence[Prediction], position: Position,
-                     bar: Bar, state: RiskState) -> list[Signal]:
+def strategy_signals(
+    strategies: Sequence[Strategy], predictions: Sequence[Prediction], position: Position, bar: Bar, state: RiskState
+) -> list[Signal]:
     """Every strategy's signal; a strategy that raises is logged and counted, the others go on."""
     out: list[Signal] = []
     for strategy in strategies:
@@ -128,8 +141,9 @@ def strategy_signals(strategies: Sequence[Strategy], predictions: Sequence[Predi
     return out
 
 
-def candidates(state: SymbolState, predictions: Sequence[Prediction], position: Position, bar: Bar,
-               risk_state: RiskState) -> list[Signal]:
+def candidates(
+    state: SymbolState, predictions: Sequence[Prediction], position: Position, bar: Bar, risk_state: RiskState
+) -> list[Signal]:
     """A protective exit takes the bar (no strategy trades on a position being closed); else the strategies."""
     exit_signal = risk.protective_exit(position, bar, state.risk_params)
     if exit_signal is not None:
@@ -144,20 +158,20 @@ def verdict_for(signal: Signal, position: Position, state: RiskState, params: Ri
         verdict = risk.gate_portfolio(verdict, position, book.notional, book.equity, book.limits)
     if verdict.blocked:
         BLOCKED.inc(reason=verdict.blocked)
-        log.info("signal_blocked", symbol=signal.symbol, strategy=signal.strategy, side=signal.side.name,
-                 reason=verdict.blocked)
+        log.info("signal_blocked", symbol=signal.symbol, strategy=signal.strategy, side=signal.side.name, reason=verdict.blocked)
     return verdict
 
 
 def decision_summary(bar: Bar, predictions: Sequence[Prediction], signals: int) -> dict[str, Any]:
     """The last decision as /status shows it (a decision need not signal)."""
-    return {"bar_ts": bar.ts, "signals": signals,
-            "models": {p.model: {"side": p.side.name, "confidence": round(float(p.confidence), 4)}
-                       for p in predictions}}
+    return {
+        "bar_ts": bar.ts,
+        "signals": signals,
+        "models": {p.model: {"side": p.side.name, "confidence": round(float(p.confidence), 4)} for p in predictions},
+    }
 
 
-def portfolio_equity(positions: Mapping[str, Position], marks: Mapping[str, float | None],
-                     starting_balance: float) -> float:
+def portfolio_equity(positions: Mapping[str, Position], marks: Mapping[str, float | None], starting_balance: float) -> float:
     """Starting balance plus every symbol's realized and unrealized PnL less fees."""
     total = starting_balance
     for symbol, p in positions.items():
@@ -166,10 +180,9 @@ def portfolio_equity(positions: Mapping[str, Position], marks: Mapping[str, floa
     return total
 
 
-def make_book(positions: Mapping[str, Position], marks: Mapping[str, float | None], starting_balance: float,
-              limits: PortfolioLimits) -> Book:
+def make_book(
+    positions: Mapping[str, Position], marks: Mapping[str, float | None], starting_balance: float, limits: PortfolioLimits
+) -> Book:
     """The book at the start of a cycle."""
     notional = {s: abs(p.amount) * (marks.get(s) or p.entry_price) for s, p in positions.items()}
     return Book(notional, portfolio_equity(positions, marks, starting_balance), limits)
-
-

@@ -28,7 +28,8 @@ import dataclasses
 import json
 import sqlite3
 import time
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,23 +37,47 @@ from daemon import events
 from daemon import log as logging
 from daemon.config import Config
 from daemon.crashpoints import crash_point
+from daemon.domain import (
+    PRIMARY_TIMEFRAMES,
+    REFERENCE_SYMBOL,
+    Bar,
+    EventSink,
+    Position,
+    Prediction,
+    PredictorLike,
+    Side,
+    Signal,
+    timeframe_ms,
+)
 from daemon.health import FAILURES
-from daemon.domain import PRIMARY_TIMEFRAMES, REFERENCE_SYMBOL, Bar, EventSink, PredictorLike, Side, Signal
-from daemon.domain import Position, Prediction, timeframe_ms
 from daemon.metrics import REGISTRY
 from daemon.store import Reason, Store
 from daemon.trading.audit import AuditTrail
 from daemon.trading.cycle import Cycles, Job
-from daemon.trading.decide import KV_PAUSED, Book, Outcome, SymbolState, candidates, decision_summary, make_book
-from daemon.trading.decide import signal_payload, verdict_for
+from daemon.trading.decide import (
+    KV_PAUSED,
+    Book,
+    Outcome,
+    SymbolState,
+    candidates,
+    decision_summary,
+    make_book,
+    signal_payload,
+    verdict_for,
+)
 from daemon.trading.inference import Inference
 from daemon.trading.ledgers import ShadowLedgers, publish_signals
 from daemon.trading.orders import AlertsBroker, Broker, OrderIntent, client_order_id, wall_ms
 from daemon.trading.portfoliocycle import MODEL_TIMEFRAME, PortfolioCycle, model_bar_ts
 from daemon.trading.rebalance import Plan, Rebalancer
 from daemon.trading.scoring import Shadow
-from daemon.trading.wiring import broker_from_config, check_model_windows, engine_options, risk_params_from_config
-from daemon.trading.wiring import strategies_from_config
+from daemon.trading.wiring import (
+    broker_from_config,
+    check_model_windows,
+    engine_options,
+    risk_params_from_config,
+    strategies_from_config,
+)
 from strategies import risk
 from strategies.base import Strategy
 from strategies.confidence import ConfidenceStrategy
@@ -72,8 +97,14 @@ __all__ = ["Engine", "broker_from_config", "risk_params_from_config", "strategie
 class WindowSource(Protocol):
     """daemon.market.bars.Buffers: copies of the newest rows of each stream in the window convention."""
 
-    def windows(self, symbol: str, timeframes: Sequence[str], reference_symbol: str,
-                reference_timeframe: str = "1m", sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    def windows(
+        self,
+        symbol: str,
+        timeframes: Sequence[str],
+        reference_symbol: str,
+        reference_timeframe: str = "1m",
+        sizes: Mapping[str, int] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Owned copies of the newest rows per window key, float64 [n, 6]."""
         ...
 
@@ -84,15 +115,30 @@ class Engine(PortfolioCycle):
     (scores → target weights → rebalancing orders; daemon/trading/portfoliocycle.py)."""
 
     def __init__(
-        self, *, store: Store, buffers: WindowSource, predictors: Mapping[str, PredictorLike], sink: EventSink,
-        strategies: Sequence[Strategy] | None = None, broker: Broker | None = None, risk_params: RiskParams | None = None,
-        symbol: str = "ETH/USDT", symbols: Sequence[str] | None = None,
+        self,
+        *,
+        store: Store,
+        buffers: WindowSource,
+        predictors: Mapping[str, PredictorLike],
+        sink: EventSink,
+        strategies: Sequence[Strategy] | None = None,
+        broker: Broker | None = None,
+        risk_params: RiskParams | None = None,
+        symbol: str = "ETH/USDT",
+        symbols: Sequence[str] | None = None,
         per_symbol: Mapping[str, tuple[Sequence[Strategy], RiskParams]] | None = None,
-        portfolio: PortfolioLimits | None = None, reference_symbol: str = REFERENCE_SYMBOL,
-        timeframes: Sequence[str] = PRIMARY_TIMEFRAMES, reference_timeframe: str = "1m",
-        trigger_timeframe: str = "1m", wait_for_decision: bool = False, cycle_deadline_ms: int = 250,
-        prewarm_ms: int = 0, speed: float = 1.0, perf_clock: Callable[[], float] = time.perf_counter,
-        rebalancer: Rebalancer | None = None, ledgers: ShadowLedgers | None = None,
+        portfolio: PortfolioLimits | None = None,
+        reference_symbol: str = REFERENCE_SYMBOL,
+        timeframes: Sequence[str] = PRIMARY_TIMEFRAMES,
+        reference_timeframe: str = "1m",
+        trigger_timeframe: str = "1m",
+        wait_for_decision: bool = False,
+        cycle_deadline_ms: int = 250,
+        prewarm_ms: int = 0,
+        speed: float = 1.0,
+        perf_clock: Callable[[], float] = time.perf_counter,
+        rebalancer: Rebalancer | None = None,
+        ledgers: ShadowLedgers | None = None,
     ) -> None:
         self.store, self.buffers, self.sink = store, buffers, sink
         self.predictors: dict[str, PredictorLike] = dict(predictors)
@@ -103,8 +149,10 @@ class Engine(PortfolioCycle):
         self.timeframes, self.reference_timeframe = tuple(timeframes), reference_timeframe
         self.trigger_timeframe = trigger_timeframe
         bar_ms = timeframe_ms(trigger_timeframe)  # a clear error for an unknown timeframe
-        default = (list(strategies) if strategies is not None else [ConfidenceStrategy()],
-                   risk_params or RiskParams(bar_ms=bar_ms))
+        default = (
+            list(strategies) if strategies is not None else [ConfidenceStrategy()],
+            risk_params or RiskParams(bar_ms=bar_ms),
+        )
         self.states = {s: SymbolState(s, *(per_symbol or {}).get(s, default)) for s in self.symbols}
         self.starting_balance = self.states[self.symbol].risk_params.starting_balance
         self.portfolio = portfolio or PortfolioLimits()
@@ -114,8 +162,7 @@ class Engine(PortfolioCycle):
         self.perf_clock = perf_clock
         self.paused = False  # the global pause (every symbol)
         self.inference = Inference()
-        self.cycles = Cycles(self.symbols, cycle_deadline_ms / 1000.0, self._run_cycle, self._skip,
-                             wait=wait_for_decision)
+        self.cycles = Cycles(self.symbols, cycle_deadline_ms / 1000.0, self._run_cycle, self._skip, wait=wait_for_decision)
         self.prewarm_s = 0.0 if wait_for_decision else prewarm_ms / 1000.0
         self.interval_s = bar_ms / 1000.0 / max(speed, 1e-9)  # wall seconds between trigger closes
         self._prewarm: asyncio.TimerHandle | None = None
@@ -127,9 +174,17 @@ class Engine(PortfolioCycle):
 
     @classmethod
     def from_config(
-        cls, cfg: Config, *, store: Store, buffers: WindowSource, predictors: Mapping[str, PredictorLike],
-        sink: EventSink, exchange: Any = None, wait_for_decision: bool = False, quotes: Any = None,
-    ) -> "Engine":
+        cls,
+        cfg: Config,
+        *,
+        store: Store,
+        buffers: WindowSource,
+        predictors: Mapping[str, PredictorLike],
+        sink: EventSink,
+        exchange: Any = None,
+        wait_for_decision: bool = False,
+        quotes: Any = None,
+    ) -> Engine:
         """An Engine for every symbol of exchange.symbols with the strategies, risk rules, portfolio
         limits and broker the config names (per-symbol [symbols."X/Y"] overrides applied).
 
@@ -137,9 +192,14 @@ class Engine(PortfolioCycle):
         `quotes` (a QuoteSource) lets paper orders fill at the live bid/ask.
         """
         check_model_windows(cfg, predictors)
-        return cls(store=store, buffers=buffers, predictors=predictors, sink=sink,
-                   **engine_options(cfg, store=store, sink=sink, exchange=exchange, quotes=quotes),
-                   wait_for_decision=wait_for_decision)
+        return cls(
+            store=store,
+            buffers=buffers,
+            predictors=predictors,
+            sink=sink,
+            **engine_options(cfg, store=store, sink=sink, exchange=exchange, quotes=quotes),
+            wait_for_decision=wait_for_decision,
+        )
 
     # --- compatibility: the first symbol's strategies, risk rules and state ------------------
 
@@ -161,9 +221,15 @@ class Engine(PortfolioCycle):
         if self.ledgers is not None:
             self.ledgers.load(self.store)
         await self.broker.start()
-        log.info("engine_started", symbols=list(self.symbols), trigger=self.trigger_timeframe, mode=self.broker.mode,
-                 models=sorted(self.predictors), paused=self.paused,
-                 halted=sorted(s for s, st in self.states.items() if st.risk_state.halted))
+        log.info(
+            "engine_started",
+            symbols=list(self.symbols),
+            trigger=self.trigger_timeframe,
+            mode=self.broker.mode,
+            models=sorted(self.predictors),
+            paused=self.paused,
+            halted=sorted(s for s, st in self.states.items() if st.risk_state.halted),
+        )
         self._say_who_trades()
 
     async def close(self) -> None:
@@ -207,8 +273,7 @@ class Engine(PortfolioCycle):
         return sizes
 
     def _snapshot(self, symbol: str) -> dict[str, np.ndarray]:
-        return self.buffers.windows(symbol, self.timeframes, self.reference_symbol, self.reference_timeframe,
-                                    self._sizes())
+        return self.buffers.windows(symbol, self.timeframes, self.reference_symbol, self.reference_timeframe, self._sizes())
 
     async def _run_cycle(self, jobs: list[Job]) -> None:
         """Inference for the whole cycle, then every symbol's decision; one commit for the cycle."""
@@ -216,9 +281,12 @@ class Engine(PortfolioCycle):
             predictors = dict(self.predictors)  # a swap applies from the next cycle
             for job in jobs:
                 await self._settle(job.bar.symbol)
-            answers = await self.inference.predict(predictors, [j.windows for j in jobs],
-                                                   [model_bar_ts(j, self.trigger_timeframe) for j in jobs],
-                                                   [j.bar.symbol for j in jobs])
+            answers = await self.inference.predict(
+                predictors,
+                [j.windows for j in jobs],
+                [model_bar_ts(j, self.trigger_timeframe) for j in jobs],
+                [j.bar.symbol for j in jobs],
+            )
             if self.trigger_timeframe != MODEL_TIMEFRAME:  # stored and scored under the decision bar
                 answers = [[dataclasses.replace(p, bar_ts=j.bar.ts) for p in a] for j, a in zip(jobs, answers)]
             async with self._act_lock:
@@ -230,9 +298,11 @@ class Engine(PortfolioCycle):
                 self.last_commit = self.perf_clock()
                 await self._after_commit(outcomes, {j.bar.symbol: j.received for j in jobs}, plan)
                 if self.ledgers is not None:  # every model's answers, the shadow ones too
-                    shadow_signals = self.ledgers.on_cycle(max(j.bar.ts for j in jobs),
-                                                           {j.bar.symbol: j.bar.close for j in jobs},
-                                                           {j.bar.symbol: a for j, a in zip(jobs, answers)})
+                    shadow_signals = self.ledgers.on_cycle(
+                        max(j.bar.ts for j in jobs),
+                        {j.bar.symbol: j.bar.close for j in jobs},
+                        {j.bar.symbol: a for j, a in zip(jobs, answers)},
+                    )
                     with self.store.transaction():  # the books and their signals' alerts commit together
                         self.ledgers.save(self.store)
                         publish_signals(self.sink, self.store, shadow_signals, self.shadow.reasons)
@@ -265,14 +335,20 @@ class Engine(PortfolioCycle):
             if not pending:
                 break
             error = refused[-1][2]
-            log.warning("decision_commit_retry", attempt=attempt, of=COMMIT_ATTEMPTS,
-                        symbols=[j.bar.symbol for j, _ in pending], error=error)
+            log.warning(
+                "decision_commit_retry",
+                attempt=attempt,
+                of=COMMIT_ATTEMPTS,
+                symbols=[j.bar.symbol for j, _ in pending],
+                error=error,
+            )
         for job, _ in pending:
             self.audit.record(job.bar, Reason.FAILED_COMMIT, error)
         return outcomes
 
-    def _decide_all(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
-                    ) -> tuple[list[Outcome], list[tuple[Job, Sequence[Prediction], str]]]:
+    def _decide_all(
+        self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
+    ) -> tuple[list[Outcome], list[tuple[Job, Sequence[Prediction], str]]]:
         """Every symbol's decision in its own savepoint of one transaction (all-or-nothing each):
         (the outcomes, the decisions whose writes SQLite refused, with the error)."""
         book = self._book({j.bar.symbol: j.bar.close for j in jobs})
@@ -300,8 +376,7 @@ class Engine(PortfolioCycle):
                     self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, 0, wall_ms(), Reason.FAILED, repr(exc))
         return outcomes, refused
 
-    def _decide_portfolio(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]
-                          ) -> tuple[list[Outcome], Plan]:
+    def _decide_portfolio(self, jobs: Sequence[Job], answers: Sequence[Sequence[Prediction]]) -> tuple[list[Outcome], Plan]:
         """The cycle as one portfolio decision, in one transaction (all or nothing)."""
         assert self.rebalancer is not None
         before = self.rebalancer.risk_state
@@ -332,8 +407,7 @@ class Engine(PortfolioCycle):
             self._act(job, out, book)
         if out.risk_state != state.risk_state:  # most bars change nothing: no write for them
             state.save_risk(self.store, out.risk_state)
-        reason = (Reason.PAUSED if self.paused or state.paused else Reason.HALTED if out.risk_state.halted
-                  else Reason.DECIDED)
+        reason = Reason.PAUSED if self.paused or state.paused else Reason.HALTED if out.risk_state.halted else Reason.DECIDED
         self.store.mark_decided(bar.symbol, bar.timeframe, bar.ts, len(out.signals), now, reason)
         return out
 
@@ -352,8 +426,9 @@ class Engine(PortfolioCycle):
             if event is None:
                 continue
             out.signals.append(event)
-            order = self.broker.prepare(OrderIntent(bar.symbol, verdict.target, verdict.signal.price, bar.ts,
-                                                    bar.close_ts, verdict.signal.strategy))
+            order = self.broker.prepare(
+                OrderIntent(bar.symbol, verdict.target, verdict.signal.price, bar.ts, bar.close_ts, verdict.signal.strategy)
+            )
             if order is not None:
                 out.orders.append(order)
                 out.risk_state = risk.after_trade(out.risk_state, bar.ts)
@@ -362,9 +437,15 @@ class Engine(PortfolioCycle):
     def _alert_halt(self, bar: Bar, position: Position, state: risk.RiskState, params: RiskParams) -> None:
         """Tell the operator: new entries of this symbol stop until they resume."""
         eq = risk.equity(position, bar.close, params.starting_balance)
-        payload = {"kind": "drawdown_halt", "symbol": bar.symbol, "bar_ts": bar.ts, "equity": eq,
-                   "peak_equity": state.peak_equity, "max_drawdown": params.max_drawdown,
-                   "message": "drawdown limit reached: no new entries until resume"}
+        payload = {
+            "kind": "drawdown_halt",
+            "symbol": bar.symbol,
+            "bar_ts": bar.ts,
+            "equity": eq,
+            "peak_equity": state.peak_equity,
+            "max_drawdown": params.max_drawdown,
+            "message": "drawdown limit reached: no new entries until resume",
+        }
         log.error("drawdown_halt", **payload)
         self.sink.publish("error", payload, event_id=f"drawdown-halt-{bar.symbol}-{bar.ts}")
 
@@ -380,8 +461,7 @@ class Engine(PortfolioCycle):
         self.sink.publish("signal", payload, event_id=event_id)
         return {"id": event_id, **payload}
 
-    async def _after_commit(self, outcomes: Sequence[Outcome], received: Mapping[str, float],
-                            plan: Plan | None = None) -> None:
+    async def _after_commit(self, outcomes: Sequence[Outcome], received: Mapping[str, float], plan: Plan | None = None) -> None:
         """The committed decisions: state in memory, metrics, then the orders are executed
         (sells first: their proceeds pay for the buys)."""
         if any(out.signals for out in outcomes):
@@ -402,9 +482,16 @@ class Engine(PortfolioCycle):
                 BAR_TO_SIGNAL_MS.observe(elapsed, symbol=symbol)
                 events.publish(events.SignalEmitted.of_payload(event))
                 # The cycle's one INFO line says it (decision_cycle); the detail is for debugging.
-                log.debug("signal", symbol=symbol, bar_ts=event["bar_ts"], side=event["side"],
-                          confidence=round(event["confidence"], 4), price=event["price"], strategy=event["strategy"],
-                          latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3))
+                log.debug(
+                    "signal",
+                    symbol=symbol,
+                    bar_ts=event["bar_ts"],
+                    side=event["side"],
+                    confidence=round(event["confidence"], 4),
+                    price=event["price"],
+                    strategy=event["strategy"],
+                    latency_ms=None if event["latency_ms"] is None else round(event["latency_ms"], 3),
+                )
         if plan is not None and self.rebalancer is not None:
             self.rebalancer.commit(plan)
         orders = sorted((o for out in outcomes for o in out.orders), key=lambda o: o.side != "sell")
@@ -481,8 +568,9 @@ class Engine(PortfolioCycle):
                 self.store.set_kv("portfolio.risk", json.dumps(self.rebalancer.risk_state.to_dict()))
         log.warning("engine_resumed", symbol=symbol or "all")
 
-    async def flatten(self, reason: str = "operator", symbol: str | None = None,
-                      fallback: Mapping[str, Bar] | None = None) -> bool:
+    async def flatten(
+        self, reason: str = "operator", symbol: str | None = None, fallback: Mapping[str, Bar] | None = None
+    ) -> bool:
         """Close positions now (one symbol or all) at their last trigger bar (before this run's
         first decision: at `fallback[symbol]`); False when nothing was sent."""
         async with self._act_lock:
@@ -518,13 +606,24 @@ class Engine(PortfolioCycle):
         symbols = {s: st.status(self.broker.position(s), self.starting_balance) for s, st in self.states.items()}
         first = symbols[self.symbol]
         return {
-            "symbol": self.symbol, "trigger_timeframe": self.trigger_timeframe, "mode": self.broker.mode,
-            "paused": self.paused, "halted": any(v["halted"] for v in symbols.values()),
-            "busy": self.cycles.busy, "decisions": self.decisions, "skipped": self.skipped, "late": self.cycles.late,
+            "symbol": self.symbol,
+            "trigger_timeframe": self.trigger_timeframe,
+            "mode": self.broker.mode,
+            "paused": self.paused,
+            "halted": any(v["halted"] for v in symbols.values()),
+            "busy": self.cycles.busy,
+            "decisions": self.decisions,
+            "skipped": self.skipped,
+            "late": self.cycles.late,
             "models": {n: {"version": p.version, "threshold": p.threshold} for n, p in self.predictors.items()},
-            "symbols": symbols, "portfolio": dataclasses.asdict(self.portfolio),
-            "position": first["position"], "equity": first["equity"], "last_signal": first["last_signal"],
-            "last_bar_ts": first["last_bar_ts"], "broker": self.broker.status(), **self.shadow.status(),
+            "symbols": symbols,
+            "portfolio": dataclasses.asdict(self.portfolio),
+            "position": first["position"],
+            "equity": first["equity"],
+            "last_signal": first["last_signal"],
+            "last_bar_ts": first["last_bar_ts"],
+            "broker": self.broker.status(),
+            **self.shadow.status(),
             "rebalance": self.rebalancer.status() if self.rebalancer is not None else None,
             "ledgers": self.ledgers.status() if self.ledgers is not None else None,
         }

@@ -17,8 +17,9 @@ import asyncio
 import dataclasses
 import os
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,9 @@ log = logging.get("inference")
 PREDICTOR_ERRORS = REGISTRY.counter("sigd_predictor_errors_total", "Predictors that raised, by model")
 INFERENCE_MS = REGISTRY.histogram("sigd_inference_ms", "Inference time per model and bar, ms")
 BATCH_MS = REGISTRY.histogram("sigd_inference_batch_ms", "One model's forward pass over a whole cycle, ms")
-BATCH_SIZE = REGISTRY.histogram("sigd_inference_batch_size", "Symbols in one model's forward pass",
-                                (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+BATCH_SIZE = REGISTRY.histogram(
+    "sigd_inference_batch_size", "Symbols in one model's forward pass", (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+)
 PREWARM_MS = REGISTRY.histogram("sigd_prewarm_ms", "Throwaway forward pass before an expected close, ms")
 Windows = Mapping[str, np.ndarray]
 
@@ -46,8 +48,9 @@ def own_windows(predictor: PredictorLike, windows: Windows) -> dict[str, np.ndar
     return {k: windows[k][-n:] for k, n in predictor.required_windows.items() if k in windows}
 
 
-def predict_one_by_one(name: str, predictor: PredictorLike, windows: Sequence[Windows],
-                       bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> list[Prediction | None]:
+def predict_one_by_one(
+    name: str, predictor: PredictorLike, windows: Sequence[Windows], bar_ts: Sequence[int], symbols: Sequence[str] | None = None
+) -> list[Prediction | None]:
     """predict() per symbol; one that raises is None (logged, counted).
 
     A predictor with `predict_for(symbol, windows, bar_ts)` (a backtest's precomputed table,
@@ -88,8 +91,9 @@ def fragile(p: Prediction) -> bool:
     return abs(p.confidence - p.threshold) < MARGIN or top[0] - top[1] < MARGIN
 
 
-def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows],
-                 bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> list[Prediction | None]:
+def predict_many(
+    name: str, predictor: PredictorLike, windows: Sequence[Windows], bar_ts: Sequence[int], symbols: Sequence[str] | None = None
+) -> list[Prediction | None]:
     """One model over a cycle: one batched forward pass when the model has one."""
     if symbols is not None and hasattr(predictor, "predict_for"):
         return predict_one_by_one(name, predictor, windows, bar_ts, symbols)
@@ -112,8 +116,12 @@ def predict_many(name: str, predictor: PredictorLike, windows: Sequence[Windows]
     return answers
 
 
-def run_models(models: Sequence[tuple[str, PredictorLike]], windows: Sequence[Windows],
-               bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> dict[str, list[Prediction | None]]:
+def run_models(
+    models: Sequence[tuple[str, PredictorLike]],
+    windows: Sequence[Windows],
+    bar_ts: Sequence[int],
+    symbols: Sequence[str] | None = None,
+) -> dict[str, list[Prediction | None]]:
     """Every model of one lane over the cycle (runs on that device's thread)."""
     return {name: predict_many(name, p, windows, bar_ts, symbols) for name, p in models}
 
@@ -151,18 +159,28 @@ class Inference:
             self._executors[device] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sigd-infer-{device}")
         return self._executors[device]
 
-    async def predict(self, predictors: Mapping[str, PredictorLike], windows: Sequence[Windows],
-                      bar_ts: Sequence[int], symbols: Sequence[str] | None = None) -> list[list[Prediction]]:
+    async def predict(
+        self,
+        predictors: Mapping[str, PredictorLike],
+        windows: Sequence[Windows],
+        bar_ts: Sequence[int],
+        symbols: Sequence[str] | None = None,
+    ) -> list[list[Prediction]]:
         """Per symbol (in the order given), the predictions of every model that answered."""
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(*(
-            loop.run_in_executor(self._executor(dev), run_models, models, windows, bar_ts, symbols)
-            for dev, models in lanes(predictors)))
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._executor(dev), run_models, models, windows, bar_ts, symbols)
+                for dev, models in lanes(predictors)
+            )
+        )
         merged: dict[str, list[Prediction | None]] = {}
         for r in results:
             merged.update(r)
-        return [[merged[name][i] for name in predictors if merged[name][i] is not None]  # type: ignore[misc]
-                for i in range(len(windows))]
+        return [
+            [merged[name][i] for name in predictors if merged[name][i] is not None]  # type: ignore[misc]
+            for i in range(len(windows))
+        ]
 
     async def prewarm(self, predictors: Mapping[str, PredictorLike], windows: Sequence[Windows]) -> float:
         """One throwaway forward pass per model on these windows; its wall ms (never stored)."""
@@ -172,8 +190,9 @@ class Inference:
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         ws, ts = [w for w, _ in usable], [t for _, t in usable]
-        await asyncio.gather(*(loop.run_in_executor(self._executor(dev), _quiet, models, ws, ts)
-                               for dev, models in lanes(predictors)))
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor(dev), _quiet, models, ws, ts) for dev, models in lanes(predictors))
+        )
         elapsed = (time.perf_counter() - start) * 1000.0
         PREWARM_MS.observe(elapsed)
         return elapsed
@@ -195,6 +214,6 @@ def _quiet(models: Sequence[tuple[str, PredictorLike]], windows: Sequence[Window
             else:
                 for w, ts in zip(windows, bar_ts):
                     p.predict(own_windows(p, w), ts)
-        except Exception as exc:  # noqa: BLE001 — the real decision will report it
+        except Exception as exc:
             log.debug("prewarm_failed", model=getattr(p, "name", "?"), error=repr(exc))
     return None

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Container, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,15 +74,23 @@ class Book:
         self.equity *= 1.0 + float((self.weights * np.nan_to_num(returns)).sum())
         self.weights = drift(self.weights, returns)
 
-    def trade(self, target: np.ndarray, rates: np.ndarray, ts: int, symbols: Sequence[str],
-              prices: np.ndarray) -> list[dict[str, Any]]:
+    def trade(
+        self, target: np.ndarray, rates: np.ndarray, ts: int, symbols: Sequence[str], prices: np.ndarray
+    ) -> list[dict[str, Any]]:
         """Fill the move to `target` at the cycle's prices, paying `rates` on the notional.
         Returns the symbols whose side changed (entered, left or reversed), for the alerts."""
         moved = np.abs(target - self.weights) > 1e-12
-        flipped = [{"symbol": symbols[i], "bar_ts": ts, "side": _side(float(target[i])),
-                    "weight": round(float(target[i]), 6), "prev_weight": round(float(self.weights[i]), 6),
-                    "price": float(prices[i])}
-                   for i in np.flatnonzero(moved & (np.sign(target) != np.sign(self.weights)) & np.isfinite(prices)).tolist()]
+        flipped = [
+            {
+                "symbol": symbols[i],
+                "bar_ts": ts,
+                "side": _side(float(target[i])),
+                "weight": round(float(target[i]), 6),
+                "prev_weight": round(float(self.weights[i]), 6),
+                "price": float(prices[i]),
+            }
+            for i in np.flatnonzero(moved & (np.sign(target) != np.sign(self.weights)) & np.isfinite(prices)).tolist()
+        ]
         if moved.any():
             cost = rebalance_cost(self.weights, target, rates)
             self.turnover += turnover(self.weights, target)
@@ -90,8 +99,9 @@ class Book:
             self.signals += int(moved.sum())
             self.fills += int(moved.sum())
             for i in np.flatnonzero(moved).tolist():
-                self.last_signals.append({"bar_ts": ts, "symbol": symbols[i], "weight": round(float(target[i]), 6),
-                                          "price": float(prices[i])})
+                self.last_signals.append(
+                    {"bar_ts": ts, "symbol": symbols[i], "weight": round(float(target[i]), 6), "price": float(prices[i])}
+                )
         self.weights = target.copy()
         return flipped
 
@@ -104,17 +114,35 @@ class Book:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (the store keeps it between runs)."""
-        return {"equity": self.equity, "weights": self.weights.tolist(), "peak": self.peak,
-                "max_drawdown": self.max_drawdown, "turnover": self.turnover, "costs": self.costs,
-                "signals": self.signals, "fills": self.fills, "cycles": self.cycles, "curve": list(self.curve),
-                "last_signals": list(self.last_signals)}
+        return {
+            "equity": self.equity,
+            "weights": self.weights.tolist(),
+            "peak": self.peak,
+            "max_drawdown": self.max_drawdown,
+            "turnover": self.turnover,
+            "costs": self.costs,
+            "signals": self.signals,
+            "fills": self.fills,
+            "cycles": self.cycles,
+            "curve": list(self.curve),
+            "last_signals": list(self.last_signals),
+        }
 
     @classmethod
-    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> "Book":
+    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> Book:
         """Inverse of to_dict."""
-        book = cls(name, float(raw["equity"]), np.asarray(raw["weights"], dtype=np.float64), float(raw["peak"]),
-                   float(raw["max_drawdown"]), float(raw["turnover"]), float(raw["costs"]), int(raw["signals"]),
-                   int(raw["fills"]), int(raw["cycles"]))
+        book = cls(
+            name,
+            float(raw["equity"]),
+            np.asarray(raw["weights"], dtype=np.float64),
+            float(raw["peak"]),
+            float(raw["max_drawdown"]),
+            float(raw["turnover"]),
+            float(raw["costs"]),
+            int(raw["signals"]),
+            int(raw["fills"]),
+            int(raw["cycles"]),
+        )
         book.curve.extend(tuple(p) for p in raw["curve"])  # type: ignore[misc]
         book.last_signals.extend(raw["last_signals"])
         return book
@@ -124,21 +152,40 @@ class Book:
         if prices is not None:
             for i, s in enumerate(symbols):
                 if self.weights[i] and prices[i] > 0:
-                    amounts[s] = {"weight": round(float(self.weights[i]), 6),
-                                  "amount": float(self.weights[i] * self.equity / prices[i])}
-        return {"equity": round(self.equity, 4), "pnl": round(self.equity - starting, 4),
-                "return": round(self.equity / starting - 1.0, 6), "drawdown": round(1.0 - self.equity / self.peak, 6)
-                if self.peak > 0 else 0.0, "max_drawdown": round(self.max_drawdown, 6),
-                "turnover": round(self.turnover, 6), "costs": round(self.costs, 4), "signals": self.signals,
-                "fills": self.fills, "cycles": self.cycles, "positions": amounts,
-                "last_signals": list(self.last_signals), "equity_curve": list(self.curve)}
+                    amounts[s] = {
+                        "weight": round(float(self.weights[i]), 6),
+                        "amount": float(self.weights[i] * self.equity / prices[i]),
+                    }
+        return {
+            "equity": round(self.equity, 4),
+            "pnl": round(self.equity - starting, 4),
+            "return": round(self.equity / starting - 1.0, 6),
+            "drawdown": round(1.0 - self.equity / self.peak, 6) if self.peak > 0 else 0.0,
+            "max_drawdown": round(self.max_drawdown, 6),
+            "turnover": round(self.turnover, 6),
+            "costs": round(self.costs, 4),
+            "signals": self.signals,
+            "fills": self.fills,
+            "cycles": self.cycles,
+            "positions": amounts,
+            "last_signals": list(self.last_signals),
+            "equity_curve": list(self.curve),
+        }
 
 
 class ShadowLedgers:
     """Every model's book and the two baselines, advanced once per decision cycle."""
 
-    def __init__(self, symbols: Sequence[str], spec: PortfolioSpec, *, periods_per_year: float, cost_rate: float,
-                 starting_balance: float, by_side: bool = False) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        spec: PortfolioSpec,
+        *,
+        periods_per_year: float,
+        cost_rate: float,
+        starting_balance: float,
+        by_side: bool = False,
+    ) -> None:
         self.symbols = tuple(symbols)
         self.index = {s: i for i, s in enumerate(self.symbols)}
         self.spec, self.periods_per_year, self.by_side = spec, periods_per_year, by_side
@@ -154,8 +201,9 @@ class ShadowLedgers:
             self.books[name] = Book(name, self.starting, np.zeros(len(self.symbols)), peak=self.starting)
         return self.books[name]
 
-    def on_cycle(self, ts: int, closes: Mapping[str, float],
-                 predictions: Mapping[str, Sequence[Prediction]]) -> list[dict[str, Any]]:
+    def on_cycle(
+        self, ts: int, closes: Mapping[str, float], predictions: Mapping[str, Sequence[Prediction]]
+    ) -> list[dict[str, Any]]:
         """One decision cycle: `closes` and every model's `predictions` per symbol decided now.
         Returns the models' shadow signals (a side change in a symbol, with "model"), baselines left out."""
         signals: list[dict[str, Any]] = []
@@ -192,9 +240,12 @@ class ShadowLedgers:
 
     def save(self, store: Any) -> None:
         """Keep the books in the store (one kv row, its own commit)."""
-        raw = {"symbols": list(self.symbols), "starting": self.starting,
-               "prev": [None if not math.isfinite(p) else p for p in self.prev.tolist()],
-               "books": {n: b.to_dict() for n, b in self.books.items()}}
+        raw = {
+            "symbols": list(self.symbols),
+            "starting": self.starting,
+            "prev": [None if not math.isfinite(p) else p for p in self.prev.tolist()],
+            "books": {n: b.to_dict() for n, b in self.books.items()},
+        }
         with store.transaction():
             store.set_kv(KV_LEDGERS, json.dumps(raw))
 
@@ -218,8 +269,10 @@ class ShadowLedgers:
     def status(self) -> dict[str, Any]:
         """Per book: equity, PnL, drawdown, turnover, positions, recent signals, equity curve."""
         prices = self.prev if np.isfinite(self.prev).any() else None
-        return {"starting_balance": self.starting, "books": {n: b.status(self.symbols, prices, self.starting)
-                                                             for n, b in self.books.items()}}
+        return {
+            "starting_balance": self.starting,
+            "books": {n: b.status(self.symbols, prices, self.starting) for n, b in self.books.items()},
+        }
 
 
 def publish_signals(sink: Any, store: Any, signals: Sequence[Mapping[str, Any]], shadowed: Container[str]) -> None:
@@ -240,6 +293,8 @@ def render_ledgers(status: Mapping[str, Any] | None) -> list[str]:
     lines = [f"shadow ledgers (paper, from {status.get('starting_balance', 0):g}; what each model would have done):"]
     for name in sorted(books, key=lambda n: (n in (FLAT, HOLD), n)):
         b = books[name]
-        lines.append(f"  {name:<16} equity {b['equity']:>12.2f}  pnl {b['pnl']:+10.2f}  max dd {b['max_drawdown']:6.2%}"
-                     f"  turnover {b['turnover']:7.3f}  signals {b['signals']}  fills {b['fills']}")
+        lines.append(
+            f"  {name:<16} equity {b['equity']:>12.2f}  pnl {b['pnl']:+10.2f}  max dd {b['max_drawdown']:6.2%}"
+            f"  turnover {b['turnover']:7.3f}  signals {b['signals']}  fills {b['fills']}"
+        )
     return lines

@@ -10,8 +10,9 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from daemon import events
 from daemon import log as logging
@@ -24,8 +25,9 @@ from strategies.base import EPSILON  # one notion of a zero position everywhere
 
 log = logging.get("orders")
 UNRESOLVED = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.UNKNOWN)
-SKIPPED_ORDERS = REGISTRY.counter("sigd_orders_skipped_total",
-                                  "Orders not sent: below the market's minimum amount or notional, by symbol and reason")
+SKIPPED_ORDERS = REGISTRY.counter(
+    "sigd_orders_skipped_total", "Orders not sent: below the market's minimum amount or notional, by symbol and reason"
+)
 # The market's limits per symbol (ExchangeClient.limits); None: the market reports none.
 LimitsSource = Callable[[str], "MarketLimits | None"]
 
@@ -110,8 +112,10 @@ def stale_reason(order: Order, now_ms: int, decision_ms: int) -> str | None:
     newest = (now_ms // decision_ms) * decision_ms - decision_ms  # open time of the newest closed bar
     if order.bar_ts >= newest:
         return None
-    return (f"stale intent: decided on the bar opening {_iso(order.bar_ts)}, the newest closed bar opens "
-            f"{_iso(newest)}; not sent after the restart")
+    return (
+        f"stale intent: decided on the bar opening {_iso(order.bar_ts)}, the newest closed bar opens "
+        f"{_iso(newest)}; not sent after the restart"
+    )
 
 
 def _iso(ms: int) -> str:
@@ -135,8 +139,7 @@ def apply_fill(position: Position, fill: Fill) -> Position:
     return Position(position.symbol, new, entry, realized, position.fees + fill.fee)
 
 
-def order_for(intent: OrderIntent, position: Position, status: OrderStatus,
-              limits: MarketLimits | None = None) -> Order | None:
+def order_for(intent: OrderIntent, position: Position, status: OrderStatus, limits: MarketLimits | None = None) -> Order | None:
     """The market order that moves `position` to the intent's target; None when already there.
 
     With the market's `limits` the amount is rounded down to the amount step, and an order
@@ -150,9 +153,17 @@ def order_for(intent: OrderIntent, position: Position, status: OrderStatus,
         amount, reason = limits.fit(amount, intent.price)
         if reason is not None:
             SKIPPED_ORDERS.inc(symbol=intent.symbol, reason=reason)
-            log.info("order_skipped", symbol=intent.symbol, bar_ts=intent.bar_ts, strategy=intent.strategy,
-                     reason=reason, amount=abs(delta), price=intent.price, min_amount=limits.min_amount,
-                     min_notional=limits.min_notional)
+            log.info(
+                "order_skipped",
+                symbol=intent.symbol,
+                bar_ts=intent.bar_ts,
+                strategy=intent.strategy,
+                reason=reason,
+                amount=abs(delta),
+                price=intent.price,
+                min_amount=limits.min_amount,
+                min_notional=limits.min_notional,
+            )
             return None
     return Order(
         client_order_id=client_order_id(intent.symbol, intent.bar_ts, intent.strategy, intent.leg),
@@ -201,13 +212,11 @@ class Ledger:
             log.warning("order_duplicate_suppressed", client_order_id=order.client_order_id)
         return created
 
-    def set_status(self, order: Order, status: OrderStatus, *, exchange_id: str | None = None,
-                   error: str | None = None) -> Order:
+    def set_status(self, order: Order, status: OrderStatus, *, exchange_id: str | None = None, error: str | None = None) -> Order:
         """Store a status change and its "order" event in one commit."""
         updated = dataclasses.replace(order, status=status, exchange_id=exchange_id or order.exchange_id)
         with self.store.transaction():
-            self.store.set_order_status(order.client_order_id, status, self.clock_ms(),
-                                        exchange_id=exchange_id, error=error)
+            self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id, error=error)
             self.announce(updated, error)
         log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         return updated
@@ -216,9 +225,15 @@ class Ledger:
         """An unsent order too old to send: REJECTED with the reason, and an "error" alert, in one commit."""
         with self.store.transaction():
             rejected = self.set_status(order, OrderStatus.REJECTED, error=reason)
-            payload = {"kind": "stale_order", "symbol": order.symbol, "bar_ts": order.bar_ts,
-                       "client_order_id": order.client_order_id, "side": order.side, "amount": order.amount,
-                       "message": f"{order.symbol} {order.side} {order.amount:g}: {reason}"}
+            payload = {
+                "kind": "stale_order",
+                "symbol": order.symbol,
+                "bar_ts": order.bar_ts,
+                "client_order_id": order.client_order_id,
+                "side": order.side,
+                "amount": order.amount,
+                "message": f"{order.symbol} {order.side} {order.amount:g}: {reason}",
+            }
             self.sink.publish("error", payload, event_id=f"stale-order-{order.client_order_id}")
         log.error("order_stale_rejected", **payload)
         return rejected
@@ -227,12 +242,14 @@ class Ledger:
         """Queue the "order" event of the order's status (a stable id: once per status; call it
         inside the transaction that stores what it says). Every broker announces an order as
         `open` before its fill, so webhook consumers see the same event types in every mode."""
-        self.sink.publish("order", {**order_payload(order), "error": error},
-                          event_id=f"order-{order.client_order_id}-{order.status.value}")
+        self.sink.publish(
+            "order", {**order_payload(order), "error": error}, event_id=f"order-{order.client_order_id}-{order.status.value}"
+        )
         self.store.after_commit(lambda: events.publish(events.OrderUpdated.of(order)))
 
-    def record_fill(self, order: Order, fill: Fill, status: OrderStatus = OrderStatus.FILLED,
-                    exchange_id: str | None = None) -> Position:
+    def record_fill(
+        self, order: Order, fill: Fill, status: OrderStatus = OrderStatus.FILLED, exchange_id: str | None = None
+    ) -> Position:
         """Fill, position, order status and the "fill" event in one commit."""
         position = apply_fill(self.position(fill.symbol), fill)
         with self.store.transaction():
@@ -242,8 +259,7 @@ class Ledger:
             self.store.put_position(position, self.clock_ms())
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id)
             if order.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN):  # never announced: open, then the fill
-                self.announce(dataclasses.replace(order, status=OrderStatus.OPEN,
-                                                  exchange_id=exchange_id or order.exchange_id))
+                self.announce(dataclasses.replace(order, status=OrderStatus.OPEN, exchange_id=exchange_id or order.exchange_id))
             payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
             self.sink.publish("fill", payload, event_id=f"fill-{fill.client_order_id}")
         if not self.store.db.conn.in_transaction:  # committed (not a savepoint inside a caller's transaction)
@@ -252,8 +268,15 @@ class Ledger:
         # Live pushes once the fill's transaction (or an enclosing one) has committed.
         self.store.after_commit(lambda: events.publish(events.FillRecorded.of(fill)))
         self.store.after_commit(lambda: events.publish(events.PositionChanged.of(position)))
-        log.info("order_filled", client_order_id=fill.client_order_id, side=fill.side, price=fill.price,
-                 amount=fill.amount, fee=fill.fee, position=position.amount)
+        log.info(
+            "order_filled",
+            client_order_id=fill.client_order_id,
+            side=fill.side,
+            price=fill.price,
+            amount=fill.amount,
+            fee=fill.fee,
+            position=position.amount,
+        )
         return position
 
 

@@ -12,12 +12,13 @@ SQLite, so a restarted daemon continues with the same position and fills what wa
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from daemon import log as logging
 from daemon.domain import Bar, EventSink, Fill, Order, OrderStatus, Position
-from daemon.trading.orders import Ledger, LimitsSource, OrderIntent, order_for, stale_reason, wall_ms
 from daemon.store import Store
+from daemon.trading.orders import Ledger, LimitsSource, OrderIntent, order_for, stale_reason, wall_ms
 
 log = logging.get("paper")
 RECENT_BARS = 256  # bars remembered per symbol: covers a decision slower than 4 min of 1s bars
@@ -41,10 +42,19 @@ class PaperBroker:
 
     mode = "paper"
 
-    def __init__(self, store: Store, sink: EventSink, *, fee: float = 0.001, slippage: float = 0.0005,
-                 clock_ms: Callable[[], int] = wall_ms, quotes: QuoteSource | None = None,
-                 limits: LimitsSource | None = None, server_time: Callable[[], Awaitable[int]] | None = None,
-                 decision_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sink: EventSink,
+        *,
+        fee: float = 0.001,
+        slippage: float = 0.0005,
+        clock_ms: Callable[[], int] = wall_ms,
+        quotes: QuoteSource | None = None,
+        limits: LimitsSource | None = None,
+        server_time: Callable[[], Awaitable[int]] | None = None,
+        decision_ms: int | None = None,
+    ) -> None:
         """`limits`: the market's precision and minimums per symbol (the exchange's, through
         ccxt); paper orders are then sized exactly as the exchange would accept them.
         `server_time` (the exchange's clock) and `decision_ms` (the decision timeframe): on
@@ -140,8 +150,7 @@ class PaperBroker:
     def _fill(self, order: Order, reference: float, ts: int) -> None:
         price = fill_price(reference, order.side, self.slippage)
         fee = self.fee * price * order.amount
-        self.ledger.record_fill(order, Fill(order.client_order_id, order.symbol, order.side, price,
-                                            order.amount, fee, ts))
+        self.ledger.record_fill(order, Fill(order.client_order_id, order.symbol, order.side, price, order.amount, fee, ts))
 
     async def close(self) -> None:
         """Nothing runs in the background (pending orders are in SQLite)."""
@@ -149,7 +158,9 @@ class PaperBroker:
     def status(self) -> dict[str, Any]:
         """Mode, fee, slippage, pending orders and positions."""
         return {
-            "mode": self.mode, "fee": self.fee, "slippage": self.slippage,
+            "mode": self.mode,
+            "fee": self.fee,
+            "slippage": self.slippage,
             "pending": [o.client_order_id for o, _ in self._pending],
             "positions": self.ledger.positions(),
         }

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from daemon import log as logging
 from daemon.domain import EventSink, Prediction, Signal
@@ -19,11 +20,11 @@ from daemon.trading.rebalance import Plan, Rebalancer, side_of
 from strategies.base import EPSILON
 
 if TYPE_CHECKING:
-    from daemon.trading.ledgers import ShadowLedgers
+    from daemon.store import Store
     from daemon.trading.decide import SymbolState
+    from daemon.trading.ledgers import ShadowLedgers
     from daemon.trading.orders import Broker
     from daemon.trading.scoring import Shadow
-    from daemon.store import Store
 
 log = logging.get("engine")
 PORTFOLIO_STRATEGY = "portfolio"  # the `strategy` of the signals and orders of a portfolio cycle
@@ -44,16 +45,16 @@ class PortfolioCycle:
     """Portfolio decisions for Engine (its attributes are the engine's)."""
 
     rebalancer: Rebalancer | None
-    store: "Store"
-    broker: "Broker"
-    shadow: "Shadow"
-    states: dict[str, "SymbolState"]
+    store: Store
+    broker: Broker
+    shadow: Shadow
+    states: dict[str, SymbolState]
     symbols: tuple[str, ...]
     starting_balance: float
     paused: bool
     sink: EventSink
     predictors: dict[str, Any]
-    ledgers: "ShadowLedgers | None"
+    ledgers: ShadowLedgers | None
     last_commit: float
 
     def _emit(self, signal: Signal, received: float | None) -> dict[str, Any] | None:
@@ -73,8 +74,16 @@ class PortfolioCycle:
             tradable[job.bar.symbol] = self.shadow.allowed(predictions)
         frozen = frozenset(s for s, st in self.states.items() if st.paused or self.paused)
         was_halted = self.rebalancer.risk_state.halted
-        plan = self.rebalancer.plan(self.symbols, {j.bar.symbol: j.bar for j in jobs},
-                                    {j.bar.symbol: j.windows for j in jobs}, tradable, positions, marks, equity, frozen)
+        plan = self.rebalancer.plan(
+            self.symbols,
+            {j.bar.symbol: j.bar for j in jobs},
+            {j.bar.symbol: j.windows for j in jobs},
+            tradable,
+            positions,
+            marks,
+            equity,
+            frozen,
+        )
         if plan.halted and not was_halted:
             self._alert_book_halt(plan)
         index = {s: i for i, s in enumerate(plan.symbols)}
@@ -94,9 +103,15 @@ class PortfolioCycle:
     def _alert_book_halt(self, plan: Plan) -> None:
         """Tell the operator: the book's drawdown reached the limit; new exposure stops until resume."""
         assert self.rebalancer is not None
-        payload = {"kind": "drawdown_halt", "symbol": "portfolio", "bar_ts": plan.bar_ts, "equity": plan.equity,
-                   "peak_equity": self.rebalancer.risk_state.peak_equity, "max_drawdown": self.rebalancer.max_drawdown,
-                   "message": "portfolio drawdown limit reached: no new exposure until resume (exits still trade)"}
+        payload = {
+            "kind": "drawdown_halt",
+            "symbol": "portfolio",
+            "bar_ts": plan.bar_ts,
+            "equity": plan.equity,
+            "peak_equity": self.rebalancer.risk_state.peak_equity,
+            "max_drawdown": self.rebalancer.max_drawdown,
+            "message": "portfolio drawdown limit reached: no new exposure until resume (exits still trade)",
+        }
         log.error("drawdown_halt", **payload)
         self.sink.publish("error", payload, event_id=f"drawdown-halt-portfolio-{plan.bar_ts}")
 
@@ -105,17 +120,28 @@ class PortfolioCycle:
         bar, weight = job.bar, float(plan.target[i])
         why = plan.reasons.get(bar.symbol)
         score = float(plan.scores[i])
-        reasons = (f"target weight {weight:+.4f} (held {float(plan.current[i]):+.4f})",
-                   f"score {score:+.4f}" if math.isfinite(score) else "no score: weight kept") + ((why,) if why else ())
-        signal = Signal(bar.symbol, bar.ts, side_of(weight), min(1.0, abs(score)) if math.isfinite(score) else 0.0,
-                        bar.close, PORTFOLIO_STRATEGY, reasons, {p.model: p.version for p in predictions})
+        reasons = (
+            f"target weight {weight:+.4f} (held {float(plan.current[i]):+.4f})",
+            f"score {score:+.4f}" if math.isfinite(score) else "no score: weight kept",
+        ) + ((why,) if why else ())
+        signal = Signal(
+            bar.symbol,
+            bar.ts,
+            side_of(weight),
+            min(1.0, abs(score)) if math.isfinite(score) else 0.0,
+            bar.close,
+            PORTFOLIO_STRATEGY,
+            reasons,
+            {p.model: p.version for p in predictions},
+        )
         event = self._emit(signal, job.received)
         if event is None:  # this bar was already signalled (a replayed cycle)
             return
         event["target_weight"] = weight
         out.signals.append(event)
-        order = self.broker.prepare(OrderIntent(bar.symbol, float(plan.amounts[i]), bar.close, bar.ts, bar.close_ts,
-                                                PORTFOLIO_STRATEGY))
+        order = self.broker.prepare(
+            OrderIntent(bar.symbol, float(plan.amounts[i]), bar.close, bar.ts, bar.close_ts, PORTFOLIO_STRATEGY)
+        )
         if order is not None:
             out.orders.append(order)
 
@@ -125,11 +151,15 @@ class PortfolioCycle:
         if not shadowed:
             return
         trading = sorted(n for n in self.predictors if n not in self.shadow.reasons)
-        log.warning("shadow_models", models=shadowed, trading=trading,
-                    message=f"{', '.join(shadowed)} failed the gate: {'it places' if len(shadowed) == 1 else 'they place'} "
-                            f"no real {self.broker.mode} order; {'its' if len(shadowed) == 1 else 'their'} shadow ledger "
-                            "shows what it would have done (decision_cycle lines, sigd status, /status)"
-                            + ("" if trading else "; no model trades, so no order is placed"))
+        log.warning(
+            "shadow_models",
+            models=shadowed,
+            trading=trading,
+            message=f"{', '.join(shadowed)} failed the gate: {'it places' if len(shadowed) == 1 else 'they place'} "
+            f"no real {self.broker.mode} order; {'its' if len(shadowed) == 1 else 'their'} shadow ledger "
+            "shows what it would have done (decision_cycle lines, sigd status, /status)"
+            + ("" if trading else "; no model trades, so no order is placed"),
+        )
 
     def cycle_line(self, jobs: Sequence[Job], outcomes: Sequence[Outcome], plan: Plan | None) -> dict[str, Any]:
         """The one INFO line of a decision cycle: the bars' close time, the symbols decided, the
@@ -139,8 +169,9 @@ class PortfolioCycle:
         latency = max((self.last_commit - j.received) * 1000.0 for j in jobs)  # to the cycle's commit
         line: dict[str, Any] = {"close": iso_minute(close_ts), "symbols": len(jobs)}
         if plan is not None:
-            line["targets"] = {o.bar.symbol: round(float(o.signals[0].get("target_weight", 0.0)), 4)
-                               for o in outcomes if o.signals}
+            line["targets"] = {
+                o.bar.symbol: round(float(o.signals[0].get("target_weight", 0.0)), 4) for o in outcomes if o.signals
+            }
             line["halted"] = plan.halted
         else:
             line["sides"] = {o.bar.symbol: "/".join(e["side"] for e in o.signals) for o in outcomes if o.signals}

@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def period_vol(window: np.ndarray | None, n: int) -> float:
     """Standard deviation of the last `n` log returns of a window's closes; NaN when too short."""
     if window is None or len(window) < 3:
         return math.nan
-    closes = window[-(n + 1):, 4]
+    closes = window[-(n + 1) :, 4]
     closes = closes[np.isfinite(closes) & (closes > 0)]
     if len(closes) < 3:
         return math.nan
@@ -68,19 +69,27 @@ class Plan:
 
     def as_json(self) -> dict[str, Any]:
         """Target vs actual weight per symbol, for /status and the dashboard."""
+
         def f(x: float) -> float | None:
             return None if not math.isfinite(x) else round(float(x), 6)
 
-        return {"bar_ts": self.bar_ts, "equity": round(self.equity, 4), "halted": self.halted,
-                "symbols": {s: {"score": f(self.scores[i]), "weight": f(self.current[i]), "target": f(self.target[i])}
-                            for i, s in enumerate(self.symbols)}}
+        return {
+            "bar_ts": self.bar_ts,
+            "equity": round(self.equity, 4),
+            "halted": self.halted,
+            "symbols": {
+                s: {"score": f(self.scores[i]), "weight": f(self.current[i]), "target": f(self.target[i])}
+                for i, s in enumerate(self.symbols)
+            },
+        }
 
 
 class Rebalancer:
     """Scores → target weights → target amounts for one cycle, with the portfolio risk rules."""
 
-    def __init__(self, spec: PortfolioSpec, *, timeframe: str, vol_window: int = 48, max_drawdown: float = 0.0,
-                 cost_rate: float = 0.0) -> None:
+    def __init__(
+        self, spec: PortfolioSpec, *, timeframe: str, vol_window: int = 48, max_drawdown: float = 0.0, cost_rate: float = 0.0
+    ) -> None:
         self.spec, self.timeframe, self.vol_window = spec, timeframe, vol_window
         self.max_drawdown, self.cost_rate = max_drawdown, cost_rate
         self.periods_per_year = YEAR_MS / timeframe_ms(timeframe)
@@ -92,9 +101,17 @@ class Rebalancer:
         raw = store.get_kv(KV_RISK)
         self.risk_state = RiskState.from_dict(json.loads(raw)) if raw else RiskState()
 
-    def plan(self, symbols: Sequence[str], bars: Mapping[str, Bar], windows: Mapping[str, Mapping[str, np.ndarray]],
-             predictions: Mapping[str, Sequence[Prediction]], positions: Mapping[str, Position],
-             marks: Mapping[str, float], equity: float, frozen: frozenset[str] = frozenset()) -> Plan:
+    def plan(
+        self,
+        symbols: Sequence[str],
+        bars: Mapping[str, Bar],
+        windows: Mapping[str, Mapping[str, np.ndarray]],
+        predictions: Mapping[str, Sequence[Prediction]],
+        positions: Mapping[str, Position],
+        marks: Mapping[str, float],
+        equity: float,
+        frozen: frozenset[str] = frozenset(),
+    ) -> Plan:
         """The cycle's targets. `bars`/`windows`/`predictions`: the symbols decided this cycle
         (tradable models only); `marks`: a price for every symbol; `frozen`: symbols that keep
         their weight (paused)."""
@@ -103,8 +120,7 @@ class Rebalancer:
         current = amounts * prices / equity if equity > 0 else np.zeros(len(symbols))
         scores = np.array([score(predictions[s]) if s in bars and s not in frozen else math.nan for s in symbols])
         vol = np.array([period_vol(windows.get(s, {}).get(self.timeframe), self.vol_window) for s in symbols])
-        target = target_weights(scores, current, vol if self.spec.vol_target else None, self.spec,
-                                self.periods_per_year)
+        target = target_weights(scores, current, vol if self.spec.vol_target else None, self.spec, self.periods_per_year)
         self.risk_state = risk.portfolio_drawdown(self.risk_state, equity, self.max_drawdown)
         reasons: dict[str, str] = {}
         if self.risk_state.halted:
@@ -112,16 +128,14 @@ class Rebalancer:
             reasons.update({s: "drawdown halt: no new exposure" for s, a, b in zip(symbols, target, halted) if a != b})
             target = halted
         funded = risk.fund_buys(target, current, self.cost_rate)
-        reasons.update({s: "buy cut to the cash available" for s, a, b in zip(symbols, target, funded)
-                        if abs(a - b) > 1e-12})
+        reasons.update({s: "buy cut to the cash available" for s, a, b in zip(symbols, target, funded) if abs(a - b) > 1e-12})
         target = funded
         # A symbol whose weight does not change keeps its exact amount (no rounding churn).
         moving = np.abs(target - current) > 1e-12
         amounts_out = np.where(moving, target * equity / np.where(prices > 0, prices, np.nan), amounts)
         amounts_out = np.nan_to_num(amounts_out, nan=0.0)
         bar_ts = max((b.ts for b in bars.values()), default=-1)
-        plan = Plan(tuple(symbols), scores, current, target, amounts_out, prices, equity, self.risk_state.halted,
-                    bar_ts, reasons)
+        plan = Plan(tuple(symbols), scores, current, target, amounts_out, prices, equity, self.risk_state.halted, bar_ts, reasons)
         return plan
 
     def save(self, store: Store, plan: Plan) -> None:
@@ -139,9 +153,14 @@ class Rebalancer:
 
     def status(self) -> dict[str, Any]:
         """The spec, the halt and the last cycle's target vs actual weights."""
-        return {"decision_timeframe": self.timeframe, "spec": dataclasses.asdict(self.spec),
-                "halted": self.risk_state.halted, "peak_equity": self.risk_state.peak_equity,
-                "max_drawdown": self.max_drawdown, "last_cycle": self.last.as_json() if self.last else None}
+        return {
+            "decision_timeframe": self.timeframe,
+            "spec": dataclasses.asdict(self.spec),
+            "halted": self.risk_state.halted,
+            "peak_equity": self.risk_state.peak_equity,
+            "max_drawdown": self.max_drawdown,
+            "last_cycle": self.last.as_json() if self.last else None,
+        }
 
 
 def side_of(weight: float) -> Side:

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+import strategies.threshold as thr
 from daemon import log as logging
 from daemon.domain import Prediction
 from daemon.metrics import REGISTRY
 from pipeline.evaluate import macro_f1
-import strategies.threshold as thr
 
 log = logging.get("scoring")
 EPS = 1e-6  # probabilities are clipped here for the log-loss: one certain miss is not infinite
@@ -56,8 +57,15 @@ def calibration(y: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict[s
     conf, hit = p[keep].max(axis=1), (p[keep].argmax(axis=1) == y[keep])
     edges = np.linspace(1 / 3, 1.0, bins + 1)
     which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
-    return [{"confidence": float(conf[which == b].mean()), "hit_rate": float(hit[which == b].mean()),
-             "count": int((which == b).sum())} for b in range(bins) if (which == b).any()]
+    return [
+        {
+            "confidence": float(conf[which == b].mean()),
+            "hit_rate": float(hit[which == b].mean()),
+            "count": int((which == b).sum()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
 
 
 def confident_share(sides: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -73,8 +81,9 @@ def confident_share(sides: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return out
 
 
-def trading_scores(sides: np.ndarray, step_ret: np.ndarray, hold: int, fee: float,
-                   bars_per_year: float) -> tuple[dict[str, float | int | None], np.ndarray]:
+def trading_scores(
+    sides: np.ndarray, step_ret: np.ndarray, hold: int, fee: float, bars_per_year: float
+) -> tuple[dict[str, float | int | None], np.ndarray]:
     """Trade the sides with unit positions (the same sizing for every rule) held >= `hold`
     decisions; (scores, net return per decision)."""
     pos = thr.positions(np.asarray(sides, dtype=np.int64), hold)
@@ -88,7 +97,8 @@ def trading_scores(sides: np.ndarray, step_ret: np.ndarray, hold: int, fee: floa
         "trades": int(np.count_nonzero(np.diff(pos, prepend=0) * pos)),  # entries and flips
         "turnover": float(np.abs(np.diff(pos, prepend=0)).sum()),  # equity traded, in units of equity
         "time_in_market": float(np.mean(pos != 0)) if len(pos) else 0.0,
-        "gross_pnl": gross, "fees": fees,
+        "gross_pnl": gross,
+        "fees": fees,
         # fees over the gross PnL they were paid for; None when there was no gross gain
         "fee_share": fees / gross if gross > 0 else None,
     }, net
@@ -132,7 +142,7 @@ class ModelTarget:
     neutral_zone: float
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any]) -> "ModelTarget":
+    def from_meta(cls, meta: Mapping[str, Any]) -> ModelTarget:
         """From an artifact's JSON."""
         t = meta["target"]
         return cls(int(t["horizon"]), float(t["threshold"]), float(t["neutral_zone"]))
@@ -152,9 +162,17 @@ class LiveScorer:
     symbol over that window's rows of the symbol under `by_symbol`.
     """
 
-    def __init__(self, store: Any, symbols: str | Sequence[str], targets: Mapping[str, ModelTarget], *,
-                 window: int = 1440, fee: float = thr.DEFAULT_FEE, lookback_ms: int = 2 * 86_400_000,
-                 check_every: int = 15) -> None:
+    def __init__(
+        self,
+        store: Any,
+        symbols: str | Sequence[str],
+        targets: Mapping[str, ModelTarget],
+        *,
+        window: int = 1440,
+        fee: float = thr.DEFAULT_FEE,
+        lookback_ms: int = 2 * 86_400_000,
+        check_every: int = 15,
+    ) -> None:
         self.store, self.targets = store, dict(targets)
         self.symbols = (symbols,) if isinstance(symbols, str) else tuple(symbols)
         if not self.symbols:
@@ -201,16 +219,25 @@ class LiveScorer:
         rows = list(self.scored[model])
         out = _window_scores(rows, self.targets[model], self.fee)
         if len(self.symbols) > 1 and rows:
-            out["by_symbol"] = {sym: _window_scores([r for r in rows if r[0] == sym], self.targets[model], self.fee)
-                                for sym in self.symbols}
+            out["by_symbol"] = {
+                sym: _window_scores([r for r in rows if r[0] == sym], self.targets[model], self.fee) for sym in self.symbols
+            }
         return out
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Every model's rolling scores (also set as sigd_model_live_score gauges)."""
         out = {m: self.model_status(m) for m in self.targets}
         for model, st in out.items():
-            for measure in ("accuracy", "macro_f1", "brier", "gated_sharpe", "persistence_macro_f1",
-                            "flat_accuracy", "hit_rate", "hit_base_rate"):
+            for measure in (
+                "accuracy",
+                "macro_f1",
+                "brier",
+                "gated_sharpe",
+                "persistence_macro_f1",
+                "flat_accuracy",
+                "hit_rate",
+                "hit_base_rate",
+            ):
                 if isinstance(st.get(measure), float) and math.isfinite(st[measure]):
                     LIVE.set(st[measure], model=model, measure=measure)
         return out
@@ -224,12 +251,16 @@ class LiveScorer:
             if st["scored"] < self.window:
                 continue
             if st["macro_f1"] < st["persistence_macro_f1"]:
-                out[model] = (f"live macro-F1 {st['macro_f1']:.3f} below the persistence baseline's "
-                              f"{st['persistence_macro_f1']:.3f} over the last {st['scored']} scored predictions")
+                out[model] = (
+                    f"live macro-F1 {st['macro_f1']:.3f} below the persistence baseline's "
+                    f"{st['persistence_macro_f1']:.3f} over the last {st['scored']} scored predictions"
+                )
             elif st["calls"] >= MIN_CALLS and st["mean_net_per_call"] < 0.0:
-                out[model] = (f"live calls lose {-st['mean_net_per_call']:.4%} each after fees over the last "
-                              f"{st['calls']} calls (horizon {st['horizon_bars']} bars): worse than always-FLAT, "
-                              f"which earns 0")
+                out[model] = (
+                    f"live calls lose {-st['mean_net_per_call']:.4%} each after fees over the last "
+                    f"{st['calls']} calls (horizon {st['horizon_bars']} bars): worse than always-FLAT, "
+                    f"which earns 0"
+                )
         return out
 
 
@@ -247,12 +278,20 @@ def _window_scores(rows: Sequence[tuple[Any, ...]], t: ModelTarget, fee: float) 
     net = (side[calls] - 1) * fwd[calls] - 2 * fee
     # returns that are all the same (a steady trend) have no risk to speak of: no Sharpe
     gated = float(net.mean() / net.std()) if len(net) >= 2 and net.std() > 1e-12 else 0.0
-    return {"scored": len(rows), "last_bar_ts": int(max(r[1] for r in rows)), "horizon_bars": t.horizon,
-            **forecast_scores(y, probs), "calls": int(calls.sum()), "gated_sharpe": gated,
-            "mean_net_per_call": float(net.mean()) if len(net) else math.nan,
-            **hit_rates(side, fwd),
-            "flat_accuracy": flat["accuracy"], "flat_macro_f1": flat["macro_f1"],
-            "persistence_accuracy": persistence["accuracy"], "persistence_macro_f1": persistence["macro_f1"]}
+    return {
+        "scored": len(rows),
+        "last_bar_ts": int(max(r[1] for r in rows)),
+        "horizon_bars": t.horizon,
+        **forecast_scores(y, probs),
+        "calls": int(calls.sum()),
+        "gated_sharpe": gated,
+        "mean_net_per_call": float(net.mean()) if len(net) else math.nan,
+        **hit_rates(side, fwd),
+        "flat_accuracy": flat["accuracy"],
+        "flat_macro_f1": flat["macro_f1"],
+        "persistence_accuracy": persistence["accuracy"],
+        "persistence_macro_f1": persistence["macro_f1"],
+    }
 
 
 def hit_rates(side: np.ndarray, fwd: np.ndarray) -> dict[str, float]:
@@ -274,10 +313,11 @@ def _closes(store: Any, symbol: str, wanted: set[int]) -> dict[int, float]:
     ts = sorted(wanted)
     out: dict[int, float] = {}
     for i in range(0, len(ts), 500):
-        chunk = ts[i:i + 500]
+        chunk = ts[i : i + 500]
         cur = store.db.conn.execute(
             f"SELECT ts, close FROM bars WHERE symbol=? AND timeframe='1m' AND ts IN ({','.join('?' * len(chunk))})",
-            [symbol, *chunk])
+            [symbol, *chunk],
+        )
         out.update((int(t), float(c)) for t, c in cur.fetchall())
     return out
 
@@ -287,16 +327,21 @@ def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: 
     cur = store.db.conn.execute(
         "SELECT bar_ts, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
         "json_extract(scores, '$.p_long'), side FROM predictions WHERE symbol=? AND model=? "
-        "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts", [symbol, model, after, until])
+        "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts",
+        [symbol, model, after, until],
+    )
     # a row without class probabilities (none stored) is left out
-    return [(int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall()
-            if None not in (r[1], r[2], r[3])]
+    return [
+        (int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall() if None not in (r[1], r[2], r[3])
+    ]
 
 
 # --- shadow mode ---------------------------------------------------------------------------
 
-NO_VALIDATION = ("its artifact has no validation block: measure it out of sample with "
-                 "`sigd compare --validate ARTIFACT_DIR --data DIR --from ISO`")
+NO_VALIDATION = (
+    "its artifact has no validation block: measure it out of sample with "
+    "`sigd compare --validate ARTIFACT_DIR --data DIR --from ISO`"
+)
 
 
 def validation_verdict(meta: Mapping[str, Any] | None) -> tuple[bool, str]:
@@ -337,13 +382,18 @@ class Shadow:
     def _shadow(self, model: str, why: str, kind: str) -> None:
         self.reasons[model] = why
         version = self.versions.get(model, "")
-        payload = {"kind": kind, "model": model, "version": version, "why": why,
-                   "message": f"{model} runs in shadow mode (predictions stored and scored, not traded): {why}"}
+        payload = {
+            "kind": kind,
+            "model": model,
+            "version": version,
+            "why": why,
+            "message": f"{model} runs in shadow mode (predictions stored and scored, not traded): {why}",
+        }
         log.warning("model_shadowed", **payload)
         if self.sink is not None:
             try:  # one alert per model version and reason: the event id is stable across restarts
                 self.sink.publish("error", payload, event_id=f"shadow-{kind}-{model}-{version}")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.error("shadow_alert_failed", model=model, error=repr(exc))
 
     def score(self) -> None:
@@ -375,17 +425,22 @@ class Shadow:
             if not st.get("scored"):
                 out[model] = f"nothing scored yet; {trades}"
                 continue
-            out[model] = (f"accuracy {st['accuracy']:.3f} (always-FLAT {st['flat_accuracy']:.3f}, persistence "
-                          f"{st['persistence_accuracy']:.3f}), macro-F1 {st['macro_f1']:.3f} (persistence "
-                          f"{st['persistence_macro_f1']:.3f}), hit rate {_pct(st['hit_rate'])} at {st['horizon_bars']} "
-                          f"bars (base rate {_pct(st['hit_base_rate'])}), Brier {st['brier']:.3f}, gated Sharpe "
-                          f"{st['gated_sharpe']:+.3f} over {st['scored']} scored; {trades}")
+            out[model] = (
+                f"accuracy {st['accuracy']:.3f} (always-FLAT {st['flat_accuracy']:.3f}, persistence "
+                f"{st['persistence_accuracy']:.3f}), macro-F1 {st['macro_f1']:.3f} (persistence "
+                f"{st['persistence_macro_f1']:.3f}), hit rate {_pct(st['hit_rate'])} at {st['horizon_bars']} "
+                f"bars (base rate {_pct(st['hit_base_rate'])}), Brier {st['brier']:.3f}, gated Sharpe "
+                f"{st['gated_sharpe']:+.3f} over {st['scored']} scored; {trades}"
+            )
         return out
 
     def status(self) -> dict[str, Any]:
         """For /status: the setting, every shadowed model with the reason, the live scores."""
-        return {"trade_only_validated": self.only_validated, "shadow": dict(self.reasons),
-                "live_scores": self.scorer.status() if self.scorer is not None else {}}
+        return {
+            "trade_only_validated": self.only_validated,
+            "shadow": dict(self.reasons),
+            "live_scores": self.scorer.status() if self.scorer is not None else {},
+        }
 
 
 def _pct(x: float) -> str:
@@ -403,6 +458,5 @@ def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None
         if meta and meta.get("target", {}).get("mode", "classification") == "classification":
             targets[name] = ModelTarget.from_meta(meta)  # labels are what a classifier is scored against
     if store is not None and targets:
-        shadow.scorer = LiveScorer(store, cfg.exchange.symbols, targets, window=cfg.models.score_window,
-                                   fee=cfg.broker.fee)
+        shadow.scorer = LiveScorer(store, cfg.exchange.symbols, targets, window=cfg.models.score_window, fee=cfg.broker.fee)
     return shadow

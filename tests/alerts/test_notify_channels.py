@@ -13,12 +13,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 from daemon import config, log
-from daemon.service.check import run_checks
-from daemon.config import ConfigError, SignalWsConfig
 from daemon.alerts.notify import Notifier
 from daemon.alerts.outbox import Event
-from daemon.store import Store
 from daemon.alerts.telegram import format_event
+from daemon.config import ConfigError, SignalWsConfig
+from daemon.service.check import run_checks
+from daemon.store import Store
 from tests.alert_fakes import alerts_config, eventually, signal_payload
 
 BAR0 = 1_750_000_020_000
@@ -63,8 +63,9 @@ async def test_log_channel_writes_one_line_per_event(tmp_path: Path) -> None:
 
 
 def test_message_text_for_known_and_unknown_types() -> None:
-    fill = format_event(Event("f1", "fill", {"side": "buy", "amount": 0.1, "symbol": "ETH/USDT",
-                                             "price": 3000.25, "fee": 0.3}, 0))
+    fill = format_event(
+        Event("f1", "fill", {"side": "buy", "amount": 0.1, "symbol": "ETH/USDT", "price": 3000.25, "fee": 0.3}, 0)
+    )
     assert fill == "sigd fill: buy 0.1 ETH/USDT @ 3000.25\nfee: 0.3"
     other = format_event(Event("x", "heartbeat", {"uptime_s": 12}, 0))
     assert other == "sigd heartbeat\nuptime_s: 12"
@@ -122,7 +123,7 @@ def test_check_reports_missing_alert_secrets(write_config, monkeypatch: pytest.M
     path = write_config(
         f"""
         [store]
-        path = "{tmp_path / 'state.sqlite'}"
+        path = "{tmp_path / "state.sqlite"}"
         [alerts.telegram]
         enabled = true
         chat_id = 1
@@ -161,8 +162,7 @@ async def test_daily_summary_is_published_once_per_day(tmp_path: Path) -> None:
     day = dt.date(2025, 6, 15)
     assert notifier.publish_daily_summary(day) == notifier.publish_daily_summary(day) == "daily_summary:2025-06-15"
     [row] = store.outbox_rows("log")
-    assert json.loads(row["payload"]) == {"date": "2025-06-15", "realized": 12.5, "unrealized": -1.25,
-                                          "fees": 0.75, "trades": 3}
+    assert json.loads(row["payload"]) == {"date": "2025-06-15", "realized": 12.5, "unrealized": -1.25, "fees": 0.75, "trades": 3}
     now = dt.datetime(2025, 6, 15, 23, 30, tzinfo=dt.UTC)
     assert seconds_until("00:00", now) == 1800 and seconds_until("23:30", now) == 86_400
     await notifier.stop(0.5)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from daemon.alerts.notify import Notifier
 from daemon.domain import Position, Side
 from daemon.metrics import REGISTRY
-from daemon.alerts.notify import Notifier
 from daemon.store import Store
 from tests.alert_fakes import WebhookReceiver, alerts_config, eventually, signal_payload, webhook
 
@@ -97,8 +97,10 @@ async def test_pending_rows_survive_a_restart(secrets: None, tmp_path: Path) -> 
     cfg = alerts_config(webhooks=(webhook("a", rx.url, "TEST_WH_A"),))
     first = Store(tmp_path / "state.sqlite")
     notifier = Notifier(cfg, first)
-    ids = [notifier.publish("fill", {"symbol": "ETH/USDT", "side": "buy", "price": 3000.0 + i, "amount": 0.1},
-                            event_id=f"fill:{i}") for i in range(3)]
+    ids = [
+        notifier.publish("fill", {"symbol": "ETH/USDT", "side": "buy", "price": 3000.0 + i, "amount": 0.1}, event_id=f"fill:{i}")
+        for i in range(3)
+    ]
     first.close()  # the process dies before any delivery
 
     await rx.start()
@@ -121,8 +123,11 @@ async def test_failing_channel_never_blocks_the_others(secrets: None, store: Sto
     good = WebhookReceiver(SECRET_A)
     for rx in (down, hanging, good):
         await rx.start()
-    hooks = (webhook("down", down.url, "TEST_WH_B"), webhook("hang", hanging.url, "TEST_WH_B"),
-             webhook("good", good.url, "TEST_WH_A"))
+    hooks = (
+        webhook("down", down.url, "TEST_WH_B"),
+        webhook("hang", hanging.url, "TEST_WH_B"),
+        webhook("good", good.url, "TEST_WH_A"),
+    )
     notifier = Notifier(alerts_config(webhooks=hooks, delivery_timeout_s=0.3), store)
     task = await _running(notifier)
     ids = [notifier.publish("signal", signal_payload(BAR0 + i * 60_000)) for i in range(5)]
@@ -185,8 +190,11 @@ async def test_type_filters_reserved_keys_and_payload_encoding(secrets: None, st
     position = Position("ETH/USDT", amount=0.5, entry_price=3000.0)
     notifier.publish("fill", {"side": Side.LONG, "position": position, "reasons": ("a", "b")})
     [row] = store.outbox_rows()
-    assert json.loads(row["payload"]) == {"side": "LONG", "reasons": ["a", "b"], "position": {
-        "symbol": "ETH/USDT", "amount": 0.5, "entry_price": 3000.0, "realized_pnl": 0.0, "fees": 0.0}}
+    assert json.loads(row["payload"]) == {
+        "side": "LONG",
+        "reasons": ["a", "b"],
+        "position": {"symbol": "ETH/USDT", "amount": 0.5, "entry_price": 3000.0, "realized_pnl": 0.0, "fees": 0.0},
+    }
 
 
 async def test_drain_delivers_what_is_due_then_stops(secrets: None, store: Store) -> None:

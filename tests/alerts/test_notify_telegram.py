@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 import traceback
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
 from daemon import log
 from daemon.alerts.notify import Notifier
-from daemon.store import Store
-from daemon.log import MASK
 from daemon.alerts.telegram import TelegramApi, TelegramError
 from daemon.alerts.telegram_bot import OFFSET_KEY
+from daemon.log import MASK
+from daemon.store import Store
 from tests.alert_fakes import FakeBotApi, RecordingControls, alerts_config, eventually, signal_payload, telegram
 
 TOKEN = "424242:AAH-planted-telegram-token-value"
@@ -117,8 +117,10 @@ async def test_other_ids_are_ignored_and_logged_without_text(
 async def test_token_never_in_logs_errors_or_rows(bot: FakeBotApi, tmp_path: Path, logbuf: io.StringIO) -> None:
     # 429 with retry_after, then a 500, then success; a second notifier points at a dead port.
     bot.send_failures = [
-        (429, {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
-               "parameters": {"retry_after": 1}}),
+        (
+            429,
+            {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}},
+        ),
         (500, {"ok": False, "error_code": 500, "description": f"Internal error for bot{TOKEN}"}),
     ]
     store = Store(tmp_path / "state.sqlite")

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -24,8 +25,16 @@ from daemon.domain import Prediction, Side
 from daemon.store import Store
 from daemon.trading.ledgers import ShadowLedgers, publish_signals
 from strategies.portfolio import PortfolioSpec
-from tests.alert_fakes import (FakeBotApi, RecordingControls, WebhookReceiver, alerts_config, eventually,
-                               signal_payload, telegram, webhook)
+from tests.alert_fakes import (
+    FakeBotApi,
+    RecordingControls,
+    WebhookReceiver,
+    alerts_config,
+    eventually,
+    signal_payload,
+    telegram,
+    webhook,
+)
 
 SECRET_IN, SECRET_OUT = "whsec-shadow-in-0123456789", "whsec-shadow-out-9876543210"
 TOKEN = "424242:AAH-shadow-test-token-value"
@@ -48,16 +57,26 @@ def ledgers() -> ShadowLedgers:
 
 # Per cycle: closes, then each model's call per symbol. "alpha" trades, "beta" is in shadow mode.
 CYCLES: list[tuple[dict[str, float], dict[str, dict[str, Side]]]] = [
-    ({"ETH/USDT": 100.0, "SOL/USDT": 10.0}, {"alpha": {"ETH/USDT": Side.LONG, "SOL/USDT": Side.FLAT},
-                                             "beta": {"ETH/USDT": Side.FLAT, "SOL/USDT": Side.SHORT}}),
-    ({"ETH/USDT": 110.0, "SOL/USDT": 9.0}, {"alpha": {"ETH/USDT": Side.LONG, "SOL/USDT": Side.FLAT},
-                                            "beta": {"ETH/USDT": Side.FLAT, "SOL/USDT": Side.SHORT}}),
-    ({"ETH/USDT": 104.5, "SOL/USDT": 9.5}, {"alpha": {"ETH/USDT": Side.SHORT, "SOL/USDT": Side.FLAT},
-                                            "beta": {"ETH/USDT": Side.FLAT, "SOL/USDT": Side.FLAT}}),
+    (
+        {"ETH/USDT": 100.0, "SOL/USDT": 10.0},
+        {"alpha": {"ETH/USDT": Side.LONG, "SOL/USDT": Side.FLAT}, "beta": {"ETH/USDT": Side.FLAT, "SOL/USDT": Side.SHORT}},
+    ),
+    (
+        {"ETH/USDT": 110.0, "SOL/USDT": 9.0},
+        {"alpha": {"ETH/USDT": Side.LONG, "SOL/USDT": Side.FLAT}, "beta": {"ETH/USDT": Side.FLAT, "SOL/USDT": Side.SHORT}},
+    ),
+    (
+        {"ETH/USDT": 104.5, "SOL/USDT": 9.5},
+        {"alpha": {"ETH/USDT": Side.SHORT, "SOL/USDT": Side.FLAT}, "beta": {"ETH/USDT": Side.FLAT, "SOL/USDT": Side.FLAT}},
+    ),
 ]
 # The side changes those calls make: (model, symbol, cycle, side).
-EXPECTED = [("alpha", "ETH/USDT", 0, "LONG"), ("beta", "SOL/USDT", 0, "SHORT"),
-            ("alpha", "ETH/USDT", 2, "SHORT"), ("beta", "SOL/USDT", 2, "FLAT")]
+EXPECTED = [
+    ("alpha", "ETH/USDT", 0, "LONG"),
+    ("beta", "SOL/USDT", 0, "SHORT"),
+    ("alpha", "ETH/USDT", 2, "SHORT"),
+    ("beta", "SOL/USDT", 2, "FLAT"),
+]
 
 
 def run_cycles(books: ShadowLedgers, notifier: Notifier, store: Store) -> None:
@@ -90,9 +109,10 @@ async def test_only_opted_in_channels_get_shadow_signals_marked_as_shadow(secret
     bot = FakeBotApi(TOKEN)
     for server in (opted, plain, bot):
         await server.start()
-    cfg = alerts_config(webhooks=(replace(webhook("opted", opted.url, "TEST_WH_IN"), shadow=True),
-                                  webhook("plain", plain.url, "TEST_WH_OUT")),
-                        telegram=replace(telegram(bot.base_url, CHAT, ()), shadow=True))
+    cfg = alerts_config(
+        webhooks=(replace(webhook("opted", opted.url, "TEST_WH_IN"), shadow=True), webhook("plain", plain.url, "TEST_WH_OUT")),
+        telegram=replace(telegram(bot.base_url, CHAT, ()), shadow=True),
+    )
     notifier = Notifier(cfg, store)
     await notifier.start()
     task = asyncio.create_task(notifier.run())
@@ -154,8 +174,7 @@ async def test_signal_websocket_streams_shadow_signals_only_when_opted_in(store:
         ws = notifier.channel("signal_ws")
         async with connect(ws.url) as client:
             await eventually(lambda n=notifier: n.status()["signal_ws_clients"] == 1, what="client")
-            ev = events.ShadowSignal("beta", "shadow", "SOL/USDT", BAR0 + (0 if opted_in else HOUR),
-                                     "SHORT", -0.5, 0.0, 10.0)
+            ev = events.ShadowSignal("beta", "shadow", "SOL/USDT", BAR0 + (0 if opted_in else HOUR), "SHORT", -0.5, 0.0, 10.0)
             notifier.publish(ev.kind, ev.payload(), ev.event_id)
             real = notifier.publish("signal", signal_payload(BAR0 + (0 if opted_in else HOUR)))
             got = [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(2 if opted_in else 1)]
@@ -174,11 +193,14 @@ def test_telegram_text_of_a_shadow_signal() -> None:
     assert "state: shadow" in text and "shadow: True" not in text
 
 
-@pytest.mark.parametrize("toml, key", [
-    ('[alerts.signal_ws]\nshadow = "yes"\n', "alerts.signal_ws.shadow"),
-    ('[alerts.telegram]\ntypes = ["signal", "shadow_signal"]\n', "alerts.telegram.types"),
-    ('[[alerts.webhooks]]\nurl = "http://127.0.0.1:9/h"\ntypes = ["shadow_signal"]\n', "alerts.webhooks"),
-])
+@pytest.mark.parametrize(
+    "toml, key",
+    [
+        ('[alerts.signal_ws]\nshadow = "yes"\n', "alerts.signal_ws.shadow"),
+        ('[alerts.telegram]\ntypes = ["signal", "shadow_signal"]\n', "alerts.telegram.types"),
+        ('[[alerts.webhooks]]\nurl = "http://127.0.0.1:9/h"\ntypes = ["shadow_signal"]\n', "alerts.webhooks"),
+    ],
+)
 def test_bad_shadow_keys_name_the_key(write_config, toml: str, key: str) -> None:
     from daemon import config
 
@@ -189,9 +211,13 @@ def test_bad_shadow_keys_name_the_key(write_config, toml: str, key: str) -> None
 def test_shadow_keys_load_from_toml(write_config) -> None:
     from daemon import config
 
-    cfg = config.load(write_config('[alerts.telegram]\nshadow = true\n[alerts.signal_ws]\nshadow = true\n'
-                                   '[[alerts.webhooks]]\nname = "ops"\nurl = "http://127.0.0.1:9/h"\nshadow = true\n'
-                                   '[[alerts.webhooks]]\nname = "quiet"\nurl = "http://127.0.0.1:9/q"\n'))
+    cfg = config.load(
+        write_config(
+            "[alerts.telegram]\nshadow = true\n[alerts.signal_ws]\nshadow = true\n"
+            '[[alerts.webhooks]]\nname = "ops"\nurl = "http://127.0.0.1:9/h"\nshadow = true\n'
+            '[[alerts.webhooks]]\nname = "quiet"\nurl = "http://127.0.0.1:9/q"\n'
+        )
+    )
     assert cfg.alerts.telegram.shadow and cfg.alerts.signal_ws.shadow
     assert [w.shadow for w in cfg.alerts.webhooks] == [True, False]
     assert TelegramConfig().shadow is False and SignalWsConfig().shadow is False
@@ -228,7 +254,7 @@ async def test_daily_summary_shows_each_shadow_ledger_beside_the_baselines(store
     text = format_event(Event(row["event_id"], "daily_summary", payload, 0))
     lines = text.splitlines()
     start = lines.index("shadow ledgers (paper; what each model would have done):")
-    names = [line.split(":")[0].strip() for line in lines[start + 1:start + 5]]
+    names = [line.split(":")[0].strip() for line in lines[start + 1 : start + 5]]
     assert names == ["alpha", "beta", "always_flat", "buy_and_hold"]
     alpha = lines[start + 1]
     assert f"equity {expected['alpha']['equity']:.2f}" in alpha and f"pnl {expected['alpha']['pnl']:+.2f}" in alpha
@@ -245,7 +271,8 @@ async def test_engine_cycles_reach_only_the_opted_in_webhook(secrets: None, tmp_
     from daemon.trading.rebalance import YEAR_MS, Rebalancer
     from daemon.trading.scoring import Shadow
     from tests.engine_parts import MomentumPredictor
-    from tests.trading.test_shadow_ledgers import SPEC, SYMBOLS as TAPE_SYMBOLS, closes_and_bars
+    from tests.trading.test_shadow_ledgers import SPEC, closes_and_bars
+    from tests.trading.test_shadow_ledgers import SYMBOLS as TAPE_SYMBOLS
 
     warm, n = 6, 24
     _, bars = closes_and_bars(n)
@@ -253,19 +280,31 @@ async def test_engine_cycles_reach_only_the_opted_in_webhook(secrets: None, tmp_
     for server in (opted, plain):
         await server.start()
     store = Store(tmp_path / "engine.sqlite")
-    notifier = Notifier(alerts_config(webhooks=(replace(webhook("opted", opted.url, "TEST_WH_IN"), shadow=True),
-                                                webhook("plain", plain.url, "TEST_WH_OUT"))), store)
+    notifier = Notifier(
+        alerts_config(
+            webhooks=(replace(webhook("opted", opted.url, "TEST_WH_IN"), shadow=True), webhook("plain", plain.url, "TEST_WH_OUT"))
+        ),
+        store,
+    )
     await notifier.start()
     task = asyncio.create_task(notifier.run())
     rings = Buffers()
     for s in TAPE_SYMBOLS:
         rings.add(s, "1h", 64)
-    books = ShadowLedgers(TAPE_SYMBOLS, SPEC, periods_per_year=YEAR_MS / HOUR, cost_rate=0.0015,
-                          starting_balance=10_000.0)
-    engine = Engine(store=store, buffers=rings, predictors={"fast": MomentumPredictor("fast", key="1h", lookback=2, k=80.0)},
-                    sink=notifier, broker=PaperBroker(store, notifier), symbols=TAPE_SYMBOLS, timeframes=("1h",),
-                    trigger_timeframe="1h", wait_for_decision=True,
-                    rebalancer=Rebalancer(SPEC, timeframe="1h", cost_rate=0.0015), ledgers=books)
+    books = ShadowLedgers(TAPE_SYMBOLS, SPEC, periods_per_year=YEAR_MS / HOUR, cost_rate=0.0015, starting_balance=10_000.0)
+    engine = Engine(
+        store=store,
+        buffers=rings,
+        predictors={"fast": MomentumPredictor("fast", key="1h", lookback=2, k=80.0)},
+        sink=notifier,
+        broker=PaperBroker(store, notifier),
+        symbols=TAPE_SYMBOLS,
+        timeframes=("1h",),
+        trigger_timeframe="1h",
+        wait_for_decision=True,
+        rebalancer=Rebalancer(SPEC, timeframe="1h", cost_rate=0.0015),
+        ledgers=books,
+    )
     engine.shadow = Shadow()
     engine.shadow.demote("fast", "test: in shadow mode")
     await engine.start()
@@ -276,8 +315,10 @@ async def test_engine_cycles_reach_only_the_opted_in_webhook(secrets: None, tmp_
                 await engine.on_bar(bars[s][i])
     queued = [r for r in store.outbox_rows("webhook:opted") if r["type"] == "shadow_signal"]
     assert queued, "the momentum model changed no side in 18 hours"
-    await eventually(lambda: sum(b["type"] == "shadow_signal" for b in opted.received) == len(queued),
-                     what="every shadow signal at the opted-in webhook")
+    await eventually(
+        lambda: sum(b["type"] == "shadow_signal" for b in opted.received) == len(queued),
+        what="every shadow signal at the opted-in webhook",
+    )
     await engine.close()
     await notifier.stop(2.0)
     await task
@@ -286,8 +327,7 @@ async def test_engine_cycles_reach_only_the_opted_in_webhook(secrets: None, tmp_
     shadow = [b for b in opted.received if b["type"] == "shadow_signal"]
     assert all(b["shadow"] is True and b["model"] == "fast" and b["state"] == "shadow" for b in shadow)
     assert not any(b["type"] == "shadow_signal" or "shadow" in b for b in plain.received)
-    assert not store.outbox_rows("webhook:plain") or all(r["type"] != "shadow_signal"
-                                                          for r in store.outbox_rows("webhook:plain"))
+    assert not store.outbox_rows("webhook:plain") or all(r["type"] != "shadow_signal" for r in store.outbox_rows("webhook:plain"))
     # Each symbol's last shadow side is the side of the paper weight the model's book holds now.
     last = {b["symbol"]: b["side"] for b in sorted(shadow, key=lambda b: b["bar_ts"])}
     weights = dict(zip(TAPE_SYMBOLS, books.books["fast"].weights.tolist(), strict=True))

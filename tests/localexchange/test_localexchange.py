@@ -23,9 +23,15 @@ class LocalBinance(ccxtpro.binance):
     """ccxt's binance pointed at a local exchange; keeps every closing update (k.x) it receives."""
 
     def __init__(self, lx: LocalExchange, **config: object) -> None:
-        super().__init__({"apiKey": DEV_API_KEY, "secret": DEV_API_SECRET, "enableRateLimit": False,
-                          "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                                      "fetchMargins": False}, **config})
+        super().__init__(
+            {
+                "apiKey": DEV_API_KEY,
+                "secret": DEV_API_SECRET,
+                "enableRateLimit": False,
+                "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
+                **config,
+            }
+        )
         self.urls["api"]["public"] = self.urls["api"]["private"] = lx.rest_url
         self.urls["api"]["v1"] = lx.base_url + "/api/v1"
         self.urls["api"]["ws"]["spot"] = lx.ws_url
@@ -66,13 +72,16 @@ def write_tape(directory: Path, name: str, lines: list[str]) -> Path:
 GOOD = ["timestamp,open,high,low,close,volume", "60000,10,12,9,11,1.5", "120000,11,11,10,10.5,0"]
 
 
-@pytest.mark.parametrize("bad_line, why", [
-    ("180000,10,12,9,x,1", "not a number"),
-    ("150000,10,12,9,11,1", "not aligned"),
-    ("60000,10,12,9,11,1", "not after the previous row"),
-    ("180000,10,9,9,11,1", "invariant"),
-    ("180000,10,12,9,11", "expected 6 columns"),
-])
+@pytest.mark.parametrize(
+    "bad_line, why",
+    [
+        ("180000,10,12,9,x,1", "not a number"),
+        ("150000,10,12,9,11,1", "not aligned"),
+        ("60000,10,12,9,11,1", "not after the previous row"),
+        ("180000,10,9,9,11,1", "invariant"),
+        ("180000,10,12,9,11", "expected 6 columns"),
+    ],
+)
 def test_malformed_tape_names_file_and_line(tmp_path: Path, bad_line: str, why: str) -> None:
     path = write_tape(tmp_path, "AAA_USDT-1m.csv.gz", [*GOOD, bad_line])
     with pytest.raises(TapeError, match=why) as e:
@@ -187,6 +196,7 @@ async def test_klines_paging_reproduces_the_tape(lx: LocalExchange, ex: LocalBin
 async def test_klines_limit_start_end_semantics(lx: LocalExchange) -> None:
     now = lx.now_ms()
     async with aiohttp.ClientSession() as http:
+
         async def get(**q: object) -> tuple[int, object]:
             async with http.get(lx.rest_url + "/klines", params={"symbol": "BTCUSDT", **q}) as r:
                 return r.status, await r.json()
@@ -207,8 +217,7 @@ async def test_klines_limit_start_end_semantics(lx: LocalExchange) -> None:
             assert (await r.json())["code"] == -1121
 
 
-async def test_forming_bar_is_last_and_uses_nothing_after_the_replay_instant(lx: LocalExchange,
-                                                                         ex: LocalBinance) -> None:
+async def test_forming_bar_is_last_and_uses_nothing_after_the_replay_instant(lx: LocalExchange, ex: LocalBinance) -> None:
     lx.clock.advance_to(lx.now_ms() + 37 * MINUTE + 29_500)  # mid-hour, mid-minute, mid-second
     now = lx.now_ms()
     market = lx.markets["BTCUSDT"]
@@ -236,7 +245,9 @@ async def test_market_and_limit_orders_fill_and_move_balances(lx: LocalExchange,
     assert bal["BTC"]["free"] == pytest.approx(1.01) and bal["USDT"]["free"] == pytest.approx(100_000 - 0.01 * price)
     o = await ex.create_order("ETH/USDT", "market", "sell", 1.0, 4000.0)  # with a price: sent as quoteOrderQty
     eth_px = lx.markets["ETHUSDT"].price(lx.now_ms())
-    assert o["status"] == "closed" and o["filled"] == pytest.approx(np.floor(4000.0 / eth_px * 1e4) / 1e4)  # floored to the lot step
+    assert o["status"] == "closed" and o["filled"] == pytest.approx(
+        np.floor(4000.0 / eth_px * 1e4) / 1e4
+    )  # floored to the lot step
     # a limit buy below the market fills when the replayed price comes down to it
     future = tape_rows("BTCUSDT", "1m")
     ahead = future[(future[:, 0] >= lx.now_ms()) & (future[:, 0] < lx.now_ms() + 30 * MINUTE)]
@@ -270,12 +281,24 @@ async def test_cancel_duplicate_and_insufficient_funds(lx: LocalExchange, ex: Lo
         await ex.create_order("BTC/USDT", "market", "buy", 5.0)
 
 
-@pytest.mark.parametrize("config, error", [
-    ({"secret": "wrong-secret"}, ccxtpro.AuthenticationError),
-    ({"apiKey": "wrong-key"}, ccxtpro.AuthenticationError),
-    ({"options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False,
-                  "timeDifference": 600_000}}, ccxtpro.InvalidNonce),
-])
+@pytest.mark.parametrize(
+    "config, error",
+    [
+        ({"secret": "wrong-secret"}, ccxtpro.AuthenticationError),
+        ({"apiKey": "wrong-key"}, ccxtpro.AuthenticationError),
+        (
+            {
+                "options": {
+                    "fetchMarkets": {"types": ["spot"]},
+                    "fetchCurrencies": False,
+                    "fetchMargins": False,
+                    "timeDifference": 600_000,
+                }
+            },
+            ccxtpro.InvalidNonce,
+        ),
+    ],
+)
 async def test_signing_errors(lx: LocalExchange, config: dict, error: type) -> None:
     client = LocalBinance(lx, **config)
     try:
@@ -286,8 +309,15 @@ async def test_signing_errors(lx: LocalExchange, config: dict, error: type) -> N
 
 
 # -- REST faults ------------------------------------------------------------------------------
-@pytest.mark.parametrize("status, error", [(429, ccxtpro.DDoSProtection), (418, ccxtpro.DDoSProtection),
-                                           (503, ccxtpro.ExchangeNotAvailable), (500, ccxtpro.ExchangeNotAvailable)])
+@pytest.mark.parametrize(
+    "status, error",
+    [
+        (429, ccxtpro.DDoSProtection),
+        (418, ccxtpro.DDoSProtection),
+        (503, ccxtpro.ExchangeNotAvailable),
+        (500, ccxtpro.ExchangeNotAvailable),
+    ],
+)
 async def test_rest_error_fault(lx: LocalExchange, ex: LocalBinance, status: int, error: type) -> None:
     lx.faults.rest_error(status=status, count=2, retry_after=3)
     for _ in range(2):
@@ -325,14 +355,16 @@ def test_sigd_check_validates_the_local_exchange(write_config, tmp_path: Path) -
     from daemon.service.check import run_checks, symbol_problems
     from daemon.service.cli import main
 
-    assert run_checks(load(write_config("[local_exchange]\nstart = \"2025-08-10T00:00:00Z\"\n"))) == []
-    problems = run_checks(load(write_config("[local_exchange]\nstart = \"2019-01-01\"\n")))
+    assert run_checks(load(write_config('[local_exchange]\nstart = "2025-08-10T00:00:00Z"\n'))) == []
+    problems = run_checks(load(write_config('[local_exchange]\nstart = "2019-01-01"\n')))
     assert len(problems) == 1 and problems[0].startswith("local_exchange.start:")
-    assert run_checks(load(write_config("[local_exchange]\nstart = \"yesterday\"\n")))[0].startswith("local_exchange.start")
+    assert run_checks(load(write_config('[local_exchange]\nstart = "yesterday"\n')))[0].startswith("local_exchange.start")
     write_tape(tmp_path / "t", "BTC_USDT-1m.csv.gz", GOOD)
-    path = write_config(f"[local_exchange]\ntape = \"{tmp_path / 't'}\"\nstart = \"1970-01-01T00:01:30Z\"\n"
-                        "[exchange]\nsymbols = [\"ETH/USDT\"]\n")
+    path = write_config(
+        f'[local_exchange]\ntape = "{tmp_path / "t"}"\nstart = "1970-01-01T00:01:30Z"\n[exchange]\nsymbols = ["ETH/USDT"]\n'
+    )
     assert run_checks(load(path)) == []
     assert symbol_problems(load(path)) == [
-        f"exchange.symbols[0]: 'ETH/USDT' is not a market on the exchange (endpoint 'local') (no 1m tape in {tmp_path / 't'})"]
+        f"exchange.symbols[0]: 'ETH/USDT' is not a market on the exchange (endpoint 'local') (no 1m tape in {tmp_path / 't'})"
+    ]
     assert main(["check", "-c", str(path)]) == 2  # a config error: exit 2 naming file and key

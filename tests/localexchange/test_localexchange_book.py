@@ -40,14 +40,13 @@ async def lx():
 
 def assert_touch(lx: LocalExchange, sym: str, bid: float, ask: float) -> None:
     market = lx.markets[sym.replace("/", "")]
-    price, tick = market.price(lx.now_ms()), 10.0 ** -market.price_decimals
+    price, tick = market.price(lx.now_ms()), 10.0**-market.price_decimals
     assert bid < price < ask or (bid <= price <= ask and SPREAD_BPS == 0)
     assert ask - bid <= price * SPREAD_BPS / 1e4 + 2 * tick, (sym, bid, ask, price)
     assert abs((bid + ask) / 2 - price) <= tick, (sym, bid, ask, price)
 
 
-async def test_book_ticker_ticker_and_depth_are_derived_around_the_replay_price(lx: LocalExchange,
-                                                                                ex: LocalBinance) -> None:
+async def test_book_ticker_ticker_and_depth_are_derived_around_the_replay_price(lx: LocalExchange, ex: LocalBinance) -> None:
     lx.advance(37_000)  # inside a minute: the price is a derived second's
     books = await ex.fetch_bids_asks(["XRP/USDT", "ETH/USDT", "DOGE/USDT"])
     assert sorted(books) == ["DOGE/USDT", "ETH/USDT", "XRP/USDT"]
@@ -68,8 +67,7 @@ async def test_book_ticker_ticker_and_depth_are_derived_around_the_replay_price(
         await ex.fetch_order_book("LTC/USDT", 7)
 
 
-async def test_book_ticker_stream_sends_the_touch_each_second_before_the_close(lx: LocalExchange,
-                                                                               ex: LocalBinance) -> None:
+async def test_book_ticker_stream_sends_the_touch_each_second_before_the_close(lx: LocalExchange, ex: LocalBinance) -> None:
     got: list[tuple[int, str, float, float]] = []
     watch = asyncio.create_task(_collect(ex, got))
     await lx.wait_subscribed(2)

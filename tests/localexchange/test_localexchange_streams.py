@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ccxt.pro as ccxtpro
 import numpy as np
@@ -27,12 +27,13 @@ async def watch(ex: LocalBinance, pairs: list[list[str]], stop: asyncio.Event) -
     while not stop.is_set():
         try:
             await asyncio.wait_for(ex.watch_ohlcv_for_symbols(pairs), timeout=0.5)
-        except (asyncio.TimeoutError, ccxtpro.NetworkError):
+        except (TimeoutError, ccxtpro.NetworkError):
             continue
 
 
-async def replay(lx: LocalExchange, pairs: list[list[str]], until: Callable[[LocalBinance], bool],
-                 **config: object) -> LocalBinance:
+async def replay(
+    lx: LocalExchange, pairs: list[list[str]], until: Callable[[LocalBinance], bool], **config: object
+) -> LocalBinance:
     """Subscribe `pairs` with the clock paused, let it run until `until(ex)`; the client."""
     ex = LocalBinance(lx, **config)
     await ex.load_markets()
@@ -79,7 +80,7 @@ async def test_max_speed_1s_1m_closes_equal_the_tape() -> None:
         for sym in ("ETHUSDT", "BTCUSDT"):
             got = closes(ex, sym, "1m")
             want = tape_rows(sym, "1m")
-            assert np.array_equal(got, want[np.searchsorted(want[:, 0], START):][:len(got)])
+            assert np.array_equal(got, want[np.searchsorted(want[:, 0], START) :][: len(got)])
         minute = seconds[:60]  # the derived seconds of the first minute aggregate to the recorded minute
         rec = tape_rows("ETHUSDT", "1m")[np.searchsorted(tape_rows("ETHUSDT", "1m")[:, 0], START)]
         assert (minute[0, 1], minute[:, 2].max(), minute[:, 3].min(), minute[-1, 4]) == tuple(rec[1:5])
@@ -93,7 +94,7 @@ async def test_max_speed_1h_1d_closes_are_aggregated_and_equal_the_recorded_rows
             got = closes(ex, "BTCUSDT", tf)
             rec = tape_rows("BTCUSDT", tf)
             assert len(got) >= (48 if tf == "1h" else 2) and got[0, 0] == START
-            assert np.allclose(got, rec[np.searchsorted(rec[:, 0], START):][:len(got)], rtol=0, atol=1e-9)
+            assert np.allclose(got, rec[np.searchsorted(rec[:, 0], START) :][: len(got)], rtol=0, atol=1e-9)
 
 
 async def test_real_time_closing_update_comes_at_the_close() -> None:
@@ -196,9 +197,28 @@ async def test_subscribe_errors_and_unsubscribe_ack() -> None:
 
 def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "LX_KEY": "k-123456", "LX_SECRET": "s-very-secret"}
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0",
-                             "--paused", "--api-key-env", "LX_KEY", "--api-secret-env", "LX_SECRET"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "local-exchange",
+            "--port",
+            "0",
+            "--speed",
+            "0",
+            "--paused",
+            "--api-key-env",
+            "LX_KEY",
+            "--api-secret-env",
+            "LX_SECRET",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
         assert lines[0].startswith("local exchange listening on http://127.0.0.1:"), lines
@@ -208,24 +228,34 @@ def test_cli_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "api key: env LX_KEY/LX_SECRET" in lines[2]
     out = "".join(lines) + out
     assert "s-very-secret" not in out + err
-    bad = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", "--tape", str(tmp_path)],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "daemon", "local-exchange", "--tape", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=30,
+    )
     assert bad.returncode == 2 and str(tmp_path) in bad.stderr
 
 
-@pytest.mark.parametrize("flags, says", [
-    (["--port", "-5"], "--port -5: must be within 0..65535"),
-    (["--port", "70000"], "--port 70000: must be within 0..65535"),
-    (["--start", "notadate"], "--start 'notadate': not an ISO 8601 instant"),
-    (["--balances", "notjson"], "--balances 'notjson': not JSON"),
-    (["--speed", "nan"], "speed must be a finite number >= 0"),
-    (["--speed", "inf"], "speed must be a finite number >= 0"),
-    (["--fault", '{"count": 3}'], '--fault \'{"count": 3}\': expected a JSON object with an "action"'),
-    (["--fault", "[1]"], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--port", "-5"], "--port -5: must be within 0..65535"),
+        (["--port", "70000"], "--port 70000: must be within 0..65535"),
+        (["--start", "notadate"], "--start 'notadate': not an ISO 8601 instant"),
+        (["--balances", "notjson"], "--balances 'notjson': not JSON"),
+        (["--speed", "nan"], "speed must be a finite number >= 0"),
+        (["--speed", "inf"], "speed must be a finite number >= 0"),
+        (["--fault", '{"count": 3}'], '--fault \'{"count": 3}\': expected a JSON object with an "action"'),
+        (["--fault", "[1]"], "expected a JSON object"),
+    ],
+)
 def test_cli_bad_flag_is_one_line_naming_it(flags: list[str], says: str) -> None:
-    res = subprocess.run([sys.executable, "-m", "daemon", "local-exchange", *flags], capture_output=True, text=True,
-                         cwd=REPO, timeout=30)
+    res = subprocess.run(
+        [sys.executable, "-m", "daemon", "local-exchange", *flags], capture_output=True, text=True, cwd=REPO, timeout=30
+    )
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
 
 
@@ -271,7 +301,7 @@ async def test_a_real_1s_tape_is_used_instead_of_derived_bars(tmp_path: Path) ->
         assert not lx.markets["ETHUSDT"].derived_1s
         ex = await replay(lx, [["ETH/USDT", "1s"]], count(30, "ETHUSDT", "1s"))
         got = closes(ex, "ETHUSDT", "1s")
-        want = recorded_1s[np.searchsorted(recorded_1s[:, 0], start):][:len(got)]
+        want = recorded_1s[np.searchsorted(recorded_1s[:, 0], start) :][: len(got)]
         assert np.allclose(got, want, rtol=0, atol=1e-9)
         client = LocalBinance(lx)
         rest = np.array(await client.fetch_ohlcv("ETH/USDT", "1s", since=start - 10_000, limit=10))

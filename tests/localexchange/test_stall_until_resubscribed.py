@@ -35,8 +35,7 @@ async def test_a_stall_until_resubscribed_ends_with_the_streams_subscribe() -> N
             assert r.status == 400 and "until_resubscribed needs a stream" in (await r.json())["error"]
         async with http.ws_connect(f"{lx.ws_url}/0") as ws:
             await ws.send_json({"method": "SUBSCRIBE", "params": [stuck, healthy], "id": 1})
-            async with http.post(f"{lx.base_url}/_control/stall",
-                                 json={"stream": stuck, "until_resubscribed": True}) as r:
+            async with http.post(f"{lx.base_url}/_control/stall", json={"stream": stuck, "until_resubscribed": True}) as r:
                 assert r.status == 200
             first = await _closes(ws, 1.0)  # a 1m bar closes every 0.2 s
             assert healthy in first and stuck not in first

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.market.bars import Buffers, Ring
 from daemon.domain import Bar
+from daemon.market.bars import Buffers, Ring
 from daemon.store import Store
 
 
 def make_bars(symbol: str, timeframe: str, start: int, n: int, step: int) -> list[Bar]:
     """n sound bars with distinct prices, `step` ms apart."""
-    return [Bar(symbol, timeframe, start + i * step, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, float(i))
-            for i in range(n)]
+    return [Bar(symbol, timeframe, start + i * step, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, float(i)) for i in range(n)]
 
 
 def test_ring_window_is_the_newest_rows_in_order_across_wraparound() -> None:
@@ -21,7 +20,7 @@ def test_ring_window_is_the_newest_rows_in_order_across_wraparound() -> None:
     bars = make_bars("ETH/USDT", "1m", 0, 13, 60_000)
     for i, bar in enumerate(bars, start=1):
         ring.append(bar)
-        expected = np.array([b.as_row() for b in bars[max(0, i - 5):i]])
+        expected = np.array([b.as_row() for b in bars[max(0, i - 5) : i]])
         np.testing.assert_array_equal(ring.window(), expected)
         np.testing.assert_array_equal(ring.window(3), expected[-3:])
     assert len(ring) == 5 and ring.last_ts == bars[-1].ts

@@ -104,8 +104,8 @@ def test_local_endpoint_needs_the_local_urls() -> None:
 
 
 def test_check_names_missing_exchange_keys_for_testnet(write_config, monkeypatch) -> None:
-    from daemon.service.check import run_checks
     from daemon.config import load
+    from daemon.service.check import run_checks
 
     monkeypatch.delenv("SIGD_TEST_NO_KEY", raising=False)
     cfg = load(write_config('[exchange]\nendpoint = "testnet"\napi_key_env = "SIGD_TEST_NO_KEY"\n'))

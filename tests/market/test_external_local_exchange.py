@@ -34,8 +34,11 @@ async def test_the_client_uses_a_running_local_exchange_instead_of_starting_one(
 async def test_a_symbol_the_running_exchange_does_not_list_stops_startup_naming_file_and_key() -> None:
     async with LocalExchange(bundled_tape_dir("2021-05"), speed=1.0) as lx:
         cfg = config.load(REPO / "config.toml")
-        cfg = dataclasses.replace(cfg, local_exchange=dataclasses.replace(cfg.local_exchange, url=lx.base_url),
-                                  exchange=dataclasses.replace(cfg.exchange, symbols=("ETH/USDT", "SOL/USDT"), symbol=""))
+        cfg = dataclasses.replace(
+            cfg,
+            local_exchange=dataclasses.replace(cfg.local_exchange, url=lx.base_url),
+            exchange=dataclasses.replace(cfg.exchange, symbols=("ETH/USDT", "SOL/USDT"), symbol=""),
+        )
         opened: list[Any] = []
         try:
             with pytest.raises(config.ConfigError, match=rf"^{cfg.source}: exchange\.symbols\[1\]: 'SOL/USDT'"):
@@ -61,10 +64,10 @@ def test_sigd_run_with_a_symbol_the_exchange_does_not_list_exits_2_naming_file_a
         [local_exchange]
         tape = "{tape}"
         [store]
-        path = "{tmp_path / 'state.sqlite'}"
+        path = "{tmp_path / "state.sqlite"}"
         [models]
         device = "cpu"
-        paths = {{ mtf_transformer = "{art / 'mtf_transformer'}", cnn_lstm_attn = "{art / 'cnn_lstm_attn'}" }}
+        paths = {{ mtf_transformer = "{art / "mtf_transformer"}", cnn_lstm_attn = "{art / "cnn_lstm_attn"}" }}
         [api]
         enabled = false
         [alerts.signal_ws]
@@ -72,8 +75,8 @@ def test_sigd_run_with_a_symbol_the_exchange_does_not_list_exits_2_naming_file_a
         [retrain]
         enabled = false
         """)
-    done = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "-c", str(path)], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"{path}: exchange.symbols[1]: 'SOL/USDT' is not a market on the exchange" in done.stderr
-

@@ -14,8 +14,16 @@ from daemon.domain import timeframe_ms
 from daemon.market.exchange import make_client
 from daemon.store import Store
 from tests.exchange_kit import (
-    DAY, KEY, SECRET, Recorder, assert_consecutive, assert_seconds_match_minutes, expected_row, feed_config,
-    local_exchange, running_feed,
+    DAY,
+    KEY,
+    SECRET,
+    Recorder,
+    assert_consecutive,
+    assert_seconds_match_minutes,
+    expected_row,
+    feed_config,
+    local_exchange,
+    running_feed,
 )
 from tests.fault_proxy import FaultProxy
 
@@ -25,8 +33,9 @@ MARKET_MINUTES = 6  # of faults, at 60x: ~6 s of wall time
 
 
 def _stored(store: Store, symbol: str, timeframe: str) -> np.ndarray:
-    rows = store.db.execute("select ts, open, high, low, close, volume from bars where symbol = ? and timeframe = ? "
-                            "order by ts", [symbol, timeframe]).fetchall()
+    rows = store.db.execute(
+        "select ts, open, high, low, close, volume from bars where symbol = ? and timeframe = ? order by ts", [symbol, timeframe]
+    ).fetchall()
     return np.array(rows, dtype=np.float64)
 
 
@@ -38,8 +47,13 @@ async def test_stored_bars_equal_the_tape_through_a_fault_injecting_proxy(tmp_pa
         real_port = urlsplit(lx.base_url).port
         assert real_port is not None
         proxy = await FaultProxy(real_port, seed=SEED, rate=0.03, stall_s=1.5).start()
-        client = make_client(cfg, rest_url=proxy.url(lx.rest_url, real_port), ws_url=proxy.url(lx.ws_url, real_port),
-                             api_key=KEY, api_secret=SECRET)
+        client = make_client(
+            cfg,
+            rest_url=proxy.url(lx.rest_url, real_port),
+            ws_url=proxy.url(lx.ws_url, real_port),
+            api_key=KEY,
+            api_secret=SECRET,
+        )
         try:
             async with running_feed(client, store, cfg, speed, rec) as feed:
                 warm_last = {key: feed.streams[key].last_ts for key in STREAMS}
@@ -49,8 +63,10 @@ async def test_stored_bars_equal_the_tape_through_a_fault_injecting_proxy(tmp_pa
                 end = lx.now_ms()
 
                 def caught_up() -> bool:  # every stream holds its last bar closed before `end`
-                    return all((feed.streams[(s, tf)].last_ts or 0) >= end // timeframe_ms(tf) * timeframe_ms(tf)
-                               - timeframe_ms(tf) for s, tf in STREAMS)
+                    return all(
+                        (feed.streams[(s, tf)].last_ts or 0) >= end // timeframe_ms(tf) * timeframe_ms(tf) - timeframe_ms(tf)
+                        for s, tf in STREAMS
+                    )
 
                 await rec.until(caught_up, 40)
                 status = feed.status()

@@ -8,8 +8,15 @@ import asyncio
 from daemon.metrics import REGISTRY
 from daemon.store import Store
 from tests.exchange_kit import (
-    DAY, DAY_MS, Recorder, assert_consecutive, assert_ring_is_the_record, exchange_client, feed_config,
-    local_exchange, running_feed,
+    DAY,
+    DAY_MS,
+    Recorder,
+    assert_consecutive,
+    assert_ring_is_the_record,
+    exchange_client,
+    feed_config,
+    local_exchange,
+    running_feed,
 )
 
 STREAMS = [("ETH/USDT", "1s"), ("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("ETH/USDT", "1d"), ("BTC/USDT", "1m")]

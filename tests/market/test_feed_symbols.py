@@ -11,8 +11,17 @@ from daemon.config import ConfigError
 from daemon.market.feed import feed_streams
 from daemon.store import Store
 from tests.exchange_kit import (
-    DAY_2021, SYMBOLS_2021, TAPE_2021, Recorder, assert_consecutive, assert_ring_is_the_record, exchange_client,
-    expected_row, feed_config, local_exchange, running_feed,
+    DAY_2021,
+    SYMBOLS_2021,
+    TAPE_2021,
+    Recorder,
+    assert_consecutive,
+    assert_ring_is_the_record,
+    exchange_client,
+    expected_row,
+    feed_config,
+    local_exchange,
+    running_feed,
 )
 
 TIMEFRAMES = ("1s", "1m", "1h", "1d")
@@ -46,8 +55,11 @@ async def test_warm_up_of_five_symbols_within_the_concurrency_bound_on_one_socke
 
 
 async def test_one_symbol_gapped_and_another_stalled_while_the_others_keep_delivering(tmp_path) -> None:
-    cfg, rec, speed = feed_config(symbols=SYMBOLS_2021, timeframes=("1m", "1h"), warmup_bars=30,
-                                  stall_factor=3.0), Recorder(), 60.0
+    cfg, rec, speed = (
+        feed_config(symbols=SYMBOLS_2021, timeframes=("1m", "1h"), warmup_bars=30, stall_factor=3.0),
+        Recorder(),
+        60.0,
+    )
     store = Store(tmp_path / "s.sqlite")
     async with local_exchange(DAY_2021 + 30_000, speed, TAPE_2021) as lx, exchange_client(lx, cfg) as client:
         async with running_feed(client, store, cfg, speed, rec) as feed:
@@ -56,8 +68,7 @@ async def test_one_symbol_gapped_and_another_stalled_while_the_others_keep_deliv
             lx.faults.skip_bars(1, "xrpusdt@kline_1m")  # a gap (2 s silent < 3 s stall timeout): REST fills it
             lx.faults.stall("adausdt@kline_1m", seconds=5)  # silent past the stall timeout: resync
             end = first + 8 * 60_000
-            await rec.until(lambda: all(rec.bars.get((s, "1m")) and rec.bars[(s, "1m")][-1].ts >= end
-                                        for s in SYMBOLS_2021), 30)
+            await rec.until(lambda: all(rec.bars.get((s, "1m")) and rec.bars[(s, "1m")][-1].ts >= end for s in SYMBOLS_2021), 30)
             status = feed.status()
             assert status["XRP/USDT 1m"]["gaps"] >= 1 and status["XRP/USDT 1m"]["backfilled_bars"] >= 1
             assert status["ADA/USDT 1m"]["stalls"] >= 1
@@ -73,8 +84,9 @@ async def test_one_symbol_gapped_and_another_stalled_while_the_others_keep_deliv
             assert all(at[("ETH/USDT", t)] < at[("XRP/USDT", t)] for t in gap_ts)
         # what SQLite holds for every symbol is the tape, bar for bar
         for sym in (*SYMBOLS_2021, "BTC/USDT"):
-            rows = np.array([[b.ts, b.open, b.high, b.low, b.close, b.volume]
-                             for b in store.iter_bars(sym, "1m", first, end + 60_000)])
+            rows = np.array(
+                [[b.ts, b.open, b.high, b.low, b.close, b.volume] for b in store.iter_bars(sym, "1m", first, end + 60_000)]
+            )
             assert len(rows) == (end - first) // 60_000 + 1, sym
             expected = np.array([expected_row(sym, "1m", int(t), TAPE_2021) for t in rows[:, 0]])
             np.testing.assert_allclose(rows, expected, rtol=1e-9, err_msg=sym)

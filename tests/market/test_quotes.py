@@ -8,7 +8,14 @@ import asyncio
 from daemon.domain import Bar
 from daemon.store import Store
 from tests.exchange_kit import (
-    DAY_2021, SYMBOLS_2021, TAPE_2021, Recorder, exchange_client, feed_config, local_exchange, running_feed,
+    DAY_2021,
+    SYMBOLS_2021,
+    TAPE_2021,
+    Recorder,
+    exchange_client,
+    feed_config,
+    local_exchange,
+    running_feed,
 )
 
 SPREAD_BPS = 10.0
@@ -34,8 +41,10 @@ def market_id(symbol: str) -> str:
 
 async def test_quotes_track_the_replay_price_within_the_spread_on_the_bars_socket(tmp_path) -> None:
     cfg, rec, speed = feed_config(symbols=SYMBOLS_2021, timeframes=("1m",), warmup_bars=20), CloseQuotes(), 60.0
-    async with local_exchange(DAY_2021 + 50_000, speed, TAPE_2021, spread_bps=SPREAD_BPS) as lx, \
-            exchange_client(lx, cfg) as client:
+    async with (
+        local_exchange(DAY_2021 + 50_000, speed, TAPE_2021, spread_bps=SPREAD_BPS) as lx,
+        exchange_client(lx, cfg) as client,
+    ):
         async with running_feed(client, Store(tmp_path / "s.sqlite"), cfg, speed, rec) as feed:
             rec.feed = feed
             await lx.wait_subscribed(len(SYMBOLS_2021) * 2 + 1)
@@ -48,13 +57,13 @@ async def test_quotes_track_the_replay_price_within_the_spread_on_the_bars_socke
                     assert q is not None, sym
                     bid, ask, ts = q
                     market = lx.markets[market_id(sym)]
-                    price, tick = market.price(ts), 10.0 ** -market.price_decimals
+                    price, tick = market.price(ts), 10.0**-market.price_decimals
                     assert ts <= lx.now_ms()
                     assert bid < ask <= bid + price * SPREAD_BPS / 1e4 + 2 * tick, (sym, q)
                     assert bid - tick <= price * (1 - SPREAD_BPS / 2e4) and price * (1 + SPREAD_BPS / 2e4) <= ask + tick
             # at every close the feed already held a touch from that close (the local exchange
             # sends it before the closing kline frame), around the price at that instant
-            for bar, q in rec.at_close[3 * len(SYMBOLS_2021):]:  # past warm-up's catch-up
+            for bar, q in rec.at_close[3 * len(SYMBOLS_2021) :]:  # past warm-up's catch-up
                 assert q is not None and bar.ts + 60_000 <= q[2] < bar.ts + 60_000 + 1_000, (bar, q)
                 price = lx.markets[market_id(bar.symbol)].price(q[2])
                 assert q[0] <= price <= q[1], (bar, q, price)
@@ -94,13 +103,16 @@ async def test_a_paper_market_order_at_a_close_fills_at_the_ask_the_exchange_sen
             await super().__call__(bar)
             if bar.symbol == "XRP/USDT" and len(fills) < 2 and bar.ts >= live_from:
                 quote = paper.quotes.quote(bar.symbol)  # what the broker is about to fill at
-                await paper.submit(OrderIntent(bar.symbol, 10.0 * (len(fills) + 1), bar.close, bar.ts,
-                                               bar.ts + 60_000, "confidence"))
+                await paper.submit(
+                    OrderIntent(bar.symbol, 10.0 * (len(fills) + 1), bar.close, bar.ts, bar.ts + 60_000, "confidence")
+                )
                 fills.append((bar, quote))
 
     rec = BuyOnClose()
-    async with local_exchange(DAY_2021 + 50_000, speed, TAPE_2021, spread_bps=SPREAD_BPS) as lx, \
-            exchange_client(lx, cfg) as client:
+    async with (
+        local_exchange(DAY_2021 + 50_000, speed, TAPE_2021, spread_bps=SPREAD_BPS) as lx,
+        exchange_client(lx, cfg) as client,
+    ):
         live_from = DAY_2021 + 60_000  # the first bar closing on the websocket
         async with running_feed(client, store, cfg, speed, rec) as feed:
             paper.quotes = feed.quotes

@@ -22,8 +22,7 @@ from tests.exchange_kit import (
 )
 
 STREAMS = [("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("BTC/USDT", "1m")]
-WIRE = {("ETH/USDT", "1m"): "ethusdt@kline_1m", ("ETH/USDT", "1h"): "ethusdt@kline_1h",
-        ("BTC/USDT", "1m"): "btcusdt@kline_1m"}
+WIRE = {("ETH/USDT", "1m"): "ethusdt@kline_1m", ("ETH/USDT", "1h"): "ethusdt@kline_1h", ("BTC/USDT", "1m"): "btcusdt@kline_1m"}
 
 
 def _assert_store_is_the_tape(store: Store, symbol: str, timeframe: str, since_ms: int) -> int:

@@ -104,7 +104,7 @@ def test_each_family_is_blind_to_bars_after_t(trained: dict[str, Path], market: 
     for v in other.values():  # scramble every bar that closes after t
         later = v[:, 0] + (v[1, 0] - v[0, 0]) > t_close
         v[later, 1:] = rng.permutation(v[later, 1:]) * 1.5
-    ts = [int(t) for t in series["1m"][t_row - 5:t_row + 1, 0]]
+    ts = [int(t) for t in series["1m"][t_row - 5 : t_row + 1, 0]]
     a = pred.predict_batch([live_windows(series, t, pred.required_windows) for t in ts], ts)
     b = pred.predict_batch([live_windows(other, t, pred.required_windows) for t in ts], ts)
     assert [p.scores for p in a] == [p.scores for p in b]

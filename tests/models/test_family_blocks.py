@@ -22,7 +22,7 @@ def test_probsparse_lazy_queries_take_the_mean_of_the_values_they_may_see() -> N
     with torch.no_grad():
         q, k, v = attn.qkv(x).view(1, 12, 3, 1, 8).permute(2, 0, 3, 1, 4)
         future = torch.ones(12, 12, dtype=torch.bool).triu(1)
-        full = torch.softmax((q @ k.transpose(-2, -1) / 8 ** 0.5).masked_fill(future, float("-inf")), -1) @ v
+        full = torch.softmax((q @ k.transpose(-2, -1) / 8**0.5).masked_fill(future, float("-inf")), -1) @ v
         lazy = v.cumsum(-2) / torch.arange(1, 13)[:, None]
         y = attn(x)
     rows = [bool(torch.allclose(attn.proj(full[0, 0, i]), y[0, i], atol=1e-5)) for i in range(12)]

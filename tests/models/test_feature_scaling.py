@@ -68,14 +68,14 @@ def test_bar2_by_hand_and_window_parity() -> None:
     f = bar_features(b, "bar2")
     v1 = bar_features(b, "bar")
     n = VOL_BARS
-    assert np.isnan(f[: n + 1, :4]).all() and np.isfinite(f[n + 1:]).all()
+    assert np.isnan(f[: n + 1, :4]).all() and np.isfinite(f[n + 1 :]).all()
     i = 40
-    vol = np.sqrt(np.mean(v1[i - n:i, 3] ** 2))  # the n log closes before bar i
+    vol = np.sqrt(np.mean(v1[i - n : i, 3] ** 2))  # the n log closes before bar i
     assert np.isclose(f[i, 0], np.log(b[i, 2] / b[i, 3]) / vol)
     assert np.allclose(f[i, 1:4], v1[i, 1:4] / vol) and f[i, 4] == v1[i, 4]
     # a live window (history + seq bars) gives bit-identical rows to the whole series (training)
     spec = FeatureSpec("mtf", 8, ("1h",), "bar2")
-    window = b[60 - spec.required_windows["1h"]:]
+    window = b[60 - spec.required_windows["1h"] :]
     assert np.array_equal(spec.raw_features(window)[-8:], f[-8:])
 
 
@@ -99,9 +99,14 @@ def test_bar2_is_comparable_across_regimes() -> None:
 def test_versions_and_live_clip_counting() -> None:
     spec = FeatureSpec("mtf", 8, ("1h",), "bar2", {"1h": Scaler("standard", (0.0,) * 5, (0.1,) * 5)})
     assert spec.version == 2 and FeatureSpec.from_dict(spec.to_dict()) == spec
-    v1 = FeatureSpec.from_dict({**spec.to_dict(), "feature_set": "bar", "version": 1,
-                                "feature_names": ["log_open", "log_high", "log_low", "log_close",
-                                                  "log_volume_change"]})
+    v1 = FeatureSpec.from_dict(
+        {
+            **spec.to_dict(),
+            "feature_set": "bar",
+            "version": 1,
+            "feature_names": ["log_open", "log_high", "log_low", "log_close", "log_volume_change"],
+        }
+    )
     assert v1.feature_names[0] == "log_open"
     with pytest.raises(ValueError, match="bar2"):
         FeatureSpec("mtf", 8, ("1h",), "bar2", version=1)
@@ -115,5 +120,5 @@ def test_versions_and_live_clip_counting() -> None:
         assert enc["1h"] is not None and np.abs(enc["1h"]).max() <= CLIP
     share = stats.share()["1h"]
     # a scale of 0.1 clips moves above 1 sd (and every range); live counts each window's newest bar once
-    expect = (np.abs(bar_features(bars[:need + 10], "bar2")[need - 1:need + 9] / 0.1) > CLIP).mean(axis=0)
+    expect = (np.abs(bar_features(bars[: need + 10], "bar2")[need - 1 : need + 9] / 0.1) > CLIP).mean(axis=0)
     assert 0 < expect.max() and np.allclose(share, expect)

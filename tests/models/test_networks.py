@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-from tests.conftest import REPO
 import torch
 import torch.nn.functional as F
 
 from models import registry
 from models.base import SequenceModel
 from models.mtf_transformer import TIMEFRAMES, MTFTransformer, mtf_loss
+from tests.conftest import REPO
 
 N_FEATURES = 6
 # The window families (x [B, T, F] -> [B, 3 | 1]); every one gets the window-model tests below.
@@ -93,12 +91,12 @@ def test_window_models_never_look_ahead(name: str, overrides: dict) -> None:
     x = windows(2, model.config.seq_len)
     t = model.config.seq_len // 2
     changed = x.clone()
-    changed[:, t + 1:] = torch.randn_like(changed[:, t + 1:]) * 10
+    changed[:, t + 1 :] = torch.randn_like(changed[:, t + 1 :]) * 10
     with torch.no_grad():
         before, after = model.forward_steps(x), model.forward_steps(changed)
         prefix = model(x[:, : t + 1])
     assert torch.allclose(before[:, : t + 1], after[:, : t + 1], atol=1e-6)
-    assert not torch.allclose(before[:, t + 1:], after[:, t + 1:], atol=1e-3)  # the test can fail
+    assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :], atol=1e-3)  # the test can fail
     assert torch.allclose(before[:, t], prefix, atol=1e-5)
 
 
@@ -117,14 +115,23 @@ def test_mtf_every_output_shape() -> None:
     model = tiny("mtf_transformer")
     c = model.config
     out = model(
-        mtf_bars(3, c.seq_len), order_book=torch.randn(3, c.seq_len, 100), indicators=torch.randn(3, 40),
-        market=torch.randn(3, 30), position=torch.randn(3, 5),
+        mtf_bars(3, c.seq_len),
+        order_book=torch.randn(3, c.seq_len, 100),
+        indicators=torch.randn(3, 40),
+        market=torch.randn(3, 30),
+        position=torch.randn(3, 5),
     )
     assert shapes(out) == {
-        "action_logits": (3, 3), "action_probs": (3, 3), "confidence": (3, 1),
+        "action_logits": (3, 3),
+        "action_probs": (3, 3),
+        "confidence": (3, 1),
         "next_bar": {tf: (3, 5) for tf in TIMEFRAMES},
-        "price": (3, 1), "volatility": (3, 1), "trend_strength": (3, 1), "pivots": (3, 5),
-        "trend_logits": (3, 5, 3), "trend_probs": (3, 5, 3),
+        "price": (3, 1),
+        "volatility": (3, 1),
+        "trend_strength": (3, 1),
+        "pivots": (3, 5),
+        "trend_logits": (3, 5, 3),
+        "trend_probs": (3, 5, 3),
     }
     assert torch.allclose(out["action_probs"].sum(-1), torch.ones(3))
     assert bool((out["pivots"].diff(dim=-1) >= 0).all()), "pivot levels S2 ≤ S1 ≤ P ≤ R1 ≤ R2"
@@ -182,7 +189,7 @@ def test_mtf_padding_positions_do_not_influence_the_outputs() -> None:
     bars = mtf_bars(2, T)
     padding = {tf: torch.zeros(2, T, dtype=torch.bool) for tf in TIMEFRAMES}
     padding["1d"][:, :5] = True  # short daily history: the oldest five positions are left padding
-    padding["1s"][0, :T - 2] = True  # sample 0 has only two 1s bars
+    padding["1s"][0, : T - 2] = True  # sample 0 has only two 1s bars
     order_book = torch.randn(2, T, 100)
     noisy = {tf: x.clone() for tf, x in bars.items()}
     for tf, pad in padding.items():
@@ -234,8 +241,11 @@ def test_mtf_auxiliary_heads_learn_only_when_asked() -> None:
     price = torch.randn(4, 1)
     price[3] = float("nan")  # no target for sample 3
     aux = {
-        "action": torch.tensor([0, 1, 2, 1]), "price": price, "pivots": torch.randn(4, 5),
-        "trend": {"1h": torch.tensor([0, 2, 1, 1])}, "trend_mask": {"1h": torch.tensor([True, True, False, True])},
+        "action": torch.tensor([0, 1, 2, 1]),
+        "price": price,
+        "pivots": torch.randn(4, 5),
+        "trend": {"1h": torch.tensor([0, 2, 1, 1])},
+        "trend_mask": {"1h": torch.tensor([True, True, False, True])},
     }
     assert torch.allclose(mtf_loss(out, aux), mtf_loss(out, {"action": aux["action"]}))
     total = mtf_loss(out, aux, aux_weight=0.1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,16 @@ def test_round_trip_of_a_written_tape(tmp_path: Path) -> None:
     assert find_gaps(bars, "1m") == []
 
 
-@pytest.mark.parametrize("edit, why", [
-    (lambda lines: lines.__setitem__(3, lines[3].rsplit(",", 1)[0] + ",abc"), "line 4: a value is missing, not a number"),
-    (lambda lines: lines.__setitem__(4, lines[2]), "line 5: timestamp not strictly after"),
-    (lambda lines: lines.__setitem__(5, "1722470460001,1,1,1,1,1"), "line 6: timestamp not aligned"),
-    (lambda lines: lines.__setitem__(6, lines[6].split(",")[0] + ",10,9,8,12,1"), "line 7: OHLC out of order"),
-    (lambda lines: lines.__setitem__(0, "time,o,h,l,c,v"), "line 1: header"),
-])
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (lambda lines: lines.__setitem__(3, lines[3].rsplit(",", 1)[0] + ",abc"), "line 4: a value is missing, not a number"),
+        (lambda lines: lines.__setitem__(4, lines[2]), "line 5: timestamp not strictly after"),
+        (lambda lines: lines.__setitem__(5, "1722470460001,1,1,1,1,1"), "line 6: timestamp not aligned"),
+        (lambda lines: lines.__setitem__(6, lines[6].split(",")[0] + ",10,9,8,12,1"), "line 7: OHLC out of order"),
+        (lambda lines: lines.__setitem__(0, "time,o,h,l,c,v"), "line 1: header"),
+    ],
+)
 def test_malformed_rows_name_the_file_and_line(tmp_path: Path, edit, why: str) -> None:
     path = write_tape(tmp_path, "ETH/USDT", "1m", random_bars(10), gz=False)
     lines = path.read_text().splitlines()

@@ -18,7 +18,7 @@ def _future_replaced(bars: np.ndarray, t: int, seed: int = 9) -> np.ndarray:
     """Same bars up to row t; every later bar replaced by another random walk (same timestamps)."""
     other = random_bars(len(bars), seed=seed, price=float(bars[t, 4]) * 1.5)
     out = bars.copy()
-    out[t + 1:, 1:] = other[t + 1:, 1:]
+    out[t + 1 :, 1:] = other[t + 1 :, 1:]
     return out
 
 
@@ -29,13 +29,13 @@ def test_features_up_to_t_ignore_every_later_bar(kind: str, feature_set: str) ->
     for t in (150, 250, 398):
         a, b = spec.raw_features(bars), spec.raw_features(_future_replaced(bars, t))
         np.testing.assert_array_equal(a[: t + 1], b[: t + 1])
-        assert not np.array_equal(a[t + 1:], b[t + 1:]) or t == 399
+        assert not np.array_equal(a[t + 1 :], b[t + 1 :]) or t == 399
 
 
 def test_indicators_have_the_documented_warmup_and_are_finite_after() -> None:
     feats = indicators.indicator_features(random_bars(300))
     assert np.isnan(feats[: indicators.FULL_WARMUP]).all()
-    assert np.isfinite(feats[indicators.FULL_WARMUP:]).all()
+    assert np.isfinite(feats[indicators.FULL_WARMUP :]).all()
     assert feats.shape[1] == len(indicators.FULL_NAMES)
 
 
@@ -51,8 +51,9 @@ def test_live_window_encodes_exactly_the_training_window() -> None:
     for i in (0, 123, len(ss.y) - 1):
         row = int(ss.ends["1m"][i])
         windows = live_windows({"1m": bars}, int(bars[row, 0]), ss.spec.required_windows)
-        np.testing.assert_allclose(encode_windows(windows, ss.spec)["1m"], ss.gather("1m", np.array([i]))[0][0],
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            encode_windows(windows, ss.spec)["1m"], ss.gather("1m", np.array([i]))[0][0], rtol=1e-6, atol=1e-6
+        )
 
 
 def test_windows_never_cross_a_split_and_targets_stay_inside() -> None:
@@ -92,8 +93,8 @@ def test_a_window_spanning_a_gap_is_not_used() -> None:
     need = spec.required_windows["1m"]
     assert not np.any((ss.ends["1m"] >= 299) & (ss.ends["1m"] - need + 1 < 300))
     fitted = ss.spec
-    assert encode_window(bars[300 - need + 5: 305], "1m", fitted) is None  # live: same rule
-    assert encode_window(bars[:need - 1], "1m", fitted) is None  # too short
+    assert encode_window(bars[300 - need + 5 : 305], "1m", fitted) is None  # live: same rule
+    assert encode_window(bars[: need - 1], "1m", fitted) is None  # too short
 
 
 def test_labels_by_hand_and_balancing_equalizes_train() -> None:

@@ -76,10 +76,12 @@ def test_hold_changes_turnover_and_sharpe_by_hand() -> None:
     every_bar = optimize(HOLD_PROBS, HOLD_RETURNS, fee=0.001, bars_per_year=1, grid=grid)
     held = optimize(HOLD_PROBS, HOLD_RETURNS, fee=0.001, bars_per_year=1, grid=grid, hold=3)
     # hold 1: net 0.001, -0.001, 0.002, -0.001, 0, 0 -> mean 1/6 e-3, variance 41/36 e-6
-    np.testing.assert_allclose(net_returns(positions(decide(HOLD_PROBS, 0.6)), HOLD_RETURNS),
-                               [0.001, -0.001, 0.002, -0.001, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(
+        net_returns(positions(decide(HOLD_PROBS, 0.6)), HOLD_RETURNS), [0.001, -0.001, 0.002, -0.001, 0.0, 0.0], atol=1e-15
+    )
     assert every_bar.trades == 4 and every_bar.sharpe == pytest.approx(1 / math.sqrt(41))
     # hold 3: net 0.001, 0.001, 0.003, -0.001, 0, 0 -> mean 2/3 e-3, variance 14/9 e-6
-    np.testing.assert_allclose(net_returns(positions(decide(HOLD_PROBS, 0.6), 3), HOLD_RETURNS),
-                               [0.001, 0.001, 0.003, -0.001, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(
+        net_returns(positions(decide(HOLD_PROBS, 0.6), 3), HOLD_RETURNS), [0.001, 0.001, 0.003, -0.001, 0.0, 0.0], atol=1e-15
+    )
     assert held.trades == 2 and held.hold == 3 and held.sharpe == pytest.approx(2 / math.sqrt(14))

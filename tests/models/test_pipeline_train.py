@@ -31,8 +31,10 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(market: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name in MODELS:
-        res = train(TrainSpec(name, preset="tiny", data_dirs=(str(market),), epochs=2, max_batches=4, seed=3),
-                    tmp_path_factory.mktemp(name) / "art")
+        res = train(
+            TrainSpec(name, preset="tiny", data_dirs=(str(market),), epochs=2, max_batches=4, seed=3),
+            tmp_path_factory.mktemp(name) / "art",
+        )
         out[name] = res.artifact_dir
     return out
 
@@ -46,8 +48,15 @@ def _series(market: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("name", MODELS)
 def test_training_writes_artifact_history_and_plots(trained: dict[str, Path], name: str) -> None:
     d = trained[name]
-    for f in ("model.safetensors", "artifact.json", "history.json", "loss.png", "accuracy.png", "attention.png",
-              "predictions.png"):
+    for f in (
+        "model.safetensors",
+        "artifact.json",
+        "history.json",
+        "loss.png",
+        "accuracy.png",
+        "attention.png",
+        "predictions.png",
+    ):
         assert (d / f).stat().st_size > 0, f
     meta = json.loads((d / "artifact.json").read_text())
     assert meta["classes"] == {"0": "SHORT", "1": "FLAT", "2": "LONG"}
@@ -89,7 +98,7 @@ def test_predictions_up_to_t_ignore_every_later_bar(trained: dict[str, Path], ma
     for k, v in other.items():  # shuffle every bar that closes after t
         later = v[:, 0] + (v[1, 0] - v[0, 0]) > t_close
         v[later, 1:] = rng.permutation(v[later, 1:])
-    ts = [int(t) for t in series["1m"][t_row - 10:t_row + 1, 0]]
+    ts = [int(t) for t in series["1m"][t_row - 10 : t_row + 1, 0]]
     a = pred.predict_batch([live_windows(series, t, pred.required_windows) for t in ts], ts)
     b = pred.predict_batch([live_windows(other, t, pred.required_windows) for t in ts], ts)
     assert [p.probs for p in a] == [p.probs for p in b]
@@ -121,9 +130,11 @@ def test_corrupt_or_mismatched_artifacts_are_refused(trained: dict[str, Path], t
     (bad / "artifact.json").write_text((src / "artifact.json").read_text()[:100])
     with pytest.raises(ArtifactError, match="corrupt JSON"):
         load_artifact(bad)
-    for edit, why in ((lambda m: m["model"]["config"].update(lstm_hidden=16), "wrong shape"),
-                      (lambda m: m["features"].update(version=99), "feature version"),
-                      (lambda m: m.update(format_version=2), "format_version")):
+    for edit, why in (
+        (lambda m: m["model"]["config"].update(lstm_hidden=16), "wrong shape"),
+        (lambda m: m["features"].update(version=99), "feature version"),
+        (lambda m: m.update(format_version=2), "format_version"),
+    ):
         bad = _copy(src, tmp_path / why.replace(" ", "_"))
         meta = json.loads((src / "artifact.json").read_text())
         edit(meta)
@@ -147,8 +158,12 @@ def test_training_is_reproducible_on_cpu(market: Path, tmp_path: Path) -> None:
 
 
 def test_regression_mode_trains_plots_and_predicts(market: Path, tmp_path: Path) -> None:
-    res = train(TrainSpec("stacked_lstm", preset="tiny", data_dirs=(str(market),), epochs=1, max_batches=2,
-                          target=TargetSpec(mode="regression")), tmp_path / "reg")
+    res = train(
+        TrainSpec(
+            "stacked_lstm", preset="tiny", data_dirs=(str(market),), epochs=1, max_batches=2, target=TargetSpec(mode="regression")
+        ),
+        tmp_path / "reg",
+    )
     assert (res.artifact_dir / "predictions.png").exists() and "mse" in res.metrics["test"]
     pred = Predictor.load(res.artifact_dir, device="cpu")
     series = _series(market)
@@ -202,6 +217,7 @@ def test_a_timeframe_shorter_than_one_window_is_masked_not_a_crash(tmp_path: Pat
     for symbol in ("ETH/USDT", "BTC/USDT"):
         daily = load_series([market], symbol, "1d")
         write_tape(market, symbol, "1d", daily[-3:])
-    res = train(TrainSpec("mtf_transformer", preset="tiny", data_dirs=(str(market),), epochs=1, max_batches=2,
-                          seed=3), tmp_path / "art")
+    res = train(
+        TrainSpec("mtf_transformer", preset="tiny", data_dirs=(str(market),), epochs=1, max_batches=2, seed=3), tmp_path / "art"
+    )
     assert (res.artifact_dir / "model.safetensors").exists()

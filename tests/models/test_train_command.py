@@ -14,21 +14,40 @@ from tests.pipeline_builders import write_market
 
 
 def _sigd_train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "daemon", "train", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "daemon", "train", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def test_sigd_train_builds_the_spec_from_its_flags(tmp_path: Path) -> None:
     market = write_market(tmp_path / "tape", n_1m=1500)
     out = tmp_path / "art"
-    res = _sigd_train("--model", "tcn", "--preset", "tiny", "--data", str(market), "--epochs", "2", "--max-batches",
-                      "2", "--scheduler", "onecycle", "--jitter", "0.01", "--scaling", "0.02", "--seed", "4",
-                      "--device", "cpu", "--out", str(out))
+    res = _sigd_train(
+        "--model",
+        "tcn",
+        "--preset",
+        "tiny",
+        "--data",
+        str(market),
+        "--epochs",
+        "2",
+        "--max-batches",
+        "2",
+        "--scheduler",
+        "onecycle",
+        "--jitter",
+        "0.01",
+        "--scaling",
+        "0.02",
+        "--seed",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "tcn: test split" in res.stdout and f"artifact {out}" in res.stdout
     spec = json.loads((out / "artifact.json").read_text())["train_spec"]
-    assert (spec["model"], spec["scheduler"], spec["jitter"], spec["scaling"], spec["seed"]) == \
-        ("tcn", "onecycle", 0.01, 0.02, 4)
+    assert (spec["model"], spec["scheduler"], spec["jitter"], spec["scaling"], spec["seed"]) == ("tcn", "onecycle", 0.01, 0.02, 4)
     assert spec["data_dirs"] == [str(market)] and spec["epochs"] == 2
     lr = json.loads((out / "history.json").read_text())["lr"]
     assert lr[0] < 1e-3  # OneCycle starts below its peak

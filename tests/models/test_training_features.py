@@ -34,10 +34,10 @@ def _fit(scheduler: str, epochs: int, seen: list[str] | None = None) -> dict[str
         seen.append(b["tag"])
         return augment(b, io, 0.05, 0.05, torch.Generator().manual_seed(len(seen)))
 
-    cfg = FitConfig(epochs=epochs, batch_size=8, patience=99, scheduler=scheduler, progress=False,
-                    augment=spy if seen is not None else None)
-    return fit(model, io.step, lambda e: (iter(train), len(train)), lambda: (iter(val), len(val)), cfg,
-               torch.device("cpu"))
+    cfg = FitConfig(
+        epochs=epochs, batch_size=8, patience=99, scheduler=scheduler, progress=False, augment=spy if seen is not None else None
+    )
+    return fit(model, io.step, lambda e: (iter(train), len(train)), lambda: (iter(val), len(val)), cfg, torch.device("cpu"))
 
 
 def test_onecycle_warms_up_then_anneals_over_every_batch() -> None:
@@ -70,16 +70,17 @@ def test_augmentation_is_seeded_shape_preserving_and_off_by_default() -> None:
 def test_predictions_keep_every_score_and_old_databases_are_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)  # the predictions table as sigd wrote it before Prediction.scores
-    old.execute("CREATE TABLE predictions (id INTEGER PRIMARY KEY, symbol TEXT, bar_ts INTEGER, model TEXT, "
-                "version TEXT, p_short FLOAT, p_flat FLOAT, p_long FLOAT, side INTEGER, confidence FLOAT, "
-                "threshold FLOAT, inference_ms FLOAT, created_ms INTEGER)")
+    old.execute(
+        "CREATE TABLE predictions (id INTEGER PRIMARY KEY, symbol TEXT, bar_ts INTEGER, model TEXT, "
+        "version TEXT, p_short FLOAT, p_flat FLOAT, p_long FLOAT, side INTEGER, confidence FLOAT, "
+        "threshold FLOAT, inference_ms FLOAT, created_ms INTEGER)"
+    )
     old.execute("INSERT INTO predictions VALUES (1, 'ETH/USDT', 60000, 'm', 'v1', 0.1, 0.2, 0.7, 2, 0.7, 0.5, 1.0, 5)")
     old.commit()
     old.close()
     store = Store(path)
     assert "p_short" not in store.db["predictions"].columns_dict
-    hybrid = Prediction("mtf", "v2", 120000, {**class_scores((0.5, 0.3, 0.2)), "volatility": 0.01}, Side.SHORT,
-                        0.5, 0.4)
+    hybrid = Prediction("mtf", "v2", 120000, {**class_scores((0.5, 0.3, 0.2)), "volatility": 0.01}, Side.SHORT, 0.5, 0.4)
     regression = Prediction("reg", "v3", 120000, {"return": -0.002}, Side.SHORT, 0.002, 0.001)
     store.add_predictions("ETH/USDT", [hybrid, regression], 6)
     assert store.prediction_rows("ETH/USDT") == [

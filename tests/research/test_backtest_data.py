@@ -24,20 +24,21 @@ def _write_csv(path: Path, text: str) -> Path:
 
 def _good_lines(n: int = 5) -> list[str]:
     rows = walk("1m", n)
-    return ["timestamp,open,high,low,close,volume"] + [
-        f"{int(r[0])},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]}" for r in rows
-    ]
+    return ["timestamp,open,high,low,close,volume"] + [f"{int(r[0])},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]}" for r in rows]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda ls: ["ts,o,h,l,c,v"] + ls[1:], "line 1: header"),
-    (lambda ls: ls[:3] + [ls[3].replace(ls[3].split(",")[4], "abc", 1)] + ls[4:], "line 4: a value is missing, not a number"),
-    (lambda ls: ls[:3] + [ls[4], ls[3]] + ls[5:], "line 5: timestamp not strictly after"),
-    (lambda ls: ls[:3] + [ls[2]] + ls[3:], "line 4: timestamp not strictly after"),
-    (lambda ls: ls[:2] + [str(T0 + 60_000 + 7) + ls[2][ls[2].index(","):]] + ls[3:], "line 3: timestamp not aligned"),
-    (lambda ls: ls[:5] + [",".join(ls[5].split(",")[:3] + ["1e9"] + ls[5].split(",")[4:])], "line 6: OHLC out of order"),
-    (lambda ls: ls[:2] + [ls[2].rsplit(",", 1)[0] + ",-1"] + ls[3:], "line 3: negative volume"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda ls: ["ts,o,h,l,c,v"] + ls[1:], "line 1: header"),
+        (lambda ls: ls[:3] + [ls[3].replace(ls[3].split(",")[4], "abc", 1)] + ls[4:], "line 4: a value is missing, not a number"),
+        (lambda ls: ls[:3] + [ls[4], ls[3]] + ls[5:], "line 5: timestamp not strictly after"),
+        (lambda ls: ls[:3] + [ls[2]] + ls[3:], "line 4: timestamp not strictly after"),
+        (lambda ls: ls[:2] + [str(T0 + 60_000 + 7) + ls[2][ls[2].index(",") :]] + ls[3:], "line 3: timestamp not aligned"),
+        (lambda ls: ls[:5] + [",".join(ls[5].split(",")[:3] + ["1e9"] + ls[5].split(",")[4:])], "line 6: OHLC out of order"),
+        (lambda ls: ls[:2] + [ls[2].rsplit(",", 1)[0] + ",-1"] + ls[3:], "line 3: negative volume"),
+    ],
+)
 def test_malformed_file_names_file_line_and_reason(tmp_path: Path, mutate, message: str) -> None:
     path = _write_csv(tmp_path / "ETH_USDT-1m.csv.gz", "\n".join(mutate(_good_lines())) + "\n")
     with pytest.raises(TapeError) as exc:
@@ -79,8 +80,7 @@ def test_same_close_instant_follows_the_fixed_stream_order(tmp_path: Path) -> No
     tape = replay.load_streams(tmp_path, STREAMS, ETH_1M)
     order = [("ETH/USDT", "1d"), ("ETH/USDT", "1h"), ("BTC/USDT", "1m"), ("ETH/USDT", "1m")]
     streams, rows = replay.replay_order(tape, order, T0, T0 + 3 * 3_600_000)
-    closes = [int(tape.streams[order[s]][r, 0]) + (3_600_000 if order[s][1] == "1h" else 60_000)
-              for s, r in zip(streams, rows)]
+    closes = [int(tape.streams[order[s]][r, 0]) + (3_600_000 if order[s][1] == "1h" else 60_000) for s, r in zip(streams, rows)]
     assert closes == sorted(closes)
     at_hour = [order[s] for s, c in zip(streams, closes) if c == T0 + 3_600_000]
     assert at_hour == [("ETH/USDT", "1h"), ("BTC/USDT", "1m"), ("ETH/USDT", "1m")]

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.research import backtest
 from daemon import config
-from daemon.research import replay
-from daemon.service.cli import main
+from daemon.research import backtest, replay
 from daemon.research.report import curves, iso
+from daemon.service.cli import main
 from tests.backtest_builders import T0, TEST_CONFIG, set_threshold, tiny_world
 
 MIN = 60_000
@@ -119,8 +118,7 @@ def test_gap_in_the_period_is_replayed_as_recorded_and_listed(world: Path, cfg: 
     plan = _plan(cfg, data)
     fast = backtest.run_backtest(plan, _predictors(world), batch=True)
     slow = backtest.run_backtest(plan, _predictors(world), batch=False)
-    assert fast.notes["gaps"]["ETH/USDT 1m"] == [{"from": iso(FROM + 100 * MIN), "next_bar": iso(FROM + 105 * MIN),
-                                                  "missing": 5}]
+    assert fast.notes["gaps"]["ETH/USDT 1m"] == [{"from": iso(FROM + 100 * MIN), "next_bar": iso(FROM + 105 * MIN), "missing": 5}]
     assert len(fast.bars) == 295
     cnn = next(m for m in fast.models if m.name == "cnn_lstm_attn")
     assert len(cnn.bar_ts) < 295  # windows across the gap are refused, as live
@@ -130,19 +128,55 @@ def test_gap_in_the_period_is_replayed_as_recorded_and_listed(world: Path, cfg: 
 def test_command_writes_the_report(world: Path, write_config, tmp_path: Path, capsys) -> None:
     cfg_path = write_config(TEST_CONFIG)
     out = tmp_path / "report"
-    rc = main(["backtest", "-c", str(cfg_path), "--data", str(world / "data"), "--model-dir", str(world / "models"),
-               "--from", iso(FROM), "--to", iso(TO), "--report", str(out)])
+    rc = main(
+        [
+            "backtest",
+            "-c",
+            str(cfg_path),
+            "--data",
+            str(world / "data"),
+            "--model-dir",
+            str(world / "models"),
+            "--from",
+            iso(FROM),
+            "--to",
+            iso(TO),
+            "--report",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "total return" in printed and "buy-and-hold" in printed and "mtf_transformer" in printed
-    for name in ("summary.json", "trades.csv", "signals.csv", "report.md", "report.html", "equity.png", "price.png",
-                 "confidence.png", "confusion_mtf_transformer.png", "confusion_cnn_lstm_attn.png"):
+    for name in (
+        "summary.json",
+        "trades.csv",
+        "signals.csv",
+        "report.md",
+        "report.html",
+        "equity.png",
+        "price.png",
+        "confidence.png",
+        "confusion_mtf_transformer.png",
+        "confusion_cnn_lstm_attn.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["bars"] == 300 and summary["period"] == {"from": iso(FROM), "to": iso(TO)}
     for run in ("strategy", "buy_and_hold", "momentum"):
-        assert {"total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "avg_trade",
-                "turnover", "fees_paid", "exposure", "trades"} <= set(summary[run])
+        assert {
+            "total_return",
+            "sharpe",
+            "sortino",
+            "max_drawdown",
+            "win_rate",
+            "profit_factor",
+            "avg_trade",
+            "turnover",
+            "fees_paid",
+            "exposure",
+            "trades",
+        } <= set(summary[run])
     m = summary["models"]["cnn_lstm_attn"]["argmax"]
     assert {"accuracy", "macro_f1", "confusion", "majority_baseline"} <= set(m)
     assert len((out / "signals.csv").read_text().splitlines()) == 1 + sum(summary["signals"].values())
@@ -197,9 +231,25 @@ def test_symbols_print_a_portfolio_total_and_the_gate(world: Path, write_config,
     data = three_symbol_data(world, tmp_path)
     cfg_path = write_config(TEST_CONFIG)
     out = tmp_path / "report"
-    rc = main(["backtest", "-c", str(cfg_path), "--data", str(data), "--model-dir", str(world / "models"),
-               "--symbols", "ETH/USDT,SOL/USDT", "--from", iso(FROM), "--to", iso(FROM + 120 * MIN),
-               "--report", str(out)])
+    rc = main(
+        [
+            "backtest",
+            "-c",
+            str(cfg_path),
+            "--data",
+            str(data),
+            "--model-dir",
+            str(world / "models"),
+            "--symbols",
+            "ETH/USDT,SOL/USDT",
+            "--from",
+            iso(FROM),
+            "--to",
+            iso(FROM + 120 * MIN),
+            "--report",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "== portfolio ==" in printed and "portfolio of 2 symbols" in printed

@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from daemon.research import baselines
-from daemon.research import performance
 from daemon.domain import Fill
+from daemon.research import baselines, performance
 
 DAY = 86_400_000
 
@@ -144,8 +143,7 @@ def test_portfolio_total_adds_each_symbols_pnl_to_one_account() -> None:
         portfolio_terminal,
     )
 
-    a = BacktestResult("ETH/USDT", "1d", _bars([100, 100, 200, 200]), [], [], [], 1000.0, 0.0, 0.0,
-                       position_fraction=0.1)
+    a = BacktestResult("ETH/USDT", "1d", _bars([100, 100, 200, 200]), [], [], [], 1000.0, 0.0, 0.0, position_fraction=0.1)
     b = BacktestResult("SOL/USDT", "1d", _bars([10, 10, 5, 5]), [], [], [], 1000.0, 0.0, 0.0, position_fraction=0.2)
     fill = Fill("f", "ETH/USDT", "buy", 100.0, 1.0, 0.0, DAY)  # the strategy: 1 ETH bought at 100
     a.fills = [fill]
@@ -164,9 +162,13 @@ def test_a_model_that_failed_the_gate_is_named_in_the_summary() -> None:
         def __init__(self, meta: dict) -> None:
             self.meta = meta
 
-    notes = gate_notes({"good": Loaded({"validation": {"passed": True, "why": "ok"}}),
-                        "bad": Loaded({"validation": {"passed": False, "why": "PSR 0.41 < 0.95"}}),
-                        "new": Loaded({})})
+    notes = gate_notes(
+        {
+            "good": Loaded({"validation": {"passed": True, "why": "ok"}}),
+            "bad": Loaded({"validation": {"passed": False, "why": "PSR 0.41 < 0.95"}}),
+            "new": Loaded({}),
+        }
+    )
     assert set(notes) == {"bad", "new"}
     lines = gate_lines({"gate": notes})
     assert any("would not trade bad" in line and "PSR 0.41" in line for line in lines)

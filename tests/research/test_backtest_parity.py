@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.research import backtest
 from daemon import config
-from daemon.research import replay
+from daemon.research import backtest, replay
 from daemon.research.report import iso
 from daemon.store import Store
 from tests.backtest_builders import T0, TEST_CONFIG, tape_dir, tiny_world
@@ -41,8 +40,11 @@ def three_symbol_data(world: Path, tmp: Path) -> Path:
 
 
 def _control(port: int, action: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/_control/{action}", method="POST" if body is not None else "GET",
-                                 data=json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/_control/{action}",
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
 
@@ -53,13 +55,17 @@ def _live_config(world: Path, data: Path, tmp: Path, lx_port: int) -> str:
     return live_sections(world, data, tmp, lx_port, SYMBOLS, T0 + 400 * MIN + 30_000, "live.sqlite")
 
 
-def live_sections(world: Path, data: Path, tmp: Path, lx_port: int, symbols: tuple[str, ...], start_ms: int,
-                  store: str, extra: str = "") -> str:
+def live_sections(
+    world: Path, data: Path, tmp: Path, lx_port: int, symbols: tuple[str, ...], start_ms: int, store: str, extra: str = ""
+) -> str:
     """The test config with the live daemon's sections: local exchange (clock almost frozen
     from `start_ms`), state file, tiny models that may trade, no API, no retrain."""
     models = world / "models"
     listed = ", ".join(f'"{s}"' for s in symbols)
-    return TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{listed}]") + extra + f"""
+    return (
+        TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{listed}]")
+        + extra
+        + f"""
 [local_exchange]
 port = {lx_port}
 tape = "{data}"
@@ -75,7 +81,7 @@ format = "json"
 [models]
 device = "cpu"
 trade_only_validated = false  # the tiny test models carry no validation verdict
-paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{models / 'cnn_lstm_attn'}" }}
+paths = {{ mtf_transformer = "{models / "mtf_transformer"}", cnn_lstm_attn = "{models / "cnn_lstm_attn"}" }}
 
 [api]
 enabled = false
@@ -89,6 +95,7 @@ daily_summary_utc = ""
 [alerts.signal_ws]
 enabled = false
 """
+    )
 
 
 def replayed_markets(data: Path, start_ms: int, cfg: config.Config) -> dict:
@@ -106,8 +113,11 @@ def assert_within_spread(cfg: config.Config, replayed: dict, back_fill, live_fil
     spread, tick = cfg.local_exchange.spread_bps / 1e4, 0.01
     market = replayed[back_fill.symbol.replace("/", "")]
     moved = abs(market.price(live_fill.ts) - market.price(back_fill.ts))
-    assert abs(live_fill.price - back_fill.price) <= spread * back_fill.price + tick + 1.001 * moved, \
-        (back_fill, live_fill, moved)
+    assert abs(live_fill.price - back_fill.price) <= spread * back_fill.price + tick + 1.001 * moved, (
+        back_fill,
+        live_fill,
+        moved,
+    )
 
 
 async def _run_live(cfg_path: Path, tmp: Path, lx_port: int) -> None:
@@ -115,13 +125,17 @@ async def _run_live(cfg_path: Path, tmp: Path, lx_port: int) -> None:
     try:
         await daemon.wait_ready(timeout=120)
         streams = 3 * len(SYMBOLS) + 1
-        await daemon.wait_for(lambda: len(_control(lx_port, "status", None)["streams"]) >= streams, 30,
-                              f"{streams} subscriptions")
+        await daemon.wait_for(
+            lambda: len(_control(lx_port, "status", None)["streams"]) >= streams, 30, f"{streams} subscriptions"
+        )
         _control(lx_port, "set_speed", {"speed": 120.0})  # one 1m bar every half second
         store = Store(tmp / "live.sqlite")
         try:
-            await daemon.wait_for(lambda: min(len({r[0] for r in store.prediction_rows(s)}) for s in SYMBOLS)
-                                  >= LIVE_BARS, 120, f"{LIVE_BARS} live decisions of every symbol")
+            await daemon.wait_for(
+                lambda: min(len({r[0] for r in store.prediction_rows(s)}) for s in SYMBOLS) >= LIVE_BARS,
+                120,
+                f"{LIVE_BARS} live decisions of every symbol",
+            )
         finally:
             store.close()
         daemon.signal(signal.SIGTERM)
@@ -161,8 +175,9 @@ async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_con
     replayed = replayed_markets(data, first, cfg)
     for symbol, result in zip(SYMBOLS, results):
         mine = [s for s in live_signals[symbol] if first <= s.bar_ts <= last]
-        assert [(s.bar_ts, s.strategy, int(s.side), s.price, "; ".join(s.reasons)) for s in mine] == \
-            [(s["bar_ts"], s["strategy"], s["side"], s["price"], s["reasons"]) for s in result.signals], symbol
+        assert [(s.bar_ts, s.strategy, int(s.side), s.price, "; ".join(s.reasons)) for s in mine] == [
+            (s["bar_ts"], s["strategy"], s["side"], s["price"], s["reasons"]) for s in result.signals
+        ], symbol
         assert [s.confidence for s in mine] == pytest.approx([s["confidence"] for s in result.signals], abs=1e-6)
         # Live paper orders fill at the quote (bid/ask around the replay price), the backtest at
         # the next bar's open: the same orders, prices apart by at most the spread (+ a tape tick).
@@ -180,17 +195,23 @@ async def test_backtest_signals_equal_the_live_daemons(tmp_path: Path, write_con
 
 
 def test_a_portfolio_backtest_precomputed_per_symbol_equals_the_engine_asking_cycle_by_cycle(
-        tmp_path: Path, write_config) -> None:
+    tmp_path: Path, write_config
+) -> None:
     world = tiny_world()
     data = three_symbol_data(world, tmp_path)
     models = world / "models"
     symbols = ", ".join(f'"{s}"' for s in SYMBOLS)
-    cfg = config.load(write_config(TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]") + f"""
+    cfg = config.load(
+        write_config(
+            TEST_CONFIG.replace('symbol = "ETH/USDT"', f"symbols = [{symbols}]")
+            + f"""
 [models]
 device = "cpu"
 trade_only_validated = false  # the tiny test models carry no validation verdict
-paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{models / 'cnn_lstm_attn'}" }}
-"""))
+paths = {{ mtf_transformer = "{models / "mtf_transformer"}", cnn_lstm_attn = "{models / "cnn_lstm_attn"}" }}
+"""
+        )
+    )
     tape = replay.load_streams(data, backtest.live_order(cfg), ("ETH/USDT", "1m"))
     plan = backtest.make_plan(cfg, tape, iso(T0 + 400 * MIN), iso(T0 + 460 * MIN))
     predictors = backtest.load_predictors(backtest.artifact_dirs(cfg, None))
@@ -199,8 +220,9 @@ paths = {{ mtf_transformer = "{models / 'mtf_transformer'}", cnn_lstm_attn = "{m
     assert [r.symbol for r in tables] == [r.symbol for r in cycles] == list(SYMBOLS)
     assert sum(len(r.signals) for r in cycles) >= 3
     for a, b in zip(tables, cycles):
-        assert [(s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in a.signals] == \
-            [(s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in b.signals], a.symbol
+        assert [(s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in a.signals] == [
+            (s["bar_ts"], s["strategy"], s["side"], s["price"]) for s in b.signals
+        ], a.symbol
         assert [s["confidence"] for s in a.signals] == pytest.approx([s["confidence"] for s in b.signals], abs=1e-5)
 
 
@@ -226,7 +248,15 @@ def five_symbol_data(world: Path, tmp: Path) -> Path:
 def _portfolio_config(world: Path, data: Path, tmp: Path, lx_port: int) -> str:
     # no_trade_band: a drift smaller than 2 % of equity is not traded, on both sides alike (live
     # equity follows fills at the quote, the backtest's the next bar's open: a hair apart).
-    return live_sections(world, data, tmp, lx_port, PORTFOLIO_SYMBOLS, T0 + 6 * HOUR - 20_000, "live1h.sqlite", """
+    return live_sections(
+        world,
+        data,
+        tmp,
+        lx_port,
+        PORTFOLIO_SYMBOLS,
+        T0 + 6 * HOUR - 20_000,
+        "live1h.sqlite",
+        """
 [engine]
 strategies = ["portfolio"]
 
@@ -238,7 +268,8 @@ max_weight = 0.3
 gross_cap = 1.0
 net_cap = 0.4
 no_trade_band = 0.02
-""")
+""",
+    )
 
 
 async def _run_live_hours(cfg_path: Path, tmp: Path, lx_port: int) -> None:
@@ -246,13 +277,17 @@ async def _run_live_hours(cfg_path: Path, tmp: Path, lx_port: int) -> None:
     try:
         await daemon.wait_ready(timeout=120)
         streams = 3 * len(PORTFOLIO_SYMBOLS) + 1
-        await daemon.wait_for(lambda: len(_control(lx_port, "status", None)["streams"]) >= streams, 30,
-                              f"{streams} subscriptions")
+        await daemon.wait_for(
+            lambda: len(_control(lx_port, "status", None)["streams"]) >= streams, 30, f"{streams} subscriptions"
+        )
         _control(lx_port, "set_speed", {"speed": 600.0})  # one hour every 6 s
         store = Store(tmp / "live1h.sqlite")
         try:
-            await daemon.wait_for(lambda: min(len({r[0] for r in store.prediction_rows(s)}) for s in PORTFOLIO_SYMBOLS)
-                                  >= LIVE_HOURS, 150, f"{LIVE_HOURS} hourly decisions of every symbol")
+            await daemon.wait_for(
+                lambda: min(len({r[0] for r in store.prediction_rows(s)}) for s in PORTFOLIO_SYMBOLS) >= LIVE_HOURS,
+                150,
+                f"{LIVE_HOURS} hourly decisions of every symbol",
+            )
         finally:
             store.close()
         daemon.signal(signal.SIGTERM)
@@ -264,8 +299,7 @@ async def _run_live_hours(cfg_path: Path, tmp: Path, lx_port: int) -> None:
 
 
 @pytest.mark.slow
-async def test_portfolio_at_1h_backtest_and_live_give_the_same_weights_and_orders(tmp_path: Path,
-                                                                                   write_config) -> None:
+async def test_portfolio_at_1h_backtest_and_live_give_the_same_weights_and_orders(tmp_path: Path, write_config) -> None:
     world = tiny_world()
     data = five_symbol_data(world, tmp_path)
     lx_port = free_port()
@@ -297,10 +331,12 @@ async def test_portfolio_at_1h_backtest_and_live_give_the_same_weights_and_order
         mine = [s for s in live_signals[symbol] if first <= s.bar_ts <= last]
         # the same target weights, at the same hours, on the same side (a weight the band kept is
         # the one held, which drifted with fill prices a hair apart: equal to 1e-3)
-        assert [(s.bar_ts, s.strategy, int(s.side)) for s in mine] == \
-            [(s["bar_ts"], s["strategy"], s["side"]) for s in result.signals], symbol
-        assert [float(TARGET.search(s.reasons[0]).group(1)) for s in mine] == \
-            pytest.approx([float(TARGET.search(s["reasons"]).group(1)) for s in result.signals], abs=1e-3), symbol
+        assert [(s.bar_ts, s.strategy, int(s.side)) for s in mine] == [
+            (s["bar_ts"], s["strategy"], s["side"]) for s in result.signals
+        ], symbol
+        assert [float(TARGET.search(s.reasons[0]).group(1)) for s in mine] == pytest.approx(
+            [float(TARGET.search(s["reasons"]).group(1)) for s in result.signals], abs=1e-3
+        ), symbol
         # the same orders (same ids, sides, and the positions they lead to: an order is the target
         # minus what is held, and what is held follows earlier fill prices, a hair apart); live
         # fills at the quote, the backtest at the next open: within the spread

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.research import replay
-from daemon.research import walkforward
+from daemon.research import replay, walkforward
 from daemon.research.walkforward import DAY_MS, Fold
 from tests.backtest_builders import T0, tape_dir
 
@@ -35,8 +34,7 @@ def test_folds_tile_the_period_and_test_after_train() -> None:
 
 
 def test_training_tape_holds_nothing_of_the_test_window(tmp_path: Path) -> None:
-    tape = replay.load_streams(tape_dir(tmp_path / "data", minutes=3 * 1440, days_before=3, hours_before=0),
-                               STREAMS, ETH_1M)
+    tape = replay.load_streams(tape_dir(tmp_path / "data", minutes=3 * 1440, days_before=3, hours_before=0), STREAMS, ETH_1M)
     fold = Fold(0, T0 + 3_600_000, T0 + DAY_MS, T0 + DAY_MS, T0 + 2 * DAY_MS)
     out = walkforward.write_training_tape(tape, ETH_1M, fold, tmp_path / "train", context_bars=10)
     for (symbol, tf), _ in tape.streams.items():
@@ -93,21 +91,53 @@ def test_walk_forward_trains_each_fold_before_its_test_window(tmp_path: Path, wr
     assert again["cnn_lstm_attn"].version == read_meta(tmp_path / "wf" / "fold0" / "cnn_lstm_attn")["version"]
 
 
-def test_sigd_walk_forward_runs_the_folds_as_jobs_and_prints_each_fold(tmp_path: Path, write_config,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_sigd_walk_forward_runs_the_folds_as_jobs_and_prints_each_fold(
+    tmp_path: Path, write_config, capsys: pytest.CaptureFixture[str]
+) -> None:
     from daemon.service.cli import main
     from tests.backtest_builders import TEST_CONFIG
 
     data, dirs = _wf_world(tmp_path)
     cfg = write_config(TEST_CONFIG + '\n[retrain]\npreset = "tiny"\nepochs = 1\nmax_batches = 2\n')
-    rc = main(["walk-forward", "-c", str(cfg), "--data", str(data), "--folds", "1:1", "--runner", "local",
-               "--model-dir", str(dirs["cnn_lstm_attn"]), "--report", str(tmp_path / "rep")])
+    rc = main(
+        [
+            "walk-forward",
+            "-c",
+            str(cfg),
+            "--data",
+            str(data),
+            "--folds",
+            "1:1",
+            "--runner",
+            "local",
+            "--model-dir",
+            str(dirs["cnn_lstm_attn"]),
+            "--report",
+            str(tmp_path / "rep"),
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.err
     folds = [line for line in out.out.splitlines() if line.startswith("fold ")]
     assert [line.split()[1] for line in folds] == ["0", "1"] and all("cnn_lstm_attn" in line for line in folds)
     assert (tmp_path / "rep" / "report.md").is_file()
     # a spec it cannot plan is one line on stderr and exit 1, not a traceback
-    assert main(["walk-forward", "-c", str(cfg), "--data", str(data), "--folds", "9:1", "--runner", "local",
-                 "--model-dir", str(dirs["cnn_lstm_attn"])]) == 1
+    assert (
+        main(
+            [
+                "walk-forward",
+                "-c",
+                str(cfg),
+                "--data",
+                str(data),
+                "--folds",
+                "9:1",
+                "--runner",
+                "local",
+                "--model-dir",
+                str(dirs["cnn_lstm_attn"]),
+            ]
+        )
+        == 1
+    )
     assert "needs at least 10 days" in capsys.readouterr().err

@@ -22,8 +22,7 @@ needs_data = pytest.mark.skipif(not HOURLY.is_dir(), reason="the shared hourly d
 
 @pytest.fixture(scope="module")
 def closes() -> tuple[np.ndarray, np.ndarray]:
-    ts, close, _ = calibration.load_closes(HOURLY, SYMBOLS, parse_iso("2023-01-01", "--from"),
-                                           parse_iso("2025-01-01", "--to"))
+    ts, close, _ = calibration.load_closes(HOURLY, SYMBOLS, parse_iso("2023-01-01", "--from"), parse_iso("2025-01-01", "--to"))
     return ts, close
 
 
@@ -68,14 +67,17 @@ def test_costs_come_off_turnover() -> None:
 
 
 @needs_data
-@pytest.mark.parametrize("flags, needle", [
-    (["--groups", "6", "--test-groups", "6"], "--test-groups 6"),
-    (["--cost-bps", "-1"], "--cost-bps -1"),
-    (["--symbols", "FOO/USDT"], "--symbols"),
-    (["--sharpes", "1,x"], "--sharpes"),
-    (["--seeds", "0"], "--seeds 0"),
-    (["--symbols", "BTC/USDT,SOL/USDT", "--from", "2018-01-01", "--to", "2018-03-01"], "--symbols: SOL/USDT has no 1h bar"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--groups", "6", "--test-groups", "6"], "--test-groups 6"),
+        (["--cost-bps", "-1"], "--cost-bps -1"),
+        (["--symbols", "FOO/USDT"], "--symbols"),
+        (["--sharpes", "1,x"], "--sharpes"),
+        (["--seeds", "0"], "--seeds 0"),
+        (["--symbols", "BTC/USDT,SOL/USDT", "--from", "2018-01-01", "--to", "2018-03-01"], "--symbols: SOL/USDT has no 1h bar"),
+    ],
+)
 def test_bad_flags_are_one_line_naming_the_flag(flags: list[str], needle: str, capsys) -> None:
     rc = main(["calibrate", "--data", str(HOURLY), *flags])
     err = capsys.readouterr().err.strip()

@@ -37,9 +37,25 @@ def _free_port() -> int:
 
 def _start(args: list[str], temp: str, env: dict[str, str]) -> int:
     """`ray start ...` in its own session; the process group id of what it leaves running."""
-    proc = subprocess.Popen([RAY, "start", *args, "--num-cpus", "1", "--temp-dir", temp, "--object-store-memory",
-                             str(80 * 2**20), "--disable-usage-stats"], env=env, cwd=temp, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            *args,
+            "--num-cpus",
+            "1",
+            "--temp-dir",
+            temp,
+            "--object-store-memory",
+            str(80 * 2**20),
+            "--disable-usage-stats",
+        ],
+        env=env,
+        cwd=temp,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     out, _ = proc.communicate(timeout=180)
     if proc.returncode != 0:
         pytest.skip(f"ray start failed here: {out.decode(errors='replace')[-300:]}")
@@ -83,8 +99,9 @@ def test_two_nodes_give_the_local_results_split_by_split(cluster: str, tmp_path:
     data_dir.mkdir()
     for name in ("BTC_USDT-1h.csv.gz", "ETH_USDT-1h.csv.gz", "XRP_USDT-1h.csv.gz"):
         shutil.copy(HOURLY / name, data_dir / name)
-    ts, close, _ = calibration._load_closes_from_tapes(data_dir, [], parse_iso("2024-01-01", "--from"),
-                                                       parse_iso("2024-07-01", "--to"))
+    ts, close, _ = calibration._load_closes_from_tapes(
+        data_dir, [], parse_iso("2024-01-01", "--from"), parse_iso("2024-07-01", "--to")
+    )
     shutil.rmtree(data_dir)
     spec = calibration.CalibrationSpec(sharpes=(4.0,), seeds=2, n_groups=4, n_test_groups=2)
     trials = [calibration.Trial(seed, 0, 0.05, seed == 1, spec) for seed in range(4)]

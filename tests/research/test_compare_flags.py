@@ -16,19 +16,26 @@ TAPE = str(REPO / "daemon" / "localexchange" / "tape_2021")
 
 
 def compare(*argv: str, data: str = TAPE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", "compare", *argv, "--data", data, "--out", "/tmp/unused"],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "compare", *argv, "--data", data, "--out", "/tmp/unused"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--families", "gru", "--fee", "-1"], "argument --fee: must be a fraction per side in [0, 1)"),
-    (["--families", "gru", "--fee", "1.5"], "argument --fee: must be a fraction per side in [0, 1)"),
-    (["--families", "gru", "--fee", "nan"], "argument --fee: must be a fraction per side in [0, 1)"),
-    (["--families", "gru", "--fee", "cheap"], "argument --fee: expected a number, got 'cheap'"),
-    (["--families", "gru", "--folds", "0"], "argument --folds: must be >= 1, got 0"),
-    (["--families", "gru", "nosuch"], "argument --families: unknown model family 'nosuch'; known: "
-                                      + ", ".join(FAMILIES)),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--families", "gru", "--fee", "-1"], "argument --fee: must be a fraction per side in [0, 1)"),
+        (["--families", "gru", "--fee", "1.5"], "argument --fee: must be a fraction per side in [0, 1)"),
+        (["--families", "gru", "--fee", "nan"], "argument --fee: must be a fraction per side in [0, 1)"),
+        (["--families", "gru", "--fee", "cheap"], "argument --fee: expected a number, got 'cheap'"),
+        (["--families", "gru", "--folds", "0"], "argument --folds: must be >= 1, got 0"),
+        (["--families", "gru", "nosuch"], "argument --families: unknown model family 'nosuch'; known: " + ", ".join(FAMILIES)),
+    ],
+)
 def test_bad_compare_flag_is_a_usage_error_naming_it(argv: list[str], says: str) -> None:
     res = compare(*argv)
     assert res.returncode == 2 and says in res.stderr, res.stderr[-2000:]

@@ -92,8 +92,9 @@ def test_path_sharpes_of_a_planted_drift() -> None:
     assert np.allclose(sharpe, expected)
 
 
-@pytest.mark.parametrize("n_groups, k, match", [(1, 1, "n_groups 1"), (4, 4, "n_test_groups 4"),
-                                                (4, 0, "n_test_groups 0"), (50, 2, "n_groups 50")])
+@pytest.mark.parametrize(
+    "n_groups, k, match", [(1, 1, "n_groups 1"), (4, 4, "n_test_groups 4"), (4, 0, "n_test_groups 0"), (50, 2, "n_groups 50")]
+)
 def test_bad_grid_names_the_setting(n_groups: int, k: int, match: str) -> None:
     ts = np.arange(20, dtype=np.int64)
     with pytest.raises(ValueError, match=match):

@@ -25,8 +25,16 @@ def write_tape(folder: Path, symbol: str, timeframe: str, ts: np.ndarray, seed: 
     open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0, 1e-3, len(ts)))
     high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, len(ts)))
     low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, len(ts)))
-    df = pd.DataFrame({"timestamp": ts.astype(np.int64), "open": open_, "high": high, "low": low, "close": close,
-                       "volume": rng.uniform(1, 100, len(ts))})
+    df = pd.DataFrame(
+        {
+            "timestamp": ts.astype(np.int64),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.uniform(1, 100, len(ts)),
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     df.to_csv(folder / f"{symbol.replace('/', '_')}-{timeframe}.csv.gz", index=False)
     return df
@@ -39,31 +47,38 @@ def gappy(tmp_path: Path) -> tuple[Path, dict[str, pd.DataFrame]]:
     ts = start + np.arange(24 * 20) * HOUR
     a = np.delete(ts, [30, 100, 101, 102, *range(200, 230)])
     b = np.delete(ts[48:], [5])
-    frames = {"AAA/USDT": write_tape(tmp_path / "data", "AAA/USDT", "1h", a, 1),
-              "BBB/USDT": write_tape(tmp_path / "data", "BBB/USDT", "1h", b, 2)}
+    frames = {
+        "AAA/USDT": write_tape(tmp_path / "data", "AAA/USDT", "1h", a, 1),
+        "BBB/USDT": write_tape(tmp_path / "data", "BBB/USDT", "1h", b, 2),
+    }
     return tmp_path / "data", frames
 
 
 def pandas_resample(df: pd.DataFrame, rule: str, hours: int) -> pd.DataFrame:
     """The independent reference: pandas resample, keeping only periods with every hour."""
     d = df.set_index(pd.to_datetime(df["timestamp"], unit="ms", utc=True))
-    agg = d.tz_convert(None).resample(rule, origin="epoch").agg({"open": "first", "high": "max", "low": "min", "close": "last",
-                                                "volume": "sum", "timestamp": "count"})
+    agg = (
+        d.tz_convert(None)
+        .resample(rule, origin="epoch")
+        .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum", "timestamp": "count"})
+    )
     agg = agg[agg["timestamp"] == hours]
     return agg.drop(columns="timestamp").tz_localize("UTC")
 
 
 @pytest.mark.parametrize("timeframe,rule,hours", [("4h", "4h", 4), ("1d", "1D", 24)])
-def test_derived_bars_equal_an_independent_resample(gappy, tmp_path: Path, timeframe: str, rule: str,
-                                                    hours: int) -> None:
+def test_derived_bars_equal_an_independent_resample(gappy, tmp_path: Path, timeframe: str, rule: str, hours: int) -> None:
     folder, frames = gappy
     panel = load_panel(folder, timeframe, cache_dir=tmp_path / "cache")
     assert panel.timeframe == timeframe and np.all(np.diff(panel.ts) == hours * HOUR)
     for s, df in frames.items():
         ref = pandas_resample(df, rule, hours)
         bars = panel.bars(s)
-        got = pd.DataFrame(bars[:, 1:], columns=["open", "high", "low", "close", "volume"],
-                           index=pd.to_datetime(bars[:, 0].astype(np.int64), unit="ms", utc=True))
+        got = pd.DataFrame(
+            bars[:, 1:],
+            columns=["open", "high", "low", "close", "volume"],
+            index=pd.to_datetime(bars[:, 0].astype(np.int64), unit="ms", utc=True),
+        )
         assert got.index.equals(ref.index)
         for f in ("open", "high", "low", "close"):  # prices are picked, not computed: exact
             assert np.array_equal(got[f].to_numpy(), ref[f].to_numpy()), f
@@ -114,6 +129,7 @@ def test_cache_is_used_and_invalidated_and_data_dir_may_be_read_only(gappy, tmp_
         assert np.array_equal(first.close, second.close, equal_nan=True)
         # a cached file is what is read: a marker written into it shows up in the panel
         import pyarrow.parquet as pq
+
         t = pq.read_table(cached[0]).to_pandas()
         t.loc[0, "close"] = 12345.0
         pq.write_table(__import__("pyarrow").Table.from_pandas(t, preserve_index=False), cached[0])
@@ -133,21 +149,23 @@ def test_cache_is_used_and_invalidated_and_data_dir_may_be_read_only(gappy, tmp_
 def test_span_and_symbols(gappy, tmp_path: Path) -> None:
     folder, frames = gappy
     ts = frames["BBB/USDT"]["timestamp"].to_numpy()
-    p = load_panel(folder, "1h", symbols=["BBB/USDT"], start_ms=int(ts[10]), end_ms=int(ts[20]),
-                   cache_dir=tmp_path / "c")
+    p = load_panel(folder, "1h", symbols=["BBB/USDT"], start_ms=int(ts[10]), end_ms=int(ts[20]), cache_dir=tmp_path / "c")
     assert p.symbols == ("BBB/USDT",) and p.ts[0] == ts[10] and p.ts[-1] == ts[19]
     # a span only AAA covers: BBB is left out when no symbols are named
     a0 = int(frames["AAA/USDT"]["timestamp"].iloc[0])
     assert load_panel(folder, "1h", end_ms=a0 + 5 * HOUR, cache_dir=tmp_path / "c").symbols == ("AAA/USDT",)
 
 
-@pytest.mark.parametrize("kwargs,flag", [
-    ({"timeframe": "1m"}, "--timeframe 1m"),
-    ({"timeframe": "7x"}, "--timeframe"),
-    ({"symbols": ["ZZZ/USDT"]}, "--symbols"),
-    ({"start_ms": 2_000_000_000_000}, "--from/--to"),
-    ({"symbols": ["AAA/USDT", "BBB/USDT"], "end_ms": 1_600_041_600_000 + 20 * HOUR}, "--symbols"),
-])
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [
+        ({"timeframe": "1m"}, "--timeframe 1m"),
+        ({"timeframe": "7x"}, "--timeframe"),
+        ({"symbols": ["ZZZ/USDT"]}, "--symbols"),
+        ({"start_ms": 2_000_000_000_000}, "--from/--to"),
+        ({"symbols": ["AAA/USDT", "BBB/USDT"], "end_ms": 1_600_041_600_000 + 20 * HOUR}, "--symbols"),
+    ],
+)
 def test_bad_input_is_one_line_naming_the_flag(gappy, tmp_path: Path, kwargs: dict, flag: str) -> None:
     folder, _ = gappy
     with pytest.raises(DatasetError) as e:
@@ -174,8 +192,7 @@ def test_hourly_set_gaps_match_its_readme(tmp_path: Path) -> None:
     for line in (HOURLY / "README.md").read_text().splitlines():
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 6 and cells[1].endswith("-1h.csv.gz`"):
-            expected[cells[1].strip("`").removesuffix("-1h.csv.gz").replace("_", "/")] = (
-                int(cells[4]), int(cells[5].split()[0]))
+            expected[cells[1].strip("`").removesuffix("-1h.csv.gz").replace("_", "/")] = (int(cells[4]), int(cells[5].split()[0]))
     panel = load_panel(HOURLY, "1h", cache_dir=tmp_path / "c")
     assert len(expected) == 16 and set(panel.symbols) == set(expected)
     for s, (rows, gaps) in expected.items():

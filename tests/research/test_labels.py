@@ -87,14 +87,13 @@ def test_forward_vol_by_hand() -> None:
     c = col(100, 110, 99, 99)
     v = forward_vol(c, 2)
     r1, r2, r3 = np.log(1.1), np.log(0.9), 0.0
-    assert np.isclose(v[0, 0], np.sqrt((r1 ** 2 + r2 ** 2) / 2))
-    assert np.isclose(v[1, 0], np.sqrt((r2 ** 2 + r3 ** 2) / 2))
+    assert np.isclose(v[0, 0], np.sqrt((r1**2 + r2**2) / 2))
+    assert np.isclose(v[1, 0], np.sqrt((r2**2 + r3**2) / 2))
     assert np.isnan(v[2:, 0]).all()
     y = make_labels(c, LabelSpec("vol", horizon=2))
     assert np.isclose(y[0, 0], np.log(v[0, 0]))
     # sizing: side / forecast relative to the median forecast
-    s = scores(LabelSpec("vol", momentum=1), np.log(np.array([[0.01], [0.02], [0.04], [0.02]])),
-               col(1, 2, 1, 2))
+    s = scores(LabelSpec("vol", momentum=1), np.log(np.array([[0.01], [0.02], [0.04], [0.02]])), col(1, 2, 1, 2))
     assert np.allclose(s[:, 0], [0, 1.0, -0.5, 1.0])
 
 

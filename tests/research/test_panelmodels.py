@@ -22,7 +22,7 @@ def planted_panel(T: int = 1500, S: int = 6, seed: int = 0) -> Panel:
     rng = np.random.default_rng(seed)
     r = rng.normal(0, 0.01, (T, S))
     for t in range(8, T):
-        r[t] += 0.004 * np.sign(r[t - 4:t].sum(axis=0))
+        r[t] += 0.004 * np.sign(r[t - 4 : t].sum(axis=0))
     close = 100 * np.exp(np.cumsum(r, axis=0))
     close[:300, 5] = np.nan  # a late listing
     vol = np.where(np.isfinite(close), 10.0, np.nan)
@@ -30,13 +30,26 @@ def planted_panel(T: int = 1500, S: int = 6, seed: int = 0) -> Panel:
     return Panel("1h", syms, np.arange(T, dtype=np.int64) * HOUR, close, close, close, close, vol, {})
 
 
-@pytest.mark.parametrize("family,kind", [("lgbm", "forward_return"), ("lgbm", "triple_barrier"),
-                                         ("lgbm", "meta"), ("gru", "triple_barrier"), ("tcn", "forward_return")])
+@pytest.mark.parametrize(
+    "family,kind",
+    [
+        ("lgbm", "forward_return"),
+        ("lgbm", "triple_barrier"),
+        ("lgbm", "meta"),
+        ("gru", "triple_barrier"),
+        ("tcn", "forward_return"),
+    ],
+)
 def test_planted_edge_is_found_out_of_sample(family: str, kind: str) -> None:
     panel = planted_panel()
     _, X = xs_features(panel, XSConfig(horizons=(1, 4, 8), vol_window=24, long_window=96))
-    spec = PanelModelSpec(family, LabelSpec(kind, horizon=4, vol_window=24, momentum=4, cost=0.0), epochs=3,
-                          params={"n_estimators": 60} if family == "lgbm" else {}, seq_len=8)
+    spec = PanelModelSpec(
+        family,
+        LabelSpec(kind, horizon=4, vol_window=24, momentum=4, cost=0.0),
+        epochs=3,
+        params={"n_estimators": 60} if family == "lgbm" else {},
+        seq_len=8,
+    )
     y = make_labels(panel.close, spec.label)
     split = SimpleNamespace(train_idx=np.arange(0, 1000), test_idx=np.arange(1010, 1500))
     (s,) = fold_scores(X, y, panel.close, spec, [split])

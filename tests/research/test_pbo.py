@@ -29,12 +29,13 @@ def test_configurations_that_flip_are_overfit() -> None:
     rng = np.random.default_rng(2)
     m = rng.normal(0, 0.01, size=(1600, 8))
     for j in range(8):
-        m[(j * 200):(j * 200 + 200), j] += 0.01
+        m[(j * 200) : (j * 200 + 200), j] += 0.01
     assert pbo(m, n_blocks=8).pbo > 0.7
 
 
-@pytest.mark.parametrize("shape, blocks, match", [((100, 1), 4, "at least 2"), ((100, 3), 5, "n_blocks 5"),
-                                                  ((10, 3), 8, "n_blocks 8")])
+@pytest.mark.parametrize(
+    "shape, blocks, match", [((100, 1), 4, "at least 2"), ((100, 3), 5, "n_blocks 5"), ((10, 3), 8, "n_blocks 8")]
+)
 def test_bad_input_names_the_setting(shape: tuple[int, int], blocks: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         pbo(np.zeros(shape), n_blocks=blocks)

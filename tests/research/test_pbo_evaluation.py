@@ -33,11 +33,13 @@ def test_n_counts_the_earlier_run_on_the_same_data_set(tmp_path: Path) -> None:
     reg = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
     rng = np.random.default_rng(1)
     first = {f"a{i}": _paths(rng, 0.0, t=2000) for i in range(3)}
-    v1 = evaluate_configs(first, {n: 50 for n in first}, PPY, configs={n: {"alpha": n} for n in first},
-                          dataset="ds", registry=reg, group="run-1")
+    v1 = evaluate_configs(
+        first, {n: 50 for n in first}, PPY, configs={n: {"alpha": n} for n in first}, dataset="ds", registry=reg, group="run-1"
+    )
     second = {f"b{i}": _paths(rng, 0.0, t=2000) for i in range(2)}
-    v2 = evaluate_configs(second, {n: 50 for n in second}, PPY, configs={n: {"beta": n} for n in second},
-                          dataset="ds", registry=reg, group="run-2")
+    v2 = evaluate_configs(
+        second, {n: 50 for n in second}, PPY, configs={n: {"beta": n} for n in second}, dataset="ds", registry=reg, group="run-2"
+    )
     assert (v1.n_trials, v2.n_trials) == (3, 5)
     assert all(c.gate["n_trials"] == 5 for c in v2.configs)  # the DSR was deflated by both runs
 

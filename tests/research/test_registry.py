@@ -39,9 +39,11 @@ def test_two_runs_on_one_data_set_both_count(tmp_path: Path) -> None:
         first.record_trial("ds1", {"family": "ridge", "alpha": k}, {"sharpe": 0.1 * k}, group="run-a")
     first.record_trial("other", {"family": "ridge", "alpha": 1}, {"sharpe": 0.0}, group="run-a")
     # the second run: another process, a day later as far as the store knows
-    code = (f"from daemon.research.registry import Registry; r = Registry({uri!r});"
-            "[r.record_trial('ds1', {'family': 'lgbm', 'leaves': k}, {'sharpe': 0.2}, group='run-b') for k in (8, 16)];"
-            "r.record_trial('ds1', {'family': 'ridge', 'alpha': 2}, {'sharpe': 0.25}, group='run-b')")
+    code = (
+        f"from daemon.research.registry import Registry; r = Registry({uri!r});"
+        "[r.record_trial('ds1', {'family': 'lgbm', 'leaves': k}, {'sharpe': 0.2}, group='run-b') for k in (8, 16)];"
+        "r.record_trial('ds1', {'family': 'ridge', 'alpha': 2}, {'sharpe': 0.25}, group='run-b')"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
     assert trials_count("ds1", uri) == 5  # 3 + 2 new; ridge alpha=2 again is the same configuration
     assert trials_count("other", uri) == 1

@@ -22,15 +22,30 @@ def _result(n: int) -> BacktestResult:
     close = 3000 + np.cumsum(rng.normal(0, 2, n))
     ts = T0 + np.arange(n) * MIN
     bars = np.column_stack([ts, close, close + 1, close - 1, close, np.ones(n)]).astype(np.float64)
-    fills = [Fill("b-1", "ETH/USDT", "buy", float(close[10]), 0.1, 0.3, int(ts[10])),
-             Fill("s-1", "ETH/USDT", "sell", float(close[40]), 0.1, 0.3, int(ts[40]))]
-    signals = [{"bar_ts": int(ts[9]), "strategy": "confidence", "side": int(Side.LONG), "confidence": 0.9,
-                "price": float(close[9]), "reasons": []},
-               {"bar_ts": int(ts[39]), "strategy": "confidence", "side": int(Side.FLAT), "confidence": 0.8,
-                "price": float(close[39]), "reasons": []}]
+    fills = [
+        Fill("b-1", "ETH/USDT", "buy", float(close[10]), 0.1, 0.3, int(ts[10])),
+        Fill("s-1", "ETH/USDT", "sell", float(close[40]), 0.1, 0.3, int(ts[40])),
+    ]
+    signals = [
+        {
+            "bar_ts": int(ts[9]),
+            "strategy": "confidence",
+            "side": int(Side.LONG),
+            "confidence": 0.9,
+            "price": float(close[9]),
+            "reasons": [],
+        },
+        {
+            "bar_ts": int(ts[39]),
+            "strategy": "confidence",
+            "side": int(Side.FLAT),
+            "confidence": 0.8,
+            "price": float(close[39]),
+            "reasons": [],
+        },
+    ]
     probs = rng.dirichlet(np.ones(3), n)
-    model = ModelRun("mtf_transformer", "v1", 0.5, ts.copy(), probs, probs.argmax(1), probs.max(1),
-                     rng.integers(0, 3, n))
+    model = ModelRun("mtf_transformer", "v1", 0.5, ts.copy(), probs, probs.argmax(1), probs.max(1), rng.integers(0, 3, n))
     return BacktestResult("ETH/USDT", "1m", bars, fills, signals, [model], 10_000.0, 0.001, 0.0005)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from daemon.research import baselines, leaderboard
-from daemon.research.selection import DAY_MS, Setup, parse_setups, plan_folds, run_jobs
+from daemon.research.selection import DAY_MS, parse_setups, plan_folds, run_jobs
 from daemon.service.cli import build_parser, main
 from daemon.trading import scoring
 from tests.conftest import REPO
@@ -18,8 +18,7 @@ TAPE = REPO / "daemon" / "localexchange" / "tape"
 
 
 def test_folds_are_purged_embargoed_and_tile_the_end() -> None:
-    folds = plan_folds(0, 10 * DAY_MS, folds=3, train_days=4, test_days=1, purge_ms=240 * 60_000,
-                       embargo_ms=60 * 60_000)
+    folds = plan_folds(0, 10 * DAY_MS, folds=3, train_days=4, test_days=1, purge_ms=240 * 60_000, embargo_ms=60 * 60_000)
     assert [f.test_end for f in folds] == [8 * DAY_MS, 9 * DAY_MS, 10 * DAY_MS]
     for f in folds:
         assert f.test_start - f.train_end == 300 * 60_000  # one horizon + the embargo
@@ -31,7 +30,7 @@ def test_folds_are_purged_embargoed_and_tile_the_end() -> None:
 def test_setups_and_bad_setups() -> None:
     s = parse_setups(["1m:15", "1h:240", "1h:1440"])
     assert [x.name for x in s] == ["1m/15m", "1h/4h", "1h/1d"] and s[1].hold == 4 and s[0].hold == 15
-    assert s[2].label_thresholds() == pytest.approx((0.002 * 96 ** 0.5, 0.001 * 96 ** 0.5), rel=1e-4)
+    assert s[2].label_thresholds() == pytest.approx((0.002 * 96**0.5, 0.001 * 96**0.5), rel=1e-4)
     with pytest.raises(ValueError, match="'1h:30'"):
         parse_setups(["1h:30"])
 
@@ -60,10 +59,33 @@ def test_every_rule_is_traded_at_the_same_unit_size() -> None:
 
 def test_compare_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "board"
-    args = build_parser().parse_args([
-        "compare", "--families", "cnn_lstm_attn", "stacked_lstm", "--data", str(TAPE), "--out", str(out),
-        "--preset", "tiny", "--folds", "2", "--train-days", "2", "--test-days", "0.25", "--setups", "1m:15", "1h:60",
-        "--epochs", "1", "--max-batches", "2"])
+    args = build_parser().parse_args(
+        [
+            "compare",
+            "--families",
+            "cnn_lstm_attn",
+            "stacked_lstm",
+            "--data",
+            str(TAPE),
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--folds",
+            "2",
+            "--train-days",
+            "2",
+            "--test-days",
+            "0.25",
+            "--setups",
+            "1m:15",
+            "1h:60",
+            "--epochs",
+            "1",
+            "--max-batches",
+            "2",
+        ]
+    )
     jobs = leaderboard.plan_jobs(args)
     assert len(jobs) == 2 * 2 * 2
     results = run_jobs(jobs)
@@ -97,16 +119,15 @@ def test_compare_end_to_end(tmp_path: Path) -> None:
 
 
 def test_compare_command_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["compare", "--families", "stacked_lstm", "--data", str(TAPE), "--out", str(tmp_path),
-               "--setups", "1h:30"])
+    rc = main(["compare", "--families", "stacked_lstm", "--data", str(TAPE), "--out", str(tmp_path), "--setups", "1h:30"])
     assert rc == 1 and "--setups '1h:30'" in capsys.readouterr().err
-    rc = main(["compare", "--families", "stacked_lstm", "--data", str(TAPE), "--out", str(tmp_path),
-               "--train-days", "30"])
+    rc = main(["compare", "--families", "stacked_lstm", "--data", str(TAPE), "--out", str(tmp_path), "--train-days", "30"])
     assert rc == 1 and "days of data" in capsys.readouterr().err
 
 
-def test_validate_writes_the_gate_into_the_artifact_only_when_asked(tmp_path: Path, tiny_artifacts: dict[str, Path],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_writes_the_gate_into_the_artifact_only_when_asked(
+    tmp_path: Path, tiny_artifacts: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     from daemon.trading.scoring import validation_verdict
@@ -118,8 +139,19 @@ def test_validate_writes_the_gate_into_the_artifact_only_when_asked(tmp_path: Pa
     late = leaderboard.DAY_MS + trained  # a day after its training data
     iso = lambda ms: np.datetime_as_string(np.datetime64(ms, "ms"), unit="m") + "Z"  # noqa: E731
     # inside the training data: refused, nothing written
-    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "v"),
-               "--from", iso(trained - leaderboard.DAY_MS)])
+    rc = main(
+        [
+            "compare",
+            "--validate",
+            str(art),
+            "--data",
+            str(TAPE),
+            "--out",
+            str(tmp_path / "v"),
+            "--from",
+            iso(trained - leaderboard.DAY_MS),
+        ]
+    )
     assert rc == 1 and "inside what it was trained on" in capsys.readouterr().err
     assert "validation" not in read_meta(art)
     window = ["--from", iso(late), "--to", iso(late + leaderboard.DAY_MS // 2), "--prior-trials", "9"]
@@ -129,8 +161,7 @@ def test_validate_writes_the_gate_into_the_artifact_only_when_asked(tmp_path: Pa
     assert rc == 0 and ("FAIL" in out or "PASS" in out) and "artifacts untouched" in out
     assert (art / "artifact.json").read_bytes() == before  # a look at an artifact does not rewrite it
     looked = json.loads((tmp_path / "look" / "validation.json").read_text())[0]
-    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "v"), *window,
-               "--write-verdict"])
+    rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / "v"), *window, "--write-verdict"])
     assert rc == 0 and "into each artifact.json" in capsys.readouterr().out
     meta = read_meta(art)
     block = meta["validation"]

@@ -15,8 +15,8 @@ import numpy as np
 from models.data import load_series
 from models.datasets import assemble, build_symbol_samples, live_windows
 from models.features import FeatureSpec
-from pipeline.predictor import Predictor
 from models.targets import TargetSpec
+from pipeline.predictor import Predictor
 from tests.conftest import REPO
 from tests.pipeline_builders import random_bars
 
@@ -47,8 +47,7 @@ def test_training_windows_hold_no_forming_hour_or_day_bar() -> None:
             e = int(base.ends[key][i])
             assert e >= 0 and bars[e, 0] + step <= ts < bars[e + 1, 0] + step  # the newest CLOSED bar
         changed = {"1m": m1, "1h": _forming_replaced(h1, HOUR, ts, 1.3), "1d": _forming_replaced(d1, DAY, ts, 0.7)}
-        other = assemble([(build_symbol_samples("ETH/USDT", changed, spec, target), changed)], spec,
-                         scalers=base.spec.scalers)
+        other = assemble([(build_symbol_samples("ETH/USDT", changed, spec, target), changed)], spec, scalers=base.spec.scalers)
         for key in ("1h", "1d"):
             np.testing.assert_array_equal(base.gather(key, np.array([i]))[0], other.gather(key, np.array([i]))[0])
         t_close = ts
@@ -58,8 +57,12 @@ def test_training_windows_hold_no_forming_hour_or_day_bar() -> None:
 def test_a_model_says_the_same_whatever_the_forming_hour_and_day_bars_hold(tiny_artifacts: dict[str, Path]) -> None:
     predictor = Predictor.load(tiny_artifacts["mtf_transformer"], "cpu")
     assert {"1h", "1d"} <= set(predictor.spec.inputs)
-    series = {"1m": load_series([TAPE], "ETH/USDT", "1m"), "1h": load_series([TAPE], "ETH/USDT", "1h"),
-              "1d": load_series([TAPE], "ETH/USDT", "1d"), "btc_1m": load_series([TAPE], "BTC/USDT", "1m")}
+    series = {
+        "1m": load_series([TAPE], "ETH/USDT", "1m"),
+        "1h": load_series([TAPE], "ETH/USDT", "1h"),
+        "1d": load_series([TAPE], "ETH/USDT", "1d"),
+        "btc_1m": load_series([TAPE], "BTC/USDT", "1m"),
+    }
     bar_ts = int(series["1m"][-1, 0]) - 3 * DAY
     bar_ts -= bar_ts % HOUR - 29 * MINUTE  # the 1m bar of hh:29, deciding at hh:30
     t_close = bar_ts + MINUTE
@@ -68,8 +71,11 @@ def test_a_model_says_the_same_whatever_the_forming_hour_and_day_bars_hold(tiny_
     assert windows["1h"][-1, 0] + HOUR <= t_close < windows["1h"][-1, 0] + 2 * HOUR
     assert windows["1d"][-1, 0] + DAY <= t_close
     before = predictor.predict(windows, bar_ts).probs
-    forming = {**series, "1h": _forming_replaced(series["1h"], HOUR, t_close, 1.5),
-               "1d": _forming_replaced(series["1d"], DAY, t_close, 0.6)}
+    forming = {
+        **series,
+        "1h": _forming_replaced(series["1h"], HOUR, t_close, 1.5),
+        "1d": _forming_replaced(series["1d"], DAY, t_close, 0.6),
+    }
     assert predictor.predict(live_windows(forming, bar_ts, sizes), bar_ts).probs == before
     # the newest closed hour does reach the model: the comparison above can fail
     closed = series["1h"].copy()

@@ -17,9 +17,29 @@ TAPE = REPO / "daemon" / "localexchange" / "tape"
 
 
 def _args(out: Path) -> list[str]:
-    return ["compare", "--families", "stacked_lstm", "--data", str(TAPE), "--out", str(out), "--preset", "tiny",
-            "--folds", "2", "--train-days", "2", "--test-days", "0.25", "--setups", "1m:15", "--epochs", "1",
-            "--max-batches", "2"]
+    return [
+        "compare",
+        "--families",
+        "stacked_lstm",
+        "--data",
+        str(TAPE),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--folds",
+        "2",
+        "--train-days",
+        "2",
+        "--test-days",
+        "0.25",
+        "--setups",
+        "1m:15",
+        "--epochs",
+        "1",
+        "--max-batches",
+        "2",
+    ]
 
 
 def _explode(item: int) -> int:
@@ -56,22 +76,26 @@ def test_compare_on_ray_equals_the_local_runner_row_by_row(ray_local: None, tmp_
                 assert b[key] == value, (a["name"], key)
 
 
-def test_compare_command_reports_a_bad_research_config(tmp_path: Path, write_config,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_command_reports_a_bad_research_config(tmp_path: Path, write_config, capsys: pytest.CaptureFixture[str]) -> None:
     bad = write_config('[research]\nrunner = "cluster"\n')
     assert main([*_args(tmp_path / "x"), "-c", str(bad)]) == 2
     assert "research.runner" in capsys.readouterr().err
 
 
-def test_gate_thresholds_are_config_keys(tmp_path: Path, write_config, tiny_artifacts: dict[str, Path],
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_gate_thresholds_are_config_keys(
+    tmp_path: Path, write_config, tiny_artifacts: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     from daemon import config
     from models.artifacts import read_meta
 
-    for text, key in (("gate_min_trades = 0", "models.gate_min_trades"), ("gate_min_psr = 1.5", "models.gate_min_psr"),
-                      ("gate_min_dsr = -0.1", "models.gate_min_dsr"), ('gate_min_psr = "high"', "models.gate_min_psr")):
+    for text, key in (
+        ("gate_min_trades = 0", "models.gate_min_trades"),
+        ("gate_min_psr = 1.5", "models.gate_min_psr"),
+        ("gate_min_dsr = -0.1", "models.gate_min_dsr"),
+        ('gate_min_psr = "high"', "models.gate_min_psr"),
+    ):
         with pytest.raises(config.ConfigError, match=key):
             config.load(write_config(f"[models]\n{text}\n"))
     assert main([*_args(tmp_path / "x"), "-c", str(write_config("[models]\ngate_min_dsr = 2\n"))]) == 2
@@ -84,8 +108,23 @@ def test_gate_thresholds_are_config_keys(tmp_path: Path, write_config, tiny_arti
     strict = write_config("[models]\ngate_min_trades = 100000\n", "strict.toml")
     verdicts = {}
     for name, cfg in (("lax", lax), ("strict", strict)):
-        rc = main(["compare", "--validate", str(art), "--data", str(TAPE), "--out", str(tmp_path / name), "-c", str(cfg),
-                   "--from", iso(late), "--to", iso(late + leaderboard.DAY_MS // 2)])
+        rc = main(
+            [
+                "compare",
+                "--validate",
+                str(art),
+                "--data",
+                str(TAPE),
+                "--out",
+                str(tmp_path / name),
+                "-c",
+                str(cfg),
+                "--from",
+                iso(late),
+                "--to",
+                iso(late + leaderboard.DAY_MS // 2),
+            ]
+        )
         assert rc == 0, capsys.readouterr().err
         verdicts[name] = json.loads((tmp_path / name / "validation.json").read_text())[0]
     assert verdicts["lax"]["gate"] == {"min_trades": 1, "min_psr": 0.0, "min_dsr": 0.0}
@@ -110,9 +149,29 @@ def test_fold_results_on_ray_are_bit_identical_to_the_local_runner(ray_local: No
     for name, runner in (("local", LocalRunner()), ("ray", RayRunner())):
         # a served family at the small preset: tensors large enough for torch to split an
         # operation across threads (with 1 vs 2 threads its weights differ after a few batches)
-        args = parser.parse_args(["compare", "--families", "cnn_lstm_attn", "--data", str(TAPE), "--out",
-                                  str(tmp_path / name), "--folds", "1", "--train-days", "2", "--test-days", "0.25",
-                                  "--setups", "1m:15", "--epochs", "1", "--max-batches", "20"])
+        args = parser.parse_args(
+            [
+                "compare",
+                "--families",
+                "cnn_lstm_attn",
+                "--data",
+                str(TAPE),
+                "--out",
+                str(tmp_path / name),
+                "--folds",
+                "1",
+                "--train-days",
+                "2",
+                "--test-days",
+                "0.25",
+                "--setups",
+                "1m:15",
+                "--epochs",
+                "1",
+                "--max-batches",
+                "20",
+            ]
+        )
         args.fee = 0.001
         jobs = leaderboard.plan_jobs(args)
         results[name] = leaderboard.run_jobs(jobs, runner)

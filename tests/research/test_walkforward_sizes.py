@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,13 @@ TAPE = REPO / "daemon" / "localexchange" / "tape_2021"
 
 def test_a_one_day_fold_is_refused_at_once_naming_folds_and_the_days_needed() -> None:
     started = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "daemon", "walk-forward", "--data", str(TAPE), "--folds", "1:1"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "daemon", "walk-forward", "--data", str(TAPE), "--folds", "1:1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert res.returncode == 1, res.stderr[-2000:]
     (line,) = [line for line in res.stderr.splitlines() if line.startswith("sigd walk-forward:")]
     assert line.startswith("sigd walk-forward: --folds 1:1: a 1-day training window gives cnn_lstm_attn ")
@@ -45,8 +49,7 @@ def test_predicted_split_sizes_are_what_training_builds(name: str) -> None:
         window = io.feature_spec(seq_len, days * 1440, ("1m",), lambda _m: None).required_windows["1m"]
         predicted = fold_samples(days * 1440, window, target.span)
         try:
-            ss, _ = build_sampleset(io, seq_len, [TAPE], ["ETH/USDT"], start, start + days * DAY_MS, target,
-                                    lambda _m: None)
+            ss, _ = build_sampleset(io, seq_len, [TAPE], ["ETH/USDT"], start, start + days * DAY_MS, target, lambda _m: None)
         except ValueError:  # too few samples in all: the check refuses these days too
             assert sum(predicted) < 10
             continue

@@ -35,8 +35,7 @@ def synthetic(T: int = 600, S: int = 5, seed: int = 0, start: int = 1_600_041_60
     for a in (open_, high, low, volume):
         a[np.isnan(close)] = np.nan
     syms = ("BTC/USDT", *(f"A{i}/USDT" for i in range(1, S)))
-    return Panel("1h", syms, start + np.arange(T, dtype=np.int64) * HOUR, open_, high, low, close, volume,
-                 {s: 0 for s in syms})
+    return Panel("1h", syms, start + np.arange(T, dtype=np.int64) * HOUR, open_, high, low, close, volume, {s: 0 for s in syms})
 
 
 def shuffled_after(panel: Panel, t: int, seed: int) -> Panel:
@@ -46,7 +45,7 @@ def shuffled_after(panel: Panel, t: int, seed: int) -> Panel:
     fields = {}
     for f in ("open", "high", "low", "close", "volume"):
         a = getattr(panel, f).copy()
-        a[t + 1:] = a[perm] * rng.uniform(0.5, 2.0)  # and rescaled: any use of the future shows
+        a[t + 1 :] = a[perm] * rng.uniform(0.5, 2.0)  # and rescaled: any use of the future shows
         fields[f] = a
     return Panel(panel.timeframe, panel.symbols, panel.ts, gaps=panel.gaps, **fields)
 
@@ -60,7 +59,7 @@ def test_canary_features_at_t_use_only_bars_closed_by_t(t: int) -> None:
     assert x.shape == (len(panel.ts), len(panel.symbols), len(names))
     assert np.array_equal(x[: t + 1], y[: t + 1], equal_nan=True)
     # the canary is alive: the future did change the features after t, context included
-    assert not np.array_equal(x[t + 1:], y[t + 1:], equal_nan=True)
+    assert not np.array_equal(x[t + 1 :], y[t + 1 :], equal_nan=True)
     late = t + 48
     for k in (names.index("ctx1d_r1"), names.index("ctx4h_r1")):
         assert not np.array_equal(x[late:, :, k], y[late:, :, k], equal_nan=True)
@@ -71,11 +70,11 @@ def test_canary_features_at_t_use_only_bars_closed_by_t(t: int) -> None:
 
 def test_canary_on_real_bars(tmp_path: Path) -> None:
     panel = load_panel(TAPE_2021, "1h", cache_dir=tmp_path / "c")
-    names, x = xs_features(panel, XSConfig(horizons=(1, 4, 24, 48), vol_window=24, long_window=120,
-                                           context=("4h", "1d")))
+    names, x = xs_features(panel, XSConfig(horizons=(1, 4, 24, 48), vol_window=24, long_window=120, context=("4h", "1d")))
     t = 700
-    _, y = xs_features(shuffled_after(panel, t, seed=1), XSConfig(horizons=(1, 4, 24, 48), vol_window=24,
-                                                                  long_window=120, context=("4h", "1d")))
+    _, y = xs_features(
+        shuffled_after(panel, t, seed=1), XSConfig(horizons=(1, 4, 24, 48), vol_window=24, long_window=120, context=("4h", "1d"))
+    )
     assert np.array_equal(x[: t + 1], y[: t + 1], equal_nan=True)
     # per-symbol normalisation: every coin's normalised returns have a comparable spread
     sd = np.nanstd(x[200:, :, names.index("r1")], axis=0)
@@ -85,11 +84,10 @@ def test_canary_on_real_bars(tmp_path: Path) -> None:
 def test_hand_values() -> None:
     ts = 1_600_041_600_000 + np.arange(6, dtype=np.int64) * HOUR
     btc = np.array([100, 101, 99, 102, 103, 101.0])
-    alt = btc ** 2 / 100  # log returns exactly 2x BTC's
+    alt = btc**2 / 100  # log returns exactly 2x BTC's
     close = np.column_stack([btc, alt, np.full(6, 5.0)])
     close[3, 2] = np.nan
-    p = Panel("1h", ("BTC/USDT", "ALT/USDT", "FLAT/USDT"), ts, close, close, close, close, np.ones((6, 3)) * 10,
-              {})
+    p = Panel("1h", ("BTC/USDT", "ALT/USDT", "FLAT/USDT"), ts, close, close, close, close, np.ones((6, 3)) * 10, {})
     names, x = xs_features(p, XSConfig(horizons=(1, 2), vol_window=3, long_window=4))
     f = {n: x[..., i] for i, n in enumerate(names)}
     # beta of ALT to BTC is 2 wherever the window is full (4 returns: rows 4, 5)
@@ -127,7 +125,7 @@ def test_resample_panel_matches_loaded_4h(tmp_path: Path) -> None:
     via = resample_panel(h, "4h")
     lo = np.searchsorted(via.ts, direct.ts[0])
     for f in ("open", "high", "low", "close", "volume"):
-        a, b = getattr(via, f)[lo: lo + len(direct.ts)], getattr(direct, f)
+        a, b = getattr(via, f)[lo : lo + len(direct.ts)], getattr(direct, f)
         assert np.allclose(a, b, rtol=1e-12, equal_nan=True), f
     assert via.gaps == direct.gaps
 

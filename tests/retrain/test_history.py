@@ -23,13 +23,18 @@ DAY12 = 1_754_956_800_000  # 2025-08-12T00:00Z: two days after the tiny artifact
 def _cfg(write_config: Any, tmp_path: Path, **retrain: Any) -> config_mod.Config:
     values = {"artifacts_dir": str(tmp_path / "models"), "preset": "tiny", "epochs": 1, "max_batches": 2, **retrain}
     extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
-    return config_mod.load(write_config(f"""
+    return config_mod.load(
+        write_config(
+            f"""
         [store]
-        path = "{tmp_path / 'state' / 'state.sqlite'}"
+        path = "{tmp_path / "state" / "state.sqlite"}"
         [exchange]
         timeframes = ["1m", "1h"]
         [retrain]
-    """ + extra))
+    """
+            + extra
+        )
+    )
 
 
 def test_missing_ranges_merge_small_holes_and_cover_both_ends() -> None:
@@ -40,13 +45,13 @@ def test_missing_ranges_merge_small_holes_and_cover_both_ends() -> None:
     assert missing_ranges([], 0, 3 * step, step) == [(0, 3 * step)]
     assert missing_ranges([0, step, 2 * step], 0, 3 * step, step) == []
     need = need_for(("ETH/USDT", "XRP/USDT"), ("1s", "1m", "1h"), ("BTC/USDT", "1m"), 2.0, 24.0)
-    assert need.streams == (("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("XRP/USDT", "1m"), ("XRP/USDT", "1h"),
-                            ("BTC/USDT", "1m"))
+    assert need.streams == (("ETH/USDT", "1m"), ("ETH/USDT", "1h"), ("XRP/USDT", "1m"), ("XRP/USDT", "1h"), ("BTC/USDT", "1m"))
     assert need.span_ms("1m") == 3 * DAY_MS and need.span_ms("1h") == 3 * DAY_MS + 64 * 3_600_000
 
 
-async def test_day_one_retrain_backfills_history_then_trains(write_config: Any, tmp_path: Path,
-                                                             tiny_artifacts: dict[str, Path]) -> None:
+async def test_day_one_retrain_backfills_history_then_trains(
+    write_config: Any, tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     cfg = _cfg(write_config, tmp_path, train_days=1.0, holdout_hours=6.0, timeout_s=240.0)
     cfg.path(cfg.store.path).parent.mkdir(parents=True)
     store = Store(cfg.path(cfg.store.path))

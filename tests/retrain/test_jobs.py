@@ -10,9 +10,9 @@ import pytest
 
 from daemon.retrain import storage
 from daemon.retrain.jobs import ArtifactRef, JobFailed, ScoreJob, TrainJob, from_json, to_json
+from daemon.retrain.progress import Progress
 from models.targets import TargetSpec
 from pipeline.spec import TrainSpec
-from daemon.retrain.progress import Progress
 
 
 def _dir(root: Path) -> Path:
@@ -53,8 +53,14 @@ def test_other_schemes_go_through_fsspec(tmp_path: Path) -> None:
 
 
 def test_jobs_and_results_survive_their_json_form(tmp_path: Path) -> None:
-    spec = TrainSpec("cnn_lstm_attn", preset="tiny", symbols=("ETH/USDT", "BTC/USDT"), target=TargetSpec(horizon=5),
-                     data_dirs=("file:///d",), config={"d_model": 16})
+    spec = TrainSpec(
+        "cnn_lstm_attn",
+        preset="tiny",
+        symbols=("ETH/USDT", "BTC/USDT"),
+        target=TargetSpec(horizon=5),
+        data_dirs=("file:///d",),
+        config={"d_model": 16},
+    )
     job = TrainJob(spec, "file:///d", "file:///o", fold=3)
     assert from_json(to_json(job)) == job and job.family == "cnn_lstm_attn"
     sj = ScoreJob(("file:///a", "file:///b"), "file:///d", "ETH/USDT", 1, 2)

@@ -28,7 +28,7 @@ def _snapshot(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-async def test_start_removes_a_crashed_retrains_leftovers_and_keeps_the_live_model(cfg, tmp_path: Path) -> None:  # noqa: F811
+async def test_start_removes_a_crashed_retrains_leftovers_and_keeps_the_live_model(cfg, tmp_path: Path) -> None:
     c = cfg()
     root = c.path(c.retrain.artifacts_dir)
     store = Store(c.path(c.store.path))
@@ -38,10 +38,19 @@ async def test_start_removes_a_crashed_retrains_leftovers_and_keeps_the_live_mod
     # A real crash mid-install: the copy beside its place, never renamed in.
     _artifact(tmp_path / "src-v2", "v2")
     crashed = subprocess.run(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from daemon.retrain.nightly import install_artifact; "
-                               "install_artifact(Path(sys.argv[1]), Path(sys.argv[2]), 'v2')",
-         str(tmp_path / "src-v2"), str(root / "m")],
-        cwd=REPO, env={**os.environ, "SIGD_CRASH_AT": "mid_retrain_install"}, capture_output=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from daemon.retrain.nightly import install_artifact; "
+            "install_artifact(Path(sys.argv[1]), Path(sys.argv[2]), 'v2')",
+            str(tmp_path / "src-v2"),
+            str(root / "m"),
+        ],
+        cwd=REPO,
+        env={**os.environ, "SIGD_CRASH_AT": "mid_retrain_install"},
+        capture_output=True,
+        timeout=60,
+    )
     assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
     # A run's staging folder with a trained candidate, and put_dir's copies of an interrupted replace.
     stage = root / ".staging" / "run-1754265600000"

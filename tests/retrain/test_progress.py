@@ -77,8 +77,14 @@ def tiny_fit(item: tuple[int, float]) -> int:
     torch.manual_seed(seed)
     model = nn.Linear(3, 1)
     data = [{"x": torch.randn(8, 3), "y": torch.randn(8), "pause": torch.tensor(pause)} for _ in range(20)]
-    hist = fit(model, _step, lambda epoch: (iter(data), len(data)), lambda: (iter(data[:2]), 2),
-               FitConfig(epochs=4, patience=10, progress=False), torch.device("cpu"))
+    hist = fit(
+        model,
+        _step,
+        lambda epoch: (iter(data), len(data)),
+        lambda: (iter(data[:2]), 2),
+        FitConfig(epochs=4, patience=10, progress=False),
+        torch.device("cpu"),
+    )
     return len(hist["val_loss"])
 
 

@@ -47,7 +47,7 @@ class Killer:
         self.title, self.after_s, self.killed, self._stop = title, after_s, [], threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "Killer":
+    def __enter__(self) -> Killer:
         self._thread.start()
         return self
 
@@ -84,8 +84,13 @@ def test_walk_forward_on_ray_equals_the_local_runner_fold_by_fold(ray_local: Non
         assert local_path(b.uri).parent.parent == tmp_path / "ray"  # shipped back into the driver's storage
         assert (local_path(b.uri) / "model.safetensors").read_bytes() == (local_path(a.uri) / "model.safetensors").read_bytes()
     # Scoring through Ray, artifacts shipped as object references, keyed by the caller's URIs.
-    sj = ScoreJob((local[0].uri, on_ray[1].uri), on_ray[0].uri.rsplit("/", 1)[0] + "/data", "ETH/USDT",
-                  T0 + 6 * 3_600_000, T0 + 20 * 3_600_000)
+    sj = ScoreJob(
+        (local[0].uri, on_ray[1].uri),
+        on_ray[0].uri.rsplit("/", 1)[0] + "/data",
+        "ETH/USDT",
+        T0 + 6 * 3_600_000,
+        T0 + 20 * 3_600_000,
+    )
     [s_local], [s_ray] = LocalRunner().run([sj]), RayRunner().run([sj])
     assert isinstance(s_ray, Scores) and s_local == s_ray and set(s_ray.by_artifact) == set(sj.artifacts)
 
@@ -97,20 +102,40 @@ def test_a_failing_job_is_its_result_not_an_exception(ray_local: None, tmp_path:
 
 
 def _tune_args(data: Path, out: Path, trials: int) -> argparse.Namespace:
-    return argparse.Namespace(data=str(data), folds="1:1", start=None, end=None, runner=None, address=None,
-                              num_cpus=2, families=["cnn_lstm_attn"], trials=trials, preset="tiny", epochs=1,
-                              max_batches=2, out=str(out), name="t", seed=3)
+    return argparse.Namespace(
+        data=str(data),
+        folds="1:1",
+        start=None,
+        end=None,
+        runner=None,
+        address=None,
+        num_cpus=2,
+        families=["cnn_lstm_attn"],
+        trials=trials,
+        preset="tiny",
+        epochs=1,
+        max_batches=2,
+        out=str(out),
+        name="t",
+        seed=3,
+    )
 
 
 def _cfg(write_config) -> config_mod.Config:
-    return config_mod.load(write_config(TEST_CONFIG + """
+    return config_mod.load(
+        write_config(
+            TEST_CONFIG
+            + """
 [research]
 search = { horizon = [3, 8], label_threshold = [0.001, 0.003] }
-"""))
+"""
+        )
+    )
 
 
 def test_tune_finishes_and_writes_its_leaderboard_even_when_a_trial_worker_is_killed(
-        ray_local: None, world, tmp_path: Path, write_config) -> None:
+    ray_local: None, world, tmp_path: Path, write_config
+) -> None:
     from daemon.research.tune import run_tune
 
     data, _ = world
@@ -127,20 +152,22 @@ def test_tune_finishes_and_writes_its_leaderboard_even_when_a_trial_worker_is_ki
 
 
 async def test_nightly_retrain_on_ray_trains_every_model_and_keeps_uris(
-        ray_local: None, tmp_path: Path, write_config, tiny_artifacts: dict[str, Path]) -> None:
+    ray_local: None, tmp_path: Path, write_config, tiny_artifacts: dict[str, Path]
+) -> None:
     import shutil
 
     from daemon.retrain.nightly import Retrainer
     from daemon.store import Store
     from tests.retrain.test_retrain import RecordingSink, _store_from_tape
 
-    cfg = config_mod.load(write_config(f"""
+    cfg = config_mod.load(
+        write_config(f"""
         [store]
-        path = "{tmp_path / 'state.sqlite'}"
+        path = "{tmp_path / "state.sqlite"}"
         [exchange]
         timeframes = ["1m", "1h"]
         [retrain]
-        artifacts_dir = "{tmp_path / 'models'}"
+        artifacts_dir = "{tmp_path / "models"}"
         preset = "tiny"
         epochs = 1
         max_batches = 2
@@ -149,7 +176,8 @@ async def test_nightly_retrain_on_ray_trains_every_model_and_keeps_uris(
         min_improvement = -1000.0
         [research]
         runner = "ray"
-    """))
+    """)
+    )
     store = Store(cfg.path(cfg.store.path))
     _store_from_tape(store, 1_754_265_600_000 + 5 * 86_400_000, 1_754_956_800_000)  # 2025-08-09 .. 08-12
     dirs = {n: Path(shutil.copytree(tiny_artifacts[n], tmp_path / "serving" / n)) for n in ("cnn_lstm_attn", "mtf_transformer")}
@@ -171,7 +199,8 @@ async def test_nightly_retrain_on_ray_trains_every_model_and_keeps_uris(
 
 
 def test_a_trial_that_fails_by_itself_is_not_retried_and_a_study_of_failures_fails(
-        ray_local: None, world, tmp_path: Path, write_config) -> None:
+    ray_local: None, world, tmp_path: Path, write_config
+) -> None:
     # horizon 0 is refused by the target (ValueError) inside every trial: deterministic, so it is
     # the trial's result, not a retry (a retried trial would come back as "worker lost")
     from daemon.research.tune import run_tune

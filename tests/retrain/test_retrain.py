@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
@@ -41,15 +43,20 @@ def cfg(write_config, tmp_path):
     def make(**retrain: Any) -> config_mod.Config:
         values = {"artifacts_dir": str(tmp_path / "models"), "holdout_hours": 2.0, "train_days": 0.3, **retrain}
         extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
-        return config_mod.load(write_config(f"""
+        return config_mod.load(
+            write_config(
+                f"""
             [store]
-            path = "{tmp_path / 'state.sqlite'}"
+            path = "{tmp_path / "state.sqlite"}"
             [exchange]
             timeframes = ["1m", "1h"]
             [models]
             gate_min_trades = 25
             [retrain]
-        """ + extra))
+        """
+                + extra
+            )
+        )
 
     return make
 
@@ -160,7 +167,6 @@ async def test_nothing_unseen_means_no_retrain(cfg, tmp_path: Path) -> None:
 def _store_from_tape(store: Store, start_ms: int, end_ms: int) -> None:
     """Stored history as the feed would have left it: real 1m bars of both symbols."""
     from models.data import load_series
-
     from tests.daemon_harness import TAPE
 
     for symbol in ("ETH/USDT", "BTC/USDT"):
@@ -168,8 +174,7 @@ def _store_from_tape(store: Store, start_ms: int, end_ms: int) -> None:
         store.add_bars(Bar(symbol, "1m", int(r[0]), *map(float, r[1:])) for r in arr)
 
 
-async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: Path,
-                                                                 tiny_artifacts: dict[str, Path]) -> None:
+async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
     import shutil
     import sys
 
@@ -198,8 +203,9 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
     def shaped(shape: str) -> str:
         # The real training run, then the new model is shaped ("flat" never trades).
         script = tmp_path / f"shaped-{shape}.sh"
-        script.write_text(f"#!/bin/sh\nshift 2\ncd {REPO}\nexport SIGD_TEST_SHAPE={shape}\n"
-                          f"exec {sys.executable} -m tests.shaped_worker \"$@\"\n")
+        script.write_text(
+            f'#!/bin/sh\nshift 2\ncd {REPO}\nexport SIGD_TEST_SHAPE={shape}\nexec {sys.executable} -m tests.shaped_worker "$@"\n'
+        )
         script.chmod(0o755)
         return str(script)
 
@@ -208,7 +214,9 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
     assert o.new_score == 0.0 and o.current_score is not None and o.current_score < 0
     promoted = Path(o.path)
     # the gate's verdict on the holdout travels with it: a never-trading model fails it (shadow mode)
-    assert json.loads((promoted / "artifact.json").read_text())["validation"]["why"].startswith("0 trades < 25")  # [models] gate_min_trades
+    assert json.loads((promoted / "artifact.json").read_text())["validation"]["why"].startswith(
+        "0 trades < 25"
+    )  # [models] gate_min_trades
     assert swaps == [("cnn_lstm_attn", promoted)] and promoted.parent == tmp_path / "models" / "cnn_lstm_attn"
     assert json.loads((promoted / "artifact.json").read_text())["version"] == o.version
     row = store.current_model("cnn_lstm_attn")
@@ -225,7 +233,7 @@ async def test_a_better_model_is_promoted_and_a_worse_one_is_not(cfg, tmp_path: 
 
 
 async def test_the_job_is_scheduled_from_the_cron_in_utc(cfg, tmp_path: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -235,28 +243,28 @@ async def test_the_job_is_scheduled_from_the_cron_in_utc(cfg, tmp_path: Path) ->
     async def swap(name: str, path: Path) -> None:
         raise AssertionError("not run")
 
-    scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    scheduler = AsyncIOScheduler(timezone=UTC)
     Retrainer(c, store, RecordingSink(), swap, dict).schedule(scheduler)
     scheduler.start(paused=True)
     try:
         job = scheduler.get_job("retrain")
-        after = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)  # a Saturday
-        assert job.trigger.get_next_fire_time(None, after) == datetime(2026, 11, 23, 3, 15, tzinfo=timezone.utc)
+        after = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # a Saturday
+        assert job.trigger.get_next_fire_time(None, after) == datetime(2026, 11, 23, 3, 15, tzinfo=UTC)
         assert job.max_instances == 1 and job.coalesce
     finally:
         scheduler.shutdown(wait=False)
 
 
 def test_crontab_weekday_numbers_mean_what_crontab_means() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from daemon.retrain.nightly import cron_trigger
 
-    sat = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    sat = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     nxt = lambda expr: cron_trigger(expr).get_next_fire_time(None, sat)  # noqa: E731
-    assert nxt("0 1 * * 0") == nxt("0 1 * * 7") == datetime(2026, 11, 22, 1, 0, tzinfo=timezone.utc)  # Sunday
-    assert nxt("0 1 * * 1,3") == datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)  # Monday
-    assert nxt("0 1 */2 * *").day == 23 and nxt("30 2 * * *") == datetime(2026, 11, 22, 2, 30, tzinfo=timezone.utc)
+    assert nxt("0 1 * * 0") == nxt("0 1 * * 7") == datetime(2026, 11, 22, 1, 0, tzinfo=UTC)  # Sunday
+    assert nxt("0 1 * * 1,3") == datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # Monday
+    assert nxt("0 1 */2 * *").day == 23 and nxt("30 2 * * *") == datetime(2026, 11, 22, 2, 30, tzinfo=UTC)
     with pytest.raises(ValueError):
         cron_trigger("0 1 * *")
 

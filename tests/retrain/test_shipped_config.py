@@ -34,8 +34,10 @@ def test_shipped_retrain_is_off_or_fits_its_tape() -> None:
         first, last = _span_ms(tape, symbol, "1m")
         assert last - first >= needed_ms, (
             f"{symbol}: the tape holds {(last - first) / 86_400_000:.1f} days of 1m bars; the retrain needs "
-            f"{needed_ms / 86_400_000:.1f} (retrain.train_days + retrain.holdout_hours)")
+            f"{needed_ms / 86_400_000:.1f} (retrain.train_days + retrain.holdout_hours)"
+        )
         for name, path in cfg.models.paths.items():
             trained_until = _trained_until(cfg.path(path))
             assert last - trained_until >= 3_600_000, (
-                f"{name} trained until {trained_until}, after the tape's end {last}: nothing unseen to compare on")
+                f"{name} trained until {trained_until}, after the tape's end {last}: nothing unseen to compare on"
+            )

@@ -25,21 +25,33 @@ START = 1_621_425_600_000  # 2021-05-19T12:00Z: 2.5 days of 1m bars on the tape 
 PAIR = ("ETH/USDT", "XRP/USDT")
 
 
-def _cfg(write_config: Any, tmp_path: Path, symbols: tuple[str, ...], runner: str = "local",
-         **retrain: Any) -> config_mod.Config:
-    values = {"artifacts_dir": str(tmp_path / "models"), "preset": "tiny", "epochs": 1, "max_batches": 2,
-              "train_days": 1.0, "holdout_hours": 6.0, "timeout_s": 240.0, **retrain}
+def _cfg(write_config: Any, tmp_path: Path, symbols: tuple[str, ...], runner: str = "local", **retrain: Any) -> config_mod.Config:
+    values = {
+        "artifacts_dir": str(tmp_path / "models"),
+        "preset": "tiny",
+        "epochs": 1,
+        "max_batches": 2,
+        "train_days": 1.0,
+        "holdout_hours": 6.0,
+        "timeout_s": 240.0,
+        **retrain,
+    }
     extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
-    cfg = config_mod.load(write_config(f"""
+    cfg = config_mod.load(
+        write_config(
+            f"""
         [store]
-        path = "{tmp_path / 'state' / 'state.sqlite'}"
+        path = "{tmp_path / "state" / "state.sqlite"}"
         [exchange]
         symbols = {json.dumps(list(symbols))}
         timeframes = ["1m", "1h"]
         [research]
         runner = "{runner}"
         [retrain]
-    """ + extra))
+    """
+            + extra
+        )
+    )
     cfg.path(cfg.store.path).parent.mkdir(parents=True)
     return cfg
 
@@ -55,8 +67,8 @@ def _serving(tiny: Path, dest: Path) -> Path:
 
 @pytest.mark.parametrize("runner", ["local", "ray"])
 async def test_every_traded_symbol_is_backfilled_trained_on_and_scored(
-        runner: str, write_config: Any, tmp_path: Path, tiny_artifacts: dict[str, Path],
-        request: pytest.FixtureRequest) -> None:
+    runner: str, write_config: Any, tmp_path: Path, tiny_artifacts: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
     if runner == "ray":
         request.getfixturevalue("ray_local")  # the session's local Ray: all jobs of a step at once
     cfg = _cfg(write_config, tmp_path, PAIR, runner, min_improvement=-1e9)  # promote whatever scores: inspect it

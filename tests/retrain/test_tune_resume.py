@@ -22,16 +22,49 @@ FAMILY = "cnn_lstm_attn"
 
 
 def _command(cfg: Path, data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "daemon", "tune", "-c", str(cfg), "--data", str(data), "--folds", "1:1",
-            "--families", FAMILY, "--trials", str(TRIALS), "--preset", "tiny", "--epochs", "1", "--max-batches", "2",
-            "--out", str(out), "--name", "t", "--num-cpus", "1", "--seed", "3"]
+    return [
+        sys.executable,
+        "-m",
+        "daemon",
+        "tune",
+        "-c",
+        str(cfg),
+        "--data",
+        str(data),
+        "--folds",
+        "1:1",
+        "--families",
+        FAMILY,
+        "--trials",
+        str(TRIALS),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--max-batches",
+        "2",
+        "--out",
+        str(out),
+        "--name",
+        "t",
+        "--num-cpus",
+        "1",
+        "--seed",
+        "3",
+    ]
 
 
 def _env() -> dict[str, str]:
     # A fresh local Ray of its own (never a cluster found on the machine); Tune saves its
     # experiment state every second, so "a trial finished" is on disk soon after it happens.
-    return {**os.environ, "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-            "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "RAY_ADDRESS": "local",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def _trial_states(study: Path) -> dict[str, str]:
@@ -77,8 +110,9 @@ def test_a_study_resumes_after_its_driver_is_killed(tmp_path: Path) -> None:
     study = out / f"t-{FAMILY}"
     cmd = _command(cfg, data, out)
 
-    first = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 180
         while "TERMINATED" not in _trial_states(study).values():
@@ -96,8 +130,9 @@ def test_a_study_resumes_after_its_driver_is_killed(tmp_path: Path) -> None:
     [done_dir] = [d for d in study.iterdir() if d.is_dir() and f"_{finished[0]}_" in d.name]
     kept = (done_dir / "result.json").read_bytes(), (done_dir / "result.json").stat().st_mtime_ns
 
-    second = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+    second = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         log, _ = second.communicate(timeout=240)
     finally:
@@ -113,5 +148,4 @@ def test_a_study_resumes_after_its_driver_is_killed(tmp_path: Path) -> None:
     board = json.loads((out / "t" / "leaderboard.json").read_text())
     assert len(board) == TRIALS and all(row["folds"] == 1 and row["family"] == FAMILY for row in board)
     params = json.loads((done_dir / "params.json").read_text())
-    assert any(row["horizon"] == params["horizon"] and row["label_threshold"] == params["label_threshold"]
-               for row in board)
+    assert any(row["horizon"] == params["horizon"] and row["label_threshold"] == params["label_threshold"] for row in board)

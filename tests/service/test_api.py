@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from daemon.metrics import REGISTRY
 from daemon.service.api import Api, render_status, status_command
 from daemon.service.httpserver import Settings
-from daemon.metrics import REGISTRY
 
 
 class RecordingService:
@@ -23,15 +23,27 @@ class RecordingService:
 
     def status(self) -> dict[str, Any]:
         return {
-            "healthy": self.healthy, "health_reason": "" if self.healthy else "bars stale", "paused": self.paused,
-            "mode": "paper", "uptime_s": 42.0,
-            "streams": {"ETH/USDT 1m": {"last_bar_ts": 1_700_000_000_000, "age_s": 3.2, "degraded": False,
-                                        "reconnects": 1, "dropped_frames": 0}},
+            "healthy": self.healthy,
+            "health_reason": "" if self.healthy else "bars stale",
+            "paused": self.paused,
+            "mode": "paper",
+            "uptime_s": 42.0,
+            "streams": {
+                "ETH/USDT 1m": {
+                    "last_bar_ts": 1_700_000_000_000,
+                    "age_s": 3.2,
+                    "degraded": False,
+                    "reconnects": 1,
+                    "dropped_frames": 0,
+                }
+            },
             "models": [{"name": "mtf_transformer", "version": "v1", "threshold": 0.55}],
             "position": {"symbol": "ETH/USDT", "amount": 0.5, "entry_price": 2500.0, "realized_pnl": 1.5, "fees": 0.1},
             "last_signal": {"side": "LONG", "confidence": 0.7, "price": 2501.0, "bar_ts": 1_700_000_000_000},
-            "last_decision": {"bar_ts": 1_700_000_000_000, "models": {
-                "mtf_transformer": {"side": "FLAT", "confidence": 0.45, "threshold": 0.95}}},
+            "last_decision": {
+                "bar_ts": 1_700_000_000_000,
+                "models": {"mtf_transformer": {"side": "FLAT", "confidence": 0.45, "threshold": 0.95}},
+            },
             "outbox": {"pending": 2, "sent": 10},
             "symbols": {"ETH/USDT": {"paused": False, "halted": False}, "BTC/USDT": {"paused": True, "halted": False}},
         }
@@ -161,7 +173,7 @@ async def test_sigd_status_prints_for_a_person_and_as_json(served, write_config,
 
 
 def test_sigd_status_says_when_the_daemon_is_unreachable(write_config, tmp_path, capsys) -> None:
-    cfg = write_config(f"[api]\nport = 0\n[store]\npath = \"{tmp_path / 'none.sqlite'}\"\n")
+    cfg = write_config(f'[api]\nport = 0\n[store]\npath = "{tmp_path / "none.sqlite"}"\n')
     assert status_command(argparse.Namespace(config=str(cfg), json=False)) == 1
     assert "cannot reach the daemon" in capsys.readouterr().err
 
@@ -179,11 +191,18 @@ def test_render_status_copes_with_an_empty_status() -> None:
 
 def test_render_status_shows_every_symbols_position() -> None:
     # Five traded symbols, two held: each held one on its own line, not only the first symbol's.
-    held = [{"symbol": "ETH/USDT", "amount": 0.5, "entry_price": 2722.7, "realized_pnl": 0.0, "fees": 1.0},
-            {"symbol": "XRP/USDT", "amount": 782.0, "entry_price": 1.28, "realized_pnl": 0.0, "fees": 1.0}]
-    text = render_status({"symbols": {"ETH/USDT": {}, "XRP/USDT": {}, "ADA/USDT": {"paused": True}},
-                          "position": held[0], "positions": held,
-                          "last_signal": {"symbol": "XRP/USDT", "side": "LONG", "confidence": 0.6, "price": 1.28}})
+    held = [
+        {"symbol": "ETH/USDT", "amount": 0.5, "entry_price": 2722.7, "realized_pnl": 0.0, "fees": 1.0},
+        {"symbol": "XRP/USDT", "amount": 782.0, "entry_price": 1.28, "realized_pnl": 0.0, "fees": 1.0},
+    ]
+    text = render_status(
+        {
+            "symbols": {"ETH/USDT": {}, "XRP/USDT": {}, "ADA/USDT": {"paused": True}},
+            "position": held[0],
+            "positions": held,
+            "last_signal": {"symbol": "XRP/USDT", "side": "LONG", "confidence": 0.6, "price": 1.28},
+        }
+    )
     assert "  ETH/USDT       trading   +0.5 @ 2722.7" in text and "  XRP/USDT       trading   +782 @ 1.28" in text
     assert "  ADA/USDT       PAUSED    flat" in text and "position:" not in text
     assert "last signal: XRP/USDT LONG conf 0.600 @ 1.28" in text
@@ -196,11 +215,13 @@ def test_a_non_loopback_api_needs_the_token(write_config, tmp_path) -> None:
 
     from tests.conftest import REPO
 
-    cfg = write_config(f'[api]\nhost = "0.0.0.0"\nport = 0\ntoken_env = "SIGD_TEST_UNSET_TOKEN"\n'
-                       f'[store]\npath = "{tmp_path / "state.sqlite"}"\n')
+    cfg = write_config(
+        f'[api]\nhost = "0.0.0.0"\nport = 0\ntoken_env = "SIGD_TEST_UNSET_TOKEN"\n[store]\npath = "{tmp_path / "state.sqlite"}"\n'
+    )
     env = {k: v for k, v in os.environ.items() if k != "SIGD_TEST_UNSET_TOKEN"}
-    done = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "api.host = '0.0.0.0' is not loopback" in done.stderr and "$SIGD_TEST_UNSET_TOKEN" in done.stderr
     assert str(cfg) in done.stderr

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,7 +27,7 @@ def big_status_server() -> Iterator[int]:
     body = json.dumps({"healthy": True, "streams": {f"S{i}/USDT 1m": {"last_bar_ts": i} for i in range(20_000)}})
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 — http.server's name
+        def do_GET(self) -> None:
             data = body.encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -48,8 +48,12 @@ def big_status_server() -> Iterator[int]:
 
 def test_status_json_into_a_closed_pipe_ends_quietly(write_config, big_status_server: int) -> None:
     cfg = write_config(f"[api]\nport = {big_status_server}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "status", "--json", "-c", str(cfg)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "status", "--json", "-c", str(cfg)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.read(10).startswith(b"{")  # `| head -c 10`
     proc.stdout.close()
@@ -64,11 +68,28 @@ def test_backtest_period_errors_speak_iso(write_config) -> None:
         [exchange]
         symbols = ["ETH/USDT"]
         [models]
-        paths = {{ mtf_transformer = "{art / 'mtf_transformer'}", cnn_lstm_attn = "{art / 'cnn_lstm_attn'}" }}
+        paths = {{ mtf_transformer = "{art / "mtf_transformer"}", cnn_lstm_attn = "{art / "cnn_lstm_attn"}" }}
     """)
-    res = subprocess.run([sys.executable, "-m", "daemon", "backtest", "-c", str(cfg), "--data",
-                          "daemon/localexchange/tape", "--from", "2020-01-01T00:00Z", "--to", "2020-01-02T00:00Z"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "backtest",
+            "-c",
+            str(cfg),
+            "--data",
+            "daemon/localexchange/tape",
+            "--from",
+            "2020-01-01T00:00Z",
+            "--to",
+            "2020-01-02T00:00Z",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode != 0
     assert "2020-01-01T00:00:00Z..2020-01-02T00:00:00Z" in res.stderr and "the tape covers 2025-08-" in res.stderr
     assert not re.search(r"\d{13}", res.stderr), res.stderr  # no epoch milliseconds
@@ -77,8 +98,12 @@ def test_backtest_period_errors_speak_iso(write_config) -> None:
 def test_local_exchange_logs_json_lines_off_a_tty(tmp_path: Path) -> None:
     out, err = tmp_path / "out", tmp_path / "err"
     with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0",
-                                 "--paused"], cwd=REPO, stdout=fo, stderr=fe)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", "0", "--paused"],
+            cwd=REPO,
+            stdout=fo,
+            stderr=fe,
+        )
         try:
             deadline = time.monotonic() + 60
             while "listening on" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
@@ -120,9 +145,19 @@ async def test_malformed_request_log_names_the_error() -> None:
 def test_training_report_names_its_baseline() -> None:
     from pipeline.train import format_metrics
 
-    test = {"bars": 100, "accuracy": 0.5, "macro_f1": 0.4, "baseline_class": 1, "baseline_accuracy": 0.6,
-            "baseline_macro_f1": 0.25, "sharpe": 0.1, "trades": 3, "buy_and_hold_sharpe": 0.2,
-            "total_return": 0.01, "buy_and_hold_return": 0.02}
+    test = {
+        "bars": 100,
+        "accuracy": 0.5,
+        "macro_f1": 0.4,
+        "baseline_class": 1,
+        "baseline_accuracy": 0.6,
+        "baseline_macro_f1": 0.25,
+        "sharpe": 0.1,
+        "trades": 3,
+        "buy_and_hold_sharpe": 0.2,
+        "total_return": 0.01,
+        "buy_and_hold_return": 0.02,
+    }
     text = format_metrics("m", {"test": test, "validation": {"threshold": 0.5, "sharpe": 0.3}})
     assert "always-FLAT baseline" in text and "majority" not in text
 
@@ -166,10 +201,11 @@ def test_check_reports_an_unknown_symbol_and_every_other_problem(write_config, t
         [local_exchange]
         tape = "{tape}"
         [models]
-        paths = {{ gru = "{tmp_path / 'none'}" }}
+        paths = {{ gru = "{tmp_path / "none"}" }}
         """)
-    res = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(path)], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "daemon", "check", "-c", str(path)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert res.returncode == 2, res.stderr
     assert "exchange.symbols[1]: 'SOL/USDT' is not a market" in res.stderr and "models.paths.gru" in res.stderr
 
@@ -178,9 +214,22 @@ def test_check_reports_an_unknown_symbol_and_every_other_problem(write_config, t
 def test_unusable_report_dir_fails_at_once_in_one_line(command: str, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a file where the report's parent directory should be
-    res = subprocess.run([sys.executable, "-m", "daemon", command, "--data", str(REPO / "daemon" / "localexchange" /
-                          "tape_2021"), "--report", str(blocker / "r")], capture_output=True, text=True, cwd=REPO,
-                         timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            command,
+            "--data",
+            str(REPO / "daemon" / "localexchange" / "tape_2021"),
+            "--report",
+            str(blocker / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert f"--report {blocker / 'r'}: Not a directory" in res.stderr
 
@@ -191,8 +240,9 @@ def test_check_on_20000_unknown_symbols_prints_20_problems_and_the_count(write_c
         [exchange]
         symbols = ["ETH/USDT", {symbols}]
         """)
-    res = subprocess.run([sys.executable, "-m", "daemon", "check", "-c", str(path)], capture_output=True, text=True,
-                         cwd=REPO, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "daemon", "check", "-c", str(path)], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     lines = res.stderr.splitlines()
     assert res.returncode == 2 and len(lines) == 21, (res.returncode, len(lines), res.stderr[-500:])
     assert "exchange.symbols[1]: 'S00000/USDT' is not a market" in lines[0]

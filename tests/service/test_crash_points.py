@@ -10,16 +10,16 @@ to a real webhook receiver that checks every HMAC.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 
 from daemon.crashpoints import CRASH_EXIT_CODE, POINTS
 from daemon.localexchange import LocalExchange
-from tests.daemon_harness import (API_TOKEN, CRASH_ENV, DaemonProcess, assert_invariants, market, query, wait_crash,
-                                  write_toml)
+from tests.daemon_harness import API_TOKEN, CRASH_ENV, DaemonProcess, assert_invariants, market, query, wait_crash, write_toml
 
 pytestmark = pytest.mark.slow
 ETH_START = 10.0  # the local exchange's default ETH balance
@@ -78,8 +78,7 @@ def test_every_trading_crash_point_has_a_restart_test() -> None:
 
 
 @pytest.mark.parametrize("point", sorted(CASES))
-async def test_crash_then_restart_keeps_the_invariants(point: str, tmp_path: Path,
-                                                       tiny_artifacts: dict[str, Path]) -> None:
+async def test_crash_then_restart_keeps_the_invariants(point: str, tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
     mode, evidence = CASES[point]
     async with market(tmp_path, tiny_artifacts, mode) as m:
         first = DaemonProcess(m.config, tmp_path, {**CRASH_ENV, "SIGD_CRASH_AT": point}).start()
@@ -95,10 +94,14 @@ async def test_crash_then_restart_keeps_the_invariants(point: str, tmp_path: Pat
             await second.wait_ready()
             [[fills_before]] = query(m.db, "SELECT COUNT(*) FROM fills")
             # It goes on trading, and what the crash left behind is delivered.
-            await second.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM fills")[0][0] >= fills_before + 2,
-                                  60, "two more fills after the restart")
-            await second.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'")
-                                  == [(0,)], 30, "the outbox delivered")
+            await second.wait_for(
+                lambda: query(m.db, "SELECT COUNT(*) FROM fills")[0][0] >= fills_before + 2,
+                60,
+                "two more fills after the restart",
+            )
+            await second.wait_for(
+                lambda: query(m.db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'") == [(0,)], 30, "the outbox delivered"
+            )
             await _stop(second)
         finally:
             second.close()
@@ -115,14 +118,14 @@ async def _stop(daemon: DaemonProcess) -> None:
 
 
 @pytest.mark.parametrize("mode", ["paper", "testnet"])
-async def test_webhook_consumers_see_order_then_fill_in_every_mode(mode: str, tmp_path: Path,
-                                                                    tiny_artifacts: dict[str, Path]) -> None:
+async def test_webhook_consumers_see_order_then_fill_in_every_mode(
+    mode: str, tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     async with market(tmp_path, tiny_artifacts, mode) as m:
         daemon = DaemonProcess(m.config, tmp_path, CRASH_ENV).start()
         try:
             await daemon.wait_ready()
-            await daemon.wait_for(lambda: sum(e["type"] == "fill" for e in m.receiver.received) >= 2, 60,
-                                  "two fill events")
+            await daemon.wait_for(lambda: sum(e["type"] == "fill" for e in m.receiver.received) >= 2, 60, "two fill events")
             await _stop(daemon)
         finally:
             daemon.close()
@@ -140,20 +143,33 @@ def test_an_unknown_crash_point_is_refused(tmp_path: Path) -> None:
     from tests.conftest import REPO
 
     cfg = write_toml(tmp_path / "config.toml", {"store": {"path": tmp_path / "s.sqlite"}})
-    rc = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=REPO, capture_output=True,
-                        text=True, timeout=60, env={**CRASH_ENV, "PATH": "/usr/bin:/bin",
-                                                    "SIGD_CRASH_AT": "after_lunch"})
+    rc = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "-c", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**CRASH_ENV, "PATH": "/usr/bin:/bin", "SIGD_CRASH_AT": "after_lunch"},
+    )
     assert rc.returncode == 2 and "SIGD_CRASH_AT" in rc.stderr and "after_signal_commit" in rc.stderr
 
 
 @pytest.mark.parametrize("point", ["mid_retrain_install"])
-async def test_a_crash_mid_install_keeps_serving_the_registered_model(point: str, tmp_path: Path,
-                                                                      tiny_artifacts: dict[str, Path]) -> None:
+async def test_a_crash_mid_install_keeps_serving_the_registered_model(
+    point: str, tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     async with market(tmp_path, tiny_artifacts, start="2025-08-14T00:00:00Z") as m:
         # Unseen stored history after the tiny models' training end, and a retrain that always promotes.
-        m.sections["retrain"] = {"enabled": True, "cron": "0 0 1 1 *", "preset": "tiny", "epochs": 1,
-                                 "max_batches": 2, "holdout_hours": 2.0, "min_improvement": -1e9,
-                                 "artifacts_dir": tmp_path / "models"}
+        m.sections["retrain"] = {
+            "enabled": True,
+            "cron": "0 0 1 1 *",
+            "preset": "tiny",
+            "epochs": 1,
+            "max_batches": 2,
+            "holdout_hours": 2.0,
+            "min_improvement": -1e9,
+            "artifacts_dir": tmp_path / "models",
+        }
         config = write_toml(m.config, m.sections)
         m.lx.pause_clock()
         first = DaemonProcess(config, tmp_path, {**CRASH_ENV, "SIGD_CRASH_AT": point}).start()

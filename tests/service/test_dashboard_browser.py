@@ -16,9 +16,11 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -36,17 +38,27 @@ SYMBOL = "ETH/USDT"
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"  # SIGD_RETAKE_DOCS_SCREENSHOT=1
 TAPE_2021 = Path(__file__).resolve().parents[2] / "daemon" / "localexchange" / "tape_2021"
 
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install "
-                                     "playwright; .ci/run does it)")
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (pip install playwright; .ci/run does it)"
+)
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium; .ci/run does it)"),
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium; .ci/run does it)"
+    ),
 ]
 
 
-def _config(tmp: Path, artifacts: dict[str, Path], hook_url: str, api_port: int | None = None,
-            start: str = "", symbols: tuple[str, ...] = (), speed: float = SPEED, extra: str = "") -> tuple[Path, int]:
+def _config(
+    tmp: Path,
+    artifacts: dict[str, Path],
+    hook_url: str,
+    api_port: int | None = None,
+    start: str = "",
+    symbols: tuple[str, ...] = (),
+    speed: float = SPEED,
+    extra: str = "",
+) -> tuple[Path, int]:
     """The end-to-end service config at SPEED; `api_port` pins the API (a restart keeps the
     page's URL); `symbols` trades several on the bundled May 2021 tape."""
     cfg, _, port = service_config(tmp, artifacts, hook_url, start=start, stale_after_s=10.0)
@@ -81,15 +93,22 @@ def _newest_bar(db: Path) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _session(tmp_path: Path, artifacts: dict[str, Path], *, demo: bool = False,
-                   **config: Any) -> AsyncIterator[SimpleNamespace]:
+async def _session(
+    tmp_path: Path, artifacts: dict[str, Path], *, demo: bool = False, **config: Any
+) -> AsyncIterator[SimpleNamespace]:
     """A running daemon (ready) and a Chromium page; `run.daemon` may be replaced (restart).
     `demo`: the shipped config.toml (its models, 5 symbols at 6x) instead of the test config."""
     receiver = WebhookReceiver(SECRET)
     await receiver.start()
     cfg, port = _demo_config(tmp_path) if demo else _config(tmp_path, artifacts, receiver.url, **config)
-    run = SimpleNamespace(daemon=DaemonProcess(cfg, tmp_path, ENV).start(), port=port, receiver=receiver,
-                          url=f"http://127.0.0.1:{port}", errors=[], console=[])
+    run = SimpleNamespace(
+        daemon=DaemonProcess(cfg, tmp_path, ENV).start(),
+        port=port,
+        receiver=receiver,
+        url=f"http://127.0.0.1:{port}",
+        errors=[],
+        console=[],
+    )
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM)
         run.page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -129,8 +148,7 @@ async def test_dashboard_live_in_chromium(tmp_path: Path, tiny_artifacts: dict[s
         assert await run.daemon.wait_exit(20) == 0
         await page.wait_for_selector("#conn:text-is('reconnecting')", timeout=10_000)
         newest = _newest_bar(db)
-        cfg, _ = _config(tmp_path, tiny_artifacts, run.receiver.url, api_port=run.port,
-                         start=_iso(newest + 2 * 60_000 + 30_000))
+        cfg, _ = _config(tmp_path, tiny_artifacts, run.receiver.url, api_port=run.port, start=_iso(newest + 2 * 60_000 + 30_000))
         run.daemon.close()
         run.daemon = DaemonProcess(cfg, tmp_path, ENV).start()
         await run.daemon.wait_ready()
@@ -159,8 +177,9 @@ async def _new_bar_within_one_bar(page: Any, db: Path) -> None:
 async def _signal_marker_after_decision(page: Any, db: Path, daemon: DaemonProcess) -> None:
     """The next committed signal appears as a marker on the chart."""
     [[last]] = query(db, "SELECT COALESCE(MAX(id), 0) FROM signals")
-    rows = await daemon.wait_for(lambda: query(db, "SELECT id FROM signals WHERE id > ? AND symbol=?", (last, SYMBOL)),
-                                 60, "a new signal")
+    rows = await daemon.wait_for(
+        lambda: query(db, "SELECT id FROM signals WHERE id > ? AND symbol=?", (last, SYMBOL)), 60, "a new signal"
+    )
     marker = f"signal-{rows[0][0]}"
     await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-marker-ids~="{marker}"]', timeout=5_000)
     why = await page.text_content(f'section[data-symbol="{SYMBOL}"] .why')
@@ -180,8 +199,9 @@ async def _controls(page: Any, url: str, daemon: DaemonProcess) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(url + "/status") as r:
             assert (await r.json())["paused"] is False
-        async with http.post(url + "/pause", headers={"Authorization": f"Bearer {API_TOKEN}",
-                                                      "Origin": "http://evil.example"}) as r:
+        async with http.post(
+            url + "/pause", headers={"Authorization": f"Bearer {API_TOKEN}", "Origin": "http://evil.example"}
+        ) as r:
             assert r.status == 403
         for path in ("/", "/ui/app.js", "/api/snapshot", "/status"):  # no secret ever reaches the page
             async with http.get(url + path) as r:
@@ -225,8 +245,9 @@ async def _screenshot(page: Any, path: Path | None = None) -> None:
 async def _no_duplicate_markers(page: Any, db: Path) -> None:
     ids = (await _section(page, "data-marker-ids") or "").split()
     assert ids and len(ids) == len(set(ids))
-    rows = await page.eval_on_selector_all(f'section[data-symbol="{SYMBOL}"] .markers tr[data-id]',
-                                           "rows => rows.map(r => r.dataset.id)")
+    rows = await page.eval_on_selector_all(
+        f'section[data-symbol="{SYMBOL}"] .markers tr[data-id]', "rows => rows.map(r => r.dataset.id)"
+    )
     assert len(rows) == len(set(rows))
     signals = {f"signal-{r[0]}" for r in query(db, "SELECT id FROM signals WHERE symbol=?", (SYMBOL,))}
     fills = {f"fill-{r[0]}" for r in query(db, "SELECT client_order_id FROM fills WHERE symbol=?", (SYMBOL,))}
@@ -235,15 +256,13 @@ async def _no_duplicate_markers(page: Any, db: Path) -> None:
 
 
 def _iso(ts_ms: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def test_every_symbol_has_its_chart_and_the_timeframe_switches(tmp_path: Path,
-                                                                     tiny_artifacts: dict[str, Path]) -> None:
-    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:00Z",
-                        symbols=("ETH/USDT", "LTC/USDT")) as run:
+async def test_every_symbol_has_its_chart_and_the_timeframe_switches(tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:00Z", symbols=("ETH/USDT", "LTC/USDT")) as run:
         page = run.page
         await page.goto(run.url + "/")
         for symbol in ("ETH/USDT", "LTC/USDT"):
@@ -267,8 +286,7 @@ async def test_every_symbol_has_its_chart_and_the_timeframe_switches(tmp_path: P
 async def test_a_control_shows_on_the_page_at_once(tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
     """Real time (1x), started 58 s before the next 1m close: no bar and no decision can
     refresh the page meanwhile, so the PAUSED badge comes from the control's own event."""
-    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:02Z", speed=1.0,
-                        symbols=(SYMBOL,)) as run:
+    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:02Z", speed=1.0, symbols=(SYMBOL,)) as run:
         page = run.page
         await page.goto(run.url + "/")
         await page.wait_for_selector(f'section[data-symbol="{SYMBOL}"][data-paused="false"]', timeout=15_000)
@@ -306,8 +324,9 @@ async def _ledger_equity(page: Any, book: str) -> str:
     return await page.text_content(f"#ledgers tr:has(td:text-is('{book}')) td:nth-child(2)") or ""
 
 
-async def test_the_demo_shows_the_shadow_ledgers_and_a_moving_equity_chart(tmp_path: Path,
-                                                                          tiny_artifacts: dict[str, Path]) -> None:
+async def test_the_demo_shows_the_shadow_ledgers_and_a_moving_equity_chart(
+    tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     """`make run`'s config: the models fail the gate and place no order, yet within 60 s of the
     start the page shows every shadow ledger beside always-flat and buy-and-hold, their equity
     moving, and an equity chart that is not empty and extends with the bars."""
@@ -352,12 +371,14 @@ net_cap = 0.9
 
 
 async def test_a_portfolio_shows_target_vs_actual_weights_and_its_orders_reasons(
-        tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     """The portfolio strategy deciding every 1m bar (the always-LONG test model trades): the
     Book panel shows each symbol's target beside its actual weight, and the rebalancing orders
     with the target weight their signal gave as the reason."""
-    async with _session(tmp_path, tiny_artifacts, start="2021-05-19T12:00:00Z", symbols=("ETH/USDT", "LTC/USDT"),
-                        extra=PORTFOLIO_1M) as run:
+    async with _session(
+        tmp_path, tiny_artifacts, start="2021-05-19T12:00:00Z", symbols=("ETH/USDT", "LTC/USDT"), extra=PORTFOLIO_1M
+    ) as run:
         page = run.page
         await page.goto(run.url + "/")
         await page.wait_for_selector("#conn:text-is('live')", timeout=15_000)
@@ -371,8 +392,10 @@ async def test_a_portfolio_shows_target_vs_actual_weights_and_its_orders_reasons
         loop = asyncio.get_running_loop()
         deadline, actual = loop.time() + 30.0, [0.0]
         while loop.time() < deadline:
-            actual = [float((await page.locator(f"#weights tr:has(td:text-is('{s}')) td").all_text_contents())[2])
-                      for s in ("ETH/USDT", "LTC/USDT")]
+            actual = [
+                float((await page.locator(f"#weights tr:has(td:text-is('{s}')) td").all_text_contents())[2])
+                for s in ("ETH/USDT", "LTC/USDT")
+            ]
             if all(abs(a - 0.45) < 0.05 for a in actual):
                 break
             await asyncio.sleep(0.2)

@@ -16,8 +16,8 @@ from aiohttp import WSMsgType
 
 from daemon import events
 from daemon.domain import Bar
-from daemon.metrics import REGISTRY
 from daemon.events import ControlApplied
+from daemon.metrics import REGISTRY
 from daemon.service.api import Api
 from daemon.service.httpserver import Settings
 from tests.alert_fakes import eventually
@@ -157,8 +157,9 @@ async def test_a_page_that_does_not_read_is_dropped_not_buffered_for() -> None:
                 events.publish(events.StreamHealth(f"{big}{i}", False))
                 if i % 100 == 0:
                     await asyncio.sleep(0)
-            await eventually(lambda: REGISTRY.gauge("sigd_dashboard_clients", "").get() == 0, 20.0,
-                             what="the page that does not read dropped")
+            await eventually(
+                lambda: REGISTRY.gauge("sigd_dashboard_clients", "").get() == 0, 20.0, what="the page that does not read dropped"
+            )
             ws._response.connection.transport.resume_reading()
             kinds = set()
             while True:

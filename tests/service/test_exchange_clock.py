@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.service.exchangeclock import ExchangeClock
 from daemon.localexchange import LocalExchange
+from daemon.service.exchangeclock import ExchangeClock
 from tests.alert_fakes import WebhookReceiver
 from tests.conftest import REPO
 from tests.daemon_harness import CRASH_ENV, WEBHOOK_SECRET, DaemonProcess, trading_sections, write_toml
@@ -36,8 +36,13 @@ async def test_the_clock_follows_a_replay_at_its_speed() -> None:
 
 async def _start_exchange() -> tuple[subprocess.Popen[str], str]:
     """`sigd local-exchange --port 0` as its own process; (process, base URL)."""
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", str(SPEED)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "local-exchange", "--port", "0", "--speed", str(SPEED)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
     assert line.startswith("local exchange listening on "), line
@@ -46,7 +51,8 @@ async def _start_exchange() -> tuple[subprocess.Popen[str], str]:
 
 @pytest.mark.slow
 async def test_latency_with_a_separate_local_exchange_is_milliseconds_not_days(
-        tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     receiver = WebhookReceiver(WEBHOOK_SECRET)
     await receiver.start()
     exchange, url = await _start_exchange()
@@ -56,6 +62,7 @@ async def test_latency_with_a_separate_local_exchange_is_milliseconds_not_days(
         await daemon.wait_ready()
         api = f"http://127.0.0.1:{sections['api']['port']}"
         async with aiohttp.ClientSession() as http:
+
             async def latencies() -> dict[str, float | None]:
                 async with http.get(f"{api}/status") as r:
                     return {k: s["latency_ms_p50"] for k, s in (await r.json())["streams"].items()}

@@ -40,13 +40,13 @@ def _keepalives_within(daemon: DaemonProcess, seconds: float) -> int:
 
 @pytest.mark.slow
 async def test_the_first_refused_decision_write_turns_health_red_and_starves_the_watchdog(
-        tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     receiver = WebhookReceiver(WEBHOOK_SECRET)
     await receiver.start()
     sections = trading_sections(tmp_path, tiny_artifacts, receiver.url)
     sections["service"]["max_consecutive_failures"] = 3  # for other failures; a storage one counts at once
-    daemon = DaemonProcess(write_toml(tmp_path / "config.toml", sections), tmp_path, CRASH_ENV,
-                           watchdog_usec=600_000).start()
+    daemon = DaemonProcess(write_toml(tmp_path / "config.toml", sections), tmp_path, CRASH_ENV, watchdog_usec=600_000).start()
     api, db = f"http://127.0.0.1:{sections['api']['port']}", tmp_path / "state.sqlite"
     try:
         await daemon.wait_ready()
@@ -62,8 +62,9 @@ async def test_the_first_refused_decision_write_turns_health_red_and_starves_the
             # Every prediction write now fails inside the daemon, as on a full disk.
             with sqlite3.connect(db, timeout=10) as conn:
                 conn.execute(FULL)
-            await daemon.wait_for(lambda: any(e.get("event") == "decision_failed" for e in daemon.log_events()),
-                                  30, "a failed decision")
+            await daemon.wait_for(
+                lambda: any(e.get("event") == "decision_failed" for e in daemon.log_events()), 30, "a failed decision"
+            )
             status, body = await _healthz(http, api)
             assert status == 503 and "failed SQLite writes in a row (red at the first)" in body["reason"], body
             assert "disk full" in body["reason"]
@@ -71,8 +72,7 @@ async def test_the_first_refused_decision_write_turns_health_red_and_starves_the
             # The disk has room again: the next decision succeeds, health and keep-alives come back.
             with sqlite3.connect(db, timeout=10) as conn:
                 conn.execute("DROP TRIGGER sigd_test_disk_full")
-            await daemon.wait_for(lambda: any(d == b"WATCHDOG=1" for _, d in daemon.datagrams), 30,
-                                  "the watchdog fed again")
+            await daemon.wait_for(lambda: any(d == b"WATCHDOG=1" for _, d in daemon.datagrams), 30, "the watchdog fed again")
             assert (await _healthz(http, api))[0] == 200
     finally:
         daemon.close()
@@ -126,7 +126,8 @@ async def test_failed_commits_withhold_the_keepalive_until_one_succeeds(tmp_path
 
 @pytest.mark.slow
 async def test_a_full_disk_turns_health_red_at_once_and_loses_no_decision_row(
-        tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     import resource
     import signal
 
@@ -146,17 +147,24 @@ async def test_a_full_disk_turns_health_red_at_once_and_loses_no_decision_row(
             # A real full disk for this process: every write past byte 1 of a file fails (EFBIG).
             _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
-            await daemon.wait_for(lambda: any(e.get("event") == "bar_store_failed" for e in daemon.log_events()),
-                                  30, "the first refused write")
+            await daemon.wait_for(
+                lambda: any(e.get("event") == "bar_store_failed" for e in daemon.log_events()), 30, "the first refused write"
+            )
             status, body = await _healthz(http, api)
             assert status == 503 and "failed SQLite" in body["reason"], body  # red at the first, not the third
-            await daemon.wait_for(lambda: any(e.get("event") == "decision_commit_retry" for e in daemon.log_events()),
-                                  30, "a decision refused and retried")
+            await daemon.wait_for(
+                lambda: any(e.get("event") == "decision_commit_retry" for e in daemon.log_events()),
+                30,
+                "a decision refused and retried",
+            )
             assert daemon.proc.poll() is None  # still running, red: systemd's watchdog restarts it if it lasts
             # Room on the disk again: owed bars and decision rows are written, health is green.
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
-            await daemon.wait_for(lambda: any(e.get("event") == "decision_rows_written" for e in daemon.log_events()),
-                                  30, "the owed decision rows written")
+            await daemon.wait_for(
+                lambda: any(e.get("event") == "decision_rows_written" for e in daemon.log_events()),
+                30,
+                "the owed decision rows written",
+            )
             for _ in range(100):
                 status, body = await _healthz(http, api)
                 if status == 200:
@@ -166,16 +174,23 @@ async def test_a_full_disk_turns_health_red_at_once_and_loses_no_decision_row(
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait_exit(30) == 0
         refused = query(db, "SELECT detail FROM decisions WHERE reason='failed_commit'")
-        assert refused and all("disk I/O error" in d or "full" in d for d, in refused), refused
+        assert refused and all("disk I/O error" in d or "full" in d for (d,) in refused), refused
         # Every trigger bar from the first decision on has its row (the newest may have been
         # stored as the shutdown cancelled the feed, before it reached the engine).
-        missing = query(db, "SELECT ts FROM bars b WHERE symbol='ETH/USDT' AND timeframe='1m' "
-                            "AND ts >= (SELECT MIN(bar_ts) FROM decisions) "
-                            "AND ts < (SELECT MAX(ts) FROM bars WHERE symbol='ETH/USDT' AND timeframe='1m') "
-                            "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.symbol=b.symbol AND d.bar_ts=b.ts)")
+        missing = query(
+            db,
+            "SELECT ts FROM bars b WHERE symbol='ETH/USDT' AND timeframe='1m' "
+            "AND ts >= (SELECT MIN(bar_ts) FROM decisions) "
+            "AND ts < (SELECT MAX(ts) FROM bars WHERE symbol='ETH/USDT' AND timeframe='1m') "
+            "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.symbol=b.symbol AND d.bar_ts=b.ts)",
+        )
         assert missing == []
-        assert query(db, "SELECT COUNT(*) FROM (SELECT symbol, timeframe, bar_ts FROM decisions "
-                         "GROUP BY 1, 2, 3 HAVING COUNT(*) > 1)")[0][0] == 0
+        assert (
+            query(
+                db, "SELECT COUNT(*) FROM (SELECT symbol, timeframe, bar_ts FROM decisions GROUP BY 1, 2, 3 HAVING COUNT(*) > 1)"
+            )[0][0]
+            == 0
+        )
     finally:
         daemon.close()
         await receiver.stop()

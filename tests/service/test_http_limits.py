@@ -60,8 +60,9 @@ async def test_a_connection_that_sends_nothing_or_half_a_header_is_cut(limited: 
     finally:
         silent.close()
         slow.close()
-    await eventually(lambda: REGISTRY.counter("sigd_http_refused_total", "").get(reason="handshake_timeout") >= 2,
-                     what="both counted")
+    await eventually(
+        lambda: REGISTRY.counter("sigd_http_refused_total", "").get(reason="handshake_timeout") >= 2, what="both counted"
+    )
 
 
 async def test_an_idle_kept_alive_connection_is_closed(limited: Api) -> None:
@@ -81,8 +82,9 @@ async def test_no_more_than_max_connections() -> None:
         extra = socket.create_connection(("127.0.0.1", _port(api)))
         assert await _closed_by_server(extra, 5.0)
         extra.close()
-        await eventually(lambda: REGISTRY.counter("sigd_http_refused_total", "").get(reason="max_connections") >= 1,
-                         what="the refusal counted")
+        await eventually(
+            lambda: REGISTRY.counter("sigd_http_refused_total", "").get(reason="max_connections") >= 1, what="the refusal counted"
+        )
         for s in held:  # room again: served
             s.close()
         await asyncio.sleep(0.3)

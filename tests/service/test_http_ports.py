@@ -12,18 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError
 from daemon import ports
+from daemon.config import ConfigError
 from tests.conftest import REPO
 
 
 @pytest.fixture
 def holder_process() -> Iterator[tuple[int, int]]:
     """Another process listening on a loopback port: (port, pid)."""
-    proc = subprocess.Popen([sys.executable, "-c",
-                             "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen();"
-                             "print(s.getsockname()[1], flush=True); time.sleep(60)"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen();"
+            "print(s.getsockname()[1], flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
     yield port, proc.pid
@@ -37,8 +43,9 @@ def test_the_holder_of_a_port_is_named(holder_process: tuple[int, int]) -> None:
     assert who.startswith(f"pid {pid} (") and "socket" in who
     with pytest.raises(ConfigError) as refused:
         ports.listen("127.0.0.1", port, "api.port")
-    assert str(refused.value) == (f"api.port = {port}: 127.0.0.1:{port} is already in use by {who}; "
-                                  f"stop it or choose another api.port")
+    assert str(refused.value) == (
+        f"api.port = {port}: 127.0.0.1:{port} is already in use by {who}; stop it or choose another api.port"
+    )
 
 
 def test_the_fallback_binds_a_free_port(holder_process: tuple[int, int]) -> None:
@@ -50,14 +57,20 @@ def test_the_fallback_binds_a_free_port(holder_process: tuple[int, int]) -> None
         sock.close()
 
 
-def test_sigd_run_on_a_port_in_use_is_one_line_and_exit_2(holder_process: tuple[int, int], write_config,
-                                                          tmp_path: Path) -> None:
+def test_sigd_run_on_a_port_in_use_is_one_line_and_exit_2(holder_process: tuple[int, int], write_config, tmp_path: Path) -> None:
     port, pid = holder_process
-    cfg = write_config(f'[api]\nport = {port}\n[store]\npath = "{tmp_path / "state.sqlite"}"\n'
-                       f'[alerts.signal_ws]\nenabled = false\n')
+    cfg = write_config(
+        f'[api]\nport = {port}\n[store]\npath = "{tmp_path / "state.sqlite"}"\n[alerts.signal_ws]\nenabled = false\n'
+    )
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "-c", str(cfg)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert f"api.port = {port}: 127.0.0.1:{port} is already in use by pid {pid} (" in done.stderr

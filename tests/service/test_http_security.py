@@ -35,8 +35,7 @@ async def test_a_foreign_host_is_refused_on_every_endpoint(api: Api) -> None:
             async with http.get(api.url + path, headers={"Host": "evil.example"}) as r:
                 assert r.status == 421, path
                 assert "positions" not in await r.text()
-        async with http.post(api.url + "/pause", headers={"Host": "evil.example:8787",
-                                                          "Authorization": f"Bearer {TOKEN}"}) as r:
+        async with http.post(api.url + "/pause", headers={"Host": "evil.example:8787", "Authorization": f"Bearer {TOKEN}"}) as r:
             assert r.status == 421
         port = api.url.rsplit(":", 1)[1]
         for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"sigd.lan:{port}", f"192.168.1.20:{port}"):
@@ -131,8 +130,10 @@ async def test_a_token_with_undecodable_bytes_is_refused_not_an_error(api: Api) 
     import socket
 
     port = int(api.url.rsplit(":", 1)[1])
-    raw = (b"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ?\xe0\r\n"
-           b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    raw = (
+        b"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ?\xe0\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
 
     def send() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

@@ -13,8 +13,8 @@ import tempfile
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,8 +27,7 @@ CLEAN_ENV = "env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 
 
 def _sigd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=240)
+    return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO, capture_output=True, text=True, timeout=240)
 
 
 def _can_sandbox() -> bool:
@@ -42,8 +41,18 @@ def destdir() -> Iterator[Path]:
     # Not under pytest's 0700 tmp: the unprivileged uid must be able to walk to the files.
     root = Path(tempfile.mkdtemp(prefix="sigd-destdir-", dir="/tmp"))
     os.chmod(root, 0o755)
-    res = _sigd("install-service", "--prefix", PREFIX, "--destdir", str(root), "--reuse-site-packages",
-                "--user", "sigd", "--group", "nogroup")
+    res = _sigd(
+        "install-service",
+        "--prefix",
+        PREFIX,
+        "--destdir",
+        str(root),
+        "--reuse-site-packages",
+        "--user",
+        "sigd",
+        "--group",
+        "nogroup",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     yield root
     shutil.rmtree(root, ignore_errors=True)
@@ -52,8 +61,9 @@ def destdir() -> Iterator[Path]:
 def _in_namespace(root: Path, script: str) -> subprocess.CompletedProcess[str]:
     """Run `script` with the staged prefix mounted at its real path, in a private mount namespace."""
     mount = f"mount -t tmpfs tmpfs /opt && mkdir -p {PREFIX} && mount --bind {root}{PREFIX} {PREFIX} && "
-    return subprocess.run(["unshare", "-m", "sh", "-c", mount + script], capture_output=True, text=True, timeout=240,
-                          cwd="/")  # not the checkout: python -c would import it from the cwd
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", mount + script], capture_output=True, text=True, timeout=240, cwd="/"
+    )  # not the checkout: python -c would import it from the cwd
 
 
 def test_dry_run_prints_the_plan_and_does_nothing(tmp_path: Path) -> None:
@@ -107,13 +117,16 @@ def test_installed_service_verifies_and_checks_as_unprivileged_uid(destdir: Path
     unit = destdir / "etc/systemd/system/sigd.service"
     cfg = destdir / "etc/sigd/config.toml"
     as_nobody = f"{CLEAN_ENV} setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups"
-    res = _in_namespace(destdir, f"""
+    res = _in_namespace(
+        destdir,
+        f"""
         systemd-analyze verify --man=no {unit} && echo VERIFY_OK
         systemd-analyze security --offline=true {unit} | tail -1
         {as_nobody} {PREFIX}/venv/bin/sigd check -c {cfg}; echo CHECK_RC=$?
         {as_nobody} {PREFIX}/venv/bin/python -c 'import daemon; print("FROM", daemon.__file__)'
         {CLEAN_ENV} setpriv --reuid {NOBODY} --regid 4242 --clear-groups {PREFIX}/venv/bin/sigd check -c {cfg}; echo OTHER_RC=$?
-    """)
+    """,
+    )
     out = res.stdout + res.stderr
     assert "VERIFY_OK" in out, out
     exposure = float(out.split("Overall exposure level for sigd.service:")[1].split()[0])
@@ -168,8 +181,11 @@ def _sandbox_script(root: Path, unit: dict[str, list[str]], gid: int) -> str:
     for line in (root / unit["EnvironmentFile"][0].lstrip("/")).read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             env.update([line.split("=", 1)])
-    as_service = ("env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin " + " ".join(f"{k}={v}" for k, v in env.items()) +
-                  f" setpriv --reuid {NOBODY} --regid {gid} --clear-groups --no-new-privs ")
+    as_service = (
+        "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "
+        + " ".join(f"{k}={v}" for k, v in env.items())
+        + f" setpriv --reuid {NOBODY} --regid {gid} --clear-groups --no-new-privs "
+    )
     return f"""set -e
 ip link set lo up
 mount --make-rprivate /
@@ -187,13 +203,13 @@ done < /proc/self/mounts
 for home in /root /home /run/user; do [ -d "$home" ] && mount -t tmpfs -o mode=0000,ro tmpfs "$home"; done
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs tmpfs /var/lib
-mkdir -m {unit['StateDirectoryMode'][0]} {state} && chown {NOBODY}:{gid} {state}
-cd {unit['WorkingDirectory'][0]}
+mkdir -m {unit["StateDirectoryMode"][0]} {state} && chown {NOBODY}:{gid} {state}
+cd {unit["WorkingDirectory"][0]}
 set +e
 {as_service} sh -c 'touch /usr/sigd-probe 2>/dev/null && echo USR_WRITABLE; ls /root >/dev/null 2>&1 && echo HOME_VISIBLE; touch {state}/probe && echo STATE_WRITABLE'
-{as_service} {unit['ExecStartPre'][0]}
+{as_service} {unit["ExecStartPre"][0]}
 echo PRE_RC=$?
-exec {as_service} {unit['ExecStart'][0]}
+exec {as_service} {unit["ExecStart"][0]}
 """
 
 
@@ -208,8 +224,13 @@ def test_unit_exec_start_runs_as_an_unprivileged_uid_under_the_units_sandbox(des
     unit = _service_keys((destdir / "etc/systemd/system/sigd.service").read_text())
     assert unit["ProtectHome"] == ["yes"] and unit["ProtectSystem"] == ["strict"] and unit["PrivateTmp"] == ["yes"]
     gid = grp.getgrnam(unit["Group"][0]).gr_gid
-    proc = subprocess.Popen(["unshare", "-mn", "sh", "-c", _sandbox_script(destdir, unit, gid)], cwd="/",
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["unshare", "-mn", "sh", "-c", _sandbox_script(destdir, unit, gid)],
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     assert proc.stdout is not None
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
@@ -232,12 +253,27 @@ def test_unit_exec_start_runs_as_an_unprivileged_uid_under_the_units_sandbox(des
 
 
 def test_make_install_service_is_the_same_command(tmp_path: Path) -> None:
-    res = subprocess.run(["make", "-s", "install-service", f"DESTDIR={tmp_path}", "PREFIX=/opt/sigd-m",
-                          f"PYTHON={sys.executable}", "INSTALL_ARGS=--dry-run --group nogroup"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run(
+        [
+            "make",
+            "-s",
+            "install-service",
+            f"DESTDIR={tmp_path}",
+            "PREFIX=/opt/sigd-m",
+            f"PYTHON={sys.executable}",
+            "INSTALL_ARGS=--dry-run --group nogroup",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
-    assert f"would install-service: install -m 0644 systemd/sigd.service {tmp_path}/etc/systemd/system/sigd.service" \
-        in res.stdout and "/opt/sigd-m/venv" in res.stdout and "torch==" in res.stdout
+    assert (
+        f"would install-service: install -m 0644 systemd/sigd.service {tmp_path}/etc/systemd/system/sigd.service" in res.stdout
+        and "/opt/sigd-m/venv" in res.stdout
+        and "torch==" in res.stdout
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -278,8 +314,9 @@ def test_a_shim_or_unsearchable_interpreter_is_judged_with_the_service_users_per
         os.chmod(private / "bin" / "python3", 0o755)
         os.chmod(private, 0o700)
         hidden = Interpreter(private / "bin" / "python3", (3, 11), private, True)
-        assert unusable(hidden, lay, need_ensurepip=False) == \
-            f"{private} (mode 0700) is not searchable by the service user nobody"
+        assert (
+            unusable(hidden, lay, need_ensurepip=False) == f"{private} (mode 0700) is not searchable by the service user nobody"
+        )
         os.chmod(private, 0o755)
         assert unusable(hidden, lay, need_ensurepip=False) is None
     finally:
@@ -289,9 +326,11 @@ def test_a_shim_or_unsearchable_interpreter_is_judged_with_the_service_users_per
 def test_a_missing_group_is_refused_before_anything_is_built(tmp_path: Path) -> None:
     res = _sigd("install-service", "--destdir", str(tmp_path), "--reuse-site-packages", "--group", "sigdnosuchgroup")
     assert res.returncode == 2 and res.stdout == "" and list(tmp_path.iterdir()) == []
-    assert res.stderr.splitlines() == ["sigd install-service: --group sigdnosuchgroup: no such group; with --destdir "
-                                       "the installer creates no accounts (create it: groupadd --system NAME, or name "
-                                       "an existing one)"]
+    assert res.stderr.splitlines() == [
+        "sigd install-service: --group sigdnosuchgroup: no such group; with --destdir "
+        "the installer creates no accounts (create it: groupadd --system NAME, or name "
+        "an existing one)"
+    ]
 
 
 def test_the_default_torch_is_the_makefiles_and_ray_configs_get_the_research_extra(tmp_path: Path) -> None:
@@ -308,8 +347,10 @@ def test_the_default_torch_is_the_makefiles_and_ray_configs_get_the_research_ext
     assert f"-m pip install <sigd[research] from {REPO}>" in plan.stdout, plan.stdout
 
 
-@pytest.mark.skipif(Path("/run/systemd/system").is_dir() or os.geteuid() != 0,
-                    reason="needs root on a host where systemd is not running (it would touch the real one)")
+@pytest.mark.skipif(
+    Path("/run/systemd/system").is_dir() or os.geteuid() != 0,
+    reason="needs root on a host where systemd is not running (it would touch the real one)",
+)
 def test_uninstall_without_systemd_removes_everything_and_says_reload_was_skipped(tmp_path: Path) -> None:
     prefix, units, etc = tmp_path / "opt" / "sigd", tmp_path / "units", tmp_path / "etc"
     (prefix / "venv" / "bin").mkdir(parents=True)

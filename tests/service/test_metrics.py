@@ -90,8 +90,14 @@ def test_the_first_scrape_after_start_has_every_metric() -> None:
 
     from tests.conftest import REPO
 
-    done = subprocess.run([sys.executable, "-c", FIRST_SCRAPE], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_SCRAPE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     first = json.loads(done.stdout.strip().splitlines()[-1])
     declared, text = set(first["names"]), first["text"]
@@ -103,14 +109,22 @@ def test_the_first_scrape_after_start_has_every_metric() -> None:
         assert f"# TYPE {name.removesuffix('_total')} " in text or f"# TYPE {name} " in text, name
         assert name in samples or f"{name}_count" in samples, f"{name}: no sample on the first scrape"
     # The pages that list metrics: the README, the logs-and-metrics page and docs/operations/security.md.
-    pages = [REPO / "README.md", *(REPO / "docs" / "operations").glob("*metrics*.md"),
-             REPO / "docs" / "operations" / "security.md"]
+    pages = [
+        REPO / "README.md",
+        *(REPO / "docs" / "operations").glob("*metrics*.md"),
+        REPO / "docs" / "operations" / "security.md",
+    ]
     docs = "\n".join(p.read_text() for p in pages if p.exists())
     listed = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\bsigd_[a-z_]*[a-z]\b", docs)}
     from daemon.service.httpserver import SESSION_COOKIE
 
     listed = {m for m in listed if not m.endswith("_")} - {SESSION_COOKIE}  # "sigd_feed_*" prefixes; the cookie
     assert listed <= declared, listed - declared  # every metric the docs list exists from the start
-    for standard in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
-                     "python_info", "python_gc_objects_collected_total"):
+    for standard in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "python_info",
+        "python_gc_objects_collected_total",
+    ):
         assert standard in samples, standard

@@ -59,8 +59,7 @@ def test_models_show_the_live_scorers_figures_at_the_models_horizon(tmp_path: Pa
 
 def test_equity_curve_markers_and_why(tmp_path: Path, write_config) -> None:
     read, store = _model(tmp_path, write_config)
-    for f in (Fill("o1", "ETH/USDT", "buy", 100.0, 1.0, 0.1, 1 * MIN), Fill("o2", "ETH/USDT", "sell", 110.0, 1.0, 0.1,
-                                                                            2 * MIN)):
+    for f in (Fill("o1", "ETH/USDT", "buy", 100.0, 1.0, 0.1, 1 * MIN), Fill("o2", "ETH/USDT", "sell", 110.0, 1.0, 0.1, 2 * MIN)):
         store.add_fill(f)
     assert read.equity_curve() == [{"ts": MIN, "equity": 999.9}, {"ts": 2 * MIN, "equity": 1009.8}]
     store.add_predictions("ETH/USDT", [_prediction("a", 3 * MIN, Side.LONG)], 0)
@@ -71,8 +70,9 @@ def test_equity_curve_markers_and_why(tmp_path: Path, write_config) -> None:
     read.parts.engine.flags["halted"] = False
     assert read.last_decision("ETH/USDT")["why"] == "no signal: a LONG 0.600 vs 0.500; holding LONG 0.5"
     read.parts.engine.shadow = SimpleNamespace(reasons={"a": "no passing validation"})
-    assert read.last_decision("ETH/USDT")["why"] == ("no signal: every model is in shadow mode; "
-                                                     "a LONG 0.600 vs 0.500 (shadow mode: not traded); holding LONG 0.5")
+    assert read.last_decision("ETH/USDT")["why"] == (
+        "no signal: every model is in shadow mode; a LONG 0.600 vs 0.500 (shadow mode: not traded); holding LONG 0.5"
+    )
     read.parts.engine.shadow.reasons = {}
     signal_id = store.add_signal(Signal("ETH/USDT", 3 * MIN, Side.LONG, 0.6, 105.0, "confidence", ("a LONG",)), 1.0, 0)
     assert read.last_decision("ETH/USDT")["why"] == "signal LONG by confidence: a LONG"
@@ -87,7 +87,7 @@ async def test_every_control_channel_refreshes_the_pages_at_once(tmp_path: Path,
     from daemon.events import ControlApplied
     from daemon.service.controls import DaemonControls
 
-    cfg = config.load(write_config("[exchange]\nsymbols = [\"ETH/USDT\", \"SOL/USDT\"]\n"))
+    cfg = config.load(write_config('[exchange]\nsymbols = ["ETH/USDT", "SOL/USDT"]\n'))
     calls: list[tuple[str, str | None]] = []
 
     def pause(symbol: str | None = None) -> None:
@@ -118,15 +118,18 @@ def test_the_book_ledgers_orders_with_reasons_and_an_equity_curve_without_fills(
         store.add_bars([Bar("ETH/USDT", "1m", i * MIN, close, close, close, close, 1.0)])
         ledgers.on_cycle(i * MIN, {"ETH/USDT": close}, {"ETH/USDT": [_prediction("a", i * MIN, side)]})
     flags = read.parts.engine.flags
-    read.parts.engine.status = lambda: {"paused": False, "symbols": {"ETH/USDT": flags}, "ledgers": ledgers.status(),
-                                        "rebalance": None}
+    read.parts.engine.status = lambda: {
+        "paused": False,
+        "symbols": {"ETH/USDT": flags},
+        "ledgers": ledgers.status(),
+        "rebalance": None,
+    }
     read.parts.broker, read.parts.last_close = SimpleNamespace(position=store.get_position), lambda symbol: 99.0
     read.parts.engine.shadow = Shadow()
     # No fill yet: the equity curve is the starting balance at the newest close (was empty).
     assert read.portfolio()["equity_curve"] == [{"ts": 2 * MIN, "equity": 1000.0}]
 
-    signal_id = store.add_signal(Signal("ETH/USDT", MIN, Side.LONG, 0.6, 110.0, "confidence",
-                                        ("a LONG 0.600 >= 0.500",)), 1.0, 0)
+    signal_id = store.add_signal(Signal("ETH/USDT", MIN, Side.LONG, 0.6, 110.0, "confidence", ("a LONG 0.600 >= 0.500",)), 1.0, 0)
     assert signal_id
     store.put_order(Order("c1", "ETH/USDT", "buy", "market", 0.5, 110.0, MIN), 5)
     store.put_order(Order("c2", "ETH/USDT", "sell", "market", 0.5, 99.0, 2 * MIN), 6)  # a flatten: no signal
@@ -140,6 +143,7 @@ def test_the_book_ledgers_orders_with_reasons_and_an_equity_curve_without_fills(
     assert [p[0] for p in a["equity_curve"]] == [0, MIN, 2 * MIN]
     assert book["rebalance"] is None
     assert [(o["client_order_id"], o["status"], o["strategy"], o["reasons"], o["error"]) for o in book["orders"]] == [
-        ("c2", "rejected", None, [], "insufficient balance"), ("c1", "pending", "confidence", ["a LONG 0.600 >= 0.500"],
-                                                               None)]
+        ("c2", "rejected", None, [], "insufficient balance"),
+        ("c1", "pending", "confidence", ["a LONG 0.600 >= 0.500"], None),
+    ]
     json.dumps(book, allow_nan=False)

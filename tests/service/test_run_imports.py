@@ -29,7 +29,7 @@ def test_store_works_with_pandas_hidden_from_sqlite_utils(tmp_path) -> None:
 import sys, numpy as np
 from daemon.domain import Bar
 from daemon.store import Store
-store = Store({str(tmp_path / 's.sqlite')!r})
+store = Store({str(tmp_path / "s.sqlite")!r})
 store.add_bars([Bar("ETH/USDT", "1m", 60_000, np.float64(1.0), np.float64(2.0), 0.5, 1.5, 3.0)])
 print([b.high for b in store.latest_bars("ETH/USDT", "1m", 5)], "pandas" in sys.modules)
 store.close()

@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +29,49 @@ SECRET, TG_TOKEN, API_TOKEN = "whsec-e2e-0123456789", "12345:tg-e2e-token-abcdef
 ALLOWED, STRANGER = 4242, 999
 
 
-def service_config(tmp: Path, artifacts: dict[str, Path], hook_url: str, *, bot_url: str | None = None,
-                   start: str = "", stale_after_s: float = 2.0) -> tuple[Path, int, int]:
+def service_config(
+    tmp: Path,
+    artifacts: dict[str, Path],
+    hook_url: str,
+    *,
+    bot_url: str | None = None,
+    start: str = "",
+    stale_after_s: float = 2.0,
+) -> tuple[Path, int, int]:
     """A config for one daemon: local exchange at 60x, shaped tiny models, paper, webhook (+ Telegram)."""
     lx_port, api_port = free_port(), free_port()
     sections: dict[str, dict[str, Any]] = {
         "local_exchange": {"port": lx_port, "speed": 60.0, "start": start},
         "store": {"path": tmp / "state.sqlite"},
         "log": {"format": "json"},
-        "models": {"device": "cpu", "paths": {"mtf_transformer": artifacts["mtf_transformer-flat"],
-                                               "cnn_lstm_attn": artifacts["cnn_lstm_attn-long"]},
-                   "trade_only_validated": False},  # the shaped test models have no validation block
+        "models": {
+            "device": "cpu",
+            "paths": {"mtf_transformer": artifacts["mtf_transformer-flat"], "cnn_lstm_attn": artifacts["cnn_lstm_attn-long"]},
+            "trade_only_validated": False,
+        },  # the shaped test models have no validation block
         "api": {"port": api_port},
         "service": {"stale_after_s": stale_after_s, "shutdown_deadline_s": 5.0, "status_interval_s": 1.0},
         "retrain": {"enabled": False},
         # Always LONG, out at +-5 bp: entries and exits every few bars of real ETH prices.
         "strategy": {"combine": "either", "cooldown_bars": 0, "stop_loss": 0.0005, "take_profit": 0.0005},
-        "alerts": {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "delivery_timeout_s": 2.0, "daily_summary_utc": "",
-                   "webhooks": [{"name": "e2e", "url": hook_url, "secret_env": "E2E_WEBHOOK_SECRET"}]},
+        "alerts": {
+            "backoff_base_s": 0.2,
+            "backoff_max_s": 1.0,
+            "delivery_timeout_s": 2.0,
+            "daily_summary_utc": "",
+            "webhooks": [{"name": "e2e", "url": hook_url, "secret_env": "E2E_WEBHOOK_SECRET"}],
+        },
         "alerts.signal_ws": {"port": 0},
     }
     if bot_url:
-        sections["alerts.telegram"] = {"enabled": True, "base_url": bot_url, "token_env": "E2E_TG_TOKEN",
-                                       "chat_id": ALLOWED, "allowed_user_ids": [ALLOWED], "poll_timeout_s": 1.0}
+        sections["alerts.telegram"] = {
+            "enabled": True,
+            "base_url": bot_url,
+            "token_env": "E2E_TG_TOKEN",
+            "chat_id": ALLOWED,
+            "allowed_user_ids": [ALLOWED],
+            "poll_timeout_s": 1.0,
+        }
     return write_toml(tmp / "config.toml", sections), lx_port, api_port
 
 
@@ -92,8 +112,14 @@ async def test_run_trades_alerts_obeys_and_stops_cleanly(tmp_path: Path, tiny_ar
             await _check_telegram(http, api, bot)
             await _check_watchdog(http, api, lx, daemon)
 
-        rc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "daemon", "status", "-c", str(cfg)],
-                                     cwd=REPO, capture_output=True, text=True, timeout=30)
+        rc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "daemon", "status", "-c", str(cfg)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert rc.returncode == 0 and "ETH/USDT 1m" in rc.stdout and "mtf_transformer" in rc.stdout
 
         # SIGTERM: a clean exit within the shutdown deadline, alerts drained, systemd told.
@@ -122,8 +148,12 @@ async def _check_api(http: aiohttp.ClientSession, api: str) -> None:
     assert set(status["last_decision"]["models"]) == {"mtf_transformer", "cnn_lstm_attn"}
     async with http.get(f"{api}/metrics") as r:
         text = await r.text()
-    for name in ("sigd_bar_to_signal_ms_bucket", 'sigd_inference_ms_count{model="cnn_lstm_attn"}',
-                 "sigd_outbox_depth", "sigd_watchdog_keepalives_total"):
+    for name in (
+        "sigd_bar_to_signal_ms_bucket",
+        'sigd_inference_ms_count{model="cnn_lstm_attn"}',
+        "sigd_outbox_depth",
+        "sigd_watchdog_keepalives_total",
+    ):
         assert name in text, name
     async with http.post(f"{api}/pause") as r:
         assert r.status == 401
@@ -192,11 +222,12 @@ async def _check_watchdog(http: aiohttp.ClientSession, api: str, lx: str, daemon
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 async def test_sigkill_and_restart_loses_no_alert_and_duplicates_no_order(
-        tmp_path: Path, tiny_artifacts: dict[str, Path]) -> None:
+    tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     receiver = WebhookReceiver(SECRET, status=503)  # down for the whole first run
     await receiver.start()
     cfg, _, _ = service_config(tmp_path, tiny_artifacts, receiver.url)
@@ -204,8 +235,7 @@ async def test_sigkill_and_restart_loses_no_alert_and_duplicates_no_order(
     first = DaemonProcess(cfg, tmp_path, ENV).start()
     try:
         await first.wait_ready()
-        await first.wait_for(lambda: db.exists() and query(db, "SELECT COUNT(*) FROM fills")[0][0] >= 2, 60,
-                             "two paper fills")
+        await first.wait_for(lambda: db.exists() and query(db, "SELECT COUNT(*) FROM fills")[0][0] >= 2, 60, "two paper fills")
         first.signal(signal.SIGKILL)
         assert await first.wait_exit(10) == -signal.SIGKILL
     finally:
@@ -223,8 +253,11 @@ async def test_sigkill_and_restart_loses_no_alert_and_duplicates_no_order(
     try:
         await second.wait_ready()
         await second.wait_for(lambda: queued <= set(receiver.ids()), 60, "every queued alert delivered")
-        await second.wait_for(lambda: query(db, "SELECT COUNT(*) FROM orders WHERE bar_ts > ?", (newest,))[0][0] >= 1,
-                              60, "a new order after the restart")
+        await second.wait_for(
+            lambda: query(db, "SELECT COUNT(*) FROM orders WHERE bar_ts > ?", (newest,))[0][0] >= 1,
+            60,
+            "a new order after the restart",
+        )
         second.signal(signal.SIGTERM)
         assert await second.wait_exit(15) == 0
     finally:

@@ -46,8 +46,9 @@ async def stop(daemon: DaemonProcess) -> None:
 
 
 @pytest.mark.parametrize("mode, point", [("testnet", "after_order_recorded"), ("paper", "after_signal_commit")])
-async def test_a_fresh_intent_is_sent_once_after_the_restart(mode: str, point: str, tmp_path: Path,
-                                                              tiny_artifacts: dict[str, Path]) -> None:
+async def test_a_fresh_intent_is_sent_once_after_the_restart(
+    mode: str, point: str, tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     async with market(tmp_path, tiny_artifacts, mode) as m:
         cid, bar_ts, _ = await crash_at(point, m, tmp_path)
         newest = (m.lx.now_ms() // MIN) * MIN - MIN
@@ -55,13 +56,17 @@ async def test_a_fresh_intent_is_sent_once_after_the_restart(mode: str, point: s
         second = await restart(m, tmp_path)
         try:
             m.lx.resume_clock()
-            await second.wait_for(lambda: query(m.db, "SELECT status FROM orders WHERE client_order_id=?", (cid,))
-                                  == [("filled",)], 30, "the fresh intent filled")
+            await second.wait_for(
+                lambda: query(m.db, "SELECT status FROM orders WHERE client_order_id=?", (cid,)) == [("filled",)],
+                30,
+                "the fresh intent filled",
+            )
             assert query(m.db, "SELECT COUNT(*) FROM fills WHERE client_order_id=?", (cid,)) == [(1,)]
             if mode == "testnet":  # at the exchange exactly once
                 assert sum(o.client_id == cid for o in m.lx.account.orders.values()) == 1
-            await second.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'")
-                                  == [(0,)], 30, "the outbox delivered")
+            await second.wait_for(
+                lambda: query(m.db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'") == [(0,)], 30, "the outbox delivered"
+            )
             await stop(second)
         finally:
             second.close()
@@ -70,8 +75,9 @@ async def test_a_fresh_intent_is_sent_once_after_the_restart(mode: str, point: s
 
 
 @pytest.mark.parametrize("mode, point", [("testnet", "after_order_recorded"), ("paper", "after_signal_commit")])
-async def test_a_stale_intent_is_rejected_with_a_reason_and_an_alert(mode: str, point: str, tmp_path: Path,
-                                                                      tiny_artifacts: dict[str, Path]) -> None:
+async def test_a_stale_intent_is_rejected_with_a_reason_and_an_alert(
+    mode: str, point: str, tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
     async with market(tmp_path, tiny_artifacts, mode) as m:
         cid, bar_ts, _ = await crash_at(point, m, tmp_path)
         m.lx.advance(3 * MIN)  # the daemon was down for three bars
@@ -79,13 +85,15 @@ async def test_a_stale_intent_is_rejected_with_a_reason_and_an_alert(mode: str, 
         try:
             [(status, error)] = query(m.db, "SELECT status, error FROM orders WHERE client_order_id=?", (cid,))
             assert status == "rejected" and error.startswith("stale intent: decided on the bar opening")
-            await second.wait_for(lambda: [e for e in m.receiver.received if e.get("kind") == "stale_order"], 30,
-                                  "the stale-order alert delivered")
+            await second.wait_for(
+                lambda: [e for e in m.receiver.received if e.get("kind") == "stale_order"], 30, "the stale-order alert delivered"
+            )
             [alert] = [e for e in m.receiver.received if e.get("kind") == "stale_order"]
             assert alert["type"] == "error" and alert["client_order_id"] == cid and "not sent" in alert["message"]
             m.lx.resume_clock()
-            await second.wait_for(lambda: query(m.db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'")
-                                  == [(0,)], 30, "the outbox delivered")
+            await second.wait_for(
+                lambda: query(m.db, "SELECT COUNT(*) FROM outbox WHERE status != 'sent'") == [(0,)], 30, "the outbox delivered"
+            )
             await stop(second)
         finally:
             second.close()

@@ -9,13 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon.service.statelock import StateLock, StateLocked
 from tests.conftest import REPO
 
-import pytest
-
-HOLD = ("import sys, time; from pathlib import Path; from daemon.service.statelock import StateLock; "
-        "StateLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)")
+HOLD = (
+    "import sys, time; from pathlib import Path; from daemon.service.statelock import StateLock; "
+    "StateLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)"
+)
 
 
 def _holder(state: Path) -> subprocess.Popen[str]:
@@ -29,8 +31,9 @@ def test_second_run_on_the_same_state_exits_2_naming_the_holder(write_config, tm
     cfg = write_config(f'[store]\npath = "{state / "sigd.sqlite"}"\n')
     holder = _holder(state)
     try:
-        second = subprocess.run([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=REPO,
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            [sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 2, second.stderr
         assert f"pid {holder.pid}" in second.stderr and str(state) in second.stderr
         assert "Traceback" not in second.stderr and second.stderr.count("\n") == 1

@@ -49,14 +49,19 @@ def _unit_for_analysis(tmp_path: Path) -> Path:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_security_exposure_stays_at_most_1_7(tmp_path: Path) -> None:
-    res = subprocess.run(["systemd-analyze", "security", "--offline=true", str(_unit_for_analysis(tmp_path))],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(_unit_for_analysis(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     exposure = float(res.stdout.split("Overall exposure level for sigd.service:")[1].split()[0])
     assert exposure <= 1.7, res.stdout[-3000:]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_finds_no_problem(tmp_path: Path) -> None:
-    res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(_unit_for_analysis(tmp_path))], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(_unit_for_analysis(tmp_path))], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0 and res.stderr.strip() == "" and res.stdout.strip() == "", res.stderr

@@ -175,8 +175,14 @@ def test_weights_always_within_limits(
     scores = np.array([r[0] for r in rows])
     current = np.array([r[1] for r in rows])
     vol = np.array([r[2] for r in rows])
-    spec = PortfolioSpec(long_short=long_short, max_weight=max_weight, gross_cap=gross_cap, net_cap=net_cap,
-                         no_trade_band=band, vol_target=vol_target)
+    spec = PortfolioSpec(
+        long_short=long_short,
+        max_weight=max_weight,
+        gross_cap=gross_cap,
+        net_cap=net_cap,
+        no_trade_band=band,
+        vol_target=vol_target,
+    )
     w = target_weights(scores, current, vol, spec, HOURS)
     assert np.all(np.isfinite(w))
     assert np.all(np.abs(w) <= max_weight + 1e-9)

@@ -200,14 +200,18 @@ def test_flat_answer_waits_for_the_hold_live() -> None:
     assert flip is not None and flip.side == S  # the opposite side flips inside the hold
 
 
-@pytest.mark.parametrize(("amount", "low", "high", "rule", "detail"), [
-    (10.0, 97.9, 100.5, "stop_loss", "LONG entry 100, bar low 97.9: -2.10 % (limit 2.00 %)"),
-    (-10.0, 99.0, 102.5, "stop_loss", "SHORT entry 100, bar high 102.5: -2.50 % (limit 2.00 %)"),
-    (10.0, 99.0, 104.2, "take_profit", "LONG entry 100, bar high 104.2: +4.20 % (limit 4.00 %)"),
-    (-10.0, 95.5, 100.0, "take_profit", "SHORT entry 100, bar low 95.5: +4.50 % (limit 4.00 %)"),
-])
+@pytest.mark.parametrize(
+    ("amount", "low", "high", "rule", "detail"),
+    [
+        (10.0, 97.9, 100.5, "stop_loss", "LONG entry 100, bar low 97.9: -2.10 % (limit 2.00 %)"),
+        (-10.0, 99.0, 102.5, "stop_loss", "SHORT entry 100, bar high 102.5: -2.50 % (limit 2.00 %)"),
+        (10.0, 99.0, 104.2, "take_profit", "LONG entry 100, bar high 104.2: +4.20 % (limit 4.00 %)"),
+        (-10.0, 95.5, 100.0, "take_profit", "SHORT entry 100, bar low 95.5: +4.50 % (limit 4.00 %)"),
+    ],
+)
 def test_protective_exit_reasons_name_the_rule_the_price_and_the_override(
-        amount: float, low: float, high: float, rule: str, detail: str) -> None:
+    amount: float, low: float, high: float, rule: str, detail: str
+) -> None:
     params = dataclasses.replace(P, stop_loss=0.02, take_profit=0.04)
     out = risk.protective_exit(Position("ETH/USDT", amount, 100.0), bar(T0, 100.0, low=low, high=high), params)
     assert out is not None and out.reasons == (rule, detail, "risk exit: overrides the holding period")

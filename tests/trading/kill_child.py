@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from daemon.alerts.notify import LogChannel
 from daemon.alerts.outbox import Outbox
@@ -41,9 +42,14 @@ async def main(state: Path, hold_after: int) -> None:
     store = Store(state / "sigd.sqlite")
     sink = HoldingOutbox(store, hold_after, state / "held")
     bulls = {"mtf": BatchFixed("mtf"), "cnn": BatchFixed("cnn")}
-    engine, buffers, _ = engine_for(state, store=store, sink=sink, predictors=bulls,  # type: ignore[arg-type]
-                                    broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
-                                    risk_params=RiskParams(position_fraction=0.1, max_position=1e9))
+    engine, buffers, _ = engine_for(
+        state,
+        store=store,
+        sink=sink,
+        predictors=bulls,  # type: ignore[arg-type]
+        broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+        risk_params=RiskParams(position_fraction=0.1, max_position=1e9),
+    )
     await engine.start()
     await feed_cycles(engine, buffers, closes_for(SYMBOLS, [100.0, 100.0, 100.0], T0))
     await engine.close()

@@ -3,9 +3,10 @@ momentum predictor that records its batch sizes, and a cycle feeder."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from daemon.domain import Bar, Prediction
 from daemon.market.bars import Buffers
@@ -51,18 +52,37 @@ class BatchFixed(Batched, FixedPredictor):
     batches: list[int] = field(default_factory=list)
 
 
-def engine_for(tmp_path: Path, *, symbols: Sequence[str] = SYMBOLS, predictors: dict | None = None,
-               store: Store | None = None, sink: ListSink | None = None, broker: Any = None, wait: bool = True,
-               deadline_ms: int = 250, portfolio: PortfolioLimits | None = None,
-               risk_params: RiskParams | None = None) -> tuple[Engine, Buffers, ListSink]:
+def engine_for(
+    tmp_path: Path,
+    *,
+    symbols: Sequence[str] = SYMBOLS,
+    predictors: dict | None = None,
+    store: Store | None = None,
+    sink: ListSink | None = None,
+    broker: Any = None,
+    wait: bool = True,
+    deadline_ms: int = 250,
+    portfolio: PortfolioLimits | None = None,
+    risk_params: RiskParams | None = None,
+) -> tuple[Engine, Buffers, ListSink]:
     store = store or Store(tmp_path / "sigd.sqlite")
     sink = sink or ListSink()
     buffers = buffers_for(symbols)
     predictors = predictors or {"mtf": BatchMomentum("mtf", "m1"), "cnn": BatchMomentum("cnn", "c1")}
-    engine = Engine(store=store, buffers=buffers, predictors=predictors, sink=sink, symbols=symbols,
-                    strategies=[ConfidenceStrategy(combine="both", exit_on_flat=False)], broker=broker,
-                    wait_for_decision=wait, cycle_deadline_ms=deadline_ms, portfolio=portfolio,
-                    risk_params=risk_params, timeframes=("1m",))
+    engine = Engine(
+        store=store,
+        buffers=buffers,
+        predictors=predictors,
+        sink=sink,
+        symbols=symbols,
+        strategies=[ConfidenceStrategy(combine="both", exit_on_flat=False)],
+        broker=broker,
+        wait_for_decision=wait,
+        cycle_deadline_ms=deadline_ms,
+        portfolio=portfolio,
+        risk_params=risk_params,
+        timeframes=("1m",),
+    )
     return engine, buffers, sink
 
 
@@ -71,8 +91,9 @@ def closes_for(symbols: Sequence[str], closes: Sequence[float], start: int) -> d
     return {s: series([c * (1 + i) for c in closes], start=start, symbol=s) for i, s in enumerate(symbols)}
 
 
-async def feed_cycles(engine: Engine, buffers: Buffers, bars: Mapping[str, list[Bar]],
-                      skip: Mapping[str, set[int]] | None = None) -> None:
+async def feed_cycles(
+    engine: Engine, buffers: Buffers, bars: Mapping[str, list[Bar]], skip: Mapping[str, set[int]] | None = None
+) -> None:
     """Bar by bar in time, every symbol at each instant (buffer first, then on_bar), as the feed does."""
     length = max(len(v) for v in bars.values())
     for i in range(length):

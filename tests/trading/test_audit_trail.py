@@ -35,7 +35,13 @@ async def test_superseded_and_paused_bars_have_their_rows(tmp_path: Path) -> Non
     await feed(engine, buffers, [b5])
     await engine.close()
     assert slow.calls == [b1.ts, b3.ts, b4.ts, b5.ts]
-    assert _reasons(engine) == {b1.ts: Reason.DECIDED, b2.ts: Reason.SUPERSEDED, b3.ts: Reason.DECIDED, b4.ts: Reason.DECIDED, b5.ts: Reason.PAUSED}
+    assert _reasons(engine) == {
+        b1.ts: Reason.DECIDED,
+        b2.ts: Reason.SUPERSEDED,
+        b3.ts: Reason.DECIDED,
+        b4.ts: Reason.DECIDED,
+        b5.ts: Reason.PAUSED,
+    }
     rows = engine.store.decision_rows("ETH/USDT")
     assert {r["timeframe"] for r in rows} == {"1m"}
     # The key is unique in SQL: a second row for a bar is refused, the first stays.
@@ -58,7 +64,8 @@ async def test_a_refused_decision_is_retried_and_succeeds(tmp_path: Path) -> Non
     engine.store.db.conn.create_function("sigd_test_refuse", 0, refuse)
     engine.store.db.conn.execute(
         f"CREATE TEMP TRIGGER flaky BEFORE INSERT ON predictions WHEN NEW.bar_ts = {bars[2].ts} "
-        "AND sigd_test_refuse() BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        "AND sigd_test_refuse() BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
     await feed(engine, buffers, bars)
     await engine.close()
     assert _reasons(engine) == {b.ts: Reason.DECIDED for b in bars}
@@ -136,16 +143,23 @@ async def test_bars_that_closed_while_sigd_was_down_are_recorded_missed(tmp_path
         buffers2.append(b)
     await feed(again, buffers2, bars[7:])
     await again.close()
-    assert _reasons(again) == {**{b.ts: Reason.DECIDED for b in bars[:3]}, **{b.ts: Reason.MISSED for b in bars[3:7]},
-                               bars[7].ts: Reason.DECIDED}
+    assert _reasons(again) == {
+        **{b.ts: Reason.DECIDED for b in bars[:3]},
+        **{b.ts: Reason.MISSED for b in bars[3:7]},
+        bars[7].ts: Reason.DECIDED,
+    }
 
 
 async def test_bars_decided_under_a_drawdown_halt_say_so(tmp_path: Path) -> None:
     store = Store(tmp_path / "sigd.sqlite")
     sink = ListSink()
-    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink,
-                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
-                                     risk_params=RiskParams(position_fraction=0.5, max_drawdown=0.001))
+    engine, buffers, _ = make_engine(
+        tmp_path,
+        store=store,
+        sink=sink,
+        broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+        risk_params=RiskParams(position_fraction=0.5, max_drawdown=0.001),
+    )
     await engine.start()
     bars = series(CLOSES)
     await feed(engine, buffers, bars)

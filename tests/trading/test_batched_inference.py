@@ -19,10 +19,10 @@ def windows_at(bars: dict[str, np.ndarray], btc: np.ndarray, end: int, sizes: di
     """The windows a daemon would hold right after the 1m bar at row `end` closed."""
     one_m = bars["1m"][: end + 1]
     close_ms = int(one_m[-1, 0]) + 60_000
-    out = {"1m": one_m[-sizes.get("1m", 1):], "btc_1m": btc[btc[:, 0] <= one_m[-1, 0]][-sizes.get("btc_1m", 1):]}
+    out = {"1m": one_m[-sizes.get("1m", 1) :], "btc_1m": btc[btc[:, 0] <= one_m[-1, 0]][-sizes.get("btc_1m", 1) :]}
     for tf, step in (("1h", 3_600_000), ("1d", 86_400_000)):
         closed = bars[tf][bars[tf][:, 0] + step <= close_ms]
-        out[tf] = closed[-sizes.get(tf, 1):]
+        out[tf] = closed[-sizes.get(tf, 1) :]
     return out
 
 

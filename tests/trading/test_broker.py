@@ -3,18 +3,18 @@ send, deterministic ids, crash → reconcile → no duplicate, ambiguous outcome
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
-from daemon.trading.broker import TestnetBroker
 from daemon.config import ExchangeConfig
 from daemon.domain import Order, OrderStatus, Position
-from daemon.market.exchange import ExchangeClient, make_client
 from daemon.localexchange import LocalExchange
-from daemon.trading.orders import Ledger, OrderIntent, client_order_id, order_for
+from daemon.market.exchange import ExchangeClient, make_client
 from daemon.store import Store
+from daemon.trading.broker import TestnetBroker
+from daemon.trading.orders import Ledger, OrderIntent, client_order_id, order_for
 from tests.engine_parts import T0, ListSink
 
 KEY, SECRET = "test-key-engine", "test-secret-engine"
@@ -160,8 +160,9 @@ class Observed:
         self.client, self.store = client, store
         self.seen: list[OrderStatus | None] = []
 
-    async def create_order(self, symbol: str, side: str, type: str, amount: float, price: float | None,
-                           client_order_id: str) -> dict:
+    async def create_order(
+        self, symbol: str, side: str, type: str, amount: float, price: float | None, client_order_id: str
+    ) -> dict:
         rows = self.store.orders(client_order_id=client_order_id)
         self.seen.append(rows[0][0].status if rows else None)
         return await self.client.create_order(symbol, side, type, amount, price, client_order_id)
@@ -195,9 +196,16 @@ async def test_the_engine_commits_the_order_with_its_signal_then_sends_it(exchan
     store, sink = Store(tmp_path / "s.sqlite"), ListSink()
     broker = TestnetBroker(store, sink, client, symbols=[SYM])
     rings = buffers()
-    engine = Engine(store=store, buffers=rings, predictors={"a": FixedPredictor("a"), "b": FixedPredictor("b")},
-                    sink=sink, broker=broker, strategies=[ConfidenceStrategy(combine="both")], wait_for_decision=True,
-                    risk_params=RiskParams(position_fraction=0.01, max_position=1e9))
+    engine = Engine(
+        store=store,
+        buffers=rings,
+        predictors={"a": FixedPredictor("a"), "b": FixedPredictor("b")},
+        sink=sink,
+        broker=broker,
+        strategies=[ConfidenceStrategy(combine="both")],
+        wait_for_decision=True,
+        risk_params=RiskParams(position_fraction=0.01, max_position=1e9),
+    )
     await engine.start()
     eth_before = (await client.fetch_balance())["ETH"]
     for b in series([2000.0, 2000.0]):

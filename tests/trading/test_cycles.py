@@ -105,9 +105,15 @@ async def test_portfolio_limits_block_the_right_entry_and_never_an_exit(tmp_path
     bulls = {"mtf": BatchFixed("mtf"), "cnn": BatchFixed("cnn")}
     store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
     limits = PortfolioLimits(max_open_positions=2, max_gross_exposure=1.0, per_symbol_cap=0.5)
-    engine, buffers, _ = engine_for(tmp_path, store=store, sink=sink, predictors=bulls, portfolio=limits,
-                                    broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
-                                    risk_params=RiskParams(position_fraction=0.3, max_position=1e9))
+    engine, buffers, _ = engine_for(
+        tmp_path,
+        store=store,
+        sink=sink,
+        predictors=bulls,
+        portfolio=limits,
+        broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+        risk_params=RiskParams(position_fraction=0.3, max_position=1e9),
+    )
     await engine.start()
     blocked = REGISTRY.counter("sigd_signals_blocked_total", "")
     before = blocked.get(reason="max_open_positions")
@@ -132,14 +138,22 @@ async def test_portfolio_limits_block_the_right_entry_and_never_an_exit(tmp_path
 
 async def test_gross_exposure_and_the_per_symbol_cap_block_entries(tmp_path: Path) -> None:
     bulls = {"mtf": BatchFixed("mtf"), "cnn": BatchFixed("cnn")}
-    for limits, expect in ((PortfolioLimits(max_gross_exposure=0.5), ["ETH/USDT"]),
-                           (PortfolioLimits(per_symbol_cap=0.2), []),
-                           (PortfolioLimits(max_gross_exposure=0.9, per_symbol_cap=0.3), list(SYMBOLS))):
+    for limits, expect in (
+        (PortfolioLimits(max_gross_exposure=0.5), ["ETH/USDT"]),
+        (PortfolioLimits(per_symbol_cap=0.2), []),
+        (PortfolioLimits(max_gross_exposure=0.9, per_symbol_cap=0.3), list(SYMBOLS)),
+    ):
         path = tmp_path / f"{limits.max_gross_exposure}-{limits.per_symbol_cap}"
         store, sink = Store(path / "s.sqlite"), ListSink()
-        engine, buffers, _ = engine_for(path, store=store, sink=sink, predictors=bulls, portfolio=limits,
-                                        broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
-                                        risk_params=RiskParams(position_fraction=0.3, max_position=1e9))
+        engine, buffers, _ = engine_for(
+            path,
+            store=store,
+            sink=sink,
+            predictors=bulls,
+            portfolio=limits,
+            broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+            risk_params=RiskParams(position_fraction=0.3, max_position=1e9),
+        )
         await engine.start()
         await feed_cycles(engine, buffers, closes_for(SYMBOLS, [100.0, 100.0], T0))
         assert [e["symbol"] for e in sink.of("signal")] == expect, limits
@@ -165,8 +179,9 @@ async def test_a_decision_is_made_once_even_after_a_restart(tmp_path: Path) -> N
     # The unique keys hold even for a writer that bypasses the engine's check.
     from daemon.trading.inference import predict_one_by_one
 
-    preds = predict_one_by_one("mtf", again.predictors["mtf"], [buf2.windows("ETH/USDT", ("1m",), "BTC/USDT")],
-                               [bars["ETH/USDT"][-1].ts])
+    preds = predict_one_by_one(
+        "mtf", again.predictors["mtf"], [buf2.windows("ETH/USDT", ("1m",), "BTC/USDT")], [bars["ETH/USDT"][-1].ts]
+    )
     store.add_predictions("ETH/USDT", [p for p in preds if p], 0)
     assert store.count("predictions") == counts["predictions"]
     await again.close()
@@ -193,8 +208,17 @@ async def test_prewarm_runs_one_throwaway_pass_before_the_next_close_and_stores_
     store = Store(tmp_path / "sigd.sqlite")
     buffers = buffers_for(SYMBOLS)
     # A 1m trigger at 600x: closes 100 ms apart; the pre-warm fires 60 ms before the next one.
-    engine = Engine(store=store, buffers=buffers, predictors={"mtf": mtf}, sink=ListSink(), symbols=SYMBOLS,
-                    timeframes=("1m",), prewarm_ms=60, speed=600.0, cycle_deadline_ms=50)
+    engine = Engine(
+        store=store,
+        buffers=buffers,
+        predictors={"mtf": mtf},
+        sink=ListSink(),
+        symbols=SYMBOLS,
+        timeframes=("1m",),
+        prewarm_ms=60,
+        speed=600.0,
+        cycle_deadline_ms=50,
+    )
     await engine.start()
     await feed_cycles(engine, buffers, closes_for(SYMBOLS, UP[:5], T0))
     await asyncio.wait_for(engine.cycles.drain(), 5)
@@ -204,6 +228,6 @@ async def test_prewarm_runs_one_throwaway_pass_before_the_next_close_and_stores_
         await asyncio.sleep(0.01)
         if len(mtf.batches) > len(decided):
             break
-    assert mtf.batches[len(decided):] == [3]
+    assert mtf.batches[len(decided) :] == [3]
     assert {t: store.count(t) for t in rows} == rows  # never stored
     await engine.close()

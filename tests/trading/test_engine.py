@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from daemon.market.bars import Buffers
 from daemon.domain import Bar, Position, Side, Signal
-from daemon.trading.engine import Engine
+from daemon.market.bars import Buffers
 from daemon.metrics import REGISTRY
-from daemon.trading.paper import PaperBroker
 from daemon.store import Store
+from daemon.trading.engine import Engine
+from daemon.trading.paper import PaperBroker
 from strategies.confidence import ConfidenceStrategy
 from strategies.risk import RiskParams
 from tests.engine_parts import T0, FailingPredictor, FixedPredictor, ListSink, MomentumPredictor, bar, buffers, series
@@ -24,15 +24,30 @@ from tests.engine_parts import T0, FailingPredictor, FixedPredictor, ListSink, M
 CLOSES = [100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 104.0, 104.0, 103.0, 101.0, 99.0, 97.0, 97.0]
 
 
-def make_engine(tmp_path: Path, *, predictors: dict | None = None, strategies: list | None = None,
-                wait: bool = True, sink: ListSink | None = None, broker: Any = None,
-                store: Store | None = None, risk_params: RiskParams | None = None) -> tuple[Engine, Buffers, ListSink]:
+def make_engine(
+    tmp_path: Path,
+    *,
+    predictors: dict | None = None,
+    strategies: list | None = None,
+    wait: bool = True,
+    sink: ListSink | None = None,
+    broker: Any = None,
+    store: Store | None = None,
+    risk_params: RiskParams | None = None,
+) -> tuple[Engine, Buffers, ListSink]:
     store = store or Store(tmp_path / "sigd.sqlite")
     ring_buffers, sink = buffers(), sink or ListSink()
     predictors = predictors or {"mtf": MomentumPredictor("mtf", "m1"), "cnn": MomentumPredictor("cnn", "c1")}
-    engine = Engine(store=store, buffers=ring_buffers, predictors=predictors, sink=sink,
-                    strategies=strategies or [ConfidenceStrategy(combine="both")], broker=broker,
-                    wait_for_decision=wait, risk_params=risk_params)
+    engine = Engine(
+        store=store,
+        buffers=ring_buffers,
+        predictors=predictors,
+        sink=sink,
+        strategies=strategies or [ConfidenceStrategy(combine="both")],
+        broker=broker,
+        wait_for_decision=wait,
+        risk_params=risk_params,
+    )
     return engine, ring_buffers, sink
 
 
@@ -47,8 +62,7 @@ async def test_decisions_only_on_closed_trigger_bars_of_the_primary_symbol(tmp_p
     engine, buffers, _ = make_engine(tmp_path)
     await engine.start()
     mtf = engine.predictors["mtf"]
-    others = [bar(T0, 100.0, timeframe="1s"), bar(T0, 30_000.0, symbol="BTC/USDT"),
-              bar(T0, 100.0, timeframe="1h")]
+    others = [bar(T0, 100.0, timeframe="1s"), bar(T0, 30_000.0, symbol="BTC/USDT"), bar(T0, 100.0, timeframe="1h")]
     await feed(engine, buffers, others)
     assert mtf.calls == [] and engine.store.count("predictions") == 0
     bars = series(CLOSES[:5])
@@ -100,8 +114,7 @@ async def test_a_strategy_that_raises_is_isolated(tmp_path: Path) -> None:
 
 async def test_a_predictor_that_raises_leaves_the_other_model_running(tmp_path: Path) -> None:
     predictors = {"mtf": FailingPredictor("mtf"), "cnn": MomentumPredictor("cnn", "c1")}
-    engine, buffers, sink = make_engine(tmp_path, predictors=predictors,
-                                        strategies=[ConfidenceStrategy(combine="either")])
+    engine, buffers, sink = make_engine(tmp_path, predictors=predictors, strategies=[ConfidenceStrategy(combine="either")])
     await engine.start()
     await feed(engine, buffers, series(CLOSES[:8]))
     rows = engine.store.db.execute("SELECT DISTINCT model FROM predictions").fetchall()
@@ -118,8 +131,7 @@ async def test_predictions_and_signals_are_stored_and_each_signal_published(tmp_
     db = engine.store.db
     preds = db.execute("SELECT bar_ts, model, version, side, threshold FROM predictions ORDER BY id").fetchall()
     assert preds[0] == (bars[0].ts, "mtf", "m1", int(Side.FLAT), 0.5)
-    rows = db.execute("SELECT id, bar_ts, side, price, model_versions, latency_ms, event_id FROM signals "
-                      "ORDER BY id").fetchall()
+    rows = db.execute("SELECT id, bar_ts, side, price, model_versions, latency_ms, event_id FROM signals ORDER BY id").fetchall()
     events = sink.of("signal")
     assert len(rows) == len(events) >= 2
     for (sid, bar_ts, side, price, versions, latency, event_id), ev in zip(rows, events):
@@ -155,7 +167,8 @@ async def test_swap_predictor_applies_from_the_next_decision(tmp_path: Path) -> 
     engine.swap_predictor("mtf", MomentumPredictor("mtf", "m2", threshold=0.9))
     await feed(engine, buffers, bars[2:])
     versions = engine.store.db.execute(
-        "SELECT bar_ts, version, threshold FROM predictions WHERE model='mtf' ORDER BY bar_ts").fetchall()
+        "SELECT bar_ts, version, threshold FROM predictions WHERE model='mtf' ORDER BY bar_ts"
+    ).fetchall()
     assert [v[1] for v in versions] == ["m1", "m1", "m2", "m2"] and versions[-1][2] == 0.9
     assert engine.status()["models"]["mtf"] == {"version": "m2", "threshold": 0.9}
     await engine.close()
@@ -198,10 +211,14 @@ async def test_a_broken_sink_rolls_the_decision_back_and_the_bar_path_goes_on(tm
 async def test_paper_trading_through_the_engine_with_a_stop_loss(tmp_path: Path) -> None:
     store = Store(tmp_path / "sigd.sqlite")
     sink = ListSink()
-    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink,
-                                     broker=PaperBroker(store, sink, fee=0.001, slippage=0.0),
-                                     risk_params=RiskParams(stop_loss=0.02, cooldown_bars=5),
-                                     strategies=[ConfidenceStrategy(combine="both", exit_on_flat=False)])
+    engine, buffers, _ = make_engine(
+        tmp_path,
+        store=store,
+        sink=sink,
+        broker=PaperBroker(store, sink, fee=0.001, slippage=0.0),
+        risk_params=RiskParams(stop_loss=0.02, cooldown_bars=5),
+        strategies=[ConfidenceStrategy(combine="both", exit_on_flat=False)],
+    )
     await engine.start()
     # Up (LONG entry), then a sharp drop: the low breaks 2 % under entry → "risk" exit.
     bars = series([100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 103.0, 103.0])
@@ -220,9 +237,13 @@ async def test_paper_trading_through_the_engine_with_a_stop_loss(tmp_path: Path)
 
 async def test_flatten_closes_the_position_once(tmp_path: Path) -> None:
     store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
-    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink,
-                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
-                                     strategies=[ConfidenceStrategy(combine="both", exit_on_flat=False)])
+    engine, buffers, _ = make_engine(
+        tmp_path,
+        store=store,
+        sink=sink,
+        broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+        strategies=[ConfidenceStrategy(combine="both", exit_on_flat=False)],
+    )
     await engine.start()
     bars = series(CLOSES[:7])
     await feed(engine, buffers, bars)
@@ -239,8 +260,7 @@ async def test_flatten_closes_the_position_once(tmp_path: Path) -> None:
 
 def test_unknown_trigger_timeframe_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown timeframe"):
-        Engine(store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={}, sink=ListSink(),
-               trigger_timeframe="7m")
+        Engine(store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={}, sink=ListSink(), trigger_timeframe="7m")
 
 
 async def test_signals_and_fills_reach_the_real_outbox_once(tmp_path: Path) -> None:
@@ -249,8 +269,9 @@ async def test_signals_and_fills_reach_the_real_outbox_once(tmp_path: Path) -> N
 
     store = Store(tmp_path / "sigd.sqlite")
     outbox = Outbox(store, [LogChannel()])
-    engine, buffers, _ = make_engine(tmp_path, store=store, sink=outbox,
-                                     broker=PaperBroker(store, outbox, fee=0.001, slippage=0.0005))
+    engine, buffers, _ = make_engine(
+        tmp_path, store=store, sink=outbox, broker=PaperBroker(store, outbox, fee=0.001, slippage=0.0005)
+    )
     await engine.start()
     await feed(engine, buffers, series(CLOSES))
     rows = store.db.execute("SELECT event_id, type, payload FROM outbox ORDER BY created_ms, id").fetchall()
@@ -269,9 +290,14 @@ async def test_signals_and_fills_reach_the_real_outbox_once(tmp_path: Path) -> N
 async def test_a_drawdown_halt_is_alerted_once_blocks_entries_and_resume_lifts_it(tmp_path: Path) -> None:
     store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
     bulls = {"mtf": FixedPredictor("mtf"), "cnn": FixedPredictor("cnn")}
-    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
-                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
-                                     risk_params=RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05))
+    engine, buffers, _ = make_engine(
+        tmp_path,
+        store=store,
+        sink=sink,
+        predictors=bulls,
+        broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+        risk_params=RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05),
+    )
     await engine.start()
     # All in at 100, then the price slides 8 %: equity 10 000 → 9 200.
     bars = series([100.0, 100.0, 98.0, 96.0, 94.0, 92.0, 92.0])
@@ -306,12 +332,19 @@ async def test_the_risk_state_survives_a_restart(tmp_path: Path) -> None:
     store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
     bulls = {"mtf": FixedPredictor("mtf"), "cnn": FixedPredictor("cnn")}
     params = RiskParams(position_fraction=1.0, max_position=1e9, max_drawdown=0.05, cooldown_bars=3)
-    engine, buffers, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
-                                     broker=PaperBroker(store, sink, fee=0.0, slippage=0.0), risk_params=params)
+    engine, buffers, _ = make_engine(
+        tmp_path,
+        store=store,
+        sink=sink,
+        predictors=bulls,
+        broker=PaperBroker(store, sink, fee=0.0, slippage=0.0),
+        risk_params=params,
+    )
     await engine.start()
     await feed(engine, buffers, series([100.0, 100.0, 98.0, 96.0, 94.0, 92.0, 92.0]))
-    again, _, _ = make_engine(tmp_path, store=store, sink=sink, predictors=bulls,
-                              broker=PaperBroker(store, sink, fee=0.0, slippage=0.0))
+    again, _, _ = make_engine(
+        tmp_path, store=store, sink=sink, predictors=bulls, broker=PaperBroker(store, sink, fee=0.0, slippage=0.0)
+    )
     await again.start()
     assert again.risk_state == engine.risk_state and again.risk_state.halted
     assert again.risk_state.last_trade_ts is not None

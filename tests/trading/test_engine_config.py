@@ -8,10 +8,10 @@ import pytest
 
 from daemon import config
 from daemon.service.check import run_checks
+from daemon.store import Store
 from daemon.trading.engine import Engine
 from daemon.trading.orders import AlertsBroker
 from daemon.trading.paper import PaperBroker
-from daemon.store import Store
 from tests.conftest import REPO
 from tests.engine_parts import ListSink, buffers
 
@@ -44,9 +44,12 @@ def test_bad_engine_config_names_the_key(write_config, text: str, needle: str) -
 
 
 def test_from_config_builds_strategies_risk_and_broker(write_config, tmp_path: Path) -> None:
-    cfg = config.load(write_config(
-        "[strategy]\ncombine = 'weighted'\nweights = {mtf = 2.0, cnn = 1.0}\ncooldown_bars = 4\n"
-        "[engine]\ntrigger_timeframe = '1s'\n[broker]\nmode = 'alerts'\nstarting_balance = 500.0\n"))
+    cfg = config.load(
+        write_config(
+            "[strategy]\ncombine = 'weighted'\nweights = {mtf = 2.0, cnn = 1.0}\ncooldown_bars = 4\n"
+            "[engine]\ntrigger_timeframe = '1s'\n[broker]\nmode = 'alerts'\nstarting_balance = 500.0\n"
+        )
+    )
     store = Store(tmp_path / "s.sqlite")
     engine = Engine.from_config(cfg, store=store, buffers=buffers(), predictors={}, sink=ListSink())
     assert isinstance(engine.broker, AlertsBroker)
@@ -54,8 +57,7 @@ def test_from_config_builds_strategies_risk_and_broker(write_config, tmp_path: P
     assert state.strategies[0].weights == {"mtf": 2.0, "cnn": 1.0}
     assert (state.risk_params.cooldown_bars, state.risk_params.bar_ms) == (4, 1000)
     assert state.risk_params.starting_balance == 500.0 and engine.trigger_timeframe == "1s"
-    paper = Engine.from_config(config.load(REPO / "config.toml"), store=store, buffers=buffers(),
-                               predictors={}, sink=ListSink())
+    paper = Engine.from_config(config.load(REPO / "config.toml"), store=store, buffers=buffers(), predictors={}, sink=ListSink())
     assert isinstance(paper.broker, PaperBroker) and paper.broker.fee == 0.001
 
 
@@ -66,8 +68,9 @@ def test_testnet_orders_are_refused_on_a_live_endpoint(write_config, tmp_path: P
     assert any("exchange.endpoint 'live' is refused" in p for p in problems)
     assert any("SIGD_API_KEY" in p for p in problems)
     with pytest.raises(ValueError, match="refuses exchange.endpoint = 'live'"):
-        Engine.from_config(cfg, store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={},
-                           sink=ListSink(), exchange=object())
+        Engine.from_config(
+            cfg, store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={}, sink=ListSink(), exchange=object()
+        )
 
 
 def test_check_names_each_missing_exchange_key_once(write_config, monkeypatch) -> None:
@@ -88,19 +91,24 @@ def test_a_trigger_timeframe_that_is_not_streamed_is_a_config_error(write_config
 
 
 def test_from_config_keys_the_engine_by_symbol_with_overrides_and_portfolio(write_config, tmp_path: Path) -> None:
-    cfg = config.load(write_config(
-        "[exchange]\nsymbols = ['ETH/USDT', 'SOL/USDT', 'XRP/USDT']\n"
-        "[strategy]\nposition_fraction = 0.2\nallow_short = true\n"
-        "[symbols.'SOL/USDT']\nposition_fraction = 0.05\nallow_short = false\n"
-        "[portfolio]\nmax_open_positions = 2\nmax_gross_exposure = 0.5\nper_symbol_cap = 0.3\n"
-        "[engine]\ncycle_deadline_ms = 40\nprewarm_ms = 0\n"))
-    engine = Engine.from_config(cfg, store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={},
-                                sink=ListSink())
+    cfg = config.load(
+        write_config(
+            "[exchange]\nsymbols = ['ETH/USDT', 'SOL/USDT', 'XRP/USDT']\n"
+            "[strategy]\nposition_fraction = 0.2\nallow_short = true\n"
+            "[symbols.'SOL/USDT']\nposition_fraction = 0.05\nallow_short = false\n"
+            "[portfolio]\nmax_open_positions = 2\nmax_gross_exposure = 0.5\nper_symbol_cap = 0.3\n"
+            "[engine]\ncycle_deadline_ms = 40\nprewarm_ms = 0\n"
+        )
+    )
+    engine = Engine.from_config(cfg, store=Store(tmp_path / "s.sqlite"), buffers=buffers(), predictors={}, sink=ListSink())
     assert engine.symbols == ("ETH/USDT", "SOL/USDT", "XRP/USDT") and set(engine.states) == set(engine.symbols)
     sol, xrp = engine.states["SOL/USDT"].risk_params, engine.states["XRP/USDT"].risk_params
     assert (sol.position_fraction, sol.allow_short) == (0.05, False)
     assert (xrp.position_fraction, xrp.allow_short) == (0.2, True)
-    assert (engine.portfolio.max_open_positions, engine.portfolio.max_gross_exposure,
-            engine.portfolio.per_symbol_cap) == (2, 0.5, 0.3)
+    assert (engine.portfolio.max_open_positions, engine.portfolio.max_gross_exposure, engine.portfolio.per_symbol_cap) == (
+        2,
+        0.5,
+        0.3,
+    )
     assert engine.cycles.deadline_s == 0.04 and engine.prewarm_s == 0.0
     assert set(engine.status()["symbols"]) == set(engine.symbols)

@@ -17,21 +17,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_child(state: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "tests.trading.kill_child", str(state), *extra],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.trading.kill_child", str(state), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def consistent(store: Store) -> None:
     """Every signal has its outbox row, every order its signal and its outbox row."""
     db = store.db
     assert db.execute("SELECT COUNT(*) FROM signals WHERE event_id NOT IN (SELECT event_id FROM outbox)").fetchone()[0] == 0
-    orphans = db.execute("SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM signals s WHERE "
-                         "s.symbol=o.symbol AND s.bar_ts=o.bar_ts)").fetchone()[0]
+    orphans = db.execute(
+        "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM signals s WHERE s.symbol=o.symbol AND s.bar_ts=o.bar_ts)"
+    ).fetchone()[0]
     assert orphans == 0
-    assert db.execute("SELECT COUNT(*) FROM orders WHERE 'order-' || client_order_id || '-open' "
-                      "NOT IN (SELECT event_id FROM outbox)").fetchone()[0] == 0
-    undecided = db.execute("SELECT COUNT(*) FROM predictions p WHERE NOT EXISTS (SELECT 1 FROM decisions d "
-                           "WHERE d.symbol=p.symbol AND d.bar_ts=p.bar_ts)").fetchone()[0]
+    assert (
+        db.execute(
+            "SELECT COUNT(*) FROM orders WHERE 'order-' || client_order_id || '-open' NOT IN (SELECT event_id FROM outbox)"
+        ).fetchone()[0]
+        == 0
+    )
+    undecided = db.execute(
+        "SELECT COUNT(*) FROM predictions p WHERE NOT EXISTS (SELECT 1 FROM decisions d "
+        "WHERE d.symbol=p.symbol AND d.bar_ts=p.bar_ts)"
+    ).fetchone()[0]
     assert undecided == 0
 
 

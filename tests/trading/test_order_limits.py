@@ -105,18 +105,31 @@ async def test_paper_orders_are_sized_to_the_exchange_limits(exchange, tmp_path:
     assert order is not None and order.amount == 0.1234
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"type": "MARKET", "quantity": "0.12345"}, "Filter failure: LOT_SIZE"),  # off the 0.0001 step
-    ({"type": "MARKET", "quantity": "0.0001"}, "Filter failure: NOTIONAL"),  # about 0.4 USDT
-    ({"type": "MARKET", "quantity": "0.123456789"}, "Precision is over the maximum"),  # 9 decimals
-    ({"type": "LIMIT", "quantity": "0.1", "price": "3000.005", "timeInForce": "GTC"}, "Filter failure: PRICE_FILTER"),
-    ({"type": "MARKET", "quantity": "9000001"}, "Filter failure: LOT_SIZE"),  # above maxQty
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"type": "MARKET", "quantity": "0.12345"}, "Filter failure: LOT_SIZE"),  # off the 0.0001 step
+        ({"type": "MARKET", "quantity": "0.0001"}, "Filter failure: NOTIONAL"),  # about 0.4 USDT
+        ({"type": "MARKET", "quantity": "0.123456789"}, "Precision is over the maximum"),  # 9 decimals
+        ({"type": "LIMIT", "quantity": "0.1", "price": "3000.005", "timeInForce": "GTC"}, "Filter failure: PRICE_FILTER"),
+        ({"type": "MARKET", "quantity": "9000001"}, "Filter failure: LOT_SIZE"),  # above maxQty
+    ],
+)
 async def test_a_raw_unrounded_order_is_rejected_by_the_local_exchange(exchange, params: dict, message: str) -> None:
     lx, _ = exchange
     # ccxt rounds every order it builds; its raw endpoint sends the parameters as they are.
-    ex = ccxt_async.binance({"apiKey": KEY, "secret": SECRET, "options": {
-        "defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}})
+    ex = ccxt_async.binance(
+        {
+            "apiKey": KEY,
+            "secret": SECRET,
+            "options": {
+                "defaultType": "spot",
+                "fetchMarkets": {"types": ["spot"]},
+                "fetchCurrencies": False,
+                "fetchMargins": False,
+            },
+        }
+    )
     ex.urls["api"]["public"] = ex.urls["api"]["private"] = lx.rest_url
     try:
         with pytest.raises(ccxt_async.ExchangeError, match=message):  # InvalidOrder or BadRequest, by message

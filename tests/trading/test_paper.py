@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from daemon.domain import Fill, OrderStatus, Position
+from daemon.store import Store
 from daemon.trading.orders import OrderIntent, apply_fill, client_order_id
 from daemon.trading.paper import PaperBroker
-from daemon.store import Store
 from tests.engine_parts import T0, ListSink, bar
 
 SYM = "ETH/USDT"
@@ -84,8 +84,12 @@ async def test_the_same_decision_never_orders_twice(tmp_path: Path) -> None:
 def test_client_order_ids_are_deterministic_and_binance_legal() -> None:
     a = client_order_id(SYM, T0, "confidence", 0)
     assert a == client_order_id(SYM, T0, "confidence", 0)
-    others = {client_order_id(SYM, T0 + MIN, "confidence", 0), client_order_id(SYM, T0, "risk", 0),
-              client_order_id(SYM, T0, "confidence", 1), client_order_id("BTC/USDT", T0, "confidence", 0)}
+    others = {
+        client_order_id(SYM, T0 + MIN, "confidence", 0),
+        client_order_id(SYM, T0, "risk", 0),
+        client_order_id(SYM, T0, "confidence", 1),
+        client_order_id("BTC/USDT", T0, "confidence", 0),
+    }
     assert a not in others and len(others) == 4
     assert len(a) <= 36 and all(c.isalnum() or c in "-_" for c in a)
 

@@ -11,6 +11,7 @@ import pytest
 from daemon import config
 from daemon.config import ConfigError
 from daemon.domain import Bar, Position
+from daemon.localexchange import LocalExchange
 from daemon.market.bars import Buffers
 from daemon.store import Store
 from daemon.trading.broker import TestnetBroker
@@ -21,7 +22,6 @@ from strategies import risk
 from strategies.portfolio import PortfolioSpec
 from strategies.risk import RiskState
 from tests.engine_parts import ListSink, MomentumPredictor
-from daemon.localexchange import LocalExchange
 from tests.exchange_kit import DAY_2021, SYMBOLS_2021, TAPE_2021, exchange_client, feed_config, local_exchange
 
 HOUR = 3_600_000
@@ -55,12 +55,19 @@ def test_the_book_halts_at_its_drawdown_limit_and_a_plan_then_only_reduces() -> 
     reb.risk_state = RiskState(peak_equity=12_000.0)
     symbols = ("A/USDT", "B/USDT", "C/USDT")
     bars = {s: Bar(s, "1h", 0, 100.0, 100.0, 100.0, 100.0, 1.0) for s in symbols}
-    from tests.engine_parts import prediction
     from daemon.domain import Side
-    preds = {"A/USDT": [prediction("m", Side.LONG, 0.9)], "B/USDT": [prediction("m", Side.LONG, 0.8)],
-             "C/USDT": [prediction("m", Side.SHORT, 0.9)]}
-    positions = {"A/USDT": Position("A/USDT", 10.0, 100.0), "B/USDT": Position("B/USDT", 0.0),
-                 "C/USDT": Position("C/USDT", 20.0, 100.0)}
+    from tests.engine_parts import prediction
+
+    preds = {
+        "A/USDT": [prediction("m", Side.LONG, 0.9)],
+        "B/USDT": [prediction("m", Side.LONG, 0.8)],
+        "C/USDT": [prediction("m", Side.SHORT, 0.9)],
+    }
+    positions = {
+        "A/USDT": Position("A/USDT", 10.0, 100.0),
+        "B/USDT": Position("B/USDT", 0.0),
+        "C/USDT": Position("C/USDT", 20.0, 100.0),
+    }
     plan = reb.plan(symbols, bars, {}, preds, positions, {s: 100.0 for s in symbols}, 10_000.0)
     assert plan.halted  # 10 000 is 16.7 % under the 12 000 peak
     assert plan.target.tolist() == [0.1, 0.0, 0.0]  # A kept (not grown), B not opened, C exited
@@ -68,15 +75,25 @@ def test_the_book_halts_at_its_drawdown_limit_and_a_plan_then_only_reduces() -> 
 
 
 # -- bad config: one line naming the key ---------------------------------------------------------
-@pytest.mark.parametrize("text, needle", [
-    ("[engine]\nstrategies = ['portfolio']\n[portfolio]\ndecision_timeframe = '4h'\n",
-     "portfolio.decision_timeframe: '4h' is not streamed"),
-    ("[engine]\nstrategies = ['portfolio']\n[portfolio]\ndecision_timeframe = '5m'\n",
-     "portfolio.decision_timeframe: expected one of 1m, 1h, 4h, 1d"),
-    ("[exchange]\nsymbols = ['ETH/USDT', 'XRP/USDT', 'ADA/USDT']\n[engine]\nstrategies = ['portfolio']\n"
-     "[portfolio]\nmax_weight = 0.25\ngross_cap = 1.0\n", "portfolio.max_weight: 3 symbols x max_weight 0.25"),
-    ("[engine]\nstrategies = ['portfolio', 'confidence']\n", "engine.strategies: the portfolio strategy"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (
+            "[engine]\nstrategies = ['portfolio']\n[portfolio]\ndecision_timeframe = '4h'\n",
+            "portfolio.decision_timeframe: '4h' is not streamed",
+        ),
+        (
+            "[engine]\nstrategies = ['portfolio']\n[portfolio]\ndecision_timeframe = '5m'\n",
+            "portfolio.decision_timeframe: expected one of 1m, 1h, 4h, 1d",
+        ),
+        (
+            "[exchange]\nsymbols = ['ETH/USDT', 'XRP/USDT', 'ADA/USDT']\n[engine]\nstrategies = ['portfolio']\n"
+            "[portfolio]\nmax_weight = 0.25\ngross_cap = 1.0\n",
+            "portfolio.max_weight: 3 symbols x max_weight 0.25",
+        ),
+        ("[engine]\nstrategies = ['portfolio', 'confidence']\n", "engine.strategies: the portfolio strategy"),
+    ],
+)
 def test_bad_portfolio_config_names_the_key(write_config, text: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")) as err:
         config.load(write_config(text))
@@ -96,24 +113,34 @@ def test_a_model_needing_a_timeframe_not_streamed_names_the_key(write_config) ->
 def hour_bars(lx: LocalExchange, symbol: str, start: int, n: int) -> list[Bar]:
     """The exchange's own closed 1h bars (aggregated from its 1m tape)."""
     market = lx.markets[symbol.replace("/", "")]
-    return [Bar(symbol, "1h", start + i * HOUR, *map(float, market.closed_bar("1h", start + i * HOUR)[1:]))
-            for i in range(n)]
+    return [Bar(symbol, "1h", start + i * HOUR, *map(float, market.closed_bar("1h", start + i * HOUR)[1:])) for i in range(n)]
 
 
 async def test_six_symbols_rebalance_at_1h_with_orders_the_exchange_accepts(tmp_path) -> None:
     start, warm, hours = DAY_2021 - 20 * HOUR, 8, 12
     cfg = feed_config(symbols=TRADED, timeframes=("1h",))
-    async with local_exchange(start + warm * HOUR, 0.0, TAPE_2021, paused=True, balances={"USDT": 10_000.0}) as lx, \
-            exchange_client(lx, cfg) as client:
+    async with (
+        local_exchange(start + warm * HOUR, 0.0, TAPE_2021, paused=True, balances={"USDT": 10_000.0}) as lx,
+        exchange_client(lx, cfg) as client,
+    ):
         await client.start()
         store, sink = Store(tmp_path / "s.sqlite"), ListSink()
         rings = Buffers()
         for s in TRADED:
             rings.add(s, "1h", 64)
         broker = TestnetBroker(store, sink, client, symbols=TRADED)
-        engine = Engine(store=store, buffers=rings, predictors={"mom": MomentumPredictor("mom", key="1h", k=50.0)},
-                        sink=sink, broker=broker, symbols=TRADED, timeframes=("1h",), trigger_timeframe="1h",
-                        wait_for_decision=True, rebalancer=Rebalancer(SPEC, timeframe="1h", cost_rate=0.002))
+        engine = Engine(
+            store=store,
+            buffers=rings,
+            predictors={"mom": MomentumPredictor("mom", key="1h", k=50.0)},
+            sink=sink,
+            broker=broker,
+            symbols=TRADED,
+            timeframes=("1h",),
+            trigger_timeframe="1h",
+            wait_for_decision=True,
+            rebalancer=Rebalancer(SPEC, timeframe="1h", cost_rate=0.002),
+        )
         await engine.start()
         series = {s: hour_bars(lx, s, start, warm + hours) for s in TRADED}
         for i in range(warm):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,11 @@ def store_with(tmp_path: Path, closes: list[float], probs: dict[str, tuple[float
     bars = series(closes)
     store.add_bars(bars)
     for b in bars:
-        store.add_predictions("ETH/USDT", [Prediction(m, "v1", b.ts, class_scores(p), Side(int(np.argmax(p))), max(p), 0.5)
-                                           for m, p in probs.items()], 0)
+        store.add_predictions(
+            "ETH/USDT",
+            [Prediction(m, "v1", b.ts, class_scores(p), Side(int(np.argmax(p))), max(p), 0.5) for m, p in probs.items()],
+            0,
+        )
     return store
 
 
@@ -60,12 +61,11 @@ def test_live_scores_by_hand(tmp_path: Path) -> None:
 
 def test_every_traded_symbol_is_scored_with_its_own_bars(tmp_path: Path, write_config) -> None:
     eth = [100, 101, 102, 103, 102, 101, 100, 100, 100, 100]
-    sol = [100 * 1.01 ** i for i in range(10)]  # a steady rise: every 2-bar label is LONG
+    sol = [100 * 1.01**i for i in range(10)]  # a steady rise: every 2-bar label is LONG
     store = store_with(tmp_path, eth, {"up": (0.1, 0.1, 0.8)})
     store.add_bars(series(sol, symbol="SOL/USDT"))
     for b in series(sol, symbol="SOL/USDT"):
-        store.add_predictions("SOL/USDT", [Prediction("up", "v1", b.ts, class_scores((0.1, 0.1, 0.8)), Side.LONG,
-                                                      0.8, 0.5)], 0)
+        store.add_predictions("SOL/USDT", [Prediction("up", "v1", b.ts, class_scores((0.1, 0.1, 0.8)), Side.LONG, 0.8, 0.5)], 0)
     scorer = LiveScorer(store, ("ETH/USDT", "SOL/USDT"), {"up": TARGET}, window=100, fee=0.001)
     scorer.update()
     st = scorer.status()["up"]
@@ -93,7 +93,7 @@ def test_every_traded_symbol_is_scored_with_its_own_bars(tmp_path: Path, write_c
 
 
 def test_a_model_below_persistence_is_shadowed_with_an_alert(tmp_path: Path) -> None:
-    closes = [100 * 1.01 ** i for i in range(10)]  # a steady trend: persistence is right
+    closes = [100 * 1.01**i for i in range(10)]  # a steady trend: persistence is right
     store = store_with(tmp_path, closes, {"down": (0.8, 0.1, 0.1), "up": (0.1, 0.1, 0.8)})
     sink = ListSink()
     shadow = Shadow(only_validated=False, sink=sink)
@@ -109,10 +109,15 @@ def test_a_model_below_persistence_is_shadowed_with_an_alert(tmp_path: Path) -> 
     assert len(alert) == 1 and alert[0]["kind"] == "model_demoted" and alert[0]["model"] == "down"
     # the daily summary's line per model
     summary = shadow.summary()
-    assert summary["up"] == ("accuracy 1.000 (always-FLAT 0.000, persistence 0.750), macro-F1 0.333 (persistence "
-                             "0.286), hit rate 1.000 at 2 bars (base rate 1.000), Brier 0.060, gated Sharpe +0.000 "
-                             "over 8 scored; trades")
-    assert summary["down"].startswith("accuracy 0.000 (always-FLAT 0.000, persistence 0.750), macro-F1 0.000") and "; SHADOW: live macro-F1" in summary["down"]
+    assert summary["up"] == (
+        "accuracy 1.000 (always-FLAT 0.000, persistence 0.750), macro-F1 0.333 (persistence "
+        "0.286), hit rate 1.000 at 2 bars (base rate 1.000), Brier 0.060, gated Sharpe +0.000 "
+        "over 8 scored; trades"
+    )
+    assert (
+        summary["down"].startswith("accuracy 0.000 (always-FLAT 0.000, persistence 0.750), macro-F1 0.000")
+        and "; SHADOW: live macro-F1" in summary["down"]
+    )
 
 
 def test_calls_that_lose_to_always_flat_are_shadowed(tmp_path: Path) -> None:
@@ -124,8 +129,9 @@ def test_calls_that_lose_to_always_flat_are_shadowed(tmp_path: Path) -> None:
     bars = series(closes)
     store.add_bars(bars)
     for b in bars:
-        store.add_predictions("ETH/USDT", [Prediction("churn", "v1", b.ts, class_scores((0.2, 0.5, 0.3)), Side.LONG,
-                                                      0.3, 0.25)], 0)
+        store.add_predictions(
+            "ETH/USDT", [Prediction("churn", "v1", b.ts, class_scores((0.2, 0.5, 0.3)), Side.LONG, 0.3, 0.25)], 0
+        )
     shadow = Shadow(only_validated=False)
     shadow.scorer = LiveScorer(store, "ETH/USDT", {"churn": TARGET}, window=30, fee=0.001)
     assert shadow.review("churn", "v1", None)
@@ -134,8 +140,9 @@ def test_calls_that_lose_to_always_flat_are_shadowed(tmp_path: Path) -> None:
     assert st["accuracy"] == st["persistence_accuracy"] == st["flat_accuracy"] == 1.0
     assert st["mean_net_per_call"] == pytest.approx(-0.002)
     why = shadow.status()["shadow"]["churn"]
-    assert why == ("live calls lose 0.2000% each after fees over the last 30 calls (horizon 2 bars): "
-                   "worse than always-FLAT, which earns 0")
+    assert why == (
+        "live calls lose 0.2000% each after fees over the last 30 calls (horizon 2 bars): worse than always-FLAT, which earns 0"
+    )
 
 
 def test_validation_verdicts() -> None:
@@ -147,8 +154,14 @@ def test_validation_verdicts() -> None:
 
 
 def make_engine(tmp_path: Path, predictors: dict, shadow: Shadow) -> Engine:
-    engine = Engine(store=Store(tmp_path / "e.sqlite"), buffers=buffers(), predictors=predictors, sink=shadow.sink,
-                    strategies=[ConfidenceStrategy(combine="either")], wait_for_decision=True)
+    engine = Engine(
+        store=Store(tmp_path / "e.sqlite"),
+        buffers=buffers(),
+        predictors=predictors,
+        sink=shadow.sink,
+        strategies=[ConfidenceStrategy(combine="either")],
+        wait_for_decision=True,
+    )
     engine.shadow = shadow
     for name, p in predictors.items():
         shadow.review(name, p.version, getattr(p, "meta", None))
@@ -209,8 +222,19 @@ def test_score_window_is_checked(write_config) -> None:
 def test_sigd_status_says_which_models_do_not_trade() -> None:
     from daemon.service.api import render_status
 
-    text = render_status({"models": [{"name": "cnn", "version": "c1", "threshold": 0.44, "trades": False,
-                                      "shadow": "failed the gate: PSR 0.045 < 0.95"},
-                                     {"name": "mtf", "version": "m1", "threshold": 0.41, "trades": True, "shadow": ""}]})
+    text = render_status(
+        {
+            "models": [
+                {
+                    "name": "cnn",
+                    "version": "c1",
+                    "threshold": 0.44,
+                    "trades": False,
+                    "shadow": "failed the gate: PSR 0.045 < 0.95",
+                },
+                {"name": "mtf", "version": "m1", "threshold": 0.41, "trades": True, "shadow": ""},
+            ]
+        }
+    )
     assert "cnn              c1  threshold 0.44  SHADOW (not trading): failed the gate: PSR 0.045 < 0.95" in text
     assert "mtf              m1  threshold 0.41\n" in text + "\n" and text.count("SHADOW") == 1

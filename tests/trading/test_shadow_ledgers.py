@@ -31,8 +31,13 @@ PPY = YEAR_MS / HOUR
 def closes_and_bars(n: int) -> tuple[np.ndarray, dict[str, list[Bar]]]:
     lx = LocalExchange(TAPE_2021, start_ms=DAY_2021, speed=0)  # the tape's 1h bars, aggregated from 1m
     start = DAY_2021 - (n + 1) * HOUR
-    bars = {s: [Bar(s, "1h", start + i * HOUR, *map(float, lx.markets[s.replace("/", "")].closed_bar("1h", start + i * HOUR)[1:]))
-                for i in range(n)] for s in SYMBOLS}
+    bars = {
+        s: [
+            Bar(s, "1h", start + i * HOUR, *map(float, lx.markets[s.replace("/", "")].closed_bar("1h", start + i * HOUR)[1:]))
+            for i in range(n)
+        ]
+        for s in SYMBOLS
+    }
     return np.array([[b.close for b in bars[s]] for s in SYMBOLS]).T, bars
 
 
@@ -41,12 +46,13 @@ def backtest_equity(model: MomentumPredictor, bars: dict[str, list[Bar]], warm: 
     closes = np.array([[b.close for b in bars[s]] for s in SYMBOLS]).T  # (T, S)
     rows = {s: np.array([[b.ts, b.open, b.high, b.low, b.close, b.volume] for b in bars[s]]) for s in SYMBOLS}
     T = len(closes)
+
     def score(s: str, t: int) -> float:
-        probs = model.predict({"1h": rows[s][max(0, t - model.lookback):t + 1]}, int(rows[s][t, 0])).probs
+        probs = model.predict({"1h": rows[s][max(0, t - model.lookback) : t + 1]}, int(rows[s][t, 0])).probs
         return probs[2] - probs[0]
 
     scores = np.array([[score(s, t) for s in SYMBOLS] for t in range(warm, T)])
-    returns = np.vstack([np.zeros(len(SYMBOLS)), closes[warm + 1:] / closes[warm:-1] - 1.0])
+    returns = np.vstack([np.zeros(len(SYMBOLS)), closes[warm + 1 :] / closes[warm:-1] - 1.0])
     w = weights_path(scores, None, SPEC, PPY, returns)
     equity, held = start, np.zeros(len(SYMBOLS))
     rates = np.full(len(SYMBOLS), COST)
@@ -68,10 +74,19 @@ async def test_each_model_ledger_equals_its_own_backtest(tmp_path, trading: str 
         rings.add(s, "1h", 64)
     ledgers = ShadowLedgers(SYMBOLS, SPEC, periods_per_year=PPY, cost_rate=COST, starting_balance=10_000.0)
     store = Store(tmp_path / "s.sqlite")
-    engine = Engine(store=store, buffers=rings, predictors={"fast": fast, "slow": slow}, sink=ListSink(),
-                    broker=PaperBroker(store, ListSink(), fee=0.001, slippage=0.0005), symbols=SYMBOLS,
-                    timeframes=("1h",), trigger_timeframe="1h", wait_for_decision=True,
-                    rebalancer=Rebalancer(SPEC, timeframe="1h", cost_rate=COST), ledgers=ledgers)
+    engine = Engine(
+        store=store,
+        buffers=rings,
+        predictors={"fast": fast, "slow": slow},
+        sink=ListSink(),
+        broker=PaperBroker(store, ListSink(), fee=0.001, slippage=0.0005),
+        symbols=SYMBOLS,
+        timeframes=("1h",),
+        trigger_timeframe="1h",
+        wait_for_decision=True,
+        rebalancer=Rebalancer(SPEC, timeframe="1h", cost_rate=COST),
+        ledgers=ledgers,
+    )
     engine.shadow = Shadow()
     for name in ("fast", "slow"):
         if name != trading:
@@ -85,7 +100,9 @@ async def test_each_model_ledger_equals_its_own_backtest(tmp_path, trading: str 
     books = ledgers.status()["books"]
     assert set(books) == {"fast", "slow", FLAT, HOLD}
     for model in (fast, slow):
-        assert books[model.name]["equity"] == pytest.approx(backtest_equity(model, bars, warm, 10_000.0), abs=1e-4)  # status rounds to 1e-4
+        assert books[model.name]["equity"] == pytest.approx(
+            backtest_equity(model, bars, warm, 10_000.0), abs=1e-4
+        )  # status rounds to 1e-4
         assert books[model.name]["cycles"] == n - warm and books[model.name]["fills"] > 0
         assert books[model.name]["turnover"] > 0 and len(books[model.name]["equity_curve"]) == n - warm
     assert books[FLAT]["equity"] == 10_000.0 and books[FLAT]["fills"] == 0
@@ -109,11 +126,18 @@ async def test_the_ledgers_go_on_after_a_restart(tmp_path) -> None:
     store = Store(tmp_path / "s.sqlite")
 
     def engine() -> Engine:
-        return Engine(store=store, buffers=rings, predictors={"fast": fast}, sink=ListSink(),
-                      broker=PaperBroker(store, ListSink()), symbols=SYMBOLS, timeframes=("1h",),
-                      trigger_timeframe="1h", wait_for_decision=True,
-                      ledgers=ShadowLedgers(SYMBOLS, SPEC, periods_per_year=PPY, cost_rate=COST,
-                                            starting_balance=10_000.0))
+        return Engine(
+            store=store,
+            buffers=rings,
+            predictors={"fast": fast},
+            sink=ListSink(),
+            broker=PaperBroker(store, ListSink()),
+            symbols=SYMBOLS,
+            timeframes=("1h",),
+            trigger_timeframe="1h",
+            wait_for_decision=True,
+            ledgers=ShadowLedgers(SYMBOLS, SPEC, periods_per_year=PPY, cost_rate=COST, starting_balance=10_000.0),
+        )
 
     first = engine()
     await first.start()

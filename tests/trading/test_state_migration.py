@@ -21,8 +21,10 @@ V0 = Path(__file__).parent / "data" / "state_schema_v0.sql"
 def _v0_database(path: Path, decided_ts: list[int]) -> None:
     with sqlite3.connect(path) as conn:
         conn.executescript(V0.read_text())
-        conn.executemany("INSERT INTO decisions (symbol, bar_ts, signals, created_ms) VALUES ('ETH/USDT', ?, 0, 1)",
-                         [(ts,) for ts in decided_ts])
+        conn.executemany(
+            "INSERT INTO decisions (symbol, bar_ts, signals, created_ms) VALUES ('ETH/USDT', ?, 0, 1)",
+            [(ts,) for ts in decided_ts],
+        )
     conn.close()
 
 
@@ -43,8 +45,9 @@ def test_a_v0_database_is_migrated_once_to_the_new_schema(tmp_path: Path) -> Non
     assert [(r["bar_ts"], r["timeframe"], r["reason"]) for r in rows] == [(b.ts, "", Reason.DECIDED) for b in bars]
     # (symbol, timeframe, bar_ts) is unique in SQL, whoever writes.
     with pytest.raises(sqlite3.IntegrityError):
-        store.db.conn.execute("INSERT INTO decisions (symbol, timeframe, bar_ts, reason) VALUES ('ETH/USDT', '', ?, 'x')",
-                              [bars[0].ts])
+        store.db.conn.execute(
+            "INSERT INTO decisions (symbol, timeframe, bar_ts, reason) VALUES ('ETH/USDT', '', ?, 'x')", [bars[0].ts]
+        )
     store.close()
     again = Store(old)  # opening again runs no step twice
     assert again.schema_version() == SCHEMA_VERSION and len(again.decision_rows()) == len(bars)

@@ -4,15 +4,16 @@ so in its reasons; with the stop off, the same bars keep the position for the ho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from daemon.domain import Bar, Prediction, Side
 from daemon.localexchange import bundled_tape_dir
 from daemon.localexchange.tape import read_tape_file
-from daemon.trading.paper import PaperBroker
 from daemon.store import Store
+from daemon.trading.paper import PaperBroker
 from strategies.risk import RiskParams
 from tests.engine_parts import FixedPredictor, ListSink
 from tests.trading.symbol_parts import engine_for, feed_cycles
@@ -46,9 +47,15 @@ def tape_bars(symbol: str, first: int, count: int) -> list[Bar]:
 async def run(tmp_path: Path, stop_loss: float) -> list[dict[str, Any]]:
     store, sink = Store(tmp_path / "sigd.sqlite"), ListSink()
     predictors = {"mtf": LongThenFlat("mtf", "m1"), "cnn": LongThenFlat("cnn", "c1")}
-    engine, buffers, _ = engine_for(tmp_path, symbols=SYMBOLS, predictors=predictors, store=store, sink=sink,
-                                    broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
-                                    risk_params=RiskParams(stop_loss=stop_loss, take_profit=0.04, cooldown_bars=3))
+    engine, buffers, _ = engine_for(
+        tmp_path,
+        symbols=SYMBOLS,
+        predictors=predictors,
+        store=store,
+        sink=sink,
+        broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
+        risk_params=RiskParams(stop_loss=stop_loss, take_profit=0.04, cooldown_bars=3),
+    )
     await engine.start()
     # Warm-up bars before the entry so the windows are full; the entry bar; then 5 bars of sell-off.
     start = ENTRY_TS - 5 * 60_000
@@ -65,7 +72,9 @@ async def test_the_exit_one_bar_after_entry_is_the_stop_loss(tmp_path: Path) -> 
     every = await run(tmp_path, stop_loss=0.02)
     signals = of(every, "ADA/USDT")
     assert [(s["bar_ts"], s["side"], s["strategy"]) for s in signals][:2] == [
-        (ENTRY_TS, "LONG", "confidence"), (ENTRY_TS + 60_000, "FLAT", "risk")]
+        (ENTRY_TS, "LONG", "confidence"),
+        (ENTRY_TS + 60_000, "FLAT", "risk"),
+    ]
     # Entry filled at the next price 1.5943 + 0.05 % slippage; the 12:00 bar's low 1.5565 is 2.42 % under it.
     reasons = signals[1]["reasons"]
     assert reasons[0] == "stop_loss"

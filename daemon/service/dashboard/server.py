@@ -34,8 +34,7 @@ FILES_CHARTS = "vendor/lightweight-charts.standalone.production.js"
 FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css", FILES_CHARTS: "text/javascript"}
 STYLE_MARK = 'createElement("style"),this.qv.innerText="'  # where the library's one inline style is
 QUEUE = 512  # event frames per page: minutes of bars even with a burst of backfilled ones
-STATEFUL = frozenset({"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order",
-                      "control"})
+STATEFUL = frozenset({"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order", "control"})
 GONE = "gone"
 STATE_EVERY_S = 1.0  # at most this often a fresh `state` for every page, however many events
 
@@ -46,14 +45,14 @@ def chart_style_hash() -> str:
     attribution logo), for the page's CSP: computed from the file, so an upgrade keeps it right."""
     lib = (HERE / FILES_CHARTS).read_text()
     start = lib.index(STYLE_MARK) + len(STYLE_MARK)
-    text = lib[start:lib.index('"', start)]
+    text = lib[start : lib.index('"', start)]
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
 def event_kind(text: str) -> str:
     """The `kind` of an event's JSON text (the daemon writes it first: {"kind":"...",...})."""
     if text.startswith('{"kind":"'):
-        return text[9:text.find('"', 9)]
+        return text[9 : text.find('"', 9)]
     return ""
 
 
@@ -108,8 +107,9 @@ class Page:
         else:
             _log.info("dashboard_client_dropped", peer=self.request.remote, why=self.dropped)
         try:
-            await asyncio.wait_for(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
-                                                 message=b"too slow: reconnect and resync"), 2.0)
+            await asyncio.wait_for(
+                self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow: reconnect and resync"), 2.0
+            )
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         if self.request.transport is not None:
@@ -179,8 +179,9 @@ def add_routes(app: web.Application, daemon: Any, hub: Hub, settings: Any) -> No
         return web.Response(status=status, body=body, content_type="application/json")
 
     async def chart(request: web.Request) -> web.Response:
-        status, body = await daemon.read("chart", request.query.get("symbol", ""), request.query.get("tf", "1m"),
-                                         sent_after=fresh())
+        status, body = await daemon.read(
+            "chart", request.query.get("symbol", ""), request.query.get("tf", "1m"), sent_after=fresh()
+        )
         return web.Response(status=status, body=body, content_type="application/json")
 
     async def stream(request: web.Request) -> web.StreamResponse:
