@@ -184,10 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
     importlib.import_module("daemon.research.compare_args").add_arguments(p)
-    p = sub.add_parser("calibrate", help="the gate's power: detection rate of a planted edge vs its Sharpe, noise passes")
-    importlib.import_module("daemon.research.calibration").add_arguments(p)
-    p = sub.add_parser("research", help="hourly leaderboard: pooled families x targets x 1h/4h/1d in CPCV, PBO, baselines")
-    importlib.import_module("daemon.research.hourly").add_arguments(p)
+    for name, module, text in (
+        (
+            "calibrate",
+            "daemon.research.calibration",
+            "the gate's power: detection rate of a planted edge vs its Sharpe, noise passes",
+        ),
+        (
+            "research",
+            "daemon.research.hourly",
+            "hourly leaderboard: pooled families x targets x 1h/4h/1d in CPCV, PBO, baselines",
+        ),
+    ):
+        p = sub.add_parser(name, help=text)
+        try:  # these modules need numpy at import: a stripped environment still gets every other command
+            importlib.import_module(module).add_arguments(p)
+        except ImportError as exc:
+            p.set_defaults(unavailable=f"needs {exc.name or exc}, which this environment lacks")
     return parser
 
 
@@ -227,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from daemon.service.statelock import StateLocked
 
     args = build_parser().parse_args(argv)
+    if unavailable := getattr(args, "unavailable", None):
+        print(f"sigd {args.command}: {unavailable}", file=sys.stderr)
+        return 2
     if problem := _cross_check(args):
         flag, message = problem
         print(f"sigd {args.command}: error: argument {flag}: {message} (see: sigd {args.command} --help)", file=sys.stderr)
