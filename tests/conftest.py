@@ -102,12 +102,19 @@ def ray_local():
     ray.shutdown()
 
 
+# Test modules that start a Ray of their own (a two-node cluster the test shuts down; `sigd tune`
+# subprocesses whose trial workers a test of tests/retrain/test_ray.py may kill by their title):
+# they run on the `ray` worker, one at a time, never beside another test's Ray.
+RAY_MODULES = ("tests/research/test_calibration_ray.py", "tests/retrain/test_tune_resume.py")
+
+
 def _xdist_group(item: pytest.Item) -> str | None:
     """The worker group of a test under `--dist loadgroup`: every test of the session's local
-    Ray on one worker (one Ray, started once); the tests of a module whose own module-scoped
-    fixture they use on one worker (those fixtures train models: built once, not per worker)."""
+    Ray, and of RAY_MODULES, on one worker (one Ray at a time, the session's started once); the
+    tests of a module whose own module-scoped fixture they use on one worker (those fixtures
+    train models: built once, not once per worker)."""
     names = getattr(item, "fixturenames", ())
-    if "ray_local" in names:
+    if "ray_local" in names or item.nodeid.split("::")[0] in RAY_MODULES:
         return "ray"
     defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
     module = getattr(item, "module", None)
