@@ -20,6 +20,11 @@ from pathlib import Path
 import pytest
 import structlog
 
+try:
+    from _pytest.nodeid import NodeId
+except ImportError:  # pytest < 9.2: xdist's own suffix works
+    NodeId = None  # type: ignore[assignment,misc]
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -125,10 +130,15 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into the nodeid suffix
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") == "no":
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
         return
     for item in items:
         group = _xdist_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+            # xdist's scheduler reads the group from a "@group" suffix of the nodeid; xdist 3.8
+            # writes it to `_nodeid`, which pytest 9.2 no longer reads (the id is `_id`).
+            if NodeId is not None and isinstance(getattr(item, "_id", None), NodeId):
+                item._id = NodeId.parse(f"{item.nodeid}@{group}")
