@@ -124,7 +124,7 @@ class DecisionsTable(Database):
             ],
         )
 
-    def prediction_rows(self, symbol: str) -> list[tuple]:
+    def prediction_rows(self, symbol: str) -> list[tuple[Any, ...]]:
         """(bar_ts, model, version, p_short, p_flat, p_long, side, confidence, threshold), oldest
         first (the backtest reads a run back with it)."""
         cur = self.conn.execute(

@@ -5,8 +5,8 @@ key, so one intent is stored, and sent, once; an order has at most one fill (uni
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from daemon.domain import Fill, Order, OrderStatus, Position
 from daemon.store.db import Database
@@ -20,6 +20,15 @@ class StoredOrder(NamedTuple):
     created_ms: int
     strategy: str | None
     reasons: tuple[str, ...]
+
+
+_ORDER_COLUMNS = "client_order_id, symbol, side, type, amount, price, bar_ts, status, exchange_id"
+
+
+def _order(row: Sequence[Any]) -> Order:
+    """An Order from a row that starts with the columns of _ORDER_COLUMNS."""
+    client_order_id, symbol, side, type_, amount, price, bar_ts, status, exchange_id = row[:9]
+    return Order(client_order_id, symbol, side, type_, amount, price, bar_ts, OrderStatus(status), exchange_id)
 
 
 class OrdersTable(Database):
@@ -78,18 +87,16 @@ class OrdersTable(Database):
                 params.append(value)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         cur = self.conn.execute(
-            "SELECT client_order_id, symbol, side, type, amount, price, bar_ts, status, exchange_id, "
-            f"not_before_ts FROM orders {where} ORDER BY created_ms, rowid",
+            f"SELECT {_ORDER_COLUMNS}, not_before_ts FROM orders {where} ORDER BY created_ms, rowid",
             params,
         )
-        return [(Order(*row[:7], status=OrderStatus(row[7]), exchange_id=row[8]), row[9]) for row in cur]
+        return [(_order(row), row[9]) for row in cur]
 
     def recent_orders(self, n: int) -> list[StoredOrder]:
         """The newest `n` orders (by insertion), newest first, each with the strategy and reasons
         of the newest signal of its symbol and bar."""
         cur = self.conn.execute(
-            "SELECT o.client_order_id, o.symbol, o.side, o.type, o.amount, o.price, o.bar_ts, o.status, o.exchange_id, "
-            "o.error, o.created_ms, s.strategy, s.reasons "
+            f"SELECT {', '.join('o.' + c for c in _ORDER_COLUMNS.split(', '))}, o.error, o.created_ms, s.strategy, s.reasons "
             "FROM (SELECT * FROM orders ORDER BY rowid DESC LIMIT ?) o "
             "LEFT JOIN signals s ON s.id = (SELECT MAX(id) FROM signals WHERE symbol = o.symbol AND bar_ts = o.bar_ts) "
             "ORDER BY o.created_ms DESC",
@@ -97,7 +104,7 @@ class OrdersTable(Database):
         )
         return [
             StoredOrder(
-                Order(*row[:7], status=OrderStatus(row[7]), exchange_id=row[8]),
+                _order(row),
                 row[9],
                 row[10],
                 row[11],
