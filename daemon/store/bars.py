@@ -42,6 +42,20 @@ class BarsTable(Database):
         for row in cur:
             yield Bar(symbol, timeframe, *row)
 
+    def closes_at(self, symbol: str, timeframe: str, ts: Iterable[int]) -> dict[int, float]:
+        """The stored closes of a stream at the open times `ts` (only those, so the bar path stays
+        cheap); a time with no stored bar is left out."""
+        wanted = sorted(set(ts))
+        out: dict[int, float] = {}
+        for i in range(0, len(wanted), 500):  # SQLite's bound on parameters per statement
+            chunk = wanted[i : i + 500]
+            cur = self.conn.execute(
+                f"SELECT ts, close FROM bars WHERE symbol=? AND timeframe=? AND ts IN ({','.join('?' * len(chunk))})",
+                [symbol, timeframe, *chunk],
+            )
+            out.update((int(t), float(c)) for t, c in cur.fetchall())
+        return out
+
     def newest_bar_ts(self) -> dict[str, int]:
         """Open time of the newest stored bar per timeframe, over every symbol ({} when empty)."""
         cur = self.conn.execute("SELECT timeframe, MAX(ts) FROM bars GROUP BY timeframe")

@@ -54,6 +54,11 @@ def _stored_signal(row: Sequence[Any]) -> StoredSignal:
     return StoredSignal(signal_id, signal, latency_ms)
 
 
+def _stored_prediction(row: Sequence[Any]) -> StoredPrediction:
+    bar_ts, model, version, scores, side, conf, threshold = row
+    return StoredPrediction(bar_ts, model, version, json.loads(scores or "{}"), Side(side), conf, threshold)
+
+
 class DecisionsTable(Database):
     """Decision rows, predictions and signals (owner: the engine, in one transaction per decision)."""
 
@@ -142,10 +147,16 @@ class DecisionsTable(Database):
             "WHERE symbol=? AND bar_ts = (SELECT MAX(bar_ts) FROM predictions WHERE symbol=?) ORDER BY model",
             [symbol, symbol],
         )
-        return [
-            StoredPrediction(bar_ts, model, version, json.loads(scores or "{}"), Side(side), conf, threshold)
-            for bar_ts, model, version, scores, side, conf, threshold in cur.fetchall()
-        ]
+        return [_stored_prediction(row) for row in cur.fetchall()]
+
+    def model_predictions(self, symbol: str, model: str, after: int, until: int) -> list[StoredPrediction]:
+        """The predictions of one model with after < bar_ts <= until, oldest first (live scoring)."""
+        cur = self.conn.execute(
+            "SELECT bar_ts, model, version, scores, side, confidence, threshold FROM predictions "
+            "WHERE symbol=? AND model=? AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts",
+            [symbol, model, after, until],
+        )
+        return [_stored_prediction(row) for row in cur.fetchall()]
 
     # --- signals --------------------------------------------------------------------------
 

@@ -24,6 +24,14 @@ def test_newest_bar_per_timeframe(store: Store) -> None:
     assert store.newest_bar_ts() == {"1m": 120_000, "1h": 0}
 
 
+def test_closes_at_the_wanted_times_only(store: Store) -> None:
+    store.add_bars([Bar("A", "1m", ts, 1, 1, 1, float(ts), 1) for ts in range(0, 700 * 60_000, 60_000)])
+    wanted = list(range(0, 700 * 60_000, 120_000)) + [10**15]  # more than one chunk; one time never stored
+    closes = store.closes_at("A", "1m", wanted)
+    assert closes == {ts: float(ts) for ts in wanted[:-1]}
+    assert store.closes_at("A", "1h", wanted) == {} and store.closes_at("A", "1m", []) == {}
+
+
 def test_signal_rows_filter_and_keep_their_types(store: Store) -> None:
     for ts, symbol in [(60_000, "A"), (120_000, "A"), (120_000, "B")]:
         store.add_signal(Signal(symbol, ts, Side.SHORT, 0.6, 2.0, "s", ("r1", "r2"), {"m": "v"}), 4.5, 1)
@@ -46,6 +54,8 @@ def test_latest_predictions_are_those_of_the_newest_bar(store: Store) -> None:
     assert store.latest_predictions("A") == []
     store.add_predictions("A", [prediction("b", 60_000, 0.6), prediction("a", 60_000, 0.7)], 1)
     store.add_predictions("A", [prediction("b", 120_000, 0.8)], 2)
+    assert [(p.bar_ts, p.model) for p in store.model_predictions("A", "b", 0, 120_000)] == [(60_000, "b"), (120_000, "b")]
+    assert [p.bar_ts for p in store.model_predictions("A", "b", 60_000, 10**15)] == [120_000]
     [row] = store.latest_predictions("A")
     assert (row.bar_ts, row.model, row.side, row.confidence) == (120_000, "b", Side.LONG, 0.8)
     assert row.scores["return"] == 0.01 and row.scores["p_long"] == pytest.approx(0.8, rel=1e-9)
