@@ -255,15 +255,15 @@ class ReadModel:
         store = self.parts.store
         out = [
             {
-                "id": f"signal-{r.id}",
+                "id": f"signal-{m.id}",
                 "kind": "signal",
-                "ts": r.signal.bar_ts,
-                "side": r.signal.side.name,
-                "confidence": round(r.signal.confidence, 4),
-                "price": r.signal.price,
-                "strategy": r.signal.strategy,
+                "ts": m.bar_ts,
+                "side": m.side.name,
+                "confidence": round(m.confidence, 4),
+                "price": m.price,
+                "strategy": m.strategy,
             }
-            for r in store.signal_rows(symbol=symbol, since_ts=since_ts, limit=MARKERS)
+            for m in store.signal_marks(symbol, since_ts, MARKERS)
         ]
         out += [
             {

@@ -12,13 +12,13 @@ key-value table. Tables and invariants: docs/concepts/store.md.
 from __future__ import annotations
 
 from daemon.store.bars import BarsTable
-from daemon.store.decisions import DecisionsTable, Reason, StoredPrediction, StoredSignal
+from daemon.store.decisions import DecisionsTable, Reason, SignalMark, StoredPrediction, StoredSignal
 from daemon.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from daemon.store.models import ModelsTable
 from daemon.store.orders import OrdersTable, StoredOrder
 from daemon.store.outbox import OutboxTable
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Reason", "Store", "StoredOrder", "StoredPrediction", "StoredSignal"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Reason", "SignalMark", "Store", "StoredOrder", "StoredPrediction", "StoredSignal"]
 
 
 class Store(BarsTable, DecisionsTable, OrdersTable, OutboxTable, ModelsTable):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.domain import Bar, Fill, Order, OrderStatus, Prediction, Side, Signal
-from daemon.store import Store, StoredOrder
+from daemon.store import SignalMark, Store, StoredOrder
 
 
 @pytest.fixture
@@ -42,6 +42,11 @@ def test_signal_rows_filter_and_keep_their_types(store: Store) -> None:
     assert [r.id for r in store.signal_rows(since_ts=120_000)] == [3, 2]
     assert [r.id for r in store.signal_rows(symbol="A", bar_ts=60_000)] == [1]
     assert [r.id for r in store.signal_rows(limit=1)] == [3]
+    assert store.signal_marks("A", 0, 5) == [
+        SignalMark(2, 120_000, Side.SHORT, 0.6, 2.0, "s"),
+        SignalMark(1, 60_000, Side.SHORT, 0.6, 2.0, "s"),
+    ]
+    assert [m.id for m in store.signal_marks("A", 120_000, 5)] == [2] and [m.id for m in store.signal_marks("A", 0, 1)] == [2]
     assert store.signals(symbol="B") == [(3, Signal("B", 120_000, Side.SHORT, 0.6, 2.0, "s", ("r1", "r2"), {"m": "v"}))]
 
 
