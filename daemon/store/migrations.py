@@ -157,9 +157,12 @@ def migrate(conn: sqlite3.Connection, path: Path, transaction: Callable[[], Abst
         )
     ran = []
     for number, step in MIGRATIONS:
-        if number > version:
-            with transaction():
-                step(conn)
-                conn.execute(f"PRAGMA user_version = {number}")
-            ran.append(number)
+        if number <= version:
+            continue
+        with transaction():  # BEGIN IMMEDIATE: the write lock, so a second process waits here
+            if user_version(conn) >= number:  # and finds the step done by the first (sigd status at an upgrade)
+                continue
+            step(conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+        ran.append(number)
     return ran

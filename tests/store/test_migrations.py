@@ -202,3 +202,25 @@ def test_released_scores_keep_their_values(tmp_path: Path) -> None:
     raw = store.conn.execute("SELECT scores FROM predictions").fetchone()[0]
     assert json.loads(raw) == {"p_short": 0.2, "p_flat": 0.3, "p_long": 0.5}
     store.close()
+
+
+def test_two_processes_opening_an_old_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    # The daemon upgrading while `sigd status` opens the same file: the second process read the
+    # old version, then waits for the first's write lock, and then finds the step done.
+    path = tmp_path / "old.sqlite"
+    _old_database(path, DATA / "schema_596f1bc.sql")
+    conn = sqlite3.connect(path, isolation_level=None)
+    locks = []
+
+    @contextmanager
+    def transaction() -> Iterator[None]:
+        if not locks:
+            Store(path).close()  # the other process migrates between this one's read and its lock
+        locks.append(1)
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("COMMIT")
+
+    assert migrate(conn, path, transaction) == [] and locks == [1]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
