@@ -1,7 +1,7 @@
 """Is a served model saturated? Its P(long) over the bundled multi-coin tape, across symbols and
 over time, and the share of its inputs clipped at +-CLIP, per input window.
 
-    python -m models.saturation [--artifact DIR ...] [--tape daemon/localexchange/tape_2021] [--bars 48]
+    python -m pipeline.saturation [--artifact DIR ...] [--tape daemon/localexchange/tape_2021] [--bars 48]
 
 The windows are the daemon's: at the close of each of the last `bars` trigger bars of the tape,
 the newest bars of every input closed by then (`models.datasets.live_windows`). The tape's
@@ -95,7 +95,7 @@ def report(art_dir: Path | str, tape: Path = TAPE, bars: int = 48) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     """Print one JSON report per artifact."""
-    p = argparse.ArgumentParser(prog="python -m models.saturation")
+    p = argparse.ArgumentParser(prog="python -m pipeline.saturation")
     default = sorted(str(d) for d in (REPO / "models" / "artifacts").glob("**/artifact.json"))
     p.add_argument("--artifact", nargs="+", default=[str(Path(d).parent) for d in default])
     p.add_argument("--tape", default=str(TAPE))

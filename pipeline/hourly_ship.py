@@ -1,7 +1,7 @@
 """Train the shipped hourly artifacts (models/artifacts/hourly/<family>): the daemon's two
 families at a 1h trigger on the hourly data set, 1d and BTC-1h context.
 
-    python -m models.hourly_ship --data ../shared/data/hourly [--out models/artifacts/hourly]
+    python -m pipeline.hourly_ship --data ../shared/data/hourly [--out models/artifacts/hourly]
 
 For each family a few label horizons are trained (CANDIDATES); the one with the best
 VALIDATION Sharpe (the threshold search's own split, 70/15/15 chronological) is kept. The test
@@ -34,7 +34,7 @@ FAMILIES: dict[str, dict[str, object]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Train every family's candidates, keep the best on validation, copy it to --out."""
-    p = argparse.ArgumentParser(prog="python -m models.hourly_ship")
+    p = argparse.ArgumentParser(prog="python -m pipeline.hourly_ship")
     p.add_argument("--data", required=True, help="folder of <BASE>_<QUOTE>-1h.csv.gz files (the hourly data set)")
     p.add_argument("--out", default="models/artifacts/hourly")
     p.add_argument("--work", default="runs/hourly_ship")
