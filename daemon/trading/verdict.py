@@ -234,7 +234,7 @@ class LedgerGate:
             self._save()
             self.sink.publish(
                 "gate",
-                {"kind": f"model_{verdict}", "message": f"{model} {verdict} by the live gate: {why}", **entry},
+                {"kind": f"model_{verdict}", **entry},
                 event_id=f"gate-{model}-{version}-{verdict}-{last_ts}",
             )
             self.store.after_commit(lambda: self._apply(shadow, entry, event))
