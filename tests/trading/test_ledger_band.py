@@ -25,9 +25,7 @@ def feed(ledgers: ShadowLedgers, model: MomentumPredictor, bars: dict[str, list[
     """Every cycle's closes and the model's answers, as the engine hands them to the ledgers."""
     rows = {s: np.array([[b.ts, b.open, b.high, b.low, b.close, b.volume] for b in bars[s]]) for s in SYMBOLS}
     for t in range(warm, len(bars[SYMBOLS[0]])):
-        answers = {
-            s: [model.predict({"1h": rows[s][max(0, t - model.lookback) : t + 1]}, int(rows[s][t, 0]))] for s in SYMBOLS
-        }
+        answers = {s: [model.predict({"1h": rows[s][max(0, t - model.lookback) : t + 1]}, int(rows[s][t, 0]))] for s in SYMBOLS}
         ledgers.on_cycle(int(rows[SYMBOLS[0]][t, 0]), {s: float(rows[s][t, 4]) for s in SYMBOLS}, answers)
 
 
