@@ -22,8 +22,9 @@ started or since its last verdict, whichever is later, beside buy-and-hold's ove
 Each verdict is one transaction (a savepoint of the cycle's): the verdict record with its
 figures (kv `gate.verdicts`: each model's standing verdict and the last 100), its alert (type
 `gate`) in the outbox; the bus event (`gate_verdict`) and the change of who trades follow the
-commit. A standing verdict is re-applied at start-up and at a swap to the same model version;
-a new version starts a new record and is judged by its artifact again.
+commit. A standing verdict is re-applied at start-up and at a swap to the same model version (a
+promotion only while promote_from_shadow is on); a new version starts a new record and is
+judged by its artifact again.
 """
 
 from __future__ import annotations
@@ -81,24 +82,30 @@ def n_trials(meta: Mapping[str, Any] | None) -> int:
         return 1
 
 
-def record(model: np.ndarray, hold: np.ndarray, fills: int, trials: int) -> dict[str, Any]:
+def record(model: np.ndarray, hold: np.ndarray, fills: int, trials: int, full: bool = True) -> dict[str, Any]:
     """The figures of one record: per-cycle net returns of the model and of buy-and-hold over the
-    same cycles, the fills in them, N. Sharpes are per cycle; returns compounded over the record."""
-    m = sharpe.moments(model) if len(model) >= 2 else sharpe.Moments(0.0, 0.0, 3.0, len(model))
-    excess = model - hold
-    e = sharpe.moments(excess) if len(excess) >= 2 else sharpe.Moments(0.0, 0.0, 3.0, len(excess))
-    return {
+    same cycles, the fills in them, N. Sharpes are per cycle; returns compounded over the record.
+    Without `full`, only what a demotion needs (the bar path pays for the rest only when a
+    promotion is in question; /status asks for it)."""
+    out: dict[str, Any] = {
         "cycles": len(model),
         "fills": int(fills),
         "net_return": float(np.prod(1.0 + model) - 1.0) if len(model) else 0.0,
         "flat_return": 0.0,
         "hold_return": float(np.prod(1.0 + hold) - 1.0) if len(hold) else 0.0,
-        "sharpe": m.sharpe,
-        "hold_sharpe": sharpe.moments(hold).sharpe if len(hold) >= 2 else 0.0,
-        "dsr": sharpe.dsr(m, trials),
-        "psr_vs_hold": sharpe.psr(e),
         "n_trials": trials,
     }
+    if full:
+        m = sharpe.moments(model) if len(model) >= 2 else sharpe.Moments(0.0, 0.0, 3.0, len(model))
+        excess = model - hold
+        e = sharpe.moments(excess) if len(excess) >= 2 else sharpe.Moments(0.0, 0.0, 3.0, len(excess))
+        out.update(
+            sharpe=m.sharpe,
+            hold_sharpe=sharpe.moments(hold).sharpe if len(hold) >= 2 else 0.0,
+            dsr=sharpe.dsr(m, trials),
+            psr_vs_hold=sharpe.psr(e),
+        )
+    return out
 
 
 class LedgerGate:
@@ -126,9 +133,12 @@ class LedgerGate:
         self.store.set_kv(KV_VERDICTS, json.dumps(raw))
 
     def standing_verdict(self, model: str, version: str) -> dict[str, Any] | None:
-        """The model's last verdict when it was given to this version (None otherwise)."""
+        """The model's last verdict when it was given to this version (None otherwise); a
+        promotion stands only while promote_from_shadow is on."""
         v = self.standing.get(model)
-        return v if v is not None and v.get("version") == version else None
+        if v is None or v.get("version") != version or (v.get("verdict") == PROMOTED and not self.rules.promote):
+            return None
+        return v
 
     def seen(self, model: str, version: str, meta: Mapping[str, Any] | None) -> None:
         """A served model (start-up or swap): its N, and a new record from here for a new version."""
@@ -144,15 +154,16 @@ class LedgerGate:
 
     # --- the verdicts -----------------------------------------------------------------------
 
-    def _window(self, model: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    def _window(self, model: str, persist: bool = False) -> tuple[np.ndarray, np.ndarray, int] | None:
         book, hold = self.ledgers.books.get(model), self.ledgers.books.get(HOLD)
         if book is None or hold is None:
             return None
         since = self.since.setdefault(model, {"version": "", "cycle": None})
         if since.get("cycle") is None:  # a new version seen at start-up: its record starts where the kept books were
             since["cycle"] = self.ledgers.loaded_cycles.get(model, 0)
-            with self.store.transaction():
-                self._save()
+            if persist:  # the review's, on the decision path; a status read writes nothing
+                with self.store.transaction():
+                    self._save()
         start = int(since["cycle"])
         if start > book.cycles:  # the books were started afresh (other symbols or balance)
             start = 0
@@ -168,17 +179,26 @@ class LedgerGate:
         """Judge every served model's record (module doc); returns the verdicts given now."""
         given = []
         for model, version in sorted(shadow.versions.items()):
-            window = self._window(model)
+            window = self._window(model, persist=True)
             if window is None:
                 continue
             r, h, fills = window
-            figures = record(r, h, fills, self.trials.get(model, 1))
-            trading = model not in shadow.reasons
-            verdict, why = self._judge(model, figures, trading, shadow.kinds.get(model, ""))
-            self.latest[model] = {"state": "trading" if trading else "shadow", "version": version, "why": why, **figures}
+            trading, kind = model not in shadow.reasons, shadow.kinds.get(model, "")
+            in_question = not trading and self.rules.promote and kind in PROMOTABLE and len(r) >= self.rules.min_cycles
+            figures = record(r, h, fills, self.trials.get(model, 1), full=in_question)
+            verdict, why = self._judge(model, figures, trading, kind)
+            self.latest[model] = {"state": "trading" if trading else "shadow", "version": version, "why": why}
             if verdict is not None:
+                figures = figures if in_question else record(r, h, fills, self.trials.get(model, 1))
                 given.append(self._give(shadow, model, version, verdict, why, figures))
         return given
+
+    def figures(self, model: str) -> dict[str, Any]:
+        """The full figures of a model's current record (what /status shows)."""
+        window = self._window(model)
+        if window is None:
+            return {}
+        return record(*window, self.trials.get(model, 1))
 
     def _judge(self, model: str, f: Mapping[str, Any], trading: bool, kind: str) -> tuple[str | None, str]:
         rules = self.rules
@@ -257,7 +277,10 @@ class LedgerGate:
             "min_psr": r.min_psr,
             "min_dsr": r.min_dsr,
             "models": {
-                m: {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in st.items()}
+                m: {
+                    k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
+                    for k, v in {**st, **self.figures(m)}.items()
+                }
                 for m, st in sorted(self.latest.items())
             },
             "verdicts": self.history[-10:],

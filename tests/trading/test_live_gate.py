@@ -9,6 +9,7 @@ The models: a planted edge (it knows the sign of the next hour's return) and its
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -186,6 +187,12 @@ async def test_a_shadow_model_whose_ledger_beats_both_baselines_is_promoted_only
     await w.engine.start()
     assert "edge" not in w.engine.shadow.reasons
     await w.engine.close()
+    # ... while promote_from_shadow is on: turned off, the model is judged by its artifact again
+    w.cfg = dataclasses.replace(w.cfg, models=dataclasses.replace(w.cfg.models, promote_from_shadow=False))
+    w.engine = w.build()
+    await w.engine.start()
+    assert w.engine.shadow.reasons["edge"].startswith("its artifact has no validation block")
+    await w.engine.close()
 
 
 async def test_a_trading_model_whose_ledger_loses_after_costs_is_demoted(tmp_path: Path, write_config) -> None:
@@ -249,9 +256,10 @@ def test_the_record_starts_again_for_a_new_version(tmp_path: Path) -> None:
     ledgers.books["buy_and_hold"].returns.extend([0.0] * 30)
     shadow.gate.review(shadow)
     assert shadow.gate.since["m"] == {"version": "v1", "cycle": 0}  # v1's record: all thirty cycles
-    assert shadow.gate.latest["m"]["cycles"] == 30
+    assert shadow.gate.figures("m")["cycles"] == 30
     shadow.review("m", "v2", {"validation": {"passed": True, "n_trials": 7}})
     assert shadow.gate.since["m"] == {"version": "v2", "cycle": 30} and shadow.gate.trials["m"] == 7
     shadow.gate.review(shadow)
-    assert shadow.gate.latest["m"]["cycles"] == 0 and shadow.gate.latest["m"]["why"].startswith("not enough record yet")
+    assert shadow.gate.figures("m")["cycles"] == 0 and shadow.gate.latest["m"]["why"].startswith("not enough record yet")
+    assert shadow.status()["gate"]["models"]["m"]["version"] == "v2"
     assert "m" not in shadow.reasons
