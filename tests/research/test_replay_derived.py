@@ -4,7 +4,6 @@ counted), recorded bars before the 1m span kept; and a 1h portfolio backtest on 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -97,4 +96,3 @@ def test_without_the_1m_file_a_missing_1h_stream_is_still_an_error(tmp_path: Pat
     assert tape.notes()["derived_from_1m"] == {} and tape.missing == [("XRP/USDT", "4h")]
     with pytest.raises(replay.TapeError, match="the trigger stream XRP/USDT 4h is required"):
         replay.load_streams(tmp_path, [("XRP/USDT", "4h")], ("XRP/USDT", "4h"))
-    assert dataclasses.is_dataclass(tape)
