@@ -263,3 +263,16 @@ def test_the_record_starts_again_for_a_new_version(tmp_path: Path) -> None:
     assert shadow.gate.figures("m")["cycles"] == 0 and shadow.gate.latest["m"]["why"].startswith("not enough record yet")
     assert shadow.status()["gate"]["models"]["m"]["version"] == "v2"
     assert "m" not in shadow.reasons
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ("ledger_window = 5", "models.ledger_window: must be >= 10 decision cycles"),
+        ("ledger_window = 48\nledger_min_cycles = 49", "models.ledger_min_cycles: must be within 2..ledger_window (48), got 49"),
+        ("promote_from_shadow = 1", "models.promote_from_shadow"),
+    ],
+)
+def test_bad_gate_keys_name_the_key(write_config, keys: str, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        config.load(write_config(f"[models]\n{keys}\n"))
