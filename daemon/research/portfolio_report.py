@@ -126,7 +126,8 @@ def book_table(book: Mapping[str, Any]) -> list[str]:
     """Markdown rows: one run per row, the strategy first."""
     rows = ["| same sizing, same costs | " + " | ".join(c[0] for c in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, m in book["runs"].items():
-        rows.append(f"| {LABELS.get(name, name)} | " + " | ".join(fmt.format(m[key]) for _, key, fmt in COLUMNS) + " |")
+        shown = {**m, "max_drawdown": 0.0 - m["max_drawdown"]}  # a loss, signed like the engine's line
+        rows.append(f"| {LABELS.get(name, name)} | " + " | ".join(fmt.format(shown[key]) for _, key, fmt in COLUMNS) + " |")
     return rows
 
 
