@@ -496,7 +496,9 @@ def portfolio_book(plan: Plan, results: Sequence[BacktestResult]) -> tuple[dict[
     cfg, tf = plan.cfg, plan.trigger[1]
     step = timeframe_ms(tf)
     symbols = [r.symbol for r in results]
-    ts, close = portfolio_report.decision_closes({s: plan.tape.streams[(s, tf)] for s in symbols}, symbols, step, plan.end_ms)
+    ts, close = portfolio_report.decision_closes(
+        {s: plan.tape.streams[(s, tf)] for s in symbols}, symbols, step, plan.start_ms, plan.end_ms
+    )
     first = int(np.searchsorted(ts + step, plan.start_ms, side="right"))  # the first close inside the period
     spec, rate = book_spec(cfg), cfg.broker.fee + cfg.broker.slippage
     weights = portfolio_report.held_weights(ts[first:], close[first:], step, [r.fills for r in results], results[0].cash)

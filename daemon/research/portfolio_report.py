@@ -32,6 +32,8 @@ from daemon.research import baselines, portfolio_sim
 from daemon.research.performance import YEAR_MS
 
 STRATEGY = "strategy"
+# The baselines' signals look back 30 days (momentum, volatility): a day more of history is all they read.
+HISTORY_MS = (max(baselines.MOMENTUM_DAYS, baselines.VOL_WINDOW_DAYS) + 1) * baselines.DAY_MS
 RUNS = (STRATEGY, *baselines.BASELINE_NAMES)
 LABELS = {
     STRATEGY: "strategy",
@@ -54,11 +56,15 @@ COLUMNS = (
 
 
 def decision_closes(
-    streams: Mapping[str, np.ndarray], symbols: Sequence[str], step_ms: int, end_ms: int
+    streams: Mapping[str, np.ndarray], symbols: Sequence[str], step_ms: int, start_ms: int, end_ms: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ts [T], close [T, S]): every decision bar of any symbol closing by `end_ms` (its open
-    time), each symbol's close on it (NaN where the symbol has no bar: a gap stays a gap)."""
-    rows = {s: streams[s][streams[s][:, 0].astype(np.int64) + step_ms <= end_ms] for s in symbols}
+    """(ts [T], close [T, S]): every decision bar of any symbol closing in (start_ms - HISTORY_MS,
+    end_ms] (its open time), each symbol's close on it (NaN where the symbol has no bar: a gap
+    stays a gap)."""
+    rows = {}
+    for s in symbols:
+        close_ts = streams[s][:, 0].astype(np.int64) + step_ms
+        rows[s] = streams[s][(close_ts > start_ms - HISTORY_MS) & (close_ts <= end_ms)]
     ts = np.unique(np.concatenate([r[:, 0].astype(np.int64) for r in rows.values()] or [np.zeros(0, dtype=np.int64)]))
     close = np.full((len(ts), len(symbols)), np.nan)
     for j, s in enumerate(symbols):
