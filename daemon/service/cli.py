@@ -1,8 +1,11 @@
 """`sigd` command line: thin argument parsing, then one function per command.
 
-Each command is `"module:function"`, imported only when that command runs, so `sigd check`
-does not pay for importing torch. A function takes the parsed namespace and returns the
-exit code. ConfigError anywhere becomes exit code 2 with the message on stderr.
+Each command is `"module:function"`, its body in daemon/commands/ (the only package that prints
+for a person). A function takes the parsed namespace and returns the exit code. ConfigError
+anywhere becomes exit code 2 with the message on stderr.
+
+The command's module is imported only when that command runs. That is for cold start, not to
+break an import cycle: `sigd check` does not pay for importing torch, `sigd status` for numpy.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ from datetime import UTC
 from typing import NoReturn
 
 COMMANDS: dict[str, str] = {
-    "run": "daemon.service.app:run_command",
-    "check": "daemon.service.check:check_command",
-    "status": "daemon.service.api:status_command",
-    "local-exchange": "daemon.localexchange.server:serve_command",
-    "backfill": "daemon.market.backfill:backfill_command",
-    "train": "pipeline.train:train_command",
+    "run": "daemon.commands.run:run_command",
+    "check": "daemon.commands.check:check_command",
+    "status": "daemon.commands.status:status_command",
+    "local-exchange": "daemon.commands.local_exchange:serve_command",
+    "backfill": "daemon.commands.backfill:backfill_command",
+    "train": "daemon.commands.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
     "walk-forward": "daemon.research.walkforward:walk_forward_command",
     "tune": "daemon.research.tune:tune_command",
-    "install-service": "daemon.service.install:install_command",
-    "uninstall-service": "daemon.service.install:uninstall_command",
+    "install-service": "daemon.commands.service:install_command",
+    "uninstall-service": "daemon.commands.service:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
     "calibrate": "daemon.research.calibration:calibrate_command",
     "research": "daemon.research.hourly:research_command",
