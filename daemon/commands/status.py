@@ -14,6 +14,7 @@ from typing import Any
 from daemon import config as config_mod
 from daemon.service.api import api_url, fetch_status
 from daemon.trading.ledgers import render_ledgers
+from daemon.trading.verdict import render_gate
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -101,6 +102,7 @@ def render_status(s: Mapping[str, Any]) -> str:
     if rt:
         lines.append(f"retrain: last {rt.get('last_outcome', 'never')}  next {rt.get('next_run', '?')}")
     lines += render_ledgers(s.get("ledgers"))
+    lines += render_gate((s.get("shadow") or {}).get("gate"))
     return "\n".join(lines)
 
 
