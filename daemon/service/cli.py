@@ -5,7 +5,7 @@ for a person). A function takes the parsed namespace and returns the exit code. 
 anywhere becomes exit code 2 with the message on stderr.
 
 The command's module is imported only when that command runs. That is for cold start, not to
-break an import cycle: `sigd check` does not pay for importing torch, `sigd status` for numpy.
+break an import cycle: `sigd status`, `sigd backfill` and `sigd install-service` never import torch.
 """
 
 from __future__ import annotations
