@@ -31,7 +31,7 @@ from daemon.config import Config
 from daemon.domain import Bar, PredictorLike, timeframe_ms
 from daemon.market.bars import Buffers
 from daemon.research.replay import Stream, Tape, TapeError, iso, replay_order, warmup_rows
-from daemon.research.report import BacktestResult, ModelRun
+from daemon.research.result import BacktestResult, ModelRun
 from daemon.store import Store
 
 log = logging.get("backtest")

@@ -14,6 +14,14 @@ Every Sharpe here is per period (per bar, not annualized): PSR and DSR are invar
 annualization only when both sides are in the same unit.
 
 The math (moments, PSR, DSR) lives in strategies/sharpe.py, shared with the live gate.
+
+The gate judges a CPCV distribution by the mean of its paths' returns (`pooled`): each path
+trades the same T decisions with a model fitted on other data, so the mean is one tradable
+book (the ensemble of the split models) observed over T decisions, not P × T. Its Sharpe under
+the null has the same variance 1 / (T - 1) as one path's, so the deflation is unchanged, while
+an edge gains from averaging out the split models' estimation noise. The previous rule, the
+path of median Sharpe, used one path of the P and passed a planted edge less often
+(docs/guides/evaluation.md, "Power calibration").
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import numpy as np
 
 from strategies.sharpe import EULER_GAMMA, NORMAL, Moments, dsr, expected_max_sharpe, moments, psr
 
-__all__ = ["EULER_GAMMA", "NORMAL", "Moments", "moments", "psr", "dsr", "expected_max_sharpe", "GateResult", "gate"]
+__all__ = ["EULER_GAMMA", "NORMAL", "Moments", "moments", "psr", "dsr", "expected_max_sharpe", "GateResult", "gate", "pooled"]
 MIN_TRADES = 30  # fewer round trips than this is an anecdote, whatever its Sharpe
 MIN_PSR = 0.95
 MIN_DSR = 0.95
@@ -50,6 +58,19 @@ class GateResult:
         return asdict(self)
 
 
+def pooled(returns: Sequence[float] | np.ndarray) -> np.ndarray:
+    """[T] the returns the gate judges: a 1-d series as it is; [P, T] CPCV paths as their mean
+    over paths at each decision (NaN, a decision a path does not cover, left out of its mean)."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim == 1:
+        return r
+    if r.ndim != 2 or r.shape[0] < 1:
+        raise ValueError(f"returns: need a series [T] or CPCV paths [P, T], got shape {r.shape}")
+    covered = np.isfinite(r).sum(axis=0)
+    out: np.ndarray = np.where(np.isfinite(r), r, 0.0).sum(axis=0) / np.maximum(covered, 1)
+    return out[covered > 0]
+
+
 def gate(
     returns: Sequence[float] | np.ndarray,
     trades: int,
@@ -60,8 +81,11 @@ def gate(
     min_psr: float = MIN_PSR,
     min_dsr: float = MIN_DSR,
 ) -> GateResult:
-    """Pass only with enough trades, PSR(0) >= min_psr and DSR >= min_dsr on out-of-sample returns."""
-    r = np.asarray(returns, dtype=np.float64)
+    """Pass only with enough trades, PSR(0) >= min_psr and DSR >= min_dsr on out-of-sample
+    returns: one series [T], or CPCV paths [P, T] judged by their mean (`pooled`, module doc).
+    `trial_sharpes`: the per-period Sharpes of the configurations tried, each of the same
+    statistic (for CPCV paths: the Sharpe of their mean)."""
+    r = pooled(returns)
     m = moments(r) if len(r) >= 2 else Moments(0.0, 0.0, 3.0, len(r))
     p, d = psr(m), dsr(m, n_trials, trial_sharpes)
     failed = []

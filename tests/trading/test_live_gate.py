@@ -23,9 +23,9 @@ import pytest
 from daemon import config, events
 from daemon.alerts.notify import LogChannel
 from daemon.alerts.outbox import Outbox
+from daemon.commands.status import render_status
 from daemon.domain import Bar, Prediction, Side, class_scores
 from daemon.market.bars import Buffers
-from daemon.service.api import render_status
 from daemon.store import Store
 from daemon.trading.engine import Engine
 from daemon.trading.ledgers import ShadowLedgers
