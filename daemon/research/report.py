@@ -304,9 +304,26 @@ def portfolio_table(total: dict[str, Any]) -> list[str]:
 
 
 def portfolio_terminal(total: dict[str, Any]) -> str:
-    """The portfolio total as aligned terminal lines."""
+    """The portfolio total as aligned terminal lines; with a book (the strategy beside the
+    portfolio baselines at the same sizing), the engine's own figures and that table."""
     head = f"portfolio of {len(total['symbols'])} symbols ({', '.join(total['symbols'])}), one account"
-    return "\n".join([head, "", _align(portfolio_table(total))])
+    book = total.get("book")
+    if not book:
+        return "\n".join([head, "", _align(portfolio_table(total))])
+    from daemon.research.portfolio_report import book_table
+
+    s = total["strategy"]
+    engine = (
+        f"engine (paper fills): total return {_fmt(s['total_return'], 'ret')}, Sharpe {_fmt(s['sharpe'])}, "
+        f"max drawdown {_fmt(s['max_drawdown'], 'dd')}, {s['trades']} trades, fees {_fmt(s['fees_paid'])}"
+    )
+    spec = book["spec"]
+    sizing = (
+        f"every run below sized by the same portfolio construction (max_weight {spec['max_weight']:g}, gross_cap "
+        f"{spec['gross_cap']:g}, net_cap {spec['net_cap']:g}, top_k {spec['top_k'] or '-'}, vol_target "
+        f"{spec['vol_target'] or '-'}, band {spec['no_trade_band']:g}) and charged {book['cost_rate_one_way']:.2%} per unit traded"
+    )
+    return "\n".join([head, engine, sizing, "", _align(book_table(book))])
 
 
 def _align(md_rows: list[str]) -> str:

@@ -204,7 +204,7 @@ class LiveScorer:
         rows = _stored_predictions(self.store, symbol, model, after, now - span)
         if not rows:
             return
-        close = _closes(self.store, symbol, {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
+        close = self.store.closes_at(symbol, "1m", {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
         for bar_ts, probs, side in rows:
             c0, c1, before = close.get(bar_ts), close.get(bar_ts + span), close.get(bar_ts - span)
             if c0 is None or c1 is None:
@@ -309,31 +309,14 @@ def hit_rates(side: np.ndarray, fwd: np.ndarray) -> dict[str, float]:
     return {"hit_rate": hits / n, "hit_base_rate": float(base)}
 
 
-def _closes(store: Any, symbol: str, wanted: set[int]) -> dict[int, float]:
-    """The stored 1m closes at the bar open times `wanted` (only those: the bar path stays cheap)."""
-    ts = sorted(wanted)
-    out: dict[int, float] = {}
-    for i in range(0, len(ts), 500):
-        chunk = ts[i : i + 500]
-        cur = store.db.conn.execute(
-            f"SELECT ts, close FROM bars WHERE symbol=? AND timeframe='1m' AND ts IN ({','.join('?' * len(chunk))})",
-            [symbol, *chunk],
-        )
-        out.update((int(t), float(c)) for t, c in cur.fetchall())
-    return out
-
-
 def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: int) -> list[tuple[int, tuple, int]]:
     """(bar_ts, (p_short, p_flat, p_long), side) of `model` with after < bar_ts <= until, oldest first."""
-    cur = store.db.conn.execute(
-        "SELECT bar_ts, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
-        "json_extract(scores, '$.p_long'), side FROM predictions WHERE symbol=? AND model=? "
-        "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts",
-        [symbol, model, after, until],
-    )
+    keys = ("p_short", "p_flat", "p_long")
     # a row without class probabilities (none stored) is left out
     return [
-        (int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall() if None not in (r[1], r[2], r[3])
+        (int(p.bar_ts), tuple(float(p.scores[k]) for k in keys), int(p.side))
+        for p in store.model_predictions(symbol, model, after, until)
+        if all(p.scores.get(k) is not None for k in keys)
     ]
 
 
