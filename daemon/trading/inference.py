@@ -3,8 +3,10 @@
 An executor per device runs the models that live on it, so inference never blocks the event
 loop and two devices work at the same time: a GPU gets one thread that runs its models one
 after the other (one stream); on the CPU each model is a lane of its own, run side by side on
-up to as many threads as the process has cores (each model's torch work uses `models.threads`).
-A model with `predict_batch` (pipeline/predictor.py) gets the whole cycle in one forward pass;
+up to as many threads as the process has cores (each model's torch work uses `models.threads`),
+and a large cycle is cut into one part per free core (`cpu_parts`), so that one model's batch
+does not leave the other cores idle. A model with `predict_batch` (pipeline/predictor.py) gets
+its cycle (or part) in one forward pass, its features encoded in one vectorized pass;
 if the batch raises (one symbol's windows are short, say), the symbols are asked one by one so
 that only the bad one is left out. `prewarm` runs the same forward pass on the current windows and
 throws the answer away: memory that sat idle for a minute is slow to touch again, and the
