@@ -6,7 +6,8 @@ portfolio strategy ([engine].strategies = ["portfolio"], decision timeframe 1h) 
 feed drives it: during each hour every symbol's 1m bars go into their rings and to
 `Engine.on_bar` (not timed; the paper broker fills the previous cycle's orders at the first of
 them, as it does live without a quote stream), then at the hour's close every symbol's 1h bar goes into its ring and to `Engine.on_bar`; the cycle
-closes when all N are in, both shipped `small` models score the N symbols in one batched pass,
+closes when all N are in, both shipped `small` models score the N symbols in batched passes
+(daemon/trading/inference.py: one per model, cut into a part per core for a large cycle),
 strategies/portfolio.py turns the scores into target weights, and the cycle's decision rows,
 predictions, signals with their outbox rows and every rebalancing order (paper broker, sized to
 Binance-style limits: 10^-6 lot step, 5 USDT minimum notional) commit in one SQLite

@@ -2,8 +2,9 @@
 
 For each N (a fresh child process each, so that its RSS is its own) the engine is driven the
 way the feed drives it: at each 1m close, every symbol's closed bar goes into its ring and then
-to `Engine.on_bar`; the cycle closes when all N are in, both models run one batched forward
-pass over the N symbols on the inference thread, and every symbol's decision (predictions,
+to `Engine.on_bar`; the cycle closes when all N are in, both models run batched forward
+passes over the N symbols on the inference threads (one per model, cut into a part per core
+for a large cycle), and every symbol's decision (predictions,
 signal, outbox rows, paper order) commits in SQLite. Measured per cycle: the first bar handed
 to the engine → the cycle's commit (every symbol decided), CPU seconds of the process, and
 the RSS; warm-up is the time to fill the N × (1m, 1h, 1d) rings plus the reference stream.
