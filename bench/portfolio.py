@@ -5,8 +5,8 @@ For each N (a fresh child process each, so that its RSS is its own) the engine r
 portfolio strategy ([engine].strategies = ["portfolio"], decision timeframe 1h) the way the
 feed drives it: during each hour every symbol's 1m bars go into their rings and to
 `Engine.on_bar` (not timed; the paper broker fills the previous cycle's orders at the first of
-them, as it does live without a quote stream), then at the hour's close every symbol's 1h bar goes into its ring and to `Engine.on_bar`; the cycle
-closes when all N are in, both shipped `small` models score the N symbols in batched passes
+them, as it does live without a quote stream), then at the hour's close every symbol's 1h bar
+goes into its ring and to `Engine.on_bar`; the cycle closes when all N are in, both shipped `small` models score the N symbols in batched passes
 (daemon/trading/inference.py: one per model, cut into a part per core for a large cycle),
 strategies/portfolio.py turns the scores into target weights, and the cycle's decision rows,
 predictions, signals with their outbox rows and every rebalancing order (paper broker, sized to
