@@ -482,16 +482,29 @@ def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> in
     then the portfolio total beside the portfolio buy-and-hold (REPORT/portfolio.json)."""
     import json
 
-    from daemon.research.report import portfolio_summary, portfolio_terminal, summarize, terminal_summary, write_report
+    from daemon.research.report import (
+        gate_lines,
+        portfolio_summary,
+        portfolio_terminal,
+        summarize,
+        terminal_summary,
+        write_report,
+    )
 
+    gate = {"gate": dict(results[0].gate)} if results and results[0].gate else {}
+    notes = gate_lines(gate)  # the models the daemon would not trade: first and last on the screen
+    for line in notes:
+        print(line)
     for result in results:
         out = Path(report) / result.symbol.replace("/", "_") if report else None
         print(f"\n== {result.symbol} ==")
         print(terminal_summary(write_report(result, out) if out else summarize(result)))
         if out:
             print(f"report: {out / 'report.md'}")
-    total = portfolio_summary(results)
+    total = {**portfolio_summary(results), **gate}
     print("\n== portfolio ==")
+    for line in notes:
+        print(line)
     print(portfolio_terminal(total))
     if report:
         (Path(report) / "portfolio.json").write_text(json.dumps(total, indent=2) + "\n")

@@ -445,8 +445,10 @@ def render_status(s: Mapping[str, Any]) -> str:
     if rt:
         lines.append(f"retrain: last {rt.get('last_outcome', 'never')}  next {rt.get('next_run', '?')}")
     from daemon.trading.ledgers import render_ledgers
+    from daemon.trading.verdict import render_gate
 
     lines += render_ledgers(s.get("ledgers"))
+    lines += render_gate((s.get("shadow") or {}).get("gate"))
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ Shadow mode: a model whose artifact carries no passing `validation` block (the g
 daemon/research/stats.py, written by `sigd compare` / the nightly retrain) or that live
 scoring demoted still runs, and its predictions are stored and scored, but they do not reach
 the strategies. `Shadow.allowed()` is the one filter the engine applies; `Shadow.score()` runs
-once per decision cycle.
+once per decision cycle. With shadow ledgers, `Shadow.gate` (daemon/trading/verdict.py) also
+promotes and demotes models on their ledger's record there.
 """
 
 from __future__ import annotations
@@ -361,18 +362,38 @@ class Shadow:
         self.only_validated = only_validated
         self.sink = sink  # an EventSink for the alert (None: log only)
         self.reasons: dict[str, str] = {}  # model -> why it does not trade
+        self.kinds: dict[str, str] = {}  # model -> what put it in shadow mode (the alert's kind)
         self.versions: dict[str, str] = {}
         self.scorer: Any = None  # a LiveScorer when the daemon runs one
+        self.gate: Any = None  # a verdict.LedgerGate when the daemon keeps shadow ledgers
 
     def review(self, model: str, version: str, meta: Mapping[str, Any] | None) -> bool:
-        """Decide from the artifact (at start-up and at every swap); True when it may trade."""
+        """Decide from the artifact (at start-up and at every swap), or from the live gate's
+        standing verdict on this very version; True when it may trade."""
         self.versions[model] = version
+        standing = None
+        if self.gate is not None:
+            self.gate.seen(model, version, meta)
+            standing = self.gate.standing_verdict(model, version)
+        if standing is not None:
+            self.apply_verdict(model, standing["verdict"], standing["why"])
+            return model not in self.reasons
         passed, why = validation_verdict(meta)
         if passed or not self.only_validated:
             self.reasons.pop(model, None)
+            self.kinds.pop(model, None)
             return True
         self._shadow(model, why, "model_not_validated")
         return False
+
+    def apply_verdict(self, model: str, verdict: str, why: str) -> None:
+        """The live gate's verdict (committed and alerted by the gate): trade, or shadow mode."""
+        if verdict == "promoted":
+            self.reasons.pop(model, None)
+            self.kinds.pop(model, None)
+        else:
+            self.reasons[model] = f"demoted by the live gate: {why}"
+            self.kinds[model] = "ledger_demoted"
 
     def demote(self, model: str, why: str) -> None:
         """Live scoring found the model worse than its baseline: stop its trading."""
@@ -381,6 +402,7 @@ class Shadow:
 
     def _shadow(self, model: str, why: str, kind: str) -> None:
         self.reasons[model] = why
+        self.kinds[model] = kind
         version = self.versions.get(model, "")
         payload = {
             "kind": kind,
@@ -406,6 +428,11 @@ class Shadow:
                     self.demote(model, why)
             except Exception as exc:  # scoring never stops a decision
                 log.error("live_scoring_failed", error=repr(exc))
+        if self.gate is not None:
+            try:  # the ledgers' record as of the last cycle; a verdict applies once committed
+                self.gate.review(self)
+            except Exception as exc:
+                log.error("live_gate_failed", error=repr(exc))
 
     def allowed(self, predictions: Sequence[Prediction]) -> list[Prediction]:
         """The predictions the strategies may act on: those of models not in shadow mode."""
@@ -440,6 +467,7 @@ class Shadow:
             "trade_only_validated": self.only_validated,
             "shadow": dict(self.reasons),
             "live_scores": self.scorer.status() if self.scorer is not None else {},
+            "gate": self.gate.status() if self.gate is not None else None,
         }
 
 
@@ -447,15 +475,23 @@ def _pct(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x:.3f}"
 
 
-def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None, store: Any = None) -> Shadow:
-    """The daemon's Shadow: `[models] trade_only_validated`, each served artifact reviewed, and
-    (with a store) live scoring of every model whose artifact states its target."""
+def shadow_from_config(
+    cfg: Any, predictors: Mapping[str, Any], sink: Any = None, store: Any = None, ledgers: Any = None
+) -> Shadow:
+    """The daemon's Shadow: `[models] trade_only_validated`, each served artifact reviewed, (with
+    a store) live scoring of every model whose artifact states its target, and (with the shadow
+    ledgers too) the live gate on their record."""
     shadow = Shadow(cfg.models.trade_only_validated, sink)
+    if store is not None and ledgers is not None:
+        from daemon.trading.verdict import LedgerGate, Rules
+
+        shadow.gate = LedgerGate(ledgers, store, sink, Rules.from_config(cfg.models))
+        shadow.gate.load()
     targets = {}
     for name, predictor in predictors.items():
         shadow.review(name, predictor.version, getattr(predictor, "meta", None))
         meta = getattr(predictor, "meta", None)
-        if meta and meta.get("target", {}).get("mode", "classification") == "classification":
+        if meta and "target" in meta and meta["target"].get("mode", "classification") == "classification":
             targets[name] = ModelTarget.from_meta(meta)  # labels are what a classifier is scored against
     if store is not None and targets:
         shadow.scorer = LiveScorer(store, cfg.exchange.symbols, targets, window=cfg.models.score_window, fee=cfg.broker.fee)

@@ -141,6 +141,7 @@ def ledgers_from_config(cfg: Config) -> ShadowLedgers:
         cost_rate=cfg.broker.fee + cfg.broker.slippage,
         starting_balance=cfg.broker.starting_balance,
         by_side=not cfg.engine.portfolio,
+        history=cfg.models.ledger_window,  # the record the live gate reads
     )
 
 
