@@ -218,7 +218,10 @@ class Ledger:
         with self.store.transaction():
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id, error=error)
             self.announce(updated, error)
-        log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
+        # An order placed is routine (the cycle's decision_cycle line counts them): debug, so a
+        # cycle of hundreds of orders writes no line per order; fills, rejections, errors: info.
+        level = log.debug if status in (OrderStatus.PENDING, OrderStatus.OPEN) and error is None else log.info
+        level("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         return updated
 
     def reject_stale(self, order: Order, reason: str) -> Order:
