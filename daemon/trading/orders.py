@@ -265,7 +265,7 @@ class Ledger:
                 self.announce(dataclasses.replace(order, status=OrderStatus.OPEN, exchange_id=exchange_id or order.exchange_id))
             payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
             self.sink.publish("fill", payload, event_id=f"fill-{fill.client_order_id}")
-        if not self.store.db.conn.in_transaction:  # committed (not a savepoint inside a caller's transaction)
+        if not self.store.in_transaction():  # committed (not a savepoint inside a caller's transaction)
             crash_point("after_fill_commit")
         self._positions[fill.symbol] = position
         # Live pushes once the fill's transaction (or an enclosing one) has committed.
