@@ -86,7 +86,9 @@ class Predictor:
         for windows, bar_ts in zip(windows_list, bar_ts_list):
             prim = windows.get(trigger)
             if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
-                raise InsufficientWindows(f"{self.name}: newest {trigger} bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
+                raise InsufficientWindows(
+                    f"{self.name}: newest {trigger} bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}"
+                )
         encoded = encode_windows_batch(windows_list, self.spec, self.clip_stats)
         return [self._usable(enc, w.get(trigger)) for enc, w in zip(encoded, windows_list)]
 
