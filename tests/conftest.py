@@ -23,7 +23,7 @@ import structlog
 try:
     from _pytest.nodeid import NodeId
 except ImportError:  # pytest < 9.2: xdist's own suffix works
-    NodeId = None  # type: ignore[assignment,misc]
+    NodeId = None
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
