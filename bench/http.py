@@ -12,7 +12,8 @@ quiet, ...): quiet = no HTTP client; loaded = a separate load process holds `--c
 websocket clients on /ws/events (each gets the snapshot, then every event) and sends `--rate`
 requests per second to /status. One load process serves every loaded phase (told `on` and
 `off` on its stdin). Its clients stand in for clients that, deployed, run on other machines:
-it runs at `--load-priority` (idle = SCHED_IDLE by default; `normal` counts its CPU fully).
+it runs at `--load-priority` (niceness 19 by default, as the HTTP server process does;
+`normal` counts its CPU fully).
 
 Measured per cycle: the time its bars close (each cycle is due `--every-s` wall seconds after
 the last: a compressed 1m cadence) → the cycle's commit (every symbol decided). Any time the
@@ -388,14 +389,15 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--load-priority",
         choices=PRIORITIES,
-        default="idle",
-        help="CPU priority of the load process: its clients stand in for clients on other machines (default idle: SCHED_IDLE)",
+        default="nice",
+        help="CPU priority of the load process: its clients stand in for clients on other machines "
+        "(nice: niceness 19; idle: SCHED_IDLE; normal: the engine's own, counting its CPU fully)",
     )
     p.add_argument(
         "--server-priority",
-        choices=("idle", "nice"),
-        default="idle",
-        help="the HTTP server process's priority once it serves (the daemon's default: idle)",
+        choices=("nice", "idle"),
+        default="nice",
+        help="the HTTP server process's priority once it serves (nice: niceness 19, the daemon's default; idle: SCHED_IDLE)",
     )
     p.add_argument("--load", default="", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the latencies as JSON too")

@@ -16,11 +16,13 @@ Every request passes, in order:
 3. beyond loopback, private data (/status, /metrics, the dashboard's data and stream) needs
    the bearer token or the session cookie the page obtains with it (POST /session); the
    actions always need the bearer token.
-Once it serves, the process gives up its claim on the CPU: SCHED_IDLE (it runs only on a CPU
-nothing else wants, so it can never take time a decision needs), or niceness 19 where the
-kernel refuses that. It starts at the daemon's priority, so that its start never waits on a
-busy machine. It ends with the daemon however the daemon ends: the kernel kills it when the
-daemon dies (PR_SET_PDEATHSIG, kill -9 included), and it stops when its link closes.
+Once it serves, the process gives up its claim on the CPU: niceness 19 (a busy one gets about
+1.5 % of a CPU the daemon wants, and it does not preempt the daemon on wakeup), or SCHED_IDLE
+(`cpu_priority = "idle"`: only CPU time nothing else wants; on a host whose CPUs are busy
+with anything, the daemon's own retrain included, it starves the API). It starts at the
+daemon's priority, so that its start never waits on a busy machine. It ends with the daemon
+however the daemon ends: the kernel kills it when the daemon dies (PR_SET_PDEATHSIG, kill -9
+included), and it stops when its link closes.
 Limits: `[api] max_connections`, a handshake timeout (a connection that sends no request),
 the idle timeout of kept-alive connections, the websocket heartbeat, and per websocket a
 bounded queue and a send timeout: a page that does not read is dropped, never buffered for.
@@ -55,7 +57,7 @@ _log = log.get("sigd.http")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 SESSION_COOKIE = "sigd_session"
 SESSION_S = 12 * 3600.0
-NICE = 19  # where SCHED_IDLE is refused: the lowest priority a niceness gives
+NICE = 19  # the lowest priority a niceness gives
 PR_SET_PDEATHSIG = 1  # prctl(2)
 OPEN_PATHS = frozenset({"/healthz", "/session", "/"})  # beyond loopback too: no private data
 ACTIONS = ("pause", "resume", "flat", "retrain")
@@ -89,7 +91,7 @@ class Settings:
     send_timeout_s: float = 10.0
     snapshot_max_age_s: float = 1.0
     dashboard: bool = True
-    cpu_priority: str = "idle"  # "idle": SCHED_IDLE (niceness 19 where refused); "nice": niceness 19
+    cpu_priority: str = "nice"  # "nice": niceness 19; "idle": SCHED_IDLE (niceness 19 where refused)
     log_level: str = "info"
     log_format: str = "auto"
 
