@@ -45,8 +45,13 @@ def http_servers_of(pid: int) -> list[int]:
 
 async def crash_at(point: str, m, tmp_path: Path) -> tuple[str, int, str]:
     """Run until the crash point, freeze the exchange clock; the order left behind."""
+    # No bar closes while the daemon starts: one that closed then is backfilled and decided
+    # late, after a newer one closed, and the fresh case would not be fresh.
+    m.lx.pause_clock()
     first = DaemonProcess(m.config, tmp_path, {**CRASH_ENV, "SIGD_CRASH_AT": point}).start()
     try:
+        await first.wait_ready()
+        m.lx.resume_clock()
         assert await wait_crash(first, 90) == CRASH_EXIT_CODE
         m.lx.pause_clock()
     finally:
