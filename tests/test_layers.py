@@ -120,7 +120,9 @@ def test_subsystems_import_only_the_layers_below_them() -> None:
 
 def test_shared_core_imports_no_subsystem() -> None:
     for mod in SHARED:
-        for name in _imports(REPO / "daemon" / f"{mod}.py"):
-            parts = name.split(".")
-            if parts[0] == "daemon" and len(parts) > 1:
-                assert parts[1] in SHARED, f"daemon/{mod}.py: {name}"
+        package = REPO / "daemon" / mod  # a shared module may be a package (daemon/store/)
+        for path in sorted(package.rglob("*.py")) if package.is_dir() else [REPO / "daemon" / f"{mod}.py"]:
+            for name in _imports(path):
+                parts = name.split(".")
+                if parts[0] == "daemon" and len(parts) > 1:
+                    assert parts[1] in SHARED, f"{path.relative_to(REPO)}: {name}"

@@ -455,10 +455,9 @@ def prune_artifacts(store: Store, parent: Path, name: str) -> None:
 
 def migrate_registry(store: Store) -> int:
     """Registry rows written with a machine path get its file:// URI; the number of rows changed."""
-    rows = [(to_uri(r["path"]), r["id"]) for r in store.model_rows() if r["path"] and "://" not in r["path"]]
+    rows = [(r["id"], to_uri(r["path"])) for r in store.model_rows() if r["path"] and "://" not in r["path"]]
     if rows:
-        with store.transaction():
-            store.db.conn.executemany("UPDATE models SET path=? WHERE id=?", rows)
+        store.set_model_paths(rows)
         _log.info("registry_migrated", rows=len(rows))
     return len(rows)
 

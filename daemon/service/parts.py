@@ -98,8 +98,7 @@ class Parts:
 
 def newest_close_ms(store: Store) -> int | None:
     """The close instant of the newest stored bar of any stream (None: an empty state file)."""
-    rows = store.db.execute("SELECT timeframe, MAX(ts) FROM bars GROUP BY timeframe").fetchall()
-    return max((int(ts) + timeframe_ms(tf) for tf, ts in rows if ts is not None), default=None)
+    return max((ts + timeframe_ms(tf) for tf, ts in store.newest_bar_ts().items()), default=None)
 
 
 def replay_start_ms(cfg: Config, store: Store | None) -> int | None:

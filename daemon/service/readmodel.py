@@ -17,13 +17,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from daemon.config import Config
-from daemon.domain import CLASS_SCORES, Fill, Position, Side
+from daemon.domain import CLASS_SCORES, Position
 from daemon.service.parts import Parts
 from daemon.service.watchdog import Freshness
 from daemon.trading.orders import apply_fill
 
 CHART_BARS = 500  # bars per chart snapshot: a trading day of 1m bars is enough to read
 EQUITY_POINTS = 2000
+MARKERS = 500  # signal and fill markers per chart, the newest of each
 LIVE_SCORES_TTL_S = 5.0  # the page's live scores are at most this old
 RECENT_ORDERS = 20  # the dashboard's rebalancing orders table
 # The live scorer's figures the page and /status's models show (a hit rate only beside its base
@@ -251,31 +252,30 @@ class ReadModel:
 
     def markers(self, symbol: str, since_ts: int) -> list[dict[str, Any]]:
         """Signals and fills of a symbol from `since_ts` on, oldest first, with stable ids."""
-        db = self.parts.store.db
-        sig = db.execute(
-            "SELECT id, bar_ts, side, confidence, price, strategy FROM signals "
-            "WHERE symbol=? AND bar_ts>=? ORDER BY id DESC LIMIT 500",
-            [symbol, since_ts],
-        ).fetchall()
-        fills = db.execute(
-            "SELECT client_order_id, ts, side, price, amount, fee FROM fills WHERE symbol=? AND ts>=? ORDER BY id DESC LIMIT 500",
-            [symbol, since_ts],
-        ).fetchall()
+        store = self.parts.store
         out = [
             {
-                "id": f"signal-{r[0]}",
+                "id": f"signal-{m.id}",
                 "kind": "signal",
-                "ts": r[1],
-                "side": Side(r[2]).name,
-                "confidence": round(r[3], 4),
-                "price": r[4],
-                "strategy": r[5],
+                "ts": m.bar_ts,
+                "side": m.side.name,
+                "confidence": round(m.confidence, 4),
+                "price": m.price,
+                "strategy": m.strategy,
             }
-            for r in sig
+            for m in store.signal_marks(symbol, since_ts, MARKERS)
         ]
         out += [
-            {"id": f"fill-{r[0]}", "kind": "fill", "ts": r[1], "side": r[2], "price": r[3], "amount": r[4], "fee": r[5]}
-            for r in fills
+            {
+                "id": f"fill-{f.client_order_id}",
+                "kind": "fill",
+                "ts": f.ts,
+                "side": f.side,
+                "price": f.price,
+                "amount": f.amount,
+                "fee": f.fee,
+            }
+            for f in store.fills(symbol=symbol, since_ts=since_ts, newest=MARKERS)
         ]
         return sorted(out, key=lambda m: (m["ts"], m["id"]))
 
@@ -283,28 +283,29 @@ class ReadModel:
     def last_decision(self, symbol: str | None = None) -> dict[str, Any] | None:
         """Every model's answer at the newest decided trigger bar, and why it did (not) signal."""
         symbol = symbol or self.cfg.exchange.symbol
-        rows = self.parts.store.db.execute(
-            "SELECT bar_ts, model, version, scores, side, confidence, threshold FROM predictions "
-            "WHERE symbol=? AND bar_ts = (SELECT MAX(bar_ts) FROM predictions WHERE symbol=?) ORDER BY model",
-            [symbol, symbol],
-        ).fetchall()
+        rows = self.parts.store.latest_predictions(symbol)
         if not rows:
             return None
-        bar_ts = rows[0][0]
+        bar_ts = rows[0].bar_ts
         models = {
-            r[1]: {"version": r[2], **_scores(r[3]), "side": Side(r[4]).name, "confidence": round(r[5], 4), "threshold": r[6]}
+            r.model: {
+                "version": r.version,
+                **_scores(r.scores),
+                "side": r.side.name,
+                "confidence": round(r.confidence, 4),
+                "threshold": r.threshold,
+            }
             for r in rows
         }
         return {"symbol": symbol, "bar_ts": bar_ts, "models": models, "why": self._why(symbol, bar_ts, models)}
 
     def _why(self, symbol: str, bar_ts: int, models: Mapping[str, Mapping[str, Any]]) -> str:
         """A sentence on the decision: the signal's reasons, or why there was none."""
-        row = self.parts.store.db.execute(
-            "SELECT side, strategy, reasons FROM signals WHERE symbol=? AND bar_ts=? ORDER BY id DESC LIMIT 1", [symbol, bar_ts]
-        ).fetchone()
-        if row is not None:
-            reasons = "; ".join(_json(row[2]) or [])
-            return f"signal {Side(row[0]).name} by {row[1]}" + (f": {reasons}" if reasons else "")
+        rows = self.parts.store.signal_rows(symbol=symbol, bar_ts=bar_ts, limit=1)
+        if rows:
+            signal = rows[0].signal
+            reasons = "; ".join(signal.reasons)
+            return f"signal {signal.side.name} by {signal.strategy}" + (f": {reasons}" if reasons else "")
         state = self.symbol_state(symbol)
         if state["paused"]:
             return "no signal: paused"
@@ -330,20 +331,17 @@ class ReadModel:
 
     def recent_signals(self, n: int) -> list[dict[str, Any]]:
         """The newest `n` signals, newest first."""
-        rows = self.parts.store.db.execute(
-            "SELECT bar_ts, strategy, side, confidence, price, latency_ms, symbol FROM signals ORDER BY id DESC LIMIT ?", [n]
-        ).fetchall()
         return [
             {
-                "bar_ts": r[0],
-                "strategy": r[1],
-                "side": Side(r[2]).name,
-                "confidence": round(r[3], 4),
-                "price": r[4],
-                "latency_ms": _round(r[5]),
-                "symbol": r[6],
+                "bar_ts": r.signal.bar_ts,
+                "strategy": r.signal.strategy,
+                "side": r.signal.side.name,
+                "confidence": round(r.signal.confidence, 4),
+                "price": r.signal.price,
+                "latency_ms": _round(r.latency_ms),
+                "symbol": r.signal.symbol,
             }
-            for r in rows
+            for r in self.parts.store.signal_rows(limit=n)
         ]
 
     # --- the portfolio --------------------------------------------------------------------
@@ -390,13 +388,9 @@ class ReadModel:
 
     def equity_curve(self) -> list[dict[str, Any]]:
         """Equity (start + realized - fees) after each fill, from the fills table (bar time)."""
-        rows = self.parts.store.db.execute(
-            "SELECT client_order_id, symbol, side, price, amount, fee, ts FROM fills ORDER BY ts, id LIMIT ?", [EQUITY_POINTS]
-        ).fetchall()
         positions: dict[str, Position] = {}
         equity, out = self.cfg.broker.starting_balance, []
-        for r in rows:
-            fill = Fill(*r)
+        for fill in self.parts.store.fills_by_time(EQUITY_POINTS):
             before = positions.get(fill.symbol, Position(fill.symbol))
             after = positions[fill.symbol] = apply_fill(before, fill)
             equity += (after.realized_pnl - before.realized_pnl) - fill.fee
@@ -420,32 +414,22 @@ class ReadModel:
     def recent_orders(self, n: int = RECENT_ORDERS) -> list[dict[str, Any]]:
         """The newest `n` orders, newest first, each with its signal's strategy and reasons (a
         portfolio order: the target weight, the weight held, the score; a flatten has no signal)."""
-        rows = self.parts.store.db.execute(
-            "SELECT o.client_order_id, o.symbol, o.side, o.amount, o.price, o.bar_ts, o.status, o.error, o.created_ms, "
-            "(SELECT strategy || char(31) || COALESCE(reasons, '') FROM signals s WHERE s.bar_ts = o.bar_ts "
-            "AND s.symbol = o.symbol ORDER BY s.id DESC LIMIT 1) "
-            "FROM (SELECT * FROM orders ORDER BY rowid DESC LIMIT ?) o ORDER BY o.created_ms DESC",
-            [n],
-        ).fetchall()
-        out = []
-        for r in rows:
-            strategy, _, reasons = (r[9] or "").partition("\x1f")
-            out.append(
-                {
-                    "client_order_id": r[0],
-                    "symbol": r[1],
-                    "side": r[2],
-                    "amount": r[3],
-                    "price": r[4],
-                    "bar_ts": r[5],
-                    "status": r[6],
-                    "error": r[7],
-                    "created_ms": r[8],
-                    "strategy": strategy or None,
-                    "reasons": _json(reasons) or [],
-                }
-            )
-        return out
+        return [
+            {
+                "client_order_id": r.order.client_order_id,
+                "symbol": r.order.symbol,
+                "side": r.order.side,
+                "amount": r.order.amount,
+                "price": r.order.price,
+                "bar_ts": r.order.bar_ts,
+                "status": r.order.status.value,
+                "error": r.error,
+                "created_ms": r.created_ms,
+                "strategy": r.strategy or None,
+                "reasons": list(r.reasons),
+            }
+            for r in self.parts.store.recent_orders(n)
+        ]
 
     # --- the dashboard's snapshot ---------------------------------------------------------
 
@@ -486,10 +470,9 @@ class ReadModel:
         return {**state, "timeframe": timeframe}
 
 
-def _scores(raw: str | None) -> dict[str, Any]:
+def _scores(scores: Mapping[str, float]) -> dict[str, Any]:
     """`probs` [P(SHORT), P(FLAT), P(LONG)] (None where a model has no class scores) and the
     model's other named scores (e.g. a regression's "return")."""
-    scores = _json(raw) or {}
     return {
         "probs": [_round(scores.get(k), 4) for k in CLASS_SCORES],
         "scores": {k: _round(v, 6) for k, v in scores.items() if k not in CLASS_SCORES},

@@ -1,5 +1,5 @@
 """The audit trail's rows for trigger bars that were not decided (superseded, missed while sigd was
-down, failed, refused by SQLite): one decision row each, with its reason (daemon/store.py,
+down, failed, refused by SQLite): one decision row each, with its reason (daemon/store/decisions.py,
 docs/concepts/audit-trail.md).
 
 A row that SQLite does not take now (a full disk) is owed and written with the next rows, or

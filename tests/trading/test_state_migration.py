@@ -15,7 +15,7 @@ from daemon.store import SCHEMA_VERSION, Reason, Store
 from tests.engine_parts import series
 from tests.trading.test_engine import CLOSES, feed, make_engine
 
-V0 = Path(__file__).parent / "data" / "state_schema_v0.sql"
+V0 = Path(__file__).parent.parent / "store" / "data" / "schema_84dcdd1.sql"  # the last schema before numbering
 
 
 def _v0_database(path: Path, decided_ts: list[int]) -> None:

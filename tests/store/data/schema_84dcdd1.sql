@@ -1,4 +1,8 @@
--- The state database schema as sigd wrote it before numbered migrations (PRAGMA user_version 0).
+-- The state database as sigd 84dcdd1 (2026-11-30) created it: PRAGMA user_version 0.
+-- Made by running that commit's Store on an empty file and dumping sqlite_master:
+--   git archive 84dcdd1 daemon | tar -x -C DIR && cd DIR && python -c "from daemon.store import Store; Store('x.sqlite')"
+--   sqlite3 x.sqlite .schema
+PRAGMA user_version = 0;
 CREATE TABLE "bars" (
    "symbol" TEXT NOT NULL,
    "timeframe" TEXT NOT NULL,
