@@ -17,7 +17,7 @@ Every request passes, in order:
    the bearer token or the session cookie the page obtains with it (POST /session); the
    actions always need the bearer token.
 Once it serves, the process gives up its claim on the CPU: niceness 19 (a busy one gets about
-1.5 % of a CPU the daemon wants, and it does not preempt the daemon on wakeup), or SCHED_IDLE
+1.5 % of a CPU the daemon wants, and rarely preempts the daemon when it wakes), or SCHED_IDLE
 (`cpu_priority = "idle"`: only CPU time nothing else wants; on a host whose CPUs are busy
 with anything, the daemon's own retrain included, it starves the API). It starts at the
 daemon's priority, so that its start never waits on a busy machine. It ends with the daemon
