@@ -3,9 +3,11 @@ rebalancing order committed.
 
 For each N (a fresh child process each, so that its RSS is its own) the engine runs the
 portfolio strategy ([engine].strategies = ["portfolio"], decision timeframe 1h) the way the
-feed drives it: during each hour every symbol's 1m bars go into their rings (not timed), then
-at the hour's close every symbol's 1h bar goes into its ring and to `Engine.on_bar`; the cycle
-closes when all N are in, both shipped `small` models score the N symbols in one batched pass,
+feed drives it: during each hour every symbol's 1m bars go into their rings and to
+`Engine.on_bar` (not timed; the paper broker fills the previous cycle's orders at the first of
+them, as it does live without a quote stream), then at the hour's close every symbol's 1h bar
+goes into its ring and to `Engine.on_bar`; the cycle closes when all N are in, both shipped `small` models score the N symbols in batched passes
+(daemon/trading/inference.py: one per model, cut into a part per core for a large cycle),
 strategies/portfolio.py turns the scores into target weights, and the cycle's decision rows,
 predictions, signals with their outbox rows and every rebalancing order (paper broker, sized to
 Binance-style limits: 10^-6 lot step, 5 USDT minimum notional) commit in one SQLite
@@ -24,17 +26,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.symbols import load_models, pct, rss_mb, symbol_tapes, warm
+from bench.engineload import (
+    bars_at,
+    capacity,
+    child,
+    engine_store,
+    figures,
+    load_models,
+    machine_line,
+    rss_mb,
+    symbol_tapes,
+    timed_cycle,
+    warm,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 HOUR, MINUTE = 3_600_000, 60_000
 
 
@@ -52,11 +63,7 @@ async def run_one(n: int, cycles: int, threshold: float, threads: int) -> dict[s
     """One child's run: N symbols, `cycles` hourly decision cycles; the figures as a dict."""
     import numpy as np
 
-    from daemon.alerts.notify import LogChannel
-    from daemon.alerts.outbox import Outbox
-    from daemon.domain import Bar
     from daemon.market.orders import MarketLimits
-    from daemon.store import Store
     from daemon.trading.engine import Engine
     from daemon.trading.ledgers import ShadowLedgers
     from daemon.trading.paper import PaperBroker
@@ -68,62 +75,56 @@ async def run_one(n: int, cycles: int, threshold: float, threads: int) -> dict[s
         t0 = time.perf_counter()
         tapes, btc = symbol_tapes(n)
         eth_1h = tapes["ETH/USDT"]["1h"]
-        capacity = max(max(int(k) for k in p.required_windows.values()) for p in predictors.values()) + 8
         # The last `cycles` hours whose 1m bars are all in the tape, after a day of 1m warm-up.
         m1_ts = btc[:, 0].astype(np.int64)
         hours = [int(h) for h in eth_1h[:, 0] if h >= m1_ts[0] + 24 * HOUR and h + HOUR <= m1_ts[-1] + MINUTE]
         hours = hours[-cycles:]
         start = int(np.searchsorted(m1_ts, hours[0]))
-        buffers = warm(tapes, btc, start, capacity)
-        store = Store(Path(tmp) / "sigd.sqlite")
-        sink = Outbox(store, [LogChannel()])  # rows are written as live; no sender runs
+        buffers = warm(tapes, btc, start, capacity(predictors))
         limits = MarketLimits(amount_step=1e-6, price_step=0.01, min_amount=1e-6, min_notional=5.0)
         spec = spec_for(n)
         symbols = list(tapes)
-        engine = Engine(
-            store=store,
-            buffers=buffers,
-            predictors=predictors,
-            sink=sink,
-            symbols=symbols,
-            broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005, limits=lambda s: limits),
-            timeframes=("1m", "1h", "1d"),
-            trigger_timeframe="1h",
-            rebalancer=Rebalancer(spec, timeframe="1h", cost_rate=0.0015),
-            ledgers=ShadowLedgers(symbols, spec, periods_per_year=YEAR_MS / HOUR, cost_rate=0.0015, starting_balance=10_000.0),
-        )
-        await engine.start()
-        warmup_s = time.perf_counter() - t0
-        latencies, cpu, orders = [], [], []
-        for hour in hours:
-            for row in btc[(m1_ts >= hour) & (m1_ts < hour + HOUR)]:  # the hour's 1m bars: the feed's work
-                buffers.append(Bar("BTC/USDT", "1m", int(row[0]), *map(float, row[1:])))
-            for s, t in tapes.items():
-                rows = t["1m"][(t["1m"][:, 0] >= hour) & (t["1m"][:, 0] < hour + HOUR)]
-                for row in rows:
-                    buffers.append(Bar(s, "1m", int(row[0]), *map(float, row[1:])))
-            bars = [Bar(s, "1h", hour, *map(float, t["1h"][t["1h"][:, 0] == hour][0, 1:])) for s, t in tapes.items()]
-            before = len(store.orders())
-            c0, w0 = time.process_time(), time.perf_counter()  # the first closing 1h bar reaches the engine
-            for bar in bars:
-                buffers.append(bar)
-                await engine.on_bar(bar)
-            await engine.cycles.drain()
-            latencies.append((engine.last_commit - w0) * 1000.0)
-            cpu.append(time.process_time() - c0)
-            orders.append(len(store.orders()) - before)
-        status = engine.status()
-        await engine.close()
-        store.close()
-    steady = latencies[1:] or latencies
+        with engine_store(Path(tmp)) as (store, sink):
+            engine = Engine(
+                store=store,
+                buffers=buffers,
+                predictors=predictors,
+                sink=sink,
+                symbols=symbols,
+                broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005, limits=lambda s: limits),
+                timeframes=("1m", "1h", "1d"),
+                trigger_timeframe="1h",
+                rebalancer=Rebalancer(spec, timeframe="1h", cost_rate=0.0015),
+                ledgers=ShadowLedgers(
+                    symbols, spec, periods_per_year=YEAR_MS / HOUR, cost_rate=0.0015, starting_balance=10_000.0
+                ),
+            )
+            await engine.start()
+            warmup_s = time.perf_counter() - t0
+            latencies, cpu, orders = [], [], []
+            for hour in hours:
+                # The hour's 1m bars, as the feed hands them over (not timed): into the rings and to
+                # the engine, whose paper broker fills the previous cycle's orders at the first of them.
+                for row in btc[(m1_ts >= hour) & (m1_ts < hour + HOUR)]:
+                    buffers.append(bars_at(["BTC/USDT"], "1m", [row])[0])
+                minutes = {s: t["1m"][(t["1m"][:, 0] >= hour) & (t["1m"][:, 0] < hour + HOUR)] for s, t in tapes.items()}
+                for k in range(min(len(m) for m in minutes.values())):
+                    for bar in bars_at(tapes, "1m", [m[k] for m in minutes.values()]):
+                        buffers.append(bar)
+                        await engine.on_bar(bar)
+                before = len(store.orders())
+                ms, cpu_s = await timed_cycle(
+                    engine, buffers, bars_at(tapes, "1h", [t["1h"][t["1h"][:, 0] == hour][0] for t in tapes.values()])
+                )
+                latencies.append(ms)
+                cpu.append(cpu_s)
+                orders.append(len(store.orders()) - before)
+            status = engine.status()
+            await engine.close()
     return {
         "n": n,
         "cycles": len(hours),
-        "first_ms": latencies[0],
-        "p50_ms": pct(steady, 0.5),
-        "p99_ms": pct(steady, 0.99),
-        "max_ms": max(steady),
-        "cpu_s": pct(cpu[1:] or cpu, 0.5),
+        **figures(latencies, cpu),
         "rss_models_mb": rss_models,
         "rss_end_mb": rss_mb(),
         "warmup_s": warmup_s,
@@ -131,28 +132,6 @@ async def run_one(n: int, cycles: int, threshold: float, threads: int) -> dict[s
         "decisions": status["decisions"],
         "late": status["late"],
     }
-
-
-def child(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    """Run one N in a fresh process (its RSS is its own); its result line."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.portfolio",
-        "--one",
-        str(n),
-        "--cycles",
-        str(args.cycles),
-        "--threshold",
-        str(args.threshold),
-        "--threads",
-        str(args.threads),
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if done.returncode != 0:
-        raise RuntimeError(f"N={n} failed:\n{done.stderr[-3000:]}")
-    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -189,11 +168,12 @@ def main(argv: list[str]) -> int:
         print(json.dumps(asyncio.run(run_one(a.one, a.cycles, a.threshold, a.threads))))
         return 0
     print(
-        f"portfolio benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {os.getloadavg()[0]:.1f}, "
+        f"portfolio benchmark: {machine_line()}, "
         f"preset small on cpu ({a.threads} thread(s) per model), {a.cycles} hourly cycles; symbols past ETH/USDT "
         "are SYNTHETIC time-shifted copies of the real bundled tape"
     )
-    rows = [child(a, int(n)) for n in a.n.split(",")]
+    flags = ["--cycles", str(a.cycles), "--threshold", str(a.threshold), "--threads", str(a.threads)]
+    rows = [child("bench.portfolio", int(n), flags) for n in a.n.split(",")]
     print(table(rows))
     within = max((r["n"] for r in rows if r["p99_ms"] <= 1000.0), default=0)
     print(f"largest N with p99 <= 1 s: {within} (target: 400 on 2 cores)")

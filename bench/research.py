@@ -7,6 +7,14 @@ configurations; figures: time per trial and for the whole grid on the local runn
 Ray with `--cpus` CPUs (the data put once in the object store), the speed-up, and whether both
 runners gave the same predictions split by split.
 
+`python -m bench research --grid models`: the deep configurations of `sigd research` (a window
+family at the `tiny` and `small` presets on the cross-sectional features, one fit per CPCV
+split, every test decision scored) on `--data` at 1h decisions (default: the 16 hourly pairs
+over 8 years). Per preset: the time per trial (one configuration through every CPCV split)
+and for the whole grid on the local runner, on Ray with 2 CPUs (the speed-up), and on Ray
+with N CPUs for each N in `--cpus-list` up to this machine's count (one column each); whether
+every runner gave the local predictions fold by fold; and `--device cuda` where a GPU exists.
+
 Jobs: `--folds` walk-forward folds (`--train-days` of training each, sliding one day) x the two
 served families (cnn_lstm_attn, mtf_transformer), `--preset` models, `--epochs` and
 `--max-batches` fixed, on the bundled tape (14 days of ETH/USDT and BTC/USDT). Each job is
@@ -164,15 +172,132 @@ def cpcv_grid(a: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
+def _fold(item: tuple[Any, int], data: dict[str, Any]) -> Any:
+    """One CPCV split of one configuration: fit on its training rows, score its test rows."""
+    from daemon.research.panelmodels import fit_predict
+
+    spec, i = item
+    split = data["splits"][i]
+    return fit_predict(data["X"], data["y"][spec.label.kind], data["close"], spec, split.train_idx, split.test_idx)
+
+
+def cpu_columns(spec: str, have: int) -> list[int]:
+    """The CPU counts to time: `spec` ("1,2,4" or "" = 1, 2, 4, ... up to `have`), capped at `have`."""
+    wanted = [int(x) for x in spec.split(",") if x.strip()] if spec else [2**k for k in range(8) if 2**k <= have]
+    return sorted({n for n in wanted if 1 <= n <= have} | ({have} if not spec else set()))
+
+
+def gpu_note(device: str) -> str | None:
+    """Why the `--device` row has no figure, or None when it can run."""
+    if device != "cuda":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU on this machine"
+    return "not run: daemon/research/panelmodels.py trains on the CPU only (no device option yet)"
+
+
+def models_grid(a: argparse.Namespace) -> int:
+    """Deep presets on the research grid: local runner vs Ray, and the grid on N CPUs."""
+    import numpy as np
+    import ray
+
+    from daemon.domain import timeframe_ms
+    from daemon.research.backtest import parse_iso
+    from daemon.research.cpcv import cpcv_splits
+    from daemon.research.dataset import load_panel
+    from daemon.research.hourly import LABELS
+    from daemon.research.panelmodels import PanelModelSpec
+    from models.labels import LabelSpec, label_end, make_labels
+    from models.xsfeatures import xs_features
+
+    t0 = time.perf_counter()
+    start = parse_iso(a.start, "--from") if a.start else None
+    end = parse_iso(a.end, "--to") if a.end else None
+    panel = load_panel(Path(a.data), "1h", None, start, end)
+    _, X = xs_features(panel)
+    targets = [t.strip() for t in a.targets.split(",") if t.strip()]
+    labels = {t: LabelSpec(t, cost=2 * a.cost_bps / 1e4, **LABELS["1h"]) for t in targets}  # type: ignore[arg-type]
+    horizon = LABELS["1h"]["horizon"]
+    step = timeframe_ms("1h")
+    first = next(iter(labels.values()))
+    splits = cpcv_splits(panel.ts, a.groups, a.test_groups, label_end(panel.ts, first, step), horizon * step)
+    data = {"X": X, "y": {t: make_labels(panel.close, lb) for t, lb in labels.items()}, "close": panel.close, "splits": splits}
+    load_s = time.perf_counter() - t0
+    cpus = cpu_columns(a.cpus_list, os.cpu_count() or 1)
+    print(
+        f"grid per preset: {a.family} x {len(targets)} target(s) ({', '.join(targets)}) = {len(targets)} trial(s), "
+        f"each {len(splits)} CPCV splits ({a.groups} groups / {a.test_groups} tested); {a.epochs} epoch(s) over "
+        f"{a.max_train} sampled training rows per fit, every test decision scored; {len(panel.symbols)} pairs x "
+        f"{len(panel.ts)} hourly bars ({len(panel.ts) / 8760:.1f} years), 1h decisions, {X.shape[-1]} features; "
+        f"load + features {load_s:.1f} s; load average before: {os.getloadavg()[0]:.1f}"
+    )
+    header = ["preset", "per trial, local", "grid, local", "speed-up, Ray 2 CPUs vs local"]
+    header += [f"grid, Ray {n} CPU{'s' if n > 1 else ''}" for n in cpus] + ["same predictions", "peak RSS local / Ray"]
+    rows, ok = [], True
+    for preset in [p.strip() for p in a.presets.split(",") if p.strip()]:
+        specs = [
+            PanelModelSpec(a.family, lb, preset=preset, max_train=a.max_train, epochs=a.epochs, seed=0) for lb in labels.values()
+        ]
+        items = [(spec, i) for spec in specs for i in range(len(splits))]
+        local_s, local, local_rss = timed(lambda items=items: LocalRunner().map(_fold, items, shared=data))
+        walls: dict[int, float] = {}
+        gap, ray_rss = 0.0, 0
+        for n in sorted(set(cpus) | ({2} if (os.cpu_count() or 1) >= 2 else set())):
+            ray.shutdown()  # this process's own local Ray, started just below
+            runner = RayRunner(num_cpus=n)
+            walls[n], on_ray, rss = timed(lambda items=items, runner=runner: runner.map(_fold, items, shared=data))
+            ray_rss = max(ray_rss, rss)
+            for p, q in zip(local, on_ray):
+                same_nan = np.array_equal(np.isnan(p), np.isnan(q))
+                scale = float(np.nanmax(np.abs(p))) or 1.0
+                gap = max(gap, float(np.nanmax(np.abs(p - q))) / scale if same_nan else float("inf"))
+            print(f"  {preset}: Ray {n} CPU(s) {walls[n]:.1f} s (local {local_s:.1f} s)", flush=True)
+        ray.shutdown()
+        same = gap < 1e-4  # torch on one thread per fit everywhere; float32 sums may differ in order
+        ok &= same
+        two = walls.get(2)
+        rows.append(
+            [
+                preset,
+                f"{local_s / len(specs):.1f} s",
+                f"{local_s:.1f} s",
+                f"{local_s / two:.2f}x" if two else "n/a (1 CPU)",
+                *[f"{walls[n]:.1f} s" for n in cpus],
+                f"{'yes' if same else 'NO'} (gap {gap:.1e})",
+                f"{local_rss / 2**20:.0f} / {ray_rss / 2**20:.0f} MiB",
+            ]
+        )
+    note = gpu_note(a.device)
+    if a.device == "cuda" and note:
+        rows.append([f"--device cuda: {note}", *["" for _ in header[1:]]])
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    return 0 if ok else 1
+
+
 def main(argv: list[str]) -> int:
     """Run the comparison and print the table."""
     ap = argparse.ArgumentParser(prog="python -m bench research")
     ap.add_argument(
         "--grid",
-        choices=("walk-forward", "cpcv"),
+        choices=("walk-forward", "cpcv", "models"),
         default="walk-forward",
-        help="cpcv: the CPCV x configurations grid of sigd calibrate on --data",
+        help="cpcv: the CPCV x configurations grid of sigd calibrate on --data; models: the deep presets of sigd research",
     )
+    ap.add_argument("--presets", default="tiny,small", help="--grid models: size presets")
+    ap.add_argument("--family", default="gru", help="--grid models: window family")
+    ap.add_argument("--targets", default="forward_return", help="--grid models: targets (one trial each)")
+    ap.add_argument("--max-train", type=int, default=20_000, help="--grid models: training rows sampled per fit")
+    ap.add_argument("--cost-bps", type=float, default=10.0, help="--grid models: one-way cost in the labels")
+    ap.add_argument("--cpus-list", default="", help="--grid models: CPU counts to time (default 1, 2, 4, ... up to all)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="--grid models: cuda adds the GPU row")
+    ap.add_argument("--from", dest="start", default=None, help="--grid models: first bar (default: the data's first)")
+    ap.add_argument("--to", dest="end", default=None, help="--grid models: end, exclusive (default: the data's end)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hourly"), help="--grid cpcv: hourly tape folder")
     ap.add_argument("--trials", type=int, default=4, help="--grid cpcv: configurations")
     ap.add_argument("--groups", type=int, default=6, help="--grid cpcv: CPCV groups")
@@ -186,6 +311,8 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if a.grid == "cpcv":
         return cpcv_grid(a)
+    if a.grid == "models":
+        return models_grid(a)
     kw = {
         "preset": a.preset,
         "epochs": a.epochs,

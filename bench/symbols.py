@@ -2,8 +2,9 @@
 
 For each N (a fresh child process each, so that its RSS is its own) the engine is driven the
 way the feed drives it: at each 1m close, every symbol's closed bar goes into its ring and then
-to `Engine.on_bar`; the cycle closes when all N are in, both models run one batched forward
-pass over the N symbols on the inference thread, and every symbol's decision (predictions,
+to `Engine.on_bar`; the cycle closes when all N are in, both models run batched forward
+passes over the N symbols on the inference threads (one per model, cut into a part per core
+for a large cycle), and every symbol's decision (predictions,
 signal, outbox rows, paper order) commits in SQLite. Measured per cycle: the first bar handed
 to the engine → the cycle's commit (every symbol decided), CPU seconds of the process, and
 the RSS; warm-up is the time to fill the N × (1m, 1h, 1d) rings plus the reference stream.
@@ -25,123 +26,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-SHIFT_ROWS = 97  # 1m rows between two synthetic copies (~1.6 h)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else float("nan")
-
-
-def seed_artifacts(out: Path) -> dict[str, Path]:
-    """The seed preset of both models with random weights, features as the shipped artifacts."""
-    from models import registry
-    from models.artifacts import read_meta, save_artifact
-
-    dirs = {}
-    for name in ("mtf_transformer", "cnn_lstm_attn"):
-        meta = read_meta(REPO / "models" / "artifacts" / name)
-        small = meta["model"]["config"]
-        config = registry.make_config(name, preset="seed").to_dict()
-        config.update({k: v for k, v in small.items() if "features" in k})  # the inputs the features give
-        keep = {k: v for k, v in meta.items() if k not in ("model", "classes", "version", "weights", "format", "format_version")}
-        keep["features"] = dict(meta["features"], seq_len=config["seq_len"])
-        dirs[name] = save_artifact(out / name, registry.build(name, config), name, config, keep)
-    return dirs
-
-
-def load_models(preset: str, device: str, threshold: float, tmp: Path, threads: int) -> dict[str, Any]:
-    from pipeline.predictor import Predictor, set_inference_threads
-
-    set_inference_threads(threads)
-    dirs = (
-        {n: REPO / "models" / "artifacts" / n for n in ("mtf_transformer", "cnn_lstm_attn")}
-        if preset == "small"
-        else seed_artifacts(tmp)
-    )
-    out = {}
-    for name, d in dirs.items():
-        p = Predictor.load(d, device)
-        if threshold > 0:
-            p.threshold = threshold  # signals happen, so their commits are measured
-        out[name] = p
-    return out
-
-
-def synthetic(rows: np.ndarray, i: int, shift: int) -> np.ndarray:
-    """Copy i of a real tape: values shifted back `shift` rows (time stamps kept), prices scaled."""
-    if i == 0:
-        return rows
-    out = rows.copy()
-    out[:, 1:] = np.roll(rows[:, 1:], shift, axis=0)
-    out[:, 1:5] *= 1.0 + 0.013 * i
-    return out
-
-
-def symbol_tapes(n: int) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
-    """{symbol: {timeframe: rows}} for N symbols, and the reference (BTC/USDT 1m)."""
-    from daemon.localexchange.tape import bundled_tape_dir, load_tape
-
-    tape = load_tape(bundled_tape_dir())
-    eth = next(t for t in tape.values() if t.base == "ETH").bars
-    btc = next(t for t in tape.values() if t.base == "BTC").bars["1m"]
-    out = {}
-    for i in range(n):
-        symbol = "ETH/USDT" if i == 0 else f"SYN{i:04d}/USDT"
-        shift = i * SHIFT_ROWS
-        out[symbol] = {
-            "1m": synthetic(eth["1m"], i, shift),
-            "1h": synthetic(eth["1h"], i, shift // 60 + i),
-            "1d": synthetic(eth["1d"], i, shift // 1440 + i),
-        }
-    return out, btc
-
-
-def warm(tapes: dict[str, dict[str, np.ndarray]], btc: np.ndarray, start: int, capacity: int) -> Any:
-    """Rings for every stream holding the bars closed before the 1m row `start`."""
-    from daemon.market.bars import Buffers
-
-    buffers = Buffers()
-    close_ms = int(btc[start, 0])  # the first decided bar opens here; older ones are closed
-    for symbol, tfs in tapes.items():
-        for tf, rows in tfs.items():
-            step = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}[tf]
-            ring = buffers.add(symbol, tf, capacity)
-            for row in rows[rows[:, 0] + step <= close_ms][-capacity:]:
-                ring.append_row(row)
-    ring = buffers.add("BTC/USDT", "1m", capacity)
-    for row in btc[btc[:, 0] + 60_000 <= close_ms][-capacity:]:
-        ring.append_row(row)
-    return buffers
+from bench.engineload import (  # noqa: F401  (re-exported: bench/http.py builds on them)
+    REPO,
+    bars_at,
+    capacity,
+    child,
+    engine_store,
+    figures,
+    load_models,
+    machine_line,
+    pct,
+    rss_mb,
+    symbol_tapes,
+    timed_cycle,
+    warm,
+)
 
 
 async def run_one(
     n: int, cycles: int, idle_s: float, prewarm_ms: int, preset: str, device: str, threshold: float, threads: int = 1
 ) -> dict[str, Any]:
     """One child's run: N symbols, `cycles` decision cycles; the figures as a dict."""
-    from daemon.alerts.notify import LogChannel
-    from daemon.alerts.outbox import Outbox
     from daemon.domain import Bar
-    from daemon.store import Store
     from daemon.trading.engine import Engine
     from daemon.trading.paper import PaperBroker
     from strategies.confidence import ConfidenceStrategy
@@ -152,47 +64,38 @@ async def run_one(
         rss_models = rss_mb()
         t0 = time.perf_counter()
         tapes, btc = symbol_tapes(n)
-        capacity = max(max(int(k) for k in p.required_windows.values()) for p in predictors.values()) + 8
         start = len(btc) - cycles - 1
-        buffers = warm(tapes, btc, start, capacity)
-        store = Store(Path(tmp) / "sigd.sqlite")
-        sink = Outbox(store, [LogChannel()])  # rows are written as live; no sender runs
-        engine = Engine(
-            store=store,
-            buffers=buffers,
-            predictors=predictors,
-            sink=sink,
-            symbols=list(tapes),
-            broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
-            strategies=[ConfidenceStrategy(combine="either")],
-            risk_params=RiskParams(position_fraction=0.5 / n, max_position=1e9),
-            portfolio=PortfolioLimits(max_gross_exposure=1.0),
-            timeframes=("1m", "1h", "1d"),
-            prewarm_ms=prewarm_ms,
-            speed=60.0 / idle_s if idle_s > 0 else 1.0,
-        )
-        await engine.start()
-        warmup_s = time.perf_counter() - t0
-        rss_warm = rss_mb()
-        latencies, cpu = [], []
-        for k in range(cycles):
-            if idle_s > 0 and k:
-                await asyncio.sleep(idle_s)
-            row = start + k
-            buffers.append(Bar("BTC/USDT", "1m", *map(float, btc[row])))  # type: ignore[arg-type]
-            bars = [Bar(s, "1m", int(t["1m"][row, 0]), *map(float, t["1m"][row, 1:])) for s, t in tapes.items()]
-            c0, w0 = time.process_time(), time.perf_counter()  # the first closing bar reaches the engine
-            for bar in bars:
-                buffers.append(bar)
-                await engine.on_bar(bar)
-            await engine.cycles.drain()
-            latencies.append((engine.last_commit - w0) * 1000.0)
-            cpu.append(time.process_time() - c0)
-        status = engine.status()
-        await engine.close()
-        signals = store.count("signals")
-        store.close()
-    steady = latencies[1:] or latencies
+        buffers = warm(tapes, btc, start, capacity(predictors))
+        with engine_store(Path(tmp)) as (store, sink):
+            engine = Engine(
+                store=store,
+                buffers=buffers,
+                predictors=predictors,
+                sink=sink,
+                symbols=list(tapes),
+                broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
+                strategies=[ConfidenceStrategy(combine="either")],
+                risk_params=RiskParams(position_fraction=0.5 / n, max_position=1e9),
+                portfolio=PortfolioLimits(max_gross_exposure=1.0),
+                timeframes=("1m", "1h", "1d"),
+                prewarm_ms=prewarm_ms,
+                speed=60.0 / idle_s if idle_s > 0 else 1.0,
+            )
+            await engine.start()
+            warmup_s = time.perf_counter() - t0
+            rss_warm = rss_mb()
+            latencies, cpu = [], []
+            for k in range(cycles):
+                if idle_s > 0 and k:
+                    await asyncio.sleep(idle_s)
+                row = start + k
+                buffers.append(Bar("BTC/USDT", "1m", int(btc[row, 0]), *map(float, btc[row, 1:])))
+                ms, cpu_s = await timed_cycle(engine, buffers, bars_at(tapes, "1m", [t["1m"][row] for t in tapes.values()]))
+                latencies.append(ms)
+                cpu.append(cpu_s)
+            status = engine.status()
+            await engine.close()
+            signals = store.count("signals")
     return {
         "n": n,
         "cycles": cycles,
@@ -200,11 +103,7 @@ async def run_one(
         "prewarm_ms": prewarm_ms,
         "preset": preset,
         "device": device,
-        "first_ms": latencies[0],
-        "p50_ms": pct(steady, 0.5),
-        "p99_ms": pct(steady, 0.99),
-        "max_ms": max(steady),
-        "cpu_s": pct(cpu[1:] or cpu, 0.5),
+        **figures(latencies, cpu),
         "rss_models_mb": rss_models,
         "rss_mb": rss_warm,
         "rss_end_mb": rss_mb(),
@@ -215,33 +114,12 @@ async def run_one(
     }
 
 
-def child(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    """Run one N in a fresh process (its RSS is its own); its result line."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.symbols",
-        "--one",
-        str(n),
-        "--cycles",
-        str(args.cycles),
-        "--idle-s",
-        str(args.idle_s),
-        "--prewarm-ms",
-        str(args.prewarm_ms),
-        "--preset",
-        args.preset,
-        "--device",
-        args.device,
-        "--threshold",
-        str(args.threshold),
-        "--threads",
-        str(args.threads),
+def flags(args: argparse.Namespace) -> list[str]:
+    """The child's flags: this run's settings."""
+    return [
+        *("--cycles", str(args.cycles), "--idle-s", str(args.idle_s), "--prewarm-ms", str(args.prewarm_ms)),
+        *("--preset", args.preset, "--device", args.device, "--threshold", str(args.threshold), "--threads", str(args.threads)),
     ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if done.returncode != 0:
-        raise RuntimeError(f"N={n} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -303,12 +181,12 @@ def main(argv: list[str]) -> int:
         )
         return 0
     print(
-        f"symbols benchmark: {len(os.sched_getaffinity(0))} CPU core(s), load average {os.getloadavg()[0]:.1f}, "
+        f"symbols benchmark: {machine_line()}, "
         f"preset {a.preset} on {a.device} ({a.threads} thread(s)), "
         f"{a.cycles} cycles, idle {a.idle_s:g} s between cycles, prewarm {a.prewarm_ms} ms; "
         f"symbols past ETH/USDT are SYNTHETIC time-shifted copies of the real bundled tape"
     )
-    rows = [child(a, int(n)) for n in a.n.split(",")]
+    rows = [child("bench.symbols", int(n), flags(a)) for n in a.n.split(",")]
     print(table(rows))
     print(floor(rows, a.preset, a.device))
     if a.json:

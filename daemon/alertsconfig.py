@@ -55,7 +55,7 @@ class TelegramConfig:
     token_env: str = "SIGD_TELEGRAM_TOKEN"
     chat_id: int = 0  # where alerts go (a private chat id equals the user id)
     allowed_user_ids: tuple[int, ...] = ()  # numeric ids whose commands are obeyed; () = no commands
-    types: tuple[str, ...] = ("signal", "fill", "error", "daily_summary", "retrain")
+    types: tuple[str, ...] = ("signal", "fill", "error", "daily_summary", "retrain", "gate")
     poll_timeout_s: float = 30.0  # getUpdates long-poll timeout
     confirm_s: float = 60.0  # window for "/flat confirm"
     shadow: bool = False  # also send shadow-ledger signals (text starts with "SHADOW"), whatever `types` says

@@ -207,6 +207,14 @@ class ModelsConfig:
     gate_min_trades: int = 30
     gate_min_psr: float = 0.95
     gate_min_dsr: float = 0.95
+    # The live gate on the shadow ledgers (daemon/trading/verdict.py): over the last
+    # `ledger_window` decision cycles (at least `ledger_min_cycles` of them), a trading model
+    # whose ledger lost money after costs goes to shadow mode; with promote_from_shadow, a model
+    # in shadow mode whose ledger beat always-flat (DSR) and buy-and-hold (PSR of the excess
+    # return) with gate_min_trades fills trades.
+    promote_from_shadow: bool = False
+    ledger_window: int = 720
+    ledger_min_cycles: int = 168
     # Without a [models] table: the artifacts shipped with the package, wherever the config lives.
     paths: dict[str, str] = field(
         default_factory=lambda: {
@@ -219,6 +227,12 @@ class ModelsConfig:
         _require(1 <= self.threads <= 256, f"{key}.threads", "must be within 1..256")
         _require(self.score_window >= 10, f"{key}.score_window", "must be >= 10 scored predictions")
         _require(self.gate_min_trades >= 1, f"{key}.gate_min_trades", "must be >= 1 trade")
+        _require(self.ledger_window >= 10, f"{key}.ledger_window", "must be >= 10 decision cycles")
+        _require(
+            2 <= self.ledger_min_cycles <= self.ledger_window,
+            f"{key}.ledger_min_cycles",
+            f"must be within 2..ledger_window ({self.ledger_window}), got {self.ledger_min_cycles}",
+        )
         for name in ("gate_min_psr", "gate_min_dsr"):
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"{key}.{name}", f"a probability in [0, 1), got {value}")

@@ -228,6 +228,20 @@ class ModelSwapped(Event):
 
 
 @dataclass(frozen=True)
+class GateVerdict(Event):
+    """The live gate promoted a model from shadow mode or demoted it, on its shadow ledger's
+    record (daemon/trading/verdict.py); committed with the verdict's record and alert."""
+
+    kind: ClassVar[str] = "gate_verdict"
+    model: str
+    version: str
+    verdict: str  # "promoted" | "demoted"
+    why: str  # the reason, with the figures
+    bar_ts: int  # the last decision bar of the record
+    figures: Mapping[str, Any] = field(default_factory=dict)  # cycles, fills, returns, Sharpes, DSR, PSR, N
+
+
+@dataclass(frozen=True)
 class AlertDeadLettered(Event):
     """An outbox row gave up: it sits in the dead-letter state of its channel."""
 

@@ -75,6 +75,8 @@ ALERT_NOTES: dict[str, str] = {
     "error": "something an operator must know: `kind` says what (`drawdown_halt`, `model_not_validated`, "
     "`model_demoted`, a failed retrain, ...)",
     "retrain": "a retrain run ended: promoted or rejected, with both scores",
+    "gate": "the live gate promoted a model from shadow mode or demoted it on its shadow ledger's record "
+    "(`kind`: `model_promoted` / `model_demoted`; `why` and `figures`; id `gate-<model>-<version>-<verdict>-<bar_ts>`)",
     "daily_summary": "the day's PnL, positions and live model scores (id `daily_summary:<date>`)",
 }
 

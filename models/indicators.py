@@ -51,10 +51,10 @@ MINIMAL_WARMUP = 1
 
 
 def _rolling(x: np.ndarray, w: int, fn) -> np.ndarray:
-    """fn over trailing windows of length w; NaN where fewer than w values exist. x: [n]."""
-    out = np.full(len(x), np.nan)
-    if len(x) >= w:
-        out[w - 1 :] = fn(sliding_window_view(x, w), axis=-1)
+    """fn over trailing windows of length w; NaN where fewer than w values exist. x: [..., n]."""
+    out = np.full(x.shape, np.nan)
+    if x.shape[-1] >= w:
+        out[..., w - 1 :] = fn(sliding_window_view(x, w, axis=-1), axis=-1)
     return out
 
 
@@ -64,21 +64,21 @@ def _ema(x: np.ndarray, span: int) -> np.ndarray:
     alpha = 2.0 / (span + 1.0)
     w = (1.0 - alpha) ** np.arange(n - 1, -1, -1)  # oldest .. newest
     w /= w.sum()
-    out = np.full(len(x), np.nan)
-    if len(x) >= n:
-        out[n - 1 :] = (sliding_window_view(x, n) * w).sum(axis=-1)
+    out = np.full(x.shape, np.nan)
+    if x.shape[-1] >= n:
+        out[..., n - 1 :] = (sliding_window_view(x, n, axis=-1) * w).sum(axis=-1)
     return out
 
 
 def _lag(x: np.ndarray, k: int) -> np.ndarray:
-    out = np.full(len(x), np.nan)
-    out[k:] = x[:-k]
+    out = np.full(x.shape, np.nan)
+    out[..., k:] = x[..., :-k]
     return out
 
 
 def _price_shape(bars: np.ndarray) -> dict[str, np.ndarray]:
-    o, h, l, c = (bars[:, i] for i in (OPEN, HIGH, LOW, CLOSE))
-    logv = np.log1p(bars[:, VOLUME])
+    o, h, l, c = (bars[..., i] for i in (OPEN, HIGH, LOW, CLOSE))
+    logv = np.log1p(bars[..., VOLUME])
     return {
         "ret1": np.log(c / _lag(c, 1)),
         "range": np.log(h / l),
@@ -92,18 +92,18 @@ def _price_shape(bars: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _oscillators(bars: np.ndarray, ret1: np.ndarray) -> dict[str, np.ndarray]:
-    h, l, c = bars[:, HIGH], bars[:, LOW], bars[:, CLOSE]
+    h, l, c = bars[..., HIGH], bars[..., LOW], bars[..., CLOSE]
     diff = c - _lag(c, 1)
     gain = _rolling(np.nan_to_num(np.maximum(diff, 0.0)), 14, np.mean)
     loss = _rolling(np.nan_to_num(np.maximum(-diff, 0.0)), 14, np.mean)
-    gain[:14] = np.nan  # row 0 has no diff: the first full window ends at row 14
+    gain[..., :14] = np.nan  # row 0 has no diff: the first full window ends at row 14
     rsi = np.where(gain + loss > 0, gain / np.where(gain + loss > 0, gain + loss, 1.0), 0.5) - 0.5
     macd = (_ema(c, 12) - _ema(c, 26)) / c
     signal = _ema(np.nan_to_num(macd), 9)
-    signal[: _ema_len(26) - 1 + _ema_len(9) - 1] = np.nan
+    signal[..., : _ema_len(26) - 1 + _ema_len(9) - 1] = np.nan
     tr = np.maximum(h - l, np.maximum(np.abs(h - _lag(c, 1)), np.abs(l - _lag(c, 1))))
     atr = _rolling(np.nan_to_num(tr), 14, np.mean)
-    atr[:14] = np.nan
+    atr[..., :14] = np.nan
     hi14, lo14 = _rolling(h, 14, np.max), _rolling(l, 14, np.min)
     return {
         "rsi14": rsi,
@@ -116,12 +116,12 @@ def _oscillators(bars: np.ndarray, ret1: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _bands(bars: np.ndarray, ret1: np.ndarray) -> dict[str, np.ndarray]:
-    c = bars[:, CLOSE]
-    logv = np.log1p(bars[:, VOLUME])
+    c = bars[..., CLOSE]
+    logv = np.log1p(bars[..., VOLUME])
     sma20, sd20 = _rolling(c, 20, np.mean), _rolling(c, 20, np.std)
     vmean, vsd = _rolling(logv, 20, np.mean), _rolling(logv, 20, np.std)
     vol20 = _rolling(np.nan_to_num(ret1), 20, np.std)
-    vol20[:20] = np.nan
+    vol20[..., :20] = np.nan
     return {
         "bb_pct20": (c - sma20) / np.maximum(2.0 * sd20, 1e-12 * c),
         "bb_width20": 4.0 * sd20 / sma20,
@@ -132,15 +132,17 @@ def _bands(bars: np.ndarray, ret1: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def indicator_features(bars: np.ndarray, feature_set: str = "full") -> np.ndarray:
-    """Indicators for every row of bars [n, 6] -> float64 [n, F]; the first warmup rows are NaN."""
+    """Indicators for every row of bars [..., n, 6] -> float64 [..., n, F]; the first warmup rows are NaN.
+    Every operation runs along the rows (the last axis of each column), so a batch of windows
+    [B, n, 6] gives, bit for bit, what each window gives alone (the daemon encodes a cycle so)."""
     shape = _price_shape(bars)
     if feature_set == "minimal":
-        return np.stack([shape[n] for n in MINIMAL_NAMES], axis=1)
+        return np.stack([shape[n] for n in MINIMAL_NAMES], axis=-1)
     if feature_set != "full":
         raise ValueError(f"unknown feature set {feature_set!r}; expected 'full' or 'minimal'")
     cols = {**shape, **_oscillators(bars, shape["ret1"]), **_bands(bars, shape["ret1"])}
-    out = np.stack([cols[n] for n in FULL_NAMES], axis=1)
-    out[:FULL_WARMUP] = np.nan  # one warmup for all columns: rows are either complete or NaN
+    out = np.stack([cols[n] for n in FULL_NAMES], axis=-1)
+    out[..., :FULL_WARMUP, :] = np.nan  # one warmup for all columns: rows are either complete or NaN
     return out
 
 

@@ -25,7 +25,7 @@ import strategies.threshold as thr
 from daemon.domain import Prediction, Side
 from models import registry
 from models.artifacts import hold_bars, load_artifact
-from models.features import ClipStats, encode_windows
+from models.features import ClipStats, encode_windows, encode_windows_batch
 from models.fit import pick_device
 from models.io import WindowIO, decision_scores
 
@@ -67,12 +67,25 @@ class Predictor:
         prim = windows.get("1m")
         if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
             raise InsufficientWindows(f"{self.name}: newest 1m bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
-        enc = encode_windows(windows, self.spec, self.clip_stats)
+        return self._usable(encode_windows(windows, self.spec, self.clip_stats), prim)
+
+    def _usable(self, enc: dict[str, np.ndarray | None], prim: Any) -> dict[str, np.ndarray | None]:
         if enc["1m"] is None or all(v is None for v in enc.values()):
             need = self.required_windows["1m"]
             have = 0 if prim is None else len(prim)
             raise InsufficientWindows(f"{self.name}: the 1m window needs {need} gap-free bars, got {have}")
         return enc
+
+    def _encode_batch(
+        self, windows_list: Sequence[Mapping[str, Any]], bar_ts_list: Sequence[int]
+    ) -> list[dict[str, np.ndarray | None]]:
+        """_encode over many window sets, each key in one vectorized pass (the same values)."""
+        for windows, bar_ts in zip(windows_list, bar_ts_list):
+            prim = windows.get("1m")
+            if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
+                raise InsufficientWindows(f"{self.name}: newest 1m bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
+        encoded = encode_windows_batch(windows_list, self.spec, self.clip_stats)
+        return [self._usable(enc, w.get("1m")) for enc, w in zip(encoded, windows_list)]
 
     def _scores(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray]:
         out: list[dict[str, np.ndarray]] = []
@@ -107,6 +120,6 @@ class Predictor:
         if len(windows_list) != len(bar_ts_list):
             raise ValueError(f"{len(windows_list)} window sets but {len(bar_ts_list)} bar timestamps")
         t0 = time.perf_counter()
-        scores = self._scores([self._encode(w, ts) for w, ts in zip(windows_list, bar_ts_list)])
+        scores = self._scores(self._encode_batch(windows_list, bar_ts_list))
         ms = (time.perf_counter() - t0) * 1000.0 / max(len(bar_ts_list), 1)
         return [self._prediction(self._row(scores, i), ts, ms) for i, ts in enumerate(bar_ts_list)]

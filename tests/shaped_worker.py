@@ -1,6 +1,6 @@
 """A retrain worker that trains for real, then shapes the new model ($SIGD_TEST_SHAPE):
 "flat" never trades, "short"/"long" always holds that side. Used by tests/test_retrain.py as
-the retrain's "python" (`shaped.sh -m daemon.retrain.worker job --spec ...` runs this module).
+the retrain's "python" (`shaped.sh -m daemon.commands.worker job --spec ...` runs this module).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import os
 import sys
 from pathlib import Path
 
+from daemon.commands.worker import main
 from daemon.domain import Side
 from daemon.retrain.jobs import TrainJob, from_json
 from daemon.retrain.storage import local_path
-from daemon.retrain.worker import main
 from tests.daemon_harness import make_constant, set_threshold
 
 if __name__ == "__main__":

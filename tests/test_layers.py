@@ -126,3 +126,14 @@ def test_shared_core_imports_no_subsystem() -> None:
                 parts = name.split(".")
                 if parts[0] == "daemon" and len(parts) > 1:
                     assert parts[1] in SHARED, f"{path.relative_to(REPO)}: {name}"
+
+
+def test_only_the_command_line_reaches_the_commands() -> None:
+    # daemon/commands/ is the top: its modules import the library, never the other way round
+    # (cli.py names them as "module:function" strings; a command may use another's printing).
+    for pkg in ("daemon", "pipeline", "models", "strategies"):
+        for f in _files(pkg):
+            if f.relative_to(REPO).as_posix().startswith("daemon/commands/"):
+                continue
+            for name in _imports(f):
+                assert not name.startswith("daemon.commands"), f"{f}: {name}"

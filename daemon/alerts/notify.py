@@ -10,7 +10,7 @@
 Channels: `log` (one structlog line per event), `webhook:<name>` (signed JSON POST),
 `telegram` (messages; commands through `Controls`), and `signal_ws` (a live JSON stream fed
 from the event bus once the outbox has committed an event; it keeps no outbox rows). Event
-types the daemon publishes: "signal", "order", "fill", "error", "retrain", "daily_summary";
+types the daemon publishes: "signal", "order", "fill", "error", "retrain", "daily_summary", "gate";
 any other type is delivered too (a generic message). Each channel takes the types in its
 `types` list (empty = all). "shadow_signal" (a model's shadow ledger changed side, what it
 would have done; daemon/trading/ledgers.py) goes only to channels with `shadow = true`, marked

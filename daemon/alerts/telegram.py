@@ -128,6 +128,7 @@ HEADLINES: dict[str, str] = {
     "error": "error: {message}",
     "retrain": "retrain {outcome}: {model}",
     "daily_summary": "daily summary {date}",
+    "gate": "gate: {model} {verdict}: {why}",
     "shadow_signal": "{model} would go {side} {symbol} @ {price} (paper weight {prev_weight} -> {weight})",
 }
 SHADOW_PREFIX = "SHADOW "  # a shadow-ledger signal: what a model would have done, not an order

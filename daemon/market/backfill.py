@@ -1,4 +1,4 @@
-"""`sigd backfill`: page an exchange's bar history into tape files.
+"""Page an exchange's bar history into tape files (the library of `sigd backfill`).
 
 One gzip CSV per (symbol, timeframe): `<BASE>_<QUOTE>-<tf>.csv.gz`, header
 `timestamp,open,high,low,close,volume`, the format of the local exchange's tapes and of the
@@ -9,17 +9,14 @@ duplicates a row and an interrupted run loses at most the page in flight.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import dataclasses
 import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import config as config_mod
 from daemon import log as logging
 from daemon.config import ConfigError, ExchangeConfig
-from daemon.domain import TIMEFRAME_MS, Bar, BarError, timeframe_ms
+from daemon.domain import Bar, BarError, timeframe_ms
 from daemon.market.exchange import ExchangeClient, make_client
 
 log = logging.get("sigd.backfill")
@@ -109,30 +106,3 @@ async def backfill(
     finally:
         await client.close()
     return done
-
-
-def backfill_command(args: argparse.Namespace) -> int:
-    """`sigd backfill --symbols ... --timeframes ... --since ISO [--until ISO] --out DIR [--exchange-url URL]`."""
-    cfg = config_mod.load(args.config).exchange
-    for tf in args.timeframes:
-        if tf not in TIMEFRAME_MS:
-            raise ConfigError(f"--timeframes: unknown timeframe {tf!r}")
-    for sym in args.symbols:
-        if "/" not in sym:
-            raise ConfigError(f"--symbols: expected BASE/QUOTE, got {sym!r}")
-    since = parse_instant(args.since, "--since")
-    until = parse_instant(args.until, "--until") if args.until else None
-    rest_url = None
-    if args.exchange_url:
-        rest_url = args.exchange_url.rstrip("/")
-        rest_url = rest_url if rest_url.endswith("/api/v3") else rest_url + "/api/v3"
-    elif cfg.endpoint == "local":
-        raise ConfigError("exchange.endpoint is 'local': give --exchange-url of a running local exchange")
-    # Public history needs no keys; a URL given on the command line replaces the endpoint's.
-    if rest_url:
-        cfg = dataclasses.replace(cfg, endpoint="local", symbol="")  # symbols stays; symbol is derived
-    logging.setup()
-    done = asyncio.run(backfill(cfg, Path(args.out), args.symbols, args.timeframes, since, until, rest_url))
-    for name, n in done.items():
-        print(f"{Path(args.out) / name}: +{n} bars")
-    return 0

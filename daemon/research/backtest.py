@@ -31,7 +31,7 @@ from daemon.config import Config
 from daemon.domain import Bar, PredictorLike, timeframe_ms
 from daemon.market.bars import Buffers
 from daemon.research.replay import Stream, Tape, TapeError, iso, replay_order, warmup_rows
-from daemon.research.report import BacktestResult, ModelRun
+from daemon.research.result import BacktestResult, ModelRun
 from daemon.store import Store
 
 log = logging.get("backtest")
@@ -314,15 +314,24 @@ def batched_portfolio(
 def truth_function(plan: Plan, predictors: Mapping[str, Any]) -> Callable[[str, np.ndarray], np.ndarray]:
     """truth(model, bar_ts) → class per bar from the artifact's target definition (-1 = unknown).
 
-    Computed on the period's trigger bars only, so the truth of the last `horizon` bars (which
-    would need bars after --to) is unknown and left out of the classification scores.
+    Computed on the period's trigger bars only (at a longer decision timeframe, the 1m bar that
+    closes with each decision bar), so the truth of the last `horizon` bars (which would need
+    bars after --to) is unknown and left out of the classification scores.
     """
+    from daemon.trading.portfoliocycle import MODEL_TIMEFRAME
     from models.targets import TargetSpec, labels
 
-    rows = plan.tape.streams[plan.trigger]
-    close_ts = rows[:, 0].astype(np.int64) + timeframe_ms(plan.trigger[1])
+    # At a decision timeframe longer than the models' own (1m), a prediction is stored under its
+    # decision bar but was made at the 1m bar that closes with it, and its target counts 1m bars:
+    # its truth is that 1m bar's label, looked up under the decision bar.
+    symbol, decision = plan.trigger
+    own = (symbol, MODEL_TIMEFRAME)
+    source = plan.trigger if decision == MODEL_TIMEFRAME or own not in plan.tape.streams else own
+    shift = timeframe_ms(decision) - timeframe_ms(source[1])  # decision bar open -> its last model bar's open
+    rows = plan.tape.streams[source]
+    close_ts = rows[:, 0].astype(np.int64) + timeframe_ms(source[1])
     period = rows[(close_ts > plan.start_ms) & (close_ts <= plan.end_ms)]
-    ts = period[:, 0].astype(np.int64)
+    ts = period[:, 0].astype(np.int64) - shift
     cache: dict[str, np.ndarray] = {}
     for name, p in predictors.items():
         spec = TargetSpec.from_dict(p.meta["target"])
@@ -437,7 +446,7 @@ def backtest_command(args: argparse.Namespace) -> int:
             for r in results:
                 r.gate = notes
             if len(results) > 1:
-                return print_portfolio(results, args.report)
+                return print_portfolio(results, args.report, plan)
             result = results[0]
     except (OSError, ValueError) as exc:  # TapeError, ArtifactError and bad flags are ValueErrors
         print(f"sigd backtest: {exc}", file=sys.stderr)
@@ -477,23 +486,66 @@ def with_symbols(cfg: Config, symbols: str | None) -> Config:
     return dataclasses.replace(cfg, exchange=exchange, symbols=overrides)
 
 
-def print_portfolio(results: Sequence[BacktestResult], report: str | None) -> int:
+def portfolio_book(plan: Plan, results: Sequence[BacktestResult]) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """The strategy's book beside the portfolio baselines, sized by the same PortfolioSpec and
+    charged the same costs at the decision timeframe (daemon/research/portfolio_report.py):
+    (the JSON summary, {run: PortfolioResult}, the decision closes' instants)."""
+    from daemon.research import portfolio_report
+    from daemon.trading.wiring import book_spec
+
+    cfg, tf = plan.cfg, plan.trigger[1]
+    step = timeframe_ms(tf)
+    symbols = [r.symbol for r in results]
+    ts, close = portfolio_report.decision_closes(
+        {s: plan.tape.streams[(s, tf)] for s in symbols}, symbols, step, plan.start_ms, plan.end_ms
+    )
+    first = int(np.searchsorted(ts + step, plan.start_ms, side="right"))  # the first close inside the period
+    spec, rate = book_spec(cfg), cfg.broker.fee + cfg.broker.slippage
+    weights = portfolio_report.held_weights(ts[first:], close[first:], step, [r.fills for r in results], results[0].cash)
+    runs = portfolio_report.book_results(ts, close, first, weights, spec, rate, step)
+    return portfolio_report.book_summary(runs, spec, rate), runs, ts[first:] + step
+
+
+def print_portfolio(results: Sequence[BacktestResult], report: str | None, plan: Plan | None = None) -> int:
     """Each symbol's summary (and report under REPORT/<BASE>_<QUOTE>/) of a multi-symbol run,
-    then the portfolio total beside the portfolio buy-and-hold (REPORT/portfolio.json)."""
+    then the portfolio total from the engine's fills and, given the plan, the book beside every
+    portfolio baseline at the same sizing and costs (REPORT/portfolio.json,
+    REPORT/portfolio_exposure.csv: exposure, turnover and costs over time)."""
     import json
 
-    from daemon.research.report import portfolio_summary, portfolio_terminal, summarize, terminal_summary, write_report
+    from daemon.research.report import (
+        gate_lines,
+        portfolio_summary,
+        portfolio_terminal,
+        summarize,
+        terminal_summary,
+        write_report,
+    )
 
+    gate = {"gate": dict(results[0].gate)} if results and results[0].gate else {}
+    notes = gate_lines(gate)  # the models the daemon would not trade: first and last on the screen
+    for line in notes:
+        print(line)
     for result in results:
         out = Path(report) / result.symbol.replace("/", "_") if report else None
         print(f"\n== {result.symbol} ==")
         print(terminal_summary(write_report(result, out) if out else summarize(result)))
         if out:
             print(f"report: {out / 'report.md'}")
-    total = portfolio_summary(results)
+    total = {**portfolio_summary(results), **gate}
+    runs: dict[str, Any] = {}
+    if plan is not None:
+        total["book"], runs, closes = portfolio_book(plan, results)
     print("\n== portfolio ==")
+    for line in notes:
+        print(line)
     print(portfolio_terminal(total))
     if report:
         (Path(report) / "portfolio.json").write_text(json.dumps(total, indent=2) + "\n")
         print(f"report: {Path(report) / 'portfolio.json'}")
+        if runs:
+            from daemon.research.portfolio_report import write_exposure
+
+            write_exposure(runs, closes, Path(report) / "portfolio_exposure.csv")
+            print(f"exposure over time: {Path(report) / 'portfolio_exposure.csv'}")
     return 0

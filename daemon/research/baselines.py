@@ -169,8 +169,22 @@ def _cross_sectional_spec(spec: Any, n_symbols: int) -> Any:
     return dataclasses.replace(spec, top_k=min(k, n_symbols // (2 if spec.long_short else 1) or 1))
 
 
-def baseline_weights(name: str, ts: np.ndarray, close: np.ndarray, spec: Any, periods_per_year: float) -> np.ndarray:
-    """[T, S] weights of the baseline `name` (BASELINE_NAMES) under the strategy's spec."""
+def rebalance_rows(ts: np.ndarray, period_ms: int, start: int = 0) -> np.ndarray:
+    """[T] the rows a baseline rebalances at: the first of each `period_ms` bucket from row
+    `start` on, and row `start` itself (where the book starts trading)."""
+    rows = every(ts, period_ms)
+    rows[:start] = False
+    if start < len(rows):
+        rows[start] = True
+    return rows
+
+
+def baseline_weights(
+    name: str, ts: np.ndarray, close: np.ndarray, spec: Any, periods_per_year: float, start: int = 0
+) -> np.ndarray:
+    """[T, S] weights of the baseline `name` (BASELINE_NAMES) under the strategy's spec. Rows
+    before `start` are history: the signals read them, the book is flat there and enters at
+    row `start` (a backtest's period on a tape with a month before it)."""
     import dataclasses
 
     from strategies.portfolio import target_weights, weights_path
@@ -185,24 +199,26 @@ def baseline_weights(name: str, ts: np.ndarray, close: np.ndarray, spec: Any, pe
     if name == "flat":
         return np.zeros_like(px)
     if name == "buy_and_hold":
-        return _drifting_equal_weights(px, rets, spec, periods_per_year, target_weights)
+        out = np.zeros_like(px)
+        out[start:] = _drifting_equal_weights(px[start:], rets[start:], spec, periods_per_year, target_weights)
+        return out
     if name == "vol_target_buy_and_hold":
         vt = dataclasses.replace(spec, vol_target=spec.vol_target or DEFAULT_VOL_TARGET, long_short=False)
         scores = np.where(priced & np.isfinite(vol), 1.0, np.nan)
-        return weights_path(_only_at(scores, every(ts, DAY_MS)), vol, vt, periods_per_year, rets)
+        return weights_path(_only_at(scores, rebalance_rows(ts, DAY_MS, start)), vol, vt, periods_per_year, rets)
     if name == "ts_momentum":
         # each symbol long when its own 30-day return is up (short when down, if the spec shorts)
         trend = np.sign(trailing_return(px, MOMENTUM_DAYS * day))
         scores = np.where(priced, trend, np.nan)
-        return weights_path(_only_at(scores, every(ts, DAY_MS)), vol, spec, periods_per_year, rets)
+        return weights_path(_only_at(scores, rebalance_rows(ts, DAY_MS, start)), vol, spec, periods_per_year, rets)
     if name == "xs_momentum":
         scores = np.where(priced, trailing_return(px, MOMENTUM_DAYS * day), np.nan)
         xs = _cross_sectional_spec(spec, s_n)
-        return weights_path(_only_at(_centre(scores), every(ts, 7 * DAY_MS)), vol, xs, periods_per_year, rets)
+        return weights_path(_only_at(_centre(scores), rebalance_rows(ts, 7 * DAY_MS, start)), vol, xs, periods_per_year, rets)
     if name == "reversal_1d":
         scores = np.where(priced, -trailing_return(px, day), np.nan)
         xs = _cross_sectional_spec(spec, s_n)
-        return weights_path(_only_at(_centre(scores), every(ts, DAY_MS)), vol, xs, periods_per_year, rets)
+        return weights_path(_only_at(_centre(scores), rebalance_rows(ts, DAY_MS, start)), vol, xs, periods_per_year, rets)
     raise ValueError(f"baseline {name!r}: unknown (known: {', '.join(BASELINE_NAMES)})")
 
 

@@ -9,8 +9,8 @@ trade count. The leaderboard calls `evaluate_configs`; the pieces:
 - trials: every configuration is recorded in the data set's registry
   (daemon/research/registry.py) first, so N = the distinct configurations ever tried on it,
   this run's included;
-- gate (daemon/research/stats.py): PSR and DSR on the configuration's median path, the DSR's
-  variance taken from the Sharpes of this run's configurations;
+- gate (daemon/research/stats.py:gate): PSR and DSR on the mean of the configuration's CPCV
+  paths, the DSR's variance taken from the same statistic over this run's configurations;
 - PBO (daemon/research/pbo.py): CSCV over the configurations' mean-over-paths returns.
 """
 
@@ -89,13 +89,12 @@ def evaluate_configs(
     else:
         n_trials = len(names)
         notes.append(f"N = {n_trials}: this run's configurations only (no registry)")
-    median_path = {n: int(np.argsort(sharpes[n])[len(sharpes[n]) // 2]) for n in names}
-    per_period = [stats.moments(paths[n][median_path[n]]).sharpe for n in names]
+    per_period = [stats.moments(stats.pooled(paths[n])).sharpe for n in names]
     out = []
     for n in names:
         s = sharpes[n]
         verdict = stats.gate(
-            paths[n][median_path[n]],
+            paths[n],
             int(trades.get(n, 0)),
             n_trials,
             trial_sharpes=per_period if len(names) >= 2 else None,

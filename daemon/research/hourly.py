@@ -12,7 +12,7 @@ For each timeframe (bars from `load_panel`; 4h/1d derived from the 1h files):
    costs (`daemon.research.portfolio_sim`): one Sharpe per path, a distribution per config.
 3. Every configuration is recorded in the trial registry of this data set
    (`daemon.research.registry`, MLflow); N = every configuration ever tried on it.
-4. The gate (PSR and DSR >= 0.95 after N) judges the path of median Sharpe.
+4. The gate (stats.gate: PSR and DSR >= 0.95 after N) judges the mean of the CPCV paths.
 5. PBO (`daemon.research.pbo`) across the configurations of the timeframe, on their mean
    out-of-sample path returns.
 6. Baselines (`daemon.research.baselines`) under the same portfolio rule and costs.
@@ -134,11 +134,11 @@ class ConfigResult:
     name: str
     config: dict[str, Any]
     path_sharpes: list[float]
-    mean_returns: np.ndarray = field(repr=False)  # mean over paths, per period (for PBO)
+    mean_returns: np.ndarray = field(repr=False)  # mean over paths, per period (for PBO and the gate)
     metrics: dict[str, float]
     gate: dict[str, Any]
     seconds: float
-    median_returns: np.ndarray = field(repr=False)  # the path of median Sharpe (what the gate judges)
+    median_returns: np.ndarray = field(repr=False)  # the path of median Sharpe (its figures and trades)
     trades: int = 0  # rebalances on that path
 
     def row(self) -> dict[str, Any]:
@@ -228,10 +228,10 @@ def run_config(
 
 
 def judge(res: ConfigResult, n_trials: int, trial_sharpes: Sequence[float]) -> None:
-    """The gate on the path of median Sharpe, N = every configuration tried on the data set."""
+    """The gate on the mean of the CPCV paths (stats.gate), N = every configuration tried on the data set."""
     from daemon.research.stats import gate
 
-    verdict = gate(res.median_returns, res.trades, max(1, n_trials), trial_sharpes=trial_sharpes)
+    verdict = gate(res.mean_returns, res.trades, max(1, n_trials), trial_sharpes=trial_sharpes)
     res.metrics.update(psr=verdict.psr, dsr=verdict.dsr)
     res.gate = {"passed": verdict.passed, "why": verdict.why, "n_trials": verdict.n_trials}
 

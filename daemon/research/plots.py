@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
 import numpy as np
 
 from daemon.research import performance
+from daemon.research.result import CLASS_NAMES, BacktestResult
 
 if TYPE_CHECKING:
-    from daemon.research.report import BacktestResult
+    import matplotlib.pyplot as plt
 
 COLORS = {"strategy": "#1f77b4", "buy_and_hold": "#7f7f7f", "momentum": "#ff7f0e"}
 LABELS = {"strategy": "strategy", "buy_and_hold": "buy-and-hold", "momentum": "momentum (1d, hourly)"}
-CLASS_NAMES = ("SHORT", "FLAT", "LONG")
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, imported at the first plot. Deferred for cold start, not
+    for an import cycle: report.py imports this module, and `sigd backtest` / `walk-forward` without
+    --report summarize through it without drawing (pyplot costs about a second to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 
 def _dates(ts_ms: np.ndarray) -> np.ndarray:
@@ -28,6 +35,8 @@ def _dates(ts_ms: np.ndarray) -> np.ndarray:
 
 
 def _date_axis(ax: plt.Axes) -> None:
+    import matplotlib.dates as mdates  # loaded with pyplot by then
+
     loc = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
@@ -49,6 +58,7 @@ def write_all(result: BacktestResult, curves: dict, trades: Sequence[performance
 
 def equity_plot(result: BacktestResult, curves: dict, path: Path) -> str:
     """Equity of the strategy and the baselines (relative to the start), drawdown beneath."""
+    plt = _pyplot()
     t = _dates(result.bars[:, 0] + result.bar_ms)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 1.3))
     for name, (equity, _pos, _fills) in curves.items():
@@ -82,6 +92,7 @@ def equity_plot(result: BacktestResult, curves: dict, path: Path) -> str:
 
 def price_plot(result: BacktestResult, trades: Sequence[performance.Trade], path: Path) -> str:
     """Close price with each trade's entry and exit marked (long green ▲, short red ▼, exit ×)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 4.5))
     ax.plot(_dates(result.bars[:, 0] + result.bar_ms), result.bars[:, 4], color="#444444", lw=0.7, label="close")
     for direction, marker, color in (("long", "^", "#2ca02c"), ("short", "v", "#d62728")):
@@ -116,6 +127,7 @@ def price_plot(result: BacktestResult, trades: Sequence[performance.Trade], path
 
 def confidence_plot(result: BacktestResult, path: Path) -> str:
     """Distribution of each model's confidence with its threshold as a vertical line."""
+    plt = _pyplot()
     n = max(1, len(result.models))
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.8), squeeze=False)
     for ax, m in zip(axes[0], result.models):
@@ -132,6 +144,7 @@ def confidence_plot(result: BacktestResult, path: Path) -> str:
 
 def confusion_plot(cm: np.ndarray, name: str, path: Path) -> str:
     """Confusion matrix, rows = truth, columns = predicted class, with counts and row shares."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.0))
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
@@ -156,6 +169,7 @@ def confusion_plot(cm: np.ndarray, name: str, path: Path) -> str:
 
 
 def _save(fig: plt.Figure, path: Path) -> str:
+    plt = _pyplot()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,15 +14,22 @@ What a data directory may and may not get away with:
   backfills a gap over REST, and for a range the exchange has no bars for the backfill is
   empty, so the next bar the engine sees is the one after the gap. Every gap is listed
   in the report (`data.gaps`);
-- a missing file for the trigger stream is an error; a missing file for any other stream
-  gives a degraded run: that window stays empty (the models mask a missing timeframe, as
-  they do live) and the report says so (`data.missing_streams`).
+- 1h, 4h and 1d bars are derived from the symbol's 1m file wherever every minute of the
+  period is there (first open, max high, min low, last close, volume summed exactly to 1e-8),
+  as the local exchange serves them: inside the 1m file's span the derived bars are used,
+  before it (or for a period with a missing minute) the recorded file's bars. A period with a
+  missing minute and no recorded bar stays a gap (never filled) and is counted
+  (`data.derived_from_1m`). So a tape with 1m files for every symbol (the bundled 2021 one,
+  whose recorded 1h files of XRP/ADA/DOGE/LTC end before its 1m span) decides every symbol at 1h;
+- a missing file for the trigger stream (recorded or derived) is an error; a missing file for
+  any other stream gives a degraded run: that window stays empty (the models mask a missing
+  timeframe, as they do live) and the report says so (`data.missing_streams`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,6 +85,9 @@ class Tape:
     streams: dict[Stream, np.ndarray]  # present streams only
     missing: list[Stream]
     gaps: dict[Stream, list[dict[str, Any]]]
+    # per stream built from 1m: {"derived": bars taken from 1m, "incomplete": periods of the
+    # 1m span with a missing minute (left out), "recorded": bars taken from the recorded file}
+    derived: dict[Stream, dict[str, int]] = field(default_factory=dict)
 
     def notes(self, since_ms: int = 0, until_ms: int = 2**62) -> dict:
         """The data section of the report; gaps only where they touch [since_ms, until_ms)."""
@@ -93,6 +103,7 @@ class Tape:
             "streams": {f"{s} {tf}": int(len(a)) for (s, tf), a in self.streams.items()},
             "missing_streams": [f"{s} {tf}" for s, tf in self.missing],
             "gaps": {k: v for k, v in gaps.items() if v},
+            "derived_from_1m": {f"{s} {tf}": dict(d) for (s, tf), d in self.derived.items()},
         }
 
 
@@ -100,20 +111,65 @@ def load_streams(data_dir: Path, streams: Sequence[Stream], trigger: Stream) -> 
     """Load and check every stream; the trigger stream must exist."""
     if not data_dir.is_dir():
         raise TapeError(f"{data_dir}: not a directory")
-    loaded, missing, gaps = {}, [], {}
+    loaded: dict[Stream, np.ndarray] = {}
+    missing: list[Stream] = []
+    gaps: dict[Stream, list[dict[str, Any]]] = {}
+    derived: dict[Stream, dict[str, int]] = {}
+    minutes: dict[str, np.ndarray | None] = {}  # each symbol's 1m rows, read once
     for symbol, tf in streams:
         path = tape_path(data_dir, symbol, tf)
-        if path is None:
+        recorded = load_tape(path, tf) if path is not None else None
+        if tf in DERIVED_TIMEFRAMES:
+            if symbol not in minutes:
+                m1 = loaded.get((symbol, "1m"))
+                if m1 is None:
+                    m1_path = tape_path(data_dir, symbol, "1m")
+                    m1 = load_tape(m1_path, "1m") if m1_path is not None else None
+                minutes[symbol] = m1
+            m1 = minutes[symbol]
+            if m1 is not None and len(m1):
+                rows, derived[(symbol, tf)] = from_minutes(m1, tf, recorded)
+                recorded = rows if len(rows) or recorded is not None else None  # nothing at all: a missing stream
+        if recorded is None:
             missing.append((symbol, tf))
             continue
-        loaded[(symbol, tf)] = a = load_tape(path, tf)
-        gaps[(symbol, tf)] = find_gaps(a, tf)
+        loaded[(symbol, tf)] = recorded
+        gaps[(symbol, tf)] = find_gaps(recorded, tf)
     if trigger not in loaded:
         stem = f"{trigger[0].replace('/', '_')}-{trigger[1]}.csv[.gz]"
         raise TapeError(f"{data_dir}: no {stem}: the trigger stream {trigger[0]} {trigger[1]} is required")
     if len(loaded[trigger]) == 0:
         raise TapeError(f"{data_dir}: the trigger stream {trigger[0]} {trigger[1]} has no bars")
-    return Tape(loaded, missing, gaps)
+    return Tape(loaded, missing, gaps, derived)
+
+
+DERIVED_TIMEFRAMES = ("1h", "4h", "1d")  # built from 1m where every minute is there
+
+
+def from_minutes(m1: np.ndarray, timeframe: str, recorded: np.ndarray | None) -> tuple[np.ndarray, dict[str, int]]:
+    """Bars of `timeframe` for one symbol: the complete periods of its 1m rows [n, 6], and the
+    recorded rows [k, 6] (if any) before the 1m span or where a period of it misses a minute.
+    Returns (rows sorted by open time, counts {"derived", "incomplete", "recorded"})."""
+    from daemon.research.dataset import aggregate  # dataset imports this module
+
+    ts = m1[:, 0].astype(np.int64)
+    # volume in units of 1e-8 (integers in float64 sum exactly), as the local exchange sums it
+    cols = {"open": m1[:, 1], "high": m1[:, 2], "low": m1[:, 3], "close": m1[:, 4], "volume": np.rint(m1[:, 5] * 1e8)}
+    out_ts, out = aggregate(ts, cols, "1m", timeframe)
+    period = timeframe_ms(timeframe)
+    inside = (out_ts >= int(ts[0])) & (out_ts + period <= int(ts[-1]) + 60_000)  # a whole period inside the 1m span
+    rows = np.column_stack([out_ts.astype(np.float64), out["open"], out["high"], out["low"], out["close"], out["volume"] / 1e8])[
+        inside
+    ]
+    lo, hi = -(-int(ts[0]) // period) * period, (int(ts[-1]) + 60_000) // period * period  # whole periods inside the span
+    incomplete = max(0, (hi - lo) // period - len(rows))
+    kept = np.zeros((0, 6))
+    if recorded is not None and len(recorded):
+        rec_ts = recorded[:, 0].astype(np.int64)
+        kept = recorded[~np.isin(rec_ts, rows[:, 0].astype(np.int64))]
+    merged = np.vstack([kept, rows]) if len(kept) else rows
+    merged = merged[np.argsort(merged[:, 0], kind="stable")]
+    return merged, {"derived": len(rows), "incomplete": int(incomplete), "recorded": len(kept)}
 
 
 def replay_order(tape: Tape, order: Sequence[Stream], start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,82 +11,16 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from daemon.domain import Fill, Side
-from daemon.research import baselines, performance
+from daemon.domain import Side
+from daemon.research import performance, plots
 from daemon.research.replay import iso
-
-CLASS_NAMES = ("SHORT", "FLAT", "LONG")
-
-
-@dataclass
-class ModelRun:
-    """One model's predictions over the backtest period, beside the truth."""
-
-    name: str
-    version: str
-    threshold: float
-    bar_ts: np.ndarray  # [m] open time of each trigger bar predicted at
-    probs: np.ndarray  # [m, 3] P(SHORT), P(FLAT), P(LONG)
-    side: np.ndarray  # [m] side after the artifact's threshold rule
-    confidence: np.ndarray  # [m]
-    truth: np.ndarray  # [m] class from the artifact's target definition; -1 = unknown (horizon past the data)
-
-
-@dataclass
-class BacktestResult:
-    """Everything one backtest (or one walk-forward fold) produced."""
-
-    symbol: str
-    timeframe: str  # the trigger timeframe; metrics are per bar of it
-    bars: np.ndarray  # [n, 6] trigger bars of the period: ts, open, high, low, close, volume
-    fills: list[Fill]
-    signals: list[dict[str, Any]]  # rows: bar_ts, strategy, side, confidence, price, reasons
-    models: list[ModelRun]
-    cash: float
-    fee: float
-    slippage: float
-    notes: dict[str, Any] = field(default_factory=dict)  # data checks, warm-up, degraded streams
-    folds: list[dict[str, Any]] = field(default_factory=list)  # walk-forward fold summaries
-    # the strategy's entry size (a fraction of equity): the baselines are sized the same
-    position_fraction: float = 1.0
-    gate: dict[str, str] = field(default_factory=dict)  # model -> why the daemon would not trade it (gate failed)
-
-    @property
-    def bar_ms(self) -> int:
-        """Length of one trigger bar in ms."""
-        from daemon.domain import timeframe_ms
-
-        return timeframe_ms(self.timeframe)
-
-
-def curves(result: BacktestResult) -> dict[str, tuple[np.ndarray, np.ndarray, list[Fill]]]:
-    """(equity, position, fills) of the strategy and of each baseline, per bar of the period.
-    The baselines hold the strategy's own position size (`position_fraction` of equity), so
-    their risk is the strategy's, not all equity."""
-    ts, close = result.bars[:, 0].astype(np.int64), result.bars[:, 4]
-    out = {"strategy": (*performance.equity_curve(ts, close, result.fills, result.cash), result.fills)}
-    size = result.position_fraction
-    targets = {
-        "buy_and_hold": size * baselines.buy_and_hold_target(len(ts)),
-        "momentum": size * baselines.momentum_target(ts, close, result.bar_ms),
-    }
-    for name, target in targets.items():
-        fills = baselines.simulate_targets(result.bars, target, result.cash, result.fee, result.slippage)
-        out[name] = (*performance.equity_curve(ts, close, fills, result.cash), fills)
-    return out
-
-
-def end_mark(result: BacktestResult) -> tuple[int, float] | None:
-    """Where a position still open at the end is marked: the last bar's close."""
-    if not len(result.bars):
-        return None
-    return int(result.bars[-1, 0]) + result.bar_ms, float(result.bars[-1, 4])
+from daemon.research.report_html import write_html
+from daemon.research.result import CLASS_NAMES, BacktestResult, ModelRun, curves, end_mark
 
 
 def summarize(result: BacktestResult) -> dict[str, Any]:
@@ -137,9 +71,6 @@ def _signal_counts(signals: Sequence[dict[str, Any]]) -> dict[str, int]:
 def write_report(result: BacktestResult, out: Path) -> dict[str, Any]:
     """Write summary.json, trades.csv, signals.csv, the PNG plots, report.md and the static report.html
     (daemon/research/report_html.py); return the summary."""
-    from daemon.research import plots  # matplotlib only when a report is written
-    from daemon.research.report_html import write_html
-
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -373,9 +304,26 @@ def portfolio_table(total: dict[str, Any]) -> list[str]:
 
 
 def portfolio_terminal(total: dict[str, Any]) -> str:
-    """The portfolio total as aligned terminal lines."""
+    """The portfolio total as aligned terminal lines; with a book (the strategy beside the
+    portfolio baselines at the same sizing), the engine's own figures and that table."""
     head = f"portfolio of {len(total['symbols'])} symbols ({', '.join(total['symbols'])}), one account"
-    return "\n".join([head, "", _align(portfolio_table(total))])
+    book = total.get("book")
+    if not book:
+        return "\n".join([head, "", _align(portfolio_table(total))])
+    from daemon.research.portfolio_report import book_table
+
+    s = total["strategy"]
+    engine = (
+        f"engine (paper fills): total return {_fmt(s['total_return'], 'ret')}, Sharpe {_fmt(s['sharpe'])}, "
+        f"max drawdown {_fmt(s['max_drawdown'], 'dd')}, {s['trades']} trades, fees {_fmt(s['fees_paid'])}"
+    )
+    spec = book["spec"]
+    sizing = (
+        f"every run below sized by the same portfolio construction (max_weight {spec['max_weight']:g}, gross_cap "
+        f"{spec['gross_cap']:g}, net_cap {spec['net_cap']:g}, top_k {spec['top_k'] or '-'}, vol_target "
+        f"{spec['vol_target'] or '-'}, band {spec['no_trade_band']:g}) and charged {book['cost_rate_one_way']:.2%} per unit traded"
+    )
+    return "\n".join([head, engine, sizing, "", _align(book_table(book))])
 
 
 def _align(md_rows: list[str]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from daemon.domain import Side
-from daemon.research.report import BacktestResult, curves
+from daemon.research.result import BacktestResult, curves
 
 # The dashboard's vendored copy (read as a file: research does not import the service layer).
 CHART_LIBRARY = (

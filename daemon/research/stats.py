@@ -12,83 +12,32 @@ Bailey & López de Prado:
 
 Every Sharpe here is per period (per bar, not annualized): PSR and DSR are invariant to the
 annualization only when both sides are in the same unit.
+
+The math (moments, PSR, DSR) lives in strategies/sharpe.py, shared with the live gate.
+
+The gate judges a CPCV distribution by the mean of its paths' returns (`pooled`): each path
+trades the same T decisions with a model fitted on other data, so the mean is one tradable
+book (the ensemble of the split models) observed over T decisions, not P × T. Its Sharpe under
+the null has the same variance 1 / (T - 1) as one path's, so the deflation is unchanged, while
+an edge gains from averaging out the split models' estimation noise. The previous rule, the
+path of median Sharpe, used one path of the P and passed a planted edge less often
+(docs/guides/evaluation.md, "Power calibration").
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-EULER_GAMMA = 0.5772156649015329
-NORMAL = NormalDist()
+from strategies.sharpe import EULER_GAMMA, NORMAL, Moments, dsr, expected_max_sharpe, moments, psr
+
+__all__ = ["EULER_GAMMA", "NORMAL", "Moments", "moments", "psr", "dsr", "expected_max_sharpe", "GateResult", "gate", "pooled"]
 MIN_TRADES = 30  # fewer round trips than this is an anecdote, whatever its Sharpe
 MIN_PSR = 0.95
 MIN_DSR = 0.95
-
-
-@dataclass(frozen=True)
-class Moments:
-    """Per-period Sharpe and the shape of the returns behind it."""
-
-    sharpe: float
-    skew: float
-    kurtosis: float  # non-excess: 3 for a normal distribution
-    n: int
-
-
-def moments(returns: Sequence[float] | np.ndarray) -> Moments:
-    """Per-period Sharpe (mean / population std), skewness and kurtosis of `returns`."""
-    r = np.asarray(returns, dtype=np.float64)
-    if r.ndim != 1 or len(r) < 2:
-        raise ValueError(f"need at least 2 returns in a 1-d array, got shape {r.shape}")
-    if not np.isfinite(r).all():
-        raise ValueError("returns contain NaN or inf")
-    sd = float(r.std())
-    if sd == 0.0:
-        return Moments(0.0, 0.0, 3.0, len(r))
-    z = (r - r.mean()) / sd
-    return Moments(float(r.mean()) / sd, float(np.mean(z**3)), float(np.mean(z**4)), len(r))
-
-
-def psr(m: Moments, benchmark: float = 0.0) -> float:
-    """Probabilistic Sharpe Ratio: P(true per-period Sharpe > benchmark)."""
-    if m.n < 2:
-        return 0.0
-    var = 1.0 - m.skew * m.sharpe + (m.kurtosis - 1.0) / 4.0 * m.sharpe**2
-    if var <= 0.0:  # extreme skew: the formula breaks down; no evidence either way
-        return 0.5
-    return NORMAL.cdf((m.sharpe - benchmark) * math.sqrt(m.n - 1) / math.sqrt(var))
-
-
-def expected_max_sharpe(n_trials: int, variance: float) -> float:
-    """The Sharpe the best of `n_trials` tries with zero true Sharpe reaches, in expectation."""
-    if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
-    if n_trials == 1:
-        return 0.0
-    a = NORMAL.inv_cdf(1.0 - 1.0 / n_trials)
-    b = NORMAL.inv_cdf(1.0 - 1.0 / (n_trials * math.e))
-    return math.sqrt(variance) * ((1.0 - EULER_GAMMA) * a + EULER_GAMMA * b)
-
-
-def dsr(m: Moments, n_trials: int, trial_sharpes: Sequence[float] | None = None) -> float:
-    """Deflated Sharpe Ratio after `n_trials` configurations were tried.
-
-    `trial_sharpes`: the per-period Sharpes of the tries (two or more) for their variance;
-    otherwise the estimator's variance under the null, 1 / (T - 1).
-    """
-    if m.n < 2:
-        return 0.0
-    if trial_sharpes is not None and len(trial_sharpes) >= 2:
-        variance = float(np.var(np.asarray(trial_sharpes, dtype=np.float64), ddof=1))
-    else:
-        variance = 1.0 / (m.n - 1)
-    return psr(m, expected_max_sharpe(n_trials, variance))
 
 
 @dataclass(frozen=True)
@@ -109,6 +58,19 @@ class GateResult:
         return asdict(self)
 
 
+def pooled(returns: Sequence[float] | np.ndarray) -> np.ndarray:
+    """[T] the returns the gate judges: a 1-d series as it is; [P, T] CPCV paths as their mean
+    over paths at each decision (NaN, a decision a path does not cover, left out of its mean)."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim == 1:
+        return r
+    if r.ndim != 2 or r.shape[0] < 1:
+        raise ValueError(f"returns: need a series [T] or CPCV paths [P, T], got shape {r.shape}")
+    covered = np.isfinite(r).sum(axis=0)
+    out: np.ndarray = np.where(np.isfinite(r), r, 0.0).sum(axis=0) / np.maximum(covered, 1)
+    return out[covered > 0]
+
+
 def gate(
     returns: Sequence[float] | np.ndarray,
     trades: int,
@@ -119,8 +81,11 @@ def gate(
     min_psr: float = MIN_PSR,
     min_dsr: float = MIN_DSR,
 ) -> GateResult:
-    """Pass only with enough trades, PSR(0) >= min_psr and DSR >= min_dsr on out-of-sample returns."""
-    r = np.asarray(returns, dtype=np.float64)
+    """Pass only with enough trades, PSR(0) >= min_psr and DSR >= min_dsr on out-of-sample
+    returns: one series [T], or CPCV paths [P, T] judged by their mean (`pooled`, module doc).
+    `trial_sharpes`: the per-period Sharpes of the configurations tried, each of the same
+    statistic (for CPCV paths: the Sharpe of their mean)."""
+    r = pooled(returns)
     m = moments(r) if len(r) >= 2 else Moments(0.0, 0.0, 3.0, len(r))
     p, d = psr(m), dsr(m, n_trials, trial_sharpes)
     failed = []

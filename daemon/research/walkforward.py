@@ -26,7 +26,7 @@ from daemon.research.replay import Stream, Tape, TapeError, write_tape
 
 if TYPE_CHECKING:
     from daemon.research.backtest import Plan
-    from daemon.research.report import BacktestResult
+    from daemon.research.result import BacktestResult
     from daemon.retrain.jobs import ArtifactRef, TrainJob
     from daemon.retrain.runners import Runner
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.retrain import storage
+from daemon.retrain.scoring import score_artifacts
 from pipeline.spec import TrainSpec
 
 
@@ -113,8 +114,6 @@ def train(job: TrainJob, data: Path, out: Path) -> ArtifactRef:
 
 def score(job: ScoreJob, data: Path, artifacts: Mapping[str, Path]) -> Scores:
     """Score local artifact directories (keyed by URI) on local tapes `data`."""
-    from daemon.retrain.worker import score_artifacts
-
     with _threads(job.threads):
         out = score_artifacts(data, job.from_ms, job.to_ms, job.symbol, artifacts, job.fee)
     return Scores(out["by_artifact"], out["bars"], job.fold)

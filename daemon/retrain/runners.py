@@ -138,7 +138,7 @@ class LocalRunner:
         with tempfile.TemporaryDirectory(prefix="sigd-job-") as tmp:
             spec, res, logf = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "job.log"
             spec.write_text(to_json(job))
-            argv = [self.python, "-m", "daemon.retrain.worker", "job", "--spec", str(spec), "--out", str(res)]
+            argv = [self.python, "-m", "daemon.commands.worker", "job", "--spec", str(spec), "--out", str(res)]
             with logf.open("wb") as fh:
                 proc = subprocess.Popen(
                     argv,

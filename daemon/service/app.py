@@ -10,28 +10,24 @@ closes ccxt, the servers and the store.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daemon import config as config_mod
-from daemon import crashpoints, log, ports
+from daemon import log, ports
 from daemon.config import Config, ConfigError
 from daemon.domain import Bar
 from daemon.health import FAILURES
 from daemon.service.api import Api
-from daemon.service.check import report, run_checks
 from daemon.service.controls import DaemonControls
 from daemon.service.httpserver import Settings
 from daemon.service.parts import Parts, build_parts, close_parts
 from daemon.service.sdnotify import Notifier
-from daemon.service.statelock import lock_for_store
 from daemon.service.watchdog import Freshness, keepalive
 
 _log = log.get("sigd.app")
@@ -44,8 +40,11 @@ class StartupAborted(Exception):
 class Daemon:
     """The running service: owns the parts, their tasks and the lifecycle."""
 
-    def __init__(self, cfg: Config, *, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, environ: dict[str, str] | None = None, announce: Callable[[str], None] | None = None
+    ) -> None:
         self.cfg = cfg
+        self.announce = announce  # told the dashboard's URL once it listens (`sigd run` prints it)
         self.environ = dict(os.environ if environ is None else environ)
         self.notifier = Notifier(self.environ)
         self.freshness = Freshness(
@@ -193,8 +192,8 @@ class Daemon:
         self.parts.store.set_kv("api_url", self.api.url)
         if not self._api_loopback():
             _log.warning("api_exposed", url=self.api.url, note="reachable beyond this machine; actions need the token")
-        # The one line a person running `make run` looks for.
-        print(f"sigd dashboard: {self.api.url}/", file=sys.stderr, flush=True)
+        if self.announce is not None:
+            self.announce(f"{self.api.url}/")
 
     def _api_loopback(self) -> bool:
         return self.cfg.api.host in ("127.0.0.1", "localhost", "::1")
@@ -229,9 +228,9 @@ async def _step(name: str, aw: Awaitable[Any], timeout: float, default: Any = No
     return task.result()
 
 
-async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
+async def serve(cfg: Config, environ: dict[str, str] | None = None, announce: Callable[[str], None] | None = None) -> int:
     """startup → run → shutdown; returns the exit code."""
-    daemon = Daemon(cfg, environ=environ)
+    daemon = Daemon(cfg, environ=environ, announce=announce)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop.set)  # handlers only set the event
@@ -249,24 +248,6 @@ async def serve(cfg: Config, environ: dict[str, str] | None = None) -> int:
     finally:
         await daemon.shutdown()
     return code
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """`sigd run`: load the config, set up logging, serve until stopped."""
-    cfg = config_mod.load(args.config)
-    try:
-        crashpoints.check_env()  # a test aiming at a point that does not exist must not pass silently
-    except crashpoints.CrashPointError as exc:
-        raise ConfigError(str(exc)) from None
-    log.setup(cfg.log.level, cfg.log.format)
-    # Before any part exists: one daemon per state directory, and bad input refused as `sigd check` says it.
-    with lock_for_store(cfg.path(cfg.store.path)):
-        problems = run_checks(cfg)
-        if problems:
-            report(cfg, problems, "run")
-            return 2
-        _log.info("daemon_starting", config=cfg.source, pid=os.getpid(), python=sys.version.split()[0])
-        return run_bounded(serve(cfg))
 
 
 def run_bounded(main: Awaitable[int], grace_s: float = 3.0) -> int:

@@ -1,8 +1,11 @@
 """`sigd` command line: thin argument parsing, then one function per command.
 
-Each command is `"module:function"`, imported only when that command runs, so `sigd check`
-does not pay for importing torch. A function takes the parsed namespace and returns the
-exit code. ConfigError anywhere becomes exit code 2 with the message on stderr.
+Each command is `"module:function"`, its body in daemon/commands/ (the only package that prints
+for a person). A function takes the parsed namespace and returns the exit code. ConfigError
+anywhere becomes exit code 2 with the message on stderr.
+
+The command's module is imported only when that command runs. That is for cold start, not to
+break an import cycle: `sigd status`, `sigd backfill` and `sigd install-service` never import torch.
 """
 
 from __future__ import annotations
@@ -12,21 +15,27 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import NoReturn
 
+from daemon.config import ConfigError
+from daemon.research import compare_args  # argparse only, like the two below
+from daemon.retrain import cli_args  # the research flags' types beside the runner's
+from daemon.service.install import add_arguments
+from daemon.service.statelock import StateLocked
+
 COMMANDS: dict[str, str] = {
-    "run": "daemon.service.app:run_command",
-    "check": "daemon.service.check:check_command",
-    "status": "daemon.service.api:status_command",
-    "local-exchange": "daemon.localexchange.server:serve_command",
-    "backfill": "daemon.market.backfill:backfill_command",
-    "train": "pipeline.train:train_command",
+    "run": "daemon.commands.run:run_command",
+    "check": "daemon.commands.check:check_command",
+    "status": "daemon.commands.status:status_command",
+    "local-exchange": "daemon.commands.local_exchange:serve_command",
+    "backfill": "daemon.commands.backfill:backfill_command",
+    "train": "daemon.commands.train:train_command",
     "backtest": "daemon.research.backtest:backtest_command",
     "walk-forward": "daemon.research.walkforward:walk_forward_command",
     "tune": "daemon.research.tune:tune_command",
-    "install-service": "daemon.service.install:install_command",
-    "uninstall-service": "daemon.service.install:uninstall_command",
+    "install-service": "daemon.commands.service:install_command",
+    "uninstall-service": "daemon.commands.service:uninstall_command",
     "compare": "daemon.research.leaderboard:compare_command",
     "calibrate": "daemon.research.calibration:calibrate_command",
     "research": "daemon.research.hourly:research_command",
@@ -46,8 +55,6 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole `sigd` argument parser."""
-    from daemon.retrain import cli_args  # argparse only: the research flags' types beside the runner's
-
     parser = Parser(prog="sigd", description="Live-trading signal daemon for crypto.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -171,8 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="trade these symbols (one portfolio, one engine) instead of exchange.symbols",
     )
 
-    from daemon.service.install import add_arguments  # argparse only: no side effects
-
     add_arguments(
         sub.add_parser("install-service", help="install sigd as a systemd service (venv, /etc/sigd, unit)"), install=True
     )
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.walk_forward(sub.add_parser("walk-forward", help="folds x families as jobs, on the local runner or Ray"))
     cli_args.tune(sub.add_parser("tune", help="Ray Tune + Optuna search per family on the walk-forward score"))
     p = sub.add_parser("compare", help="families vs baselines on purged walk-forward folds: the gate's leaderboard")
-    importlib.import_module("daemon.research.compare_args").add_arguments(p)
+    compare_args.add_arguments(p)
     for name, module, text in (
         (
             "calibrate",
@@ -228,17 +233,12 @@ def _cross_check(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def _instant(text: str) -> float:
-    from datetime import datetime
-
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sigd` console script and `python -m daemon`."""
-    from daemon.config import ConfigError
-    from daemon.service.statelock import StateLocked
-
     args = build_parser().parse_args(argv)
     if unavailable := getattr(args, "unavailable", None):
         print(f"sigd {args.command}: {unavailable}", file=sys.stderr)

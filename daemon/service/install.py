@@ -1,4 +1,5 @@
-"""`sigd install-service` / `sigd uninstall-service`: sigd as a systemd service, from a checkout.
+"""sigd as a systemd service, from a checkout: the plan of `sigd install-service` / `sigd uninstall-service`
+(carried out, step by step on the terminal, by daemon/commands/service.py).
 
 One plan of steps, printed by `--dry-run` and carried out otherwise:
 a fresh venv at PREFIX/venv with sigd (and its shipped artifacts) installed into it, not
@@ -96,10 +97,15 @@ class Layout:
 
 @dataclass
 class Step:
-    """One thing the installer does; `text` is what --dry-run prints."""
+    """One thing the installer does; `text` is what --dry-run prints. `run` raises Skipped when
+    the step does not apply on this machine (the command shows why and goes on)."""
 
     text: str
     run: Callable[[], None] = field(repr=False)
+
+
+class Skipped(Exception):
+    """A step that does not apply here; the message says why."""
 
 
 def _sh(*cmd: str | Path) -> Callable[[], None]:
@@ -193,12 +199,10 @@ def _daemon_reload() -> Step:
 
     def run() -> None:
         if not systemd_running():
-            print(
+            raise Skipped(
                 "systemd is not running: daemon-reload skipped (systemd reads the unit directory when it "
-                "starts; on a running systemd, run: systemctl daemon-reload)",
-                flush=True,
+                "starts; on a running systemd, run: systemctl daemon-reload)"
             )
-            return
         subprocess.run(["systemctl", "daemon-reload"], check=True)
 
     return Step("systemctl daemon-reload", run)
@@ -434,62 +438,6 @@ def _config(lay: Layout) -> None:
 
 def _quiet(*cmd: str) -> None:
     subprocess.run(list(cmd), check=False)
-
-
-def _layout(args: argparse.Namespace) -> Layout:
-    prefix = Path(args.prefix)
-    if not prefix.is_absolute():
-        raise SystemExit(f"sigd: --prefix must be an absolute path, got {args.prefix!r}")
-    for flag, name in (("--user", args.user), ("--group", args.group)):
-        # what useradd/groupadd accept (and systemd's User=), checked before any step runs
-        if name is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
-            raise SystemExit(f"sigd: {flag} {name!r}: not a system user/group name (lower case, digits, _ and -)")
-    return Layout(
-        prefix=prefix,
-        etc=Path(args.etc_dir),
-        unit_dir=Path(args.unit_dir),
-        destdir=Path(args.destdir).resolve() if args.destdir else None,
-        user=args.user,
-        group=args.group or args.user,
-    )
-
-
-def _carry_out(steps: list[Step], dry_run: bool, verb: str) -> int:
-    for step in steps:
-        print(f"{'would ' if dry_run else ''}{verb}: {step.text}", flush=True)
-        if not dry_run:
-            try:
-                step.run()
-            except (OSError, subprocess.CalledProcessError) as exc:
-                print(f"sigd {verb}: failed at {step.text!r}: {exc}", file=sys.stderr)
-                return 1
-    return 0
-
-
-def install_command(args: argparse.Namespace) -> int:
-    """`sigd install-service`."""
-    if not (SOURCE / "pyproject.toml").is_file():
-        print(f"sigd install-service: needs a source checkout (no pyproject.toml in {SOURCE})", file=sys.stderr)
-        return 2
-    lay = _layout(args)
-    try:  # everything that can be refused, before the first step
-        check_group(lay)
-        python = choose_python(lay, args.python, need_ensurepip=not args.reuse_site_packages)
-    except Refused as exc:
-        print(f"sigd install-service: {exc}", file=sys.stderr)
-        return 2
-    steps = install_plan(
-        lay, python=python, reuse_site_packages=args.reuse_site_packages, torch_spec=args.torch_spec, extras=config_extras(lay)
-    )
-    code = _carry_out(steps, args.dry_run, "install-service")
-    if code == 0 and not args.dry_run and lay.destdir is None:
-        print(f"installed: edit {lay.etc / 'config.toml'} and {lay.etc / 'env'}, then: systemctl enable --now sigd")
-    return code
-
-
-def uninstall_command(args: argparse.Namespace) -> int:
-    """`sigd uninstall-service`."""
-    return _carry_out(uninstall_plan(_layout(args), purge=args.purge), args.dry_run, "uninstall-service")
 
 
 def add_arguments(p: argparse.ArgumentParser, *, install: bool) -> None:

@@ -267,7 +267,7 @@ async def _assemble(
         exchange=client,  # testnet sends through it; paper sizes orders to its limits
         quotes=feed.quotes,
     )  # the feed runs it: paper fills at the live bid/ask
-    engine.shadow = shadow_from_config(cfg, predictors, notifier, store)
+    engine.shadow = shadow_from_config(cfg, predictors, notifier, store, engine.ledgers)
     await engine.start()  # restores pause and risk state, reconciles the broker
     parts = Parts(
         cfg=cfg,

@@ -56,8 +56,8 @@ class SymbolState:
         self.paused = store.get_kv(self.paused_key, "0") == "1"
         raw = store.get_kv(self.risk_key) or (store.get_kv(KV_RISK) if legacy else None)
         self.risk_state = RiskState.from_dict(json.loads(raw)) if raw else RiskState()
-        row = store.db.execute("SELECT MAX(bar_ts) FROM decisions WHERE symbol=?", [self.symbol]).fetchone()
-        self.last_decided_ts = int(row[0]) if row and row[0] is not None else -1
+        last = store.last_decided_ts(self.symbol)
+        self.last_decided_ts = -1 if last is None else last
 
     def save_risk(self, store: Store, state: RiskState) -> None:
         store.set_kv(self.risk_key, json.dumps(state.to_dict()))

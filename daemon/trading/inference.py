@@ -3,8 +3,10 @@
 An executor per device runs the models that live on it, so inference never blocks the event
 loop and two devices work at the same time: a GPU gets one thread that runs its models one
 after the other (one stream); on the CPU each model is a lane of its own, run side by side on
-up to as many threads as the process has cores (each model's torch work uses `models.threads`).
-A model with `predict_batch` (pipeline/predictor.py) gets the whole cycle in one forward pass;
+up to as many threads as the process has cores (each model's torch work uses `models.threads`),
+and a large cycle is cut into one part per free core (`cpu_parts`), so that one model's batch
+does not leave the other cores idle. A model with `predict_batch` (pipeline/predictor.py) gets
+its cycle (or part) in one forward pass, its features encoded in one vectorized pass;
 if the batch raises (one symbol's windows are short, say), the symbols are asked one by one so
 that only the bad one is left out. `prewarm` runs the same forward pass on the current windows and
 throws the answer away: memory that sat idle for a minute is slow to touch again, and the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +144,26 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# A CPU model's cycle is cut into parts of at least this many symbols, one part per free core:
+# a part's forward pass has a fixed cost (~1 ms for the small transformer) that a smaller part
+# would not win back.
+MIN_PART = 8
+
+
+def model_threads() -> int:
+    """The CPU threads one forward pass uses (torch's, set from `models.threads`; 1 without torch)."""
+    torch = sys.modules.get("torch")
+    return max(1, int(torch.get_num_threads())) if torch is not None else 1
+
+
+def cpu_parts(n: int) -> list[slice]:
+    """How one CPU model's cycle of n symbols is cut: as many contiguous parts as the cores can
+    run side by side (each forward pass uses `models.threads` of them), none under MIN_PART."""
+    k = max(1, min(cpu_threads() // model_threads(), n // MIN_PART))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 def newest_ts(windows: Windows) -> int | None:
     """Open time of the newest 1m bar in a window set (what prewarm predicts at)."""
     w = windows.get("1m")
@@ -166,17 +189,23 @@ class Inference:
         bar_ts: Sequence[int],
         symbols: Sequence[str] | None = None,
     ) -> list[list[Prediction]]:
-        """Per symbol (in the order given), the predictions of every model that answered."""
+        """Per symbol (in the order given), the predictions of every model that answered.
+
+        A CPU model's cycle runs in parts side by side (`cpu_parts`): one model's batch then uses
+        every core, not one, while the other models' parts queue for the same threads."""
         loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._executor(dev), run_models, models, windows, bar_ts, symbols)
-                for dev, models in lanes(predictors)
-            )
-        )
+        tasks = []  # (model names, slice of the cycle, future)
+        for dev, models in lanes(predictors):
+            split = dev == "cpu" and not any(hasattr(p, "predict_for") for _, p in models)  # not a backtest's table
+            for part in cpu_parts(len(windows)) if split else [slice(0, len(windows))]:
+                ws, ts = windows[part], bar_ts[part]
+                syms = None if symbols is None else symbols[part]
+                tasks.append((part, loop.run_in_executor(self._executor(dev), run_models, models, ws, ts, syms)))
+        results = await asyncio.gather(*(f for _, f in tasks))
         merged: dict[str, list[Prediction | None]] = {}
-        for r in results:
-            merged.update(r)
+        for (part, _), r in zip(tasks, results):
+            for name, answers in r.items():
+                merged.setdefault(name, [None] * len(windows))[part] = answers
         return [
             [merged[name][i] for name in predictors if merged[name][i] is not None]  # type: ignore[misc]
             for i in range(len(windows))

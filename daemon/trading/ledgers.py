@@ -13,17 +13,25 @@ backtest of the same model over the same bars:
    one-way cost rate (fee + slippage) on the notional traded.
 
 Per book: signals (weight changes), fills, positions (weights and base amounts), equity, peak,
-max drawdown, turnover and costs. Always-flat stays at the starting balance; buy-and-hold
-buys equal weights (gross_cap / N) at its first cycle and never trades again.
+max drawdown, turnover and costs, and each of the last `history` cycles' net return and fills
+(the record the live gate reads: daemon/trading/verdict.py). Always-flat stays at the starting
+balance; buy-and-hold buys equal weights (gross_cap / N) at its first cycle and never trades again.
+
+No churn: a book does not trade a weight whose target barely moved (the construction's
+`no_trade_band`; exits are never held back). A book of calls (`by_side`, the per-symbol
+confidence strategy) holds a position until its call changes, as the live per-symbol book
+holds its amount: its band is at least half a position, so drift alone never trades it, while
+an entry, an exit or a reversal always does.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections import deque
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +43,16 @@ from strategies.portfolio import PortfolioSpec, drift, rebalance_cost, target_we
 FLAT, HOLD = "always_flat", "buy_and_hold"  # the two baseline books
 KV_LEDGERS = "shadow.ledgers"  # the books, so a restart goes on with them
 CURVE_POINTS = 240  # equity points kept per book for the status and the dashboard
+HISTORY = 720  # cycles of per-cycle return and fills kept per book (the live gate's record)
+
+
+def _pack(values: np.ndarray) -> str:
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+def _unpack(text: str | None, dtype: type) -> np.ndarray:
+    """Inverse of _pack; books kept before the per-cycle record have none (empty)."""
+    return np.frombuffer(base64.b64decode(text), dtype=dtype) if text else np.zeros(0, dtype=dtype)
 
 
 def _side(weight: float) -> str:
@@ -68,9 +86,15 @@ class Book:
     cycles: int = 0
     curve: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=CURVE_POINTS))
     last_signals: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10))
+    # per cycle, oldest first: the net return (after costs) and the fills of that cycle
+    returns: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    trades: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    _opened: float = 0.0  # equity at the start of the cycle in progress
+    _fills_before: int = 0
 
     def mark(self, returns: np.ndarray) -> None:
         """Prices moved by `returns` since the last cycle: equity and weights drift."""
+        self._opened, self._fills_before = self.equity, self.fills
         self.equity *= 1.0 + float((self.weights * np.nan_to_num(returns)).sum())
         self.weights = drift(self.weights, returns)
 
@@ -107,6 +131,8 @@ class Book:
 
     def close_cycle(self, ts: int) -> None:
         self.cycles += 1
+        self.returns.append(self.equity / self._opened - 1.0 if self._opened > 0 else 0.0)
+        self.trades.append(self.fills - self._fills_before)
         self.peak = max(self.peak, self.equity)
         if self.peak > 0:
             self.max_drawdown = max(self.max_drawdown, 1.0 - self.equity / self.peak)
@@ -126,11 +152,15 @@ class Book:
             "cycles": self.cycles,
             "curve": list(self.curve),
             "last_signals": list(self.last_signals),
+            # the per-cycle record packed (exact float64 / int32 bytes in base64): a list of 720
+            # JSON floats per book costs milliseconds to write at every cycle
+            "returns": _pack(np.fromiter(self.returns, dtype=np.float64, count=len(self.returns))),
+            "trades": _pack(np.fromiter(self.trades, dtype=np.int32, count=len(self.trades))),
         }
 
     @classmethod
-    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> Book:
-        """Inverse of to_dict."""
+    def from_dict(cls, name: str, raw: Mapping[str, Any], history: int = HISTORY) -> Book:
+        """Inverse of to_dict (books kept before the per-cycle record start it empty)."""
         book = cls(
             name,
             float(raw["equity"]),
@@ -145,6 +175,9 @@ class Book:
         )
         book.curve.extend(tuple(p) for p in raw["curve"])  # type: ignore[misc]
         book.last_signals.extend(raw["last_signals"])
+        returns, trades = _unpack(raw.get("returns"), np.float64), _unpack(raw.get("trades"), np.int32)
+        book.returns = deque((float(r) for r in returns), maxlen=history)
+        book.trades = deque((int(t) for t in trades), maxlen=history)
         return book
 
     def status(self, symbols: Sequence[str], prices: np.ndarray | None, starting: float) -> dict[str, Any]:
@@ -185,20 +218,28 @@ class ShadowLedgers:
         cost_rate: float,
         starting_balance: float,
         by_side: bool = False,
+        history: int = HISTORY,
     ) -> None:
         self.symbols = tuple(symbols)
         self.index = {s: i for i, s in enumerate(self.symbols)}
+        if by_side and spec.no_trade_band < spec.max_weight / 2.0:
+            # a call's position is held until the call changes: drift alone never trades it
+            spec = replace(spec, no_trade_band=spec.max_weight / 2.0)
         self.spec, self.periods_per_year, self.by_side = spec, periods_per_year, by_side
+        self.history = history
         self.rates = np.full(len(self.symbols), cost_rate)
         self.starting = starting_balance
         self.books: dict[str, Book] = {}
+        self.loaded_cycles: dict[str, int] = {}  # each book's cycles when a previous run's books were loaded
         self.prev: np.ndarray = np.full(len(self.symbols), np.nan)  # each symbol's last decision close
         for name in (FLAT, HOLD):
             self._book(name)
 
     def _book(self, name: str) -> Book:
         if name not in self.books:
-            self.books[name] = Book(name, self.starting, np.zeros(len(self.symbols)), peak=self.starting)
+            book = Book(name, self.starting, np.zeros(len(self.symbols)), peak=self.starting)
+            book.returns, book.trades = deque(maxlen=self.history), deque(maxlen=self.history)
+            self.books[name] = book
         return self.books[name]
 
     def on_cycle(
@@ -259,7 +300,8 @@ class ShadowLedgers:
         if raw.get("symbols") != list(self.symbols) or raw.get("starting") != self.starting:
             return False
         self.prev = np.array([math.nan if p is None else p for p in raw["prev"]], dtype=np.float64)
-        self.books = {n: Book.from_dict(n, b) for n, b in raw["books"].items()}
+        self.books = {n: Book.from_dict(n, b, self.history) for n, b in raw["books"].items()}
+        self.loaded_cycles = {n: b.cycles for n, b in self.books.items()}
         return True
 
     def brief(self) -> dict[str, str]:

@@ -218,7 +218,10 @@ class Ledger:
         with self.store.transaction():
             self.store.set_order_status(order.client_order_id, status, self.clock_ms(), exchange_id=exchange_id, error=error)
             self.announce(updated, error)
-        log.info("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
+        # An order placed is routine (the cycle's decision_cycle line counts them): debug, so a
+        # cycle of hundreds of orders writes no line per order; fills, rejections, errors: info.
+        level = log.debug if status in (OrderStatus.PENDING, OrderStatus.OPEN) and error is None else log.info
+        level("order_status", client_order_id=order.client_order_id, status=status.value, error=error)
         return updated
 
     def reject_stale(self, order: Order, reason: str) -> Order:
@@ -262,7 +265,7 @@ class Ledger:
                 self.announce(dataclasses.replace(order, status=OrderStatus.OPEN, exchange_id=exchange_id or order.exchange_id))
             payload = {**dataclasses.asdict(fill), "position": dataclasses.asdict(position)}
             self.sink.publish("fill", payload, event_id=f"fill-{fill.client_order_id}")
-        if not self.store.db.conn.in_transaction:  # committed (not a savepoint inside a caller's transaction)
+        if not self.store.in_transaction():  # committed (not a savepoint inside a caller's transaction)
             crash_point("after_fill_commit")
         self._positions[fill.symbol] = position
         # Live pushes once the fill's transaction (or an enclosing one) has committed.

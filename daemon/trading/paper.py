@@ -69,6 +69,9 @@ class PaperBroker:
         self.ledger = Ledger(store, sink, clock_ms)
         self.store = store
         self._pending: list[tuple[Order, int]] = []
+        # symbol -> (client order id, not before) of an order stored by prepare and not executed
+        # yet: its cycle's transaction may still be open (or have been rolled back).
+        self._prepared: dict[str, tuple[str, int]] = {}
         self._recent: dict[str, deque[Bar]] = {}  # newest bars per symbol, for late submits
 
     async def start(self) -> None:
@@ -97,13 +100,22 @@ class PaperBroker:
         order = order_for(intent, self.position(intent.symbol), OrderStatus.OPEN, self.limits(intent.symbol))
         if order is None or not self.ledger.record_new(order, intent.not_before_ts):
             return None
+        self._prepared[order.symbol] = (order.client_order_id, intent.not_before_ts)
         return self.ledger.set_status(order, OrderStatus.OPEN)
 
     def _has_pending(self, symbol: str) -> bool:
         if any(o.symbol == symbol for o, _ in self._pending):
             return True
-        # An order prepared earlier in this (uncommitted) cycle is in SQLite, not yet in _pending.
-        return bool(self.store.orders([OrderStatus.OPEN], symbol=symbol))
+        if symbol not in self._prepared:
+            # Every OPEN order of this book is in _pending (loaded at start) or was prepared here:
+            # no SQLite read per symbol and decision.
+            return False
+        # Prepared earlier in this (uncommitted) cycle: in SQLite, not yet in _pending; or in a
+        # decision that was rolled back, or whose execution raised: SQLite says which.
+        if self.store.orders([OrderStatus.OPEN], symbol=symbol):
+            return True
+        del self._prepared[symbol]
+        return False
 
     async def execute(self, order: Order) -> Order | None:
         """Fill at the live bid/ask when a fresh quote is known, else at the next bar's open."""
@@ -113,7 +125,7 @@ class PaperBroker:
             bid, ask, ts = quote
             try:
                 self._fill(order, ask if order.side == "buy" else bid, ts)
-                return order
+                return self._executed(order)
             except Exception as exc:  # rolled back: it fills at the next price instead
                 log.error("paper_fill_failed", client_order_id=order.client_order_id, error=repr(exc))
         # The next price may already have arrived while the models ran: fill from it, so a slow
@@ -124,9 +136,18 @@ class PaperBroker:
             self._fill(order, first.open, first.ts)
         else:
             self._pending.append((order, not_before))
+        return self._executed(order)
+
+    def _executed(self, order: Order) -> Order:
+        """The order is filled or waits in _pending: no longer only in SQLite."""
+        if self._prepared.get(order.symbol, ("",))[0] == order.client_order_id:
+            del self._prepared[order.symbol]
         return order
 
     def _not_before(self, order: Order) -> int:
+        prepared = self._prepared.get(order.symbol)
+        if prepared is not None and prepared[0] == order.client_order_id:
+            return prepared[1]  # as stored with the order by prepare
         rows = self.store.orders(client_order_id=order.client_order_id)
         return int(rows[0][1]) if rows and rows[0][1] is not None else order.bar_ts
 

@@ -9,7 +9,8 @@ Shadow mode: a model whose artifact carries no passing `validation` block (the g
 daemon/research/stats.py, written by `sigd compare` / the nightly retrain) or that live
 scoring demoted still runs, and its predictions are stored and scored, but they do not reach
 the strategies. `Shadow.allowed()` is the one filter the engine applies; `Shadow.score()` runs
-once per decision cycle.
+once per decision cycle. With shadow ledgers, `Shadow.gate` (daemon/trading/verdict.py) also
+promotes and demotes models on their ledger's record there.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class LiveScorer:
         rows = _stored_predictions(self.store, symbol, model, after, now - span)
         if not rows:
             return
-        close = _closes(self.store, symbol, {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
+        close = self.store.closes_at(symbol, "1m", {t for r in rows for t in (r[0] - span, r[0], r[0] + span)})
         for bar_ts, probs, side in rows:
             c0, c1, before = close.get(bar_ts), close.get(bar_ts + span), close.get(bar_ts - span)
             if c0 is None or c1 is None:
@@ -308,31 +309,14 @@ def hit_rates(side: np.ndarray, fwd: np.ndarray) -> dict[str, float]:
     return {"hit_rate": hits / n, "hit_base_rate": float(base)}
 
 
-def _closes(store: Any, symbol: str, wanted: set[int]) -> dict[int, float]:
-    """The stored 1m closes at the bar open times `wanted` (only those: the bar path stays cheap)."""
-    ts = sorted(wanted)
-    out: dict[int, float] = {}
-    for i in range(0, len(ts), 500):
-        chunk = ts[i : i + 500]
-        cur = store.db.conn.execute(
-            f"SELECT ts, close FROM bars WHERE symbol=? AND timeframe='1m' AND ts IN ({','.join('?' * len(chunk))})",
-            [symbol, *chunk],
-        )
-        out.update((int(t), float(c)) for t, c in cur.fetchall())
-    return out
-
-
 def _stored_predictions(store: Any, symbol: str, model: str, after: int, until: int) -> list[tuple[int, tuple, int]]:
     """(bar_ts, (p_short, p_flat, p_long), side) of `model` with after < bar_ts <= until, oldest first."""
-    cur = store.db.conn.execute(
-        "SELECT bar_ts, json_extract(scores, '$.p_short'), json_extract(scores, '$.p_flat'), "
-        "json_extract(scores, '$.p_long'), side FROM predictions WHERE symbol=? AND model=? "
-        "AND bar_ts>? AND bar_ts<=? ORDER BY bar_ts",
-        [symbol, model, after, until],
-    )
+    keys = ("p_short", "p_flat", "p_long")
     # a row without class probabilities (none stored) is left out
     return [
-        (int(r[0]), (float(r[1]), float(r[2]), float(r[3])), int(r[4])) for r in cur.fetchall() if None not in (r[1], r[2], r[3])
+        (int(p.bar_ts), tuple(float(p.scores[k]) for k in keys), int(p.side))
+        for p in store.model_predictions(symbol, model, after, until)
+        if all(p.scores.get(k) is not None for k in keys)
     ]
 
 
@@ -361,18 +345,38 @@ class Shadow:
         self.only_validated = only_validated
         self.sink = sink  # an EventSink for the alert (None: log only)
         self.reasons: dict[str, str] = {}  # model -> why it does not trade
+        self.kinds: dict[str, str] = {}  # model -> what put it in shadow mode (the alert's kind)
         self.versions: dict[str, str] = {}
         self.scorer: Any = None  # a LiveScorer when the daemon runs one
+        self.gate: Any = None  # a verdict.LedgerGate when the daemon keeps shadow ledgers
 
     def review(self, model: str, version: str, meta: Mapping[str, Any] | None) -> bool:
-        """Decide from the artifact (at start-up and at every swap); True when it may trade."""
+        """Decide from the artifact (at start-up and at every swap), or from the live gate's
+        standing verdict on this very version; True when it may trade."""
         self.versions[model] = version
+        standing = None
+        if self.gate is not None:
+            self.gate.seen(model, version, meta)
+            standing = self.gate.standing_verdict(model, version)
+        if standing is not None:
+            self.apply_verdict(model, standing["verdict"], standing["why"])
+            return model not in self.reasons
         passed, why = validation_verdict(meta)
         if passed or not self.only_validated:
             self.reasons.pop(model, None)
+            self.kinds.pop(model, None)
             return True
         self._shadow(model, why, "model_not_validated")
         return False
+
+    def apply_verdict(self, model: str, verdict: str, why: str) -> None:
+        """The live gate's verdict (committed and alerted by the gate): trade, or shadow mode."""
+        if verdict == "promoted":
+            self.reasons.pop(model, None)
+            self.kinds.pop(model, None)
+        else:
+            self.reasons[model] = f"demoted by the live gate: {why}"
+            self.kinds[model] = "ledger_demoted"
 
     def demote(self, model: str, why: str) -> None:
         """Live scoring found the model worse than its baseline: stop its trading."""
@@ -381,6 +385,7 @@ class Shadow:
 
     def _shadow(self, model: str, why: str, kind: str) -> None:
         self.reasons[model] = why
+        self.kinds[model] = kind
         version = self.versions.get(model, "")
         payload = {
             "kind": kind,
@@ -406,6 +411,11 @@ class Shadow:
                     self.demote(model, why)
             except Exception as exc:  # scoring never stops a decision
                 log.error("live_scoring_failed", error=repr(exc))
+        if self.gate is not None:
+            try:  # the ledgers' record as of the last cycle; a verdict applies once committed
+                self.gate.review(self)
+            except Exception as exc:
+                log.error("live_gate_failed", error=repr(exc))
 
     def allowed(self, predictions: Sequence[Prediction]) -> list[Prediction]:
         """The predictions the strategies may act on: those of models not in shadow mode."""
@@ -440,6 +450,7 @@ class Shadow:
             "trade_only_validated": self.only_validated,
             "shadow": dict(self.reasons),
             "live_scores": self.scorer.status() if self.scorer is not None else {},
+            "gate": self.gate.status() if self.gate is not None else None,
         }
 
 
@@ -447,15 +458,23 @@ def _pct(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x:.3f}"
 
 
-def shadow_from_config(cfg: Any, predictors: Mapping[str, Any], sink: Any = None, store: Any = None) -> Shadow:
-    """The daemon's Shadow: `[models] trade_only_validated`, each served artifact reviewed, and
-    (with a store) live scoring of every model whose artifact states its target."""
+def shadow_from_config(
+    cfg: Any, predictors: Mapping[str, Any], sink: Any = None, store: Any = None, ledgers: Any = None
+) -> Shadow:
+    """The daemon's Shadow: `[models] trade_only_validated`, each served artifact reviewed, (with
+    a store) live scoring of every model whose artifact states its target, and (with the shadow
+    ledgers too) the live gate on their record."""
     shadow = Shadow(cfg.models.trade_only_validated, sink)
+    if store is not None and ledgers is not None:
+        from daemon.trading.verdict import LedgerGate, Rules
+
+        shadow.gate = LedgerGate(ledgers, store, sink, Rules.from_config(cfg.models))
+        shadow.gate.load()
     targets = {}
     for name, predictor in predictors.items():
         shadow.review(name, predictor.version, getattr(predictor, "meta", None))
         meta = getattr(predictor, "meta", None)
-        if meta and meta.get("target", {}).get("mode", "classification") == "classification":
+        if meta and "target" in meta and meta["target"].get("mode", "classification") == "classification":
             targets[name] = ModelTarget.from_meta(meta)  # labels are what a classifier is scored against
     if store is not None and targets:
         shadow.scorer = LiveScorer(store, cfg.exchange.symbols, targets, window=cfg.models.score_window, fee=cfg.broker.fee)

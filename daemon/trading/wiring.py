@@ -127,21 +127,26 @@ def engine_options(cfg: Config, *, store: Store, sink: EventSink, exchange: Any 
 def ledgers_from_config(cfg: Config) -> ShadowLedgers:
     """Shadow ledgers built like the live book: the portfolio strategy's construction, or for the
     per-symbol confidence strategy each call held at position_fraction of equity (shorts when allowed)."""
-    n, s = len(cfg.exchange.symbols), cfg.strategy
-    if cfg.engine.portfolio:
-        spec = cfg.portfolio.spec(n)
-    else:
-        size = s.position_fraction * n
-        spec = PortfolioSpec(long_short=s.allow_short, max_weight=s.position_fraction, gross_cap=size, net_cap=size)
     ppy = YEAR_MS / timeframe_ms(cfg.decision_timeframe()[1])
     return ShadowLedgers(
         cfg.exchange.symbols,
-        spec,
+        book_spec(cfg),
         periods_per_year=ppy,
         cost_rate=cfg.broker.fee + cfg.broker.slippage,
         starting_balance=cfg.broker.starting_balance,
         by_side=not cfg.engine.portfolio,
+        history=cfg.models.ledger_window,  # the record the live gate reads
     )
+
+
+def book_spec(cfg: Config) -> PortfolioSpec:
+    """How the book is sized: the portfolio strategy's construction, or for the per-symbol
+    confidence strategy each call held at position_fraction of equity (shorts when allowed)."""
+    n, s = len(cfg.exchange.symbols), cfg.strategy
+    if cfg.engine.portfolio:
+        return cfg.portfolio.spec(n)
+    size = s.position_fraction * n
+    return PortfolioSpec(long_short=s.allow_short, max_weight=s.position_fraction, gross_cap=size, net_cap=size)
 
 
 def rebalancer_from_config(cfg: Config) -> Rebalancer | None:

@@ -104,7 +104,16 @@ def _stream_of(path: Path) -> tuple[str, str]:
 def test_missing_timeframe_is_a_documented_degraded_run(world: Path, cfg: config.Config, tmp_path: Path) -> None:
     data = shutil.copytree(world / "data", tmp_path / "data")
     (data / "ETH_USDT-1d.csv.gz").unlink()
-    result = backtest.run_backtest(_plan(cfg, data), _predictors(world))
+    # no 1d file: the whole days of the 1m file are the 1d bars (as the local exchange serves them)
+    derived = backtest.run_backtest(_plan(cfg, data), _predictors(world))
+    assert derived.notes["missing_streams"] == [] and derived.notes["derived_from_1m"]["ETH/USDT 1d"]["derived"] >= 1
+    # a 1m file shorter than a day gives no 1d bar at all: a degraded run that says so
+    rows = replay.load_tape(data / "ETH_USDT-1m.csv.gz", "1m")
+    day = 86_400_000
+    start = int(rows[0, 0]) - int(rows[0, 0]) % day + day
+    replay.write_tape(data, "ETH/USDT", "1m", rows[(rows[:, 0] >= start + 60 * MIN) & (rows[:, 0] < start + day + 30 * MIN)])
+    plan = _plan(cfg, data, start + 400 * MIN, start + 700 * MIN)
+    result = backtest.run_backtest(plan, _predictors(world))
     assert result.notes["missing_streams"] == ["ETH/USDT 1d"]
     mtf = next(m for m in result.models if m.name == "mtf_transformer")
     assert len(mtf.bar_ts) == 300  # the hybrid masks the missing timeframe and still answers
@@ -256,7 +265,11 @@ def test_symbols_print_a_portfolio_total_and_the_gate(world: Path, write_config,
     assert "baselines sized like the strategy: 10 % of equity" in printed
     # the tiny test models carry no validation block: the daemon would not trade them
     assert "NOTE: the daemon would not trade cnn_lstm_attn" in printed
+    # said first, and again under the portfolio total (the figures a reader looks at)
+    assert printed.lstrip().startswith("NOTE: the daemon would not trade")
+    assert "NOTE: the daemon would not trade cnn_lstm_attn" in printed.split("== portfolio ==")[1]
     total = json.loads((out / "portfolio.json").read_text())
+    assert set(total["gate"]) == {"cnn_lstm_attn", "mtf_transformer"}
     per = [json.loads((out / s / "summary.json").read_text()) for s in ("ETH_USDT", "SOL_USDT")]
     cash = per[0]["costs"]["starting_equity"]
     # one account: the symbols' P&L adds up

@@ -37,6 +37,7 @@ def test_a_strong_planted_edge_passes_and_shuffled_labels_do_not(closes) -> None
     assert result.shuffled.ic == strong.ic and result.shuffled.passed == [False, False, False]
     assert none.passed == [False, False, False]
     assert max(result.shuffled.dsr) < 0.95 and min(strong.dsr) >= 0.95
+    assert strong.oracle_passed == [True, True, True] and not any(none.oracle_passed)  # the ceiling row
 
 
 @needs_data
@@ -57,6 +58,35 @@ def test_the_weights_are_the_portfolio_modules() -> None:
     spec = PortfolioSpec(long_short=True, max_weight=1.0, gross_cap=1.0, net_cap=1.0)
     expected = weights_path(np.nan_to_num(score, nan=0.0), None, spec, 8760)
     assert np.allclose(calibration.long_short_weights(score), expected, atol=1e-12)
+
+
+def test_the_book_is_dollar_neutral_and_blind_to_a_shift_of_every_score() -> None:
+    rng = np.random.default_rng(5)
+    score = rng.normal(size=(200, 8))
+    score[rng.random(score.shape) < 0.1] = np.nan
+    w = calibration.long_short_weights(calibration.dollar_neutral(score))
+    # an intercept (or the market's drift) moves every score alike: no weight moves
+    shifted = score + 3.0 + rng.normal(size=(200, 1))
+    assert np.allclose(calibration.long_short_weights(calibration.dollar_neutral(shifted)), w)
+    assert np.allclose(w.sum(axis=1), 0.0) and np.allclose(np.abs(w).sum(axis=1), 1.0)  # both sides, every bar
+    # while the raw scores, all positive, would hold the whole book long
+    assert np.allclose(calibration.long_short_weights(score + 10.0).sum(axis=1), 1.0)
+
+
+@needs_data
+def test_the_distractors_are_real_features_that_carry_no_edge(closes) -> None:
+    _, close = closes
+    y = calibration.forward_returns(close)
+    d = calibration.distractors(close, 24)
+    vol = calibration.realised_vol(close, 30 * 24)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unshifted = calibration.trailing_return(close, 24) / (vol * np.sqrt(24))
+    assert np.array_equal(np.isfinite(d[..., 0]), np.isfinite(unshifted))  # gaps and listings stay put
+    for j in range(close.shape[1]):  # the same values, moved in time
+        ok = np.isfinite(unshifted[:, j])
+        assert np.allclose(np.sort(d[ok, j, 0]), np.sort(unshifted[ok, j]))
+    ok = np.isfinite(y) & np.isfinite(d[..., 0])
+    assert abs(np.corrcoef(d[..., 0][ok], y[ok])[0, 1]) < 0.02
 
 
 def test_costs_come_off_turnover() -> None:

@@ -8,8 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from daemon.commands.status import render_status, status_command
 from daemon.metrics import REGISTRY
-from daemon.service.api import Api, render_status, status_command
+from daemon.service.api import Api
 from daemon.service.httpserver import Settings
 
 

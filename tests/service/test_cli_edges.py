@@ -143,7 +143,7 @@ async def test_malformed_request_log_names_the_error() -> None:
 
 
 def test_training_report_names_its_baseline() -> None:
-    from pipeline.train import format_metrics
+    from daemon.commands.train import format_metrics
 
     test = {
         "bars": 100,

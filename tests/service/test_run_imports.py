@@ -11,7 +11,7 @@ from tests.conftest import REPO
 # Everything `sigd run` imports on the shipped config, then the local exchange reading its tape.
 PROBE = """
 import sys
-import daemon.service.app, daemon.service.parts, daemon.service.check, daemon.store, pipeline.predictor
+import daemon.commands.run, daemon.service.app, daemon.service.parts, daemon.service.check, daemon.store, pipeline.predictor
 from daemon.localexchange.server import LocalExchange
 LocalExchange(None)
 print(sorted(m for m in ("pandas", "matplotlib") if m in sys.modules))

@@ -220,7 +220,7 @@ def test_score_window_is_checked(write_config) -> None:
 
 
 def test_sigd_status_says_which_models_do_not_trade() -> None:
-    from daemon.service.api import render_status
+    from daemon.commands.status import render_status
 
     text = render_status(
         {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.domain import Bar
+from daemon.domain import Bar, Side
 from daemon.localexchange import LocalExchange
 from daemon.market.bars import Buffers
 from daemon.store import Store
@@ -41,19 +41,29 @@ def closes_and_bars(n: int) -> tuple[np.ndarray, dict[str, list[Bar]]]:
     return np.array([[b.close for b in bars[s]] for s in SYMBOLS]).T, bars
 
 
-def backtest_equity(model: MomentumPredictor, bars: dict[str, list[Bar]], warm: int, start: float) -> float:
-    """The model alone over the bars, in weights (the research way)."""
+def backtest_equity(
+    model: MomentumPredictor,
+    bars: dict[str, list[Bar]],
+    warm: int,
+    start: float,
+    spec: PortfolioSpec = SPEC,
+    by_side: bool = False,
+) -> float:
+    """The model alone over the bars, in weights (the research way); `by_side`: scored by its
+    calls (+1 LONG, -1 SHORT, 0 FLAT) as the per-symbol strategy's ledger is."""
     closes = np.array([[b.close for b in bars[s]] for s in SYMBOLS]).T  # (T, S)
     rows = {s: np.array([[b.ts, b.open, b.high, b.low, b.close, b.volume] for b in bars[s]]) for s in SYMBOLS}
     T = len(closes)
 
     def score(s: str, t: int) -> float:
-        probs = model.predict({"1h": rows[s][max(0, t - model.lookback) : t + 1]}, int(rows[s][t, 0])).probs
-        return probs[2] - probs[0]
+        p = model.predict({"1h": rows[s][max(0, t - model.lookback) : t + 1]}, int(rows[s][t, 0]))
+        if by_side:
+            return float(p.side == Side.LONG) - float(p.side == Side.SHORT)
+        return p.probs[2] - p.probs[0]
 
     scores = np.array([[score(s, t) for s in SYMBOLS] for t in range(warm, T)])
     returns = np.vstack([np.zeros(len(SYMBOLS)), closes[warm + 1 :] / closes[warm:-1] - 1.0])
-    w = weights_path(scores, None, SPEC, PPY, returns)
+    w = weights_path(scores, None, spec, PPY, returns)
     equity, held = start, np.zeros(len(SYMBOLS))
     rates = np.full(len(SYMBOLS), COST)
     for t in range(len(w)):

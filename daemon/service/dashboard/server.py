@@ -34,7 +34,9 @@ FILES_CHARTS = "vendor/lightweight-charts.standalone.production.js"
 FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css", FILES_CHARTS: "text/javascript"}
 STYLE_MARK = 'createElement("style"),this.qv.innerText="'  # where the library's one inline style is
 QUEUE = 512  # event frames per page: minutes of bars even with a burst of backfilled ones
-STATEFUL = frozenset({"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order", "control"})
+STATEFUL = frozenset(
+    {"decision", "fill", "position", "stream", "model_swapped", "retrain", "alert_dead", "order", "control", "gate_verdict"}
+)
 GONE = "gone"
 STATE_EVERY_S = 1.0  # at most this often a fresh `state` for every page, however many events
 BATCH_HEAD, BATCH_TAIL = '{"kind":"batch","events":[', "]}"
