@@ -19,9 +19,6 @@ PACKAGES = ("daemon", "pipeline", "models", "strategies")
 ALLOWED_CIRCLES = {
     frozenset({"daemon.research.backtest", "daemon.research.walkforward"}),
     frozenset({"daemon.research.leaderboard", "daemon.research.selection"}),
-    # replay's 1m -> 1h bars call dataset.aggregate, dataset reads tapes through replay (commit f15690b):
-    # aggregate belongs in a module of its own that both import
-    frozenset({"daemon.research.dataset", "daemon.research.replay"}),
 }
 
 # The command line's front: argparse's and the refused command's one line on stderr.
