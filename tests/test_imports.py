@@ -18,7 +18,6 @@ PACKAGES = ("daemon", "pipeline", "models", "strategies")
 # Circles still there, each owned by another change of this session. Do not add to this list.
 ALLOWED_CIRCLES = {
     frozenset({"daemon.research.backtest", "daemon.research.walkforward"}),
-    frozenset({"daemon.research.leaderboard", "daemon.research.selection"}),
 }
 
 # The command line's front: argparse's and the refused command's one line on stderr.
