@@ -179,3 +179,12 @@ def test_compare_setups_count_trigger_bars_and_bad_input_names_the_flag(
     assert main([*base, "--timeframe", "1m"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0] == f"sigd compare: --timeframe 1m: no tape ETH_USDT-1m.csv[.gz] in any of: {hourly}"
+
+
+def test_validate_gates_a_1h_artifact_from_1h_files(hourly: Path, served: Path) -> None:
+    from daemon.research.selection import validate_artifact
+
+    june, september = 1_654_041_600_000, 1_661_990_400_000  # 2022-06-01, 2022-09-01 UTC: after its training
+    block = validate_artifact(served, [str(hourly)], "ETH/USDT", june, september)
+    assert block["decision_timeframe"] == "1h" and block["hold_decisions"] == 24  # 24 1h bars, one decision per bar
+    assert 2000 < block["decisions"] <= (september - june) // HOUR
