@@ -84,8 +84,9 @@ async def run_one(
             await engine.start()
             warmup_s = time.perf_counter() - t0
             rss_warm = rss_mb()
-            latencies, cpu = [], []
+            latencies, cpu, model_ms = [], [], []
             for k in range(cycles):
+                before = model_totals(predictors)
                 if idle_s > 0 and k:
                     await asyncio.sleep(idle_s)
                 row = start + k
@@ -93,6 +94,7 @@ async def run_one(
                 ms, cpu_s = await timed_cycle(engine, buffers, bars_at(tapes, "1m", [t["1m"][row] for t in tapes.values()]))
                 latencies.append(ms)
                 cpu.append(cpu_s)
+                model_ms.append(max(b - a for a, b in zip(before, model_totals(predictors))) / n)
             status = engine.status()
             await engine.close()
             signals = store.count("signals")
@@ -111,7 +113,17 @@ async def run_one(
         "decisions": status["decisions"],
         "late": status["late"],
         "signals": signals,
+        "model_p50_ms": pct(model_ms[1:] or model_ms, 0.5),
     }
+
+
+def model_totals(predictors: dict[str, Any]) -> list[float]:
+    """Per model, the inference ms observed so far (sigd_inference_ms): a cycle's difference,
+    the slower model's over N, is the forward pass and its features per symbol; the rest of the
+    latency is the engine (assembly, threads, decisions, SQLite)."""
+    from daemon.trading.inference import INFERENCE_MS
+
+    return [INFERENCE_MS.total(model=name) for name in predictors]
 
 
 def flags(args: argparse.Namespace) -> list[str]:
@@ -126,14 +138,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     base = next((r for r in rows if r["n"] == 1), None)
     head = (
         f"{'N':>5} {'first':>8} {'p50':>8} {'p99':>8} {'max':>8} {'cpu s':>7} {'RSS MB':>8} "
-        f"{'MB/sym':>7} {'warm s':>7} {'signals':>8}"
+        f"{'MB/sym':>7} {'warm s':>7} {'signals':>8} {'model ms':>9}"
     )
     lines = ["bar close -> every symbol decided and committed, ms (first = the cold first cycle)", head]
     for r in rows:
         per = (r["rss_end_mb"] - base["rss_end_mb"]) / (r["n"] - 1) if base and r["n"] > 1 else float("nan")
         lines.append(
             f"{r['n']:>5} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
-            f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['warmup_s']:>7.2f} {r['signals']:>8}"
+            f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['warmup_s']:>7.2f} {r['signals']:>8} "
+            f"{r['model_p50_ms']:>9.1f}"
         )
     return "\n".join(lines)
 
