@@ -167,6 +167,7 @@ class Engine(PortfolioCycle):
         self.interval_s = bar_ms / 1000.0 / max(speed, 1e-9)  # wall seconds between trigger closes
         self._prewarm: asyncio.TimerHandle | None = None
         self._prewarm_ts = -1  # the newest trigger bar the pre-warm timer was set from
+        self._prewarm_pass_s = 0.0  # how long the last pre-warm pass took
         self._act_lock = asyncio.Lock()
         self.decisions = self.skipped = 0
         self.shadow = Shadow()  # every model trades unless the service sets trade_only_validated
@@ -510,13 +511,16 @@ class Engine(PortfolioCycle):
 
         The next bar is due one trigger interval after this cycle's first bar arrived (the feed's
         delay after a close is about the same each bar), not after the cycle ended: a slow cycle
-        would push a short lead past the next close. A late bar's cycle leaves the timer as it is."""
+        would push a short lead past the next close. A late bar's cycle leaves the timer as it is.
+        The pass starts early by as long as the last one took, so that it ends `prewarm_ms` before
+        the bar is due (at N = 200 a pass takes a few hundred ms) instead of holding the threads
+        the bar's cycle needs."""
         if self.prewarm_s <= 0 or self.prewarm_s >= self.interval_s or bar_ts <= self._prewarm_ts:
             return
         self._prewarm_ts = bar_ts
         if self._prewarm is not None:
             self._prewarm.cancel()
-        delay = arrived + self.interval_s - self.prewarm_s - self.perf_clock()
+        delay = arrived + self.interval_s - self.prewarm_s - self._prewarm_pass_s - self.perf_clock()
         if delay > 0:  # else the next bar is nearly due: a pass now could only delay it
             self._prewarm = asyncio.get_running_loop().call_later(delay, self._fire_prewarm)
 
@@ -528,7 +532,9 @@ class Engine(PortfolioCycle):
     async def prewarm(self) -> float:
         """One throwaway batched forward pass over every symbol's current windows; its ms."""
         windows = [self._snapshot(s) for s in self.symbols]
-        return await self.inference.prewarm(dict(self.predictors), windows)
+        ms = await self.inference.prewarm(dict(self.predictors), windows)
+        self._prewarm_pass_s = ms / 1000.0
+        return ms
 
     # --- operator actions -------------------------------------------------------------------
 
