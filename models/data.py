@@ -6,6 +6,9 @@ as the daemon's ring-buffer windows. Several data directories may be combined: f
 `--data extra/2024-07_2024-08 shared/data` takes 1m from the 2024 slice and 1h/1d from the
 main set. Malformed input raises TapeError naming the file and the line; gaps are tolerated,
 found by `find_gaps` and reported, never filled.
+4h and 1d bars with no file of their own are derived from the pair's 1h file (`derive_bars`):
+a bar exists only where every hour of its UTC-aligned period is present, so the hourly data set
+(1h files only) and what `sigd backfill` writes give 1h/4h/1d windows without a 1m file.
 """
 
 from __future__ import annotations
@@ -116,6 +119,39 @@ def contiguous_ends(bars: np.ndarray, timeframe: str) -> np.ndarray:
     return np.arange(len(ok)) - np.maximum.accumulate(breaks) + 1
 
 
+DERIVED_FROM_1H: tuple[str, ...] = ("4h", "1d")  # timeframes built from a 1h file when no file of their own
+
+
+def derive_bars(bars: np.ndarray, source_tf: str, timeframe: str) -> np.ndarray:
+    """Bars [n, 6] at `source_tf` (sorted, gaps allowed) -> complete bars at `timeframe`, aligned
+    to UTC: first open, max high, min low, last close, volume sum. A period with a missing source
+    bar is left out (a gap stays a gap, never filled)."""
+    step, period = timeframe_ms(source_tf), timeframe_ms(timeframe)
+    if period % step:
+        raise ValueError(f"timeframe {timeframe} is not a multiple of the source timeframe {source_tf}")
+    k = period // step
+    if k == 1 or len(bars) == 0:
+        return bars
+    ts = bars[:, TS].astype(np.int64)
+    first = ts[0] - ts[0] % period
+    n_periods = int((ts[-1] - first) // period) + 1
+    grid = np.full((n_periods * k, 6), np.nan)
+    grid[((ts - first) // step).astype(np.int64)] = bars
+    shaped = grid.reshape(n_periods, k, 6)
+    complete = np.isfinite(shaped[:, :, CLOSE]).all(axis=1)
+    out = np.column_stack(
+        [
+            first + np.arange(n_periods, dtype=np.int64) * period,
+            shaped[:, 0, OPEN],
+            shaped[:, :, HIGH].max(axis=1),
+            shaped[:, :, LOW].min(axis=1),
+            shaped[:, -1, CLOSE],
+            shaped[:, :, VOLUME].sum(axis=1),
+        ]
+    ).astype(np.float64)
+    return out[complete]
+
+
 def load_series(
     dirs: Sequence[Path | str],
     symbol: str,
@@ -125,14 +161,17 @@ def load_series(
     end_ms: int | None = None,
     required: bool = True,
 ) -> np.ndarray | None:
-    """One (symbol, timeframe) from the first directory holding it, cut to [start, end)."""
+    """One (symbol, timeframe) from the first directory holding it, cut to [start, end); 4h/1d
+    derived from the 1h file when no directory holds a file of that timeframe."""
     path = find_tape(dirs, symbol, timeframe)
-    if path is None:
+    source = find_tape(dirs, symbol, "1h") if path is None and timeframe in DERIVED_FROM_1H else None
+    if path is None and source is None:
         if required:
             where = ", ".join(str(d) for d in dirs)
-            raise TapeError(f"no tape {tape_name(symbol, timeframe)}.csv[.gz] in any of: {where}")
+            also = f" (nor a {tape_name(symbol, '1h')} file to derive it from)" if timeframe in DERIVED_FROM_1H else ""
+            raise TapeError(f"no tape {tape_name(symbol, timeframe)}.csv[.gz]{also} in any of: {where}")
         return None
-    bars = load_tape(path, timeframe)
+    bars = load_tape(path, timeframe) if path is not None else derive_bars(load_tape(source, "1h"), "1h", timeframe)  # type: ignore[arg-type]
     keep = np.ones(len(bars), dtype=bool)
     if start_ms is not None:
         keep &= bars[:, TS] >= start_ms

@@ -1,6 +1,7 @@
 """Samples without look-ahead: which trigger bars become samples, their split, their windows.
 
-A sample is one closed bar t of the primary 1m series (its close time T = ts + 1 min). For each
+A sample is one closed bar t of the primary (trigger) series: 1m by default, or 1h/4h/1d
+(`FeatureSpec.trigger`; its close time T = ts + one trigger bar). For each
 input key the window is the `seq_len` newest bars that had closed at T -- exactly the ring
 buffer the daemon holds at T. The primary 1m series is cut chronologically into 70 / 15 / 15
 blocks; a sample belongs to a block only if its whole 1m input window (with indicator
@@ -85,14 +86,17 @@ def build_symbol_samples(
     ratios: tuple[float, float, float] = RATIOS,
     aux_targets: AuxTargets | None = None,
 ) -> SymbolSamples:
-    """Samples of one symbol. `series['1m']` is the primary trigger series; other keys context.
-    aux_targets(bars, rows, horizon): a family's extra targets (its IO's `aux_targets`)."""
-    prim = series["1m"]
+    """Samples of one symbol. `series[spec.trigger]` is the primary trigger series; other keys
+    context. aux_targets(bars, rows, horizon): a family's extra targets (its IO's `aux_targets`)."""
+    trigger = spec.trigger
+    prim = series[trigger]
+    if prim is None or len(prim) == 0:
+        raise ValueError(f"{symbol}: no {trigger} bars in the span")
     n = len(prim)
-    need = spec.required_windows["1m"]
+    need = spec.required_windows[trigger]
     close = prim[:, 4]
-    close_ts = prim[:, 0].astype(np.int64) + timeframe_ms("1m")
-    run = contiguous_ends(prim, "1m")
+    close_ts = prim[:, 0].astype(np.int64) + timeframe_ms(trigger)
+    run = contiguous_ends(prim, trigger)
     rows = np.arange(n)
     bounds = _blocks(n, ratios)
     block = np.searchsorted(bounds[1:], rows, side="right")
@@ -104,9 +108,9 @@ def build_symbol_samples(
     nxt = np.clip(rows + 1, None, n - 1)
     next_ret = np.where(run[nxt] >= 2, close[nxt] / close - 1.0, 0.0)
     sel = rows[ok]
-    ends = {"1m": sel.astype(np.int64)}
+    ends = {trigger: sel.astype(np.int64)}
     for key in spec.inputs:
-        if key != "1m":
+        if key != trigger:
             ends[key] = _context_ends(series.get(key), key, close_ts[sel], spec.required_windows[key])
     block_end = close_ts[np.clip(bounds[block[sel] + 1] - 1, 0, None)]
     next_ok = {k: _next_ok(series.get(k), k, ends[k], block_end) for k in spec.inputs}
@@ -196,7 +200,7 @@ def assemble(
             if len(stacked)
             else (0.0,) * len(spec.feature_names)
         )
-    spec = FeatureSpec(spec.kind, spec.seq_len, spec.inputs, spec.feature_set, scalers, spec.version, clip)
+    spec = FeatureSpec(spec.kind, spec.seq_len, spec.inputs, spec.feature_set, scalers, spec.version, clip, spec.trigger)
     feats, ends = {}, {}
     for key in spec.inputs:
         offsets = np.cumsum([0] + [len(r[key]) for r in raw])
@@ -237,10 +241,12 @@ def assemble(
     )
 
 
-def live_windows(series: dict[str, np.ndarray | None], bar_ts: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
-    """The windows the daemon's ring buffers hold at the close of the 1m bar opening at bar_ts:
-    for each key the newest `sizes[key]` bars closed by then (the backtest's view of live)."""
-    close = bar_ts + timeframe_ms("1m")
+def live_windows(
+    series: dict[str, np.ndarray | None], bar_ts: int, sizes: dict[str, int], trigger: str = "1m"
+) -> dict[str, np.ndarray]:
+    """The windows the daemon's ring buffers hold at the close of the trigger bar opening at
+    bar_ts: for each key the newest `sizes[key]` bars closed by then (the backtest's view of live)."""
+    close = bar_ts + timeframe_ms(trigger)
     out = {}
     for key, n in sizes.items():
         bars = series.get(key)

@@ -4,7 +4,8 @@ Each model file exports `FAMILY = Family(name, Model, Config, IO)`; `models.regi
 name to it, one line per family. The pipeline never asks which family it holds: it asks the
 family's IO (`models.io.WindowIO` or a subclass in the model's own file) for
 
-    window_keys      the windows it needs ("1m" only, or every timeframe)
+    window_keys      the windows it needs at its trigger timeframe ("1m" only, every timeframe,
+                     or at 1h/4h/1d the trigger plus its 1d/BTC context)
     feature_spec()   its feature builder (FeatureSpec.kind names it)
     step()           its training loss
     outputs()        its outputs as named scores: p_short/p_flat/p_long (or the regression
@@ -37,10 +38,11 @@ class Family:
         """A fresh network built from `make_config(config, preset)`."""
         return self.model(self.make_config(config, preset))
 
-    def make_io(self, mode: str = "classification") -> Any:
-        """The IO object for training or serving in `mode` (classification | regression)."""
+    def make_io(self, mode: str = "classification", trigger: str = "1m") -> Any:
+        """The IO object for training or serving in `mode` (classification | regression), its
+        samples at the close of `trigger` bars (1m, 1h, 4h or 1d)."""
         io = self.io
         if isinstance(io, str):
             module, _, name = io.partition(":")
             io = getattr(importlib.import_module(module), name)
-        return io(self.name, mode)
+        return io(self.name, mode, trigger)

@@ -54,6 +54,27 @@ BAR2_NAMES: tuple[str, ...] = ("log_range", "log_high", "log_low", "log_close", 
 MTF_SETS: dict[str, tuple[str, ...]] = {"bar": BAR_NAMES, "bar2": BAR2_NAMES}
 VOL_BARS = 20  # bar2: bars of recent volatility each bar's price features are measured in
 WINDOW_KEYS: tuple[str, ...] = ("1s", "1m", "1h", "1d", "btc_1m")
+# The trigger timeframe: the primary series whose closed bars are samples (training) and
+# decisions (live). At 1m a family reads its own `window_keys`; at 1h/4h/1d every family reads
+# the trigger window plus the context the hourly data set can give (4h/1d derived from 1h,
+# models/data.py) and BTC at 1h (the daemon's `reference_timeframe = "1h"`). 1h decisions take
+# no 4h context: the live feed (and the local exchange) stream 1m/1h/1d, not 4h.
+TRIGGER_TIMEFRAMES: tuple[str, ...] = ("1m", "1h", "4h", "1d")
+HOURLY_KEYS: dict[str, tuple[str, ...]] = {
+    "1h": ("1h", "1d", "btc_1h"),
+    "4h": ("4h", "1h", "1d", "btc_1h"),
+    "1d": ("1d", "4h", "btc_1h"),
+}
+
+
+def trigger_keys(trigger: str, minute_keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The window keys of a model triggered at `trigger` (the trigger's key first); at 1m the
+    family's own keys `minute_keys`."""
+    if trigger == "1m":
+        return minute_keys
+    if trigger not in HOURLY_KEYS:
+        raise ValueError(f"trigger timeframe {trigger!r} is not one of {TRIGGER_TIMEFRAMES}")
+    return HOURLY_KEYS[trigger]
 
 
 def key_timeframe(key: str) -> str:
@@ -161,8 +182,11 @@ class FeatureSpec:
     version: int = FEATURE_VERSION
     # share of values clipped at +-CLIP per input key and feature, on the training rows
     clip_share: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    trigger: str = "1m"  # the input key whose closed bars are the samples / decisions
 
     def __post_init__(self) -> None:
+        if self.trigger != "1m" and self.trigger not in self.inputs:  # 1m: older specs may name other inputs only
+            raise ValueError(f"trigger {self.trigger!r} is not one of the inputs {list(self.inputs)}")
         if self.kind not in BUILDERS:
             raise ValueError(f"unknown feature kind {self.kind!r}; known: {', '.join(BUILDERS)}")
         if self.version not in SUPPORTED_VERSIONS:
@@ -204,6 +228,8 @@ class FeatureSpec:
         }
         if self.clip_share:
             out["clip_share"] = {k: list(v) for k, v in self.clip_share.items()}
+        if self.trigger != "1m":  # absent = 1m: the 1m artifacts' JSON (and version) unchanged
+            out["trigger"] = self.trigger
         return out
 
     @classmethod
@@ -219,6 +245,7 @@ class FeatureSpec:
             {k: Scaler.from_dict(s) for k, s in d["scalers"].items()},
             int(d["version"]),
             {k: tuple(float(x) for x in v) for k, v in d.get("clip_share", {}).items()},
+            str(d.get("trigger", "1m")),
         )
         if list(spec.feature_names) != list(d.get("feature_names", spec.feature_names)):
             raise ValueError(f"feature names {d.get('feature_names')} do not match {list(spec.feature_names)}")

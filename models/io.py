@@ -1,7 +1,9 @@
 """How a family meets the pipeline: windows, features, batches, loss and named scores.
 
-`WindowIO` serves the window models (x [B, T, F] of indicator features over the 1m window ->
-logits [B, 3] or a return [B, 1]); a family with other inputs or heads subclasses it in its
+`WindowIO` serves the window models (x [B, T, F] of indicator features over the trigger
+window -> logits [B, 3] or a return [B, 1]; at a 1h/4h/1d trigger the context windows -- 1d,
+BTC at 1h, ... (`models.features.trigger_keys`) -- are encoded the same way and stacked beside
+it on the feature axis, x [B, T, F x inputs], zeros where a context window is missing); a family with other inputs or heads subclasses it in its
 own model file (the hybrid transformer: models/mtf_transformer.py). The training pipeline, the
 Predictor and the benchmarks only call these methods: no family is named outside its file.
 """
@@ -17,7 +19,7 @@ from torch import nn
 
 from daemon.domain import CLASS_SCORES
 from models.datasets import SampleSet
-from models.features import FeatureSpec
+from models.features import FeatureSpec, trigger_keys
 from models.indicators import FULL_WARMUP
 from models.losses import make_loss
 from models.targets import IGNORE
@@ -42,27 +44,30 @@ def decision_scores(named: Mapping[str, np.ndarray], mode: str) -> np.ndarray:
 class WindowIO:
     """Window models: one window of the 1m series' indicator features per sample."""
 
-    window_keys: tuple[str, ...] = ("1m",)  # the windows this family can use
+    minute_keys: tuple[str, ...] = ("1m",)  # the windows this family can use at a 1m trigger
     feature_kind = "sequence"  # FeatureSpec.kind: models.features' builder of its features
 
-    def __init__(self, name: str, mode: str) -> None:
+    def __init__(self, name: str, mode: str, trigger: str = "1m") -> None:
         self.name, self.mode, self.loss = name, mode, make_loss(mode)
+        self.trigger = trigger  # the samples' (and decisions') timeframe
+        self.window_keys = trigger_keys(trigger, self.minute_keys)  # the trigger's key first
 
     def feature_spec(self, seq_len: int, shortest: int, inputs: tuple[str, ...], log: Log) -> FeatureSpec:
-        """Feature spec before scalers are fitted; `shortest` = bars of the shortest symbol."""
+        """Feature spec before scalers are fitted; `shortest` = trigger bars of the shortest symbol."""
         # The seed's fallback: too few rows for the indicators -> the minimal feature set.
         need = seq_len + FULL_WARMUP + 50
         if shortest < need:
             log(f"only {shortest} bars: minimal feature set (indicators need {need})")
-        return FeatureSpec(self.feature_kind, seq_len, ("1m",), "full" if shortest >= need else "minimal")
+        keys = inputs if self.trigger != "1m" else ("1m",)
+        return FeatureSpec(self.feature_kind, seq_len, keys, "full" if shortest >= need else "minimal", trigger=self.trigger)
 
     def config_overrides_base(self) -> dict[str, Any]:
         """Config fields known before the data is read."""
         return {"task": self.mode}
 
     def config_overrides(self, spec: FeatureSpec) -> dict[str, Any]:
-        """Config fields the pipeline sets from the data."""
-        return {"n_features": len(spec.feature_names), "task": self.mode}
+        """Config fields the pipeline sets from the data: every input's features side by side."""
+        return {"n_features": len(spec.feature_names) * len(spec.inputs), "task": self.mode}
 
     aux_targets: Callable[[np.ndarray, np.ndarray, int], dict[str, np.ndarray]] | None = None
 
@@ -77,9 +82,9 @@ class WindowIO:
         """Reload what `prepare` learned from an artifact."""
 
     def inputs(self, ss: SampleSet, idx: np.ndarray, device: torch.device) -> Batch:
-        """Model inputs for samples idx."""
-        x, _ = ss.gather("1m", idx)  # (B, T, F)
-        return {"x": tensor(x, device)}
+        """Model inputs for samples idx: (B, T, F x inputs), a masked context window as zeros."""
+        parts = [ss.gather(key, idx)[0] for key in ss.spec.inputs]  # (B, T, F) each, zeros where masked
+        return {"x": tensor(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1), device)}
 
     def batch(self, ss: SampleSet, idx: np.ndarray, device: torch.device) -> Batch:
         """Inputs plus targets."""
@@ -87,8 +92,11 @@ class WindowIO:
         return {**self.inputs(ss, idx, device), "y": tensor(y, device)}
 
     def stack(self, encoded: Sequence[Mapping[str, np.ndarray | None]], spec: FeatureSpec, device: torch.device) -> Batch:
-        """Model inputs from live encoded windows (models.features.encode_windows), one per sample."""
-        return {"x": tensor(np.stack([e["1m"] for e in encoded]), device)}
+        """Model inputs from live encoded windows (models.features.encode_windows), one per sample;
+        a missing context window is zeros, as in training."""
+        zeros = np.zeros((spec.seq_len, len(spec.feature_names)), np.float32)
+        rows = [np.concatenate([e[k] if e[k] is not None else zeros for k in spec.inputs], axis=-1) for e in encoded]
+        return {"x": tensor(np.stack(rows), device)}
 
     def example(
         self, config: Any, batch: int, device: torch.device, generator: torch.Generator | None = None, steps: int | None = None

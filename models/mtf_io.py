@@ -14,7 +14,7 @@ from models.datasets import TRAIN, SampleSet
 from models.features import WINDOW_KEYS, FeatureSpec
 from models.io import Batch, Log, WindowIO, tensor
 from models.losses import FocalLoss
-from models.mtf_transformer import BAR_FEATURES, TIMEFRAMES, mtf_loss
+from models.mtf_transformer import BAR_FEATURES, mtf_loss
 from models.targets import IGNORE, mtf_aux_targets
 
 AUX_KEYS = ("price", "volatility", "trend_strength", "pivots")
@@ -24,28 +24,29 @@ EXTRA_SCORES = ("confidence", "price", "volatility", "trend_strength")  # served
 class MTFIO(WindowIO):
     """The hybrid's IO: per-bar features of every trained timeframe, masked when missing."""
 
-    window_keys = WINDOW_KEYS
+    minute_keys = WINDOW_KEYS
     feature_kind = "mtf"
     aux_targets = staticmethod(mtf_aux_targets)
 
-    def __init__(self, name: str, mode: str, aux_weight: float = 0.1) -> None:
+    def __init__(self, name: str, mode: str, trigger: str = "1m", aux_weight: float = 0.1) -> None:
         if mode != "classification":
             raise ValueError(f"{name} trains in classification mode only (its action head)")
-        super().__init__(name, mode)
+        super().__init__(name, mode, trigger)
         self.focal, self.aux_weight, self.trend_tau = FocalLoss(), aux_weight, {}
 
     def feature_spec(self, seq_len: int, shortest: int, inputs: tuple[str, ...], log: Log) -> FeatureSpec:
         """Bar features of each input key (no indicator history needed): the v2 set, whose inputs
         are comparable across coins (models/features.py says why v1's log_open was not)."""
-        return FeatureSpec(self.feature_kind, seq_len, inputs, "bar2")
+        return FeatureSpec(self.feature_kind, seq_len, inputs, "bar2", trigger=self.trigger)
 
     def config_overrides_base(self) -> dict[str, Any]:
         """Nothing: the hybrid has no task switch."""
         return {}
 
     def config_overrides(self, spec: FeatureSpec) -> dict[str, Any]:
-        """Nothing: the bar feature width is fixed at 5."""
-        return {}
+        """At a 1h/4h/1d trigger, the timeframe embedding's slots are the trained inputs (the
+        1m layout of TIMEFRAMES otherwise); the bar feature width is fixed at 5."""
+        return {} if spec.trigger == "1m" else {"timeframes": tuple(spec.inputs)}
 
     def prepare(self, ss: SampleSet) -> None:
         """tau_tf = median |rho| of next-bar returns over the training split (per timeframe)."""
@@ -101,7 +102,7 @@ class MTFIO(WindowIO):
     ) -> Batch:
         """Random bars of every timeframe but 1s (the daemon's usual inputs) and action labels."""
         t = steps or config.seq_len
-        keys = [k for k in TIMEFRAMES if k != "1s"]
+        keys = [k for k in config.timeframes if k != "1s"]
         y = self.random_labels(batch, device, generator)
         return {
             "bars": {k: torch.randn(batch, t, BAR_FEATURES, generator=generator).to(device) for k in keys},

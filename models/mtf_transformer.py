@@ -83,6 +83,9 @@ class MTFConfig(ModelConfig):
     indicator_features: int = 40
     market_features: int = 30
     position_features: int = 5
+    # The window keys the timeframe embedding knows, in slot order: the 1m layout by default;
+    # a 1h/4h/1d-trigger model names its own inputs (e.g. 1h, 1d, btc_1h).
+    timeframes: tuple[str, ...] = TIMEFRAMES
 
     PRESETS = {
         "tiny": dict(seq_len=12, encoder_hidden=(16, 16), d_model=16, n_head=2, d_ff=32, n_cross=1, n_layer=1, attn_dropout=0.0),
@@ -100,6 +103,11 @@ class MTFConfig(ModelConfig):
         """Validate sizes; d_model must split evenly over the heads."""
         self.require_positive("seq_len", "encoder_hidden", "d_model", "n_head", "d_ff", "n_cross", "n_layer")
         self.require(self.d_model % self.n_head == 0, "d_model", f"must be divisible by n_head={self.n_head}")
+        self.require(
+            len(self.timeframes) > 0 and len(set(self.timeframes)) == len(self.timeframes),
+            "timeframes",
+            "must be distinct, at least one",
+        )
         for key in ("dropout", "attn_dropout"):
             self.require(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
 
@@ -121,7 +129,7 @@ class MTFTransformer(nn.Module):
         super().__init__()
         c = self.config = config
         self.encoder = PatternEncoder(c.encoder_hidden, c.d_model, c.dropout)
-        self.tf_emb = nn.Embedding(len(TIMEFRAMES), c.d_model)
+        self.tf_emb = nn.Embedding(len(c.timeframes), c.d_model)
         self.age_emb = nn.Embedding(c.seq_len, c.d_model)
         self.drop = nn.Dropout(c.dropout)
 
@@ -180,7 +188,7 @@ class MTFTransformer(nn.Module):
         """Everything before the main stack → its input [B, 1+T, d] and key mask [B, 1+T] (or None)."""
         names, x, valid = self.stack_inputs(bars, present or {}, padding or {})  # (B, K, T, 5), (B, K, T)
         B, K, T, _ = x.shape
-        ids = torch.tensor([TIMEFRAMES.index(n) for n in names], device=x.device)
+        ids = torch.tensor([self.config.timeframes.index(n) for n in names], device=x.device)
         h = self.encode_bars(x)  # (B, K, T, d): SERIAL, one MLP for every bar
         h = h + self.tf_emb(ids)[None, :, None] + self.age_emb.weight[:T].flip(0)  # age 0 = newest bar
         h = self.drop(h).reshape(B, K * T, -1)  # (B, K·T, d)
@@ -214,11 +222,11 @@ class MTFTransformer(nn.Module):
         self, bars: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor], padding: Mapping[str, torch.Tensor]
     ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """Validate the inputs; → timeframe names, bars [B, K, T, 5], valid [B, K, T] (True = a real bar)."""
-        bars = canonical_bars(bars)
+        bars = canonical_bars(bars, self.config.timeframes)
         for what, m in (("present", present), ("padding", padding)):
             if unknown := sorted(set(m) - set(bars)):
                 raise ValueError(f"MTFTransformer: {what} mask for timeframe(s) {unknown} not given in bars")
-        names = [tf for tf in TIMEFRAMES if tf in bars]
+        names = [tf for tf in self.config.timeframes if tf in bars]
         first = bars[names[0]]
         B, T = first.shape[0], first.shape[1]
         if T > self.config.seq_len:
@@ -255,7 +263,7 @@ class MTFTransformer(nn.Module):
             "action_logits": logits,
             "action_probs": torch.softmax(logits, dim=-1),
             "confidence": confidence,
-            "next_bar": {tf: next_bar[:, k] for k, tf in enumerate(TIMEFRAMES)},
+            "next_bar": {tf: next_bar[:, k] for k, tf in enumerate(self.config.timeframes)},
             "price": price,
             "volatility": F.softplus(vol),
             "trend_strength": torch.tanh(strength),
@@ -280,18 +288,18 @@ def ascending_levels(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([s2, s1, p, r1, r2], dim=1)
 
 
-def canonical_bars(bars: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the legacy "price_data" key to "1m"; refuse unknown keys and an empty input."""
+def canonical_bars(bars: Mapping[str, torch.Tensor], timeframes: tuple[str, ...] = TIMEFRAMES) -> dict[str, torch.Tensor]:
+    """Map the legacy "price_data" key to "1m"; refuse keys not in `timeframes` and an empty input."""
     out = dict(bars)
     if LEGACY_KEY in out:
         if "1m" in out:
             raise ValueError(f"MTFTransformer: give either {LEGACY_KEY!r} (legacy 1m) or '1m', not both")
         out["1m"] = out.pop(LEGACY_KEY)
-    if unknown := sorted(set(out) - set(TIMEFRAMES)):
-        known = [*TIMEFRAMES, LEGACY_KEY]
+    if unknown := sorted(set(out) - set(timeframes)):
+        known = [*timeframes, LEGACY_KEY]
         raise ValueError(f"MTFTransformer: unknown timeframe key(s) {unknown}; known: {known}")
     if not out:
-        raise ValueError(f"MTFTransformer: no timeframe given; pass at least one of {list(TIMEFRAMES)}")
+        raise ValueError(f"MTFTransformer: no timeframe given; pass at least one of {list(timeframes)}")
     return out
 
 
@@ -361,7 +369,7 @@ def _aux_terms(out: Outputs, targets: Outputs, logits: torch.Tensor, labelled: t
             ok = torch.isfinite(targets[key]).all(-1)  # (B,)
             if bool(ok.any()):
                 terms.append(F.mse_loss(out[key].float()[ok], targets[key][ok]))
-    trend_logits = {tf: out["trend_logits"][:, k] for k, tf in enumerate(TIMEFRAMES)}  # tf → [B, 3]
+    trend_logits = {tf: out["trend_logits"][:, k] for k, tf in enumerate(out["next_bar"])}  # tf → [B, 3], slot order
     terms += _present_terms(trend_logits, targets.get("trend", {}), targets.get("trend_mask", {}), F.cross_entropy)
     return terms
 

@@ -109,9 +109,13 @@ def mtf_aux_targets(bars: np.ndarray, rows: np.ndarray, horizon: int) -> dict[st
     hh, ll, cc = hi[steps].max(axis=1), lo[steps].min(axis=1), c[rows + horizon]
     p = (hh + ll + cc) / 3.0
     levels = np.stack([p - (hh - ll), 2 * p - hh, p, 2 * p - ll, p + (hh - ll)], axis=1)
+    # A range wider than the pivot (a coin doubling within the horizon: DOGE 2021 at 24 1h
+    # bars) puts S2 below zero: its log is NaN, and mtf_loss leaves NaN rows out.
+    with np.errstate(invalid="ignore"):
+        pivots = np.log(levels / c[rows][:, None])
     return {
         "price": price[:, None],
         "volatility": np.sqrt((r**2).mean(axis=1))[:, None],
         "trend_strength": np.where(abs_sum > 0, price / np.where(abs_sum > 0, abs_sum, 1.0), 0.0)[:, None],
-        "pivots": np.log(levels / c[rows][:, None]),
+        "pivots": pivots,
     }

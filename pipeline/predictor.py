@@ -53,7 +53,7 @@ class Predictor:
         self.threshold: float = float(meta["threshold"]["value"])
         self.hold_bars: int = hold_bars(meta)  # the holding period the threshold was optimized with
         self.required_windows: dict[str, int] = spec.required_windows
-        self.io: WindowIO = registry.family(self.name).make_io(self.mode)
+        self.io: WindowIO = registry.family(self.name).make_io(self.mode, spec.trigger)
         self.clip_stats = ClipStats()  # share of inputs clipped at +-CLIP since load, per input key
 
     @classmethod
@@ -64,28 +64,33 @@ class Predictor:
         return cls(model, meta, spec, dev)
 
     def _encode(self, windows: Mapping[str, Any], bar_ts: int) -> dict[str, np.ndarray | None]:
-        prim = windows.get("1m")
+        trigger = self.spec.trigger  # 1m, or 1h/4h/1d for a model trained on hourly bars
+        prim = windows.get(trigger)
         if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
-            raise InsufficientWindows(f"{self.name}: newest 1m bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
+            raise InsufficientWindows(f"{self.name}: newest {trigger} bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
         return self._usable(encode_windows(windows, self.spec, self.clip_stats), prim)
 
     def _usable(self, enc: dict[str, np.ndarray | None], prim: Any) -> dict[str, np.ndarray | None]:
-        if enc["1m"] is None or all(v is None for v in enc.values()):
-            need = self.required_windows["1m"]
+        trigger = self.spec.trigger
+        if enc[trigger] is None or all(v is None for v in enc.values()):
+            need = self.required_windows[trigger]
             have = 0 if prim is None else len(prim)
-            raise InsufficientWindows(f"{self.name}: the 1m window needs {need} gap-free bars, got {have}")
+            raise InsufficientWindows(f"{self.name}: the {trigger} window needs {need} gap-free bars, got {have}")
         return enc
 
     def _encode_batch(
         self, windows_list: Sequence[Mapping[str, Any]], bar_ts_list: Sequence[int]
     ) -> list[dict[str, np.ndarray | None]]:
         """_encode over many window sets, each key in one vectorized pass (the same values)."""
+        trigger = self.spec.trigger  # 1m, or 1h/4h/1d for a model trained on hourly bars
         for windows, bar_ts in zip(windows_list, bar_ts_list):
-            prim = windows.get("1m")
+            prim = windows.get(trigger)
             if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
-                raise InsufficientWindows(f"{self.name}: newest 1m bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
+                raise InsufficientWindows(
+                    f"{self.name}: newest {trigger} bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}"
+                )
         encoded = encode_windows_batch(windows_list, self.spec, self.clip_stats)
-        return [self._usable(enc, w.get("1m")) for enc, w in zip(encoded, windows_list)]
+        return [self._usable(enc, w.get(trigger)) for enc, w in zip(encoded, windows_list)]
 
     def _scores(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray]:
         out: list[dict[str, np.ndarray]] = []

@@ -55,6 +55,10 @@ class TrainSpec:
     # Where the model's decisions are made (sigd compare's setup trigger): its out-of-sample
     # validation decides at these bar closes only, not on every 1m bar.
     decision_timeframe: str = "1m"
+    # The samples' timeframe: 1m (the 1m files), or 1h/4h/1d straight from 1h files (the hourly
+    # data set, `sigd backfill` output; 4h/1d derived where complete). The target's horizon and
+    # the threshold's holding period count bars of it; a 1h/4h/1d trigger decides at its closes.
+    trigger_timeframe: str = "1m"
 
     def __post_init__(self) -> None:
         for key in ("data_dirs", "symbols"):
@@ -75,6 +79,16 @@ class TrainSpec:
             raise ValueError(f"TrainSpec.lr: must be > 0, got {self.lr}")
         if self.decision_timeframe not in DECISION_TIMEFRAMES:
             raise ValueError(f"TrainSpec.decision_timeframe: {self.decision_timeframe!r} is not one of {DECISION_TIMEFRAMES}")
+        if self.trigger_timeframe not in DECISION_TIMEFRAMES:
+            raise ValueError(f"TrainSpec.trigger_timeframe: {self.trigger_timeframe!r} is not one of {DECISION_TIMEFRAMES}")
+        if self.trigger_timeframe != "1m":  # a model triggered at 1h decides at 1h closes, not finer
+            if self.decision_timeframe == "1m":
+                object.__setattr__(self, "decision_timeframe", self.trigger_timeframe)
+            elif self.decision_timeframe != self.trigger_timeframe:
+                raise ValueError(
+                    f"TrainSpec.decision_timeframe: {self.decision_timeframe!r} differs from "
+                    f"trigger_timeframe {self.trigger_timeframe!r}"
+                )
 
     @property
     def hold_bars(self) -> int:

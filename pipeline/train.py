@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 import strategies.threshold as thr
+from daemon.domain import timeframe_ms
 from models import plots, registry
 from models.artifacts import hold_bars, load_artifact, save_artifact
 from models.augment import augment
-from models.data import find_gaps, fingerprint, load_series
+from models.data import DERIVED_FROM_1H, TapeError, find_gaps, find_tape, fingerprint, load_series
 from models.datasets import TEST, TRAIN, VAL, SampleSet, assemble, build_symbol_samples
 from models.features import key_timeframe
 from models.fit import FitConfig, choose_batch_size, fit, memory_estimate, pick_device
@@ -43,6 +44,11 @@ Log = Callable[[str], None]
 __all__ = ["DEFAULT_DATA", "DEFAULT_SYMBOLS", "REPO", "TrainSpec", "train", "evaluate_artifact"]
 
 
+class FlagError(ValueError):
+    """Input the data cannot serve (a timeframe it cannot give, a span no pair covers): the
+    message names the flag; `sigd train` prints it and exits 2."""
+
+
 @dataclass
 class TrainResult:
     """What a training run produced."""
@@ -52,6 +58,10 @@ class TrainResult:
     metrics: dict[str, Any]
     history: dict[str, list[float]]
     samples: dict[str, Any] = field(default_factory=dict)
+
+
+def _iso(ms: int | None) -> str:
+    return "open" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso_ms(text: str | None, what: str = "date") -> int | None:
@@ -64,13 +74,35 @@ def _iso_ms(text: str | None, what: str = "date") -> int | None:
     return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
+def bars_per_year(trigger: str) -> float:
+    """Trigger bars in a year (annualised Sharpe of the threshold search and the test report)."""
+    return BARS_PER_YEAR_1M * timeframe_ms("1m") / timeframe_ms(trigger)
+
+
 def load_symbol(
-    dirs: Sequence[Path], symbol: str, keys: Sequence[str], start: int | None, end: int | None, log: Log
+    dirs: Sequence[Path],
+    symbol: str,
+    keys: Sequence[str],
+    start: int | None,
+    end: int | None,
+    log: Log,
+    trigger: str = "1m",
 ) -> dict[str, np.ndarray | None]:
-    """Series per window key for one symbol; the primary 1m cut to [start, end), context whole."""
-    out: dict[str, np.ndarray | None] = {"1m": load_series(dirs, symbol, "1m", start_ms=start, end_ms=end)}
+    """Series per window key for one symbol; the primary (trigger) series cut to [start, end),
+    context whole. 4h/1d come from a 1h file when there is no file of their own."""
+    try:
+        prim = load_series(dirs, symbol, trigger, start_ms=start, end_ms=end)
+    except TapeError as exc:
+        sources = (trigger, "1h") if trigger in DERIVED_FROM_1H else (trigger,)
+        if all(find_tape(dirs, symbol, tf) is None for tf in sources):  # absent, not malformed: the data cannot give it
+            raise FlagError(f"--timeframe {trigger}: {exc}") from None
+        raise
+    if prim is None or len(prim) == 0:
+        span = f"[{_iso(start)}, {_iso(end)})"
+        raise FlagError(f"--from/--to: {symbol} has no {trigger} bar in the span {span}")
+    out: dict[str, np.ndarray | None] = {trigger: prim}
     for key in keys:
-        if key == "1m":
+        if key == trigger:
             continue
         sym = REFERENCE if key.startswith("btc_") else symbol
         out[key] = load_series(dirs, sym, key_timeframe(key), required=False)
@@ -96,9 +128,9 @@ def build_sampleset(
     log: Log,
 ) -> tuple[SampleSet, list]:
     """Load every symbol's windows the family needs, pick its features, build and assemble samples."""
-    loaded = [load_symbol(dirs, s, io.window_keys, start, end, log) for s in symbols]
+    loaded = [load_symbol(dirs, s, io.window_keys, start, end, log, io.trigger) for s in symbols]
     inputs = tuple(k for k in io.window_keys if any(series.get(k) is not None for series in loaded))
-    shortest = min(len(series["1m"]) for series in loaded)
+    shortest = min(len(series[io.trigger]) for series in loaded)
     spec = io.feature_spec(seq_len, shortest, inputs, log)
     per_symbol = [
         (build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series) for s, series in zip(symbols, loaded)
@@ -150,7 +182,7 @@ def test_report(
     the test scores."""
     test = _primary(ss, TEST)
     scores = predict_scores(io, model, ss, test, device)
-    report = evaluate.trading_report(scores, ss.next_ret[test], threshold, io.mode, fee, BARS_PER_YEAR_1M, hold)
+    report = evaluate.trading_report(scores, ss.next_ret[test], threshold, io.mode, fee, bars_per_year(ss.spec.trigger), hold)
     if io.mode == "classification":
         majority = int(np.argmax(class_counts(ss.y[ss.indices(TRAIN)])))  # of the unbalanced train split
         report.update(evaluate.classification_report(ss.y[test], scores, majority))
@@ -165,7 +197,7 @@ def _evaluate(
     """Threshold on validation (primary symbol) under holding period `hold`, then every test number."""
     val = _primary(ss, VAL)
     val_scores = predict_scores(io, model, ss, val, device)
-    chosen = thr.optimize(val_scores, ss.next_ret[val], io.mode, fee=fee, bars_per_year=BARS_PER_YEAR_1M, hold=hold)
+    chosen = thr.optimize(val_scores, ss.next_ret[val], io.mode, fee=fee, bars_per_year=bars_per_year(ss.spec.trigger), hold=hold)
     report, test_scores = test_report(io, model, ss, device, chosen.threshold, fee, hold)
     metrics = {
         "test": report,
@@ -224,7 +256,7 @@ def _write_report(
 def _prepare(spec: TrainSpec, log: Log) -> tuple[WindowIO, SampleSet, Any, str]:
     """IO, sample set and model config (the data decides n_features and inputs)."""
     family = registry.family(spec.model)
-    io = family.make_io(spec.target.mode)
+    io = family.make_io(spec.target.mode, spec.trigger_timeframe)
     base = family.make_config({**io.config_overrides_base(), **spec.config}, spec.preset)
     dirs = [Path(d) for d in spec.data_dirs]
     start, end = _iso_ms(spec.start, "--from"), _iso_ms(spec.end, "--to")
@@ -293,7 +325,7 @@ def _meta(
             "mode": mode,
             "hold_bars": chosen.hold,
             "fee": spec.fee,
-            "bars_per_year": BARS_PER_YEAR_1M,
+            "bars_per_year": bars_per_year(spec.trigger_timeframe),
             "grid": [list(g) for g in chosen.grid],
         },
         "training": training,
@@ -369,9 +401,12 @@ def evaluate_artifact(
     make, the artifact's own scalers and threshold: champion vs challenger on equal terms."""
     dev = pick_device(device)
     model, meta, spec = load_artifact(art_dir, dev)
-    io = registry.family(meta["model"]["name"]).make_io(meta["threshold"]["mode"])
+    io = registry.family(meta["model"]["name"]).make_io(meta["threshold"]["mode"], spec.trigger)
     target = TargetSpec.from_dict(meta["target"])
-    loaded = [load_symbol([Path(d) for d in data_dirs], s, spec.inputs, _iso_ms(start), _iso_ms(end), log) for s in symbols]
+    loaded = [
+        load_symbol([Path(d) for d in data_dirs], s, spec.inputs, _iso_ms(start), _iso_ms(end), log, spec.trigger)
+        for s in symbols
+    ]
     per_symbol = [
         (build_symbol_samples(s, series, spec, target, aux_targets=io.aux_targets), series) for s, series in zip(symbols, loaded)
     ]

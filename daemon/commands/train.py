@@ -10,7 +10,7 @@ from typing import Any
 
 from models.targets import TargetSpec
 from pipeline.spec import DEFAULT_DATA, DEFAULT_SYMBOLS, TrainSpec
-from pipeline.train import train
+from pipeline.train import FlagError, train
 
 
 def format_metrics(name: str, m: dict[str, Any]) -> str:
@@ -56,6 +56,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         seed=args.seed,
         device=args.device,
         hold=args.hold or 0,
+        trigger_timeframe=getattr(args, "timeframe", None) or "1m",
     )
 
 
@@ -82,6 +83,9 @@ def train_command(args: argparse.Namespace) -> int:
         if args.out:  # the artifact is written beside its place, then renamed: its parent must take it
             _check_writable(Path(args.out).absolute().parent, f"--out {args.out}")
         res = train(spec, args.out, progress=sys.stderr.isatty(), log=say)
+    except FlagError as exc:  # input the data cannot serve: a usage error naming its flag
+        print(f"sigd train: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         print(f"sigd train: {exc}", file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from daemon import log as logging
 from daemon.domain import TIMEFRAME_MS, timeframe_ms
 from daemon.research.replay import discover
+from models.data import derive_bars
 from models.panel import FIELDS, DatasetError, Panel, resample_panel
 
 __all__ = ["DatasetError", "Panel", "aggregate", "default_cache_dir", "load_panel", "read_tape", "resample_panel"]
@@ -94,33 +95,17 @@ def _source_of(streams: set[tuple[str, str]], symbol: str, timeframe: str) -> st
 def aggregate(
     ts: np.ndarray, cols: dict[str, np.ndarray], source_tf: str, timeframe: str
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Bars at `source_tf` (sorted, gaps allowed) -> complete bars at `timeframe`, UTC-aligned.
+    """Bars at `source_tf` (sorted, gaps allowed) -> complete bars at `timeframe`, UTC-aligned
+    (`models.data.derive_bars`, the rule training windows use too).
 
     A period exists only when every source bar in it is present; others are left out.
     """
-    step, period = timeframe_ms(source_tf), timeframe_ms(timeframe)
-    if period % step:
+    if timeframe_ms(timeframe) % timeframe_ms(source_tf):
         raise DatasetError(f"--timeframe {timeframe}: not a multiple of the source timeframe {source_tf}")
-    k = period // step
-    if k == 1 or len(ts) == 0:
+    if timeframe_ms(timeframe) == timeframe_ms(source_tf) or len(ts) == 0:
         return ts, cols
-    first = ts[0] - ts[0] % period
-    n_periods = int((ts[-1] - first) // period) + 1
-    slot = ((ts - first) // step).astype(np.int64)
-    grid = {f: np.full(n_periods * k, np.nan) for f in FIELDS}
-    for f in FIELDS:
-        grid[f][slot] = cols[f]
-    shaped = {f: grid[f].reshape(n_periods, k) for f in FIELDS}
-    complete = np.isfinite(shaped["close"]).all(axis=1)
-    out = {
-        "open": shaped["open"][:, 0],
-        "high": shaped["high"].max(axis=1),
-        "low": shaped["low"].min(axis=1),
-        "close": shaped["close"][:, -1],
-        "volume": shaped["volume"].sum(axis=1),
-    }
-    out_ts = first + np.arange(n_periods, dtype=np.int64) * period
-    return out_ts[complete], {f: v[complete] for f, v in out.items()}
+    out = derive_bars(np.column_stack([ts, *(cols[f] for f in FIELDS)]).astype(np.float64), source_tf, timeframe)
+    return out[:, 0].astype(np.int64), {f: out[:, i + 1] for i, f in enumerate(FIELDS)}
 
 
 def load_panel(

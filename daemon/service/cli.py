@@ -121,9 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="tape directories; per symbol/timeframe the first holding a file wins (default: the bundled slice)",
     )
     p.add_argument("--symbols", nargs="+", default=None, help="first = primary (default: ETH/USDT BTC/USDT)")
-    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: first 1m bar used")
     p.add_argument(
-        "--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: end of the 1m bars used (exclusive)"
+        "--timeframe",
+        default="1m",
+        choices=["1m", "1h", "4h", "1d"],
+        help="trigger: samples and decisions at these bar closes; 1h/4h/1d need only 1h files (1d and BTC 1h context)",
+    )
+    p.add_argument("--from", dest="start", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: first trigger bar used")
+    p.add_argument(
+        "--to", dest="end", default=None, type=cli_args.iso_instant, help="ISO 8601 UTC: end of the trigger bars used (exclusive)"
     )
     p.add_argument("--mode", default="classification", choices=["classification", "regression"])
     p.add_argument("--horizon", type=cli_args.at_least(1), default=15, help="bars ahead for the class label")
