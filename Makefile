@@ -34,8 +34,15 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/sigd run -c config.toml
 
+# The suite runs on TEST_WORKERS parallel pytest-xdist workers (--dist loadgroup: the tests that
+# share one local Ray or one module's trained models stay on one worker, tests/conftest.py).
+# Most end-to-end tests wait on a replay clock, so 3 workers fit 2 cores; TEST_WORKERS=0 runs
+# the suite in one process (a debugger, or output in test order).
+TEST_WORKERS ?= 3
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) $(PYTEST_ARGS)
 
 # The inner loop (<= 90 s on 2 idle cores): the unit-level test files below, without the `slow`
 # marker; no daemon subprocess, no Ray, no browser, no training beyond a few tiny steps.

@@ -110,18 +110,26 @@ _CACHE: dict[str, Path] = {}
 
 
 def tiny_world() -> Path:
-    """A tape dir (root/data) and tiny artifacts (root/models), built once per test process."""
-    import tempfile
-
+    """A tape dir (root/data) and tiny artifacts (root/models), built once per test run (shared by
+    the xdist workers, tests/conftest.shared_dir), or once per process outside pytest."""
     if "root" not in _CACHE:
-        import atexit
-        import shutil
+        from tests.conftest import shared_dir
 
-        root = Path(tempfile.mkdtemp(prefix="sigd-bt-"))
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        tape_dir(root / "data", minutes=2400, days_before=30)
-        train_tiny(root / "data", root / "models")
-        for art in (root / "models").iterdir():
-            set_threshold(art, 0.34)
+        root = shared_dir("tiny-world", _build_world)
+        if root is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            root = Path(tempfile.mkdtemp(prefix="sigd-bt-"))
+            atexit.register(shutil.rmtree, root, ignore_errors=True)
+            _build_world(root)
         _CACHE["root"] = root
     return _CACHE["root"]
+
+
+def _build_world(root: Path) -> None:
+    tape_dir(root / "data", minutes=2400, days_before=30)
+    train_tiny(root / "data", root / "models")
+    for art in (root / "models").iterdir():
+        set_threshold(art, 0.34)

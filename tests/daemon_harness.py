@@ -357,8 +357,10 @@ class Market:
 
 
 @contextlib.asynccontextmanager
-async def market(tmp: Path, artifacts: dict[str, Path], mode: str = "paper", start: str = "") -> AsyncIterator[Market]:
-    """A local exchange at 60x in this process (from `start`, ISO), a webhook receiver, and a config for `mode`."""
+async def market(
+    tmp: Path, artifacts: dict[str, Path], mode: str = "paper", start: str = "", speed: float = 60.0
+) -> AsyncIterator[Market]:
+    """A local exchange at `speed` (60x) in this process (from `start`, ISO), a webhook receiver, and a config for `mode`."""
     from daemon.localexchange import LocalExchange
     from daemon.localexchange.server import parse_start
     from tests.alert_fakes import WebhookReceiver
@@ -366,8 +368,8 @@ async def market(tmp: Path, artifacts: dict[str, Path], mode: str = "paper", sta
     receiver = WebhookReceiver(WEBHOOK_SECRET)
     await receiver.start()
     try:
-        async with LocalExchange(speed=60.0, start_ms=parse_start(start) if start else None) as lx:
-            sections = trading_sections(tmp, artifacts, receiver.url, mode=mode, lx_url=lx.base_url)
+        async with LocalExchange(speed=speed, start_ms=parse_start(start) if start else None) as lx:
+            sections = trading_sections(tmp, artifacts, receiver.url, mode=mode, lx_url=lx.base_url, speed=speed)
             yield Market(lx, receiver, sections, write_toml(tmp / "config.toml", sections))
     finally:
         await receiver.stop()

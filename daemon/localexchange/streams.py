@@ -212,7 +212,10 @@ class Pump:
                 await asyncio.sleep(0)
                 continue
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=self._sleep_s(now))
+                # Not wait_for: on Python 3.11 it swallows a cancel that lands as the event is set
+                # (pause_clock then stop), and this loop would then never end.
+                async with asyncio.timeout(self._sleep_s(now)):
+                    await self.wake.wait()
             except TimeoutError:
                 pass
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from daemon import events, log, ports
 from daemon.domain import TIMEFRAME_MS, Controls
 from daemon.metrics import REGISTRY
-from daemon.service.httplink import CALL, CONTROL, EVENT, REPLY, Link, LinkClosed, reply
+from daemon.service.httplink import CALL, CONTROL, EVENT, REPLY, Link, LinkClosed, events_payload, reply
 from daemon.service.httpserver import Settings
 
 _log = log.get("sigd.api")
@@ -96,6 +96,8 @@ class Api:
         self._answering: set[asyncio.Task[None]] = set()
         self._refused: dict[str, float] = {}
         self._lost = False
+        self._sub: events.Subscription | None = None
+        self._held: list[events.Event] = []  # taken from the bus, waiting for the running cycle
 
     def app(self) -> Any:
         """The server process's aiohttp application (every route and check), built here unserved
@@ -136,6 +138,8 @@ class Api:
                 str(self.sock.fileno()),
                 "--link-fd",
                 str(theirs.fileno()),
+                "--parent",
+                str(os.getpid()),
                 pass_fds=(self.sock.fileno(), theirs.fileno()),
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -198,30 +202,55 @@ class Api:
     # --- the bus, forwarded -------------------------------------------------------------------
 
     async def _forward(self) -> None:
-        """Every event of the bus to the server process, as JSON text; when the process falls
-        behind (or the bus dropped us), its pages resync rather than miss events silently."""
+        """The bus's events to the server process, in batches sent when no decision cycle runs:
+        an event published during a cycle waits for its commit, so neither the JSON here nor the
+        fan-out to the pages there competes with a decision. When the process falls behind (or
+        the bus dropped us), its pages resync rather than miss events silently."""
         while True:
-            sub = events.BUS.subscribe("http", maxsize=FORWARD_QUEUE)
+            sub = self._sub = events.BUS.subscribe("http", maxsize=FORWARD_QUEUE)
             try:
-                async for event in sub:
-                    link = self._link
-                    if link is None:
-                        continue
-                    if link.buffered > LINK_BUFFER:
-                        self._lost = True
-                        continue
-                    try:
-                        if self._lost:
-                            link.send_json(CONTROL, {"resync": True})
-                            self._lost = False
-                        link.send(EVENT, _dumps(event.to_dict()).encode())
-                    except LinkClosed:
-                        continue
+                while True:
+                    first = await sub.queue.get()
+                    if first is None:  # dropped by the bus
+                        break
+                    self._held.append(first)  # a reply flushing meanwhile sends it first, in order
+                    await self._wait_quiet()
+                    if not self._flush():
+                        break
             finally:
                 sub.close()
+                self._sub = None
             if self._link is not None:
                 self._lost = True
             _log.warning("api_events_resubscribed")
+
+    def _flush(self) -> bool:
+        """Send the held events and every event queued behind them as one frame; False when
+        the subscription has ended (the bus dropped it)."""
+        sub, ended = self._sub, False
+        batch, self._held = self._held, []
+        if sub is not None:
+            while not sub.queue.empty():
+                event = sub.queue.get_nowait()
+                if event is None:  # the end: left for the forwarder, which resubscribes
+                    sub.queue.put_nowait(None)
+                    ended = True
+                    break
+                batch.append(event)
+        link = self._link
+        if not batch or link is None:
+            return not ended
+        if link.buffered > LINK_BUFFER:
+            self._lost = True
+            return not ended
+        try:
+            if self._lost:
+                link.send_json(CONTROL, {"resync": True})
+                self._lost = False
+            link.send(EVENT, events_payload([_dumps(event.to_dict()) for event in batch]))
+        except LinkClosed:
+            pass
+        return not ended
 
     # --- calls from the server process --------------------------------------------------------
 
@@ -257,6 +286,7 @@ class Api:
             _log.error("api_call_failed", call=name, error=repr(exc))
             status, body = 500, _dumps({"ok": False, "error": f"{name} failed: {type(exc).__name__}"}).encode()
         try:
+            self._flush()  # the events published before this answer was computed go first
             link.send(REPLY, reply(int(msg.get("id", 0)), status, body))
         except LinkClosed:
             pass
@@ -264,7 +294,8 @@ class Api:
     async def _wait_quiet(self) -> None:
         if self.quiet is not None:
             try:
-                await asyncio.wait_for(self.quiet(), QUIET_WAIT_S)
+                async with asyncio.timeout(QUIET_WAIT_S):  # not wait_for: it can swallow a cancel (3.11)
+                    await self.quiet()
             except TimeoutError:
                 pass
 

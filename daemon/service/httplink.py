@@ -1,7 +1,8 @@
 """The link between the daemon and its HTTP server process: framed messages over a socket pair.
 
 A frame is a 4-byte big-endian payload length, one byte naming its kind, then the payload:
-- EVENT (daemon → server): one domain event as JSON text, as the bus published it;
+- EVENT (daemon → server): domain events as JSON texts, one per line, in the order the bus
+  published them (the daemon sends them in batches, after the running decision cycle);
 - CALL (server → daemon): JSON {"id", "call", "args"} asking for a read or an action;
 - REPLY (daemon → server): JSON {"id", "status"}, a newline, then the body (JSON text, or the
   Prometheus text for "metrics"), passed on to the HTTP client as is;
@@ -70,6 +71,16 @@ class Link:
     def close(self) -> None:
         """Close this end."""
         self.writer.close()
+
+
+def events_payload(texts: list[str]) -> bytes:
+    """An EVENT payload: the events' JSON texts, one per line (compact JSON has no raw newline)."""
+    return "\n".join(texts).encode()
+
+
+def split_events(payload: bytes) -> list[str]:
+    """The JSON texts of an EVENT payload."""
+    return payload.decode().split("\n") if payload else []
 
 
 def reply(call_id: int, status: int, body: bytes) -> bytes:

@@ -16,7 +16,13 @@ Every request passes, in order:
 3. beyond loopback, private data (/status, /metrics, the dashboard's data and stream) needs
    the bearer token or the session cookie the page obtains with it (POST /session); the
    actions always need the bearer token.
-The process runs at a lower CPU priority (niceness +10) than the daemon.
+Once it serves, the process gives up its claim on the CPU: niceness 19 (a busy one gets about
+1.5 % of a CPU the daemon wants, and rarely preempts the daemon when it wakes), or SCHED_IDLE
+(`cpu_priority = "idle"`: only CPU time nothing else wants; on a host whose CPUs are busy
+with anything, the daemon's own retrain included, it starves the API). It starts at the
+daemon's priority, so that its start never waits on a busy machine. It ends with the daemon
+however the daemon ends: the kernel kills it when the daemon dies (PR_SET_PDEATHSIG, kill -9
+included), and it stops when its link closes.
 Limits: `[api] max_connections`, a handshake timeout (a connection that sends no request),
 the idle timeout of kept-alive connections, the websocket heartbeat, and per websocket a
 bounded queue and a send timeout: a page that does not read is dropped, never buffered for.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import dataclasses
 import hmac
 import ipaddress
@@ -50,7 +57,8 @@ _log = log.get("sigd.http")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 SESSION_COOKIE = "sigd_session"
 SESSION_S = 12 * 3600.0
-NICE = 10  # the server process's scheduling niceness above the daemon's
+NICE = 19  # the lowest priority a niceness gives
+PR_SET_PDEATHSIG = 1  # prctl(2)
 OPEN_PATHS = frozenset({"/healthz", "/session", "/"})  # beyond loopback too: no private data
 ACTIONS = ("pause", "resume", "flat", "retrain")
 
@@ -83,6 +91,7 @@ class Settings:
     send_timeout_s: float = 10.0
     snapshot_max_age_s: float = 1.0
     dashboard: bool = True
+    cpu_priority: str = "nice"  # "nice": niceness 19; "idle": SCHED_IDLE (niceness 19 where refused)
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -140,7 +149,7 @@ class Daemon:
     """The daemon, seen from here: calls over the link, with one computation shared by every
     request that may use it (1,000 pages connecting at once cost the engine a few snapshots)."""
 
-    def __init__(self, link: Link, on_event: Callable[[str], None], on_resync: Callable[[], None]) -> None:
+    def __init__(self, link: Link, on_event: Callable[[list[str]], None], on_resync: Callable[[], None]) -> None:
         self.link, self.on_event, self.on_resync = link, on_event, on_resync
         self._next_id = 0
         self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
@@ -213,7 +222,7 @@ class Daemon:
         while True:
             kind, payload = await self.link.receive()
             if kind == EVENT:
-                self.on_event(payload.decode())
+                self.on_event(httplink.split_events(payload))
             elif kind == REPLY:
                 call_id, status, body = httplink.parse_reply(payload)
                 fut = self._waiting.pop(call_id, None)
@@ -452,12 +461,13 @@ async def serve(listen_fd: int, link_fd: int) -> int:
     server: Server | None = None
     daemon = Daemon(
         link,
-        lambda text: server.hub.publish(text) if server and server.hub else None,
+        lambda texts: server.hub.publish(texts) if server and server.hub else None,
         lambda: server.hub.resync() if server and server.hub else None,
     )
     server = Server(settings, daemon, counts)
     await server.start(socket.socket(fileno=listen_fd))
     link.send_json(CONTROL, {"ready": True})
+    _log.info("http_server_priority", priority=lower_priority(settings.cpu_priority))
     reporter = asyncio.create_task(_report(link, counts))
     try:
         await daemon.run()
@@ -469,16 +479,45 @@ async def serve(listen_fd: int, link_fd: int) -> int:
     return 0
 
 
+def end_with_parent(parent: int) -> bool:
+    """Have the kernel kill this process when its parent dies (kill -9 included); False where
+    prctl is not available (the closed link still stops it). Exits at once when the parent is
+    already gone (it died before this call: the signal would never come)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        armed = False
+    if os.getppid() != parent:
+        os._exit(0)
+    return armed
+
+
+def lower_priority(priority: str) -> str:
+    """Give up this process's claim on the CPU (see the module doc); what it got."""
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except (OSError, AttributeError) as exc:  # not Linux, or a sandbox that forbids it
+            _log.debug("http_server_sched_idle_refused", error=str(exc))
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        return f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+    except OSError as exc:
+        _log.warning("http_server_nice_refused", error=str(exc))
+        return "unchanged"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m daemon.service.httpserver")
     p.add_argument("--listen-fd", type=int, required=True)
     p.add_argument("--link-fd", type=int, required=True)
+    p.add_argument("--parent", type=int, default=0, help="the daemon's pid: this process ends when it does")
     a = p.parse_args(argv)
+    if a.parent:
+        end_with_parent(a.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the daemon stops us
-    try:
-        os.nice(NICE)  # when the CPUs are busy, the engine's process goes first
-    except OSError as exc:  # a sandbox that forbids it: served at the daemon's priority
-        _log.warning("http_server_nice_refused", error=str(exc))
     os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears from the daemon only
     return asyncio.run(serve(a.listen_fd, a.link_fd))
 

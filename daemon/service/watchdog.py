@@ -99,7 +99,10 @@ async def keepalive(
         if fresh and now - last_status >= status_interval_s:
             notifier.status(status_line())
             last_status = now
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands in the
+        # same loop turn as `stop` being set (the local exchange's pump hung that way).
         try:
-            await asyncio.wait_for(stop.wait(), timeout=period)
+            async with asyncio.timeout(period):
+                await stop.wait()
         except TimeoutError:
             pass

@@ -5,30 +5,62 @@ clock) is sent after the restart; an older one is rejected with its reason and a
 
 `sigd run` is a real subprocess; the local exchange runs in the test process (it outlives the
 daemon, as an exchange does), and its clock is frozen right after the crash, then moved on or
-not, so the test decides which case the restart meets."""
+not, so the test decides which case the restart meets. The crashed daemon's HTTP server process
+ends with it (it would hold the API port the restart binds)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from daemon.crashpoints import CRASH_EXIT_CODE
+from daemon.localexchange import LocalExchange
 from tests.daemon_harness import CRASH_ENV, DaemonProcess, assert_invariants, market, query, wait_crash
 
 pytestmark = pytest.mark.slow
 MIN = 60_000
+# The fresh case needs the clock frozen within the minute after the decided bar closed: at 60x
+# that is one wall second for the decision, the crash and the freeze, too little on a busy
+# machine; at 10x it is six.
+FRESH_SPEED = 10.0
+
+
+def http_servers_of(pid: int) -> list[int]:
+    """Pids of the HTTP server processes started by the daemon `pid` that still run."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"daemon.service.httpserver" in argv and str(pid).encode() in argv and state not in ("Z", "X"):
+            out.append(int(proc.name))
+    return out
 
 
 async def crash_at(point: str, m, tmp_path: Path) -> tuple[str, int, str]:
     """Run until the crash point, freeze the exchange clock; the order left behind."""
+    # No bar closes while the daemon starts: one that closed then is backfilled and decided
+    # late, after a newer one closed, and the fresh case would not be fresh.
+    m.lx.pause_clock()
     first = DaemonProcess(m.config, tmp_path, {**CRASH_ENV, "SIGD_CRASH_AT": point}).start()
     try:
+        await first.wait_ready()
+        m.lx.resume_clock()
         assert await wait_crash(first, 90) == CRASH_EXIT_CODE
         m.lx.pause_clock()
     finally:
         first.close()
+    assert first.proc is not None
+    deadline = time.monotonic() + 10.0
+    while http_servers_of(first.proc.pid):  # ended by the kernel with its daemon (PR_SET_PDEATHSIG)
+        assert time.monotonic() < deadline, f"the crashed daemon's HTTP server still runs: {http_servers_of(first.proc.pid)}"
+        await asyncio.sleep(0.05)
     [(cid, bar_ts, status)] = query(m.db, "SELECT client_order_id, bar_ts, status FROM orders")
     assert all(o.client_id != cid for o in m.lx.account.orders.values())  # nothing reached the exchange
     return cid, int(bar_ts), status
@@ -46,18 +78,10 @@ async def stop(daemon: DaemonProcess) -> None:
 
 
 @pytest.mark.parametrize("mode, point", [("testnet", "after_order_recorded"), ("paper", "after_signal_commit")])
-# Known flaky: since the HTTP server runs in its own process, this case hung (no second daemon
-# started within the test's time) in 2 of 7 runs on the 2-core machine, either mode; it passes
-# alone and in the file. Kept running and reported (XPASS when it passes), not hidden; bounded
-# so a hang costs 2 minutes, not 5. The stale-intent cases below are not affected.
-@pytest.mark.xfail(
-    strict=False, reason="intermittent hang after the crash since the HTTP server process split (under investigation)"
-)
-@pytest.mark.timeout(120)
 async def test_a_fresh_intent_is_sent_once_after_the_restart(
     mode: str, point: str, tmp_path: Path, tiny_artifacts: dict[str, Path]
 ) -> None:
-    async with market(tmp_path, tiny_artifacts, mode) as m:
+    async with market(tmp_path, tiny_artifacts, mode, speed=FRESH_SPEED) as m:
         cid, bar_ts, _ = await crash_at(point, m, tmp_path)
         newest = (m.lx.now_ms() // MIN) * MIN - MIN
         assert bar_ts == newest, "the clock froze too late for this case (decision bar no longer the newest)"
@@ -108,3 +132,14 @@ async def test_a_stale_intent_is_rejected_with_a_reason_and_an_alert(
         assert query(m.db, "SELECT COUNT(*) FROM fills WHERE client_order_id=?", (cid,)) == [(0,)]
         assert all(o.client_id != cid for o in m.lx.account.orders.values())  # never sent
         assert_invariants(m.db, m.receiver.received, m.lx.account if mode == "testnet" else None, 10.0)
+
+
+async def test_the_exchange_stops_right_after_its_clock_is_paused() -> None:
+    """What hung this file's failures for minutes: the exchange's pump, cancelled by stop() in
+    the loop turn where pause_clock() woke it, went on forever (asyncio.wait_for on Python 3.11
+    returns the woken result instead of the cancel)."""
+    lx = LocalExchange(speed=60.0)
+    await lx.start()
+    await asyncio.sleep(0.2)  # the pump waits for its next due update
+    lx.pause_clock()  # wakes the pump ...
+    await asyncio.wait_for(lx.stop(), 10.0)  # ... and stop() cancels it in the same turn

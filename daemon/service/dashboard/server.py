@@ -39,6 +39,15 @@ STATEFUL = frozenset(
 )
 GONE = "gone"
 STATE_EVERY_S = 1.0  # at most this often a fresh `state` for every page, however many events
+BATCH_HEAD, BATCH_TAIL = '{"kind":"batch","events":[', "]}"
+
+
+def batch(frames: list[str]) -> str:
+    """One frame for several: a `batch` of their events (a batch among them is opened, not nested)."""
+    if len(frames) == 1:
+        return frames[0]
+    inner = (f[len(BATCH_HEAD) : -len(BATCH_TAIL)] if f.startswith(BATCH_HEAD) else f for f in frames)
+    return BATCH_HEAD + ",".join(inner) + BATCH_TAIL
 
 
 @functools.cache
@@ -64,17 +73,19 @@ class Page:
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, send_timeout_s: float) -> None:
         self.ws, self.request, self.send_timeout_s = ws, request, send_timeout_s
         self.queue: collections.deque[str] = collections.deque()
+        self.queued = 0  # events in the queue (a batch frame counts as its events)
         self.wake = asyncio.Event()
         self.dropped = ""
         self.started = time.monotonic()  # joined the hub: a snapshot asked for later is complete for it
 
-    def offer(self, text: str) -> None:
+    def offer(self, text: str, events: int = 1) -> None:
         if self.dropped:
             return
-        if len(self.queue) >= QUEUE:
+        if self.queued and self.queued + events > QUEUE:  # behind: an empty queue takes any one batch
             self.drop("queue full")
             return
         self.queue.append(text)
+        self.queued += events
         self.wake.set()
 
     def drop(self, why: str) -> None:
@@ -92,11 +103,13 @@ class Page:
                 continue
             frames = list(self.queue)
             self.queue.clear()
-            await self._send(frames[0] if len(frames) == 1 else '{"kind":"batch","events":[' + ",".join(frames) + "]}")
+            self.queued = 0
+            await self._send(batch(frames))
 
     async def _send(self, text: str) -> None:
         try:
-            await asyncio.wait_for(self.ws.send_str(text), self.send_timeout_s)
+            async with asyncio.timeout(self.send_timeout_s):  # not wait_for: it can swallow a cancel (3.11)
+                await self.ws.send_str(text)
         except TimeoutError:
             self.drop("send timeout: the page does not read")
         except (ConnectionError, RuntimeError):  # it went away mid-send
@@ -128,13 +141,15 @@ class Hub:
         self._last_state = b""
         self._task: asyncio.Task[None] | None = None  # started by the first state-changing event
 
-    def publish(self, text: str) -> None:
-        """One event (JSON text) to every page; a state-changing one asks for a fresh state."""
-        if not self.pages:
+    def publish(self, texts: list[str]) -> None:
+        """Events (JSON texts, in order) to every page as one frame, built once for all of them;
+        a state-changing one asks for a fresh state."""
+        if not self.pages or not texts:
             return
+        frame = batch(texts)
         for page in list(self.pages):
-            page.offer(text)
-        if event_kind(text) in STATEFUL:
+            page.offer(frame, len(texts))
+        if any(event_kind(text) in STATEFUL for text in texts):
             self._state_due.set()
             if self._task is None:
                 self._task = asyncio.create_task(self._states(), name="dashboard:state")
