@@ -92,8 +92,8 @@ async def test_a_prewarm_runs_both_models_and_leaves_no_row_signal_or_event(tmp_
 
 
 async def test_the_timer_prewarms_before_the_next_close_and_stores_nothing(tmp_path: Path) -> None:
-    # 1m at 300x: the next close is due 200 ms after this cycle's first bar; the pre-warm 120 ms before it.
-    async with rig(tmp_path, prewarm_ms=120, speed=300.0) as r:
+    # 1m at 100x: the next close is due 600 ms after this cycle's first bar; the pre-warm ends 120 ms before it.
+    async with rig(tmp_path, prewarm_ms=120, speed=100.0) as r:
         await r.close(0)
         await r.engine.cycles.drain()
         before, passes = r.rows(), PREWARM_MS.count()
@@ -102,7 +102,7 @@ async def test_the_timer_prewarms_before_the_next_close_and_stores_nothing(tmp_p
             if PREWARM_MS.count() > passes:
                 break
         assert PREWARM_MS.count() == passes + 1  # one pass, from the timer
-        await asyncio.sleep(0.3)  # past the due close: no second pass without a new cycle
+        await asyncio.sleep(0.5)  # past the due close: no second pass without a new cycle
         assert PREWARM_MS.count() == passes + 1
         assert r.rows() == before
 
