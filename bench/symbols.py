@@ -17,7 +17,8 @@ so that signals and paper orders happen and their commits are measured.
 
 `--idle-s S` sleeps S seconds between cycles (the idle effect of a 1m cadence: memory that
 sat idle is slow to touch again) and `--prewarm-ms` turns the engine's pre-warm on with that
-lead. `--device cuda --preset seed` runs the seed-sized models (random weights: the compute
+lead; with `--ab` only every other cycle is pre-warmed, so that off and on are compared
+under the same load. `--device cuda --preset seed` runs the seed-sized models (random weights: the compute
 of the seed preset, not its accuracy) on a GPU.
 """
 
@@ -50,11 +51,20 @@ from bench.engineload import (  # noqa: F401  (re-exported: bench/http.py builds
 
 
 async def run_one(
-    n: int, cycles: int, idle_s: float, prewarm_ms: int, preset: str, device: str, threshold: float, threads: int = 1
+    n: int,
+    cycles: int,
+    idle_s: float,
+    prewarm_ms: int,
+    preset: str,
+    device: str,
+    threshold: float,
+    threads: int = 1,
+    ab: bool = False,
 ) -> dict[str, Any]:
     """One child's run: N symbols, `cycles` decision cycles; the figures as a dict."""
     from daemon.domain import Bar
     from daemon.trading.engine import Engine
+    from daemon.trading.inference import PREWARM_MS
     from daemon.trading.paper import PaperBroker
     from strategies.confidence import ConfidenceStrategy
     from strategies.risk import PortfolioLimits, RiskParams
@@ -84,8 +94,11 @@ async def run_one(
             await engine.start()
             warmup_s = time.perf_counter() - t0
             rss_warm = rss_mb()
-            latencies, cpu = [], []
+            latencies, cpu, model_ms = [], [], []
             for k in range(cycles):
+                if ab:  # set before cycle k, whose end schedules the pre-warm of cycle k + 1: odd cycles get one
+                    engine.prewarm_s = prewarm_ms / 1000.0 if k % 2 == 0 else 0.0
+                before = model_totals(predictors)
                 if idle_s > 0 and k:
                     await asyncio.sleep(idle_s)
                 row = start + k
@@ -93,6 +106,7 @@ async def run_one(
                 ms, cpu_s = await timed_cycle(engine, buffers, bars_at(tapes, "1m", [t["1m"][row] for t in tapes.values()]))
                 latencies.append(ms)
                 cpu.append(cpu_s)
+                model_ms.append(max(b - a for a, b in zip(before, model_totals(predictors))) / n)
             status = engine.status()
             await engine.close()
             signals = store.count("signals")
@@ -111,7 +125,29 @@ async def run_one(
         "decisions": status["decisions"],
         "late": status["late"],
         "signals": signals,
+        "prewarms": PREWARM_MS.count(),
+        "model_p50_ms": pct(model_ms[1:] or model_ms, 0.5),
+        **(alternate(latencies, model_ms) if ab else {}),
     }
+
+
+def alternate(latencies: list[float], model_ms: list[float]) -> dict[str, float]:
+    """--ab: the figures of the pre-warmed (odd) cycles and of the others, the cold first apart;
+    both halves ran under the same load, one cycle after the other."""
+    out = {}
+    for name, first in (("on", 1), ("off", 2)):
+        ms, model = latencies[first::2], model_ms[first::2]
+        out |= {f"{name}_p50_ms": pct(ms, 0.5), f"{name}_p99_ms": pct(ms, 0.99), f"{name}_model_ms": pct(model, 0.5)}
+    return out
+
+
+def model_totals(predictors: dict[str, Any]) -> list[float]:
+    """Per model, the inference ms observed so far (sigd_inference_ms): a cycle's difference,
+    the slower model's over N, is the forward pass and its features per symbol; the rest of the
+    latency is the engine (assembly, threads, decisions, SQLite)."""
+    from daemon.trading.inference import INFERENCE_MS
+
+    return [INFERENCE_MS.total(model=name) for name in predictors]
 
 
 def flags(args: argparse.Namespace) -> list[str]:
@@ -119,6 +155,7 @@ def flags(args: argparse.Namespace) -> list[str]:
     return [
         *("--cycles", str(args.cycles), "--idle-s", str(args.idle_s), "--prewarm-ms", str(args.prewarm_ms)),
         *("--preset", args.preset, "--device", args.device, "--threshold", str(args.threshold), "--threads", str(args.threads)),
+        *(["--ab"] if args.ab else []),
     ]
 
 
@@ -126,15 +163,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     base = next((r for r in rows if r["n"] == 1), None)
     head = (
         f"{'N':>5} {'first':>8} {'p50':>8} {'p99':>8} {'max':>8} {'cpu s':>7} {'RSS MB':>8} "
-        f"{'MB/sym':>7} {'warm s':>7} {'signals':>8}"
+        f"{'MB/sym':>7} {'warm s':>7} {'signals':>8} {'model ms':>9}"
     )
     lines = ["bar close -> every symbol decided and committed, ms (first = the cold first cycle)", head]
     for r in rows:
         per = (r["rss_end_mb"] - base["rss_end_mb"]) / (r["n"] - 1) if base and r["n"] > 1 else float("nan")
         lines.append(
             f"{r['n']:>5} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
-            f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['warmup_s']:>7.2f} {r['signals']:>8}"
+            f"{r['cpu_s']:>7.3f} {r['rss_end_mb']:>8.1f} {per:>7.2f} {r['warmup_s']:>7.2f} {r['signals']:>8} "
+            f"{r['model_p50_ms']:>9.1f}"
         )
+        if "on_p50_ms" in r:
+            lines.append(
+                f"{'':>5} pre-warm off / on (alternate cycles): p50 {r['off_p50_ms']:.1f} / {r['on_p50_ms']:.1f} ms, "
+                f"p99 {r['off_p99_ms']:.1f} / {r['on_p99_ms']:.1f} ms, model ms {r['off_model_ms']:.1f} / {r['on_model_ms']:.1f}; "
+                f"{r['prewarms']} pre-warm passes"
+            )
     return "\n".join(lines)
 
 
@@ -165,6 +209,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cycles", type=int, default=12, help="decision cycles per N (the first is reported apart)")
     p.add_argument("--idle-s", type=float, default=0.0, help="seconds between cycles (0 = tight loop)")
     p.add_argument("--prewarm-ms", type=int, default=0, help="engine pre-warm lead (needs --idle-s > lead)")
+    p.add_argument("--ab", action="store_true", help="pre-warm every other cycle only: off and on side by side")
     p.add_argument("--preset", choices=("small", "seed"), default="small")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threshold", type=float, default=0.34, help="model threshold (0 = the artifacts' own)")
@@ -172,18 +217,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the result rows as JSON too")
     a = p.parse_args(argv)
+    if a.ab and not 0 < a.prewarm_ms < a.idle_s * 1000:
+        p.error("--ab needs --prewarm-ms > 0 and --idle-s longer than the pre-warm lead")
     from daemon import log
 
     log.setup("warning", "json")
     if a.one:
         print(
-            json.dumps(asyncio.run(run_one(a.one, a.cycles, a.idle_s, a.prewarm_ms, a.preset, a.device, a.threshold, a.threads)))
+            json.dumps(
+                asyncio.run(run_one(a.one, a.cycles, a.idle_s, a.prewarm_ms, a.preset, a.device, a.threshold, a.threads, a.ab))
+            )
         )
         return 0
     print(
         f"symbols benchmark: {machine_line()}, "
         f"preset {a.preset} on {a.device} ({a.threads} thread(s)), "
-        f"{a.cycles} cycles, idle {a.idle_s:g} s between cycles, prewarm {a.prewarm_ms} ms; "
+        f"{a.cycles} cycles, idle {a.idle_s:g} s between cycles, prewarm {a.prewarm_ms} ms{' on every other cycle' if a.ab else ''}; "
         f"symbols past ETH/USDT are SYNTHETIC time-shifted copies of the real bundled tape"
     )
     rows = [child("bench.symbols", int(n), flags(a)) for n in a.n.split(",")]

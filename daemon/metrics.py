@@ -137,6 +137,10 @@ class Histogram(_Metric):
         """How many values the labelled series has observed."""
         return int(self._sample("_count", labels))
 
+    def total(self, **labels: Any) -> float:
+        """The sum of the values the labelled series has observed."""
+        return self._sample("_sum", labels)
+
 
 class _Declared:
     """A collector of the zero series of metrics declared but never updated."""

@@ -29,7 +29,9 @@ class EngineConfig:
     # A decision cycle waits this long after its first trigger bar for the other symbols' bars;
     # a later one is decided in the next cycle (counted as late).
     cycle_deadline_ms: int = 250
-    prewarm_ms: int = 1500  # one throwaway forward pass this long before each expected close; 0 = off
+    # One throwaway forward pass (never stored) that ends this long before the next trigger bar is
+    # due (one trigger interval after the last cycle's first bar arrived); 0 = off.
+    prewarm_ms: int = 1500
 
     def check(self, key: str) -> None:
         _require(

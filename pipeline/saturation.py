@@ -1,7 +1,7 @@
 """Is a served model saturated? Its P(long) over the bundled multi-coin tape, across symbols and
 over time, and the share of its inputs clipped at +-CLIP, per input window.
 
-    python -m pipeline.saturation [--artifact DIR ...] [--tape daemon/localexchange/tape_2021] [--bars 48]
+    python -m daemon.commands.saturation [--artifact DIR ...] [--tape daemon/localexchange/tape_2021] [--bars 48]
 
 The windows are the daemon's: at the close of each of the last `bars` trigger bars of the tape,
 the newest bars of every input closed by then (`models.datasets.live_windows`). The tape's
@@ -18,9 +18,6 @@ that with three numbers:
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,20 +88,3 @@ def report(art_dir: Path | str, tape: Path = TAPE, bars: int = 48) -> dict[str, 
     m = p_long_matrix(art_dir, tape, SYMBOLS, bars)
     clip = {k: dict(zip(m["features"], (round(v, 4) for v in shares))) for k, shares in m["clip_share"].items()}
     return {"artifact": str(art_dir), "bars": len(m["bar_ts"]), **saturation_stats(m["p_long"]), "clip_share": clip}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print one JSON report per artifact."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.saturation")
-    default = sorted(str(d) for d in (REPO / "models" / "artifacts").glob("**/artifact.json"))
-    p.add_argument("--artifact", nargs="+", default=[str(Path(d).parent) for d in default])
-    p.add_argument("--tape", default=str(TAPE))
-    p.add_argument("--bars", type=int, default=48)
-    args = p.parse_args(argv)
-    for art in args.artifact:
-        print(json.dumps(report(art, Path(args.tape), args.bars), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

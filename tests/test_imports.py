@@ -18,10 +18,6 @@ PACKAGES = ("daemon", "pipeline", "models", "strategies")
 # Circles still there, each owned by another change of this session. Do not add to this list.
 ALLOWED_CIRCLES = {
     frozenset({"daemon.research.backtest", "daemon.research.walkforward"}),
-    frozenset({"daemon.research.leaderboard", "daemon.research.selection"}),
-    # replay's 1m -> 1h bars call dataset.aggregate, dataset reads tapes through replay (commit f15690b):
-    # aggregate belongs in a module of its own that both import
-    frozenset({"daemon.research.dataset", "daemon.research.replay"}),
 }
 
 # The command line's front: argparse's and the refused command's one line on stderr.

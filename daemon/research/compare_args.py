@@ -44,7 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, type=cli_args.existing_dir, help="tape directories")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--symbols", nargs="+", default=["ETH/USDT"], help="first = the traded symbol")
-    p.add_argument("--setups", nargs="+", default=["1m:15", "1h:60", "1h:1440"], help="TRIGGER:HORIZON_MINUTES")
+    p.add_argument(
+        "--timeframe",
+        default=None,
+        choices=["1m", "1h", "4h", "1d"],
+        help="train and decide at this trigger (as `sigd train --timeframe`; 1h/4h/1d need only 1h files); "
+        "--setups are then horizons in its bars",
+    )
+    p.add_argument(
+        "--setups",
+        nargs="+",
+        default=None,
+        help="TRIGGER:HORIZON_MINUTES (default 1m:15 1h:60 1h:1440); with --timeframe: HORIZON_BARS (default: one day)",
+    )
     p.add_argument("--preset", default="small", choices=cli_args.PRESETS)
     p.add_argument("--folds", type=cli_args.at_least(1), default=3)
     p.add_argument("--train-days", type=cli_args.number(0, above=True), default=14.0)

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 import strategies.threshold as thr
-from daemon.research import baselines, stats
+from daemon.domain import timeframe_ms
+from daemon.research import stats
 from daemon.research.selection import (
     DAY_MS,
     FoldScores,
@@ -32,6 +33,7 @@ from daemon.research.selection import (
     Runner,
     Scored,
     Setup,
+    baseline_sides,
     concat,
     parse_setups,
     plan_folds,
@@ -69,20 +71,6 @@ def _common(parts: Sequence[FoldScores]) -> np.ndarray:
 def _take(s: Scored, ts: np.ndarray) -> Scored:
     keep = np.isin(s.close_ts, ts)
     return Scored(s.close_ts[keep], s.probs[keep], s.y[keep], s.step_ret[keep], s.trailing_ret[keep], s.day_ret[keep])
-
-
-def _baseline_sides(name: str, s: Scored, setup: Setup, shares: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sides, probabilities) of one baseline on one fold's decisions."""
-    n = len(s.close_ts)
-    if name == "random":
-        return baselines.random_sides(n, shares, seed), np.tile(shares / shares.sum(), (n, 1))
-    sides = {
-        "always_flat": lambda: np.ones(n, dtype=np.int64),
-        "persistence": lambda: baselines.persistence_sides(s.trailing_ret, setup.label_thresholds()[1]),
-        "buy_and_hold": lambda: np.full(n, 2, dtype=np.int64),
-        "momentum": lambda: baselines.momentum_sides(s.close_ts, s.day_ret),
-    }[name]()
-    return sides, scoring.one_hot(sides)
 
 
 def measure(
@@ -135,7 +123,7 @@ def setup_rows(
         inner_y = by_fold[k][0].inner.y
         shares = np.bincount(inner_y[inner_y >= 0], minlength=3).astype(np.float64) + 1.0
         for name in BASELINES:
-            rules[("baseline", name)].append(_baseline_sides(name, s, setup, shares, seed + k))
+            rules[("baseline", name)].append(baseline_sides(name, s, setup, shares, seed + k))
     s = concat(tests)
     return [
         measure(
@@ -246,23 +234,42 @@ def write(board: dict[str, Any], out: Path) -> dict[str, Path]:
     return paths
 
 
+DEFAULT_SETUPS = ["1m:15", "1h:60", "1h:1440"]  # TRIGGER:HORIZON_MINUTES, models on 1m samples
+DAY_HORIZON = {"1m": "1440", "1h": "24", "4h": "6", "1d": "1"}  # --timeframe's default setup: a day ahead
+
+
+def primary_span(args: argparse.Namespace, bar: str) -> tuple[int, int]:
+    """[first open, last close) of the traded symbol's `bar` bars (4h/1d derived from 1h files);
+    a FlagError naming --timeframe when the data cannot give them."""
+    from models.data import TapeError, load_series
+    from pipeline.train import FlagError
+
+    try:
+        primary = load_series([Path(d) for d in args.data], args.symbols[0], bar)
+    except TapeError as exc:
+        raise FlagError(f"--timeframe {bar}: {exc}") from None
+    if primary is None or not len(primary):
+        raise FlagError(f"--timeframe {bar}: {args.symbols[0]} has no {bar} bar in --data {' '.join(args.data)}")
+    return int(primary[0, 0]), int(primary[-1, 0]) + timeframe_ms(bar)
+
+
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
     """Every (family, setup, fold) the command line asks for."""
-    from models.data import load_series
-
-    primary = load_series([Path(d) for d in args.data], args.symbols[0], "1m")
-    start, end = int(primary[0, 0]), int(primary[-1, 0]) + 60_000
-    if args.end_days_ago:
-        end -= int(args.end_days_ago * DAY_MS)
+    timeframe = getattr(args, "timeframe", None)
+    setups = parse_setups(args.setups or ([DAY_HORIZON[timeframe]] if timeframe else DEFAULT_SETUPS), timeframe)
+    spans = {bar: primary_span(args, bar) for bar in dict.fromkeys(s.bar for s in setups)}
     jobs = []
-    for setup in parse_setups(args.setups):
+    for setup in setups:
+        start, end = spans[setup.bar]
+        if args.end_days_ago:
+            end -= int(args.end_days_ago * DAY_MS)
         folds = plan_folds(
             start,
             end,
             folds=args.folds,
             train_days=args.train_days,
             test_days=args.test_days,
-            purge_ms=setup.horizon * 60_000,
+            purge_ms=setup.horizon_ms,
             embargo_ms=int(args.embargo_minutes * 60_000),
         )
         jobs += [
@@ -297,13 +304,14 @@ def compare(args: argparse.Namespace, runner: Runner | None = None) -> dict[str,
 def validate(args: argparse.Namespace) -> list[dict[str, Any]]:
     """`--validate DIR...`: gate each artifact out of sample; the blocks in --out/validation.json
     (and in each artifact.json only with --write-verdict)."""
-    from models.data import load_series
+    from models.artifacts import read_meta
+    from pipeline.spec import spec_of_meta
     from pipeline.train import _iso_ms
 
     if not args.start:
         raise ValueError("--validate needs --from ISO (a window after the artifact's training data)")
-    primary = load_series([Path(d) for d in args.data], args.symbols[0], "1m")
-    start, end = _iso_ms(args.start, "--from"), _iso_ms(args.end, "--to") if args.end else int(primary[-1, 0]) + 60_000
+    bar = spec_of_meta(read_meta(Path(args.validate[0]))).trigger_timeframe  # the bars the first artifact samples
+    start, end = _iso_ms(args.start, "--from"), _iso_ms(args.end, "--to") if args.end else primary_span(args, bar)[1]
     blocks = [
         {
             "artifact": str(d),
@@ -341,6 +349,7 @@ def compare_runner(args: argparse.Namespace, research: Any) -> Runner:
 def compare_command(args: argparse.Namespace) -> int:
     """`sigd compare --families ... --data ... --out DIR` (or `--validate ARTIFACT_DIR... --from ISO`)."""
     from daemon import config as config_mod
+    from pipeline.train import FlagError
 
     cfg = config_mod.load(args.config)  # a ConfigError leaves through `sigd` (exit 2, file and key)
     args.gate = gate_thresholds(cfg.models)
@@ -369,6 +378,9 @@ def compare_command(args: argparse.Namespace) -> int:
         if not args.families:
             raise ValueError("name --families to compare (or --validate ARTIFACT_DIR...)")
         board = compare(args, compare_runner(args, cfg.research))
+    except FlagError as exc:  # input the data cannot serve: one line naming the flag
+        print(f"sigd compare: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"sigd compare: {exc}", file=sys.stderr)
         return 1

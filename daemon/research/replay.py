@@ -21,6 +21,9 @@ What a data directory may and may not get away with:
   missing minute and no recorded bar stays a gap (never filled) and is counted
   (`data.derived_from_1m`). So a tape with 1m files for every symbol (the bundled 2021 one,
   whose recorded 1h files of XRP/ADA/DOGE/LTC end before its 1m span) decides every symbol at 1h;
+- a symbol with no 1m file gets its 4h and 1d bars from its 1h file by the same rule (a period
+  with a missing hour stays a gap), so a folder of 1h files (the hourly data set) replays at
+  1h, 4h or 1d (counted under `data.derived_from_1m` too, the source being 1h);
 - a missing file for the trigger stream (recorded or derived) is an error; a missing file for
   any other stream gives a degraded run: that window stays empty (the models mask a missing
   timeframe, as they do live) and the report says so (`data.missing_streams`).
@@ -39,7 +42,7 @@ import pandas as pd
 
 from daemon.domain import Bar, timeframe_ms
 from models import data
-from models.data import TapeError, find_tape, load_tape
+from models.data import TapeError, derive_bars, find_tape, load_tape
 
 __all__ = [
     "TapeError",
@@ -115,21 +118,23 @@ def load_streams(data_dir: Path, streams: Sequence[Stream], trigger: Stream) -> 
     missing: list[Stream] = []
     gaps: dict[Stream, list[dict[str, Any]]] = {}
     derived: dict[Stream, dict[str, int]] = {}
-    minutes: dict[str, np.ndarray | None] = {}  # each symbol's 1m rows, read once
+    sources: dict[tuple[str, str], np.ndarray | None] = {}  # each symbol's 1m and 1h rows, read once
     for symbol, tf in streams:
         path = tape_path(data_dir, symbol, tf)
         recorded = load_tape(path, tf) if path is not None else None
-        if tf in DERIVED_TIMEFRAMES:
-            if symbol not in minutes:
-                m1 = loaded.get((symbol, "1m"))
-                if m1 is None:
-                    m1_path = tape_path(data_dir, symbol, "1m")
-                    m1 = load_tape(m1_path, "1m") if m1_path is not None else None
-                minutes[symbol] = m1
-            m1 = minutes[symbol]
-            if m1 is not None and len(m1):
-                rows, derived[(symbol, tf)] = from_minutes(m1, tf, recorded)
+        for source_tf in DERIVED_FROM.get(tf, ()):
+            key = (symbol, source_tf)
+            if key not in sources:
+                src = loaded.get(key)
+                if src is None:
+                    src_path = tape_path(data_dir, symbol, source_tf)
+                    src = load_tape(src_path, source_tf) if src_path is not None else None
+                sources[key] = src
+            src = sources[key]
+            if src is not None and len(src):
+                rows, derived[(symbol, tf)] = from_source(src, source_tf, tf, recorded)
                 recorded = rows if len(rows) or recorded is not None else None  # nothing at all: a missing stream
+                break  # the finest source there is wins
         if recorded is None:
             missing.append((symbol, tf))
             continue
@@ -143,25 +148,28 @@ def load_streams(data_dir: Path, streams: Sequence[Stream], trigger: Stream) -> 
     return Tape(loaded, missing, gaps, derived)
 
 
-DERIVED_TIMEFRAMES = ("1h", "4h", "1d")  # built from 1m where every minute is there
+DERIVED_TIMEFRAMES = ("1h", "4h", "1d")  # built from 1m (or 4h/1d from 1h) where every source bar is there
+# the files a derived timeframe is built from, finest first: 1m when the symbol has one, else 1h
+DERIVED_FROM: dict[str, tuple[str, ...]] = {"1h": ("1m",), "4h": ("1m", "1h"), "1d": ("1m", "1h")}
 
 
-def from_minutes(m1: np.ndarray, timeframe: str, recorded: np.ndarray | None) -> tuple[np.ndarray, dict[str, int]]:
-    """Bars of `timeframe` for one symbol: the complete periods of its 1m rows [n, 6], and the
-    recorded rows [k, 6] (if any) before the 1m span or where a period of it misses a minute.
-    Returns (rows sorted by open time, counts {"derived", "incomplete", "recorded"})."""
-    from daemon.research.dataset import aggregate  # dataset imports this module
-
-    ts = m1[:, 0].astype(np.int64)
+def from_source(
+    src: np.ndarray, source_tf: str, timeframe: str, recorded: np.ndarray | None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Bars of `timeframe` for one symbol: the complete periods of its `source_tf` rows [n, 6]
+    (1m, or 1h for 4h/1d), and the recorded rows [k, 6] (if any) before the source's span or where
+    a period of it misses a source bar. Returns (rows sorted by open time, counts {"derived",
+    "incomplete", "recorded"})."""
+    step = timeframe_ms(source_tf)
+    ts = src[:, 0].astype(np.int64)
     # volume in units of 1e-8 (integers in float64 sum exactly), as the local exchange sums it
-    cols = {"open": m1[:, 1], "high": m1[:, 2], "low": m1[:, 3], "close": m1[:, 4], "volume": np.rint(m1[:, 5] * 1e8)}
-    out_ts, out = aggregate(ts, cols, "1m", timeframe)
+    scaled = np.column_stack([src[:, :5], np.rint(src[:, 5] * 1e8)])
+    out = derive_bars(scaled, source_tf, timeframe)
+    out_ts = out[:, 0].astype(np.int64)
     period = timeframe_ms(timeframe)
-    inside = (out_ts >= int(ts[0])) & (out_ts + period <= int(ts[-1]) + 60_000)  # a whole period inside the 1m span
-    rows = np.column_stack([out_ts.astype(np.float64), out["open"], out["high"], out["low"], out["close"], out["volume"] / 1e8])[
-        inside
-    ]
-    lo, hi = -(-int(ts[0]) // period) * period, (int(ts[-1]) + 60_000) // period * period  # whole periods inside the span
+    inside = (out_ts >= int(ts[0])) & (out_ts + period <= int(ts[-1]) + step)  # a whole period inside the source span
+    rows = np.column_stack([out[:, :5], out[:, 5] / 1e8])[inside]
+    lo, hi = -(-int(ts[0]) // period) * period, (int(ts[-1]) + step) // period * period  # whole periods inside the span
     incomplete = max(0, (hi - lo) // period - len(rows))
     kept = np.zeros((0, 6))
     if recorded is not None and len(recorded):
@@ -170,6 +178,11 @@ def from_minutes(m1: np.ndarray, timeframe: str, recorded: np.ndarray | None) ->
     merged = np.vstack([kept, rows]) if len(kept) else rows
     merged = merged[np.argsort(merged[:, 0], kind="stable")]
     return merged, {"derived": len(rows), "incomplete": int(incomplete), "recorded": len(kept)}
+
+
+def from_minutes(m1: np.ndarray, timeframe: str, recorded: np.ndarray | None) -> tuple[np.ndarray, dict[str, int]]:
+    """`from_source` on a symbol's 1m rows."""
+    return from_source(m1, "1m", timeframe, recorded)
 
 
 def replay_order(tape: Tape, order: Sequence[Stream], start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:

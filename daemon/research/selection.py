@@ -30,8 +30,10 @@ import numpy as np
 
 from daemon import log as logging
 from daemon.domain import timeframe_ms
+from daemon.research import baselines
 from daemon.retrain.progress import Progress
 from daemon.retrain.runners import LocalRunner
+from daemon.trading import scoring
 
 log = logging.get("selection")
 MINUTE_MS = 60_000
@@ -55,21 +57,43 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class Setup:
-    """Where a decision is made and what it predicts: trigger timeframe and label horizon (minutes)."""
+    """Where a decision is made and what it predicts: trigger timeframe and label horizon.
 
-    trigger: str  # "1m" or "1h"
-    horizon: int  # minutes ahead the label looks (a 1m-bar count: the models' trigger series)
+    `bar` is the models' sample timeframe, the unit of the horizon: 1m (the 1m files; a 1h
+    trigger then decides at every 60th 1m sample) or the trigger itself (1h/4h/1d samples built
+    straight from 1h files, `sigd compare --timeframe`)."""
+
+    trigger: str  # "1m", "1h", "4h" or "1d"
+    horizon: int  # label horizon in `bar` bars
+    bar: str = "1m"
 
     def __post_init__(self) -> None:
-        step = timeframe_ms(self.trigger) // MINUTE_MS
+        if self.bar != "1m" and self.bar != self.trigger:
+            raise ValueError(f"setup {self.trigger}:{self.horizon}: models sampled at {self.bar} decide at {self.bar} only")
+        step = self.step
         if self.horizon < step or self.horizon % step:
             raise ValueError(f"setup {self.name}: the horizon must be a multiple of the {self.trigger} trigger")
 
     @property
     def name(self) -> str:
         """e.g. "1h/4h"."""
-        h = self.horizon
+        h = self.horizon_ms // MINUTE_MS
         return f"{self.trigger}/" + (f"{h // 1440}d" if h % 1440 == 0 else f"{h // 60}h" if h % 60 == 0 else f"{h}m")
+
+    @property
+    def bar_ms(self) -> int:
+        """Length of one sample bar (the horizon's unit)."""
+        return timeframe_ms(self.bar)
+
+    @property
+    def horizon_ms(self) -> int:
+        """How far ahead the label looks."""
+        return self.horizon * self.bar_ms
+
+    @property
+    def step(self) -> int:
+        """Sample bars between two decisions."""
+        return timeframe_ms(self.trigger) // self.bar_ms
 
     @property
     def step_minutes(self) -> int:
@@ -79,7 +103,7 @@ class Setup:
     @property
     def hold(self) -> int:
         """Holding period in decisions: a position lives at least one horizon."""
-        return self.horizon // self.step_minutes
+        return self.horizon // self.step
 
     @property
     def bars_per_year(self) -> float:
@@ -88,14 +112,24 @@ class Setup:
 
     def label_thresholds(self) -> tuple[float, float]:
         """(threshold, neutral zone): the training defaults at 15 minutes, scaled by sqrt(time)."""
-        scale = math.sqrt(self.horizon / BASE_HORIZON)
+        scale = math.sqrt(self.horizon_ms / (BASE_HORIZON * MINUTE_MS))
         return round(BASE_THRESHOLD * scale, 6), round(BASE_NEUTRAL * scale, 6)
 
 
-def parse_setups(text: Sequence[str]) -> list[Setup]:
-    """["1m:15", "1h:240"] -> Setups; a clear error naming the bad item."""
+def parse_setups(text: Sequence[str], timeframe: str | None = None) -> list[Setup]:
+    """["1m:15", "1h:240"] -> Setups (horizons in minutes, models on 1m samples); with a
+    `timeframe` (--timeframe 1h|4h|1d): ["24", "72"] -> horizons in bars of it, models sampled at it.
+    A clear error naming the bad item."""
     out = []
     for item in text:
+        if timeframe is not None:
+            try:
+                out.append(Setup(timeframe, int(item), timeframe))
+            except ValueError:
+                raise ValueError(
+                    f"--setups {item!r}: with --timeframe {timeframe} a setup is a horizon in {timeframe} bars, e.g. 24"
+                ) from None
+            continue
         trig, _, hor = item.partition(":")
         try:
             out.append(Setup(trig, int(hor)))
@@ -183,21 +217,36 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _close_lookup(bars: np.ndarray, when: np.ndarray) -> np.ndarray:
-    """The 1m close of the bar closing exactly at `when` (NaN where there is none)."""
-    closes = bars[:, 0].astype(np.int64) + MINUTE_MS
+def _close_lookup(bars: np.ndarray, when: np.ndarray, bar_ms: int = MINUTE_MS) -> np.ndarray:
+    """The close of the bar (of length `bar_ms`) closing exactly at `when` (NaN where there is none)."""
+    closes = bars[:, 0].astype(np.int64) + bar_ms
     i = np.clip(np.searchsorted(closes, when), 0, len(closes) - 1)
     return np.where(closes[i] == when, bars[i, 4], np.nan)
 
 
 def _decisions(setup: Setup, close_ts: np.ndarray, probs: np.ndarray, y: np.ndarray, prim: np.ndarray) -> Scored:
     """Decisions (samples at the setup's decision instants) with the returns the baselines use."""
-    now = _close_lookup(prim, close_ts)
-    ahead = _close_lookup(prim, close_ts + setup.step_minutes * MINUTE_MS)
+    ms = setup.bar_ms
+    now = _close_lookup(prim, close_ts, ms)
+    ahead = _close_lookup(prim, close_ts + setup.step_minutes * MINUTE_MS, ms)
     step = np.where(np.isfinite(ahead) & np.isfinite(now), ahead / now - 1.0, 0.0)
-    trailing = now / _close_lookup(prim, close_ts - setup.horizon * MINUTE_MS) - 1.0
-    day = now / _close_lookup(prim, close_ts - DAY_MS) - 1.0
+    trailing = now / _close_lookup(prim, close_ts - setup.horizon_ms, ms) - 1.0
+    day = now / _close_lookup(prim, close_ts - DAY_MS, ms) - 1.0
     return Scored(close_ts, probs, y.astype(np.int64), step, trailing, day)
+
+
+def baseline_sides(name: str, s: Scored, setup: Setup, shares: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sides, probabilities) of one baseline on one fold's decisions."""
+    n = len(s.close_ts)
+    if name == "random":
+        return baselines.random_sides(n, shares, seed), np.tile(shares / shares.sum(), (n, 1))
+    sides = {
+        "always_flat": lambda: np.ones(n, dtype=np.int64),
+        "persistence": lambda: baselines.persistence_sides(s.trailing_ret, setup.label_thresholds()[1]),
+        "buy_and_hold": lambda: np.full(n, 2, dtype=np.int64),
+        "momentum": lambda: baselines.momentum_sides(s.close_ts, s.day_ret),
+    }[name]()
+    return sides, scoring.one_hot(sides)
 
 
 def train_fold(job: Job) -> tuple[Path, str, list[int]]:
@@ -224,6 +273,7 @@ def train_fold(job: Job) -> tuple[Path, str, list[int]]:
         fee=job.fee,
         hold=job.setup.horizon,
         decision_timeframe=job.setup.trigger,
+        trigger_timeframe=job.setup.bar,
     )
     res = train(spec, job.out_dir)
     return res.artifact_dir, res.version, list(res.samples.get("train_classes") or [])
@@ -241,13 +291,13 @@ def score_window(
     from pipeline.train import load_symbol, predict_scores
 
     model, meta, spec = load_artifact(art_dir, "cpu")
-    io = registry.family(meta["model"]["name"]).make_io("classification")
+    io = registry.family(meta["model"]["name"]).make_io("classification", spec.trigger)
     io.restore(meta["training"].get("trend_tau"))
     target = TargetSpec.from_dict(meta["target"])
     # history before the window: the model's input window, and a day for the baselines' lookbacks
-    warm = max(spec.required_windows["1m"] * MINUTE_MS, DAY_MS + setup.horizon * MINUTE_MS) + HOUR_MS
-    lo, hi = (start_ms, end_ms) if inner else (start_ms - warm, end_ms + target.span * MINUTE_MS)
-    series = load_symbol([Path(d) for d in data_dirs], symbol, spec.inputs, lo, hi, lambda s: None)
+    warm = max(spec.required_windows[spec.trigger] * setup.bar_ms, DAY_MS + setup.horizon_ms) + HOUR_MS + setup.bar_ms
+    lo, hi = (start_ms, end_ms) if inner else (start_ms - warm, end_ms + target.span * setup.bar_ms)
+    series = load_symbol([Path(d) for d in data_dirs], symbol, spec.inputs, lo, hi, lambda s: None, spec.trigger)
     # Outside training one block holds the whole window: every sample with its label is a decision.
     ratios = RATIOS if inner else (1e-9, 1e-9, 1.0 - 2e-9)
     samples = build_symbol_samples(symbol, series, spec, target, ratios, aux_targets=io.aux_targets)
@@ -260,7 +310,7 @@ def score_window(
         sel &= (close_ts > start_ms) & (close_ts <= end_ms)
     idx, close_ts = idx[sel], close_ts[sel]
     probs = predict_scores(io, model, ss, idx, next(model.parameters()).device)
-    return _decisions(setup, close_ts, probs, ss.y[idx], series["1m"])
+    return _decisions(setup, close_ts, probs, ss.y[idx], series[spec.trigger])
 
 
 def run_job(job: Job) -> FoldScores:
@@ -346,7 +396,11 @@ def validate_artifact(
     if meta["target"].get("mode", "classification") != "classification":
         raise ValueError(f"{art_dir}: a {meta['target']['mode']} artifact; the gate scores classifiers only")
     horizon = int(meta["target"]["horizon"])
-    seen = int(meta["data"]["last_close_ts"]) + horizon * MINUTE_MS  # its last label's end
+    from pipeline.spec import spec_of_meta
+
+    trained = spec_of_meta(meta)
+    setup = Setup(trained.decision_timeframe, horizon, trained.trigger_timeframe)
+    seen = int(meta["data"]["last_close_ts"]) + setup.horizon_ms  # its last label's end
     if start_ms < seen:
         raise ValueError(
             f"{art_dir}: the window starts {iso(start_ms)}, inside what it was trained on "
@@ -354,22 +408,17 @@ def validate_artifact(
         )
     fee = float(meta["threshold"]["fee"]) if fee is None else fee
     # Decide where the model decides (an artifact trained for 1h decisions is not traded on
-    # every 1m bar); its holding period, kept in 1m bars, becomes a count of those decisions.
-    from pipeline.spec import spec_of_meta
-
-    setup = Setup(spec_of_meta(meta).decision_timeframe, horizon)
-    hold = max(1, hold_bars(meta) // setup.step_minutes)
+    # every 1m bar); its holding period, kept in sample bars, becomes a count of those decisions.
+    hold = max(1, hold_bars(meta) // setup.step)
     s = score_window(Path(art_dir), setup, data_dirs, symbol, start_ms, end_ms, False)
     sides = thr.decide(s.probs, float(meta["threshold"]["value"]))
     trade, net = trading_scores(sides, s.step_ret, hold, fee, setup.bars_per_year)
     thresholds = {"min_trades": stats.MIN_TRADES, "min_psr": stats.MIN_PSR, "min_dsr": stats.MIN_DSR, **(gate or {})}
     verdict = stats.gate(net, int(trade["trades"]), n_trials, **thresholds)
     # the baselines on the same decisions, the same holding period and the same unit position
-    from daemon.research.leaderboard import _baseline_sides
-
     base = {}
     for name in ("always_flat", "buy_and_hold", "momentum", "persistence"):
-        b_sides, _ = _baseline_sides(name, s, setup, np.ones(3), 0)
+        b_sides, _ = baseline_sides(name, s, setup, np.ones(3), 0)
         b_trade, _ = trading_scores(b_sides, s.step_ret, hold, fee, setup.bars_per_year)
         base[name] = {k: b_trade[k] for k in ("sharpe", "total_return", "trades")}
     block = {

@@ -22,7 +22,7 @@ import numpy as np
 
 from daemon import log as logging
 from daemon.domain import timeframe_ms
-from daemon.research.replay import Stream, Tape, TapeError, write_tape
+from daemon.research.replay import Stream, Tape, TapeError, iso, write_tape
 
 if TYPE_CHECKING:
     from daemon.research.backtest import Plan
@@ -73,7 +73,7 @@ def plan_folds(start_ms: int, end_ms: int, train_days: int, test_days: int) -> l
 
 
 def fold_samples(bars: int, input_bars: int, label_bars: int) -> tuple[int, int, int]:
-    """Samples a training window of `bars` 1m bars gives its train / validation / test splits
+    """Samples a training window of `bars` trigger bars gives its train / validation / test splits
     (models.datasets: a sample's input window and label span lie inside its split's block)."""
     from itertools import pairwise
 
@@ -85,27 +85,62 @@ def fold_samples(bars: int, input_bars: int, label_bars: int) -> tuple[int, int,
 
 
 def _family_samples(io: Any, seq_len: int, label_bars: int, days: int) -> tuple[int, tuple[int, int, int]]:
-    """(input bars, split samples) of a family's IO on a `days`-day training window."""
-    bars = days * 1440
-    window = io.feature_spec(seq_len, bars, ("1m",), lambda _msg: None).required_windows["1m"]
+    """(input bars, split samples) of a family's IO on a `days`-day training window of its trigger bars."""
+    bars = days * DAY_MS // timeframe_ms(io.trigger)
+    window = io.feature_spec(seq_len, bars, (io.trigger,), lambda _msg: None).required_windows[io.trigger]
     return window, fold_samples(bars, window, label_bars)
 
 
-def check_fold_sizes(train_days: int, dirs: dict[str, Path], train_kwargs: dict, spec: str, flag: str) -> None:
-    """Before any training: a fold's training window must give every family samples in each
-    split (input window + label horizon per sample); ValueError naming `flag` and the days it needs."""
-    from models import registry
+def sample_timeframe(served: Path, timeframe: str | None) -> str:
+    """The bars a fold's model samples: the served model's (1m models keep 1m, deciding at a
+    coarser close as served), or `timeframe` (--timeframe) when it is given or the model is hourly."""
     from models.artifacts import read_meta
-    from models.datasets import MIN_SAMPLES
+    from pipeline.spec import spec_of_meta
+
+    own = spec_of_meta(read_meta(served)).trigger_timeframe
+    return own if timeframe is None or (own == "1m" and timeframe == "1m") else timeframe
+
+
+def fold_target(served: Path, timeframe: str | None, flag: str = "--timeframe") -> tuple[str, Any]:
+    """(sample timeframe, target) of a fold's model: the served model's target, its horizon
+    counted in the fold's sample bars (a 1-day horizon is 24 bars at 1h, 6 at 4h); ValueError
+    naming `flag` when the horizon is not a whole number of them."""
+    import dataclasses
+
+    from models.artifacts import read_meta
     from models.targets import TargetSpec
+    from pipeline.spec import spec_of_meta
+
+    meta = read_meta(served)
+    own = spec_of_meta(meta).trigger_timeframe
+    target = TargetSpec.from_dict(meta["target"])
+    tf = sample_timeframe(served, timeframe)
+    if tf == own:
+        return tf, target
+    horizon_ms = target.horizon * timeframe_ms(own)
+    if horizon_ms % timeframe_ms(tf) or horizon_ms < timeframe_ms(tf):
+        raise ValueError(
+            f"{flag} {tf}: {served.name}'s label horizon ({target.horizon} {own} bars) is not a whole number of {tf} bars"
+        )
+    return tf, dataclasses.replace(target, horizon=horizon_ms // timeframe_ms(tf))
+
+
+def check_fold_sizes(
+    train_days: int, dirs: dict[str, Path], train_kwargs: dict, spec: str, flag: str, timeframe: str | None = None
+) -> None:
+    """Before any training: a fold's training window must give every family samples in each
+    split (input window + label horizon per sample, in its trigger bars); ValueError naming
+    `flag` and the days it needs."""
+    from models import registry
+    from models.datasets import MIN_SAMPLES
 
     def enough(split: tuple[int, int, int]) -> bool:
         return min(split) >= 1 and sum(split) >= MIN_SAMPLES
 
     for name, served in dirs.items():
         fam = registry.family(name)
-        target = TargetSpec.from_dict(read_meta(served)["target"])
-        io = fam.make_io(target.mode)
+        tf, target = fold_target(served, timeframe)
+        io = fam.make_io(target.mode, tf)
         seq_len = fam.make_config(dict(io.config_overrides_base()), train_kwargs.get("preset", "small")).seq_len
         window, split = _family_samples(io, seq_len, target.span, train_days)
         if enough(split):
@@ -122,13 +157,15 @@ def check_fold_sizes(train_days: int, dirs: dict[str, Path], train_kwargs: dict,
 def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, context_bars: int) -> Path:
     """Tape files of what fold `fold` may train on: bars closed by train_end, nothing later.
 
-    The trigger stream starts at train_start; every other stream keeps `context_bars` bars
-    of history before train_start, the context the first training windows need.
+    A 1m trigger stream starts at train_start; every other stream (and a 1h/4h/1d trigger,
+    whose 1h file is also the source of its 4h/1d context; the fold's TrainSpec starts its
+    samples at train_start) keeps `context_bars` bars of history before train_start, the
+    context the first training windows need.
     """
     for stream, rows in tape.streams.items():
         close = rows[:, 0].astype(np.int64) + timeframe_ms(stream[1])
         keep = close <= fold.train_end
-        if stream == trigger:
+        if stream == trigger and trigger[1] == "1m":
             keep &= rows[:, 0] >= fold.train_start
         else:
             first = int(np.searchsorted(rows[:, 0], fold.train_start)) - context_bars
@@ -141,27 +178,28 @@ def write_training_tape(tape: Tape, trigger: Stream, fold: Fold, out: Path, cont
     return out
 
 
-def fold_jobs(fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path, train_kwargs: dict) -> list[TrainJob]:
+def fold_jobs(
+    fold: Fold, tape: Tape, trigger: Stream, dirs: dict[str, Path], work: Path, train_kwargs: dict, timeframe: str | None = None
+) -> list[TrainJob]:
     """The fold's training tape written to storage, and one TrainJob per served family on it.
 
-    Each family keeps the served model's target definition; the rest as the nightly retrain."""
+    Each family keeps the served model's target definition (its horizon in the fold's trigger
+    bars, `fold_target`) and samples the served model's bars, or `timeframe`'s; the rest as the
+    nightly retrain."""
     from daemon.retrain.jobs import TrainJob
     from daemon.retrain.storage import to_uri
-    from models.artifacts import read_meta
-    from models.targets import TargetSpec
     from pipeline.spec import TrainSpec
 
     data = write_training_tape(tape, trigger, fold, work / f"fold{fold.index}" / "data", CONTEXT_BARS)
     fields = {"symbols": (trigger[0],), **train_kwargs}
-    return [
-        TrainJob(
-            TrainSpec(name, data_dirs=(to_uri(data),), target=TargetSpec.from_dict(read_meta(served)["target"]), **fields),
-            to_uri(data),
-            to_uri(work / f"fold{fold.index}" / name),
-            fold.index,
-        )
-        for name, served in dirs.items()
-    ]
+    jobs = []
+    for name, served in dirs.items():
+        tf, target = fold_target(served, timeframe)
+        # an hourly trigger's file keeps history before the window (context); its samples start at train_start
+        window = {"trigger_timeframe": tf, "start": iso(fold.train_start)} if tf != "1m" else {}
+        spec = TrainSpec(name, data_dirs=(to_uri(data),), target=target, **window, **fields)
+        jobs.append(TrainJob(spec, to_uri(data), to_uri(work / f"fold{fold.index}" / name), fold.index))
+    return jobs
 
 
 def run_fold_jobs(jobs: list[TrainJob], runner: Runner | None = None) -> list[ArtifactRef]:
@@ -222,6 +260,7 @@ def run_walk_forward(
     work: Path | None = None,
     runner: Runner | None = None,
     flag: str = "--walk-forward",
+    timeframe: str | None = None,
 ) -> BacktestResult:
     """Train every fold x family as jobs on the runner (all at once on Ray), then trade each fold's
     test window with its fold's models in one engine run, and report every fold."""
@@ -234,12 +273,13 @@ def run_walk_forward(
 
     train_days, test_days = parse_spec(spec, flag)
     kwargs = {**nightly_kwargs(plan.cfg), **(train_kwargs or {})}
-    check_fold_sizes(train_days, dirs, kwargs, spec, flag)  # minutes, not after a family has trained
+    check_fold_sizes(train_days, dirs, kwargs, spec, flag, timeframe)  # minutes, not after a family has trained
     folds = plan_folds(plan.start_ms, plan.end_ms, train_days, test_days)
-    every = load_streams(data_dir, discover(data_dir), plan.trigger)  # training may use every file
+    # training may use every file, and the trigger (4h/1d derived from 1h files)
+    every = load_streams(data_dir, list(dict.fromkeys([*discover(data_dir), plan.trigger])), plan.trigger)
     with tempfile.TemporaryDirectory(prefix="sigd-wf-") as tmp:
         root = work or Path(tmp)
-        jobs = [j for fold in folds for j in fold_jobs(fold, every, plan.trigger, dirs, root, kwargs)]
+        jobs = [j for fold in folds for j in fold_jobs(fold, every, plan.trigger, dirs, root, kwargs, timeframe)]
         refs = run_fold_jobs(jobs, runner)
         test = Plan(plan.cfg, plan.tape, plan.order, plan.trigger, folds[0].test_start, folds[-1].test_end)
         trigger_ts = test.trigger_ts()
@@ -269,6 +309,21 @@ def run_walk_forward(
     return result
 
 
+def at_timeframe(cfg: Any, timeframe: str) -> Any:
+    """The config deciding at `timeframe` (--timeframe): the portfolio's decision timeframe, or
+    the engine's trigger, streamed (added to exchange.timeframes) so the replay feeds it."""
+    import dataclasses
+
+    exchange = cfg.exchange
+    if timeframe not in exchange.timeframes:
+        exchange = dataclasses.replace(exchange, symbol="", timeframes=(*exchange.timeframes, timeframe))
+    if cfg.engine.portfolio:
+        return dataclasses.replace(
+            cfg, exchange=exchange, portfolio=dataclasses.replace(cfg.portfolio, decision_timeframe=timeframe)
+        )
+    return dataclasses.replace(cfg, exchange=exchange, engine=dataclasses.replace(cfg.engine, trigger_timeframe=timeframe))
+
+
 def walk_forward_command(args: Any) -> int:
     """`sigd walk-forward`: folds x served families as jobs on the runner, then one engine run."""
     from daemon import config as config_mod
@@ -279,15 +334,25 @@ def walk_forward_command(args: Any) -> int:
 
     cfg = config_mod.load(args.config)
     logging.setup(cfg.log.level, cfg.log.format)  # progress lines off a terminal are info events
+    timeframe = getattr(args, "timeframe", None)
+    if timeframe:
+        cfg = at_timeframe(cfg, timeframe)
     try:
         # before a Ray start-up: a typo or a window too short for the models fails at once
         dirs = artifact_dirs(cfg, args.model_dir)
-        check_fold_sizes(parse_spec(args.folds, "--folds")[0], dirs, nightly_kwargs(cfg), args.folds, "--folds")
+        check_fold_sizes(parse_spec(args.folds, "--folds")[0], dirs, nightly_kwargs(cfg), args.folds, "--folds", timeframe)
         report_dir(args.report)
         runner = runner_from_config(cfg.research, kind=args.runner, address=args.address, num_cpus=args.num_cpus)
-        trigger = (cfg.exchange.symbol, cfg.engine.trigger_timeframe)
-        plan = make_plan(cfg, load_streams(Path(args.data), live_order(cfg), trigger), args.start, args.end)
-        result = run_walk_forward(plan, Path(args.data), args.folds, dirs, runner=runner, flag="--folds")
+        trigger = (cfg.exchange.symbol, cfg.decision_timeframe()[1])
+        try:
+            tape = load_streams(Path(args.data), live_order(cfg), trigger)
+        except TapeError as exc:
+            if timeframe:  # the data cannot give the asked timeframe: the flag's fault
+                print(f"sigd walk-forward: --timeframe {timeframe}: {exc}", file=sys.stderr)
+                return 2
+            raise
+        plan = make_plan(cfg, tape, args.start, args.end)
+        result = run_walk_forward(plan, Path(args.data), args.folds, dirs, runner=runner, flag="--folds", timeframe=timeframe)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"sigd walk-forward: {exc}", file=sys.stderr)
         return 1

@@ -115,6 +115,13 @@ def walk_forward(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--model-dir", default=None, help="served artifacts (default: [models] paths)")
     p.add_argument("--report", default=None, help="report directory")
+    p.add_argument(
+        "--timeframe",
+        default=None,
+        choices=["1m", "1h", "4h", "1d"],
+        help="decide and train the folds at this trigger (as `sigd train --timeframe`; 1h/4h/1d need only 1h files; "
+        "default: the config's decision timeframe)",
+    )
 
 
 def tune(p: argparse.ArgumentParser) -> None:

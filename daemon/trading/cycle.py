@@ -67,6 +67,11 @@ class Cycles:
         """A cycle is running."""
         return self._inflight is not None and not self._inflight.done()
 
+    @property
+    def idle(self) -> bool:
+        """No cycle running, none closed and waiting, none being assembled (a pre-warm may run)."""
+        return not self.busy and not self._ready and self._open_ts is None
+
     async def add(self, job: Job) -> None:
         """Take one trigger bar (see the module doc)."""
         ts = job.bar.ts

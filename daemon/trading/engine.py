@@ -166,6 +166,8 @@ class Engine(PortfolioCycle):
         self.prewarm_s = 0.0 if wait_for_decision else prewarm_ms / 1000.0
         self.interval_s = bar_ms / 1000.0 / max(speed, 1e-9)  # wall seconds between trigger closes
         self._prewarm: asyncio.TimerHandle | None = None
+        self._prewarm_ts = -1  # the newest trigger bar the pre-warm timer was set from
+        self._prewarm_pass_s = 0.0  # how long the last pre-warm pass took
         self._act_lock = asyncio.Lock()
         self.decisions = self.skipped = 0
         self.shadow = Shadow()  # every model trades unless the service sets trade_only_validated
@@ -312,7 +314,8 @@ class Engine(PortfolioCycle):
             FAILURES.failed("decision", repr(exc))
             for job in jobs:  # those decided keep their row (the first stays)
                 self.audit.record(job.bar, Reason.FAILED, repr(exc))
-        self._schedule_prewarm()
+        newest = max(j.bar.ts for j in jobs)
+        self._schedule_prewarm(newest, min(j.received for j in jobs if j.bar.ts == newest))
 
     async def _settle(self, symbol: str) -> None:
         settle = getattr(self.broker, "settle", None)  # the testnet broker: unresolved orders first
@@ -503,23 +506,35 @@ class Engine(PortfolioCycle):
 
     # --- prewarm ------------------------------------------------------------------------------
 
-    def _schedule_prewarm(self) -> None:
-        """Shortly before the next expected close, one throwaway forward pass (see inference.py)."""
-        if self.prewarm_s <= 0 or self.prewarm_s >= self.interval_s:
+    def _schedule_prewarm(self, bar_ts: int, arrived: float) -> None:
+        """One throwaway forward pass `prewarm_ms` before the next trigger bar is due (see inference.py).
+
+        The next bar is due one trigger interval after this cycle's first bar arrived (the feed's
+        delay after a close is about the same each bar), not after the cycle ended: a slow cycle
+        would push a short lead past the next close. A late bar's cycle leaves the timer as it is.
+        The pass starts early by as long as the last one took, so that it ends `prewarm_ms` before
+        the bar is due (at N = 200 a pass takes a few hundred ms) instead of holding the threads
+        the bar's cycle needs."""
+        if self.prewarm_s <= 0 or self.prewarm_s >= self.interval_s or bar_ts <= self._prewarm_ts:
             return
+        self._prewarm_ts = bar_ts
         if self._prewarm is not None:
             self._prewarm.cancel()
-        self._prewarm = asyncio.get_running_loop().call_later(self.interval_s - self.prewarm_s, self._fire_prewarm)
+        delay = arrived + self.interval_s - self.prewarm_s - self._prewarm_pass_s - self.perf_clock()
+        if delay > 0:  # else the next bar is nearly due: a pass now could only delay it
+            self._prewarm = asyncio.get_running_loop().call_later(delay, self._fire_prewarm)
 
     def _fire_prewarm(self) -> None:
         self._prewarm = None
-        if not self.cycles.busy:
+        if self.cycles.idle:  # a bar already in (a cycle assembling or running) goes first
             asyncio.ensure_future(self.prewarm())
 
     async def prewarm(self) -> float:
         """One throwaway batched forward pass over every symbol's current windows; its ms."""
         windows = [self._snapshot(s) for s in self.symbols]
-        return await self.inference.prewarm(dict(self.predictors), windows)
+        ms = await self.inference.prewarm(dict(self.predictors), windows)
+        self._prewarm_pass_s = ms / 1000.0
+        return ms
 
     # --- operator actions -------------------------------------------------------------------
 

@@ -182,6 +182,17 @@ class Inference:
             self._executors[device] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"sigd-infer-{device}")
         return self._executors[device]
 
+    def _work(
+        self, predictors: Mapping[str, PredictorLike], n: int, symbols: Sequence[str] | None
+    ) -> list[tuple[str, list[tuple[str, PredictorLike]], slice, Sequence[str] | None]]:
+        """(device, models, part of the cycle, its symbols): what each inference thread gets."""
+        out = []
+        for dev, models in lanes(predictors):
+            split = dev == "cpu" and not any(hasattr(p, "predict_for") for _, p in models)  # not a backtest's table
+            for part in cpu_parts(n) if split else [slice(0, n)]:
+                out.append((dev, models, part, None if symbols is None else symbols[part]))
+        return out
+
     async def predict(
         self,
         predictors: Mapping[str, PredictorLike],
@@ -194,13 +205,10 @@ class Inference:
         A CPU model's cycle runs in parts side by side (`cpu_parts`): one model's batch then uses
         every core, not one, while the other models' parts queue for the same threads."""
         loop = asyncio.get_running_loop()
-        tasks = []  # (model names, slice of the cycle, future)
-        for dev, models in lanes(predictors):
-            split = dev == "cpu" and not any(hasattr(p, "predict_for") for _, p in models)  # not a backtest's table
-            for part in cpu_parts(len(windows)) if split else [slice(0, len(windows))]:
-                ws, ts = windows[part], bar_ts[part]
-                syms = None if symbols is None else symbols[part]
-                tasks.append((part, loop.run_in_executor(self._executor(dev), run_models, models, ws, ts, syms)))
+        tasks = [
+            (part, loop.run_in_executor(self._executor(dev), run_models, models, windows[part], bar_ts[part], syms))
+            for dev, models, part, syms in self._work(predictors, len(windows), symbols)
+        ]
         results = await asyncio.gather(*(f for _, f in tasks))
         merged: dict[str, list[Prediction | None]] = {}
         for (part, _), r in zip(tasks, results):
@@ -219,8 +227,12 @@ class Inference:
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         ws, ts = [w for w, _ in usable], [t for _, t in usable]
+        # The very parts, threads and code paths the cycle will take (one symbol: predict(), not a batch of one).
         await asyncio.gather(
-            *(loop.run_in_executor(self._executor(dev), _quiet, models, ws, ts) for dev, models in lanes(predictors))
+            *(
+                loop.run_in_executor(self._executor(dev), _quiet, models, ws[part], ts[part])
+                for dev, models, part, _ in self._work(predictors, len(ws), None)
+            )
         )
         elapsed = (time.perf_counter() - start) * 1000.0
         PREWARM_MS.observe(elapsed)
@@ -238,7 +250,7 @@ def _quiet(models: Sequence[tuple[str, PredictorLike]], windows: Sequence[Window
     for _, p in models:
         batch = getattr(p, "predict_batch", None)
         try:
-            if batch is not None:
+            if batch is not None and len(windows) > 1:  # the path predict_many takes
                 batch([own_windows(p, w) for w in windows], list(bar_ts))
             else:
                 for w, ts in zip(windows, bar_ts):

@@ -3,7 +3,7 @@ May 2021 tape (five coins through the 2021-05-19 sell-off, the windows `sigd run
 config.hourly.toml` holds) their P(long) moves over time and differs across coins, and the
 share of their inputs clipped at +-10 is reported per input and stays bounded.
 
-Floors and ceilings, with what was measured (`python -m pipeline.saturation`, 48 bars):
+Floors and ceilings, with what was measured (`python -m daemon.commands.saturation`, 48 bars):
 
 | | cross-symbol sd | over-time sd | mean / max correlation |
 |---|---|---|---|

@@ -87,12 +87,19 @@ def test_a_1h_portfolio_backtest_on_the_2021_tape_decides_every_symbol(write_con
     assert decided == list(range(start, end, HOUR))
 
 
-def test_without_the_1m_file_a_missing_1h_stream_is_still_an_error(tmp_path: Path) -> None:
+def test_without_the_1m_file_4h_comes_from_the_1h_file_and_a_missing_1h_is_still_an_error(tmp_path: Path) -> None:
     import shutil
 
     for f in TAPE_2021.glob("XRP_USDT-1[hd].csv.gz"):
         shutil.copy(f, tmp_path / f.name)
-    tape = replay.load_streams(tmp_path, [("XRP/USDT", "1h"), ("XRP/USDT", "4h")], ("XRP/USDT", "1h"))
-    assert tape.notes()["derived_from_1m"] == {} and tape.missing == [("XRP/USDT", "4h")]
-    with pytest.raises(replay.TapeError, match="the trigger stream XRP/USDT 4h is required"):
-        replay.load_streams(tmp_path, [("XRP/USDT", "4h")], ("XRP/USDT", "4h"))
+    tape = replay.load_streams(tmp_path, [("XRP/USDT", "1h"), ("XRP/USDT", "4h")], ("XRP/USDT", "4h"))
+    hours, four = tape.streams[("XRP/USDT", "1h")], tape.streams[("XRP/USDT", "4h")]
+    assert tape.missing == [] and tape.notes()["derived_from_1m"]["XRP/USDT 4h"]["derived"] == len(four) > 0
+    first = int(np.searchsorted(hours[:, 0], four[0, 0]))  # the 4h bar is its four hours, summed exactly
+    np.testing.assert_allclose(
+        four[0, 1:5], [hours[first, 1], hours[first : first + 4, 2].max(), hours[first : first + 4, 3].min(), hours[first + 3, 4]]
+    )
+    assert four[0, 5] == pytest.approx(hours[first : first + 4, 5].sum(), rel=1e-12)
+    (tmp_path / "XRP_USDT-1h.csv.gz").unlink()
+    with pytest.raises(replay.TapeError, match="the trigger stream XRP/USDT 1h is required"):
+        replay.load_streams(tmp_path, [("XRP/USDT", "1h")], ("XRP/USDT", "1h"))

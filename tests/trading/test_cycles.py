@@ -207,7 +207,7 @@ async def test_prewarm_runs_one_throwaway_pass_before_the_next_close_and_stores_
     mtf = BatchMomentum("mtf", "m1")
     store = Store(tmp_path / "sigd.sqlite")
     buffers = buffers_for(SYMBOLS)
-    # A 1m trigger at 600x: closes 100 ms apart; the pre-warm fires 60 ms before the next one.
+    # A 1m trigger at 300x: closes 200 ms apart; the pre-warm ends 60 ms before the next one is due.
     engine = Engine(
         store=store,
         buffers=buffers,
@@ -216,7 +216,7 @@ async def test_prewarm_runs_one_throwaway_pass_before_the_next_close_and_stores_
         symbols=SYMBOLS,
         timeframes=("1m",),
         prewarm_ms=60,
-        speed=600.0,
+        speed=300.0,
         cycle_deadline_ms=50,
     )
     await engine.start()
@@ -224,7 +224,7 @@ async def test_prewarm_runs_one_throwaway_pass_before_the_next_close_and_stores_
     await asyncio.wait_for(engine.cycles.drain(), 5)
     decided = list(mtf.batches)
     rows = {t: store.count(t) for t in ("predictions", "signals", "decisions")}
-    for _ in range(50):  # ~40 ms after the cycle: one pass over every symbol's current windows
+    for _ in range(50):  # ~140 ms after the cycle's first bar: one pass over every symbol's current windows
         await asyncio.sleep(0.01)
         if len(mtf.batches) > len(decided):
             break
