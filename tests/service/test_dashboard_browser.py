@@ -274,7 +274,11 @@ async def test_every_symbol_has_its_chart_and_the_timeframe_switches(tmp_path: P
         await page.wait_for_selector(".tf button.on[data-tf='1h']")
         loop = asyncio.get_running_loop()
         deadline, last = loop.time() + 10, minute
-        while loop.time() < deadline and not (last != minute and last % 3_600_000 == 0):
+        # Read the hour chart's bar only once the section says it shows 1h bars: until it has
+        # redrawn, data-last-bar is still the minute chart's, and the 12:00 minute bar is on the hour.
+        while loop.time() < deadline and not (
+            last != minute and last % 3_600_000 == 0 and "1h bar" in (await page.text_content(f"{ltc} .last-bar") or "")
+        ):
             last = int(await page.get_attribute(ltc, "data-last-bar") or 0)
             await asyncio.sleep(0.1)
         assert last % 3_600_000 == 0 and last <= minute, (last, minute)  # the newest hour bar
