@@ -142,6 +142,31 @@ def engine_store(tmp: Path) -> Iterator[tuple[Any, Any]]:
         store.close()
 
 
+def confidence_engine(
+    store: Any, sink: Any, buffers: Any, predictors: dict[str, Any], symbols: Sequence[str], **options: Any
+) -> Any:
+    """The per-symbol (confidence) engine `bench symbols` and `bench http` time: half the equity
+    spread over the symbols, the real paper broker; `options` go to Engine as they are."""
+    from daemon.trading.engine import Engine
+    from daemon.trading.paper import PaperBroker
+    from strategies.confidence import ConfidenceStrategy
+    from strategies.risk import PortfolioLimits, RiskParams
+
+    return Engine(
+        store=store,
+        buffers=buffers,
+        predictors=predictors,
+        sink=sink,
+        symbols=list(symbols),
+        broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
+        strategies=[ConfidenceStrategy(combine="either")],
+        risk_params=RiskParams(position_fraction=0.5 / len(symbols), max_position=1e9),
+        portfolio=PortfolioLimits(max_gross_exposure=1.0),
+        timeframes=("1m", "1h", "1d"),
+        **options,
+    )
+
+
 def bars_at(symbols: Iterable[str], timeframe: str, rows: Sequence[np.ndarray]) -> list[Any]:
     """One Bar per symbol from its (ts, o, h, l, c, v) row of `timeframe`, in the same order."""
     from daemon.domain import Bar

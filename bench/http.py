@@ -39,7 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench.symbols import REPO, load_models, pct, symbol_tapes, warm
+from bench.engineload import REPO, capacity, confidence_engine, load_models, pct, symbol_tapes, warm
 
 PRIORITIES = ("idle", "nice", "normal")
 
@@ -187,34 +187,19 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     from daemon.service.httpserver import Settings
     from daemon.service.watchdog import Freshness
     from daemon.store import Store
-    from daemon.trading.engine import Engine
-    from daemon.trading.paper import PaperBroker
-    from strategies.confidence import ConfidenceStrategy
-    from strategies.risk import PortfolioLimits, RiskParams
 
     with tempfile.TemporaryDirectory() as tmp:
         predictors = load_models("small", "cpu", a.threshold, Path(tmp), 1)
         tapes, btc = symbol_tapes(a.n)
-        capacity = max(max(int(k) for k in p.required_windows.values()) for p in predictors.values()) + 8
         cycles = a.rounds * 2 * (a.cycles + 1)
         start = len(btc) - cycles - 1
-        if start < capacity:
+        rows = capacity(predictors)
+        if start < rows:
             raise SystemExit(f"--rounds x --cycles: {cycles} cycles need more 1m rows than the bundled tape holds")
-        buffers = warm(tapes, btc, start, capacity)
+        buffers = warm(tapes, btc, start, rows)
         store = Store(Path(tmp) / "sigd.sqlite")
         sink = Outbox(store, [LogChannel()])
-        engine = Engine(
-            store=store,
-            buffers=buffers,
-            predictors=predictors,
-            sink=sink,
-            symbols=list(tapes),
-            broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
-            strategies=[ConfidenceStrategy(combine="either")],
-            risk_params=RiskParams(position_fraction=0.5 / a.n, max_position=1e9),
-            portfolio=PortfolioLimits(max_gross_exposure=1.0),
-            timeframes=("1m", "1h", "1d"),
-        )
+        engine = confidence_engine(store, sink, buffers, predictors, list(tapes))
         await engine.start()
         toml = Path(tmp) / "config.toml"
         toml.write_text(f'[exchange]\nsymbols = {json.dumps(list(tapes))}\n[store]\npath = "{tmp}/sigd.sqlite"\n')

@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.engineload import (  # noqa: F401  (re-exported: bench/http.py builds on them)
-    REPO,
+from bench.engineload import (
     bars_at,
     capacity,
     child,
+    confidence_engine,
     engine_store,
     figures,
     load_models,
@@ -63,11 +63,7 @@ async def run_one(
 ) -> dict[str, Any]:
     """One child's run: N symbols, `cycles` decision cycles; the figures as a dict."""
     from daemon.domain import Bar
-    from daemon.trading.engine import Engine
     from daemon.trading.inference import PREWARM_MS
-    from daemon.trading.paper import PaperBroker
-    from strategies.confidence import ConfidenceStrategy
-    from strategies.risk import PortfolioLimits, RiskParams
 
     with tempfile.TemporaryDirectory() as tmp:
         predictors = load_models(preset, device, threshold, Path(tmp), threads)
@@ -77,17 +73,12 @@ async def run_one(
         start = len(btc) - cycles - 1
         buffers = warm(tapes, btc, start, capacity(predictors))
         with engine_store(Path(tmp)) as (store, sink):
-            engine = Engine(
-                store=store,
-                buffers=buffers,
-                predictors=predictors,
-                sink=sink,
-                symbols=list(tapes),
-                broker=PaperBroker(store, sink, fee=0.001, slippage=0.0005),
-                strategies=[ConfidenceStrategy(combine="either")],
-                risk_params=RiskParams(position_fraction=0.5 / n, max_position=1e9),
-                portfolio=PortfolioLimits(max_gross_exposure=1.0),
-                timeframes=("1m", "1h", "1d"),
+            engine = confidence_engine(
+                store,
+                sink,
+                buffers,
+                predictors,
+                list(tapes),
                 prewarm_ms=prewarm_ms,
                 speed=60.0 / idle_s if idle_s > 0 else 1.0,
             )

@@ -1,19 +1,7 @@
 """Is a Sharpe ratio more than luck? PSR, DSR and the gate a model must pass to trade.
 
-Bailey & López de Prado:
-- Probabilistic Sharpe Ratio (2012): the probability that the true Sharpe exceeds a
-  benchmark SR*, given the estimate SR over T returns with skewness g3 and (non-excess)
-  kurtosis g4:  PSR(SR*) = Phi( (SR - SR*) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2) ).
-- Deflated Sharpe Ratio (2014): PSR against the Sharpe the best of N tries would reach by
-  luck alone: SR0 = sqrt(V) ((1 - gamma) Phi^-1(1 - 1/N) + gamma Phi^-1(1 - 1/(N e))), gamma
-  the Euler-Mascheroni constant, V the variance of the Sharpe estimates across the tries.
-  Without the tries' Sharpes, V is the estimator's variance under the null (true SR = 0):
-  1 / (T - 1).
-
-Every Sharpe here is per period (per bar, not annualized): PSR and DSR are invariant to the
-annualization only when both sides are in the same unit.
-
-The math (moments, PSR, DSR) lives in strategies/sharpe.py, shared with the live gate.
+The Probabilistic and Deflated Sharpe Ratios (Bailey & López de Prado), their formulas and
+units, live in strategies/sharpe.py, shared with the live gate; they are re-exported here.
 
 The gate judges a CPCV distribution by the mean of its paths' returns (`pooled`): each path
 trades the same T decisions with a model fitted on other data, so the mean is one tradable
