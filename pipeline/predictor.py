@@ -63,11 +63,16 @@ class Predictor:
         model, meta, spec = load_artifact(art_dir, dev)
         return cls(model, meta, spec, dev)
 
-    def _encode(self, windows: Mapping[str, Any], bar_ts: int) -> dict[str, np.ndarray | None]:
-        trigger = self.spec.trigger  # 1m, or 1h/4h/1d for a model trained on hourly bars
+    def _check_newest(self, windows: Mapping[str, Any], bar_ts: int) -> Any:
+        """The trigger window (1m, or 1h/4h/1d for a model trained on hourly bars), which must end at `bar_ts`."""
+        trigger = self.spec.trigger
         prim = windows.get(trigger)
         if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
             raise InsufficientWindows(f"{self.name}: newest {trigger} bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}")
+        return prim
+
+    def _encode(self, windows: Mapping[str, Any], bar_ts: int) -> dict[str, np.ndarray | None]:
+        prim = self._check_newest(windows, bar_ts)
         return self._usable(encode_windows(windows, self.spec, self.clip_stats), prim)
 
     def _usable(self, enc: dict[str, np.ndarray | None], prim: Any) -> dict[str, np.ndarray | None]:
@@ -82,15 +87,9 @@ class Predictor:
         self, windows_list: Sequence[Mapping[str, Any]], bar_ts_list: Sequence[int]
     ) -> list[dict[str, np.ndarray | None]]:
         """_encode over many window sets, each key in one vectorized pass (the same values)."""
-        trigger = self.spec.trigger  # 1m, or 1h/4h/1d for a model trained on hourly bars
-        for windows, bar_ts in zip(windows_list, bar_ts_list):
-            prim = windows.get(trigger)
-            if prim is not None and len(prim) and int(prim[-1][0]) != int(bar_ts):
-                raise InsufficientWindows(
-                    f"{self.name}: newest {trigger} bar opens at {int(prim[-1][0])}, not at bar_ts {bar_ts}"
-                )
+        prims = [self._check_newest(windows, bar_ts) for windows, bar_ts in zip(windows_list, bar_ts_list)]
         encoded = encode_windows_batch(windows_list, self.spec, self.clip_stats)
-        return [self._usable(enc, w.get(trigger)) for enc, w in zip(encoded, windows_list)]
+        return [self._usable(enc, prim) for enc, prim in zip(encoded, prims)]
 
     def _scores(self, encoded: Sequence[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray]:
         out: list[dict[str, np.ndarray]] = []
